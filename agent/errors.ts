@@ -1,0 +1,56 @@
+/**
+ * The one catalogue of stable error codes. Tests assert `err.code`, never message text.
+ * Operators' scripts may match on the code printed by the CLI (`error[CODE]: message`).
+ */
+export const ErrorCodes = {
+  CONFIG_NOT_FOUND: "no config file was found",
+  CONFIG_PARSE: "the config file is not valid YAML",
+  CONFIG_INVALID: "the config does not match the schema",
+  CONFIG_KEY_UNKNOWN: "no such config key",
+  CONFIG_INCOMPLETE: "a setting needed for this command is missing",
+  KEY_PERMISSIONS: "a private key file is readable by group or others",
+  KEY_INVALID: "a key file cannot be read or parsed",
+  KEY_EXISTS: "refusing to overwrite an existing key or config",
+  OUTBOX_OPEN: "the outbox database cannot be opened",
+  OUTBOX_CORRUPT: "the outbox failed its integrity check",
+  OUTBOX_FULL: "the outbox is full and nothing can be evicted",
+  CONTROL_UNAVAILABLE: "the daemon's control socket does not answer",
+  CONTROL_BAD_REQUEST: "the control request is malformed",
+  EVENT_INVALID: "an event draft is malformed",
+  SEAL_FAILED: "a sealed batch cannot be opened",
+  TRUST_INVALID: "a trust file is malformed",
+  UPSTREAM_REJECTED: "the broker rejected a message",
+  INPUT_INVALID: "an input file is malformed",
+  USAGE: "the command line is malformed",
+  // Modbus proxy and policy
+  MODBUS_FRAME: "a Modbus frame is malformed",
+  POLICY_INVALID: "a policy file is malformed",
+  TLS_SETUP: "TLS material cannot be loaded",
+  // Detection
+  SITE_INVALID: "a site file is malformed",
+  DETECTOR_STATE: "a detector state snapshot cannot be restored",
+} as const;
+
+export type ErrorCode = keyof typeof ErrorCodes;
+
+export class DaemonError extends Error {
+  override readonly name = "DaemonError";
+  constructor(
+    readonly code: ErrorCode,
+    message: string,
+    opts?: { cause?: unknown },
+  ) {
+    super(message, opts);
+  }
+}
+
+export function isDaemonError(e: unknown, code?: ErrorCode): e is DaemonError {
+  return e instanceof DaemonError && (code === undefined || e.code === code);
+}
+
+/** A one-line, secret-free description of any thrown value. */
+export function describeError(e: unknown): string {
+  if (e instanceof DaemonError) return `${e.code}: ${e.message}`;
+  if (e instanceof Error) return (e as NodeJS.ErrnoException).code ? `${(e as NodeJS.ErrnoException).code}: ${e.message}` : e.message;
+  return String(e);
+}
