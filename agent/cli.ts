@@ -1,0 +1,27 @@
+import { Command } from "commander";
+import { registerConfig } from "./commands/config";
+import { registerDaemon } from "./commands/daemon";
+import { registerDemo } from "./commands/demo";
+import { registerInit } from "./commands/init";
+import { registerKeys } from "./commands/keys";
+import { registerSoc } from "./commands/soc";
+import { VERSION } from "./version";
+
+/** The `gatewarden` command line: every command has --help; reporting commands take --json. */
+export function buildProgram(): Command {
+  const program = new Command("gatewarden")
+    .description("Edge security agent for OT gateways: signed, store-and-forward security events to the SOC")
+    .version(VERSION)
+    .showHelpAfterError("(run with --help for usage)")
+    .configureOutput({ outputError: (str, write) => write(str.replace(/^error: /, "error[USAGE]: ")) })
+    .exitOverride((err) => {
+      process.exit(err.exitCode === 0 ? 0 : 2);
+    });
+  registerInit(program);
+  registerConfig(program);
+  registerDaemon(program);
+  registerKeys(program);
+  registerSoc(program);
+  registerDemo(program);
+  return program;
+}

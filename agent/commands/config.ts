@@ -1,0 +1,86 @@
+import type { Command } from "commander";
+import { readFileSync } from "node:fs";
+import { stringify } from "yaml";
+import { getConfigValue, setConfigValue } from "../config/edit";
+import { loadConfig, parseConfigText, validateDoc, formatIssues } from "../config/load";
+import { locateConfig } from "../config/locate";
+import { DaemonError } from "../errors";
+import { action, report } from "./_output";
+
+interface Opts {
+  config?: string;
+  json?: boolean;
+}
+
+export function registerConfig(program: Command): void {
+  const cfg = program.command("config").description("Validate, read and change the config file (found by --config, $GATEWARDEN_CONFIG or ./gatewarden.yaml)");
+  cfg
+    .command("validate")
+    .description("Check the config against the schema; errors name the key path and the line")
+    .option("--config <FILE>", "config file")
+    .option("--json", "print the result as JSON")
+    .action(
+      action((opts: Opts) => {
+        const file = locateConfig(opts.config);
+        let text: string;
+        try {
+          text = readFileSync(file, "utf8");
+        } catch {
+          loadConfig(file); // throws the CONFIG_NOT_FOUND error with its advice
+          return;
+        }
+        const { doc, lc } = parseConfigText(text, file);
+        const { issues } = validateDoc(doc, lc);
+        if (issues.length) throw Object.assign(new DaemonError("CONFIG_INVALID", formatIssues(file, issues)), { issues });
+        report(opts.json, { file, valid: true }, () => `${file}: valid`);
+      }),
+    );
+  cfg
+    .command("get <KEY>")
+    .description("Print one key of the effective config (defaults applied), e.g. upstream.url")
+    .option("--config <FILE>", "config file")
+    .option("--json", "print the value as JSON")
+    .action(
+      action((key: string, opts: Opts) => {
+        const { config } = loadConfig(locateConfig(opts.config));
+        const v = getConfigValue(config, key);
+        report(opts.json, { key, value: v ?? null }, () => (v === undefined ? "" : typeof v === "object" ? stringify(v).trimEnd() : String(v)));
+      }),
+    );
+  cfg
+    .command("set <KEY> <VALUE>")
+    .description("Change one key in place, keeping comments; refuses values the schema rejects")
+    .option("--config <FILE>", "config file")
+    .option("--json", "print the result as JSON")
+    .action(
+      action((key: string, value: string, opts: Opts) => {
+        const file = locateConfig(opts.config);
+        loadConfigOrParseErrorOnly(file);
+        const r = setConfigValue(file, key, value);
+        report(opts.json, { file, key, previous: r.previous ?? null, value: r.value }, () => `${key} = ${JSON.stringify(r.value)} (was ${JSON.stringify(r.previous ?? null)})`);
+      }),
+    );
+  cfg
+    .command("show")
+    .description("Print the effective config (defaults applied, paths resolved)")
+    .option("--config <FILE>", "config file")
+    .option("--json", "print as JSON")
+    .action(
+      action((opts: Opts) => {
+        const { config, file } = loadConfig(locateConfig(opts.config));
+        report(opts.json, config, () => `# ${file} (effective)\n` + stringify(config).trimEnd());
+      }),
+    );
+}
+
+/** `set` may repair an invalid file, but it must at least be readable YAML. */
+function loadConfigOrParseErrorOnly(file: string): void {
+  let text: string;
+  try {
+    text = readFileSync(file, "utf8");
+  } catch {
+    loadConfig(file);
+    return;
+  }
+  parseConfigText(text, file);
+}

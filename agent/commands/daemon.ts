@@ -1,0 +1,130 @@
+import type { Command } from "commander";
+import { loadConfig } from "../config/load";
+import { locateConfig } from "../config/locate";
+import { controlCall, controlStream } from "../control/client";
+import { createLogger } from "../log";
+import { Outbox } from "../outbox/store";
+import { Runtime } from "../runtime";
+import { action, report } from "./_output";
+
+interface Opts {
+  config?: string;
+  json?: boolean;
+}
+
+export function registerDaemon(program: Command): void {
+  program
+    .command("run")
+    .description("Run the daemon in the foreground (JSON-line logs on stdout; SIGTERM/SIGINT stop it cleanly)")
+    .option("--config <FILE>", "config file")
+    .action(
+      action(async (opts: Opts) => {
+        const loaded = loadConfig(locateConfig(opts.config));
+        const log = createLogger(loaded.config.log.level);
+        const rt = new Runtime(loaded, log);
+        await rt.start();
+        await new Promise<void>((resolve) => {
+          let stopping = false;
+          const stop = (sig: string) => {
+            if (stopping) return;
+            stopping = true;
+            void rt.stop(sig).finally(resolve);
+          };
+          process.once("SIGTERM", () => stop("SIGTERM"));
+          process.once("SIGINT", () => stop("SIGINT"));
+        });
+      }),
+    );
+
+  program
+    .command("status")
+    .description("Ask the running daemon for upstream state, outbox depth and age, rates and the last error")
+    .option("--config <FILE>", "config file")
+    .option("--json", "print as JSON")
+    .action(
+      action(async (opts: Opts) => {
+        const { config } = loadConfig(locateConfig(opts.config));
+        const s = (await controlCall(config.control.socket, "status")) as StatusView;
+        report(opts.json, s, () => formatStatus(s));
+      }),
+    );
+
+  const outbox = program.command("outbox").description("Inspect the outbox database");
+  outbox
+    .command("check")
+    .description("Run SQLite's integrity check on the outbox and print its depth")
+    .option("--config <FILE>", "config file")
+    .option("--json", "print as JSON")
+    .action(
+      action((opts: Opts) => {
+        const { config } = loadConfig(locateConfig(opts.config));
+        const ob = new Outbox(config.buffer.path, config.buffer.max_bytes);
+        try {
+          const integrity = ob.integrityCheck();
+          const stats = ob.stats();
+          report(opts.json, { integrity, ...stats, head: ob.head() ?? null }, () => `integrity: ${integrity}\ndepth: ${stats.depth} events, ${stats.bytes} bytes (${stats.parked} parked, ${stats.quarantined} quarantined); files ${stats.file_bytes} of ${stats.budget_bytes} bytes`);
+          if (integrity !== "ok") process.exitCode = 1;
+        } finally {
+          ob.db.close();
+        }
+      }),
+    );
+
+  const events = program.command("events").description("Look at recorded events");
+  events
+    .command("tail")
+    .description("Print the most recent events from the running daemon; -f follows new ones")
+    .option("--config <FILE>", "config file")
+    .option("-n, --lines <N>", "how many recent events", "10")
+    .option("-f, --follow", "keep printing new events until interrupted")
+    .option("--json", "one JSON envelope per line (default: a short line per event)")
+    .action(
+      action(async (opts: Opts & { lines: string; follow?: boolean }) => {
+        const { config } = loadConfig(locateConfig(opts.config));
+        const n = Math.max(0, Number.parseInt(opts.lines, 10) || 0);
+        const print = (e: unknown) => process.stdout.write((opts.json ? JSON.stringify(e) : formatEvent(e as EventView)) + "\n");
+        if (!opts.follow) {
+          for (const e of (await controlCall(config.control.socket, "events.recent", { limit: n })) as unknown[]) print(e);
+          return;
+        }
+        const ac = new AbortController();
+        process.once("SIGINT", () => ac.abort());
+        process.once("SIGTERM", () => ac.abort());
+        await controlStream(config.control.socket, "events.tail", { limit: n }, print, { signal: ac.signal });
+      }),
+    );
+}
+
+interface EventView {
+  boot: number;
+  seq: number;
+  time: number;
+  class: string;
+  severity: number;
+  ocsf: { message?: string; class_uid?: number };
+}
+
+function formatEvent(e: EventView): string {
+  return `${new Date(e.time).toISOString()} ${e.boot}:${e.seq} ${e.class.padEnd(9)} sev=${e.severity} ocsf=${e.ocsf.class_uid ?? "?"} ${e.ocsf.message ?? ""}`;
+}
+
+interface StatusView {
+  device: string;
+  boot: number;
+  version: string;
+  uptime_s: number;
+  upstream: { state: string; url: string | null; last_error: string | null };
+  outbox: { depth: number; bytes: number; file_bytes: number; budget_bytes: number; parked: number; quarantined: number; oldest_unsent_age_s: number | null };
+  rates: { events_in_per_s: number; events_out_per_s: number };
+  last_error: string | null;
+}
+
+function formatStatus(s: StatusView): string {
+  return [
+    `device      ${s.device} (boot ${s.boot}, version ${s.version}, up ${s.uptime_s} s)`,
+    `upstream    ${s.upstream.state}${s.upstream.url ? ` ${s.upstream.url}` : ""}`,
+    `outbox      ${s.outbox.depth} events, ${s.outbox.bytes} bytes; files ${s.outbox.file_bytes}/${s.outbox.budget_bytes} bytes; oldest unsent ${s.outbox.oldest_unsent_age_s ?? "-"} s; parked ${s.outbox.parked}; quarantined ${s.outbox.quarantined}`,
+    `rates       in ${s.rates.events_in_per_s}/s, out ${s.rates.events_out_per_s}/s`,
+    `last error  ${s.last_error ?? "-"}`,
+  ].join("\n");
+}

@@ -1,0 +1,127 @@
+import type { Command } from "commander";
+import { readFileSync } from "node:fs";
+import { join, resolve } from "node:path";
+import { DaemonError } from "../errors";
+import { generateSocKeys } from "../keys/identity";
+import { createLogger } from "../log";
+import { SocReceiver } from "../soc/receive";
+import { TrustStore } from "../soc/trust";
+import { verifyFile } from "../soc/verify-file";
+import { action, report } from "./_output";
+import { mkdirSync } from "node:fs";
+
+export function registerSoc(program: Command): void {
+  const soc = program.command("soc").description("The SOC side: sealing keys, trusted devices, the receiver and offline verification");
+
+  soc
+    .command("keys")
+    .description("SOC sealing keys")
+    .command("init")
+    .description("Create the SOC's X25519 key pair in DIR (soc.key 0600, soc.pub for the gateways)")
+    .requiredOption("--dir <DIR>", "SOC state directory")
+    .option("--json", "print the result as JSON")
+    .action(
+      action((opts: { dir: string; json?: boolean }) => {
+        const dir = resolve(opts.dir);
+        mkdirSync(dir, { recursive: true, mode: 0o700 });
+        const pub = generateSocKeys(join(dir, "soc.key"), join(dir, "soc.pub"));
+        report(opts.json, { secret_key: join(dir, "soc.key"), public_key: join(dir, "soc.pub"), x25519: pub.public_key }, () => `Created ${join(dir, "soc.key")} (0600) and ${join(dir, "soc.pub")}.\nCopy soc.pub to each gateway and set upstream.soc_public_key to its path.`);
+      }),
+    );
+
+  soc
+    .command("trust")
+    .description("Trusted device keys")
+    .command("add <FILE>")
+    .description("Trust a device: FILE is the output of `gatewarden keys export-public` on the gateway")
+    .requiredOption("--dir <DIR>", "SOC state directory")
+    .option("--json", "print the result as JSON")
+    .action(
+      action((file: string, opts: { dir: string; json?: boolean }) => {
+        let text: string;
+        try {
+          text = readFileSync(file, "utf8");
+        } catch (e) {
+          throw new DaemonError("TRUST_INVALID", `cannot read ${file} (${(e as NodeJS.ErrnoException).code ?? "error"})`);
+        }
+        const r = TrustStore.add(resolve(opts.dir), text, file);
+        report(opts.json, r, () => `Trusted device ${r.device} (${r.fingerprint}).`);
+      }),
+    );
+
+  soc
+    .command("receive")
+    .description("Subscribe to the gateways' events; write verified, de-duplicated events and problem lines as JSON lines")
+    .requiredOption("--broker <URL>", "mqtt://HOST:PORT or mqtts://HOST:PORT")
+    .requiredOption("--dir <DIR>", "SOC state directory (soc.key, trusted/, receiver state)")
+    .requiredOption("--out <FILE>", "output JSON-lines file, or - for stdout")
+    .option("--ca <FILE>", "CA for the broker's certificate")
+    .option("--cert <FILE>", "client certificate (mTLS)")
+    .option("--key <FILE>", "client key (0600)")
+    .option("--username <NAME>", "broker user name")
+    .option("--password-file <FILE>", "file holding the broker password (0600)")
+    .option("--topic <FILTER>", "topic filter", "gatewarden/v1/+/events")
+    .option("--share <GROUP>", "consume through the MQTT v5 shared subscription $share/GROUP/<topic>")
+    .option("--client-id <ID>", "MQTT client id; keep it stable so the broker keeps the session while the receiver is down")
+    .option("--gap-timeout-ms <MS>", "how long a hole in a device's sequence may wait for late events before it is reported as a gap", "300000")
+    .option("--mqtt-version <V>", "5, or 4 for MQTT 3.1.1 brokers", "5")
+    .option("--dedupe-window <N>", "positions per device boot remembered for de-duplication", "100000")
+    .action(
+      action(async (opts: { broker: string; dir: string; out: string; ca?: string; cert?: string; key?: string; username?: string; passwordFile?: string; topic: string; share?: string; clientId?: string; gapTimeoutMs: string; dedupeWindow: string; mqttVersion: string }) => {
+        const log = createLogger("info", 2);
+        const r = new SocReceiver({
+          broker: opts.broker,
+          dir: resolve(opts.dir),
+          out: opts.out === "-" ? "-" : resolve(opts.out),
+          topic: opts.topic,
+          share: opts.share,
+          clientId: opts.clientId,
+          ca: opts.ca,
+          cert: opts.cert,
+          key: opts.key,
+          username: opts.username,
+          passwordFile: opts.passwordFile,
+          gapTimeoutMs: positive(opts.gapTimeoutMs, "--gap-timeout-ms"),
+          dedupeWindow: positive(opts.dedupeWindow, "--dedupe-window"),
+          protocolVersion: mqttVersion(opts.mqttVersion),
+          log,
+        });
+        await r.start();
+        await new Promise<void>((done) => {
+          const stop = () => void r.stop().finally(done);
+          process.once("SIGTERM", stop);
+          process.once("SIGINT", stop);
+        });
+      }),
+    );
+
+  soc
+    .command("verify <FILE>")
+    .description("Re-verify a receiver output file offline: signatures, hashes, chain, duplicates, gaps, loss records")
+    .option("--dir <DIR>", "SOC state directory holding trusted/ (default: $GATEWARDEN_SOC_DIR or .)")
+    .option("--json", "print the report as JSON")
+    .action(
+      action(async (file: string, opts: { dir?: string; json?: boolean }) => {
+        const trust = new TrustStore(resolve(opts.dir ?? process.env.GATEWARDEN_SOC_DIR ?? "."));
+        const r = await verifyFile(file, trust);
+        report(opts.json, r, () =>
+          [
+            ...r.problem_lines.map((p) => JSON.stringify(p)),
+            `${r.file}: ${r.events} events from ${r.devices.length} device(s), ${r.verified} verified; problems: ${Object.entries(r.problems).map(([k, v]) => `${k}=${v}`).join(", ") || "none"}`,
+          ].join("\n"),
+        );
+        if (r.problem_lines.length) process.exitCode = 1;
+      }),
+    );
+}
+
+function positive(s: string, name: string): number {
+  const n = Number(s);
+  if (!Number.isSafeInteger(n) || n < 0) throw new DaemonError("USAGE", `${name} must be a whole number, not ${s}`);
+  return n;
+}
+
+function mqttVersion(s: string): 4 | 5 {
+  if (s === "4" || s === "5") return Number(s) as 4 | 5;
+  throw new DaemonError("USAGE", `--mqtt-version must be 4 or 5, not ${s}`);
+}

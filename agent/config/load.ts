@@ -1,0 +1,111 @@
+import { readFileSync } from "node:fs";
+import { dirname, isAbsolute, resolve } from "node:path";
+import { isMap, isPair, isScalar, LineCounter, parseDocument, type Document, type Node } from "yaml";
+import type { z } from "zod";
+import { DaemonError } from "../errors";
+import { configSchema, type Config } from "./schema";
+
+export interface ConfigIssue {
+  /** Dotted key path, e.g. `upstream.url`. */
+  path: string;
+  /** 1-based line in the file, when the key exists there. */
+  line?: number;
+  message: string;
+}
+
+export interface LoadedConfig {
+  file: string;
+  dir: string;
+  config: Config;
+}
+
+/** Parses YAML text keeping positions; throws CONFIG_PARSE with the line of the first error. */
+export function parseConfigText(text: string, file: string): { doc: Document; lc: LineCounter } {
+  const lc = new LineCounter();
+  const doc = parseDocument(text, { lineCounter: lc, prettyErrors: false, uniqueKeys: true });
+  if (doc.errors.length) {
+    const issues = doc.errors.map((e) => ({ path: "", line: lc.linePos(e.pos[0]).line, message: e.message.split("\n")[0] ?? e.message }));
+    throw Object.assign(new DaemonError("CONFIG_PARSE", `${file}:${issues[0]?.line}: ${issues[0]?.message}`), { issues });
+  }
+  return { doc, lc };
+}
+
+/** Validates a parsed document; returns the issues, each with the line of its key. */
+export function validateDoc(doc: Document, lc: LineCounter): { config?: Config; issues: ConfigIssue[] } {
+  const raw = doc.toJS() ?? {};
+  const r = configSchema.safeParse(raw);
+  if (r.success) return { config: r.data, issues: [] };
+  return { issues: zodIssues(r.error.issues, doc, lc) };
+}
+
+function zodIssues(issues: z.core.$ZodIssue[], doc: Document, lc: LineCounter): ConfigIssue[] {
+  const out: ConfigIssue[] = [];
+  for (const i of issues) {
+    const path = i.path.map(String);
+    if (i.code === "unrecognized_keys") {
+      for (const k of i.keys) {
+        const full = [...path, k];
+        out.push({ path: full.join("."), line: lineOf(doc, lc, full, true), message: "unknown key" });
+      }
+      continue;
+    }
+    out.push({ path: path.join(".") || "(top level)", line: lineOf(doc, lc, path, false), message: i.message });
+  }
+  return out.sort((a, b) => (a.line ?? 0) - (b.line ?? 0));
+}
+
+/** Line of a key (or of the nearest existing parent when the key is missing). */
+export function lineOf(doc: Document, lc: LineCounter, path: string[], keyLine: boolean): number | undefined {
+  for (let n = path.length; n >= 0; n--) {
+    const parentPath = path.slice(0, Math.max(0, n - 1));
+    const parent = (n === 0 ? doc.contents : parentPath.length ? doc.getIn(parentPath, true) : doc.contents) as Node | null;
+    if (n === 0) return parent?.range ? lc.linePos(parent.range[0]).line : undefined;
+    if (!isMap(parent)) continue;
+    const key = path[n - 1];
+    const pair = parent.items.find((p) => isPair(p) && isScalar(p.key) && String(p.key.value) === key);
+    if (!pair) continue;
+    const node = (keyLine || !pair.value ? pair.key : pair.value) as Node | null;
+    if (node?.range) return lc.linePos(node.range[0]).line;
+  }
+  return undefined;
+}
+
+export function formatIssues(file: string, issues: ConfigIssue[]): string {
+  return issues.map((i) => `${file}${i.line ? `:${i.line}` : ""}: ${i.path}: ${i.message}`).join("\n");
+}
+
+/** Reads, parses and validates a config file, with no other I/O. */
+export function loadConfig(file: string): LoadedConfig {
+  let text: string;
+  try {
+    text = readFileSync(file, "utf8");
+  } catch (e) {
+    throw new DaemonError(
+      "CONFIG_NOT_FOUND",
+      `cannot read config ${file} (${(e as NodeJS.ErrnoException).code ?? "error"}); pass --config FILE, set GATEWARDEN_CONFIG, or run \`gatewarden init --dir DIR\``,
+    );
+  }
+  const { doc, lc } = parseConfigText(text, file);
+  const { config, issues } = validateDoc(doc, lc);
+  if (!config) throw Object.assign(new DaemonError("CONFIG_INVALID", formatIssues(file, issues)), { issues });
+  return { file, dir: dirname(file), config: resolvePaths(config, dirname(file)) };
+}
+
+/** Makes every path setting absolute, relative to the config file's directory. */
+export function resolvePaths(c: Config, dir: string): Config {
+  const abs = (p: string | undefined) => (p === undefined ? undefined : isAbsolute(p) ? p : resolve(dir, p));
+  return {
+    ...c,
+    device: { ...c.device, key: abs(c.device.key)! },
+    upstream: {
+      ...c.upstream,
+      ca: abs(c.upstream.ca),
+      cert: abs(c.upstream.cert),
+      key: abs(c.upstream.key),
+      soc_public_key: abs(c.upstream.soc_public_key),
+      password_file: abs(c.upstream.password_file),
+    },
+    buffer: { ...c.buffer, path: abs(c.buffer.path)! },
+    control: { socket: abs(c.control.socket)! },
+  };
+}

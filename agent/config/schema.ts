@@ -1,0 +1,92 @@
+import { z } from "zod";
+import { DEVICE_ID } from "../keys/identity";
+
+/**
+ * The daemon's config schema. Each section's schema sits here or beside its component; the
+ * TypeScript type and defaults come from it. Objects are strict: unknown keys are errors.
+ * Relative paths are resolved against the config file's directory.
+ */
+
+const UNITS: Record<string, number> = { b: 1, kb: 1e3, mb: 1e6, gb: 1e9, kib: 1024, mib: 1024 ** 2, gib: 1024 ** 3 };
+
+/** A byte size: an integer, or a string such as "256MiB", "1GB", "512kB". */
+export const byteSize = z.union([
+  z.number().int().positive(),
+  z.string().transform((s, ctx) => {
+    const m = /^\s*(\d+(?:\.\d+)?)\s*([kmg]i?b|b)?\s*$/i.exec(s);
+    if (!m) {
+      ctx.addIssue({ code: "custom", message: `"${s}" is not a byte size (e.g. 268435456, "256MiB", "1GB")` });
+      return z.NEVER;
+    }
+    return Math.floor(Number(m[1]) * (UNITS[(m[2] ?? "b").toLowerCase()] ?? 1));
+  }),
+]);
+
+const int = (min: number, max: number) => z.number().int().min(min).max(max);
+
+export const deviceSchema = z.strictObject({
+  id: z.string().regex(DEVICE_ID, "letters, digits, '.', '_' or '-', at most 64, starting with a letter or digit"),
+  key: z.string().min(1).default("keys/device.key"),
+});
+
+export const upstreamSchema = z.strictObject({
+  url: z
+    .string()
+    .regex(/^mqtts?:\/\/[^/\s]+(:\d+)?\/?$/, "must be mqtt://HOST[:PORT] or mqtts://HOST[:PORT]")
+    .optional(),
+  ca: z.string().min(1).optional(),
+  cert: z.string().min(1).optional(),
+  key: z.string().min(1).optional(),
+  soc_public_key: z.string().min(1).optional(),
+  topic_prefix: z.string().regex(/^[^#+\s]+$/, "no wildcards or spaces").default("gatewarden/v1"),
+  /** MQTT 5 (default) reports broker rejections per message; 4 (3.1.1) for brokers without 5. */
+  protocol_version: z.union([z.literal(4), z.literal(5)]).default(5),
+  client_id: z.string().min(1).max(128).optional(),
+  username: z.string().min(1).optional(),
+  /** File holding the broker password (0600); passwords never sit in the config. */
+  password_file: z.string().min(1).optional(),
+  keepalive_s: int(5, 3600).default(30),
+  connect_timeout_ms: int(500, 120_000).default(10_000),
+  max_inflight: int(1, 256).default(16),
+  max_batch_events: int(1, 10_000).default(256),
+  max_message_bytes: byteSize.pipe(z.number().int().min(1024).max(256 * 1024 ** 2)).default(256 * 1024),
+  reconnect_min_ms: int(50, 600_000).default(500),
+  reconnect_max_ms: int(100, 3_600_000).default(30_000),
+  parked_retry_ms: int(1000, 86_400_000).default(600_000),
+});
+
+export const bufferSchema = z.strictObject({
+  path: z.string().min(1).default("data/outbox.db"),
+  max_bytes: byteSize.pipe(z.number().int().min(1024 ** 2, "at least 1 MiB")).default(256 * 1024 ** 2),
+  flush_ms: int(1, 5000).default(20),
+  max_pending: int(1, 1_000_000).default(10_000),
+});
+
+export const heartbeatSchema = z.strictObject({
+  interval_ms: int(100, 86_400_000).default(60_000),
+});
+
+export const controlSchema = z.strictObject({
+  socket: z.string().min(1).default("run/gatewarden.sock"),
+});
+
+export const logSchema = z.strictObject({
+  level: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
+});
+
+/** Synthetic events for demos and end-to-end checks; off unless set. Marked `simulated: true`. */
+export const simulateSchema = z.strictObject({
+  events_per_s: z.number().min(0).max(100_000).default(0),
+});
+
+export const configSchema = z.strictObject({
+  device: deviceSchema,
+  upstream: upstreamSchema.prefault({}),
+  buffer: bufferSchema.prefault({}),
+  heartbeat: heartbeatSchema.prefault({}),
+  control: controlSchema.prefault({}),
+  log: logSchema.prefault({}),
+  simulate: simulateSchema.prefault({}),
+});
+
+export type Config = z.output<typeof configSchema>;

@@ -1,0 +1,54 @@
+import { createServer, type Server, type Socket } from "node:net";
+import type { AddressInfo } from "node:net";
+
+/**
+ * An in-process MQTT 3.1.1 broker (aedes) on 127.0.0.1, for the demo and tests. `pause()`
+ * simulates an outage (closes the listener and every connection); `resume()` listens again on
+ * the same port. Loaded lazily: the daemon never needs it.
+ */
+export class EmbeddedBroker {
+  private server: Server | undefined;
+  private readonly sockets = new Set<Socket>();
+  port = 0;
+  private broker: { handle: (s: Socket) => void; close: (cb: () => void) => void } | undefined;
+
+  async start(port = 0): Promise<void> {
+    const { Aedes } = await import("aedes");
+    const broker = await Aedes.createBroker();
+    this.broker = broker as unknown as { handle: (s: Socket) => void; close: (cb: () => void) => void };
+    this.port = port;
+    await this.resume();
+  }
+
+  get url(): string {
+    return `mqtt://127.0.0.1:${this.port}`;
+  }
+
+  async resume(): Promise<void> {
+    const server = createServer((s) => {
+      this.sockets.add(s);
+      s.on("close", () => this.sockets.delete(s));
+      this.broker!.handle(s);
+    });
+    await new Promise<void>((resolve, reject) => {
+      server.once("error", reject);
+      server.listen(this.port, "127.0.0.1", () => resolve());
+    });
+    this.port = (server.address() as AddressInfo).port;
+    this.server = server;
+  }
+
+  async pause(): Promise<void> {
+    const s = this.server;
+    this.server = undefined;
+    for (const sock of this.sockets) sock.destroy();
+    if (s) await new Promise<void>((r) => s.close(() => r()));
+  }
+
+  async stop(): Promise<void> {
+    await this.pause();
+    const b = this.broker;
+    this.broker = undefined;
+    if (b) await new Promise<void>((r) => b.close(() => r()));
+  }
+}

@@ -1,0 +1,106 @@
+import { createHash, type KeyObject } from "node:crypto";
+import { canonicalize } from "./canonical";
+import { signBytes, verifyBytes } from "./sign";
+import type { EventClass, SeverityId } from "./types";
+
+/**
+ * The one envelope for everything the agent reports.
+ *
+ * hash = SHA-256 over the canonical JSON (RFC 8785) of the envelope without `hash` and `sig`;
+ * sig  = Ed25519 over the 32 hash bytes, with the device key.
+ * prev = hash of the device's previous event (across boots), 64 zeros for the first one ever.
+ */
+export interface Envelope {
+  v: 1;
+  device: string;
+  /** Boot epoch: strictly increasing per device (max(previous + 1, unix seconds at start)). */
+  boot: number;
+  /** Per-boot sequence number; 0 is the boot event. */
+  seq: number;
+  /** Wall time, ms since the Unix epoch. */
+  time: number;
+  /** Monotonic time since the boot's start, microseconds (immune to wall-clock steps). */
+  mono: number;
+  class: EventClass;
+  severity: SeverityId;
+  ocsf: Record<string, unknown>;
+  prev: string;
+  hash: string;
+  sig: string;
+}
+
+export type UnsignedEnvelope = Omit<Envelope, "hash" | "sig">;
+
+export const GENESIS_HASH = "0".repeat(64);
+
+export function hashEnvelope(e: UnsignedEnvelope): string {
+  const { hash: _h, sig: _s, ...body } = e as Envelope;
+  return createHash("sha256").update(canonicalize(body)).digest("hex");
+}
+
+export function sealEnvelope(e: UnsignedEnvelope, key: KeyObject): Envelope {
+  const hash = hashEnvelope(e);
+  const sig = signBytes(key, Buffer.from(hash, "hex")).toString("base64");
+  return { ...e, hash, sig };
+}
+
+export type EnvelopeCheck = "ok" | "malformed" | "bad_hash" | "bad_signature";
+
+/** Structural check, hash recomputation and signature verification, in that order. */
+export function checkEnvelope(e: unknown, key: KeyObject | undefined): EnvelopeCheck {
+  if (!isEnvelopeShape(e)) return "malformed";
+  if (hashEnvelope(e) !== e.hash) return "bad_hash";
+  if (!key) return "ok";
+  return verifyBytes(key, Buffer.from(e.hash, "hex"), Buffer.from(e.sig, "base64")) ? "ok" : "bad_signature";
+}
+
+/** Recomputes the hash only: cheap enough for the outbox's read path. */
+export function hashMatches(e: Envelope): boolean {
+  return hashEnvelope(e) === e.hash;
+}
+
+const HEX64 = /^[0-9a-f]{64}$/;
+
+export function isEnvelopeShape(e: unknown): e is Envelope {
+  if (typeof e !== "object" || e === null) return false;
+  const o = e as Record<string, unknown>;
+  return (
+    o.v === 1 &&
+    typeof o.device === "string" &&
+    Number.isSafeInteger(o.boot) &&
+    Number.isSafeInteger(o.seq) &&
+    (o.seq as number) >= 0 &&
+    typeof o.time === "number" &&
+    typeof o.mono === "number" &&
+    typeof o.class === "string" &&
+    typeof o.severity === "number" &&
+    typeof o.ocsf === "object" &&
+    o.ocsf !== null &&
+    typeof o.prev === "string" &&
+    HEX64.test(o.prev) &&
+    typeof o.hash === "string" &&
+    HEX64.test(o.hash) &&
+    typeof o.sig === "string"
+  );
+}
+
+/**
+ * Builds, hashes and signs an envelope and returns it with its canonical JSON text, composing
+ * the fixed top-level keys by hand (in JCS order) around the once-canonicalized OCSF body.
+ * A test checks the text equals canonicalize(envelope).
+ */
+export function buildSigned(u: UnsignedEnvelope, key: KeyObject): { env: Envelope; body: string } {
+  const o = canonicalize(u.ocsf);
+  const head = `{"boot":${u.boot},"class":${JSON.stringify(u.class)},"device":${JSON.stringify(u.device)},`;
+  const mid = `"mono":${u.mono},"ocsf":${o},"prev":${JSON.stringify(u.prev)},"seq":${u.seq},"severity":${u.severity},`;
+  const tail = `"time":${num(u.time)},"v":1}`;
+  const hash = createHash("sha256").update(head + mid + tail).digest("hex");
+  const sig = signBytes(key, Buffer.from(hash, "hex")).toString("base64");
+  const body = `${head}"hash":"${hash}",${mid}"sig":"${sig}",${tail}`;
+  return { env: { ...u, hash, sig }, body };
+}
+
+function num(n: number): string {
+  if (!Number.isFinite(n)) throw new TypeError("canonical JSON has no form for " + String(n));
+  return JSON.stringify(n);
+}

@@ -1,0 +1,31 @@
+/**
+ * OCSF 1.x shaping. Components give `class_uid`, `activity_id`, `message` and class attributes;
+ * the recorder adds `category_uid` (class_uid / 1000), `type_uid` (class_uid * 100 + activity_id),
+ * `severity_id`, `time` and `metadata`. The mapping of Gatewarden's own events is in README.md.
+ */
+import type { OcsfDraft, SeverityId } from "./types";
+
+export const OCSF_VERSION = "1.3.0";
+export const PRODUCT = { name: "Gatewarden", vendor_name: "Gatewarden" } as const;
+
+/** The classes Gatewarden emits. */
+export const OcsfClass = {
+  DetectionFinding: 2004,
+  Authentication: 3002,
+  AuthorizeSession: 3003,
+  NetworkActivity: 4001,
+  DeviceInventoryInfo: 5001,
+  DeviceConfigStateChange: 5019,
+  ApplicationLifecycle: 6002,
+} as const;
+
+export function shapeOcsf(d: OcsfDraft, severity: SeverityId, time: number, productVersion: string): Record<string, unknown> {
+  return {
+    ...d,
+    category_uid: Math.floor(d.class_uid / 1000),
+    type_uid: d.class_uid * 100 + d.activity_id,
+    severity_id: severity,
+    time,
+    metadata: { version: OCSF_VERSION, product: { ...PRODUCT, version: productVersion } },
+  };
+}

@@ -1,0 +1,274 @@
+import type { KeyObject } from "node:crypto";
+import { performance } from "node:perf_hooks";
+import type { Logger } from "pino";
+import { describeError } from "../errors";
+import type { EvictedRange, Outbox } from "../outbox/store";
+import { buildSigned, GENESIS_HASH, type Envelope, type UnsignedEnvelope } from "./envelope";
+import { OcsfClass, shapeOcsf } from "./ocsf";
+import { CLASS_RANK, EVENT_CLASSES, type EventClass, type EventDraft, type EventSink } from "./types";
+
+export interface RecorderOptions {
+  outbox: Outbox;
+  key: KeyObject;
+  device: string;
+  version: string;
+  flushMs: number;
+  maxPending: number;
+  log: Logger;
+  /** Rows the forwarder has in flight: never evicted. */
+  inFlight?: () => ReadonlySet<number>;
+  now?: () => number;
+}
+
+/** How many seq ranges one loss record may carry; more make several records. */
+const MAX_RANGES_PER_LOSS = 500;
+
+/**
+ * Turns drafts into signed, hash-chained envelopes and commits them to the outbox in batches.
+ * The one writer of the chain: `boot`, `seq` and `prev` advance only when a commit succeeds.
+ */
+export class Recorder implements EventSink {
+  private pending: { draft: EventDraft; resolve?: (e: Envelope) => void }[] = [];
+  private timer: NodeJS.Timeout | undefined;
+  private boot = 0;
+  private seq = -1;
+  private prev = GENESIS_HASH;
+  private readonly bootStart = performance.now();
+  private readonly listeners = new Set<(envs: readonly Envelope[], ids: readonly number[]) => void>();
+  /** Drafts dropped while the store could not commit, per class: reported once it can. */
+  private dropped = new Map<EventClass, number>();
+  private closed = false;
+  readonly counters = { recorded: 0, committed: 0, invalid: 0, evicted: 0, dropped: 0, commit_errors: 0 };
+  lastError: string | undefined;
+
+  constructor(private readonly o: RecorderOptions) {}
+
+  get bootEpoch(): number {
+    return this.boot;
+  }
+
+  /**
+   * Starts a new boot: the boot event (seq 0) names the previous boot epoch and the last
+   * sequence number it committed, and chains to its last hash. Committed durably before
+   * anything else is recorded.
+   */
+  start(extra: Record<string, unknown> = {}): Envelope {
+    const head = this.o.outbox.head();
+    const nowSec = Math.floor(this.now() / 1000);
+    this.boot = Math.max((head?.boot ?? 0) + 1, nowSec);
+    this.seq = -1;
+    this.prev = head?.hash ?? GENESIS_HASH;
+    const draft: EventDraft = {
+      class: "system",
+      severity: 1,
+      ocsf: {
+        class_uid: OcsfClass.ApplicationLifecycle,
+        activity_id: 3, // Start
+        message: head ? `Gatewarden started (boot ${this.boot}; previous boot ${head.boot} ended at seq ${head.seq})` : `Gatewarden started for the first time (boot ${this.boot})`,
+        app: { name: "Gatewarden", version: this.o.version },
+        unmapped: { boot: { previous_boot: head?.boot ?? null, previous_last_seq: head?.seq ?? null, previous_hash: head?.hash ?? null, ...extra } },
+      },
+    };
+    const [env] = this.commitDrafts([draft]);
+    return env!;
+  }
+
+  record(draft: EventDraft): void {
+    this.enqueue(draft);
+  }
+
+  /** Records and resolves once the event is committed (for callers that must know). */
+  recordAndWait(draft: EventDraft): Promise<Envelope> {
+    return new Promise((resolve) => this.enqueue(draft, resolve));
+  }
+
+  onCommit(fn: (envs: readonly Envelope[], ids: readonly number[]) => void): () => void {
+    this.listeners.add(fn);
+    return () => this.listeners.delete(fn);
+  }
+
+  private enqueue(draft: EventDraft, resolve?: (e: Envelope) => void): void {
+    if (this.closed) return;
+    const bad = draftProblem(draft);
+    this.counters.recorded++;
+    if (bad) {
+      this.counters.invalid++;
+      this.o.log.warn({ problem: bad }, "Malformed event draft; recording an EVENT_INVALID event instead.");
+      draft = {
+        class: "system",
+        severity: 3,
+        ocsf: { class_uid: OcsfClass.ApplicationLifecycle, activity_id: 99, message: `A component produced a malformed event: ${bad}`, unmapped: { error_code: "EVENT_INVALID", stage: "processing" } },
+      };
+    }
+    this.pending.push({ draft, resolve });
+    if (this.pending.length >= this.o.maxPending) this.flush();
+    else this.timer ??= setTimeout(() => this.flush(), this.o.flushMs);
+  }
+
+  /** Commits everything pending now. Safe to call at any time. */
+  flush(): void {
+    if (this.timer) {
+      clearTimeout(this.timer);
+      this.timer = undefined;
+    }
+    while (this.pending.length) {
+      const chunk = this.pending.slice(0, 2000);
+      try {
+        if (this.dropped.size) this.commitDrafts([droppedDraft(this.dropped)]);
+        this.dropped.clear();
+        const envs = this.commitDrafts(chunk.map((p) => p.draft));
+        this.pending.splice(0, chunk.length);
+        for (let i = 0; i < chunk.length; i++) chunk[i]!.resolve?.(envs[i]!);
+      } catch (e) {
+        this.counters.commit_errors++;
+        this.lastError = describeError(e);
+        this.o.log.error({ err: this.lastError, pending: this.pending.length }, "Outbox commit failed; events stay queued in memory.");
+        this.shedIfOverfull();
+        if (!this.closed) this.timer = setTimeout(() => this.flush(), Math.max(1000, this.o.flushMs));
+        return;
+      }
+    }
+  }
+
+  /** While the store cannot commit, memory is bounded at 4x max_pending; the lowest classes go first, counted. */
+  private shedIfOverfull(): void {
+    const limit = this.o.maxPending * 4;
+    if (this.pending.length <= limit) return;
+    this.pending.sort((a, b) => CLASS_RANK[a.draft.class] - CLASS_RANK[b.draft.class]);
+    const shed = this.pending.splice(0, this.pending.length - limit);
+    for (const s of shed) {
+      this.dropped.set(s.draft.class, (this.dropped.get(s.draft.class) ?? 0) + 1);
+      this.counters.dropped++;
+    }
+  }
+
+  /** Builds, signs and commits drafts as one transaction (with eviction and loss records if full). */
+  private commitDrafts(drafts: readonly EventDraft[]): Envelope[] {
+    const saved = { seq: this.seq, prev: this.prev };
+    try {
+      const built = drafts.map((d) => this.build(d));
+      let incoming = 0;
+      for (const b of built) incoming += b.body.length + 64;
+      const plan = this.o.outbox.planEviction(incoming, this.o.inFlight?.() ?? new Set());
+      if (plan) {
+        for (const d of lossDrafts(plan.summary, "buffer_full")) built.push(this.build(d));
+        this.counters.evicted += plan.ids.length;
+        this.o.log.warn({ evicted: plan.ids.length, classes: plan.summary.map((s) => `${s.class}:${s.count}`) }, "Outbox full: evicted the lowest classes and recorded a loss record.");
+      }
+      const ids = this.o.outbox.commit(built, { boot: this.boot, seq: this.seq, hash: this.prev }, plan?.ids);
+      this.counters.committed += built.length;
+      const envs = built.map((b) => b.env);
+      for (const fn of this.listeners) fn(envs, ids);
+      return envs;
+    } catch (e) {
+      this.seq = saved.seq;
+      this.prev = saved.prev;
+      throw e;
+    }
+  }
+
+  private build(d: EventDraft): { env: Envelope; body: string } {
+    const time = d.time ?? this.now();
+    const u: UnsignedEnvelope = {
+      v: 1,
+      device: this.o.device,
+      boot: this.boot,
+      seq: this.seq + 1,
+      time,
+      mono: Math.round((performance.now() - this.bootStart) * 1000),
+      class: d.class,
+      severity: d.severity,
+      ocsf: shapeOcsf(d.ocsf, d.severity, time, this.o.version),
+      prev: this.prev,
+    };
+    const b = buildSigned(u, this.o.key);
+    this.seq = u.seq;
+    this.prev = b.env.hash;
+    return b;
+  }
+
+  /** Records a row the outbox found corrupt, as a loss record naming its position. */
+  reportQuarantined(row: { boot: number; seq: number; rank: number }, reason: string): void {
+    const cls = EVENT_CLASSES[row.rank] ?? "system";
+    for (const d of lossDrafts([{ class: cls, count: 1, ranges: [[row.boot, row.seq, row.seq]] }], "corrupt_row", reason)) this.record(d);
+  }
+
+  /** Flushes, then commits a durable shutdown event. */
+  close(reason: string): void {
+    if (this.closed) return;
+    this.flush();
+    try {
+      this.commitDrafts([
+        { class: "system", severity: 1, ocsf: { class_uid: OcsfClass.ApplicationLifecycle, activity_id: 4, message: `Gatewarden stopping (${reason})`, app: { name: "Gatewarden", version: this.o.version } } },
+      ]);
+    } catch (e) {
+      this.o.log.error({ err: describeError(e) }, "Could not record the shutdown event.");
+    }
+    this.closed = true;
+  }
+
+  pendingCount(): number {
+    return this.pending.length;
+  }
+
+  private now(): number {
+    return this.o.now?.() ?? Date.now();
+  }
+}
+
+function draftProblem(d: EventDraft): string | undefined {
+  if (typeof d !== "object" || d === null) return "draft is not an object";
+  if (!(d.class in CLASS_RANK)) return `unknown class ${String(d.class)}`;
+  if (!Number.isInteger(d.severity) || d.severity < 0 || d.severity > 6) return `severity ${String(d.severity)} is not an OCSF severity_id`;
+  const o = d.ocsf;
+  if (typeof o !== "object" || o === null) return "ocsf body missing";
+  if (!Number.isInteger(o.class_uid) || o.class_uid <= 0) return "ocsf.class_uid missing";
+  if (!Number.isInteger(o.activity_id)) return "ocsf.activity_id missing";
+  if (typeof o.message !== "string") return "ocsf.message missing";
+  if (d.time !== undefined && !Number.isFinite(d.time)) return "time is not a number";
+  try {
+    JSON.stringify(o);
+  } catch {
+    return "ocsf body is not JSON-safe";
+  }
+  return undefined;
+}
+
+/** Loss records: signed `system` findings naming class, count and exact sequence ranges. */
+export function lossDrafts(summary: readonly EvictedRange[], reason: string, detail?: string): EventDraft[] {
+  const out: EventDraft[] = [];
+  for (const s of summary) {
+    for (let i = 0; i < s.ranges.length; i += MAX_RANGES_PER_LOSS) {
+      const ranges = s.ranges.slice(i, i + MAX_RANGES_PER_LOSS);
+      const count = ranges.reduce((n, r) => n + (r[2] - r[1] + 1), 0);
+      out.push({
+        class: "system",
+        severity: s.class === "finding" || s.class === "system" ? 4 : 3,
+        ocsf: {
+          class_uid: OcsfClass.DetectionFinding,
+          activity_id: 1,
+          message: `${count} ${s.class} event(s) lost from the outbox (${reason}${detail ? `: ${detail}` : ""})`,
+          finding_info: { uid: `loss-${reason}`, title: "Events lost before delivery", types: ["Event Loss"] },
+          unmapped: { loss: { reason, class: s.class, count, ranges } },
+        },
+      });
+    }
+  }
+  return out;
+}
+
+function droppedDraft(dropped: Map<EventClass, number>): EventDraft {
+  const counts = Object.fromEntries(dropped);
+  const total = [...dropped.values()].reduce((a, b) => a + b, 0);
+  return {
+    class: "system",
+    severity: 4,
+    ocsf: {
+      class_uid: OcsfClass.DetectionFinding,
+      activity_id: 1,
+      message: `${total} event(s) dropped before they were recorded: the outbox could not commit`,
+      finding_info: { uid: "loss-store_unavailable", title: "Events lost before recording", types: ["Event Loss"] },
+      unmapped: { loss: { reason: "store_unavailable", counts } },
+    },
+  };
+}

@@ -1,0 +1,102 @@
+import { createHash, createPrivateKey, createPublicKey, generateKeyPairSync, type KeyObject } from "node:crypto";
+import { readFileSync } from "node:fs";
+import nacl from "tweetnacl";
+import { DaemonError } from "../errors";
+import { publicKeyFromRaw, rawPublicKey } from "../events/sign";
+import { readSecretFile, writeNewFile } from "./files";
+
+/** The device identity: an Ed25519 key pair, PEM (PKCS#8 / SPKI), private key 0600. */
+export function generateDeviceKey(privPath: string, pubPath: string): KeyObject {
+  const { privateKey, publicKey } = generateKeyPairSync("ed25519");
+  writeNewFile(privPath, privateKey.export({ format: "pem", type: "pkcs8" }) as string, 0o600);
+  writeNewFile(pubPath, publicKey.export({ format: "pem", type: "spki" }) as string, 0o644);
+  return privateKey;
+}
+
+export function loadDeviceKey(path: string): KeyObject {
+  const pem = readSecretFile(path, "device private key");
+  try {
+    const k = createPrivateKey(pem);
+    if (k.asymmetricKeyType !== "ed25519") throw new Error(`a ${k.asymmetricKeyType} key`);
+    return k;
+  } catch (e) {
+    throw new DaemonError("KEY_INVALID", `device private key ${path} is not an Ed25519 PEM key (${(e as Error).message})`);
+  }
+}
+
+export function fingerprint(pub: KeyObject): string {
+  return "sha256:" + createHash("sha256").update(rawPublicKey(pub)).digest("hex");
+}
+
+/** What a device exports for the SOC's trust store (`gatewarden soc trust add FILE`). */
+export interface DeviceTrust {
+  device: string;
+  alg: "ed25519";
+  public_key: string;
+  fingerprint: string;
+}
+
+export function exportTrust(device: string, key: KeyObject): DeviceTrust {
+  const pub = createPublicKey(key);
+  return { device, alg: "ed25519", public_key: rawPublicKey(pub).toString("base64"), fingerprint: fingerprint(pub) };
+}
+
+export function parseTrust(text: string, origin: string): DeviceTrust & { key: KeyObject } {
+  let t: Partial<DeviceTrust>;
+  try {
+    t = JSON.parse(text) as Partial<DeviceTrust>;
+  } catch {
+    throw new DaemonError("TRUST_INVALID", `${origin} is not JSON (expected the output of \`gatewarden keys export-public\`)`);
+  }
+  if (typeof t.device !== "string" || !DEVICE_ID.test(t.device)) throw new DaemonError("TRUST_INVALID", `${origin}: "device" is missing or not a valid device id`);
+  if (t.alg !== "ed25519") throw new DaemonError("TRUST_INVALID", `${origin}: "alg" must be "ed25519"`);
+  const raw = Buffer.from(String(t.public_key ?? ""), "base64");
+  if (raw.length !== 32) throw new DaemonError("TRUST_INVALID", `${origin}: "public_key" must be 32 bytes, base64`);
+  const key = publicKeyFromRaw(raw);
+  const fp = fingerprint(key);
+  if (t.fingerprint !== undefined && t.fingerprint !== fp) throw new DaemonError("TRUST_INVALID", `${origin}: fingerprint does not match the public key`);
+  return { device: t.device, alg: "ed25519", public_key: raw.toString("base64"), fingerprint: fp, key };
+}
+
+export const DEVICE_ID = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
+
+/** SOC sealing keys: X25519 (tweetnacl box). */
+export interface SocPublicKeyFile {
+  alg: "x25519";
+  public_key: string;
+}
+
+export function generateSocKeys(secretPath: string, publicPath: string): SocPublicKeyFile {
+  const kp = nacl.box.keyPair();
+  const pub: SocPublicKeyFile = { alg: "x25519", public_key: Buffer.from(kp.publicKey).toString("base64") };
+  writeNewFile(secretPath, JSON.stringify({ alg: "x25519", secret_key: Buffer.from(kp.secretKey).toString("base64") }) + "\n", 0o600);
+  writeNewFile(publicPath, JSON.stringify(pub) + "\n", 0o644);
+  return pub;
+}
+
+export function loadSocSecretKey(path: string): Uint8Array {
+  const raw = readSecretFile(path, "SOC secret key");
+  return parseX25519(raw.toString("utf8"), "secret_key", path);
+}
+
+export function loadSocPublicKey(path: string): Uint8Array {
+  let text: string;
+  try {
+    text = readFileSync(path, "utf8");
+  } catch (e) {
+    throw new DaemonError("KEY_INVALID", `SOC public key ${path} cannot be read (${(e as NodeJS.ErrnoException).code ?? "error"})`);
+  }
+  return parseX25519(text, "public_key", path);
+}
+
+function parseX25519(text: string, field: "secret_key" | "public_key", path: string): Uint8Array {
+  try {
+    const o = JSON.parse(text) as Record<string, unknown>;
+    if (o.alg !== "x25519") throw new Error('"alg" is not "x25519"');
+    const k = Buffer.from(String(o[field] ?? ""), "base64");
+    if (k.length !== 32) throw new Error(`"${field}" is not 32 bytes`);
+    return new Uint8Array(k);
+  } catch (e) {
+    throw new DaemonError("KEY_INVALID", `${path} is not a Gatewarden X25519 key file (${(e as Error).message})`);
+  }
+}

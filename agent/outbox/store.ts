@@ -1,0 +1,284 @@
+import Database from "better-sqlite3";
+import { mkdirSync, statSync } from "node:fs";
+import { dirname } from "node:path";
+import { DaemonError } from "../errors";
+import type { Envelope } from "../events/envelope";
+import { CLASS_RANK, DURABLE_RANK, EVENT_CLASSES, type EventClass } from "../events/types";
+
+/**
+ * The SQLite outbox: the store of record for every event until the broker acknowledged it.
+ *
+ * - WAL mode, one writer (this process). Batches commit in one transaction. A batch holding an
+ *   `audit`, `finding` or `system` event commits with synchronous=FULL (the WAL is fsynced
+ *   before the commit returns: durable across power loss where storage honours fsync);
+ *   telemetry/heartbeat batches commit with NORMAL (durable across a killed process; a power
+ *   cut may lose the last of them but always leaves a gap-free prefix).
+ * - Bounded by `max_bytes` including the WAL: 3/4 of the budget for pages in use, 1/4 for the
+ *   WAL, held there by `wal_autocheckpoint` and `journal_size_limit`.
+ * - The chain head (boot, seq, hash) is updated in the same transaction as the rows.
+ */
+export interface Row {
+  id: number;
+  boot: number;
+  seq: number;
+  rank: number;
+  time: number;
+  bytes: number;
+  body: string;
+}
+
+export interface ChainHead {
+  boot: number;
+  seq: number;
+  hash: string;
+}
+
+export interface EvictedRange {
+  class: EventClass;
+  count: number;
+  /** [boot, first seq, last seq], merged where contiguous within the evicted set. */
+  ranges: [number, number, number][];
+}
+
+export interface OutboxStats {
+  depth: number;
+  bytes: number;
+  parked: number;
+  quarantined: number;
+  oldest_time: number | null;
+  file_bytes: number;
+  budget_bytes: number;
+}
+
+const SCHEMA = `
+CREATE TABLE IF NOT EXISTS events (
+  -- AUTOINCREMENT: ids are never reused after the table drains, so the forwarder's cursor
+  -- (the last id sent on this connection) always precedes every newer row.
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
+  boot INTEGER NOT NULL,
+  seq INTEGER NOT NULL,
+  rank INTEGER NOT NULL,
+  time INTEGER NOT NULL,
+  bytes INTEGER NOT NULL,
+  parked INTEGER NOT NULL DEFAULT 0,
+  body TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_rank ON events(rank, id);
+CREATE TABLE IF NOT EXISTS chain (id INTEGER PRIMARY KEY CHECK (id = 1), boot INTEGER NOT NULL, seq INTEGER NOT NULL, hash TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS quarantine (id INTEGER PRIMARY KEY, boot INTEGER, seq INTEGER, rank INTEGER, reason TEXT NOT NULL, at INTEGER NOT NULL, body BLOB);
+CREATE TABLE IF NOT EXISTS parked (id INTEGER PRIMARY KEY, reason TEXT NOT NULL, at INTEGER NOT NULL, retries INTEGER NOT NULL DEFAULT 0);
+`;
+
+export class Outbox {
+  readonly db: Database.Database;
+  readonly dataBudget: number;
+  private readonly pageSize: number;
+  private sync: "NORMAL" | "FULL" = "NORMAL";
+  private logicalBytes: number;
+  private readonly stmts;
+
+  constructor(
+    readonly path: string,
+    readonly maxBytes: number,
+  ) {
+    mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
+    try {
+      this.db = new Database(path);
+      this.db.pragma("journal_mode = WAL");
+      this.db.pragma("synchronous = NORMAL");
+      this.db.pragma("foreign_keys = OFF");
+      this.db.exec(SCHEMA);
+    } catch (e) {
+      throw new DaemonError("OUTBOX_OPEN", `cannot open the outbox ${path}: ${(e as Error).message}`, { cause: e });
+    }
+    this.pageSize = this.db.pragma("page_size", { simple: true }) as number;
+    const walBudget = Math.floor(maxBytes / 4);
+    // Checkpoint when the WAL holds half its budget; truncate it back to that after a checkpoint.
+    this.db.pragma(`wal_autocheckpoint = ${Math.max(16, Math.floor(walBudget / 2 / this.pageSize))}`);
+    this.db.pragma(`journal_size_limit = ${Math.floor(walBudget / 2)}`);
+    this.dataBudget = maxBytes - walBudget - 64 * 1024; // the -shm file and headroom
+    this.stmts = {
+      insert: this.db.prepare("INSERT INTO events (boot, seq, rank, time, bytes, body) VALUES (?, ?, ?, ?, ?, ?)"),
+      head: this.db.prepare("SELECT boot, seq, hash FROM chain WHERE id = 1"),
+      setHead: this.db.prepare("INSERT INTO chain (id, boot, seq, hash) VALUES (1, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET boot = excluded.boot, seq = excluded.seq, hash = excluded.hash"),
+      readAfter: this.db.prepare("SELECT id, boot, seq, rank, time, bytes, body FROM events WHERE id > ? AND parked = 0 ORDER BY id LIMIT ?"),
+      del: this.db.prepare("DELETE FROM events WHERE id = ? RETURNING bytes"),
+      byRank: this.db.prepare("SELECT id, boot, seq, rank, bytes FROM events WHERE rank = ? ORDER BY id"),
+      pageCount: this.db.prepare("PRAGMA page_count"),
+      freelist: this.db.prepare("PRAGMA freelist_count"),
+      stats: this.db.prepare("SELECT COUNT(*) AS depth, COALESCE(SUM(bytes), 0) AS bytes, MIN(time) AS oldest, COALESCE(SUM(parked), 0) AS parked FROM events"),
+      park: this.db.prepare("UPDATE events SET parked = 1 WHERE id = ?"),
+      parkNote: this.db.prepare("INSERT INTO parked (id, reason, at) VALUES (?, ?, ?) ON CONFLICT(id) DO UPDATE SET reason = excluded.reason, at = excluded.at, retries = retries + 1"),
+      unparkAll: this.db.prepare("UPDATE events SET parked = 0 WHERE parked = 1"),
+      parkedRows: this.db.prepare("SELECT e.id, e.boot, e.seq, e.rank, e.time, e.bytes, e.body FROM events e WHERE e.parked = 1 ORDER BY e.id LIMIT ?"),
+      quarantine: this.db.prepare("INSERT INTO quarantine (id, boot, seq, rank, reason, at, body) SELECT id, boot, seq, rank, ?, ?, CAST(body AS BLOB) FROM events WHERE id = ?"),
+      quarantineCount: this.db.prepare("SELECT COUNT(*) AS n FROM quarantine"),
+    };
+    this.logicalBytes = (this.stmts.stats.get() as { bytes: number }).bytes;
+  }
+
+  head(): ChainHead | undefined {
+    return this.stmts.head.get() as ChainHead | undefined;
+  }
+
+  /** Pages in use (not the free list) times the page size: what the rows really occupy. */
+  usedBytes(): number {
+    const pages = this.stmts.pageCount.pluck().get() as number;
+    const free = this.stmts.freelist.pluck().get() as number;
+    return (pages - free) * this.pageSize;
+  }
+
+  /**
+   * Commits envelopes (already chained and signed) and the new chain head in one transaction,
+   * after deleting `evictIds`. Durable (FULL) when any envelope is of a durable class.
+   */
+  commit(envs: readonly { env: Envelope; body: string }[], head: ChainHead, evictIds: readonly number[] = []): number[] {
+    const durable = envs.some((e) => CLASS_RANK[e.env.class] >= DURABLE_RANK) || evictIds.length > 0;
+    this.setSync(durable ? "FULL" : "NORMAL");
+    const ids: number[] = [];
+    this.db.transaction(() => {
+      for (const id of evictIds) this.deleteOne(id);
+      for (const { env, body } of envs) {
+        const bytes = Buffer.byteLength(body);
+        const r = this.stmts.insert.run(env.boot, env.seq, CLASS_RANK[env.class], env.time, bytes, body);
+        ids.push(Number(r.lastInsertRowid));
+        this.logicalBytes += bytes;
+      }
+      this.stmts.setHead.run(head.boot, head.seq, head.hash);
+    })();
+    return ids;
+  }
+
+  private setSync(mode: "NORMAL" | "FULL"): void {
+    if (this.sync === mode) return;
+    this.db.pragma(`synchronous = ${mode}`);
+    this.sync = mode;
+  }
+
+  private deleteOne(id: number): void {
+    const r = this.stmts.del.get(id) as { bytes: number } | undefined;
+    if (r) this.logicalBytes -= r.bytes;
+  }
+
+  /** Rows after `afterId`, oldest first, skipping parked rows. */
+  readAfter(afterId: number, limit: number): Row[] {
+    return this.stmts.readAfter.all(afterId, limit) as Row[];
+  }
+
+  /** Deletes acknowledged rows. */
+  ack(ids: readonly number[]): void {
+    if (!ids.length) return;
+    this.setSync("NORMAL");
+    this.db.transaction(() => {
+      for (const id of ids) this.deleteOne(id);
+    })();
+  }
+
+  park(ids: readonly number[], reason: string, now: number): void {
+    this.db.transaction(() => {
+      for (const id of ids) {
+        this.stmts.park.run(id);
+        this.stmts.parkNote.run(id, reason, now);
+      }
+    })();
+  }
+
+  /** Makes parked rows eligible again (periodic retry); returns how many. */
+  unparkAll(): number {
+    return this.stmts.unparkAll.run().changes;
+  }
+
+  parkedRows(limit: number): Row[] {
+    return this.stmts.parkedRows.all(limit) as Row[];
+  }
+
+  /** Moves a row that fails its hash check out of the way; it is kept for forensics. */
+  quarantine(row: Pick<Row, "id">, reason: string, now: number): void {
+    this.db.transaction(() => {
+      this.stmts.quarantine.run(reason, now, row.id);
+      this.deleteOne(row.id);
+    })();
+  }
+
+  /**
+   * Chooses rows to evict so that `incoming` more bytes fit under the data budget with 10 %
+   * headroom: lowest class first, oldest first within a class; a class is touched only when
+   * every lower class is gone. Rows in `exclude` (in flight) are skipped. Does not delete:
+   * the caller deletes them in the same transaction as the loss record.
+   */
+  planEviction(incoming: number, exclude: ReadonlySet<number>): { ids: number[]; summary: EvictedRange[] } | undefined {
+    const used = this.usedBytes();
+    if (used + incoming * 2 <= this.dataBudget) return undefined;
+    // Logical bytes free roughly used * (logical / physical) of page space.
+    const ratio = used > 0 && this.logicalBytes > 0 ? this.logicalBytes / used : 1;
+    let need = Math.ceil((used + incoming * 2 - this.dataBudget * 0.9) * ratio);
+    const ids: number[] = [];
+    const summary: EvictedRange[] = [];
+    for (let rank = 0; rank < EVENT_CLASSES.length && need > 0; rank++) {
+      const cls = EVENT_CLASSES[rank]!;
+      let entry: EvictedRange | undefined;
+      const rows = this.stmts.byRank.iterate(rank) as IterableIterator<Pick<Row, "id" | "boot" | "seq" | "bytes">>;
+      for (const r of rows) {
+        if (need <= 0) break;
+        if (exclude.has(r.id)) continue;
+        ids.push(r.id);
+        need -= r.bytes;
+        entry ??= { class: cls, count: 0, ranges: [] };
+        entry.count++;
+        const last = entry.ranges[entry.ranges.length - 1];
+        if (last && last[0] === r.boot && last[2] + 1 === r.seq) last[2] = r.seq;
+        else entry.ranges.push([r.boot, r.seq, r.seq]);
+      }
+      if (entry) summary.push(entry);
+    }
+    return ids.length ? { ids, summary } : undefined;
+  }
+
+  stats(): OutboxStats {
+    const s = this.stmts.stats.get() as { depth: number; bytes: number; oldest: number | null; parked: number };
+    const q = (this.stmts.quarantineCount.get() as { n: number }).n;
+    return {
+      depth: s.depth,
+      bytes: s.bytes,
+      parked: s.parked,
+      quarantined: q,
+      oldest_time: s.oldest,
+      file_bytes: this.fileBytes(),
+      budget_bytes: this.maxBytes,
+    };
+  }
+
+  /** Database + WAL + shared-memory file sizes: what the outbox occupies on disk. */
+  fileBytes(): number {
+    let n = 0;
+    for (const suffix of ["", "-wal", "-shm"]) {
+      try {
+        n += statSync(this.path + suffix).size;
+      } catch {
+        /* absent */
+      }
+    }
+    return n;
+  }
+
+  /** SQLite's own integrity check plus the chain table's shape; "ok" when all is well. */
+  integrityCheck(): string {
+    const r = this.db.pragma("integrity_check") as { integrity_check: string }[];
+    const msgs = r.map((x) => x.integrity_check).filter((m) => m !== "ok");
+    return msgs.length ? msgs.join("; ") : "ok";
+  }
+
+  checkpoint(): void {
+    this.db.pragma("wal_checkpoint(TRUNCATE)");
+  }
+
+  close(): void {
+    if (!this.db.open) return;
+    try {
+      this.checkpoint();
+    } catch {
+      /* best effort */
+    }
+    this.db.close();
+  }
+}

@@ -1,0 +1,197 @@
+import type { Logger } from "pino";
+import type { LoadedConfig } from "./config/load";
+import { ControlServer } from "./control/server";
+import { DaemonError, describeError } from "./errors";
+import type { Envelope } from "./events/envelope";
+import { OcsfClass } from "./events/ocsf";
+import { Recorder } from "./events/recorder";
+import { Heartbeat, PostureProbe } from "./heartbeat";
+import { loadDeviceKey, loadSocPublicKey } from "./keys/identity";
+import { Outbox } from "./outbox/store";
+import { RateMeter } from "./rate";
+import { MqttForwarder, type UpstreamState } from "./sinks/mqtt";
+import { SimulatedSource } from "./simulate";
+import { VERSION } from "./version";
+
+const RECENT = 1000;
+
+/**
+ * The daemon: outbox, recorder, forwarder, heartbeat, control socket and the configured
+ * sources, wired once. `start` fails closed: a bad key, an unreadable outbox or an incomplete
+ * upstream setting stops startup with a DaemonError.
+ */
+export class Runtime {
+  readonly outbox: Outbox;
+  readonly recorder: Recorder;
+  readonly forwarder: MqttForwarder | undefined;
+  readonly control: ControlServer;
+  private readonly heartbeat: Heartbeat;
+  private readonly sim: SimulatedSource;
+  private readonly recent: Envelope[] = [];
+  private readonly tails = new Set<(e: Envelope) => void>();
+  readonly in = new RateMeter();
+  private readonly startedAt = Date.now();
+  private readonly stopHooks: (() => Promise<void> | void)[] = [];
+
+  constructor(
+    readonly loaded: LoadedConfig,
+    readonly log: Logger,
+  ) {
+    const c = loaded.config;
+    const key = loadDeviceKey(c.device.key);
+    let socKey: Uint8Array | undefined;
+    if (c.upstream.url) {
+      if (!c.upstream.soc_public_key) throw new DaemonError("CONFIG_INCOMPLETE", "upstream.url is set but upstream.soc_public_key is not: events are sealed to the SOC's key");
+      if (c.upstream.url.startsWith("mqtts://") && (!c.upstream.cert) !== (!c.upstream.key)) throw new DaemonError("CONFIG_INCOMPLETE", "upstream.cert and upstream.key go together");
+      socKey = loadSocPublicKey(c.upstream.soc_public_key);
+    }
+    this.outbox = new Outbox(c.buffer.path, c.buffer.max_bytes);
+    let fwd: MqttForwarder | undefined;
+    this.recorder = new Recorder({
+      outbox: this.outbox,
+      key,
+      device: c.device.id,
+      version: VERSION,
+      flushMs: c.buffer.flush_ms,
+      maxPending: c.buffer.max_pending,
+      log: log.child({ component: "recorder" }),
+      inFlight: () => fwd?.inFlight() ?? new Set(),
+    });
+    if (socKey) {
+      fwd = new MqttForwarder({ upstream: c.upstream, device: c.device.id, outbox: this.outbox, recorder: this.recorder, socPublicKey: socKey, log: log.child({ component: "forwarder" }) });
+    }
+    this.forwarder = fwd;
+    this.control = new ControlServer(c.control.socket);
+    this.heartbeat = new Heartbeat({
+      intervalMs: c.heartbeat.interval_ms,
+      sink: this.recorder,
+      probe: new PostureProbe(c.buffer.path),
+      state: () => this.heartbeatState(),
+      log: log.child({ component: "heartbeat" }),
+    });
+    this.sim = new SimulatedSource(c.simulate.events_per_s, this.recorder);
+    this.recorder.onCommit((envs) => {
+      this.in.add(envs.length);
+      for (const e of envs) {
+        this.recent.push(e);
+        for (const t of this.tails) t(e);
+      }
+      if (this.recent.length > RECENT) this.recent.splice(0, this.recent.length - RECENT);
+    });
+  }
+
+  async start(): Promise<void> {
+    const c = this.loaded.config;
+    const check = this.outbox.db.pragma("quick_check", { simple: true }) as string;
+    await this.control.listen();
+    const boot = this.recorder.start({ config_file: this.loaded.file, outbox_check: check });
+    this.log.info({ device: c.device.id, boot: boot.boot, version: VERSION }, "Gatewarden started.");
+    if (check !== "ok") {
+      this.recorder.record({
+        class: "system",
+        severity: 4,
+        ocsf: { class_uid: OcsfClass.ApplicationLifecycle, activity_id: 99, message: `Outbox quick_check reported: ${check}`, unmapped: { error_type: "outbox_corrupt", stage: "processing" } },
+      });
+    }
+    this.registerControl();
+    if (this.forwarder) this.forwarder.start();
+    else this.log.warn({}, "upstream.url is not set: events are kept in the outbox until it is.");
+    this.heartbeat.start();
+    void this.heartbeat.beat();
+    this.sim.start();
+  }
+
+  /** Lets components add control commands and stop hooks (e.g. the Modbus proxy). */
+  onStop(fn: () => Promise<void> | void): void {
+    this.stopHooks.push(fn);
+  }
+
+  private registerControl(): void {
+    this.control.handle("status", () => this.status());
+    this.control.handle("events.recent", (args) => {
+      const n = Math.max(1, Math.min(RECENT, Number(args.limit ?? 20) || 20));
+      return this.recent.slice(-n);
+    });
+    this.control.handle("events.tail", (args, ctx) => {
+      const n = Math.max(0, Math.min(RECENT, Number(args.limit ?? 10) || 0));
+      for (const e of this.recent.slice(-n)) ctx.push(e);
+      return new Promise<null>((resolve) => {
+        const fn = (e: Envelope) => ctx.push(e);
+        this.tails.add(fn);
+        ctx.signal.addEventListener("abort", () => {
+          this.tails.delete(fn);
+          resolve(null);
+        });
+      });
+    });
+  }
+
+  upstreamState(): UpstreamState {
+    return this.forwarder?.state ?? "not_configured";
+  }
+
+  private heartbeatState(): Record<string, unknown> {
+    const s = this.outbox.stats();
+    return {
+      upstream: this.upstreamState(),
+      outbox_depth: s.depth,
+      outbox_bytes: s.bytes,
+      outbox_file_bytes: s.file_bytes,
+      oldest_unsent_age_s: s.oldest_time === null ? null : Math.max(0, Math.round((Date.now() - s.oldest_time) / 1000)),
+      uptime_s: Math.round((Date.now() - this.startedAt) / 1000),
+    };
+  }
+
+  status(): Record<string, unknown> {
+    const c = this.loaded.config;
+    const s = this.outbox.stats();
+    return {
+      device: c.device.id,
+      boot: this.recorder.bootEpoch,
+      version: VERSION,
+      uptime_s: Math.round((Date.now() - this.startedAt) / 1000),
+      upstream: { state: this.upstreamState(), url: c.upstream.url ?? null, last_error: this.forwarder?.lastError ?? null, ...(this.forwarder ? { counters: this.forwarder.counters } : {}) },
+      outbox: {
+        depth: s.depth,
+        bytes: s.bytes,
+        file_bytes: s.file_bytes,
+        budget_bytes: s.budget_bytes,
+        parked: s.parked,
+        quarantined: s.quarantined,
+        oldest_unsent_age_s: s.oldest_time === null ? null : Math.max(0, Math.round((Date.now() - s.oldest_time) / 1000)),
+        pending_in_memory: this.recorder.pendingCount(),
+      },
+      rates: { events_in_per_s: round1(this.in.perSecond()), events_out_per_s: round1(this.forwarder?.out.perSecond() ?? 0) },
+      counters: this.recorder.counters,
+      last_error: this.forwarder?.lastError ?? this.recorder.lastError ?? null,
+    };
+  }
+
+  /** Stops producing events (the demo drains before it stops). */
+  stopSources(): void {
+    this.sim.stop();
+    this.heartbeat.stop();
+  }
+
+  /** Stops sources, records the shutdown event, gives the forwarder `drainMs` to send, closes. */
+  async stop(reason: string, drainMs = 2000): Promise<void> {
+    this.stopSources();
+    for (const h of this.stopHooks.reverse()) {
+      try {
+        await h();
+      } catch (e) {
+        this.log.error({ err: describeError(e) }, "A component failed to stop cleanly.");
+      }
+    }
+    this.recorder.close(reason);
+    if (this.forwarder) {
+      await this.forwarder.drain(drainMs);
+      await this.forwarder.stop();
+    }
+    await this.control.close();
+    this.outbox.close();
+    this.log.info({ reason }, "Gatewarden stopped.");
+  }
+}
+
+const round1 = (n: number) => Math.round(n * 10) / 10;

@@ -1,0 +1,288 @@
+import { readFileSync } from "node:fs";
+import mqtt, { type IClientOptions, type MqttClient } from "mqtt";
+import type { Logger } from "pino";
+import type { Config } from "../config/schema";
+import { describeError } from "../errors";
+import { hashMatches, isEnvelopeShape, type Envelope } from "../events/envelope";
+import { OcsfClass } from "../events/ocsf";
+import type { Recorder } from "../events/recorder";
+import { BatchSealer } from "../events/seal";
+import { readSecretFile } from "../keys/files";
+import type { Outbox, Row } from "../outbox/store";
+import { RateMeter } from "../rate";
+
+export type UpstreamState = "not_configured" | "connecting" | "up" | "down" | "stopped";
+
+export interface ForwarderOptions {
+  upstream: Config["upstream"];
+  device: string;
+  outbox: Outbox;
+  recorder: Recorder;
+  socPublicKey: Uint8Array;
+  log: Logger;
+}
+
+/** Topic of a device's event batches. */
+export function eventsTopic(prefix: string, device: string): string {
+  return `${prefix}/${device}/events`;
+}
+
+/**
+ * Drains the outbox to the SOC broker: MQTT 5, QoS 1, several events per message (bounded by
+ * count and bytes, and by the broker's Maximum Packet Size), a bounded window of messages in
+ * flight (its own flow control, also capped by the broker's Receive Maximum). A row is deleted
+ * only after the PUBACK of the message that carried it. mqtt.js never stores anything for us:
+ * each connection is a fresh client, and after a reconnect the outbox is replayed in order from
+ * its oldest unacknowledged row. A message the broker rejects (PUBACK reason >= 0x80) is parked,
+ * reported as an event, and retried every `parked_retry_ms`; it never blocks the rest.
+ */
+export class MqttForwarder {
+  state: UpstreamState = "connecting";
+  lastError: string | undefined;
+  private client: MqttClient | undefined;
+  private cursor = 0;
+  private readonly inflight = new Map<number, number[]>(); // message token -> row ids
+  private readonly inflightIds = new Set<number>();
+  private token = 0;
+  private attempt = 0;
+  private reconnectTimer: NodeJS.Timeout | undefined;
+  private parkedTimer: NodeJS.Timeout | undefined;
+  private stopped = false;
+  private pumping = false;
+  private maxPacket: number;
+  private window: number;
+  private readonly sealer: BatchSealer;
+  private readonly topic: string;
+  readonly out = new RateMeter();
+  readonly counters = { messages: 0, events: 0, bytes: 0, rejected: 0, quarantined: 0, reconnects: 0 };
+  private unsubscribe: (() => void) | undefined;
+
+  constructor(private readonly o: ForwarderOptions) {
+    this.sealer = new BatchSealer(o.socPublicKey);
+    this.topic = eventsTopic(o.upstream.topic_prefix, o.device);
+    this.maxPacket = o.upstream.max_message_bytes;
+    this.window = o.upstream.max_inflight;
+  }
+
+  /** Row ids currently in flight (the outbox must not evict them). */
+  inFlight(): ReadonlySet<number> {
+    return this.inflightIds;
+  }
+
+  start(): void {
+    this.unsubscribe = this.o.recorder.onCommit(() => this.pump());
+    this.parkedTimer = setInterval(() => this.retryParked(), this.o.upstream.parked_retry_ms);
+    this.parkedTimer.unref();
+    this.connect();
+  }
+
+  private connect(): void {
+    if (this.stopped) return;
+    const u = this.o.upstream;
+    this.state = "connecting";
+    this.o.log.debug({ url: u.url, attempt: this.attempt }, "Connecting to the SOC broker.");
+    let opts: IClientOptions;
+    try {
+      opts = {
+        protocolVersion: u.protocol_version,
+        clientId: u.client_id ?? `gatewarden-${this.o.device}`,
+        clean: true,
+        keepalive: u.keepalive_s,
+        connectTimeout: u.connect_timeout_ms,
+        reconnectPeriod: 0,
+        resubscribe: false,
+        ...(u.protocol_version === 5 ? { properties: { sessionExpiryInterval: 0 } } : {}),
+        rejectUnauthorized: true,
+        ca: u.ca ? readFileSync(u.ca) : undefined,
+        cert: u.cert ? readFileSync(u.cert) : undefined,
+        key: u.key ? readSecretFile(u.key, "upstream TLS key") : undefined,
+        username: u.username,
+        password: u.password_file ? readSecretFile(u.password_file, "upstream password file").toString("utf8").trim() : undefined,
+      };
+    } catch (e) {
+      this.fail(describeError(e));
+      return;
+    }
+    const client = mqtt.connect(u.url!, opts);
+    this.client = client;
+    client.on("connect", (connack) => {
+      if (this.client !== client) return;
+      this.attempt = 0;
+      this.state = "up";
+      this.lastError = undefined;
+      const p = connack.properties;
+      this.maxPacket = Math.min(u.max_message_bytes, p?.maximumPacketSize ?? Infinity);
+      this.window = Math.min(u.max_inflight, p?.receiveMaximum ?? Infinity);
+      this.cursor = 0; // ordered replay of everything not yet acknowledged
+      this.o.log.info({ url: u.url, max_packet: this.maxPacket, window: this.window }, "Connected to the SOC broker.");
+      this.pump();
+    });
+    client.on("error", (e) => {
+      if (this.client === client) this.fail(describeError(e));
+    });
+    client.on("close", () => {
+      if (this.client === client) this.fail(this.lastError ?? "connection closed");
+    });
+    client.on("disconnect", (p) => {
+      if (this.client === client) this.fail(`broker disconnected us (reason ${p.reasonCode ?? "?"})`);
+    });
+  }
+
+  private fail(reason: string): void {
+    const client = this.client;
+    this.client = undefined;
+    if (client) client.end(true);
+    this.inflight.clear();
+    this.inflightIds.clear();
+    if (this.stopped) return;
+    if (this.state === "up") this.o.log.warn({ err: reason }, "Lost the SOC broker; buffering in the outbox.");
+    this.state = "down";
+    this.lastError = reason;
+    if (this.reconnectTimer) return;
+    const u = this.o.upstream;
+    const cap = Math.min(u.reconnect_max_ms, u.reconnect_min_ms * 2 ** Math.min(this.attempt++, 20));
+    const delay = Math.round(u.reconnect_min_ms / 2 + Math.random() * (cap - u.reconnect_min_ms / 2)); // jittered
+    this.counters.reconnects++;
+    this.o.log.debug({ err: reason, delay_ms: delay }, "Reconnecting after a delay.");
+    this.reconnectTimer = setTimeout(() => {
+      this.reconnectTimer = undefined;
+      this.connect();
+    }, delay);
+  }
+
+  /** Fills the in-flight window from the outbox. */
+  pump(): void {
+    if (this.pumping) return;
+    this.pumping = true;
+    try {
+      while (this.state === "up" && this.client && this.inflight.size < this.window) {
+        const rows = this.o.outbox.readAfter(this.cursor, this.o.upstream.max_batch_events);
+        if (!rows.length) break;
+        const batch = this.takeBatch(rows);
+        if (batch.length) this.send(batch);
+      }
+    } catch (e) {
+      this.lastError = describeError(e);
+      this.o.log.error({ err: this.lastError }, "Forwarding failed; will retry.");
+    } finally {
+      this.pumping = false;
+    }
+  }
+
+  /** Picks the longest prefix of rows that fits one message; quarantines corrupt rows. */
+  private takeBatch(rows: Row[]): { row: Row; env: Envelope }[] {
+    const out: { row: Row; env: Envelope }[] = [];
+    let bytes = 512; // header and box overhead
+    for (const row of rows) {
+      this.cursor = Math.max(this.cursor, row.id);
+      let env: unknown;
+      try {
+        env = JSON.parse(row.body);
+      } catch {
+        env = undefined;
+      }
+      if (!isEnvelopeShape(env) || !hashMatches(env) || env.boot !== row.boot || env.seq !== row.seq) {
+        this.quarantine(row);
+        continue;
+      }
+      if (out.length && bytes + row.body.length + 1 > this.maxPacket) {
+        this.cursor = out[out.length - 1]!.row.id;
+        break;
+      }
+      bytes += row.body.length + 1;
+      out.push({ row, env });
+    }
+    return out;
+  }
+
+  private quarantine(row: Row): void {
+    this.counters.quarantined++;
+    this.o.outbox.quarantine(row, "hash mismatch or unparseable body", Date.now());
+    this.o.log.error({ boot: row.boot, seq: row.seq }, "Corrupt outbox row quarantined; recording a loss record.");
+    this.o.recorder.reportQuarantined(row, "stored event failed its hash check");
+  }
+
+  private send(batch: { row: Row; env: Envelope }[]): void {
+    const first = batch[0]!.env;
+    const last = batch[batch.length - 1]!.env;
+    const plaintext = Buffer.from("[" + batch.map((b) => b.row.body).join(",") + "]");
+    const payload = this.sealer.seal({ device: this.o.device, from: [first.boot, first.seq], to: [last.boot, last.seq], count: batch.length }, plaintext);
+    const ids = batch.map((b) => b.row.id);
+    const tok = ++this.token;
+    this.inflight.set(tok, ids);
+    for (const id of ids) this.inflightIds.add(id);
+    const client = this.client!;
+    this.o.log.debug({ tok, events: ids.length, bytes: payload.length }, "Publishing a batch.");
+    client.publish(this.topic, payload, { qos: 1 }, (err) => {
+      if (this.client !== client || !this.inflight.has(tok)) return; // connection gone: replayed later
+      this.inflight.delete(tok);
+      for (const id of ids) this.inflightIds.delete(id);
+      const rc = (err as { code?: unknown } | undefined)?.code;
+      if (err && typeof rc === "number" && rc >= 0x80) {
+        this.reject(ids, rc, err.message, first, last);
+      } else if (err) {
+        // 'Connection closed' and the like: the close handler reconnects and replays.
+        this.o.log.debug({ err: describeError(err) }, "Publish failed without a broker verdict.");
+        return;
+      } else {
+        this.o.outbox.ack(ids);
+        this.counters.messages++;
+        this.counters.events += ids.length;
+        this.counters.bytes += payload.length;
+        this.out.add(ids.length);
+      }
+      this.pump();
+    });
+  }
+
+  private reject(ids: number[], rc: number, message: string, first: Envelope, last: Envelope): void {
+    this.counters.rejected++;
+    this.o.outbox.park(ids, `PUBACK 0x${rc.toString(16)} ${message}`, Date.now());
+    this.o.log.error({ reason_code: rc, from: [first.boot, first.seq], to: [last.boot, last.seq] }, "The broker rejected a batch; parked it and moving on.");
+    this.o.recorder.record({
+      class: "system",
+      severity: 4,
+      ocsf: {
+        class_uid: OcsfClass.ApplicationLifecycle,
+        activity_id: 99,
+        message: `The SOC broker rejected ${ids.length} event(s) (reason code 0x${rc.toString(16)}: ${message}); they are parked and retried every ${this.o.upstream.parked_retry_ms} ms`,
+        unmapped: { error_type: "upstream_rejected", stage: "sending", reason_code: rc, from: [first.boot, first.seq], to: [last.boot, last.seq] },
+      },
+    });
+  }
+
+  private retryParked(): void {
+    if (this.state !== "up") return;
+    const n = this.o.outbox.unparkAll();
+    if (n) {
+      this.o.log.info({ rows: n }, "Retrying parked events.");
+      this.cursor = 0;
+      this.pump();
+    }
+  }
+
+  /** Waits until the outbox is empty (nothing in flight) or the timeout passes. */
+  async drain(timeoutMs: number): Promise<boolean> {
+    const end = Date.now() + timeoutMs;
+    while (Date.now() < end) {
+      this.o.recorder.flush();
+      if (this.o.outbox.stats().depth - this.o.outbox.stats().parked === 0 && this.inflight.size === 0) return true;
+      this.pump();
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    return false;
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    this.state = "stopped";
+    this.unsubscribe?.();
+    if (this.reconnectTimer) clearTimeout(this.reconnectTimer);
+    if (this.parkedTimer) clearInterval(this.parkedTimer);
+    const c = this.client;
+    this.client = undefined;
+    this.inflight.clear();
+    this.inflightIds.clear();
+    if (c) await new Promise<void>((r) => c.end(false, {}, () => r()));
+  }
+}

@@ -1,0 +1,308 @@
+import type Database from "better-sqlite3";
+import type { KeyObject } from "node:crypto";
+import { checkEnvelope, isEnvelopeShape, type Envelope } from "../events/envelope";
+
+export const PROBLEMS = ["gap", "bad_signature", "bad_hash", "malformed", "unknown_device", "duplicate", "fork", "loss_record"] as const;
+export type Problem = (typeof PROBLEMS)[number];
+
+/** One verified event, as the SIEM gets it: routing fields, `verified`, and the whole envelope. */
+export interface EventLine extends Omit<Envelope, "v"> {
+  verified: true;
+  /** Arrived after its position had been settled (reported as a gap). */
+  late?: true;
+  received_at: number;
+}
+
+export interface ProblemLine {
+  problem: Problem;
+  device: string | null;
+  boot: number | null;
+  /** The sequence range concerned (inclusive). */
+  first: number | null;
+  last: number | null;
+  count: number | null;
+  detail: string;
+  received_at: number;
+  [extra: string]: unknown;
+}
+
+export type OutLine = EventLine | ProblemLine;
+
+export interface TrustLookup {
+  get(device: string): KeyObject | undefined;
+}
+
+const SCHEMA = `
+CREATE TABLE IF NOT EXISTS devices (device TEXT PRIMARY KEY, last_boot INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS boots (device TEXT NOT NULL, boot INTEGER NOT NULL, hw INTEGER NOT NULL, hw_hash TEXT, gap_since INTEGER, PRIMARY KEY (device, boot));
+CREATE TABLE IF NOT EXISTS seen (device TEXT NOT NULL, boot INTEGER NOT NULL, seq INTEGER NOT NULL, hash TEXT, PRIMARY KEY (device, boot, seq));
+CREATE TABLE IF NOT EXISTS covered (device TEXT NOT NULL, boot INTEGER NOT NULL, first INTEGER NOT NULL, last INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS hashes (device TEXT NOT NULL, boot INTEGER NOT NULL, seq INTEGER NOT NULL, hash TEXT NOT NULL, PRIMARY KEY (device, boot, seq)) WITHOUT ROWID;
+`;
+
+interface BootRow {
+  device: string;
+  boot: number;
+  hw: number;
+  hw_hash: string | null;
+  gap_since: number | null;
+}
+
+/**
+ * Per-device stream verification with persistent state: signatures and hashes against trusted
+ * keys, the hash chain, de-duplication by (device, boot, seq), and gap accounting.
+ *
+ * Positions above the contiguous high-water mark `hw` wait in `seen` (received) or `covered`
+ * (announced lost by a loss record). A hole becomes a `gap` line when it has waited
+ * `gapTimeoutMs`, or at once when the device's next boot event says how far the boot got.
+ * The caller runs each call inside one transaction together with writing the lines.
+ */
+export class StreamVerifier {
+  private readonly q;
+
+  constructor(
+    private readonly db: Database.Database,
+    private readonly trust: TrustLookup,
+    private readonly opts: { gapTimeoutMs: number; dedupeWindow: number },
+  ) {
+    db.exec(SCHEMA);
+    this.q = {
+      device: db.prepare("SELECT last_boot FROM devices WHERE device = ?"),
+      upDevice: db.prepare("INSERT INTO devices (device, last_boot) VALUES (?, ?) ON CONFLICT(device) DO UPDATE SET last_boot = MAX(last_boot, excluded.last_boot)"),
+      boot: db.prepare("SELECT device, boot, hw, hw_hash, gap_since FROM boots WHERE device = ? AND boot = ?"),
+      putBoot: db.prepare("INSERT INTO boots (device, boot, hw, hw_hash, gap_since) VALUES (@device, @boot, @hw, @hw_hash, @gap_since) ON CONFLICT(device, boot) DO UPDATE SET hw = excluded.hw, hw_hash = excluded.hw_hash, gap_since = excluded.gap_since"),
+      hash: db.prepare("SELECT hash FROM hashes WHERE device = ? AND boot = ? AND seq = ?"),
+      putHash: db.prepare("INSERT OR REPLACE INTO hashes (device, boot, seq, hash) VALUES (?, ?, ?, ?)"),
+      seen: db.prepare("SELECT seq, hash FROM seen WHERE device = ? AND boot = ? AND seq = ?"),
+      putSeen: db.prepare("INSERT OR IGNORE INTO seen (device, boot, seq, hash) VALUES (?, ?, ?, ?)"),
+      delSeen: db.prepare("DELETE FROM seen WHERE device = ? AND boot = ? AND seq <= ?"),
+      minSeen: db.prepare("SELECT MIN(seq) AS s FROM seen WHERE device = ? AND boot = ? AND seq > ?"),
+      cover: db.prepare("INSERT INTO covered (device, boot, first, last) VALUES (?, ?, ?, ?)"),
+      coveredAt: db.prepare("SELECT MAX(last) AS last FROM covered WHERE device = ? AND boot = ? AND first <= ? AND last >= ?"),
+      minCovered: db.prepare("SELECT MIN(first) AS f FROM covered WHERE device = ? AND boot = ? AND last > ?"),
+      delCovered: db.prepare("DELETE FROM covered WHERE device = ? AND boot = ? AND last <= ?"),
+      overdue: db.prepare("SELECT device, boot, hw, hw_hash, gap_since FROM boots WHERE gap_since IS NOT NULL AND gap_since <= ?"),
+      open: db.prepare("SELECT device, boot, hw, hw_hash, gap_since FROM boots WHERE gap_since IS NOT NULL"),
+      prune: db.prepare("DELETE FROM hashes WHERE EXISTS (SELECT 1 FROM boots b WHERE b.device = hashes.device AND b.boot = hashes.boot AND hashes.seq < b.hw - ?)"),
+    };
+  }
+
+  /** One sealed batch's events (already opened). `device` is the batch header's device. */
+  ingest(device: string, events: unknown[], now: number, context: Record<string, unknown> = {}): OutLine[] {
+    const out: OutLine[] = [];
+    const key = this.trust.get(device);
+    if (!key) {
+      out.push(problem("unknown_device", { device, count: events.length, detail: `no trusted key for device ${device}; add it with \`gatewarden soc trust add\``, now, ...context }));
+      return out;
+    }
+    for (const e of events) this.ingestOne(device, key, e, now, out);
+    return out;
+  }
+
+  private ingestOne(device: string, key: KeyObject, e: unknown, now: number, out: OutLine[]): void {
+    if (!isEnvelopeShape(e)) {
+      out.push(problem("malformed", { device, detail: "an event in the batch is not a Gatewarden envelope", now }));
+      return;
+    }
+    if (e.device !== device) {
+      out.push(problem("malformed", { device, boot: e.boot, first: e.seq, last: e.seq, detail: `event names device ${e.device} inside a batch from ${device}`, now }));
+      return;
+    }
+    const check = checkEnvelope(e, key);
+    const b = this.bootRow(device, e.boot, e.seq);
+    if (check !== "ok") {
+      out.push(problem(check, { device, boot: e.boot, first: e.seq, last: e.seq, detail: check === "bad_hash" ? "event hash does not match its content" : "signature does not verify with the trusted device key", now }));
+      if (e.seq > b.hw) {
+        this.q.putSeen.run(device, e.boot, e.seq, null);
+        this.advance(b, now);
+      }
+      return;
+    }
+    const known = this.q.hash.get(device, e.boot, e.seq) as { hash: string } | undefined;
+    if (known) {
+      if (known.hash === e.hash) out.push(problem("duplicate", { device, boot: e.boot, first: e.seq, last: e.seq, detail: "already received", now }));
+      else out.push(problem("fork", { device, boot: e.boot, first: e.seq, last: e.seq, detail: `two different signed events at the same position (hashes ${known.hash.slice(0, 12)}… and ${e.hash.slice(0, 12)}…)`, now }));
+      return;
+    }
+    let late = false;
+    if (e.seq <= b.hw) {
+      if (e.seq < b.hw - this.opts.dedupeWindow) {
+        out.push(problem("duplicate", { device, boot: e.boot, first: e.seq, last: e.seq, detail: "position older than the de-duplication window", now }));
+        return;
+      }
+      late = true;
+    }
+    this.q.putHash.run(device, e.boot, e.seq, e.hash);
+    const { v: _v, ...rest } = e;
+    out.push({ ...rest, verified: true, ...(late ? { late: true as const } : {}), received_at: now });
+    this.checkLink(b, e, out, now);
+    this.onSpecial(b, e, out, now);
+    if (late) return;
+    if (e.seq === b.hw + 1) {
+      b.hw = e.seq;
+      b.hw_hash = e.hash;
+    } else {
+      this.q.putSeen.run(device, e.boot, e.seq, e.hash);
+    }
+    this.advance(b, now);
+  }
+
+  /** The hash chain: `prev` must be the hash of the event before, where that one is known. */
+  private checkLink(b: BootRow, e: Envelope, out: OutLine[], now: number): void {
+    let expected: string | null | undefined;
+    if (e.seq === 0) {
+      const boot = (e.ocsf.unmapped as { boot?: { previous_boot?: number | null; previous_last_seq?: number | null } } | undefined)?.boot;
+      if (boot?.previous_boot != null && boot.previous_last_seq != null) {
+        expected = (this.q.hash.get(e.device, boot.previous_boot, boot.previous_last_seq) as { hash: string } | undefined)?.hash;
+      }
+    } else if (e.seq === b.hw + 1) {
+      expected = b.hw_hash;
+    } else {
+      expected = (this.q.hash.get(e.device, e.boot, e.seq - 1) as { hash: string } | undefined)?.hash;
+    }
+    if (expected && expected !== e.prev) {
+      out.push(problem("fork", { device: e.device, boot: e.boot, first: e.seq, last: e.seq, detail: `chain break: prev ${e.prev.slice(0, 12)}… does not match the hash of the event before (${expected.slice(0, 12)}…)`, now }));
+    }
+  }
+
+  /** Boot events settle the previous boot; loss records cover the positions they name. */
+  private onSpecial(b: BootRow, e: Envelope, out: OutLine[], now: number): void {
+    const unm = e.ocsf.unmapped as { boot?: { previous_boot?: number | null; previous_last_seq?: number | null }; loss?: LossBody } | undefined;
+    if (e.seq === 0 && e.class === "system" && unm?.boot) {
+      const last = this.q.device.get(e.device) as { last_boot: number } | undefined;
+      if (last && last.last_boot > e.boot) out.push(problem("fork", { device: e.device, boot: e.boot, first: 0, last: 0, detail: `boot epoch ${e.boot} is older than boot ${last.last_boot} already seen`, now }));
+      this.q.upDevice.run(e.device, e.boot);
+      const pb = unm.boot.previous_boot;
+      const pl = unm.boot.previous_last_seq;
+      if (pb != null && pl != null) {
+        const prev = this.q.boot.get(e.device, pb) as BootRow | undefined;
+        if (prev) {
+          if (prev.hw > pl) out.push(problem("fork", { device: e.device, boot: pb, first: pl + 1, last: prev.hw, detail: `boot ${pb} ended at seq ${pl} by the device's record, but later events were received: they were sent and then lost from the device's storage (power loss before a non-durable commit)`, now }));
+          out.push(...this.settle(prev, pl, now));
+        }
+      }
+    }
+    if (e.class === "system" && unm?.loss) {
+      const l = unm.loss;
+      const ranges = Array.isArray(l.ranges) ? l.ranges.filter(isRange) : [];
+      out.push(
+        problem("loss_record", {
+          device: e.device,
+          boot: ranges[0]?.[0] ?? null,
+          first: ranges.length ? Math.min(...ranges.map((r) => r[1])) : null,
+          last: ranges.length ? Math.max(...ranges.map((r) => r[2])) : null,
+          count: typeof l.count === "number" ? l.count : null,
+          detail: `device reports ${e.ocsf.message as string}`,
+          now,
+          reason: l.reason ?? null,
+          class: l.class ?? null,
+          ranges,
+          counts: l.counts ?? null,
+          record: { boot: e.boot, seq: e.seq },
+        }),
+      );
+      for (const [rb, f, la] of ranges) {
+        const row = rb === b.boot ? b : this.bootRow(e.device, rb, f);
+        if (la > row.hw) this.q.cover.run(e.device, rb, Math.max(f, row.hw + 1), la);
+        if (row !== b) this.advance(row, now);
+      }
+    }
+  }
+
+  private bootRow(device: string, boot: number, seq: number): BootRow {
+    const r = this.q.boot.get(device, boot) as BootRow | undefined;
+    if (r) return r;
+    const known = this.q.device.get(device) as { last_boot: number } | undefined;
+    // A device seen before starts each new boot at seq 0; first contact starts where it is.
+    const row: BootRow = { device, boot, hw: known ? -1 : seq - 1, hw_hash: null, gap_since: null };
+    if (!known) this.q.upDevice.run(device, boot);
+    this.q.putBoot.run(row);
+    return row;
+  }
+
+  /** Moves hw over received and covered positions; tracks since when a hole has been open. */
+  private advance(b: BootRow, now: number): void {
+    for (;;) {
+      const next = b.hw + 1;
+      const s = this.q.seen.get(b.device, b.boot, next) as { seq: number; hash: string | null } | undefined;
+      if (s) {
+        b.hw = next;
+        b.hw_hash = s.hash;
+        continue;
+      }
+      const c = this.q.coveredAt.get(b.device, b.boot, next, next) as { last: number | null };
+      if (c.last !== null) {
+        b.hw = c.last;
+        b.hw_hash = null;
+        continue;
+      }
+      break;
+    }
+    this.q.delSeen.run(b.device, b.boot, b.hw);
+    this.q.delCovered.run(b.device, b.boot, b.hw);
+    const above = (this.q.minSeen.get(b.device, b.boot, b.hw) as { s: number | null }).s ?? (this.q.minCovered.get(b.device, b.boot, b.hw) as { f: number | null }).f;
+    b.gap_since = above === null ? null : (b.gap_since ?? now);
+    this.q.putBoot.run(b);
+  }
+
+  /** Reports every hole below the highest known position (or up to `upTo`) as a gap. */
+  private settle(b: BootRow, upTo: number | undefined, now: number): ProblemLine[] {
+    const out: ProblemLine[] = [];
+    for (let guard = 0; guard < 1_000_000; guard++) {
+      this.advance(b, now);
+      const s = (this.q.minSeen.get(b.device, b.boot, b.hw) as { s: number | null }).s;
+      const c = (this.q.minCovered.get(b.device, b.boot, b.hw) as { f: number | null }).f;
+      const nextKnown = s === null ? c : c === null ? s : Math.min(s, c);
+      let last: number;
+      if (nextKnown !== null) last = nextKnown - 1;
+      else if (upTo !== undefined && upTo > b.hw) last = upTo;
+      else break;
+      const first = b.hw + 1;
+      if (last >= first) out.push(problem("gap", { device: b.device, boot: b.boot, first, last, count: last - first + 1, detail: upTo !== undefined && nextKnown === null ? `events ${first}..${last} never arrived (the device's next boot says boot ${b.boot} ended at seq ${upTo})` : `events ${first}..${last} never arrived`, now }));
+      b.hw = last;
+      b.hw_hash = null;
+    }
+    this.advance(b, now);
+    return out;
+  }
+
+  /** Gaps that waited long enough; call periodically. */
+  sweep(now: number): OutLine[] {
+    const out: OutLine[] = [];
+    for (const b of this.q.overdue.all(now - this.opts.gapTimeoutMs) as BootRow[]) out.push(...this.settle(b, undefined, now));
+    return out;
+  }
+
+  /** Settles every open hole now (end of an offline verification). */
+  finish(now: number): OutLine[] {
+    const out: OutLine[] = [];
+    for (const b of this.q.open.all() as BootRow[]) out.push(...this.settle(b, undefined, now));
+    return out;
+  }
+
+  /** Forgets hashes far below each boot's high-water mark. */
+  prune(): void {
+    this.q.prune.run(this.opts.dedupeWindow);
+  }
+}
+
+interface LossBody {
+  reason?: string;
+  class?: string;
+  count?: number;
+  ranges?: unknown[];
+  counts?: Record<string, number>;
+}
+
+function isRange(r: unknown): r is [number, number, number] {
+  return Array.isArray(r) && r.length === 3 && r.every((x) => Number.isSafeInteger(x)) && (r[1] as number) <= (r[2] as number);
+}
+
+export function problem(
+  kind: Problem,
+  f: { device?: string | null; boot?: number | null; first?: number | null; last?: number | null; count?: number | null; detail: string; now: number; [k: string]: unknown },
+): ProblemLine {
+  const { device, boot, first, last, count, detail, now, ...extra } = f;
+  const cnt = count ?? (first != null && last != null ? last - first + 1 : null);
+  return { problem: kind, device: device ?? null, boot: boot ?? null, first: first ?? null, last: last ?? null, count: cnt, detail, received_at: now, ...extra };
+}

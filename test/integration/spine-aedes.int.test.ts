@@ -1,0 +1,47 @@
+import { afterEach, describe, expect, it } from "vitest";
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
+import { EmbeddedBroker } from "../../agent/embedded-broker";
+import { Runtime } from "../../agent/runtime";
+import { SocReceiver } from "../../agent/soc/receive";
+import type { OutLine } from "../../agent/soc/verifier";
+import { makeSite, silent, sleep, tempDir, until } from "../helpers/fixture";
+
+describe("agent -> aedes -> SOC receiver", () => {
+  const cleanups: (() => Promise<void> | void)[] = [];
+  afterEach(async () => {
+    for (const c of cleanups.reverse()) await c();
+    cleanups.length = 0;
+  });
+
+  it("delivers every event exactly once across a broker outage", async () => {
+    const t = tempDir();
+    cleanups.push(t.cleanup);
+    const broker = new EmbeddedBroker();
+    await broker.start();
+    cleanups.push(() => broker.stop());
+    const site = makeSite(t.dir, { settings: { "upstream.url": broker.url, "upstream.protocol_version": "4", "upstream.reconnect_min_ms": "100", "upstream.reconnect_max_ms": "500", "simulate.events_per_s": "500", "heartbeat.interval_ms": "1000" } });
+    const lines: OutLine[] = [];
+    const out = join(t.dir, "soc-out.jsonl");
+    const rx = new SocReceiver({ broker: broker.url, dir: site.socDir, out, topic: "gatewarden/v1/+/events", clientId: "soc-1", protocolVersion: 4, gapTimeoutMs: 60_000, dedupeWindow: 100_000, log: silent, onLine: (l) => lines.push(l) });
+    await rx.start();
+    cleanups.push(() => rx.stop());
+    const rt = new Runtime(site.load(), silent);
+    await rt.start();
+    await sleep(700);
+    await broker.pause();
+    await sleep(700);
+    await broker.resume();
+    await sleep(700);
+    rt.stopSources();
+    await rt.stop("test", 10_000);
+    const committed = rt.recorder.counters.committed;
+    await until(() => rx.counters.events >= committed, 10_000, `receiver to verify ${committed} events (has ${rx.counters.events})`);
+    const events = lines.filter((l) => !("problem" in l));
+    const problems = lines.filter((l) => "problem" in l).map((l) => (l as { problem: string }).problem);
+    expect(problems.filter((p) => p !== "duplicate")).toEqual([]);
+    const seqs = events.map((e) => (e as { seq: number }).seq).sort((a, b) => a - b);
+    expect(seqs).toEqual(Array.from({ length: committed }, (_, i) => i));
+    expect(readFileSync(out, "utf8").trim().split("\n").length).toBe(lines.length);
+  });
+});
