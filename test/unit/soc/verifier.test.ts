@@ -1,0 +1,122 @@
+import { describe, expect, it } from "vitest";
+import Database from "better-sqlite3";
+import { createPublicKey, generateKeyPairSync, type KeyObject } from "node:crypto";
+import { buildSigned, GENESIS_HASH, type Envelope } from "../../../agent/events/envelope";
+import type { EventClass } from "../../../agent/events/types";
+import { StreamVerifier, type OutLine, type ProblemLine } from "../../../agent/soc/verifier";
+
+const dev = generateKeyPairSync("ed25519");
+
+/** A device's event stream, chained and signed like the recorder does. */
+class FakeDevice {
+  prev = GENESIS_HASH;
+  seq = -1;
+  boot = 1000;
+  constructor(readonly id: string, readonly key: KeyObject) {}
+  next(cls: EventClass = "telemetry", unmapped?: Record<string, unknown>): Envelope {
+    const { env } = buildSigned({ v: 1, device: this.id, boot: this.boot, seq: ++this.seq, time: 1, mono: 1, class: cls, severity: 1, ocsf: { class_uid: 5001, activity_id: 2, message: "m", ...(unmapped ? { unmapped } : {}) }, prev: this.prev }, this.key);
+    this.prev = env.hash;
+    return env;
+  }
+  reboot(): Envelope {
+    const pb = this.boot;
+    const ps = this.seq;
+    this.boot++;
+    this.seq = -1;
+    return this.next("system", { boot: { previous_boot: pb, previous_last_seq: ps } });
+  }
+}
+
+function setup(gapTimeoutMs = 1000) {
+  const db = new Database(":memory:");
+  const trust = { get: (d: string) => (d === "gw-1" ? createPublicKey(dev.privateKey) : undefined) };
+  return new StreamVerifier(db, trust, { gapTimeoutMs, dedupeWindow: 1000 });
+}
+const problems = (ls: OutLine[]) => ls.filter((l): l is ProblemLine => "problem" in l);
+const events = (ls: OutLine[]) => ls.filter((l) => !("problem" in l));
+
+describe("StreamVerifier", () => {
+  it("passes an in-order stream with no problem lines, across a clean reboot", () => {
+    const v = setup();
+    const d = new FakeDevice("gw-1", dev.privateKey);
+    const out = [...v.ingest("gw-1", [d.next(), d.next(), d.next()], 0), ...v.ingest("gw-1", [d.reboot(), d.next()], 0)];
+    expect(problems(out)).toEqual([]);
+    expect(events(out).length).toBe(5);
+    expect(v.finish(10_000)).toEqual([]);
+  });
+
+  it("reports a duplicate once and never emits the event twice", () => {
+    const v = setup();
+    const d = new FakeDevice("gw-1", dev.privateKey);
+    const e = [d.next(), d.next()];
+    v.ingest("gw-1", e, 0);
+    const again = v.ingest("gw-1", [e[1]!], 0);
+    expect(problems(again).map((p) => [p.problem, p.first])).toEqual([["duplicate", 1]]);
+    expect(events(again)).toEqual([]);
+  });
+
+  it("reports a gap naming the exact range after the timeout, and a late arrival is not a duplicate", () => {
+    const v = setup(1000);
+    const d = new FakeDevice("gw-1", dev.privateKey);
+    const e = Array.from({ length: 6 }, () => d.next());
+    expect(problems(v.ingest("gw-1", [e[0]!, e[1]!, e[4]!, e[5]!], 0))).toEqual([]);
+    expect(v.sweep(500)).toEqual([]);
+    const gaps = problems(v.sweep(1500));
+    expect(gaps.map((g) => [g.problem, g.boot, g.first, g.last, g.count])).toEqual([["gap", 1000, 2, 3, 2]]);
+    const late = v.ingest("gw-1", [e[2]!], 2000);
+    expect(problems(late)).toEqual([]);
+    expect(events(late)[0]).toMatchObject({ seq: 2, late: true });
+  });
+
+  it("a hole that arrives before the timeout is no gap", () => {
+    const v = setup(1000);
+    const d = new FakeDevice("gw-1", dev.privateKey);
+    const e = Array.from({ length: 4 }, () => d.next());
+    v.ingest("gw-1", [e[0]!, e[2]!, e[3]!], 0);
+    v.ingest("gw-1", [e[1]!], 100);
+    expect(v.sweep(5000)).toEqual([]);
+  });
+
+  it("a loss record covers the positions it names: loss_record, no gap", () => {
+    const v = setup(1000);
+    const d = new FakeDevice("gw-1", dev.privateKey);
+    const e = Array.from({ length: 5 }, () => d.next());
+    const loss = d.next("system", { loss: { reason: "buffer_full", class: "telemetry", count: 3, ranges: [[1000, 1, 3]] } });
+    const out = v.ingest("gw-1", [e[0]!, e[4]!, loss], 0);
+    expect(problems(out).map((p) => [p.problem, p.first, p.last, p.count])).toEqual([["loss_record", 1, 3, 3]]);
+    expect(v.sweep(10_000)).toEqual([]);
+  });
+
+  it("reports the lost tail of a boot when the next boot event says where it ended", () => {
+    const v = setup(60_000);
+    const d = new FakeDevice("gw-1", dev.privateKey);
+    const e = Array.from({ length: 5 }, () => d.next());
+    v.ingest("gw-1", e.slice(0, 3), 0);
+    const out = v.ingest("gw-1", [d.reboot()], 0);
+    expect(problems(out).map((p) => [p.problem, p.boot, p.first, p.last])).toEqual([["gap", 1000, 3, 4]]);
+  });
+
+  it("bad hash, bad signature, malformed, unknown device and fork are each named", () => {
+    const v = setup();
+    const d = new FakeDevice("gw-1", dev.privateKey);
+    const e0 = d.next();
+    const e1 = d.next();
+    const e2 = d.next();
+    const forged = new FakeDevice("gw-1", generateKeyPairSync("ed25519").privateKey);
+    forged.seq = 2;
+    forged.prev = e2.hash;
+    const out = v.ingest("gw-1", [e0, { ...e1, time: 99 }, forged.next(), { hello: 1 }], 0);
+    expect(problems(out).map((p) => p.problem)).toEqual(["bad_hash", "bad_signature", "malformed"]);
+    expect(problems(v.ingest("gw-9", [e2], 0)).map((p) => p.problem)).toEqual(["unknown_device"]);
+    // A different, validly signed event at a position already received: a fork.
+    const alt = new FakeDevice("gw-1", dev.privateKey);
+    const a0 = alt.next("audit");
+    expect(problems(v.ingest("gw-1", [a0], 0)).map((p) => p.problem)).toEqual(["fork"]);
+    // An event whose prev does not link to the event before it: a fork (chain break).
+    const v2 = setup();
+    const c = new FakeDevice("gw-1", dev.privateKey);
+    const c0 = c.next();
+    c.prev = "ab".repeat(32);
+    expect(problems(v2.ingest("gw-1", [c0, c.next()], 0)).map((p) => p.problem)).toEqual(["fork"]);
+  });
+});
