@@ -5,6 +5,7 @@ import { DaemonError, describeError } from "./errors";
 import type { Envelope } from "./events/envelope";
 import { OcsfClass } from "./events/ocsf";
 import { Recorder } from "./events/recorder";
+import { ParallelSigner } from "./events/signer";
 import { Heartbeat, PostureProbe } from "./heartbeat";
 import { loadDeviceKey, loadSocPublicKey } from "./keys/identity";
 import { Outbox } from "./outbox/store";
@@ -50,6 +51,7 @@ export class Runtime {
     this.recorder = new Recorder({
       outbox: this.outbox,
       key,
+      signer: new ParallelSigner(key),
       device: c.device.id,
       version: VERSION,
       flushMs: c.buffer.flush_ms,

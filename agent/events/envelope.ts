@@ -84,23 +84,60 @@ export function isEnvelopeShape(e: unknown): e is Envelope {
   );
 }
 
+/** An envelope hashed but not yet signed, with the pieces of its canonical text. */
+export interface Prepared {
+  u: UnsignedEnvelope;
+  hash: string;
+  head: string;
+  mid: string;
+  tail: string;
+}
+
 /**
- * Builds, hashes and signs an envelope and returns it with its canonical JSON text, composing
- * the fixed top-level keys by hand (in JCS order) around the once-canonicalized OCSF body.
- * A test checks the text equals canonicalize(envelope).
+ * Hashes an envelope, composing the fixed top-level keys by hand (in JCS order) around the
+ * once-canonicalized OCSF body. A test checks the result equals canonicalize(envelope).
  */
-export function buildSigned(u: UnsignedEnvelope, key: KeyObject): { env: Envelope; body: string } {
+export function prepareEnvelope(u: UnsignedEnvelope): Prepared {
   const o = canonicalize(u.ocsf);
   const head = `{"boot":${u.boot},"class":${JSON.stringify(u.class)},"device":${JSON.stringify(u.device)},`;
   const mid = `"mono":${u.mono},"ocsf":${o},"prev":${JSON.stringify(u.prev)},"seq":${u.seq},"severity":${u.severity},`;
   const tail = `"time":${num(u.time)},"v":1}`;
   const hash = createHash("sha256").update(head + mid + tail).digest("hex");
-  const sig = signBytes(key, Buffer.from(hash, "hex")).toString("base64");
-  const body = `${head}"hash":"${hash}",${mid}"sig":"${sig}",${tail}`;
-  return { env: { ...u, hash, sig }, body };
+  return { u, hash, head, mid, tail };
+}
+
+/** Adds the signature (over the 32 hash bytes) and returns the envelope and its canonical text. */
+export function finishEnvelope(p: Prepared, sig: Uint8Array): { env: Envelope; body: string } {
+  const s = Buffer.from(sig.buffer, sig.byteOffset, sig.byteLength).toString("base64");
+  return { env: { ...p.u, hash: p.hash, sig: s }, body: `${p.head}"hash":"${p.hash}",${p.mid}"sig":"${s}",${p.tail}` };
+}
+
+export function buildSigned(u: UnsignedEnvelope, key: KeyObject): { env: Envelope; body: string } {
+  const p = prepareEnvelope(u);
+  return finishEnvelope(p, signBytes(key, Buffer.from(p.hash, "hex")));
 }
 
 function num(n: number): string {
   if (!Number.isFinite(n)) throw new TypeError("canonical JSON has no form for " + String(n));
   return JSON.stringify(n);
+}
+
+/**
+ * Checks a stored canonical body against its own hash without parsing it: removing the
+ * top-level `"hash":"…",` and `"sig":"…",` members from the canonical text gives exactly the
+ * bytes that were hashed. The first `"hash":"` is the top-level key (boot, class and device
+ * come before it and cannot contain an unescaped quote); the last `"sig":"` is the top-level
+ * key (only `time` and `v` follow it). Any flipped byte outside the signature fails the check.
+ */
+export function storedBodyHashOk(body: string): boolean {
+  const h = body.indexOf('"hash":"');
+  const s = body.lastIndexOf('"sig":"');
+  if (h < 0 || s < h) return false;
+  const hashEnd = h + 8 + 64;
+  if (body.charCodeAt(hashEnd) !== 34 || body.charCodeAt(hashEnd + 1) !== 44) return false;
+  const sigEnd = body.indexOf('",', s + 7);
+  if (sigEnd < 0) return false;
+  const stated = body.slice(h + 8, hashEnd);
+  const unsigned = body.slice(0, h) + body.slice(hashEnd + 2, s) + body.slice(sigEnd + 2);
+  return createHash("sha256").update(unsigned).digest("hex") === stated;
 }

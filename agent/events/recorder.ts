@@ -3,7 +3,8 @@ import { performance } from "node:perf_hooks";
 import type { Logger } from "pino";
 import { describeError } from "../errors";
 import type { EvictedRange, Outbox } from "../outbox/store";
-import { buildSigned, GENESIS_HASH, type Envelope, type UnsignedEnvelope } from "./envelope";
+import { finishEnvelope, GENESIS_HASH, prepareEnvelope, type Envelope, type Prepared, type UnsignedEnvelope } from "./envelope";
+import { InlineSigner, type BatchSigner } from "./signer";
 import { OcsfClass, shapeOcsf } from "./ocsf";
 import { CLASS_RANK, EVENT_CLASSES, type EventClass, type EventDraft, type EventSink } from "./types";
 
@@ -15,6 +16,8 @@ export interface RecorderOptions {
   flushMs: number;
   maxPending: number;
   log: Logger;
+  /** Signs batches of hashes; defaults to signing inline with `key`. */
+  signer?: BatchSigner;
   /** Rows the forwarder has in flight: never evicted. */
   inFlight?: () => ReadonlySet<number>;
   now?: () => number;
@@ -41,7 +44,11 @@ export class Recorder implements EventSink {
   readonly counters = { recorded: 0, committed: 0, invalid: 0, evicted: 0, dropped: 0, commit_errors: 0 };
   lastError: string | undefined;
 
-  constructor(private readonly o: RecorderOptions) {}
+  private readonly signer: BatchSigner;
+
+  constructor(private readonly o: RecorderOptions) {
+    this.signer = o.signer ?? new InlineSigner(o.key);
+  }
 
   get bootEpoch(): number {
     return this.boot;
@@ -146,15 +153,17 @@ export class Recorder implements EventSink {
   private commitDrafts(drafts: readonly EventDraft[]): Envelope[] {
     const saved = { seq: this.seq, prev: this.prev };
     try {
-      const built = drafts.map((d) => this.build(d));
+      const prepared = drafts.map((d) => this.build(d));
       let incoming = 0;
-      for (const b of built) incoming += b.body.length + 64;
+      for (const p of prepared) incoming += p.head.length + p.mid.length + p.tail.length + 200;
       const plan = this.o.outbox.planEviction(incoming, this.o.inFlight?.() ?? new Set());
       if (plan) {
-        for (const d of lossDrafts(plan.summary, "buffer_full")) built.push(this.build(d));
+        for (const d of lossDrafts(plan.summary, "buffer_full")) prepared.push(this.build(d));
         this.counters.evicted += plan.ids.length;
         this.o.log.warn({ evicted: plan.ids.length, classes: plan.summary.map((s) => `${s.class}:${s.count}`) }, "Outbox full: evicted the lowest classes and recorded a loss record.");
       }
+      const sigs = this.signer.signMany(prepared.map((p) => Buffer.from(p.hash, "hex")));
+      const built = prepared.map((p, i) => finishEnvelope(p, sigs[i]!));
       const ids = this.o.outbox.commit(built, { boot: this.boot, seq: this.seq, hash: this.prev }, plan?.ids);
       this.counters.committed += built.length;
       const envs = built.map((b) => b.env);
@@ -167,7 +176,8 @@ export class Recorder implements EventSink {
     }
   }
 
-  private build(d: EventDraft): { env: Envelope; body: string } {
+  /** Hashes the next envelope and advances the chain (rolled back by the caller on failure). */
+  private build(d: EventDraft): Prepared {
     const time = d.time ?? this.now();
     const u: UnsignedEnvelope = {
       v: 1,
@@ -181,10 +191,10 @@ export class Recorder implements EventSink {
       ocsf: shapeOcsf(d.ocsf, d.severity, time, this.o.version),
       prev: this.prev,
     };
-    const b = buildSigned(u, this.o.key);
+    const p = prepareEnvelope(u);
     this.seq = u.seq;
-    this.prev = b.env.hash;
-    return b;
+    this.prev = p.hash;
+    return p;
   }
 
   /** Records a row the outbox found corrupt, as a loss record naming its position. */
@@ -205,6 +215,7 @@ export class Recorder implements EventSink {
       this.o.log.error({ err: describeError(e) }, "Could not record the shutdown event.");
     }
     this.closed = true;
+    this.signer.close();
   }
 
   pendingCount(): number {

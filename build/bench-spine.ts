@@ -1,0 +1,208 @@
+/**
+ * Event-spine benchmarks, each against the physical limit measured in the same run:
+ * - accept: events/s recorded (signed, chained, committed) vs bare batched SQLite inserts of
+ *   rows of the same size, same synchronous mode and transaction size;
+ * - drain: events/s from the outbox to a local broker (select, hash check, seal, QoS 1 publish,
+ *   delete on PUBACK) vs bare mqtt.js QoS 1 publishing of the same payloads with the same window;
+ * - bytes written to storage per event (/proc/self/io write_bytes), and RSS.
+ */
+import Database from "better-sqlite3";
+import { generateKeyPairSync } from "node:crypto";
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { spawn, type ChildProcess } from "node:child_process";
+import { createServer } from "node:net";
+import mqtt from "mqtt";
+import nacl from "tweetnacl";
+import pino from "pino";
+import { EmbeddedBroker } from "../agent/embedded-broker";
+import { Recorder } from "../agent/events/recorder";
+import { ParallelSigner } from "../agent/events/signer";
+import type { EventClass, EventDraft } from "../agent/events/types";
+import { Outbox } from "../agent/outbox/store";
+import { MqttForwarder } from "../agent/sinks/mqtt";
+import { upstreamSchema } from "../agent/config/schema";
+
+const silent = pino({ level: "silent" });
+const key = generateKeyPairSync("ed25519").privateKey;
+
+function draft(cls: EventClass, n: number): EventDraft {
+  return {
+    class: cls,
+    severity: cls === "finding" ? 4 : 1,
+    ocsf: {
+      class_uid: 2004,
+      activity_id: 1,
+      message: `Write to holding register 40010 denied for role scada (value ${n} outside 0..1000)`,
+      finding_info: { uid: `f-${n}`, title: "Policy denial", types: ["Modbus"] },
+      unmapped: { unit: 1, fc: 6, address: 9, value: n },
+    },
+  };
+}
+
+function writeBytes(): number {
+  try {
+    const m = /write_bytes:\s*(\d+)/.exec(readFileSync("/proc/self/io", "utf8"));
+    return m ? Number(m[1]) : Number.NaN;
+  } catch {
+    return Number.NaN;
+  }
+}
+
+interface AcceptResult {
+  events_per_s: number;
+  bare_rows_per_s: number;
+  ratio: number;
+  bytes_written_per_event: number;
+  row_bytes: number;
+}
+
+function benchAccept(dir: string, cls: EventClass, n: number): AcceptResult {
+  const outbox = new Outbox(join(dir, `accept-${cls}.db`), 2 * 1024 ** 3);
+  const batch = 500;
+  const rec = new Recorder({ outbox, key, signer: new ParallelSigner(key), device: "bench-gw", version: "bench", flushMs: 1000, maxPending: batch, log: silent });
+  rec.start();
+  const w0 = writeBytes();
+  const t0 = process.hrtime.bigint();
+  for (let i = 0; i < n; i++) rec.record(draft(cls, i));
+  rec.flush();
+  const dt = Number(process.hrtime.bigint() - t0) / 1e9;
+  rec.close("bench");
+  const w1 = writeBytes();
+  outbox.checkpoint();
+  const w2 = writeBytes();
+  const rowBytes = Math.round(outbox.stats().bytes / outbox.stats().depth);
+  outbox.close();
+
+  // The limit: the same rows, already serialized, inserted in transactions of the same size.
+  const bare = new Database(join(dir, `bare-${cls}.db`));
+  bare.pragma("journal_mode = WAL");
+  bare.pragma(`synchronous = ${cls === "finding" ? "FULL" : "NORMAL"}`);
+  bare.exec("CREATE TABLE t (id INTEGER PRIMARY KEY AUTOINCREMENT, boot INT, seq INT, rank INT, time INT, bytes INT, parked INT DEFAULT 0, body TEXT)");
+  const ins = bare.prepare("INSERT INTO t (boot, seq, rank, time, bytes, body) VALUES (?, ?, ?, ?, ?, ?)");
+  const body = "x".repeat(rowBytes);
+  const tx = bare.transaction((from: number) => {
+    for (let i = from; i < from + batch; i++) ins.run(1, i, 3, Date.now(), rowBytes, body);
+  });
+  const b0 = process.hrtime.bigint();
+  for (let i = 0; i < n; i += batch) tx(i);
+  const bdt = Number(process.hrtime.bigint() - b0) / 1e9;
+  bare.close();
+  const eps = n / dt;
+  const bps = n / bdt;
+  return { events_per_s: Math.round(eps), bare_rows_per_s: Math.round(bps), ratio: round2(eps / bps), bytes_written_per_event: Math.round((w2 - w0) / n), row_bytes: rowBytes, ...(Number.isNaN(w1) ? {} : {}) };
+}
+
+async function freePort(): Promise<number> {
+  return new Promise((resolve) => {
+    const s = createServer().listen(0, "127.0.0.1", () => {
+      const p = (s.address() as { port: number }).port;
+      s.close(() => resolve(p));
+    });
+  });
+}
+
+async function startMosquitto(dir: string): Promise<{ url: string; stop: () => void } | undefined> {
+  const bin = ["/usr/sbin/mosquitto", "/usr/bin/mosquitto"].find((b) => existsSync(b));
+  if (!bin) return undefined;
+  const port = await freePort();
+  const conf = join(dir, "mosquitto.conf");
+  writeFileSync(conf, `listener ${port} 127.0.0.1\nallow_anonymous true\nset_tcp_nodelay true\npersistence false\nmax_inflight_messages 0\nmax_queued_messages 0\n`);
+  const child: ChildProcess = spawn(bin, ["-c", conf], { stdio: "ignore" });
+  for (let i = 0; i < 100; i++) {
+    const ok = await new Promise<boolean>((r) => {
+      const c = mqtt.connect(`mqtt://127.0.0.1:${port}`, { reconnectPeriod: 0, connectTimeout: 500 });
+      c.once("connect", () => (c.end(true), r(true)));
+      c.once("error", () => (c.end(true), r(false)));
+    });
+    if (ok) return { url: `mqtt://127.0.0.1:${port}`, stop: () => child.kill("SIGTERM") };
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  child.kill("SIGKILL");
+  return undefined;
+}
+
+interface DrainResult {
+  broker: string;
+  events_per_s: number;
+  bare_events_per_s: number;
+  ratio: number;
+  messages: number;
+}
+
+async function benchDrain(dir: string, brokerName: string, url: string, version: 4 | 5, n: number): Promise<DrainResult> {
+  const soc = nacl.box.keyPair();
+  const outbox = new Outbox(join(dir, `drain-${brokerName}.db`), 2 * 1024 ** 3);
+  const rec = new Recorder({ outbox, key, device: "bench-gw", version: "bench", flushMs: 1000, maxPending: 1000, log: silent });
+  rec.start();
+  for (let i = 0; i < n; i++) rec.record(draft("telemetry", i));
+  rec.flush();
+  const upstream = upstreamSchema.parse({ url, protocol_version: version, client_id: `bench-${brokerName}` });
+  const fwd = new MqttForwarder({ upstream, device: "bench-gw", outbox, recorder: rec, socPublicKey: soc.publicKey, log: silent });
+  const total = outbox.stats().depth;
+  const t0 = process.hrtime.bigint();
+  fwd.start();
+  while (fwd.counters.events < total) await new Promise((r) => setTimeout(r, 5));
+  const dt = Number(process.hrtime.bigint() - t0) / 1e9;
+  const messages = fwd.counters.messages;
+  const bytesPerMsg = fwd.counters.bytes / messages;
+  await fwd.stop();
+  outbox.close();
+
+  // The limit: mqtt.js QoS 1 publishing the same number of messages of the same size, same window.
+  const client = mqtt.connect(url, { protocolVersion: version, clientId: `bare-${brokerName}`, reconnectPeriod: 0 });
+  await new Promise((r) => client.once("connect", r));
+  const payload = Buffer.alloc(Math.round(bytesPerMsg), 7);
+  const window = upstream.max_inflight;
+  const b0 = process.hrtime.bigint();
+  await new Promise<void>((resolve) => {
+    let sent = 0;
+    let acked = 0;
+    const more = () => {
+      while (sent < messages && sent - acked < window) {
+        sent++;
+        client.publish("bench/bare", payload, { qos: 1 }, () => {
+          acked++;
+          if (acked === messages) resolve();
+          else more();
+        });
+      }
+    };
+    more();
+  });
+  const bdt = Number(process.hrtime.bigint() - b0) / 1e9;
+  client.end(true);
+  const eps = total / dt;
+  const bare = total / bdt;
+  return { broker: brokerName, events_per_s: Math.round(eps), bare_events_per_s: Math.round(bare), ratio: round2(eps / bare), messages };
+}
+
+const round2 = (x: number) => Math.round(x * 100) / 100;
+
+export async function benchSpine(): Promise<Record<string, unknown>> {
+  const dir = mkdtempSync(join(tmpdir(), "gw-bench-"));
+  try {
+    const n = Number(process.env.BENCH_EVENTS ?? 100_000);
+    const accept_telemetry = benchAccept(dir, "telemetry", n);
+    const accept_finding = benchAccept(dir, "finding", n);
+    const drain: DrainResult[] = [];
+    const aedes = new EmbeddedBroker();
+    await aedes.start();
+    drain.push(await benchDrain(dir, "aedes (in-process, MQTT 3.1.1)", aedes.url, 4, n));
+    await aedes.stop();
+    const mosq = await startMosquitto(dir);
+    if (mosq) {
+      drain.push(await benchDrain(dir, "mosquitto (MQTT 5, tcp_nodelay)", mosq.url, 5, n));
+      mosq.stop();
+    }
+    return {
+      accept_telemetry_NORMAL: accept_telemetry,
+      accept_finding_FULL: accept_finding,
+      drain,
+      rss_mb: Math.round(process.memoryUsage().rss / 1024 ** 2),
+    };
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}

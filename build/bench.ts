@@ -1,0 +1,25 @@
+/**
+ * `npm run bench`: every figure next to the physical limit measured in the same run.
+ * Sections: spine (outbox accept, drain, bytes/event, RSS), modbus (proxy vs blind pipe),
+ * detectors (readings/s per core, state bytes per signal). `npm run bench -- spine` runs one.
+ */
+import { cpus } from "node:os";
+import { benchSpine } from "./bench-spine";
+
+async function main(): Promise<void> {
+  const only = process.argv[2];
+  const out: Record<string, unknown> = {
+    machine: `${cpus().length} x ${cpus()[0]?.model ?? "?"}, Node ${process.version}`,
+    date: new Date().toISOString(),
+  };
+  if (!only || only === "spine") out.spine = await benchSpine();
+  process.stdout.write(JSON.stringify(out, null, 2) + "\n");
+}
+
+main().then(
+  () => process.exit(0),
+  (e: unknown) => {
+    process.stderr.write(`bench failed: ${String(e)}\n`);
+    process.exit(1);
+  },
+);
