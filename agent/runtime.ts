@@ -7,6 +7,7 @@ import { OcsfClass } from "./events/ocsf";
 import { Recorder } from "./events/recorder";
 import { ParallelSigner } from "./events/signer";
 import { Heartbeat, PostureProbe } from "./heartbeat";
+import { storageBytesWritten } from "./io-stats";
 import { loadDeviceKey, loadSocPublicKey } from "./keys/identity";
 import { Outbox } from "./outbox/store";
 import { RateMeter } from "./rate";
@@ -32,6 +33,7 @@ export class Runtime {
   private readonly tails = new Set<(e: Envelope) => void>();
   readonly in = new RateMeter();
   private readonly startedAt = Date.now();
+  private readonly writtenAtStart = storageBytesWritten();
   private readonly stopHooks: (() => Promise<void> | void)[] = [];
 
   constructor(
@@ -141,7 +143,16 @@ export class Runtime {
       outbox_file_bytes: s.file_bytes,
       oldest_unsent_age_s: s.oldest_time === null ? null : Math.max(0, Math.round((Date.now() - s.oldest_time) / 1000)),
       uptime_s: Math.round((Date.now() - this.startedAt) / 1000),
+      storage: this.storage(),
     };
+  }
+
+  /** Bytes written to storage since start, and per committed event (SD-card wear). */
+  private storage(): { bytes_written: number | null; bytes_per_event: number | null } {
+    const now = storageBytesWritten();
+    const written = now === null || this.writtenAtStart === null ? null : now - this.writtenAtStart;
+    const n = this.recorder.counters.committed;
+    return { bytes_written: written, bytes_per_event: written === null || n === 0 ? null : Math.round(written / n) };
   }
 
   status(): Record<string, unknown> {
@@ -164,6 +175,7 @@ export class Runtime {
         pending_in_memory: this.recorder.pendingCount(),
       },
       rates: { events_in_per_s: round1(this.in.perSecond()), events_out_per_s: round1(this.forwarder?.out.perSecond() ?? 0) },
+      storage: this.storage(),
       counters: this.recorder.counters,
       last_error: this.forwarder?.lastError ?? this.recorder.lastError ?? null,
     };

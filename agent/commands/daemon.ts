@@ -116,6 +116,7 @@ interface StatusView {
   upstream: { state: string; url: string | null; last_error: string | null };
   outbox: { depth: number; bytes: number; file_bytes: number; budget_bytes: number; parked: number; quarantined: number; oldest_unsent_age_s: number | null };
   rates: { events_in_per_s: number; events_out_per_s: number };
+  storage: { bytes_written: number | null; bytes_per_event: number | null };
   last_error: string | null;
 }
 
@@ -125,6 +126,7 @@ function formatStatus(s: StatusView): string {
     `upstream    ${s.upstream.state}${s.upstream.url ? ` ${s.upstream.url}` : ""}`,
     `outbox      ${s.outbox.depth} events, ${s.outbox.bytes} bytes; files ${s.outbox.file_bytes}/${s.outbox.budget_bytes} bytes; oldest unsent ${s.outbox.oldest_unsent_age_s ?? "-"} s; parked ${s.outbox.parked}; quarantined ${s.outbox.quarantined}`,
     `rates       in ${s.rates.events_in_per_s}/s, out ${s.rates.events_out_per_s}/s`,
+    `storage     ${s.storage.bytes_written ?? "-"} bytes written since start, ${s.storage.bytes_per_event ?? "-"} per event`,
     `last error  ${s.last_error ?? "-"}`,
   ].join("\n");
 }

@@ -43,5 +43,42 @@ describe("agent -> aedes -> SOC receiver", () => {
     const seqs = events.map((e) => (e as { seq: number }).seq).sort((a, b) => a - b);
     expect(seqs).toEqual(Array.from({ length: committed }, (_, i) => i));
     expect(readFileSync(out, "utf8").trim().split("\n").length).toBe(lines.length);
+    // Heartbeats carry the outbox state and posture.
+    const hb = events.find((e) => (e as { class: string }).class === "heartbeat") as unknown as { ocsf: { class_uid: number; unmapped: { heartbeat: Record<string, unknown> } } };
+    expect(hb.ocsf.class_uid).toBe(5001);
+    expect(hb.ocsf.unmapped.heartbeat).toMatchObject({ upstream: expect.any(String), outbox_depth: expect.any(Number), posture: expect.any(Object) });
+  });
+
+  it("a restarted receiver neither repeats nor misses a line, even after a crash mid-write", async () => {
+    const t = tempDir();
+    cleanups.push(t.cleanup);
+    const broker = new EmbeddedBroker();
+    await broker.start();
+    cleanups.push(() => broker.stop());
+    const site = makeSite(t.dir, { settings: { "upstream.url": broker.url, "upstream.protocol_version": "4", "upstream.reconnect_min_ms": "100", "upstream.reconnect_max_ms": "300", "simulate.events_per_s": "300" } });
+    const out = join(t.dir, "soc-out.jsonl");
+    const mk = () => new SocReceiver({ broker: broker.url, dir: site.socDir, out, topic: "gatewarden/v1/+/events", clientId: "soc-restart", protocolVersion: 4, gapTimeoutMs: 60_000, dedupeWindow: 100_000, log: silent });
+    let rx = mk();
+    await rx.start();
+    const rt = new Runtime(site.load(), silent);
+    await rt.start();
+    await sleep(600);
+    await rx.stop();
+    // A crash between writing lines and committing state leaves uncommitted bytes: they are cut.
+    const { appendFileSync } = await import("node:fs");
+    appendFileSync(out, '{"device":"half-written');
+    await sleep(600);
+    rx = mk();
+    await rx.start();
+    cleanups.push(() => rx.stop());
+    await sleep(300);
+    rt.stopSources();
+    await rt.stop("test", 10_000);
+    const committed = rt.recorder.counters.committed;
+    const read = () => readFileSync(out, "utf8").trim().split("\n").map((l) => JSON.parse(l) as { seq?: number; problem?: string });
+    await until(() => read().filter((l) => !l.problem).length >= committed, 10_000, "all events in the output file");
+    const all = read();
+    expect(all.filter((l) => l.problem && l.problem !== "duplicate")).toEqual([]);
+    expect(all.filter((l) => !l.problem).map((l) => l.seq).sort((a, b) => a! - b!)).toEqual(Array.from({ length: committed }, (_, i) => i));
   });
 });
