@@ -107,25 +107,24 @@ export class SocReceiver {
         done(e as Error);
       }
     };
-    await new Promise<void>((resolve, reject) => {
-      const onErr = (e: Error) => reject(e);
-      client.once("error", onErr);
-      client.once("connect", (connack) => {
-        client.off("error", onErr);
+    // Subscribes on every connection (idempotent on a present session); start() resolves on
+    // the first successful subscription and keeps retrying while the broker is unreachable.
+    await new Promise<void>((resolve) => {
+      client.on("connect", () => {
         this.connected = true;
-        if (connack.sessionPresent) {
-          resolve();
-          return;
-        }
-        client.subscribe(topic, { qos: 1 }, (err) => (err ? reject(err) : resolve()));
+        client.subscribe(topic, { qos: 1 }, (err) => {
+          if (err) o.log.error({ err: describeError(err), topic }, "Subscription refused by the broker.");
+          else {
+            o.log.info({ broker: o.broker, topic }, "SOC receiver subscribed.");
+            resolve();
+          }
+        });
       });
+      client.on("close", () => (this.connected = false));
+      client.on("error", (e) => o.log.warn({ err: describeError(e) }, "Broker connection error; retrying."));
     });
-    client.on("connect", () => (this.connected = true));
-    client.on("close", () => (this.connected = false));
-    client.on("error", (e) => o.log.warn({ err: describeError(e) }, "Broker connection error."));
     this.sweepTimer = setInterval(() => this.sweep(), 1000);
     this.sweepTimer.unref();
-    o.log.info({ broker: o.broker, topic }, "SOC receiver subscribed.");
   }
 
   /** Processes one payload atomically with its output (exposed for tests of hostile input). */
