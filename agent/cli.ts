@@ -6,6 +6,9 @@ import { registerInit } from "./commands/init";
 import { registerKeys } from "./commands/keys";
 import { registerSoc } from "./commands/soc";
 import { VERSION } from "./version";
+import { registerModbusCommands } from "../protocols/modbus/cli";
+import { loadConfig } from "./config/load";
+import { locateConfig } from "./config/locate";
 
 /** The `gatewarden` command line: every command has --help; reporting commands take --json. */
 export function buildProgram(): Command {
@@ -23,5 +26,8 @@ export function buildProgram(): Command {
   registerKeys(program);
   registerSoc(program);
   registerDemo(program);
+  registerModbusCommands(program, {
+    resolveSocket: async (opts) => loadConfig(locateConfig(typeof opts.config === "string" ? opts.config : undefined)).config.control.socket,
+  });
   return program;
 }

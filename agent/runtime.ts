@@ -1,4 +1,5 @@
 import type { Logger } from "pino";
+import type { ReadingSink } from "./pipeline";
 import type { LoadedConfig } from "./config/load";
 import { ControlServer } from "./control/server";
 import { DaemonError, describeError } from "./errors";
@@ -35,6 +36,8 @@ export class Runtime {
   private readonly startedAt = Date.now();
   private readonly writtenAtStart = storageBytesWritten();
   private readonly stopHooks: (() => Promise<void> | void)[] = [];
+  /** Where readings from the proxy's tap go (the detection engine, when points are configured). */
+  readings: ReadingSink | undefined;
 
   constructor(
     readonly loaded: LoadedConfig,
@@ -98,11 +101,33 @@ export class Runtime {
       });
     }
     this.registerControl();
+    await this.startModbus();
     if (this.forwarder) this.forwarder.start();
     else this.log.warn({}, "upstream.url is not set: events are kept in the outbox until it is.");
     this.heartbeat.start();
     void this.heartbeat.beat();
     this.sim.start();
+  }
+
+  /** The Modbus proxy, when configured: events into the recorder, the tap into the detectors. */
+  private async startModbus(): Promise<void> {
+    const c = this.loaded.config;
+    if (!c.modbus) return;
+    const { ModbusProxyService } = await import("../protocols/modbus/service");
+    const { tapPointsFrom } = await import("../protocols/modbus/tap");
+    const { registerModbusStatus, registerWindowControl } = await import("../protocols/modbus/window-control");
+    const svc = new ModbusProxyService({
+      config: c.modbus,
+      events: this.recorder,
+      readings: this.readings,
+      points: tapPointsFrom(c.points ?? {}),
+      log: this.log.child({ component: "modbus" }),
+    });
+    const bound = await svc.start();
+    registerWindowControl(this.control, () => svc.windows);
+    registerModbusStatus(this.control, () => svc.status());
+    this.onStop(() => svc.stop());
+    this.log.info({ listeners: bound }, "Modbus proxy listening.");
   }
 
   /** Lets components add control commands and stop hooks (e.g. the Modbus proxy). */

@@ -5,6 +5,8 @@
  */
 import { cpus } from "node:os";
 import { benchSpine } from "./bench-spine";
+import { benchModbus } from "./bench-modbus";
+import { loadModbus } from "./load-modbus";
 
 async function main(): Promise<void> {
   const only = process.argv[2];
@@ -12,7 +14,13 @@ async function main(): Promise<void> {
     machine: `${cpus().length} x ${cpus()[0]?.model ?? "?"}, Node ${process.version}`,
     date: new Date().toISOString(),
   };
-  if (!only || only === "spine") out.spine = await benchSpine();
+  if (only === "load-modbus") {
+    // `npm run load:modbus`: flood + 1,000 idle connections while a reference client polls.
+    out.load_modbus = await loadModbus();
+  } else {
+    if (!only || only === "spine") out.spine = await benchSpine();
+    if (!only || only === "modbus") out.modbus = await benchModbus();
+  }
   process.stdout.write(JSON.stringify(out, null, 2) + "\n");
 }
 

@@ -107,5 +107,16 @@ export function resolvePaths(c: Config, dir: string): Config {
     },
     buffer: { ...c.buffer, path: abs(c.buffer.path)! },
     control: { socket: abs(c.control.socket)! },
+    ...(c.modbus
+      ? {
+          modbus: {
+            ...c.modbus,
+            policy_file: abs(c.modbus.policy_file),
+            listeners: c.modbus.listeners.map((l) =>
+              l.type === "tls" ? { ...l, tls: { ...l.tls, cert_file: abs(l.tls.cert_file)!, key_file: abs(l.tls.key_file)!, ca_file: abs(l.tls.ca_file)!, crl_file: abs(l.tls.crl_file) } } : l,
+            ),
+          },
+        }
+      : {}),
   };
 }

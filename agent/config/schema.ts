@@ -1,5 +1,7 @@
 import { z } from "zod";
 import { DEVICE_ID } from "../keys/identity";
+import { modbusConfigSchema } from "../../protocols/modbus/config";
+import { pointsSchema } from "../../detectors/points";
 
 /**
  * The daemon's config schema. Each section's schema sits here or beside its component; the
@@ -87,6 +89,10 @@ export const configSchema = z.strictObject({
   control: controlSchema.prefault({}),
   log: logSchema.prefault({}),
   simulate: simulateSchema.prefault({}),
+  /** The Modbus security proxy (protocols/modbus/config.ts); absent: no proxy. */
+  modbus: modbusConfigSchema.optional(),
+  /** What each register or node means (detectors/points.ts); read by the tap and the detectors. */
+  points: pointsSchema.optional(),
 });
 
 export type Config = z.output<typeof configSchema>;

@@ -1,0 +1,103 @@
+/**
+ * One line per decision, as `gatewarden modbus proxy` prints it and as `policy learn` and
+ * `policy replay` read it (JSON lines). `request` is the re-serialised request PDU in hex,
+ * absent when the frame was malformed (rule `frame`).
+ */
+import { FUNCTION_NAMES } from "./function-codes";
+import { describeIdentity, type PeerIdentity } from "./identity";
+import type { ModbusRequest } from "./pdu";
+import { accesses } from "./policy-engine";
+
+export interface DecisionRecord {
+  ts: number;
+  listener: string;
+  identity: string;
+  transport: "tcp" | "tls";
+  address: string;
+  role?: string;
+  fingerprint?: string;
+  subject?: string;
+  /** Why the certificate's role is unusable, when it is. */
+  role_error?: string;
+  unit: number;
+  fc: number;
+  function: string;
+  addresses?: string;
+  values?: number[];
+  allow: boolean;
+  rule: string;
+  reason?: string;
+  request?: string;
+  /** Exception code answered, if any (policy denial 01, gateway 0A/0B, upstream's own). */
+  exception?: number;
+}
+
+export function describeAccesses(req: ModbusRequest): string | undefined {
+  const a = accesses(req);
+  if (!a.length) return req.fc === 8 ? `sub ${req.sub}` : req.fc === 43 ? `device-id ${req.readCode}/${req.objectId}` : undefined;
+  return a.map((x) => `${x.mode === "write" ? "write " : ""}${x.table === "file" ? `file ${x.file} ` : `${x.table} `}${x.address}${x.quantity > 1 ? `-${x.address + x.quantity - 1}` : ""}`).join("; ");
+}
+
+export function writtenValues(req: ModbusRequest): number[] | undefined {
+  switch (req.fc) {
+    case 5:
+    case 6:
+      return [req.value];
+    case 15:
+    case 16:
+    case 23:
+      return req.values.slice(0, 32);
+    case 22:
+      return [req.andMask, req.orMask];
+    case 21:
+      return req.records.flatMap((r) => r.data).slice(0, 32);
+    default:
+      return undefined;
+  }
+}
+
+export function identityFields(id: PeerIdentity): Pick<DecisionRecord, "identity" | "transport" | "address" | "role" | "fingerprint" | "subject" | "role_error"> {
+  return {
+    identity: describeIdentity(id),
+    transport: id.transport,
+    address: id.address,
+    ...(id.role ? { role: id.role } : {}),
+    ...(id.fingerprint ? { fingerprint: id.fingerprint } : {}),
+    ...(id.subject ? { subject: id.subject } : {}),
+    ...(id.roleError ? { role_error: id.roleError } : {}),
+  };
+}
+
+/** The identity a record was made under (for replay). */
+export function recordIdentity(r: DecisionRecord): PeerIdentity {
+  return {
+    transport: r.transport,
+    address: r.address,
+    ...(r.role ? { role: r.role } : {}),
+    ...(r.fingerprint ? { fingerprint: r.fingerprint } : {}),
+    ...(r.subject ? { subject: r.subject } : {}),
+    ...(r.role_error ? { roleError: r.role_error } : {}),
+  };
+}
+
+/** Read JSON lines of decision records; blank lines and lines that are not records are skipped. */
+export function parseRecords(text: string): { records: DecisionRecord[]; skipped: number } {
+  const records: DecisionRecord[] = [];
+  let skipped = 0;
+  for (const line of text.split("\n")) {
+    const t = line.trim();
+    if (!t) continue;
+    try {
+      const r = JSON.parse(t) as DecisionRecord;
+      if (typeof r === "object" && r && typeof r.unit === "number" && typeof r.fc === "number" && (r.transport === "tcp" || r.transport === "tls") && typeof r.address === "string") records.push(r);
+      else skipped++;
+    } catch {
+      skipped++;
+    }
+  }
+  return { records, skipped };
+}
+
+export function functionName(fc: number): string {
+  return FUNCTION_NAMES[fc] ?? `fc${fc}`;
+}

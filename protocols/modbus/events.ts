@@ -1,0 +1,291 @@
+/**
+ * Modbus proxy events through the spine, with flood aggregation.
+ *
+ * OCSF mapping (class_uid / activity_id, spine event class, severity_id):
+ *
+ * | what                         | OCSF class                    | class_uid | activity_id       | class     | severity |
+ * |------------------------------|-------------------------------|-----------|-------------------|-----------|----------|
+ * | request denied by policy     | Network Activity              | 4001      | 5 Refuse          | finding   | 3 Medium |
+ * | write allowed (audit)        | Network Activity              | 4001      | 6 Traffic         | audit     | 1 Info   |
+ * | malformed frame              | Detection Finding             | 2004      | 1 Create          | finding   | 3 Medium |
+ * | scan (many distinct denials) | Detection Finding             | 2004      | 1 Create          | finding   | 4 High   |
+ * | exception storm              | Detection Finding             | 2004      | 1 Create          | finding   | 3 Medium |
+ * | connection limit reached     | Detection Finding             | 2004      | 1 Create          | finding   | 3 Medium |
+ * | unknown client connected     | Network Activity              | 4001      | 1 Open            | finding   | 3 Medium |
+ * | new known client (first seen)| Network Activity              | 4001      | 1 Open            | telemetry | 1 Info   |
+ * | TLS / authentication failure | Authentication                | 3002      | 1 Logon (failure) | finding   | 3 Medium |
+ * | write window opened / closed | Device Config State Change    | 5019      | 99 Other          | audit     | 2 Low    |
+ * | upstream down                | Network Activity              | 4001      | 4 Fail            | finding   | 3 Medium |
+ * | upstream up again            | Network Activity              | 4001      | 1 Open            | audit     | 1 Info   |
+ * | aggregate of suppressed ones | same class as what it counts  |           |                   | same      | same     |
+ *
+ * Floods: per interval (default 10 s) each key (kind + identity + rule ...) records its first
+ * `per_key` events; the rest are counted and recorded as one summary (`unmapped.suppressed`)
+ * at the end of the interval. Keys per interval are bounded; past the bound they share one
+ * overflow key. So a flood of N frames costs a bounded number of events per interval.
+ */
+import type { EventClass, EventDraft, EventSink, SeverityId } from "../../agent/events/types";
+import { FUNCTION_NAMES } from "./function-codes";
+import type { WriteWindow } from "./window-store";
+
+export interface EventLimits {
+  interval_ms: number;
+  per_key: number;
+  max_keys: number;
+  /** Distinct denied targets per identity per interval that make a scan finding. */
+  scan_threshold: number;
+  /** Exception responses per identity per interval that make a storm finding. */
+  storm_threshold: number;
+}
+export const DEFAULT_EVENT_LIMITS: EventLimits = { interval_ms: 10_000, per_key: 3, max_keys: 256, scan_threshold: 20, storm_threshold: 200 };
+
+export interface RequestInfo {
+  listener: string;
+  identity: string;
+  address: string;
+  role?: string;
+  unit: number;
+  fc: number;
+  addresses?: string;
+  values?: readonly number[];
+}
+
+interface Bucket {
+  count: number;
+  first: EventDraft;
+}
+
+export class ModbusEvents {
+  private buckets = new Map<string, Bucket>();
+  private targets = new Map<string, Set<string>>();
+  private exceptions = new Map<string, number>();
+  private flagged = new Set<string>();
+  private readonly seen = new Set<string>();
+  private timer: NodeJS.Timeout | undefined;
+  readonly limits: EventLimits;
+
+  constructor(
+    private readonly sink: EventSink,
+    limits: Partial<EventLimits> = {},
+    private readonly now: () => number = Date.now,
+  ) {
+    this.limits = { ...DEFAULT_EVENT_LIMITS, ...limits };
+  }
+
+  start(): void {
+    if (this.timer) return;
+    this.timer = setInterval(() => this.flush(), this.limits.interval_ms);
+    this.timer.unref();
+  }
+
+  stop(): void {
+    if (this.timer) clearInterval(this.timer);
+    this.timer = undefined;
+    this.flush();
+  }
+
+  private draft(cls: EventClass, severity: SeverityId, class_uid: number, activity_id: number, message: string, attrs: Record<string, unknown>): EventDraft {
+    return { class: cls, severity, time: this.now(), ocsf: { class_uid, activity_id, message, ...attrs } };
+  }
+
+  private emit(key: string, d: EventDraft): void {
+    let b = this.buckets.get(key);
+    if (!b) {
+      if (this.buckets.size >= this.limits.max_keys) {
+        key = "overflow";
+        b = this.buckets.get(key);
+      }
+      if (!b) {
+        b = { count: 0, first: d };
+        this.buckets.set(key, b);
+      }
+    }
+    b.count++;
+    if (b.count <= this.limits.per_key && key !== "overflow") this.safeRecord(d);
+  }
+
+  private safeRecord(d: EventDraft): void {
+    try {
+      this.sink.record(d);
+    } catch {
+      /* EventSink.record never throws; belt and braces for a foreign sink */
+    }
+  }
+
+  /** Record summaries of what the interval suppressed and start a new interval. */
+  flush(): void {
+    const buckets = this.buckets;
+    this.buckets = new Map();
+    this.targets = new Map();
+    this.exceptions = new Map();
+    this.flagged = new Set();
+    for (const [key, b] of buckets) {
+      const extra = key === "overflow" ? b.count : b.count - this.limits.per_key;
+      if (extra <= 0) continue;
+      const f = b.first;
+      this.safeRecord({
+        ...f,
+        time: this.now(),
+        ocsf: {
+          ...f.ocsf,
+          message: `${extra} more like this in ${this.limits.interval_ms} ms: ${f.ocsf.message}`,
+          count: extra,
+          unmapped: { ...((f.ocsf.unmapped as object) ?? {}), suppressed: extra, aggregate_key: key },
+        },
+      });
+    }
+  }
+
+  private static modbus(i: RequestInfo): Record<string, unknown> {
+    return {
+      listener: i.listener,
+      unit_id: i.unit,
+      function_code: i.fc,
+      function: FUNCTION_NAMES[i.fc] ?? `fc${i.fc}`,
+      ...(i.addresses ? { addresses: i.addresses } : {}),
+      ...(i.values ? { values: i.values.slice(0, 16) } : {}),
+      ...(i.role ? { role: i.role } : {}),
+    };
+  }
+
+  denied(i: RequestInfo, rule: string, reason: string): void {
+    const d = this.draft("finding", 3, 4001, 5, `Modbus request denied: ${reason}`, {
+      action_id: 2,
+      disposition_id: 2,
+      src_endpoint: { ip: i.address },
+      actor: { user: { name: i.identity } },
+      unmapped: { modbus: { ...ModbusEvents.modbus(i), rule, reason } },
+    });
+    this.emit(`deny|${i.identity}|${rule}`, d);
+    this.trackScan(i);
+    this.trackException(i.identity, i.address);
+  }
+
+  malformed(m: { listener: string; identity: string; address: string; reason: string; fc?: number }): void {
+    const d = this.draft("finding", 3, 2004, 1, `Malformed Modbus frame: ${m.reason}`, {
+      finding_info: { title: "Malformed Modbus frame", types: ["modbus.malformed"] },
+      src_endpoint: { ip: m.address },
+      actor: { user: { name: m.identity } },
+      unmapped: { modbus: { listener: m.listener, reason: m.reason, ...(m.fc !== undefined ? { function_code: m.fc } : {}) } },
+    });
+    this.emit(`malformed|${m.address}`, d);
+    this.trackException(m.identity, m.address);
+  }
+
+  /** Count an exception answered to a client (upstream exception or gateway error). */
+  exception(identity: string, address: string): void {
+    this.trackException(identity, address);
+  }
+
+  private trackScan(i: RequestInfo): void {
+    let s = this.targets.get(i.identity);
+    if (!s) {
+      if (this.targets.size >= this.limits.max_keys) return;
+      s = new Set();
+      this.targets.set(i.identity, s);
+    }
+    if (s.size <= this.limits.scan_threshold) s.add(`${i.unit}/${i.fc}/${i.addresses ?? ""}`);
+    const flag = `scan|${i.identity}`;
+    if (s.size >= this.limits.scan_threshold && !this.flagged.has(flag)) {
+      this.flagged.add(flag);
+      this.safeRecord(
+        this.draft("finding", 4, 2004, 1, `Modbus scan: ${s.size} distinct denied targets from ${i.identity}`, {
+          finding_info: { title: "Modbus scan", types: ["modbus.scan"] },
+          src_endpoint: { ip: i.address },
+          actor: { user: { name: i.identity } },
+          unmapped: { modbus: { listener: i.listener, distinct_targets: s.size, interval_ms: this.limits.interval_ms } },
+        }),
+      );
+    }
+  }
+
+  private trackException(identity: string, address: string): void {
+    if (!this.exceptions.has(identity) && this.exceptions.size >= this.limits.max_keys) return;
+    const n = (this.exceptions.get(identity) ?? 0) + 1;
+    this.exceptions.set(identity, n);
+    const flag = `storm|${identity}`;
+    if (n >= this.limits.storm_threshold && !this.flagged.has(flag)) {
+      this.flagged.add(flag);
+      this.safeRecord(
+        this.draft("finding", 3, 2004, 1, `Modbus exception storm: ${n} exception responses to ${identity}`, {
+          finding_info: { title: "Modbus exception storm", types: ["modbus.exception_storm"] },
+          src_endpoint: { ip: address },
+          actor: { user: { name: identity } },
+          unmapped: { modbus: { exceptions: n, interval_ms: this.limits.interval_ms } },
+        }),
+      );
+    }
+  }
+
+  /** A client connected; first sight of each identity is recorded (bounded memory). */
+  client(c: { listener: string; identity: string; address: string; known: boolean }): void {
+    const k = `${c.listener}|${c.identity}`;
+    if (c.known && this.seen.has(k)) return;
+    if (this.seen.size < 4096) this.seen.add(k);
+    const d = c.known
+      ? this.draft("telemetry", 1, 4001, 1, `New Modbus client ${c.identity}`, { src_endpoint: { ip: c.address }, actor: { user: { name: c.identity } }, unmapped: { modbus: { listener: c.listener } } })
+      : this.draft("finding", 3, 4001, 1, `Unknown Modbus client ${c.identity}`, { src_endpoint: { ip: c.address }, actor: { user: { name: c.identity } }, unmapped: { modbus: { listener: c.listener, known: false } } });
+    this.emit(`client|${c.known}|${c.address}`, d);
+  }
+
+  /** A connection was refused because a connection limit was reached. */
+  connectionLimit(c: { listener: string; identity: string; address: string; limit: "total" | "per_identity"; max: number }): void {
+    const d = this.draft("finding", 3, 2004, 1, `Modbus connection refused: ${c.limit === "total" ? "listener" : "per-identity"} limit of ${c.max} reached`, {
+      finding_info: { title: "Modbus connection limit", types: ["modbus.connection_limit"] },
+      src_endpoint: { ip: c.address },
+      actor: { user: { name: c.identity } },
+      unmapped: { modbus: { listener: c.listener, limit: c.limit, max: c.max } },
+    });
+    this.emit(`limit|${c.address}`, d);
+  }
+
+  authFailure(a: { listener: string; address: string; reason: string }): void {
+    const d = this.draft("finding", 3, 3002, 1, `Modbus/TCP Security authentication failed: ${a.reason}`, {
+      status_id: 2,
+      status_detail: a.reason,
+      src_endpoint: { ip: a.address },
+      auth_protocol: "TLS",
+      unmapped: { modbus: { listener: a.listener } },
+    });
+    this.emit(`auth|${a.address}`, d);
+  }
+
+  writeAllowed(i: RequestInfo & { device: string; remote_unit: number }, rule: string): void {
+    const d = this.draft("audit", 1, 4001, 6, `Modbus write allowed: ${FUNCTION_NAMES[i.fc] ?? i.fc} ${i.addresses ?? ""} on ${i.device}`, {
+      action_id: 1,
+      disposition_id: 1,
+      src_endpoint: { ip: i.address },
+      actor: { user: { name: i.identity } },
+      unmapped: { modbus: { ...ModbusEvents.modbus(i), device: i.device, remote_unit: i.remote_unit, rule } },
+    });
+    this.emit(`write|${i.identity}|${i.device}|${i.unit}|${i.fc}|${i.addresses ?? ""}`, d);
+  }
+
+  windowOpened(w: WriteWindow): void {
+    this.safeRecord(
+      this.draft("audit", 2, 5019, 99, `Write window opened for role ${w.role} until ${new Date(w.expires_at).toISOString()}: ${w.reason}`, {
+        activity_name: "Write Window Opened",
+        actor: { user: { name: w.opened_by } },
+        unmapped: { modbus: { window: w } },
+      }),
+    );
+  }
+
+  windowClosed(w: WriteWindow, how: "expired" | "closed", by: string): void {
+    this.safeRecord(
+      this.draft("audit", 2, 5019, 99, `Write window for role ${w.role} ${how === "expired" ? "expired" : `closed by ${by}`}`, {
+        activity_name: "Write Window Closed",
+        actor: { user: { name: by } },
+        unmapped: { modbus: { window: w, how } },
+      }),
+    );
+  }
+
+  upstreamDown(name: string, target: string, reason: string): void {
+    this.emit(`updown|${name}`, this.draft("finding", 3, 4001, 4, `Modbus upstream ${name} is down: ${reason}`, { dst_endpoint: { name: target }, unmapped: { modbus: { upstream: name, reason } } }));
+  }
+
+  upstreamUp(name: string, target: string): void {
+    this.emit(`upup|${name}`, this.draft("audit", 1, 4001, 1, `Modbus upstream ${name} is up`, { dst_endpoint: { name: target }, unmapped: { modbus: { upstream: name } } }));
+  }
+}

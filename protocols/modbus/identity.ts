@@ -1,0 +1,46 @@
+import { BlockList, isIPv4, isIPv6 } from "node:net";
+
+/** Who sent a request, as far as the transport can tell. */
+export interface PeerIdentity {
+  transport: "tcp" | "tls";
+  /** Source address (IPv4-mapped IPv6 is reduced to IPv4). */
+  address: string;
+  /** Role from the certificate extension 1.3.6.1.4.1.50316.802.1 (TLS only). */
+  role?: string;
+  /** Why the certificate role is unusable (none, several, malformed). Set means: deny all. */
+  roleError?: string;
+  /** SHA-256 fingerprint of the client certificate, `AA:BB:...` upper case (TLS only). */
+  fingerprint?: string;
+  /** Client certificate subject, e.g. `CN=eng1,O=Water`. */
+  subject?: string;
+}
+
+export function normaliseAddress(a: string | undefined): string {
+  if (!a) return "unknown";
+  return a.startsWith("::ffff:") && isIPv4(a.slice(7)) ? a.slice(7) : a;
+}
+
+/** A compiled list of addresses and CIDR blocks. */
+export class AddressSet {
+  private readonly list = new BlockList();
+  constructor(entries: readonly string[]) {
+    for (const e of entries) {
+      const [ip, bits] = e.split("/");
+      const type = isIPv6(ip ?? "") ? "ipv6" : "ipv4";
+      if (bits === undefined) this.list.addAddress(ip!, type);
+      else this.list.addSubnet(ip!, Number(bits), type);
+    }
+  }
+  has(address: string): boolean {
+    const a = normaliseAddress(address);
+    if (isIPv4(a)) return this.list.check(a, "ipv4");
+    if (isIPv6(a)) return this.list.check(a, "ipv6");
+    return false;
+  }
+}
+
+/** One short label for logs and events: `role:operator`, `cert:AB:CD..`, `ip:10.0.0.5`. */
+export function describeIdentity(id: PeerIdentity): string {
+  if (id.transport === "tls") return id.role ? `role:${id.role}@${id.address}` : `cert:${id.subject ?? id.fingerprint ?? "?"}@${id.address}`;
+  return `ip:${id.address}`;
+}

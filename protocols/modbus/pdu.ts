@@ -1,0 +1,356 @@
+/**
+ * Request PDUs: strict parsing and re-serialisation (Modbus Application Protocol v1.1b3 §6).
+ * Pure code, no I/O. A request is only ever forwarded as `encodeRequest(parseRequest(pdu))`,
+ * never as the client's bytes, so anything the parser did not understand cannot pass
+ * (libmodbus #514: a length covering more than the function needs smuggled a second PDU).
+ */
+import { DIAG_SUBFUNCTIONS, EX, SUPPORTED_FUNCTION_CODES } from "./function-codes";
+
+/** Largest PDU (§4.1: 256-byte serial ADU minus address and CRC). */
+export const MAX_PDU = 253;
+
+export type Table = "coil" | "discrete_input" | "input" | "holding";
+export interface FileRecordRef {
+  file: number;
+  record: number;
+  length: number;
+}
+export interface FileRecordWrite {
+  file: number;
+  record: number;
+  data: number[];
+}
+
+export type ModbusRequest =
+  | { fc: 1 | 2 | 3 | 4; address: number; quantity: number }
+  | { fc: 5; address: number; value: 0 | 1 }
+  | { fc: 6; address: number; value: number }
+  | { fc: 7 | 11 | 12 | 17 }
+  | { fc: 8; sub: number; data: number[] }
+  | { fc: 15; address: number; values: (0 | 1)[] }
+  | { fc: 16; address: number; values: number[] }
+  | { fc: 20; records: FileRecordRef[] }
+  | { fc: 21; records: FileRecordWrite[] }
+  | { fc: 22; address: number; andMask: number; orMask: number }
+  | { fc: 23; readAddress: number; readQuantity: number; writeAddress: number; values: number[] }
+  | { fc: 24; address: number }
+  | { fc: 43; meiType: 14; readCode: number; objectId: number };
+
+/** A rejected request: the exception to answer and why. */
+export interface Rejection {
+  ok: false;
+  exception: number;
+  reason: string;
+}
+export type ParseResult = { ok: true; req: ModbusRequest } | Rejection;
+
+const rej = (exception: number, reason: string): Rejection => ({ ok: false, exception, reason });
+
+/** Bounds of §6: quantity ranges and address + quantity <= 65536. */
+export const LIMITS = {
+  readBits: 2000,
+  readRegisters: 125,
+  writeCoils: 1968,
+  writeRegisters: 123,
+  rwRead: 125,
+  rwWrite: 121,
+  fileRecordMax: 9999,
+  fifoMax: 31,
+} as const;
+
+function range(address: number, quantity: number, max: number, what: string): Rejection | undefined {
+  if (quantity < 1 || quantity > max) return rej(EX.ILLEGAL_DATA_VALUE, `${what} quantity ${quantity} outside 1..${max}`);
+  if (address + quantity > 0x10000) return rej(EX.ILLEGAL_DATA_ADDRESS, `${what} address ${address} + quantity ${quantity} exceeds 65536`);
+  return undefined;
+}
+
+function exactLength(pdu: Uint8Array, n: number, fc: number): Rejection | undefined {
+  return pdu.length === n ? undefined : rej(EX.ILLEGAL_DATA_VALUE, `function ${fc} needs a ${n}-byte PDU, got ${pdu.length}`);
+}
+
+/**
+ * Parse a request PDU (function code first). Never throws for any input: every byte sequence
+ * is either a request or a rejection with the exception code the specification asks for.
+ */
+export function parseRequest(pdu: Uint8Array): ParseResult {
+  if (pdu.length < 1) return rej(EX.ILLEGAL_FUNCTION, "empty PDU");
+  if (pdu.length > MAX_PDU) return rej(EX.ILLEGAL_DATA_VALUE, `PDU of ${pdu.length} bytes exceeds ${MAX_PDU}`);
+  const fc = pdu[0]!;
+  if (!SUPPORTED_FUNCTION_CODES.includes(fc)) return rej(EX.ILLEGAL_FUNCTION, `function code ${fc} is not supported`);
+  const u16 = (o: number): number => (pdu[o]! << 8) | pdu[o + 1]!;
+  switch (fc) {
+    case 1:
+    case 2:
+    case 3:
+    case 4: {
+      const bad = exactLength(pdu, 5, fc);
+      if (bad) return bad;
+      const address = u16(1);
+      const quantity = u16(3);
+      const r = range(address, quantity, fc <= 2 ? LIMITS.readBits : LIMITS.readRegisters, "read");
+      return r ?? { ok: true, req: { fc, address, quantity } };
+    }
+    case 5: {
+      const bad = exactLength(pdu, 5, fc);
+      if (bad) return bad;
+      const v = u16(3);
+      // §6.5: 0xFF00 ON, 0x0000 OFF, anything else is illegal.
+      if (v !== 0xff00 && v !== 0) return rej(EX.ILLEGAL_DATA_VALUE, `coil value 0x${v.toString(16)} is neither 0xFF00 nor 0x0000`);
+      return { ok: true, req: { fc, address: u16(1), value: v ? 1 : 0 } };
+    }
+    case 6: {
+      const bad = exactLength(pdu, 5, fc);
+      return bad ?? { ok: true, req: { fc, address: u16(1), value: u16(3) } };
+    }
+    case 7:
+    case 11:
+    case 12:
+    case 17: {
+      const bad = exactLength(pdu, 1, fc);
+      return bad ?? { ok: true, req: { fc } };
+    }
+    case 8: {
+      if (pdu.length < 3) return rej(EX.ILLEGAL_DATA_VALUE, "diagnostics PDU shorter than 3 bytes");
+      const sub = u16(1);
+      if (!DIAG_SUBFUNCTIONS.includes(sub)) return rej(EX.ILLEGAL_FUNCTION, `diagnostics sub-function ${sub} is not supported`);
+      const data = Array.from(pdu.subarray(3));
+      if (sub === 0) {
+        // Return query data: any data, echoed.
+        if (data.length < 2 || data.length % 2) return rej(EX.ILLEGAL_DATA_VALUE, "return-query-data needs an even, non-zero data length");
+      } else if (data.length !== 2) {
+        return rej(EX.ILLEGAL_DATA_VALUE, `diagnostics sub-function ${sub} needs 2 data bytes`);
+      } else if (sub === 1) {
+        if (!((data[0] === 0 || data[0] === 0xff) && data[1] === 0)) return rej(EX.ILLEGAL_DATA_VALUE, "restart option must be 0x0000 or 0xFF00");
+      } else if (sub === 3) {
+        if (data[1] !== 0) return rej(EX.ILLEGAL_DATA_VALUE, "delimiter must be followed by 0x00");
+      } else if (data[0] !== 0 || data[1] !== 0) {
+        return rej(EX.ILLEGAL_DATA_VALUE, `diagnostics sub-function ${sub} needs data 0x0000`);
+      }
+      return { ok: true, req: { fc, sub, data } };
+    }
+    case 15: {
+      if (pdu.length < 7) return rej(EX.ILLEGAL_DATA_VALUE, "write-multiple-coils PDU shorter than 7 bytes");
+      const address = u16(1);
+      const quantity = u16(3);
+      const r = range(address, quantity, LIMITS.writeCoils, "write");
+      if (r) return r;
+      const bytes = Math.ceil(quantity / 8);
+      if (pdu[5] !== bytes) return rej(EX.ILLEGAL_DATA_VALUE, `byte count ${pdu[5]} does not match ${quantity} coils`);
+      const bad = exactLength(pdu, 6 + bytes, fc);
+      if (bad) return bad;
+      const values: (0 | 1)[] = [];
+      for (let i = 0; i < quantity; i++) values.push(((pdu[6 + (i >> 3)]! >> (i & 7)) & 1) as 0 | 1);
+      return { ok: true, req: { fc, address, values } };
+    }
+    case 16: {
+      if (pdu.length < 8) return rej(EX.ILLEGAL_DATA_VALUE, "write-multiple-registers PDU shorter than 8 bytes");
+      const address = u16(1);
+      const quantity = u16(3);
+      const r = range(address, quantity, LIMITS.writeRegisters, "write");
+      if (r) return r;
+      if (pdu[5] !== quantity * 2) return rej(EX.ILLEGAL_DATA_VALUE, `byte count ${pdu[5]} does not match ${quantity} registers`);
+      const bad = exactLength(pdu, 6 + quantity * 2, fc);
+      if (bad) return bad;
+      const values: number[] = [];
+      for (let i = 0; i < quantity; i++) values.push(u16(6 + 2 * i));
+      return { ok: true, req: { fc, address, values } };
+    }
+    case 20: {
+      // §6.14: byte count 0x07..0xF5, sub-requests of 7 bytes, reference type 6.
+      const bc = pdu[1];
+      if (bc === undefined || bc < 7 || bc > 0xf5 || bc % 7) return rej(EX.ILLEGAL_DATA_VALUE, `read-file-record byte count ${bc ?? "missing"} invalid`);
+      const bad = exactLength(pdu, 2 + bc, fc);
+      if (bad) return bad;
+      const records: FileRecordRef[] = [];
+      let respBytes = 0;
+      for (let o = 2; o < pdu.length; o += 7) {
+        if (pdu[o] !== 6) return rej(EX.ILLEGAL_DATA_ADDRESS, `reference type ${pdu[o]} is not 6`);
+        const file = u16(o + 1);
+        const record = u16(o + 3);
+        const length = u16(o + 5);
+        const e = fileCheck(file, record, length);
+        if (e) return e;
+        respBytes += 2 + 2 * length;
+        records.push({ file, record, length });
+      }
+      // The response must fit one PDU: fc, length byte, then per group length, type, data.
+      if (2 + respBytes > MAX_PDU) return rej(EX.ILLEGAL_DATA_VALUE, "read-file-record response would exceed the PDU limit");
+      return { ok: true, req: { fc, records } };
+    }
+    case 21: {
+      // §6.15: byte count 0x09..0xFB, groups of 7 header bytes + 2 * length data bytes.
+      const bc = pdu[1];
+      if (bc === undefined || bc < 9 || bc > 0xfb) return rej(EX.ILLEGAL_DATA_VALUE, `write-file-record byte count ${bc ?? "missing"} invalid`);
+      const bad = exactLength(pdu, 2 + bc, fc);
+      if (bad) return bad;
+      const records: FileRecordWrite[] = [];
+      let o = 2;
+      while (o < pdu.length) {
+        if (o + 7 > pdu.length) return rej(EX.ILLEGAL_DATA_VALUE, "truncated write-file-record sub-request");
+        if (pdu[o] !== 6) return rej(EX.ILLEGAL_DATA_ADDRESS, `reference type ${pdu[o]} is not 6`);
+        const file = u16(o + 1);
+        const record = u16(o + 3);
+        const length = u16(o + 5);
+        const e = fileCheck(file, record, length);
+        if (e) return e;
+        if (o + 7 + 2 * length > pdu.length) return rej(EX.ILLEGAL_DATA_VALUE, "write-file-record data overruns the byte count");
+        const data: number[] = [];
+        for (let i = 0; i < length; i++) data.push(u16(o + 7 + 2 * i));
+        records.push({ file, record, data });
+        o += 7 + 2 * length;
+      }
+      return { ok: true, req: { fc, records } };
+    }
+    case 22: {
+      const bad = exactLength(pdu, 7, fc);
+      return bad ?? { ok: true, req: { fc, address: u16(1), andMask: u16(3), orMask: u16(5) } };
+    }
+    case 23: {
+      if (pdu.length < 12) return rej(EX.ILLEGAL_DATA_VALUE, "read-write-multiple PDU shorter than 12 bytes");
+      const readAddress = u16(1);
+      const readQuantity = u16(3);
+      const writeAddress = u16(5);
+      const wq = u16(7);
+      const r1 = range(readAddress, readQuantity, LIMITS.rwRead, "read");
+      if (r1) return r1;
+      const r2 = range(writeAddress, wq, LIMITS.rwWrite, "write");
+      if (r2) return r2;
+      if (pdu[9] !== wq * 2) return rej(EX.ILLEGAL_DATA_VALUE, `byte count ${pdu[9]} does not match ${wq} registers`);
+      const bad = exactLength(pdu, 10 + wq * 2, fc);
+      if (bad) return bad;
+      const values: number[] = [];
+      for (let i = 0; i < wq; i++) values.push(u16(10 + 2 * i));
+      return { ok: true, req: { fc, readAddress, readQuantity, writeAddress, values } };
+    }
+    case 24: {
+      const bad = exactLength(pdu, 3, fc);
+      return bad ?? { ok: true, req: { fc, address: u16(1) } };
+    }
+    case 43: {
+      // Only MEI 14 (read device identification, §6.21); 13 (CANopen) is not supported.
+      if (pdu[1] !== 14) return rej(EX.ILLEGAL_FUNCTION, `MEI type ${pdu[1] ?? "missing"} is not supported`);
+      const bad = exactLength(pdu, 4, fc);
+      if (bad) return bad;
+      const readCode = pdu[2]!;
+      if (readCode < 1 || readCode > 4) return rej(EX.ILLEGAL_DATA_VALUE, `read device id code ${readCode} outside 1..4`);
+      return { ok: true, req: { fc, meiType: 14, readCode, objectId: pdu[3]! } };
+    }
+  }
+  return rej(EX.ILLEGAL_FUNCTION, `function code ${fc} is not supported`);
+}
+
+function fileCheck(file: number, record: number, length: number): Rejection | undefined {
+  if (file < 1) return rej(EX.ILLEGAL_DATA_ADDRESS, "file number 0 is not valid");
+  if (record > LIMITS.fileRecordMax) return rej(EX.ILLEGAL_DATA_ADDRESS, `record number ${record} exceeds ${LIMITS.fileRecordMax}`);
+  if (length < 1) return rej(EX.ILLEGAL_DATA_VALUE, "record length 0");
+  if (record + length > LIMITS.fileRecordMax + 1) return rej(EX.ILLEGAL_DATA_ADDRESS, `records ${record}+${length} run past ${LIMITS.fileRecordMax}`);
+  return undefined;
+}
+
+/** Serialise a request that `parseRequest` produced (or one built by hand with valid fields). */
+export function encodeRequest(req: ModbusRequest): Buffer {
+  switch (req.fc) {
+    case 1:
+    case 2:
+    case 3:
+    case 4:
+      return u16s(req.fc, [req.address, req.quantity]);
+    case 5:
+      return u16s(5, [req.address, req.value ? 0xff00 : 0]);
+    case 6:
+      return u16s(6, [req.address, req.value]);
+    case 7:
+    case 11:
+    case 12:
+    case 17:
+      return Buffer.from([req.fc]);
+    case 8: {
+      const b = Buffer.alloc(3 + req.data.length);
+      b[0] = 8;
+      b.writeUInt16BE(req.sub, 1);
+      for (let i = 0; i < req.data.length; i++) b[3 + i] = req.data[i]! & 0xff;
+      return b;
+    }
+    case 15: {
+      const n = req.values.length;
+      const bytes = Math.ceil(n / 8);
+      const b = Buffer.alloc(6 + bytes);
+      b[0] = 15;
+      b.writeUInt16BE(req.address, 1);
+      b.writeUInt16BE(n, 3);
+      b[5] = bytes;
+      // Unused high bits of the last byte are zero-filled (§6.11).
+      for (let i = 0; i < n; i++) if (req.values[i]) b[6 + (i >> 3)]! |= 1 << (i & 7);
+      return b;
+    }
+    case 16: {
+      const n = req.values.length;
+      const b = Buffer.alloc(6 + 2 * n);
+      b[0] = 16;
+      b.writeUInt16BE(req.address, 1);
+      b.writeUInt16BE(n, 3);
+      b[5] = 2 * n;
+      for (let i = 0; i < n; i++) b.writeUInt16BE(req.values[i]! & 0xffff, 6 + 2 * i);
+      return b;
+    }
+    case 20: {
+      const b = Buffer.alloc(2 + 7 * req.records.length);
+      b[0] = 20;
+      b[1] = 7 * req.records.length;
+      req.records.forEach((r, i) => {
+        const o = 2 + 7 * i;
+        b[o] = 6;
+        b.writeUInt16BE(r.file, o + 1);
+        b.writeUInt16BE(r.record, o + 3);
+        b.writeUInt16BE(r.length, o + 5);
+      });
+      return b;
+    }
+    case 21: {
+      const size = req.records.reduce((s, r) => s + 7 + 2 * r.data.length, 0);
+      const b = Buffer.alloc(2 + size);
+      b[0] = 21;
+      b[1] = size;
+      let o = 2;
+      for (const r of req.records) {
+        b[o] = 6;
+        b.writeUInt16BE(r.file, o + 1);
+        b.writeUInt16BE(r.record, o + 3);
+        b.writeUInt16BE(r.data.length, o + 5);
+        r.data.forEach((v, i) => b.writeUInt16BE(v & 0xffff, o + 7 + 2 * i));
+        o += 7 + 2 * r.data.length;
+      }
+      return b;
+    }
+    case 22:
+      return u16s(22, [req.address, req.andMask, req.orMask]);
+    case 23: {
+      const n = req.values.length;
+      const b = Buffer.alloc(10 + 2 * n);
+      b[0] = 23;
+      b.writeUInt16BE(req.readAddress, 1);
+      b.writeUInt16BE(req.readQuantity, 3);
+      b.writeUInt16BE(req.writeAddress, 5);
+      b.writeUInt16BE(n, 7);
+      b[9] = 2 * n;
+      for (let i = 0; i < n; i++) b.writeUInt16BE(req.values[i]! & 0xffff, 10 + 2 * i);
+      return b;
+    }
+    case 24:
+      return u16s(24, [req.address]);
+    case 43:
+      return Buffer.from([43, 14, req.readCode, req.objectId]);
+  }
+}
+
+function u16s(fc: number, words: number[]): Buffer {
+  const b = Buffer.alloc(1 + 2 * words.length);
+  b[0] = fc;
+  words.forEach((w, i) => b.writeUInt16BE(w & 0xffff, 1 + 2 * i));
+  return b;
+}
+
+/** An exception response PDU (§7): function code with the high bit set, then the code. */
+export function exceptionPdu(fc: number, code: number): Buffer {
+  return Buffer.from([(fc | 0x80) & 0xff, code & 0xff]);
+}

@@ -1,0 +1,152 @@
+/**
+ * The policy file (YAML or JSON). Deny by default: a request is allowed only when its
+ * identity maps to a role and every clause below allows it. Unknown keys are errors.
+ *
+ * ```yaml
+ * identities:                      # first match wins; a TLS role with the same name as a
+ *   - match: { address: 10.1.0.10/32 }    #   role below is used when no entry matches.
+ *     role: scada                          # address-only: plain TCP clients; entries with
+ *   - match: { fingerprint: "AB:CD:..." }  #   role/fingerprint/subject: TLS clients only
+ *     role: engineering                    # or subject: "CN=eng1,O=Water", or role: operator
+ * roles:
+ *   scada:
+ *     units: [1, "10-12"]
+ *     functions: [read-only]        # presets read-only | read-write | programming, or codes
+ *     read: { holding: ["0-199"], input: ["0-99"], coil: ["0-31"] }
+ *   engineering:
+ *     units: [1]
+ *     functions: [read-write]
+ *     read: { holding: ["0-199"] }
+ *     write: { holding: ["100-109"], coil: ["0-3"] }
+ *     values:
+ *       - { table: holding, address: "100-101", min: 0, max: 5000 }
+ *       - { table: coil, address: 3, allowed: [0] }
+ *     write_rate: { max: 10, interval_ms: 60000 }
+ *     write_window: required         # writes only while `gatewarden window open` is in force
+ * ```
+ */
+import { z } from "zod";
+import { parse as parseYaml } from "yaml";
+import { DaemonError } from "../../agent/errors";
+import { PRESETS } from "./function-codes";
+
+const rangeString = z.union([
+  z.number().int().min(0).max(0xffff),
+  z
+    .string()
+    .regex(/^\d+(-\d+)?$/, "expected N or N-M")
+    .refine((s) => {
+      const [a, b] = s.split("-").map(Number);
+      return a! <= 0xffff && (b === undefined || (b <= 0xffff && a! <= b));
+    }, "range must be within 0..65535 with start <= end"),
+]);
+const unitRange = z.union([
+  z.number().int().min(0).max(255),
+  z
+    .string()
+    .regex(/^\d+(-\d+)?$/, "expected N or N-M")
+    .refine((s) => {
+      const [a, b] = s.split("-").map(Number);
+      return a! <= 255 && (b === undefined || (b <= 255 && a! <= b));
+    }, "unit range must be within 0..255"),
+]);
+const fileRange = z.strictObject({ file: z.number().int().min(1).max(0xffff), records: rangeString });
+
+const tables = z.strictObject({
+  coil: z.array(rangeString).optional(),
+  discrete_input: z.array(rangeString).optional(),
+  input: z.array(rangeString).optional(),
+  holding: z.array(rangeString).optional(),
+  file: z.array(fileRange).optional(),
+});
+const writeTables = z.strictObject({
+  coil: z.array(rangeString).optional(),
+  holding: z.array(rangeString).optional(),
+  file: z.array(fileRange).optional(),
+});
+
+const valueRule = z
+  .strictObject({
+    table: z.enum(["coil", "holding"]),
+    address: rangeString,
+    type: z.enum(["uint16", "int16"]).default("uint16"),
+    min: z.number().optional(),
+    max: z.number().optional(),
+    allowed: z.array(z.number()).min(1).optional(),
+  })
+  .refine((v) => v.min !== undefined || v.max !== undefined || v.allowed !== undefined, "a value rule needs min, max or allowed");
+
+export const roleSchema = z.strictObject({
+  units: z.array(unitRange).min(1),
+  functions: z.array(z.union([z.enum(Object.keys(PRESETS) as [keyof typeof PRESETS, ...(keyof typeof PRESETS)[]]), z.number().int().min(1).max(127)])).min(1),
+  /** FC 8 sub-functions allowed when FC 8 is; default: those that do not change state. */
+  diagnostics: z.array(z.number().int().min(0).max(0xffff)).optional(),
+  read: tables.default({}),
+  write: writeTables.default({}),
+  values: z.array(valueRule).default([]),
+  write_rate: z.strictObject({ max: z.number().int().min(1), interval_ms: z.number().int().min(1) }).optional(),
+  write_window: z.enum(["required", "none"]).default("none"),
+});
+
+const identitySchema = z.strictObject({
+  match: z
+    .strictObject({
+      address: z.union([z.string(), z.array(z.string()).min(1)]).optional(),
+      role: z.string().min(1).optional(),
+      fingerprint: z.string().min(1).optional(),
+      subject: z.string().min(1).optional(),
+      /** Which clients the entry can match; by default address-only entries match plain TCP
+       * clients and entries with certificate fields match TLS clients. */
+      transport: z.enum(["tcp", "tls", "any"]).optional(),
+    })
+    .refine((m) => m.address !== undefined || m.role !== undefined || m.fingerprint !== undefined || m.subject !== undefined, "match needs at least one of address, role, fingerprint, subject"),
+  role: z.string().min(1),
+  name: z.string().min(1).optional(),
+});
+
+export const policySchema = z
+  .strictObject({
+    version: z.literal(1).default(1),
+    identities: z.array(identitySchema).default([]),
+    /** When no identity entry matches, use a certificate role of the same name as a role here. */
+    certificate_roles: z.enum(["map_by_name", "ignore"]).default("map_by_name"),
+    roles: z.record(z.string().min(1), roleSchema).default({}),
+  })
+  .superRefine((p, ctx) => {
+    p.identities.forEach((id, i) => {
+      if (!(id.role in p.roles)) ctx.addIssue({ code: "custom", path: ["identities", i, "role"], message: `role ${id.role} is not defined under roles` });
+    });
+  });
+
+export type PolicyFile = z.output<typeof policySchema>;
+export type PolicyInput = z.input<typeof policySchema>;
+export type RoleConfig = z.output<typeof roleSchema>;
+
+/** Dotted key path of a zod issue, e.g. `roles.scada.read.holding[2]`. */
+export function keyPath(path: readonly PropertyKey[]): string {
+  let s = "";
+  for (const p of path) s += typeof p === "number" ? `[${p}]` : s ? `.${String(p)}` : String(p);
+  return s || "(root)";
+}
+
+export function zodMessage(err: z.ZodError, prefix = ""): string {
+  return err.issues.map((i) => `${prefix}${keyPath(i.path)}: ${i.message}`).join("; ");
+}
+
+/** Validate a parsed policy object; throws POLICY_INVALID naming the key path. */
+export function parsePolicy(obj: unknown, source = "policy"): PolicyFile {
+  const r = policySchema.safeParse(obj ?? {});
+  if (!r.success) throw new DaemonError("POLICY_INVALID", `${source}: ${zodMessage(r.error)}`);
+  return r.data;
+}
+
+/** Parse policy text (YAML, of which JSON is a subset). */
+export function parsePolicyText(text: string, source = "policy"): PolicyFile {
+  let obj: unknown;
+  try {
+    obj = parseYaml(text);
+  } catch (e) {
+    throw new DaemonError("POLICY_INVALID", `${source}: not valid YAML (${(e as Error).message})`, { cause: e });
+  }
+  return parsePolicy(obj, source);
+}

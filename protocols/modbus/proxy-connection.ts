@@ -1,0 +1,257 @@
+/**
+ * One client connection of a Modbus listener: strict framing, the decision point, routing,
+ * replies under the client's transaction ids, and the back-pressure bounds (outstanding
+ * transactions, request rate, unread answers, slow-loris partial frames).
+ */
+import type { Socket } from "node:net";
+import { decideFailClosed, type PolicyDecisionPoint } from "../policy";
+import type { LimitsConfig } from "./config";
+import { describeAccesses, functionName, identityFields, writtenValues, type DecisionRecord } from "./decision-record";
+import type { ModbusEvents, RequestInfo } from "./events";
+import { EX } from "./function-codes";
+import { encodeMbap, scanMbap } from "./frame";
+import { describeIdentity, type PeerIdentity } from "./identity";
+import { encodeRequest, exceptionPdu, parseRequest, type ModbusRequest } from "./pdu";
+import { isWrite, type ModbusPolicyRequest } from "./policy-engine";
+import { readValues } from "./response";
+import type { Router } from "./router";
+import type { ReadingsTap, TapTable } from "./tap";
+
+export interface ProxyContext {
+  pdp: PolicyDecisionPoint<ModbusPolicyRequest>;
+  router: Router;
+  limits: LimitsConfig;
+  events?: ModbusEvents;
+  tap?: ReadingsTap;
+  /** Called for every request with its decision (commissioning mode, recordings). */
+  onDecision?: (r: DecisionRecord) => void;
+  /** Whether an identity maps to a role (for "unknown client" events). */
+  knows?: (id: PeerIdentity) => boolean;
+  log?: { warn(o: object, m: string): void; debug(o: object, m: string): void };
+}
+
+/** One client connection. */
+export class ProxyConnection {
+  private buf: Buffer = Buffer.alloc(0);
+  private outstanding = 0;
+  private paused = false;
+  private partialTimer: NodeJS.Timeout | undefined;
+  private readonly label: string;
+
+  constructor(
+    private readonly sock: Socket,
+    private readonly id: PeerIdentity,
+    private readonly listener: string,
+    private readonly ctx: ProxyContext,
+    private readonly counters: { requests: number; denied: number; malformed: number },
+  ) {
+    this.label = describeIdentity(id);
+  }
+
+  begin(): void {
+    const l = this.ctx.limits;
+    this.sock.setTimeout(l.idle_timeout_ms, () => this.sock.destroy());
+    this.sock.on("data", (d: Buffer) => {
+      this.buf = this.buf.length ? Buffer.concat([this.buf, d]) : d;
+      if (this.buf.length > l.max_buffered_bytes) {
+        this.malformed(`more than ${l.max_buffered_bytes} bytes buffered`);
+        this.sock.destroy();
+        return;
+      }
+      this.process();
+    });
+    this.sock.on("drain", () => {
+      if (!this.rateTimer) this.unblock();
+    });
+    this.tokens = l.max_requests_per_s;
+    this.tokensAt = performance.now();
+    this.sock.once("close", () => {
+      if (this.partialTimer) clearTimeout(this.partialTimer);
+      if (this.rateTimer) clearTimeout(this.rateTimer);
+    });
+  }
+
+  /** Request tokens: `max_requests_per_s` per connection, bursts up to one second's worth. */
+  private tokens = 0;
+  private tokensAt = 0;
+  private rateTimer: NodeJS.Timeout | undefined;
+
+  private takeToken(): boolean {
+    const rate = this.ctx.limits.max_requests_per_s;
+    if (!rate) return true;
+    const now = performance.now();
+    this.tokens = Math.min(rate, this.tokens + ((now - this.tokensAt) * rate) / 1000);
+    this.tokensAt = now;
+    if (this.tokens < 1) return false;
+    this.tokens -= 1;
+    return true;
+  }
+
+  private process(): void {
+    let off = 0;
+    let rateLimited = false;
+    // A client that does not read its answers is not read either (bounded write buffer).
+    while (this.outstanding < this.ctx.limits.max_outstanding && this.sock.writableLength <= this.ctx.limits.max_buffered_bytes) {
+      const s = scanMbap(this.buf, off);
+      if (s.kind === "need") break;
+      if (s.kind === "bad") {
+        // The stream cannot be resynchronised after a bad header: close (nothing forwarded).
+        this.malformed(s.reason);
+        this.sock.destroy();
+        this.buf = Buffer.alloc(0);
+        return;
+      }
+      if (!this.takeToken()) {
+        rateLimited = true;
+        break;
+      }
+      off += s.size;
+      this.handle(s.tid, s.unit, s.pdu);
+      if (this.sock.destroyed) return;
+    }
+    if (off) this.buf = off === this.buf.length ? Buffer.alloc(0) : Buffer.from(this.buf.subarray(off));
+    // Back-pressure: stop reading while the outstanding bound or the request rate is reached;
+    // the client's TCP window fills and it slows down, at no cost to us.
+    const blocked = rateLimited || this.outstanding >= this.ctx.limits.max_outstanding || this.sock.writableLength > this.ctx.limits.max_buffered_bytes;
+    if (blocked && !this.paused) {
+      this.paused = true;
+      this.sock.pause();
+    }
+    if (rateLimited && !this.rateTimer) {
+      const wait = Math.max(1, Math.ceil(((1 - this.tokens) * 1000) / this.ctx.limits.max_requests_per_s));
+      this.rateTimer = setTimeout(() => {
+        this.rateTimer = undefined;
+        this.unblock();
+      }, wait);
+    }
+    // Slow-loris: a started frame must complete in time. Frames waiting behind the
+    // outstanding bound or the rate limit are not partial; they wait on us.
+    if (this.buf.length && !this.paused) {
+      if (!this.partialTimer) {
+        this.partialTimer = setTimeout(() => {
+          this.malformed(`frame not completed within ${this.ctx.limits.frame_timeout_ms} ms`);
+          this.sock.destroy();
+        }, this.ctx.limits.frame_timeout_ms);
+      }
+    } else if (this.partialTimer) {
+      clearTimeout(this.partialTimer);
+      this.partialTimer = undefined;
+    }
+  }
+
+  /** Re-run buffered frames after a block ends; resume reading if nothing blocks any more. */
+  private unblock(): void {
+    if (!this.paused || this.sock.destroyed) return;
+    this.paused = false;
+    this.process();
+    if (!this.paused && !this.sock.destroyed) this.sock.resume();
+  }
+
+  private malformed(reason: string, fc?: number): void {
+    this.counters.malformed++;
+    this.ctx.events?.malformed({ listener: this.listener, identity: this.label, address: this.id.address, reason, ...(fc !== undefined ? { fc } : {}) });
+  }
+
+  private reply(tid: number, unit: number, pdu: Buffer): void {
+    if (!this.sock.destroyed && this.sock.writable) this.sock.write(encodeMbap(tid, unit, pdu));
+  }
+
+  private record(r: Omit<DecisionRecord, "ts" | "listener" | "identity" | "transport" | "address" | "function">): void {
+    const cb = this.ctx.onDecision;
+    if (!cb) return;
+    try {
+      cb({ ts: Date.now(), listener: this.listener, ...identityFields(this.id), function: functionName(r.fc), ...r });
+    } catch {
+      /* a recorder must not break forwarding */
+    }
+  }
+
+  private handle(tid: number, unit: number, raw: Buffer): void {
+    this.counters.requests++;
+    const fc = raw[0] ?? 0;
+    if (this.id.roleError) {
+      // Modbus/TCP Security: a certificate with no, several or a malformed role gets
+      // exception 01 for every request, whatever it is; nothing else is looked at.
+      this.counters.denied++;
+      this.ctx.events?.denied({ listener: this.listener, identity: this.label, address: this.id.address, unit, fc }, "tls.role", this.id.roleError);
+      this.reply(tid, unit, exceptionPdu(fc, EX.ILLEGAL_FUNCTION));
+      this.record({ unit, fc, allow: false, rule: "tls.role", reason: this.id.roleError, exception: EX.ILLEGAL_FUNCTION });
+      return;
+    }
+    const p = parseRequest(raw);
+    if (!p.ok) {
+      this.malformed(p.reason, fc);
+      this.reply(tid, unit, exceptionPdu(fc, p.exception));
+      this.record({ unit, fc, allow: false, rule: "frame", reason: p.reason, exception: p.exception });
+      return;
+    }
+    const req = p.req;
+    const now = Date.now();
+    const d = decideFailClosed(this.ctx.pdp, { identity: this.id, unit, req, now });
+    const wantsDetail = this.ctx.onDecision !== undefined || !d.allow || isWrite(req);
+    const info: RequestInfo | undefined = wantsDetail
+      ? {
+          listener: this.listener,
+          identity: this.label,
+          address: this.id.address,
+          ...(this.id.role ? { role: this.id.role } : {}),
+          unit,
+          fc: req.fc,
+          ...(describeAccesses(req) ? { addresses: describeAccesses(req)! } : {}),
+          ...(writtenValues(req) ? { values: writtenValues(req)! } : {}),
+        }
+      : undefined;
+    if (!d.allow) {
+      this.counters.denied++;
+      this.ctx.events?.denied(info!, d.rule, d.reason);
+      // Modbus/TCP Security: an authorisation failure is exception 01; no partial effect.
+      this.reply(tid, unit, exceptionPdu(req.fc, EX.ILLEGAL_FUNCTION));
+      this.record({ unit, fc: req.fc, ...detail(info), allow: false, rule: d.rule, reason: d.reason, request: encodeRequest(req).toString("hex"), exception: EX.ILLEGAL_FUNCTION });
+      return;
+    }
+    const route = this.ctx.router.route(this.listener, unit);
+    if (!route) {
+      this.reply(tid, unit, exceptionPdu(req.fc, EX.GATEWAY_PATH_UNAVAILABLE));
+      this.ctx.events?.exception(this.label, this.id.address);
+      this.record({ unit, fc: req.fc, ...detail(info), allow: true, rule: d.rule, reason: "no route for this unit", request: encodeRequest(req).toString("hex"), exception: EX.GATEWAY_PATH_UNAVAILABLE });
+      return;
+    }
+    const pdu = encodeRequest(req);
+    const up = route.upstream;
+    if (info && isWrite(req)) this.ctx.events?.writeAllowed({ ...info, device: up.name, remote_unit: route.remoteUnit }, d.rule);
+    this.outstanding++;
+    void up.request(route.remoteUnit, req, pdu, this).then((resp) => {
+      this.outstanding--;
+      this.reply(tid, unit, resp);
+      const exc = resp[0]! & 0x80 ? resp[1] : undefined;
+      if (exc !== undefined) this.ctx.events?.exception(this.label, this.id.address);
+      else if (this.ctx.tap) this.tapResponse(up.name, route.remoteUnit, req, resp);
+      if (this.ctx.onDecision) this.record({ unit, fc: req.fc, ...detail(info), allow: true, rule: d.rule, request: pdu.toString("hex"), ...(exc !== undefined ? { exception: exc } : {}) });
+      if (this.paused && this.outstanding < this.ctx.limits.max_outstanding && !this.rateTimer) this.unblock();
+    });
+  }
+
+  private tapResponse(device: string, unit: number, req: ModbusRequest, resp: Buffer): void {
+    const tap = this.ctx.tap!;
+    const ts = Date.now();
+    const rv = readValues(req, resp);
+    if (rv) {
+      const table: TapTable = req.fc === 1 ? "coil" : req.fc === 2 ? "discrete_input" : req.fc === 4 ? "input" : "holding";
+      tap.read(device, unit, table, rv.address, rv.values, ts);
+    }
+    const w =
+      req.fc === 5 || req.fc === 6
+        ? { table: req.fc === 5 ? ("coil" as const) : ("holding" as const), address: req.address, values: [req.value] }
+        : req.fc === 15 || req.fc === 16
+          ? { table: req.fc === 15 ? ("coil" as const) : ("holding" as const), address: req.address, values: req.values }
+          : req.fc === 23
+            ? { table: "holding" as const, address: req.writeAddress, values: req.values }
+            : undefined;
+    if (w) tap.write({ identity: this.label, device, unit, ...w, ts });
+  }
+}
+
+function detail(info: RequestInfo | undefined): Pick<DecisionRecord, "addresses" | "values" | "role"> {
+  if (!info) return {};
+  return { ...(info.addresses ? { addresses: info.addresses } : {}), ...(info.values ? { values: [...info.values] } : {}) };
+}

@@ -1,0 +1,225 @@
+/**
+ * One single-master RTU bus (serial line or serial device server): one transaction on the wire
+ * at a time, per-unit queues served round robin (a busy unit cannot starve the others), a
+ * unit that keeps timing out is backed off exponentially and answered 0B at once meanwhile,
+ * so a dead slave never stalls the bus. Modbus over Serial Line v1.02 §2.5.1.1: frames are
+ * separated by at least 3.5 character times (fixed 1.75 ms above 19200 baud).
+ */
+import { encodeRtu, decodeRtu } from "./frame";
+import type { ModbusRequest } from "./pdu";
+import { checkResponse, rtuResponseSize } from "./response";
+import type { ByteTransport } from "./rtu-transport";
+import { backoffDelay, deviceFailure, gatewayTimeout, gatewayUnavailable, type Upstream, type UpstreamObserver, type UpstreamStatus } from "./upstream";
+
+export interface RtuBusOptions {
+  name: string;
+  type: "rtu" | "rtu_tcp";
+  target: string;
+  transport: ByteTransport;
+  baud: number;
+  timeout_ms: number;
+  dead_after: number;
+  dead_backoff: { min_ms: number; max_ms: number };
+  max_queue: number;
+  reconnect: { min_ms: number; max_ms: number };
+  observer?: UpstreamObserver;
+}
+
+interface Job {
+  unit: number;
+  req: ModbusRequest;
+  pdu: Buffer;
+  resolve: (pdu: Buffer) => void;
+  queuedAt: number;
+}
+
+interface UnitState {
+  queue: Job[];
+  timeouts: number;
+  deadUntil: number;
+  backoffs: number;
+}
+
+export class RtuBus implements Upstream {
+  readonly name: string;
+  private readonly units = new Map<number, UnitState>();
+  private order: number[] = [];
+  private rr = 0;
+  private queued = 0;
+  private current: (Job & { timer: NodeJS.Timeout }) | undefined;
+  private rx: Buffer = Buffer.alloc(0);
+  private state: "up" | "down" | "connecting" | "stopped" = "stopped";
+  private failures = 0;
+  private quietUntil = 0;
+  private gapTimer: NodeJS.Timeout | undefined;
+  private reopenTimer: NodeJS.Timeout | undefined;
+  private readonly gapMs: number;
+
+  constructor(private readonly o: RtuBusOptions) {
+    this.name = o.name;
+    this.gapMs = o.baud > 19_200 ? 1.75 : (3.5 * 11 * 1000) / o.baud;
+    o.transport.onData((b) => this.onData(b));
+    o.transport.onClose((reason) => this.lost(reason));
+  }
+
+  start(): void {
+    this.state = "connecting";
+    void this.openLine();
+  }
+
+  private async openLine(): Promise<void> {
+    if (this.state === "stopped") return;
+    this.state = "connecting";
+    try {
+      await this.o.transport.open();
+      if ((this.state as string) === "stopped") {
+        await this.o.transport.close();
+        return;
+      }
+      this.state = "up";
+      if (this.failures > 0) this.o.observer?.up(this.name, this.o.target);
+      this.failures = 0;
+      this.pump();
+    } catch (e) {
+      this.lost((e as Error).message);
+    }
+  }
+
+  private lost(reason: string): void {
+    if (this.state === "stopped") return;
+    const wasUp = this.state === "up";
+    this.state = "down";
+    if (this.failures === 0 || wasUp) this.o.observer?.down(this.name, this.o.target, reason);
+    this.failures++;
+    if (this.current) this.finish(gatewayTimeout(this.current.req.fc));
+    this.failAll();
+    const t = setTimeout(() => void this.openLine(), backoffDelay(this.failures, this.o.reconnect.min_ms, this.o.reconnect.max_ms));
+    t.unref();
+    this.reopenTimer = t;
+  }
+
+  private failAll(): void {
+    for (const u of this.units.values()) for (const j of u.queue.splice(0)) j.resolve(gatewayUnavailable(j.req.fc));
+    this.queued = 0;
+  }
+
+  async stop(): Promise<void> {
+    this.state = "stopped";
+    if (this.reopenTimer) clearTimeout(this.reopenTimer);
+    if (this.gapTimer) clearTimeout(this.gapTimer);
+    if (this.current) this.finish(gatewayUnavailable(this.current.req.fc));
+    this.failAll();
+    await this.o.transport.close();
+  }
+
+  request(unit: number, req: ModbusRequest, pdu: Buffer): Promise<Buffer> {
+    // Broadcast (unit 0) has no answer to relay to a TCP client; not routed.
+    if (this.state !== "up" || unit === 0 || unit > 247) return Promise.resolve(gatewayUnavailable(req.fc));
+    let u = this.units.get(unit);
+    if (!u) {
+      u = { queue: [], timeouts: 0, deadUntil: 0, backoffs: 0 };
+      this.units.set(unit, u);
+      this.order.push(unit);
+    }
+    const now = Date.now();
+    if (now < u.deadUntil) return Promise.resolve(gatewayTimeout(req.fc));
+    if (this.queued >= this.o.max_queue) return Promise.resolve(gatewayUnavailable(req.fc));
+    const st = u;
+    return new Promise((resolve) => {
+      st.queue.push({ unit, req, pdu, resolve, queuedAt: now });
+      this.queued++;
+      this.pump();
+    });
+  }
+
+  /** Start the next transaction if the line is idle, choosing units round robin. */
+  private pump(): void {
+    if (this.current || this.state !== "up" || this.gapTimer) return;
+    const wait = this.quietUntil - performance.now();
+    if (wait > 0) {
+      this.gapTimer = setTimeout(() => {
+        this.gapTimer = undefined;
+        this.pump();
+      }, Math.ceil(wait));
+      return;
+    }
+    const n = this.order.length;
+    for (let i = 0; i < n; i++) {
+      const unit = this.order[(this.rr + i) % n]!;
+      const u = this.units.get(unit)!;
+      if (!u.queue.length) continue;
+      this.rr = (this.rr + i + 1) % n;
+      const job = u.queue.shift()!;
+      this.queued--;
+      if (Date.now() < u.deadUntil) {
+        job.resolve(gatewayTimeout(job.req.fc));
+        i = -1; // look again from the new position
+        continue;
+      }
+      this.rx = Buffer.alloc(0);
+      const timer = setTimeout(() => this.timedOut(), this.o.timeout_ms);
+      this.current = { ...job, timer };
+      this.o.transport.write(encodeRtu(job.unit, job.pdu));
+      return;
+    }
+  }
+
+  private onData(b: Buffer): void {
+    const cur = this.current;
+    if (!cur) return; // noise or a late answer: dropped
+    this.rx = this.rx.length ? Buffer.concat([this.rx, b]) : b;
+    if (this.rx.length > 256) return this.finish(deviceFailure(cur.req.fc), true);
+    const size = rtuResponseSize(cur.req, cur.pdu.length, this.rx);
+    if (size === undefined || (size > 0 && this.rx.length < size)) return;
+    if (size < 0) return this.finish(deviceFailure(cur.req.fc), true);
+    const f = decodeRtu(this.rx.subarray(0, size));
+    if (!f.ok || f.unit !== cur.unit) return this.finish(deviceFailure(cur.req.fc), true);
+    const chk = checkResponse(cur.req, f.pdu);
+    const u = this.units.get(cur.unit);
+    if (u) {
+      u.timeouts = 0;
+      u.backoffs = 0;
+    }
+    this.finish(chk.ok ? f.pdu : deviceFailure(cur.req.fc));
+  }
+
+  private timedOut(): void {
+    const cur = this.current;
+    if (!cur) return;
+    const u = this.units.get(cur.unit);
+    if (u && ++u.timeouts >= this.o.dead_after) {
+      u.backoffs++;
+      u.deadUntil = Date.now() + backoffDelay(u.backoffs, this.o.dead_backoff.min_ms, this.o.dead_backoff.max_ms);
+      u.timeouts = this.o.dead_after - 1; // one probe after the backoff decides again
+      for (const j of u.queue.splice(0)) {
+        this.queued--;
+        j.resolve(gatewayTimeout(j.req.fc));
+      }
+    }
+    this.finish(gatewayTimeout(cur.req.fc));
+  }
+
+  private finish(pdu: Buffer, garbled = false): void {
+    const cur = this.current;
+    if (!cur) return;
+    clearTimeout(cur.timer);
+    this.current = undefined;
+    // After a garbled frame, wait longer so the rest of it passes before the next request.
+    this.quietUntil = performance.now() + this.gapMs * (garbled ? 10 : 1);
+    cur.resolve(pdu);
+    this.pump();
+  }
+
+  status(): UpstreamStatus {
+    const now = Date.now();
+    return {
+      name: this.name,
+      type: this.o.type,
+      target: this.o.target,
+      state: this.state,
+      in_flight: this.current ? 1 : 0,
+      queued: this.queued,
+      dead_units: [...this.units.entries()].filter(([, u]) => u.deadUntil > now).map(([k]) => k),
+    };
+  }
+}

@@ -1,0 +1,111 @@
+/**
+ * The passive readings tap: values that pass through the proxy for configured points become
+ * `Reading`s, and allowed writes become `WriteObservation`s, for the detectors. No extra
+ * polling of fragile devices. Points are matched by (device = upstream name, remote unit,
+ * table, address); multi-register types need every word in the same response.
+ */
+import type { ReadingSink } from "../../agent/pipeline";
+
+export type TapTable = "coil" | "discrete_input" | "input" | "holding";
+
+/** The tap's view of a point (the daemon's points schema maps onto this). */
+export interface TapPoint {
+  id: string;
+  device: string;
+  unit: number;
+  table: TapTable;
+  address: number;
+  type: "bool" | "int16" | "uint16" | "int32" | "uint32" | "float32";
+  /** "big": high word first (Modbus convention); "little": low word first. */
+  word_order: "big" | "little";
+  scale: number;
+  offset: number;
+}
+
+const words = (t: TapPoint["type"]): number => (t === "int32" || t === "uint32" || t === "float32" ? 2 : 1);
+
+/** Decode one point from the raw 16-bit words (or bits) starting at its address. */
+export function decodePoint(p: TapPoint, raw: readonly number[]): number {
+  let v: number;
+  if (p.type === "bool" || p.type === "uint16") v = raw[0]!;
+  else if (p.type === "int16") v = raw[0]! >= 0x8000 ? raw[0]! - 0x10000 : raw[0]!;
+  else {
+    const [hi, lo] = p.word_order === "big" ? [raw[0]!, raw[1]!] : [raw[1]!, raw[0]!];
+    const b = Buffer.alloc(4);
+    b.writeUInt16BE(hi, 0);
+    b.writeUInt16BE(lo, 2);
+    v = p.type === "int32" ? b.readInt32BE(0) : p.type === "uint32" ? b.readUInt32BE(0) : b.readFloatBE(0);
+  }
+  return v * p.scale + p.offset;
+}
+
+export class ReadingsTap {
+  private readonly index = new Map<string, TapPoint[]>();
+  constructor(
+    points: readonly TapPoint[],
+    private readonly sink: ReadingSink,
+  ) {
+    for (const p of points) {
+      const k = `${p.device}|${p.unit}|${p.table}`;
+      const l = this.index.get(k) ?? [];
+      l.push(p);
+      this.index.set(k, l);
+    }
+  }
+
+  get empty(): boolean {
+    return this.index.size === 0;
+  }
+
+  /** Values read from `device`/`unit`/`table` starting at `address`. */
+  read(device: string, unit: number, table: TapTable, address: number, values: readonly number[], ts: number): void {
+    const pts = this.index.get(`${device}|${unit}|${table}`);
+    if (!pts) return;
+    for (const p of pts) {
+      const n = words(p.type);
+      const i = p.address - address;
+      if (i < 0 || i + n > values.length) continue;
+      const value = decodePoint(p, values.slice(i, i + n));
+      if (!Number.isFinite(value)) continue;
+      try {
+        this.sink.reading({ point: p.id, value, ts, source: `tap:${device}/u${unit}/${table}/${p.address}`, quality: "good" });
+      } catch {
+        /* ReadingSink must not throw; never let it break forwarding */
+      }
+    }
+  }
+
+  /** A write the device acknowledged. */
+  write(w: { identity: string; device: string; unit: number; table: "coil" | "holding"; address: number; values: readonly number[]; ts: number }): void {
+    const pts = this.index.get(`${w.device}|${w.unit}|${w.table}`) ?? [];
+    const covered = pts.filter((p) => p.address < w.address + w.values.length && p.address + words(p.type) > w.address).map((p) => p.id);
+    try {
+      this.sink.write?.({ ts: w.ts, identity: w.identity, device: w.device, unit: w.unit, table: w.table, address: w.address, values: w.values, points: covered });
+    } catch {
+      /* see above */
+    }
+  }
+}
+
+/** The shape of the daemon's `points.<id>.source.modbus` entries (detectors/points.ts). */
+export interface ModbusPointSource {
+  device: string;
+  unit: number;
+  table: TapTable;
+  address: number;
+  type?: TapPoint["type"];
+  word_order?: "big" | "little";
+  scale?: number;
+  offset?: number;
+}
+
+/** Tap points from the daemon's `points` map; points with other sources are skipped. */
+export function tapPointsFrom(points: Readonly<Record<string, { source: { modbus?: ModbusPointSource } | object }>>): TapPoint[] {
+  const out: TapPoint[] = [];
+  for (const [id, p] of Object.entries(points)) {
+    const m = "modbus" in p.source ? (p.source as { modbus: ModbusPointSource }).modbus : undefined;
+    if (!m) continue;
+    out.push({ id, device: m.device, unit: m.unit, table: m.table, address: m.address, type: m.type ?? "uint16", word_order: m.word_order ?? "big", scale: m.scale ?? 1, offset: m.offset ?? 0 });
+  }
+  return out;
+}

@@ -1,0 +1,78 @@
+import { afterEach, describe, expect, it } from "vitest";
+import { appendFileSync } from "node:fs";
+import { connect } from "node:net";
+import { controlCall } from "../../agent/control/client";
+import { Runtime } from "../../agent/runtime";
+import { SimDevice } from "../../protocols/modbus/sim-server";
+import { RawClient } from "./modbus/_harness";
+import { freePort } from "./modbus/_peers";
+import { makeSite, silent, tempDir } from "../helpers/fixture";
+
+type Body = { class: string; ocsf: { class_uid: number; activity_id: number; message: string } };
+
+describe("daemon with the Modbus proxy configured", () => {
+  const cleanups: (() => Promise<void> | void)[] = [];
+  afterEach(async () => {
+    for (const c of cleanups.reverse()) await c();
+    cleanups.length = 0;
+  });
+
+  it("proxies reads, denies writes until a window is opened over the control socket, and records it all", async () => {
+    const t = tempDir();
+    cleanups.push(t.cleanup);
+    const device = new SimDevice({ record: true });
+    const devPort = await device.listen(0);
+    cleanups.push(() => device.close());
+    const port = await freePort();
+    const site = makeSite(t.dir);
+    appendFileSync(
+      site.cfgFile,
+      `
+modbus:
+  listeners:
+    - { name: scada, type: tcp, listen: "127.0.0.1:${port}" }
+  upstreams:
+    - { name: plc, type: tcp, target: "127.0.0.1:${devPort}" }
+  routes:
+    - { unit: 1, upstream: plc }
+  policy:
+    identities:
+      - { match: { address: ["127.0.0.1"] }, role: engineer }
+    roles:
+      engineer:
+        units: [1]
+        functions: [read-write]
+        read: { holding: ["0-199"] }
+        write: { holding: ["100-119"] }
+        values:
+          - { table: holding, address: "100-103", min: 0, max: 4500 }
+        write_window: required
+`,
+    );
+    const loaded = site.load();
+    const rt = new Runtime(loaded, silent);
+    await rt.start();
+    cleanups.push(() => rt.stop("test"));
+    const sock = connect({ port, host: "127.0.0.1" });
+    await new Promise((r) => sock.once("connect", r));
+    const c = new RawClient(sock);
+    cleanups.push(() => void sock.destroy());
+    device.holding[5] = 1234;
+    expect(await c.request(1, "03 0005 0001")).toBe("030204d2");
+    expect(await c.request(1, "06 0064 0bb8")).toBe("8601"); // no window yet
+    const opened = (await controlCall(loaded.config.control.socket, "window.open", { role: "engineer", minutes: 5, reason: "pump 1 speed change" })) as { id: string };
+    expect(opened).toBeTruthy();
+    expect(await c.request(1, "06 0064 0bb8")).toBe("0600640bb8"); // 3000 rpm, in bounds
+    expect(await c.request(1, "06 0064 2710")).toBe("8601"); // 10000 rpm: out of bounds
+    expect(device.holding[100]).toBe(3000);
+    expect(device.received).toEqual(["1:0300050001", "1:0600640bb8"]);
+    const status = (await controlCall(loaded.config.control.socket, "modbus.status")) as { running: boolean; windows: unknown[] };
+    expect(status.running).toBe(true);
+    expect(status.windows.length).toBe(1);
+    rt.recorder.flush();
+    const bodies = rt.outbox.readAfter(0, 10_000).map((r) => JSON.parse(r.body) as Body);
+    expect(bodies.some((b) => b.ocsf.class_uid === 5019)).toBe(true); // window opened (audit)
+    expect(bodies.filter((b) => b.class === "finding" && b.ocsf.class_uid === 4001).length).toBeGreaterThanOrEqual(2); // denials
+    expect(bodies.some((b) => b.class === "audit" && b.ocsf.class_uid === 4001)).toBe(true); // allowed write audit
+  });
+});

@@ -1,0 +1,183 @@
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { Command } from "commander";
+import { afterAll, describe, expect, it } from "vitest";
+import { ControlServer } from "../../../agent/control/server";
+import { isDaemonError } from "../../../agent/errors";
+import { registerModbusCommands, parseUpstreamUrl } from "../../../protocols/modbus/cli";
+import type { DecisionRecord } from "../../../protocols/modbus/decision-record";
+import { parsePolicyText } from "../../../protocols/modbus/policy-schema";
+import { registerWindowControl } from "../../../protocols/modbus/window-control";
+import { WindowStore } from "../../../protocols/modbus/window-store";
+import { SimDevice } from "../../../protocols/modbus/sim-server";
+import { RawClient } from "../../integration/modbus/_harness";
+
+const dir = mkdtempSync(join(tmpdir(), "gw-mbcli-"));
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+const policyYaml = `
+identities:
+  - match: { address: 10.0.0.0/24 }
+    role: scada
+roles:
+  scada:
+    units: [1]
+    functions: [read-only]
+    read: { holding: ["0-99"] }
+  eng:
+    units: [1]
+    functions: [read-write]
+    read: { holding: ["0-99"] }
+    write: { holding: ["10-19"] }
+    write_window: required
+`;
+const policyFile = join(dir, "policy.yaml");
+writeFileSync(policyFile, policyYaml);
+
+async function run(args: string[], extra: Partial<Parameters<typeof registerModbusCommands>[1]> = {}): Promise<{ out: string; err: string; error?: unknown }> {
+  let out = "";
+  let err = "";
+  const program = new Command("gatewarden").exitOverride().option("--socket <path>");
+  registerModbusCommands(program, { resolveSocket: async (o) => String(o.socket), stdout: (s) => (out += s), stderr: (s) => (err += s), ...extra });
+  try {
+    await program.parseAsync(["node", "gatewarden", ...args]);
+    return { out, err };
+  } catch (error) {
+    return { out, err, error };
+  }
+}
+
+describe("policy test", () => {
+  it("answers allow/deny with the rule", async () => {
+    expect((await run(["policy", "test", "--policy", policyFile, "--from", "10.0.0.5", "--function", "3", "--address", "99"])).out).toBe("allow by roles.scada.read.holding\n");
+    const r = await run(["policy", "test", "--policy", policyFile, "--from", "10.0.0.5", "--function", "3", "--address", "100", "--json"]);
+    expect(JSON.parse(r.out)).toMatchObject({ allow: false, rule: "roles.scada.read.holding", addresses: "holding 100" });
+    expect((await run(["policy", "test", "--policy", policyFile, "--role", "eng", "--function", "6", "--address", "10", "--values", "5"])).out).toContain("deny by roles.eng.write_window");
+    expect((await run(["policy", "test", "--policy", policyFile, "--role", "eng", "--function", "6", "--address", "10", "--values", "5", "--window"])).out).toBe("allow by roles.eng.write.holding\n");
+    expect((await run(["policy", "test", "--policy", policyFile, "--from", "10.0.0.5", "--pdu", "0f00000004010f"])).out).toContain("deny by roles.scada.functions");
+    const bad = await run(["policy", "test", "--policy", policyFile, "--function", "3"]);
+    expect(isDaemonError(bad.error, "USAGE")).toBe(true);
+  });
+});
+
+describe("policy learn and replay", () => {
+  const rec = (over: Partial<DecisionRecord>): DecisionRecord => ({ ts: 1000, listener: "cli", identity: "ip:10.0.0.5", transport: "tcp", address: "10.0.0.5", unit: 1, fc: 3, function: "read_holding_registers", allow: true, rule: "x", request: "0300000002", ...over });
+  const records = [
+    rec({}),
+    rec({ request: "0300050003" }),
+    rec({ request: "0300640001" }),
+    rec({ request: "06000a0032", fc: 6, ts: 2000 }),
+    rec({ request: "06000a0040", fc: 6, ts: 3000 }),
+    rec({ transport: "tls", address: "10.9.9.9", role: "eng", identity: "role:eng", unit: 2, request: "1000140002040001ffff", fc: 16 }),
+    rec({ request: undefined, fc: 90, allow: false, rule: "frame" }),
+  ];
+  const input = join(dir, "traffic.jsonl");
+  writeFileSync(input, records.map((r) => JSON.stringify(r)).join("\n") + "\nnot json\n");
+
+  it("learns a policy that allows exactly the recorded traffic", async () => {
+    const r = await run(["policy", "learn", "--input", input]);
+    expect(r.error).toBeUndefined();
+    const learned = parsePolicyText(r.out);
+    expect(learned.roles["client-10-0-0-5"]).toMatchObject({ units: ["1"], functions: [3, 6], read: { holding: ["0-1", "5-7", "100"] }, write: { holding: ["10"] }, values: [{ table: "holding", address: 10, min: 50, max: 64 }] });
+    expect(learned.roles.eng).toMatchObject({ units: ["2"], write: { holding: ["20-21"] } });
+    const out = join(dir, "learned.yaml");
+    writeFileSync(out, r.out);
+    const rep = await run(["policy", "replay", "--policy", out, "--input", input, "--json"]);
+    expect(JSON.parse(rep.out)).toMatchObject({ total: 7, replayed: 6, skipped: 1, allowed: 6, denied: 0 });
+  });
+
+  it("replays a stricter candidate and reports what it would block", async () => {
+    const r = await run(["policy", "replay", "--policy", policyFile, "--input", input, "--json"]);
+    const rep = JSON.parse(r.out);
+    expect(rep).toMatchObject({ replayed: 6, allowed: 2, denied: 4, newly_denied: 4 });
+    expect(rep.by_rule).toEqual({ "roles.scada.read.holding": 1, "roles.scada.functions": 2, "roles.eng.units": 1 });
+    const text = await run(["policy", "replay", "--policy", policyFile, "--input", input]);
+    expect(text.out).toContain("6 requests replayed (1 malformed skipped): 2 allowed, 4 denied");
+  });
+});
+
+describe("window commands through the control socket", () => {
+  it("open, list and close reach the daemon's window store", async () => {
+    const sockPath = join(dir, "ctl", "control.sock");
+    const server = new ControlServer(sockPath);
+    const events: string[] = [];
+    const store = new WindowStore({ roles: () => ["eng"], events: { opened: (w) => events.push(`open ${w.role}`), closed: (w, how) => events.push(`${how} ${w.role}`) } });
+    registerWindowControl(server, () => store);
+    await server.listen();
+    try {
+      const o = await run(["--socket", sockPath, "window", "open", "--role", "eng", "--minutes", "15", "--reason", "replace pump 2 setpoint", "--json"]);
+      expect(o.error).toBeUndefined();
+      const w = JSON.parse(o.out);
+      expect(w).toMatchObject({ role: "eng", reason: "replace pump 2 setpoint" });
+      expect(w.expires_at - w.opened_at).toBe(15 * 60_000);
+      expect(store.isOpen("eng", Date.now())).toBe(true);
+      const l = await run(["--socket", sockPath, "window", "list", "--json"]);
+      expect(JSON.parse(l.out)).toHaveLength(1);
+      const bad = await run(["--socket", sockPath, "window", "open", "--role", "nobody", "--minutes", "5", "--reason", "x"]);
+      expect(isDaemonError(bad.error, "USAGE")).toBe(true);
+      const c = await run(["--socket", sockPath, "window", "close", "--id", w.id]);
+      expect(c.out).toBe("Closed 1 write window(s).\n");
+      expect(store.isOpen("eng", Date.now())).toBe(false);
+      expect(events).toEqual(["open eng", "closed eng"]);
+      expect((await run(["--socket", sockPath, "window", "list"])).out).toBe("No write window is open.\n");
+      // The lead's CLI finds the socket from --config.
+      let asked: unknown;
+      const viaConfig = await run(["window", "list", "--config", "/etc/gatewarden/gatewarden.yaml", "--json"], {
+        resolveSocket: async (o) => {
+          asked = o.config;
+          return sockPath;
+        },
+      });
+      expect(asked).toBe("/etc/gatewarden/gatewarden.yaml");
+      expect(JSON.parse(viaConfig.out)).toEqual([]);
+    } finally {
+      store.dispose();
+      await server.close();
+    }
+  });
+});
+
+describe("modbus proxy (commissioning mode)", () => {
+  it("parses upstream URLs", () => {
+    expect(parseUpstreamUrl("tcp://10.0.0.2:502")).toMatchObject({ type: "tcp", target: "10.0.0.2:502" });
+    expect(parseUpstreamUrl("rtu:/dev/ttyUSB0?baud=9600&parity=none")).toMatchObject({ type: "rtu", device: "/dev/ttyUSB0", baud: 9600, parity: "none" });
+    expect(parseUpstreamUrl("rtu-tcp://10.0.0.3:4001")).toMatchObject({ type: "rtu_tcp", target: "10.0.0.3:4001" });
+    expect(() => parseUpstreamUrl("rtu:/dev/x?baud=12")).toThrow();
+  });
+
+  it.each([
+    [[], "8301", false],
+    [["--preset", "read-only"], "03020000", true],
+  ])("prints one JSON line per decision (%j)", async (flags, expected, allow) => {
+    const dev = new SimDevice({ record: true });
+    const dport = await dev.listen();
+    const ac = new AbortController();
+    let port = 0;
+    const listening = new Promise<void>((r) => {
+      void run(["modbus", "proxy", "--listen", "127.0.0.1:0", "--upstream", `tcp://127.0.0.1:${dport}`, ...flags], {
+        signal: ac.signal,
+        onListening: (p) => {
+          port = p;
+          r();
+        },
+      }).then((res) => done(res));
+    });
+    let done: (r: { out: string; err: string; error?: unknown }) => void = () => {};
+    const finished = new Promise<{ out: string; err: string; error?: unknown }>((r) => (done = r));
+    await listening;
+    const c = await RawClient.connect(port);
+    expect(await c.request(1, "03 0000 0001")).toBe(expected);
+    expect(await c.request(1, "06 0000 0001")).toBe("8601");
+    c.close();
+    ac.abort();
+    const res = await finished;
+    expect(res.error).toBeUndefined();
+    const lines = res.out.trim().split("\n").map((l) => JSON.parse(l) as DecisionRecord);
+    expect(lines).toHaveLength(2);
+    expect(lines[0]).toMatchObject({ identity: "ip:127.0.0.1", unit: 1, fc: 3, addresses: "holding 0", allow, request: "0300000001" });
+    expect(lines[1]).toMatchObject({ fc: 6, allow: false, values: [1] });
+    expect(dev.received).toEqual(allow ? ["1:0300000001"] : []);
+    await dev.close();
+  });
+});

@@ -1,0 +1,96 @@
+import fc from "fast-check";
+import { describe, expect, it } from "vitest";
+import { isDaemonError } from "../../../agent/errors";
+import { roleFromCertificate } from "../../../protocols/modbus/cert-role";
+import { decodeRtu, decodeTcpRequest, encodeMbap, encodeRtu, scanMbap } from "../../../protocols/modbus/frame";
+import { encodeRequest, MAX_PDU, parseRequest } from "../../../protocols/modbus/pdu";
+import { requestArb } from "./_arbitraries";
+import { checkResponse, rtuResponseSize } from "../../../protocols/modbus/response";
+
+const u16 = fc.integer({ min: 0, max: 0xffff });
+
+describe("codec properties", () => {
+  it("encode then parse gives the same request", () => {
+    fc.assert(
+      fc.property(requestArb, (req) => {
+        const pdu = encodeRequest(req);
+        expect(pdu.length).toBeLessThanOrEqual(MAX_PDU);
+        expect(parseRequest(pdu)).toEqual({ ok: true, req });
+      }),
+      { numRuns: 3000 },
+    );
+  });
+
+  it("MBAP and RTU framing round-trip", () => {
+    fc.assert(
+      fc.property(requestArb, u16, fc.integer({ min: 0, max: 255 }), (req, tid, unit) => {
+        const pdu = encodeRequest(req);
+        const d = decodeTcpRequest(encodeMbap(tid, unit, pdu));
+        expect(d).toMatchObject({ ok: true, tid, unit, req });
+        const r = decodeRtu(encodeRtu(unit, pdu));
+        expect(r.ok && r.pdu.equals(pdu) && r.unit === unit).toBe(true);
+      }),
+      { numRuns: 1000 },
+    );
+  });
+
+  it("no byte sequence makes the request parser throw; accepted bytes are canonical", () => {
+    const bytes = fc.oneof(
+      fc.uint8Array({ maxLength: 300 }),
+      // Mostly-valid shapes: a known function code followed by noise.
+      fc.tuple(fc.constantFrom(1, 2, 3, 4, 5, 6, 8, 15, 16, 20, 21, 22, 23, 24, 43), fc.uint8Array({ maxLength: 260 })).map(([f, rest]) => Uint8Array.from([f, ...rest])),
+    );
+    fc.assert(
+      fc.property(bytes, (b) => {
+        const p = parseRequest(b);
+        if (p.ok) {
+          const again = encodeRequest(p.req);
+          expect(parseRequest(again)).toEqual(p);
+          // Re-serialisation may only differ from the input in FC 15's unused padding bits.
+          if (p.req.fc !== 15) expect(Buffer.from(b).equals(again)).toBe(true);
+        } else {
+          expect([1, 2, 3]).toContain(p.exception);
+        }
+      }),
+      { numRuns: 5000 },
+    );
+  });
+
+  it("decodeTcpRequest throws nothing but DaemonError(MODBUS_FRAME)", () => {
+    fc.assert(
+      fc.property(fc.uint8Array({ maxLength: 300 }), fc.boolean(), (b, fix) => {
+        const buf = Buffer.from(b);
+        if (fix && buf.length >= 4) buf.writeUInt16BE(0, 2);
+        try {
+          decodeTcpRequest(buf);
+        } catch (e) {
+          expect(isDaemonError(e, "MODBUS_FRAME")).toBe(true);
+        }
+        const s = scanMbap(buf);
+        expect(["need", "frame", "bad"]).toContain(s.kind);
+      }),
+      { numRuns: 5000 },
+    );
+  });
+
+  it("response checks and RTU sizing never throw", () => {
+    fc.assert(
+      fc.property(requestArb, fc.uint8Array({ maxLength: 260 }), (req, b) => {
+        checkResponse(req, b);
+        rtuResponseSize(req, encodeRequest(req).length, b);
+        decodeRtu(b);
+      }),
+      { numRuns: 3000 },
+    );
+  });
+
+  it("the certificate role parser never throws", () => {
+    fc.assert(
+      fc.property(fc.uint8Array({ maxLength: 400 }), (b) => {
+        const r = roleFromCertificate(b);
+        expect(r.ok).toBe(false);
+      }),
+      { numRuns: 3000 },
+    );
+  });
+});

@@ -1,0 +1,129 @@
+import { describe, expect, it } from "vitest";
+import { decodeRtu, encodeRtu } from "../../../protocols/modbus/frame";
+import { encodeRequest, type ModbusRequest } from "../../../protocols/modbus/pdu";
+import { RtuBus } from "../../../protocols/modbus/rtu-bus";
+import type { ByteTransport } from "../../../protocols/modbus/rtu-transport";
+
+/** A simulated multi-drop line: units in `alive` answer after `latencyMs`; others are silent. */
+class FakeLine implements ByteTransport {
+  private data: (b: Buffer) => void = () => {};
+  readonly wire: number[] = [];
+  busy = 0;
+  maxBusy = 0;
+  constructor(
+    private readonly alive: Set<number>,
+    private readonly latencyMs = 2,
+    private readonly garble = new Set<number>(),
+  ) {}
+  async open(): Promise<void> {}
+  write(b: Buffer): void {
+    const f = decodeRtu(b);
+    if (!f.ok) throw new Error("bad frame on the wire");
+    this.wire.push(f.unit);
+    this.busy++;
+    this.maxBusy = Math.max(this.maxBusy, this.busy);
+    setTimeout(() => {
+      this.busy--;
+      if (!this.alive.has(f.unit)) return;
+      const q = f.pdu.readUInt16BE(3);
+      const resp = Buffer.alloc(2 + 2 * q);
+      resp[0] = 3;
+      resp[1] = 2 * q;
+      const frame = encodeRtu(f.unit, resp);
+      if (this.garble.has(f.unit)) frame[frame.length - 1]! ^= 0xff;
+      // Deliver in two chunks, as a UART would.
+      this.data(frame.subarray(0, 3));
+      setTimeout(() => this.data(frame.subarray(3)), 1);
+    }, this.latencyMs);
+  }
+  onData(cb: (b: Buffer) => void): void {
+    this.data = cb;
+  }
+  onClose(): void {}
+  async close(): Promise<void> {}
+}
+
+const read: ModbusRequest = { fc: 3, address: 0, quantity: 2 };
+const pdu = encodeRequest(read);
+
+function bus(line: FakeLine, over: Partial<ConstructorParameters<typeof RtuBus>[0]> = {}) {
+  const b = new RtuBus({
+    name: "bus",
+    type: "rtu",
+    target: "fake",
+    transport: line,
+    baud: 115200,
+    timeout_ms: 200,
+    dead_after: 2,
+    dead_backoff: { min_ms: 400, max_ms: 2000 },
+    max_queue: 64,
+    reconnect: { min_ms: 100, max_ms: 1000 },
+    ...over,
+  });
+  b.start();
+  return b;
+}
+
+describe("RTU bus", () => {
+  it("runs one transaction at a time and answers every unit", async () => {
+    const line = new FakeLine(new Set([1, 2, 3]));
+    const b = bus(line);
+    await new Promise((r) => setTimeout(r, 5));
+    const out = await Promise.all([1, 2, 3, 1, 2, 3].map((u) => b.request(u, read, pdu)));
+    expect(out.map((o) => o.toString("hex"))).toEqual(Array(6).fill("030400000000"));
+    expect(line.maxBusy).toBe(1);
+    await b.stop();
+  });
+
+  it("serves units round robin: a unit with a long queue does not starve another", async () => {
+    const line = new FakeLine(new Set([1, 2]));
+    const b = bus(line);
+    await new Promise((r) => setTimeout(r, 5));
+    const many = Array.from({ length: 10 }, () => b.request(1, read, pdu));
+    const other = b.request(2, read, pdu);
+    await other;
+    // Unit 2 went on the wire within the first three transactions, not after all ten of unit 1's.
+    expect(line.wire.indexOf(2)).toBeLessThanOrEqual(2);
+    await Promise.all(many);
+    await b.stop();
+  });
+
+  it("answers 0B for a silent unit, backs it off, and keeps the live unit fast", async () => {
+    const line = new FakeLine(new Set([1]));
+    const b = bus(line);
+    await new Promise((r) => setTimeout(r, 5));
+    expect((await b.request(7, read, pdu)).toString("hex")).toBe("830b");
+    expect((await b.request(7, read, pdu)).toString("hex")).toBe("830b"); // second timeout: now dead
+    expect(b.status().dead_units).toEqual([7]);
+    const wireBefore = line.wire.length;
+    const t0 = Date.now();
+    expect((await b.request(7, read, pdu)).toString("hex")).toBe("830b"); // at once, not on the wire
+    expect(Date.now() - t0).toBeLessThan(100); // far below the 200 ms timeout
+    expect(line.wire.length).toBe(wireBefore);
+    // Meanwhile unit 1 answers without waiting for unit 7's timeouts.
+    const t1 = Date.now();
+    const live = await Promise.all([b.request(1, read, pdu), b.request(7, read, pdu), b.request(1, read, pdu)]);
+    expect(live.map((x) => x.toString("hex"))).toEqual(["030400000000", "830b", "030400000000"]);
+    expect(Date.now() - t1).toBeLessThan(150); // no timeout of unit 7 in the way
+    // After the backoff one probe goes on the wire again.
+    await new Promise((r) => setTimeout(r, 420));
+    expect(b.status().dead_units).toEqual([]);
+    const n = line.wire.length;
+    expect((await b.request(7, read, pdu)).toString("hex")).toBe("830b");
+    expect(line.wire.length).toBe(n + 1);
+    expect(b.status().dead_units).toEqual([7]); // one more timeout: dead again, longer
+    await b.stop();
+  });
+
+  it("answers 04 for a garbled (bad CRC) response and 0A when the line is down or the queue full", async () => {
+    const line = new FakeLine(new Set([1, 5]), 2, new Set([5]));
+    const b = bus(line, { max_queue: 2 });
+    await new Promise((r) => setTimeout(r, 5));
+    expect((await b.request(5, read, pdu)).toString("hex")).toBe("8304");
+    const q = [b.request(1, read, pdu), b.request(1, read, pdu), b.request(1, read, pdu), b.request(1, read, pdu)];
+    const res = (await Promise.all(q)).map((x) => x.toString("hex"));
+    expect(res.filter((r) => r === "830a").length).toBeGreaterThan(0);
+    await b.stop();
+    expect((await b.request(1, read, pdu)).toString("hex")).toBe("830a");
+  });
+});
