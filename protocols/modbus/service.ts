@@ -14,6 +14,7 @@ import { ModbusEvents } from "./events";
 import { ModbusPolicy, type ModbusPolicyRequest } from "./policy-engine";
 import { parsePolicyText, type PolicyFile } from "./policy-schema";
 import { Router } from "./router";
+import { PointPoller, type PolledPoint } from "./poller";
 import { ReadingsTap, type TapPoint } from "./tap";
 import { ModbusListener, type ListenerStatus } from "./tcp-proxy";
 import type { Upstream, UpstreamStatus } from "./upstream";
@@ -35,6 +36,8 @@ export interface ModbusProxyServiceOptions {
   log?: ServiceLog;
   /** Points for the readings tap (the daemon maps its top-level `points` with `tapPointsFrom`). */
   points?: readonly TapPoint[];
+  /** Points to poll through the upstreams (values go through the tap to `readings`). */
+  poll?: readonly PolledPoint[];
   /** A decision point to use instead of the configured policy (tests, commissioning). */
   pdp?: PolicyDecisionPoint<ModbusPolicyRequest>;
   onDecision?: (r: DecisionRecord) => void;
@@ -46,6 +49,7 @@ export interface ModbusProxyStatus {
   upstreams: UpstreamStatus[];
   windows: WriteWindow[];
   roles: string[];
+  polling: { points: number; polls: number; errors: number } | null;
 }
 
 const noLog: ServiceLog = { info() {}, warn() {}, debug() {}, error() {} };
@@ -57,6 +61,7 @@ export class ModbusProxyService {
   private policy: ModbusPolicy | undefined;
   private store: WindowStore | undefined;
   private running = false;
+  private poller: PointPoller | undefined;
   private readonly log: ServiceLog;
 
   constructor(private readonly o: ModbusProxyServiceOptions) {
@@ -105,8 +110,9 @@ export class ModbusProxyService {
     };
     for (const u of c.upstreams) this.upstreams.set(u.name, createUpstream(u, observer));
     const router = new Router(c.routes, this.upstreams, c.listeners.map((l) => l.name));
-    const points = this.o.points ?? [];
+    const points = [...(this.o.points ?? []), ...(this.o.poll ?? []).filter((p) => !(this.o.points ?? []).some((q) => q.id === p.id))];
     const tap = this.o.readings && points.length ? new ReadingsTap(points, this.o.readings) : undefined;
+    if (tap && this.o.poll?.length) this.poller = new PointPoller(this.o.poll, (n) => this.upstreams.get(n), tap);
     const policy = this.policy;
     const ctx = {
       pdp,
@@ -120,6 +126,7 @@ export class ModbusProxyService {
     };
     events.start();
     for (const u of this.upstreams.values()) u.start();
+    this.poller?.start();
     const bound: Array<{ name: string; address: string; port: number }> = [];
     try {
       for (const l of c.listeners) {
@@ -139,6 +146,8 @@ export class ModbusProxyService {
 
   async stop(): Promise<void> {
     this.running = false;
+    this.poller?.stop();
+    this.poller = undefined;
     await Promise.all(this.listeners.map((l) => l.stop()));
     this.listeners = [];
     await Promise.all([...this.upstreams.values()].map((u) => u.stop()));
@@ -154,6 +163,7 @@ export class ModbusProxyService {
       upstreams: [...this.upstreams.values()].map((u) => u.status()),
       windows: this.store?.list() ?? [],
       roles: this.policy?.roleNames() ?? [],
+      polling: this.poller ? { points: this.o.poll?.length ?? 0, ...this.poller.counters } : null,
     };
   }
 }
