@@ -58,6 +58,7 @@ function round(n: number | null): number | null {
 export class Heartbeat {
   private timer: NodeJS.Timeout | undefined;
   private busy = false;
+  private stopped = false;
 
   constructor(
     private readonly o: {
@@ -84,6 +85,8 @@ export class Heartbeat {
       } catch (e) {
         this.o.log.debug({ err: describeError(e) }, "Posture probe failed.");
       }
+      // The probe can take seconds: the daemon may have stopped (outbox closed) meanwhile.
+      if (this.stopped) return;
       this.o.sink.record({
         class: "heartbeat",
         severity: 1,
@@ -100,6 +103,7 @@ export class Heartbeat {
   }
 
   stop(): void {
+    this.stopped = true;
     if (this.timer) clearInterval(this.timer);
   }
 }

@@ -260,7 +260,7 @@ export function lossDrafts(summary: readonly EvictedRange[], reason: string, det
           activity_id: 1,
           message: `${count} ${s.class} event(s) lost from the outbox (${reason}${detail ? `: ${detail}` : ""})`,
           finding_info: { uid: `loss-${reason}`, title: "Events lost before delivery", types: ["Event Loss"] },
-          unmapped: { loss: { reason, class: s.class, count, ranges } },
+          unmapped: { loss: { reason, class: s.class, count, ranges, ...(s.counts && i === 0 ? { counts: s.counts } : {}) } },
         },
       });
     }

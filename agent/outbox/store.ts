@@ -38,6 +38,11 @@ export interface EvictedRange {
   count: number;
   /** [boot, first seq, last seq], merged where contiguous within the evicted set. */
   ranges: [number, number, number][];
+  /**
+   * Per-class counts when the ranges span several classes: evicting unsent loss records
+   * folds what they named into the new record (`class` is then the highest class included).
+   */
+  counts?: Partial<Record<EventClass, number>>;
 }
 
 export interface OutboxStats {
@@ -104,6 +109,7 @@ export class Outbox {
       readAfter: this.db.prepare("SELECT id, boot, seq, rank, time, bytes, body FROM events WHERE id > ? AND parked = 0 ORDER BY id LIMIT ?"),
       del: this.db.prepare("DELETE FROM events WHERE id = ? RETURNING bytes"),
       byRank: this.db.prepare("SELECT id, boot, seq, rank, bytes FROM events WHERE rank = ? ORDER BY id"),
+      bodyOf: this.db.prepare("SELECT body FROM events WHERE id = ?").pluck(),
       pageCount: this.db.prepare("PRAGMA page_count"),
       freelist: this.db.prepare("PRAGMA freelist_count"),
       stats: this.db.prepare("SELECT COUNT(*) AS depth, COALESCE(SUM(bytes), 0) AS bytes, MIN(time) AS oldest, COALESCE(SUM(parked), 0) AS parked FROM events"),
@@ -214,6 +220,7 @@ export class Outbox {
     let need = Math.ceil((used + incoming * 2 - this.dataBudget * 0.9) * ratio);
     const ids: number[] = [];
     const summary: EvictedRange[] = [];
+    const carried: Carried = { ranges: [], counts: {} };
     for (let rank = 0; rank < EVENT_CLASSES.length && need > 0; rank++) {
       const cls = EVENT_CLASSES[rank]!;
       let entry: EvictedRange | undefined;
@@ -228,10 +235,20 @@ export class Outbox {
         const last = entry.ranges[entry.ranges.length - 1];
         if (last && last[0] === r.boot && last[2] + 1 === r.seq) last[2] = r.seq;
         else entry.ranges.push([r.boot, r.seq, r.seq]);
+        if (rank === SYSTEM_RANK) carryLoss(this.stmts.bodyOf.get(r.id) as string | undefined, carried);
       }
       if (entry) summary.push(entry);
     }
-    return ids.length ? { ids, summary } : undefined;
+    if (!ids.length) return undefined;
+    if (!carried.ranges.length) return { ids, summary };
+    // Unsent loss records are being evicted: what they named must not be forgotten. Fold it,
+    // with this round's evictions, into one set of merged ranges (everything older is gone by
+    // now, so the union is nearly contiguous and stays small).
+    const counts: Partial<Record<EventClass, number>> = { ...carried.counts };
+    for (const e of summary) counts[e.class] = (counts[e.class] ?? 0) + e.count;
+    const ranges = mergeRanges([...carried.ranges, ...summary.flatMap((e) => e.ranges)]);
+    const top = [...EVENT_CLASSES].reverse().find((c) => counts[c]) ?? "system";
+    return { ids, summary: [{ class: top, count: ranges.reduce((n, r) => n + r[2] - r[1] + 1, 0), ranges, counts }] };
   }
 
   stats(): OutboxStats {
@@ -281,4 +298,44 @@ export class Outbox {
     }
     this.db.close();
   }
+}
+
+const SYSTEM_RANK = CLASS_RANK.system;
+
+interface Carried {
+  ranges: [number, number, number][];
+  counts: Partial<Record<EventClass, number>>;
+}
+
+/** Collects the ranges and per-class counts an evicted loss record named (other rows: nothing). */
+function carryLoss(body: string | undefined, into: Carried): void {
+  if (!body || !body.includes('"loss":')) return;
+  let loss: { class?: unknown; count?: unknown; counts?: unknown; ranges?: unknown } | undefined;
+  try {
+    loss = (JSON.parse(body) as { ocsf?: { unmapped?: { loss?: typeof loss } } }).ocsf?.unmapped?.loss;
+  } catch {
+    return;
+  }
+  if (!loss || !Array.isArray(loss.ranges)) return;
+  const ranges = loss.ranges.filter((r): r is [number, number, number] => Array.isArray(r) && r.length === 3 && r.every((x) => Number.isSafeInteger(x)) && (r[1] as number) <= (r[2] as number));
+  if (!ranges.length) return;
+  into.ranges.push(...ranges);
+  if (loss.counts && typeof loss.counts === "object") {
+    for (const [c, n] of Object.entries(loss.counts as Record<string, unknown>)) if (c in CLASS_RANK && typeof n === "number") into.counts[c as EventClass] = (into.counts[c as EventClass] ?? 0) + n;
+  } else if (typeof loss.class === "string" && loss.class in CLASS_RANK) {
+    const n = ranges.reduce((a, r) => a + r[2] - r[1] + 1, 0);
+    into.counts[loss.class as EventClass] = (into.counts[loss.class as EventClass] ?? 0) + n;
+  }
+}
+
+/** Sorts [boot, first, last] ranges and merges overlapping or adjacent ones. */
+function mergeRanges(ranges: [number, number, number][]): [number, number, number][] {
+  const sorted = ranges.map((r) => [...r] as [number, number, number]).sort((a, b) => a[0] - b[0] || a[1] - b[1]);
+  const out: [number, number, number][] = [];
+  for (const r of sorted) {
+    const last = out[out.length - 1];
+    if (last && last[0] === r[0] && r[1] <= last[2] + 1) last[2] = Math.max(last[2], r[2]);
+    else out.push(r);
+  }
+  return out;
 }

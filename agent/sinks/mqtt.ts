@@ -3,7 +3,7 @@ import mqtt, { type IClientOptions, type MqttClient } from "mqtt";
 import type { Logger } from "pino";
 import type { Config } from "../config/schema";
 import { describeError } from "../errors";
-import { hashMatches, isEnvelopeShape, type Envelope } from "../events/envelope";
+import { storedBodyHashOk } from "../events/envelope";
 import { OcsfClass } from "../events/ocsf";
 import type { Recorder } from "../events/recorder";
 import { BatchSealer } from "../events/seal";
@@ -170,27 +170,23 @@ export class MqttForwarder {
   }
 
   /** Picks the longest prefix of rows that fits one message; quarantines corrupt rows. */
-  private takeBatch(rows: Row[]): { row: Row; env: Envelope }[] {
-    const out: { row: Row; env: Envelope }[] = [];
+  private takeBatch(rows: Row[]): Row[] {
+    const out: Row[] = [];
     let bytes = 512; // header and box overhead
     for (const row of rows) {
       this.cursor = Math.max(this.cursor, row.id);
-      let env: unknown;
-      try {
-        env = JSON.parse(row.body);
-      } catch {
-        env = undefined;
-      }
-      if (!isEnvelopeShape(env) || !hashMatches(env) || env.boot !== row.boot || env.seq !== row.seq) {
+      // Already on its way: a parked retry rewinds the cursor while messages are in flight.
+      if (this.inflightIds.has(row.id)) continue;
+      if (!storedBodyHashOk(row.body)) {
         this.quarantine(row);
         continue;
       }
       if (out.length && bytes + row.body.length + 1 > this.maxPacket) {
-        this.cursor = out[out.length - 1]!.row.id;
+        this.cursor = out[out.length - 1]!.id;
         break;
       }
       bytes += row.body.length + 1;
-      out.push({ row, env });
+      out.push(row);
     }
     return out;
   }
@@ -202,12 +198,12 @@ export class MqttForwarder {
     this.o.recorder.reportQuarantined(row, "stored event failed its hash check");
   }
 
-  private send(batch: { row: Row; env: Envelope }[]): void {
-    const first = batch[0]!.env;
-    const last = batch[batch.length - 1]!.env;
-    const plaintext = Buffer.from("[" + batch.map((b) => b.row.body).join(",") + "]");
+  private send(batch: Row[]): void {
+    const first = batch[0]!;
+    const last = batch[batch.length - 1]!;
+    const plaintext = Buffer.from("[" + batch.map((r) => r.body).join(",") + "]");
     const payload = this.sealer.seal({ device: this.o.device, from: [first.boot, first.seq], to: [last.boot, last.seq], count: batch.length }, plaintext);
-    const ids = batch.map((b) => b.row.id);
+    const ids = batch.map((r) => r.id);
     const tok = ++this.token;
     this.inflight.set(tok, ids);
     for (const id of ids) this.inflightIds.add(id);
@@ -235,7 +231,7 @@ export class MqttForwarder {
     });
   }
 
-  private reject(ids: number[], rc: number, message: string, first: Envelope, last: Envelope): void {
+  private reject(ids: number[], rc: number, message: string, first: Row, last: Row): void {
     this.counters.rejected++;
     this.o.outbox.park(ids, `PUBACK 0x${rc.toString(16)} ${message}`, Date.now());
     this.o.log.error({ reason_code: rc, from: [first.boot, first.seq], to: [last.boot, last.seq] }, "The broker rejected a batch; parked it and moving on.");

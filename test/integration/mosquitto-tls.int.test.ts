@@ -1,0 +1,235 @@
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { copyFileSync, cpSync, mkdirSync } from "node:fs";
+import { join } from "node:path";
+import { Runtime } from "../../agent/runtime";
+import { SocReceiver } from "../../agent/soc/receive";
+import type { OutLine } from "../../agent/soc/verifier";
+import { TrustStore } from "../../agent/soc/trust";
+import { verifyFile } from "../../agent/soc/verify-file";
+import { account, unexpectedProblems } from "../helpers/daemon";
+import { makeSite, silent, sleep, tempDir, until } from "../helpers/fixture";
+import { Mosquitto, MOSQUITTO } from "../helpers/mosquitto";
+import { findOpenssl, makePki, type TestPki } from "../helpers/tls";
+
+const OPENSSL = findOpenssl();
+const missing = [!MOSQUITTO && "mosquitto (apt install mosquitto)", !OPENSSL && "openssl"].filter(Boolean).join(" and ");
+const skip = missing !== "";
+const why = skip ? ` [skipped: needs ${missing}]` : "";
+const DEVICE = "gw-test-1";
+const SOC_CN = "soc-receiver";
+const TOPIC = "gatewarden/v1/+/events";
+
+const stopped = new WeakSet<SocReceiver>();
+async function stopOnce(rx: SocReceiver): Promise<void> {
+  if (stopped.has(rx)) return;
+  stopped.add(rx);
+  await rx.stop();
+}
+
+describe("agent -> Mosquitto (mTLS, MQTT 5) -> SOC receiver", () => {
+  const cleanups: (() => Promise<void> | void)[] = [];
+  afterEach(async () => {
+    for (const c of cleanups.reverse()) await c();
+    cleanups.length = 0;
+  });
+
+  // One throwaway PKI for the file, made with openssl: CA, server (127.0.0.1, localhost), clients.
+  let pki: TestPki;
+  let pkiDir: ReturnType<typeof tempDir> | undefined;
+  beforeAll(() => {
+    if (skip) return;
+    pkiDir = tempDir("gw-pki-");
+    pki = makePki(pkiDir.dir, [DEVICE, SOC_CN], OPENSSL);
+  });
+  afterAll(() => pkiDir?.cleanup());
+
+  async function setup(o: { acl?: string; settings?: Record<string, string> } = {}) {
+    const t = tempDir("gw-mosq-");
+    cleanups.push(t.cleanup);
+    const mq = new Mosquitto({ dir: t.dir, tls: { ca: pki.ca, cert: pki.server.cert, key: pki.server.key }, acl: o.acl });
+    await mq.start();
+    cleanups.push(() => mq.stop());
+    const gw = pki.clients[DEVICE]!;
+    const site = makeSite(t.dir, {
+      device: DEVICE,
+      settings: {
+        "upstream.url": mq.url,
+        "upstream.ca": pki.ca,
+        "upstream.cert": gw.cert,
+        "upstream.key": gw.key,
+        "upstream.reconnect_min_ms": "100",
+        "upstream.reconnect_max_ms": "500",
+        "heartbeat.interval_ms": "1000",
+        ...o.settings,
+      },
+    });
+    const receiver = (name: string, dir: string, lines: OutLine[], share?: string, gapTimeoutMs = 60_000) =>
+      new SocReceiver({
+        broker: mq.url,
+        dir,
+        out: join(t.dir, `${name}.jsonl`),
+        topic: TOPIC,
+        share,
+        clientId: name,
+        ca: pki.ca,
+        cert: pki.clients[SOC_CN]!.cert,
+        key: pki.clients[SOC_CN]!.key,
+        protocolVersion: 5,
+        gapTimeoutMs,
+        dedupeWindow: 100_000,
+        log: silent,
+        onLine: (l) => lines.push(l),
+      });
+    return { t, pki, mq, site, receiver };
+  }
+
+  async function runAgent(site: ReturnType<typeof makeSite>, during: (rt: Runtime) => Promise<void>): Promise<Runtime> {
+    const rt = new Runtime(site.load(), silent);
+    await rt.start();
+    cleanups.push(() => rt.stop("cleanup", 0).catch(() => undefined));
+    await during(rt);
+    rt.stopSources();
+    await rt.stop("test", 15_000);
+    return rt;
+  }
+
+  it.skipIf(skip)(`delivers every event exactly once, verified, over TLS with client certificates${why}`, async () => {
+    const { t, site, receiver, mq, pki } = await setup({ settings: { "simulate.events_per_s": "800" } });
+    const lines: OutLine[] = [];
+    const rx = receiver("soc-1", site.socDir, lines);
+    await rx.start();
+    cleanups.push(() => stopOnce(rx));
+    const rt = await runAgent(site, async (rt) => {
+      await until(() => rt.upstreamState() === "up", 10_000, "the agent to connect over mTLS");
+      await sleep(1500);
+    });
+    const committed = rt.recorder.counters.committed;
+    expect(rt.forwarder!.counters.rejected).toBe(0);
+    await until(() => rx.counters.events >= committed, 15_000, `the receiver to verify ${committed} events (has ${rx.counters.events})`);
+    const a = account(lines, committed - 1);
+    expect(unexpectedProblems(a, [])).toEqual([]);
+    expect(a.doubled).toEqual([]);
+    expect(a.missing).toEqual([]);
+    expect(a.events.length).toBe(committed);
+    expect(a.events.every((e) => e.verified)).toBe(true);
+    // The output file re-verifies offline: signatures, hashes, an unbroken chain, no gaps.
+    await stopOnce(rx);
+    const v = await verifyFile(join(t.dir, "soc-1.jsonl"), new TrustStore(site.socDir));
+    expect(v.problems).toEqual({});
+    expect(v.verified).toBe(committed);
+    // Both sides authenticated with certificates: the broker named them by their CN.
+    expect(mq.log).toMatch(new RegExp(`New client connected from 127\\.0\\.0\\.1:\\d+ as gatewarden-${DEVICE} .*u'${DEVICE}'`));
+    expect(mq.log).toMatch(new RegExp(`as soc-1 .*u'${SOC_CN}'`));
+  });
+
+  it.skipIf(skip)(`refuses a client without a certificate${why}`, async () => {
+    const { mq, pki } = await setup();
+    const mqtt = (await import("mqtt")).default;
+    const { readFileSync } = await import("node:fs");
+    const c = mqtt.connect(mq.url, { ca: readFileSync(pki.ca), protocolVersion: 5, reconnectPeriod: 0, connectTimeout: 3000, rejectUnauthorized: true });
+    const outcome = await new Promise<string>((resolve) => {
+      c.once("connect", () => resolve("connected"));
+      c.once("error", (e) => resolve(`error: ${e.message}`));
+      c.once("close", () => resolve("closed"));
+    });
+    c.end(true);
+    expect(outcome).not.toBe("connected");
+  });
+
+  /** Two receivers in one shared-subscription group, each with its own state. */
+  async function shared(gapTimeoutMs: number) {
+    const { t, site, receiver } = await setup({ settings: { "simulate.events_per_s": "600", "upstream.max_batch_events": "20" } });
+    // A second SOC receiver with its own state, the same SOC key and trust.
+    const dir2 = join(t.dir, "soc-b");
+    mkdirSync(dir2, { mode: 0o700 });
+    copyFileSync(join(site.socDir, "soc.key"), join(dir2, "soc.key"));
+    cpSync(join(site.socDir, "trusted"), join(dir2, "trusted"), { recursive: true });
+    const la: OutLine[] = [];
+    const lb: OutLine[] = [];
+    const ra = receiver("soc-a", site.socDir, la, "socs", gapTimeoutMs);
+    const rb = receiver("soc-b", dir2, lb, "socs", gapTimeoutMs);
+    await ra.start();
+    cleanups.push(() => stopOnce(ra));
+    await rb.start();
+    cleanups.push(() => stopOnce(rb));
+    const rt = await runAgent(site, async (rt) => {
+      await until(() => rt.upstreamState() === "up", 10_000, "the agent to connect");
+      await sleep(1500);
+    });
+    const committed = rt.recorder.counters.committed;
+    await until(() => ra.counters.events + rb.counters.events >= committed, 15_000, `the receivers to verify ${committed} events between them (have ${ra.counters.events}+${rb.counters.events})`);
+    await sleep(200);
+    return { ra, rb, la, lb, committed };
+  }
+
+  it.skipIf(skip)(`splits the stream over an MQTT v5 shared subscription (--share)${why}`, async () => {
+    const { ra, rb, la, lb, committed } = await shared(60_000);
+    // Each message went to one member of the group only: together exactly the stream, once.
+    expect(ra.counters.events).toBeGreaterThan(0);
+    expect(rb.counters.events).toBeGreaterThan(0);
+    const a = account([...la, ...lb], committed - 1);
+    expect(unexpectedProblems(a, [])).toEqual([]);
+    expect(a.doubled).toEqual([]);
+    expect(a.missing).toEqual([]);
+    expect(a.events.length).toBe(committed);
+  });
+
+  // Known limitation (reported): the broker deals a device's messages round-robin to the group,
+  // and each receiver accounts gaps on its own state, so once the gap timeout passes each one
+  // reports the other's share as `gap`s. Marked `fails` so it turns red when that is fixed.
+  it.skipIf(skip).fails(`[known limitation] receivers sharing a group do not report each other's share as gaps${why}`, async () => {
+    const { la, lb } = await shared(300);
+    await sleep(2000);
+    expect([...la, ...lb].filter((l) => "problem" in l && l.problem === "gap")).toEqual([]);
+  });
+
+  it.skipIf(skip)(`a batch the broker rejects (ACL, PUBACK 0x87) is parked and reported; the rest keeps flowing${why}`, async () => {
+    const allow = `user ${DEVICE}\ntopic write gatewarden/v1/${DEVICE}/events\n\nuser ${SOC_CN}\ntopic read gatewarden/v1/+/events\n`;
+    const deny = `user ${DEVICE}\ntopic write gatewarden/v1/somewhere-else/events\n\nuser ${SOC_CN}\ntopic read gatewarden/v1/+/events\n`;
+    const { site, receiver, mq } = await setup({ acl: allow, settings: { "simulate.events_per_s": "300", "upstream.parked_retry_ms": "1000", "upstream.max_batch_events": "50" } });
+    const lines: OutLine[] = [];
+    const rx = receiver("soc-1", site.socDir, lines);
+    await rx.start();
+    cleanups.push(() => stopOnce(rx));
+    let parkedSeen = 0;
+    const rt = await runAgent(site, async (rt) => {
+      await until(() => rt.upstreamState() === "up", 10_000, "the agent to connect");
+      await sleep(500);
+      await mq.setAcl(deny);
+      // Parked rows are retried on a fixed period: allow again right after a retry, so that the
+      // next retry is a whole period away and new events visibly overtake the parked ones.
+      let retries = 0;
+      const unpark = rt.outbox.unparkAll.bind(rt.outbox);
+      rt.outbox.unparkAll = () => (retries++, unpark());
+      await until(() => rt.forwarder!.counters.rejected > 0, 10_000, "a rejected batch");
+      await until(() => (parkedSeen = rt.outbox.stats().parked) > 0, 5000, "rows to be parked");
+      const r = retries;
+      await until(() => retries > r, 5000, "a parked retry");
+      await mq.setAcl(allow);
+      // Parked rows are retried every parked_retry_ms; new ones flow at once.
+      await until(() => rt.outbox.stats().parked === 0 && rt.outbox.stats().depth < 50, 15_000, "parked rows to be retried and delivered");
+      await sleep(300);
+    });
+    const committed = rt.recorder.counters.committed;
+    // What Mosquitto 2.0 really does: an ACL-denied QoS 1 PUBLISH from an MQTT 5 client gets a
+    // PUBACK with reason code 0x87 (Not authorized); the connection stays up.
+    expect(mq.log).toMatch(/Denied PUBLISH from gatewarden-gw-test-1/);
+    expect(rt.forwarder!.counters.rejected).toBeGreaterThan(0);
+    expect(parkedSeen).toBeGreaterThan(0);
+    await until(() => rx.counters.events >= committed, 15_000, `the receiver to verify ${committed} events (has ${rx.counters.events})`);
+    const a = account(lines, committed - 1);
+    expect(unexpectedProblems(a, [])).toEqual([]);
+    expect(a.doubled).toEqual([]);
+    expect(a.missing).toEqual([]);
+    // The SOC got the signed report of the rejection, naming reason code 0x87 and the range.
+    const reports = a.events.filter((e) => (e.ocsf.unmapped as { error_type?: string } | undefined)?.error_type === "upstream_rejected");
+    expect(reports.length).toBeGreaterThan(0);
+    const r0 = reports[0]!.ocsf.unmapped as { reason_code: number; from: [number, number]; to: [number, number] };
+    expect(r0.reason_code).toBe(0x87);
+    // Not blocked: events recorded after the rejected batch reached the SOC before it did.
+    const order = new Map(a.events.map((e, i) => [e.seq, i]));
+    const firstRejected = order.get(r0.from[1])!;
+    const overtook = a.events.slice(0, firstRejected).filter((e) => e.seq > r0.to[1]);
+    expect(overtook.length).toBeGreaterThan(0);
+  });
+});
