@@ -19,19 +19,24 @@ export function registerDaemon(program: Command): void {
     .option("--config <FILE>", "config file")
     .action(
       action(async (opts: Opts) => {
+        // Signals are handled from the first moment: a SIGTERM during startup (the outbox
+        // check can take a while on a large database) still stops cleanly once started.
+        let stopRequested: string | undefined;
+        let onSignal = (sig: string) => void (stopRequested ??= sig);
+        process.once("SIGTERM", () => onSignal("SIGTERM"));
+        process.once("SIGINT", () => onSignal("SIGINT"));
         const loaded = loadConfig(locateConfig(opts.config));
         const log = createLogger(loaded.config.log.level);
         const rt = new Runtime(loaded, log);
         await rt.start();
         await new Promise<void>((resolve) => {
           let stopping = false;
-          const stop = (sig: string) => {
+          onSignal = (sig: string) => {
             if (stopping) return;
             stopping = true;
             void rt.stop(sig).finally(resolve);
           };
-          process.once("SIGTERM", () => stop("SIGTERM"));
-          process.once("SIGINT", () => stop("SIGINT"));
+          if (stopRequested) onSignal(stopRequested);
         });
       }),
     );

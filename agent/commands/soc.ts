@@ -62,12 +62,13 @@ export function registerSoc(program: Command): void {
     .option("--password-file <FILE>", "file holding the broker password (0600)")
     .option("--topic <FILTER>", "topic filter", "gatewarden/v1/+/events")
     .option("--share <GROUP>", "consume through the MQTT v5 shared subscription $share/GROUP/<topic>")
+    .option("--continuity <MODE>", "online: chain, gap and lost-tail checks here (default without --share); offline: leave them to `soc verify` over all receivers' outputs (default with --share)")
     .option("--client-id <ID>", "MQTT client id; keep it stable so the broker keeps the session while the receiver is down")
     .option("--gap-timeout-ms <MS>", "how long a hole in a device's sequence may wait for late events before it is reported as a gap", "300000")
     .option("--mqtt-version <V>", "5, or 4 for MQTT 3.1.1 brokers", "5")
     .option("--dedupe-window <N>", "positions per device boot remembered for de-duplication", "100000")
     .action(
-      action(async (opts: { broker: string; dir: string; out: string; ca?: string; cert?: string; key?: string; username?: string; passwordFile?: string; topic: string; share?: string; clientId?: string; gapTimeoutMs: string; dedupeWindow: string; mqttVersion: string }) => {
+      action(async (opts: { broker: string; dir: string; out: string; ca?: string; cert?: string; key?: string; username?: string; passwordFile?: string; topic: string; share?: string; clientId?: string; gapTimeoutMs: string; dedupeWindow: string; mqttVersion: string; continuity?: string }) => {
         const log = createLogger("info", 2);
         const r = new SocReceiver({
           broker: opts.broker,
@@ -84,6 +85,7 @@ export function registerSoc(program: Command): void {
           gapTimeoutMs: positive(opts.gapTimeoutMs, "--gap-timeout-ms"),
           dedupeWindow: positive(opts.dedupeWindow, "--dedupe-window"),
           protocolVersion: mqttVersion(opts.mqttVersion),
+          continuity: opts.continuity === undefined ? undefined : continuityMode(opts.continuity),
           log,
         });
         await r.start();
@@ -124,4 +126,9 @@ function positive(s: string, name: string): number {
 function mqttVersion(s: string): 4 | 5 {
   if (s === "4" || s === "5") return Number(s) as 4 | 5;
   throw new DaemonError("USAGE", `--mqtt-version must be 4 or 5, not ${s}`);
+}
+
+function continuityMode(s: string): boolean {
+  if (s === "online" || s === "offline") return s === "online";
+  throw new DaemonError("USAGE", `--continuity must be online or offline, not ${s}`);
 }

@@ -54,7 +54,8 @@ export const upstreamSchema = z.strictObject({
   max_message_bytes: byteSize.pipe(z.number().int().min(1024).max(256 * 1024 ** 2)).default(256 * 1024),
   reconnect_min_ms: int(50, 600_000).default(500),
   reconnect_max_ms: int(100, 3_600_000).default(30_000),
-  parked_retry_ms: int(1000, 86_400_000).default(600_000),
+  /** Keep it below the SOC receiver's --gap-timeout-ms (5 min) so a retried batch is not a gap. */
+  parked_retry_ms: int(1000, 86_400_000).default(120_000),
 });
 
 export const bufferSchema = z.strictObject({

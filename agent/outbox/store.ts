@@ -115,6 +115,8 @@ export class Outbox {
       stats: this.db.prepare("SELECT COUNT(*) AS depth, COALESCE(SUM(bytes), 0) AS bytes, MIN(time) AS oldest, COALESCE(SUM(parked), 0) AS parked FROM events"),
       park: this.db.prepare("UPDATE events SET parked = 1 WHERE id = ?"),
       parkNote: this.db.prepare("INSERT INTO parked (id, reason, at) VALUES (?, ?, ?) ON CONFLICT(id) DO UPDATE SET reason = excluded.reason, at = excluded.at, retries = retries + 1"),
+      wasParked: this.db.prepare("SELECT 1 FROM parked WHERE id = ?").pluck(),
+      forgetDelivered: this.db.prepare("DELETE FROM parked WHERE id NOT IN (SELECT id FROM events)"),
       unparkAll: this.db.prepare("UPDATE events SET parked = 0 WHERE parked = 1"),
       parkedRows: this.db.prepare("SELECT e.id, e.boot, e.seq, e.rank, e.time, e.bytes, e.body FROM events e WHERE e.parked = 1 ORDER BY e.id LIMIT ?"),
       quarantine: this.db.prepare("INSERT INTO quarantine (id, boot, seq, rank, reason, at, body) SELECT id, boot, seq, rank, ?, ?, CAST(body AS BLOB) FROM events WHERE id = ?"),
@@ -180,17 +182,22 @@ export class Outbox {
     })();
   }
 
-  park(ids: readonly number[], reason: string, now: number): void {
+  /** Parks rows; returns how many were never parked before (retries are not news). */
+  park(ids: readonly number[], reason: string, now: number): number {
+    let fresh = 0;
     this.db.transaction(() => {
       for (const id of ids) {
         this.stmts.park.run(id);
+        if (!this.stmts.wasParked.get(id)) fresh++;
         this.stmts.parkNote.run(id, reason, now);
       }
     })();
+    return fresh;
   }
 
   /** Makes parked rows eligible again (periodic retry); returns how many. */
   unparkAll(): number {
+    this.stmts.forgetDelivered.run();
     return this.stmts.unparkAll.run().changes;
   }
 

@@ -233,7 +233,12 @@ export class MqttForwarder {
 
   private reject(ids: number[], rc: number, message: string, first: Row, last: Row): void {
     this.counters.rejected++;
-    this.o.outbox.park(ids, `PUBACK 0x${rc.toString(16)} ${message}`, Date.now());
+    const fresh = this.o.outbox.park(ids, `PUBACK 0x${rc.toString(16)} ${message}`, Date.now());
+    // A retry rejected again is not news: one event per batch when it is first parked.
+    if (fresh === 0) {
+      this.o.log.warn({ reason_code: rc, from: [first.boot, first.seq], to: [last.boot, last.seq] }, "A parked batch was rejected again; it stays parked.");
+      return;
+    }
     this.o.log.error({ reason_code: rc, from: [first.boot, first.seq], to: [last.boot, last.seq] }, "The broker rejected a batch; parked it and moving on.");
     this.o.recorder.record({
       class: "system",

@@ -25,6 +25,12 @@ export interface ReceiverOptions {
   username?: string;
   passwordFile?: string;
   gapTimeoutMs: number;
+  /**
+   * Chain, gap and lost-tail checks at this receiver. Default: on, off with `share` (a
+   * round-robin group gives each member part of every device's stream). Turn it on with a
+   * broker that keeps each publisher on one member (EMQX hash_clientid / hash_topic).
+   */
+  continuity?: boolean;
   /** 5 (default) or 4 for MQTT 3.1.1 brokers. */
   protocolVersion?: 4 | 5;
   dedupeWindow: number;
@@ -62,7 +68,7 @@ export class SocReceiver {
     this.db.pragma("journal_mode = WAL");
     this.db.pragma("synchronous = FULL");
     this.db.exec("CREATE TABLE IF NOT EXISTS output (id INTEGER PRIMARY KEY CHECK (id = 1), path TEXT NOT NULL, length INTEGER NOT NULL)");
-    this.verifier = new StreamVerifier(this.db, this.trust, { gapTimeoutMs: o.gapTimeoutMs, dedupeWindow: o.dedupeWindow });
+    this.verifier = new StreamVerifier(this.db, this.trust, { gapTimeoutMs: o.gapTimeoutMs, dedupeWindow: o.dedupeWindow, continuity: o.continuity ?? !o.share });
     if (o.out === "-") {
       this.fd = 1;
       this.offset = 0;
@@ -187,7 +193,11 @@ export class SocReceiver {
     }
   }
 
+  private stopped = false;
+
   async stop(): Promise<void> {
+    if (this.stopped) return;
+    this.stopped = true;
     if (this.sweepTimer) clearInterval(this.sweepTimer);
     const c = this.client;
     this.client = undefined;

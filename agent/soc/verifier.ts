@@ -34,7 +34,7 @@ export interface TrustLookup {
 
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS devices (device TEXT PRIMARY KEY, last_boot INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS boots (device TEXT NOT NULL, boot INTEGER NOT NULL, hw INTEGER NOT NULL, hw_hash TEXT, gap_since INTEGER, PRIMARY KEY (device, boot));
+CREATE TABLE IF NOT EXISTS boots (device TEXT NOT NULL, boot INTEGER NOT NULL, hw INTEGER NOT NULL, hw_hash TEXT, gap_since INTEGER, end_seq INTEGER, PRIMARY KEY (device, boot));
 CREATE TABLE IF NOT EXISTS seen (device TEXT NOT NULL, boot INTEGER NOT NULL, seq INTEGER NOT NULL, hash TEXT, PRIMARY KEY (device, boot, seq));
 CREATE TABLE IF NOT EXISTS covered (device TEXT NOT NULL, boot INTEGER NOT NULL, first INTEGER NOT NULL, last INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS hashes (device TEXT NOT NULL, boot INTEGER NOT NULL, seq INTEGER NOT NULL, hash TEXT NOT NULL, PRIMARY KEY (device, boot, seq)) WITHOUT ROWID;
@@ -46,6 +46,8 @@ interface BootRow {
   hw: number;
   hw_hash: string | null;
   gap_since: number | null;
+  /** The last seq of this boot, as the next boot event states it. */
+  end_seq: number | null;
 }
 
 /**
@@ -63,14 +65,25 @@ export class StreamVerifier {
   constructor(
     private readonly db: Database.Database,
     private readonly trust: TrustLookup,
-    private readonly opts: { gapTimeoutMs: number; dedupeWindow: number },
+    private readonly opts: {
+      gapTimeoutMs: number;
+      dedupeWindow: number;
+      /**
+       * false: this receiver sees only part of each device's stream (a round-robin shared
+       * subscription), so it checks signatures, hashes and duplicates but not chain links, gaps
+       * or lost tails; `soc verify` over the receivers' merged outputs checks those.
+       */
+      continuity?: boolean;
+    },
   ) {
     db.exec(SCHEMA);
+    const cols = (db.prepare("PRAGMA table_info(boots)").all() as { name: string }[]).map((c) => c.name);
+    if (!cols.includes("end_seq")) db.exec("ALTER TABLE boots ADD COLUMN end_seq INTEGER");
     this.q = {
       device: db.prepare("SELECT last_boot FROM devices WHERE device = ?"),
       upDevice: db.prepare("INSERT INTO devices (device, last_boot) VALUES (?, ?) ON CONFLICT(device) DO UPDATE SET last_boot = MAX(last_boot, excluded.last_boot)"),
-      boot: db.prepare("SELECT device, boot, hw, hw_hash, gap_since FROM boots WHERE device = ? AND boot = ?"),
-      putBoot: db.prepare("INSERT INTO boots (device, boot, hw, hw_hash, gap_since) VALUES (@device, @boot, @hw, @hw_hash, @gap_since) ON CONFLICT(device, boot) DO UPDATE SET hw = excluded.hw, hw_hash = excluded.hw_hash, gap_since = excluded.gap_since"),
+      boot: db.prepare("SELECT device, boot, hw, hw_hash, gap_since, end_seq FROM boots WHERE device = ? AND boot = ?"),
+      putBoot: db.prepare("INSERT INTO boots (device, boot, hw, hw_hash, gap_since, end_seq) VALUES (@device, @boot, @hw, @hw_hash, @gap_since, @end_seq) ON CONFLICT(device, boot) DO UPDATE SET hw = excluded.hw, hw_hash = excluded.hw_hash, gap_since = excluded.gap_since, end_seq = excluded.end_seq"),
       hash: db.prepare("SELECT hash FROM hashes WHERE device = ? AND boot = ? AND seq = ?"),
       putHash: db.prepare("INSERT OR REPLACE INTO hashes (device, boot, seq, hash) VALUES (?, ?, ?, ?)"),
       seen: db.prepare("SELECT seq, hash FROM seen WHERE device = ? AND boot = ? AND seq = ?"),
@@ -81,8 +94,8 @@ export class StreamVerifier {
       coveredAt: db.prepare("SELECT MAX(last) AS last FROM covered WHERE device = ? AND boot = ? AND first <= ? AND last >= ?"),
       minCovered: db.prepare("SELECT MIN(first) AS f FROM covered WHERE device = ? AND boot = ? AND last > ?"),
       delCovered: db.prepare("DELETE FROM covered WHERE device = ? AND boot = ? AND last <= ?"),
-      overdue: db.prepare("SELECT device, boot, hw, hw_hash, gap_since FROM boots WHERE gap_since IS NOT NULL AND gap_since <= ?"),
-      open: db.prepare("SELECT device, boot, hw, hw_hash, gap_since FROM boots WHERE gap_since IS NOT NULL"),
+      overdue: db.prepare("SELECT device, boot, hw, hw_hash, gap_since, end_seq FROM boots WHERE gap_since IS NOT NULL AND gap_since <= ?"),
+      open: db.prepare("SELECT device, boot, hw, hw_hash, gap_since, end_seq FROM boots WHERE gap_since IS NOT NULL"),
       prune: db.prepare("DELETE FROM hashes WHERE EXISTS (SELECT 1 FROM boots b WHERE b.device = hashes.device AND b.boot = hashes.boot AND hashes.seq < b.hw - ?)"),
     };
   }
@@ -149,6 +162,7 @@ export class StreamVerifier {
 
   /** The hash chain: `prev` must be the hash of the event before, where that one is known. */
   private checkLink(b: BootRow, e: Envelope, out: OutLine[], now: number): void {
+    if (this.opts.continuity === false) return;
     let expected: string | null | undefined;
     if (e.seq === 0) {
       const boot = (e.ocsf.unmapped as { boot?: { previous_boot?: number | null; previous_last_seq?: number | null } } | undefined)?.boot;
@@ -174,11 +188,15 @@ export class StreamVerifier {
       this.q.upDevice.run(e.device, e.boot);
       const pb = unm.boot.previous_boot;
       const pl = unm.boot.previous_last_seq;
-      if (pb != null && pl != null) {
+      if (pb != null && pl != null && this.opts.continuity !== false) {
         const prev = this.q.boot.get(e.device, pb) as BootRow | undefined;
         if (prev) {
           if (prev.hw > pl) out.push(problem("fork", { device: e.device, boot: pb, first: pl + 1, last: prev.hw, detail: `boot ${pb} ended at seq ${pl} by the device's record, but later events were received: they were sent and then lost from the device's storage (power loss before a non-durable commit)`, now }));
-          out.push(...this.settle(prev, pl, now));
+          // The lost tail is not reported at once: a loss record for it (a row quarantined
+          // while the new boot forwards) may still come. It waits like any other hole.
+          prev.end_seq = pl;
+          if (prev.hw < pl) prev.gap_since ??= now;
+          this.q.putBoot.run(prev);
         }
       }
     }
@@ -214,7 +232,7 @@ export class StreamVerifier {
     if (r) return r;
     const known = this.q.device.get(device) as { last_boot: number } | undefined;
     // A device seen before starts each new boot at seq 0; first contact starts where it is.
-    const row: BootRow = { device, boot, hw: known ? -1 : seq - 1, hw_hash: null, gap_since: null };
+    const row: BootRow = { device, boot, hw: known ? -1 : seq - 1, hw_hash: null, gap_since: null, end_seq: null };
     if (!known) this.q.upDevice.run(device, boot);
     this.q.putBoot.run(row);
     return row;
@@ -241,7 +259,9 @@ export class StreamVerifier {
     this.q.delSeen.run(b.device, b.boot, b.hw);
     this.q.delCovered.run(b.device, b.boot, b.hw);
     const above = (this.q.minSeen.get(b.device, b.boot, b.hw) as { s: number | null }).s ?? (this.q.minCovered.get(b.device, b.boot, b.hw) as { f: number | null }).f;
-    b.gap_since = above === null ? null : (b.gap_since ?? now);
+    const tailOpen = b.end_seq !== null && b.hw < b.end_seq;
+    b.gap_since = above === null && !tailOpen ? null : (b.gap_since ?? now);
+    if (this.opts.continuity === false) b.gap_since = null;
     this.q.putBoot.run(b);
   }
 
@@ -269,14 +289,14 @@ export class StreamVerifier {
   /** Gaps that waited long enough; call periodically. */
   sweep(now: number): OutLine[] {
     const out: OutLine[] = [];
-    for (const b of this.q.overdue.all(now - this.opts.gapTimeoutMs) as BootRow[]) out.push(...this.settle(b, undefined, now));
+    for (const b of this.q.overdue.all(now - this.opts.gapTimeoutMs) as BootRow[]) out.push(...this.settle(b, b.end_seq ?? undefined, now));
     return out;
   }
 
   /** Settles every open hole now (end of an offline verification). */
   finish(now: number): OutLine[] {
     const out: OutLine[] = [];
-    for (const b of this.q.open.all() as BootRow[]) out.push(...this.settle(b, undefined, now));
+    for (const b of this.q.open.all() as BootRow[]) out.push(...this.settle(b, b.end_seq ?? undefined, now));
     return out;
   }
 
