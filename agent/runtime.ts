@@ -101,12 +101,24 @@ export class Runtime {
       });
     }
     this.registerControl();
+    await this.startDetectors();
     await this.startModbus();
     if (this.forwarder) this.forwarder.start();
     else this.log.warn({}, "upstream.url is not set: events are kept in the outbox until it is.");
     this.heartbeat.start();
     void this.heartbeat.beat();
     this.sim.start();
+  }
+
+  /** The detection engine, when points are configured: findings and incidents to the recorder. */
+  private async startDetectors(): Promise<void> {
+    const c = this.loaded.config;
+    if (!c.points || !Object.keys(c.points).length) return;
+    const { startDetection } = await import("./detection");
+    const d = await startDetection({ points: c.points, config: c.detection, sink: this.recorder, log: this.log.child({ component: "detection" }) });
+    this.readings = d.readings;
+    this.control.handle("detection.status", () => d.status());
+    this.onStop(() => d.stop());
   }
 
   /** The Modbus proxy, when configured: events into the recorder, the tap into the detectors. */
@@ -121,6 +133,11 @@ export class Runtime {
       events: this.recorder,
       readings: this.readings,
       points: tapPointsFrom(c.points ?? {}),
+      // Points with an explicit poll interval are also polled through the proxy's upstreams.
+      poll: tapPointsFrom(c.points ?? {}).flatMap((p) => {
+        const ms = c.points?.[p.id]?.poll_interval_ms;
+        return ms === undefined ? [] : [{ ...p, interval_ms: ms }];
+      }),
       log: this.log.child({ component: "modbus" }),
     });
     const bound = await svc.start();

@@ -107,6 +107,7 @@ export function resolvePaths(c: Config, dir: string): Config {
     },
     buffer: { ...c.buffer, path: abs(c.buffer.path)! },
     control: { socket: abs(c.control.socket)! },
+    detection: { ...c.detection, site: abs(c.detection.site), state_path: abs(c.detection.state_path)! },
     ...(c.modbus
       ? {
           modbus: {

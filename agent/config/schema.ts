@@ -2,6 +2,7 @@ import { z } from "zod";
 import { DEVICE_ID } from "../keys/identity";
 import { modbusConfigSchema } from "../../protocols/modbus/config";
 import { pointsSchema } from "../../detectors/points";
+import { detectionSchema } from "../detection";
 
 /**
  * The daemon's config schema. Each section's schema sits here or beside its component; the
@@ -94,6 +95,8 @@ export const configSchema = z.strictObject({
   modbus: modbusConfigSchema.optional(),
   /** What each register or node means (detectors/points.ts); read by the tap and the detectors. */
   points: pointsSchema.optional(),
+  /** Detection engine options, site file and state (agent/detection.ts); used when points exist. */
+  detection: detectionSchema.prefault({}),
 });
 
 export type Config = z.output<typeof configSchema>;

@@ -58,9 +58,10 @@ describe("gatewarden CLI (built bundle)", () => {
       expect(s).toMatchObject({ device: "cab-17", upstream: { state: "not_configured" } });
       expect(s.outbox.depth).toBeGreaterThanOrEqual(1);
       expect(gw(["status", "--config", cfg]).stdout).toMatch(/^device\s+cab-17/);
-      const tail = gw(["events", "tail", "-n", "5", "--json", "--config", cfg]);
-      const first = JSON.parse(tail.stdout.split("\n")[0]!);
-      expect(first).toMatchObject({ device: "cab-17", seq: 0, class: "system" });
+      const tail = gw(["events", "tail", "-n", "1000", "--json", "--config", cfg]);
+      const tailed = tail.stdout.trim().split("\n").map((l) => JSON.parse(l) as { device: string; seq: number; class: string });
+      expect(tailed[0], `events tail printed:\n${tail.stdout}\n${tail.stderr}`).toMatchObject({ device: "cab-17", seq: 0, class: "system" });
+      expect(tailed.map((e) => e.seq)).toEqual(tailed.map((_, i) => i));
       // Logs are JSON lines on stdout.
       await until(() => daemon.output().includes("Gatewarden started."), 5000, "the start log line");
       for (const line of daemon.output().trim().split("\n")) expect(() => JSON.parse(line)).not.toThrow();

@@ -1,0 +1,63 @@
+import { readFileSync } from "node:fs";
+import type { Logger } from "pino";
+import { z } from "zod";
+import { engineOptionsSchema } from "../detectors/engine-options";
+import type { PointsConfig } from "../detectors/points";
+import { describeError } from "./errors";
+import { OcsfClass } from "./events/ocsf";
+import type { EventSink } from "./events/types";
+import type { ReadingSink } from "./pipeline";
+
+/** The daemon's `detection:` section: engine options plus where its site file and state live. */
+export const detectionSchema = engineOptionsSchema.extend({
+  /** Site file (tanks, pumps, meters and how they relate); see detectors/sites/ctown.yaml. */
+  site: z.string().min(1).optional(),
+  /** SQLite file holding detector state, so a restart does not re-learn. */
+  state_path: z.string().min(1).default("data/detectors.db"),
+  save_interval_ms: z.number().int().min(1000).max(86_400_000).default(60_000),
+});
+export type DetectionConfig = z.output<typeof detectionSchema>;
+
+/**
+ * Runs the detection engine inside the daemon: readings from the proxy's tap and polls go in,
+ * findings and incidents go to the recorder. State is restored at start (an unreadable state
+ * is reported and the engine starts fresh) and saved periodically and at stop.
+ */
+export async function startDetection(o: { points: PointsConfig; config: DetectionConfig; sink: EventSink; log: Logger }): Promise<{ readings: ReadingSink; stop: () => void; status: () => unknown }> {
+  const { DetectionEngine } = await import("../detectors/engine");
+  const { parseSite } = await import("../detectors/site");
+  const { DetectorStateStore } = await import("../detectors/state-store");
+  const site = o.config.site ? parseSite(readFileSync(o.config.site, "utf8"), o.config.site) : undefined;
+  const { site: _s, state_path, save_interval_ms, ...options } = o.config;
+  const engine = new DetectionEngine({ points: o.points, site, sink: o.sink, options });
+  const store = new DetectorStateStore(state_path);
+  try {
+    engine.restore(store.load());
+  } catch (e) {
+    o.log.warn({ err: describeError(e) }, "Detector state could not be restored; learning afresh.");
+    o.sink.record({
+      class: "system",
+      severity: 3,
+      ocsf: { class_uid: OcsfClass.ApplicationLifecycle, activity_id: 99, message: `Detector state not restored (${describeError(e)}); detectors learn afresh`, unmapped: { error_type: "detector_state", stage: "processing" } },
+    });
+  }
+  const save = () => {
+    try {
+      engine.flush();
+      store.save(engine.snapshot(), Date.now());
+    } catch (e) {
+      o.log.error({ err: describeError(e) }, "Saving detector state failed.");
+    }
+  };
+  const timer = setInterval(save, save_interval_ms);
+  timer.unref();
+  return {
+    readings: engine,
+    status: () => engine.stats(),
+    stop: () => {
+      clearInterval(timer);
+      save();
+      store.close();
+    },
+  };
+}
