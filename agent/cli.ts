@@ -7,6 +7,7 @@ import { registerKeys } from "./commands/keys";
 import { registerSoc } from "./commands/soc";
 import { VERSION } from "./version";
 import { registerModbusCommands } from "../protocols/modbus/cli";
+import { registerDetectCommand } from "../detectors/cli";
 import { loadConfig } from "./config/load";
 import { locateConfig } from "./config/locate";
 
@@ -26,6 +27,7 @@ export function buildProgram(): Command {
   registerKeys(program);
   registerSoc(program);
   registerDemo(program);
+  registerDetectCommand(program);
   registerModbusCommands(program, {
     resolveSocket: async (opts) => loadConfig(locateConfig(typeof opts.config === "string" ? opts.config : undefined)).config.control.socket,
   });

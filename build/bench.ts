@@ -6,6 +6,7 @@
 import { cpus } from "node:os";
 import { benchSpine } from "./bench-spine";
 import { benchModbus } from "./bench-modbus";
+import { benchDetectors } from "./bench-detectors";
 import { loadModbus } from "./load-modbus";
 
 async function main(): Promise<void> {
@@ -20,6 +21,7 @@ async function main(): Promise<void> {
   } else {
     if (!only || only === "spine") out.spine = await benchSpine();
     if (!only || only === "modbus") out.modbus = await benchModbus();
+    if (!only || only === "detectors") out.detectors = await benchDetectors();
   }
   process.stdout.write(JSON.stringify(out, null, 2) + "\n");
 }

@@ -1,0 +1,307 @@
+/**
+ * The detection engine: per-signal detectors, site physics, write correlation and incidents.
+ * Readings arrive in time order; readings with the same `ts` form a tick. A tick is closed
+ * when a later reading arrives or `flush()` is called; incidents advance once per tick.
+ */
+import type { EventDraft, EventSink } from "../agent/events/types";
+import type { Reading, ReadingSink, WriteObservation } from "../agent/pipeline";
+import { DaemonError } from "../agent/errors";
+import { badState, checkVersion, fmt, obj, type Detector, type Finding } from "./detector";
+import { engineOptionsSchema, type EngineOptions, type EngineOptionsInput } from "./engine-options";
+import { newSignalState, stepSignal, type Incident, type SignalAlarmState, type Transition } from "./incidents";
+import { createSignalDetectors, type SignalSpec } from "./signal-detectors";
+import { GroupShiftDetector } from "./group-shift";
+import { SiteDetector, type SiteConfig } from "./site";
+
+export interface DetectionEngineInit {
+  /** Point id -> what the detectors need (a `PointConfig` from the points schema fits). */
+  points: Readonly<Record<string, SignalSpec>>;
+  site?: SiteConfig | undefined;
+  /** Groups of signals of one device for the multivariate level-shift check (name -> point ids). */
+  groups?: Readonly<Record<string, readonly string[]>> | undefined;
+  sink: EventSink;
+  options?: EngineOptionsInput;
+}
+
+/** Saved state of the whole engine, keyed by detector instance id (what the state store persists). */
+export type EngineSnapshot = Record<string, { version: number; state: unknown }>;
+
+const ALARMS_ID = "engine/alarms";
+const STATE_DEPENDENT_OFF = ["seasonal", "level_shift", "ewma_cusum", "rate_of_change"] as const;
+const ALARMS_VERSION = 1;
+const MAX_WRITES = 64;
+
+interface AlarmsState {
+  tick: number | null;
+  last_tick: number | null;
+  training: boolean;
+  pending: [string, Finding[]][];
+  seen: string[];
+  signals: Record<string, SignalAlarmState>;
+  writes: WriteObservation[];
+}
+
+export class DetectionEngine implements ReadingSink {
+  readonly options: EngineOptions;
+  private readonly sink: EventSink;
+  private readonly perPoint = new Map<string, Detector[]>();
+  private readonly site: SiteDetector | null;
+  private readonly groups: GroupShiftDetector[] = [];
+  private readonly grouped = new Map<string, GroupShiftDetector[]>();
+  private readonly related = new Map<string, Set<string>>();
+  private tick: number | null = null;
+  private lastTick: number | null = null;
+  private training = false;
+  private pending = new Map<string, Finding[]>();
+  private seen = new Set<string>();
+  private signals = new Map<string, SignalAlarmState>();
+  private writes: WriteObservation[] = [];
+  private readonly counters = { readings: 0, bad: 0, unknown: 0, findings: 0, incidents: 0 };
+  private readonly lastTransitions: Transition[] = [];
+
+  constructor(init: DetectionEngineInit) {
+    const parsed = engineOptionsSchema.safeParse(init.options ?? {});
+    if (!parsed.success) throw new DaemonError("INPUT_INVALID", `detection options: ${parsed.error.issues[0]?.message ?? "invalid"}`);
+    this.options = parsed.data;
+    this.sink = init.sink;
+    const offset = init.site?.utc_offset_min ?? this.options.utc_offset_min;
+    // A point whose behaviour the site explains by equipment state (a relation target) is
+    // bimodal by design: the relation check replaces its unconditional statistics.
+    const explained = new Set((init.site?.relations ?? []).map((r) => r.target));
+    for (const [id, spec] of Object.entries(init.points)) {
+      const disabled = explained.has(id) ? [...this.options.disabled, ...STATE_DEPENDENT_OFF] : this.options.disabled;
+      this.perPoint.set(id, createSignalDetectors(id, spec, { utc_offset_min: offset, disabled }));
+    }
+    this.site = init.site ? new SiteDetector(init.site) : null;
+    for (const [name, pts] of Object.entries(init.groups ?? {})) {
+      if (pts.length < 2) continue;
+      const g = new GroupShiftDetector(name, pts);
+      this.groups.push(g);
+      for (const p of pts) this.grouped.set(p, [...(this.grouped.get(p) ?? []), g]);
+    }
+    if (init.site) this.buildRelated(init.site);
+  }
+
+  /** A live reading. Never throws; bad or non-finite readings are counted and skipped. */
+  reading(r: Reading): void {
+    this.accept(r, false);
+  }
+
+  /** A reading known to be normal (learning history): fits baselines, never reports. */
+  learn(r: Reading): void {
+    this.accept(r, true);
+  }
+
+  /** An allowed write: anomalies on related points within the correlation window name its identity. */
+  write(w: WriteObservation): void {
+    this.writes.push(w);
+    if (this.writes.length > MAX_WRITES) this.writes.shift();
+  }
+
+  /** Closes the current tick: evaluates site physics and advances incidents. */
+  flush(): void {
+    const ts = this.tick;
+    if (ts === null) return;
+    this.lastTransitions.length = 0;
+    const emit = this.training ? null : (f: Finding): void => this.add(f);
+    if (this.site) this.site.flush(emit);
+    for (const g of this.groups) g.flush(emit);
+    if (!this.training) {
+      for (const point of this.seen) {
+        const st = this.signals.get(point) ?? newSignalState();
+        this.signals.set(point, st);
+        const t = stepSignal(st, point, ts, this.pending.get(point) ?? [], this.options, (p, at) => this.correlate(p, at));
+        if (t) {
+          this.lastTransitions.push(t);
+          this.emit(t);
+        }
+      }
+    }
+    this.pending.clear();
+    this.seen.clear();
+    this.lastTick = ts;
+    this.tick = null;
+  }
+
+  /** Incidents currently open, strongest first. */
+  openIncidents(): Incident[] {
+    const out: Incident[] = [];
+    for (const st of this.signals.values()) if (st.open) out.push(st.open);
+    return out.sort((a, b) => b.severity - a.severity || b.top.score - a.top.score);
+  }
+
+  /** Transitions reported by the last flush (for the offline CLI and tests). */
+  transitions(): readonly Transition[] {
+    return this.lastTransitions;
+  }
+
+  stats(): Readonly<typeof this.counters> {
+    return { ...this.counters };
+  }
+
+  /** All state, by instance id. Call between ticks (after `flush`) for an exact resume point. */
+  snapshot(): EngineSnapshot {
+    const out: EngineSnapshot = {};
+    for (const ds of this.perPoint.values()) for (const d of ds) out[d.id] = { version: d.stateVersion, state: d.snapshot() };
+    if (this.site) out[this.site.id] = { version: this.site.stateVersion, state: this.site.snapshot() };
+    for (const g of this.groups) out[g.id] = { version: g.stateVersion, state: g.snapshot() };
+    const alarms: AlarmsState = {
+      tick: this.tick, last_tick: this.lastTick, training: this.training, pending: [...this.pending], seen: [...this.seen],
+      signals: Object.fromEntries(this.signals), writes: this.writes,
+    };
+    out[ALARMS_ID] = { version: ALARMS_VERSION, state: JSON.parse(JSON.stringify(alarms)) };
+    return out;
+  }
+
+  /**
+   * Restores saved state. Entries for detectors that no longer exist are ignored; detectors
+   * without an entry start fresh. Throws DaemonError DETECTOR_STATE on a bad entry.
+   */
+  restore(snap: EngineSnapshot): void {
+    for (const ds of this.perPoint.values()) {
+      for (const d of ds) {
+        const e = snap[d.id];
+        if (e) d.restore(e.state, e.version);
+      }
+    }
+    if (this.site) {
+      const e = snap[this.site.id];
+      if (e) this.site.restore(e.state as never, e.version);
+    }
+    for (const g of this.groups) {
+      const e = snap[g.id];
+      if (e) g.restore(e.state as never, e.version);
+    }
+    const a = snap[ALARMS_ID];
+    if (a) {
+      checkVersion(ALARMS_ID, ALARMS_VERSION, a.version);
+      const s = obj(ALARMS_ID, a.state) as unknown as AlarmsState;
+      if (!Array.isArray(s.pending) || !Array.isArray(s.seen) || !Array.isArray(s.writes)) throw badState(ALARMS_ID, "lists");
+      const copy = JSON.parse(JSON.stringify(s)) as AlarmsState;
+      this.tick = copy.tick;
+      this.lastTick = copy.last_tick ?? null;
+      this.training = copy.training;
+      this.pending = new Map(copy.pending);
+      this.seen = new Set(copy.seen);
+      this.signals = new Map(Object.entries(obj(ALARMS_ID, copy.signals) as Record<string, SignalAlarmState>));
+      this.writes = copy.writes.slice(-MAX_WRITES);
+    }
+  }
+
+  private accept(r: Reading, training: boolean): void {
+    this.counters.readings++;
+    if (r.quality !== "good" || !Number.isFinite(r.value) || !Number.isFinite(r.ts)) {
+      this.counters.bad++;
+      return;
+    }
+    if (this.tick !== null && (r.ts > this.tick || training !== this.training)) this.flush();
+    if (training !== this.training) this.lastTick = null; // live data may predate the learning history
+    const floor = this.tick ?? this.lastTick;
+    if (floor !== null && r.ts < floor) {
+      this.counters.bad++; // out of order: detectors need time order
+      return;
+    }
+    this.tick = r.ts;
+    this.training = training;
+    const ds = this.perPoint.get(r.point);
+    const onSite = this.site?.points.has(r.point) ?? false;
+    if (!ds && !onSite) {
+      this.counters.unknown++;
+      return;
+    }
+    for (const g of this.grouped.get(r.point) ?? []) {
+      if (training) g.train(r);
+      else g.observe(r, (f) => this.add(f));
+    }
+    if (ds) {
+      this.seen.add(r.point);
+      for (const d of ds) {
+        if (training) {
+          if (d.train) d.train(r);
+          else d.observe(r, () => {});
+        } else {
+          d.observe(r, (f) => this.add(f));
+        }
+      }
+    }
+    if (this.site) {
+      if (training) this.site.train(r);
+      else this.site.observe(r, (f) => this.add(f));
+    }
+  }
+
+  private add(f: Finding): void {
+    this.counters.findings++;
+    const list = this.pending.get(f.point);
+    if (list) list.push(f);
+    else this.pending.set(f.point, [f]);
+    this.seen.add(f.point);
+  }
+
+  private correlate(point: string, ts: number): string | null {
+    const rel = this.related.get(point);
+    for (let i = this.writes.length - 1; i >= 0; i--) {
+      const w = this.writes[i]!;
+      if (w.ts > ts || ts - w.ts > this.options.correlation_window_ms) continue;
+      if (w.points.some((p) => p === point || rel?.has(p))) return w.identity;
+    }
+    return null;
+  }
+
+  private buildRelated(site: SiteConfig): void {
+    const link = (group: readonly string[]): void => {
+      for (const a of group) {
+        const s = this.related.get(a) ?? new Set<string>();
+        for (const b of group) if (b !== a) s.add(b);
+        this.related.set(a, s);
+      }
+    };
+    for (const t of Object.values(site.tanks)) link([t.level, ...t.inflows, ...t.outflows, ...t.controls.map((c) => c.actuator)]);
+    for (const r of site.relations) link([r.target, ...r.states, ...(r.regressor ? [r.regressor] : [])]);
+    for (const m of site.meters) link([m.main, ...m.subs]);
+    for (const p of site.power) link([p.power, p.voltage, p.current, ...(p.power_factor ? [p.power_factor] : [])]);
+  }
+
+  private emit(t: NonNullable<Transition>): void {
+    if (t.kind === "open") this.counters.incidents++;
+    this.sink.record(incidentDraft(t.kind, t.incident));
+  }
+}
+
+const ACTIVITY = { open: 1, update: 2, close: 3 } as const;
+const LABEL: Record<string, string> = {
+  range: "Reading outside physical range", rate_of_change: "Impossible rate of change", stuck: "Frozen sensor",
+  level_shift: "Level shift", ewma_cusum: "Drift", seasonal: "Unusual for the time of day", counter: "Counter fault",
+  replay: "Replayed readings", control_rule: "Pump state contradicts PLC level rules",
+  tank_balance: "Tank mass balance broken", state_vs_flow: "Equipment state contradicts measurement",
+  meter_balance: "Sub-meters disagree with main meter", power_balance: "Power disagrees with V x A x PF",
+};
+
+/** The OCSF Detection Finding (class 2004) for an incident transition. */
+export function incidentDraft(kind: "open" | "update" | "close", inc: Incident): EventDraft {
+  const f = inc.top;
+  const what = LABEL[f.detector] ?? f.detector;
+  const title = inc.identity ? `Write by ${inc.identity} followed by: ${what} on ${inc.point}` : `${what} on ${inc.point}`;
+  const lasted = fmt((inc.last - inc.opened) / 60_000);
+  const message =
+    kind === "close" ? `Closed: ${title} (lasted ${lasted} min, peak score ${fmt(inc.peak)})` :
+    kind === "update" ? `Updated: ${title}: ${f.reason}` : `${title}: ${f.reason}`;
+  const ocsf: EventDraft["ocsf"] = {
+    class_uid: 2004,
+    activity_id: ACTIVITY[kind],
+    message,
+    finding_info: {
+      uid: inc.uid, title, desc: f.reason, types: inc.detectors,
+      first_seen_time: inc.opened, last_seen_time: inc.last,
+    },
+    evidences: [{
+      data: {
+        point: inc.point, detector: f.detector, observed: f.observed, expected: f.expected, score: f.score,
+        related: f.related ?? [], strength: f.strength ?? "statistical",
+      },
+    }],
+    unmapped: { point: inc.point, detectors: inc.detectors, peak_score: inc.peak, ticks: inc.ticks },
+  };
+  if (inc.identity) ocsf.actor = { user: { name: inc.identity } };
+  return { class: "finding", severity: inc.severity, ocsf, time: kind === "close" ? inc.last : f.ts };
+}

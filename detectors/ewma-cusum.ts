@@ -1,0 +1,131 @@
+import type { Reading } from "../agent/pipeline";
+import { BaseDetector } from "./_base";
+import { fmt, num, numOrNull, type Emit } from "./detector";
+
+export interface EwmaCusumOptions {
+  /** EWMA weight of the mean. */
+  alpha?: number;
+  /** EW weight of the residual variance. */
+  beta?: number;
+  /** CUSUM allowance, in standard deviations. */
+  kappa?: number;
+  /** CUSUM decision threshold, in standard deviations. */
+  h?: number;
+  /** A signal is reported only when another came within this many readings (2-out-of-N confirmation). */
+  confirm_within?: number;
+  warmup?: number;
+}
+
+interface State { n: number; last_ts: number | null; dt: number; mu: number | null; v: number; sp: number; sn: number; h_cal: number; since: number; gap: number; min_gap: number }
+
+/**
+ * EWMA + two-sided CUSUM drift detector (Page 1954): accumulates standardised deviations from
+ * a slowly tracked mean; a slow drift that stays inside any single-reading threshold still
+ * accumulates. The CUSUM restarts after each signal, and a signal is reported only when a
+ * second follows within `confirm_within` readings (a lone excursion of a noisy signal is not).
+ */
+export class EwmaCusumDetector extends BaseDetector<State> {
+  readonly stateVersion = 1;
+  private mu: number | null = null;
+  private v = 0;
+  private sp = 0;
+  private sn = 0;
+  /** Largest CUSUM excursion seen on normal data (training, warm-up): the threshold stays above it. */
+  private hCal = 0;
+  /** Readings since the last (unreported) signal, -1 if none: a drift must signal twice. */
+  private since = -1;
+  /** Training: readings since the last calibration crossing, and the shortest such gap (-1: none). */
+  private calGap = -1;
+  private minGap = -1;
+  private readonly alpha: number;
+  private readonly beta: number;
+  private readonly kappa: number;
+  private readonly h: number;
+  private readonly confirm: number;
+  constructor(point: string, opts: EwmaCusumOptions = {}) {
+    super(point, "ewma_cusum", opts.warmup ?? 300);
+    this.alpha = opts.alpha ?? 0.005;
+    this.beta = opts.beta ?? 0.01;
+    this.kappa = opts.kappa ?? 1;
+    this.h = opts.h ?? 12;
+    this.confirm = opts.confirm_within ?? 1000;
+  }
+  protected step(r: Reading, emit: Emit | null): void {
+    const x = r.value;
+    if (this.mu === null) {
+      this.mu = x;
+      return;
+    }
+    const e = x - this.mu;
+    const sd = Math.max(Math.sqrt(this.v), 1e-6 * (Math.abs(this.mu) + 1));
+    const z = Math.max(-8, Math.min(8, e / sd));
+    this.sp = Math.max(0, this.sp + z - this.kappa);
+    this.sn = Math.max(0, this.sn - z - this.kappa);
+    const s = Math.max(this.sp, this.sn);
+    const h = this.threshold();
+    if (emit === null) {
+      // Calibration: normal data that drifts by itself raises the threshold above its own excursions.
+      // (Not in the first 100 readings: the variance estimate is still settling.)
+      if (s > this.h) {
+        this.sp = this.sn = 0;
+        if (this.n >= 100) {
+          this.hCal = Math.min(Math.max(this.hCal, s), 50 * this.h);
+          if (this.calGap > 0) this.minGap = this.minGap < 0 ? this.calGap : Math.min(this.minGap, this.calGap);
+          this.calGap = 0;
+        }
+      }
+      if (this.calGap >= 0) this.calGap++;
+    } else if (s > h) {
+      const confirmed = this.since >= 0 && this.since <= this.confirmWindow(h);
+      const up = this.sp > this.sn;
+      this.since = 0;
+      this.sp = this.sn = 0;
+      if (!confirmed) {
+        this.mu += this.alpha * e;
+        this.v = (1 - this.beta) * this.v + this.beta * e * e;
+        return;
+      }
+      emit({
+        point: r.point, detector: "ewma_cusum", ts: r.ts, score: s / h, observed: x, expected: this.mu,
+        reason: `${r.point} drifting ${up ? "up" : "down"}: ${fmt(x)} against a running mean of ` +
+          `${fmt(this.mu)} (cumulative deviation ${fmt(s)} sd, limit ${fmt(h)})`,
+      });
+      // Restarted after the signal (Page's scheme): a persisting drift signals again once it
+      // has re-accumulated; the mean keeps tracking, so a new steady level stops alarming.
+    }
+    if (this.since >= 0 && ++this.since > this.confirm) this.since = -1;
+    if (emit !== null) this.calGap = -1;
+    this.mu += this.alpha * e;
+    this.v = (1 - this.beta) * this.v + this.beta * e * e;
+  }
+  /**
+   * Readings within which a second signal confirms a drift. Normal data that itself drifts
+   * (signals every `min_gap` readings at the base threshold during training) narrows it: only
+   * a drift at least twice as fast as any normal one is confirmed.
+   */
+  confirmWindow(h = this.threshold()): number {
+    return this.minGap < 0 ? this.confirm : Math.min(this.confirm, ((this.minGap * h) / this.h) / 2);
+  }
+  threshold(): number {
+    return Math.max(this.h, 1.5 * this.hCal);
+  }
+  protected override onGap(): void {
+    this.mu = null;
+    this.v = 0;
+    this.sp = this.sn = 0;
+    this.since = -1;
+  }
+  protected save(): Omit<State, "n" | "last_ts" | "dt"> {
+    return { mu: this.mu, v: this.v, sp: this.sp, sn: this.sn, h_cal: this.hCal, since: this.since, gap: this.calGap, min_gap: this.minGap };
+  }
+  protected load(s: Record<string, unknown>): void {
+    this.mu = numOrNull(this.id, s.mu, "mu");
+    this.v = num(this.id, s.v, "v");
+    this.sp = num(this.id, s.sp, "sp");
+    this.sn = num(this.id, s.sn, "sn");
+    this.hCal = num(this.id, s.h_cal, "h_cal");
+    this.since = num(this.id, s.since, "since");
+    this.calGap = num(this.id, s.gap, "gap");
+    this.minGap = num(this.id, s.min_gap, "min_gap");
+  }
+}

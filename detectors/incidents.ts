@@ -1,0 +1,146 @@
+/**
+ * Alarm hygiene for one signal: findings become incidents that open, update and close, with
+ * hysteresis and a false-alarm budget. Pure state machine; the engine turns transitions into events.
+ */
+import type { Finding } from "./detector";
+import type { SeverityId } from "../agent/events/types";
+
+export interface Incident {
+  uid: string;
+  point: string;
+  opened: number;
+  last: number;
+  peak: number;
+  severity: SeverityId;
+  detectors: string[];
+  /** The strongest finding so far (its reason is the incident's explanation). */
+  top: Finding;
+  /** Identity of an allowed write the anomaly follows, if any. */
+  identity: string | null;
+  ticks: number;
+}
+
+export interface SignalAlarmState {
+  open: Incident | null;
+  /** Consecutive anomalous ticks while closed; consecutive quiet ticks while open. */
+  streak: number;
+  /** Threshold multiplier raised when the budget is exceeded; decays back to 1. */
+  mult: number;
+  mult_ts: number;
+  /** False-alarm budget: tokens left (a token bucket refilled at `budget_per_day`). */
+  tokens: number;
+  tokens_ts: number;
+  seq: number;
+}
+
+export type Transition = { kind: "open" | "update" | "close"; incident: Incident } | null;
+
+export interface AlarmOptions {
+  open_after: number;
+  close_after: number;
+  budget_per_day: number;
+}
+
+export function newSignalState(): SignalAlarmState {
+  return { open: null, streak: 0, mult: 1, mult_ts: 0, tokens: -1, tokens_ts: 0, seq: 0 };
+}
+
+const DAY = 86_400_000;
+
+export function severityOf(f: Finding, correlated: boolean): SeverityId {
+  let s: number = f.strength === "physical" ? 4 : f.score < 2 ? 2 : f.score < 4 ? 3 : 4;
+  if (correlated) s++;
+  return Math.min(5, s) as SeverityId;
+}
+
+/**
+ * Advances one signal by one tick. `findings` are this tick's findings for the signal (any
+ * order). Returns the transition to report, if any.
+ */
+export function stepSignal(
+  st: SignalAlarmState, point: string, ts: number, findings: readonly Finding[], o: AlarmOptions,
+  correlate: (point: string, ts: number) => string | null,
+): Transition {
+  // The budget multiplier halves every budget interval (1 / budget_per_day days) back to 1.
+  if (st.mult > 1) {
+    st.mult = Math.max(1, st.mult * Math.pow(0.5, (Math.max(0, ts - st.mult_ts) * o.budget_per_day) / DAY));
+    st.mult_ts = ts;
+  }
+  let top: Finding | null = null;
+  for (const f of findings) {
+    const need = f.strength === "physical" ? 1 : st.mult;
+    if (f.score < need) continue;
+    if (top === null || rank(f) > rank(top)) top = f;
+  }
+  const inc = st.open;
+  if (inc === null) {
+    if (top === null) {
+      st.streak = 0;
+      return null;
+    }
+    st.streak++;
+    if (top.strength !== "physical" && st.streak < o.open_after) return null;
+    if (top.strength !== "physical") {
+      // False-alarm budget: a token bucket of max(2, budget_per_day) statistical incidents,
+      // refilled at budget_per_day. Without a token the signal's threshold doubles (decaying
+      // back over the budget interval) and this opening must clear it too.
+      const cap = Math.max(2, o.budget_per_day);
+      if (st.tokens < 0) {
+        st.tokens = cap;
+        st.tokens_ts = ts;
+      }
+      st.tokens = Math.min(cap, st.tokens + (Math.max(0, ts - st.tokens_ts) * o.budget_per_day) / DAY);
+      st.tokens_ts = ts;
+      if (st.tokens < 1) {
+        st.mult *= 2;
+        st.mult_ts = ts;
+        if (top.score < st.mult) {
+          st.streak = 0;
+          return null;
+        }
+      } else {
+        st.tokens -= 1;
+      }
+    }
+    const identity = correlate(point, ts);
+    st.seq++;
+    st.streak = 0;
+    st.open = {
+      uid: `${point}:${ts}:${st.seq}`, point, opened: ts, last: ts, peak: top.score,
+      severity: severityOf(top, identity !== null), detectors: [...new Set(findings.map((f) => f.detector))].sort(),
+      top, identity, ticks: 1,
+    };
+    return { kind: "open", incident: st.open };
+  }
+  inc.ticks++;
+  if (top === null) {
+    st.streak++;
+    if (st.streak >= o.close_after) {
+      st.open = null;
+      st.streak = 0;
+      return { kind: "close", incident: inc };
+    }
+    return null;
+  }
+  st.streak = 0;
+  inc.last = ts;
+  let changed = false;
+  for (const f of findings) {
+    if (!inc.detectors.includes(f.detector)) {
+      inc.detectors = [...inc.detectors, f.detector].sort();
+      changed = true;
+    }
+  }
+  if (rank(top) > rank(inc.top)) inc.top = top;
+  inc.peak = Math.max(inc.peak, top.score);
+  const sev = severityOf(top, inc.identity !== null);
+  if (sev > inc.severity) {
+    inc.severity = sev;
+    changed = true;
+  }
+  return changed ? { kind: "update", incident: inc } : null;
+}
+
+function rank(f: Finding): number {
+  return (f.strength === "physical" ? 1000 : 0) + Math.min(f.score, 999);
+}

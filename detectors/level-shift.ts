@@ -1,0 +1,93 @@
+import type { Reading } from "../agent/pipeline";
+import { BaseDetector } from "./_base";
+import { SortedWindow, SpreadTracker } from "./_stats";
+import { fmt, num, numArray, type Emit } from "./detector";
+
+export interface LevelShiftOptions {
+  /** Readings in the short (median) window. */
+  window?: number;
+  /** Time constant, in readings, of the reference level. */
+  reference_span?: number;
+  /** Alarm when |short mean - reference| exceeds this multiple of its normal mean absolute value. */
+  factor?: number;
+  /** Accept a new level after this many consecutive flagged readings. */
+  relearn_after?: number;
+  warmup?: number;
+}
+
+interface State { n: number; last_ts: number | null; dt: number; win: number[]; ref: number | null; q: number[]; flagged: number; last: number | null; step: number }
+
+/**
+ * Robust level shift: the interquartile mean of the last `window` readings against a slowly tracked
+ * reference level. The threshold is calibrated on the statistic's own normal spread (mean
+ * |short mean - reference| in normal operation), which accounts for autocorrelation.
+ */
+export class LevelShiftDetector extends BaseDetector<State> {
+  readonly stateVersion = 1;
+  private readonly win: SortedWindow;
+  private ref: number | null = null;
+  private readonly q = new SpreadTracker(0.005);
+  private flagged = 0;
+  /** Previous value and the mean size of non-zero steps: a quantised signal's resolution floor. */
+  private last: number | null = null;
+  private stepSize = 0;
+  private readonly alpha: number;
+  private readonly factor: number;
+  private readonly relearn: number;
+  constructor(point: string, opts: LevelShiftOptions = {}) {
+    super(point, "level_shift", opts.warmup ?? 300);
+    this.win = new SortedWindow(opts.window ?? 16);
+    this.alpha = 1 / (opts.reference_span ?? 100);
+    this.factor = opts.factor ?? 8;
+    this.relearn = opts.relearn_after ?? 500;
+  }
+  protected step(r: Reading, emit: Emit | null): void {
+    const prevValue = this.last;
+    this.last = r.value;
+    this.win.push(r.value);
+    if (!this.win.full()) return;
+    const m = this.win.trimmedMean();
+    if (this.ref === null) {
+      this.ref = m;
+      return;
+    }
+    const d = m - this.ref;
+    // A shift smaller than a quarter of the signal's usual step is quantisation, not a shift.
+    const limit = this.factor * Math.max(this.q.m, this.stepSize / 4, 1e-9 * (Math.abs(this.ref) + 1));
+    if (emit !== null && Math.abs(d) > limit && this.flagged < this.relearn) {
+      this.flagged++;
+      emit({
+        point: r.point, detector: "level_shift", ts: r.ts, score: Math.abs(d) / limit, observed: m, expected: this.ref,
+        reason: `${r.point} level moved to ${fmt(m)} (robust mean of last ${this.win.capacity}); ` +
+          `its usual level is ${fmt(this.ref)} and its normal swing is ${fmt(this.q.m)}`,
+      });
+      return;
+    }
+    if (this.flagged >= this.relearn) this.ref = m;
+    this.flagged = 0;
+    this.q.update(d);
+    this.ref += this.alpha * d;
+    if (prevValue !== null && r.value !== prevValue) {
+      const a = Math.abs(r.value - prevValue);
+      this.stepSize = this.stepSize === 0 ? a : this.stepSize + 0.01 * (Math.min(a, 4 * this.stepSize) - this.stepSize);
+    }
+  }
+  protected override onGap(): void {
+    this.win.load([]);
+    this.ref = null;
+    this.q.load([0, 0]);
+    this.flagged = 0;
+    this.last = null;
+  }
+  protected save(): Omit<State, "n" | "last_ts" | "dt"> {
+    return { win: this.win.values(), ref: this.ref, q: this.q.toJSON(), flagged: this.flagged, last: this.last, step: this.stepSize };
+  }
+  protected load(s: Record<string, unknown>): void {
+    this.win.load(numArray(this.id, s.win, "win", this.win.capacity));
+    this.ref = s.ref === null ? null : num(this.id, s.ref, "ref");
+    this.q.load(numArray(this.id, s.q, "q", 2));
+    this.flagged = num(this.id, s.flagged, "flagged");
+    this.last = s.last === null ? null : num(this.id, s.last, "last");
+    this.stepSize = num(this.id, s.step, "step");
+  }
+}

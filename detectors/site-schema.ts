@@ -1,0 +1,75 @@
+/**
+ * The site file: how points relate physically (tanks, pumps, valves, meters, power).
+ * Point ids refer to `points.<id>` (or CSV column names offline).
+ */
+import { z } from "zod";
+
+const id = z.string().min(1).max(64);
+
+export const controlRuleSchema = z
+  .strictObject({
+    /** State point of the pump or valve (1 = on/open). */
+    actuator: id,
+    /** The PLC switches it on below this level (m). */
+    on_below: z.number().finite(),
+    /** The PLC switches it off above this level (m). */
+    off_above: z.number().finite(),
+  })
+  .refine((c) => c.on_below < c.off_above, { message: "on_below must be below off_above" });
+
+export const tankSchema = z.strictObject({
+  level: id,
+  /** Horizontal cross-section, m^2 (pi * d^2 / 4 for a cylinder). */
+  area_m2: z.number().positive(),
+  /** Flow points into and out of the tank. */
+  inflows: z.array(id).default([]),
+  outflows: z.array(id).default([]),
+  /** Litres per second per flow unit: 1 for L/s, 1000/3600 for m^3/h. */
+  flow_to_l_per_s: z.number().positive().default(1),
+  /** PLC level rules (EPANET [CONTROLS]): states that contradict them are findings. */
+  controls: z.array(controlRuleSchema).default([]),
+  /** Level deadband for the control rules, m. */
+  control_margin_m: z.number().min(0).default(0.05),
+});
+
+/** A measured point that, for each combination of the given states, follows a line in the regressor. */
+export const relationSchema = z.strictObject({
+  target: id,
+  states: z.array(id).max(6).default([]),
+  regressor: id.optional(),
+  description: z.string().optional(),
+});
+
+export const meterSchema = z.strictObject({
+  main: id,
+  subs: z.array(id).min(1),
+  tolerance_pct: z.number().min(0).max(100).default(3),
+  /** Absolute tolerance in the meters' unit (no-load noise). */
+  tolerance_abs: z.number().min(0).default(0),
+});
+
+export const powerSchema = z.strictObject({
+  power: id,
+  voltage: id,
+  current: id,
+  power_factor: id.optional(),
+  phases: z.union([z.literal(1), z.literal(3)]).default(1),
+  /** Multiplies V x A x PF to the power point's unit (0.001 for kW). */
+  scale: z.number().positive().default(1),
+  tolerance_pct: z.number().min(0).max(100).default(5),
+});
+
+export const siteSchema = z.strictObject({
+  name: z.string().min(1),
+  description: z.string().optional(),
+  /** Local time offset from UTC for seasonal profiles, minutes. */
+  utc_offset_min: z.number().int().min(-840).max(840).default(0),
+  tanks: z.record(id, tankSchema).default({}),
+  relations: z.array(relationSchema).default([]),
+  meters: z.array(meterSchema).default([]),
+  power: z.array(powerSchema).default([]),
+});
+
+export type SiteConfig = z.infer<typeof siteSchema>;
+export type TankConfig = z.infer<typeof tankSchema>;
+export type RelationConfig = z.infer<typeof relationSchema>;

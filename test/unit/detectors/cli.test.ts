@@ -1,0 +1,71 @@
+import { mkdtempSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { describe, expect, it } from "vitest";
+import { runDetect } from "../../../detectors/cli";
+import { parseCsv, parseTimestamp } from "../../../detectors/csv";
+
+const dir = mkdtempSync(join(tmpdir(), "gw-detect-"));
+function file(name: string, text: string): string {
+  const p = join(dir, name);
+  writeFileSync(p, text);
+  return p;
+}
+
+describe("CSV input", () => {
+  it.each([
+    ["2016-09-13 23:00:00", Date.UTC(2016, 8, 13, 23)],
+    ["2016-09-13T23:00:00Z", Date.UTC(2016, 8, 13, 23)],
+    ["2016-09-13T23:00:00+02:00", Date.UTC(2016, 8, 13, 21)],
+    ["2020-03-09 10:14:33.5", Date.UTC(2020, 2, 9, 10, 14, 33, 500)],
+    ["1473807600", Date.UTC(2016, 8, 13, 23)],
+    ["1473807600.25", Date.UTC(2016, 8, 13, 23) + 250],
+    ["13/09/2016", null],
+  ])("timestamp %s", (text, ms) => {
+    expect(parseTimestamp(text)).toBe(ms);
+  });
+  it("reads , or ; and keeps the timestamp text", () => {
+    const t = parseCsv("datetime;a;b\n2020-01-01 00:00:00;1;2.5\n2020-01-01 00:00:01;;3\n", "x.csv");
+    expect(t.columns).toEqual(["a", "b"]);
+    expect(t.tsText).toEqual(["2020-01-01 00:00:00", "2020-01-01 00:00:01"]);
+    expect(Number.isNaN(t.values[0]![1]!)).toBe(true);
+  });
+  it.each([
+    ["timestamp,a\n2020-01-01 00:00:00,1,2\n", /x\.csv:2: 3 fields/],
+    ["timestamp,a\nyesterday,1\n", /x\.csv:2: bad timestamp/],
+    ["timestamp,a\n2020-01-01 00:00:00,1\n2020-01-01 01:00:00,abc\n", /x\.csv:3: column a: "abc" is not a number/],
+    ["timestamp,a,a\n", /duplicate column a/],
+    ["timestamp\n", /at least one signal/],
+    ["timestamp,a\n", /no data rows/],
+  ])("malformed CSV is INPUT_INVALID naming file and line (%#)", (text, msg) => {
+    expect(() => parseCsv(text, "x.csv")).toThrow(expect.objectContaining({ code: "INPUT_INVALID", message: expect.stringMatching(msg) }));
+  });
+});
+
+describe("detect", () => {
+  const rows = (n: number, f: (i: number) => string, t0 = Date.UTC(2024, 0, 1)): string =>
+    Array.from({ length: n }, (_, i) => `${new Date(t0 + i * 60_000).toISOString().replace("T", " ").slice(0, 19)},${f(i)}`).join("\n");
+  it("prints one JSON line per flagged row; learning rows are never reported", () => {
+    const learn = file("learn.csv", `timestamp,S_P1,F_P1\n${rows(600, (i) => (i % 20 < 10 ? `1,${50 + Math.sin(i)}` : "0,0"))}\n`);
+    const input = file("input.csv", `timestamp,S_P1,F_P1\n${rows(200, (i) => (i % 20 < 10 ? `1,${i >= 160 && i < 170 ? 5 : 50 + Math.sin(i)}` : "0,0"), Date.UTC(2024, 0, 2))}\n`);
+    const out: string[] = [];
+    const s = runDetect({ input, learn }, (l) => out.push(l));
+    expect(s.site).toBe("inferred: 1 state/flow pairs");
+    const flagged = out.map((l) => JSON.parse(l) as { ts: string; signal: string; detector: string; score: number; reason: string });
+    expect(flagged.length).toBeGreaterThan(0);
+    expect(flagged[0]).toMatchObject({ ts: "2024-01-02 02:40:00", signal: "F_P1", detector: "state_vs_flow" });
+    expect(typeof flagged[0]!.score).toBe("number");
+    expect(flagged[0]!.reason).toContain("S_P1=on");
+    expect(flagged.every((f) => f.ts >= "2024-01-02 02:40:00" && f.ts <= "2024-01-02 02:55:00")).toBe(true);
+  });
+  it("a learn file missing an input column is INPUT_INVALID", () => {
+    const learn = file("l2.csv", "timestamp,a\n2024-01-01 00:00:00,1\n");
+    const input = file("i2.csv", "timestamp,a,b\n2024-01-01 00:00:00,1,2\n");
+    expect(() => runDetect({ input, learn }, () => {})).toThrow(expect.objectContaining({ code: "INPUT_INVALID" }));
+  });
+  it("a bad site file is SITE_INVALID", () => {
+    const input = file("i3.csv", "timestamp,a\n2024-01-01 00:00:00,1\n");
+    const site = file("bad.yaml", "name: x\ntanks: 3\n");
+    expect(() => runDetect({ input, site }, () => {})).toThrow(expect.objectContaining({ code: "SITE_INVALID" }));
+  });
+});

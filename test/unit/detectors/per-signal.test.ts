@@ -1,0 +1,167 @@
+import { describe, expect, it } from "vitest";
+import { CounterDetector } from "../../../detectors/counter";
+import { EwmaCusumDetector } from "../../../detectors/ewma-cusum";
+import { LevelShiftDetector } from "../../../detectors/level-shift";
+import { RangeDetector } from "../../../detectors/range";
+import { RateOfChangeDetector } from "../../../detectors/rate-of-change";
+import { ReplayDetector } from "../../../detectors/replay";
+import { SeasonalDetector } from "../../../detectors/seasonal";
+import { createSignalDetectors } from "../../../detectors/signal-detectors";
+import { StuckDetector } from "../../../detectors/stuck";
+import { feed, noise, prng, readings } from "./_helpers";
+
+describe("range", () => {
+  it.each([
+    [50, false],
+    [0, false],
+    [100, false],
+    [-0.1, true],
+    [100.5, true],
+  ])("value %d outside 0..100: %s", (v, flagged) => {
+    const { findings } = feed(new RangeDetector("p", 0, 100), readings([v]));
+    expect(findings.length > 0).toBe(flagged);
+    if (flagged) expect(findings[0]).toMatchObject({ detector: "range", strength: "physical", expected: v < 0 ? 0 : 100 });
+  });
+});
+
+describe("rate of change", () => {
+  it.each([
+    ["a spike far beyond normal steps", 30, true],
+    ["a step within the normal spread", 0.5, false],
+  ])("%s", (_name, jump, flagged) => {
+    const vals = noise(400, 1);
+    vals[350] = vals[349]! + jump;
+    const { at } = feed(new RateOfChangeDetector("p", { warmup: 100 }), readings(vals));
+    expect(at.includes(350)).toBe(flagged);
+  });
+  it("reports a step beyond the configured physical limit even during warm-up", () => {
+    const { at } = feed(new RateOfChangeDetector("p", { max_rate_per_s: 0.01 }), readings([1, 1.1, 5]));
+    expect(at).toEqual([2]);
+  });
+});
+
+describe("stuck", () => {
+  it.each([
+    ["frozen for 40 readings after noisy operation", 40, true],
+    ["frozen no longer than normal runs", 3, false],
+  ])("%s", (_name, frozen, flagged) => {
+    const vals = noise(300, 2).map((v) => Math.round(v * 100) / 100);
+    for (let i = 250; i < 250 + frozen; i++) vals[i] = 12.34;
+    const { at, findings } = feed(new StuckDetector("p", { tolerance: 0, min_run: 10, warmup: 100 }), readings(vals));
+    expect(at.length > 0).toBe(flagged);
+    if (flagged) expect(findings[0]!.reason).toContain("frozen at 12.34");
+  });
+  it("keeps quiet up to 1.5x the longest run seen in normal operation", () => {
+    const vals = [...noise(50, 12), ...Array.from({ length: 550 }, () => 0)];
+    const d = new StuckDetector("p", { tolerance: 0, min_run: 10, warmup: 50 });
+    for (const r of readings(vals.slice(0, 300))) d.train(r); // a run of 250 is normal
+    expect(feed(d, readings(vals.slice(300))).at[0]).toBe(375 - 250); // reported once the run reaches 1.5 x 250 + 1 = 376
+  });
+  it("never reports a signal that has never been seen changing", () => {
+    const vals = Array.from({ length: 600 }, () => 0);
+    expect(feed(new StuckDetector("p", { tolerance: 0, min_run: 10, warmup: 50 }), readings(vals)).at).toEqual([]);
+  });
+});
+
+describe("level shift", () => {
+  it.each([
+    ["a step of 5 on noise +/-1", 5, true],
+    ["a step of 0.2 on noise +/-1", 0.2, false],
+  ])("%s", (_name, step, flagged) => {
+    const vals = noise(800, 3).map((v, i) => (i >= 600 ? v + step : v));
+    const { at } = feed(new LevelShiftDetector("p"), readings(vals));
+    expect(at.some((i) => i >= 600 && i < 640)).toBe(flagged);
+    expect(at.every((i) => i >= 600)).toBe(true);
+  });
+  it("ignores a single spike (robust mean)", () => {
+    const vals = noise(800, 4);
+    vals[700] = 1000;
+    expect(feed(new LevelShiftDetector("p"), readings(vals)).at).toEqual([]);
+  });
+});
+
+describe("EWMA + CUSUM", () => {
+  it("detects a slow drift that no single reading reveals", () => {
+    const vals = noise(1500, 5).map((v, i) => (i >= 1000 ? v + (i - 1000) * 0.01 : v));
+    const { at } = feed(new EwmaCusumDetector("p"), readings(vals));
+    expect(at.filter((i) => i < 1000)).toEqual([]);
+    expect(at.some((i) => i >= 1000 && i < 1500)).toBe(true);
+  });
+  it("calibrates on normal data that drifts by itself", () => {
+    const wander = (n: number, seed: number): number[] => {
+      const rnd = prng(seed);
+      let x = 0;
+      return Array.from({ length: n }, () => (x += (rnd() - 0.5) * 0.2) + (rnd() - 0.5));
+    };
+    const d = new EwmaCusumDetector("p");
+    for (const r of readings(wander(5000, 6))) d.train(r);
+    expect(d.threshold()).toBeGreaterThan(12);
+  });
+});
+
+describe("seasonal profile", () => {
+  const week = 7 * 24;
+  const demand = (h: number): number => 10 + 8 * Math.max(0, Math.sin((2 * Math.PI * (h % 24)) / 24));
+  it("reports a value 3x its usual level for that hour of the week, after three weeks", () => {
+    const rnd = prng(7);
+    const vals = Array.from({ length: week * 4 }, (_, h) => demand(h) * (1 + (rnd() - 0.5) * 0.05));
+    vals[week * 3 + 27] = demand(27) * 3.1;
+    const { at, findings } = feed(new SeasonalDetector("p"), readings(vals, 3_600_000));
+    expect(at).toEqual([week * 3 + 27]);
+    expect(findings[0]!.reason).toMatch(/3\.1x its usual (Monday|Tuesday) 03:00 level/);
+  });
+  it("does not report before a bin has seen three weeks", () => {
+    const vals = Array.from({ length: week * 2 }, (_, h) => demand(h));
+    vals[week + 5] = 1000;
+    expect(feed(new SeasonalDetector("p"), readings(vals, 3_600_000)).at).toEqual([]);
+  });
+});
+
+describe("counter sanity", () => {
+  it.each([
+    ["runs backwards", -5, true],
+    ["jumps far beyond its learned rate", 5000, true],
+    ["advances normally", 1, false],
+  ])("a counter that %s", (_name, delta, flagged) => {
+    const rnd = prng(8);
+    let c = 100;
+    const vals = Array.from({ length: 200 }, () => (c += rnd()));
+    vals[150] = vals[149]! + delta;
+    for (let i = 151; i < 200; i++) vals[i] = vals[i - 1]! + rnd() * 0.5 + (delta > 0 ? 0 : 0);
+    const { at } = feed(new CounterDetector("e"), readings(vals));
+    expect(at.includes(150)).toBe(flagged);
+  });
+  it("accepts a register rollover", () => {
+    const { at } = feed(new CounterDetector("e", { rollover_at: 65536, max_rate_per_s: 100 }), readings([65500, 65530, 20, 50]));
+    expect(at).toEqual([]);
+  });
+});
+
+describe("replay", () => {
+  it("reports a window that repeats an earlier one exactly, and keeps reporting while it follows it", () => {
+    const vals = noise(600, 9).map((v) => Math.round(v * 100) / 100);
+    for (let i = 0; i < 30; i++) vals[500 + i] = vals[400 + i]!;
+    const { at, findings } = feed(new ReplayDetector("p"), readings(vals));
+    expect(at[0]).toBe(504); // window of 5: reported on the 5th replayed reading
+    expect(at).toEqual(Array.from({ length: 26 }, (_, k) => 504 + k));
+    expect(findings[0]!.reason).toContain("100 readings earlier");
+  });
+  it("ignores flat stretches (too few distinct values)", () => {
+    const vals = noise(600, 10).map((v) => Math.round(v * 100) / 100);
+    for (let i = 200; i < 210; i++) vals[i] = 5;
+    for (let i = 500; i < 510; i++) vals[i] = 5;
+    expect(feed(new ReplayDetector("p"), readings(vals)).at).toEqual([]);
+  });
+});
+
+describe("per-signal detector set", () => {
+  it.each([
+    ["flow", ["range", "rate_of_change", "stuck", "level_shift", "ewma_cusum", "seasonal", "replay"]],
+    ["level", ["range", "rate_of_change", "stuck", "level_shift", "ewma_cusum", "replay"]],
+    ["energy_counter", ["range", "counter", "stuck"]],
+    ["state", ["range"]],
+  ] as const)("%s gets %j", (kind, ids) => {
+    const ds = createSignalDetectors("x", { kind, range: { min: 0, max: 1 } });
+    expect(ds.map((d) => d.id.split("/")[1])).toEqual(ids);
+  });
+});
