@@ -4,6 +4,21 @@
  * party with a JCS implementation recomputes the same bytes, hence the same event hash.
  * Non-finite numbers and undefined values inside arrays are rejected: they have no JSON form.
  */
+/** Canonical text of interned objects, computed once (e.g. the OCSF metadata every event shares). */
+const internedText = new WeakMap<object, string>();
+
+/** Deep-freezes an object and remembers its canonical text: for values shared by many events. */
+export function intern<T extends object>(obj: T): Readonly<T> {
+  const freeze = (o: unknown): void => {
+    if (typeof o !== "object" || o === null || Object.isFrozen(o)) return;
+    for (const v of Object.values(o)) freeze(v);
+    Object.freeze(o);
+  };
+  freeze(obj);
+  internedText.set(obj, canonicalObject(obj as Record<string, unknown>));
+  return obj;
+}
+
 export function canonicalize(value: unknown): string {
   switch (typeof value) {
     case "string":
@@ -24,20 +39,23 @@ export function canonicalize(value: unknown): string {
         }
         return out + "]";
       }
-      const obj = value as Record<string, unknown>;
-      const keys = Object.keys(obj).sort();
-      let out = "{";
-      let first = true;
-      for (const k of keys) {
-        const v = obj[k];
-        if (v === undefined) continue;
-        if (!first) out += ",";
-        first = false;
-        out += JSON.stringify(k) + ":" + canonicalize(v);
-      }
-      return out + "}";
+      return internedText.get(value) ?? canonicalObject(value as Record<string, unknown>);
     }
     default:
       throw new TypeError(`canonical JSON has no form for a ${typeof value}`);
   }
+}
+
+function canonicalObject(obj: Record<string, unknown>): string {
+  const keys = Object.keys(obj).sort();
+  let out = "{";
+  let first = true;
+  for (const k of keys) {
+    const v = obj[k];
+    if (v === undefined) continue;
+    if (!first) out += ",";
+    first = false;
+    out += JSON.stringify(k) + ":" + canonicalize(v);
+  }
+  return out + "}";
 }

@@ -3,6 +3,7 @@
  * the recorder adds `category_uid` (class_uid / 1000), `type_uid` (class_uid * 100 + activity_id),
  * `severity_id`, `time` and `metadata`. The mapping of Gatewarden's own events is in README.md.
  */
+import { intern } from "./canonical";
 import type { OcsfDraft, SeverityId } from "./types";
 
 export const OCSF_VERSION = "1.3.0";
@@ -19,6 +20,18 @@ export const OcsfClass = {
   ApplicationLifecycle: 6002,
 } as const;
 
+/** The metadata every event carries: one frozen object per version, canonicalized once. */
+const metadataByVersion = new Map<string, Readonly<Record<string, unknown>>>();
+
+function metadata(productVersion: string): Readonly<Record<string, unknown>> {
+  let m = metadataByVersion.get(productVersion);
+  if (!m) {
+    m = intern({ version: OCSF_VERSION, product: { ...PRODUCT, version: productVersion } });
+    metadataByVersion.set(productVersion, m);
+  }
+  return m;
+}
+
 export function shapeOcsf(d: OcsfDraft, severity: SeverityId, time: number, productVersion: string): Record<string, unknown> {
   return {
     ...d,
@@ -26,6 +39,6 @@ export function shapeOcsf(d: OcsfDraft, severity: SeverityId, time: number, prod
     type_uid: d.class_uid * 100 + d.activity_id,
     severity_id: severity,
     time,
-    metadata: { version: OCSF_VERSION, product: { ...PRODUCT, version: productVersion } },
+    metadata: metadata(productVersion),
   };
 }

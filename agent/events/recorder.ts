@@ -153,16 +153,23 @@ export class Recorder implements EventSink {
   private commitDrafts(drafts: readonly EventDraft[]): Envelope[] {
     const saved = { seq: this.seq, prev: this.prev };
     try {
-      const prepared = drafts.map((d) => this.build(d));
+      this.signer.begin();
+      const prepared: Prepared[] = [];
+      const add = (d: EventDraft) => {
+        const p = this.build(d);
+        prepared.push(p);
+        this.signer.push(Buffer.from(p.hash, "hex"));
+      };
+      for (const d of drafts) add(d);
       let incoming = 0;
       for (const p of prepared) incoming += p.head.length + p.mid.length + p.tail.length + 200;
       const plan = this.o.outbox.planEviction(incoming, this.o.inFlight?.() ?? new Set());
       if (plan) {
-        for (const d of lossDrafts(plan.summary, "buffer_full")) prepared.push(this.build(d));
+        for (const d of lossDrafts(plan.summary, "buffer_full")) add(d);
         this.counters.evicted += plan.ids.length;
         this.o.log.warn({ evicted: plan.ids.length, classes: plan.summary.map((s) => `${s.class}:${s.count}`) }, "Outbox full: evicted the lowest classes and recorded a loss record.");
       }
-      const sigs = this.signer.signMany(prepared.map((p) => Buffer.from(p.hash, "hex")));
+      const sigs = this.signer.finish();
       const built = prepared.map((p, i) => finishEnvelope(p, sigs[i]!));
       const ids = this.o.outbox.commit(built, { boot: this.boot, seq: this.seq, hash: this.prev }, plan?.ids);
       this.counters.committed += built.length;
@@ -172,6 +179,7 @@ export class Recorder implements EventSink {
     } catch (e) {
       this.seq = saved.seq;
       this.prev = saved.prev;
+      this.signer.finish(); // ends the batch cleanly; its signatures are not used
       throw e;
     }
   }

@@ -3,100 +3,163 @@ import { Worker } from "node:worker_threads";
 import { signBytes } from "./sign";
 
 /**
- * Signs batches of event hashes on two cores while keeping the recorder synchronous: a worker
- * thread signs the larger share of a batch while the calling thread signs the rest, then the
- * caller waits (Atomics.wait, bounded) for the worker's share. Signatures are identical to
- * inline signing (Ed25519 is deterministic). If the worker fails or is late, the caller signs
- * everything itself and stops using the worker.
+ * Signs a batch of event hashes. The recorder pushes each hash as soon as the event is hashed
+ * and collects the signatures when the batch is complete:
+ *
+ *   begin(); push(h0); push(h1); ...; const sigs = finish();
+ *
+ * `ParallelSigner` overlaps the two cores: a worker thread signs hashes while the recorder
+ * thread is still preparing the rest of the batch, and once the recorder has pushed the last
+ * hash it steals the remaining unsigned ones from the same shared counter. The recorder stays
+ * synchronous (it waits with a bounded Atomics.wait). Ed25519 is deterministic, so signatures
+ * are byte-identical to inline signing. If the worker fails or is late, the recorder signs
+ * whatever is missing itself and stops using the worker.
  */
 export interface BatchSigner {
-  signMany(hashes: readonly Buffer[]): Buffer[];
+  begin(): void;
+  push(hash: Buffer): void;
+  finish(): Buffer[];
   close(): void;
 }
 
 export class InlineSigner implements BatchSigner {
+  private hashes: Buffer[] = [];
   constructor(private readonly key: KeyObject) {}
+  begin(): void {
+    this.hashes = [];
+  }
+  push(hash: Buffer): void {
+    this.hashes.push(hash);
+  }
+  finish(): Buffer[] {
+    const out = this.hashes.map((h) => signBytes(this.key, h));
+    this.hashes = [];
+    return out;
+  }
+  /** Convenience for one-shot batches. */
   signMany(hashes: readonly Buffer[]): Buffer[] {
     return hashes.map((h) => signBytes(this.key, h));
   }
   close(): void {}
 }
 
-const MAX = 4096;
-/** Below this many hashes the hand-off costs more than it saves. */
-const MIN_PARALLEL = 24;
-/** Share of a batch the calling thread signs (it also hashes and commits). */
-const CALLER_SHARE = 0.35;
+/** Hashes one batch may hold in shared memory; beyond that the recorder signs inline. */
+const MAX = 8192;
+const WAIT_MS = 5000;
+// Control words.
+const GEN = 0; // batch generation: the worker starts a batch when it changes
+const AVAIL = 1; // hashes pushed so far
+const NEXT = 2; // next index to claim (worker and recorder both claim with Atomics.add)
+const SEALED = 3; // 1 when the last hash is pushed (AVAIL is then final)
+const IDLE = 4; // generation the worker has finished
+const STOP = 5;
 
 const WORKER_SRC = `
 const { workerData } = require("node:worker_threads");
 const { createPrivateKey, sign } = require("node:crypto");
 const key = createPrivateKey({ key: Buffer.from(workerData.pkcs8), format: "der", type: "pkcs8" });
 const ctrl = new Int32Array(workerData.ctrl);
+const done = new Int32Array(workerData.done);
 const hashes = new Uint8Array(workerData.hashes);
 const sigs = new Uint8Array(workerData.sigs);
+let gen = 0;
 for (;;) {
-  // Wait for a job (1) or the stop (3). Waking on 2 (our own "done", not yet reset by the
-  // caller) must not start another pass: it would race the caller's next batch.
-  let st;
-  while ((st = Atomics.load(ctrl, 0)) !== 1 && st !== 3) Atomics.wait(ctrl, 0, st);
-  if (st === 3) break;
-  const from = ctrl[1], to = ctrl[2];
-  for (let i = from; i < to; i++) sigs.set(sign(null, hashes.subarray(i * 32, i * 32 + 32), key), i * 64);
-  Atomics.store(ctrl, 0, 2);
-  Atomics.notify(ctrl, 0);
+  while (Atomics.load(ctrl, ${GEN}) === gen && !Atomics.load(ctrl, ${STOP})) Atomics.wait(ctrl, ${GEN}, gen, 1000);
+  if (Atomics.load(ctrl, ${STOP})) break;
+  gen = Atomics.load(ctrl, ${GEN});
+  for (;;) {
+    const i = Atomics.add(ctrl, ${NEXT}, 1);
+    let avail;
+    while (i >= (avail = Atomics.load(ctrl, ${AVAIL})) && !Atomics.load(ctrl, ${SEALED})) Atomics.wait(ctrl, ${AVAIL}, avail, 50);
+    if (i >= Atomics.load(ctrl, ${AVAIL}) || i >= ${MAX}) break;
+    sigs.set(sign(null, hashes.subarray(i * 32, i * 32 + 32), key), i * 64);
+    Atomics.store(done, i, gen);
+  }
+  Atomics.store(ctrl, ${IDLE}, gen);
+  Atomics.notify(ctrl, ${IDLE});
 }
 `;
 
 export class ParallelSigner implements BatchSigner {
-  private readonly inline: InlineSigner;
   private worker: Worker | undefined;
-  private readonly ctrl = new Int32Array(new SharedArrayBuffer(16));
+  private readonly ctrl = new Int32Array(new SharedArrayBuffer(8 * 4));
+  /** done[i] === generation when the worker has written signature i of this batch. */
+  private readonly done = new Int32Array(new SharedArrayBuffer(MAX * 4));
   private readonly hashes = new Uint8Array(new SharedArrayBuffer(MAX * 32));
   private readonly sigs = new Uint8Array(new SharedArrayBuffer(MAX * 64));
+  private pushed: Buffer[] = [];
+  private gen = 0;
+  private active = false;
 
-  constructor(
-    private readonly key: KeyObject,
-    private readonly waitMs = 5000,
-  ) {
-    this.inline = new InlineSigner(key);
+  constructor(private readonly key: KeyObject) {
     const pkcs8 = key.export({ format: "der", type: "pkcs8" });
-    this.worker = new Worker(WORKER_SRC, { eval: true, workerData: { pkcs8, ctrl: this.ctrl.buffer, hashes: this.hashes.buffer, sigs: this.sigs.buffer } });
+    this.worker = new Worker(WORKER_SRC, { eval: true, workerData: { pkcs8, ctrl: this.ctrl.buffer, done: this.done.buffer, hashes: this.hashes.buffer, sigs: this.sigs.buffer } });
     this.worker.unref();
     this.worker.on("error", () => (this.worker = undefined));
     this.worker.on("exit", () => (this.worker = undefined));
   }
 
-  signMany(hashes: readonly Buffer[]): Buffer[] {
-    if (!this.worker || hashes.length < MIN_PARALLEL) return this.inline.signMany(hashes);
-    const out: Buffer[] = new Array<Buffer>(hashes.length);
-    for (let start = 0; start < hashes.length; start += MAX) {
-      const part = hashes.slice(start, start + MAX);
-      const mine = Math.max(1, Math.floor(part.length * CALLER_SHARE));
-      for (let i = mine; i < part.length; i++) this.hashes.set(part[i]!, i * 32);
-      this.ctrl[1] = mine;
-      this.ctrl[2] = part.length;
-      Atomics.store(this.ctrl, 0, 1);
-      Atomics.notify(this.ctrl, 0);
-      for (let i = 0; i < mine; i++) out[start + i] = signBytes(this.key, part[i]!);
-      const r = Atomics.wait(this.ctrl, 0, 1, this.waitMs);
-      if (r === "timed-out" && Atomics.load(this.ctrl, 0) !== 2) {
-        this.close();
-        for (let i = mine; i < part.length; i++) out[start + i] = signBytes(this.key, part[i]!);
-        continue;
+  begin(): void {
+    this.pushed = [];
+    this.active = !!this.worker;
+    if (!this.active) return;
+    this.gen = (this.gen % 0x7ffffffe) + 1;
+    Atomics.store(this.ctrl, AVAIL, 0);
+    Atomics.store(this.ctrl, NEXT, 0);
+    Atomics.store(this.ctrl, SEALED, 0);
+    Atomics.store(this.ctrl, GEN, this.gen);
+    Atomics.notify(this.ctrl, GEN);
+  }
+
+  push(hash: Buffer): void {
+    const i = this.pushed.length;
+    this.pushed.push(hash);
+    if (!this.active || i >= MAX) return;
+    this.hashes.set(hash, i * 32);
+    Atomics.store(this.ctrl, AVAIL, i + 1);
+    Atomics.notify(this.ctrl, AVAIL, 1);
+  }
+
+  finish(): Buffer[] {
+    const n = this.pushed.length;
+    const out = new Array<Buffer>(n);
+    if (this.active) {
+      Atomics.store(this.ctrl, SEALED, 1);
+      Atomics.notify(this.ctrl, AVAIL);
+      // Steal what the worker has not claimed yet.
+      const mine = new Set<number>();
+      for (let i = Atomics.add(this.ctrl, NEXT, 1); i < Math.min(n, MAX); i = Atomics.add(this.ctrl, NEXT, 1)) {
+        out[i] = signBytes(this.key, this.pushed[i]!);
+        mine.add(i);
       }
-      for (let i = mine; i < part.length; i++) out[start + i] = Buffer.from(this.sigs.slice(i * 64, i * 64 + 64));
-      Atomics.store(this.ctrl, 0, 0);
+      // Wait for the worker to finish its claims of this generation.
+      const deadline = Date.now() + WAIT_MS;
+      while (Atomics.load(this.ctrl, IDLE) !== this.gen && Date.now() < deadline) Atomics.wait(this.ctrl, IDLE, Atomics.load(this.ctrl, IDLE), 100);
+      if (Atomics.load(this.ctrl, IDLE) !== this.gen) this.close();
+      for (let i = 0; i < Math.min(n, MAX); i++) {
+        if (mine.has(i)) continue;
+        out[i] = Atomics.load(this.done, i) === this.gen ? Buffer.from(this.sigs.slice(i * 64, i * 64 + 64)) : signBytes(this.key, this.pushed[i]!);
+      }
     }
+    for (let i = 0; i < n; i++) out[i] ??= signBytes(this.key, this.pushed[i]!);
+    this.pushed = [];
+    this.active = false;
     return out;
+  }
+
+  /** Convenience for one-shot batches. */
+  signMany(hashes: readonly Buffer[]): Buffer[] {
+    this.begin();
+    for (const h of hashes) this.push(h);
+    return this.finish();
   }
 
   close(): void {
     const w = this.worker;
     this.worker = undefined;
     if (!w) return;
-    Atomics.store(this.ctrl, 0, 3);
-    Atomics.notify(this.ctrl, 0);
+    Atomics.store(this.ctrl, STOP, 1);
+    Atomics.notify(this.ctrl, GEN);
     void w.terminate();
   }
 }

@@ -127,3 +127,13 @@ describe("stored body check", () => {
     }
   });
 });
+
+describe("interned values", () => {
+  it("canonicalize an interned object exactly like a fresh copy, and freeze it deeply", async () => {
+    const { intern } = await import("../../../agent/events/canonical");
+    const fresh = { z: 1, a: { y: [1, { b: 2 }], x: "é" } };
+    const shared = intern(structuredClone(fresh));
+    expect(canonicalize({ m: shared })).toBe(canonicalize({ m: fresh }));
+    expect(Object.isFrozen(shared.a)).toBe(true);
+  });
+});
