@@ -31,7 +31,8 @@ export const pointSchema = z
     /** Engineering unit after scale and offset, e.g. `m`, `L/s`, `kWh`. */
     unit: z.string().min(1),
     kind: z.enum(POINT_KINDS),
-    poll_interval_ms: z.number().int().min(10).max(86_400_000).default(1000),
+    /** Poll the point this often through the proxy's upstreams; unset: passive tap only. */
+    poll_interval_ms: z.number().int().min(10).max(86_400_000).optional(),
     range: z.strictObject({ min: z.number().finite(), max: z.number().finite() }),
     /** Physical limit on change, units per second (rate of change, counters). */
     max_rate_per_s: z.number().positive().optional(),

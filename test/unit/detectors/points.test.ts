@@ -14,7 +14,7 @@ describe("points schema", () => {
       L_T1: modbus({ type: "float32", word_order: "little", scale: 0.01 }),
       F_PU1: { source: { opcua: { node_id: "ns=2;s=PU1.Flow" } }, unit: "L/s", kind: "flow", range: { min: 0, max: 200 }, poll_interval_ms: 5000 },
     });
-    expect(p.L_T1!.poll_interval_ms).toBe(1000);
+    expect(p.L_T1!.poll_interval_ms).toBeUndefined();
     expect(p.L_T1!.source).toEqual({ modbus: { device: "plc1", unit: 1, table: "holding", address: 40, type: "float32", word_order: "little", scale: 0.01, offset: 0 } });
   });
   it.each([

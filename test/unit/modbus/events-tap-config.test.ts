@@ -109,7 +109,6 @@ describe("modbus config schema", () => {
       { unit: 20, upstream: "dsrv", remote_unit: 1 },
     ],
     policy_file: "/etc/gw/modbus-policy.yaml",
-    points: [{ id: "tank_level", device: "bus1", unit: 10, table: "input", address: 3, scale: 0.01 }],
   };
   it("accepts a full example and fills defaults", () => {
     const c = modbusConfigSchema.parse(good);
