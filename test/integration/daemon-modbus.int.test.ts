@@ -75,4 +75,49 @@ modbus:
     expect(bodies.filter((b) => b.class === "finding" && b.ocsf.class_uid === 4001).length).toBeGreaterThanOrEqual(2); // denials
     expect(bodies.some((b) => b.class === "audit" && b.ocsf.class_uid === 4001)).toBe(true); // allowed write audit
   });
+
+  it("polls configured points into the detectors, which record an out-of-range finding as an incident", async () => {
+    const t = tempDir();
+    cleanups.push(t.cleanup);
+    const device = new SimDevice();
+    const devPort = await device.listen(0);
+    cleanups.push(() => device.close());
+    device.input[30] = 350; // 3.50 m
+    const site = makeSite(t.dir);
+    appendFileSync(
+      site.cfgFile,
+      `
+modbus:
+  upstreams:
+    - { name: plc, type: tcp, target: "127.0.0.1:${devPort}" }
+points:
+  L_T3:
+    source: { modbus: { device: plc, unit: 1, table: input, address: 30, scale: 0.01 } }
+    unit: m
+    kind: level
+    range: { min: 0, max: 6.5 }
+    poll_interval_ms: 50
+detection:
+  close_after: 2
+`,
+    );
+    const loaded = site.load();
+    const rt = new Runtime(loaded, silent);
+    await rt.start();
+    cleanups.push(() => rt.stop("test"));
+    const status = async () => (await controlCall(loaded.config.control.socket, "detection.status")) as { readings: number };
+    const t0 = Date.now();
+    while ((await status()).readings < 5 && Date.now() - t0 < 10_000) await new Promise((r) => setTimeout(r, 50));
+    expect((await status()).readings).toBeGreaterThanOrEqual(5);
+    device.input[30] = 990; // 9.90 m: beyond the tank's physical range
+    const findings = () => {
+      rt.recorder.flush();
+      return rt.outbox.readAfter(0, 100_000).map((r) => JSON.parse(r.body) as Body & { ocsf: { finding_info?: { title?: string } } }).filter((b) => b.class === "finding" && b.ocsf.class_uid === 2004);
+    };
+    const t1 = Date.now();
+    while (!findings().length && Date.now() - t1 < 10_000) await new Promise((r) => setTimeout(r, 50));
+    const f = findings()[0];
+    expect(f, "an incident for L_T3").toBeTruthy();
+    expect(f!.ocsf.message).toMatch(/L_T3/);
+  });
 });
