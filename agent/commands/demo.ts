@@ -1,5 +1,8 @@
 import type { Command } from "commander";
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { appendFileSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { createServer } from "node:net";
+import { controlCall } from "../control/client";
+import { DemoClient, DemoPlant } from "../demo-plant";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { loadConfig } from "../config/load";
@@ -25,7 +28,7 @@ export function registerDemo(program: Command): void {
     .command("demo")
     .description("Run gateway + embedded MQTT broker + SOC receiver for a while, with a broker outage in the middle")
     .option("--duration <SECONDS>", "how long to produce events", "20")
-    .option("--rate <EVENTS_PER_S>", "simulated events per second", "200")
+    .option("--rate <EVENTS_PER_S>", "simulated background events per second (besides the plant's)", "50")
     .option("--keep", "keep the demo directory instead of deleting it")
     .option("--json", "print the final summary as JSON")
     .action(
@@ -96,6 +99,29 @@ async function demoWith(
   mkdirSync(join(socDir, "trusted"), { recursive: true });
   TrustStore.add(socDir, JSON.stringify(exportTrust("demo-gw-01", key)), "demo");
 
+  // The plant: a PLC behind the gateway's Modbus proxy, a tank level the detectors watch.
+  const plant = new DemoPlant();
+  await plant.start();
+  const proxyPort = await freePort();
+  appendFileSync(cfgFile, demoSiteYaml(proxyPort, plant.port));
+  say(`[plant] PLC on 127.0.0.1:${plant.port}; SCADA and engineers reach it only through the proxy on 127.0.0.1:${proxyPort}`);
+  try {
+    return await runPhases(o, broker, dir, socDir, cfgFile, plant, proxyPort, say);
+  } finally {
+    await plant.stop();
+  }
+}
+
+async function runPhases(
+  o: { duration: number; rate: number; keep: boolean },
+  broker: EmbeddedBroker,
+  dir: string,
+  socDir: string,
+  cfgFile: string,
+  plant: DemoPlant,
+  proxyPort: number,
+  say: (s: string) => void,
+): Promise<DemoSummary> {
   let shown = 0;
   const receiver = new SocReceiver({
     broker: broker.url,
@@ -106,30 +132,82 @@ async function demoWith(
     protocolVersion: 4,
     gapTimeoutMs: 60_000,
     dedupeWindow: 100_000,
-    log: createLogger("warn", 2),
+    log: createLogger("error", 2),
     onLine: (l: OutLine) => {
+      if (!("problem" in l) && l.class === "heartbeat") return;
       if ("problem" in l && l.problem === "duplicate") say(`[soc] de-duplicated ${l.device} ${l.boot}:${l.first} (resent after the outage)`);
       else if ("problem" in l) say(`[soc] PROBLEM ${l.problem} ${l.device ?? ""} ${l.boot ?? ""}:${l.first ?? ""}-${l.last ?? ""} ${l.detail}`);
       else if (l.class !== "telemetry" && shown++ < 400) say(`[soc] verified ${l.device} ${l.boot}:${l.seq} ${l.class} sev=${l.severity} ${String(l.ocsf.message)}`);
     },
   });
   await receiver.start();
+  try {
+    return await withReceiver(o, broker, dir, socDir, cfgFile, plant, proxyPort, say, receiver);
+  } finally {
+    await receiver.stop();
+  }
+}
 
-  const rt = new Runtime(loadConfig(cfgFile), createLogger(process.env.GATEWARDEN_DEMO_LOG ?? "warn", 2));
+async function withReceiver(
+  o: { duration: number; rate: number; keep: boolean },
+  broker: EmbeddedBroker,
+  dir: string,
+  socDir: string,
+  cfgFile: string,
+  plant: DemoPlant,
+  proxyPort: number,
+  say: (s: string) => void,
+  receiver: SocReceiver,
+): Promise<DemoSummary> {
+  const loaded = loadConfig(cfgFile);
+  const rt = new Runtime(loaded, createLogger(process.env.GATEWARDEN_DEMO_LOG ?? "warn", 2));
   await rt.start();
-  say(`[gateway] demo-gw-01 running, ${o.rate} simulated events/s, heartbeat every 2 s`);
+  say(`[gateway] demo-gw-01 running: Modbus proxy, detectors on the tank level, ${o.rate} simulated events/s, heartbeat every 2 s`);
+
+  // SCADA polls the level and the pump flow through the proxy (read-only role).
+  const scada = await DemoClient.connect(proxyPort);
+  let scadaReads = 0;
+  const scadaTimer = setInterval(() => {
+    void scada.request(1, "04 001e 0002").then((r) => {
+      if (r.startsWith("0404") && scadaReads++ % 20 === 0) say(`[scada] tank level ${(parseInt(r.slice(4, 8), 16) / 100).toFixed(2)} m, pump flow ${(parseInt(r.slice(8, 12), 16) / 10).toFixed(1)} L/s`);
+    });
+  }, 250);
 
   const third = (o.duration * 1000) / 3;
-  await sleep(third);
+  await sleep(third / 2);
+  // An intruder on the plant network tries what the policy forbids, and a smuggling frame.
+  const intruder = await DemoClient.connect(proxyPort);
+  say(`[intruder] write 9999 rpm to the pump speed setpoint (holding 100): ${answer(await intruder.request(1, "06 0064 270f"))}`);
+  say(`[intruder] diagnostics: force listen-only mode (FC 8/4): ${answer(await intruder.request(1, "08 0004 0000"))}`);
+  intruder.raw(Buffer.from("000100000009010300000001060064270f", "hex")); // libmodbus #514: a write hidden behind a read
+  await sleep(200);
+  say(`[intruder] a read with a write smuggled after it (libmodbus #514): ${intruder.sock.destroyed ? "rejected, connection closed" : "rejected"}`);
+  intruder.close();
+  await sleep(third / 2);
+
   await broker.pause();
   const outageStart = Date.now();
   say(`[demo] broker DOWN: the gateway keeps recording into its outbox`);
-  await sleep(third);
+  await sleep(third / 3);
+  // An engineer opens a 10-minute write window and changes the pump speed, within bounds.
+  await controlCall(loaded.config.control.socket, "window.open", { role: "operator", minutes: 10, reason: "demo: raise pump speed" });
+  const eng = await DemoClient.connect(proxyPort);
+  say(`[engineer] window opened; write 1600 rpm to holding 100: ${answer(await eng.request(1, "06 0064 0640"))}`);
+  eng.close();
+  await sleep((2 * third) / 3);
   const depth = rt.outbox.stats().depth;
   await broker.resume();
   const outage = (Date.now() - outageStart) / 1000;
   say(`[demo] broker UP after ${outage.toFixed(1)} s with ${depth} events waiting in the outbox`);
-  await sleep(third);
+
+  // A sensor attack: the level reading is spoofed to a value the tank cannot hold.
+  plant.spoof = 9.87;
+  say(`[attack] the PLC's tank level reading is spoofed to 9.87 m (the tank is 6.5 m high)`);
+  await sleep(third / 2);
+  plant.spoof = undefined;
+  await sleep(third / 2);
+  clearInterval(scadaTimer);
+  scada.close();
 
   rt.stopSources();
   say(`[demo] sources stopped; letting the gateway drain its outbox`);
@@ -151,3 +229,59 @@ async function demoWith(
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+function answer(pduHex: string): string {
+  if (pduHex === "timeout" || pduHex === "closed") return pduHex;
+  const fc = parseInt(pduHex.slice(0, 2), 16);
+  return fc & 0x80 ? `denied (exception ${pduHex.slice(2, 4)})` : `allowed (${pduHex})`;
+}
+
+function freePort(): Promise<number> {
+  return new Promise((resolve) => {
+    const s = createServer().listen(0, "127.0.0.1", () => {
+      const p = (s.address() as { port: number }).port;
+      s.close(() => resolve(p));
+    });
+  });
+}
+
+/** The demo gateway's proxy, policy, points and detection settings. */
+function demoSiteYaml(proxyPort: number, plcPort: number): string {
+  return `
+modbus:
+  listeners:
+    - { name: plant, type: tcp, listen: "127.0.0.1:${proxyPort}" }
+  upstreams:
+    - { name: plc, type: tcp, target: "127.0.0.1:${plcPort}" }
+  routes:
+    - { unit: 1, upstream: plc }
+  policy:
+    identities:
+      - { match: { address: ["127.0.0.1"] }, role: operator }
+    roles:
+      operator:
+        units: [1]
+        functions: [read-write]
+        read: { input: ["0-99"], holding: ["0-199"] }
+        write: { holding: ["100-103"] }
+        values:
+          - { table: holding, address: "100-103", min: 0, max: 1800 }
+        write_window: required
+  events: { interval_ms: 2000 }
+points:
+  L_T1:
+    source: { modbus: { device: plc, unit: 1, table: input, address: 30, scale: 0.01 } }
+    unit: m
+    kind: level
+    range: { min: 0, max: 6.5 }
+    poll_interval_ms: 500
+  F_PU1:
+    source: { modbus: { device: plc, unit: 1, table: input, address: 31, scale: 0.1 } }
+    unit: L/s
+    kind: flow
+    range: { min: 0, max: 80 }
+detection:
+  close_after: 3
+  state_path: data/detectors.db
+`;
+}
