@@ -6,6 +6,8 @@
  */
 /** Canonical text of interned objects, computed once (e.g. the OCSF metadata every event shares). */
 const internedText = new WeakMap<object, string>();
+/** Every object key inside an interned object (checked once, when it was interned). */
+const internedKeys = new WeakMap<object, string[]>();
 
 /** Deep-freezes an object and remembers its canonical text: for values shared by many events. */
 export function intern<T extends object>(obj: T): Readonly<T> {
@@ -15,11 +17,53 @@ export function intern<T extends object>(obj: T): Readonly<T> {
     Object.freeze(o);
   };
   freeze(obj);
+  const keys = new Set<string>();
+  collect(obj, keys);
   internedText.set(obj, canonicalObject(obj as Record<string, unknown>));
+  internedKeys.set(obj, [...keys]);
   return obj;
 }
 
 export function canonicalize(value: unknown): string {
+  if (typeof value !== "object" || value === null) return canonicalLeaf(value);
+  const cached = internedText.get(value);
+  if (cached !== undefined) return cached;
+  const keys = new Set<string>();
+  collect(value, keys);
+  // Native JSON.stringify writes an object's members in the order of an array replacer, at
+  // every depth; the sorted union of all keys is thus RFC 8785 order. Strings and numbers are
+  // written exactly as JCS specifies (it is defined by ECMAScript's JSON.stringify).
+  return JSON.stringify(value, [...keys].sort());
+}
+
+/** Walks a value: collects object keys and rejects what JSON cannot carry. */
+function collect(v: unknown, keys: Set<string>): void {
+  if (typeof v !== "object" || v === null) {
+    canonicalLeaf(v);
+    return;
+  }
+  const known = internedKeys.get(v);
+  if (known) {
+    for (const k of known) keys.add(k);
+    return;
+  }
+  if (Array.isArray(v)) {
+    for (const x of v) {
+      if (x === undefined) throw new TypeError("canonical JSON has no form for undefined in an array");
+      collect(x, keys);
+    }
+    return;
+  }
+  if (typeof (v as { toJSON?: unknown }).toJSON === "function") throw new TypeError("canonical JSON does not serialize objects with toJSON");
+  for (const k of Object.keys(v)) {
+    const x = (v as Record<string, unknown>)[k];
+    if (x === undefined) continue;
+    keys.add(k);
+    collect(x, keys);
+  }
+}
+
+function canonicalLeaf(value: unknown): string {
   switch (typeof value) {
     case "string":
     case "boolean":
@@ -27,20 +71,9 @@ export function canonicalize(value: unknown): string {
     case "number":
       if (!Number.isFinite(value)) throw new TypeError("canonical JSON has no form for " + String(value));
       return JSON.stringify(value);
-    case "object": {
+    case "object":
       if (value === null) return "null";
-      if (Array.isArray(value)) {
-        let out = "[";
-        for (let i = 0; i < value.length; i++) {
-          if (i) out += ",";
-          const v: unknown = value[i];
-          if (v === undefined) throw new TypeError("canonical JSON has no form for undefined in an array");
-          out += canonicalize(v);
-        }
-        return out + "]";
-      }
-      return internedText.get(value) ?? canonicalObject(value as Record<string, unknown>);
-    }
+      throw new TypeError("not a leaf");
     default:
       throw new TypeError(`canonical JSON has no form for a ${typeof value}`);
   }

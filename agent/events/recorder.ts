@@ -101,11 +101,7 @@ export class Recorder implements EventSink {
     if (bad) {
       this.counters.invalid++;
       this.o.log.warn({ problem: bad }, "Malformed event draft; recording an EVENT_INVALID event instead.");
-      draft = {
-        class: "system",
-        severity: 3,
-        ocsf: { class_uid: OcsfClass.ApplicationLifecycle, activity_id: 99, message: `A component produced a malformed event: ${bad}`, unmapped: { error_code: "EVENT_INVALID", stage: "processing" } },
-      };
+      draft = invalidDraft(bad);
     }
     this.pending.push({ draft, resolve });
     if (this.pending.length >= this.o.maxPending) this.flush();
@@ -156,7 +152,14 @@ export class Recorder implements EventSink {
       this.signer.begin();
       const prepared: Prepared[] = [];
       const add = (d: EventDraft) => {
-        const p = this.build(d);
+        let p: Prepared;
+        try {
+          p = this.build(d);
+        } catch (e) {
+          // A body JSON cannot carry (NaN, a function, a cycle...): recorded as such, never dropped.
+          this.counters.invalid++;
+          p = this.build(invalidDraft(`its OCSF body cannot be serialized (${(e as Error).message})`));
+        }
         prepared.push(p);
         this.signer.push(Buffer.from(p.hash, "hex"));
       };
@@ -245,12 +248,15 @@ function draftProblem(d: EventDraft): string | undefined {
   if (!Number.isInteger(o.activity_id)) return "ocsf.activity_id missing";
   if (typeof o.message !== "string") return "ocsf.message missing";
   if (d.time !== undefined && !Number.isFinite(d.time)) return "time is not a number";
-  try {
-    JSON.stringify(o);
-  } catch {
-    return "ocsf body is not JSON-safe";
-  }
-  return undefined;
+  return undefined; // JSON-safety is checked when the body is canonicalized (build)
+}
+
+function invalidDraft(problem: string): EventDraft {
+  return {
+    class: "system",
+    severity: 3,
+    ocsf: { class_uid: OcsfClass.ApplicationLifecycle, activity_id: 99, message: `A component produced a malformed event: ${problem}`, unmapped: { error_code: "EVENT_INVALID", stage: "processing" } },
+  };
 }
 
 /** Loss records: signed `system` findings naming class, count and exact sequence ranges. */

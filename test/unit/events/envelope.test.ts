@@ -137,3 +137,24 @@ describe("interned values", () => {
     expect(Object.isFrozen(shared.a)).toBe(true);
   });
 });
+
+describe("canonical JSON, property", () => {
+  /** The member-by-member reference: sorted keys at every depth, JSON.stringify for leaves. */
+  function reference(v: unknown): string {
+    if (Array.isArray(v)) return "[" + v.map(reference).join(",") + "]";
+    if (typeof v === "object" && v !== null) {
+      const o = v as Record<string, unknown>;
+      return "{" + Object.keys(o).filter((k) => o[k] !== undefined).sort().map((k) => JSON.stringify(k) + ":" + reference(o[k])).join(",") + "}";
+    }
+    return JSON.stringify(v);
+  }
+  it("matches the member-by-member reference on arbitrary JSON values", async () => {
+    const fc = await import("fast-check");
+    fc.assert(
+      fc.property(fc.jsonValue(), (v) => {
+        expect(canonicalize(v)).toBe(reference(v));
+      }),
+      { numRuns: 500 },
+    );
+  });
+});

@@ -123,3 +123,20 @@ describe("outbox and recorder", () => {
     outbox.close();
   });
 });
+
+describe("a body JSON cannot carry", () => {
+  const t = tempDir();
+  afterAll(t.cleanup);
+  it("is recorded as EVENT_INVALID and does not poison the rest of its batch", () => {
+    const { outbox, recorder } = open(join(t.dir, "nan"), 64 * 1024 ** 2);
+    recorder.start();
+    recorder.record(draft("audit", 1));
+    recorder.record({ class: "finding", severity: 4, ocsf: { class_uid: 2004, activity_id: 1, message: "bad", unmapped: { v: Number.NaN } } });
+    recorder.record(draft("audit", 2));
+    recorder.flush();
+    const all = bodies(outbox);
+    expect(all.map((b) => b.class)).toEqual(["system", "audit", "system", "audit"]);
+    expect(JSON.stringify(all[2]!.ocsf)).toContain("EVENT_INVALID");
+    outbox.close();
+  });
+});
