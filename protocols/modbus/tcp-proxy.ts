@@ -8,6 +8,7 @@
 import { createServer, type Server, type Socket } from "node:net";
 import { createServer as createTlsServer, type Server as TlsServer, type TLSSocket } from "node:tls";
 import { readFileSync } from "node:fs";
+import { readSecretFile } from "../../agent/keys/files";
 import { DaemonError } from "../../agent/errors";
 import { describeCertificate } from "./cert-role";
 import { splitHostPort, type ListenerConfig } from "./config";
@@ -49,8 +50,10 @@ export class ModbusListener {
       const t = this.cfg.tls;
       let material: { cert: Buffer; key: Buffer; ca: Buffer; crl?: Buffer };
       try {
-        material = { cert: readFileSync(t.cert_file), key: readFileSync(t.key_file), ca: readFileSync(t.ca_file), ...(t.crl_file ? { crl: readFileSync(t.crl_file) } : {}) };
+        // The private key must be owner-only (KEY_PERMISSIONS otherwise): the daemon refuses to start.
+        material = { cert: readFileSync(t.cert_file), key: readSecretFile(t.key_file, `listener ${this.name} TLS key`), ca: readFileSync(t.ca_file), ...(t.crl_file ? { crl: readFileSync(t.crl_file) } : {}) };
       } catch (e) {
+        if (e instanceof DaemonError) throw e;
         throw new DaemonError("TLS_SETUP", `listener ${this.name}: cannot read TLS files (${(e as Error).message})`, { cause: e });
       }
       try {

@@ -120,4 +120,21 @@ detection:
     expect(f, "an incident for L_T3").toBeTruthy();
     expect(f!.ocsf.message).toMatch(/L_T3/);
   });
+
+  it("refuses to start a Modbus/TCP Security listener whose private key others can read", async () => {
+    const t = tempDir();
+    cleanups.push(t.cleanup);
+    const { writeFileSync } = await import("node:fs");
+    const { join } = await import("node:path");
+    const { ModbusProxyService } = await import("../../protocols/modbus/service");
+    const { modbusConfigSchema } = await import("../../protocols/modbus/config");
+    for (const f of ["server.crt", "ca.crt"]) writeFileSync(join(t.dir, f), "-----BEGIN CERTIFICATE-----\n");
+    writeFileSync(join(t.dir, "server.key"), "-----BEGIN PRIVATE KEY-----\n", { mode: 0o644 });
+    const port = await freePort();
+    const svc = new ModbusProxyService({
+      config: modbusConfigSchema.parse({ listeners: [{ name: "s", type: "tls", listen: `127.0.0.1:${port}`, tls: { cert_file: join(t.dir, "server.crt"), key_file: join(t.dir, "server.key"), ca_file: join(t.dir, "ca.crt") } }] }),
+      events: { record: () => undefined },
+    });
+    await expect(svc.start()).rejects.toMatchObject({ code: "KEY_PERMISSIONS" });
+  });
 });
