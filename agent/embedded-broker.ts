@@ -25,7 +25,7 @@ export class EmbeddedBroker {
   }
 
   async resume(): Promise<void> {
-    const server = createServer((s) => {
+    const server = createServer({ noDelay: true }, (s) => {
       this.sockets.add(s);
       s.on("close", () => this.sockets.delete(s));
       this.broker!.handle(s);

@@ -107,6 +107,9 @@ export class MqttForwarder {
     this.client = client;
     client.on("connect", (connack) => {
       if (this.client !== client) return;
+      // PUBLISH and PUBACK are small writes: Nagle's algorithm with the peer's delayed ACK would
+      // stall the in-flight window for tens of milliseconds at a time.
+      (client.stream as { setNoDelay?: (on: boolean) => void } | undefined)?.setNoDelay?.(true);
       this.attempt = 0;
       this.state = "up";
       this.lastError = undefined;

@@ -118,6 +118,7 @@ export class SocReceiver {
     await new Promise<void>((resolve) => {
       client.on("connect", () => {
         this.connected = true;
+        (client.stream as { setNoDelay?: (on: boolean) => void } | undefined)?.setNoDelay?.(true);
         client.subscribe(topic, { qos: 1 }, (err) => {
           if (err) o.log.error({ err: describeError(err), topic }, "Subscription refused by the broker.");
           else {

@@ -158,3 +158,25 @@ describe("canonical JSON, property", () => {
     );
   });
 });
+
+describe("sealed batches are compressed, and inflation is bounded", () => {
+  it("carries several times fewer bytes than the JSON, and a bomb is refused", async () => {
+    const { deflateRawSync } = await import("node:zlib");
+    const { MAX_BATCH_PLAINTEXT } = await import("../../../agent/events/seal");
+    const soc = nacl.box.keyPair();
+    const events = Array.from({ length: 200 }, (_, i) => ({ class: "telemetry", seq: i, ocsf: { class_uid: 5001, message: `Reading ${i} of the tank level`, metadata: { product: { name: "Gatewarden" } } } }));
+    const plain = Buffer.from(JSON.stringify(events));
+    const msg = new BatchSealer(soc.publicKey).seal({ device: "gw-1", from: [1, 0], to: [1, 199], count: 200 }, plain);
+    expect(msg.length * 3).toBeLessThan(plain.length);
+    expect(new BatchOpener(soc.secretKey).open(msg).plaintext).toEqual(plain);
+    // A hostile sender with the SOC's public key seals a deflate bomb.
+    const eph = nacl.box.keyPair();
+    const nonce = nacl.randomBytes(24);
+    const bomb = deflateRawSync(Buffer.alloc(MAX_BATCH_PLAINTEXT + 1024));
+    const box = nacl.box(bomb, nonce, soc.publicKey, eph.secretKey);
+    const hj = Buffer.from(JSON.stringify({ device: "gw-1", from: [1, 0], to: [1, 0], count: 1, epk: Buffer.from(eph.publicKey).toString("base64"), nonce: Buffer.from(nonce).toString("base64"), z: "deflate-raw" }));
+    const len = Buffer.alloc(2);
+    len.writeUInt16BE(hj.length);
+    expect(() => new BatchOpener(soc.secretKey).open(Buffer.concat([Buffer.from("GWB1"), len, hj, box]))).toThrow(/does not inflate/);
+  });
+});
