@@ -30,6 +30,9 @@ export function canonicalize(value: unknown): string {
   if (cached !== undefined) return cached;
   const keys = new Set<string>();
   collect(value, keys);
+  // An own "__proto__" member (JSON.parse makes them) is not written faithfully through a
+  // property list: write such values member by member.
+  if (keys.has("__proto__")) return memberwise(value);
   // Native JSON.stringify writes an object's members in the order of an array replacer, at
   // every depth; the sorted union of all keys is thus RFC 8785 order. Strings and numbers are
   // written exactly as JCS specifies (it is defined by ECMAScript's JSON.stringify).
@@ -79,7 +82,15 @@ function canonicalLeaf(value: unknown): string {
   }
 }
 
-function canonicalObject(obj: Record<string, unknown>): string {
+function memberwise(v: unknown): string {
+  if (typeof v !== "object" || v === null) return canonicalLeaf(v);
+  const cached = internedText.get(v);
+  if (cached !== undefined) return cached;
+  if (Array.isArray(v)) return "[" + v.map(memberwise).join(",") + "]";
+  return canonicalObject(v as Record<string, unknown>, memberwise);
+}
+
+function canonicalObject(obj: Record<string, unknown>, inner: (v: unknown) => string = canonicalize): string {
   const keys = Object.keys(obj).sort();
   let out = "{";
   let first = true;
@@ -88,7 +99,7 @@ function canonicalObject(obj: Record<string, unknown>): string {
     if (v === undefined) continue;
     if (!first) out += ",";
     first = false;
-    out += JSON.stringify(k) + ":" + canonicalize(v);
+    out += JSON.stringify(k) + ":" + inner(v);
   }
   return out + "}";
 }
