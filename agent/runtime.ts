@@ -230,7 +230,15 @@ export class Runtime {
   }
 
   /** Stops sources, records the shutdown event, gives the forwarder `drainMs` to send, closes. */
-  async stop(reason: string, drainMs = 2000): Promise<void> {
+  private stopping: Promise<void> | undefined;
+
+  /** Idempotent: a second call waits for the first. */
+  stop(reason: string, drainMs = 2000): Promise<void> {
+    this.stopping ??= this.doStop(reason, drainMs);
+    return this.stopping;
+  }
+
+  private async doStop(reason: string, drainMs: number): Promise<void> {
     this.stopSources();
     for (const h of this.stopHooks.reverse()) {
       try {

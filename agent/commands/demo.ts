@@ -60,24 +60,26 @@ export async function runDemo(o: { duration: number; rate: number; keep: boolean
   const dir = mkdtempSync(join(tmpdir(), "gatewarden-demo-"));
   const gw = join(dir, "gateway");
   const socDir = join(dir, "soc");
-  const broker = new EmbeddedBroker();
-  await broker.start();
+  // Everything started is stopped in reverse order, whatever happens.
+  const stack: (() => Promise<void> | void)[] = [() => void (o.keep || rmSync(dir, { recursive: true, force: true }))];
   try {
-    return await demoWith(o, broker, dir, gw, socDir, say);
+    return await demoBody(o, dir, gw, socDir, say, stack);
   } finally {
-    await broker.stop();
-    if (!o.keep) rmSync(dir, { recursive: true, force: true });
+    for (const stop of stack.reverse()) await stop();
   }
 }
 
-async function demoWith(
+async function demoBody(
   o: { duration: number; rate: number; keep: boolean },
-  broker: EmbeddedBroker,
   dir: string,
   gw: string,
   socDir: string,
   say: (s: string) => void,
+  stack: (() => Promise<void> | void)[],
 ): Promise<DemoSummary> {
+  const broker = new EmbeddedBroker();
+  await broker.start();
+  stack.push(() => broker.stop());
   say(`[demo] embedded MQTT broker on ${broker.url}; files in ${dir}`);
 
   // SOC side: sealing keys; gateway side: identity and config; then trust the gateway.
@@ -102,26 +104,11 @@ async function demoWith(
   // The plant: a PLC behind the gateway's Modbus proxy, a tank level the detectors watch.
   const plant = new DemoPlant();
   await plant.start();
+  stack.push(() => plant.stop());
   const proxyPort = await freePort();
   appendFileSync(cfgFile, demoSiteYaml(proxyPort, plant.port));
   say(`[plant] PLC on 127.0.0.1:${plant.port}; SCADA and engineers reach it only through the proxy on 127.0.0.1:${proxyPort}`);
-  try {
-    return await runPhases(o, broker, dir, socDir, cfgFile, plant, proxyPort, say);
-  } finally {
-    await plant.stop();
-  }
-}
 
-async function runPhases(
-  o: { duration: number; rate: number; keep: boolean },
-  broker: EmbeddedBroker,
-  dir: string,
-  socDir: string,
-  cfgFile: string,
-  plant: DemoPlant,
-  proxyPort: number,
-  say: (s: string) => void,
-): Promise<DemoSummary> {
   let shown = 0;
   const receiver = new SocReceiver({
     broker: broker.url,
@@ -141,27 +128,12 @@ async function runPhases(
     },
   });
   await receiver.start();
-  try {
-    return await withReceiver(o, broker, dir, socDir, cfgFile, plant, proxyPort, say, receiver);
-  } finally {
-    await receiver.stop();
-  }
-}
+  stack.push(() => receiver.stop());
 
-async function withReceiver(
-  o: { duration: number; rate: number; keep: boolean },
-  broker: EmbeddedBroker,
-  dir: string,
-  socDir: string,
-  cfgFile: string,
-  plant: DemoPlant,
-  proxyPort: number,
-  say: (s: string) => void,
-  receiver: SocReceiver,
-): Promise<DemoSummary> {
   const loaded = loadConfig(cfgFile);
   const rt = new Runtime(loaded, createLogger(process.env.GATEWARDEN_DEMO_LOG ?? "warn", 2));
   await rt.start();
+  stack.push(() => rt.stop("demo ended"));
   say(`[gateway] demo-gw-01 running: Modbus proxy, detectors on the tank level, ${o.rate} simulated events/s, heartbeat every 2 s`);
 
   // SCADA polls the level and the pump flow through the proxy (read-only role).
@@ -172,6 +144,10 @@ async function withReceiver(
       if (r.startsWith("0404") && scadaReads++ % 20 === 0) say(`[scada] tank level ${(parseInt(r.slice(4, 8), 16) / 100).toFixed(2)} m, pump flow ${(parseInt(r.slice(8, 12), 16) / 10).toFixed(1)} L/s`);
     });
   }, 250);
+  stack.push(() => {
+    clearInterval(scadaTimer);
+    scada.close();
+  });
 
   const third = (o.duration * 1000) / 3;
   await sleep(third / 2);
