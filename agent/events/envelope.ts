@@ -88,6 +88,7 @@ export function isEnvelopeShape(e: unknown): e is Envelope {
 export interface Prepared {
   u: UnsignedEnvelope;
   hash: string;
+  hashBytes: Buffer;
   head: string;
   mid: string;
   tail: string;
@@ -102,8 +103,8 @@ export function prepareEnvelope(u: UnsignedEnvelope): Prepared {
   const head = `{"boot":${u.boot},"class":${JSON.stringify(u.class)},"device":${JSON.stringify(u.device)},`;
   const mid = `"mono":${u.mono},"ocsf":${o},"prev":${JSON.stringify(u.prev)},"seq":${u.seq},"severity":${u.severity},`;
   const tail = `"time":${num(u.time)},"v":1}`;
-  const hash = createHash("sha256").update(head + mid + tail).digest("hex");
-  return { u, hash, head, mid, tail };
+  const hashBytes = createHash("sha256").update(head).update(mid).update(tail).digest();
+  return { u, hash: hashBytes.toString("hex"), hashBytes, head, mid, tail };
 }
 
 /** Adds the signature (over the 32 hash bytes) and returns the envelope and its canonical text. */
@@ -114,7 +115,7 @@ export function finishEnvelope(p: Prepared, sig: Uint8Array): { env: Envelope; b
 
 export function buildSigned(u: UnsignedEnvelope, key: KeyObject): { env: Envelope; body: string } {
   const p = prepareEnvelope(u);
-  return finishEnvelope(p, signBytes(key, Buffer.from(p.hash, "hex")));
+  return finishEnvelope(p, signBytes(key, p.hashBytes));
 }
 
 function num(n: number): string {

@@ -161,7 +161,7 @@ export class Recorder implements EventSink {
           p = this.build(invalidDraft(`its OCSF body cannot be serialized (${(e as Error).message})`));
         }
         prepared.push(p);
-        this.signer.push(Buffer.from(p.hash, "hex"));
+        this.signer.push(p.hashBytes);
       };
       for (const d of drafts) add(d);
       let incoming = 0;
