@@ -13,6 +13,7 @@ export interface EwmaCusumOptions {
   h?: number;
   /** A signal is reported only when another came within this many readings (2-out-of-N confirmation). */
   confirm_within?: number;
+  /** Readings before reporting (default: three time constants of the running mean, 3 / alpha). */
   warmup?: number;
 }
 
@@ -43,7 +44,9 @@ export class EwmaCusumDetector extends BaseDetector<State> {
   private readonly h: number;
   private readonly confirm: number;
   constructor(point: string, opts: EwmaCusumOptions = {}) {
-    super(point, "ewma_cusum", opts.warmup ?? 300);
+    // Warm-up (and threshold calibration after a restart) spans three time constants of the
+    // running mean, so the mean has settled (to within e^-3 of its start) before anything is reported.
+    super(point, "ewma_cusum", opts.warmup ?? Math.ceil(3 / (opts.alpha ?? 0.005)));
     this.alpha = opts.alpha ?? 0.005;
     this.beta = opts.beta ?? 0.01;
     this.kappa = opts.kappa ?? 1;

@@ -60,8 +60,7 @@ export class GroupShiftDetector implements Detector<State> {
     this.add(r, null);
   }
   private add(r: Reading, emit: Emit | null): void {
-    const m = this.members.get(r.point);
-    if (!m) return;
+    if (!this.members.has(r.point)) return;
     if (this.tick !== null && r.ts > this.tick) this.flush(emit);
     if (this.tick === null && this.last !== null && r.ts > this.last) {
       const gap = r.ts - this.last;
@@ -74,6 +73,7 @@ export class GroupShiftDetector implements Detector<State> {
       }
     }
     this.tick = r.ts;
+    const m = this.members.get(r.point)!; // after a gap reset: the fresh member, not the discarded one
     m.win.push(r.value);
     if (!m.win.full()) return;
     const x = m.win.trimmedMean();

@@ -31,6 +31,13 @@ export interface SignalAlarmState {
   tokens: number;
   tokens_ts: number;
   seq: number;
+  /**
+   * Highest peak score of the signal's recent statistical incidents (halving every budget
+   * interval, like the multiplier): beyond the budget, only an anomaly stronger than the recent
+   * ones opens an incident.
+   */
+  last_peak?: number;
+  peak_ts?: number;
 }
 
 export type Transition = { kind: "open" | "update" | "close"; incident: Incident } | null;
@@ -66,6 +73,10 @@ export function stepSignal(
     st.mult = Math.max(1, st.mult * Math.pow(0.5, (Math.max(0, ts - st.mult_ts) * o.budget_per_day) / DAY));
     st.mult_ts = ts;
   }
+  if (st.last_peak !== undefined && st.peak_ts !== undefined) {
+    st.last_peak *= Math.pow(0.5, (Math.max(0, ts - st.peak_ts) * o.budget_per_day) / DAY);
+    st.peak_ts = ts;
+  }
   let top: Finding | null = null;
   for (const f of findings) {
     const need = f.strength === "physical" ? 1 : st.mult;
@@ -92,7 +103,10 @@ export function stepSignal(
       st.tokens = Math.min(cap, st.tokens + (Math.max(0, ts - st.tokens_ts) * o.budget_per_day) / DAY);
       st.tokens_ts = ts;
       if (st.tokens < 1) {
-        st.mult *= 2;
+        // Out of budget: the threshold doubles, and rises to the recent incidents' peak if that
+        // is higher, so recurring anomalies weaker than those (a spike pattern that is this
+        // signal's normal) stay quiet while a stronger one still opens.
+        st.mult = Math.max(st.mult * 2, st.last_peak ?? 0);
         st.mult_ts = ts;
         if (top.score < st.mult) {
           st.streak = 0;
@@ -116,6 +130,10 @@ export function stepSignal(
   if (top === null) {
     st.streak++;
     if (st.streak >= o.close_after) {
+      if (inc.top.strength !== "physical") {
+        st.last_peak = Math.max(st.last_peak ?? 0, inc.peak);
+        st.peak_ts = ts;
+      }
       st.open = null;
       st.streak = 0;
       return { kind: "close", incident: inc };

@@ -63,10 +63,15 @@ export class LevelShiftDetector extends BaseDetector<State> {
       });
       return;
     }
-    if (this.flagged >= this.relearn) this.ref = m;
-    this.flagged = 0;
-    this.q.update(d);
-    this.ref += this.alpha * d;
+    if (this.flagged >= this.relearn) {
+      // The new level is accepted: it is the reference now, not a deviation to learn from.
+      this.ref = m;
+      this.flagged = 0;
+    } else {
+      this.flagged = 0;
+      this.q.update(d);
+      this.ref += this.alpha * d;
+    }
     if (prevValue !== null && r.value !== prevValue) {
       const a = Math.abs(r.value - prevValue);
       this.stepSize = this.stepSize === 0 ? a : this.stepSize + 0.01 * (Math.min(a, 4 * this.stepSize) - this.stepSize);

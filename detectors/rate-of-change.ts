@@ -2,6 +2,9 @@ import type { Reading } from "../agent/pipeline";
 import { LogHistogram } from "./_stats";
 import { badState, checkVersion, fmt, num, numArray, numOrNull, obj, type Detector, type Emit } from "./detector";
 
+/** A gap this many typical intervals long is a restart, not a step (as in the other detectors). */
+const GAP_FACTOR = 50;
+
 export interface RateOfChangeOptions {
   /** Hard limit in units per second (from the physics of the point), if known. */
   max_rate_per_s?: number;
@@ -12,7 +15,7 @@ export interface RateOfChangeOptions {
   half_life?: number;
 }
 
-interface State { last: number | null; last_ts: number | null; hist: number[]; seen: number; q: number }
+interface State { last: number | null; last_ts: number | null; hist: number[]; seen: number; q: number; dt?: number }
 
 /**
  * Rate of change: a step between consecutive readings far beyond any step seen in normal
@@ -28,6 +31,8 @@ export class RateOfChangeDetector implements Detector<State> {
   private seen = 0;
   /** Cached 99.9th percentile (derived from the sketch, refreshed every 32 steps). */
   private q = 0;
+  /** Typical interval between readings (ms): a reading after a far longer gap is not a step. */
+  private dtTypical = 0;
   private readonly factor: number;
   private readonly warmup: number;
   private readonly halfLife: number;
@@ -49,8 +54,13 @@ export class RateOfChangeDetector implements Detector<State> {
     this.last = r.value;
     this.lastTs = r.ts;
     if (prev === null || prevTs === null) return;
+    const gap = r.ts - prevTs;
+    // A new recording (time going backwards) or a restart after a long silence: the difference
+    // to the last reading before it is not a rate of change.
+    if (gap <= 0 || (this.dtTypical > 0 && gap > GAP_FACTOR * this.dtTypical)) return;
+    this.dtTypical = this.dtTypical === 0 ? gap : this.dtTypical + 0.05 * (Math.min(gap, 4 * this.dtTypical) - this.dtTypical);
     const d = r.value - prev;
-    const dt = Math.max((r.ts - prevTs) / 1000, 1e-3);
+    const dt = Math.max(gap / 1000, 1e-3);
     const hard = this.opts.max_rate_per_s;
     if (emit !== null && hard !== undefined && Math.abs(d) / dt > hard) {
       emit({
@@ -75,7 +85,7 @@ export class RateOfChangeDetector implements Detector<State> {
     if (this.seen % 32 === 0 || this.hist.total < 64) this.q = this.hist.quantile(0.999);
   }
   snapshot(): State {
-    return { last: this.last, last_ts: this.lastTs, hist: this.hist.toJSON(), seen: this.seen, q: this.q };
+    return { last: this.last, last_ts: this.lastTs, hist: this.hist.toJSON(), seen: this.seen, q: this.q, dt: this.dtTypical };
   }
   restore(state: State, version: number): void {
     checkVersion(this.id, this.stateVersion, version);
@@ -89,5 +99,6 @@ export class RateOfChangeDetector implements Detector<State> {
     }
     this.seen = num(this.id, s.seen, "seen");
     this.q = num(this.id, s.q, "q");
+    this.dtTypical = s.dt === undefined ? 0 : num(this.id, s.dt, "dt"); // absent in older snapshots
   }
 }

@@ -19,6 +19,9 @@ export interface SignalSpec {
   stuck_tolerance?: number | undefined;
 }
 
+/** Distinct days of the daily profile before a signal's seasonal detector may use it. */
+const SEASONAL_MIN_DAYS = 4;
+
 export const DETECTOR_KINDS = [
   "range", "rate_of_change", "stuck", "level_shift", "ewma_cusum", "seasonal", "counter", "replay",
 ] as const;
@@ -51,7 +54,8 @@ export function createSignalDetectors(point: string, spec: SignalSpec, opts: Sig
   add("stuck", () => new StuckDetector(point, { tolerance: spec.stuck_tolerance ?? d.stuck_tolerance, min_run: d.stuck_min_run }));
   add("level_shift", () => new LevelShiftDetector(point));
   add("ewma_cusum", () => new EwmaCusumDetector(point));
-  if (d.seasonal) add("seasonal", () => new SeasonalDetector(point, { utc_offset_min: opts.utc_offset_min }));
+  // Until the weekly profile has three weeks, the daily one reports after four days of history.
+  if (d.seasonal) add("seasonal", () => new SeasonalDetector(point, { utc_offset_min: opts.utc_offset_min, min_days: SEASONAL_MIN_DAYS }));
   add("replay", () => new ReplayDetector(point));
   return out;
 }

@@ -64,6 +64,7 @@ const cases: [string, () => Detector, (n: number) => Reading[], number][] = [
   ["level_shift", () => new LevelShiftDetector("p", { warmup: 50, factor: 4 }), signal, 1_000],
   ["ewma_cusum", () => new EwmaCusumDetector("p", { warmup: 50 }), signal, 400],
   ["seasonal", () => new SeasonalDetector("p", { min_weeks: 2 }), signal, 20_000],
+  ["seasonal (daily profile)", () => new SeasonalDetector("p", { min_weeks: 2, min_days: 2 }), signal, 20_000],
   ["counter", () => new CounterDetector("e"), counter, 400],
   ["replay", () => new ReplayDetector("p", { history: 720, warmup: 50 }), signal, 40_000],
 ];

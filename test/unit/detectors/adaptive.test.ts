@@ -1,0 +1,121 @@
+/** Adaptive alarm behaviour: restarts, daily profiles, drift warm-up and the budget's strength rule. */
+import { describe, expect, it } from "vitest";
+import type { Finding } from "../../../detectors/detector";
+import { EwmaCusumDetector } from "../../../detectors/ewma-cusum";
+import { GroupShiftDetector } from "../../../detectors/group-shift";
+import { newSignalState, stepSignal } from "../../../detectors/incidents";
+import { RateOfChangeDetector } from "../../../detectors/rate-of-change";
+import { SeasonalDetector } from "../../../detectors/seasonal";
+import { feed, noise, prng, readings, T0 } from "./_helpers";
+
+describe("rate of change across a restart", () => {
+  it("does not compare the first reading after a long silence with the last one before it", () => {
+    const d = new RateOfChangeDetector("p", { warmup: 100 });
+    for (const r of readings(noise(400, 1, 10), 1000)) d.train(r);
+    // A new recording a month later at a different operating point: not a step.
+    const later = readings(noise(50, 2, 500), 1000, "p", T0 + 30 * 86_400_000);
+    expect(feed(d, later).at).toEqual([]);
+    // ...while a spike within the new recording still is.
+    const vals = noise(50, 3, 500);
+    vals[40] = vals[39]! + 30;
+    expect(feed(d, readings(vals, 1000, "p", T0 + 31 * 86_400_000)).at).toContain(40);
+  });
+  it("does not compare across time going backwards (live data older than the history)", () => {
+    const d = new RateOfChangeDetector("p", { warmup: 100 });
+    for (const r of readings(noise(400, 1, 10), 1000, "p", T0 + 86_400_000)) d.train(r);
+    expect(feed(d, readings(noise(20, 2, 500), 1000)).at).toEqual([]);
+  });
+});
+
+describe("seasonal daily profile", () => {
+  const demand = (h: number): number => 10 + 8 * Math.max(0, Math.sin((2 * Math.PI * (h % 24)) / 24));
+  const day = 24;
+  it("reports against the hour of day once the daily profile has min_days, before three weeks", () => {
+    const rnd = prng(5);
+    const vals = Array.from({ length: day * 8 }, (_, h) => demand(h) * (1 + (rnd() - 0.5) * 0.05));
+    vals[day * 6 + 3] = demand(3) * 3.1;
+    const { at, findings } = feed(new SeasonalDetector("p", { min_days: 4 }), readings(vals, 3_600_000));
+    expect(at).toEqual([day * 6 + 3]);
+    expect(findings[0]!.reason).toMatch(/3\.\d+x its usual 03:00 level .*daily profile/);
+  });
+  it("stays quiet before min_days, and without min_days", () => {
+    const vals = Array.from({ length: day * 8 }, (_, h) => demand(h));
+    vals[day * 2 + 3] = 1000;
+    expect(feed(new SeasonalDetector("p", { min_days: 4 }), readings(vals, 3_600_000)).at).toEqual([]);
+    vals[day * 6 + 3] = 1000;
+    expect(feed(new SeasonalDetector("p"), readings(vals, 3_600_000)).at).toEqual([]);
+  });
+  it("widens its band for spikes that keep recurring at the same hour", () => {
+    const rnd = prng(9);
+    const vals = Array.from({ length: day * 60 }, (_, h) => demand(h) * (1 + (rnd() - 0.5) * 0.05) + (h % day === 3 ? 15 : 0) * (h > day * 6 ? 1 : 0));
+    const { at } = feed(new SeasonalDetector("p", { min_days: 4 }), readings(vals, 3_600_000));
+    // Reported at first, then learned as this hour's normal.
+    expect(at.length).toBeGreaterThan(0);
+    expect(at.filter((i) => i > day * 40)).toEqual([]);
+  });
+});
+
+describe("drift warm-up", () => {
+  it("defaults to three time constants of the running mean", () => {
+    const vals = noise(1000, 4).map((v, i) => (i < 400 ? v + (400 - i) * 0.02 : v)); // settling start
+    expect(feed(new EwmaCusumDetector("p"), readings(vals)).at.filter((i) => i < 600)).toEqual([]);
+    expect(feed(new EwmaCusumDetector("p", { alpha: 0.01 }), readings(noise(10, 1))).at).toEqual([]);
+  });
+});
+
+describe("false-alarm budget: strength rule", () => {
+  const o = { open_after: 1, close_after: 1, budget_per_day: 0.15 };
+  const f = (ts: number, score: number): Finding => ({
+    point: "p", detector: "level_shift", ts, score, observed: 0, expected: 0, reason: "x",
+  });
+  const run = (scores: number[]): number => {
+    const st = newSignalState();
+    let opens = 0;
+    scores.forEach((s, i) => {
+      const ts = T0 + i * 2 * 60_000;
+      if (stepSignal(st, "p", ts, [f(ts, s)], o, () => null)?.kind === "open") opens++;
+      stepSignal(st, "p", ts + 60_000, [], o, () => null); // closes it
+    });
+    return opens;
+  };
+  it("beyond the budget, recurring anomalies weaker than the recent ones stay quiet", () => {
+    expect(run([50, 50, 45, 45, 45, 45])).toBe(2);
+  });
+  it("beyond the budget, a stronger anomaly still opens an incident", () => {
+    expect(run([50, 50, 45, 400])).toBe(3);
+  });
+});
+
+describe("group shift after a restart", () => {
+  it("keeps the first reading of the new recording", () => {
+    const g = new GroupShiftDetector("g", ["a", "b"], { window: 4, warmup: 0 });
+    const tick = (ts: number, a: number, b: number): void => {
+      g.train({ point: "a", value: a, ts, source: "t", quality: "good" });
+      g.train({ point: "b", value: b, ts, source: "t", quality: "good" });
+      g.flush(null);
+    };
+    for (let i = 0; i < 100; i++) tick(T0 + i * 1000, 1, 2);
+    tick(T0 + 10_000_000, 7, 8);
+    const s = g.snapshot();
+    expect(s.members.a!.win).toEqual([7]);
+    expect(s.members.b!.win).toEqual([8]);
+  });
+});
+
+describe("older snapshots", () => {
+  it("a seasonal snapshot without the daily profile restores with an empty one", () => {
+    const d = new SeasonalDetector("p", { min_days: 2 });
+    feed(d, readings(noise(500, 3), 3_600_000));
+    const old = d.snapshot() as unknown as Record<string, unknown>;
+    for (const k of ["d_mean", "d_dev", "d_count", "days", "last_day"]) delete old[k];
+    const e = new SeasonalDetector("p", { min_days: 2 });
+    e.restore(old as never, 1);
+    expect(e.snapshot().days).toEqual(new Array(24).fill(0));
+  });
+  it("a rate-of-change snapshot without its typical interval restores", () => {
+    const r = new RateOfChangeDetector("p");
+    const s = r.snapshot() as unknown as Record<string, unknown>;
+    delete s.dt;
+    expect(() => r.restore(s as never, r.stateVersion)).not.toThrow();
+  });
+});
