@@ -16,7 +16,6 @@ import { createServer } from "node:net";
 import mqtt from "mqtt";
 import nacl from "tweetnacl";
 import pino from "pino";
-import { EmbeddedBroker } from "../agent/embedded-broker";
 import { Recorder } from "../agent/events/recorder";
 import { ParallelSigner } from "../agent/events/signer";
 import type { EventClass, EventDraft } from "../agent/events/types";
@@ -87,6 +86,29 @@ function benchAccept(dir: string, cls: EventClass, n: number): AcceptResult {
   const eps = n / dt;
   const bps = n / bdt;
   return { events_per_s: Math.round(eps), bare_rows_per_s: Math.round(bps), ratio: round2(eps / bps), bytes_written_per_event: Math.round((w2 - w0) / n), row_bytes: rowBytes };
+}
+
+/** aedes on its own thread (like a broker in its own process), so it does not share ours. */
+async function startAedesThread(): Promise<{ url: string; stop: () => Promise<void> }> {
+  const { Worker } = await import("node:worker_threads");
+  const { createRequire } = await import("node:module");
+  const { pathToFileURL } = await import("node:url");
+  const aedesPath = pathToFileURL(createRequire(__filename).resolve("aedes")).href;
+  const src = `
+    const { parentPort, workerData } = require("node:worker_threads");
+    const net = require("node:net");
+    (async () => {
+      const { Aedes } = await import(workerData.aedes);
+      const broker = await Aedes.createBroker();
+      const server = net.createServer({ noDelay: true }, (s) => broker.handle(s));
+      server.listen(0, "127.0.0.1", () => parentPort.postMessage(server.address().port));
+    })();`;
+  const w = new Worker(src, { eval: true, workerData: { aedes: aedesPath } });
+  const port = await new Promise<number>((resolve, reject) => {
+    w.once("message", resolve);
+    w.once("error", reject);
+  });
+  return { url: `mqtt://127.0.0.1:${port}`, stop: async () => void (await w.terminate()) };
 }
 
 async function freePort(): Promise<number> {
@@ -198,9 +220,8 @@ export async function benchSpine(): Promise<Record<string, unknown>> {
     const accept_telemetry = skipAccept ? null : benchAccept(dir, "telemetry", n);
     const accept_finding = skipAccept ? null : benchAccept(dir, "finding", n);
     const drain: DrainResult[] = [];
-    const aedes = new EmbeddedBroker();
-    await aedes.start();
-    drain.push(await benchDrain(dir, "aedes (in-process, MQTT 3.1.1)", aedes.url, 4, n));
+    const aedes = await startAedesThread();
+    drain.push(await benchDrain(dir, "aedes (own thread, MQTT 3.1.1)", aedes.url, 4, n));
     await aedes.stop();
     const mosq = await startMosquitto(dir);
     if (mosq) {
