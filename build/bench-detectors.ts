@@ -10,17 +10,8 @@ import { DetectionEngine } from "../detectors/engine";
 import { parseSite } from "../detectors/site";
 import { CTOWN_YAML } from "../detectors/sites/ctown";
 import { createSignalDetectors } from "../detectors/signal-detectors";
+import { prng } from "../test/helpers/prng";
 
-function prng(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 function series(n: number, seed: number): Float64Array {
   const rnd = prng(seed);

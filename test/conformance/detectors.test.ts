@@ -12,18 +12,8 @@ import { parseSite, SiteDetector } from "../../detectors/site";
 import { CTOWN_YAML } from "../../detectors/sites/ctown";
 import { StuckDetector } from "../../detectors/stuck";
 import { describeDetector } from "./describe-detector";
+import { prng } from "../helpers/prng";
 
-/** Seeded PRNG (mulberry32). */
-function prng(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 const T0 = Date.UTC(2024, 0, 1);
 const STEP = 600_000; // 10 min: the seasonal profile sees several weeks in a few thousand readings

@@ -1,17 +1,8 @@
 import type { Reading } from "../../../agent/pipeline";
 import type { Detector, Finding } from "../../../detectors/detector";
+import { prng } from "../../helpers/prng";
+export { prng };
 
-/** Seeded PRNG (mulberry32): reproducible synthetic data. */
-export function prng(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 export const T0 = Date.UTC(2024, 0, 1);
 
