@@ -93,7 +93,8 @@ async function startAedesThread(): Promise<{ url: string; stop: () => Promise<vo
   const { Worker } = await import("node:worker_threads");
   const { createRequire } = await import("node:module");
   const { pathToFileURL } = await import("node:url");
-  const aedesPath = pathToFileURL(createRequire(__filename).resolve("aedes")).href;
+  const from = typeof __filename === "string" ? __filename : join(process.cwd(), "bench.js");
+  const aedesPath = pathToFileURL(createRequire(from).resolve("aedes")).href;
   const src = `
     const { parentPort, workerData } = require("node:worker_threads");
     const net = require("node:net");

@@ -124,21 +124,24 @@ function num(n: number): string {
 }
 
 /**
- * Checks a stored canonical body against its own hash without parsing it: removing the
- * top-level `"hash":"…",` and `"sig":"…",` members from the canonical text gives exactly the
- * bytes that were hashed. The first `"hash":"` is the top-level key (boot, class and device
- * come before it and cannot contain an unescaped quote); the last `"sig":"` is the top-level
- * key (only `time` and `v` follow it). Any flipped byte outside the signature fails the check.
+ * Checks a stored canonical body (UTF-8 bytes) against its own hash without parsing it:
+ * removing the top-level `"hash":"…",` and `"sig":"…",` members from the canonical text gives
+ * exactly the bytes that were hashed. The first `"hash":"` is the top-level key (boot, class
+ * and device come before it and cannot contain an unescaped quote); the last `"sig":"` is the
+ * top-level key (only `time` and `v` follow it). Any flipped byte outside the signature fails.
  */
-export function storedBodyHashOk(body: string): boolean {
-  const h = body.indexOf('"hash":"');
-  const s = body.lastIndexOf('"sig":"');
+export function storedBodyHashOk(body: Buffer): boolean {
+  const h = body.indexOf(HASH_KEY);
+  const s = body.lastIndexOf(SIG_KEY);
   if (h < 0 || s < h) return false;
-  const hashEnd = h + 8 + 64;
-  if (body.charCodeAt(hashEnd) !== 34 || body.charCodeAt(hashEnd + 1) !== 44) return false;
-  const sigEnd = body.indexOf('",', s + 7);
+  const hashEnd = h + HASH_KEY.length + 64;
+  if (body[hashEnd] !== 34 || body[hashEnd + 1] !== 44) return false;
+  const sigEnd = body.indexOf(QUOTE_COMMA, s + SIG_KEY.length);
   if (sigEnd < 0) return false;
-  const stated = body.slice(h + 8, hashEnd);
-  const unsigned = body.slice(0, h) + body.slice(hashEnd + 2, s) + body.slice(sigEnd + 2);
-  return createHash("sha256").update(unsigned).digest("hex") === stated;
+  const digest = createHash("sha256").update(body.subarray(0, h)).update(body.subarray(hashEnd + 2, s)).update(body.subarray(sigEnd + 2)).digest("hex");
+  return digest === body.toString("latin1", h + HASH_KEY.length, hashEnd);
 }
+
+const HASH_KEY = Buffer.from('"hash":"');
+const SIG_KEY = Buffer.from('"sig":"');
+const QUOTE_COMMA = Buffer.from('",');

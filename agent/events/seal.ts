@@ -1,4 +1,4 @@
-import { deflateRawSync, inflateRawSync } from "node:zlib";
+import { deflateRaw, deflateRawSync, inflateRawSync } from "node:zlib";
 import nacl from "tweetnacl";
 import { DaemonError } from "../errors";
 
@@ -44,20 +44,30 @@ export class BatchSealer {
     this.shared = nacl.box.before(socPublicKey, this.ephemeral.secretKey);
   }
 
-  seal(head: Omit<BatchHeader, "epk" | "nonce">, plaintext: Uint8Array): Buffer {
+  seal(head: Omit<BatchHeader, "epk" | "nonce" | "z">, plaintext: Uint8Array): Buffer {
+    return this.sealCompressed(head, deflateRawSync(plaintext, { level: 1 }));
+  }
+
+  /** Seals a plaintext already compressed with `compressBatch`. */
+  sealCompressed(head: Omit<BatchHeader, "epk" | "nonce" | "z">, compressed: Uint8Array): Buffer {
     if (++this.uses > this.rotateEvery) {
       this.ephemeral = nacl.box.keyPair();
       this.shared = nacl.box.before(this.socPublicKey, this.ephemeral.secretKey);
       this.uses = 1;
     }
     const nonce = nacl.randomBytes(nacl.box.nonceLength);
-    const box = nacl.box.after(deflateRawSync(plaintext, { level: 1 }), nonce, this.shared);
+    const box = nacl.box.after(compressed, nonce, this.shared);
     const header: BatchHeader = { ...head, epk: b64(this.ephemeral.publicKey), nonce: b64(nonce), z: "deflate-raw" };
     const hj = Buffer.from(JSON.stringify(header));
     const len = Buffer.alloc(2);
     len.writeUInt16BE(hj.length);
     return Buffer.concat([MAGIC, len, hj, box]);
   }
+}
+
+/** Compresses a batch on libuv's thread pool (another core), as `seal` does inline. */
+export function compressBatch(plaintext: Uint8Array): Promise<Buffer> {
+  return new Promise((resolve, reject) => deflateRaw(plaintext, { level: 1 }, (err, out) => (err ? reject(err) : resolve(out))));
 }
 
 /** Reads the routing header without opening the box (what a broker operator could see). */

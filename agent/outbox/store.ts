@@ -27,6 +27,8 @@ export interface Row {
   body: string;
 }
 
+export type RawRow = Omit<Row, "body"> & { body: Buffer };
+
 export interface ChainHead {
   boot: number;
   seq: number;
@@ -107,7 +109,9 @@ export class Outbox {
       head: this.db.prepare("SELECT boot, seq, hash FROM chain WHERE id = 1"),
       setHead: this.db.prepare("INSERT INTO chain (id, boot, seq, hash) VALUES (1, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET boot = excluded.boot, seq = excluded.seq, hash = excluded.hash"),
       readAfter: this.db.prepare("SELECT id, boot, seq, rank, time, bytes, body FROM events WHERE id > ? AND parked = 0 ORDER BY id LIMIT ?"),
+      readRawAfter: this.db.prepare("SELECT id, boot, seq, rank, time, bytes, CAST(body AS BLOB) AS body FROM events WHERE id > ? AND parked = 0 ORDER BY id LIMIT ?"),
       del: this.db.prepare("DELETE FROM events WHERE id = ? RETURNING bytes"),
+      delQuiet: this.db.prepare("DELETE FROM events WHERE id = ?"),
       byRank: this.db.prepare("SELECT id, boot, seq, rank, bytes FROM events WHERE rank = ? ORDER BY id"),
       bodyOf: this.db.prepare("SELECT body FROM events WHERE id = ?").pluck(),
       pageCount: this.db.prepare("PRAGMA page_count"),
@@ -173,12 +177,26 @@ export class Outbox {
     return this.stmts.readAfter.all(afterId, limit) as Row[];
   }
 
-  /** Deletes acknowledged rows. */
-  ack(ids: readonly number[]): void {
+  /** The same rows with their bodies as UTF-8 bytes: what the forwarder sends, with no decoding. */
+  readRawAfter(afterId: number, limit: number): RawRow[] {
+    return this.stmts.readRawAfter.all(afterId, limit) as RawRow[];
+  }
+
+  /**
+   * Deletes acknowledged rows. With `bytes` (the rows' sizes, known to the sender) the deletes
+   * need not return them.
+   */
+  ack(ids: readonly number[], bytes?: number): void {
     if (!ids.length) return;
     this.setSync("NORMAL");
     this.db.transaction(() => {
-      for (const id of ids) this.deleteOne(id);
+      if (bytes === undefined) for (const id of ids) this.deleteOne(id);
+      else {
+        let gone = 0;
+        for (const id of ids) gone += this.stmts.delQuiet.run(id).changes;
+        // Rows evicted meanwhile were already subtracted; count only what this delete removed.
+        this.logicalBytes -= gone === ids.length ? bytes : Math.round((bytes * gone) / ids.length);
+      }
     })();
   }
 

@@ -6,9 +6,14 @@ import { describeError } from "../errors";
 import { storedBodyHashOk } from "../events/envelope";
 import { OcsfClass } from "../events/ocsf";
 import type { Recorder } from "../events/recorder";
-import { BatchSealer } from "../events/seal";
+import { BatchSealer, compressBatch } from "../events/seal";
 import { readSecretFile } from "../keys/files";
-import type { Outbox, Row } from "../outbox/store";
+import type { Outbox, RawRow } from "../outbox/store";
+
+const OPEN = Buffer.from("[");
+const CLOSE = Buffer.from("]");
+const COMMA = Buffer.from(",");
+const EMPTY = Buffer.alloc(0);
 import { RateMeter } from "../rate";
 
 export type UpstreamState = "not_configured" | "connecting" | "up" | "down" | "stopped";
@@ -159,7 +164,7 @@ export class MqttForwarder {
     this.pumping = true;
     try {
       while (this.state === "up" && this.client && this.inflight.size < this.window) {
-        const rows = this.o.outbox.readAfter(this.cursor, this.o.upstream.max_batch_events);
+        const rows = this.o.outbox.readRawAfter(this.cursor, this.o.upstream.max_batch_events);
         if (!rows.length) break;
         const batch = this.takeBatch(rows);
         if (batch.length) this.send(batch);
@@ -173,8 +178,8 @@ export class MqttForwarder {
   }
 
   /** Picks the longest prefix of rows that fits one message; quarantines corrupt rows. */
-  private takeBatch(rows: Row[]): Row[] {
-    const out: Row[] = [];
+  private takeBatch(rows: RawRow[]): RawRow[] {
+    const out: RawRow[] = [];
     let bytes = 512; // header and box overhead
     for (const row of rows) {
       this.cursor = Math.max(this.cursor, row.id);
@@ -194,23 +199,46 @@ export class MqttForwarder {
     return out;
   }
 
-  private quarantine(row: Row): void {
+  private quarantine(row: RawRow): void {
     this.counters.quarantined++;
     this.o.outbox.quarantine(row, "hash mismatch or unparseable body", Date.now());
     this.o.log.error({ boot: row.boot, seq: row.seq }, "Corrupt outbox row quarantined; recording a loss record.");
     this.o.recorder.reportQuarantined(row, "stored event failed its hash check");
   }
 
-  private send(batch: Row[]): void {
+  private send(batch: RawRow[]): void {
     const first = batch[0]!;
     const last = batch[batch.length - 1]!;
-    const plaintext = Buffer.from("[" + batch.map((r) => r.body).join(",") + "]");
-    const payload = this.sealer.seal({ device: this.o.device, from: [first.boot, first.seq], to: [last.boot, last.seq], count: batch.length }, plaintext);
+    const parts: Buffer[] = [OPEN];
+    for (let i = 0; i < batch.length; i++) parts.push(i ? COMMA : EMPTY, batch[i]!.body);
+    parts.push(CLOSE);
+    // Compression runs on the thread pool while this thread prepares the next batches; the
+    // chain keeps publishing in outbox order.
+    const compressed = compressBatch(Buffer.concat(parts));
     const ids = batch.map((r) => r.id);
+    let rowBytes = 0;
+    for (const r of batch) rowBytes += r.bytes;
     const tok = ++this.token;
     this.inflight.set(tok, ids);
     for (const id of ids) this.inflightIds.add(id);
     const client = this.client!;
+    this.publishChain = this.publishChain
+      .then(() => compressed)
+      .then(
+        (z) => {
+          if (this.client !== client || !this.inflight.has(tok)) return; // connection gone: replayed later
+          const payload = this.sealer.sealCompressed({ device: this.o.device, from: [first.boot, first.seq], to: [last.boot, last.seq], count: batch.length }, z);
+          this.publish(client, tok, ids, rowBytes, payload, first, last);
+        },
+        (e: unknown) => {
+          if (this.client === client) this.fail(`compressing a batch failed: ${describeError(e)}`);
+        },
+      );
+  }
+
+  private publishChain: Promise<void> = Promise.resolve();
+
+  private publish(client: MqttClient, tok: number, ids: number[], rowBytes: number, payload: Buffer, first: RawRow, last: RawRow): void {
     this.o.log.debug({ tok, events: ids.length, bytes: payload.length }, "Publishing a batch.");
     client.publish(this.topic, payload, { qos: 1 }, (err) => {
       if (this.client !== client || !this.inflight.has(tok)) return; // connection gone: replayed later
@@ -224,7 +252,7 @@ export class MqttForwarder {
         this.o.log.debug({ err: describeError(err) }, "Publish failed without a broker verdict.");
         return;
       } else {
-        this.o.outbox.ack(ids);
+        this.o.outbox.ack(ids, rowBytes);
         this.counters.messages++;
         this.counters.events += ids.length;
         this.counters.bytes += payload.length;
@@ -234,7 +262,7 @@ export class MqttForwarder {
     });
   }
 
-  private reject(ids: number[], rc: number, message: string, first: Row, last: Row): void {
+  private reject(ids: number[], rc: number, message: string, first: RawRow, last: RawRow): void {
     this.counters.rejected++;
     const fresh = this.o.outbox.park(ids, `PUBACK 0x${rc.toString(16)} ${message}`, Date.now());
     // A retry rejected again is not news: one event per batch when it is first parked.

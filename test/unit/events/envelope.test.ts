@@ -119,12 +119,12 @@ describe("stored body check", () => {
   it("accepts an intact body, including nested keys named hash or sig, and rejects any flipped byte outside the signature", async () => {
     const { storedBodyHashOk } = await import("../../../agent/events/envelope");
     const { body } = buildSigned(unsigned({ ocsf: { class_uid: 2004, activity_id: 1, message: 'a "sig":"x", "hash":"y"', unmapped: { sig: "s", hash: "h" } } }), privateKey);
-    expect(storedBodyHashOk(body)).toBe(true);
+    expect(storedBodyHashOk(Buffer.from(body))).toBe(true);
     const sigAt = body.lastIndexOf('"sig":"');
     for (let i = 0; i < body.length; i++) {
       if (i >= sigAt + 7 && i < sigAt + 7 + 88) continue; // the signature itself: the SOC's check
       const flipped = body.slice(0, i) + String.fromCharCode(body.charCodeAt(i) ^ 1) + body.slice(i + 1);
-      expect(storedBodyHashOk(flipped), `byte ${i}`).toBe(false);
+      expect(storedBodyHashOk(Buffer.from(flipped)), `byte ${i}`).toBe(false);
     }
   });
 });
