@@ -110,11 +110,15 @@ export function prepareEnvelope(u: UnsignedEnvelope): Prepared {
 /** Adds the signature (over the 32 hash bytes) and returns the envelope and its canonical text. */
 export function finishEnvelope(p: Prepared, sig: Uint8Array): { env: Envelope; body: string } {
   const s = Buffer.from(sig.buffer, sig.byteOffset, sig.byteLength).toString("base64");
-  return { env: { ...p.u, hash: p.hash, sig: s }, body: `${p.head}"hash":"${p.hash}",${p.mid}"sig":"${s}",${p.tail}` };
+  // The unsigned envelope belongs to this batch alone: completed in place rather than copied.
+  const env = p.u as Envelope;
+  env.hash = p.hash;
+  env.sig = s;
+  return { env, body: `${p.head}"hash":"${p.hash}",${p.mid}"sig":"${s}",${p.tail}` };
 }
 
 export function buildSigned(u: UnsignedEnvelope, key: KeyObject): { env: Envelope; body: string } {
-  const p = prepareEnvelope(u);
+  const p = prepareEnvelope({ ...u }); // the caller keeps its object untouched
   return finishEnvelope(p, signBytes(key, p.hashBytes));
 }
 
