@@ -5,6 +5,7 @@
  * table, address); multi-register types need every word in the same response.
  */
 import type { ReadingSink } from "../../agent/pipeline";
+import { decodeRegisters } from "../../detectors/points";
 
 export type TapTable = "coil" | "discrete_input" | "input" | "holding";
 
@@ -26,17 +27,8 @@ const words = (t: TapPoint["type"]): number => (t === "int32" || t === "uint32" 
 
 /** Decode one point from the raw 16-bit words (or bits) starting at its address. */
 export function decodePoint(p: TapPoint, raw: readonly number[]): number {
-  let v: number;
-  if (p.type === "bool" || p.type === "uint16") v = raw[0]!;
-  else if (p.type === "int16") v = raw[0]! >= 0x8000 ? raw[0]! - 0x10000 : raw[0]!;
-  else {
-    const [hi, lo] = p.word_order === "big" ? [raw[0]!, raw[1]!] : [raw[1]!, raw[0]!];
-    const b = Buffer.alloc(4);
-    b.writeUInt16BE(hi, 0);
-    b.writeUInt16BE(lo, 2);
-    v = p.type === "int32" ? b.readInt32BE(0) : p.type === "uint32" ? b.readUInt32BE(0) : b.readFloatBE(0);
-  }
-  return v * p.scale + p.offset;
+  // One decoder for the whole project: the points schema's (a `bool` is a bit or a raw word).
+  return decodeRegisters({ ...p, type: p.type === "bool" ? "uint16" : p.type }, raw);
 }
 
 export class ReadingsTap {
