@@ -23,6 +23,7 @@ import { Outbox } from "../agent/outbox/store";
 import { MqttForwarder } from "../agent/sinks/mqtt";
 import { upstreamSchema } from "../agent/config/schema";
 import { storageBytesWritten } from "../agent/io-stats";
+import { noDelay } from "../agent/mqtt-connection";
 
 const silent = pino({ level: "silent" });
 const key = generateKeyPairSync("ed25519").privateKey;
@@ -188,7 +189,7 @@ async function benchDrain(dir: string, brokerName: string, url: string, version:
 async function barePublish(url: string, version: 4 | 5, clientId: string, count: number, size: number, window: number): Promise<number> {
   const client = mqtt.connect(url, { protocolVersion: version, clientId, reconnectPeriod: 0 });
   await new Promise((r) => client.once("connect", r));
-  (client.stream as { setNoDelay?: (on: boolean) => void }).setNoDelay?.(true);
+  noDelay(client);
   const payload = Buffer.alloc(size, 7);
   const t0 = process.hrtime.bigint();
   await new Promise<void>((resolve) => {

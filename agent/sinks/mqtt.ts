@@ -1,4 +1,3 @@
-import { readFileSync } from "node:fs";
 import mqtt, { type IClientOptions, type MqttClient } from "mqtt";
 import type { Logger } from "pino";
 import type { Config } from "../config/schema";
@@ -7,7 +6,7 @@ import { storedBodyHashOk } from "../events/envelope";
 import { OcsfClass } from "../events/ocsf";
 import type { Recorder } from "../events/recorder";
 import { BatchSealer, compressBatch } from "../events/seal";
-import { readSecretFile } from "../keys/files";
+import { brokerAuth, noDelay } from "../mqtt-connection";
 import type { Outbox, RawRow } from "../outbox/store";
 
 const OPEN = Buffer.from("[");
@@ -97,12 +96,7 @@ export class MqttForwarder {
         reconnectPeriod: 0,
         resubscribe: false,
         ...(u.protocol_version === 5 ? { properties: { sessionExpiryInterval: 0 } } : {}),
-        rejectUnauthorized: true,
-        ca: u.ca ? readFileSync(u.ca) : undefined,
-        cert: u.cert ? readFileSync(u.cert) : undefined,
-        key: u.key ? readSecretFile(u.key, "upstream TLS key") : undefined,
-        username: u.username,
-        password: u.password_file ? readSecretFile(u.password_file, "upstream password file").toString("utf8").trim() : undefined,
+        ...brokerAuth({ ca: u.ca, cert: u.cert, key: u.key, username: u.username, passwordFile: u.password_file }, "upstream"),
       };
     } catch (e) {
       this.fail(describeError(e));
@@ -112,9 +106,7 @@ export class MqttForwarder {
     this.client = client;
     client.on("connect", (connack) => {
       if (this.client !== client) return;
-      // PUBLISH and PUBACK are small writes: Nagle's algorithm with the peer's delayed ACK would
-      // stall the in-flight window for tens of milliseconds at a time.
-      (client.stream as { setNoDelay?: (on: boolean) => void } | undefined)?.setNoDelay?.(true);
+      noDelay(client);
       this.attempt = 0;
       this.state = "up";
       this.lastError = undefined;

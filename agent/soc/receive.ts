@@ -1,12 +1,12 @@
 import Database from "better-sqlite3";
-import { closeSync, existsSync, fstatSync, fsyncSync, ftruncateSync, mkdirSync, openSync, readFileSync, writeSync } from "node:fs";
+import { closeSync, existsSync, fstatSync, fsyncSync, ftruncateSync, mkdirSync, openSync, writeSync } from "node:fs";
 import { join } from "node:path";
 import mqtt, { type IClientOptions, type MqttClient } from "mqtt";
 import type { Logger } from "pino";
 import { describeError } from "../errors";
 import { BatchOpener } from "../events/seal";
 import { loadSocSecretKey } from "../keys/identity";
-import { readSecretFile } from "../keys/files";
+import { brokerAuth, noDelay } from "../mqtt-connection";
 import { TrustStore } from "./trust";
 import { problem, StreamVerifier, type OutLine } from "./verifier";
 
@@ -91,12 +91,7 @@ export class SocReceiver {
       ...((o.protocolVersion ?? 5) === 5 ? { properties: { sessionExpiryInterval: 7 * 24 * 3600 } } : {}),
       reconnectPeriod: 1000,
       connectTimeout: 10_000,
-      rejectUnauthorized: true,
-      ca: o.ca ? readFileSync(o.ca) : undefined,
-      cert: o.cert ? readFileSync(o.cert) : undefined,
-      key: o.key ? readSecretFile(o.key, "receiver TLS key") : undefined,
-      username: o.username,
-      password: o.passwordFile ? readSecretFile(o.passwordFile, "receiver password file").toString("utf8").trim() : undefined,
+      ...brokerAuth(o, "receiver"),
     };
     const topic = o.share ? `$share/${o.share}/${o.topic}` : o.topic;
     const client = mqtt.connect(o.broker, opts);
@@ -118,7 +113,7 @@ export class SocReceiver {
     await new Promise<void>((resolve) => {
       client.on("connect", () => {
         this.connected = true;
-        (client.stream as { setNoDelay?: (on: boolean) => void } | undefined)?.setNoDelay?.(true);
+        noDelay(client);
         client.subscribe(topic, { qos: 1 }, (err) => {
           if (err) o.log.error({ err: describeError(err), topic }, "Subscription refused by the broker.");
           else {
