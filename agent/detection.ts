@@ -8,6 +8,9 @@ import { OcsfClass } from "./events/ocsf";
 import type { EventSink } from "./events/types";
 import type { ReadingSink } from "./pipeline";
 
+const MAX_GROUPS = 64;
+const MAX_GROUP_POINTS = 32;
+
 /** The daemon's `detection:` section: engine options plus where its site file and state live. */
 export const detectionSchema = engineOptionsSchema.extend({
   /** Site file (tanks, pumps, meters and how they relate); see detectors/sites/ctown.yaml. */
@@ -15,6 +18,15 @@ export const detectionSchema = engineOptionsSchema.extend({
   /** SQLite file holding detector state, so a restart does not re-learn. */
   state_path: z.string().min(1).default("data/detectors.db"),
   save_interval_ms: z.number().int().min(1000).max(86_400_000).default(60_000),
+  /**
+   * Multivariate groups: signals of one machine or process that move together (a pump's flow,
+   * pressure and temperatures). A fault that shifts several of them a little adds up even when no
+   * single signal crosses its own threshold. Members must be configured points.
+   */
+  groups: z
+    .record(z.string().regex(/^[A-Za-z0-9_.-]{1,64}$/, "group names use A-Z a-z 0-9 _ . - (at most 64)"), z.array(z.string().min(1)).min(2, "a group needs at least 2 points").max(MAX_GROUP_POINTS, `a group has at most ${MAX_GROUP_POINTS} points`))
+    .refine((g) => Object.keys(g).length <= MAX_GROUPS, `at most ${MAX_GROUPS} groups`)
+    .default({}),
 });
 export type DetectionConfig = z.output<typeof detectionSchema>;
 
@@ -28,8 +40,8 @@ export async function startDetection(o: { points: PointsConfig; config: Detectio
   const { parseSite } = await import("../detectors/site");
   const { DetectorStateStore } = await import("../detectors/state-store");
   const site = o.config.site ? parseSite(readFileSync(o.config.site, "utf8"), o.config.site) : undefined;
-  const { site: _s, state_path, save_interval_ms, ...options } = o.config;
-  const engine = new DetectionEngine({ points: o.points, site, sink: o.sink, options });
+  const { site: _s, state_path, save_interval_ms, groups, ...options } = o.config;
+  const engine = new DetectionEngine({ points: o.points, site, groups, sink: o.sink, options });
   const store = new DetectorStateStore(state_path);
   try {
     engine.restore(store.load());

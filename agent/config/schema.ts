@@ -97,6 +97,22 @@ export const configSchema = z.strictObject({
   points: pointsSchema.optional(),
   /** Detection engine options, site file and state (agent/detection.ts); used when points exist. */
   detection: detectionSchema.prefault({}),
+}).superRefine((c, ctx) => {
+  // References between sections: a point's device must be a proxy upstream, a group's members points.
+  const upstreams = new Set((c.modbus?.upstreams ?? []).map((u) => u.name));
+  for (const [id, p] of Object.entries(c.points ?? {})) {
+    if ("modbus" in p.source && !upstreams.has(p.source.modbus.device)) {
+      ctx.addIssue({ code: "custom", path: ["points", id, "source", "modbus", "device"], message: c.modbus ? `no modbus upstream named ${p.source.modbus.device}` : "modbus points need a modbus section with this upstream" });
+    }
+  }
+  for (const [name, members] of Object.entries(c.detection.groups)) {
+    const seen = new Set<string>();
+    members.forEach((m, i) => {
+      if (!c.points?.[m]) ctx.addIssue({ code: "custom", path: ["detection", "groups", name, i], message: `no point named ${m}` });
+      if (seen.has(m)) ctx.addIssue({ code: "custom", path: ["detection", "groups", name, i], message: `${m} is listed twice` });
+      seen.add(m);
+    });
+  }
 });
 
 export type Config = z.output<typeof configSchema>;

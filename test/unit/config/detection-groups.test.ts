@@ -1,0 +1,82 @@
+import { afterAll, describe, expect, it } from "vitest";
+import { writeFileSync } from "node:fs";
+import { join } from "node:path";
+import pino from "pino";
+import { loadConfig } from "../../../agent/config/load";
+import { startDetection } from "../../../agent/detection";
+import { DaemonError } from "../../../agent/errors";
+import type { EventDraft } from "../../../agent/events/types";
+import { prng } from "../../helpers/prng";
+import { tempDir } from "../../helpers/fixture";
+
+const MODBUS = ["modbus:", "  upstreams:", '    - { name: plc, type: tcp, target: "127.0.0.1:1502" }'];
+const point = (name: string, address: number, device = "plc") =>
+  [`  ${name}:`, `    source: { modbus: { device: ${device}, unit: 1, table: holding, address: ${address} } }`, "    unit: bar", "    kind: pressure", "    range: { min: 0, max: 100 }"];
+
+function issuesOf(fn: () => unknown): { path: string; line?: number; message: string }[] {
+  try {
+    fn();
+  } catch (e) {
+    expect(e).toBeInstanceOf(DaemonError);
+    expect((e as DaemonError).code).toBe("CONFIG_INVALID");
+    return (e as unknown as { issues: { path: string; line?: number; message: string }[] }).issues;
+  }
+  throw new Error("config was accepted");
+}
+
+describe("detection groups and references between config sections", () => {
+  const t = tempDir();
+  afterAll(t.cleanup);
+  const file = join(t.dir, "gatewarden.yaml");
+  const write = (lines: string[]) => writeFileSync(file, ["device:", "  id: gw-01", ...lines, ""].join("\n"), { mode: 0o640 });
+
+  it("accepts groups of configured points", () => {
+    write([...MODBUS, "points:", ...point("P_IN", 0), ...point("P_OUT", 1), "detection:", "  groups:", "    pump1: [P_IN, P_OUT]"]);
+    expect(loadConfig(file).config.detection.groups).toEqual({ pump1: ["P_IN", "P_OUT"] });
+  });
+
+  it("names the line of a group member that is not a point, a duplicate member and a one-point group", () => {
+    write([...MODBUS, "points:", ...point("P_IN", 0), ...point("P_OUT", 1), "detection:", "  groups:", "    pump1: [P_IN, P_OTU]", "    pump2: [P_IN, P_IN]", "    pump3: [P_IN]"]);
+    expect(issuesOf(() => loadConfig(file))).toEqual([
+      expect.objectContaining({ path: "detection.groups.pump1.1", line: 19, message: "no point named P_OTU" }),
+      expect.objectContaining({ path: "detection.groups.pump2.1", line: 20, message: "P_IN is listed twice" }),
+      expect.objectContaining({ path: "detection.groups.pump3", line: 21, message: "a group needs at least 2 points" }),
+    ]);
+  });
+
+  it("refuses a Modbus point whose device is not a proxy upstream, or when there is no proxy", () => {
+    write([...MODBUS, "points:", ...point("P_IN", 0, "plc2")]);
+    expect(issuesOf(() => loadConfig(file))).toEqual([expect.objectContaining({ path: "points.P_IN.source.modbus.device", line: 8, message: "no modbus upstream named plc2" })]);
+    write(["points:", ...point("P_IN", 0)]);
+    expect(issuesOf(() => loadConfig(file))).toEqual([expect.objectContaining({ path: "points.P_IN.source.modbus.device", message: "modbus points need a modbus section with this upstream" })]);
+  });
+
+  it("a configured group reaches the daemon's engine and reports a joint shift no single signal shows", async () => {
+    // Three pressures of one pump with independent noise; after the change each moves by about
+    // 1.5 of its own noise spreads, which is inside any one signal's normal band.
+    const run = async (groups: Record<string, string[]>) => {
+      const events: EventDraft[] = [];
+      const points = Object.fromEntries(["A", "B", "C"].map((p) => [p, { source: { modbus: { device: "plc", unit: 1, table: "holding" as const, address: 0, type: "uint16" as const, word_order: "big" as const, scale: 1, offset: 0 } }, unit: "bar", kind: "pressure" as const, range: { min: 0, max: 100 } }]));
+      const d = await startDetection({
+        points,
+        config: { state_path: join(t.dir, `det-${Object.keys(groups).length}.db`), save_interval_ms: 60_000, groups, open_after: 1, close_after: 3, budget_per_day: 0.15, correlation_window_ms: 900_000, utc_offset_min: 0, disabled: [] },
+        sink: { record: (e) => void events.push(e) },
+        log: pino({ level: "silent" }),
+      });
+      const rnd = prng(7);
+      const t0 = Date.UTC(2024, 0, 1);
+      for (let i = 0; i < 3000; i++) {
+        const shift = i >= 2500 ? 1.5 : 0;
+        for (const p of ["A", "B", "C"]) d.readings.reading({ point: p, value: 50 + (rnd() - 0.5) * 2 * 1.7 + shift, ts: t0 + i * 10_000, source: "poll", quality: "good" });
+      }
+      d.stop();
+      return events.filter((e) => e.class === "finding").map((e) => ({ detectors: (e.ocsf.unmapped as { detectors: string[] }).detectors, at: e.time }));
+    };
+    const without = await run({});
+    expect(without).toEqual([]);
+    const withGroup = await run({ pump: ["A", "B", "C"] });
+    expect(withGroup.length).toBeGreaterThan(0);
+    expect(withGroup[0]!.detectors).toContain("group_shift");
+    expect(withGroup[0]!.at).toBeGreaterThanOrEqual(Date.UTC(2024, 0, 1) + 2500 * 10_000);
+  });
+});
