@@ -101,7 +101,10 @@ export const configSchema = z.strictObject({
   // References between sections: a point's device must be a proxy upstream, a group's members points.
   const upstreams = new Set((c.modbus?.upstreams ?? []).map((u) => u.name));
   for (const [id, p] of Object.entries(c.points ?? {})) {
-    if ("modbus" in p.source && !upstreams.has(p.source.modbus.device)) {
+    if ("opcua" in p.source) {
+      // Fail loudly rather than configure a point that would never get a reading.
+      ctx.addIssue({ code: "custom", path: ["points", id, "source", "opcua"], message: "OPC UA sources are not read by this version; use a modbus source" });
+    } else if (!upstreams.has(p.source.modbus.device)) {
       ctx.addIssue({ code: "custom", path: ["points", id, "source", "modbus", "device"], message: c.modbus ? `no modbus upstream named ${p.source.modbus.device}` : "modbus points need a modbus section with this upstream" });
     }
   }

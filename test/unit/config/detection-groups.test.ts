@@ -44,11 +44,13 @@ describe("detection groups and references between config sections", () => {
     ]);
   });
 
-  it("refuses a Modbus point whose device is not a proxy upstream, or when there is no proxy", () => {
+  it("refuses a Modbus point whose device is not a proxy upstream, or when there is no proxy, and OPC UA points", () => {
     write([...MODBUS, "points:", ...point("P_IN", 0, "plc2")]);
     expect(issuesOf(() => loadConfig(file))).toEqual([expect.objectContaining({ path: "points.P_IN.source.modbus.device", line: 8, message: "no modbus upstream named plc2" })]);
     write(["points:", ...point("P_IN", 0)]);
     expect(issuesOf(() => loadConfig(file))).toEqual([expect.objectContaining({ path: "points.P_IN.source.modbus.device", message: "modbus points need a modbus section with this upstream" })]);
+    write([...MODBUS, "points:", "  T:", "    source: { opcua: { node_id: \"ns=2;s=T\" } }", "    unit: C", "    kind: pressure", "    range: { min: 0, max: 100 }"]);
+    expect(issuesOf(() => loadConfig(file))).toEqual([expect.objectContaining({ path: "points.T.source.opcua", line: 8, message: "OPC UA sources are not read by this version; use a modbus source" })]);
   });
 
   it("a configured group reaches the daemon's engine and reports a joint shift no single signal shows", async () => {
