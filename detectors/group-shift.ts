@@ -11,10 +11,32 @@ export interface GroupShiftOptions {
   min_threshold?: number;
   relearn_after?: number;
   warmup?: number;
+  /** Span, in readings, of the sustained-shift stage's long average (0 disables the stage). */
+  long_window?: number;
+  /** Time constant, in ticks, of the sustained-shift stage's slow reference. */
+  long_reference_span?: number;
+  /** A member's sustained-shift limit is never below this (in units of its normal swing). */
+  long_min_threshold?: number;
 }
 
-interface Member { win: SortedWindow; ref: number | null; spread: SpreadTracker; d: number; fresh: boolean }
-interface State { n: number; cal: number; flagged: number; tick: number | null; last: number | null; dt: number; members: Record<string, { win: number[]; ref: number | null; spread: number[]; d: number; fresh: boolean }> }
+interface Member {
+  win: SortedWindow; ref: number | null; spread: SpreadTracker; d: number; fresh: boolean;
+  /** Sustained-shift stage: exponential average over about `long_window` readings, readings in it so far. */
+  lm: number; lsize: number;
+  /** Slow reference of the long-window mean, ticks it has learned from, its normal swing, latest shift. */
+  base: number | null; bn: number; lspread: SpreadTracker; ld: number;
+  /** Largest standardised long-window shift of this member seen on normal data. */
+  lcal: number;
+}
+interface MemberState {
+  win: number[]; ref: number | null; spread: number[]; d: number; fresh: boolean;
+  /** Absent in snapshots from before the sustained-shift stage: it starts empty. */
+  lm?: number; lsize?: number; base?: number | null; bn?: number; lspread?: number[]; ld?: number; lcal?: number;
+}
+interface State {
+  n: number; cal: number; flagged: number; tick: number | null; last: number | null; dt: number; members: Record<string, MemberState>;
+  flagged_long?: number;
+}
 
 /**
  * Multivariate level shift over the signals of one device (diagonal Hotelling-type statistic):
@@ -22,6 +44,19 @@ interface State { n: number; cal: number; flagged: number; tick: number | null; 
  * spread). A fault that moves several signals a little (a valve closing: flow, pressure and
  * temperatures) adds up even when no single signal crosses its own threshold. The threshold is
  * calibrated above the largest value seen on normal data.
+ *
+ * A second, sustained-shift stage catches a small shift of one signal that lasts (a partly
+ * closed valve lowering flow by a few per cent for minutes): each member's exponential average
+ * over a long span (one number of state, about as noisy as a plain mean over that many
+ * readings) against a slow reference, in units of that difference's own normal swing (which
+ * absorbs autocorrelation and slow wander, as in the level-shift detector).
+ * Each member has its own limit, calibrated like the first stage's threshold (1.5 times the
+ * largest value it showed in learning and warm-up, never below a floor): a temperature that
+ * wanders by nature gets a wide one, a steady flow a tight one. The stage reports the member
+ * furthest beyond its limit, so one signal's shift is not diluted by the unchanged ones. While
+ * it reports, the references and swings are frozen.
+ * Defaults (span 48 readings, reference span 1000 ticks, floor 11) were chosen on the public
+ * SKAB valve1 runs (1 Hz pump test bed) with its anomaly-free file as learning history.
  */
 export class GroupShiftDetector implements Detector<State> {
   readonly stateVersion = 1;
@@ -40,6 +75,11 @@ export class GroupShiftDetector implements Detector<State> {
   private readonly minT: number;
   private readonly relearn: number;
   private readonly warmup: number;
+  private readonly L: number;
+  private readonly alphaL: number;
+  private readonly alphaW: number;
+  private readonly minL: number;
+  private flaggedL = 0;
   constructor(name: string, readonly points: readonly string[], opts: GroupShiftOptions = {}) {
     this.id = `group/${name}`;
     this.W = opts.window ?? 16;
@@ -48,10 +88,17 @@ export class GroupShiftDetector implements Detector<State> {
     this.minT = opts.min_threshold ?? 9;
     this.relearn = opts.relearn_after ?? 2000;
     this.warmup = opts.warmup ?? 300;
+    this.L = opts.long_window ?? 48;
+    this.alphaL = 1 / (opts.long_reference_span ?? 1000);
+    this.alphaW = 2 / (this.L + 1);
+    this.minL = opts.long_min_threshold ?? 11;
     for (const p of points) this.members.set(p, this.fresh());
   }
   private fresh(): Member {
-    return { win: new SortedWindow(this.W), ref: null, spread: new SpreadTracker(0.005), d: 0, fresh: false };
+    return {
+      win: new SortedWindow(this.W), ref: null, spread: new SpreadTracker(0.005), d: 0, fresh: false,
+      lm: 0, lsize: 0, base: null, bn: 0, lspread: new SpreadTracker(0.002), ld: 0, lcal: 0,
+    };
   }
   observe(r: Reading, emit: Emit): void {
     this.add(r, emit);
@@ -65,7 +112,11 @@ export class GroupShiftDetector implements Detector<State> {
     if (this.tick === null && this.last !== null && r.ts > this.last) {
       const gap = r.ts - this.last;
       if (this.dt > 0 && this.n > 10 && gap > 50 * this.dt) {
-        for (const p of this.members.keys()) this.members.set(p, this.fresh());
+        for (const [p, old] of this.members) {
+          const m = this.fresh();
+          m.lcal = old.lcal; // how far this signal wanders in normal operation is long-term knowledge
+          this.members.set(p, m);
+        }
         this.n = 0;
         this.flagged = 0;
       } else {
@@ -75,11 +126,63 @@ export class GroupShiftDetector implements Detector<State> {
     this.tick = r.ts;
     const m = this.members.get(r.point)!; // after a gap reset: the fresh member, not the discarded one
     m.win.push(r.value);
+    if (this.L > 0) this.pushLong(m, r.value);
     if (!m.win.full()) return;
     const x = m.win.trimmedMean();
     if (m.ref === null) m.ref = x;
     m.d = x - m.ref;
     m.fresh = true;
+  }
+  private pushLong(m: Member, x: number): void {
+    // A plain running mean over the first `L` readings, then exponential with weight 2 / (L + 1).
+    m.lm += Math.max(this.alphaW, 1 / (m.lsize + 1)) * (x - m.lm);
+    if (m.lsize < this.L) {
+      m.lsize++;
+      return;
+    }
+    if (m.base === null) m.base = m.lm;
+    m.ld = m.lm - m.base;
+  }
+  /** A member's standardised long-window shift (0 until its swing has some history). */
+  private zLong(m: Member): number {
+    if (m.base === null || m.lspread.n < 30) return 0;
+    return Math.min(1000, Math.abs(m.ld) / Math.max(m.lspread.m * 1.25, 1e-9 * (Math.abs(m.base) + 1)));
+  }
+  private limitLong(m: Member): number {
+    return Math.max(this.minL, 1.5 * m.lcal);
+  }
+  /** Sustained-shift stage: the member furthest beyond its own limit, as [shift / limit, member]. */
+  private longStat(): [number, string | null] {
+    let best = 0;
+    let who: string | null = null;
+    for (const [p, m] of this.members) {
+      const r = this.zLong(m) / this.limitLong(m);
+      if (r > best) {
+        best = r;
+        who = p;
+      }
+    }
+    return [best, who];
+  }
+  /** Every member that has readings has learned its swing over a few long windows. */
+  private settledLong(): boolean {
+    let any = false;
+    for (const m of this.members.values()) {
+      if (m.base === null) continue;
+      if (m.lspread.n < 4 * this.L) return false;
+      any = true;
+    }
+    return any;
+  }
+  /** Learns the slow references and swings (skipped while the stage reports: they stay frozen). */
+  private learnLong(): void {
+    for (const m of this.members.values()) {
+      if (m.base === null) continue;
+      m.lspread.update(m.ld);
+      // A running mean at first, then exponential with the reference span.
+      m.base += Math.max(this.alphaL, 1 / (m.bn + 2)) * m.ld;
+      m.bn++;
+    }
   }
   /** Evaluates the pending tick (all members' latest shifts). */
   flush(emit: Emit | null): void {
@@ -102,6 +205,7 @@ export class GroupShiftDetector implements Detector<State> {
     const limit = Math.max(this.minT, this.margin * this.cal);
     const training = emit === null || this.n < this.warmup;
     this.n++;
+    if (this.L > 0) this.flushLong(ts, emit, training, T > limit && this.flagged < this.relearn && top !== null);
     if (!training && T > limit && this.flagged < this.relearn && top) {
       this.flagged++;
       const parts = [...this.members].filter(([, m]) => m.fresh && m.spread.n >= 30)
@@ -124,10 +228,39 @@ export class GroupShiftDetector implements Detector<State> {
       m.ref += this.alpha * m.d;
     }
   }
+  private flushLong(ts: number, emit: Emit | null, training: boolean, firstStageReports: boolean): void {
+    const [S, who] = this.longStat();
+    if (!training && emit !== null && S > 1 && who !== null && this.flaggedL < this.relearn) {
+      this.flaggedL++;
+      if (!firstStageReports) {
+        const m = this.members.get(who)!;
+        const lm = m.lm;
+        const limit = this.limitLong(m);
+        emit({
+          point: who, detector: "group_shift", ts, score: S, observed: lm, expected: m.base,
+          related: [...this.members.keys()].filter((p) => p !== who),
+          reason: `${who} held a shifted level: averaging ${fmt(lm)} over its last ~${this.L} readings against ` +
+            `a usual ${fmt(m.base)}, ${fmt(S * limit)} times its normal swing (at most ${fmt(limit)} in normal operation of ${this.id.slice(6)})`,
+        });
+      }
+      return;
+    }
+    // Calibrated only once every swing has been learned over a few long windows: before that the
+    // statistic measures the estimates settling, not the signals.
+    if (training && this.settledLong()) for (const m of this.members.values()) m.lcal = Math.min(Math.max(m.lcal, this.zLong(m)), 100 * this.minL);
+    if (this.flaggedL >= this.relearn) for (const m of this.members.values()) if (m.base !== null) m.base += m.ld;
+    this.flaggedL = 0;
+    this.learnLong();
+  }
   snapshot(): State {
     const members: State["members"] = {};
-    for (const [p, m] of this.members) members[p] = { win: m.win.values(), ref: m.ref, spread: m.spread.toJSON(), d: m.d, fresh: m.fresh };
-    return { n: this.n, cal: this.cal, flagged: this.flagged, tick: this.tick, last: this.last, dt: this.dt, members };
+    for (const [p, m] of this.members) {
+      members[p] = {
+        win: m.win.values(), ref: m.ref, spread: m.spread.toJSON(), d: m.d, fresh: m.fresh,
+        lm: m.lm, lsize: m.lsize, base: m.base, bn: m.bn, lspread: m.lspread.toJSON(), ld: m.ld, lcal: m.lcal,
+      };
+    }
+    return { n: this.n, cal: this.cal, flagged: this.flagged, tick: this.tick, last: this.last, dt: this.dt, members, flagged_long: this.flaggedL };
   }
   restore(state: State, version: number): void {
     checkVersion(this.id, this.stateVersion, version);
@@ -146,6 +279,15 @@ export class GroupShiftDetector implements Detector<State> {
       m.d = num(this.id, o.d, "d");
       if (typeof o.fresh !== "boolean") throw badState(this.id, "fresh");
       m.fresh = o.fresh;
+      // Snapshots from before the sustained-shift stage have none of it: it starts empty.
+      m.lm = o.lm === undefined ? 0 : num(this.id, o.lm, "lm");
+      m.lsize = o.lsize === undefined ? 0 : num(this.id, o.lsize, "lsize");
+      if (!Number.isInteger(m.lsize) || m.lsize < 0 || m.lsize > this.L) throw badState(this.id, "lsize");
+      m.base = o.base === undefined || o.base === null ? null : num(this.id, o.base, "base");
+      m.bn = o.bn === undefined ? 0 : num(this.id, o.bn, "bn");
+      m.lspread.load(o.lspread === undefined ? [0, 0] : numArray(this.id, o.lspread, "lspread", 2));
+      m.ld = o.ld === undefined ? 0 : num(this.id, o.ld, "ld");
+      m.lcal = o.lcal === undefined ? 0 : num(this.id, o.lcal, "lcal");
     }
     this.n = num(this.id, s.n, "n");
     this.cal = num(this.id, s.cal, "cal");
@@ -153,5 +295,6 @@ export class GroupShiftDetector implements Detector<State> {
     this.tick = s.tick === null ? null : num(this.id, s.tick, "tick");
     this.last = s.last === null ? null : num(this.id, s.last, "last");
     this.dt = num(this.id, s.dt, "dt");
+    this.flaggedL = s.flagged_long === undefined ? 0 : num(this.id, s.flagged_long, "flagged_long");
   }
 }

@@ -102,6 +102,83 @@ describe("group shift after a restart", () => {
   });
 });
 
+describe("group shift: sustained-shift stage", () => {
+  const pts = ["a", "b", "c", "d", "e", "f", "g", "h"];
+  /** Ticks of eight noisy members (uniform noise, amplitude 1); member a is offset by `shift` in [from, to). */
+  const ticks = (n: number, seed: number, shift = 0, from = 0, to = 0): number[][] => {
+    const cols = pts.map((_, k) => noise(n, seed + k, 10 + k));
+    return Array.from({ length: n }, (_, i) => cols.map((c, k) => c[i]! + (k === 0 && i >= from && i < to ? shift : 0)));
+  };
+  const run = (g: GroupShiftDetector, rows: number[][], t0: number, learn: boolean): Finding[] => {
+    const out: Finding[] = [];
+    rows.forEach((row, i) => {
+      const ts = t0 + i * 1000;
+      row.forEach((v, k) => {
+        const r = { point: pts[k]!, value: v, ts, source: "t", quality: "good" as const };
+        if (learn) g.train(r);
+        else g.observe(r, (f) => out.push(f));
+      });
+      g.flush(learn ? null : (f) => out.push(f));
+    });
+    return out;
+  };
+  const detector = (opts = {}): GroupShiftDetector => {
+    const g = new GroupShiftDetector("g", pts, opts);
+    run(g, ticks(3000, 11), T0, true);
+    return g;
+  };
+  it("reports a small lasting shift of one signal that the averaged first stage misses, and nothing on the clean copy", () => {
+    // 1.4 times the noise amplitude, for 400 ticks: averaged with seven unchanged signals, the first stage stays quiet.
+    const live = ticks(1500, 21, 1.4, 800, 1200);
+    const found = run(detector(), live, T0 + 10_000_000, false).map((f) => f.ts);
+    expect(found.length).toBeGreaterThan(0);
+    expect(Math.min(...found)).toBeGreaterThanOrEqual(T0 + 10_000_000 + 800 * 1000);
+    expect(Math.min(...found)).toBeLessThan(T0 + 10_000_000 + 1000 * 1000);
+    // Without the stage the same shift goes unreported: the finding is the new stage's.
+    expect(run(detector({ long_window: 0 }), live, T0 + 10_000_000, false)).toEqual([]);
+    expect(run(detector(), ticks(1500, 21), T0 + 10_000_000, false)).toEqual([]);
+  });
+  it("names the shifted signal and its usual level", () => {
+    const f = run(detector(), ticks(1500, 21, 1.4, 800, 1200), T0 + 10_000_000, false)[0]!;
+    expect(f.point).toBe("a");
+    expect(f.reason).toMatch(/^a held a shifted level: averaging 10\.\d+ over its last ~48 readings against a usual (9\.9\d*|10(\.0\d*)?),/);
+  });
+  it("snapshot/restore resumes with identical output and state", () => {
+    const live = ticks(1500, 31, 1.4, 700, 1100);
+    const a = detector();
+    run(a, live.slice(0, 650), T0 + 10_000_000, false);
+    const b = new GroupShiftDetector("g", pts);
+    b.restore(JSON.parse(JSON.stringify(a.snapshot())), a.stateVersion);
+    const t1 = T0 + 10_000_000 + 650 * 1000;
+    const fa = run(a, live.slice(650), t1, false);
+    const fb = run(b, live.slice(650), t1, false);
+    expect(fa.length).toBeGreaterThan(0);
+    expect(fb).toEqual(fa);
+    expect(b.snapshot()).toEqual(a.snapshot());
+  });
+  it("keeps its state bounded whatever the stream length", () => {
+    const g = detector();
+    const size = (): number => JSON.stringify(g.snapshot()).length;
+    run(g, ticks(500, 41), T0 + 10_000_000, false);
+    const early = size();
+    run(g, ticks(5000, 42), T0 + 20_000_000, false);
+    for (const m of Object.values(g.snapshot().members)) expect(m.lsize).toBe(48);
+    expect(size()).toBeLessThan(early * 1.2);
+  });
+  it("restores a snapshot from before the stage with the stage empty, and rejects a bad window count", () => {
+    const g = detector();
+    const old = JSON.parse(JSON.stringify(g.snapshot())) as Record<string, unknown> & { members: Record<string, Record<string, unknown>> };
+    for (const m of Object.values(old.members)) for (const k of ["lm", "lsize", "base", "bn", "lspread", "ld", "lcal"]) delete m[k];
+    delete old.flagged_long;
+    const e = new GroupShiftDetector("g", pts);
+    e.restore(old as never, 1);
+    expect(e.snapshot().members.a).toMatchObject({ lm: 0, lsize: 0, base: null, lcal: 0 });
+    const bad = JSON.parse(JSON.stringify(g.snapshot())) as { members: Record<string, { lsize: number }> };
+    bad.members.a!.lsize = 99;
+    expect(() => new GroupShiftDetector("g", pts).restore(bad as never, 1)).toThrow(expect.objectContaining({ code: "DETECTOR_STATE" }));
+  });
+});
+
 describe("older snapshots", () => {
   it("a seasonal snapshot without the daily profile restores with an empty one", () => {
     const d = new SeasonalDetector("p", { min_days: 2 });
