@@ -57,30 +57,35 @@ srv.listen(0, "127.0.0.1", () => parentPort.postMessage({ port: srv.address().po
 
 /**
  * Load clients: \`clients\` connections, each with one FC 3 request in flight, for
- * \`durationMs\` after \`warmupMs\`; posts round trips/s and latency percentiles (us).
+ * \`durationMs\` after \`warmupMs\`; posts round trips/s and latency percentiles (us). Every
+ * answer is checked (length, transaction id, function code 3 with 20 data bytes): a path
+ * that answers wrongly reports \`bad\` answers instead of looking fast.
  */
 export const CLIENTS_JS = `
 const net = require("node:net");
 const { parentPort, workerData } = require("node:worker_threads");
 const { port, clients, durationMs, warmupMs } = workerData;
 const lat = [];
-let count = 0, measuring = false, stop = false, open = 0;
+let count = 0, bad = 0, measuring = false, stop = false, open = 0;
 const start = () => {
   for (let i = 0; i < clients; i++) {
     const s = net.connect({ port, host: "127.0.0.1", noDelay: true });
-    let tid = 0, t0 = 0n, got = 0;
+    let tid = 0, t0 = 0n, buf = null;
     const req = Buffer.from([0, 0, 0, 0, 0, 6, 1, 3, 0, 0, 0, 10]);
     const send = () => { tid = (tid + 1) & 0xffff; req.writeUInt16BE(tid, 0); t0 = process.hrtime.bigint(); s.write(req); };
     s.on("connect", () => { open++; send(); });
     s.on("error", () => {});
     s.on("data", (d) => {
-      got += d.length;
-      while (got >= 29) {
-        got -= 29;
+      buf = buf ? Buffer.concat([buf, d]) : d;
+      let off = 0;
+      while (buf.length - off >= 29) {
+        if (buf.readUInt16BE(off) !== tid || buf.readUInt16BE(off + 4) !== 23 || buf[off + 7] !== 3 || buf[off + 8] !== 20) bad++;
+        off += 29;
         if (measuring) { count++; if (lat.length < 2000000) lat.push(Number(process.hrtime.bigint() - t0) / 1000); }
         if (stop) { s.destroy(); return; }
         send();
       }
+      buf = off === buf.length ? null : buf.subarray(off);
     });
   }
 };
@@ -89,7 +94,7 @@ setTimeout(() => { measuring = true; const t = process.hrtime.bigint();
   setTimeout(() => { measuring = false; stop = true; const secs = Number(process.hrtime.bigint() - t) / 1e9;
     lat.sort((a, b) => a - b);
     const q = (p) => lat.length ? Math.round(lat[Math.min(lat.length - 1, Math.floor(p * lat.length))] * 10) / 10 : null;
-    parentPort.postMessage({ rtt_per_s: Math.round(count / secs), p50_us: q(0.5), p99_us: q(0.99), samples: lat.length });
+    parentPort.postMessage({ rtt_per_s: Math.round(count / secs), p50_us: q(0.5), p99_us: q(0.99), samples: lat.length, bad });
   }, durationMs);
 }, warmupMs);
 `;
@@ -161,6 +166,7 @@ interface Figures {
   p50_us: number | null;
   p99_us: number | null;
   samples: number;
+  bad: number;
 }
 
 async function measure(port: number, clients: number, durationMs: number, warmupMs: number): Promise<Figures> {
@@ -169,46 +175,73 @@ async function measure(port: number, clients: number, durationMs: number, warmup
   return first;
 }
 
+const median = (xs: readonly number[]): number => {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
+};
+const round1 = (x: number): number => Math.round(x * 10) / 10;
+
 export async function benchModbus(opts: { durationMs?: number; warmupMs?: number; rounds?: number; clients?: number[]; codec?: boolean } = {}): Promise<object> {
   const durationMs = opts.durationMs ?? Number(process.env.GW_BENCH_MS ?? 1000);
   const warmupMs = opts.warmupMs ?? 200;
-  const rounds = opts.rounds ?? Number(process.env.GW_BENCH_ROUNDS ?? 5);
+  const rounds = opts.rounds ?? Number(process.env.GW_BENCH_ROUNDS ?? 7);
   const server = await startWorker<{ port: number }>(RAW_SERVER_JS);
   const pipe = await startWorker<{ port: number }>(BLIND_PIPE_JS, { port: server.first.port });
   const gw = await startGatewarden(server.first.port);
-  const targets = { direct: server.first.port, blind_pipe: pipe.first.port, gatewarden: gw.port } as const;
-  const results: Record<string, Record<string, Figures & { rounds: string[] }>> = {};
+  const targets = Object.entries({ direct: server.first.port, blind_pipe: pipe.first.port, gatewarden: gw.port });
+  const results: Record<string, Record<string, Omit<Figures, "bad"> & { rounds: string[] }>> = {};
+  const paired: Record<string, { throughput_vs_pipe: number; added_p50_us_vs_pipe: number; added_p99_us_vs_pipe: number }> = {};
+  let bad = 0;
   try {
     for (const clients of opts.clients ?? [1, 16]) {
+      // One discarded pass over every path first (connection set-up, JIT, caches), alike for all.
+      for (const [, port] of targets) await measure(port, clients, Math.min(durationMs, 300), warmupMs);
       const per: Record<string, Figures[]> = { direct: [], blind_pipe: [], gatewarden: [] };
-      // Interleave the three paths over several short rounds and report the medians over the
-      // rounds (each figure separately): a burst of load from elsewhere hits all three alike.
-      for (let r = 0; r < rounds; r++) for (const [name, port] of Object.entries(targets)) per[name]!.push(await measure(port, clients, durationMs, warmupMs));
-      const med = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+      // Interleave the three paths over several short rounds, rotating which goes first, and
+      // report the medians over the rounds (each figure separately): a burst of load from
+      // elsewhere, or a drift of the machine, hits all three alike.
+      for (let r = 0; r < rounds; r++)
+        for (let k = 0; k < targets.length; k++) {
+          const [name, port] = targets[(k + r) % targets.length]!;
+          per[name]!.push(await measure(port, clients, durationMs, warmupMs));
+        }
+      for (const v of Object.values(per)) for (const x of v) bad += x.bad;
       results[`clients_${clients}`] = Object.fromEntries(
         Object.entries(per).map(([k, v]) => [
           k,
           {
-            rtt_per_s: med(v.map((x) => x.rtt_per_s)),
-            p50_us: med(v.map((x) => x.p50_us ?? Infinity)),
-            p99_us: med(v.map((x) => x.p99_us ?? Infinity)),
+            rtt_per_s: median(v.map((x) => x.rtt_per_s)),
+            p50_us: median(v.map((x) => x.p50_us ?? Infinity)),
+            p99_us: median(v.map((x) => x.p99_us ?? Infinity)),
             samples: v.reduce((n, x) => n + x.samples, 0),
             rounds: v.map((x) => `${x.rtt_per_s}/s p50 ${x.p50_us} p99 ${x.p99_us}`),
           },
         ]),
       );
+      // The same comparison round by round (Gatewarden against the pipe measured next to it),
+      // median over the rounds: less exposed to slow phases that span several measurements.
+      const g = per.gatewarden!;
+      const p = per.blind_pipe!;
+      paired[`clients_${clients}`] = {
+        throughput_vs_pipe: Math.round(median(g.map((x, i) => x.rtt_per_s / p[i]!.rtt_per_s)) * 1000) / 1000,
+        added_p50_us_vs_pipe: round1(median(g.map((x, i) => (x.p50_us ?? Infinity) - (p[i]!.p50_us ?? Infinity)))),
+        added_p99_us_vs_pipe: round1(median(g.map((x, i) => (x.p99_us ?? Infinity) - (p[i]!.p99_us ?? Infinity)))),
+      };
     }
   } finally {
     await gw.service.stop();
     await pipe.worker.terminate();
     await server.worker.terminate();
   }
+  if (bad) throw new Error(`modbus bench: ${bad} answers were not the expected FC 3 response`);
   const summary = Object.fromEntries(
     Object.entries(results).map(([k, r]) => [
       k,
       {
         throughput_vs_pipe: Math.round((r.gatewarden!.rtt_per_s / r.blind_pipe!.rtt_per_s) * 1000) / 1000,
-        added_p99_us_vs_pipe: r.gatewarden!.p99_us !== null && r.blind_pipe!.p99_us !== null ? Math.round((r.gatewarden!.p99_us - r.blind_pipe!.p99_us) * 10) / 10 : null,
+        added_p50_us_vs_pipe: round1(r.gatewarden!.p50_us! - r.blind_pipe!.p50_us!),
+        added_p99_us_vs_pipe: round1(r.gatewarden!.p99_us! - r.blind_pipe!.p99_us!),
       },
     ]),
   );
@@ -220,6 +253,7 @@ export async function benchModbus(opts: { durationMs?: number; warmupMs?: number
     rounds,
     results,
     summary,
+    summary_paired_by_round: paired,
     ...(opts.codec === false ? {} : { codec_and_policy_ns_per_request: codecAndPolicyNs() }),
     targets: { throughput_vs_pipe_min: 0.9, added_p99_us_max: 100 },
   };

@@ -254,11 +254,11 @@ export function encodeRequest(req: ModbusRequest): Buffer {
     case 2:
     case 3:
     case 4:
-      return u16s(req.fc, [req.address, req.quantity]);
+      return u16s(req.fc, req.address, req.quantity);
     case 5:
-      return u16s(5, [req.address, req.value ? 0xff00 : 0]);
+      return u16s(5, req.address, req.value ? 0xff00 : 0);
     case 6:
-      return u16s(6, [req.address, req.value]);
+      return u16s(6, req.address, req.value);
     case 7:
     case 11:
     case 12:
@@ -323,7 +323,7 @@ export function encodeRequest(req: ModbusRequest): Buffer {
       return b;
     }
     case 22:
-      return u16s(22, [req.address, req.andMask, req.orMask]);
+      return u16s(22, req.address, req.andMask, req.orMask);
     case 23: {
       const n = req.values.length;
       const b = Buffer.alloc(10 + 2 * n);
@@ -337,16 +337,26 @@ export function encodeRequest(req: ModbusRequest): Buffer {
       return b;
     }
     case 24:
-      return u16s(24, [req.address]);
+      return u16s(24, req.address);
     case 43:
       return Buffer.from([43, 14, req.readCode, req.objectId]);
   }
 }
 
-function u16s(fc: number, words: number[]): Buffer {
-  const b = Buffer.alloc(1 + 2 * words.length);
+/** Function code and one to three big-endian words; every byte is written (allocUnsafe is safe). */
+function u16s(fc: number, w0: number, w1?: number, w2?: number): Buffer {
+  const b = Buffer.allocUnsafe(w2 !== undefined ? 7 : w1 !== undefined ? 5 : 3);
   b[0] = fc;
-  words.forEach((w, i) => b.writeUInt16BE(w & 0xffff, 1 + 2 * i));
+  b[1] = (w0 >>> 8) & 0xff;
+  b[2] = w0 & 0xff;
+  if (w1 !== undefined) {
+    b[3] = (w1 >>> 8) & 0xff;
+    b[4] = w1 & 0xff;
+  }
+  if (w2 !== undefined) {
+    b[5] = (w2 >>> 8) & 0xff;
+    b[6] = w2 & 0xff;
+  }
   return b;
 }
 

@@ -7,59 +7,62 @@ import { MAX_PDU, type ModbusRequest } from "./pdu";
 
 export type ResponseCheck = { ok: true; exception?: number } | { ok: false; reason: string };
 
+/** The answer for every well-formed non-exception response: one frozen object, no allocation. */
+const OK: ResponseCheck = Object.freeze({ ok: true as const });
+const bad = (reason: string): ResponseCheck => ({ ok: false, reason });
+const u16 = (pdu: Uint8Array, o: number): number => (pdu[o]! << 8) | pdu[o + 1]!;
+const len = (pdu: Uint8Array, n: number): ResponseCheck => (pdu.length === n ? OK : bad(`function ${pdu[0]} response needs ${n} bytes, got ${pdu.length}`));
+
 /** Check that `pdu` is a well-formed response to `req` (or a well-formed exception). */
 export function checkResponse(req: ModbusRequest, pdu: Uint8Array): ResponseCheck {
-  const bad = (reason: string): ResponseCheck => ({ ok: false, reason });
   if (pdu.length < 2 || pdu.length > MAX_PDU) return bad(`response PDU of ${pdu.length} bytes`);
   const fc = pdu[0]!;
   if (fc === (req.fc | 0x80)) return pdu.length === 2 ? { ok: true, exception: pdu[1]! } : bad("exception response longer than 2 bytes");
   if (fc !== req.fc) return bad(`response function ${fc} does not match request ${req.fc}`);
-  const u16 = (o: number): number => (pdu[o]! << 8) | pdu[o + 1]!;
-  const len = (n: number): ResponseCheck => (pdu.length === n ? { ok: true } : bad(`function ${fc} response needs ${n} bytes, got ${pdu.length}`));
   switch (req.fc) {
     case 1:
     case 2: {
       const bc = Math.ceil(req.quantity / 8);
-      return pdu[1] === bc ? len(2 + bc) : bad("byte count does not match the requested quantity");
+      return pdu[1] === bc ? len(pdu, 2 + bc) : bad("byte count does not match the requested quantity");
     }
     case 3:
     case 4:
-      return pdu[1] === 2 * req.quantity ? len(2 + 2 * req.quantity) : bad("byte count does not match the requested quantity");
+      return pdu[1] === 2 * req.quantity ? len(pdu, 2 + 2 * req.quantity) : bad("byte count does not match the requested quantity");
     case 23:
-      return pdu[1] === 2 * req.readQuantity ? len(2 + 2 * req.readQuantity) : bad("byte count does not match the requested quantity");
+      return pdu[1] === 2 * req.readQuantity ? len(pdu, 2 + 2 * req.readQuantity) : bad("byte count does not match the requested quantity");
     case 5:
     case 6: {
-      const r = len(5);
+      const r = len(pdu, 5);
       if (!r.ok) return r;
-      return u16(1) === req.address ? r : bad("echoed address differs");
+      return u16(pdu, 1) === req.address ? r : bad("echoed address differs");
     }
     case 15:
     case 16: {
-      const r = len(5);
+      const r = len(pdu, 5);
       if (!r.ok) return r;
-      return u16(1) === req.address && u16(3) === req.values.length ? r : bad("echoed address or quantity differs");
+      return u16(pdu, 1) === req.address && u16(pdu, 3) === req.values.length ? r : bad("echoed address or quantity differs");
     }
     case 22: {
-      const r = len(7);
+      const r = len(pdu, 7);
       if (!r.ok) return r;
-      return u16(1) === req.address ? r : bad("echoed address differs");
+      return u16(pdu, 1) === req.address ? r : bad("echoed address differs");
     }
     case 7:
-      return len(2);
+      return len(pdu, 2);
     case 8:
-      if (u16(1) !== req.sub) return bad("echoed sub-function differs");
-      return req.sub === 0 ? len(3 + req.data.length) : len(5);
+      if (u16(pdu, 1) !== req.sub) return bad("echoed sub-function differs");
+      return req.sub === 0 ? len(pdu, 3 + req.data.length) : len(pdu, 5);
     case 11:
-      return len(5);
+      return len(pdu, 5);
     case 12:
     case 17: {
       const bc = pdu[1]!;
       if (req.fc === 12 && bc < 6) return bad("event log byte count below 6");
-      return len(2 + bc);
+      return len(pdu, 2 + bc);
     }
     case 20: {
       const n = pdu[1]!;
-      const r = len(2 + n);
+      const r = len(pdu, 2 + n);
       if (!r.ok) return r;
       let o = 2;
       let i = 0;
@@ -74,16 +77,16 @@ export function checkResponse(req: ModbusRequest, pdu: Uint8Array): ResponseChec
     }
     case 21:
       // The normal response is an echo of the request.
-      return pdu.length >= 2 && pdu[1] === pdu.length - 2 ? { ok: true } : bad("write-file-record echo malformed");
+      return pdu.length >= 2 && pdu[1] === pdu.length - 2 ? OK : bad("write-file-record echo malformed");
     case 24: {
       if (pdu.length < 5) return bad("FIFO response shorter than 5 bytes");
-      const bc = u16(1);
-      const count = u16(3);
+      const bc = u16(pdu, 1);
+      const count = u16(pdu, 3);
       if (count > 31 || bc !== 2 + 2 * count) return bad("FIFO count or byte count invalid");
-      return len(3 + bc);
+      return len(pdu, 3 + bc);
     }
     case 43:
-      return deviceIdSize(pdu, 0) === pdu.length ? { ok: true } : bad("device identification response malformed");
+      return deviceIdSize(pdu, 0) === pdu.length ? OK : bad("device identification response malformed");
   }
 }
 

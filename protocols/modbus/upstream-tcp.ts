@@ -6,7 +6,7 @@
  */
 import { connect, type Socket } from "node:net";
 import { FairQueue } from "./fair-queue";
-import { encodeMbap, scanMbap } from "./frame";
+import { scanMbap } from "./frame";
 import type { ModbusRequest } from "./pdu";
 import { checkResponse } from "./response";
 import { backoffDelay, deviceFailure, gatewayTimeout, gatewayUnavailable, type Upstream, type UpstreamObserver, type UpstreamStatus } from "./upstream";
@@ -38,8 +38,13 @@ interface Conn {
   pending: Map<number, Job>;
   nextTid: number;
   buf: Buffer;
-  corked: boolean;
+  /** Requests of this event-loop turn not written yet, with their transaction ids. */
+  out: Job[];
+  outTids: number[];
+  outBytes: number;
 }
+
+const EMPTY = Buffer.alloc(0);
 
 export class TcpUpstream implements Upstream {
   readonly name: string;
@@ -50,6 +55,8 @@ export class TcpUpstream implements Upstream {
   private down = false;
   private stopped = true;
   private sweeper: NodeJS.Timeout | undefined;
+  private flushing = false;
+  private readonly flushAll = (): void => this.flush();
 
   constructor(private readonly o: TcpUpstreamOptions) {
     this.name = o.name;
@@ -61,7 +68,7 @@ export class TcpUpstream implements Upstream {
 
   start(): void {
     this.stopped = false;
-    for (let i = 0; i < this.o.connections; i++) this.conns.push({ sock: undefined, state: "closed", pending: new Map(), nextTid: 1, buf: Buffer.alloc(0), corked: false });
+    for (let i = 0; i < this.o.connections; i++) this.conns.push({ sock: undefined, state: "closed", pending: new Map(), nextTid: 1, buf: EMPTY, out: [], outTids: [], outBytes: 0 });
     for (const c of this.conns) this.open(c);
     this.sweeper = setInterval(() => this.sweep(), Math.max(5, Math.min(100, this.o.timeout_ms / 4)));
     this.sweeper.unref();
@@ -80,22 +87,34 @@ export class TcpUpstream implements Upstream {
   }
 
   request(unit: number, req: ModbusRequest, pdu: Buffer, source?: unknown): Promise<Buffer> {
-    if (this.stopped) return Promise.resolve(gatewayUnavailable(req.fc));
-    return new Promise<Buffer>((resolve) => {
-      const job: Job = { unit, req, pdu, resolve, deadline: Date.now() + this.o.timeout_ms };
-      const c = this.queue.length ? undefined : this.pick();
-      if (c) return this.send(c, job);
-      if (this.down && Date.now() < this.retryAt && !this.conns.some((x) => x.state === "connecting")) return resolve(gatewayUnavailable(req.fc));
-      if (this.queue.length >= this.o.max_queue) return resolve(gatewayUnavailable(req.fc));
-      this.queue.push(source, job);
-      this.drain();
-      for (const x of this.conns) if (x.state === "closed") this.open(x);
-    });
+    return new Promise<Buffer>((resolve) => this.submit(unit, req, pdu, source, resolve));
   }
 
+  /** `request` without a promise: `done` is called exactly once, possibly synchronously. */
+  submit(unit: number, req: ModbusRequest, pdu: Buffer, source: unknown, done: (pdu: Buffer) => void): void {
+    if (this.stopped) return done(gatewayUnavailable(req.fc));
+    const job: Job = { unit, req, pdu, resolve: done, deadline: Date.now() + this.o.timeout_ms };
+    const c = this.queue.length ? undefined : this.pick();
+    if (c) return this.send(c, job);
+    if (this.down && Date.now() < this.retryAt && !this.conns.some((x) => x.state === "connecting")) return done(gatewayUnavailable(req.fc));
+    if (this.queue.length >= this.o.max_queue) return done(gatewayUnavailable(req.fc));
+    this.queue.push(source, job);
+    this.drain();
+    for (const x of this.conns) if (x.state === "closed") this.open(x);
+  }
+
+  /**
+   * The connection for the next request: the one whose batch this turn is open, while it has
+   * room (the turn's requests leave in one write); otherwise the least loaded. Load still
+   * spreads over the pool from turn to turn and past `max_in_flight`.
+   */
   private pick(): Conn | undefined {
     let best: Conn | undefined;
-    for (const c of this.conns) if (c.state === "up" && c.pending.size < this.o.max_in_flight && (!best || c.pending.size < best.pending.size)) best = c;
+    for (const c of this.conns) {
+      if (c.state !== "up" || c.pending.size >= this.o.max_in_flight) continue;
+      if (c.out.length) return c;
+      if (!best || c.pending.size < best.pending.size) best = c;
+    }
     return best;
   }
 
@@ -104,17 +123,56 @@ export class TcpUpstream implements Upstream {
     while (c.pending.has(tid)) tid = (tid + 1) & 0xffff;
     c.nextTid = (tid + 1) & 0xffff;
     c.pending.set(tid, job);
-    const sock = c.sock!;
-    // Requests from many clients in one event-loop turn leave in one segment.
-    if (!c.corked) {
-      c.corked = true;
-      sock.cork();
-      setImmediate(() => {
-        c.corked = false;
-        sock.uncork();
-      });
+    c.out.push(job);
+    c.outTids.push(tid);
+    c.outBytes += 7 + job.pdu.length;
+    // Nothing else in flight on any connection: no batch to wait for, write at once. Otherwise
+    // requests from many clients in one event-loop turn leave in one write per connection
+    // (one segment, one syscall), at the end of the turn or before the next answers are relayed.
+    if (c.out.length === 1 && this.onlyInFlight(c)) return this.flush();
+    if (!this.flushing) {
+      this.flushing = true;
+      setImmediate(this.flushAll);
     }
-    sock.write(encodeMbap(tid, job.unit, job.pdu));
+  }
+
+  /** Whether the one transaction pending on `c` is the only one in flight on the upstream. */
+  private onlyInFlight(c: Conn): boolean {
+    for (const x of this.conns) if (x.pending.size !== (x === c ? 1 : 0)) return false;
+    return true;
+  }
+
+  /** Write each connection's batch as one buffer: MBAP headers and PDUs, no per-frame copies. */
+  private flush(): void {
+    this.flushing = false;
+    for (const c of this.conns) {
+      const n = c.out.length;
+      if (!n) continue;
+      const sock = c.sock;
+      if (sock && c.state === "up") {
+        const b = Buffer.allocUnsafe(c.outBytes);
+        let o = 0;
+        for (let i = 0; i < n; i++) {
+          const j = c.out[i]!;
+          const tid = c.outTids[i]!;
+          const len = j.pdu.length;
+          b[o] = tid >>> 8;
+          b[o + 1] = tid & 0xff;
+          b[o + 2] = 0;
+          b[o + 3] = 0;
+          b[o + 4] = (len + 1) >>> 8;
+          b[o + 5] = (len + 1) & 0xff;
+          b[o + 6] = j.unit & 0xff;
+          b.set(j.pdu, o + 7);
+          o += 7 + len;
+        }
+        sock.write(b);
+      }
+      // A connection lost meanwhile has answered its pending jobs (0B) on close.
+      c.out.length = 0;
+      c.outTids.length = 0;
+      c.outBytes = 0;
+    }
   }
 
   private drain(): void {
@@ -131,7 +189,10 @@ export class TcpUpstream implements Upstream {
     c.state = "connecting";
     const sock = connect({ host: this.o.host, port: this.o.port, noDelay: true });
     c.sock = sock;
-    c.buf = Buffer.alloc(0);
+    c.buf = EMPTY;
+    c.out.length = 0;
+    c.outTids.length = 0;
+    c.outBytes = 0;
     const ct = setTimeout(() => sock.destroy(new Error("connect timeout")), this.o.connect_timeout_ms);
     sock.once("connect", () => {
       clearTimeout(ct);
@@ -173,6 +234,8 @@ export class TcpUpstream implements Upstream {
   }
 
   private onData(c: Conn, d: Buffer): void {
+    // Requests batched in this turn go out before the answers' writes to the clients.
+    if (this.flushing) this.flush();
     c.buf = c.buf.length ? Buffer.concat([c.buf, d]) : d;
     let off = 0;
     for (;;) {
@@ -190,7 +253,7 @@ export class TcpUpstream implements Upstream {
       // s.pdu views a chunk that is never written to again: no copy needed.
       job.resolve(chk.ok ? s.pdu : deviceFailure(job.req.fc));
     }
-    c.buf = off === c.buf.length ? Buffer.alloc(0) : c.buf.subarray(off);
+    c.buf = off === c.buf.length ? EMPTY : c.buf.subarray(off);
     if (this.queue.length) this.drain();
   }
 

@@ -31,6 +31,11 @@ export interface Upstream {
    * `source` (the client connection) keys fair queueing between clients.
    */
   request(unit: number, req: ModbusRequest, pdu: Buffer, source?: unknown): Promise<Buffer>;
+  /**
+   * Optional promise-free form of `request` for the proxy's hot path: `done` is called exactly
+   * once with what `request` would resolve to, possibly before `submit` returns.
+   */
+  submit?(unit: number, req: ModbusRequest, pdu: Buffer, source: unknown, done: (pdu: Buffer) => void): void;
   status(): UpstreamStatus;
 }
 
