@@ -26,6 +26,7 @@ export const ErrorCodes = {
   MODBUS_FRAME: "a Modbus frame is malformed",
   POLICY_INVALID: "a policy file is malformed",
   TLS_SETUP: "TLS material cannot be loaded",
+  WINDOW_STATE: "the write-window state file cannot be opened or written",
   // Detection
   SITE_INVALID: "a site file is malformed",
   DETECTOR_STATE: "a detector state snapshot cannot be restored",

@@ -36,6 +36,7 @@ export class Runtime {
   private readonly startedAt = Date.now();
   private readonly writtenAtStart = storageBytesWritten();
   private readonly stopHooks: (() => Promise<void> | void)[] = [];
+  private readonly reloadHooks: ((trigger: string) => void)[] = [];
   /** Where readings from the proxy's tap go (the detection engine, when points are configured). */
   readings: ReadingSink | undefined;
 
@@ -127,7 +128,7 @@ export class Runtime {
     if (!c.modbus) return;
     const { ModbusProxyService } = await import("../protocols/modbus/service");
     const { tapPointsFrom } = await import("../protocols/modbus/tap");
-    const { registerModbusStatus, registerWindowControl } = await import("../protocols/modbus/window-control");
+    const { registerModbusStatus, registerTlsReload, registerWindowControl } = await import("../protocols/modbus/window-control");
     const svc = new ModbusProxyService({
       config: c.modbus,
       events: this.recorder,
@@ -139,10 +140,13 @@ export class Runtime {
         return ms === undefined ? [] : [{ ...p, interval_ms: ms }];
       }),
       log: this.log.child({ component: "modbus" }),
+      windowStatePath: c.modbus.windows.state_path,
     });
     const bound = await svc.start();
     registerWindowControl(this.control, () => svc.windows);
     registerModbusStatus(this.control, () => svc.status());
+    registerTlsReload(this.control, () => svc.reloadTls("control"));
+    this.reloadHooks.push((trigger) => void svc.reloadTls(trigger));
     this.onStop(() => svc.stop());
     this.log.info({ listeners: bound }, "Modbus proxy listening.");
   }
@@ -150,6 +154,18 @@ export class Runtime {
   /** Lets components add control commands and stop hooks (e.g. the Modbus proxy). */
   onStop(fn: () => Promise<void> | void): void {
     this.stopHooks.push(fn);
+  }
+
+  /** Reloads what can change under a running daemon (TLS material); SIGHUP calls it. Never throws. */
+  reload(trigger: string): void {
+    this.log.info({ trigger }, "Reloading TLS material.");
+    for (const h of this.reloadHooks) {
+      try {
+        h(trigger);
+      } catch (e) {
+        this.log.error({ err: describeError(e), trigger }, "Reload failed; the current material stays in use.");
+      }
+    }
   }
 
   private registerControl(): void {

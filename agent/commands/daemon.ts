@@ -15,7 +15,7 @@ interface Opts {
 export function registerDaemon(program: Command): void {
   program
     .command("run")
-    .description("Run the daemon in the foreground (JSON-line logs on stdout; SIGTERM/SIGINT stop it cleanly)")
+    .description("Run the daemon in the foreground (JSON-line logs on stdout; SIGTERM/SIGINT stop it cleanly, SIGHUP reloads TLS material)")
     .option("--config <FILE>", "config file")
     .action(
       action(async (opts: Opts) => {
@@ -25,10 +25,14 @@ export function registerDaemon(program: Command): void {
         let onSignal = (sig: string) => void (stopRequested ??= sig);
         process.once("SIGTERM", () => onSignal("SIGTERM"));
         process.once("SIGINT", () => onSignal("SIGINT"));
+        // SIGHUP reloads (by default it would end the process): ignored until started.
+        let onHup = (): void => {};
+        process.on("SIGHUP", () => onHup());
         const loaded = loadConfig(locateConfig(opts.config));
         const log = createLogger(loaded.config.log.level);
         const rt = new Runtime(loaded, log);
         await rt.start();
+        onHup = () => rt.reload("SIGHUP");
         await new Promise<void>((resolve) => {
           let stopping = false;
           onSignal = (sig: string) => {

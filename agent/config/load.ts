@@ -113,6 +113,7 @@ export function resolvePaths(c: Config, dir: string): Config {
           modbus: {
             ...c.modbus,
             policy_file: abs(c.modbus.policy_file),
+            windows: { ...c.modbus.windows, state_path: abs(c.modbus.windows.state_path)! },
             listeners: c.modbus.listeners.map((l) =>
               l.type === "tls" ? { ...l, tls: { ...l.tls, cert_file: abs(l.tls.cert_file)!, key_file: abs(l.tls.key_file)!, ca_file: abs(l.tls.ca_file)!, crl_file: abs(l.tls.crl_file) } } : l,
             ),

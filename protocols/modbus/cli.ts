@@ -2,6 +2,7 @@
  * CLI commands of the Modbus proxy:
  *   modbus proxy   commissioning mode: one proxy in the foreground, one JSON line per decision
  *   modbus status  the running daemon's listeners, upstreams and windows (control socket)
+ *   modbus reload-tls  load the Modbus/TCP Security files again now (control socket)
  *   policy test    allow/deny and the rule for a described request
  *   policy learn   propose a policy from recorded decisions (JSON lines of `modbus proxy`)
  *   policy replay  what a candidate policy would have blocked in recorded traffic
@@ -220,6 +221,19 @@ export function registerModbusCommands(program: Command, deps: ModbusCliDeps): v
       for (const l of st.listeners) out(`listener ${l.name} (${l.type}) ${l.address ?? "?"}:${l.port ?? "?"}: ${l.connections} connections, ${l.requests} requests, ${l.denied} denied, ${l.malformed} malformed\n`);
       for (const u of st.upstreams) out(`upstream ${u.name} (${u.type}) ${u.target}: ${u.state}, ${u.in_flight} in flight, ${u.queued} queued${u.dead_units?.length ? `, backed-off units ${u.dead_units.join(",")}` : ""}\n`);
       out(st.windows.length ? `${st.windows.length} write window(s) open\n` : "No write window is open.\n");
+    });
+
+  modbus
+    .command("reload-tls")
+    .description("Load the Modbus/TCP Security listeners' certificate, key, CA and CRL files again now (changes are also picked up by themselves)")
+    .option("--config <FILE>", "config file (finds the daemon's control socket)")
+    .option("--json", "print JSON")
+    .action(async (o: { json?: boolean }, cmd: Command) => {
+      const rs = (await controlCall(await deps.resolveSocket(cmd.optsWithGlobals()), "modbus.reload_tls", {})) as Array<{ listener: string; ok: boolean; reason?: string }>;
+      if (o.json) out(JSON.stringify(rs) + "\n");
+      else if (!rs.length) out("No Modbus/TCP Security listener is configured.\n");
+      else for (const r of rs) out(r.ok ? `listener ${r.listener}: reloaded; new connections use the new material\n` : `listener ${r.listener}: not reloaded, current material kept: ${r.reason}\n`);
+      if (rs.some((r) => !r.ok)) throw new DaemonError("TLS_SETUP", `TLS material of ${rs.filter((r) => !r.ok).map((r) => r.listener).join(", ")} not reloaded`);
     });
 
   const policy = group(program, "policy", "Modbus policy tools");

@@ -34,6 +34,14 @@ const tlsSchema = z.strictObject({
   crl_file: z.string().min(1).optional(),
   min_version: z.enum(["TLSv1.2", "TLSv1.3"]).default("TLSv1.2"),
   handshake_timeout_ms: z.number().int().min(100).default(10_000),
+  /** How often the files are checked for changes; changed files are reloaded for new
+   * connections (existing ones keep theirs). 0: never. */
+  reload_check_ms: z
+    .number()
+    .int()
+    .min(0)
+    .refine((v) => v === 0 || v >= 100, "0 (off) or at least 100")
+    .default(10_000),
 });
 
 export const listenerSchema = z.discriminatedUnion("type", [
@@ -42,6 +50,17 @@ export const listenerSchema = z.discriminatedUnion("type", [
 ]);
 
 const backoff = z.strictObject({ min_ms: z.number().int().min(1).default(500), max_ms: z.number().int().min(1).default(30_000) });
+
+/**
+ * Serial broadcast (unit 0): off unless set. With it on, a client's write to unit 0 (routed
+ * here, and allowed by a policy role whose units include 0) goes out as a broadcast and is
+ * answered after `turnaround_ms` (see rtu-bus.ts).
+ */
+const broadcastKeys = {
+  broadcast: z.boolean().default(false),
+  /** Bus turnaround delay after a broadcast (Modbus over Serial Line §2.4.1: typically 100-200 ms). */
+  turnaround_ms: z.number().int().min(1).max(10_000).default(200),
+};
 
 export const upstreamSchema = z.discriminatedUnion("type", [
   z.strictObject({
@@ -65,6 +84,7 @@ export const upstreamSchema = z.discriminatedUnion("type", [
     data_bits: z.union([z.literal(7), z.literal(8)]).default(8),
     stop_bits: z.union([z.literal(1), z.literal(2)]).default(1),
     timeout_ms: z.number().int().min(1).default(500),
+    ...broadcastKeys,
     dead_after: z.number().int().min(1).default(3),
     dead_backoff: backoff.default({ min_ms: 2000, max_ms: 60_000 }),
     max_queue: z.number().int().min(1).default(64),
@@ -76,6 +96,7 @@ export const upstreamSchema = z.discriminatedUnion("type", [
     target: hostPort,
     baud: z.number().int().min(300).max(921_600).default(19_200),
     timeout_ms: z.number().int().min(1).default(1000),
+    ...broadcastKeys,
     dead_after: z.number().int().min(1).default(3),
     dead_backoff: backoff.default({ min_ms: 2000, max_ms: 60_000 }),
     max_queue: z.number().int().min(1).default(64),
@@ -125,7 +146,15 @@ export const modbusConfigSchema = z
         storm_threshold: z.number().int().min(2).default(200),
       })
       .default({ interval_ms: 10_000, per_key: 3, max_keys: 256, scan_threshold: 20, storm_threshold: 200 }),
-    windows: z.strictObject({ max_minutes: z.number().int().min(1).max(24 * 60).default(240) }).default({ max_minutes: 240 }),
+    windows: z
+      .strictObject({
+        max_minutes: z.number().int().min(1).max(24 * 60).default(240),
+        /** Most windows open at once; opening one more fails. */
+        max_open: z.number().int().min(1).max(256).default(16),
+        /** SQLite file keeping open windows across restarts (the daemon; relative to the config file). */
+        state_path: z.string().min(1).default("data/modbus.db"),
+      })
+      .default({ max_minutes: 240, max_open: 16, state_path: "data/modbus.db" }),
   })
   .superRefine((c, ctx) => {
     if (c.policy && c.policy_file) ctx.addIssue({ code: "custom", path: ["policy_file"], message: "give either policy or policy_file, not both" });
@@ -141,6 +170,11 @@ export const modbusConfigSchema = z
     const us = names(c.upstreams, "upstreams");
     c.routes.forEach((r, i) => {
       if (!us.has(r.upstream)) ctx.addIssue({ code: "custom", path: ["routes", i, "upstream"], message: `no upstream named ${r.upstream}` });
+      // A broadcast must be what the client asked for (unit 0, which the policy then checks),
+      // never what a route turns another unit into.
+      const up = c.upstreams.find((u) => u.name === r.upstream);
+      if (r.remote_unit === 0 && up && up.type !== "tcp" && r.unit !== 0 && r.unit !== "0")
+        ctx.addIssue({ code: "custom", path: ["routes", i, "remote_unit"], message: "remote_unit 0 is the serial broadcast address; route unit 0 to reach it" });
       if (r.listener && !ls.has(r.listener)) ctx.addIssue({ code: "custom", path: ["routes", i, "listener"], message: `no listener named ${r.listener}` });
       if (typeof r.unit === "string") {
         const [a, b] = r.unit.split("-").map(Number);

@@ -6,7 +6,7 @@
  */
 import type { Decision, PolicyDecisionPoint } from "../policy";
 import { DIAG_READ_ONLY, PRESETS, WRITE_FUNCTION_CODES } from "./function-codes";
-import { AddressSet, type PeerIdentity } from "./identity";
+import { AddressSet, normaliseAddress, type PeerIdentity } from "./identity";
 import type { ModbusRequest } from "./pdu";
 import type { PolicyFile, RoleConfig } from "./policy-schema";
 import { parseRange, RangeSet } from "./ranges";
@@ -90,6 +90,16 @@ interface CompiledRole {
   values: ValueBound[];
   rate?: { max: number; interval_ms: number };
   windowRequired: boolean;
+  /** `roles.<name>`, and the allow decisions naming the clause that allowed (made once, frozen). */
+  base: string;
+  allow: { functions: Decision } & Record<"read" | "write", Record<Access["table"], Decision>>;
+}
+
+const TABLES: readonly Access["table"][] = ["coil", "discrete_input", "input", "holding", "file"];
+function allowDecisions(base: string): CompiledRole["allow"] {
+  const ok = (rule: string): Decision => Object.freeze({ allow: true as const, rule });
+  const by = (mode: "read" | "write") => Object.fromEntries(TABLES.map((t) => [t, ok(`${base}.${mode}.${t}`)])) as Record<Access["table"], Decision>;
+  return { functions: ok(`${base}.functions`), read: by("read"), write: by("write") };
 }
 
 function compileRole(name: string, r: RoleConfig): CompiledRole {
@@ -133,6 +143,8 @@ function compileRole(name: string, r: RoleConfig): CompiledRole {
     }),
     ...(r.write_rate ? { rate: r.write_rate } : {}),
     windowRequired: r.write_window === "required",
+    base: `roles.${name}`,
+    allow: allowDecisions(`roles.${name}`),
   };
 }
 
@@ -147,20 +159,35 @@ interface IdentityRule {
   transport?: "tcp" | "tls" | "any";
 }
 
+/**
+ * Whose writes a rate counts: the role and the client as the transport identifies it, the
+ * certificate (fingerprint) on Modbus/TCP Security, the source address on plain TCP. Every
+ * connection of that client shares the count; a new connection does not bring a new budget.
+ */
+export function rateKey(role: string, id: PeerIdentity): string {
+  return id.transport === "tls" && id.fingerprint ? `${role}|tls|${normFp(id.fingerprint)}` : `${role}|ip|${normaliseAddress(id.address)}`;
+}
+
+const deny = (rule: string, reason: string): Decision => ({ allow: false, rule, reason });
+
 const normFp = (s: string): string => s.replace(/^sha256:/i, "").replace(/[^0-9a-f]/gi, "").toUpperCase();
 
 export class ModbusPolicy implements PolicyDecisionPoint<ModbusPolicyRequest> {
   private readonly roles = new Map<string, CompiledRole>();
   private readonly identities: IdentityRule[];
   private readonly mapCertRoles: boolean;
-  private readonly rates = new RateLimiter();
-  /** Identities are fixed per connection: resolve each once (address matching is not free). */
-  private readonly resolved = new WeakMap<PeerIdentity, { role: string; rule: string } | null>();
+  /** Write-rate buckets per identity, shared by all its connections (bounded, see rate-limiter.ts). */
+  private readonly rates: RateLimiter;
+  /** Identities are fixed per connection: resolve each once (address matching is not free),
+   * with the key of its write-rate bucket, so a write allocates nothing for it. */
+  private readonly resolved = new WeakMap<PeerIdentity, { role: string; rule: string; rateKey: string } | null>();
 
   constructor(
     readonly file: PolicyFile,
     private readonly windows?: WindowOracle,
+    opts: { maxRateIdentities?: number } = {},
   ) {
+    this.rates = new RateLimiter(opts.maxRateIdentities);
     for (const [name, r] of Object.entries(file.roles)) this.roles.set(name, compileRole(name, r));
     this.mapCertRoles = file.certificate_roles === "map_by_name";
     this.identities = file.identities.map((id, i) => ({
@@ -198,31 +225,33 @@ export class ModbusPolicy implements PolicyDecisionPoint<ModbusPolicyRequest> {
   }
 
   decide(q: ModbusPolicyRequest): Decision {
-    const deny = (rule: string, reason: string): Decision => ({ allow: false, rule, reason });
     // Modbus/TCP Security: no role, several roles or a malformed role -> every request gets 01.
     if (q.identity.roleError) return deny("tls.role", q.identity.roleError);
     let resolved = this.resolved.get(q.identity);
     if (resolved === undefined) {
-      resolved = this.resolveRole(q.identity) ?? null;
+      const r = this.resolveRole(q.identity);
+      resolved = r ? { ...r, rateKey: rateKey(r.role, q.identity) } : null;
       this.resolved.set(q.identity, resolved);
     }
     if (!resolved) return deny("identities", "no identity rule matches this client");
     const role = this.roles.get(resolved.role);
     if (!role) return deny("identities", `role ${resolved.role} is not defined`);
-    const base = `roles.${role.name}`;
+    const base = role.base;
     const req = q.req;
     if (!role.units.covers(q.unit, q.unit)) return deny(`${base}.units`, `unit ${q.unit} is not allowed`);
     if (!role.functions.has(req.fc)) return deny(`${base}.functions`, `function ${req.fc} is not allowed`);
     if (req.fc === 8 && !role.diagnostics.has(req.sub)) return deny(`${base}.diagnostics`, `diagnostics sub-function ${req.sub} is not allowed`);
     const acc = accesses(req);
-    let allowRule = `${base}.functions`;
+    let allow = role.allow.functions;
     for (const a of acc) {
       const key = a.table === "file" ? `file:${a.file}` : a.table;
       const set = (a.mode === "read" ? role.read : role.write).get(key);
       const last = a.address + a.quantity - 1;
-      const where = a.table === "file" ? `file ${a.file} records ${a.address}-${last}` : `${a.table} ${a.address}-${last}`;
-      if (!set || !set.covers(a.address, last)) return deny(`${base}.${a.mode}.${a.table}`, `${a.mode} of ${where} is not allowed`);
-      allowRule = `${base}.${a.mode}.${a.table}`;
+      if (!set || !set.covers(a.address, last)) {
+        const where = a.table === "file" ? `file ${a.file} records ${a.address}-${last}` : `${a.table} ${a.address}-${last}`;
+        return deny(`${base}.${a.mode}.${a.table}`, `${a.mode} of ${where} is not allowed`);
+      }
+      allow = role.allow[a.mode][a.table];
     }
     const write = isWrite(req);
     if (write) {
@@ -230,11 +259,12 @@ export class ModbusPolicy implements PolicyDecisionPoint<ModbusPolicyRequest> {
       if (v) return v;
       if (role.windowRequired && !(this.windows?.isOpen(role.name, q.now) ?? false)) return deny(`${base}.write_window`, `no write window is open for role ${role.name}`);
       if (role.rate) {
-        const key = `${role.name}|${q.identity.fingerprint ?? q.identity.address}`;
-        if (!this.rates.take(key, role.rate.max, role.rate.interval_ms, q.now)) return deny(`${base}.write_rate`, `more than ${role.rate.max} writes in ${role.rate.interval_ms} ms`);
+        const r = this.rates.take(resolved.rateKey, role.rate.max, role.rate.interval_ms, q.now);
+        if (r === "rate") return deny(`${base}.write_rate`, `more than ${role.rate.max} writes in ${role.rate.interval_ms} ms`);
+        if (r === "full") return deny(`${base}.write_rate`, `write rates are being counted for ${this.rates.maxKeys} identities; none is idle`);
       }
     }
-    return { allow: true, rule: allowRule };
+    return allow;
   }
 
   private checkValues(role: CompiledRole, req: ModbusRequest): Decision | undefined {

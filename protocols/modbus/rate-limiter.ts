@@ -1,19 +1,64 @@
-/** Token buckets per key, bounded in number (the least recently used key is dropped). */
-export class RateLimiter {
-  private readonly buckets = new Map<string, { tokens: number; at: number }>();
-  constructor(private readonly maxKeys = 4096) {}
+/**
+ * Write-rate token buckets, one per key (the policy keys them by role and identity, so every
+ * connection of one identity draws on the same bucket). A bucket holds `max` tokens and
+ * refills at `max` per `intervalMs`.
+ *
+ * Bounded: at `maxKeys` buckets, a new key first drops the idle ones (refilled to full, so
+ * forgetting them changes no decision). If none is idle the new key is refused ("full"),
+ * which fails closed, rather than evicting a busy bucket (that would hand its identity a
+ * fresh budget). A full table of busy buckets is rescanned only once one can be idle.
+ */
+interface Bucket {
+  tokens: number;
+  at: number;
+  max: number;
+  intervalMs: number;
+}
 
-  /** Take one token from `key`'s bucket of `max` tokens refilled over `intervalMs`. */
-  take(key: string, max: number, intervalMs: number, now: number): boolean {
+export type TakeResult = "ok" | "rate" | "full";
+
+export class RateLimiter {
+  private readonly buckets = new Map<string, Bucket>();
+  /** No bucket can be idle before this time (set when a scan found none). */
+  private scanAfter = 0;
+
+  constructor(readonly maxKeys = 4096) {}
+
+  get size(): number {
+    return this.buckets.size;
+  }
+
+  /** Take one token from `key`'s bucket. Allocates only for a key not seen (or evicted) before. */
+  take(key: string, max: number, intervalMs: number, now: number): TakeResult {
     let b = this.buckets.get(key);
-    if (b) this.buckets.delete(key);
-    else b = { tokens: max, at: now };
-    b.tokens = Math.min(max, b.tokens + ((now - b.at) * max) / intervalMs);
-    b.at = now;
-    this.buckets.set(key, b);
-    if (this.buckets.size > this.maxKeys) this.buckets.delete(this.buckets.keys().next().value!);
-    if (b.tokens < 1) return false;
+    if (b === undefined) {
+      if (this.buckets.size >= this.maxKeys && !this.dropIdle(now)) return "full";
+      b = { tokens: max, at: now, max, intervalMs };
+      this.buckets.set(key, b);
+    } else {
+      const elapsed = now - b.at;
+      // A clock stepped backwards refills nothing; the bucket counts on from the new time.
+      if (elapsed > 0) b.tokens = Math.min(max, b.tokens + (elapsed * max) / intervalMs);
+      b.at = now;
+      b.max = max;
+      b.intervalMs = intervalMs;
+    }
+    if (b.tokens < 1) return "rate";
     b.tokens -= 1;
-    return true;
+    return "ok";
+  }
+
+  /** Drop buckets that have refilled to full; true when there is room for one more. */
+  private dropIdle(now: number): boolean {
+    if (now < this.scanAfter) return false;
+    let next = Infinity;
+    for (const [k, b] of this.buckets) {
+      const idleAt = b.at + ((b.max - b.tokens) * b.intervalMs) / b.max;
+      if (now >= idleAt) this.buckets.delete(k);
+      else if (idleAt < next) next = idleAt;
+    }
+    const room = this.buckets.size < this.maxKeys;
+    this.scanAfter = room ? 0 : next;
+    return room;
   }
 }

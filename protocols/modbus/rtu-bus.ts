@@ -4,6 +4,21 @@
  * unit that keeps timing out is backed off exponentially and answered 0B at once meanwhile,
  * so a dead slave never stalls the bus. Modbus over Serial Line v1.02 §2.5.1.1: frames are
  * separated by at least 3.5 character times (fixed 1.75 ms above 19200 baud).
+ *
+ * Broadcast (unit 0). On a serial line a broadcast is a write every slave executes and none
+ * answers; the master then leaves the line quiet for a turnaround delay so the slaves can
+ * process it (Modbus over Serial Line v1.02 §2.1, §2.4.1). A Modbus TCP client always expects
+ * an answer. Unless the upstream sets `broadcast: true`, unit 0 is not forwarded and the
+ * client gets 0A (path unavailable), as before: one request reaching every drive on a bus is
+ * a larger effect than any single-unit write, so it takes an explicit opt-in on top of a
+ * route for unit 0 and a policy role whose units include 0 (the proxy checks the policy
+ * against the unit the client addressed; config.ts forbids routing another unit to remote 0).
+ * With the opt-in, only single-purpose writes are broadcast (FC 5, 6, 15, 16, 22; reads, FC 23
+ * and diagnostics get 0A): the frame goes out in its turn, the line is held for
+ * `turnaround_ms`, and the client gets the normal write response (the echo for 5, 6 and 22;
+ * function, address and quantity for 15 and 16). That answer means "sent on the bus", which
+ * is all a serial master ever learns of a broadcast; anything heard during the turnaround is
+ * dropped as noise.
  */
 import { encodeRtu, decodeRtu } from "./frame";
 import type { ModbusRequest } from "./pdu";
@@ -23,6 +38,19 @@ export interface RtuBusOptions {
   max_queue: number;
   reconnect: { min_ms: number; max_ms: number };
   observer?: UpstreamObserver;
+  /** Forward writes to unit 0 as broadcasts (see above); default off. */
+  broadcast?: boolean;
+  /** Line held quiet after a broadcast, ms (default 200). */
+  turnaround_ms?: number;
+}
+
+/** Functions a broadcast may carry: writes with nothing to read back. */
+const BROADCAST_FCS = new Set([5, 6, 15, 16, 22]);
+
+/** The answer a slave would give to a broadcastable write. */
+function broadcastAnswer(pdu: Buffer): Buffer {
+  // 5, 6, 22: the request echoed; 15, 16: function, starting address, quantity.
+  return Buffer.from(pdu[0] === 15 || pdu[0] === 16 ? pdu.subarray(0, 5) : pdu);
 }
 
 interface Job {
@@ -113,8 +141,8 @@ export class RtuBus implements Upstream {
   }
 
   request(unit: number, req: ModbusRequest, pdu: Buffer): Promise<Buffer> {
-    // Broadcast (unit 0) has no answer to relay to a TCP client; not routed.
-    if (this.state !== "up" || unit === 0 || unit > 247) return Promise.resolve(gatewayUnavailable(req.fc));
+    // Broadcast (unit 0): only when enabled, and only writes (see the top of this file).
+    if (this.state !== "up" || unit > 247 || (unit === 0 && !(this.o.broadcast && BROADCAST_FCS.has(req.fc)))) return Promise.resolve(gatewayUnavailable(req.fc));
     let u = this.units.get(unit);
     if (!u) {
       u = { queue: [], timeouts: 0, deadUntil: 0, backoffs: 0 };
@@ -157,6 +185,13 @@ export class RtuBus implements Upstream {
         continue;
       }
       this.rx = Buffer.alloc(0);
+      if (job.unit === 0) {
+        // Broadcast: no answer comes; hold the line for the turnaround, then answer the client.
+        const timer = setTimeout(() => this.finish(broadcastAnswer(job.pdu)), this.o.turnaround_ms ?? 200);
+        this.current = { ...job, timer };
+        this.o.transport.write(encodeRtu(0, job.pdu));
+        return;
+      }
       const timer = setTimeout(() => this.timedOut(), this.o.timeout_ms);
       this.current = { ...job, timer };
       this.o.transport.write(encodeRtu(job.unit, job.pdu));
@@ -166,7 +201,7 @@ export class RtuBus implements Upstream {
 
   private onData(b: Buffer): void {
     const cur = this.current;
-    if (!cur) return; // noise or a late answer: dropped
+    if (!cur || cur.unit === 0) return; // noise, a late answer or anything during a broadcast's turnaround: dropped
     this.rx = this.rx.length ? Buffer.concat([this.rx, b]) : b;
     if (this.rx.length > 256) return this.finish(deviceFailure(cur.req.fc), true);
     const size = rtuResponseSize(cur.req, cur.pdu.length, this.rx);

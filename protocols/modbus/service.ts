@@ -3,10 +3,11 @@
  * point, write windows, events and the readings tap. `start` binds; `stop` closes everything
  * and records what the event aggregator still holds.
  */
-import { readFileSync } from "node:fs";
+import { existsSync, readFileSync, renameSync } from "node:fs";
 import type { EventSink } from "../../agent/events/types";
 import type { ReadingSink } from "../../agent/pipeline";
 import { DaemonError } from "../../agent/errors";
+import { OcsfClass } from "../../agent/events/ocsf";
 import { DENY_ALL, type PolicyDecisionPoint } from "../policy";
 import type { ModbusConfig } from "./config";
 import type { DecisionRecord } from "./decision-record";
@@ -16,10 +17,10 @@ import { parsePolicyText, type PolicyFile } from "./policy-schema";
 import { Router } from "./router";
 import { PointPoller, type PolledPoint } from "./poller";
 import { ReadingsTap, type TapPoint } from "./tap";
-import { ModbusListener, type ListenerStatus } from "./tcp-proxy";
+import { ModbusListener, type ListenerStatus, type TlsReloadReport } from "./tcp-proxy";
 import type { Upstream, UpstreamStatus } from "./upstream";
 import { createUpstream } from "./upstream-factory";
-import { WindowStore, type WriteWindow } from "./window-store";
+import { WindowFile, WindowStore, type WriteWindow } from "./window-store";
 
 /** pino-shaped logger (fields first, then a sentence). */
 export interface ServiceLog {
@@ -41,6 +42,9 @@ export interface ModbusProxyServiceOptions {
   /** A decision point to use instead of the configured policy (tests, commissioning). */
   pdp?: PolicyDecisionPoint<ModbusPolicyRequest>;
   onDecision?: (r: DecisionRecord) => void;
+  /** SQLite file keeping open write windows across restarts (the daemon passes
+   * `modbus.windows.state_path`); omitted: windows live in memory only. */
+  windowStatePath?: string;
 }
 
 export interface ModbusProxyStatus {
@@ -94,8 +98,17 @@ export class ModbusProxyService {
     const events = new ModbusEvents(this.o.events, c.events);
     this.events = events;
     const roles = (): string[] => this.policy?.roleNames() ?? [];
-    this.store = new WindowStore({ roles, maxMinutes: c.windows.max_minutes, events: { opened: (w) => events.windowOpened(w), closed: (w, how, by) => events.windowClosed(w, how, by) } });
+    this.store = new WindowStore({
+      roles,
+      maxMinutes: c.windows.max_minutes,
+      maxOpen: c.windows.max_open,
+      events: { opened: (w) => events.windowOpened(w), closed: (w, how, by) => events.windowClosed(w, how, by) },
+      ...(this.o.windowStatePath ? { persist: this.openWindowFile(this.o.windowStatePath) } : {}),
+      onPersistError: (e, w) => this.log.error({ window: w.id, err: (e as Error).message }, "A closed write window could not be deleted from the state file."),
+    });
     if (file) this.policy = new ModbusPolicy(file, this.store);
+    const restored = this.store.restore();
+    if (restored.length) this.log.info({ windows: restored.map((w) => ({ id: w.id, role: w.role, expires_at: new Date(w.expires_at).toISOString() })) }, "Write windows restored.");
     if (!file && !this.o.pdp) this.log.warn({}, "No Modbus policy configured: every request is denied.");
     const pdp = this.o.pdp ?? this.policy ?? (DENY_ALL as PolicyDecisionPoint<ModbusPolicyRequest>);
     const observer = {
@@ -130,7 +143,7 @@ export class ModbusProxyService {
     const bound: Array<{ name: string; address: string; port: number }> = [];
     try {
       for (const l of c.listeners) {
-        const listener = new ModbusListener(l, ctx);
+        const listener = new ModbusListener(l, ctx, { onTlsReload: (r) => this.tlsReloaded(r) });
         const a = await listener.start();
         this.listeners.push(listener);
         bound.push({ name: l.name, ...a });
@@ -142,6 +155,66 @@ export class ModbusProxyService {
     }
     this.running = true;
     return bound;
+  }
+
+  /**
+   * The write-window state file. One that is not a readable database (a power cut on an SD
+   * card) is moved aside with a system event and a new one started: the windows it held are
+   * closed, which is the safe direction. One that cannot be created stops the start.
+   */
+  private openWindowFile(path: string): WindowFile {
+    let f: WindowFile | undefined;
+    try {
+      f = new WindowFile(path);
+      f.load();
+      return f;
+    } catch (e) {
+      f?.close();
+      if (!existsSync(path)) throw e;
+      const aside = `${path}.unreadable-${Date.now()}`;
+      for (const suffix of ["", "-wal", "-shm"]) if (existsSync(path + suffix)) renameSync(path + suffix, aside + suffix);
+      const reason = (e as Error).message;
+      this.log.error({ path, aside, err: reason }, "Write-window state unreadable; moved aside, windows open before the restart are closed.");
+      this.systemError(`Write-window state ${path} unreadable (${reason}); moved to ${aside}, windows open before the restart are closed`, { error_type: "window_state" });
+      return new WindowFile(path);
+    }
+  }
+
+  /** A processing error of the proxy's own (OCSF Application Lifecycle, other), severity 4. */
+  private systemError(message: string, unmapped: { error_type: string } & Record<string, unknown>): void {
+    this.o.events.record({ class: "system", severity: 4, ocsf: { class_uid: OcsfClass.ApplicationLifecycle, activity_id: 99, message, unmapped: { stage: "processing", ...unmapped } } });
+  }
+
+  /** Load every TLS listener's files again now (as a detected file change does). */
+  reloadTls(trigger = "requested"): TlsReloadReport[] {
+    const out: TlsReloadReport[] = [];
+    for (const l of this.listeners) {
+      if (l.type !== "tls") continue;
+      const r = l.reloadTls(trigger);
+      out.push({ listener: l.name, trigger, ...r });
+    }
+    return out;
+  }
+
+  /** New TLS material in use (audit), or refused with the old kept (system error event). */
+  private tlsReloaded(r: TlsReloadReport): void {
+    if (r.ok) {
+      this.log.info({ listener: r.listener, trigger: r.trigger }, "Modbus/TCP Security material reloaded; new connections use it.");
+      this.o.events.record({
+        class: "audit",
+        severity: 1,
+        ocsf: {
+          class_uid: OcsfClass.DeviceConfigStateChange,
+          activity_id: 99,
+          activity_name: "TLS Material Reloaded",
+          message: `Modbus/TCP Security listener ${r.listener}: TLS material reloaded (${r.trigger}); new connections use it`,
+          unmapped: { modbus: { listener: r.listener, tls_reload: "ok", trigger: r.trigger } },
+        },
+      });
+    } else {
+      this.log.error({ listener: r.listener, trigger: r.trigger, err: r.reason }, "Modbus/TCP Security material not reloaded; the listener keeps its current material.");
+      this.systemError(`Modbus/TCP Security: new TLS material refused, current material kept: ${r.reason}`, { error_type: "tls_reload", modbus: { listener: r.listener, tls_reload: "failed", trigger: r.trigger } });
+    }
   }
 
   async stop(): Promise<void> {

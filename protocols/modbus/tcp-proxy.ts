@@ -4,10 +4,13 @@
  * Several transactions may be in flight per connection (bounded; past the bound the socket
  * stops reading, which pushes back on the client). A partial frame must complete within
  * `frame_timeout_ms` (slow-loris); an idle connection is closed after `idle_timeout_ms`.
+ * A TLS listener loads changed certificate, key, CA and CRL files for new connections while
+ * running (`reloadTls`); bad new material is refused and the current material kept.
  */
 import { createServer, type Server, type Socket } from "node:net";
-import { createServer as createTlsServer, type Server as TlsServer, type TLSSocket } from "node:tls";
-import { readFileSync } from "node:fs";
+import { X509Certificate } from "node:crypto";
+import { createSecureContext, createServer as createTlsServer, type Server as TlsServer, type TLSSocket } from "node:tls";
+import { readFileSync, statSync } from "node:fs";
 import { readSecretFile } from "../../agent/keys/files";
 import { DaemonError } from "../../agent/errors";
 import { describeCertificate } from "./cert-role";
@@ -28,18 +31,89 @@ export interface ListenerStatus {
   malformed: number;
 }
 
+/** The outcome of loading a TLS listener's files again. */
+export type TlsReloadReport = { listener: string; trigger: string } & ({ ok: true } | { ok: false; reason: string });
+
+type TlsConfig = Extract<ListenerConfig, { type: "tls" }>["tls"];
+
+/** Identity of the TLS files' current contents (stat follows symlinks); "-" for a missing file. */
+function tlsFilesStamp(t: TlsConfig): string {
+  let s = "";
+  for (const f of [t.cert_file, t.key_file, t.ca_file, t.crl_file]) {
+    if (f === undefined) continue;
+    try {
+      const st = statSync(f);
+      s += `${st.ino}:${st.size}:${st.mtimeMs}:${st.ctimeMs};`;
+    } catch {
+      s += "-;";
+    }
+  }
+  return s;
+}
+
+const PEM_CERT = /-----BEGIN CERTIFICATE-----[\s\S]*?-----END CERTIFICATE-----/g;
+
+/** Every certificate of a PEM file; throws when there is none, or one does not parse or is cut short. */
+function pemCertificates(buf: Buffer, what: string): X509Certificate[] {
+  const text = buf.toString("latin1");
+  const blocks = text.match(PEM_CERT) ?? [];
+  const begins = text.split("-----BEGIN CERTIFICATE-----").length - 1;
+  if (begins !== blocks.length) throw new Error(`${what} has a PEM block that is not a complete certificate`);
+  if (!blocks.length) throw new Error(`${what} holds no PEM certificate`);
+  return blocks.map((b, i) => {
+    try {
+      return new X509Certificate(b);
+    } catch (e) {
+      throw new Error(`${what}: certificate ${i + 1} does not parse (${(e as Error).message})`);
+    }
+  });
+}
+
+/**
+ * Read and check a TLS listener's files: the key owner-only (KEY_PERMISSIONS) and matching
+ * the certificate, every CA certificate parseable (OpenSSL silently skips a broken CA file,
+ * which would refuse every client), the CRL parseable. On a reload the certificate must also
+ * be within its validity (at start an expired one does not stop the whole daemon; clients
+ * refuse it).
+ */
+function loadTlsMaterial(listener: string, t: TlsConfig, reload: boolean): { cert: Buffer; key: Buffer; ca: Buffer; crl?: Buffer } {
+  let m: { cert: Buffer; key: Buffer; ca: Buffer; crl?: Buffer };
+  try {
+    m = { cert: readFileSync(t.cert_file), key: readSecretFile(t.key_file, `listener ${listener} TLS key`), ca: readFileSync(t.ca_file), ...(t.crl_file ? { crl: readFileSync(t.crl_file) } : {}) };
+  } catch (e) {
+    if (e instanceof DaemonError) throw e;
+    throw new DaemonError("TLS_SETUP", `listener ${listener}: cannot read TLS files (${(e as Error).message})`, { cause: e });
+  }
+  try {
+    const [leaf] = pemCertificates(m.cert, `cert_file ${t.cert_file}`);
+    if (reload && Date.parse(leaf!.validTo) <= Date.now()) throw new Error(`cert_file ${t.cert_file} expired on ${new Date(leaf!.validTo).toISOString()}`);
+    pemCertificates(m.ca, `ca_file ${t.ca_file}`);
+    // Parses the key and the CRL, and checks that key and certificate belong together.
+    createSecureContext({ ...m, minVersion: t.min_version });
+  } catch (e) {
+    throw new DaemonError("TLS_SETUP", `listener ${listener}: TLS material rejected (${(e as Error).message})`, { cause: e });
+  }
+  return m;
+}
+
 export class ModbusListener {
   readonly name: string;
+  readonly type: "tcp" | "tls";
   private server: Server | TlsServer | undefined;
   private readonly sockets = new Set<Socket>();
   private readonly perIdentity = new Map<string, number>();
   readonly counters = { requests: 0, denied: 0, malformed: 0 };
+  private tlsStamp = "";
+  private pendingStamp: string | undefined;
+  private reloadTimer: NodeJS.Timeout | undefined;
 
   constructor(
     private readonly cfg: ListenerConfig,
     private readonly ctx: ProxyContext,
+    private readonly hooks: { onTlsReload?: (r: TlsReloadReport) => void } = {},
   ) {
     this.name = cfg.name;
+    this.type = cfg.type;
   }
 
   async start(): Promise<{ address: string; port: number }> {
@@ -48,14 +122,8 @@ export class ModbusListener {
     let server: Server | TlsServer;
     if (this.cfg.type === "tls") {
       const t = this.cfg.tls;
-      let material: { cert: Buffer; key: Buffer; ca: Buffer; crl?: Buffer };
-      try {
-        // The private key must be owner-only (KEY_PERMISSIONS otherwise): the daemon refuses to start.
-        material = { cert: readFileSync(t.cert_file), key: readSecretFile(t.key_file, `listener ${this.name} TLS key`), ca: readFileSync(t.ca_file), ...(t.crl_file ? { crl: readFileSync(t.crl_file) } : {}) };
-      } catch (e) {
-        if (e instanceof DaemonError) throw e;
-        throw new DaemonError("TLS_SETUP", `listener ${this.name}: cannot read TLS files (${(e as Error).message})`, { cause: e });
-      }
+      const stamp = tlsFilesStamp(t);
+      const material = loadTlsMaterial(this.name, t, false);
       try {
         server = createTlsServer({
           ...material,
@@ -67,6 +135,7 @@ export class ModbusListener {
       } catch (e) {
         throw new DaemonError("TLS_SETUP", `listener ${this.name}: TLS material rejected (${(e as Error).message})`, { cause: e });
       }
+      this.tlsStamp = stamp;
       server.on("secureConnection", (s: TLSSocket) => {
         const cert = s.getPeerX509Certificate();
         if (!cert) return s.destroy();
@@ -90,11 +159,68 @@ export class ModbusListener {
       });
     });
     this.server = server;
+    if (this.cfg.type === "tls" && this.cfg.tls.reload_check_ms > 0) {
+      this.reloadTimer = setInterval(() => this.checkTlsFiles(), this.cfg.tls.reload_check_ms);
+      this.reloadTimer.unref();
+    }
     const a = server.address();
     return typeof a === "object" && a ? { address: a.address, port: a.port } : { address: host, port };
   }
 
+  /**
+   * Watch for new TLS material (stat polling, so a file replaced by rename or a re-pointed
+   * symlink is seen). A change is loaded once the files have stayed the same for one more
+   * check, so a rotation written file by file is not caught half-way.
+   */
+  private checkTlsFiles(): void {
+    if (this.cfg.type !== "tls" || !this.server) return;
+    const now = tlsFilesStamp(this.cfg.tls);
+    if (now === this.tlsStamp) {
+      this.pendingStamp = undefined;
+      return;
+    }
+    if (now !== this.pendingStamp) {
+      this.pendingStamp = now;
+      return;
+    }
+    this.pendingStamp = undefined;
+    this.reloadTls("files changed");
+  }
+
+  /**
+   * Load the TLS files again and use them for new connections (`setSecureContext`); existing
+   * connections keep the context they were accepted with. New material that cannot be read,
+   * does not parse, has a key that does not match or is not owner-only, is not used: the
+   * listener keeps its current material and the failure is reported. A new context also has
+   * new session-ticket keys, so a client revoked by a new CRL cannot resume an old session.
+   */
+  reloadTls(trigger = "requested"): { ok: true } | { ok: false; reason: string } {
+    if (this.cfg.type !== "tls") return { ok: false, reason: "not a TLS listener" };
+    const server = this.server as TlsServer | undefined;
+    if (!server) return { ok: false, reason: "listener is not running" };
+    const t = this.cfg.tls;
+    // Stamp first: a change made while reading is seen by the next check.
+    const stamp = tlsFilesStamp(t);
+    let result: { ok: true } | { ok: false; reason: string };
+    try {
+      server.setSecureContext({ ...loadTlsMaterial(this.name, t, true), minVersion: t.min_version });
+      result = { ok: true };
+    } catch (e) {
+      result = { ok: false, reason: e instanceof DaemonError ? e.message : `listener ${this.name}: TLS material rejected (${(e as Error).message})` };
+    }
+    // A failed load is not retried until the files change again.
+    this.tlsStamp = stamp;
+    try {
+      this.hooks.onTlsReload?.({ listener: this.name, trigger, ...result });
+    } catch {
+      /* reporting must not break the listener */
+    }
+    return result;
+  }
+
   async stop(): Promise<void> {
+    if (this.reloadTimer) clearInterval(this.reloadTimer);
+    this.reloadTimer = undefined;
     const s = this.server;
     this.server = undefined;
     for (const sock of this.sockets) sock.destroy();

@@ -36,3 +36,12 @@ export function registerModbusStatus(server: Pick<ControlServer, "handle">, stat
     return s;
   });
 }
+
+/** `modbus.reload_tls`: load the Modbus/TCP Security listeners' files again now. */
+export function registerTlsReload(server: Pick<ControlServer, "handle">, reload: () => unknown): void {
+  server.handle("modbus.reload_tls", () => {
+    const r = reload();
+    if (r === undefined) throw new DaemonError("CONFIG_INCOMPLETE", "the Modbus proxy is not running in this daemon");
+    return r;
+  });
+}

@@ -1,8 +1,17 @@
 /**
  * Time-boxed write windows per role. A window opens from the CLI through the daemon's control
  * socket and closes by itself at its expiry (or earlier, by hand); both are audit events.
+ *
+ * With a `WindowFile` (the daemon's `modbus.windows.state_path`) open windows survive a
+ * restart with their original expiry: a window is written (synchronous=FULL) before its
+ * opening is reported, and deleted when it closes. `restore` at start reopens what is still
+ * current and closes, with its audit event, what expired while the daemon was down or names a
+ * role the policy no longer has. The number of open windows is bounded (`maxOpen`).
  */
+import Database from "better-sqlite3";
 import { randomUUID } from "node:crypto";
+import { mkdirSync } from "node:fs";
+import { dirname } from "node:path";
 import { DaemonError } from "../../agent/errors";
 import type { WindowOracle } from "./policy-engine";
 
@@ -20,17 +29,81 @@ export interface WindowEvents {
   closed(w: WriteWindow, how: "expired" | "closed", by: string): void;
 }
 
+/** Where open windows are kept across restarts. */
+export interface WindowPersistence {
+  load(): WriteWindow[];
+  save(w: WriteWindow): void;
+  remove(id: string): void;
+  close(): void;
+}
+
+/** Open windows in SQLite (WAL; each change is fsynced before it is acted on). */
+export class WindowFile implements WindowPersistence {
+  private readonly db: Database.Database;
+  private readonly stmts: { all: Database.Statement; put: Database.Statement; del: Database.Statement };
+
+  constructor(path: string) {
+    try {
+      mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
+      this.db = new Database(path);
+      this.db.pragma("journal_mode = WAL");
+      // A closed window must not come back after a power cut: fsync every change.
+      this.db.pragma("synchronous = FULL");
+      this.db.exec(`CREATE TABLE IF NOT EXISTS write_windows (
+        id TEXT PRIMARY KEY,
+        role TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        opened_by TEXT NOT NULL,
+        opened_at INTEGER NOT NULL,
+        expires_at INTEGER NOT NULL
+      ) STRICT`);
+    } catch (e) {
+      throw new DaemonError("WINDOW_STATE", `cannot open the write-window state ${path}: ${(e as Error).message}`, { cause: e });
+    }
+    this.stmts = {
+      all: this.db.prepare("SELECT id, role, reason, opened_by, opened_at, expires_at FROM write_windows ORDER BY opened_at, id"),
+      put: this.db.prepare("INSERT INTO write_windows (id, role, reason, opened_by, opened_at, expires_at) VALUES (?, ?, ?, ?, ?, ?)"),
+      del: this.db.prepare("DELETE FROM write_windows WHERE id = ?"),
+    };
+  }
+
+  load(): WriteWindow[] {
+    return this.stmts.all.all() as WriteWindow[];
+  }
+
+  save(w: WriteWindow): void {
+    this.stmts.put.run(w.id, w.role, w.reason, w.opened_by, w.opened_at, w.expires_at);
+  }
+
+  remove(id: string): void {
+    this.stmts.del.run(id);
+  }
+
+  close(): void {
+    if (this.db.open) this.db.close();
+  }
+}
+
+/** Longest single timer: wall-clock jumps (an RTC-less gateway setting its clock) are noticed within it. */
+const MAX_TIMER_MS = 60_000;
+
 export class WindowStore implements WindowOracle {
   private readonly open = new Map<string, WriteWindow>();
-  private readonly timers = new Map<string, NodeJS.Timeout>();
+  private timer: NodeJS.Timeout | undefined;
 
   constructor(
     private readonly opts: {
       /** Roles that exist; opening a window for anything else fails. */
       roles: () => readonly string[];
       maxMinutes?: number;
+      /** Most windows open at once (default 16); opening one more fails. */
+      maxOpen?: number;
       now?: () => number;
       events?: WindowEvents;
+      /** Keeps open windows across restarts; call `restore` once the roles are known. */
+      persist?: WindowPersistence;
+      /** Told when the state file cannot be updated on a close (the window is closed anyway). */
+      onPersistError?: (e: unknown, w: WriteWindow) => void;
     },
   ) {}
 
@@ -38,24 +111,64 @@ export class WindowStore implements WindowOracle {
     return this.opts.now ? this.opts.now() : Date.now();
   }
 
+  get maxOpen(): number {
+    return this.opts.maxOpen ?? 16;
+  }
+
+  /**
+   * Reopen the windows kept in the state file. Those expired meanwhile close now (audit event,
+   * how "expired"); those whose role the policy no longer has, or past `maxOpen` (the most
+   * recently opened first), close as "closed" by "policy" or "max_open". Returns what stays open.
+   */
+  restore(): WriteWindow[] {
+    const p = this.opts.persist;
+    if (!p) return [];
+    const now = this.now();
+    const roles = this.opts.roles();
+    const keep: WriteWindow[] = [];
+    for (const w of p.load()) {
+      if (this.open.has(w.id)) continue;
+      if (now >= w.expires_at) this.closeLoaded(w, "expired", "timer");
+      else if (!roles.includes(w.role)) this.closeLoaded(w, "closed", "policy");
+      else if (keep.length >= this.maxOpen) this.closeLoaded(w, "closed", "max_open");
+      else keep.push(w);
+    }
+    for (const w of keep) this.open.set(w.id, w);
+    this.arm();
+    return keep;
+  }
+
+  private closeLoaded(w: WriteWindow, how: "expired" | "closed", by: string): void {
+    this.forget(w);
+    this.opts.events?.closed(w, how, by);
+  }
+
   openWindow(args: { role: string; minutes: number; reason: string; by?: string }): WriteWindow {
     const max = this.opts.maxMinutes ?? 240;
     if (!this.opts.roles().includes(args.role)) throw new DaemonError("USAGE", `no role ${args.role} in the Modbus policy`);
     if (!Number.isFinite(args.minutes) || args.minutes <= 0 || args.minutes > max) throw new DaemonError("USAGE", `--minutes must be in 1..${max}`);
     if (!args.reason || !args.reason.trim()) throw new DaemonError("USAGE", "a window needs a --reason");
+    this.sweep();
+    if (this.open.size >= this.maxOpen) throw new DaemonError("USAGE", `${this.open.size} write windows are open, the most allowed (modbus.windows.max_open); close one first`);
     const now = this.now();
     const w: WriteWindow = {
       id: randomUUID(),
       role: args.role,
       reason: args.reason.slice(0, 500),
-      opened_by: args.by ?? "cli",
+      opened_by: (args.by ?? "cli").slice(0, 128),
       opened_at: now,
       expires_at: now + Math.round(args.minutes * 60_000),
     };
+    // Kept before it takes effect: a window that could not be written is not opened.
+    if (this.opts.persist) {
+      try {
+        this.opts.persist.save(w);
+      } catch (e) {
+        throw new DaemonError("WINDOW_STATE", `the write window could not be saved, so it is not opened: ${(e as Error).message}`, { cause: e });
+      }
+    }
     this.open.set(w.id, w);
-    const t = setTimeout(() => this.sweep(), w.expires_at - now + 5);
-    t.unref();
-    this.timers.set(w.id, t);
+    this.arm();
     this.opts.events?.opened(w);
     return w;
   }
@@ -71,6 +184,7 @@ export class WindowStore implements WindowOracle {
         out.push(w);
       }
     }
+    this.arm();
     return out;
   }
 
@@ -84,7 +198,7 @@ export class WindowStore implements WindowOracle {
     return false;
   }
 
-  /** Close expired windows (called by timers; tests call it with a fake clock). */
+  /** Close expired windows (called by the timer; tests call it with a fake clock). */
   sweep(): void {
     const now = this.now();
     for (const w of [...this.open.values()]) {
@@ -95,16 +209,43 @@ export class WindowStore implements WindowOracle {
     }
   }
 
-  private drop(w: WriteWindow): void {
-    this.open.delete(w.id);
-    const t = this.timers.get(w.id);
-    if (t) clearTimeout(t);
-    this.timers.delete(w.id);
+  /** One timer for the earliest expiry, at most MAX_TIMER_MS away. */
+  private arm(): void {
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = undefined;
+    if (!this.open.size) return;
+    let next = Infinity;
+    for (const w of this.open.values()) next = Math.min(next, w.expires_at);
+    const t = setTimeout(
+      () => {
+        this.timer = undefined;
+        this.sweep();
+        this.arm();
+      },
+      Math.max(1, Math.min(MAX_TIMER_MS, next - this.now() + 5)),
+    );
+    t.unref();
+    this.timer = t;
   }
 
-  /** Stop timers (daemon shutdown). Windows are not persisted: a restart closes them. */
+  private drop(w: WriteWindow): void {
+    this.open.delete(w.id);
+    this.forget(w);
+  }
+
+  /** Delete a closed window from the state file; a failure is reported, the window stays closed. */
+  private forget(w: WriteWindow): void {
+    try {
+      this.opts.persist?.remove(w.id);
+    } catch (e) {
+      this.opts.onPersistError?.(e, w);
+    }
+  }
+
+  /** Stop the timer and close the state file (daemon shutdown). Open windows stay in the file. */
   dispose(): void {
-    for (const t of this.timers.values()) clearTimeout(t);
-    this.timers.clear();
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = undefined;
+    this.opts.persist?.close();
   }
 }

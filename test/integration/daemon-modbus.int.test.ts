@@ -6,6 +6,7 @@ import { Runtime } from "../../agent/runtime";
 import { SimDevice } from "../../protocols/modbus/sim-server";
 import { RawClient } from "./modbus/_harness";
 import { freePort } from "./modbus/_peers";
+import { engineerProxySite } from "./modbus/_daemon-site";
 import { makeSite, silent, tempDir } from "../helpers/fixture";
 
 type Body = { class: string; ocsf: { class_uid: number; activity_id: number; message: string } };
@@ -18,37 +19,7 @@ describe("daemon with the Modbus proxy configured", () => {
   });
 
   it("proxies reads, denies writes until a window is opened over the control socket, and records it all", async () => {
-    const t = tempDir();
-    cleanups.push(t.cleanup);
-    const device = new SimDevice({ record: true });
-    const devPort = await device.listen(0);
-    cleanups.push(() => device.close());
-    const port = await freePort();
-    const site = makeSite(t.dir);
-    appendFileSync(
-      site.cfgFile,
-      `
-modbus:
-  listeners:
-    - { name: scada, type: tcp, listen: "127.0.0.1:${port}" }
-  upstreams:
-    - { name: plc, type: tcp, target: "127.0.0.1:${devPort}" }
-  routes:
-    - { unit: 1, upstream: plc }
-  policy:
-    identities:
-      - { match: { address: ["127.0.0.1"] }, role: engineer }
-    roles:
-      engineer:
-        units: [1]
-        functions: [read-write]
-        read: { holding: ["0-199"] }
-        write: { holding: ["100-119"] }
-        values:
-          - { table: holding, address: "100-103", min: 0, max: 4500 }
-        write_window: required
-`,
-    );
+    const { site, device, port } = await engineerProxySite(cleanups, ["values:", "  - { table: holding, address: \"100-103\", min: 0, max: 4500 }"]);
     const loaded = site.load();
     const rt = new Runtime(loaded, silent);
     await rt.start();
