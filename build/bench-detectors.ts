@@ -1,6 +1,6 @@
 /**
  * Benchmark of local detection: readings per second per core through the full per-signal
- * detector set (range, rate of change, stuck, level shift, EWMA+CUSUM, seasonal, replay),
+ * detector set (range, rate of change, stuck, level shift, EWMA+CUSUM, seasonal, replay, novelty),
  * bytes of saved state per signal, and the engine end to end (incidents, site physics).
  * Single-threaded, so readings/s is per core. Deterministic input (seeded PRNG).
  */
@@ -85,7 +85,7 @@ export async function benchDetectors(): Promise<Record<string, number | string>>
   const run = perSignal(16, 100_000);
   return {
     "detectors.per_signal_readings_per_s": Math.round(run.rate),
-    "detectors.per_signal_set": "range, rate_of_change, stuck, level_shift, ewma_cusum, seasonal, replay",
+    "detectors.per_signal_set": "range, rate_of_change, stuck, level_shift, ewma_cusum, seasonal, replay, novelty",
     "detectors.state_bytes_per_signal": stateBytes(),
     "detectors.engine_readings_per_s_ctown": Math.round(engineRate(5_000)),
   };

@@ -272,7 +272,7 @@ const ACTIVITY = { open: 1, update: 2, close: 3 } as const;
 const LABEL: Record<string, string> = {
   range: "Reading outside physical range", rate_of_change: "Impossible rate of change", stuck: "Frozen sensor",
   level_shift: "Level shift", ewma_cusum: "Drift", seasonal: "Unusual for the time of day", counter: "Counter fault",
-  replay: "Replayed readings", control_rule: "Pump state contradicts PLC level rules",
+  replay: "Replayed readings", novelty: "Value never seen before", control_rule: "Pump state contradicts PLC level rules",
   tank_balance: "Tank mass balance broken", state_vs_flow: "Equipment state contradicts measurement",
   meter_balance: "Sub-meters disagree with main meter", power_balance: "Power disagrees with V x A x PF",
 };

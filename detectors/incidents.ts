@@ -54,6 +54,15 @@ export function newSignalState(): SignalAlarmState {
 
 const DAY = 86_400_000;
 
+/**
+ * Findings outside the false-alarm budget: physical evidence, and detectors whose alarms are
+ * self-limiting by construction (novelty: each alarm widens the signal's historical envelope, so
+ * a signal cannot keep alarming without setting ever further records).
+ */
+function unbudgeted(f: Finding): boolean {
+  return f.strength === "physical" || f.detector === "novelty";
+}
+
 export function severityOf(f: Finding, correlated: boolean): SeverityId {
   let s: number = f.strength === "physical" ? 4 : f.score < 2 ? 2 : f.score < 4 ? 3 : 4;
   if (correlated) s++;
@@ -79,7 +88,7 @@ export function stepSignal(
   }
   let top: Finding | null = null;
   for (const f of findings) {
-    const need = f.strength === "physical" ? 1 : st.mult;
+    const need = unbudgeted(f) ? 1 : st.mult;
     if (f.score < need) continue;
     if (top === null || rank(f) > rank(top)) top = f;
   }
@@ -94,7 +103,9 @@ export function stepSignal(
     if (top.strength !== "physical") {
       // False-alarm budget: a token bucket of max(2, budget_per_day) statistical incidents,
       // refilled at budget_per_day. Without a token the signal's threshold doubles (decaying
-      // back over the budget interval) and this opening must clear it too.
+      // back over the budget interval) and this opening must clear it too. A self-limiting
+      // finding (novelty) takes a token when there is one, so it counts against the weaker
+      // statistics that follow, but is never held back for lack of one.
       const cap = Math.max(2, o.budget_per_day);
       if (st.tokens < 0) {
         st.tokens = cap;
@@ -102,7 +113,9 @@ export function stepSignal(
       }
       st.tokens = Math.min(cap, st.tokens + (Math.max(0, ts - st.tokens_ts) * o.budget_per_day) / DAY);
       st.tokens_ts = ts;
-      if (st.tokens < 1) {
+      if (unbudgeted(top)) {
+        if (st.tokens >= 1) st.tokens -= 1;
+      } else if (st.tokens < 1) {
         // Out of budget: the threshold doubles, and rises to the recent incidents' peak if that
         // is higher, so recurring anomalies weaker than those (a spike pattern that is this
         // signal's normal) stay quiet while a stronger one still opens.
@@ -130,7 +143,7 @@ export function stepSignal(
   if (top === null) {
     st.streak++;
     if (st.streak >= o.close_after) {
-      if (inc.top.strength !== "physical") {
+      if (!unbudgeted(inc.top)) {
         st.last_peak = Math.max(st.last_peak ?? 0, inc.peak);
         st.peak_ts = ts;
       }

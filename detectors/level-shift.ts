@@ -80,7 +80,8 @@ export class LevelShiftDetector extends BaseDetector<State> {
   protected override onGap(): void {
     this.win.load([]);
     this.ref = null;
-    this.q.load([0, 0]);
+    // The normal swing is the signal's, not the recording's: kept, like other long-term knowledge
+    // (re-learned from a few hundred readings, it understates the slow wander of a long history).
     this.flagged = 0;
     this.last = null;
   }

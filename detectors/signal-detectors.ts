@@ -4,6 +4,7 @@ import type { Detector } from "./detector";
 import { EwmaCusumDetector } from "./ewma-cusum";
 import { KIND_DEFAULTS, type SignalKind } from "./kinds";
 import { LevelShiftDetector } from "./level-shift";
+import { NoveltyDetector } from "./novelty";
 import { RangeDetector } from "./range";
 import { RateOfChangeDetector } from "./rate-of-change";
 import { ReplayDetector } from "./replay";
@@ -23,7 +24,7 @@ export interface SignalSpec {
 const SEASONAL_MIN_DAYS = 4;
 
 export const DETECTOR_KINDS = [
-  "range", "rate_of_change", "stuck", "level_shift", "ewma_cusum", "seasonal", "counter", "replay",
+  "range", "rate_of_change", "stuck", "level_shift", "ewma_cusum", "seasonal", "counter", "replay", "novelty",
 ] as const;
 export type DetectorKind = (typeof DETECTOR_KINDS)[number];
 
@@ -57,5 +58,6 @@ export function createSignalDetectors(point: string, spec: SignalSpec, opts: Sig
   // Until the weekly profile has three weeks, the daily one reports after four days of history.
   if (d.seasonal) add("seasonal", () => new SeasonalDetector(point, { utc_offset_min: opts.utc_offset_min, min_days: SEASONAL_MIN_DAYS }));
   add("replay", () => new ReplayDetector(point));
+  add("novelty", () => new NoveltyDetector(point));
   return out;
 }

@@ -4,6 +4,7 @@ import type { Detector } from "../../detectors/detector";
 import { EwmaCusumDetector } from "../../detectors/ewma-cusum";
 import { GroupShiftDetector } from "../../detectors/group-shift";
 import { LevelShiftDetector } from "../../detectors/level-shift";
+import { NoveltyDetector } from "../../detectors/novelty";
 import { RangeDetector } from "../../detectors/range";
 import { RateOfChangeDetector } from "../../detectors/rate-of-change";
 import { ReplayDetector } from "../../detectors/replay";
@@ -57,6 +58,7 @@ const cases: [string, () => Detector, (n: number) => Reading[], number][] = [
   ["seasonal (daily profile)", () => new SeasonalDetector("p", { min_weeks: 2, min_days: 2 }), signal, 20_000],
   ["counter", () => new CounterDetector("e"), counter, 400],
   ["replay", () => new ReplayDetector("p", { history: 720, warmup: 50 }), signal, 40_000],
+  ["novelty", () => new NoveltyDetector("p", { warmup: 50 }), signal, 200],
 ];
 for (const [name, make, readings, maxStateBytes] of cases) describeDetector(name, { make, readings, maxStateBytes });
 

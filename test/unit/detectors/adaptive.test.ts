@@ -3,6 +3,7 @@ import { describe, expect, it } from "vitest";
 import type { Finding } from "../../../detectors/detector";
 import { EwmaCusumDetector } from "../../../detectors/ewma-cusum";
 import { GroupShiftDetector } from "../../../detectors/group-shift";
+import { LevelShiftDetector } from "../../../detectors/level-shift";
 import { newSignalState, stepSignal } from "../../../detectors/incidents";
 import { RateOfChangeDetector } from "../../../detectors/rate-of-change";
 import { SeasonalDetector } from "../../../detectors/seasonal";
@@ -24,6 +25,21 @@ describe("rate of change across a restart", () => {
     const d = new RateOfChangeDetector("p", { warmup: 100 });
     for (const r of readings(noise(400, 1, 10), 1000, "p", T0 + 86_400_000)) d.train(r);
     expect(feed(d, readings(noise(20, 2, 500), 1000)).at).toEqual([]);
+  });
+});
+
+describe("level shift across a restart", () => {
+  it("keeps the signal's normal swing learned from a long history: a calm start of a new recording does not make its usual wander a shift", () => {
+    const wander = (n: number, seed: number, amp: number): number[] =>
+      noise(n, seed, 10, 0.05).map((v, i) => v + amp * Math.sin((2 * Math.PI * i) / 200));
+    const d = new LevelShiftDetector("p");
+    for (const r of readings(wander(3000, 1, 1), 60_000)) d.train(r);
+    // A new recording a month later: calm for its first 400 readings, then the usual wander.
+    const later = readings([...wander(400, 2, 0), ...wander(600, 3, 1)], 60_000, "p", T0 + 30 * 86_400_000);
+    expect(feed(d, later).at).toEqual([]);
+    // ...while a real step in the new recording is still a shift.
+    const step = readings([...wander(400, 4, 0), ...wander(600, 5, 1).map((v, i) => (i > 300 ? v + 20 : v))], 60_000, "p", T0 + 60 * 86_400_000);
+    expect(feed(d, step).at.length).toBeGreaterThan(0);
   });
 });
 

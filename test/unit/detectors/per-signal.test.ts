@@ -156,8 +156,8 @@ describe("replay", () => {
 
 describe("per-signal detector set", () => {
   it.each([
-    ["flow", ["range", "rate_of_change", "stuck", "level_shift", "ewma_cusum", "seasonal", "replay"]],
-    ["level", ["range", "rate_of_change", "stuck", "level_shift", "ewma_cusum", "replay"]],
+    ["flow", ["range", "rate_of_change", "stuck", "level_shift", "ewma_cusum", "seasonal", "replay", "novelty"]],
+    ["level", ["range", "rate_of_change", "stuck", "level_shift", "ewma_cusum", "replay", "novelty"]],
     ["energy_counter", ["range", "counter", "stuck"]],
     ["state", ["range"]],
   ] as const)("%s gets %j", (kind, ids) => {
