@@ -5,6 +5,32 @@ const GAP_FACTOR = 50;
 import { badState, checkVersion, obj, type Detector, type Emit } from "./detector";
 
 /**
+ * Time of the previous reading and the typical interval between readings (ms). A separate
+ * small object so the per-reading update runs on one object shape whatever the detector, and
+ * the previous time is a plain number with a flag (no boxed number per reading).
+ */
+export class GapClock {
+  /** False until the first reading (the snapshot's `last_ts: null`). */
+  has = false;
+  last = 0;
+  dt = 0;
+  /** Records a reading at `ts`; true when it follows a gap that starts a fresh warm-up. */
+  advance(ts: number, n: number): boolean {
+    const had = this.has;
+    const last = this.last;
+    this.has = true;
+    this.last = ts;
+    if (!had) return false;
+    const dt = ts - last;
+    if (dt <= 0) return false;
+    if (this.dt > 0 && n > 10 && dt > GAP_FACTOR * this.dt) return true;
+    // A slow-moving typical interval that is robust to the odd long gap.
+    this.dt = this.dt === 0 ? dt : this.dt + 0.05 * (Math.min(dt, 4 * this.dt) - this.dt);
+    return false;
+  }
+}
+
+/**
  * Shared plumbing: warm-up (readings before a detector may report), training mode, and
  * version-checked restore. Subclasses implement `step`, `save` and `load`.
  */
@@ -13,9 +39,8 @@ export abstract class BaseDetector<S> implements Detector<S> {
   readonly id: string;
   /** Readings seen since the last (re-)warm-up, training included. */
   protected n = 0;
-  /** Time of the previous reading and the typical interval between readings (ms). */
-  protected lastTs: number | null = null;
-  protected dtTypical = 0;
+  /** Time of the previous reading and the typical interval between readings. */
+  protected readonly clock = new GapClock();
   constructor(point: string, kind: string, protected readonly warmup: number) {
     this.id = `${point}/${kind}`;
   }
@@ -30,33 +55,30 @@ export abstract class BaseDetector<S> implements Detector<S> {
    */
   protected onGap(): void {}
 
-  private gap(r: Reading): void {
-    const last = this.lastTs;
-    this.lastTs = r.ts;
-    if (last === null) return;
-    const dt = r.ts - last;
-    if (dt <= 0) return;
-    if (this.dtTypical > 0 && this.n > 10 && dt > GAP_FACTOR * this.dtTypical) {
-      this.onGap();
-      this.n = 0;
-      return;
-    }
-    // A slow-moving typical interval that is robust to the odd long gap.
-    this.dtTypical = this.dtTypical === 0 ? dt : this.dtTypical + 0.05 * (Math.min(dt, 4 * this.dtTypical) - this.dtTypical);
+  /** A long gap: forget short-term baselines and warm up again. */
+  protected restart(): void {
+    this.onGap();
+    this.n = 0;
   }
 
+  /*
+   * The per-signal detectors override `observe` with a copy of this body: a method shared by
+   * every subclass sees all their shapes at its call of `step` (a megamorphic call per reading),
+   * a per-class copy sees one.
+   */
   observe(r: Reading, emit: Emit): void {
-    this.gap(r);
+    if (this.clock.advance(r.ts, this.n)) this.restart();
     this.step(r, this.n < this.warmup ? null : emit);
     this.n++;
   }
   train(r: Reading): void {
-    this.gap(r);
+    if (this.clock.advance(r.ts, this.n)) this.restart();
     this.step(r, null);
     this.n++;
   }
   snapshot(): S {
-    return { n: this.n, last_ts: this.lastTs, dt: this.dtTypical, ...this.save() } as S;
+    const c = this.clock;
+    return { n: this.n, last_ts: c.has ? c.last : null, dt: c.dt, ...this.save() } as S;
   }
   restore(state: S, version: number): void {
     checkVersion(this.id, this.stateVersion, version);
@@ -66,7 +88,8 @@ export abstract class BaseDetector<S> implements Detector<S> {
     if (typeof s.dt !== "number" || !Number.isFinite(s.dt)) throw badState(this.id, "dt");
     this.load(s);
     this.n = s.n;
-    this.lastTs = s.last_ts;
-    this.dtTypical = s.dt;
+    this.clock.has = s.last_ts !== null;
+    this.clock.last = s.last_ts ?? 0;
+    this.clock.dt = s.dt;
   }
 }

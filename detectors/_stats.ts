@@ -52,7 +52,7 @@ export class SortedWindow {
     }
     s[j + 1] = x;
     this.ring[this.head] = x;
-    this.head = (this.head + 1) % this.capacity;
+    this.head = this.head + 1 === this.capacity ? 0 : this.head + 1;
   }
   median(): number {
     const n = this.size;

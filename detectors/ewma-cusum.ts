@@ -42,7 +42,9 @@ interface State { n: number; last_ts: number | null; dt: number; mu: number | nu
  */
 export class EwmaCusumDetector extends BaseDetector<State> {
   readonly stateVersion = 1;
-  private mu: number | null = null;
+  /** Running mean, valid when `hasMu` (snapshot `null` otherwise). */
+  private hasMu = false;
+  private mu = 0;
   private v = 0;
   private sp = 0;
   private sn = 0;
@@ -68,9 +70,16 @@ export class EwmaCusumDetector extends BaseDetector<State> {
     this.h = opts.h ?? 12;
     this.confirm = opts.confirm_within ?? 200;
   }
+  /** A per-class copy of BaseDetector.observe (one shape at the `step` call; see there). */
+  override observe(r: Reading, emit: Emit): void {
+    if (this.clock.advance(r.ts, this.n)) this.restart();
+    this.step(r, this.n < this.warmup ? null : emit);
+    this.n++;
+  }
   protected step(r: Reading, emit: Emit | null): void {
     const x = r.value;
-    if (this.mu === null) {
+    if (!this.hasMu) {
+      this.hasMu = true;
       this.mu = x;
       return;
     }
@@ -128,16 +137,22 @@ export class EwmaCusumDetector extends BaseDetector<State> {
     return Math.max(this.h, 1.5 * this.hCal);
   }
   protected override onGap(): void {
-    this.mu = null;
+    this.hasMu = false;
+    this.mu = 0;
     this.v = 0;
     this.sp = this.sn = 0;
     this.since = -1;
   }
   protected save(): Omit<State, "n" | "last_ts" | "dt"> {
-    return { mu: this.mu, v: this.v, sp: this.sp, sn: this.sn, h_cal: this.hCal, since: this.since, gap: this.calGap, min_gap: this.minGap };
+    return {
+      mu: this.hasMu ? this.mu : null, v: this.v, sp: this.sp, sn: this.sn, h_cal: this.hCal, since: this.since,
+      gap: this.calGap, min_gap: this.minGap,
+    };
   }
   protected load(s: Record<string, unknown>): void {
-    this.mu = numOrNull(this.id, s.mu, "mu");
+    const mu = numOrNull(this.id, s.mu, "mu");
+    this.hasMu = mu !== null;
+    this.mu = mu ?? 0;
     this.v = num(this.id, s.v, "v");
     this.sp = num(this.id, s.sp, "sp");
     this.sn = num(this.id, s.sn, "sn");

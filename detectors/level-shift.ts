@@ -25,11 +25,14 @@ interface State { n: number; last_ts: number | null; dt: number; win: number[]; 
 export class LevelShiftDetector extends BaseDetector<State> {
   readonly stateVersion = 1;
   private readonly win: SortedWindow;
-  private ref: number | null = null;
+  /** Reference level, valid when `hasRef` (snapshot `null` otherwise). */
+  private hasRef = false;
+  private ref = 0;
   private readonly q = new SpreadTracker(0.005);
   private flagged = 0;
   /** Previous value and the mean size of non-zero steps: a quantised signal's resolution floor. */
-  private last: number | null = null;
+  private hasLast = false;
+  private last = 0;
   private stepSize = 0;
   private readonly alpha: number;
   private readonly factor: number;
@@ -41,13 +44,22 @@ export class LevelShiftDetector extends BaseDetector<State> {
     this.factor = opts.factor ?? 8;
     this.relearn = opts.relearn_after ?? 500;
   }
+  /** A per-class copy of BaseDetector.observe (one shape at the `step` call; see there). */
+  override observe(r: Reading, emit: Emit): void {
+    if (this.clock.advance(r.ts, this.n)) this.restart();
+    this.step(r, this.n < this.warmup ? null : emit);
+    this.n++;
+  }
   protected step(r: Reading, emit: Emit | null): void {
+    const hadPrev = this.hasLast;
     const prevValue = this.last;
+    this.hasLast = true;
     this.last = r.value;
     this.win.push(r.value);
     if (!this.win.full()) return;
     const m = this.win.trimmedMean();
-    if (this.ref === null) {
+    if (!this.hasRef) {
+      this.hasRef = true;
       this.ref = m;
       return;
     }
@@ -72,28 +84,37 @@ export class LevelShiftDetector extends BaseDetector<State> {
       this.q.update(d);
       this.ref += this.alpha * d;
     }
-    if (prevValue !== null && r.value !== prevValue) {
+    if (hadPrev && r.value !== prevValue) {
       const a = Math.abs(r.value - prevValue);
       this.stepSize = this.stepSize === 0 ? a : this.stepSize + 0.01 * (Math.min(a, 4 * this.stepSize) - this.stepSize);
     }
   }
   protected override onGap(): void {
     this.win.load([]);
-    this.ref = null;
+    this.hasRef = false;
+    this.ref = 0;
     // The normal swing is the signal's, not the recording's: kept, like other long-term knowledge
     // (re-learned from a few hundred readings, it understates the slow wander of a long history).
     this.flagged = 0;
-    this.last = null;
+    this.hasLast = false;
+    this.last = 0;
   }
   protected save(): Omit<State, "n" | "last_ts" | "dt"> {
-    return { win: this.win.values(), ref: this.ref, q: this.q.toJSON(), flagged: this.flagged, last: this.last, step: this.stepSize };
+    return {
+      win: this.win.values(), ref: this.hasRef ? this.ref : null, q: this.q.toJSON(), flagged: this.flagged,
+      last: this.hasLast ? this.last : null, step: this.stepSize,
+    };
   }
   protected load(s: Record<string, unknown>): void {
     this.win.load(numArray(this.id, s.win, "win", this.win.capacity));
-    this.ref = s.ref === null ? null : num(this.id, s.ref, "ref");
+    const ref = s.ref === null ? null : num(this.id, s.ref, "ref");
+    this.hasRef = ref !== null;
+    this.ref = ref ?? 0;
     this.q.load(numArray(this.id, s.q, "q", 2));
     this.flagged = num(this.id, s.flagged, "flagged");
-    this.last = s.last === null ? null : num(this.id, s.last, "last");
+    const last = s.last === null ? null : num(this.id, s.last, "last");
+    this.hasLast = last !== null;
+    this.last = last ?? 0;
     this.stepSize = num(this.id, s.step, "step");
   }
 }

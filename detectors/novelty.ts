@@ -46,6 +46,12 @@ export class NoveltyDetector extends BaseDetector<State> {
     super(point, "novelty", opts.warmup ?? 300);
     this.margin = opts.margin ?? 0.05;
   }
+  /** A per-class copy of BaseDetector.observe (one shape at the `step` call; see there). */
+  override observe(r: Reading, emit: Emit): void {
+    if (this.clock.advance(r.ts, this.n)) this.restart();
+    this.step(r, this.n < this.warmup ? null : emit);
+    this.n++;
+  }
   protected step(r: Reading, emit: Emit | null): void {
     const x = r.value;
     const lo = this.lo;

@@ -25,8 +25,11 @@ interface State { last: number | null; last_ts: number | null; hist: number[]; s
 export class RateOfChangeDetector implements Detector<State> {
   readonly stateVersion = 2;
   readonly id: string;
-  private last: number | null = null;
-  private lastTs: number | null = null;
+  /** Previous value and time; each valid only when its flag is set (snapshot `null` otherwise). */
+  private hasLast = false;
+  private last = 0;
+  private hasLastTs = false;
+  private lastTs = 0;
   private readonly hist = new LogHistogram();
   private seen = 0;
   /** Cached 99.9th percentile (derived from the sketch, refreshed every 32 steps). */
@@ -51,9 +54,11 @@ export class RateOfChangeDetector implements Detector<State> {
   private step(r: Reading, emit: Emit | null): void {
     const prev = this.last;
     const prevTs = this.lastTs;
+    const had = this.hasLast && this.hasLastTs;
     this.last = r.value;
     this.lastTs = r.ts;
-    if (prev === null || prevTs === null) return;
+    this.hasLast = this.hasLastTs = true;
+    if (!had) return;
     const gap = r.ts - prevTs;
     // A new recording (time going backwards) or a restart after a long silence: the difference
     // to the last reading before it is not a rate of change.
@@ -85,13 +90,20 @@ export class RateOfChangeDetector implements Detector<State> {
     if (this.seen % 32 === 0 || this.hist.total < 64) this.q = this.hist.quantile(0.999);
   }
   snapshot(): State {
-    return { last: this.last, last_ts: this.lastTs, hist: this.hist.toJSON(), seen: this.seen, q: this.q, dt: this.dtTypical };
+    return {
+      last: this.hasLast ? this.last : null, last_ts: this.hasLastTs ? this.lastTs : null,
+      hist: this.hist.toJSON(), seen: this.seen, q: this.q, dt: this.dtTypical,
+    };
   }
   restore(state: State, version: number): void {
     checkVersion(this.id, this.stateVersion, version);
     const s = obj(this.id, state);
-    this.last = numOrNull(this.id, s.last, "last");
-    this.lastTs = numOrNull(this.id, s.last_ts, "last_ts");
+    const last = numOrNull(this.id, s.last, "last");
+    this.hasLast = last !== null;
+    this.last = last ?? 0;
+    const lastTs = numOrNull(this.id, s.last_ts, "last_ts");
+    this.hasLastTs = lastTs !== null;
+    this.lastTs = lastTs ?? 0;
     try {
       this.hist.load(numArray(this.id, s.hist, "hist", 2 * LogHistogram.BINS));
     } catch {

@@ -29,6 +29,8 @@ export class ReplayDetector extends BaseDetector<State> {
   /** Hash of the window ending at each ring slot (valid once W readings are in). */
   private readonly hashes: Int32Array;
   private count = 0;
+  /** Ring slot of the next reading: `count % H`, kept incrementally (derived, not state). */
+  private pos = 0;
   /**
    * Window hash -> absolute index + 1 of the window's last reading, in a fixed table
    * (slot = hash & mask, newest wins on a collision; stale slots are ignored by age).
@@ -63,11 +65,22 @@ export class ReplayDetector extends BaseDetector<State> {
     return this.ring[i % this.H]!;
   }
   private hashEnding(end: number): number {
+    return this.hashAtSlot(end % this.H);
+  }
+  /** Hash of the W readings ending at ring slot `p` (walks the ring without a division per value). */
+  private hashAtSlot(p: number): number {
+    const ring = this.ring;
+    const H = this.H;
+    const bits = this.bits;
+    const words = this.words;
+    let k = p - this.W + 1;
+    if (k < 0) k += H;
     let h = 0x811c9dc5;
-    for (let k = end - this.W + 1; k <= end; k++) {
-      this.bits[0] = this.at(k) + 0; // +0 folds -0 into 0
-      h = Math.imul(h ^ this.words[0]!, 0x01000193);
-      h = Math.imul(h ^ this.words[1]!, 0x01000193);
+    for (let c = this.W; c > 0; c--) {
+      bits[0] = ring[k]! + 0; // +0 folds -0 into 0
+      h = Math.imul(h ^ words[0]!, 0x01000193);
+      h = Math.imul(h ^ words[1]!, 0x01000193);
+      if (++k === H) k = 0;
     }
     return h;
   }
@@ -84,15 +97,25 @@ export class ReplayDetector extends BaseDetector<State> {
     for (let k = 0; k < this.W; k++) if (this.at(endA - k) !== this.at(endB - k)) return false;
     return true;
   }
-  private push(v: number): void {
+  /** Stores the reading and its window hash; returns its ring slot. */
+  private push(v: number): number {
     const i = this.count;
-    this.ring[i % this.H] = v;
+    const p = this.pos;
+    this.ring[p] = v;
     this.count++;
-    if (i >= this.W - 1) this.hashes[i % this.H] = this.hashEnding(i);
+    this.pos = p + 1 === this.H ? 0 : p + 1;
+    if (i >= this.W - 1) this.hashes[p] = this.hashAtSlot(p);
+    return p;
+  }
+  /** A per-class copy of BaseDetector.observe (one shape at the `step` call; see there). */
+  override observe(r: Reading, emit: Emit): void {
+    if (this.clock.advance(r.ts, this.n)) this.restart();
+    this.step(r, this.n < this.warmup ? null : emit);
+    this.n++;
   }
   protected step(r: Reading, emit: Emit | null): void {
     const i = this.count;
-    this.push(r.value);
+    const p = this.push(r.value);
     // Continuing a replay: the value equals the one that followed the earlier copy.
     if (this.run > 0 && this.lag < this.H - 1 && this.at(i - this.lag) === r.value) {
       this.run++;
@@ -100,7 +123,7 @@ export class ReplayDetector extends BaseDetector<State> {
       this.run = 0;
     }
     if (i >= this.W - 1) {
-      const h = this.hashes[i % this.H]!;
+      const h = this.hashes[p]!;
       const prev = this.lookup(h);
       if (this.run === 0 && prev >= 0 && prev <= i - this.W && this.same(prev, i) && this.distinct(i) >= this.D) {
         this.lag = i - prev;
@@ -142,6 +165,7 @@ export class ReplayDetector extends BaseDetector<State> {
     this.ring.fill(0);
     this.hashes.fill(0);
     this.count = hist.length;
+    this.pos = this.count % this.H;
     hist.forEach((v, k) => {
       this.ring[k % this.H] = v;
       if (k >= this.W - 1) this.hashes[k % this.H] = this.hashEnding(k);

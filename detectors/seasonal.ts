@@ -75,6 +75,12 @@ export class SeasonalDetector extends BaseDetector<State> {
     this.minWeeks = opts.min_weeks ?? 3;
     this.minDays = opts.min_days ?? 0;
   }
+  /** A per-class copy of BaseDetector.observe (one shape at the `step` call; see there). */
+  override observe(r: Reading, emit: Emit): void {
+    if (this.clock.advance(r.ts, this.n)) this.restart();
+    this.step(r, this.n < this.warmup ? null : emit);
+    this.n++;
+  }
   protected step(r: Reading, emit: Emit | null): void {
     const hour = Math.floor((r.ts + this.offsetMs) / 3_600_000);
     if (hour !== this.hour) {

@@ -36,6 +36,12 @@ export class StuckDetector extends BaseDetector<State> {
   threshold(): number {
     return Math.max(this.opts.min_run, Math.ceil(this.factor * this.maxNormal) + 1);
   }
+  /** A per-class copy of BaseDetector.observe (one shape at the `step` call; see there). */
+  override observe(r: Reading, emit: Emit): void {
+    if (this.clock.advance(r.ts, this.n)) this.restart();
+    this.step(r, this.n < this.warmup ? null : emit);
+    this.n++;
+  }
   protected step(r: Reading, emit: Emit | null): void {
     if (this.run > 0 && Math.abs(r.value - this.ref) <= this.opts.tolerance) {
       this.run++;
