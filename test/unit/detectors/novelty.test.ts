@@ -47,6 +47,37 @@ describe("novelty detector", () => {
     for (let i = 0; i < 500; i++) vals.push(62 + i * 0.2);
     expect(feed(new NoveltyDetector("p"), readings(vals, FIVE_MIN)).at).toEqual([]);
   });
+  it("on a quantised signal, takes one resolution step beyond the envelope for rounding, two for novelty", () => {
+    // A coarse sensor: readings on a 0.5 grid, from 0 to 4 (margin 5 % of the span = 0.2, under one step).
+    const rnd = prng(7);
+    const grid = (): number[] => Array.from({ length: 600 }, () => 0.5 * Math.floor(rnd() * 9));
+    const d = new NoveltyDetector("p");
+    for (const r of readings(grid(), FIVE_MIN)) d.train(r);
+    const later = readings(grid(), FIVE_MIN, "p", T0 + 3 * 86_400_000);
+    later[400]!.value = 4.5; // one step above the highest value: the smallest change the sensor can show
+    later[500]!.value = 5.5 + 1e-7; // two steps above the new highest (4.5), decimals rounded up
+    const { at, findings } = feed(d, later);
+    expect(at).toEqual([500]);
+    expect(findings[0]!.score).toBeCloseTo(1 / 0.75, 3);
+  });
+  it("restores a snapshot from before the resolution floor and learns the resolution afresh", () => {
+    const d = new NoveltyDetector("p");
+    for (const r of readings([0, 0.5, 1, 1.5, 2, 1.5, 1, 0.5], FIVE_MIN)) d.train(r);
+    const { last: _last, res: _res, ...old } = d.snapshot();
+    const e = new NoveltyDetector("p");
+    e.restore(old, d.stateVersion);
+    expect(e.snapshot()).toMatchObject({ lo: 0, hi: 2, last: null, res: 0 });
+    for (const r of readings([1, 1.5], FIVE_MIN, "p", T0 + 8 * FIVE_MIN)) e.train(r);
+    expect(e.snapshot()).toMatchObject({ last: 1.5, res: 0.5 });
+    expect(() => e.restore({ ...old, res: -1 }, d.stateVersion)).toThrow();
+  });
+  it("keeps the fine-resolution margin for a continuous signal", () => {
+    const d = new NoveltyDetector("p");
+    for (const r of readings(daily(2, 8), FIVE_MIN)) d.train(r);
+    const later = readings(daily(2, 9), FIVE_MIN, "p", T0 + 3 * 86_400_000);
+    later[400]!.value = 62 + 0.1 * 24; // about 0.1 of the span beyond: reported with the plain 5 % margin
+    expect(feed(d, later).at).toEqual([400]);
+  });
   it("learns the envelope from training history", () => {
     const d = new NoveltyDetector("p");
     for (const r of readings(daily(2, 5, 30), FIVE_MIN)) d.train(r); // wide swings: 18..82
