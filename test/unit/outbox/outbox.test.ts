@@ -62,6 +62,25 @@ describe("outbox and recorder", () => {
     outbox.close();
   });
 
+  it("an ack with the senders' byte count deletes exactly the acked rows, in a run or not", () => {
+    const { outbox, recorder } = open(join(t.dir, "ack-runs"), 64 * 1024 ** 2);
+    recorder.start();
+    for (let i = 0; i < 9; i++) recorder.record(draft("telemetry", i));
+    recorder.flush();
+    const rows = outbox.readRawAfter(0, 100);
+    const ids = rows.map((r) => r.id);
+    const size = (sel: readonly { bytes: number }[]) => sel.reduce((n, r) => n + r.bytes, 0);
+    // A run of consecutive ids (one range delete) leaves the rows on both sides.
+    outbox.ack(ids.slice(2, 5), size(rows.slice(2, 5)));
+    expect(outbox.readRawAfter(0, 100).map((r) => r.id)).toEqual([...ids.slice(0, 2), ...ids.slice(5)]);
+    // Ids with gaps between them (row by row) leave the rows in the gaps.
+    const picked = [ids[0]!, ids[6]!, ids[8]!];
+    outbox.ack(picked, size(rows.filter((r) => picked.includes(r.id))));
+    expect(outbox.readRawAfter(0, 100).map((r) => r.id)).toEqual([ids[1], ids[5], ids[7], ids[9]]);
+    expect(outbox.stats().bytes).toBe(size(rows.filter((r) => [ids[1], ids[5], ids[7], ids[9]].includes(r.id))));
+    outbox.close();
+  });
+
   it("when full, evicts telemetry before heartbeats before findings, and records exact loss ranges", () => {
     const max = 1024 ** 2;
     const { outbox, recorder } = open(join(t.dir, "full"), max);
