@@ -118,7 +118,7 @@ export async function startGatewarden(devicePort: number, limits: Record<string,
     upstreams: [{ name: "dev", type: "tcp", target: `127.0.0.1:${devicePort}`, connections: 2, max_in_flight: 32, max_queue: 4096, ...upstream }],
     routes: [{ unit: 1, upstream: "dev" }],
     policy: {
-      identities: [{ match: { address: "127.0.0.1" }, role: "scada" }],
+      identities: [{ match: { address: "127.0.0.0/8" }, role: "scada" }],
       roles: { scada: { units: [1], functions: ["read-only"], read: { holding: ["0-99"] } } },
     },
     limits: { max_connections: 2048, max_connections_per_identity: 2048, max_requests_per_s: 0, ...limits },

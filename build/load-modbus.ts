@@ -3,6 +3,8 @@
  * pipelined) and 1,000 idle connections while a reference client polls at 10 Hz through the
  * same proxy. Reports the reference client's latency (p50/p99/max), the flood's rate and the
  * process's memory before and after. Run it with `loadModbus()`; GW_LOAD_MS sets the duration.
+ * The flood comes from 127.0.0.2, the idle connections from 127.0.0.3 and the reference client
+ * from 127.0.0.1: request budgets are per client, as they would be for an attacker and SCADA.
  */
 import { monitorEventLoopDelay } from "node:perf_hooks";
 import { setFlagsFromString } from "node:v8";
@@ -13,7 +15,7 @@ const net = require("node:net");
 const { parentPort, workerData } = require("node:worker_threads");
 const socks = []; let open = 0, closed = 0;
 for (let i = 0; i < workerData.count; i++) {
-  const s = net.connect({ port: workerData.port, host: "127.0.0.1" });
+  const s = net.connect({ port: workerData.port, host: "127.0.0.1", localAddress: workerData.from });
   s.on("connect", () => { if (++open === workerData.count) parentPort.postMessage({ open }); });
   s.on("error", () => {}); s.on("close", () => closed++);
   socks.push(s);
@@ -32,7 +34,7 @@ const frames = [
 ];
 let answered = 0, sent = 0, reconnects = 0;
 const conn = () => {
-  const s = net.connect({ port: workerData.port, host: "127.0.0.1", noDelay: true });
+  const s = net.connect({ port: workerData.port, host: "127.0.0.1", localAddress: workerData.from, noDelay: true });
   let tid = 0, inflight = 0, got = Buffer.alloc(0);
   const pump = () => {
     const out = [];
@@ -94,17 +96,17 @@ export async function loadModbus(opts: { durationMs?: number; idle?: number; flo
   setFlagsFromString("--no-memory-reducer");
   const idle = opts.idle ?? 1000;
   const server = await startWorker<{ port: number }>(RAW_SERVER_JS);
-  // Default limits (16 outstanding, 1000 requests/s per connection), except the idle timeout.
+  // Default limits (16 outstanding, 1000 requests/s per client), except the idle timeout.
   const gw = await startGatewarden(server.first.port, { idle_timeout_ms: 600_000, max_outstanding: 16, max_requests_per_s: opts.maxRequestsPerS ?? 1000 });
   global.gc?.();
   const before = process.memoryUsage();
   const workers = [server.worker];
   try {
-    const idleW = await startWorker<{ open: number }>(IDLE_JS, { port: gw.port, count: idle });
+    const idleW = await startWorker<{ open: number }>(IDLE_JS, { port: gw.port, count: idle, from: "127.0.0.3" });
     workers.push(idleW.worker);
     const baseline = await startWorker<{ p99_us: number }>(REFERENCE_JS, { port: gw.port, durationMs: Math.min(3000, durationMs) });
     workers.push(baseline.worker);
-    const flood = await startWorker<{ started: boolean }>(FLOOD_JS, { port: gw.port, connections: opts.floodConnections ?? 4, depth: opts.depth ?? 64 });
+    const flood = await startWorker<{ started: boolean }>(FLOOD_JS, { port: gw.port, connections: opts.floodConnections ?? 4, depth: opts.depth ?? 64, from: "127.0.0.2" });
     workers.push(flood.worker);
     const t0 = Date.now();
     // Heap of the proxy's thread once a second: flat under the flood means bounded state.
@@ -131,7 +133,7 @@ export async function loadModbus(opts: { durationMs?: number; idle?: number; flo
     return {
       name: "modbus-proxy-load",
       duration_ms: durationMs,
-      max_requests_per_s_per_connection: opts.maxRequestsPerS ?? 1000,
+      max_requests_per_s_per_client: opts.maxRequestsPerS ?? 1000,
       idle_connections: { requested: idle, open: idleW.first.open, closed_during_run: idleStats.closed },
       flood: { connections: opts.floodConnections ?? 4, pipeline_depth: opts.depth ?? 64, answered: floodStats.answered, answered_per_s: Math.round(floodStats.answered / secs), reconnects: floodStats.reconnects },
       reference_client_10hz: ref.first,

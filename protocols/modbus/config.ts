@@ -30,12 +30,14 @@ const tlsSchema = z.strictObject({
   cert_file: z.string().min(1),
   key_file: z.string().min(1),
   ca_file: z.string().min(1),
-  /** Certificate revocation list (PEM) of the CA; revoked client certificates are refused. */
+  /** Certificate revocation list (PEM) of the CA; revoked client certificates are refused (and,
+   * when a new one is loaded, their open connections closed). */
   crl_file: z.string().min(1).optional(),
   min_version: z.enum(["TLSv1.2", "TLSv1.3"]).default("TLSv1.2"),
   handshake_timeout_ms: z.number().int().min(100).default(10_000),
   /** How often the files are checked for changes; changed files are reloaded for new
-   * connections (existing ones keep theirs). 0: never. */
+   * connections, and open ones whose client certificate they revoke or no longer trust are
+   * closed. 0: never. */
   reload_check_ms: z
     .number()
     .int()
@@ -123,8 +125,11 @@ export const limitsSchema = z.strictObject({
   /** A started frame must be complete within this time (slow-loris). */
   frame_timeout_ms: z.number().int().min(10).default(5_000),
   max_outstanding: z.number().int().min(1).max(256).default(16),
-  /** Requests per second per connection (bursts of one second's worth); 0: unlimited. Past
-   * it the proxy stops reading the connection, so a flood costs it no CPU. */
+  /** Requests per second per client identity (certificate on TLS, source address on plain
+   * TCP), shared by all its connections (bursts of one second's worth); 0: unlimited. Past it
+   * the proxy stops reading that client's connections, so a flood costs it no CPU. Counted
+   * for at most 4096 identities; idle ones are forgotten, and while all are busy a new
+   * identity's requests wait. */
   max_requests_per_s: z.number().int().min(0).default(1000),
   max_buffered_bytes: z.number().int().min(260).default(8192),
 });

@@ -14,6 +14,9 @@
  * | unknown client connected     | Network Activity              | 4001      | 1 Open            | finding   | 3 Medium |
  * | new known client (first seen)| Network Activity              | 4001      | 1 Open            | telemetry | 1 Info   |
  * | TLS / authentication failure | Authentication                | 3002      | 1 Logon (failure) | finding   | 3 Medium |
+ * | open TLS connection closed:  | Authentication                | 3002      | 2 Logoff (failure)| finding   | 3 Medium |
+ * |   certificate revoked or no  |                               |           |                   |           |          |
+ * |   longer trusted on reload   |                               |           |                   |           |          |
  * | write window opened / closed | Device Config State Change    | 5019      | 99 Other          | audit     | 2 Low    |
  * | upstream down                | Network Activity              | 4001      | 4 Fail            | finding   | 3 Medium |
  * | upstream up again            | Network Activity              | 4001      | 1 Open            | audit     | 1 Info   |
@@ -23,6 +26,8 @@
  * `per_key` events; the rest are counted and recorded as one summary (`unmapped.suppressed`)
  * at the end of the interval. Keys per interval are bounded; past the bound they share one
  * overflow key. So a flood of N frames costs a bounded number of events per interval.
+ * Connections closed on a TLS reload are recorded one by one (at most one per open connection,
+ * which `max_connections` bounds).
  */
 import type { EventClass, EventDraft, EventSink, SeverityId } from "../../agent/events/types";
 import { FUNCTION_NAMES } from "./function-codes";
@@ -248,6 +253,43 @@ export class ModbusEvents {
       unmapped: { modbus: { listener: a.listener } },
     });
     this.emit(`auth|${a.address}`, d);
+  }
+
+  /**
+   * An open Modbus/TCP Security connection was closed because newly loaded TLS material no
+   * longer accepts its client certificate (revoked by the CRL, or not chaining to the CA).
+   * Recorded once per connection, never aggregated away.
+   */
+  tlsConnectionClosed(c: {
+    listener: string;
+    identity: string;
+    address: string;
+    reason: "revoked" | "untrusted";
+    detail: string;
+    certificate?: { serial: string; fingerprint: string; subject: string; issuer: string };
+  }): void {
+    const what = c.reason === "revoked" ? "client certificate revoked" : "client certificate no longer trusted";
+    this.safeRecord(
+      this.draft("finding", 3, 3002, 2, `Modbus/TCP Security connection of ${c.identity} closed after a TLS reload: ${what} (${c.detail})`, {
+        activity_name: "Logoff",
+        status_id: 2,
+        status_detail: what,
+        src_endpoint: { ip: c.address },
+        actor: { user: { name: c.identity } },
+        auth_protocol: "TLS",
+        ...(c.certificate
+          ? {
+              certificate: {
+                serial_number: c.certificate.serial,
+                fingerprints: [{ algorithm: "SHA-256", algorithm_id: 3, value: c.certificate.fingerprint }],
+                subject: c.certificate.subject,
+                issuer: c.certificate.issuer,
+              },
+            }
+          : {}),
+        unmapped: { modbus: { listener: c.listener, tls_recheck: c.reason, reason: c.detail } },
+      }),
+    );
   }
 
   writeAllowed(i: RequestInfo & { device: string; remote_unit: number }, rule: string): void {

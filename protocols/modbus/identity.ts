@@ -39,6 +39,20 @@ export class AddressSet {
   }
 }
 
+/** A certificate fingerprint in one form: hex digits, upper case (`sha256:` and separators dropped). */
+export function normaliseFingerprint(s: string): string {
+  return s.replace(/^sha256:/i, "").replace(/[^0-9a-f]/gi, "").toUpperCase();
+}
+
+/**
+ * Who a per-client budget counts: the certificate (fingerprint) on Modbus/TCP Security, the
+ * source address on plain TCP. Every connection of that client has the same key, so a new
+ * connection brings no new budget.
+ */
+export function identityKey(id: PeerIdentity): string {
+  return id.transport === "tls" && id.fingerprint ? `tls|${normaliseFingerprint(id.fingerprint)}` : `ip|${normaliseAddress(id.address)}`;
+}
+
 /** One short label for logs and events: `role:operator`, `cert:AB:CD..`, `ip:10.0.0.5`. */
 export function describeIdentity(id: PeerIdentity): string {
   if (id.transport === "tls") return id.role ? `role:${id.role}@${id.address}` : `cert:${id.subject ?? id.fingerprint ?? "?"}@${id.address}`;

@@ -6,7 +6,7 @@
  */
 import type { Decision, PolicyDecisionPoint } from "../policy";
 import { DIAG_READ_ONLY, PRESETS, WRITE_FUNCTION_CODES } from "./function-codes";
-import { AddressSet, normaliseAddress, type PeerIdentity } from "./identity";
+import { AddressSet, identityKey, normaliseFingerprint, type PeerIdentity } from "./identity";
 import type { ModbusRequest } from "./pdu";
 import type { PolicyFile, RoleConfig } from "./policy-schema";
 import { parseRange, RangeSet } from "./ranges";
@@ -165,12 +165,10 @@ interface IdentityRule {
  * connection of that client shares the count; a new connection does not bring a new budget.
  */
 export function rateKey(role: string, id: PeerIdentity): string {
-  return id.transport === "tls" && id.fingerprint ? `${role}|tls|${normFp(id.fingerprint)}` : `${role}|ip|${normaliseAddress(id.address)}`;
+  return `${role}|${identityKey(id)}`;
 }
 
 const deny = (rule: string, reason: string): Decision => ({ allow: false, rule, reason });
-
-const normFp = (s: string): string => s.replace(/^sha256:/i, "").replace(/[^0-9a-f]/gi, "").toUpperCase();
 
 export class ModbusPolicy implements PolicyDecisionPoint<ModbusPolicyRequest> {
   private readonly roles = new Map<string, CompiledRole>();
@@ -196,7 +194,7 @@ export class ModbusPolicy implements PolicyDecisionPoint<ModbusPolicyRequest> {
       ...(id.name ? { name: id.name } : {}),
       ...(id.match.address ? { addresses: new AddressSet(Array.isArray(id.match.address) ? id.match.address : [id.match.address]) } : {}),
       ...(id.match.role ? { certRole: id.match.role } : {}),
-      ...(id.match.fingerprint ? { fingerprint: normFp(id.match.fingerprint) } : {}),
+      ...(id.match.fingerprint ? { fingerprint: normaliseFingerprint(id.match.fingerprint) } : {}),
       ...(id.match.subject ? { subject: id.match.subject } : {}),
       ...(id.match.transport ? { transport: id.match.transport } : {}),
     }));
@@ -212,7 +210,7 @@ export class ModbusPolicy implements PolicyDecisionPoint<ModbusPolicyRequest> {
       if (transport !== "any" && transport !== id.transport) continue;
       if (r.addresses && !r.addresses.has(id.address)) continue;
       if (r.certRole !== undefined && r.certRole !== id.role) continue;
-      if (r.fingerprint !== undefined && (!id.fingerprint || normFp(id.fingerprint) !== r.fingerprint)) continue;
+      if (r.fingerprint !== undefined && (!id.fingerprint || normaliseFingerprint(id.fingerprint) !== r.fingerprint)) continue;
       if (r.subject !== undefined && r.subject !== id.subject) continue;
       return { role: r.role, rule: r.path };
     }

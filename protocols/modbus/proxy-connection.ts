@@ -10,9 +10,10 @@ import { describeAccesses, functionName, identityFields, writtenValues, type Dec
 import type { ModbusEvents, RequestInfo } from "./events";
 import { EX } from "./function-codes";
 import { encodeMbap, scanMbap } from "./frame";
-import { describeIdentity, type PeerIdentity } from "./identity";
+import { describeIdentity, identityKey, type PeerIdentity } from "./identity";
 import { encodeRequest, exceptionPdu, parseRequest, type ModbusRequest } from "./pdu";
 import { isWrite, type ModbusPolicyRequest } from "./policy-engine";
+import type { RateLimiter } from "./rate-limiter";
 import { readValues } from "./response";
 import type { Router } from "./router";
 import type { ReadingsTap, TapTable } from "./tap";
@@ -21,6 +22,9 @@ export interface ProxyContext {
   pdp: PolicyDecisionPoint<ModbusPolicyRequest>;
   router: Router;
   limits: LimitsConfig;
+  /** Request-rate buckets (`limits.max_requests_per_s`), one per identity, shared by all its
+   * connections on every listener; bounded (see rate-limiter.ts). Clock: `performance.now()`. */
+  requestRates: RateLimiter;
   events?: ModbusEvents;
   tap?: ReadingsTap;
   /** Called for every request with its decision (commissioning mode, recordings). */
@@ -39,6 +43,8 @@ export class ProxyConnection {
   private paused = false;
   private partialTimer: NodeJS.Timeout | undefined;
   private readonly label: string;
+  /** The identity's request-rate bucket. */
+  private readonly rateKey: string;
 
   constructor(
     private readonly sock: Socket,
@@ -48,6 +54,7 @@ export class ProxyConnection {
     private readonly counters: { requests: number; denied: number; malformed: number },
   ) {
     this.label = describeIdentity(id);
+    this.rateKey = identityKey(id);
   }
 
   begin(): void {
@@ -65,28 +72,22 @@ export class ProxyConnection {
     this.sock.on("drain", () => {
       if (!this.rateTimer) this.unblock();
     });
-    this.tokens = l.max_requests_per_s;
-    this.tokensAt = performance.now();
     this.sock.once("close", () => {
       if (this.partialTimer) clearTimeout(this.partialTimer);
       if (this.rateTimer) clearTimeout(this.rateTimer);
     });
   }
 
-  /** Request tokens: `max_requests_per_s` per connection, bursts up to one second's worth. */
-  private tokens = 0;
-  private tokensAt = 0;
   private rateTimer: NodeJS.Timeout | undefined;
 
+  /**
+   * One request token of this identity: `max_requests_per_s` per identity across all its
+   * connections, bursts up to one second's worth. While every tracked identity is busy a new
+   * one gets none ("full": it waits, it is not let through uncounted).
+   */
   private takeToken(): boolean {
     const rate = this.ctx.limits.max_requests_per_s;
-    if (!rate) return true;
-    const now = performance.now();
-    this.tokens = Math.min(rate, this.tokens + ((now - this.tokensAt) * rate) / 1000);
-    this.tokensAt = now;
-    if (this.tokens < 1) return false;
-    this.tokens -= 1;
-    return true;
+    return !rate || this.ctx.requestRates.take(this.rateKey, rate, 1000, performance.now()) === "ok";
   }
 
   private process(): void {
@@ -120,7 +121,7 @@ export class ProxyConnection {
       this.sock.pause();
     }
     if (rateLimited && !this.rateTimer) {
-      const wait = Math.max(1, Math.ceil(((1 - this.tokens) * 1000) / this.ctx.limits.max_requests_per_s));
+      const wait = Math.max(1, Math.ceil(this.ctx.requestRates.waitMs(this.rateKey, performance.now())));
       this.rateTimer = setTimeout(() => {
         this.rateTimer = undefined;
         this.unblock();

@@ -1,6 +1,7 @@
 /**
- * Write-rate token buckets, one per key (the policy keys them by role and identity, so every
- * connection of one identity draws on the same bucket). A bucket holds `max` tokens and
+ * Token buckets, one per key: the policy's write rates (keyed by role and identity) and the
+ * listeners' request rate (`limits.max_requests_per_s`, keyed by identity), so every
+ * connection of one identity draws on the same bucket. A bucket holds `max` tokens and
  * refills at `max` per `intervalMs`.
  *
  * Bounded: at `maxKeys` buckets, a new key first drops the idle ones (refilled to full, so
@@ -46,6 +47,17 @@ export class RateLimiter {
     if (b.tokens < 1) return "rate";
     b.tokens -= 1;
     return "ok";
+  }
+
+  /**
+   * Milliseconds until `key` can take a token again (0: now). For a key refused as "full",
+   * the earliest time one of the buckets can be idle (and so give way to it).
+   */
+  waitMs(key: string, now: number): number {
+    const b = this.buckets.get(key);
+    if (b === undefined) return Math.max(0, this.scanAfter - now);
+    const tokens = Math.min(b.max, b.tokens + (Math.max(0, now - b.at) * b.max) / b.intervalMs);
+    return tokens >= 1 ? 0 : ((1 - tokens) * b.intervalMs) / b.max;
   }
 
   /** Drop buckets that have refilled to full; true when there is room for one more. */

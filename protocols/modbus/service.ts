@@ -16,6 +16,7 @@ import { ModbusPolicy, type ModbusPolicyRequest } from "./policy-engine";
 import { parsePolicyText, type PolicyFile } from "./policy-schema";
 import { Router } from "./router";
 import { PointPoller, type PolledPoint } from "./poller";
+import { RateLimiter } from "./rate-limiter";
 import { ReadingsTap, type TapPoint } from "./tap";
 import { ModbusListener, type ListenerStatus, type TlsReloadReport } from "./tcp-proxy";
 import type { Upstream, UpstreamStatus } from "./upstream";
@@ -131,6 +132,7 @@ export class ModbusProxyService {
       pdp,
       router,
       limits: c.limits,
+      requestRates: new RateLimiter(),
       events,
       ...(tap ? { tap } : {}),
       ...(this.o.onDecision ? { onDecision: this.o.onDecision } : {}),

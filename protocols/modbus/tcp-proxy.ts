@@ -5,18 +5,20 @@
  * stops reading, which pushes back on the client). A partial frame must complete within
  * `frame_timeout_ms` (slow-loris); an idle connection is closed after `idle_timeout_ms`.
  * A TLS listener loads changed certificate, key, CA and CRL files for new connections while
- * running (`reloadTls`); bad new material is refused and the current material kept.
+ * running (`reloadTls`); bad new material is refused and the current material kept. Open
+ * connections are checked against new material and closed when their client certificate is
+ * revoked or no longer trusted.
  */
 import { createServer, type Server, type Socket } from "node:net";
-import { X509Certificate } from "node:crypto";
 import { createSecureContext, createServer as createTlsServer, type Server as TlsServer, type TLSSocket } from "node:tls";
 import { readFileSync, statSync } from "node:fs";
 import { readSecretFile } from "../../agent/keys/files";
 import { DaemonError } from "../../agent/errors";
 import { describeCertificate } from "./cert-role";
 import { splitHostPort, type ListenerConfig } from "./config";
-import { describeIdentity, normaliseAddress, type PeerIdentity } from "./identity";
+import { describeIdentity, identityKey, normaliseAddress, type PeerIdentity } from "./identity";
 import { ProxyConnection, type ProxyContext } from "./proxy-connection";
+import { pemCertificates, peerChain, TrustAnchors } from "./tls-trust";
 
 export type { ProxyContext } from "./proxy-connection";
 
@@ -51,32 +53,14 @@ function tlsFilesStamp(t: TlsConfig): string {
   return s;
 }
 
-const PEM_CERT = /-----BEGIN CERTIFICATE-----[\s\S]*?-----END CERTIFICATE-----/g;
-
-/** Every certificate of a PEM file; throws when there is none, or one does not parse or is cut short. */
-function pemCertificates(buf: Buffer, what: string): X509Certificate[] {
-  const text = buf.toString("latin1");
-  const blocks = text.match(PEM_CERT) ?? [];
-  const begins = text.split("-----BEGIN CERTIFICATE-----").length - 1;
-  if (begins !== blocks.length) throw new Error(`${what} has a PEM block that is not a complete certificate`);
-  if (!blocks.length) throw new Error(`${what} holds no PEM certificate`);
-  return blocks.map((b, i) => {
-    try {
-      return new X509Certificate(b);
-    } catch (e) {
-      throw new Error(`${what}: certificate ${i + 1} does not parse (${(e as Error).message})`);
-    }
-  });
-}
-
 /**
  * Read and check a TLS listener's files: the key owner-only (KEY_PERMISSIONS) and matching
  * the certificate, every CA certificate parseable (OpenSSL silently skips a broken CA file,
- * which would refuse every client), the CRL parseable. On a reload the certificate must also
- * be within its validity (at start an expired one does not stop the whole daemon; clients
- * refuse it).
+ * which would refuse every client), the CRL parseable (by OpenSSL and by the re-check of open
+ * connections). On a reload the certificate must also be within its validity (at start an
+ * expired one does not stop the whole daemon; clients refuse it).
  */
-function loadTlsMaterial(listener: string, t: TlsConfig, reload: boolean): { cert: Buffer; key: Buffer; ca: Buffer; crl?: Buffer } {
+function loadTlsMaterial(listener: string, t: TlsConfig, reload: boolean): { material: { cert: Buffer; key: Buffer; ca: Buffer; crl?: Buffer }; trust: TrustAnchors } {
   let m: { cert: Buffer; key: Buffer; ca: Buffer; crl?: Buffer };
   try {
     m = { cert: readFileSync(t.cert_file), key: readSecretFile(t.key_file, `listener ${listener} TLS key`), ca: readFileSync(t.ca_file), ...(t.crl_file ? { crl: readFileSync(t.crl_file) } : {}) };
@@ -87,25 +71,29 @@ function loadTlsMaterial(listener: string, t: TlsConfig, reload: boolean): { cer
   try {
     const [leaf] = pemCertificates(m.cert, `cert_file ${t.cert_file}`);
     if (reload && Date.parse(leaf!.validTo) <= Date.now()) throw new Error(`cert_file ${t.cert_file} expired on ${new Date(leaf!.validTo).toISOString()}`);
-    pemCertificates(m.ca, `ca_file ${t.ca_file}`);
+    const trust = new TrustAnchors(m.ca, m.crl, { ca: t.ca_file, ...(t.crl_file ? { crl: t.crl_file } : {}) });
     // Parses the key and the CRL, and checks that key and certificate belong together.
     createSecureContext({ ...m, minVersion: t.min_version });
+    return { material: m, trust };
   } catch (e) {
     throw new DaemonError("TLS_SETUP", `listener ${listener}: TLS material rejected (${(e as Error).message})`, { cause: e });
   }
-  return m;
 }
 
 export class ModbusListener {
   readonly name: string;
   readonly type: "tcp" | "tls";
   private server: Server | TlsServer | undefined;
-  private readonly sockets = new Set<Socket>();
+  /** Open connections and who they are. */
+  private readonly sockets = new Map<Socket, PeerIdentity>();
   private readonly perIdentity = new Map<string, number>();
   readonly counters = { requests: 0, denied: 0, malformed: 0 };
   private tlsStamp = "";
   private pendingStamp: string | undefined;
   private reloadTimer: NodeJS.Timeout | undefined;
+  /** What the current TLS material trusts, and when it was loaded (`performance.now()`). */
+  private trust: TrustAnchors | undefined;
+  private trustSince = -Infinity;
 
   constructor(
     private readonly cfg: ListenerConfig,
@@ -123,7 +111,7 @@ export class ModbusListener {
     if (this.cfg.type === "tls") {
       const t = this.cfg.tls;
       const stamp = tlsFilesStamp(t);
-      const material = loadTlsMaterial(this.name, t, false);
+      const { material, trust } = loadTlsMaterial(this.name, t, false);
       try {
         server = createTlsServer({
           ...material,
@@ -136,11 +124,15 @@ export class ModbusListener {
         throw new DaemonError("TLS_SETUP", `listener ${this.name}: TLS material rejected (${(e as Error).message})`, { cause: e });
       }
       this.tlsStamp = stamp;
+      this.trust = trust;
       server.on("secureConnection", (s: TLSSocket) => {
         const cert = s.getPeerX509Certificate();
         if (!cert) return s.destroy();
         const c = describeCertificate(cert);
-        this.accept(s, { transport: "tls", address: normaliseAddress(s.remoteAddress), fingerprint: c.fingerprint, subject: c.subject, ...(c.role ? { role: c.role } : {}), ...(c.roleError ? { roleError: c.roleError } : {}) });
+        const id: PeerIdentity = { transport: "tls", address: normaliseAddress(s.remoteAddress), fingerprint: c.fingerprint, subject: c.subject, ...(c.role ? { role: c.role } : {}), ...(c.roleError ? { roleError: c.roleError } : {}) };
+        // A handshake that began before a reload was verified with the old material.
+        if (performance.now() - this.trustSince <= t.handshake_timeout_ms && !this.stillTrusted(s, id)) return;
+        this.accept(s, id);
       });
       server.on("tlsClientError", (err: Error & { code?: string }, s: TLSSocket) => {
         this.ctx.events?.authFailure({ listener: this.name, address: normaliseAddress(s.remoteAddress), reason: err.code ?? err.message });
@@ -188,11 +180,13 @@ export class ModbusListener {
   }
 
   /**
-   * Load the TLS files again and use them for new connections (`setSecureContext`); existing
-   * connections keep the context they were accepted with. New material that cannot be read,
-   * does not parse, has a key that does not match or is not owner-only, is not used: the
-   * listener keeps its current material and the failure is reported. A new context also has
-   * new session-ticket keys, so a client revoked by a new CRL cannot resume an old session.
+   * Load the TLS files again and use them for new connections (`setSecureContext`). Open
+   * connections keep the context they were accepted with, but each is checked against the new
+   * CA and CRL and closed if its client certificate is revoked or no longer trusted (see
+   * tls-trust.ts). New material that cannot be read, does not parse, has a key that does not
+   * match or is not owner-only, is not used: the listener keeps its current material and the
+   * failure is reported. A new context also has new session-ticket keys, so a client revoked
+   * by a new CRL cannot resume an old session.
    */
   reloadTls(trigger = "requested"): { ok: true } | { ok: false; reason: string } {
     if (this.cfg.type !== "tls") return { ok: false, reason: "not a TLS listener" };
@@ -202,8 +196,11 @@ export class ModbusListener {
     // Stamp first: a change made while reading is seen by the next check.
     const stamp = tlsFilesStamp(t);
     let result: { ok: true } | { ok: false; reason: string };
+    let trust: TrustAnchors | undefined;
     try {
-      server.setSecureContext({ ...loadTlsMaterial(this.name, t, true), minVersion: t.min_version });
+      const loaded = loadTlsMaterial(this.name, t, true);
+      server.setSecureContext({ ...loaded.material, minVersion: t.min_version });
+      trust = loaded.trust;
       result = { ok: true };
     } catch (e) {
       result = { ok: false, reason: e instanceof DaemonError ? e.message : `listener ${this.name}: TLS material rejected (${(e as Error).message})` };
@@ -215,7 +212,46 @@ export class ModbusListener {
     } catch {
       /* reporting must not break the listener */
     }
+    if (trust) {
+      this.trust = trust;
+      this.trustSince = performance.now();
+      for (const [sock, id] of this.sockets) this.stillTrusted(sock as TLSSocket, id);
+    }
     return result;
+  }
+
+  /**
+   * Check a connection's client certificate against the current material; one that is
+   * revoked or no longer chains to the CA is closed, with one authentication event.
+   */
+  private stillTrusted(s: TLSSocket, id: PeerIdentity): boolean {
+    if (!this.trust || s.destroyed) return true;
+    let verdict: ReturnType<TrustAnchors["check"]>;
+    let chain: ReturnType<typeof peerChain> = undefined;
+    try {
+      chain = peerChain(s);
+      // No certificate left to read: the TLS session is already gone; nothing to serve.
+      if (!chain) {
+        s.destroy();
+        return false;
+      }
+      verdict = this.trust.check(chain.leaf, chain.presented);
+    } catch (e) {
+      verdict = { ok: false, reason: "untrusted", detail: `the client certificate cannot be checked (${(e as Error).message})` };
+    }
+    if (verdict.ok) return true;
+    s.destroy();
+    const identity = describeIdentity(id);
+    this.ctx.log?.warn({ listener: this.name, peer: identity, reason: verdict.reason }, "Open Modbus/TCP Security connection closed: the new TLS material no longer accepts its certificate.");
+    this.ctx.events?.tlsConnectionClosed({
+      listener: this.name,
+      identity,
+      address: id.address,
+      reason: verdict.reason,
+      detail: verdict.detail,
+      ...(chain ? { certificate: { serial: chain.leaf.serialNumber, fingerprint: chain.leaf.fingerprint256, subject: chain.leaf.subject.replace(/\n/g, ","), issuer: chain.leaf.issuer.replace(/\n/g, ",") } } : {}),
+    });
+    return false;
   }
 
   async stop(): Promise<void> {
@@ -223,7 +259,7 @@ export class ModbusListener {
     this.reloadTimer = undefined;
     const s = this.server;
     this.server = undefined;
-    for (const sock of this.sockets) sock.destroy();
+    for (const sock of this.sockets.keys()) sock.destroy();
     if (s) await new Promise<void>((r) => s.close(() => r()));
   }
 
@@ -240,7 +276,7 @@ export class ModbusListener {
 
   private accept(sock: Socket, id: PeerIdentity): void {
     const limits = this.ctx.limits;
-    const key = id.fingerprint ?? id.address;
+    const key = identityKey(id);
     const n = this.perIdentity.get(key) ?? 0;
     if (n >= limits.max_connections_per_identity || this.sockets.size >= limits.max_connections) {
       const total = this.sockets.size >= limits.max_connections;
@@ -250,7 +286,7 @@ export class ModbusListener {
       return;
     }
     this.perIdentity.set(key, n + 1);
-    this.sockets.add(sock);
+    this.sockets.set(sock, id);
     sock.setNoDelay(true);
     sock.on("error", () => {});
     sock.once("close", () => {

@@ -109,9 +109,10 @@ export class RawClient {
     });
     sock.on("error", () => {});
   }
-  static connect(port: number): Promise<RawClient> {
+  /** `localAddress` (e.g. 127.0.0.2) makes the client another plain-TCP identity. */
+  static connect(port: number, localAddress?: string): Promise<RawClient> {
     return new Promise((resolve, reject) => {
-      const s = connect({ port, host: "127.0.0.1" }, () => resolve(new RawClient(s)));
+      const s = connect({ port, host: "127.0.0.1", ...(localAddress ? { localAddress } : {}) }, () => resolve(new RawClient(s)));
       s.once("error", reject);
     });
   }

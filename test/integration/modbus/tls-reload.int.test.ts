@@ -1,5 +1,6 @@
 import { appendFileSync, chmodSync, existsSync, copyFileSync, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { execFileSync } from "node:child_process";
+import { X509Certificate } from "node:crypto";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { connect as tlsConnect, type TLSSocket } from "node:tls";
@@ -62,6 +63,11 @@ async function until(what: string, cond: () => boolean, ms = 5000): Promise<void
   }
 }
 
+/** Authentication events (3002/2) of open connections closed because reloaded material no longer accepts them. */
+const closedOnReload = (drafts: readonly EventDraft[]): EventDraft[] => drafts.filter((d) => d.ocsf.class_uid === 3002 && d.ocsf.activity_id === 2);
+
+const certOf = (creds: { cert: string }): X509Certificate => new X509Certificate(readFileSync(creds.cert));
+
 const reloads = (rig: Rig, ok: boolean): EventDraft[] =>
   rig.sink.drafts.filter((d) => (d.ocsf.unmapped as { modbus?: { tls_reload?: string } } | undefined)?.modbus?.tls_reload === (ok ? "ok" : "failed"));
 
@@ -85,7 +91,7 @@ describe.skipIf(!OPENSSL)("Modbus/TCP Security: TLS material reloaded while runn
   });
 
   /** The listener's files in their own directory (so the test can replace them), then a rig. */
-  async function start(o: { crl?: string } = {}): Promise<{ rig: Rig; port: number; files: { cert: string; key: string; ca: string; crl: string } }> {
+  async function start(o: { crl?: string; reloadCheckMs?: number } = {}): Promise<{ rig: Rig; port: number; files: { cert: string; key: string; ca: string; crl: string } }> {
     live = mkdtempSync(join(tmpdir(), "gw-mbs-live-"));
     const files = { cert: join(live, "server.crt"), key: join(live, "server.key"), ca: join(live, "ca.crt"), crl: join(live, "ca.crl") };
     replace(files.cert, pki.serverCert);
@@ -93,7 +99,7 @@ describe.skipIf(!OPENSSL)("Modbus/TCP Security: TLS material reloaded while runn
     replace(files.ca, pki.ca);
     if (o.crl) replace(files.crl, o.crl);
     const rig = await startRig(policy, {
-      listeners: [{ name: "secure", type: "tls", listen: "127.0.0.1:0", tls: { cert_file: files.cert, key_file: files.key, ca_file: files.ca, ...(o.crl ? { crl_file: files.crl } : {}), reload_check_ms: 100 } }],
+      listeners: [{ name: "secure", type: "tls", listen: "127.0.0.1:0", tls: { cert_file: files.cert, key_file: files.key, ca_file: files.ca, ...(o.crl ? { crl_file: files.crl } : {}), reload_check_ms: o.reloadCheckMs ?? 100 } }],
     });
     rigs.push(rig);
     return { rig, port: rig.port, files };
@@ -105,27 +111,68 @@ describe.skipIf(!OPENSSL)("Modbus/TCP Security: TLS material reloaded while runn
     return r.client!;
   };
 
-  it("a new CRL revoking a client refuses its new connections; its open connection and other clients carry on", async () => {
+  it("a new CRL revoking a client closes its open connection within the reload and refuses new ones; other clients carry on", async () => {
     const first = pki.revoke("norole"); // a CRL that does not concern the engineer
     const initialCrl = join(pki.dir, "initial.crl");
     copyFileSync(first, initialCrl);
     const { rig, port, files } = await start({ crl: initialCrl });
     const before = keep(await tlsClient(port, pki.ca, pki.client("engineer")));
+    const op = keep(await tlsClient(port, pki.ca, pki.client("operator")));
     expect(await before.request(1, "06 0001 0007")).toBe("0600010007");
+    expect(await op.request(1, "03 0001 0001")).toBe("03020007");
 
     replace(files.crl, pki.revoke("engineer"));
     await until("the reload", () => reloads(rig, true).length === 1);
     expect(reloads(rig, true)[0]).toMatchObject({ class: "audit", ocsf: { class_uid: 5019 } });
+    // Closed by the reload itself, one event naming the client and its certificate.
+    const engineer = certOf(pki.client("engineer"));
+    expect(closedOnReload(rig.sink.drafts)).toEqual([
+      expect.objectContaining({
+        class: "finding",
+        severity: 3,
+        ocsf: expect.objectContaining({
+          status_id: 2,
+          auth_protocol: "TLS",
+          actor: { user: { name: expect.stringContaining("role:engineer@127.0.0.1") } },
+          certificate: expect.objectContaining({ serial_number: engineer.serialNumber, fingerprints: [expect.objectContaining({ value: engineer.fingerprint256 })] }),
+          unmapped: { modbus: expect.objectContaining({ listener: "secure", tls_recheck: "revoked" }) },
+        }),
+      }),
+    ]);
+    await until("the revoked client's connection to close", () => before.closed);
+    expect(await before.request(1, "06 0001 0008")).toBe("closed");
+    expect(rig.device.received).not.toContain("1:0600010008");
 
     expect((await tlsClient(port, pki.ca, pki.client("engineer"))).error).toBeDefined(); // revoked
-    expect(rig.sink.drafts.some((d) => d.ocsf.class_uid === 3002)).toBe(true); // authentication failure recorded
-    expect(await before.request(1, "06 0001 0008")).toBe("0600010008"); // not dropped
-    const op = keep(await tlsClient(port, pki.ca, pki.client("operator")));
-    expect(await op.request(1, "03 0001 0001")).toBe("03020008");
+    expect(rig.sink.drafts.some((d) => d.ocsf.class_uid === 3002 && d.ocsf.activity_id === 1)).toBe(true); // authentication failure recorded
+    expect(await op.request(1, "03 0001 0001")).toBe("03020007"); // the operator's open connection carries on
+    await until("the listener to count one connection", () => rig.service.status().listeners[0]!.connections === 1);
+    expect(closedOnReload(rig.sink.drafts)).toHaveLength(1);
     expect(reloads(rig, false)).toEqual([]);
   });
 
-  it("rotates to a new CA, server certificate and key; clients of the old CA are refused, open connections stay", async () => {
+  it("a reload on request closes a revoked client's open connections before it returns; reloading again closes nothing more", async () => {
+    const first = pki.revoke("norole");
+    const initialCrl = join(pki.dir, "initial-2.crl");
+    copyFileSync(first, initialCrl);
+    const { rig, port, files } = await start({ crl: initialCrl, reloadCheckMs: 0 });
+    // Two connections of the revoked client, one of another client.
+    const a = keep(await tlsClient(port, pki.ca, pki.client("operator")));
+    const b = keep(await tlsClient(port, pki.ca, pki.client("operator")));
+    const eng = keep(await tlsClient(port, pki.ca, pki.client("engineer")));
+    replace(files.crl, pki.revoke("operator"));
+    expect(rig.service.reloadTls()).toEqual([{ listener: "secure", trigger: "requested", ok: true }]);
+    const closed = closedOnReload(rig.sink.drafts);
+    expect(closed).toHaveLength(2); // one per connection
+    expect(new Set(closed.map((d) => (d.ocsf.certificate as { serial_number: string }).serial_number))).toEqual(new Set([certOf(pki.client("operator")).serialNumber]));
+    await until("both connections to close", () => a.closed && b.closed && rig.service.status().listeners[0]!.connections === 1);
+    expect(await eng.request(1, "06 0003 0004")).toBe("0600030004");
+    expect(rig.service.reloadTls()).toEqual([{ listener: "secure", trigger: "requested", ok: true }]);
+    expect(closedOnReload(rig.sink.drafts)).toHaveLength(2);
+    expect(await eng.request(1, "03 0003 0001")).toBe("03020004");
+  });
+
+  it("rotates to a new CA, server certificate and key; clients of the old CA are refused and their open connections closed", async () => {
     const { rig, port, files } = await start();
     const old = keep(await tlsClient(port, pki.ca, pki.client("operator")));
     expect((await tlsClient(port, pki2.ca, pki2.client("operator"))).error).toBeDefined(); // not trusted yet
@@ -141,8 +188,10 @@ describe.skipIf(!OPENSSL)("Modbus/TCP Security: TLS material reloaded while runn
     expect(await fresh.request(1, "06 0002 0009")).toBe("0600020009");
     expect((await tlsClient(port, pki2.ca, pki.client("operator"))).error).toBeDefined(); // old CA's client
     expect((await tlsClient(port, pki.ca, pki.client("operator"))).error).toBeDefined(); // old server certificate is gone
-    expect(await old.request(1, "03 0002 0001")).toBe("03020009"); // the old connection carries on
-    expect(rig.service.status().listeners[0]!.connections).toBe(2);
+    // The old CA's client no longer chains to the CA file: its open connection was closed.
+    expect(await old.request(1, "03 0002 0001")).toBe("closed");
+    expect(closedOnReload(rig.sink.drafts).map((d) => (d.ocsf.unmapped as { modbus: { tls_recheck: string } }).modbus.tls_recheck)).toEqual(["untrusted"]);
+    await until("the listener to count one connection", () => rig.service.status().listeners[0]!.connections === 1);
   });
 
   it("keeps the current material when new files are bad, records an error, and loads them once fixed", async () => {
@@ -246,8 +295,11 @@ modbus:
         }
       };
       replace(files.ca, pki2.ca); // reload_check_ms: 0, so only the command loads it
-      expect((await tlsClient(port, pki.ca, pki.client("operator"))).error).toBeUndefined();
+      const open = await tlsClient(port, pki.ca, pki.client("operator"));
+      expect(open.error).toBeUndefined();
+      keep(open);
       expect(await cli()).toEqual({ out: "listener secure: reloaded; new connections use the new material\n" });
+      await until("the old CA's open connection to close", () => open.client!.closed);
       expect((await tlsClient(port, pki.ca, pki.client("operator"))).error).toBeDefined(); // the old CA's client
       replace(files.key, pki.serverKey, 0o640);
       const refused = await cli();
@@ -258,6 +310,14 @@ modbus:
       const failed = bodies.filter((b) => b.ocsf.unmapped?.error_type === "tls_reload");
       expect(failed).toHaveLength(1);
       expect(failed[0]).toMatchObject({ class: "system", sig: expect.any(String) });
+      // The connection closed by the reload is a signed Authentication event with its certificate.
+      const closed = bodies.filter((b) => (b.ocsf as { class_uid?: number }).class_uid === 3002 && (b.ocsf as { activity_id?: number }).activity_id === 2);
+      expect(closed).toHaveLength(1);
+      expect(closed[0]).toMatchObject({
+        class: "finding",
+        sig: expect.any(String),
+        ocsf: { certificate: { serial_number: certOf(pki.client("operator")).serialNumber }, unmapped: { modbus: { listener: "secure", tls_recheck: "untrusted" } } },
+      });
     } finally {
       await rt.stop("test");
     }

@@ -83,6 +83,23 @@ describe("RateLimiter", () => {
     expect(r.take("b", 2, 1000, 100_000)).toBe("rate");
   });
 
+  it("tells how long until a key can take a token, and for a refused newcomer when a bucket can be idle", () => {
+    const r = new RateLimiter(2);
+    expect(r.waitMs("a", 0)).toBe(0); // unknown key, room
+    expect(["ok", "ok", "ok", "ok"].map(() => r.take("a", 4, 1000, 0))).toEqual(["ok", "ok", "ok", "ok"]);
+    expect(r.take("a", 4, 1000, 0)).toBe("rate");
+    expect(r.waitMs("a", 0)).toBe(250); // one token per 250 ms
+    expect(r.waitMs("a", 100)).toBe(150);
+    expect(r.waitMs("a", 250)).toBe(0);
+    expect(r.take("b", 4, 1000, 0)).toBe("ok");
+    // Both buckets busy: "c" is refused (not let through uncounted) until "b" refills at 250 ms.
+    expect(r.take("c", 4, 1000, 10)).toBe("full");
+    expect(r.waitMs("c", 10)).toBe(240);
+    expect(r.take("c", 4, 1000, 250)).toBe("ok");
+    expect(r.take("a", 4, 1000, 250)).toBe("ok"); // "a" kept its count: one token back, taken
+    expect(r.take("a", 4, 1000, 250)).toBe("rate");
+  });
+
   it("stays within maxKeys under a stream of new identities", () => {
     const r = new RateLimiter(16);
     let now = 0;
