@@ -8,6 +8,7 @@ import { registerSoc } from "./commands/soc";
 import { VERSION } from "./version";
 import { registerModbusCommands } from "../protocols/modbus/cli";
 import { registerDetectCommand } from "../detectors/cli";
+import { registerOpcuaCommands } from "../protocols/opcua/cli";
 import { loadConfig } from "./config/load";
 import { locateConfig } from "./config/locate";
 
@@ -29,6 +30,9 @@ export function buildProgram(): Command {
   registerDemo(program);
   registerDetectCommand(program);
   registerModbusCommands(program, {
+    resolveSocket: async (opts) => loadConfig(locateConfig(typeof opts.config === "string" ? opts.config : undefined)).config.control.socket,
+  });
+  registerOpcuaCommands(program, {
     resolveSocket: async (opts) => loadConfig(locateConfig(typeof opts.config === "string" ? opts.config : undefined)).config.control.socket,
   });
   return program;

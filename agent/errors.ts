@@ -27,6 +27,8 @@ export const ErrorCodes = {
   POLICY_INVALID: "a policy file is malformed",
   TLS_SETUP: "TLS material cannot be loaded",
   WINDOW_STATE: "the write-window state file cannot be opened or written",
+  // OPC UA client
+  OPCUA_SETUP: "the OPC UA client's certificate store or trust material cannot be set up",
   // Detection
   SITE_INVALID: "a site file is malformed",
   DETECTOR_STATE: "a detector state snapshot cannot be restored",

@@ -104,6 +104,7 @@ export class Runtime {
     this.registerControl();
     await this.startDetectors();
     await this.startModbus();
+    await this.startOpcua();
     if (this.forwarder) this.forwarder.start();
     else this.log.warn({}, "upstream.url is not set: events are kept in the outbox until it is.");
     this.heartbeat.start();
@@ -120,6 +121,18 @@ export class Runtime {
     this.readings = d.readings;
     this.control.handle("detection.status", () => d.status());
     this.onStop(() => d.stop());
+  }
+
+  /** The OPC UA client, when configured: polled point values into the detectors. */
+  private async startOpcua(): Promise<void> {
+    const c = this.loaded.config;
+    if (!c.opcua) return;
+    const { OpcuaService } = await import("../protocols/opcua/service");
+    const points = Object.entries(c.points ?? {}).flatMap(([id, p]) => ("opcua" in p.source && p.poll_interval_ms !== undefined ? [{ id, source: p.source.opcua, interval_ms: p.poll_interval_ms }] : []));
+    const svc = new OpcuaService({ config: c.opcua, points, events: this.recorder, readings: this.readings, log: this.log.child({ component: "opcua" }) });
+    await svc.start();
+    this.control.handle("opcua.status", () => svc.status());
+    this.onStop(() => svc.stop());
   }
 
   /** The Modbus proxy, when configured: events into the recorder, the tap into the detectors. */

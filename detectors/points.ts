@@ -4,6 +4,7 @@
  */
 import { z } from "zod";
 import { DaemonError } from "../agent/errors";
+import { nodeIdSchema } from "../protocols/opcua/config";
 import { POINT_KINDS } from "./kinds";
 
 export const REGISTER_TYPES = ["int16", "uint16", "int32", "uint32", "float32"] as const;
@@ -23,7 +24,13 @@ export const modbusSourceSchema = z.strictObject({
   offset: z.number().finite().default(0),
 });
 
-export const opcuaSourceSchema = z.strictObject({ node_id: z.string().min(1) });
+export const opcuaSourceSchema = z.strictObject({
+  /** OPC UA server name as configured in `opcua.servers`. */
+  server: z.string().min(1),
+  node_id: nodeIdSchema,
+  scale: z.number().finite().default(1),
+  offset: z.number().finite().default(0),
+});
 
 export const pointSchema = z
   .strictObject({
@@ -52,6 +59,7 @@ export const pointsSchema = z.record(z.string().regex(/^[A-Za-z0-9_.-]{1,64}$/),
 export type PointConfig = z.infer<typeof pointSchema>;
 export type PointsConfig = z.infer<typeof pointsSchema>;
 export type ModbusSource = z.infer<typeof modbusSourceSchema>;
+export type OpcuaSource = z.infer<typeof opcuaSourceSchema>;
 
 export function registerCount(type: RegisterType): 1 | 2 {
   return type === "int16" || type === "uint16" ? 1 : 2;

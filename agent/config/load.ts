@@ -120,5 +120,14 @@ export function resolvePaths(c: Config, dir: string): Config {
           },
         }
       : {}),
+    ...(c.opcua
+      ? {
+          opcua: {
+            ...c.opcua,
+            pki_dir: abs(c.opcua.pki_dir)!,
+            servers: c.opcua.servers.map((s) => ({ ...s, server_certificate: abs(s.server_certificate), ...(s.user ? { user: { ...s.user, password_file: abs(s.user.password_file)! } } : {}) })),
+          },
+        }
+      : {}),
   };
 }

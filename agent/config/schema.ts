@@ -2,6 +2,7 @@ import { z } from "zod";
 import { DEVICE_ID } from "../keys/identity";
 import { modbusConfigSchema } from "../../protocols/modbus/config";
 import { pointsSchema } from "../../detectors/points";
+import { opcuaConfigSchema } from "../../protocols/opcua/config";
 import { detectionSchema } from "../detection";
 
 /**
@@ -93,17 +94,24 @@ export const configSchema = z.strictObject({
   simulate: simulateSchema.prefault({}),
   /** The Modbus security proxy (protocols/modbus/config.ts); absent: no proxy. */
   modbus: modbusConfigSchema.optional(),
+  /** OPC UA servers read for points (protocols/opcua/config.ts); absent: no OPC UA client. */
+  opcua: opcuaConfigSchema.optional(),
   /** What each register or node means (detectors/points.ts); read by the tap and the detectors. */
   points: pointsSchema.optional(),
   /** Detection engine options, site file and state (agent/detection.ts); used when points exist. */
   detection: detectionSchema.prefault({}),
 }).superRefine((c, ctx) => {
-  // References between sections: a point's device must be a proxy upstream, a group's members points.
+  // References between sections: a point's device must be a proxy upstream or an OPC UA server,
+  // a group's members points.
   const upstreams = new Set((c.modbus?.upstreams ?? []).map((u) => u.name));
+  const servers = new Set((c.opcua?.servers ?? []).map((s) => s.name));
   for (const [id, p] of Object.entries(c.points ?? {})) {
     if ("opcua" in p.source) {
-      // Fail loudly rather than configure a point that would never get a reading.
-      ctx.addIssue({ code: "custom", path: ["points", id, "source", "opcua"], message: "OPC UA sources are not read by this version; use a modbus source" });
+      if (!servers.has(p.source.opcua.server)) {
+        ctx.addIssue({ code: "custom", path: ["points", id, "source", "opcua", "server"], message: c.opcua ? `no opcua server named ${p.source.opcua.server}` : "opcua points need an opcua section with this server" });
+      }
+      // OPC UA has no passive tap here: a point without an interval would never get a reading.
+      if (p.poll_interval_ms === undefined) ctx.addIssue({ code: "custom", path: ["points", id, "poll_interval_ms"], message: "OPC UA points are read by polling: set poll_interval_ms" });
     } else if (!upstreams.has(p.source.modbus.device)) {
       ctx.addIssue({ code: "custom", path: ["points", id, "source", "modbus", "device"], message: c.modbus ? `no modbus upstream named ${p.source.modbus.device}` : "modbus points need a modbus section with this upstream" });
     }

@@ -8,6 +8,7 @@ import { RawClient } from "./modbus/_harness";
 import { freePort } from "./modbus/_peers";
 import { engineerProxySite } from "./modbus/_daemon-site";
 import { makeSite, silent, tempDir } from "../helpers/fixture";
+import { detectionReadings, findingFor } from "../helpers/runtime";
 
 type Body = { class: string; ocsf: { class_uid: number; activity_id: number; message: string } };
 
@@ -76,20 +77,9 @@ detection:
     const rt = new Runtime(loaded, silent);
     await rt.start();
     cleanups.push(() => rt.stop("test"));
-    const status = async () => (await controlCall(loaded.config.control.socket, "detection.status")) as { readings: number };
-    const t0 = Date.now();
-    while ((await status()).readings < 5 && Date.now() - t0 < 10_000) await new Promise((r) => setTimeout(r, 50));
-    expect((await status()).readings).toBeGreaterThanOrEqual(5);
+    await detectionReadings(rt, 5, 10_000);
     device.input[30] = 990; // 9.90 m: beyond the tank's physical range
-    const findings = () => {
-      rt.recorder.flush();
-      return rt.outbox.readAfter(0, 100_000).map((r) => JSON.parse(r.body) as Body & { ocsf: { finding_info?: { title?: string } } }).filter((b) => b.class === "finding" && b.ocsf.class_uid === 2004);
-    };
-    const t1 = Date.now();
-    while (!findings().length && Date.now() - t1 < 10_000) await new Promise((r) => setTimeout(r, 50));
-    const f = findings()[0];
-    expect(f, "an incident for L_T3").toBeTruthy();
-    expect(f!.ocsf.message).toMatch(/L_T3/);
+    await findingFor(rt, /L_T3/, 10_000);
   });
 
   it("refuses to start a Modbus/TCP Security listener whose private key others can read", async () => {

@@ -44,13 +44,24 @@ describe("detection groups and references between config sections", () => {
     ]);
   });
 
-  it("refuses a Modbus point whose device is not a proxy upstream, or when there is no proxy, and OPC UA points", () => {
+  it("refuses a point whose Modbus device or OPC UA server is not configured, and an OPC UA point with no poll interval", () => {
     write([...MODBUS, "points:", ...point("P_IN", 0, "plc2")]);
     expect(issuesOf(() => loadConfig(file))).toEqual([expect.objectContaining({ path: "points.P_IN.source.modbus.device", line: 8, message: "no modbus upstream named plc2" })]);
     write(["points:", ...point("P_IN", 0)]);
     expect(issuesOf(() => loadConfig(file))).toEqual([expect.objectContaining({ path: "points.P_IN.source.modbus.device", message: "modbus points need a modbus section with this upstream" })]);
-    write([...MODBUS, "points:", "  T:", "    source: { opcua: { node_id: \"ns=2;s=T\" } }", "    unit: C", "    kind: pressure", "    range: { min: 0, max: 100 }"]);
-    expect(issuesOf(() => loadConfig(file))).toEqual([expect.objectContaining({ path: "points.T.source.opcua", line: 8, message: "OPC UA sources are not read by this version; use a modbus source" })]);
+    const ua = ["    unit: C", "    kind: pressure", "    range: { min: 0, max: 100 }"];
+    write([...MODBUS, "points:", "  T:", '    source: { opcua: { server: plc, node_id: "ns=2;s=T" } }', ...ua, "    poll_interval_ms: 1000"]);
+    expect(issuesOf(() => loadConfig(file))).toEqual([expect.objectContaining({ path: "points.T.source.opcua.server", line: 8, message: "opcua points need an opcua section with this server" })]);
+    const OPCUA = ["opcua:", "  servers:", '    - { name: ua1, endpoint: "opc.tcp://10.0.0.5:4840", server_certificate: ua1.pem }'];
+    write([...OPCUA, "points:", "  T:", '    source: { opcua: { server: ua2, node_id: "ns=2;s=T" } }', ...ua]);
+    expect(issuesOf(() => loadConfig(file))).toEqual([
+      expect.objectContaining({ path: "points.T.source.opcua.server", line: 8, message: "no opcua server named ua2" }),
+      expect.objectContaining({ path: "points.T.poll_interval_ms", message: "OPC UA points are read by polling: set poll_interval_ms" }),
+    ]);
+    write([...OPCUA, "points:", "  T:", '    source: { opcua: { server: ua1, node_id: "nsu=urn:plc;s=T" } }', ...ua, "    poll_interval_ms: 1000"]);
+    const c = loadConfig(file).config;
+    expect(c.opcua!.servers[0]).toMatchObject({ security_mode: "SignAndEncrypt", security_policy: "Basic256Sha256", server_certificate: join(t.dir, "ua1.pem") });
+    expect(c.opcua!.pki_dir).toBe(join(t.dir, "data/opcua-pki"));
   });
 
   it("a configured group reaches the daemon's engine and reports a joint shift no single signal shows", async () => {

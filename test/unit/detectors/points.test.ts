@@ -12,9 +12,10 @@ describe("points schema", () => {
   it("accepts Modbus and OPC UA points and fills defaults", () => {
     const p = pointsSchema.parse({
       L_T1: modbus({ type: "float32", word_order: "little", scale: 0.01 }),
-      F_PU1: { source: { opcua: { node_id: "ns=2;s=PU1.Flow" } }, unit: "L/s", kind: "flow", range: { min: 0, max: 200 }, poll_interval_ms: 5000 },
+      F_PU1: { source: { opcua: { server: "plc2", node_id: "ns=2;s=PU1.Flow" } }, unit: "L/s", kind: "flow", range: { min: 0, max: 200 }, poll_interval_ms: 5000 },
     });
     expect(p.L_T1!.poll_interval_ms).toBeUndefined();
+    expect(p.F_PU1!.source).toEqual({ opcua: { server: "plc2", node_id: "ns=2;s=PU1.Flow", scale: 1, offset: 0 } });
     expect(p.L_T1!.source).toEqual({ modbus: { device: "plc1", unit: 1, table: "holding", address: 40, type: "float32", word_order: "little", scale: 0.01, offset: 0 } });
   });
   it.each([
@@ -26,6 +27,9 @@ describe("points schema", () => {
     ["a 32-bit coil", modbus({ table: "coil", type: "uint32" })],
     ["a missing range", { ...modbus(), range: undefined }],
     ["a bad unit id", modbus({ unit: 300 })],
+    ["an OPC UA source without a server", { ...modbus(), source: { opcua: { node_id: "ns=2;s=X" } } }],
+    ["a malformed OPC UA node id", { ...modbus(), source: { opcua: { server: "s", node_id: "ns=2;x=X" } } }],
+    ["an OPC UA namespace index out of range", { ...modbus(), source: { opcua: { server: "s", node_id: "ns=123456;i=1" } } }],
   ])("rejects %s", (_name, point) => {
     expect(pointsSchema.safeParse({ p: point }).success).toBe(false);
   });

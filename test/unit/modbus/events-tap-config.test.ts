@@ -134,7 +134,7 @@ describe("tap points from the daemon's points section", () => {
     const { tapPointsFrom } = await import("../../../protocols/modbus/tap");
     const pts = tapPointsFrom({
       level: { source: { modbus: { device: "bus1", unit: 10, table: "input", address: 3, type: "int16", word_order: "big", scale: 0.01, offset: 0 } } },
-      temp: { source: { opcua: { node_id: "ns=2;s=T" } } },
+      temp: { source: { opcua: { server: "plc2", node_id: "ns=2;s=T", scale: 1, offset: 0 } } },
     });
     expect(pts).toEqual([{ id: "level", device: "bus1", unit: 10, table: "input", address: 3, type: "int16", word_order: "big", scale: 0.01, offset: 0 }]);
   });

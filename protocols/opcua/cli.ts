@@ -1,0 +1,31 @@
+/**
+ * `gatewarden opcua status`: the running daemon's OPC UA servers (state, security, last error,
+ * readings) and the client certificate a server's administrator has to trust.
+ */
+import type { Command } from "commander";
+import { controlCall } from "../../agent/control/client";
+import type { OpcuaStatus } from "./service";
+
+export interface OpcuaCliDeps {
+  resolveSocket: (opts: Record<string, unknown>) => Promise<string>;
+  stdout?: (s: string) => void;
+}
+
+export function registerOpcuaCommands(program: Command, deps: OpcuaCliDeps): void {
+  const out = deps.stdout ?? ((s: string) => void process.stdout.write(s));
+  const opcua = program.command("opcua").description("OPC UA client: servers read for points");
+  opcua
+    .command("status")
+    .description("Show the running daemon's OPC UA servers and the client certificate they must trust")
+    .option("--config <FILE>", "config file (finds the daemon's control socket)")
+    .option("--json", "print JSON")
+    .action(async (o: { json?: boolean }, cmd: Command) => {
+      const st = (await controlCall(await deps.resolveSocket(cmd.optsWithGlobals()), "opcua.status", {})) as OpcuaStatus;
+      if (o.json) return out(JSON.stringify(st) + "\n");
+      const c = st.own_certificate;
+      out(c ? `client certificate ${c.file}\n  SHA-1 thumbprint ${c.thumbprint}, ${c.subject}, valid until ${c.not_after}\n` : "client certificate: not made yet\n");
+      for (const s of st.servers) {
+        out(`server ${s.name} ${s.endpoint} (${s.security}): ${s.state}${s.last_error ? ` (${s.last_error})` : ""}; ${s.points} points, ${s.readings} readings, ${s.bad} bad\n`);
+      }
+    });
+}

@@ -1,0 +1,71 @@
+/**
+ * The `opcua:` section of the daemon config: OPC UA servers whose variables the daemon reads
+ * for its points. Checked at load without loading the OPC UA stack (it is imported only when
+ * this section exists).
+ *
+ * Security by default: SignAndEncrypt with Basic256Sha256. `Sign` is allowed; `None` only with
+ * `allow_unsecured: true`, for a device beside the gateway that offers nothing else. The
+ * deprecated Basic128Rsa15 and Basic256 policies are not offered. The server's certificate is
+ * trusted only when configured (`server_certificate`) or placed in the PKI's trusted folder:
+ * an unknown one is refused, saved under `<pki_dir>/rejected/` and reported with its thumbprint.
+ */
+import { z } from "zod";
+
+export const SECURITY_POLICIES = ["Basic256Sha256", "Aes128_Sha256_RsaOaep", "Aes256_Sha256_RsaPss"] as const;
+
+/**
+ * An OPC UA node id in its string form: `i=85`, `ns=2;s=Tank.Level`, `ns=3;g=<uuid>`,
+ * `ns=1;b=<base64>`, or with a namespace URI (`nsu=urn:plc;s=Tank.Level`), which survives
+ * servers that renumber their namespaces. Only the syntax is checked here.
+ */
+export const NODE_ID = /^(?:(?:ns=\d{1,5}|nsu=[^;]{1,512});)?(?:i=\d{1,10}|s=.{1,4096}|g=[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}|b=[A-Za-z0-9+/]+={0,2})$/s;
+
+export const nodeIdSchema = z.string().regex(NODE_ID, "an OPC UA node id such as ns=2;s=Tank.Level, i=2258 or nsu=urn:plc;s=Tank.Level");
+
+const int = (min: number, max: number) => z.number().int().min(min).max(max);
+
+export const opcuaServerSchema = z
+  .strictObject({
+    name: z.string().regex(/^[A-Za-z0-9_.-]{1,64}$/, "letters, digits, '_', '.' or '-', at most 64"),
+    endpoint: z.string().regex(/^opc\.tcp:\/\/[^/\s:]+(:\d{1,5})?(\/\S*)?$/, "must be opc.tcp://HOST[:PORT][/PATH]"),
+    security_mode: z.enum(["SignAndEncrypt", "Sign", "None"]).default("SignAndEncrypt"),
+    security_policy: z.enum(SECURITY_POLICIES).default("Basic256Sha256"),
+    /** Required to accept security_mode None: nothing on the link is signed or encrypted. */
+    allow_unsecured: z.boolean().default(false),
+    /** The server's certificate (PEM or DER) to trust. */
+    server_certificate: z.string().min(1).optional(),
+    /** User name token; the password comes from a file (0600). Absent: anonymous. */
+    user: z.strictObject({ username: z.string().min(1).max(256), password_file: z.string().min(1) }).optional(),
+    request_timeout_ms: int(100, 120_000).default(5000),
+    /** Connection, secure channel and session must be open within this, or the attempt is dropped. */
+    connect_timeout_ms: int(500, 300_000).default(15_000),
+    /** Nodes per Read request; a server may lower it (OperationLimits). */
+    max_nodes_per_read: int(1, 10_000).default(500),
+    reconnect_min_ms: int(100, 600_000).default(1000),
+    reconnect_max_ms: int(1000, 3_600_000).default(60_000),
+  })
+  .refine((s) => s.security_mode !== "None" || s.allow_unsecured, {
+    message: "security_mode None sends everything in clear and unauthenticated: set allow_unsecured: true to accept that",
+    path: ["security_mode"],
+  })
+  .refine((s) => s.reconnect_min_ms <= s.reconnect_max_ms, { message: "reconnect_min_ms must not exceed reconnect_max_ms", path: ["reconnect_min_ms"] });
+
+export const opcuaConfigSchema = z
+  .strictObject({
+    /** The client's certificate store: own certificate and key (made on first start), trusted, rejected. */
+    pki_dir: z.string().min(1).default("data/opcua-pki"),
+    /** Bounds on what a server may send, checked before anything is decoded. */
+    max_message_bytes: int(64 * 1024, 64 * 1024 ** 2).default(4 * 1024 ** 2),
+    max_chunk_count: int(1, 4096).default(64),
+    servers: z.array(opcuaServerSchema).min(1).max(64),
+  })
+  .superRefine((c, ctx) => {
+    const seen = new Set<string>();
+    c.servers.forEach((s, i) => {
+      if (seen.has(s.name)) ctx.addIssue({ code: "custom", path: ["servers", i, "name"], message: `server name ${s.name} is used twice` });
+      seen.add(s.name);
+    });
+  });
+
+export type OpcuaConfig = z.output<typeof opcuaConfigSchema>;
+export type OpcuaServerConfig = z.output<typeof opcuaServerSchema>;

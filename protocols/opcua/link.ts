@@ -1,0 +1,276 @@
+/**
+ * One OPC UA server: a secure channel and a session, kept open and re-opened with a backoff when
+ * they break. Reads go through `read`; while the link is down they fail at once, so pollers
+ * never queue behind a dead server.
+ *
+ * Trust is checked twice: the certificate store refuses a server certificate it does not
+ * trust (it is saved under `rejected/` and reported with its thumbprint), and when
+ * `server_certificate` is configured the server must present exactly that certificate.
+ */
+import { createHash, X509Certificate } from "node:crypto";
+import { readdirSync, readFileSync, statSync } from "node:fs";
+import { join } from "node:path";
+import type { OPCUACertificateManager } from "node-opcua-certificate-manager";
+import type { ClientSession, DataValue, OPCUAClient, ReadValueIdOptions, UserIdentityInfo } from "node-opcua-client";
+import { readSecretFile } from "../../agent/keys/files";
+import type { OpcuaServerConfig } from "./config";
+import type { CertificateSeen, OpcuaEvents } from "./events";
+
+type ClientModule = typeof import("node-opcua-client");
+
+export type LinkState = "connecting" | "up" | "down" | "stopped";
+
+export interface LinkStatus {
+  name: string;
+  endpoint: string;
+  security: string;
+  state: LinkState;
+  last_error?: string;
+  connects: number;
+  reads: number;
+  read_errors: number;
+}
+
+export interface LinkLimits {
+  maxMessageBytes: number;
+  maxChunkCount: number;
+}
+
+/** Status codes that mean the server refused who we are, not that it is unreachable. */
+const AUTH_REFUSED = /BadUserAccessDenied|BadIdentityTokenInvalid|BadIdentityTokenRejected|BadSecurityPolicyRejected|BadSecurityModeRejected|BadCertificate(?!Untrusted)|BadSecurityChecksFailed|The endpoint .* not found|Cannot find an Endpoint/i;
+
+export class OpcuaLink {
+  private client: OPCUAClient | undefined;
+  private session: ClientSession | undefined;
+  private state: LinkState = "down";
+  private lastError: string | undefined;
+  private timer: NodeJS.Timeout | undefined;
+  private delay: number;
+  private namespaces: string[] = [];
+  private readonly counters = { connects: 0, reads: 0, read_errors: 0 };
+  /** Called after each new session: node ids with a namespace URI are resolved again. */
+  onSession: (() => void) | undefined;
+
+  constructor(
+    private readonly ua: ClientModule,
+    readonly config: OpcuaServerConfig,
+    private readonly certificates: OPCUACertificateManager,
+    private readonly events: OpcuaEvents,
+    private readonly limits: LinkLimits,
+    private readonly log: { info(o: object, m: string): void; warn(o: object, m: string): void },
+  ) {
+    this.delay = config.reconnect_min_ms;
+  }
+
+  get security(): string {
+    return `${this.config.security_mode}/${this.config.security_mode === "None" ? "None" : this.config.security_policy}`;
+  }
+
+  isUp(): boolean {
+    return this.state === "up";
+  }
+
+  start(): void {
+    if (this.state === "stopped") return;
+    void this.connect();
+  }
+
+  /** Namespace index of a URI on the connected server, or undefined. */
+  namespaceIndex(uri: string): number | undefined {
+    const i = this.namespaces.indexOf(uri);
+    return i < 0 ? undefined : i;
+  }
+
+  async read(nodes: ReadValueIdOptions[]): Promise<DataValue[]> {
+    const s = this.session;
+    if (!s || this.state !== "up") throw new Error(`server ${this.config.name} is ${this.state}`);
+    this.counters.reads++;
+    try {
+      return await s.read(nodes);
+    } catch (e) {
+      this.counters.read_errors++;
+      throw e;
+    }
+  }
+
+  status(): LinkStatus {
+    return { name: this.config.name, endpoint: this.config.endpoint, security: this.security, state: this.state, ...(this.lastError ? { last_error: this.lastError } : {}), ...this.counters };
+  }
+
+  async stop(): Promise<void> {
+    this.state = "stopped";
+    clearTimeout(this.timer);
+    await this.teardown();
+  }
+
+  private async connect(): Promise<void> {
+    if (this.state === "stopped") return;
+    this.state = "connecting";
+    const c = this.config;
+    const ua = this.ua;
+    const client = ua.OPCUAClient.create({
+      applicationName: "Gatewarden",
+      clientName: `gatewarden-${c.name}`,
+      clientCertificateManager: this.certificates,
+      securityMode: ua.MessageSecurityMode[c.security_mode],
+      securityPolicy: c.security_mode === "None" ? ua.SecurityPolicy.None : ua.SecurityPolicy[c.security_policy],
+      endpointMustExist: false,
+      keepSessionAlive: true,
+      requestedSessionTimeout: 60_000,
+      defaultTransactionTimeout: c.request_timeout_ms,
+      // One attempt per call: the backoff between attempts is ours, so state and events stay exact.
+      connectionStrategy: { maxRetry: 0, initialDelay: c.reconnect_min_ms, maxDelay: c.reconnect_max_ms },
+      // Bounds checked before a message is reassembled: chunks that never end cannot grow memory.
+      transportSettings: { maxMessageSize: this.limits.maxMessageBytes, maxChunkCount: this.limits.maxChunkCount, receiveBufferSize: 65_536, sendBufferSize: 65_536 },
+    });
+    this.client = client;
+    // A server that accepts the socket and then stalls (or streams chunks that never make a
+    // message) must not hold the link in "connecting" forever.
+    let deadline: NodeJS.Timeout | undefined;
+    const timeout = new Promise<never>((_, reject) => {
+      deadline = setTimeout(() => reject(new Error(`no session within connect_timeout_ms (${c.connect_timeout_ms} ms)`)), c.connect_timeout_ms);
+    });
+    try {
+      const session = await Promise.race([this.open(client), timeout]);
+      clearTimeout(deadline);
+      if (this.isStopped()) {
+        await session.close().catch(() => undefined);
+        return;
+      }
+      this.session = session;
+      const broken = (why: string) => void this.broken(client, why);
+      client.once("start_reconnection", () => broken("connection lost"));
+      client.once("close", () => broken("connection closed"));
+      session.once("session_closed", () => broken("session closed by the server"));
+      session.once("keepalive_failure", () => broken("session keep-alive failed"));
+      this.state = "up";
+      this.lastError = undefined;
+      this.delay = c.reconnect_min_ms;
+      this.counters.connects++;
+      this.events.up(c.name, c.endpoint, this.security);
+      this.log.info({ server: c.name, endpoint: c.endpoint, security: this.security }, "OPC UA session open.");
+      this.onSession?.();
+    } catch (e) {
+      clearTimeout(deadline);
+      await this.failed(client, e);
+    }
+  }
+
+  /** Channel, pin check, session and the server's namespace table. */
+  private async open(client: OPCUAClient): Promise<ClientSession> {
+    await client.connect(this.config.endpoint);
+    this.checkPinned(client);
+    const session = await client.createSession(this.userIdentity());
+    try {
+      this.namespaces = await session.readNamespaceArray();
+    } catch (e) {
+      await session.close().catch(() => undefined);
+      throw e;
+    }
+    return session;
+  }
+
+  private isStopped(): boolean {
+    return this.state === "stopped";
+  }
+
+  private userIdentity(): UserIdentityInfo {
+    const u = this.config.user;
+    if (!u) return { type: this.ua.UserTokenType.Anonymous };
+    const password = readSecretFile(u.password_file, `OPC UA server ${this.config.name} password file`).toString("utf8").replace(/\r?\n$/, "");
+    return { type: this.ua.UserTokenType.UserName, userName: u.username, password };
+  }
+
+  /** With `server_certificate` set, the channel must be with exactly that certificate. */
+  private checkPinned(client: OPCUAClient): void {
+    const file = this.config.server_certificate;
+    if (!file || this.config.security_mode === "None") return;
+    const presented = client.serverCertificate;
+    const der = Array.isArray(presented) ? presented[0] : presented;
+    const want = derOf(readFileSync(file));
+    if (!der || !Buffer.from(der).equals(want)) {
+      const seen = der ? describeCertificate(Buffer.from(der)) : undefined;
+      throw new PinMismatch(`the server presented ${seen ? `certificate ${seen.thumbprint}` : "no certificate"}, not the configured server_certificate`, seen);
+    }
+  }
+
+  private async failed(client: OPCUAClient, e: unknown): Promise<void> {
+    if (this.isStopped()) return this.teardown(client);
+    const reason = messageOf(e);
+    this.lastError = reason;
+    this.state = "down";
+    if (e instanceof PinMismatch) this.events.down(this.config.name, this.config.endpoint, reason, "certificate", e.seen);
+    else if (/BadCertificateUntrusted|certificate verification failed/i.test(reason)) this.events.down(this.config.name, this.config.endpoint, reason, "certificate", this.lastRejected());
+    else if (AUTH_REFUSED.test(reason)) this.events.down(this.config.name, this.config.endpoint, reason, "authentication");
+    else this.events.down(this.config.name, this.config.endpoint, reason);
+    this.log.warn({ server: this.config.name, endpoint: this.config.endpoint, reason }, "OPC UA server not available.");
+    await this.teardown(client);
+    this.schedule();
+  }
+
+  private async broken(client: OPCUAClient, why: string): Promise<void> {
+    if (this.client !== client || this.state !== "up") return;
+    await this.failed(client, new Error(why));
+  }
+
+  private schedule(): void {
+    if (this.state === "stopped") return;
+    clearTimeout(this.timer);
+    // Full jitter keeps a fleet of gateways from reconnecting in step after a server restart.
+    const wait = Math.round(this.delay / 2 + (Math.random() * this.delay) / 2);
+    this.delay = Math.min(this.delay * 2, this.config.reconnect_max_ms);
+    this.timer = setTimeout(() => void this.connect(), wait);
+    this.timer.unref();
+  }
+
+  private async teardown(client = this.client): Promise<void> {
+    const s = this.session;
+    this.session = undefined;
+    if (client === this.client) this.client = undefined;
+    if (s) await s.close().catch(() => undefined);
+    if (client) {
+      client.removeAllListeners();
+      await client.disconnect().catch(() => undefined);
+    }
+  }
+
+  /** The newest certificate in the store's `rejected/` folder: what the server just presented. */
+  private lastRejected(): CertificateSeen | undefined {
+    try {
+      const dir = join(this.certificates.rootDir, "rejected");
+      const newest = readdirSync(dir)
+        .filter((f) => /\.(pem|der)$/i.test(f))
+        .map((f) => ({ f: join(dir, f), t: statSync(join(dir, f)).mtimeMs }))
+        .sort((a, b) => b.t - a.t)[0];
+      return newest ? { ...describeCertificate(derOf(readFileSync(newest.f))), file: newest.f } : undefined;
+    } catch {
+      return undefined;
+    }
+  }
+}
+
+class PinMismatch extends Error {
+  constructor(
+    message: string,
+    readonly seen: CertificateSeen | undefined,
+  ) {
+    super(message);
+  }
+}
+
+/** DER bytes of a PEM or DER certificate file. */
+export function derOf(buf: Buffer): Buffer {
+  const text = buf.toString("latin1");
+  const m = /-----BEGIN CERTIFICATE-----([\s\S]+?)-----END CERTIFICATE-----/.exec(text);
+  return m ? Buffer.from(m[1]!.replace(/\s+/g, ""), "base64") : buf;
+}
+
+export function describeCertificate(der: Buffer): CertificateSeen {
+  const x = new X509Certificate(der);
+  return { thumbprint: createHash("sha1").update(der).digest("hex"), sha256: createHash("sha256").update(der).digest("hex"), subject: x.subject.replace(/\n/g, ", ") };
+}
+
+function messageOf(e: unknown): string {
+  const m = e instanceof Error ? e.message : String(e);
+  return m.split("\n")[0]!.slice(0, 300);
+}

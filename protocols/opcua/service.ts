@@ -1,0 +1,122 @@
+/**
+ * The OPC UA client as a daemon component: one certificate store, one link per configured
+ * server, one poller per server. The OPC UA stack is imported here only, and this module only
+ * when the config has an `opcua` section, so gateways without OPC UA never pay for it.
+ *
+ * The certificate store lives in `pki_dir`: the client's own certificate and key are made on
+ * first start (key 0600; the daemon refuses a looser one), configured server certificates are
+ * added to `trusted/`, refused ones land in `rejected/`.
+ */
+import { X509Certificate } from "node:crypto";
+import { existsSync, mkdirSync, readFileSync, statSync } from "node:fs";
+import { join } from "node:path";
+import type { EventSink } from "../../agent/events/types";
+import type { ReadingSink } from "../../agent/pipeline";
+import { DaemonError } from "../../agent/errors";
+import { readSecretFile } from "../../agent/keys/files";
+import type { OpcuaConfig } from "./config";
+import { OpcuaEvents } from "./events";
+import { derOf, describeCertificate, OpcuaLink, type LinkStatus } from "./link";
+import { OpcuaPoller, type OpcuaPolledPoint } from "./poller";
+
+export interface OpcuaServiceLog {
+  info(o: object, m: string): void;
+  warn(o: object, m: string): void;
+  debug(o: object, m: string): void;
+}
+
+export interface OpcuaStatus {
+  own_certificate: { file: string; thumbprint: string; subject: string; not_after: string } | null;
+  servers: (LinkStatus & { points: number; polls: number; readings: number; bad: number })[];
+}
+
+export class OpcuaService {
+  private readonly links: OpcuaLink[] = [];
+  private readonly pollers = new Map<string, OpcuaPoller>();
+  private ownCertificate: string | undefined;
+
+  constructor(
+    private readonly o: { config: OpcuaConfig; points: readonly OpcuaPolledPoint[]; events: EventSink; readings?: ReadingSink; log: OpcuaServiceLog },
+  ) {}
+
+  async start(): Promise<void> {
+    const c = this.o.config;
+    const log = this.o.log;
+    // Fail closed before anything connects: password files must exist and be owner-only.
+    for (const s of c.servers) if (s.user) readSecretFile(s.user.password_file, `opcua server ${s.name} password file`);
+    const ua = await import("node-opcua-client");
+    // The stack's own console output goes to the daemon's log instead (never at info: it is chatty).
+    ua.setWarningLogger((...a: unknown[]) => log.debug({ stack: "node-opcua" }, a.map(String).join(" ").slice(0, 500)));
+    ua.setErrorLogger((...a: unknown[]) => log.warn({ stack: "node-opcua" }, a.map(String).join(" ").slice(0, 500)));
+    ua.setDebugLogger(() => undefined);
+    const { OPCUACertificateManager } = await import("node-opcua-certificate-manager");
+    mkdirSync(c.pki_dir, { recursive: true, mode: 0o700 });
+    checkOwnKey(c.pki_dir);
+    const certificates = new OPCUACertificateManager({ rootFolder: c.pki_dir, automaticallyAcceptUnknownCertificate: false, keySize: 2048, disableFileWatchers: true });
+    try {
+      await certificates.initialize();
+    } catch (e) {
+      throw new DaemonError("OPCUA_SETUP", `OPC UA certificate store ${c.pki_dir} cannot be opened: ${e instanceof Error ? e.message : String(e)}`, { cause: e });
+    }
+    checkOwnKey(c.pki_dir);
+    for (const s of c.servers) {
+      if (!s.server_certificate) continue;
+      let der: Buffer;
+      try {
+        der = derOf(readFileSync(s.server_certificate));
+        describeCertificate(der);
+      } catch (e) {
+        throw new DaemonError("OPCUA_SETUP", `opcua server ${s.name}: server_certificate ${s.server_certificate} is not a readable certificate: ${e instanceof Error ? e.message : String(e)}`, { cause: e });
+      }
+      await certificates.trustCertificate(der);
+    }
+    const events = new OpcuaEvents(this.o.events);
+    for (const s of c.servers) {
+      const link = new OpcuaLink(ua, s, certificates, events, { maxMessageBytes: c.max_message_bytes, maxChunkCount: c.max_chunk_count }, log);
+      const poller = new OpcuaPoller(link, this.o.points.filter((p) => p.source.server === s.name), this.o.readings, events);
+      this.links.push(link);
+      this.pollers.set(s.name, poller);
+    }
+    // The first link makes the client certificate when the store has none; the rest share it.
+    this.ownCertificate = join(certificates.rootDir, "own", "certs", "client_certificate.pem");
+    for (const l of this.links) {
+      l.start();
+      this.pollers.get(l.config.name)!.start();
+    }
+    log.info({ servers: c.servers.map((s) => s.name), points: this.o.points.length }, "OPC UA client started.");
+  }
+
+  status(): OpcuaStatus {
+    return {
+      own_certificate: this.ownCertificateInfo(),
+      servers: this.links.map((l) => {
+        const p = this.pollers.get(l.config.name)!;
+        return { ...l.status(), points: this.o.points.filter((x) => x.source.server === l.config.name).length, polls: p.counters.polls, readings: p.counters.readings, bad: p.counters.bad };
+      }),
+    };
+  }
+
+  async stop(): Promise<void> {
+    for (const p of this.pollers.values()) p.stop();
+    await Promise.all(this.links.map((l) => l.stop()));
+  }
+
+  /** Where the client certificate is and its thumbprint: what the server's admin must trust. */
+  private ownCertificateInfo(): OpcuaStatus["own_certificate"] {
+    const f = this.ownCertificate;
+    if (!f || !existsSync(f)) return null;
+    const der = derOf(readFileSync(f));
+    const d = describeCertificate(der);
+    return { file: f, thumbprint: d.thumbprint, subject: d.subject, not_after: new Date(new X509Certificate(der).validTo).toISOString() };
+  }
+}
+
+/** The private key the store made must stay owner-only, like every key the daemon holds. */
+export function checkOwnKey(pkiDir: string): void {
+  const key = join(pkiDir, "own", "private", "private_key.pem");
+  if (!existsSync(key)) return;
+  const mode = statSync(key).mode & 0o077;
+  if (mode) {
+    throw new DaemonError("KEY_PERMISSIONS", `${key} is readable by group or others (mode ${(statSync(key).mode & 0o777).toString(8)}); run chmod 600 ${key}`);
+  }
+}

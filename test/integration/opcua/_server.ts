@@ -1,0 +1,71 @@
+import { writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { DataType, MessageSecurityMode, OPCUACertificateManager, OPCUAServer, SecurityPolicy, setWarningLogger, Variant, VariantArrayType } from "node-opcua";
+
+// The stack prints warnings to stdout; the tests read what the client reports instead.
+setWarningLogger(() => undefined);
+
+export interface TestServerOptions {
+  dir: string;
+  port?: number;
+  /** user name -> password; none: anonymous only. */
+  users?: Record<string, string>;
+  modes?: ("SignAndEncrypt" | "Sign" | "None")[];
+}
+
+/**
+ * A real node-opcua server for the client tests: SignAndEncrypt with Basic256Sha256 (and the
+ * given modes), user names and passwords, and a `Plant` folder whose variables the test sets:
+ * `ns=1;s=Tank.Level` (Double), `ns=1;s=Pump.Running` (Boolean), `ns=1;s=Meter.Total` (UInt64),
+ * `ns=1;s=Tag.Name` (String). The server trusts any client certificate: what is under test is
+ * the client's side of trust.
+ */
+export class TestOpcuaServer {
+  readonly values: Record<string, unknown> = { "Tank.Level": 2.5, "Pump.Running": true, "Meter.Total": [0, 1234], "Tag.Name": "T1" };
+  private server: OPCUAServer | undefined;
+  port = 0;
+  /** URI of the namespace the variables are in (for `nsu=` node ids). */
+  namespaceUri = "";
+  /** The server's own certificate, written as PEM (what an engineer pins in `server_certificate`). */
+  certFile = "";
+
+  constructor(private readonly o: TestServerOptions) {}
+
+  get endpoint(): string {
+    return `opc.tcp://127.0.0.1:${this.port}`;
+  }
+
+  async start(): Promise<void> {
+    const o = this.o;
+    const modes = (o.modes ?? ["SignAndEncrypt"]).map((m) => MessageSecurityMode[m]);
+    const server = new OPCUAServer({
+      port: this.port || o.port || 0,
+      hostname: "127.0.0.1",
+      serverCertificateManager: new OPCUACertificateManager({ rootFolder: join(o.dir, "server-pki"), automaticallyAcceptUnknownCertificate: true, disableFileWatchers: true }),
+      securityModes: modes,
+      securityPolicies: modes.includes(MessageSecurityMode.None) ? [SecurityPolicy.None, SecurityPolicy.Basic256Sha256] : [SecurityPolicy.Basic256Sha256],
+      allowAnonymous: !o.users,
+      userManager: o.users ? { isValidUser: (u: string, p: string) => o.users![u] === p } : undefined,
+    });
+    await server.initialize();
+    const space = server.engine.addressSpace!;
+    const ns = space.getOwnNamespace();
+    this.namespaceUri = ns.namespaceUri;
+    const plant = ns.addFolder(space.rootFolder.objects, { browseName: "Plant" });
+    const types: Record<string, [DataType, string]> = { "Tank.Level": [DataType.Double, "Double"], "Pump.Running": [DataType.Boolean, "Boolean"], "Meter.Total": [DataType.UInt64, "UInt64"], "Tag.Name": [DataType.String, "String"] };
+    for (const [name, [dt, dtName]] of Object.entries(types)) {
+      ns.addVariable({ organizedBy: plant, browseName: name, nodeId: `s=${name}`, dataType: dtName, minimumSamplingInterval: 10, value: { get: () => new Variant({ dataType: dt, arrayType: VariantArrayType.Scalar, value: this.values[name] }) } });
+    }
+    await server.start();
+    this.server = server;
+    this.port = server.endpoints[0]!.port;
+    const der = server.getCertificate();
+    this.certFile = join(o.dir, `server-${this.port}.pem`);
+    writeFileSync(this.certFile, `-----BEGIN CERTIFICATE-----\n${der.toString("base64").replace(/(.{64})/g, "$1\n")}\n-----END CERTIFICATE-----\n`);
+  }
+
+  async stop(): Promise<void> {
+    await this.server?.shutdown(0);
+    this.server = undefined;
+  }
+}

@@ -1,0 +1,149 @@
+import { afterEach, describe, expect, it } from "vitest";
+import { existsSync, readdirSync, statSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import type { EventDraft } from "../../../agent/events/types";
+import type { Reading } from "../../../agent/pipeline";
+import { opcuaConfigSchema } from "../../../protocols/opcua/config";
+import type { OpcuaPolledPoint } from "../../../protocols/opcua/poller";
+import { OpcuaService } from "../../../protocols/opcua/service";
+import { silent, tempDir, until } from "../../helpers/fixture";
+import { TestOpcuaServer } from "./_server";
+
+const pt = (id: string, node: string, over: Partial<OpcuaPolledPoint["source"]> = {}): OpcuaPolledPoint => ({ id, source: { server: "plc", node_id: node, scale: 1, offset: 0, ...over }, interval_ms: 50 });
+
+describe("OPC UA client: secured sessions to a real node-opcua server, polled into readings", () => {
+  const cleanups: (() => Promise<void> | void)[] = [];
+  afterEach(async () => {
+    for (const c of cleanups.reverse()) await c();
+    cleanups.length = 0;
+  });
+
+  async function setup(o: { users?: Record<string, string>; modes?: ("SignAndEncrypt" | "Sign" | "None")[] } = { users: { operator: "pump-station-7" } }) {
+    const t = tempDir("gw-opcua-");
+    cleanups.push(t.cleanup);
+    const server = new TestOpcuaServer({ dir: t.dir, ...o });
+    await server.start();
+    cleanups.push(() => server.stop());
+    const pw = join(t.dir, "plc.pass");
+    writeFileSync(pw, "pump-station-7\n", { mode: 0o600 });
+    return { t, server, pw };
+  }
+
+  function service(dir: string, server: Record<string, unknown>, points: OpcuaPolledPoint[]) {
+    const events: EventDraft[] = [];
+    const readings: Reading[] = [];
+    const config = opcuaConfigSchema.parse({ pki_dir: join(dir, "client-pki"), servers: [{ name: "plc", reconnect_min_ms: 200, reconnect_max_ms: 1000, ...server }] });
+    const svc = new OpcuaService({ config, points, events: { record: (d) => events.push(d) }, readings: { reading: (r) => readings.push(r) }, log: silent });
+    cleanups.push(() => svc.stop());
+    return { svc, events, readings };
+  }
+
+  it("reads over SignAndEncrypt with a user, converts types and scales, and reports bad nodes once", async () => {
+    const { t, server, pw } = await setup();
+    const { svc, events, readings } = service(
+      t.dir,
+      { endpoint: server.endpoint, server_certificate: server.certFile, user: { username: "operator", password_file: pw } },
+      [pt("level", "ns=1;s=Tank.Level", { scale: 100, offset: 1 }), pt("running", "ns=1;s=Pump.Running"), pt("total", `nsu=${server.namespaceUri};s=Meter.Total`), pt("name", "ns=1;s=Tag.Name"), pt("missing", "ns=1;s=No.Such")],
+    );
+    await svc.start();
+    await until(() => new Set(readings.map((r) => r.point)).size >= 3, 15_000, "readings of three points");
+    const last = (id: string) => readings.filter((r) => r.point === id).at(-1)!;
+    expect(last("level").value).toBe(251);
+    expect(last("level").source).toBe("opcua:plc/ns=1;s=Tank.Level");
+    expect(last("running").value).toBe(1);
+    expect(last("total").value).toBe(1234);
+    expect(readings.some((r) => r.point === "name" || r.point === "missing")).toBe(false);
+    server.values["Tank.Level"] = 3.25;
+    await until(() => last("level").value === 326, 5000, "the new level");
+    await until(() => events.filter((e) => e.ocsf.class_uid === 2004).length >= 2, 5000, "unreadable-point findings");
+    const bad = events.filter((e) => e.ocsf.class_uid === 2004).map((e) => e.ocsf.message);
+    expect(bad.some((m) => /Point name .*not a number \(string\)/.test(m))).toBe(true);
+    expect(bad.some((m) => /Point missing .*BadNodeIdUnknown/.test(m))).toBe(true);
+    const polls = svc.status().servers[0]!.polls;
+    await until(() => svc.status().servers[0]!.polls > polls + 10, 5000, "more polls");
+    expect(events.filter((e) => e.ocsf.class_uid === 2004).length).toBe(2); // held: not one per poll
+    const up = events.find((e) => e.ocsf.class_uid === 4001 && e.ocsf.activity_id === 1)!;
+    expect(up.ocsf.message).toBe("OPC UA server plc is up (SignAndEncrypt/Basic256Sha256)");
+    const st = svc.status();
+    expect(st.servers[0]).toMatchObject({ name: "plc", state: "up", points: 5 });
+    expect(st.own_certificate?.thumbprint).toMatch(/^[0-9a-f]{40}$/);
+    expect(statSync(join(t.dir, "client-pki", "own", "private", "private_key.pem")).mode & 0o077).toBe(0);
+  });
+
+  it("refuses a server certificate it was not told to trust, saves it for review and names its thumbprint", async () => {
+    const { t, server, pw } = await setup();
+    const { svc, events, readings } = service(t.dir, { endpoint: server.endpoint, user: { username: "operator", password_file: pw } }, [pt("level", "ns=1;s=Tank.Level")]);
+    await svc.start();
+    await until(() => events.some((e) => e.ocsf.class_uid === 3002), 15_000, "a certificate refusal");
+    const e = events.find((x) => x.ocsf.class_uid === 3002)!;
+    expect(e.class).toBe("finding");
+    expect(e.severity).toBe(4);
+    const cert = (e.ocsf.unmapped as { opcua: { certificate: { thumbprint: string; file: string } } }).opcua.certificate;
+    expect(e.ocsf.message).toContain(cert.thumbprint);
+    expect(existsSync(cert.file)).toBe(true);
+    expect(readdirSync(join(t.dir, "client-pki", "rejected")).length).toBe(1);
+    await new Promise((r) => setTimeout(r, 1500)); // several reconnect attempts
+    expect(events.filter((x) => x.ocsf.class_uid === 3002).length).toBe(1);
+    expect(readings.length).toBe(0);
+    expect(svc.status().servers[0]!.state).not.toBe("up");
+  });
+
+  it("refuses a server whose certificate is trusted but is not the pinned one", async () => {
+    const { t, server, pw } = await setup();
+    const other = new TestOpcuaServer({ dir: join(t.dir, "other") });
+    const { mkdirSync } = await import("node:fs");
+    mkdirSync(join(t.dir, "other"));
+    await other.start();
+    cleanups.push(() => other.stop());
+    // Trust the real server through the store (first service), then pin another certificate.
+    const first = service(t.dir, { endpoint: server.endpoint, server_certificate: server.certFile, user: { username: "operator", password_file: pw } }, []);
+    await first.svc.start();
+    await until(() => first.svc.status().servers[0]!.state === "up", 15_000, "the first session");
+    await first.svc.stop();
+    const { svc, events } = service(t.dir, { endpoint: server.endpoint, server_certificate: other.certFile, user: { username: "operator", password_file: pw } }, []);
+    await svc.start();
+    await until(() => events.some((e) => e.ocsf.class_uid === 3002), 15_000, "a pin refusal");
+    expect(events.find((e) => e.ocsf.class_uid === 3002)!.ocsf.status_detail).toMatch(/not the configured server_certificate/);
+    expect(svc.status().servers[0]!.state).not.toBe("up");
+  });
+
+  it("reports a refused password as an authentication failure, once", async () => {
+    const { t, server } = await setup();
+    const pw = join(t.dir, "wrong.pass");
+    writeFileSync(pw, "guess", { mode: 0o600 });
+    const { svc, events, readings } = service(t.dir, { endpoint: server.endpoint, server_certificate: server.certFile, user: { username: "operator", password_file: pw } }, [pt("level", "ns=1;s=Tank.Level")]);
+    await svc.start();
+    await until(() => events.some((e) => e.ocsf.class_uid === 3002), 15_000, "an authentication failure");
+    await new Promise((r) => setTimeout(r, 1000));
+    const auth = events.filter((e) => e.ocsf.class_uid === 3002);
+    expect(auth.length).toBe(1);
+    expect(auth[0]!.ocsf.message).toMatch(/refused the session: .*BadUserAccessDenied/);
+    expect(JSON.stringify(events)).not.toContain("guess");
+    expect(readings.length).toBe(0);
+  });
+
+  it("refuses to start with a password file others can read", async () => {
+    const { t, server } = await setup();
+    const pw = join(t.dir, "open.pass");
+    writeFileSync(pw, "pump-station-7", { mode: 0o644 });
+    const { svc } = service(t.dir, { endpoint: server.endpoint, user: { username: "operator", password_file: pw } }, []);
+    await expect(svc.start()).rejects.toMatchObject({ code: "KEY_PERMISSIONS" });
+  });
+
+  it("records the server going down, keeps trying with a backoff and resumes readings when it is back", async () => {
+    const { t, server, pw } = await setup();
+    const { svc, events, readings } = service(t.dir, { endpoint: server.endpoint, server_certificate: server.certFile, user: { username: "operator", password_file: pw } }, [pt("level", "ns=1;s=Tank.Level")]);
+    await svc.start();
+    await until(() => readings.length > 0, 15_000, "first readings");
+    await server.stop();
+    await until(() => events.some((e) => e.ocsf.class_uid === 4001 && e.ocsf.activity_id === 4), 15_000, "a down event");
+    expect(svc.status().servers[0]!.state).not.toBe("up");
+    const n = readings.length;
+    server.values["Tank.Level"] = 4.5;
+    await server.start(); // same port, same certificate
+    await until(() => readings.length > n && readings.at(-1)!.value === 4.5, 20_000, "readings after the restart");
+    const ups = events.filter((e) => e.ocsf.class_uid === 4001 && e.ocsf.activity_id === 1);
+    expect(ups.length).toBe(2);
+    expect(events.filter((e) => e.ocsf.class_uid === 4001 && e.ocsf.activity_id === 4).length).toBe(1);
+  });
+});

@@ -1,0 +1,69 @@
+import { describe, expect, it } from "vitest";
+import { opcuaConfigSchema } from "../../../protocols/opcua/config";
+import { planReads, resolveNodeId, valueOf, type OpcuaPolledPoint } from "../../../protocols/opcua/poller";
+
+const server = (over: Record<string, unknown> = {}) => ({ name: "plc", endpoint: "opc.tcp://10.0.0.5:4840", ...over });
+const issues = (cfg: unknown) => {
+  const r = opcuaConfigSchema.safeParse(cfg);
+  return r.success ? [] : r.error.issues.map((i) => `${i.path.join(".")}: ${i.message}`);
+};
+
+describe("opcua config", () => {
+  it("defaults to SignAndEncrypt with Basic256Sha256 and bounded messages", () => {
+    const c = opcuaConfigSchema.parse({ servers: [server()] });
+    expect(c.servers[0]).toMatchObject({ security_mode: "SignAndEncrypt", security_policy: "Basic256Sha256", allow_unsecured: false, request_timeout_ms: 5000 });
+    expect(c).toMatchObject({ pki_dir: "data/opcua-pki", max_message_bytes: 4 * 1024 ** 2, max_chunk_count: 64 });
+  });
+
+  it("accepts security mode None only when the config says so in as many words", () => {
+    expect(issues({ servers: [server({ security_mode: "None" })] })).toEqual(["servers.0.security_mode: security_mode None sends everything in clear and unauthenticated: set allow_unsecured: true to accept that"]);
+    expect(issues({ servers: [server({ security_mode: "None", allow_unsecured: true })] })).toEqual([]);
+  });
+
+  it.each([
+    ["a deprecated policy", { servers: [server({ security_policy: "Basic128Rsa15" })] }, "servers.0.security_policy"],
+    ["Basic256", { servers: [server({ security_policy: "Basic256" })] }, "servers.0.security_policy"],
+    ["an http endpoint", { servers: [server({ endpoint: "http://10.0.0.5:4840" })] }, "servers.0.endpoint: must be opc.tcp://HOST[:PORT][/PATH]"],
+    ["a duplicate name", { servers: [server(), server()] }, "servers.1.name: server name plc is used twice"],
+    ["no servers", { servers: [] }, "servers"],
+    ["an unknown key", { servers: [server({ password: "x" })] }, "servers.0"],
+    ["a user without password file", { servers: [server({ user: { username: "op" } })] }, "servers.0.user.password_file"],
+    ["an unbounded message size", { servers: [server()], max_message_bytes: 1e9 }, "max_message_bytes"],
+    ["inverted backoff", { servers: [server({ reconnect_min_ms: 5000, reconnect_max_ms: 1000 })] }, "servers.0.reconnect_min_ms"],
+  ])("refuses %s", (_n, cfg, path) => {
+    expect(issues(cfg).join("\n")).toContain(path);
+  });
+});
+
+describe("OPC UA reads", () => {
+  const pt = (id: string, interval_ms = 100): OpcuaPolledPoint => ({ id, source: { server: "plc", node_id: `ns=1;s=${id}`, scale: 1, offset: 0 }, interval_ms });
+
+  it("groups points by interval into reads of at most max_nodes_per_read nodes", () => {
+    const plan = planReads([pt("a"), pt("b"), pt("c"), pt("d", 1000), pt("e")], 2);
+    expect(plan.get(100)!.map((b) => b.points.map((p) => p.id))).toEqual([["a", "b"], ["c", "e"]]);
+    expect(plan.get(1000)!.map((b) => b.points.map((p) => p.id))).toEqual([["d"]]);
+  });
+
+  it("resolves namespace URIs on the connected server and leaves other forms alone", () => {
+    const idx = (u: string) => (u === "urn:plc" ? 3 : undefined);
+    expect(resolveNodeId("nsu=urn:plc;s=Tank;Level", idx)).toBe("ns=3;s=Tank;Level");
+    expect(resolveNodeId("nsu=urn:other;i=5", idx)).toBeNull();
+    expect(resolveNodeId("ns=2;s=X", idx)).toBe("ns=2;s=X");
+    expect(resolveNodeId("i=2258", idx)).toBe("i=2258");
+  });
+
+  it("turns values into numbers, and says why it cannot", () => {
+    const dv = (value: unknown, dataType = 11, status = 0, name = "Good") => ({ statusCode: { value: status, name }, value: { dataType, value } }) as never;
+    expect(valueOf(dv(2.5))).toBe(2.5);
+    expect(valueOf(dv(true, 1))).toBe(1);
+    expect(valueOf(dv([0, 1234], 9))).toBe(1234); // UInt64 as [high, low]
+    expect(valueOf(dv([0xffffffff, 0xfffffffe], 8))).toBe(-2); // Int64 -2
+    expect(valueOf(dv([1, 0], 9))).toBe(2 ** 32);
+    expect(valueOf(dv(7, 6, 0x40000000, "Uncertain"))).toBe(7); // uncertain still carries a value
+    expect(valueOf(dv(null, 0, 0x80340000, "BadNodeIdUnknown"))).toBe("status BadNodeIdUnknown");
+    expect(valueOf(dv("T1", 12))).toBe("the value is not a number (string)");
+    expect(valueOf(dv(NaN))).toBe("the value is not finite");
+    expect(valueOf(dv([1, 2, 3], 11))).toBe("the value is not a number (an array)");
+    expect(valueOf(dv(null))).toBe("the node has no value");
+  });
+});
