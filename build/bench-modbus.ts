@@ -3,10 +3,15 @@
  * for a direct connection, a blind TCP pipe (the physical limit of any proxy) and Gatewarden,
  * in the same run, with 1 and 16 concurrent clients (one request in flight per client).
  *
- * Threads: the reference device, the blind pipe and the load clients run in worker threads
- * from self-contained code (node built-ins only); Gatewarden runs on the main thread, which is
- * otherwise idle. Every hop therefore has an event loop of its own, as in separate processes.
+ * Placement: the reference device and the load clients run as child processes from
+ * self-contained code (node built-ins only); the blind pipe runs in a worker thread and
+ * Gatewarden on the main thread, which is otherwise idle. Every hop has an event loop of its
+ * own. With two or more CPUs and taskset, the path under test (pipe or proxy) gets CPU 0 and
+ * the device and clients the others, as on a gateway, where SCADA and the PLC are other
+ * machines: otherwise the load generator and the path it measures take turns on the same
+ * cores, and the tail measures the scheduler. GW_BENCH_PIN=0 turns this off.
  */
+import { spawn, spawnSync, type ChildProcess } from "node:child_process";
 import { Worker } from "node:worker_threads";
 import { cpus } from "node:os";
 import { decideFailClosed } from "../protocols/policy";
@@ -107,6 +112,43 @@ export function startWorker<T>(code: string, workerData: unknown = {}): Promise<
   });
 }
 
+/** CPUs for the load side and what the report says of the placement; null: unpinned. */
+export function pinForBench(): { load: string; placement: string; unpin: () => void } | null {
+  const n = cpus().length;
+  if (process.env.GW_BENCH_PIN === "0" || n < 2) return null;
+  // -a: every thread of this process, and threads made later (the pipe worker) inherit it.
+  const r = spawnSync("taskset", ["-a", "-p", "-c", "0", String(process.pid)], { stdio: "ignore" });
+  if (r.status !== 0) return null;
+  const load = n === 2 ? "1" : `1-${n - 1}`;
+  const unpin = () => void spawnSync("taskset", ["-a", "-p", "-c", `0-${n - 1}`, String(process.pid)], { stdio: "ignore" });
+  return { load, unpin, placement: `pipe and proxy on CPU 0, device and clients on CPU ${load} (taskset)` };
+}
+
+/**
+ * Runs worker code (which talks through \`parentPort\` and reads \`workerData\`) in a child
+ * process on the given CPUs: the same code as a worker thread, apart from the load it measures.
+ */
+export function startProcess<T>(code: string, workerData: unknown, cpuList: string): Promise<{ proc: ChildProcess; first: T }> {
+  const shim = "const parentPort = { postMessage: (m) => process.send(m), on: (e, f) => process.on(e, f) }; const workerData = JSON.parse(process.env.GW_WORKER_DATA);";
+  const body = code.replace(/const \{[^}]*\} = require\("node:worker_threads"\);/, shim);
+  const proc = spawn("taskset", ["-c", cpuList, process.execPath, "-e", body], { stdio: ["ignore", "inherit", "inherit", "ipc"], env: { ...process.env, GW_WORKER_DATA: JSON.stringify(workerData) } });
+  return new Promise((resolve, reject) => {
+    proc.once("message", (first) => resolve({ proc, first: first as T }));
+    proc.once("error", reject);
+    proc.once("exit", (code) => reject(new Error(`bench child exited with ${code}`)));
+  });
+}
+
+/** A load-side peer: a child process on the load CPUs when pinned, else a worker thread. */
+async function startPeer<T>(code: string, workerData: unknown, pin: { load: string } | null): Promise<{ stop: () => Promise<unknown>; first: T }> {
+  if (pin) {
+    const { proc, first } = await startProcess<T>(code, workerData, pin.load);
+    return { first, stop: () => new Promise((r) => (proc.exitCode !== null ? r(null) : (proc.once("exit", r), proc.kill()))) };
+  }
+  const { worker, first } = await startWorker<T>(code, workerData);
+  return { first, stop: () => worker.terminate() };
+}
+
 /**
  * A Gatewarden proxy on the main thread, read-only policy for 127.0.0.1, routed to `devicePort`.
  * The benchmark measures the proxy's own cost, so the per-connection request rate limit is
@@ -169,9 +211,9 @@ interface Figures {
   bad: number;
 }
 
-async function measure(port: number, clients: number, durationMs: number, warmupMs: number): Promise<Figures> {
-  const { worker, first } = await startWorker<Figures>(CLIENTS_JS, { port, clients, durationMs, warmupMs });
-  await worker.terminate();
+async function measure(port: number, clients: number, durationMs: number, warmupMs: number, pin: { load: string } | null): Promise<Figures> {
+  const { stop, first } = await startPeer<Figures>(CLIENTS_JS, { port, clients, durationMs, warmupMs }, pin);
+  await stop();
   return first;
 }
 
@@ -186,7 +228,8 @@ export async function benchModbus(opts: { durationMs?: number; warmupMs?: number
   const durationMs = opts.durationMs ?? Number(process.env.GW_BENCH_MS ?? 1000);
   const warmupMs = opts.warmupMs ?? 200;
   const rounds = opts.rounds ?? Number(process.env.GW_BENCH_ROUNDS ?? 7);
-  const server = await startWorker<{ port: number }>(RAW_SERVER_JS);
+  const pin = pinForBench();
+  const server = await startPeer<{ port: number }>(RAW_SERVER_JS, {}, pin);
   const pipe = await startWorker<{ port: number }>(BLIND_PIPE_JS, { port: server.first.port });
   const gw = await startGatewarden(server.first.port);
   const targets = Object.entries({ direct: server.first.port, blind_pipe: pipe.first.port, gatewarden: gw.port });
@@ -196,7 +239,7 @@ export async function benchModbus(opts: { durationMs?: number; warmupMs?: number
   try {
     for (const clients of opts.clients ?? [1, 16]) {
       // One discarded pass over every path first (connection set-up, JIT, caches), alike for all.
-      for (const [, port] of targets) await measure(port, clients, Math.min(durationMs, 300), warmupMs);
+      for (const [, port] of targets) await measure(port, clients, Math.min(durationMs, 300), warmupMs, pin);
       const per: Record<string, Figures[]> = { direct: [], blind_pipe: [], gatewarden: [] };
       // Interleave the three paths over several short rounds, rotating which goes first, and
       // report the medians over the rounds (each figure separately): a burst of load from
@@ -204,7 +247,7 @@ export async function benchModbus(opts: { durationMs?: number; warmupMs?: number
       for (let r = 0; r < rounds; r++)
         for (let k = 0; k < targets.length; k++) {
           const [name, port] = targets[(k + r) % targets.length]!;
-          per[name]!.push(await measure(port, clients, durationMs, warmupMs));
+          per[name]!.push(await measure(port, clients, durationMs, warmupMs, pin));
         }
       for (const v of Object.values(per)) for (const x of v) bad += x.bad;
       results[`clients_${clients}`] = Object.fromEntries(
@@ -232,7 +275,8 @@ export async function benchModbus(opts: { durationMs?: number; warmupMs?: number
   } finally {
     await gw.service.stop();
     await pipe.worker.terminate();
-    await server.worker.terminate();
+    await server.stop();
+    pin?.unpin();
   }
   if (bad) throw new Error(`modbus bench: ${bad} answers were not the expected FC 3 response`);
   const summary = Object.fromEntries(
@@ -249,6 +293,7 @@ export async function benchModbus(opts: { durationMs?: number; warmupMs?: number
     name: "modbus-proxy",
     request: "FC 3, 10 holding registers, one request in flight per client",
     machine: { cpus: cpus().length, model: cpus()[0]?.model ?? "unknown", node: process.version },
+    placement: pin?.placement ?? "unpinned: every thread on every CPU",
     duration_ms: durationMs,
     rounds,
     results,
