@@ -72,7 +72,7 @@ export class DetectionEngine implements ReadingSink {
       const disabled = explained.has(id) ? [...this.options.disabled, ...STATE_DEPENDENT_OFF] : this.options.disabled;
       this.perPoint.set(id, createSignalDetectors(id, spec, { utc_offset_min: offset, disabled }));
     }
-    this.site = init.site ? new SiteDetector(init.site) : null;
+    this.site = init.site ? new SiteDetector(init.site, (p) => init.points[p]?.kind) : null;
     for (const [name, pts] of Object.entries(init.groups ?? {})) {
       if (pts.length < 2) continue;
       const g = new GroupShiftDetector(name, pts);

@@ -44,8 +44,15 @@ export const meterSchema = z.strictObject({
   main: id,
   subs: z.array(id).min(1),
   tolerance_pct: z.number().min(0).max(100).default(3),
-  /** Absolute tolerance in the meters' unit (no-load noise). */
+  /** Absolute tolerance in the meters' unit (no-load noise; for counters, their resolution). */
   tolerance_abs: z.number().min(0).default(0),
+  /**
+   * `values`: compare readings (power, flow). `increments`: compare what each counter advanced
+   * over `window_s` (energy or volume counters, whose absolute readings differ by when each
+   * meter was installed). Default: increments when the main point is an energy counter.
+   */
+  compare: z.enum(["values", "increments"]).optional(),
+  window_s: z.number().int().min(10).max(86_400).default(900),
 });
 
 export const powerSchema = z.strictObject({

@@ -8,7 +8,7 @@
 import { parse as parseYaml } from "yaml";
 import type { Reading } from "../agent/pipeline";
 import { DaemonError } from "../agent/errors";
-import { badState, checkVersion, fmt, num, numArray, obj, type Detector, type Emit } from "./detector";
+import { badState, checkVersion, fmt, num, numArray, obj, type Detector, type Emit, type Finding } from "./detector";
 import { siteSchema, type RelationConfig, type SiteConfig, type TankConfig } from "./site-schema";
 
 export { siteSchema, type SiteConfig } from "./site-schema";
@@ -241,6 +241,71 @@ class RelationCheck implements Check {
   }
 }
 
+/**
+ * Counters: what the main meter advanced over a window against what its sub-meters advanced.
+ * A counter that went backwards (a reset, a rollover, a rollback the counter detector reports)
+ * starts a new window instead of a false balance alarm.
+ */
+class MeterIncrementCheck implements Check {
+  readonly key: string;
+  private t0: number | null = null;
+  private base: number[] = [];
+  /** The last window's imbalance, reported on every tick until a window balances again, so a
+   * lasting imbalance is one incident, not one per window. */
+  private open: Omit<Finding, "ts"> | null = null;
+  constructor(private readonly m: SiteConfig["meters"][number]) {
+    this.key = `meter_increments:${m.main}`;
+  }
+  evaluate(now: Values, _p: Values | null, _dt: number, ts: number, emit: Emit | null): void {
+    const ids = [this.m.main, ...this.m.subs];
+    const cur: number[] = [];
+    for (const id of ids) {
+      const v = now.get(id);
+      if (v === undefined) return;
+      cur.push(v);
+    }
+    if (this.t0 === null || ts < this.t0 || cur.some((v, i) => v < this.base[i]!)) {
+      this.t0 = ts;
+      this.base = cur;
+      this.open = null;
+      return;
+    }
+    if (ts - this.t0 >= this.m.window_s * 1000) this.closeWindow(cur, ts);
+    if (emit !== null && this.open) emit({ ...this.open, ts });
+  }
+  private closeWindow(cur: number[], ts: number): void {
+    const dMain = cur[0]! - this.base[0]!;
+    let dSubs = 0;
+    for (let i = 1; i < cur.length; i++) dSubs += cur[i]! - this.base[i]!;
+    const minutes = Math.round((ts - this.t0!) / 60_000);
+    this.t0 = ts;
+    this.base = cur;
+    const tol = (Math.abs(dMain) * this.m.tolerance_pct) / 100 + this.m.tolerance_abs;
+    const diff = Math.abs(dMain - dSubs);
+    this.open =
+      diff <= tol || (tol <= 0 && diff === 0)
+        ? null
+        : {
+            point: this.m.main, detector: "meter_balance", score: diff / Math.max(tol, 1e-9), observed: dMain, expected: dSubs,
+            related: this.m.subs, strength: "physical",
+            reason: `over the last ${minutes} min main meter ${this.m.main} advanced ${fmt(dMain)} but its sub-meters (${this.m.subs.join(", ")}) advanced ${fmt(dSubs)} together, beyond the ${this.m.tolerance_pct} % tolerance`,
+          };
+  }
+  save(): number[] {
+    return this.t0 === null ? [] : [this.t0, ...this.base];
+  }
+  load(s: number[]): void {
+    this.open = null;
+    if (s.length !== 2 + this.m.subs.length) {
+      this.t0 = null;
+      this.base = [];
+      return;
+    }
+    this.t0 = s[0]!;
+    this.base = s.slice(1);
+  }
+}
+
 /** Sub-meters against the main meter. */
 class MeterCheck implements Check {
   readonly key: string;
@@ -314,7 +379,11 @@ export class SiteDetector implements Detector<SiteState> {
   /** Set while the pending tick is training data. */
   private pendingTraining = false;
 
-  constructor(readonly site: SiteConfig) {
+  /** `kindOf` tells meter checks which points are counters (compared by increments). */
+  constructor(
+    readonly site: SiteConfig,
+    kindOf: (point: string) => string | undefined = () => undefined,
+  ) {
     this.id = `site/${site.name}`;
     this.points = sitePoints(site);
     for (const [tid, t] of Object.entries(site.tanks)) {
@@ -322,7 +391,10 @@ export class SiteDetector implements Detector<SiteState> {
       if (t.inflows.length + t.outflows.length > 0) this.checks.push(new TankBalanceCheck(tid, t));
     }
     for (const r of site.relations) this.checks.push(new RelationCheck(r));
-    for (const m of site.meters) this.checks.push(new MeterCheck(m));
+    for (const m of site.meters) {
+      const increments = (m.compare ?? (kindOf(m.main) === "energy_counter" ? "increments" : "values")) === "increments";
+      this.checks.push(increments ? new MeterIncrementCheck(m) : new MeterCheck(m));
+    }
     for (const p of site.power) this.checks.push(new PowerCheck(p));
   }
 
