@@ -132,6 +132,10 @@ export class Runtime {
     const svc = new OpcuaService({ config: c.opcua, points, events: this.recorder, readings: this.readings, log: this.log.child({ component: "opcua" }) });
     await svc.start();
     this.control.handle("opcua.status", () => svc.status());
+    this.control.handle("opcua.trust", (args) => {
+      if (typeof args.thumbprint !== "string") throw new DaemonError("CONTROL_BAD_REQUEST", "opcua.trust needs a thumbprint");
+      return svc.trust(args.thumbprint, typeof args.by === "string" ? args.by : "cli");
+    });
     this.onStop(() => svc.stop());
   }
 

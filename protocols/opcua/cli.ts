@@ -1,14 +1,25 @@
 /**
  * `gatewarden opcua status`: the running daemon's OPC UA servers (state, security, last error,
- * readings) and the client certificate a server's administrator has to trust.
+ * readings), the client certificate a server's administrator has to trust, and the server
+ * certificates it refused. `gatewarden opcua trust THUMBPRINT`: trust one of those.
  */
+import { userInfo } from "node:os";
 import type { Command } from "commander";
 import { controlCall } from "../../agent/control/client";
+import type { CertificateSeen } from "./events";
 import type { OpcuaStatus } from "./service";
 
 export interface OpcuaCliDeps {
   resolveSocket: (opts: Record<string, unknown>) => Promise<string>;
   stdout?: (s: string) => void;
+}
+
+function userName(): string {
+  try {
+    return userInfo().username;
+  } catch {
+    return "unknown";
+  }
 }
 
 export function registerOpcuaCommands(program: Command, deps: OpcuaCliDeps): void {
@@ -27,5 +38,20 @@ export function registerOpcuaCommands(program: Command, deps: OpcuaCliDeps): voi
       for (const s of st.servers) {
         out(`server ${s.name} ${s.endpoint} (${s.security}): ${s.state}${s.last_error ? ` (${s.last_error})` : ""}; ${s.points} points, ${s.readings} readings, ${s.bad} bad\n`);
       }
+      for (const r of st.rejected_certificates) {
+        out(`refused server certificate ${r.thumbprint} ${r.subject}\n  check it against the device, then: gatewarden opcua trust ${r.thumbprint}\n`);
+      }
+    });
+
+  opcua
+    .command("trust")
+    .description("Trust a server certificate the daemon refused, by its SHA-1 thumbprint (recorded as an audit event)")
+    .argument("<thumbprint>", "SHA-1 thumbprint as `opcua status` shows it (colons allowed)")
+    .option("--config <FILE>", "config file (finds the daemon's control socket)")
+    .option("--json", "print JSON")
+    .action(async (thumbprint: string, o: { json?: boolean }, cmd: Command) => {
+      const c = (await controlCall(await deps.resolveSocket(cmd.optsWithGlobals()), "opcua.trust", { thumbprint, by: `cli:${userName()}` })) as CertificateSeen;
+      if (o.json) return out(JSON.stringify(c) + "\n");
+      out(`trusted ${c.thumbprint} ${c.subject}; servers that were refused try again now\n`);
     });
 }

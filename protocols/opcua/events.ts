@@ -10,6 +10,7 @@
  * | server certificate not trusted    | Authentication        | 3002      | 1 Logon (failure) | finding | 4 High   |
  * | user or security settings refused | Authentication        | 3002      | 1 Logon (failure) | finding | 3 Medium |
  * | point unreadable (bad status)     | Detection Finding     | 2004      | 1 Create          | finding | 2 Low    |
+ * | server certificate trusted (CLI)  | Device Config State Change | 5019 | 99 Other          | audit   | 2 Low    |
  */
 import type { EventClass, EventDraft, EventSink, SeverityId } from "../../agent/events/types";
 
@@ -61,6 +62,11 @@ export class OpcuaEvents {
     if (this.serverState.get(server) === "up") return;
     this.serverState.set(server, "up");
     this.emit("audit", 1, 4001, 1, `OPC UA server ${server} is up (${security})`, { dst_endpoint: { name: endpoint }, unmapped: { opcua: { server, security } } });
+  }
+
+  /** An operator trusted a refused server certificate (`gatewarden opcua trust`). */
+  certificateTrusted(cert: CertificateSeen, by: string): void {
+    this.emit("audit", 2, 5019, 99, `OPC UA server certificate ${cert.thumbprint} (${cert.subject}) trusted by ${by}`, { actor: { user: { name: by } }, unmapped: { opcua: { certificate: cert } } });
   }
 
   /** A point's node answered with a bad status or a value that is not a number. At most one

@@ -93,6 +93,14 @@ export class OpcuaLink {
     }
   }
 
+  /** Try now instead of at the end of the backoff (after the operator fixed trust, say). */
+  retryNow(): void {
+    if (this.state !== "down") return;
+    clearTimeout(this.timer);
+    this.delay = this.config.reconnect_min_ms;
+    void this.connect();
+  }
+
   status(): LinkStatus {
     return { name: this.config.name, endpoint: this.config.endpoint, security: this.security, state: this.state, ...(this.lastError ? { last_error: this.lastError } : {}), ...this.counters };
   }
@@ -237,7 +245,7 @@ export class OpcuaLink {
   /** The newest certificate in the store's `rejected/` folder: what the server just presented. */
   private lastRejected(): CertificateSeen | undefined {
     try {
-      const dir = join(this.certificates.rootDir, "rejected");
+      const dir = this.certificates.rejectedFolder;
       const newest = readdirSync(dir)
         .filter((f) => /\.(pem|der)$/i.test(f))
         .map((f) => ({ f: join(dir, f), t: statSync(join(dir, f)).mtimeMs }))

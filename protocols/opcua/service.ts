@@ -8,14 +8,15 @@
  * added to `trusted/`, refused ones land in `rejected/`.
  */
 import { X509Certificate } from "node:crypto";
-import { existsSync, mkdirSync, readFileSync, statSync } from "node:fs";
+import { existsSync, mkdirSync, readdirSync, readFileSync, statSync } from "node:fs";
 import { join } from "node:path";
+import type { OPCUACertificateManager } from "node-opcua-certificate-manager";
 import type { EventSink } from "../../agent/events/types";
 import type { ReadingSink } from "../../agent/pipeline";
 import { DaemonError } from "../../agent/errors";
 import { readSecretFile } from "../../agent/keys/files";
 import type { OpcuaConfig } from "./config";
-import { OpcuaEvents } from "./events";
+import { OpcuaEvents, type CertificateSeen } from "./events";
 import { derOf, describeCertificate, OpcuaLink, type LinkStatus } from "./link";
 import { OpcuaPoller, type OpcuaPolledPoint } from "./poller";
 
@@ -27,6 +28,8 @@ export interface OpcuaServiceLog {
 
 export interface OpcuaStatus {
   own_certificate: { file: string; thumbprint: string; subject: string; not_after: string } | null;
+  /** Server certificates refused and kept for review (`gatewarden opcua trust THUMBPRINT`). */
+  rejected_certificates: CertificateSeen[];
   servers: (LinkStatus & { points: number; polls: number; readings: number; bad: number })[];
 }
 
@@ -34,6 +37,8 @@ export class OpcuaService {
   private readonly links: OpcuaLink[] = [];
   private readonly pollers = new Map<string, OpcuaPoller>();
   private ownCertificate: string | undefined;
+  private certificates: OPCUACertificateManager | undefined;
+  private events: OpcuaEvents | undefined;
 
   constructor(
     private readonly o: { config: OpcuaConfig; points: readonly OpcuaPolledPoint[]; events: EventSink; readings?: ReadingSink; log: OpcuaServiceLog },
@@ -71,6 +76,8 @@ export class OpcuaService {
       await certificates.trustCertificate(der);
     }
     const events = new OpcuaEvents(this.o.events);
+    this.events = events;
+    this.certificates = certificates;
     for (const s of c.servers) {
       const link = new OpcuaLink(ua, s, certificates, events, { maxMessageBytes: c.max_message_bytes, maxChunkCount: c.max_chunk_count }, log);
       const poller = new OpcuaPoller(link, this.o.points.filter((p) => p.source.server === s.name), this.o.readings, events);
@@ -89,11 +96,49 @@ export class OpcuaService {
   status(): OpcuaStatus {
     return {
       own_certificate: this.ownCertificateInfo(),
+      rejected_certificates: this.rejected(),
       servers: this.links.map((l) => {
         const p = this.pollers.get(l.config.name)!;
         return { ...l.status(), points: this.o.points.filter((x) => x.source.server === l.config.name).length, polls: p.counters.polls, readings: p.counters.readings, bad: p.counters.bad };
       }),
     };
+  }
+
+  /** The refused server certificates kept in the store, newest first. */
+  rejected(): CertificateSeen[] {
+    const dir = this.certificates?.rejectedFolder;
+    if (!dir || !existsSync(dir)) return [];
+    const out: (CertificateSeen & { t: number })[] = [];
+    for (const f of readdirSync(dir)) {
+      if (!/\.(pem|der)$/i.test(f)) continue;
+      const file = join(dir, f);
+      try {
+        out.push({ ...describeCertificate(derOf(readFileSync(file))), file, t: statSync(file).mtimeMs });
+      } catch {
+        /* not a certificate: not ours to judge here */
+      }
+    }
+    return out.sort((a, b) => b.t - a.t).map(({ t: _t, ...c }) => c);
+  }
+
+  /**
+   * Trusts a refused server certificate, named by its SHA-1 thumbprint (what OPC UA tools and
+   * the refusal event show): it moves to the trusted store, an audit event records who did it,
+   * and servers that are down try again at once. A server with `server_certificate` set still
+   * accepts only that one.
+   */
+  async trust(thumbprint: string, by: string): Promise<CertificateSeen> {
+    const want = thumbprint.replace(/[^0-9a-f]/gi, "").toLowerCase();
+    if (want.length !== 40) throw new DaemonError("USAGE", `"${thumbprint}" is not a SHA-1 thumbprint (40 hex digits)`);
+    const cert = this.rejected().find((c) => c.thumbprint === want);
+    if (!cert || !this.certificates) {
+      throw new DaemonError("USAGE", `no refused server certificate has thumbprint ${want}; \`gatewarden opcua status\` lists them`);
+    }
+    await this.certificates.trustCertificate(derOf(readFileSync(cert.file!)));
+    this.events?.certificateTrusted({ thumbprint: cert.thumbprint, sha256: cert.sha256, subject: cert.subject }, by);
+    this.o.log.info({ thumbprint: cert.thumbprint, subject: cert.subject, by }, "OPC UA server certificate trusted.");
+    for (const l of this.links) l.retryNow();
+    return cert;
   }
 
   async stop(): Promise<void> {
@@ -105,9 +150,13 @@ export class OpcuaService {
   private ownCertificateInfo(): OpcuaStatus["own_certificate"] {
     const f = this.ownCertificate;
     if (!f || !existsSync(f)) return null;
-    const der = derOf(readFileSync(f));
-    const d = describeCertificate(der);
-    return { file: f, thumbprint: d.thumbprint, subject: d.subject, not_after: new Date(new X509Certificate(der).validTo).toISOString() };
+    try {
+      const der = derOf(readFileSync(f));
+      const d = describeCertificate(der);
+      return { file: f, thumbprint: d.thumbprint, subject: d.subject, not_after: new Date(new X509Certificate(der).validTo).toISOString() };
+    } catch {
+      return null; // being written by the first connection right now
+    }
   }
 }
 

@@ -88,6 +88,25 @@ describe("OPC UA client: secured sessions to a real node-opcua server, polled in
     expect(svc.status().servers[0]!.state).not.toBe("up");
   });
 
+  it("trusts a refused certificate named by its thumbprint, records who did it, and connects at once", async () => {
+    const { t, server, pw } = await setup();
+    const { svc, events, readings } = service(t.dir, { endpoint: server.endpoint, user: { username: "operator", password_file: pw }, reconnect_min_ms: 30_000, reconnect_max_ms: 60_000 }, [pt("level", "ns=1;s=Tank.Level")]);
+    await svc.start();
+    await until(() => svc.status().rejected_certificates.length === 1, 15_000, "a refused certificate");
+    const refused = svc.status().rejected_certificates[0]!;
+    await expect(svc.trust("00".repeat(20), "test")).rejects.toMatchObject({ code: "USAGE" });
+    await expect(svc.trust("not-hex", "test")).rejects.toMatchObject({ code: "USAGE" });
+    const colons = refused.thumbprint.toUpperCase().match(/../g)!.join(":");
+    expect(await svc.trust(colons, "cli:engineer")).toMatchObject({ thumbprint: refused.thumbprint });
+    // Without the immediate retry the next attempt would be 15-60 s away.
+    await until(() => readings.length > 0, 10_000, "readings after trusting");
+    const audit = events.find((e) => e.ocsf.class_uid === 5019)!;
+    expect(audit.class).toBe("audit");
+    expect(audit.ocsf.message).toBe(`OPC UA server certificate ${refused.thumbprint} (${refused.subject}) trusted by cli:engineer`);
+    expect(svc.status().rejected_certificates).toEqual([]);
+    expect(readdirSync(join(t.dir, "client-pki", "trusted", "certs")).length).toBe(1);
+  });
+
   it("refuses a server whose certificate is trusted but is not the pinned one", async () => {
     const { t, server, pw } = await setup();
     const other = new TestOpcuaServer({ dir: join(t.dir, "other") });

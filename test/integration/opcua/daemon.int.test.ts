@@ -3,9 +3,22 @@ import { appendFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { Runtime } from "../../../agent/runtime";
 import { buildProgram } from "../../../agent/cli";
-import { makeSite, silent, tempDir } from "../../helpers/fixture";
+import { makeSite, silent, tempDir, until } from "../../helpers/fixture";
 import { detectionReadings, findingFor, outboxBodies } from "../../helpers/runtime";
 import { TestOpcuaServer } from "./_server";
+
+/** Runs a `gatewarden` command in this process and returns what it printed. */
+async function cli(args: string[]): Promise<string> {
+  let out = "";
+  const write = process.stdout.write.bind(process.stdout);
+  process.stdout.write = ((s: string) => ((out += s), true)) as typeof process.stdout.write;
+  try {
+    await buildProgram().parseAsync(["node", "gatewarden", ...args]);
+  } finally {
+    process.stdout.write = write;
+  }
+  return out;
+}
 
 describe("daemon with OPC UA points", () => {
   const cleanups: (() => Promise<void> | void)[] = [];
@@ -50,15 +63,44 @@ detection:
     server.values["Tank.Level"] = 9.9; // beyond the tank's physical range
     await findingFor(rt, /L_T3/, 10_000);
     expect(outboxBodies(rt).some((b) => b.ocsf.class_uid === 4001 && b.ocsf.message === "OPC UA server station is up (SignAndEncrypt/Basic256Sha256)")).toBe(true);
-    let out = "";
-    const write = process.stdout.write.bind(process.stdout);
-    process.stdout.write = ((s: string) => ((out += s), true)) as typeof process.stdout.write;
-    try {
-      await buildProgram().parseAsync(["node", "gatewarden", "opcua", "status", "--config", site.cfgFile]);
-    } finally {
-      process.stdout.write = write;
-    }
+    const out = await cli(["opcua", "status", "--config", site.cfgFile]);
     expect(out).toMatch(/^client certificate .*client_certificate\.pem\n  SHA-1 thumbprint [0-9a-f]{40}, /);
     expect(out).toMatch(new RegExp(`server station ${server.endpoint.replace(/\./g, "\\.")} \\(SignAndEncrypt/Basic256Sha256\\): up; 1 points, \\d+ readings, 0 bad`));
+  });
+
+  it("an engineer trusts a refused server certificate with `opcua trust`, and readings start", async () => {
+    const t = tempDir("gw-opcua-trust-");
+    cleanups.push(t.cleanup);
+    const server = new TestOpcuaServer({ dir: t.dir });
+    await server.start();
+    cleanups.push(() => server.stop());
+    const site = makeSite(t.dir);
+    appendFileSync(
+      site.cfgFile,
+      `
+opcua:
+  servers:
+    - { name: station, endpoint: "${server.endpoint}", reconnect_min_ms: 30000, reconnect_max_ms: 60000 }
+points:
+  P_J14:
+    source: { opcua: { server: station, node_id: "ns=1;s=Tank.Level" } }
+    unit: bar
+    kind: pressure
+    range: { min: 0, max: 10 }
+    poll_interval_ms: 50
+`,
+    );
+    const rt = new Runtime(site.load(), silent);
+    await rt.start();
+    cleanups.push(() => rt.stop("test"));
+    await until(() => outboxBodies(rt).some((b) => b.ocsf.class_uid === 3002), 15_000, "the refusal event");
+    const status = await cli(["opcua", "status", "--config", site.cfgFile]);
+    const thumb = /refused server certificate ([0-9a-f]{40}) /.exec(status)?.[1];
+    expect(thumb, status).toBeDefined();
+    expect(status).toContain(`gatewarden opcua trust ${thumb}`);
+    expect(await cli(["opcua", "trust", thumb!, "--config", site.cfgFile])).toMatch(new RegExp(`^trusted ${thumb} `));
+    await detectionReadings(rt, 3, 10_000);
+    const audit = outboxBodies(rt).find((b) => b.ocsf.class_uid === 5019)!;
+    expect(audit.ocsf.message).toMatch(new RegExp(`^OPC UA server certificate ${thumb} .* trusted by cli:`));
   });
 });
