@@ -237,7 +237,8 @@ export async function benchModbus(opts: { durationMs?: number; warmupMs?: number
   const paired: Record<string, { throughput_vs_pipe: number; added_p50_us_vs_pipe: number; added_p99_us_vs_pipe: number }> = {};
   let bad = 0;
   try {
-    for (const clients of opts.clients ?? [1, 16]) {
+    const fromEnv = process.env.GW_BENCH_CLIENTS?.split(",").map(Number).filter((n) => Number.isInteger(n) && n > 0);
+    for (const clients of opts.clients ?? (fromEnv?.length ? fromEnv : [1, 16])) {
       // One discarded pass over every path first (connection set-up, JIT, caches), alike for all.
       for (const [, port] of targets) await measure(port, clients, Math.min(durationMs, 300), warmupMs, pin);
       const per: Record<string, Figures[]> = { direct: [], blind_pipe: [], gatewarden: [] };

@@ -65,6 +65,8 @@ export function accesses(req: ModbusRequest): Access[] {
   }
 }
 
+const READ_TABLE: Record<number, "coil" | "discrete_input" | "holding" | "input"> = { 1: "coil", 2: "discrete_input", 3: "holding", 4: "input" };
+
 export function isWrite(req: ModbusRequest): boolean {
   return WRITE_FUNCTION_CODES.includes(req.fc) || (req.fc === 8 && req.sub !== 0 && !DIAG_READ_ONLY.includes(req.sub));
 }
@@ -239,6 +241,15 @@ export class ModbusPolicy implements PolicyDecisionPoint<ModbusPolicyRequest> {
     if (!role.units.covers(q.unit, q.unit)) return deny(`${base}.units`, `unit ${q.unit} is not allowed`);
     if (!role.functions.has(req.fc)) return deny(`${base}.functions`, `function ${req.fc} is not allowed`);
     if (req.fc === 8 && !role.diagnostics.has(req.sub)) return deny(`${base}.diagnostics`, `diagnostics sub-function ${req.sub} is not allowed`);
+    // The plain reads (FC 1-4, nearly all SCADA traffic): one range, checked without building
+    // the access list; the same rule and message as the general path below.
+    if (req.fc <= 4 && "quantity" in req) {
+      const table = READ_TABLE[req.fc]!;
+      const set = role.read.get(table);
+      const last = req.address + req.quantity - 1;
+      if (!set || !set.covers(req.address, last)) return deny(`${base}.read.${table}`, `read of ${table} ${req.address}-${last} is not allowed`);
+      return role.allow.read[table];
+    }
     const acc = accesses(req);
     let allow = role.allow.functions;
     for (const a of acc) {
