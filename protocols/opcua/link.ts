@@ -8,7 +8,7 @@
  * `server_certificate` is configured the server must present exactly that certificate.
  */
 import { createHash, X509Certificate } from "node:crypto";
-import { readdirSync, readFileSync, statSync } from "node:fs";
+import { readdirSync, readFileSync, rmSync, statSync } from "node:fs";
 import { join } from "node:path";
 import type { OPCUACertificateManager } from "node-opcua-certificate-manager";
 import type { ClientSession, DataValue, OPCUAClient, ReadValueIdOptions, UserIdentityInfo } from "node-opcua-client";
@@ -208,7 +208,11 @@ export class OpcuaLink {
     this.lastError = reason;
     this.state = "down";
     if (e instanceof PinMismatch) this.events.down(this.config.name, this.config.endpoint, reason, "certificate", e.seen);
-    else if (/BadCertificateUntrusted|certificate verification failed/i.test(reason)) this.events.down(this.config.name, this.config.endpoint, reason, "certificate", this.lastRejected());
+    else if (/BadCertificateUntrusted|certificate verification failed/i.test(reason)) {
+      this.events.down(this.config.name, this.config.endpoint, reason, "certificate", this.lastRejected());
+      // Someone in the middle can present a new certificate at every attempt: keep the newest.
+      pruneRejected(this.certificates.rejectedFolder, MAX_REJECTED);
+    }
     else if (AUTH_REFUSED.test(reason)) this.events.down(this.config.name, this.config.endpoint, reason, "authentication");
     else this.events.down(this.config.name, this.config.endpoint, reason);
     this.log.warn({ server: this.config.name, endpoint: this.config.endpoint, reason }, "OPC UA server not available.");
@@ -254,6 +258,22 @@ export class OpcuaLink {
     } catch {
       return undefined;
     }
+  }
+}
+
+/** Refused certificates kept for review; older ones are deleted. */
+export const MAX_REJECTED = 32;
+
+/** Deletes all but the `keep` newest certificate files of the store's `rejected/` folder. */
+export function pruneRejected(dir: string, keep: number): void {
+  try {
+    const files = readdirSync(dir)
+      .filter((f) => /\.(pem|der)$/i.test(f))
+      .map((f) => ({ f: join(dir, f), t: statSync(join(dir, f)).mtimeMs }))
+      .sort((a, b) => b.t - a.t);
+    for (const { f } of files.slice(keep)) rmSync(f, { force: true });
+  } catch {
+    /* a folder we cannot read holds nothing to prune */
   }
 }
 

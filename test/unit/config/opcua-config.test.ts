@@ -67,3 +67,29 @@ describe("OPC UA reads", () => {
     expect(valueOf(dv(null))).toBe("the node has no value");
   });
 });
+
+describe("refused certificates kept for review", () => {
+  it("keeps only the newest ones", async () => {
+    const { mkdtempSync, writeFileSync, utimesSync, readdirSync, rmSync } = await import("node:fs");
+    const { join } = await import("node:path");
+    const { tmpdir } = await import("node:os");
+    const { pruneRejected } = await import("../../../protocols/opcua/link");
+    const dir = mkdtempSync(join(tmpdir(), "gw-rejected-"));
+    try {
+      for (let i = 0; i < 40; i++) {
+        const f = join(dir, `cert${i}.pem`);
+        writeFileSync(f, "x");
+        utimesSync(f, 1_000_000 + i, 1_000_000 + i);
+      }
+      writeFileSync(join(dir, "notes.txt"), "kept");
+      pruneRejected(dir, 32);
+      const left = readdirSync(dir).sort();
+      expect(left.length).toBe(33);
+      expect(left).toContain("notes.txt");
+      expect(left).not.toContain("cert7.pem");
+      expect(left).toContain("cert8.pem");
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
