@@ -264,13 +264,14 @@ export class ModbusEvents {
     listener: string;
     identity: string;
     address: string;
-    reason: "revoked" | "untrusted";
+    reason: "revoked" | "untrusted" | "expired";
     detail: string;
     certificate?: { serial: string; fingerprint: string; subject: string; issuer: string };
   }): void {
-    const what = c.reason === "revoked" ? "client certificate revoked" : "client certificate no longer trusted";
+    const what = c.reason === "revoked" ? "client certificate revoked" : c.reason === "expired" ? "client certificate expired" : "client certificate no longer trusted";
+    const when = c.reason === "expired" ? "" : " after a TLS reload";
     this.safeRecord(
-      this.draft("finding", 3, 3002, 2, `Modbus/TCP Security connection of ${c.identity} closed after a TLS reload: ${what} (${c.detail})`, {
+      this.draft("finding", 3, 3002, 2, `Modbus/TCP Security connection of ${c.identity} closed${when}: ${what} (${c.detail})`, {
         activity_name: "Logoff",
         status_id: 2,
         status_detail: what,

@@ -11,6 +11,7 @@
  */
 import { createServer, type Server, type Socket } from "node:net";
 import { createSecureContext, createServer as createTlsServer, type Server as TlsServer, type TLSSocket } from "node:tls";
+import type { X509Certificate } from "node:crypto";
 import { readFileSync, statSync } from "node:fs";
 import { readSecretFile } from "../../agent/keys/files";
 import { DaemonError } from "../../agent/errors";
@@ -132,7 +133,7 @@ export class ModbusListener {
         const id: PeerIdentity = { transport: "tls", address: normaliseAddress(s.remoteAddress), fingerprint: c.fingerprint, subject: c.subject, ...(c.role ? { role: c.role } : {}), ...(c.roleError ? { roleError: c.roleError } : {}) };
         // A handshake that began before a reload was verified with the old material.
         if (performance.now() - this.trustSince <= t.handshake_timeout_ms && !this.stillTrusted(s, id)) return;
-        this.accept(s, id);
+        if (this.accept(s, id)) this.closeAtExpiry(s, id, cert);
       });
       server.on("tlsClientError", (err: Error & { code?: string }, s: TLSSocket) => {
         this.ctx.events?.authFailure({ listener: this.name, address: normaliseAddress(s.remoteAddress), reason: err.code ?? err.message });
@@ -254,6 +255,38 @@ export class ModbusListener {
     return false;
   }
 
+  /**
+   * A client certificate that expires while its connection is open ends the connection then,
+   * with the same authentication event as a revocation: TLS checked the dates only at the
+   * handshake. One timer per connection (connections are bounded), cleared when it closes.
+   */
+  private closeAtExpiry(s: TLSSocket, id: PeerIdentity, cert: X509Certificate): void {
+    const arm = (): void => {
+      const left = Date.parse(cert.validTo) - Date.now();
+      if (left > 0) {
+        // setTimeout holds at most 2^31-1 ms (24.8 days): longer validities re-arm.
+        timer = setTimeout(arm, Math.min(left, 2 ** 31 - 1));
+        timer.unref();
+        return;
+      }
+      if (s.destroyed) return;
+      s.destroy();
+      const identity = describeIdentity(id);
+      this.ctx.log?.warn({ listener: this.name, peer: identity }, "Open Modbus/TCP Security connection closed: its client certificate expired.");
+      this.ctx.events?.tlsConnectionClosed({
+        listener: this.name,
+        identity,
+        address: id.address,
+        reason: "expired",
+        detail: `valid until ${new Date(cert.validTo).toISOString()}`,
+        certificate: { serial: cert.serialNumber, fingerprint: cert.fingerprint256, subject: cert.subject.replace(/\n/g, ","), issuer: cert.issuer.replace(/\n/g, ",") },
+      });
+    };
+    let timer: NodeJS.Timeout | undefined;
+    arm();
+    s.once("close", () => clearTimeout(timer));
+  }
+
   async stop(): Promise<void> {
     if (this.reloadTimer) clearInterval(this.reloadTimer);
     this.reloadTimer = undefined;
@@ -274,7 +307,8 @@ export class ModbusListener {
     };
   }
 
-  private accept(sock: Socket, id: PeerIdentity): void {
+  /** Takes the connection unless a limit refuses it; true when taken. */
+  private accept(sock: Socket, id: PeerIdentity): boolean {
     const limits = this.ctx.limits;
     const key = identityKey(id);
     const n = this.perIdentity.get(key) ?? 0;
@@ -283,7 +317,7 @@ export class ModbusListener {
       this.ctx.events?.connectionLimit({ listener: this.name, identity: describeIdentity(id), address: id.address, limit: total ? "total" : "per_identity", max: total ? limits.max_connections : limits.max_connections_per_identity });
       this.ctx.log?.debug({ listener: this.name, peer: key }, "Connection refused: limit reached.");
       sock.destroy();
-      return;
+      return false;
     }
     this.perIdentity.set(key, n + 1);
     this.sockets.set(sock, id);
@@ -297,5 +331,6 @@ export class ModbusListener {
     });
     this.ctx.events?.client({ listener: this.name, identity: describeIdentity(id), address: id.address, known: this.ctx.knows ? this.ctx.knows(id) : true });
     new ProxyConnection(sock, id, this.name, this.ctx, this.counters).begin();
+    return true;
   }
 }

@@ -47,6 +47,18 @@ function expiredServerCert(p: Pki): string {
   return join(p.dir, "server-expired.crt");
 }
 
+/** The operator's certificate again (same key, role and CA), valid from a minute ago for `seconds` more. */
+function shortLivedOperator(p: Pki, seconds: number): { cert: string; key: string } {
+  const ossl = (...args: string[]) => execFileSync(OPENSSL!, args, { cwd: p.dir, stdio: "pipe" });
+  const stamp = (ms: number) => new Date(ms).toISOString().replace(/[-:T]/g, "").slice(0, 14) + "Z";
+  writeFileSync(join(p.dir, "short-index.txt"), "");
+  writeFileSync(join(p.dir, "short-serial"), "2000\n");
+  writeFileSync(join(p.dir, "short.cnf"), "[ca]\ndefault_ca = d\n[d]\ndatabase = short-index.txt\nserial = short-serial\nnew_certs_dir = .\ndefault_md = sha256\npolicy = p\nunique_subject = no\n[p]\ncommonName = supplied\norganizationName = optional\n");
+  const now = Date.now();
+  ossl("ca", "-batch", "-config", "short.cnf", "-keyfile", "ca.key", "-cert", "ca.crt", "-in", "client-operator.csr", "-out", "client-short.crt", "-startdate", stamp(now - 60_000), "-enddate", stamp(now + seconds * 1000), "-extfile", "client-operator.ext", "-extensions", "v3");
+  return { cert: join(p.dir, "client-short.crt"), key: p.client("operator").key };
+}
+
 /** Replace a file the way rotation tools do: write beside it, then rename over it. */
 function replace(dest: string, src: string, mode = 0o644): void {
   const tmp = `${dest}.new`;
@@ -170,6 +182,23 @@ describe.skipIf(!OPENSSL)("Modbus/TCP Security: TLS material reloaded while runn
     expect(rig.service.reloadTls()).toEqual([{ listener: "secure", trigger: "requested", ok: true }]);
     expect(closedOnReload(rig.sink.drafts)).toHaveLength(2);
     expect(await eng.request(1, "03 0003 0001")).toBe("03020004");
+  });
+
+  it("a client certificate that expires while connected ends its connection then, with one event", async () => {
+    const { rig, port } = await start();
+    const short = shortLivedOperator(pki, 3);
+    const notAfter = Date.parse(certOf(short).validTo);
+    const op = keep(await tlsClient(port, pki.ca, short));
+    const other = keep(await tlsClient(port, pki.ca, pki.client("engineer")));
+    expect(await op.request(1, "03 0001 0001")).toBe("03020000");
+    await until("the expired client's connection to close", () => op.closed, notAfter - Date.now() + 3000);
+    expect(Date.now()).toBeGreaterThanOrEqual(notAfter);
+    const closed = closedOnReload(rig.sink.drafts);
+    expect(closed).toHaveLength(1);
+    expect(closed[0]!.ocsf.message).toMatch(/closed: client certificate expired \(valid until /);
+    expect(closed[0]!.ocsf).toMatchObject({ certificate: expect.objectContaining({ serial_number: certOf(short).serialNumber }), unmapped: { modbus: expect.objectContaining({ tls_recheck: "expired" }) } });
+    expect(await other.request(1, "03 0001 0001")).toBe("03020000"); // other clients carry on
+    expect((await tlsClient(port, pki.ca, short)).error).toBeDefined(); // and it cannot come back
   });
 
   it("rotates to a new CA, server certificate and key; clients of the old CA are refused and their open connections closed", async () => {
