@@ -29,7 +29,14 @@ export const opcuaServerSchema = z
     name: z.string().regex(/^[A-Za-z0-9_.-]{1,64}$/, "letters, digits, '_', '.' or '-', at most 64"),
     endpoint: z.string().regex(/^opc\.tcp:\/\/[^/\s:]+(:\d{1,5})?(\/\S*)?$/, "must be opc.tcp://HOST[:PORT][/PATH]"),
     security_mode: z.enum(["SignAndEncrypt", "Sign", "None"]).default("SignAndEncrypt"),
-    security_policy: z.enum(SECURITY_POLICIES).default("Basic256Sha256"),
+    security_policy: z
+      .enum(SECURITY_POLICIES, {
+        error: (iss) =>
+          iss.input === "Basic128Rsa15" || iss.input === "Basic256"
+            ? `${String(iss.input)} is deprecated (SHA-1) and refused; use ${SECURITY_POLICIES.join(", ")}`
+            : `must be one of ${SECURITY_POLICIES.join(", ")}`,
+      })
+      .default("Basic256Sha256"),
     /** Required to accept security_mode None: nothing on the link is signed or encrypted. */
     allow_unsecured: z.boolean().default(false),
     /** The server's certificate (PEM or DER) to trust. */

@@ -21,8 +21,9 @@ describe("opcua config", () => {
   });
 
   it.each([
-    ["a deprecated policy", { servers: [server({ security_policy: "Basic128Rsa15" })] }, "servers.0.security_policy"],
-    ["Basic256", { servers: [server({ security_policy: "Basic256" })] }, "servers.0.security_policy"],
+    ["a deprecated policy", { servers: [server({ security_policy: "Basic128Rsa15" })] }, "servers.0.security_policy: Basic128Rsa15 is deprecated (SHA-1) and refused; use Basic256Sha256"],
+    ["Basic256", { servers: [server({ security_policy: "Basic256" })] }, "servers.0.security_policy: Basic256 is deprecated (SHA-1) and refused"],
+    ["an unknown policy", { servers: [server({ security_policy: "Best" })] }, "servers.0.security_policy: must be one of Basic256Sha256, Aes128_Sha256_RsaOaep, Aes256_Sha256_RsaPss"],
     ["an http endpoint", { servers: [server({ endpoint: "http://10.0.0.5:4840" })] }, "servers.0.endpoint: must be opc.tcp://HOST[:PORT][/PATH]"],
     ["a duplicate name", { servers: [server(), server()] }, "servers.1.name: server name plc is used twice"],
     ["no servers", { servers: [] }, "servers"],
