@@ -248,13 +248,9 @@ export class OpcuaLink {
 
   /** The newest certificate in the store's `rejected/` folder: what the server just presented. */
   private lastRejected(): CertificateSeen | undefined {
+    const newest = rejectedFiles(this.certificates.rejectedFolder)[0];
     try {
-      const dir = this.certificates.rejectedFolder;
-      const newest = readdirSync(dir)
-        .filter((f) => /\.(pem|der)$/i.test(f))
-        .map((f) => ({ f: join(dir, f), t: statSync(join(dir, f)).mtimeMs }))
-        .sort((a, b) => b.t - a.t)[0];
-      return newest ? { ...describeCertificate(derOf(readFileSync(newest.f))), file: newest.f } : undefined;
+      return newest ? { ...describeCertificate(derOf(readFileSync(newest))), file: newest } : undefined;
     } catch {
       return undefined;
     }
@@ -264,17 +260,22 @@ export class OpcuaLink {
 /** Refused certificates kept for review; older ones are deleted. */
 export const MAX_REJECTED = 32;
 
-/** Deletes all but the `keep` newest certificate files of the store's `rejected/` folder. */
-export function pruneRejected(dir: string, keep: number): void {
+/** The certificate files of the store's `rejected/` folder, newest first ([] if unreadable). */
+export function rejectedFiles(dir: string): string[] {
   try {
-    const files = readdirSync(dir)
+    return readdirSync(dir)
       .filter((f) => /\.(pem|der)$/i.test(f))
       .map((f) => ({ f: join(dir, f), t: statSync(join(dir, f)).mtimeMs }))
-      .sort((a, b) => b.t - a.t);
-    for (const { f } of files.slice(keep)) rmSync(f, { force: true });
+      .sort((a, b) => b.t - a.t)
+      .map((x) => x.f);
   } catch {
-    /* a folder we cannot read holds nothing to prune */
+    return [];
   }
+}
+
+/** Deletes all but the `keep` newest certificate files of the store's `rejected/` folder. */
+export function pruneRejected(dir: string, keep: number): void {
+  for (const f of rejectedFiles(dir).slice(keep)) rmSync(f, { force: true });
 }
 
 class PinMismatch extends Error {

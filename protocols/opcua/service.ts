@@ -8,7 +8,7 @@
  * added to `trusted/`, refused ones land in `rejected/`.
  */
 import { X509Certificate } from "node:crypto";
-import { existsSync, mkdirSync, readdirSync, readFileSync, statSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import type { OPCUACertificateManager } from "node-opcua-certificate-manager";
 import type { EventSink } from "../../agent/events/types";
@@ -17,7 +17,7 @@ import { DaemonError } from "../../agent/errors";
 import { readSecretFile } from "../../agent/keys/files";
 import type { OpcuaConfig } from "./config";
 import { OpcuaEvents, type CertificateSeen } from "./events";
-import { derOf, describeCertificate, OpcuaLink, type LinkStatus } from "./link";
+import { derOf, describeCertificate, OpcuaLink, rejectedFiles, type LinkStatus } from "./link";
 import { OpcuaPoller, type OpcuaPolledPoint } from "./poller";
 
 export interface OpcuaServiceLog {
@@ -107,19 +107,16 @@ export class OpcuaService {
   /** The refused server certificates kept in the store, newest first. */
   rejected(): CertificateSeen[] {
     const dir = this.certificates?.rejectedFolder;
-    if (!dir || !existsSync(dir)) return [];
-    const out: (CertificateSeen & { t: number })[] = [];
-    for (const f of readdirSync(dir)) {
-      if (!/\.(pem|der)$/i.test(f)) continue;
-      const file = join(dir, f);
+    if (!dir) return [];
+    return rejectedFiles(dir).flatMap((file) => {
       try {
-        out.push({ ...describeCertificate(derOf(readFileSync(file))), file, t: statSync(file).mtimeMs });
+        return [{ ...describeCertificate(derOf(readFileSync(file))), file }];
       } catch {
-        /* not a certificate: not ours to judge here */
+        return []; // not a certificate: not ours to judge here
       }
-    }
-    return out.sort((a, b) => b.t - a.t).map(({ t: _t, ...c }) => c);
+    });
   }
+
 
   /**
    * Trusts a refused server certificate, named by its SHA-1 thumbprint (what OPC UA tools and
@@ -163,9 +160,5 @@ export class OpcuaService {
 /** The private key the store made must stay owner-only, like every key the daemon holds. */
 export function checkOwnKey(pkiDir: string): void {
   const key = join(pkiDir, "own", "private", "private_key.pem");
-  if (!existsSync(key)) return;
-  const mode = statSync(key).mode & 0o077;
-  if (mode) {
-    throw new DaemonError("KEY_PERMISSIONS", `${key} is readable by group or others (mode ${(statSync(key).mode & 0o777).toString(8)}); run chmod 600 ${key}`);
-  }
+  if (existsSync(key)) readSecretFile(key, "OPC UA client private key");
 }
