@@ -7,7 +7,10 @@ import { describeError } from "../agent/errors";
 export type Decision = { allow: true; rule: string } | { allow: false; rule: string; reason: string };
 
 export interface PolicyDecisionPoint<R> {
-  /** Pure and synchronous; may update rate counters. Throwing means deny (see `decideFailClosed`). */
+  /**
+   * Pure and synchronous; may update rate counters. Throwing means deny (see
+   * `decideFailClosed`). Keeps no reference to `req`: callers reuse the object.
+   */
   decide(req: R): Decision;
 }
 

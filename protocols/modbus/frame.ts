@@ -16,20 +16,51 @@ export type MbapScan =
   | { kind: "frame"; tid: number; unit: number; pdu: Buffer; size: number }
   | { kind: "bad"; reason: string };
 
+/** A complete frame's header fields, or why the stream is bad: filled by `scanMbapInto`. */
+export interface MbapFrameSlot {
+  tid: number;
+  unit: number;
+  /** Header and PDU; the PDU is bytes offset + 7 to offset + size. */
+  size: number;
+  reason: string;
+}
+
 /**
  * Look at the bytes at `offset`. A header whose protocol id is not 0 or whose length field is
  * outside 2..254 is rejected as soon as those bytes arrive (never wait for 65535 bytes that
  * may never come: the 0xFFFF-length loop); the stream cannot be resynchronised after that.
+ * Fills `out` (one object the caller reuses: no allocation per frame on the proxy's path);
+ * the bytes end at `end`.
  */
-export function scanMbap(buf: Buffer, offset = 0): MbapScan {
-  const avail = buf.length - offset;
-  if (avail >= 4 && (buf[offset + 2] !== 0 || buf[offset + 3] !== 0)) return { kind: "bad", reason: "protocol identifier is not 0" };
-  if (avail < 6) return { kind: "need" };
+export function scanMbapInto(buf: Buffer, offset: number, out: MbapFrameSlot, end = buf.length): "need" | "frame" | "bad" {
+  const avail = end - offset;
+  if (avail >= 4 && (buf[offset + 2] !== 0 || buf[offset + 3] !== 0)) {
+    out.reason = "protocol identifier is not 0";
+    return "bad";
+  }
+  if (avail < 6) return "need";
   const len = buf.readUInt16BE(offset + 4);
-  if (len < 2 || len > MAX_MBAP_LENGTH) return { kind: "bad", reason: `MBAP length ${len} outside 2..${MAX_MBAP_LENGTH}` };
+  if (len < 2 || len > MAX_MBAP_LENGTH) {
+    out.reason = `MBAP length ${len} outside 2..${MAX_MBAP_LENGTH}`;
+    return "bad";
+  }
   const size = 6 + len;
-  if (avail < size) return { kind: "need" };
-  return { kind: "frame", tid: buf.readUInt16BE(offset), unit: buf[offset + 6]!, pdu: buf.subarray(offset + 7, offset + size), size };
+  if (avail < size) return "need";
+  out.tid = buf.readUInt16BE(offset);
+  out.unit = buf[offset + 6]!;
+  out.size = size;
+  return "frame";
+}
+
+/** A fresh slot for `scanMbapInto`. */
+export const mbapFrameSlot = (): MbapFrameSlot => ({ tid: 0, unit: 0, size: 0, reason: "" });
+
+/** `scanMbapInto` returning a new object, with the PDU as a view of `buf`. */
+export function scanMbap(buf: Buffer, offset = 0): MbapScan {
+  const f = mbapFrameSlot();
+  const kind = scanMbapInto(buf, offset, f);
+  if (kind === "frame") return { kind, tid: f.tid, unit: f.unit, pdu: buf.subarray(offset + 7, offset + f.size), size: f.size };
+  return kind === "bad" ? { kind, reason: f.reason } : { kind };
 }
 
 export function encodeMbap(tid: number, unit: number, pdu: Uint8Array): Buffer {

@@ -68,6 +68,9 @@ function exactLength(pdu: Uint8Array, n: number, fc: number): Rejection | undefi
   return pdu.length === n ? undefined : rej(EX.ILLEGAL_DATA_VALUE, `function ${fc} needs a ${n}-byte PDU, got ${pdu.length}`);
 }
 
+/** Big-endian 16-bit word at `o` (a module function: a closure over the PDU would be allocated per parse). */
+const u16 = (p: Uint8Array, o: number): number => (p[o]! << 8) | p[o + 1]!;
+
 /**
  * Parse a request PDU (function code first). Never throws for any input: every byte sequence
  * is either a request or a rejection with the exception code the specification asks for.
@@ -77,7 +80,6 @@ export function parseRequest(pdu: Uint8Array): ParseResult {
   if (pdu.length > MAX_PDU) return rej(EX.ILLEGAL_DATA_VALUE, `PDU of ${pdu.length} bytes exceeds ${MAX_PDU}`);
   const fc = pdu[0]!;
   if (!SUPPORTED_FUNCTION_CODES.includes(fc)) return rej(EX.ILLEGAL_FUNCTION, `function code ${fc} is not supported`);
-  const u16 = (o: number): number => (pdu[o]! << 8) | pdu[o + 1]!;
   switch (fc) {
     case 1:
     case 2:
@@ -85,22 +87,22 @@ export function parseRequest(pdu: Uint8Array): ParseResult {
     case 4: {
       const bad = exactLength(pdu, 5, fc);
       if (bad) return bad;
-      const address = u16(1);
-      const quantity = u16(3);
+      const address = u16(pdu, 1);
+      const quantity = u16(pdu, 3);
       const r = range(address, quantity, fc <= 2 ? LIMITS.readBits : LIMITS.readRegisters, "read");
       return r ?? { ok: true, req: { fc, address, quantity } };
     }
     case 5: {
       const bad = exactLength(pdu, 5, fc);
       if (bad) return bad;
-      const v = u16(3);
+      const v = u16(pdu, 3);
       // §6.5: 0xFF00 ON, 0x0000 OFF, anything else is illegal.
       if (v !== 0xff00 && v !== 0) return rej(EX.ILLEGAL_DATA_VALUE, `coil value 0x${v.toString(16)} is neither 0xFF00 nor 0x0000`);
-      return { ok: true, req: { fc, address: u16(1), value: v ? 1 : 0 } };
+      return { ok: true, req: { fc, address: u16(pdu, 1), value: v ? 1 : 0 } };
     }
     case 6: {
       const bad = exactLength(pdu, 5, fc);
-      return bad ?? { ok: true, req: { fc, address: u16(1), value: u16(3) } };
+      return bad ?? { ok: true, req: { fc, address: u16(pdu, 1), value: u16(pdu, 3) } };
     }
     case 7:
     case 11:
@@ -111,7 +113,7 @@ export function parseRequest(pdu: Uint8Array): ParseResult {
     }
     case 8: {
       if (pdu.length < 3) return rej(EX.ILLEGAL_DATA_VALUE, "diagnostics PDU shorter than 3 bytes");
-      const sub = u16(1);
+      const sub = u16(pdu, 1);
       if (!DIAG_SUBFUNCTIONS.includes(sub)) return rej(EX.ILLEGAL_FUNCTION, `diagnostics sub-function ${sub} is not supported`);
       const data = Array.from(pdu.subarray(3));
       if (sub === 0) {
@@ -130,8 +132,8 @@ export function parseRequest(pdu: Uint8Array): ParseResult {
     }
     case 15: {
       if (pdu.length < 7) return rej(EX.ILLEGAL_DATA_VALUE, "write-multiple-coils PDU shorter than 7 bytes");
-      const address = u16(1);
-      const quantity = u16(3);
+      const address = u16(pdu, 1);
+      const quantity = u16(pdu, 3);
       const r = range(address, quantity, LIMITS.writeCoils, "write");
       if (r) return r;
       const bytes = Math.ceil(quantity / 8);
@@ -144,15 +146,15 @@ export function parseRequest(pdu: Uint8Array): ParseResult {
     }
     case 16: {
       if (pdu.length < 8) return rej(EX.ILLEGAL_DATA_VALUE, "write-multiple-registers PDU shorter than 8 bytes");
-      const address = u16(1);
-      const quantity = u16(3);
+      const address = u16(pdu, 1);
+      const quantity = u16(pdu, 3);
       const r = range(address, quantity, LIMITS.writeRegisters, "write");
       if (r) return r;
       if (pdu[5] !== quantity * 2) return rej(EX.ILLEGAL_DATA_VALUE, `byte count ${pdu[5]} does not match ${quantity} registers`);
       const bad = exactLength(pdu, 6 + quantity * 2, fc);
       if (bad) return bad;
       const values: number[] = [];
-      for (let i = 0; i < quantity; i++) values.push(u16(6 + 2 * i));
+      for (let i = 0; i < quantity; i++) values.push(u16(pdu, 6 + 2 * i));
       return { ok: true, req: { fc, address, values } };
     }
     case 20: {
@@ -165,9 +167,9 @@ export function parseRequest(pdu: Uint8Array): ParseResult {
       let respBytes = 0;
       for (let o = 2; o < pdu.length; o += 7) {
         if (pdu[o] !== 6) return rej(EX.ILLEGAL_DATA_ADDRESS, `reference type ${pdu[o]} is not 6`);
-        const file = u16(o + 1);
-        const record = u16(o + 3);
-        const length = u16(o + 5);
+        const file = u16(pdu, o + 1);
+        const record = u16(pdu, o + 3);
+        const length = u16(pdu, o + 5);
         const e = fileCheck(file, record, length);
         if (e) return e;
         respBytes += 2 + 2 * length;
@@ -188,14 +190,14 @@ export function parseRequest(pdu: Uint8Array): ParseResult {
       while (o < pdu.length) {
         if (o + 7 > pdu.length) return rej(EX.ILLEGAL_DATA_VALUE, "truncated write-file-record sub-request");
         if (pdu[o] !== 6) return rej(EX.ILLEGAL_DATA_ADDRESS, `reference type ${pdu[o]} is not 6`);
-        const file = u16(o + 1);
-        const record = u16(o + 3);
-        const length = u16(o + 5);
+        const file = u16(pdu, o + 1);
+        const record = u16(pdu, o + 3);
+        const length = u16(pdu, o + 5);
         const e = fileCheck(file, record, length);
         if (e) return e;
         if (o + 7 + 2 * length > pdu.length) return rej(EX.ILLEGAL_DATA_VALUE, "write-file-record data overruns the byte count");
         const data: number[] = [];
-        for (let i = 0; i < length; i++) data.push(u16(o + 7 + 2 * i));
+        for (let i = 0; i < length; i++) data.push(u16(pdu, o + 7 + 2 * i));
         records.push({ file, record, data });
         o += 7 + 2 * length;
       }
@@ -203,14 +205,14 @@ export function parseRequest(pdu: Uint8Array): ParseResult {
     }
     case 22: {
       const bad = exactLength(pdu, 7, fc);
-      return bad ?? { ok: true, req: { fc, address: u16(1), andMask: u16(3), orMask: u16(5) } };
+      return bad ?? { ok: true, req: { fc, address: u16(pdu, 1), andMask: u16(pdu, 3), orMask: u16(pdu, 5) } };
     }
     case 23: {
       if (pdu.length < 12) return rej(EX.ILLEGAL_DATA_VALUE, "read-write-multiple PDU shorter than 12 bytes");
-      const readAddress = u16(1);
-      const readQuantity = u16(3);
-      const writeAddress = u16(5);
-      const wq = u16(7);
+      const readAddress = u16(pdu, 1);
+      const readQuantity = u16(pdu, 3);
+      const writeAddress = u16(pdu, 5);
+      const wq = u16(pdu, 7);
       const r1 = range(readAddress, readQuantity, LIMITS.rwRead, "read");
       if (r1) return r1;
       const r2 = range(writeAddress, wq, LIMITS.rwWrite, "write");
@@ -219,12 +221,12 @@ export function parseRequest(pdu: Uint8Array): ParseResult {
       const bad = exactLength(pdu, 10 + wq * 2, fc);
       if (bad) return bad;
       const values: number[] = [];
-      for (let i = 0; i < wq; i++) values.push(u16(10 + 2 * i));
+      for (let i = 0; i < wq; i++) values.push(u16(pdu, 10 + 2 * i));
       return { ok: true, req: { fc, readAddress, readQuantity, writeAddress, values } };
     }
     case 24: {
       const bad = exactLength(pdu, 3, fc);
-      return bad ?? { ok: true, req: { fc, address: u16(1) } };
+      return bad ?? { ok: true, req: { fc, address: u16(pdu, 1) } };
     }
     case 43: {
       // Only MEI 14 (read device identification, §6.21); 13 (CANopen) is not supported.
@@ -248,17 +250,49 @@ function fileCheck(file: number, record: number, length: number): Rejection | un
 }
 
 /** Serialise a request that `parseRequest` produced (or one built by hand with valid fields). */
+/**
+ * The fixed 5-byte forms (FC 1-6: function code, address, then quantity or value) written at
+ * `off` of `buf`; returns 5, or 0 for any other function (use `encodeRequest`). An upstream
+ * writes its batch with it, without a buffer per request.
+ */
+export function writeFixedRequest(req: ModbusRequest, buf: Uint8Array, off: number): number {
+  let w: number;
+  switch (req.fc) {
+    case 1:
+    case 2:
+    case 3:
+    case 4:
+      w = req.quantity;
+      break;
+    case 5:
+      w = req.value ? 0xff00 : 0;
+      break;
+    case 6:
+      w = req.value;
+      break;
+    default:
+      return 0;
+  }
+  buf[off] = req.fc;
+  buf[off + 1] = (req.address >>> 8) & 0xff;
+  buf[off + 2] = req.address & 0xff;
+  buf[off + 3] = (w >>> 8) & 0xff;
+  buf[off + 4] = w & 0xff;
+  return 5;
+}
+
 export function encodeRequest(req: ModbusRequest): Buffer {
   switch (req.fc) {
     case 1:
     case 2:
     case 3:
     case 4:
-      return u16s(req.fc, req.address, req.quantity);
     case 5:
-      return u16s(5, req.address, req.value ? 0xff00 : 0);
-    case 6:
-      return u16s(6, req.address, req.value);
+    case 6: {
+      const b = Buffer.allocUnsafe(5);
+      writeFixedRequest(req, b, 0);
+      return b;
+    }
     case 7:
     case 11:
     case 12:

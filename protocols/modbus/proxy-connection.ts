@@ -9,13 +9,14 @@ import type { LimitsConfig } from "./config";
 import { describeAccesses, functionName, identityFields, writtenValues, type DecisionRecord } from "./decision-record";
 import type { ModbusEvents, RequestInfo } from "./events";
 import { EX } from "./function-codes";
-import { encodeMbap, scanMbap } from "./frame";
+import { encodeMbap, mbapFrameSlot, scanMbapInto } from "./frame";
 import { describeIdentity, identityKey, type PeerIdentity } from "./identity";
 import { encodeRequest, exceptionPdu, parseRequest, type ModbusRequest } from "./pdu";
 import { isWrite, type ModbusPolicyRequest } from "./policy-engine";
 import type { RateLimiter } from "./rate-limiter";
 import { readValues } from "./response";
 import type { Router } from "./router";
+import type { UpstreamJob } from "./upstream";
 import type { ReadingsTap, TapTable } from "./tap";
 
 export interface ProxyContext {
@@ -36,6 +37,35 @@ export interface ProxyContext {
 
 const EMPTY = Buffer.alloc(0);
 
+/**
+ * One allowed request on its way to the device: the upstream's job, and everything its answer
+ * needs (one object per request; no closure, no promise).
+ */
+class Forwarded implements UpstreamJob {
+  private encoded: Buffer | undefined;
+
+  constructor(
+    private readonly conn: ProxyConnection,
+    readonly tid: number,
+    readonly clientUnit: number,
+    /** The remote unit id. */
+    readonly unit: number,
+    readonly req: ModbusRequest,
+    readonly device: string,
+    readonly rule: string,
+    readonly info: RequestInfo | undefined,
+  ) {}
+
+  /** The re-serialised request, encoded when first asked for. */
+  get pdu(): Buffer {
+    return (this.encoded ??= encodeRequest(this.req));
+  }
+
+  answer(resp: Buffer): void {
+    this.conn.complete(this, resp);
+  }
+}
+
 /** One client connection. */
 export class ProxyConnection {
   private buf: Buffer = EMPTY;
@@ -45,6 +75,9 @@ export class ProxyConnection {
   private readonly label: string;
   /** The identity's request-rate bucket. */
   private readonly rateKey: string;
+  /** Scratch for the frame being read. */
+  private readonly frame = mbapFrameSlot();
+  private query: ModbusPolicyRequest | undefined;
 
   constructor(
     private readonly sock: Socket,
@@ -93,13 +126,14 @@ export class ProxyConnection {
   private process(): void {
     let off = 0;
     let rateLimited = false;
+    const f = this.frame;
     // A client that does not read its answers is not read either (bounded write buffer).
     while (this.outstanding < this.ctx.limits.max_outstanding && this.sock.writableLength <= this.ctx.limits.max_buffered_bytes) {
-      const s = scanMbap(this.buf, off);
-      if (s.kind === "need") break;
-      if (s.kind === "bad") {
+      const kind = scanMbapInto(this.buf, off, f);
+      if (kind === "need") break;
+      if (kind === "bad") {
         // The stream cannot be resynchronised after a bad header: close (nothing forwarded).
-        this.malformed(s.reason);
+        this.malformed(f.reason);
         this.sock.destroy();
         this.buf = EMPTY;
         return;
@@ -108,8 +142,9 @@ export class ProxyConnection {
         rateLimited = true;
         break;
       }
-      off += s.size;
-      this.handle(s.tid, s.unit, s.pdu);
+      const start = off;
+      off += f.size;
+      this.handle(f.tid, f.unit, this.buf.subarray(start + 7, off));
       if (this.sock.destroyed) return;
     }
     if (off) this.buf = off === this.buf.length ? EMPTY : Buffer.from(this.buf.subarray(off));
@@ -189,8 +224,12 @@ export class ProxyConnection {
       return;
     }
     const req = p.req;
-    const now = Date.now();
-    const d = decideFailClosed(this.ctx.pdp, { identity: this.id, unit, req, now });
+    // One question object per connection, reused (decision points keep nothing of it).
+    const q = (this.query ??= { identity: this.id, unit, req, now: 0 });
+    q.unit = unit;
+    q.req = req;
+    q.now = Date.now();
+    const d = decideFailClosed(this.ctx.pdp, q);
     const wantsDetail = this.ctx.onDecision !== undefined || !d.allow || isWrite(req);
     const addresses = wantsDetail ? describeAccesses(req) : undefined;
     const values = wantsDetail ? writtenValues(req) : undefined;
@@ -221,23 +260,24 @@ export class ProxyConnection {
       this.record({ unit, fc: req.fc, ...detail(info), allow: true, rule: d.rule, reason: "no route for this unit", request: encodeRequest(req).toString("hex"), exception: EX.GATEWAY_PATH_UNAVAILABLE });
       return;
     }
-    const pdu = encodeRequest(req);
     const up = route.upstream;
-    const remoteUnit = route.remoteUnit;
-    if (info && isWrite(req)) this.ctx.events?.writeAllowed({ ...info, device: up.name, remote_unit: remoteUnit }, d.rule);
+    if (info && isWrite(req)) this.ctx.events?.writeAllowed({ ...info, device: up.name, remote_unit: route.remoteUnit }, d.rule);
     this.outstanding++;
-    const done = (resp: Buffer): void => {
-      this.outstanding--;
-      this.reply(tid, unit, resp);
-      const exc = resp[0]! & 0x80 ? resp[1] : undefined;
-      if (exc !== undefined) this.ctx.events?.exception(this.label, this.id.address);
-      else if (this.ctx.tap) this.tapResponse(up.name, remoteUnit, req, resp);
-      if (this.ctx.onDecision) this.record({ unit, fc: req.fc, ...detail(info), allow: true, rule: d.rule, request: pdu.toString("hex"), ...(exc !== undefined ? { exception: exc } : {}) });
-      if (this.paused && this.outstanding < this.ctx.limits.max_outstanding && !this.rateTimer) this.unblock();
-    };
+    const job = new Forwarded(this, tid, unit, route.remoteUnit, req, up.name, d.rule, info);
     // The promise-free path when the upstream offers it (no promise, no microtask per request).
-    if (up.submit) up.submit(remoteUnit, req, pdu, this, done);
-    else void up.request(remoteUnit, req, pdu, this).then(done);
+    if (up.submit) up.submit(job, this);
+    else void up.request(job.unit, req, job.pdu, this).then((resp) => job.answer(resp));
+  }
+
+  /** The device's answer (or a gateway exception) to a forwarded request. */
+  complete(f: Forwarded, resp: Buffer): void {
+    this.outstanding--;
+    this.reply(f.tid, f.clientUnit, resp);
+    const exc = resp[0]! & 0x80 ? resp[1] : undefined;
+    if (exc !== undefined) this.ctx.events?.exception(this.label, this.id.address);
+    else if (this.ctx.tap) this.tapResponse(f.device, f.unit, f.req, resp);
+    if (this.ctx.onDecision) this.record({ unit: f.clientUnit, fc: f.req.fc, ...detail(f.info), allow: true, rule: f.rule, request: f.pdu.toString("hex"), ...(exc !== undefined ? { exception: exc } : {}) });
+    if (this.paused && this.outstanding < this.ctx.limits.max_outstanding && !this.rateTimer) this.unblock();
   }
 
   private tapResponse(device: string, unit: number, req: ModbusRequest, resp: Buffer): void {

@@ -6,10 +6,10 @@
  */
 import { connect, type Socket } from "node:net";
 import { FairQueue } from "./fair-queue";
-import { scanMbap } from "./frame";
-import type { ModbusRequest } from "./pdu";
+import { mbapFrameSlot, scanMbapInto } from "./frame";
+import { writeFixedRequest, type ModbusRequest } from "./pdu";
 import { checkResponse } from "./response";
-import { backoffDelay, deviceFailure, gatewayTimeout, gatewayUnavailable, type Upstream, type UpstreamObserver, type UpstreamStatus } from "./upstream";
+import { backoffDelay, deviceFailure, gatewayTimeout, gatewayUnavailable, type Upstream, type UpstreamJob, type UpstreamObserver, type UpstreamStatus } from "./upstream";
 
 export interface TcpUpstreamOptions {
   name: string;
@@ -24,23 +24,34 @@ export interface TcpUpstreamOptions {
   observer?: UpstreamObserver;
 }
 
-interface Job {
-  unit: number;
-  req: ModbusRequest;
-  pdu: Buffer;
-  resolve: (pdu: Buffer) => void;
+/** A job that found no connection with room, waiting in the fair queue. */
+interface Queued {
+  job: UpstreamJob;
   deadline: number;
 }
 
 interface Conn {
   sock: Socket | undefined;
   state: "connecting" | "up" | "closed";
-  pending: Map<number, Job>;
+  /**
+   * Transactions in flight by slot: transaction id `tid` lives in slot `tid % max_in_flight`
+   * (a fixed table: no map entry, no rehash per request). `tids` tells a late answer to a
+   * timed-out request from the answer of the slot's current job.
+   */
+  jobs: (UpstreamJob | undefined)[];
+  tids: Int32Array;
+  deadlines: Float64Array;
+  inFlight: number;
   nextTid: number;
   buf: Buffer;
-  /** Requests of this event-loop turn not written yet, with their transaction ids. */
-  out: Job[];
-  outTids: number[];
+  /**
+   * Requests of this event-loop turn not written yet (`outCount` of them), with their
+   * transaction ids; at most `max_in_flight`, as each holds a slot. Fixed arrays reused from
+   * batch to batch.
+   */
+  out: (UpstreamJob | undefined)[];
+  outTids: Int32Array;
+  outCount: number;
   outBytes: number;
 }
 
@@ -49,7 +60,7 @@ const EMPTY = Buffer.alloc(0);
 export class TcpUpstream implements Upstream {
   readonly name: string;
   private readonly conns: Conn[] = [];
-  private readonly queue = new FairQueue<Job>();
+  private readonly queue = new FairQueue<Queued>();
   private failures = 0;
   private retryAt = 0;
   private down = false;
@@ -57,6 +68,10 @@ export class TcpUpstream implements Upstream {
   private sweeper: NodeJS.Timeout | undefined;
   private flushing = false;
   private readonly flushAll = (): void => this.flush();
+  /** Scratch for the frame being read (one per upstream: reads never interleave). */
+  private readonly frame = mbapFrameSlot();
+  /** Where every connection's reads land; consumed before the callback returns. */
+  private readonly readBuf = Buffer.allocUnsafe(16 * 1024);
 
   constructor(private readonly o: TcpUpstreamOptions) {
     this.name = o.name;
@@ -68,7 +83,9 @@ export class TcpUpstream implements Upstream {
 
   start(): void {
     this.stopped = false;
-    for (let i = 0; i < this.o.connections; i++) this.conns.push({ sock: undefined, state: "closed", pending: new Map(), nextTid: 1, buf: EMPTY, out: [], outTids: [], outBytes: 0 });
+    const n = this.o.max_in_flight;
+    for (let i = 0; i < this.o.connections; i++)
+      this.conns.push({ sock: undefined, state: "closed", jobs: new Array<UpstreamJob | undefined>(n).fill(undefined), tids: new Int32Array(n), deadlines: new Float64Array(n), inFlight: 0, nextTid: 1, buf: EMPTY, out: new Array<UpstreamJob | undefined>(n).fill(undefined), outTids: new Int32Array(n), outCount: 0, outBytes: 0 });
     for (const c of this.conns) this.open(c);
     this.sweeper = setInterval(() => this.sweep(), Math.max(5, Math.min(100, this.o.timeout_ms / 4)));
     this.sweeper.unref();
@@ -77,28 +94,29 @@ export class TcpUpstream implements Upstream {
   async stop(): Promise<void> {
     this.stopped = true;
     if (this.sweeper) clearInterval(this.sweeper);
-    for (const j of this.queue.drain()) j.resolve(gatewayUnavailable(j.req.fc));
+    for (const q of this.queue.drain()) q.job.answer(gatewayUnavailable(q.job.req.fc));
     for (const c of this.conns) {
-      for (const j of c.pending.values()) j.resolve(gatewayUnavailable(j.req.fc));
-      c.pending.clear();
+      this.failInFlight(c, gatewayUnavailable);
       c.sock?.destroy();
       c.state = "closed";
     }
   }
 
   request(unit: number, req: ModbusRequest, pdu: Buffer, source?: unknown): Promise<Buffer> {
-    return new Promise<Buffer>((resolve) => this.submit(unit, req, pdu, source, resolve));
+    // The answer views the read buffer: copied, as the promise settles later.
+    return new Promise<Buffer>((resolve) => this.submit({ unit, req, pdu, answer: (b) => resolve(Buffer.from(b)) }, source));
   }
 
-  /** `request` without a promise: `done` is called exactly once, possibly synchronously. */
-  submit(unit: number, req: ModbusRequest, pdu: Buffer, source: unknown, done: (pdu: Buffer) => void): void {
-    if (this.stopped) return done(gatewayUnavailable(req.fc));
-    const job: Job = { unit, req, pdu, resolve: done, deadline: Date.now() + this.o.timeout_ms };
+  /** `request` without a promise: `job.answer` is called exactly once, possibly synchronously. */
+  submit(job: UpstreamJob, source: unknown): void {
+    const fc = job.req.fc;
+    if (this.stopped) return job.answer(gatewayUnavailable(fc));
+    const deadline = Date.now() + this.o.timeout_ms;
     const c = this.queue.length ? undefined : this.pick();
-    if (c) return this.send(c, job);
-    if (this.down && Date.now() < this.retryAt && !this.conns.some((x) => x.state === "connecting")) return done(gatewayUnavailable(req.fc));
-    if (this.queue.length >= this.o.max_queue) return done(gatewayUnavailable(req.fc));
-    this.queue.push(source, job);
+    if (c) return this.send(c, job, deadline);
+    if (this.down && Date.now() < this.retryAt && !this.conns.some((x) => x.state === "connecting")) return job.answer(gatewayUnavailable(fc));
+    if (this.queue.length >= this.o.max_queue) return job.answer(gatewayUnavailable(fc));
+    this.queue.push(source, { job, deadline });
     this.drain();
     for (const x of this.conns) if (x.state === "closed") this.open(x);
   }
@@ -111,25 +129,31 @@ export class TcpUpstream implements Upstream {
   private pick(): Conn | undefined {
     let best: Conn | undefined;
     for (const c of this.conns) {
-      if (c.state !== "up" || c.pending.size >= this.o.max_in_flight) continue;
-      if (c.out.length) return c;
-      if (!best || c.pending.size < best.pending.size) best = c;
+      if (c.state !== "up" || c.inFlight >= this.o.max_in_flight) continue;
+      if (c.outCount) return c;
+      if (!best || c.inFlight < best.inFlight) best = c;
     }
     return best;
   }
 
-  private send(c: Conn, job: Job): void {
+  /** Put `job` in flight on `c`, which has a free slot (`pick`). */
+  private send(c: Conn, job: UpstreamJob, deadline: number): void {
+    const n = c.jobs.length;
     let tid = c.nextTid;
-    while (c.pending.has(tid)) tid = (tid + 1) & 0xffff;
+    while (c.jobs[tid % n] !== undefined) tid = (tid + 1) & 0xffff;
     c.nextTid = (tid + 1) & 0xffff;
-    c.pending.set(tid, job);
-    c.out.push(job);
-    c.outTids.push(tid);
-    c.outBytes += 7 + job.pdu.length;
+    const slot = tid % n;
+    c.jobs[slot] = job;
+    c.tids[slot] = tid;
+    c.deadlines[slot] = deadline;
+    c.inFlight++;
+    c.out[c.outCount] = job;
+    c.outTids[c.outCount++] = tid;
+    c.outBytes += 7 + (job.req.fc <= 6 ? 5 : job.pdu.length);
     // Nothing else in flight on any connection: no batch to wait for, write at once. Otherwise
     // requests from many clients in one event-loop turn leave in one write per connection
     // (one segment, one syscall), at the end of the turn or before the next answers are relayed.
-    if (c.out.length === 1 && this.onlyInFlight(c)) return this.flush();
+    if (c.outCount === 1 && this.onlyInFlight(c)) return this.flush();
     if (!this.flushing) {
       this.flushing = true;
       setImmediate(this.flushAll);
@@ -138,15 +162,29 @@ export class TcpUpstream implements Upstream {
 
   /** Whether the one transaction pending on `c` is the only one in flight on the upstream. */
   private onlyInFlight(c: Conn): boolean {
-    for (const x of this.conns) if (x.pending.size !== (x === c ? 1 : 0)) return false;
+    for (const x of this.conns) if (x.inFlight !== (x === c ? 1 : 0)) return false;
     return true;
   }
 
-  /** Write each connection's batch as one buffer: MBAP headers and PDUs, no per-frame copies. */
+  /** Answer every transaction in flight on `c` with `answer(fc)` and free the slots. */
+  private failInFlight(c: Conn, answer: (fc: number) => Buffer): void {
+    for (let i = 0; i < c.jobs.length; i++) {
+      const j = c.jobs[i];
+      if (!j) continue;
+      c.jobs[i] = undefined;
+      c.inFlight--;
+      j.answer(answer(j.req.fc));
+    }
+  }
+
+  /**
+   * Write each connection's batch as one buffer: MBAP headers and PDUs, the common fixed-size
+   * requests encoded straight into it (no buffer per request).
+   */
   private flush(): void {
     this.flushing = false;
     for (const c of this.conns) {
-      const n = c.out.length;
+      const n = c.outCount;
       if (!n) continue;
       const sock = c.sock;
       if (sock && c.state === "up") {
@@ -155,7 +193,11 @@ export class TcpUpstream implements Upstream {
         for (let i = 0; i < n; i++) {
           const j = c.out[i]!;
           const tid = c.outTids[i]!;
-          const len = j.pdu.length;
+          let len = writeFixedRequest(j.req, b, o + 7);
+          if (!len) {
+            b.set(j.pdu, o + 7);
+            len = j.pdu.length;
+          }
           b[o] = tid >>> 8;
           b[o + 1] = tid & 0xff;
           b[o + 2] = 0;
@@ -163,23 +205,27 @@ export class TcpUpstream implements Upstream {
           b[o + 4] = (len + 1) >>> 8;
           b[o + 5] = (len + 1) & 0xff;
           b[o + 6] = j.unit & 0xff;
-          b.set(j.pdu, o + 7);
           o += 7 + len;
         }
         sock.write(b);
       }
       // A connection lost meanwhile has answered its pending jobs (0B) on close.
-      c.out.length = 0;
-      c.outTids.length = 0;
-      c.outBytes = 0;
+      this.clearBatch(c);
     }
+  }
+
+  private clearBatch(c: Conn): void {
+    c.out.fill(undefined, 0, c.outCount);
+    c.outCount = 0;
+    c.outBytes = 0;
   }
 
   private drain(): void {
     while (this.queue.length) {
       const c = this.pick();
       if (!c) return;
-      this.send(c, this.queue.shift()!);
+      const q = this.queue.shift()!;
+      this.send(c, q.job, q.deadline);
     }
   }
 
@@ -187,12 +233,11 @@ export class TcpUpstream implements Upstream {
     if (this.stopped || c.state !== "closed") return;
     if (this.down && Date.now() < this.retryAt) return;
     c.state = "connecting";
-    const sock = connect({ host: this.o.host, port: this.o.port, noDelay: true });
+    // Reads land in one buffer of the upstream's, reused (no buffer, no stream machinery per read).
+    const sock = connect({ host: this.o.host, port: this.o.port, noDelay: true, onread: { buffer: this.readBuf, callback: (n: number, b: Uint8Array) => (this.onData(c, b as Buffer, n), true) } });
     c.sock = sock;
     c.buf = EMPTY;
-    c.out.length = 0;
-    c.outTids.length = 0;
-    c.outBytes = 0;
+    this.clearBatch(c);
     const ct = setTimeout(() => sock.destroy(new Error("connect timeout")), this.o.connect_timeout_ms);
     sock.once("connect", () => {
       clearTimeout(ct);
@@ -205,7 +250,6 @@ export class TcpUpstream implements Upstream {
       }
       this.drain();
     });
-    sock.on("data", (d: Buffer) => this.onData(c, d));
     sock.on("error", () => {});
     sock.once("close", () => {
       clearTimeout(ct);
@@ -213,8 +257,7 @@ export class TcpUpstream implements Upstream {
       c.state = "closed";
       c.sock = undefined;
       // Sent but unanswered: the device may or may not have acted; say it did not respond.
-      for (const j of c.pending.values()) j.resolve(gatewayTimeout(j.req.fc));
-      c.pending.clear();
+      this.failInFlight(c, gatewayTimeout);
       if (this.stopped) return;
       if (!wasUp) {
         this.failures++;
@@ -223,7 +266,7 @@ export class TcpUpstream implements Upstream {
           this.down = true;
           this.o.observer?.down(this.name, this.target, "connection refused or timed out");
         }
-        if (this.conns.every((x) => x.state !== "up" && x.state !== "connecting")) for (const j of this.queue.drain()) j.resolve(gatewayUnavailable(j.req.fc));
+        if (this.conns.every((x) => x.state !== "up" && x.state !== "connecting")) for (const q of this.queue.drain()) q.job.answer(gatewayUnavailable(q.job.req.fc));
         const t = setTimeout(() => this.open(c), this.retryAt - Date.now());
         t.unref();
       } else {
@@ -233,39 +276,47 @@ export class TcpUpstream implements Upstream {
     });
   }
 
-  private onData(c: Conn, d: Buffer): void {
+  /** `n` bytes read into `chunk` (the shared read buffer: what is kept is copied). */
+  private onData(c: Conn, chunk: Buffer, n: number): void {
     // Requests batched in this turn go out before the answers' writes to the clients.
     if (this.flushing) this.flush();
-    c.buf = c.buf.length ? Buffer.concat([c.buf, d]) : d;
+    const buf = c.buf.length ? Buffer.concat([c.buf, chunk.subarray(0, n)]) : chunk;
+    const end = c.buf.length ? buf.length : n;
+    const f = this.frame;
     let off = 0;
     for (;;) {
-      const s = scanMbap(c.buf, off);
-      if (s.kind === "need") break;
-      if (s.kind === "bad") {
+      const kind = scanMbapInto(buf, off, f, end);
+      if (kind === "need") break;
+      if (kind === "bad") {
         c.sock?.destroy();
         return;
       }
-      off += s.size;
-      const job = c.pending.get(s.tid);
-      if (!job) continue; // late answer to a timed-out request
-      c.pending.delete(s.tid);
-      const chk = s.unit === job.unit ? checkResponse(job.req, s.pdu) : { ok: false as const, reason: "unit differs" };
-      // s.pdu views a chunk that is never written to again: no copy needed.
-      job.resolve(chk.ok ? s.pdu : deviceFailure(job.req.fc));
+      const start = off;
+      off += f.size;
+      const slot = f.tid % c.jobs.length;
+      const job = c.jobs[slot];
+      if (!job || c.tids[slot] !== f.tid) continue; // late answer to a timed-out request
+      c.jobs[slot] = undefined;
+      c.inFlight--;
+      // A view valid during `answer` only (see UpstreamJob).
+      const pdu = buf.subarray(start + 7, off);
+      job.answer(f.unit === job.unit && checkResponse(job.req, pdu).ok ? pdu : deviceFailure(job.req.fc));
     }
-    c.buf = off === c.buf.length ? EMPTY : c.buf.subarray(off);
+    c.buf = off === end ? EMPTY : Buffer.from(buf.subarray(off, end));
     if (this.queue.length) this.drain();
   }
 
   private sweep(): void {
     const now = Date.now();
     for (const c of this.conns)
-      for (const [tid, j] of c.pending)
-        if (now >= j.deadline) {
-          c.pending.delete(tid);
-          j.resolve(gatewayTimeout(j.req.fc));
-        }
-    this.queue.expire(now, (j) => j.resolve(gatewayTimeout(j.req.fc)));
+      for (let i = 0; i < c.jobs.length; i++) {
+        const j = c.jobs[i];
+        if (!j || now < c.deadlines[i]!) continue;
+        c.jobs[i] = undefined;
+        c.inFlight--;
+        j.answer(gatewayTimeout(j.req.fc));
+      }
+    this.queue.expire(now, (q) => q.job.answer(gatewayTimeout(q.job.req.fc)));
     if (this.queue.length) this.drain();
   }
 
@@ -276,7 +327,7 @@ export class TcpUpstream implements Upstream {
       type: "tcp",
       target: this.target,
       state: this.stopped ? "stopped" : up ? "up" : this.conns.some((c) => c.state === "connecting") ? "connecting" : "down",
-      in_flight: this.conns.reduce((s, c) => s + c.pending.size, 0),
+      in_flight: this.conns.reduce((s, c) => s + c.inFlight, 0),
       queued: this.queue.length,
     };
   }

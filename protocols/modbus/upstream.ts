@@ -18,6 +18,21 @@ export interface UpstreamObserver {
   up(name: string, target: string): void;
 }
 
+/** A request handed to `Upstream.submit`. */
+export interface UpstreamJob {
+  /** The remote unit id. */
+  readonly unit: number;
+  readonly req: ModbusRequest;
+  /** The re-serialised request PDU (may be encoded on first use: upstreams that write the
+   * fixed-size requests themselves, with `writeFixedRequest`, do not ask for it). */
+  readonly pdu: Buffer;
+  /**
+   * The answer PDU, or a gateway exception. It may view a read buffer that is reused once
+   * `answer` returns: copy what outlives the call.
+   */
+  answer(pdu: Buffer): void;
+}
+
 /**
  * A device or bus behind the proxy. `request` never rejects: gateway failures come back as
  * exception PDUs (0A path unavailable, 0B target failed to respond, 04 invalid response).
@@ -32,10 +47,11 @@ export interface Upstream {
    */
   request(unit: number, req: ModbusRequest, pdu: Buffer, source?: unknown): Promise<Buffer>;
   /**
-   * Optional promise-free form of `request` for the proxy's hot path: `done` is called exactly
+   * Optional promise-free form of `request` for the proxy's hot path: the caller's own object
+   * is the job (no promise, no closure, no wrapper per request); `job.answer` is called exactly
    * once with what `request` would resolve to, possibly before `submit` returns.
    */
-  submit?(unit: number, req: ModbusRequest, pdu: Buffer, source: unknown, done: (pdu: Buffer) => void): void;
+  submit?(job: UpstreamJob, source: unknown): void;
   status(): UpstreamStatus;
 }
 

@@ -77,7 +77,67 @@ describe("TcpUpstream", () => {
   it("submit calls back exactly once, synchronously when the upstream is stopped", async () => {
     const up = new TcpUpstream({ ...opts, port: 9 });
     const got: string[] = [];
-    up.submit(1, read(0, 1), encodeRequest(read(0, 1)), undefined, (pdu) => got.push(pdu.toString("hex")));
+    up.submit({ unit: 1, req: read(0, 1), pdu: encodeRequest(read(0, 1)), answer: (pdu) => got.push(pdu.toString("hex")) }, undefined);
     expect(got).toEqual(["830a"]);
+  });
+
+  it("drops a late answer to a timed-out request: the next request in its slot gets its own answer", async () => {
+    // The device holds back its answer to address 1 and sends it just before the answer to
+    // address 3, the request that took the timed-out one's slot (two slots: tids 1 and 3 share one).
+    const held: Buffer[] = [];
+    const server = createServer((s: Socket) => {
+      s.setNoDelay(true);
+      s.on("data", (d: Buffer) => {
+        for (let o = 0; o + 7 <= d.length; o += 6 + d.readUInt16BE(o + 4)) {
+          const addr = d.readUInt16BE(o + 8);
+          const a = Buffer.from([0, 0, 0, 0, 0, 5, d[o + 6]!, 3, 2, addr >> 8, addr & 0xff]);
+          d.copy(a, 0, o, o + 2);
+          if (addr === 1) held.push(a);
+          else s.write(addr === 3 ? Buffer.concat([...held.splice(0), a]) : a);
+        }
+      });
+    });
+    await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+    cleanup.push(() => new Promise((r) => server.close(() => r())));
+    const up = new TcpUpstream({ ...opts, port: (server.address() as { port: number }).port, max_in_flight: 2, timeout_ms: 100 });
+    up.start();
+    cleanup.push(() => up.stop());
+    for (let i = 0; i < 100 && up.status().state !== "up"; i++) await new Promise((r) => setTimeout(r, 10));
+    expect((await up.request(1, read(1, 1), encodeRequest(read(1, 1)))).toString("hex")).toBe("830b");
+    expect((await up.request(1, read(2, 1), encodeRequest(read(2, 1)))).toString("hex")).toBe(expected(2, 1));
+    const [a3, a4] = await Promise.all([up.request(1, read(3, 1), encodeRequest(read(3, 1))), up.request(1, read(4, 1), encodeRequest(read(4, 1)))]);
+    expect([a3.toString("hex"), a4.toString("hex")]).toEqual([expected(3, 1), expected(4, 1)]);
+    expect(up.status().in_flight).toBe(0);
+  });
+
+  it("reassembles answers split across reads at any byte", async () => {
+    // The device sends the answers to one batch byte by byte, a few milliseconds apart.
+    const server = createServer((s: Socket) => {
+      s.setNoDelay(true);
+      let sending = Promise.resolve();
+      s.on("error", () => {});
+      s.on("data", (d: Buffer) => {
+        const answers: Buffer[] = [];
+        for (let o = 0; o + 7 <= d.length; o += 6 + d.readUInt16BE(o + 4)) {
+          const addr = d.readUInt16BE(o + 8);
+          const a = Buffer.from([0, 0, 0, 0, 0, 5, d[o + 6]!, 3, 2, addr >> 8, addr & 0xff]);
+          d.copy(a, 0, o, o + 2);
+          answers.push(a);
+        }
+        const all = Buffer.concat(answers);
+        // One writer at a time: the batches' bytes must not interleave.
+        sending = sending.then(async () => {
+          for (let i = 0; i < all.length && !s.destroyed; i++) {
+            s.write(all.subarray(i, i + 1));
+            await new Promise((r) => setTimeout(r, 2));
+          }
+        });
+      });
+    });
+    await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+    cleanup.push(() => new Promise((r) => server.close(() => r())));
+    const up = await upAgainst((server.address() as { port: number }).port);
+    const got = await Promise.all([10, 20, 30].map((a) => up.request(1, read(a, 1), encodeRequest(read(a, 1)))));
+    expect(got.map((b) => b.toString("hex"))).toEqual([expected(10, 1), expected(20, 1), expected(30, 1)]);
   });
 });
