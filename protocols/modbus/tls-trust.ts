@@ -8,15 +8,19 @@
  * context against an established connection's certificate, and TLS 1.3 has no
  * renegotiation to force one (and it would need the client's cooperation). So the chain is
  * walked here with node:crypto (`checkIssued` for names and key identifiers, `verify` for the
- * signature) to a certificate of the new CA file, and each certificate of the path is looked
- * up in the CRLs of its issuer. A CRL counts for a certificate only when its issuer name is
- * the certificate's issuer name and its signature verifies with that issuer's key, as OpenSSL
- * requires during a handshake; a CRL signed with an algorithm not listed in SIG_HASH (e.g.
- * RSA-PSS) is not used for this check. The material has already passed OpenSSL when the
+ * signature) to a self-signed certificate of the new CA file, and each certificate of the path
+ * below it is looked up in the CRLs of its issuer. The verdict is the handshake's, as node:tls
+ * has OpenSSL give it: a path must end at a root of the CA file (an intermediate alone there is
+ * not enough), and with a CRL file every certificate of the path needs a current CRL of its
+ * issuer (node:tls checks CRLs for the whole chain), else the client is no longer trusted.
+ * A CRL counts for a certificate only when its issuer name is the certificate's issuer name
+ * and its signature verifies with that issuer's key; RSA-PSS signatures are checked with the parameters the CRL
+ * names (hash, MGF1 with that same hash, salt length). A CRL signed with an algorithm not known
+ * here is not used for this check. The material has already passed OpenSSL when the
  * secure context was made; the CRL's DER is read strictly, and one it cannot read is refused
  * as material.
  */
-import { verify, X509Certificate } from "node:crypto";
+import { constants, verify, X509Certificate } from "node:crypto";
 import type { TLSSocket } from "node:tls";
 import { children, decodeOid, DerError, readTlv, type Tlv } from "./der";
 
@@ -56,14 +60,79 @@ const SIG_HASH: Record<string, string | null> = {
   "1.3.101.113": null, // Ed448
 };
 
+const RSASSA_PSS = "1.2.840.113549.1.1.10";
+const MGF1 = "1.2.840.113549.1.1.8";
+/** RFC 4055 hash algorithm OIDs. */
+const HASH_OID: Record<string, string> = {
+  "1.3.14.3.2.26": "sha1",
+  "2.16.840.1.101.3.4.2.1": "sha256",
+  "2.16.840.1.101.3.4.2.2": "sha384",
+  "2.16.840.1.101.3.4.2.3": "sha512",
+};
+
+/** How a CRL's signature is checked: a hash (null for EdDSA), and PSS's salt length; undefined when not supported. */
+type SigCheck = { hash: string | null; pssSalt?: number } | undefined;
+
 interface Crl {
   /** DER of the issuer Name. */
   issuer: Buffer;
+  /** thisUpdate and nextUpdate (ms; nextUpdate may be absent). */
+  thisUpdate: number;
+  nextUpdate: number | undefined;
   /** Hex of the DER INTEGER bytes of each revoked serial number. */
   revoked: Set<string>;
   tbs: Buffer;
-  sigOid: string;
+  sig: SigCheck;
   signature: Buffer;
+}
+
+/** The hash of an AlgorithmIdentifier naming one (RFC 4055), or undefined. */
+function hashOf(der: Buffer, alg: Tlv): string | undefined {
+  if (alg.tag !== 0x30) throw new DerError("AlgorithmIdentifier is not a SEQUENCE");
+  const oid = children(der, alg)[0];
+  return oid ? HASH_OID[decodeOid(der, oid)] : undefined;
+}
+
+/** A small non-negative DER INTEGER. */
+function smallInt(der: Buffer, t: Tlv | undefined): number {
+  if (t?.tag !== 0x02 || t.end - t.start < 1 || t.end - t.start > 4 || der[t.start]! & 0x80) throw new DerError("not a small INTEGER");
+  let v = 0;
+  for (let i = t.start; i < t.end; i++) v = v * 256 + der[i]!;
+  return v;
+}
+
+/**
+ * RFC 4055 §3.1 RSASSA-PSS-params (defaults SHA-1, MGF1 with SHA-1, salt 20, trailer 1).
+ * Supported when MGF1 uses the signature's hash, which is what node:crypto applies.
+ */
+function pssCheck(der: Buffer, params: Tlv | undefined): SigCheck {
+  let hash = "sha1";
+  let mgfHash = "sha1";
+  let salt = 20;
+  if (params) {
+    if (params.tag !== 0x30) throw new DerError("RSASSA-PSS-params is not a SEQUENCE");
+    for (const f of children(der, params)) {
+      const inner = readTlv(der, f.start, f.end);
+      if (f.tag === 0xa0) {
+        const h = hashOf(der, inner);
+        if (!h) return undefined;
+        hash = h;
+      } else if (f.tag === 0xa1) {
+        const [oid, mgfParams] = children(der, inner);
+        if (!oid || decodeOid(der, oid) !== MGF1 || !mgfParams) return undefined;
+        const h = hashOf(der, mgfParams);
+        if (!h) return undefined;
+        mgfHash = h;
+      } else if (f.tag === 0xa2) {
+        salt = smallInt(der, inner);
+      } else if (f.tag === 0xa3) {
+        if (smallInt(der, inner) !== 1) return undefined;
+      } else {
+        throw new DerError("unknown field in RSASSA-PSS-params");
+      }
+    }
+  }
+  return mgfHash === hash ? { hash, pssSalt: salt } : undefined;
 }
 
 /** The whole TLV (header and value) of each child, with its parsed form. */
@@ -88,8 +157,8 @@ function parseCrl(der: Buffer): Crl {
   const issuerAt = i === 0 ? tbs.start : parts[i - 1]!.end;
   const issuer = parts[i++];
   if (issuer?.tag !== 0x30) throw new DerError("no issuer Name");
-  i++; // thisUpdate
-  if (parts[i]?.tag === 0x17 || parts[i]?.tag === 0x18) i++; // nextUpdate
+  const thisUpdate = derTime(der, parts[i++]);
+  const nextUpdate = parts[i]?.tag === 0x17 || parts[i]?.tag === 0x18 ? derTime(der, parts[i++]) : undefined;
   const revoked = new Set<string>();
   if (parts[i]?.tag === 0x30) {
     for (const entry of children(der, parts[i]!)) {
@@ -98,9 +167,21 @@ function parseCrl(der: Buffer): Crl {
       revoked.add(der.subarray(serial.start, serial.end).toString("hex"));
     }
   }
-  const oid = children(der, alg)[0];
+  const [oid, params] = children(der, alg);
   if (!oid) throw new DerError("no signature algorithm");
-  return { issuer: der.subarray(issuerAt, issuer.end), revoked, tbs: tbs.der, sigOid: decodeOid(der, oid), signature: der.subarray(sig.start + 1, sig.end) };
+  const sigOid = decodeOid(der, oid);
+  const check: SigCheck = sigOid === RSASSA_PSS ? pssCheck(der, params) : sigOid in SIG_HASH ? { hash: SIG_HASH[sigOid]! } : undefined;
+  return { issuer: der.subarray(issuerAt, issuer.end), thisUpdate, nextUpdate, revoked, tbs: tbs.der, sig: check, signature: der.subarray(sig.start + 1, sig.end) };
+}
+
+/** RFC 5280 §4.1.2.5 UTCTime (YYMMDDHHMMSSZ) or GeneralizedTime (YYYYMMDDHHMMSSZ), in ms. */
+function derTime(der: Buffer, t: Tlv | undefined): number {
+  const text = t && (t.tag === 0x17 || t.tag === 0x18) ? der.subarray(t.start, t.end).toString("latin1") : "";
+  const m = (t?.tag === 0x17 ? /^(\d{2})(\d{2})(\d{2})(\d{2})(\d{2})(\d{2})Z$/ : /^(\d{4})(\d{2})(\d{2})(\d{2})(\d{2})(\d{2})Z$/).exec(text);
+  if (!m) throw new DerError("not a UTCTime or GeneralizedTime");
+  const [y, mo, d, h, mi, se] = m.slice(1).map(Number) as [number, number, number, number, number, number];
+  const year = t!.tag === 0x17 ? (y >= 50 ? 1900 + y : 2000 + y) : y;
+  return Date.UTC(year, mo - 1, d, h, mi, se);
 }
 
 /** Every CRL of a PEM file; throws (with what is wrong) when one cannot be read. */
@@ -139,54 +220,62 @@ export type TrustVerdict = { ok: true } | { ok: false; reason: "revoked" | "untr
 
 export class TrustAnchors {
   private readonly cas: X509Certificate[];
-  private readonly crls: Crl[];
+  private readonly crls: Crl[] | undefined;
 
   /** From the listener's `ca_file` and `crl_file` contents; throws when either cannot be read. */
   constructor(ca: Buffer, crl: Buffer | undefined, names: { ca: string; crl?: string }) {
     this.cas = pemCertificates(ca, `ca_file ${names.ca}`);
-    this.crls = crl ? pemCrls(crl, `crl_file ${names.crl ?? ""}`) : [];
+    this.crls = crl ? pemCrls(crl, `crl_file ${names.crl ?? ""}`) : undefined;
   }
 
   /**
    * Whether a client certificate (with the intermediates the client presented) is still
-   * accepted: it chains to a certificate of the CA file, and no certificate of that path
-   * below the anchor is revoked by a CRL of its issuer.
+   * accepted: it chains to a self-signed certificate of the CA file, and, with a CRL file,
+   * every certificate of that path below the root has a current CRL of its issuer that does
+   * not list it. `now`: ms, for the CRLs' validity.
    */
-  check(leaf: X509Certificate, presented: readonly X509Certificate[]): TrustVerdict {
+  check(leaf: X509Certificate, presented: readonly X509Certificate[], now = Date.now()): TrustVerdict {
     const path = [leaf];
-    for (let depth = 1; depth < MAX_DEPTH; depth++) {
+    for (let depth = 1; depth <= MAX_DEPTH; depth++) {
       const cur = path[path.length - 1]!;
-      const anchor = this.cas.find((c) => issuedBy(cur, c));
-      if (anchor) return this.revocation(path, anchor);
-      const next = presented.find((c) => c.ca && !path.includes(c) && issuedBy(cur, c));
+      if (this.cas.includes(cur) && issuedBy(cur, cur)) return this.revocation(path.slice(0, -1), cur, now);
+      if (depth === MAX_DEPTH) break;
+      const fits = (c: X509Certificate): boolean => !path.includes(c) && issuedBy(cur, c);
+      const next = this.cas.find(fits) ?? presented.find((c) => c.ca && fits(c));
       if (!next) break;
       path.push(next);
     }
-    return { ok: false, reason: "untrusted", detail: "the certificate no longer chains to a certificate of ca_file" };
+    return { ok: false, reason: "untrusted", detail: "the certificate no longer chains to a root certificate of ca_file" };
   }
 
-  private revocation(path: readonly X509Certificate[], anchor: X509Certificate): TrustVerdict {
+  private revocation(path: readonly X509Certificate[], root: X509Certificate, now: number): TrustVerdict {
+    if (!this.crls) return { ok: true };
     for (const [i, cert] of path.entries()) {
-      const issuerCert = path[i + 1] ?? anchor;
+      const issuerCert = path[i + 1] ?? root;
+      const which = i === 0 ? "the certificate" : `certificate ${cert.subject.replace(/\n/g, ",")} of its path`;
       let id: { issuer: Buffer; serial: string };
       try {
         id = issuerAndSerial(cert);
       } catch {
         return { ok: false, reason: "untrusted", detail: "a certificate of the path cannot be read" };
       }
-      for (const crl of this.crls) {
-        if (!crl.revoked.has(id.serial) || !crl.issuer.equals(id.issuer) || !this.signedBy(crl, issuerCert)) continue;
-        return { ok: false, reason: "revoked", detail: i === 0 ? "the certificate is revoked by crl_file" : `certificate ${cert.subject.replace(/\n/g, ",")} of its path is revoked by crl_file` };
+      const mine = this.crls.filter((crl) => crl.issuer.equals(id.issuer) && this.signedBy(crl, issuerCert));
+      const current = mine.filter((crl) => crl.thisUpdate <= now && (crl.nextUpdate === undefined || now < crl.nextUpdate));
+      if (current.some((crl) => crl.revoked.has(id.serial))) return { ok: false, reason: "revoked", detail: `${which} is revoked by crl_file` };
+      if (!current.length) {
+        const why = mine.length ? "is out of date" : "is missing";
+        return { ok: false, reason: "untrusted", detail: `the CRL of the issuer of ${which} ${why} in crl_file` };
       }
     }
     return { ok: true };
   }
 
   private signedBy(crl: Crl, issuer: X509Certificate): boolean {
-    const hash = SIG_HASH[crl.sigOid];
-    if (hash === undefined) return false;
+    const s = crl.sig;
+    if (!s) return false;
     try {
-      return verify(hash, crl.tbs, issuer.publicKey, crl.signature);
+      const key = s.pssSalt === undefined ? issuer.publicKey : { key: issuer.publicKey, padding: constants.RSA_PKCS1_PSS_PADDING, saltLength: s.pssSalt };
+      return verify(s.hash, crl.tbs, key, crl.signature);
     } catch {
       return false;
     }

@@ -67,16 +67,71 @@ describe.skipIf(!OPENSSL)("TrustAnchors: client certificates checked against rel
     expect(new TrustAnchors(pki.twinRoot, undefined, names).check(leaf, [inter])).toMatchObject({ ok: false, reason: "untrusted" });
   });
 
+  it("needs a root of the CA file at the end of the path, as the handshake does", () => {
+    const interPem = readFileSync(pki.inter);
+    // An intermediate alone in the CA file: node:tls refuses the handshake (no root), so an
+    // open connection is not kept either.
+    expect(new TrustAnchors(interPem, undefined, names).check(leaf, [inter])).toMatchObject({ ok: false, reason: "untrusted", detail: expect.stringContaining("root certificate of ca_file") });
+    expect(new TrustAnchors(Buffer.concat([interPem, pki.root]), undefined, names).check(leaf, [])).toEqual({ ok: true });
+  });
+
   it("honours a CRL of the issuer for every certificate of the path, and only a CRL its issuer signed", () => {
-    const none = pki.crl(pki.interDir, "empty.crl");
+    const interNone = pki.crl(pki.interDir, "empty.crl");
+    const rootNone = pki.crl(pki.rootDir, "root-empty.crl");
+    const none = Buffer.concat([interNone, rootNone]);
     expect(new TrustAnchors(pki.root, none, names).check(leaf, [inter])).toEqual({ ok: true });
     const leafRevoked = pki.crl(pki.interDir, "leaf.crl", pki.client);
-    expect(new TrustAnchors(pki.root, leafRevoked, names).check(leaf, [inter])).toMatchObject({ ok: false, reason: "revoked", detail: "the certificate is revoked by crl_file" });
+    expect(new TrustAnchors(pki.root, Buffer.concat([leafRevoked, rootNone]), names).check(leaf, [inter])).toMatchObject({ ok: false, reason: "revoked", detail: "the certificate is revoked by crl_file" });
     const interRevoked = pki.crl(pki.rootDir, "inter.crl", pki.inter);
-    expect(new TrustAnchors(pki.root, Buffer.concat([none, interRevoked]), names).check(leaf, [inter])).toMatchObject({ ok: false, reason: "revoked", detail: expect.stringContaining("CN=Site issuing CA") });
+    expect(new TrustAnchors(pki.root, Buffer.concat([interNone, interRevoked]), names).check(leaf, [inter])).toMatchObject({ ok: false, reason: "revoked", detail: expect.stringContaining("CN=Site issuing CA") });
     // The twin root has the root's name; its CRL listing the intermediate is not signed by the root.
     const forged = pki.crl(pki.twinDir, "forged.crl", pki.inter);
-    expect(new TrustAnchors(pki.root, forged, names).check(leaf, [inter])).toEqual({ ok: true });
+    expect(new TrustAnchors(pki.root, Buffer.concat([none, forged]), names).check(leaf, [inter])).toEqual({ ok: true });
+  });
+
+  it("with a CRL file, no current CRL of an issuer in the path means no longer trusted (the handshake's verdict)", () => {
+    const interNone = pki.crl(pki.interDir, "empty2.crl");
+    const rootNone = pki.crl(pki.rootDir, "root-empty2.crl");
+    // The root's CRL is missing: the intermediate's revocation status cannot be told.
+    expect(new TrustAnchors(pki.root, interNone, names).check(leaf, [inter])).toMatchObject({ ok: false, reason: "untrusted", detail: expect.stringMatching(/certificate CN=Site issuing CA.* is missing in crl_file/) });
+    expect(new TrustAnchors(pki.root, rootNone, names).check(leaf, [inter])).toMatchObject({ ok: false, reason: "untrusted", detail: "the CRL of the issuer of the certificate is missing in crl_file" });
+    // Both CRLs say two days; three days on they are out of date.
+    const both = new TrustAnchors(pki.root, Buffer.concat([interNone, rootNone]), names);
+    expect(both.check(leaf, [inter], Date.now() + 3 * 86_400_000)).toMatchObject({ ok: false, reason: "untrusted", detail: expect.stringContaining("is out of date") });
+    expect(both.check(leaf, [inter], Date.now() - 86_400_000)).toMatchObject({ ok: false, reason: "untrusted", detail: expect.stringContaining("is out of date") });
+    expect(both.check(leaf, [inter])).toEqual({ ok: true });
+  });
+
+  it("checks RSA-PSS signed CRLs with the parameters they name", () => {
+    // An RSA root issuing a client directly; CRLs signed with PSS (SHA-256 and SHA-384, two
+    // salt lengths) by the root, and one by another RSA key under the same name.
+    const rsaCa = (name: string) => {
+      const d = join(dir, name);
+      mkdirSync(d);
+      writeFileSync(join(d, "crlnumber"), "01\n");
+      writeFileSync(join(d, "ca.cnf"), "[ca]\ndefault_ca = d\n[d]\ndatabase = index.txt\ncrlnumber = crlnumber\ndefault_md = sha256\ndefault_crl_days = 2\n");
+      execFileSync(OPENSSL!, ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.crt", "-subj", "/CN=RSA root", "-days", "2"], { cwd: d, stdio: "pipe" });
+      return d;
+    };
+    const rsa = rsaCa("rsa");
+    const rsaTwin = rsaCa("rsa-twin");
+    const ossl = (...args: string[]) => execFileSync(OPENSSL!, args, { cwd: dir, stdio: "pipe" });
+    ossl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", "rsa-client.key", "-out", "rsa-client.csr", "-subj", "/CN=eng2");
+    ossl("x509", "-req", "-in", "rsa-client.csr", "-CA", join(rsa, "ca.crt"), "-CAkey", join(rsa, "ca.key"), "-CAcreateserial", "-out", "rsa-client.crt", "-days", "2");
+    const client = new X509Certificate(readFileSync(join(dir, "rsa-client.crt")));
+    const root = readFileSync(join(rsa, "ca.crt"));
+    const pssCrl = (caDir: string, out: string, md: string, salt: string) => {
+      writeFileSync(join(caDir, "index.txt"), "");
+      execFileSync(OPENSSL!, ["ca", "-config", "ca.cnf", "-revoke", join(dir, "rsa-client.crt"), "-keyfile", "ca.key", "-cert", "ca.crt"], { cwd: caDir, stdio: "pipe" });
+      execFileSync(OPENSSL!, ["ca", "-config", "ca.cnf", "-gencrl", "-keyfile", "ca.key", "-cert", "ca.crt", "-md", md, "-sigopt", "rsa_padding_mode:pss", "-sigopt", `rsa_pss_saltlen:${salt}`, "-out", join(dir, out)], { cwd: caDir, stdio: "pipe" });
+      return readFileSync(join(dir, out));
+    };
+    const pss256 = pssCrl(rsa, "pss256.crl", "sha256", "32");
+    expect(execFileSync(OPENSSL!, ["crl", "-in", join(dir, "pss256.crl"), "-noout", "-text"]).toString()).toContain("rsassaPss");
+    expect(new TrustAnchors(root, pss256, names).check(client, [])).toMatchObject({ ok: false, reason: "revoked" });
+    expect(new TrustAnchors(root, pssCrl(rsa, "pss384.crl", "sha384", "20"), names).check(client, [])).toMatchObject({ ok: false, reason: "revoked" });
+    // Signed with PSS by a key that is not the issuer's: not the issuer's CRL (so the issuer has none).
+    expect(new TrustAnchors(root, pssCrl(rsaTwin, "pss-forged.crl", "sha256", "32"), names).check(client, [])).toMatchObject({ ok: false, reason: "untrusted", detail: expect.stringContaining("is missing") });
   });
 
   it("refuses a CRL file it cannot read", () => {
