@@ -33,15 +33,16 @@ export function decodePoint(p: TapPoint, raw: readonly number[]): number {
 
 export class ReadingsTap {
   private readonly index = new Map<string, TapPoint[]>();
+  /** By device and table, whatever the unit: what a serial broadcast (unit 0) reaches. */
+  private readonly byDevice = new Map<string, TapPoint[]>();
   constructor(
     points: readonly TapPoint[],
     private readonly sink: ReadingSink,
   ) {
+    const add = (m: Map<string, TapPoint[]>, k: string, p: TapPoint): void => void m.set(k, [...(m.get(k) ?? []), p]);
     for (const p of points) {
-      const k = `${p.device}|${p.unit}|${p.table}`;
-      const l = this.index.get(k) ?? [];
-      l.push(p);
-      this.index.set(k, l);
+      add(this.index, `${p.device}|${p.unit}|${p.table}`, p);
+      add(this.byDevice, `${p.device}|${p.table}`, p);
     }
   }
 
@@ -67,9 +68,12 @@ export class ReadingsTap {
     }
   }
 
-  /** A write the device acknowledged. */
+  /**
+   * A write the device acknowledged. A broadcast (unit 0, which every slave of a serial bus
+   * executes) covers the points of every unit of the device at those addresses.
+   */
   write(w: { identity: string; device: string; unit: number; table: "coil" | "holding"; address: number; values: readonly number[]; ts: number }): void {
-    const pts = this.index.get(`${w.device}|${w.unit}|${w.table}`) ?? [];
+    const pts = (w.unit === 0 ? this.byDevice.get(`${w.device}|${w.table}`) : this.index.get(`${w.device}|${w.unit}|${w.table}`)) ?? [];
     const covered = pts.filter((p) => p.address < w.address + w.values.length && p.address + words(p.type) > w.address).map((p) => p.id);
     try {
       this.sink.write?.({ ts: w.ts, identity: w.identity, device: w.device, unit: w.unit, table: w.table, address: w.address, values: w.values, points: covered });

@@ -89,6 +89,11 @@ describe("readings tap", () => {
     expect(readings).toHaveLength(2);
     tap.write({ identity: "role:eng", device: "plc", unit: 1, table: "holding", address: 11, values: [1, 2], ts: 125 });
     expect(writes).toEqual([{ ts: 125, identity: "role:eng", device: "plc", unit: 1, table: "holding", address: 11, values: [1, 2], points: ["b"] }]);
+    // A broadcast (unit 0) reaches every unit of the device: the points at those addresses on each.
+    tap.write({ identity: "role:eng", device: "plc", unit: 0, table: "holding", address: 10, values: [5], ts: 126 });
+    expect(writes[1]).toMatchObject({ unit: 0, address: 10, points: ["a", "d"] });
+    tap.write({ identity: "role:eng", device: "other", unit: 0, table: "holding", address: 10, values: [5], ts: 127 });
+    expect(writes[2]).toMatchObject({ device: "other", points: [] });
   });
 });
 
