@@ -14,6 +14,10 @@ import { signBytes } from "./sign";
  * synchronous (it waits with a bounded Atomics.wait). Ed25519 is deterministic, so signatures
  * are byte-identical to inline signing. If the worker fails or is late, the recorder signs
  * whatever is missing itself and stops using the worker.
+ *
+ * The worker (an isolate of its own, about 11 MB of memory) runs only while there is load: it
+ * is started by the first batch of `startAt` events, used once it is ready, and stopped after
+ * `idleStopMs` without such a batch. An idle gateway signs its few events inline.
  */
 export interface BatchSigner {
   begin(): void;
@@ -52,20 +56,23 @@ const AVAIL = 1; // hashes pushed so far
 const NEXT = 2; // next index to claim (worker and recorder both claim with Atomics.add)
 const SEALED = 3; // 1 when the last hash is pushed (AVAIL is then final)
 const IDLE = 4; // generation the worker has finished
-const STOP = 5;
+const RUN = 5; // id of the worker that may run (0: none); any other worker ends
 
 const WORKER_SRC = `
-const { workerData } = require("node:worker_threads");
+const { workerData, parentPort } = require("node:worker_threads");
 const { createPrivateKey, sign } = require("node:crypto");
 const key = createPrivateKey({ key: Buffer.from(workerData.pkcs8), format: "der", type: "pkcs8" });
 const ctrl = new Int32Array(workerData.ctrl);
 const done = new Int32Array(workerData.done);
 const hashes = new Uint8Array(workerData.hashes);
 const sigs = new Uint8Array(workerData.sigs);
-let gen = 0;
+const me = workerData.id;
+// Batches from now on only.
+let gen = Atomics.load(ctrl, ${GEN});
+parentPort.postMessage("ready");
 for (;;) {
-  while (Atomics.load(ctrl, ${GEN}) === gen && !Atomics.load(ctrl, ${STOP})) Atomics.wait(ctrl, ${GEN}, gen, 1000);
-  if (Atomics.load(ctrl, ${STOP})) break;
+  while (Atomics.load(ctrl, ${GEN}) === gen && Atomics.load(ctrl, ${RUN}) === me) Atomics.wait(ctrl, ${GEN}, gen, 1000);
+  if (Atomics.load(ctrl, ${RUN}) !== me) break;
   gen = Atomics.load(ctrl, ${GEN});
   for (;;) {
     const i = Atomics.add(ctrl, ${NEXT}, 1);
@@ -80,8 +87,27 @@ for (;;) {
 }
 `;
 
+export interface ParallelSignerOptions {
+  /** Hashes in one batch that start the worker (default 64). */
+  startAt?: number;
+  /** Stop the worker after this long without such a batch (default 5 min). */
+  idleStopMs?: number;
+}
+
 export class ParallelSigner implements BatchSigner {
   private worker: Worker | undefined;
+  /** The worker has loaded the key and waits for batches. */
+  private ready = false;
+  /** A worker failed or was late: sign inline from now on. */
+  private failed = false;
+  private closed = false;
+  private workerId = 0;
+  private lastBusy = 0;
+  private readyWaiters: Array<() => void> = [];
+  private readonly pkcs8: Buffer;
+  private readonly startAt: number;
+  private readonly idleStopMs: number;
+  private readonly idleTimer: NodeJS.Timeout;
   private readonly ctrl = new Int32Array(new SharedArrayBuffer(8 * 4));
   /** done[i] === generation when the worker has written signature i of this batch. */
   private readonly done = new Int32Array(new SharedArrayBuffer(MAX * 4));
@@ -91,17 +117,74 @@ export class ParallelSigner implements BatchSigner {
   private gen = 0;
   private active = false;
 
-  constructor(private readonly key: KeyObject) {
-    const pkcs8 = key.export({ format: "der", type: "pkcs8" });
-    this.worker = new Worker(WORKER_SRC, { eval: true, workerData: { pkcs8, ctrl: this.ctrl.buffer, done: this.done.buffer, hashes: this.hashes.buffer, sigs: this.sigs.buffer } });
-    this.worker.unref();
-    this.worker.on("error", () => (this.worker = undefined));
-    this.worker.on("exit", () => (this.worker = undefined));
+  constructor(
+    private readonly key: KeyObject,
+    opts: ParallelSignerOptions = {},
+  ) {
+    this.pkcs8 = key.export({ format: "der", type: "pkcs8" });
+    this.startAt = opts.startAt ?? 64;
+    this.idleStopMs = opts.idleStopMs ?? 300_000;
+    this.idleTimer = setInterval(() => {
+      if (this.worker && Date.now() - this.lastBusy > this.idleStopMs) this.stopWorker();
+    }, Math.max(10, Math.min(60_000, this.idleStopMs / 2)));
+    this.idleTimer.unref();
+  }
+
+  /** Whether batches are signed on two threads now. */
+  get parallel(): boolean {
+    return this.ready;
+  }
+
+  /** Starts the worker if it is not running and resolves once it is ready (false: it cannot run). */
+  whenReady(): Promise<boolean> {
+    this.lastBusy = Date.now();
+    this.startWorker();
+    if (this.ready || !this.worker) return Promise.resolve(this.ready);
+    return new Promise((resolve) => this.readyWaiters.push(() => resolve(this.ready)));
+  }
+
+  private startWorker(): void {
+    if (this.worker || this.failed || this.closed) return;
+    const id = (this.workerId = (this.workerId % 0x7ffffffe) + 1);
+    Atomics.store(this.ctrl, RUN, id);
+    const w = new Worker(WORKER_SRC, { eval: true, workerData: { id, pkcs8: this.pkcs8, ctrl: this.ctrl.buffer, done: this.done.buffer, hashes: this.hashes.buffer, sigs: this.sigs.buffer } });
+    w.unref();
+    this.worker = w;
+    const settle = (): void => {
+      for (const f of this.readyWaiters.splice(0)) f();
+    };
+    w.once("message", () => {
+      if (this.worker === w) this.ready = true;
+      settle();
+    });
+    w.on("error", () => {
+      if (this.worker !== w) return;
+      this.worker = undefined;
+      this.ready = false;
+      this.failed = true;
+      settle();
+    });
+    w.on("exit", () => {
+      if (this.worker !== w) return;
+      this.worker = undefined;
+      this.ready = false;
+      settle();
+    });
+  }
+
+  private stopWorker(): void {
+    const w = this.worker;
+    this.worker = undefined;
+    this.ready = false;
+    if (!w) return;
+    Atomics.store(this.ctrl, RUN, 0);
+    Atomics.notify(this.ctrl, GEN);
+    void w.terminate();
   }
 
   begin(): void {
     this.pushed = [];
-    this.active = !!this.worker;
+    this.active = this.ready;
     if (!this.active) return;
     this.gen = (this.gen % 0x7ffffffe) + 1;
     Atomics.store(this.ctrl, AVAIL, 0);
@@ -114,6 +197,11 @@ export class ParallelSigner implements BatchSigner {
   push(hash: Buffer): void {
     const i = this.pushed.length;
     this.pushed.push(hash);
+    if (i + 1 === this.startAt) {
+      // A busy batch: keep the worker running (start it for the next batches if it is not).
+      this.lastBusy = Date.now();
+      this.startWorker();
+    }
     if (!this.active || i >= MAX) return;
     this.hashes.set(hash, i * 32);
     Atomics.store(this.ctrl, AVAIL, i + 1);
@@ -135,7 +223,10 @@ export class ParallelSigner implements BatchSigner {
       // Wait for the worker to finish its claims of this generation.
       const deadline = Date.now() + WAIT_MS;
       while (Atomics.load(this.ctrl, IDLE) !== this.gen && Date.now() < deadline) Atomics.wait(this.ctrl, IDLE, Atomics.load(this.ctrl, IDLE), 100);
-      if (Atomics.load(this.ctrl, IDLE) !== this.gen) this.close();
+      if (Atomics.load(this.ctrl, IDLE) !== this.gen) {
+        this.failed = true;
+        this.stopWorker();
+      }
       for (let i = 0; i < Math.min(n, MAX); i++) {
         if (mine.has(i)) continue;
         out[i] = Atomics.load(this.done, i) === this.gen ? Buffer.from(this.sigs.slice(i * 64, i * 64 + 64)) : signBytes(this.key, this.pushed[i]!);
@@ -155,11 +246,8 @@ export class ParallelSigner implements BatchSigner {
   }
 
   close(): void {
-    const w = this.worker;
-    this.worker = undefined;
-    if (!w) return;
-    Atomics.store(this.ctrl, STOP, 1);
-    Atomics.notify(this.ctrl, GEN);
-    void w.terminate();
+    this.closed = true;
+    clearInterval(this.idleTimer);
+    this.stopWorker();
   }
 }
