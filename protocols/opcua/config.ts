@@ -24,6 +24,22 @@ export const nodeIdSchema = z.string().regex(NODE_ID, "an OPC UA node id such as
 
 const int = (min: number, max: number) => z.number().int().min(min).max(max);
 
+const passwordUser = z.strictObject({ username: z.string().min(1).max(256), password_file: z.string().min(1) });
+const certificateUser = z.strictObject({ certificate_file: z.string().min(1), key_file: z.string().min(1) });
+type OpcuaUser = z.output<typeof passwordUser> | z.output<typeof certificateUser>;
+
+/**
+ * `{ username, password_file }` or `{ certificate_file, key_file }`, told apart by their keys,
+ * so that an error names the field that is wrong (a plain union would only say "invalid").
+ */
+const userSchema = z.unknown().transform((v, ctx): OpcuaUser => {
+  const certificate = typeof v === "object" && v !== null && ("certificate_file" in v || "key_file" in v);
+  const r = (certificate ? certificateUser : passwordUser).safeParse(v);
+  if (r.success) return r.data;
+  for (const issue of r.error.issues) ctx.addIssue({ ...issue } as Parameters<typeof ctx.addIssue>[0]);
+  return z.NEVER;
+});
+
 export const opcuaServerSchema = z
   .strictObject({
     name: z.string().regex(/^[A-Za-z0-9_.-]{1,64}$/, "letters, digits, '_', '.' or '-', at most 64"),
@@ -41,8 +57,11 @@ export const opcuaServerSchema = z
     allow_unsecured: z.boolean().default(false),
     /** The server's certificate (PEM or DER) to trust. */
     server_certificate: z.string().min(1).optional(),
-    /** User name token; the password comes from a file (0600). Absent: anonymous. */
-    user: z.strictObject({ username: z.string().min(1).max(256), password_file: z.string().min(1) }).optional(),
+    /**
+     * Who the session acts as: a user name with its password in a file (0600), or an X.509
+     * user certificate with its RSA key in a file (0600). Absent: anonymous.
+     */
+    user: userSchema.optional(),
     request_timeout_ms: int(100, 120_000).default(5000),
     /** Connection, secure channel and session must be open within this, or the attempt is dropped. */
     connect_timeout_ms: int(500, 300_000).default(15_000),

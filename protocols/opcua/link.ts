@@ -12,9 +12,9 @@ import { readdirSync, readFileSync, rmSync, statSync } from "node:fs";
 import { join } from "node:path";
 import type { OPCUACertificateManager } from "node-opcua-certificate-manager";
 import type { ClientSession, DataValue, OPCUAClient, ReadValueIdOptions, UserIdentityInfo } from "node-opcua-client";
-import { readSecretFile } from "../../agent/keys/files";
 import type { OpcuaServerConfig } from "./config";
 import type { CertificateSeen, OpcuaEvents } from "./events";
+import { loadUserCredentials } from "./user";
 
 type ClientModule = typeof import("node-opcua-client");
 
@@ -183,10 +183,10 @@ export class OpcuaLink {
   }
 
   private userIdentity(): UserIdentityInfo {
-    const u = this.config.user;
-    if (!u) return { type: this.ua.UserTokenType.Anonymous };
-    const password = readSecretFile(u.password_file, `OPC UA server ${this.config.name} password file`).toString("utf8").replace(/\r?\n$/, "");
-    return { type: this.ua.UserTokenType.UserName, userName: u.username, password };
+    const u = loadUserCredentials(this.config);
+    if (u.kind === "anonymous") return { type: this.ua.UserTokenType.Anonymous };
+    if (u.kind === "password") return { type: this.ua.UserTokenType.UserName, userName: u.username, password: u.password };
+    return { type: this.ua.UserTokenType.Certificate, certificateData: u.certificate, privateKey: u.keyPem };
   }
 
   /** With `server_certificate` set, the channel must be with exactly that certificate. */

@@ -15,6 +15,7 @@ import type { EventSink } from "../../agent/events/types";
 import type { ReadingSink } from "../../agent/pipeline";
 import { DaemonError } from "../../agent/errors";
 import { readSecretFile } from "../../agent/keys/files";
+import { loadUserCredentials } from "./user";
 import type { OpcuaConfig } from "./config";
 import { OpcuaEvents, type CertificateSeen } from "./events";
 import { derOf, describeCertificate, OpcuaLink, rejectedFiles, type LinkStatus } from "./link";
@@ -47,8 +48,9 @@ export class OpcuaService {
   async start(): Promise<void> {
     const c = this.o.config;
     const log = this.o.log;
-    // Fail closed before anything connects: password files must exist and be owner-only.
-    for (const s of c.servers) if (s.user) readSecretFile(s.user.password_file, `opcua server ${s.name} password file`);
+    // Fail closed before anything connects: password and key files must exist and be
+    // owner-only, and a user certificate must match its key.
+    for (const s of c.servers) loadUserCredentials(s);
     const ua = await import("node-opcua-client");
     // The stack's own console output goes to the daemon's log instead (never at info: it is chatty).
     ua.setWarningLogger((...a: unknown[]) => log.debug({ stack: "node-opcua" }, a.map(String).join(" ").slice(0, 500)));

@@ -1,4 +1,5 @@
-import { writeFileSync } from "node:fs";
+import { X509Certificate } from "node:crypto";
+import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { DataType, MessageSecurityMode, OPCUACertificateManager, OPCUAServer, SecurityPolicy, setWarningLogger, Variant, VariantArrayType } from "node-opcua";
 
@@ -11,6 +12,8 @@ export interface TestServerOptions {
   /** user name -> password; none: anonymous only. */
   users?: Record<string, string>;
   modes?: ("SignAndEncrypt" | "Sign" | "None")[];
+  /** PEM files of X.509 user certificates the server accepts as user tokens. */
+  userCertificates?: string[];
 }
 
 /**
@@ -44,10 +47,12 @@ export class TestOpcuaServer {
       serverCertificateManager: new OPCUACertificateManager({ rootFolder: join(o.dir, "server-pki"), automaticallyAcceptUnknownCertificate: true, disableFileWatchers: true }),
       securityModes: modes,
       securityPolicies: modes.includes(MessageSecurityMode.None) ? [SecurityPolicy.None, SecurityPolicy.Basic256Sha256] : [SecurityPolicy.Basic256Sha256],
-      allowAnonymous: !o.users,
+      allowAnonymous: !o.users && !o.userCertificates,
       userManager: o.users ? { isValidUser: (u: string, p: string) => o.users![u] === p } : undefined,
+      userCertificateManager: o.userCertificates ? new OPCUACertificateManager({ rootFolder: join(o.dir, "user-pki"), automaticallyAcceptUnknownCertificate: false, disableFileWatchers: true }) : undefined,
     });
     await server.initialize();
+    for (const f of o.userCertificates ?? []) await server.userCertificateManager.trustCertificate(new X509Certificate(readFileSync(f)).raw);
     const space = server.engine.addressSpace!;
     const ns = space.getOwnNamespace();
     this.namespaceUri = ns.namespaceUri;

@@ -1,5 +1,6 @@
 import { afterEach, describe, expect, it } from "vitest";
-import { existsSync, readdirSync, statSync, writeFileSync } from "node:fs";
+import { execFileSync } from "node:child_process";
+import { chmodSync, existsSync, readdirSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import type { EventDraft } from "../../../agent/events/types";
 import type { Reading } from "../../../agent/pipeline";
@@ -7,7 +8,14 @@ import { opcuaConfigSchema } from "../../../protocols/opcua/config";
 import type { OpcuaPolledPoint } from "../../../protocols/opcua/poller";
 import { OpcuaService } from "../../../protocols/opcua/service";
 import { silent, tempDir, until } from "../../helpers/fixture";
+import { OPENSSL } from "../modbus/_certs";
 import { TestOpcuaServer } from "./_server";
+
+/** The environment for the openssl binary: node-opcua's PKI sets OPENSSL_CONF for its own use when it loads. */
+function opensslEnv(): NodeJS.ProcessEnv {
+  const { OPENSSL_CONF: _, ...env } = process.env;
+  return env;
+}
 
 const pt = (id: string, node: string, over: Partial<OpcuaPolledPoint["source"]> = {}): OpcuaPolledPoint => ({ id, source: { server: "plc", node_id: node, scale: 1, offset: 0, ...over }, interval_ms: 50 });
 
@@ -139,6 +147,44 @@ describe("OPC UA client: secured sessions to a real node-opcua server, polled in
     expect(auth[0]!.ocsf.message).toMatch(/refused the session: .*BadUserAccessDenied/);
     expect(JSON.stringify(events)).not.toContain("guess");
     expect(readings.length).toBe(0);
+  });
+
+  it("acts as an X.509 user: a trusted user certificate gets a session, an untrusted one an authentication failure", async () => {
+    const t = tempDir("gw-opcua-");
+    cleanups.push(t.cleanup);
+    const ossl = (...args: string[]) => execFileSync(OPENSSL!, args, { cwd: t.dir, stdio: "pipe", env: opensslEnv() });
+    for (const n of ["operator", "stranger"])
+      ossl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", `${n}.key`, "-out", `${n}.crt`, "-subj", `/CN=${n}`, "-days", "2", "-addext", "keyUsage=critical,digitalSignature,nonRepudiation,keyEncipherment,dataEncipherment", "-addext", "basicConstraints=critical,CA:FALSE");
+    for (const n of ["operator", "stranger"]) chmodSync(join(t.dir, `${n}.key`), 0o600);
+    const server = new TestOpcuaServer({ dir: t.dir, userCertificates: [join(t.dir, "operator.crt")] });
+    await server.start();
+    cleanups.push(() => server.stop());
+    const user = (n: string) => ({ certificate_file: join(t.dir, `${n}.crt`), key_file: join(t.dir, `${n}.key`) });
+    const ok = service(t.dir, { endpoint: server.endpoint, server_certificate: server.certFile, user: user("operator") }, [pt("level", "ns=1;s=Tank.Level")]);
+    await ok.svc.start();
+    await until(() => ok.readings.length > 0, 15_000, "readings as the X.509 user");
+    expect(ok.readings.at(-1)!.value).toBe(2.5);
+    await ok.svc.stop();
+    const refused = service(t.dir, { endpoint: server.endpoint, server_certificate: server.certFile, user: user("stranger") }, [pt("level", "ns=1;s=Tank.Level")]);
+    await refused.svc.start();
+    await until(() => refused.events.some((e) => e.ocsf.class_uid === 3002), 15_000, "an authentication failure");
+    expect(refused.events.find((e) => e.ocsf.class_uid === 3002)!.ocsf.message).toMatch(/refused the session/);
+    expect(refused.readings.length).toBe(0);
+  });
+
+  it("checks an X.509 user's files before connecting: owner-only RSA key, matching the certificate", async () => {
+    const t = tempDir("gw-opcua-");
+    cleanups.push(t.cleanup);
+    const ossl = (...args: string[]) => execFileSync(OPENSSL!, args, { cwd: t.dir, stdio: "pipe", env: opensslEnv() });
+    ossl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "a.key", "-out", "a.crt", "-subj", "/CN=a", "-days", "2");
+    ossl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "b.key", "-out", "b.crt", "-subj", "/CN=b", "-days", "2");
+    ossl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", "ec.key", "-out", "ec.crt", "-subj", "/CN=ec", "-days", "2");
+    for (const k of ["a", "b", "ec"]) chmodSync(join(t.dir, `${k}.key`), 0o600);
+    const start = (crt: string, key: string) => service(t.dir, { endpoint: "opc.tcp://127.0.0.1:4840", user: { certificate_file: join(t.dir, crt), key_file: join(t.dir, key) } }, []).svc.start();
+    await expect(start("a.crt", "b.key")).rejects.toMatchObject({ code: "OPCUA_SETUP", message: expect.stringContaining("does not belong to certificate_file") });
+    await expect(start("ec.crt", "ec.key")).rejects.toMatchObject({ code: "OPCUA_SETUP", message: expect.stringContaining("need RSA") });
+    chmodSync(join(t.dir, "a.key"), 0o644);
+    await expect(start("a.crt", "a.key")).rejects.toMatchObject({ code: "KEY_PERMISSIONS" });
   });
 
   it("refuses to start with a password file others can read", async () => {

@@ -29,6 +29,8 @@ describe("opcua config", () => {
     ["no servers", { servers: [] }, "servers"],
     ["an unknown key", { servers: [server({ password: "x" })] }, "servers.0"],
     ["a user without password file", { servers: [server({ user: { username: "op" } })] }, "servers.0.user.password_file"],
+    ["a certificate user without key file", { servers: [server({ user: { certificate_file: "u.pem" } })] }, "servers.0.user.key_file"],
+    ["a user mixing both forms", { servers: [server({ user: { username: "op", key_file: "k" } })] }, "servers.0.user: Unrecognized key"],
     ["an unbounded message size", { servers: [server()], max_message_bytes: 1e9 }, "max_message_bytes"],
     ["inverted backoff", { servers: [server({ reconnect_min_ms: 5000, reconnect_max_ms: 1000 })] }, "servers.0.reconnect_min_ms"],
   ])("refuses %s", (_n, cfg, path) => {
