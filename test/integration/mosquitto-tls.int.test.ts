@@ -196,7 +196,7 @@ describe("agent -> Mosquitto (mTLS, MQTT 5) -> SOC receiver", () => {
   it.skipIf(skip)(`a batch the broker rejects (ACL, PUBACK 0x87) is parked and reported; the rest keeps flowing${why}`, async () => {
     const allow = `user ${DEVICE}\ntopic write gatewarden/v1/${DEVICE}/events\n\nuser ${SOC_CN}\ntopic read gatewarden/v1/+/events\n`;
     const deny = `user ${DEVICE}\ntopic write gatewarden/v1/somewhere-else/events\n\nuser ${SOC_CN}\ntopic read gatewarden/v1/+/events\n`;
-    const { site, receiver, mq } = await setup({ acl: allow, settings: { "simulate.events_per_s": "300", "upstream.parked_retry_ms": "1000", "upstream.max_batch_events": "50" } });
+    const { site, receiver, mq } = await setup({ acl: allow, settings: { "simulate.events_per_s": "300", "upstream.parked_retry_ms": "3000", "upstream.max_batch_events": "50" } });
     const lines: OutLine[] = [];
     const rx = receiver("soc-1", site.socDir, lines);
     await rx.start();
@@ -207,14 +207,16 @@ describe("agent -> Mosquitto (mTLS, MQTT 5) -> SOC receiver", () => {
       await sleep(500);
       await mq.setAcl(deny);
       // Parked rows are retried on a fixed period: allow again right after a retry, so that the
-      // next retry is a whole period away and new events visibly overtake the parked ones.
+      // next retry is a whole period away and new events visibly overtake the parked ones. The
+      // period (3 s) leaves room for Mosquitto's ACL reload under a loaded CI machine: with 1 s,
+      // a slow reload once left no window before the next retry, and nothing overtook.
       let retries = 0;
       const unpark = rt.outbox.unparkAll.bind(rt.outbox);
       rt.outbox.unparkAll = () => (retries++, unpark());
       await until(() => rt.forwarder!.counters.rejected > 0, 10_000, "a rejected batch");
       await until(() => (parkedSeen = rt.outbox.stats().parked) > 0, 5000, "rows to be parked");
       const r = retries;
-      await until(() => retries > r, 5000, "a parked retry");
+      await until(() => retries > r, 8000, "a parked retry");
       await mq.setAcl(allow);
       // Parked rows are retried every parked_retry_ms; new ones flow at once.
       await until(() => rt.outbox.stats().parked === 0 && rt.outbox.stats().depth < 50, 15_000, "parked rows to be retried and delivered");
