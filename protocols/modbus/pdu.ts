@@ -250,6 +250,9 @@ function fileCheck(file: number, record: number, length: number): Rejection | un
 }
 
 /** Serialise a request that `parseRequest` produced (or one built by hand with valid fields). */
+/** Length of a request PDU that `writeFixedRequest` writes (FC 1-6); 0 for the others. */
+export const fixedRequestLength = (req: ModbusRequest): number => (req.fc >= 1 && req.fc <= 6 ? 5 : 0);
+
 /**
  * The fixed 5-byte forms (FC 1-6: function code, address, then quantity or value) written at
  * `off` of `buf`; returns 5, or 0 for any other function (use `encodeRequest`). An upstream

@@ -7,7 +7,7 @@
 import { connect, type Socket } from "node:net";
 import { FairQueue } from "./fair-queue";
 import { mbapFrameSlot, scanMbapInto } from "./frame";
-import { writeFixedRequest, type ModbusRequest } from "./pdu";
+import { fixedRequestLength, writeFixedRequest, type ModbusRequest } from "./pdu";
 import { checkResponse } from "./response";
 import { backoffDelay, deviceFailure, gatewayTimeout, gatewayUnavailable, type Upstream, type UpstreamJob, type UpstreamObserver, type UpstreamStatus } from "./upstream";
 
@@ -149,7 +149,7 @@ export class TcpUpstream implements Upstream {
     c.inFlight++;
     c.out[c.outCount] = job;
     c.outTids[c.outCount++] = tid;
-    c.outBytes += 7 + (job.req.fc <= 6 ? 5 : job.pdu.length);
+    c.outBytes += 7 + (fixedRequestLength(job.req) || job.pdu.length);
     // Nothing else in flight on any connection: no batch to wait for, write at once. Otherwise
     // requests from many clients in one event-loop turn leave in one write per connection
     // (one segment, one syscall), at the end of the turn or before the next answers are relayed.

@@ -3,7 +3,7 @@ import { describe, expect, it } from "vitest";
 import { isDaemonError } from "../../../agent/errors";
 import { roleFromCertificate } from "../../../protocols/modbus/cert-role";
 import { decodeRtu, decodeTcpRequest, encodeMbap, encodeRtu, scanMbap } from "../../../protocols/modbus/frame";
-import { encodeRequest, MAX_PDU, parseRequest } from "../../../protocols/modbus/pdu";
+import { encodeRequest, fixedRequestLength, MAX_PDU, parseRequest, writeFixedRequest } from "../../../protocols/modbus/pdu";
 import { requestArb } from "./_arbitraries";
 import { checkResponse, rtuResponseSize } from "../../../protocols/modbus/response";
 
@@ -18,6 +18,19 @@ describe("codec properties", () => {
         expect(parseRequest(pdu)).toEqual({ ok: true, req });
       }),
       { numRuns: 3000 },
+    );
+  });
+
+  it("the batch writer's fixed forms are encodeRequest's bytes, and say their length", () => {
+    fc.assert(
+      fc.property(requestArb, fc.integer({ min: 0, max: 16 }), (req, off) => {
+        const buf = Buffer.alloc(off + 8, 0xee);
+        const n = writeFixedRequest(req, buf, off);
+        expect(n).toBe(fixedRequestLength(req));
+        if (n) expect(buf.subarray(off, off + n).equals(encodeRequest(req))).toBe(true);
+        expect(buf.subarray(off + n).every((b) => b === 0xee)).toBe(true); // nothing past its end
+      }),
+      { numRuns: 2000 },
     );
   });
 
