@@ -1,0 +1,164 @@
+/**
+ * A device that answers wrongly, late, twice, in pieces, with garbage, or not at all, behind a
+ * real proxy: every client request gets exactly one answer, and that answer is either the
+ * device's own valid answer to that very request or a gateway exception (04 invalid answer,
+ * 0B no answer, 0A path unavailable). Never another request's answer (two transactions in
+ * flight per connection, so a late or repeated answer meets a busy slot), never a malformed
+ * one, and the proxy keeps serving once the device behaves again.
+ */
+import fc from "fast-check";
+import { createServer, type Server, type Socket } from "node:net";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { modbusConfigSchema } from "../../../protocols/modbus/config";
+import { ModbusProxyService } from "../../../protocols/modbus/service";
+import { MemorySink, RawClient } from "./_harness";
+
+const BEHAVIOURS = ["ok", "split", "exception", "wrongTid", "wrongUnit", "wrongFc", "badCount", "duplicate", "late", "silent", "garbage", "close"] as const;
+type Behaviour = (typeof BEHAVIOURS)[number];
+
+/** FC 3, one register: the device's value for holding `a` is `a`. */
+const answerPdu = (address: number): Buffer => Buffer.from([3, 2, address >> 8, address & 0xff]);
+const mbap = (tid: number, unit: number, pdu: Buffer): Buffer => {
+  const b = Buffer.alloc(7 + pdu.length);
+  b.writeUInt16BE(tid, 0);
+  b.writeUInt16BE(pdu.length + 1, 4);
+  b[6] = unit;
+  pdu.copy(b, 7);
+  return b;
+};
+
+/** Answers each request frame as the next behaviour of `script` says (cycling). */
+class HostileDevice {
+  script: Behaviour[] = ["ok"];
+  private next = 0;
+  private readonly server: Server;
+  private readonly sockets = new Set<Socket>();
+  port = 0;
+
+  constructor() {
+    this.server = createServer((s) => {
+      this.sockets.add(s);
+      s.setNoDelay(true);
+      s.on("error", () => {});
+      s.on("close", () => this.sockets.delete(s));
+      let buf = Buffer.alloc(0);
+      s.on("data", (d: Buffer) => {
+        buf = Buffer.concat([buf, d]);
+        while (buf.length >= 7 && buf.length >= 6 + buf.readUInt16BE(4)) {
+          const size = 6 + buf.readUInt16BE(4);
+          const f = buf.subarray(0, size);
+          buf = buf.subarray(size);
+          this.answer(s, f.readUInt16BE(0), f[6]!, f.readUInt16BE(8));
+        }
+      });
+    });
+  }
+
+  private answer(s: Socket, tid: number, unit: number, address: number): void {
+    const b = this.script[this.next++ % this.script.length]!;
+    const good = mbap(tid, unit, answerPdu(address));
+    const write = (x: Buffer) => void (s.destroyed || s.write(x));
+    switch (b) {
+      case "ok":
+        return write(good);
+      case "split":
+        write(good.subarray(0, 5));
+        setTimeout(() => write(good.subarray(5)), 3);
+        return;
+      case "exception":
+        return write(mbap(tid, unit, Buffer.from([0x83, 0x02])));
+      case "wrongTid":
+        return write(mbap(tid ^ 0x8000, unit, answerPdu(address)));
+      case "wrongUnit":
+        return write(mbap(tid, (unit + 1) & 0xff, answerPdu(address)));
+      case "wrongFc":
+        return write(mbap(tid, unit, Buffer.from([4, 2, 0, 0])));
+      case "badCount":
+        return write(mbap(tid, unit, Buffer.from([3, 4, 0, 0, 0, 0])));
+      case "duplicate":
+        write(good);
+        setTimeout(() => write(good), 2);
+        return;
+      case "late":
+        // After the proxy's timeout (150 ms): its slot may hold another request by then.
+        setTimeout(() => write(good), 180);
+        return;
+      case "silent":
+        return;
+      case "garbage":
+        // A protocol id that is not 0: the stream cannot be trusted after it.
+        return write(Buffer.from([0, 1, 0xab, 0xcd, 0, 2, 0, 0xff]));
+      case "close":
+        s.destroy();
+        return;
+    }
+  }
+
+  listen(): Promise<number> {
+    return new Promise((r) => this.server.listen(0, "127.0.0.1", () => r((this.port = (this.server.address() as { port: number }).port))));
+  }
+
+  close(): Promise<void> {
+    for (const s of this.sockets) s.destroy();
+    return new Promise((r) => this.server.close(() => r()));
+  }
+}
+
+describe("proxy: a hostile or broken device behind it", () => {
+  const device = new HostileDevice();
+  let service: ModbusProxyService;
+  let port = 0;
+  beforeAll(async () => {
+    const dport = await device.listen();
+    const config = modbusConfigSchema.parse({
+      listeners: [{ name: "plain", type: "tcp", listen: "127.0.0.1:0" }],
+      upstreams: [{ name: "plc", type: "tcp", target: `127.0.0.1:${dport}`, timeout_ms: 150, connections: 2, max_in_flight: 2, reconnect: { min_ms: 10, max_ms: 50 } }],
+      routes: [{ unit: 1, upstream: "plc" }],
+      policy: { identities: [{ match: { address: "127.0.0.1" }, role: "scada" }], roles: { scada: { units: [1], functions: ["read-only"], read: { holding: ["0-65535"] } } } },
+      limits: { max_requests_per_s: 0 },
+    });
+    service = new ModbusProxyService({ config, events: new MemorySink() });
+    port = (await service.start())[0]!.port;
+  });
+  afterAll(async () => {
+    await service.stop();
+    await device.close();
+  });
+
+  it("answers every request once, with its own valid answer or a gateway exception", async () => {
+    let checked = 0;
+    let run = 0;
+    await fc.assert(
+      fc.asyncProperty(fc.array(fc.constantFrom(...BEHAVIOURS), { minLength: 1, maxLength: 12 }), fc.integer({ min: 1, max: 4 }), async (script, clients) => {
+        device.script = script;
+        const cs = await Promise.all(Array.from({ length: clients }, () => RawClient.connect(port)));
+        try {
+          // Each client pipelines three reads of addresses no other request of the run uses
+          // (and the runs use other addresses again): a mixed-up answer cannot pass.
+          const base = (run++ * 16) % 60_000;
+          const asks = cs.flatMap((c, i) => [0, 1, 2].map((k) => ({ c, address: base + 4 * i + k })));
+          const answers = await Promise.all(asks.map((a) => a.c.request(1, `03 ${a.address.toString(16).padStart(4, "0")} 0001`, 3000)));
+          answers.forEach((got, i) => {
+            const own = answerPdu(asks[i]!.address).toString("hex");
+            expect([own, "8302", "8304", "830b", "830a"], `script ${script.join(",")}`).toContain(got);
+          });
+          checked += answers.length;
+        } finally {
+          for (const c of cs) c.close();
+        }
+      }),
+      { numRuns: 50 },
+    );
+    expect(checked).toBeGreaterThan(100);
+    // Behaving again: served at once (reconnected if the device had closed the connection).
+    device.script = ["ok"];
+    const c = await RawClient.connect(port);
+    let got = "";
+    for (let i = 0; i < 50 && got !== "03020007"; i++) {
+      got = await c.request(1, "03 0007 0001");
+      if (got !== "03020007") await new Promise((r) => setTimeout(r, 20));
+    }
+    expect(got).toBe("03020007");
+    c.close();
+  });
+});
