@@ -58,6 +58,13 @@ const backoff = z.strictObject({ min_ms: z.number().int().min(1).default(500), m
  * here, and allowed by a policy role whose units include 0) goes out as a broadcast and is
  * answered after `turnaround_ms` (see rtu-bus.ts).
  */
+/**
+ * After a response timeout the line is held quiet this long (default half of timeout_ms) and
+ * what is heard meanwhile is dropped: RTU has no transaction ids, so a slave's late answer must
+ * not be taken for the answer to the next request (see rtu-bus.ts).
+ */
+const lateAnswerKeys = { late_answer_ms: z.number().int().min(0).max(60_000).optional() };
+
 const broadcastKeys = {
   broadcast: z.boolean().default(false),
   /** Bus turnaround delay after a broadcast (Modbus over Serial Line §2.4.1: typically 100-200 ms). */
@@ -87,6 +94,7 @@ export const upstreamSchema = z.discriminatedUnion("type", [
     stop_bits: z.union([z.literal(1), z.literal(2)]).default(1),
     timeout_ms: z.number().int().min(1).default(500),
     ...broadcastKeys,
+    ...lateAnswerKeys,
     dead_after: z.number().int().min(1).default(3),
     dead_backoff: backoff.default({ min_ms: 2000, max_ms: 60_000 }),
     max_queue: z.number().int().min(1).default(64),
@@ -99,6 +107,7 @@ export const upstreamSchema = z.discriminatedUnion("type", [
     baud: z.number().int().min(300).max(921_600).default(19_200),
     timeout_ms: z.number().int().min(1).default(1000),
     ...broadcastKeys,
+    ...lateAnswerKeys,
     dead_after: z.number().int().min(1).default(3),
     dead_backoff: backoff.default({ min_ms: 2000, max_ms: 60_000 }),
     max_queue: z.number().int().min(1).default(64),

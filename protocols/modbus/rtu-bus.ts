@@ -19,6 +19,13 @@
  * function, address and quantity for 15 and 16). That answer means "sent on the bus", which
  * is all a serial master ever learns of a broadcast; anything heard during the turnaround is
  * dropped as noise.
+ *
+ * Late answers. RTU has no transaction ids: an answer is taken for the request on the wire.
+ * A slave that answers after the response timeout could have its answer taken for the next
+ * request, and if that one has the same unit, function and size, the client would get another
+ * request's values. So after a timeout the line is held quiet for `late_answer_ms` (default
+ * half the timeout), bytes heard while no request is on the wire are dropped, and each such
+ * byte keeps the line quiet until it has been silent for ten frame gaps.
  */
 import { encodeRtu, decodeRtu } from "./frame";
 import type { ModbusRequest } from "./pdu";
@@ -42,6 +49,8 @@ export interface RtuBusOptions {
   broadcast?: boolean;
   /** Line held quiet after a broadcast, ms (default 200). */
   turnaround_ms?: number;
+  /** Line held quiet after a response timeout, ms (default half of `timeout_ms`). */
+  late_answer_ms?: number;
 }
 
 /** Functions a broadcast may carry: writes with nothing to read back. */
@@ -82,10 +91,12 @@ export class RtuBus implements Upstream {
   private gapTimer: NodeJS.Timeout | undefined;
   private reopenTimer: NodeJS.Timeout | undefined;
   private readonly gapMs: number;
+  private readonly lateAnswerMs: number;
 
   constructor(private readonly o: RtuBusOptions) {
     this.name = o.name;
     this.gapMs = o.baud > 19_200 ? 1.75 : (3.5 * 11 * 1000) / o.baud;
+    this.lateAnswerMs = o.late_answer_ms ?? Math.ceil(o.timeout_ms / 2);
     o.transport.onData((b) => this.onData(b));
     o.transport.onClose((reason) => this.lost(reason));
   }
@@ -201,14 +212,21 @@ export class RtuBus implements Upstream {
 
   private onData(b: Buffer): void {
     const cur = this.current;
-    if (!cur || cur.unit === 0) return; // noise, a late answer or anything during a broadcast's turnaround: dropped
+    if (!cur) {
+      // Noise or a late answer: dropped, and the line must fall silent before the next request.
+      this.quietUntil = Math.max(this.quietUntil, performance.now() + 10 * this.gapMs);
+      return;
+    }
+    if (cur.unit === 0) return; // anything during a broadcast's turnaround: dropped
     this.rx = this.rx.length ? Buffer.concat([this.rx, b]) : b;
-    if (this.rx.length > 256) return this.finish(deviceFailure(cur.req.fc), true);
+    // After a garbled frame, wait longer so the rest of it passes before the next request.
+    const garbled = 10 * this.gapMs;
+    if (this.rx.length > 256) return this.finish(deviceFailure(cur.req.fc), garbled);
     const size = rtuResponseSize(cur.req, cur.pdu.length, this.rx);
     if (size === undefined || (size > 0 && this.rx.length < size)) return;
-    if (size < 0) return this.finish(deviceFailure(cur.req.fc), true);
+    if (size < 0) return this.finish(deviceFailure(cur.req.fc), garbled);
     const f = decodeRtu(this.rx.subarray(0, size));
-    if (!f.ok || f.unit !== cur.unit) return this.finish(deviceFailure(cur.req.fc), true);
+    if (!f.ok || f.unit !== cur.unit) return this.finish(deviceFailure(cur.req.fc), garbled);
     const chk = checkResponse(cur.req, f.pdu);
     const u = this.units.get(cur.unit);
     if (u) {
@@ -231,16 +249,16 @@ export class RtuBus implements Upstream {
         j.resolve(gatewayTimeout(j.req.fc));
       }
     }
-    this.finish(gatewayTimeout(cur.req.fc));
+    this.finish(gatewayTimeout(cur.req.fc), this.lateAnswerMs);
   }
 
-  private finish(pdu: Buffer, garbled = false): void {
+  /** Answers the current request; the line stays quiet for `quietMs` (one frame gap by default). */
+  private finish(pdu: Buffer, quietMs = this.gapMs): void {
     const cur = this.current;
     if (!cur) return;
     clearTimeout(cur.timer);
     this.current = undefined;
-    // After a garbled frame, wait longer so the rest of it passes before the next request.
-    this.quietUntil = performance.now() + this.gapMs * (garbled ? 10 : 1);
+    this.quietUntil = performance.now() + Math.max(this.gapMs, quietMs);
     cur.resolve(pdu);
     this.pump();
   }

@@ -90,7 +90,8 @@ describe("RTU bus", () => {
 
   it("answers 0B for a silent unit, backs it off, and keeps the live unit fast", async () => {
     const line = new FakeLine(new Set([1]));
-    const b = bus(line);
+    // Not about the quiet after a timeout (tested below): none here, so the timings are the backoff's.
+    const b = bus(line, { late_answer_ms: 0 });
     await new Promise((r) => setTimeout(r, 5));
     expect((await b.request(7, read, pdu)).toString("hex")).toBe("830b");
     expect((await b.request(7, read, pdu)).toString("hex")).toBe("830b"); // second timeout: now dead
@@ -125,5 +126,47 @@ describe("RTU bus", () => {
     expect(res.filter((r) => r === "830a").length).toBeGreaterThan(0);
     await b.stop();
     expect((await b.request(1, read, pdu)).toString("hex")).toBe("830a");
+  });
+
+  it("never takes a slave's late answer for the answer to the next request", async () => {
+    // Unit 1 answers each read with its address as the value, after `latency(address)` ms: the
+    // read of 10 comes 120 ms after the 200 ms timeout, the read of 20 (same unit, function and
+    // size) after 150 ms. Taken in turn, the late answer to 10 would land while 20 is on the
+    // wire and pass every check of an answer to 20.
+    let data: (b: Buffer) => void = () => {};
+    const latency = (address: number) => (address === 10 ? 320 : 150);
+    const sent: number[] = [];
+    const line: ByteTransport = {
+      async open() {},
+      write(b: Buffer) {
+        const f = decodeRtu(b);
+        if (!f.ok) throw new Error("bad frame on the wire");
+        const address = f.pdu.readUInt16BE(1);
+        sent.push(performance.now());
+        setTimeout(() => data(encodeRtu(f.unit, Buffer.from([3, 2, address >> 8, address & 0xff]))), latency(address));
+      },
+      onData(cb) {
+        data = cb;
+      },
+      onClose() {},
+      async close() {},
+    };
+    const one = (address: number): ModbusRequest => ({ fc: 3, address, quantity: 1 });
+    const ask = (b: RtuBus, address: number) => b.request(1, one(address), encodeRequest(one(address))).then((x) => x.toString("hex"));
+    const b = bus(new FakeLine(new Set()), { transport: line, dead_after: 5, late_answer_ms: 250 });
+    await new Promise((r) => setTimeout(r, 5));
+    const [a10, a20] = await Promise.all([ask(b, 10), ask(b, 20)]);
+    expect(a10).toBe("830b");
+    expect(a20).toBe("03020014"); // its own value, not 000a
+    expect(sent[1]! - sent[0]!).toBeGreaterThanOrEqual(200 + 250 - 5); // timeout, then the quiet
+    // Bytes heard while nothing is on the wire keep the line quiet until they stop.
+    sent.length = 0;
+    const t = performance.now();
+    const trickle = setInterval(() => data(Buffer.from([0x55])), 5);
+    setTimeout(() => clearInterval(trickle), 120);
+    await new Promise((r) => setTimeout(r, 20));
+    expect(await ask(b, 30)).toBe("0302001e");
+    expect(sent[0]! - t).toBeGreaterThanOrEqual(115);
+    await b.stop();
   });
 });
