@@ -1,3 +1,4 @@
+import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { decodeRtu, encodeRtu } from "../../../protocols/modbus/frame";
 import { encodeRequest, type ModbusRequest } from "../../../protocols/modbus/pdu";
@@ -41,6 +42,34 @@ class FakeLine implements ByteTransport {
   }
   onClose(): void {}
   async close(): Promise<void> {}
+}
+
+/**
+ * A line whose slave answers each request as `respond` says: it gets the unit, the address read
+ * (FC 3, one register) and the answer a correct slave gives (value = address), and schedules
+ * bytes with `at(ms, bytes)`. `inject` puts bytes on the line at once; `sent` has the times of
+ * the requests.
+ */
+function scriptedLine(respond: (r: { unit: number; address: number; good: Buffer }, at: (ms: number, b: Buffer) => void) => void): ByteTransport & { sent: number[]; inject(b: Buffer): void } {
+  let data: (b: Buffer) => void = () => {};
+  const sent: number[] = [];
+  return {
+    sent,
+    inject: (b) => data(b),
+    async open() {},
+    write(b: Buffer) {
+      const f = decodeRtu(b);
+      if (!f.ok) throw new Error("bad frame on the wire");
+      sent.push(performance.now());
+      const address = f.pdu.readUInt16BE(1);
+      respond({ unit: f.unit, address, good: encodeRtu(f.unit, Buffer.from([3, 2, address >> 8, address & 0xff])) }, (ms, x) => void setTimeout(() => data(x), ms));
+    },
+    onData(cb) {
+      data = cb;
+    },
+    onClose() {},
+    async close() {},
+  };
 }
 
 const read: ModbusRequest = { fc: 3, address: 0, quantity: 2 };
@@ -133,24 +162,8 @@ describe("RTU bus", () => {
     // read of 10 comes 120 ms after the 200 ms timeout, the read of 20 (same unit, function and
     // size) after 150 ms. Taken in turn, the late answer to 10 would land while 20 is on the
     // wire and pass every check of an answer to 20.
-    let data: (b: Buffer) => void = () => {};
-    const latency = (address: number) => (address === 10 ? 320 : 150);
-    const sent: number[] = [];
-    const line: ByteTransport = {
-      async open() {},
-      write(b: Buffer) {
-        const f = decodeRtu(b);
-        if (!f.ok) throw new Error("bad frame on the wire");
-        const address = f.pdu.readUInt16BE(1);
-        sent.push(performance.now());
-        setTimeout(() => data(encodeRtu(f.unit, Buffer.from([3, 2, address >> 8, address & 0xff]))), latency(address));
-      },
-      onData(cb) {
-        data = cb;
-      },
-      onClose() {},
-      async close() {},
-    };
+    const line = scriptedLine((r, at) => at(r.address === 10 ? 320 : 150, r.good));
+    const sent = line.sent;
     const one = (address: number): ModbusRequest => ({ fc: 3, address, quantity: 1 });
     const ask = (b: RtuBus, address: number) => b.request(1, one(address), encodeRequest(one(address))).then((x) => x.toString("hex"));
     const b = bus(new FakeLine(new Set()), { transport: line, dead_after: 5, late_answer_ms: 250 });
@@ -162,11 +175,69 @@ describe("RTU bus", () => {
     // Bytes heard while nothing is on the wire keep the line quiet until they stop.
     sent.length = 0;
     const t = performance.now();
-    const trickle = setInterval(() => data(Buffer.from([0x55])), 5);
+    const trickle = setInterval(() => line.inject(Buffer.from([0x55])), 5);
     setTimeout(() => clearInterval(trickle), 120);
     await new Promise((r) => setTimeout(r, 20));
     expect(await ask(b, 30)).toBe("0302001e");
     expect(sent[0]! - t).toBeGreaterThanOrEqual(115);
+    await b.stop();
+  });
+
+  it("answers every request once, with its own answer or a gateway exception, whatever a slave does", async () => {
+    // A slave scripted per request: correct, in pieces, an exception, the wrong unit or function,
+    // a bad CRC, noise after its answer, an answer after the timeout (within late_answer_ms), or
+    // nothing. Reads of distinct addresses, value = address: a mixed-up answer cannot pass.
+    const BEHAVIOURS = ["ok", "split", "exception", "wrongUnit", "wrongFc", "badCrc", "noiseAfter", "late", "silent"] as const;
+    let script: (typeof BEHAVIOURS)[number][] = ["ok"];
+    let next = 0;
+    const line = scriptedLine(({ unit, address: a, good }, at) => {
+      switch (script[next++ % script.length]!) {
+        case "ok":
+          return at(2, good);
+        case "split":
+          at(2, good.subarray(0, 2));
+          at(3, good.subarray(2, 5));
+          return at(4, good.subarray(5));
+        case "exception":
+          return at(2, encodeRtu(unit, Buffer.from([0x83, 0x02])));
+        case "wrongUnit":
+          return at(2, encodeRtu(unit + 1, Buffer.from([3, 2, a >> 8, a & 0xff])));
+        case "wrongFc":
+          return at(2, encodeRtu(unit, Buffer.from([4, 2, 0, 0])));
+        case "badCrc": {
+          const x = Buffer.from(good);
+          x[x.length - 1]! ^= 0xff;
+          return at(2, x);
+        }
+        case "noiseAfter":
+          return at(2, Buffer.concat([good, Buffer.from([0x00, 0x55])]));
+        case "late":
+          return at(60, good); // timeout 40 ms, quiet 80 ms after it
+        case "silent":
+          return;
+      }
+    });
+    const b = bus(new FakeLine(new Set()), { transport: line, timeout_ms: 40, late_answer_ms: 80, dead_after: 1000 });
+    await new Promise((r) => setTimeout(r, 5));
+    let run = 0;
+    let answered = 0;
+    await fc.assert(
+      fc.asyncProperty(fc.array(fc.constantFrom(...BEHAVIOURS), { minLength: 1, maxLength: 8 }), fc.integer({ min: 1, max: 6 }), async (s, n) => {
+        script = s;
+        next = 0;
+        const base = (run++ * 8) % 60_000;
+        const got = await Promise.all(Array.from({ length: n }, (_, i) => b.request(1, { fc: 3, address: base + i, quantity: 1 }, encodeRequest({ fc: 3, address: base + i, quantity: 1 }))));
+        got.forEach((g, i) => {
+          const own = "0302" + (base + i).toString(16).padStart(4, "0");
+          expect([own, "8302", "8304", "830b", "830a"], `script ${s.join(",")}`).toContain(g.toString("hex"));
+        });
+        answered += got.length;
+        // Let a late answer of the last request pass before the next run.
+        await new Promise((r) => setTimeout(r, 70));
+      }),
+      { numRuns: 30 },
+    );
+    expect(answered).toBeGreaterThan(30);
     await b.stop();
   });
 });
