@@ -25,7 +25,9 @@
  * request, and if that one has the same unit, function and size, the client would get another
  * request's values. So after a timeout the line is held quiet for `late_answer_ms` (default
  * half the timeout), bytes heard while no request is on the wire are dropped, and each such
- * byte keeps the line quiet until it has been silent for ten frame gaps.
+ * byte keeps the line quiet until it has been silent for ten frame gaps. The same quiet
+ * follows each (re)opening of the line: a serial device server may pass on to a new TCP
+ * connection what the slaves said while none was open.
  */
 import { encodeRtu, decodeRtu } from "./frame";
 import type { ModbusRequest } from "./pdu";
@@ -118,6 +120,9 @@ export class RtuBus implements Upstream {
       this.state = "up";
       if (this.failures > 0) this.o.observer?.up(this.name, this.o.target);
       this.failures = 0;
+      // A serial device server may hand a new connection what it heard while none was open
+      // (answers to requests of the last one): quiet first, as after a timeout.
+      this.quietUntil = performance.now() + this.lateAnswerMs;
       this.pump();
     } catch (e) {
       this.lost((e as Error).message);

@@ -240,4 +240,21 @@ describe("RTU bus", () => {
     expect(answered).toBeGreaterThan(30);
     await b.stop();
   });
+
+  it("holds the line quiet when it opens: stale bytes a device server passes on are not an answer", async () => {
+    // Opening the line, a serial device server forwards an answer it kept from before (value 99),
+    // 3 ms in; the slave answers requests after 10 ms.
+    const line = scriptedLine((r, at) => at(10, r.good));
+    const open = line.open.bind(line);
+    line.open = async () => {
+      await open();
+      setTimeout(() => line.inject(encodeRtu(1, Buffer.from([3, 2, 0, 99]))), 3);
+    };
+    const b = bus(new FakeLine(new Set()), { transport: line, late_answer_ms: 60 });
+    await new Promise((r) => setImmediate(r));
+    expect(b.status().state).toBe("up");
+    const one: ModbusRequest = { fc: 3, address: 7, quantity: 1 };
+    expect((await b.request(1, one, encodeRequest(one))).toString("hex")).toBe("03020007"); // not 0063
+    await b.stop();
+  });
 });
