@@ -21,6 +21,7 @@ export const ErrorCodes = {
   TRUST_INVALID: "a trust file is malformed",
   UPSTREAM_REJECTED: "the broker rejected a message",
   INPUT_INVALID: "an input file is malformed",
+  PATH_UNUSABLE: "a path the operator named cannot be created or written",
   USAGE: "the command line is malformed",
   // Modbus proxy and policy
   MODBUS_FRAME: "a Modbus frame is malformed",

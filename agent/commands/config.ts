@@ -1,9 +1,11 @@
 import type { Command } from "commander";
-import { readFileSync } from "node:fs";
+import { readFileSync, writeFileSync } from "node:fs";
 import { stringify } from "yaml";
 import { getConfigValue, setConfigValue } from "../config/edit";
 import { loadConfig, parseConfigText, validateDoc, formatIssues } from "../config/load";
 import { locateConfig } from "../config/locate";
+import { configJsonSchema, SCHEMA_FILE } from "../config/json-schema";
+import { VERSION } from "../version";
 import { DaemonError } from "../errors";
 import { action, report } from "./_output";
 
@@ -61,6 +63,17 @@ export function registerConfig(program: Command): void {
       }),
     );
   cfg
+    .command("schema")
+    .description("Print the config's JSON Schema (for editors: init puts it beside the config as " + SCHEMA_FILE + ")")
+    .option("--out <FILE>", "write it to FILE instead of standard output")
+    .action(
+      action((opts: { out?: string }) => {
+        const text = JSON.stringify(configJsonSchema(VERSION), null, 2) + "\n";
+        if (opts.out) writeSchemaFile(opts.out, text);
+        else process.stdout.write(text);
+      }),
+    );
+  cfg
     .command("show")
     .description("Print the effective config (defaults applied, paths resolved)")
     .option("--config <FILE>", "config file")
@@ -83,4 +96,13 @@ function loadConfigOrParseErrorOnly(file: string): void {
     return;
   }
   parseConfigText(text, file);
+}
+
+/** Writes the schema file, naming the path in the error when it cannot. */
+export function writeSchemaFile(file: string, text: string): void {
+  try {
+    writeFileSync(file, text, { mode: 0o644 });
+  } catch (e) {
+    throw new DaemonError("PATH_UNUSABLE", `cannot write the schema to ${file}: ${(e as NodeJS.ErrnoException).code ?? String(e)}`);
+  }
 }

@@ -7,6 +7,9 @@ import { DaemonError } from "../errors";
 import { DEVICE_ID, exportTrust, fingerprint, generateDeviceKey } from "../keys/identity";
 import { writeNewFile } from "../keys/files";
 import { action, report } from "./_output";
+import { writeSchemaFile } from "./config";
+import { configJsonSchema, SCHEMA_FILE } from "../config/json-schema";
+import { VERSION } from "../version";
 import { createPublicKey } from "node:crypto";
 
 export function registerInit(program: Command): void {
@@ -30,8 +33,9 @@ export function registerInit(program: Command): void {
         const dataDir = opts.dataDir ? resolve(opts.dataDir) : "data";
         const key = generateDeviceKey(priv, pub);
         writeNewFile(file, configTemplate({ deviceId, dataDir }), 0o640);
+        writeSchemaFile(join(dir, SCHEMA_FILE), JSON.stringify(configJsonSchema(VERSION), null, 2) + "\n");
         const trust = exportTrust(deviceId, key);
-        report(opts.json, { config: file, device: deviceId, private_key: priv, public_key: pub, fingerprint: trust.fingerprint }, () =>
+        report(opts.json, { config: file, schema: join(dir, SCHEMA_FILE), device: deviceId, private_key: priv, public_key: pub, fingerprint: trust.fingerprint }, () =>
           [
             `Created ${file}`,
             `Device ${deviceId}, key ${priv} (0600), fingerprint ${fingerprint(createPublicKey(key))}`,

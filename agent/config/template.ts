@@ -1,6 +1,9 @@
+import { schemaModeline } from "./json-schema";
+
 /** The commented config that `gatewarden init` writes. Every key is documented in place. */
 export function configTemplate(o: { deviceId: string; dataDir: string }): string {
-  return `# Gatewarden configuration.
+  return `${schemaModeline}
+# Gatewarden configuration.
 # Check it with:   gatewarden config validate --config THIS_FILE
 # Change a key:    gatewarden config set KEY VALUE   (keeps these comments)
 # Relative paths are relative to this file's directory.
