@@ -5,6 +5,7 @@ import { registerDemo } from "./commands/demo";
 import { registerInit } from "./commands/init";
 import { registerKeys } from "./commands/keys";
 import { registerSoc } from "./commands/soc";
+import { registerSim } from "./commands/sim";
 import { VERSION } from "./version";
 import { registerModbusCommands } from "../protocols/modbus/cli";
 import { registerDetectCommand } from "../detectors/cli";
@@ -28,6 +29,7 @@ export function buildProgram(): Command {
   registerKeys(program);
   registerSoc(program);
   registerDemo(program);
+  registerSim(program);
   registerDetectCommand(program);
   registerModbusCommands(program, {
     resolveSocket: async (opts) => loadConfig(locateConfig(typeof opts.config === "string" ? opts.config : undefined)).config.control.socket,

@@ -17,13 +17,19 @@ export class DemoPlant {
   spoof: number | undefined;
   port = 0;
 
-  async start(): Promise<void> {
+  async start(port = 0, host = "127.0.0.1"): Promise<void> {
     this.plc.holding[100] = 1450;
-    this.port = await this.plc.listen(0);
+    this.port = await this.plc.listen(port, host);
     this.timer = setInterval(() => this.step(0.1), 100);
   }
 
-  private step(dt: number): void {
+  /** The true tank level (m), whatever the reading says. */
+  get trueLevel(): number {
+    return this.level;
+  }
+
+  /** Advances the plant by `dt` simulated units (the demo runs 0.1 every 100 ms). */
+  step(dt: number): void {
     this.t += dt;
     const rpm = this.plc.holding[100]!;
     const inflow = this.pumpOn ? 40 * (rpm / 1450) : 0; // L/s

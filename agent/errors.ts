@@ -22,6 +22,7 @@ export const ErrorCodes = {
   UPSTREAM_REJECTED: "the broker rejected a message",
   INPUT_INVALID: "an input file is malformed",
   PATH_UNUSABLE: "a path the operator named cannot be created or written",
+  LISTEN_FAILED: "an address given to listen on cannot be bound",
   USAGE: "the command line is malformed",
   // Modbus proxy and policy
   MODBUS_FRAME: "a Modbus frame is malformed",
