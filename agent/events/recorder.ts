@@ -2,7 +2,7 @@ import type { KeyObject } from "node:crypto";
 import { performance } from "node:perf_hooks";
 import type { Logger } from "pino";
 import { describeError } from "../errors";
-import type { EvictedRange, Outbox } from "../outbox/store";
+import { mergeLoss, type EvictedRange, type Outbox } from "../outbox/store";
 import { finishEnvelope, GENESIS_HASH, prepareEnvelope, type Envelope, type Prepared, type UnsignedEnvelope } from "./envelope";
 import { InlineSigner, type BatchSigner } from "./signer";
 import { OcsfClass, shapeOcsf } from "./ocsf";
@@ -21,7 +21,11 @@ export interface RecorderOptions {
   /** Rows the forwarder has in flight: never evicted. */
   inFlight?: () => ReadonlySet<number>;
   now?: () => number;
+  /** While the outbox is full, evictions are named by one loss record per class this often. */
+  lossIntervalMs?: number;
 }
+
+const LOSS_INTERVAL_MS = 5000;
 
 /** How many seq ranges one loss record may carry; more make several records. */
 const MAX_RANGES_PER_LOSS = 500;
@@ -41,6 +45,10 @@ export class Recorder implements EventSink {
   /** Drafts dropped while the store could not commit, per class: reported once it can. */
   private dropped = new Map<EventClass, number>();
   private closed = false;
+  /** Evictions no committed loss record names yet (also kept in the outbox, see `commit`). */
+  private lossPending: EvictedRange[] = [];
+  /** The current full-outbox episode: warned about once when it starts, summed up when it ends. */
+  private episode: { since: number; evicted: Map<EventClass, number>; sinceTick: number; timer: NodeJS.Timeout } | undefined;
   readonly counters = { recorded: 0, committed: 0, invalid: 0, evicted: 0, dropped: 0, commit_errors: 0 };
   lastError: string | undefined;
 
@@ -76,7 +84,9 @@ export class Recorder implements EventSink {
         unmapped: { boot: { previous_boot: head?.boot ?? null, previous_last_seq: head?.seq ?? null, previous_hash: head?.hash ?? null, ...extra } },
       },
     };
-    const [env] = this.commitDrafts([draft]);
+    // Evictions of the previous boot that its loss records did not name yet follow the boot event.
+    this.lossPending = this.o.outbox.pendingLoss();
+    const [env] = this.commitDrafts([draft], true);
     return env!;
   }
 
@@ -145,8 +155,12 @@ export class Recorder implements EventSink {
     }
   }
 
-  /** Builds, signs and commits drafts as one transaction (with eviction and loss records if full). */
-  private commitDrafts(drafts: readonly EventDraft[]): Envelope[] {
+  /**
+   * Builds, signs and commits drafts as one transaction, with the evictions that make room for
+   * them. Evictions are added to `lossPending` in the same transaction; with `emitLoss` the loss
+   * records naming everything pending are committed instead (one per class, see `lossTick`).
+   */
+  private commitDrafts(drafts: readonly EventDraft[], emitLoss = false): Envelope[] {
     const saved = { seq: this.seq, prev: this.prev };
     try {
       this.signer.begin();
@@ -167,14 +181,14 @@ export class Recorder implements EventSink {
       let incoming = 0;
       for (const p of prepared) incoming += p.head.length + p.mid.length + p.tail.length + 200;
       const plan = this.o.outbox.planEviction(incoming, this.o.inFlight?.() ?? new Set());
-      if (plan) {
-        for (const d of lossDrafts(plan.summary, "buffer_full")) add(d);
-        this.counters.evicted += plan.ids.length;
-        this.o.log.warn({ evicted: plan.ids.length, classes: plan.summary.map((s) => `${s.class}:${s.count}`) }, "Outbox full: evicted the lowest classes and recorded a loss record.");
-      }
+      const pending = plan ? mergeLoss(this.lossPending, plan.summary) : this.lossPending;
+      const emit = emitLoss && pending.length > 0;
+      if (emit) for (const d of lossDrafts(pending, "buffer_full")) add(d);
       const sigs = this.signer.finish();
       const built = prepared.map((p, i) => finishEnvelope(p, sigs[i]!));
-      const ids = this.o.outbox.commit(built, { boot: this.boot, seq: this.seq, hash: this.prev }, plan?.ids);
+      const ids = this.o.outbox.commit(built, { boot: this.boot, seq: this.seq, hash: this.prev }, plan?.ids, emit ? [] : plan ? pending : undefined);
+      this.lossPending = emit ? [] : pending;
+      if (plan) this.noteEviction(plan.ids.length, plan.summary);
       this.counters.committed += built.length;
       const envs = built.map((b) => b.env);
       for (const fn of this.listeners) fn(envs, ids);
@@ -208,17 +222,65 @@ export class Recorder implements EventSink {
     return p;
   }
 
+  /** Counts an eviction; the first of an episode warns once and starts the loss record ticks. */
+  private noteEviction(n: number, summary: readonly EvictedRange[]): void {
+    this.counters.evicted += n;
+    if (!this.episode) {
+      const every = this.o.lossIntervalMs ?? LOSS_INTERVAL_MS;
+      const timer = setInterval(() => this.lossTick(), every);
+      timer.unref();
+      this.episode = { since: this.now(), evicted: new Map(), sinceTick: 0, timer };
+      this.o.log.warn(
+        { budget_bytes: this.o.outbox.maxBytes, classes: summary.map((s) => s.class) },
+        `Outbox full (buffer.max_bytes): evicting the oldest events of the lowest classes; while it lasts, one loss record per class every ${every / 1000} s names them.`,
+      );
+    }
+    const e = this.episode;
+    e.sinceTick += n;
+    for (const s of summary) for (const [c, k] of Object.entries(s.counts ?? { [s.class]: s.count }) as [EventClass, number][]) e.evicted.set(c, (e.evicted.get(c) ?? 0) + k);
+  }
+
+  /**
+   * Once per interval of an episode: commits the loss records naming what was evicted since the
+   * last ones; an interval without evictions ends the episode.
+   */
+  private lossTick(): void {
+    const e = this.episode;
+    if (!e || this.closed) return;
+    if (this.lossPending.length) {
+      try {
+        this.commitDrafts([], true);
+      } catch (err) {
+        this.counters.commit_errors++;
+        this.lastError = describeError(err);
+        this.o.log.error({ err: this.lastError }, "Could not commit the loss records; retrying at the next interval.");
+        return;
+      }
+    }
+    if (e.sinceTick > 0) {
+      e.sinceTick = 0;
+      return;
+    }
+    clearInterval(e.timer);
+    this.episode = undefined;
+    const evicted = [...e.evicted].map(([c, k]) => `${c}:${k}`);
+    this.o.log.info({ evicted, seconds: Math.round((this.now() - e.since) / 1000) }, "Outbox no longer full: the loss records name every evicted event.");
+  }
+
   /** Records a row the outbox found corrupt, as a loss record naming its position. */
   reportQuarantined(row: { boot: number; seq: number; rank: number }, reason: string): void {
     const cls = EVENT_CLASSES[row.rank] ?? "system";
     for (const d of lossDrafts([{ class: cls, count: 1, ranges: [[row.boot, row.seq, row.seq]] }], "corrupt_row", reason)) this.record(d);
   }
 
-  /** Flushes, then commits a durable shutdown event. */
+  /** Flushes, then commits a durable shutdown event (after the loss records still pending). */
   close(reason: string): void {
     if (this.closed) return;
     this.flush();
+    if (this.episode) clearInterval(this.episode.timer);
+    this.episode = undefined;
     try {
+      if (this.lossPending.length) this.commitDrafts([], true);
       this.commitDrafts([
         { class: "system", severity: 1, ocsf: { class_uid: OcsfClass.ApplicationLifecycle, activity_id: 4, message: `Gatewarden stopping (${reason})`, app: { name: "Gatewarden", version: this.o.version } } },
       ]);

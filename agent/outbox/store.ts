@@ -74,7 +74,16 @@ CREATE INDEX IF NOT EXISTS events_rank ON events(rank, id);
 CREATE TABLE IF NOT EXISTS chain (id INTEGER PRIMARY KEY CHECK (id = 1), boot INTEGER NOT NULL, seq INTEGER NOT NULL, hash TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS quarantine (id INTEGER PRIMARY KEY, boot INTEGER, seq INTEGER, rank INTEGER, reason TEXT NOT NULL, at INTEGER NOT NULL, body BLOB);
 CREATE TABLE IF NOT EXISTS parked (id INTEGER PRIMARY KEY, reason TEXT NOT NULL, at INTEGER NOT NULL, retries INTEGER NOT NULL DEFAULT 0);
+-- Evictions not yet named by a committed loss record (one row per class), written in the
+-- eviction's own transaction: a crash between an eviction and its loss record forgets nothing.
+CREATE TABLE IF NOT EXISTS loss_pending (class TEXT PRIMARY KEY, ranges TEXT NOT NULL, counts TEXT);
 `;
+
+/**
+ * The rank stored for loss records: above every class, so a loss record is evicted only when
+ * nothing else is left (and then what it named is folded into the next one).
+ */
+export const LOSS_RANK = EVENT_CLASSES.length;
 
 export class Outbox {
   readonly db: Database.Database;
@@ -126,6 +135,9 @@ export class Outbox {
       parkedRows: this.db.prepare("SELECT e.id, e.boot, e.seq, e.rank, e.time, e.bytes, e.body FROM events e WHERE e.parked = 1 ORDER BY e.id LIMIT ?"),
       quarantine: this.db.prepare("INSERT INTO quarantine (id, boot, seq, rank, reason, at, body) SELECT id, boot, seq, rank, ?, ?, CAST(body AS BLOB) FROM events WHERE id = ?"),
       quarantineCount: this.db.prepare("SELECT COUNT(*) AS n FROM quarantine"),
+      lossPending: this.db.prepare("SELECT class, ranges, counts FROM loss_pending"),
+      lossClear: this.db.prepare("DELETE FROM loss_pending"),
+      lossPut: this.db.prepare("INSERT INTO loss_pending (class, ranges, counts) VALUES (?, ?, ?)"),
     };
     this.logicalBytes = (this.stmts.stats.get() as { bytes: number }).bytes;
   }
@@ -141,23 +153,40 @@ export class Outbox {
     return (pages - free) * this.pageSize;
   }
 
+  /** Evictions that no committed loss record names yet (see `commit`'s `lossPending`). */
+  pendingLoss(): EvictedRange[] {
+    const rows = this.stmts.lossPending.all() as { class: EventClass; ranges: string; counts: string | null }[];
+    return rows.map((r) => {
+      const ranges = JSON.parse(r.ranges) as [number, number, number][];
+      const e: EvictedRange = { class: r.class, count: rangeCount(ranges), ranges };
+      if (r.counts) e.counts = JSON.parse(r.counts) as Partial<Record<EventClass, number>>;
+      return e;
+    });
+  }
+
   /**
    * Commits envelopes (already chained and signed) and the new chain head in one transaction,
    * after deleting `evictIds`. Durable (FULL) when any envelope is of a durable class.
+   * `lossPending`, when given, replaces the evictions not yet named by a loss record.
    */
-  commit(envs: readonly { env: Envelope; body: string }[], head: ChainHead, evictIds: readonly number[] = []): number[] {
-    const durable = envs.some((e) => CLASS_RANK[e.env.class] >= DURABLE_RANK) || evictIds.length > 0;
+  commit(envs: readonly { env: Envelope; body: string }[], head: ChainHead, evictIds: readonly number[] = [], lossPending?: readonly EvictedRange[]): number[] {
+    const durable = envs.some((e) => CLASS_RANK[e.env.class] >= DURABLE_RANK) || evictIds.length > 0 || lossPending !== undefined;
     this.setSync(durable ? "FULL" : "NORMAL");
     const ids: number[] = [];
     this.db.transaction(() => {
       for (const id of evictIds) this.deleteOne(id);
       for (const { env, body } of envs) {
         const bytes = Buffer.byteLength(body);
-        const r = this.stmts.insert.run(env.boot, env.seq, CLASS_RANK[env.class], env.time, bytes, body);
+        const rank = isLossRecord(env) ? LOSS_RANK : CLASS_RANK[env.class];
+        const r = this.stmts.insert.run(env.boot, env.seq, rank, env.time, bytes, body);
         ids.push(Number(r.lastInsertRowid));
         this.logicalBytes += bytes;
       }
       this.stmts.setHead.run(head.boot, head.seq, head.hash);
+      if (lossPending) {
+        this.stmts.lossClear.run();
+        for (const e of lossPending) this.stmts.lossPut.run(e.class, JSON.stringify(e.ranges), e.counts ? JSON.stringify(e.counts) : null);
+      }
     })();
     return ids;
   }
@@ -240,7 +269,8 @@ export class Outbox {
   /**
    * Chooses rows to evict so that `incoming` more bytes fit under the data budget with 10 %
    * headroom: lowest class first, oldest first within a class; a class is touched only when
-   * every lower class is gone. Rows in `exclude` (in flight) are skipped. Does not delete:
+   * every lower class is gone, loss records last of all. Rows in `exclude` (in flight) are
+   * skipped. Does not delete:
    * the caller deletes them in the same transaction as the loss record.
    */
   planEviction(incoming: number, exclude: ReadonlySet<number>): { ids: number[]; summary: EvictedRange[] } | undefined {
@@ -252,9 +282,10 @@ export class Outbox {
     const ids: number[] = [];
     const summary: EvictedRange[] = [];
     const carried: Carried = { ranges: [], counts: {} };
-    for (let rank = 0; rank < EVENT_CLASSES.length && need > 0; rank++) {
-      const cls = EVENT_CLASSES[rank]!;
-      let entry: EvictedRange | undefined;
+    for (let rank = 0; rank <= LOSS_RANK && need > 0; rank++) {
+      const cls = EVENT_CLASSES[rank] ?? "system";
+      let entry = summary.find((e) => e.class === cls);
+      const fresh = !entry;
       const rows = this.stmts.byRank.iterate(rank) as IterableIterator<Pick<Row, "id" | "boot" | "seq" | "bytes">>;
       for (const r of rows) {
         if (need <= 0) break;
@@ -266,11 +297,13 @@ export class Outbox {
         const last = entry.ranges[entry.ranges.length - 1];
         if (last && last[0] === r.boot && last[2] + 1 === r.seq) last[2] = r.seq;
         else entry.ranges.push([r.boot, r.seq, r.seq]);
-        if (rank === SYSTEM_RANK) carryLoss(this.stmts.bodyOf.get(r.id) as string | undefined, carried);
+        // Loss records stored before they had a rank of their own are system rows.
+        if (rank >= SYSTEM_RANK) carryLoss(this.stmts.bodyOf.get(r.id) as string | undefined, carried);
       }
-      if (entry) summary.push(entry);
+      if (entry && fresh) summary.push(entry);
     }
     if (!ids.length) return undefined;
+    for (const e of summary) e.ranges = mergeRanges(e.ranges);
     if (!carried.ranges.length) return { ids, summary };
     // Unsent loss records are being evicted: what they named must not be forgotten. Fold it,
     // with this round's evictions, into one set of merged ranges (everything older is gone by
@@ -279,7 +312,7 @@ export class Outbox {
     for (const e of summary) counts[e.class] = (counts[e.class] ?? 0) + e.count;
     const ranges = mergeRanges([...carried.ranges, ...summary.flatMap((e) => e.ranges)]);
     const top = [...EVENT_CLASSES].reverse().find((c) => counts[c]) ?? "system";
-    return { ids, summary: [{ class: top, count: ranges.reduce((n, r) => n + r[2] - r[1] + 1, 0), ranges, counts }] };
+    return { ids, summary: [{ class: top, count: rangeCount(ranges), ranges, counts }] };
   }
 
   stats(): OutboxStats {
@@ -359,8 +392,38 @@ function carryLoss(body: string | undefined, into: Carried): void {
   }
 }
 
+function isLossRecord(env: Envelope): boolean {
+  const u = env.ocsf.unmapped as { loss?: unknown } | undefined;
+  return env.class === "system" && typeof u === "object" && u !== null && u.loss !== undefined;
+}
+
+/**
+ * Adds evictions to those not yet named by a loss record: one entry per class, ranges merged.
+ * An entry that already folds several classes (`counts`) keeps counting them.
+ */
+export function mergeLoss(into: readonly EvictedRange[], add: readonly EvictedRange[]): EvictedRange[] {
+  const byClass = new Map<EventClass, EvictedRange>();
+  for (const e of [...into, ...add]) {
+    const cur = byClass.get(e.class);
+    if (!cur) {
+      byClass.set(e.class, { class: e.class, count: e.count, ranges: e.ranges.map((r) => [...r] as [number, number, number]), ...(e.counts ? { counts: { ...e.counts } } : {}) });
+      continue;
+    }
+    const counts: Partial<Record<EventClass, number>> = { ...(cur.counts ?? { [cur.class]: cur.count }) };
+    for (const [c, n] of Object.entries(e.counts ?? { [e.class]: e.count }) as [EventClass, number][]) counts[c] = (counts[c] ?? 0) + n;
+    const ranges = mergeRanges([...cur.ranges, ...e.ranges]);
+    byClass.set(e.class, { class: e.class, count: rangeCount(ranges), ranges, ...(Object.keys(counts).length > 1 ? { counts } : {}) });
+  }
+  return [...byClass.values()].sort((a, b) => CLASS_RANK[a.class] - CLASS_RANK[b.class]);
+}
+
+/** How many positions [boot, first, last] ranges name. */
+export function rangeCount(ranges: readonly (readonly [number, number, number])[]): number {
+  return ranges.reduce((n, r) => n + r[2] - r[1] + 1, 0);
+}
+
 /** Sorts [boot, first, last] ranges and merges overlapping or adjacent ones. */
-function mergeRanges(ranges: [number, number, number][]): [number, number, number][] {
+export function mergeRanges(ranges: [number, number, number][]): [number, number, number][] {
   const sorted = ranges.map((r) => [...r] as [number, number, number]).sort((a, b) => a[0] - b[0] || a[1] - b[1]);
   const out: [number, number, number][] = [];
   for (const r of sorted) {

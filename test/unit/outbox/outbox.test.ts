@@ -94,6 +94,7 @@ describe("outbox and recorder", () => {
       recorder.flush();
       expect(outbox.fileBytes()).toBeLessThanOrEqual(max);
     }
+    recorder.close("test"); // commits the loss records still pending
     const all = bodies(outbox);
     const findings = all.filter((b) => b.class === "finding");
     expect(findings.length).toBe(40); // no finding lost while lower classes remained
