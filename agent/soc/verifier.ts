@@ -2,7 +2,7 @@ import type Database from "better-sqlite3";
 import type { KeyObject } from "node:crypto";
 import { checkEnvelope, isEnvelopeShape, type Envelope } from "../events/envelope";
 
-export const PROBLEMS = ["gap", "bad_signature", "bad_hash", "malformed", "unknown_device", "duplicate", "fork", "loss_record"] as const;
+export const PROBLEMS = ["gap", "bad_signature", "bad_hash", "malformed", "unknown_device", "duplicate", "fork", "loss_record", "clone"] as const;
 export type Problem = (typeof PROBLEMS)[number];
 
 /** One verified event, as the SIEM gets it: routing fields, `verified`, and the whole envelope. */
@@ -34,7 +34,7 @@ export interface TrustLookup {
 
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS devices (device TEXT PRIMARY KEY, last_boot INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS boots (device TEXT NOT NULL, boot INTEGER NOT NULL, hw INTEGER NOT NULL, hw_hash TEXT, gap_since INTEGER, end_seq INTEGER, PRIMARY KEY (device, boot));
+CREATE TABLE IF NOT EXISTS boots (device TEXT NOT NULL, boot INTEGER NOT NULL, hw INTEGER NOT NULL, hw_hash TEXT, gap_since INTEGER, end_seq INTEGER, next_boot INTEGER, cloned INTEGER, PRIMARY KEY (device, boot));
 CREATE TABLE IF NOT EXISTS seen (device TEXT NOT NULL, boot INTEGER NOT NULL, seq INTEGER NOT NULL, hash TEXT, PRIMARY KEY (device, boot, seq));
 CREATE TABLE IF NOT EXISTS covered (device TEXT NOT NULL, boot INTEGER NOT NULL, first INTEGER NOT NULL, last INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS hashes (device TEXT NOT NULL, boot INTEGER NOT NULL, seq INTEGER NOT NULL, hash TEXT NOT NULL, PRIMARY KEY (device, boot, seq)) WITHOUT ROWID;
@@ -48,7 +48,13 @@ interface BootRow {
   gap_since: number | null;
   /** The last seq of this boot, as the next boot event states it. */
   end_seq: number | null;
+  /** The boot whose boot event named this one as its previous boot. */
+  next_boot: number | null;
+  /** 1 once a `clone` was reported for events of this boot past its end. */
+  cloned: number | null;
 }
+
+const BOOT_COLS = "device, boot, hw, hw_hash, gap_since, end_seq, next_boot, cloned";
 
 /**
  * Per-device stream verification with persistent state: signatures and hashes against trusted
@@ -78,12 +84,15 @@ export class StreamVerifier {
   ) {
     db.exec(SCHEMA);
     const cols = (db.prepare("PRAGMA table_info(boots)").all() as { name: string }[]).map((c) => c.name);
-    if (!cols.includes("end_seq")) db.exec("ALTER TABLE boots ADD COLUMN end_seq INTEGER");
+    for (const c of ["end_seq", "next_boot", "cloned"]) if (!cols.includes(c)) db.exec(`ALTER TABLE boots ADD COLUMN ${c} INTEGER`);
     this.q = {
       device: db.prepare("SELECT last_boot FROM devices WHERE device = ?"),
       upDevice: db.prepare("INSERT INTO devices (device, last_boot) VALUES (?, ?) ON CONFLICT(device) DO UPDATE SET last_boot = MAX(last_boot, excluded.last_boot)"),
-      boot: db.prepare("SELECT device, boot, hw, hw_hash, gap_since, end_seq FROM boots WHERE device = ? AND boot = ?"),
-      putBoot: db.prepare("INSERT INTO boots (device, boot, hw, hw_hash, gap_since, end_seq) VALUES (@device, @boot, @hw, @hw_hash, @gap_since, @end_seq) ON CONFLICT(device, boot) DO UPDATE SET hw = excluded.hw, hw_hash = excluded.hw_hash, gap_since = excluded.gap_since, end_seq = excluded.end_seq"),
+      boot: db.prepare(`SELECT ${BOOT_COLS} FROM boots WHERE device = ? AND boot = ?`),
+      otherBoot: db.prepare("SELECT MAX(boot) AS b FROM boots WHERE device = ? AND boot != ?"),
+      putBoot: db.prepare(
+        `INSERT INTO boots (${BOOT_COLS}) VALUES (@device, @boot, @hw, @hw_hash, @gap_since, @end_seq, @next_boot, @cloned) ON CONFLICT(device, boot) DO UPDATE SET hw = excluded.hw, hw_hash = excluded.hw_hash, gap_since = excluded.gap_since, end_seq = excluded.end_seq, next_boot = excluded.next_boot, cloned = excluded.cloned`,
+      ),
       hash: db.prepare("SELECT hash FROM hashes WHERE device = ? AND boot = ? AND seq = ?"),
       putHash: db.prepare("INSERT OR REPLACE INTO hashes (device, boot, seq, hash) VALUES (?, ?, ?, ?)"),
       seen: db.prepare("SELECT seq, hash FROM seen WHERE device = ? AND boot = ? AND seq = ?"),
@@ -94,8 +103,8 @@ export class StreamVerifier {
       coveredAt: db.prepare("SELECT MAX(last) AS last FROM covered WHERE device = ? AND boot = ? AND first <= ? AND last >= ?"),
       minCovered: db.prepare("SELECT MIN(first) AS f FROM covered WHERE device = ? AND boot = ? AND last > ?"),
       delCovered: db.prepare("DELETE FROM covered WHERE device = ? AND boot = ? AND last <= ?"),
-      overdue: db.prepare("SELECT device, boot, hw, hw_hash, gap_since, end_seq FROM boots WHERE gap_since IS NOT NULL AND gap_since <= ?"),
-      open: db.prepare("SELECT device, boot, hw, hw_hash, gap_since, end_seq FROM boots WHERE gap_since IS NOT NULL"),
+      overdue: db.prepare(`SELECT ${BOOT_COLS} FROM boots WHERE gap_since IS NOT NULL AND gap_since <= ?`),
+      open: db.prepare(`SELECT ${BOOT_COLS} FROM boots WHERE gap_since IS NOT NULL`),
       prune: db.prepare("DELETE FROM hashes WHERE EXISTS (SELECT 1 FROM boots b WHERE b.device = hashes.device AND b.boot = hashes.boot AND hashes.seq < b.hw - ?)"),
     };
   }
@@ -122,7 +131,7 @@ export class StreamVerifier {
       return;
     }
     const check = checkEnvelope(e, key);
-    const b = this.bootRow(device, e.boot, e.seq);
+    const b = this.bootRow(device, e.boot);
     if (check !== "ok") {
       out.push(problem(check, { device, boot: e.boot, first: e.seq, last: e.seq, detail: check === "bad_hash" ? "event hash does not match its content" : "signature does not verify with the trusted device key", now }));
       if (e.seq > b.hw) {
@@ -148,6 +157,7 @@ export class StreamVerifier {
     this.q.putHash.run(device, e.boot, e.seq, e.hash);
     const { v: _v, ...rest } = e;
     out.push({ ...rest, verified: true, ...(late ? { late: true as const } : {}), received_at: now });
+    this.checkPastEnd(b, e, out, now);
     this.checkLink(b, e, out, now);
     this.onSpecial(b, e, out, now);
     if (late) return;
@@ -184,20 +194,26 @@ export class StreamVerifier {
     const unm = e.ocsf.unmapped as { boot?: { previous_boot?: number | null; previous_last_seq?: number | null }; loss?: LossBody } | undefined;
     if (e.seq === 0 && e.class === "system" && unm?.boot) {
       const last = this.q.device.get(e.device) as { last_boot: number } | undefined;
-      if (last && last.last_boot > e.boot) out.push(problem("fork", { device: e.device, boot: e.boot, first: 0, last: 0, detail: `boot epoch ${e.boot} is older than boot ${last.last_boot} already seen`, now }));
-      this.q.upDevice.run(e.device, e.boot);
       const pb = unm.boot.previous_boot;
       const pl = unm.boot.previous_last_seq;
+      if (last && last.last_boot > e.boot) out.push(clone(e.device, e.boot, last.last_boot, `boot ${e.boot} started after boot ${last.last_boot} of the same device: boot epochs go backwards`, now));
+      else if (pb == null) {
+        // Only a device's first boot names no previous boot: a second one is a second device.
+        const other = (this.q.otherBoot.get(e.device, e.boot) as { b: number | null }).b;
+        if (other !== null) out.push(clone(e.device, e.boot, other, `boot ${e.boot} says the device starts for the first time, but boot ${other} was already received`, now));
+      }
+      this.q.upDevice.run(e.device, e.boot);
       if (pb != null && pl != null && this.opts.continuity !== false) {
-        const prev = this.q.boot.get(e.device, pb) as BootRow | undefined;
-        if (prev) {
-          if (prev.hw > pl) out.push(problem("fork", { device: e.device, boot: pb, first: pl + 1, last: prev.hw, detail: `boot ${pb} ended at seq ${pl} by the device's record, but later events were received: they were sent and then lost from the device's storage (power loss before a non-durable commit)`, now }));
-          // The lost tail is not reported at once: a loss record for it (a row quarantined
-          // while the new boot forwards) may still come. It waits like any other hole.
-          prev.end_seq = pl;
-          if (prev.hw < pl) prev.gap_since ??= now;
-          this.q.putBoot.run(prev);
-        }
+        // First contact at a later boot: the previous boot's events never arrived (seq 0..pl).
+        const prev = (this.q.boot.get(e.device, pb) as BootRow | undefined) ?? { device: e.device, boot: pb, hw: -1, hw_hash: null, gap_since: null, end_seq: null, next_boot: null, cloned: null };
+        if (prev.next_boot !== null && prev.next_boot !== e.boot) out.push(clone(e.device, e.boot, prev.next_boot, `boot ${e.boot} and boot ${prev.next_boot} both continue boot ${pb}`, now));
+        else if (prev.hw > pl) out.push(problem("fork", { device: e.device, boot: pb, first: pl + 1, last: prev.hw, detail: `boot ${pb} ended at seq ${pl} by the device's record, but later events were received: events the device sent are gone from its storage (rolled back), or another device runs under this identity`, now }));
+        // The lost tail is not reported at once: a loss record for it (a row quarantined
+        // while the new boot forwards) may still come. It waits like any other hole.
+        prev.end_seq = pl;
+        prev.next_boot ??= e.boot;
+        if (prev.hw < pl) prev.gap_since ??= now;
+        this.q.putBoot.run(prev);
       }
     }
     if (e.class === "system" && unm?.loss) {
@@ -220,19 +236,31 @@ export class StreamVerifier {
         }),
       );
       for (const [rb, f, la] of ranges) {
-        const row = rb === b.boot ? b : this.bootRow(e.device, rb, f);
+        const row = rb === b.boot ? b : this.bootRow(e.device, rb);
         if (la > row.hw) this.q.cover.run(e.device, rb, Math.max(f, row.hw + 1), la);
         if (row !== b) this.advance(row, now);
       }
     }
   }
 
-  private bootRow(device: string, boot: number, seq: number): BootRow {
+  /**
+   * Events of a boot past the end its successor's boot event stated, arriving after that boot
+   * event: the old boot is still running beside the new one. Reported once per boot.
+   */
+  private checkPastEnd(b: BootRow, e: Envelope, out: OutLine[], now: number): void {
+    if (this.opts.continuity === false || b.end_seq === null || e.seq <= b.end_seq || b.cloned) return;
+    b.cloned = 1;
+    this.q.putBoot.run(b);
+    out.push(clone(e.device, e.boot, b.next_boot, `boot ${e.boot} goes on (seq ${e.seq}) after boot ${b.next_boot ?? "?"} said it ended at seq ${b.end_seq}: two devices run under this identity`, now, e.seq));
+  }
+
+  private bootRow(device: string, boot: number): BootRow {
     const r = this.q.boot.get(device, boot) as BootRow | undefined;
     if (r) return r;
     const known = this.q.device.get(device) as { last_boot: number } | undefined;
-    // A device seen before starts each new boot at seq 0; first contact starts where it is.
-    const row: BootRow = { device, boot, hw: known ? -1 : seq - 1, hw_hash: null, gap_since: null, end_seq: null };
+    // Every boot starts at seq 0 (its boot event), also at first contact: a stream first seen
+    // later has lost its start, and the hole is a gap like any other.
+    const row: BootRow = { device, boot, hw: -1, hw_hash: null, gap_since: null, end_seq: null, next_boot: null, cloned: null };
     if (!known) this.q.upDevice.run(device, boot);
     this.q.putBoot.run(row);
     return row;
@@ -316,6 +344,11 @@ interface LossBody {
 
 function isRange(r: unknown): r is [number, number, number] {
   return Array.isArray(r) && r.length === 3 && r.every((x) => Number.isSafeInteger(x)) && (r[1] as number) <= (r[2] as number);
+}
+
+/** Two live streams under one device identity; `boots` names both. */
+function clone(device: string, boot: number, other: number | null, detail: string, now: number, seq?: number): ProblemLine {
+  return problem("clone", { device, boot, first: seq ?? 0, last: seq ?? 0, detail, now, boots: other === null ? [boot] : [Math.min(boot, other), Math.max(boot, other)] });
 }
 
 export function problem(

@@ -19,11 +19,12 @@ export interface VerifyReport {
 /**
  * Re-verifies a receiver's output (or several receivers' outputs concatenated) offline: every
  * event line's hash and signature against the trust store, then chain, duplicates, gaps and
- * loss records per device, from the event lines alone. Problem lines in the input are not
- * trusted: they are derived again.
+ * loss records per device, from the event lines alone (each device's events in the order they
+ * were received). A stream that does not start at seq 0 is a gap. Problem lines in the input
+ * are not trusted: they are derived again.
  */
 export async function verifyFile(file: string, trust: TrustLookup): Promise<VerifyReport> {
-  const events: Envelope[] = [];
+  const events: { e: Envelope; at: number }[] = [];
   const out: ProblemLine[] = [];
   let lines = 0;
   const rl = createInterface({ input: createReadStream(file, "utf8"), crlfDelay: Infinity });
@@ -39,18 +40,24 @@ export async function verifyFile(file: string, trust: TrustLookup): Promise<Veri
         continue;
       }
       if ("problem" in o) continue;
-      const { verified: _v, late: _l, received_at: _r, ...rest } = o;
-      events.push({ v: 1, ...rest } as Envelope);
+      const { verified: _v, late: _l, received_at: at, ...rest } = o;
+      events.push({ e: { v: 1, ...rest } as Envelope, at: typeof at === "number" ? at : 0 });
     }
   } catch (e) {
     throw new DaemonError("INPUT_INVALID", `cannot read ${file}: ${(e as Error).message}`);
   }
-  events.sort((a, b) => (a.device < b.device ? -1 : a.device > b.device ? 1 : a.boot - b.boot || a.seq - b.seq));
+  // Per device in arrival order (received_at; one message's events share it), so that two
+  // streams interleaving under one identity show as they did online: a `clone`.
+  events.sort((x, y) => {
+    const a = x.e;
+    const b = y.e;
+    return a.device < b.device ? -1 : a.device > b.device ? 1 : x.at - y.at || a.boot - b.boot || a.seq - b.seq;
+  });
   const db = new Database(":memory:");
   const v = new StreamVerifier(db, trust, { gapTimeoutMs: 0, dedupeWindow: Number.MAX_SAFE_INTEGER });
   const devices = new Set<string>();
   let verified = 0;
-  for (const e of events) {
+  for (const { e } of events) {
     const device = typeof e.device === "string" ? e.device : "?";
     devices.add(device);
     for (const l of v.ingest(device, [e], 0)) {

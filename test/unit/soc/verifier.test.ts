@@ -1,31 +1,10 @@
 import { describe, expect, it } from "vitest";
 import Database from "better-sqlite3";
 import { createPublicKey, generateKeyPairSync, type KeyObject } from "node:crypto";
-import { buildSigned, GENESIS_HASH, type Envelope } from "../../../agent/events/envelope";
-import type { EventClass } from "../../../agent/events/types";
+import { DeviceStream } from "../../helpers/device-stream";
 import { StreamVerifier, type OutLine, type ProblemLine } from "../../../agent/soc/verifier";
 
 const dev = generateKeyPairSync("ed25519");
-
-/** A device's event stream, chained and signed like the recorder does. */
-class FakeDevice {
-  prev = GENESIS_HASH;
-  seq = -1;
-  boot = 1000;
-  constructor(readonly id: string, readonly key: KeyObject) {}
-  next(cls: EventClass = "telemetry", unmapped?: Record<string, unknown>): Envelope {
-    const { env } = buildSigned({ v: 1, device: this.id, boot: this.boot, seq: ++this.seq, time: 1, mono: 1, class: cls, severity: 1, ocsf: { class_uid: 5001, activity_id: 2, message: "m", ...(unmapped ? { unmapped } : {}) }, prev: this.prev }, this.key);
-    this.prev = env.hash;
-    return env;
-  }
-  reboot(): Envelope {
-    const pb = this.boot;
-    const ps = this.seq;
-    this.boot++;
-    this.seq = -1;
-    return this.next("system", { boot: { previous_boot: pb, previous_last_seq: ps } });
-  }
-}
 
 function setup(gapTimeoutMs = 1000) {
   const db = new Database(":memory:");
@@ -38,7 +17,7 @@ const events = (ls: OutLine[]) => ls.filter((l) => !("problem" in l));
 describe("StreamVerifier", () => {
   it("passes an in-order stream with no problem lines, across a clean reboot", () => {
     const v = setup();
-    const d = new FakeDevice("gw-1", dev.privateKey);
+    const d = new DeviceStream("gw-1", dev.privateKey);
     const out = [...v.ingest("gw-1", [d.next(), d.next(), d.next()], 0), ...v.ingest("gw-1", [d.reboot(), d.next()], 0)];
     expect(problems(out)).toEqual([]);
     expect(events(out).length).toBe(5);
@@ -47,7 +26,7 @@ describe("StreamVerifier", () => {
 
   it("reports a duplicate once and never emits the event twice", () => {
     const v = setup();
-    const d = new FakeDevice("gw-1", dev.privateKey);
+    const d = new DeviceStream("gw-1", dev.privateKey);
     const e = [d.next(), d.next()];
     v.ingest("gw-1", e, 0);
     const again = v.ingest("gw-1", [e[1]!], 0);
@@ -57,7 +36,7 @@ describe("StreamVerifier", () => {
 
   it("reports a gap naming the exact range after the timeout, and a late arrival is not a duplicate", () => {
     const v = setup(1000);
-    const d = new FakeDevice("gw-1", dev.privateKey);
+    const d = new DeviceStream("gw-1", dev.privateKey);
     const e = Array.from({ length: 6 }, () => d.next());
     expect(problems(v.ingest("gw-1", [e[0]!, e[1]!, e[4]!, e[5]!], 0))).toEqual([]);
     expect(v.sweep(500)).toEqual([]);
@@ -70,7 +49,7 @@ describe("StreamVerifier", () => {
 
   it("a hole that arrives before the timeout is no gap", () => {
     const v = setup(1000);
-    const d = new FakeDevice("gw-1", dev.privateKey);
+    const d = new DeviceStream("gw-1", dev.privateKey);
     const e = Array.from({ length: 4 }, () => d.next());
     v.ingest("gw-1", [e[0]!, e[2]!, e[3]!], 0);
     v.ingest("gw-1", [e[1]!], 100);
@@ -79,7 +58,7 @@ describe("StreamVerifier", () => {
 
   it("a loss record covers the positions it names: loss_record, no gap", () => {
     const v = setup(1000);
-    const d = new FakeDevice("gw-1", dev.privateKey);
+    const d = new DeviceStream("gw-1", dev.privateKey);
     const e = Array.from({ length: 5 }, () => d.next());
     const loss = d.next("system", { loss: { reason: "buffer_full", class: "telemetry", count: 3, ranges: [[1000, 1, 3]] } });
     const out = v.ingest("gw-1", [e[0]!, e[4]!, loss], 0);
@@ -89,7 +68,7 @@ describe("StreamVerifier", () => {
 
   it("reports the lost tail of a boot, named by the next boot event, once it has waited for a loss record", () => {
     const v = setup(1000);
-    const d = new FakeDevice("gw-1", dev.privateKey);
+    const d = new DeviceStream("gw-1", dev.privateKey);
     const e = Array.from({ length: 6 }, () => d.next());
     v.ingest("gw-1", e.slice(0, 3), 0);
     expect(problems(v.ingest("gw-1", [d.reboot()], 0))).toEqual([]);
@@ -104,7 +83,7 @@ describe("StreamVerifier", () => {
   it("without continuity checks (a shared-subscription member), holes are not gaps", () => {
     const db = new Database(":memory:");
     const v = new StreamVerifier(db, { get: () => createPublicKey(dev.privateKey) }, { gapTimeoutMs: 0, dedupeWindow: 1000, continuity: false });
-    const d = new FakeDevice("gw-1", dev.privateKey);
+    const d = new DeviceStream("gw-1", dev.privateKey);
     const e = Array.from({ length: 6 }, () => d.next());
     expect(problems(v.ingest("gw-1", [e[0]!, e[3]!, e[5]!], 0))).toEqual([]);
     expect(v.sweep(10_000)).toEqual([]);
@@ -113,25 +92,82 @@ describe("StreamVerifier", () => {
 
   it("bad hash, bad signature, malformed, unknown device and fork are each named", () => {
     const v = setup();
-    const d = new FakeDevice("gw-1", dev.privateKey);
+    const d = new DeviceStream("gw-1", dev.privateKey);
     const e0 = d.next();
     const e1 = d.next();
     const e2 = d.next();
-    const forged = new FakeDevice("gw-1", generateKeyPairSync("ed25519").privateKey);
+    const forged = new DeviceStream("gw-1", generateKeyPairSync("ed25519").privateKey);
     forged.seq = 2;
     forged.prev = e2.hash;
     const out = v.ingest("gw-1", [e0, { ...e1, time: 99 }, forged.next(), { hello: 1 }], 0);
     expect(problems(out).map((p) => p.problem)).toEqual(["bad_hash", "bad_signature", "malformed"]);
     expect(problems(v.ingest("gw-9", [e2], 0)).map((p) => p.problem)).toEqual(["unknown_device"]);
     // A different, validly signed event at a position already received: a fork.
-    const alt = new FakeDevice("gw-1", dev.privateKey);
+    const alt = new DeviceStream("gw-1", dev.privateKey);
     const a0 = alt.next("audit");
     expect(problems(v.ingest("gw-1", [a0], 0)).map((p) => p.problem)).toEqual(["fork"]);
     // An event whose prev does not link to the event before it: a fork (chain break).
     const v2 = setup();
-    const c = new FakeDevice("gw-1", dev.privateKey);
+    const c = new DeviceStream("gw-1", dev.privateKey);
     const c0 = c.next();
     c.prev = "ab".repeat(32);
     expect(problems(v2.ingest("gw-1", [c0, c.next()], 0)).map((p) => p.problem)).toEqual(["fork"]);
+  });
+
+  it("a stream first seen after its start is a gap from seq 0, also for a boot before the first one seen", () => {
+    const v = setup(1000);
+    const d = new DeviceStream("gw-1", dev.privateKey);
+    const e = Array.from({ length: 8 }, () => d.next());
+    expect(problems(v.ingest("gw-1", e.slice(2), 0))).toEqual([]);
+    expect(problems(v.sweep(1500)).map((g) => [g.problem, g.boot, g.first, g.last])).toEqual([["gap", 1000, 0, 1]]);
+    // A receiver that meets the device at a later boot: the boot its boot event names is missing.
+    const v2 = setup(1000);
+    expect(problems(v2.ingest("gw-1", [d.reboot(), d.next()], 0))).toEqual([]);
+    expect(problems(v2.finish(0)).map((g) => [g.problem, g.boot, g.first, g.last])).toEqual([["gap", 1000, 0, 7]]);
+  });
+
+  it("two streams under one identity are a clone, naming both boots", () => {
+    const other = () => new DeviceStream("gw-1", dev.privateKey);
+    // A second first boot (a copied key directory on a second host).
+    const v = setup();
+    const a = other();
+    v.ingest("gw-1", [a.firstBoot(1000), a.next()], 0);
+    const b = other();
+    const second = problems(v.ingest("gw-1", [b.firstBoot(1005)], 0));
+    expect(second.map((p) => [p.problem, p.boots])).toEqual([["clone", [1000, 1005]]]);
+    // A boot epoch going backwards.
+    expect(problems(v.ingest("gw-1", [a.reboot()], 0)).map((p) => [p.problem, p.boots])).toEqual([["clone", [1001, 1005]]]);
+    // Interleaved boots: boot 1000 continued as 1001, and then 1000 goes on (a copied outbox).
+    const v2 = setup();
+    const c = other();
+    v2.ingest("gw-1", [c.firstBoot(2000), c.next(), c.next()], 0);
+    const fork = new DeviceStream("gw-1", dev.privateKey);
+    Object.assign(fork, { boot: c.boot, seq: c.seq, prev: c.prev });
+    expect(problems(v2.ingest("gw-1", [c.reboot(), c.next()], 0))).toEqual([]);
+    const past = problems(v2.ingest("gw-1", [fork.next(), fork.next()], 0));
+    expect(past.map((p) => [p.problem, p.boot, p.first, p.boots])).toEqual([["clone", 2000, 3, [2000, 2001]]]);
+  });
+
+  it("two boots continuing one boot are a clone", () => {
+    const v = setup();
+    const c = new DeviceStream("gw-1", dev.privateKey);
+    v.ingest("gw-1", [c.firstBoot(2000), c.next(), c.next()], 0);
+    const twin = new DeviceStream("gw-1", dev.privateKey);
+    Object.assign(twin, { boot: 2002, seq: -1, prev: c.prev });
+    expect(problems(v.ingest("gw-1", [c.reboot()], 0))).toEqual([]);
+    const second = twin.next("system", { boot: { previous_boot: 2000, previous_last_seq: 2 } });
+    expect(problems(v.ingest("gw-1", [second], 0)).map((p) => [p.problem, p.boots])).toEqual([["clone", [2001, 2002]]]);
+  });
+
+  it("a boot that ran past what its successor says was committed is a fork (not a clone), reported at the boot event", () => {
+    const v = setup();
+    const d = new DeviceStream("gw-1", dev.privateKey);
+    const s = [d.firstBoot(3000), d.next(), d.next(), d.next()];
+    v.ingest("gw-1", s, 0);
+    // The device lost seq 2..3 from its storage and restarted from seq 1.
+    d.seq = 1;
+    d.prev = s[1]!.hash;
+    const out = problems(v.ingest("gw-1", [d.reboot()], 0));
+    expect(out.map((p) => [p.problem, p.boot, p.first, p.last])).toEqual([["fork", 3000, 2, 3]]);
   });
 });

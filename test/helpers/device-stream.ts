@@ -1,0 +1,29 @@
+import type { KeyObject } from "node:crypto";
+import { buildSigned, GENESIS_HASH, type Envelope } from "../../agent/events/envelope";
+import type { EventClass } from "../../agent/events/types";
+
+/** A device's event stream, chained and signed like the recorder does. */
+export class DeviceStream {
+  prev = GENESIS_HASH;
+  seq = -1;
+  boot = 1000;
+  constructor(readonly id: string, readonly key: KeyObject) {}
+  next(cls: EventClass = "telemetry", unmapped?: Record<string, unknown>): Envelope {
+    const { env } = buildSigned({ v: 1, device: this.id, boot: this.boot, seq: ++this.seq, time: 1, mono: 1, class: cls, severity: 1, ocsf: { class_uid: 5001, activity_id: 2, message: "m", ...(unmapped ? { unmapped } : {}) }, prev: this.prev }, this.key);
+    this.prev = env.hash;
+    return env;
+  }
+  firstBoot(boot: number): Envelope {
+    this.boot = boot;
+    this.seq = -1;
+    return this.next("system", { boot: { previous_boot: null, previous_last_seq: null } });
+  }
+  reboot(): Envelope {
+    const pb = this.boot;
+    const ps = this.seq;
+    this.boot++;
+    this.seq = -1;
+    return this.next("system", { boot: { previous_boot: pb, previous_last_seq: ps } });
+  }
+}
+

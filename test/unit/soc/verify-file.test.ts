@@ -1,0 +1,51 @@
+import { describe, expect, it } from "vitest";
+import { createPublicKey, generateKeyPairSync } from "node:crypto";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import type { Envelope } from "../../../agent/events/envelope";
+import { verifyFile } from "../../../agent/soc/verify-file";
+import { DeviceStream } from "../../helpers/device-stream";
+
+const dev = generateKeyPairSync("ed25519");
+const trust = { get: (d: string) => (d === "gw-1" ? createPublicKey(dev.privateKey) : undefined) };
+
+/** Writes event lines as the receiver does, each with the time it was received. */
+function outputFile(lines: { e: Envelope; at: number }[]): { file: string; done: () => void } {
+  const dir = mkdtempSync(join(tmpdir(), "gw-verify-"));
+  const file = join(dir, "events.jsonl");
+  writeFileSync(file, lines.map(({ e, at }) => JSON.stringify({ ...e, v: undefined, verified: true, received_at: at })).join("\n") + "\n");
+  return { file, done: () => rmSync(dir, { recursive: true, force: true }) };
+}
+
+describe("soc verify", () => {
+  it("a file whose stream starts at seq 2 reports the gap 0..1 at once", async () => {
+    const d = new DeviceStream("gw-1", dev.privateKey);
+    const e = Array.from({ length: 8 }, () => d.next());
+    const f = outputFile(e.slice(2).map((x, i) => ({ e: x, at: i })));
+    try {
+      const r = await verifyFile(f.file, trust);
+      expect(r.verified).toBe(6);
+      expect(r.problem_lines.map((p) => [p.problem, p.boot, p.first, p.last])).toEqual([["gap", 1000, 0, 1]]);
+    } finally {
+      f.done();
+    }
+  });
+
+  it("an old boot going on after its successor's boot event is a clone, as online", async () => {
+    const a = new DeviceStream("gw-1", dev.privateKey);
+    const s = [a.firstBoot(1000), a.next(), a.next()];
+    const copy = new DeviceStream("gw-1", dev.privateKey);
+    Object.assign(copy, { boot: a.boot, seq: a.seq, prev: a.prev });
+    const b = [a.reboot(), a.next()];
+    const late = [copy.next(), copy.next()];
+    // Arrival order: the old boot's seq 3 and 4 after boot 1001 began.
+    const f = outputFile([...s.map((e) => ({ e, at: 1 })), ...b.map((e) => ({ e, at: 2 })), ...late.map((e) => ({ e, at: 3 }))]);
+    try {
+      const r = await verifyFile(f.file, trust);
+      expect(r.problem_lines.map((p) => [p.problem, p.boots])).toEqual([["clone", [1000, 1001]]]);
+    } finally {
+      f.done();
+    }
+  });
+});
