@@ -17,6 +17,7 @@ const external = [
   "systeminformation",
   "pino",
   "thread-stream",
+  "unix-dgram",
 ];
 
 const common = {

@@ -5,6 +5,7 @@ import { controlCall, controlStream } from "../control/client";
 import { createLogger } from "../log";
 import { Outbox } from "../outbox/store";
 import { Runtime } from "../runtime";
+import { SystemdNotifier } from "../systemd-notify";
 import { action, report } from "./_output";
 
 interface Opts {
@@ -31,14 +32,20 @@ export function registerDaemon(program: Command): void {
         const loaded = loadConfig(locateConfig(opts.config));
         const log = createLogger(loaded.config.log.level);
         const rt = new Runtime(loaded, log);
+        const systemd = SystemdNotifier.fromEnv(log);
         await rt.start();
+        systemd?.ready(`serving as ${loaded.config.device.id}`);
         onHup = () => rt.reload("SIGHUP");
         await new Promise<void>((resolve) => {
           let stopping = false;
           onSignal = (sig: string) => {
             if (stopping) return;
             stopping = true;
-            void rt.stop(sig).finally(resolve);
+            systemd?.stopping();
+            void rt.stop(sig).finally(() => {
+              systemd?.close();
+              resolve();
+            });
           };
           if (stopRequested) onSignal(stopRequested);
         });
