@@ -10,7 +10,7 @@ import { ParallelSigner } from "./events/signer";
 import { Heartbeat, PostureProbe } from "./heartbeat";
 import { storageBytesWritten } from "./io-stats";
 import { loadDeviceKey, loadSocPublicKey } from "./keys/identity";
-import { Outbox } from "./outbox/store";
+import { Outbox, type OutboxStats } from "./outbox/store";
 import { RateMeter } from "./rate";
 import { MqttForwarder, type UpstreamState } from "./sinks/mqtt";
 import { SimulatedSource } from "./simulate";
@@ -210,16 +210,28 @@ export class Runtime {
   }
 
   private heartbeatState(): Record<string, unknown> {
-    const s = this.outbox.stats();
+    const s = this.outboxStats();
     return {
       upstream: this.upstreamState(),
-      outbox_depth: s.depth,
-      outbox_bytes: s.bytes,
-      outbox_file_bytes: s.file_bytes,
-      oldest_unsent_age_s: s.oldest_time === null ? null : Math.max(0, Math.round((Date.now() - s.oldest_time) / 1000)),
+      outbox_depth: s?.depth ?? null,
+      outbox_bytes: s?.bytes ?? null,
+      outbox_file_bytes: s?.file_bytes ?? null,
+      oldest_unsent_age_s: ageS(s?.oldest_time),
+      outbox_storage: this.recorder.health.view(),
+      pending_in_memory: this.recorder.pendingCount(),
       uptime_s: Math.round((Date.now() - this.startedAt) / 1000),
       storage: this.storage(),
     };
+  }
+
+  /** The outbox's figures, or undefined while its storage cannot be read (never throws). */
+  private outboxStats(): OutboxStats | undefined {
+    try {
+      return this.outbox.stats();
+    } catch (e) {
+      this.recorder.health.failed(e);
+      return undefined;
+    }
   }
 
   /** Bytes written to storage since start, and per committed event (SD-card wear). */
@@ -232,7 +244,7 @@ export class Runtime {
 
   status(): Record<string, unknown> {
     const c = this.loaded.config;
-    const s = this.outbox.stats();
+    const s = this.outboxStats();
     return {
       device: c.device.id,
       boot: this.recorder.bootEpoch,
@@ -240,19 +252,20 @@ export class Runtime {
       uptime_s: Math.round((Date.now() - this.startedAt) / 1000),
       upstream: { state: this.upstreamState(), url: c.upstream.url ?? null, last_error: this.forwarder?.lastError ?? null, ...(this.forwarder ? { counters: this.forwarder.counters } : {}) },
       outbox: {
-        depth: s.depth,
-        bytes: s.bytes,
-        file_bytes: s.file_bytes,
-        budget_bytes: s.budget_bytes,
-        parked: s.parked,
-        quarantined: s.quarantined,
-        oldest_unsent_age_s: s.oldest_time === null ? null : Math.max(0, Math.round((Date.now() - s.oldest_time) / 1000)),
+        depth: s?.depth ?? null,
+        bytes: s?.bytes ?? null,
+        file_bytes: s?.file_bytes ?? null,
+        budget_bytes: this.outbox.maxBytes,
+        parked: s?.parked ?? null,
+        quarantined: s?.quarantined ?? null,
+        oldest_unsent_age_s: ageS(s?.oldest_time),
         pending_in_memory: this.recorder.pendingCount(),
+        storage: this.recorder.health.view(),
       },
       rates: { events_in_per_s: round1(this.in.perSecond()), events_out_per_s: round1(this.forwarder?.out.perSecond() ?? 0) },
       storage: this.storage(),
       counters: this.recorder.counters,
-      last_error: this.forwarder?.lastError ?? this.recorder.lastError ?? null,
+      last_error: this.recorder.health.view().error ?? this.forwarder?.lastError ?? this.recorder.lastError ?? null,
     };
   }
 
@@ -292,3 +305,4 @@ export class Runtime {
 }
 
 const round1 = (n: number) => Math.round(n * 10) / 10;
+const ageS = (t: number | null | undefined) => (t == null ? null : Math.max(0, Math.round((Date.now() - t) / 1000)));

@@ -130,10 +130,27 @@ interface StatusView {
   version: string;
   uptime_s: number;
   upstream: { state: string; url: string | null; last_error: string | null };
-  outbox: { depth: number; bytes: number; file_bytes: number; budget_bytes: number; parked: number; quarantined: number; oldest_unsent_age_s: number | null };
+  outbox: {
+    depth: number | null;
+    bytes: number | null;
+    file_bytes: number | null;
+    budget_bytes: number;
+    parked: number | null;
+    quarantined: number | null;
+    oldest_unsent_age_s: number | null;
+    pending_in_memory: number;
+    storage: { state: string; mode: string; error: string | null; since: number | null; next_retry_ms: number | null };
+  };
   rates: { events_in_per_s: number; events_out_per_s: number };
   storage: { bytes_written: number | null; bytes_per_event: number | null };
   last_error: string | null;
+}
+
+function formatStorage(o: StatusView["outbox"]): string {
+  const st = o.storage;
+  const where = st.mode === "memory" ? "in memory (the outbox file could not be opened)" : "on disk";
+  if (st.state === "ok") return `ok, ${where}`;
+  return `FAILING since ${new Date(st.since ?? 0).toISOString()}, ${where}: ${st.error ?? "?"}; ${o.pending_in_memory} events waiting in memory, next retry in ${st.next_retry_ms ?? "-"} ms`;
 }
 
 function formatStatus(s: StatusView): string {
@@ -141,6 +158,7 @@ function formatStatus(s: StatusView): string {
     `device      ${s.device} (boot ${s.boot}, version ${s.version}, up ${s.uptime_s} s)`,
     `upstream    ${s.upstream.state}${s.upstream.url ? ` ${s.upstream.url}` : ""}`,
     `outbox      ${s.outbox.depth} events, ${s.outbox.bytes} bytes; files ${s.outbox.file_bytes}/${s.outbox.budget_bytes} bytes; oldest unsent ${s.outbox.oldest_unsent_age_s ?? "-"} s; parked ${s.outbox.parked}; quarantined ${s.outbox.quarantined}`,
+    `  storage   ${formatStorage(s.outbox)}`,
     `rates       in ${s.rates.events_in_per_s}/s, out ${s.rates.events_out_per_s}/s`,
     `storage     ${s.storage.bytes_written ?? "-"} bytes written since start, ${s.storage.bytes_per_event ?? "-"} per event`,
     `last error  ${s.last_error ?? "-"}`,

@@ -2,11 +2,13 @@ import type { KeyObject } from "node:crypto";
 import { performance } from "node:perf_hooks";
 import type { Logger } from "pino";
 import { describeError } from "../errors";
+import { StorageHealth, type StorageEpisode } from "../outbox/health";
 import { mergeLoss, type EvictedRange, type Outbox } from "../outbox/store";
 import { finishEnvelope, GENESIS_HASH, prepareEnvelope, type Envelope, type Prepared, type UnsignedEnvelope } from "./envelope";
 import { InlineSigner, type BatchSigner } from "./signer";
 import { OcsfClass, shapeOcsf } from "./ocsf";
 import { CLASS_RANK, EVENT_CLASSES, type EventClass, type EventDraft, type EventSink } from "./types";
+import type { ChainHead } from "../outbox/store";
 
 export interface RecorderOptions {
   outbox: Outbox;
@@ -20,6 +22,8 @@ export interface RecorderOptions {
   signer?: BatchSigner;
   /** Rows the forwarder has in flight: never evicted. */
   inFlight?: () => ReadonlySet<number>;
+  /** The outbox's storage state (shared with the forwarder); one of its own when not given. */
+  health?: StorageHealth;
   now?: () => number;
   /** While the outbox is full, evictions are named by one loss record per class this often. */
   lossIntervalMs?: number;
@@ -29,13 +33,16 @@ const LOSS_INTERVAL_MS = 5000;
 
 /** How many seq ranges one loss record may carry; more make several records. */
 const MAX_RANGES_PER_LOSS = 500;
+/** Events per commit; while storage fails, a retry tries this few first (cheap to re-sign). */
+const CHUNK = 2000;
+const PROBE_CHUNK = 64;
 
 /**
  * Turns drafts into signed, hash-chained envelopes and commits them to the outbox in batches.
  * The one writer of the chain: `boot`, `seq` and `prev` advance only when a commit succeeds.
  */
 export class Recorder implements EventSink {
-  private pending: { draft: EventDraft; resolve?: (e: Envelope) => void }[] = [];
+  private pending: { draft: EventDraft; resolve?: (e: Envelope) => void; keep?: boolean }[] = [];
   private timer: NodeJS.Timeout | undefined;
   private boot = 0;
   private seq = -1;
@@ -53,9 +60,11 @@ export class Recorder implements EventSink {
   lastError: string | undefined;
 
   private readonly signer: BatchSigner;
+  readonly health: StorageHealth;
 
   constructor(private readonly o: RecorderOptions) {
     this.signer = o.signer ?? new InlineSigner(o.key);
+    this.health = o.health ?? new StorageHealth();
   }
 
   get bootEpoch(): number {
@@ -65,10 +74,12 @@ export class Recorder implements EventSink {
   /**
    * Starts a new boot: the boot event (seq 0) names the previous boot epoch and the last
    * sequence number it committed, and chains to its last hash. Committed durably before
-   * anything else is recorded.
+   * anything else is recorded; when storage fails it stays first in line, retried with the
+   * rest (the boot's envelope is then undefined until it commits). `knownHead` is a chain head
+   * known from elsewhere (the outbox's second copy) that is ahead of the outbox's own.
    */
-  start(extra: Record<string, unknown> = {}): Envelope {
-    const head = this.o.outbox.head();
+  start(extra: Record<string, unknown> = {}, knownHead?: ChainHead): { boot: number; env: Envelope | undefined } {
+    const head = knownHead ?? this.o.outbox.head();
     const nowSec = Math.floor(this.now() / 1000);
     this.boot = Math.max((head?.boot ?? 0) + 1, nowSec);
     this.seq = -1;
@@ -86,8 +97,10 @@ export class Recorder implements EventSink {
     };
     // Evictions of the previous boot that its loss records did not name yet follow the boot event.
     this.lossPending = this.o.outbox.pendingLoss();
-    const [env] = this.commitDrafts([draft], true);
-    return env!;
+    let env: Envelope | undefined;
+    this.pending.unshift({ draft, resolve: (e) => (env = e), keep: true });
+    this.flush();
+    return { boot: this.boot, env };
   }
 
   record(draft: EventDraft): void {
@@ -114,45 +127,90 @@ export class Recorder implements EventSink {
       draft = invalidDraft(bad);
     }
     this.pending.push({ draft, resolve });
-    if (this.pending.length >= this.o.maxPending) this.flush();
+    // While storage fails, only the back-off timer retries: a commit per new event would
+    // re-sign the whole chunk each time.
+    if (this.health.failing) this.shedIfOverfull();
+    else if (this.pending.length >= this.o.maxPending) this.flush();
     else this.timer ??= setTimeout(() => this.flush(), this.o.flushMs);
   }
 
-  /** Commits everything pending now. Safe to call at any time. */
+  /** Commits everything pending now. Safe to call at any time; never throws. */
   flush(): void {
     if (this.timer) {
       clearTimeout(this.timer);
       this.timer = undefined;
     }
     while (this.pending.length) {
-      const chunk = this.pending.slice(0, 2000);
+      // The boot event (seq 0) commits alone, first, with the loss records the last boot owed.
+      const boot = this.pending[0]!.keep === true;
+      const chunk = this.pending.slice(0, boot ? 1 : this.health.failing ? PROBE_CHUNK : CHUNK);
       try {
-        if (this.dropped.size) this.commitDrafts([droppedDraft(this.dropped)]);
-        this.dropped.clear();
-        const envs = this.commitDrafts(chunk.map((p) => p.draft));
+        if (this.dropped.size && !boot) {
+          this.commitDrafts([droppedDraft(this.dropped)]);
+          this.dropped.clear();
+        }
+        const envs = this.commitDrafts(
+          chunk.map((p) => p.draft),
+          boot,
+        );
         this.pending.splice(0, chunk.length);
         for (let i = 0; i < chunk.length; i++) chunk[i]!.resolve?.(envs[i]!);
+        const ep = this.health.succeeded();
+        if (ep) this.storageRecovered(ep);
       } catch (e) {
         this.counters.commit_errors++;
         this.lastError = describeError(e);
-        this.o.log.error({ err: this.lastError, pending: this.pending.length }, "Outbox commit failed; events stay queued in memory.");
+        const { delayMs, fresh } = this.health.failed(e);
+        const log = { err: this.lastError, pending: this.pending.length, retry_ms: delayMs };
+        if (fresh) this.o.log.error(log, "Outbox commit failed; events stay queued in memory (bounded), retried with back-off.");
+        else this.o.log.warn(log, "Outbox commit failed again.");
         this.shedIfOverfull();
-        if (!this.closed) this.timer = setTimeout(() => this.flush(), Math.max(1000, this.o.flushMs));
+        if (!this.closed) this.timer = setTimeout(() => this.flush(), delayMs);
         return;
       }
     }
   }
 
-  /** While the store cannot commit, memory is bounded at 4x max_pending; the lowest classes go first, counted. */
+  /** Storage works again: a signed event says for how long it did not and what was kept. */
+  private storageRecovered(ep: StorageEpisode): void {
+    this.o.log.warn({ err: ep.error, failed_ms: ep.until - ep.since }, "Outbox storage works again.");
+    this.record({
+      class: "system",
+      severity: 4,
+      ocsf: {
+        class_uid: OcsfClass.ApplicationLifecycle,
+        activity_id: 99,
+        message: `Outbox storage failed for ${Math.round((ep.until - ep.since) / 1000)} s (${ep.error}); events were kept in memory meanwhile${this.counters.dropped ? `, ${this.counters.dropped} dropped so far (see the loss records)` : ""}`,
+        unmapped: { error_type: "storage_failed", stage: "recording", storage: { error: ep.error, since: ep.since, until: ep.until, failures: ep.failures, dropped_total: this.counters.dropped } },
+      },
+    });
+  }
+
+  /**
+   * While the store cannot commit, memory is bounded at 4x max_pending drafts: past it, the
+   * lowest classes go first (oldest first within a class, the rest keeping their order) down to
+   * 3x, so critical events are the last kept; each shed draft is counted for the loss record.
+   * The boot event is never shed.
+   */
   private shedIfOverfull(): void {
     const limit = this.o.maxPending * 4;
     if (this.pending.length <= limit) return;
-    this.pending.sort((a, b) => CLASS_RANK[a.draft.class] - CLASS_RANK[b.draft.class]);
-    const shed = this.pending.splice(0, this.pending.length - limit);
-    for (const s of shed) {
-      this.dropped.set(s.draft.class, (this.dropped.get(s.draft.class) ?? 0) + 1);
+    let excess = this.pending.length - this.o.maxPending * 3;
+    const perRank = new Array<number>(EVENT_CLASSES.length).fill(0);
+    for (const p of this.pending) perRank[CLASS_RANK[p.draft.class]]!++;
+    const quota = perRank.map((n) => {
+      const take = Math.min(n, Math.max(0, excess));
+      excess -= take;
+      return take;
+    });
+    this.pending = this.pending.filter((p) => {
+      const r = CLASS_RANK[p.draft.class];
+      if (p.keep || quota[r]! <= 0) return true;
+      quota[r]!--;
+      this.dropped.set(p.draft.class, (this.dropped.get(p.draft.class) ?? 0) + 1);
       this.counters.dropped++;
-    }
+      return false;
+    });
   }
 
   /**
@@ -247,7 +305,7 @@ export class Recorder implements EventSink {
   private lossTick(): void {
     const e = this.episode;
     if (!e || this.closed) return;
-    if (this.lossPending.length) {
+    if (this.lossPending.length && !this.health.failing) {
       try {
         this.commitDrafts([], true);
       } catch (err) {

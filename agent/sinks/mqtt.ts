@@ -13,6 +13,8 @@ const OPEN = Buffer.from("[");
 const CLOSE = Buffer.from("]");
 const COMMA = Buffer.from(",");
 const EMPTY = Buffer.alloc(0);
+/** Acknowledged batches kept for deleting while storage fails (beyond it they are sent again after a restart). */
+const MAX_UNACKED = 4096;
 import { RateMeter } from "../rate";
 
 export type UpstreamState = "not_configured" | "connecting" | "up" | "down" | "stopped";
@@ -60,6 +62,9 @@ export class MqttForwarder {
   readonly out = new RateMeter();
   readonly counters = { messages: 0, events: 0, bytes: 0, rejected: 0, quarantined: 0, reconnects: 0 };
   private unsubscribe: (() => void) | undefined;
+  private offRecovered: (() => void) | undefined;
+  /** Acknowledged batches whose delete failed (storage failing): retried when it works again. */
+  private readonly unacked: { ids: number[]; bytes: number }[] = [];
 
   constructor(private readonly o: ForwarderOptions) {
     this.sealer = new BatchSealer(o.socPublicKey);
@@ -75,6 +80,7 @@ export class MqttForwarder {
 
   start(): void {
     this.unsubscribe = this.o.recorder.onCommit(() => this.pump());
+    this.offRecovered = this.o.recorder.health.onRecovered(() => this.retryAcks());
     this.parkedTimer = setInterval(() => this.retryParked(), this.o.upstream.parked_retry_ms);
     this.parkedTimer.unref();
     this.connect();
@@ -193,7 +199,13 @@ export class MqttForwarder {
 
   private quarantine(row: RawRow): void {
     this.counters.quarantined++;
-    this.o.outbox.quarantine(row, "hash mismatch or unparseable body", Date.now());
+    try {
+      this.o.outbox.quarantine(row, "hash mismatch or unparseable body", Date.now());
+    } catch (e) {
+      // Skipped on this connection (the cursor is past it); checked again after a reconnect.
+      this.storageFailed(e, "quarantining a corrupt row");
+      return;
+    }
     this.o.log.error({ boot: row.boot, seq: row.seq }, "Corrupt outbox row quarantined; recording a loss record.");
     this.o.recorder.reportQuarantined(row, "stored event failed its hash check");
   }
@@ -244,7 +256,7 @@ export class MqttForwarder {
         this.o.log.debug({ err: describeError(err) }, "Publish failed without a broker verdict.");
         return;
       } else {
-        this.o.outbox.ack(ids, rowBytes);
+        this.ack(ids, rowBytes);
         this.counters.messages++;
         this.counters.events += ids.length;
         this.counters.bytes += payload.length;
@@ -254,9 +266,54 @@ export class MqttForwarder {
     });
   }
 
+  /**
+   * Deletes acknowledged rows. When storage fails the ids are kept (bounded) and deleted once
+   * it works again; this connection's cursor is past them, so they are not sent again unless
+   * the connection is replaced (the SOC drops the duplicates then).
+   */
+  private ack(ids: number[], bytes: number): void {
+    if (!this.unacked.length || this.retryAcks()) {
+      try {
+        this.o.outbox.ack(ids, bytes);
+        return;
+      } catch (e) {
+        this.storageFailed(e, "deleting acknowledged events");
+      }
+    }
+    if (this.unacked.length < MAX_UNACKED) this.unacked.push({ ids, bytes });
+  }
+
+  /** Deletes the rows of acknowledged batches kept while storage failed; true when none is left. */
+  private retryAcks(): boolean {
+    while (this.unacked.length) {
+      const b = this.unacked[0]!;
+      try {
+        this.o.outbox.ack(b.ids, b.bytes);
+      } catch (e) {
+        this.storageFailed(e, "deleting acknowledged events");
+        return false;
+      }
+      this.unacked.shift();
+    }
+    return true;
+  }
+
+  private storageFailed(e: unknown, what: string): void {
+    this.lastError = `${what}: ${describeError(e)}`;
+    const { fresh } = this.o.recorder.health.failed(e);
+    if (fresh) this.o.log.error({ err: this.lastError }, "Outbox storage failed; forwarding goes on, deletes wait.");
+  }
+
   private reject(ids: number[], rc: number, message: string, first: RawRow, last: RawRow): void {
     this.counters.rejected++;
-    const fresh = this.o.outbox.park(ids, `PUBACK 0x${rc.toString(16)} ${message}`, Date.now());
+    let fresh: number;
+    try {
+      fresh = this.o.outbox.park(ids, `PUBACK 0x${rc.toString(16)} ${message}`, Date.now());
+    } catch (e) {
+      // Not parked: the rows stay eligible and go again after the next reconnect.
+      this.storageFailed(e, "parking a rejected batch");
+      fresh = ids.length;
+    }
     // A retry rejected again is not news: one event per batch when it is first parked.
     if (fresh === 0) {
       this.o.log.warn({ reason_code: rc, from: [first.boot, first.seq], to: [last.boot, last.seq] }, "A parked batch was rejected again; it stays parked.");
@@ -277,7 +334,13 @@ export class MqttForwarder {
 
   private retryParked(): void {
     if (this.state !== "up") return;
-    const n = this.o.outbox.unparkAll();
+    let n: number;
+    try {
+      n = this.o.outbox.unparkAll();
+    } catch (e) {
+      this.storageFailed(e, "un-parking rejected batches");
+      return;
+    }
     if (n) {
       this.o.log.info({ rows: n }, "Retrying parked events.");
       this.cursor = 0;
@@ -285,12 +348,24 @@ export class MqttForwarder {
     }
   }
 
+  private unackedRows(): number {
+    let n = 0;
+    for (const b of this.unacked) n += b.ids.length;
+    return n;
+  }
+
   /** Waits until the outbox is empty (nothing in flight) or the timeout passes. */
   async drain(timeoutMs: number): Promise<boolean> {
     const end = Date.now() + timeoutMs;
     while (Date.now() < end) {
       this.o.recorder.flush();
-      if (this.o.outbox.stats().depth - this.o.outbox.stats().parked === 0 && this.inflight.size === 0) return true;
+      let s: { depth: number; parked: number };
+      try {
+        s = this.o.outbox.stats();
+      } catch {
+        return false; // storage failing: nothing to wait for
+      }
+      if (s.depth - s.parked - this.unackedRows() === 0 && this.inflight.size === 0) return true;
       this.pump();
       await new Promise((r) => setTimeout(r, 50));
     }
@@ -301,6 +376,7 @@ export class MqttForwarder {
     this.stopped = true;
     this.state = "stopped";
     this.unsubscribe?.();
+    this.offRecovered?.();
     if (this.reconnectTimer) clearTimeout(this.reconnectTimer);
     if (this.parkedTimer) clearInterval(this.parkedTimer);
     const c = this.client;

@@ -28,13 +28,13 @@ describe("outbox and recorder", () => {
   it("chains boots: the boot event names the previous boot and its last committed seq", () => {
     const dir = join(t.dir, "boots");
     let { outbox, recorder } = open(dir, 64 * 1024 ** 2);
-    const b1 = recorder.start();
+    const b1 = recorder.start().env!;
     for (let i = 0; i < 10; i++) recorder.record(draft("audit", i));
     recorder.flush();
     const head1 = outbox.head()!;
     outbox.close();
     ({ outbox, recorder } = open(dir, 64 * 1024 ** 2));
-    const b2 = recorder.start();
+    const b2 = recorder.start().env!;
     expect(b2.boot).toBeGreaterThan(b1.boot);
     expect(b2.seq).toBe(0);
     expect(b2.prev).toBe(head1.hash);
