@@ -39,6 +39,8 @@ export interface ReceiverOptions {
   onLine?: (l: OutLine) => void;
 }
 
+const SET_OUTPUT = "INSERT INTO output (id, path, length) VALUES (1, ?, ?) ON CONFLICT(id) DO UPDATE SET path = excluded.path, length = excluded.length";
+
 /**
  * The SOC receiver. Each MQTT message is opened, verified and de-duplicated; its output lines
  * are appended and fsynced, and the receiver's state (with the output file's length) is
@@ -79,6 +81,9 @@ export class SocReceiver {
       // Lines written after the last committed state are cut: they will be produced again.
       this.offset = row && row.path === o.out ? Math.min(row.length, size) : size;
       if (size > this.offset) ftruncateSync(this.fd, this.offset);
+      // A new output file's starting length is committed at once: a crash before the first
+      // message is committed still cuts what was half written.
+      if (!row || row.path !== o.out) this.db.prepare(SET_OUTPUT).run(o.out, this.offset);
     }
   }
 
@@ -175,7 +180,7 @@ export class SocReceiver {
       else {
         writeSync(this.fd, buf, 0, buf.length, this.offset);
         fsyncSync(this.fd);
-        this.db.prepare("INSERT INTO output (id, path, length) VALUES (1, ?, ?) ON CONFLICT(id) DO UPDATE SET path = excluded.path, length = excluded.length").run(this.o.out, this.offset + buf.length);
+        this.db.prepare(SET_OUTPUT).run(this.o.out, this.offset + buf.length);
       }
       return Object.assign(out, { bytes: buf.length });
     })() as OutLine[] & { bytes?: number };

@@ -5,7 +5,7 @@ import { EmbeddedBroker } from "../../agent/embedded-broker";
 import { Runtime } from "../../agent/runtime";
 import { SocReceiver } from "../../agent/soc/receive";
 import type { OutLine } from "../../agent/soc/verifier";
-import { makeSite, silent, sleep, tempDir, until } from "../helpers/fixture";
+import { makeSite, silent, tempDir, until } from "../helpers/fixture";
 
 describe("agent -> aedes -> SOC receiver", () => {
   const cleanups: (() => Promise<void> | void)[] = [];
@@ -28,11 +28,13 @@ describe("agent -> aedes -> SOC receiver", () => {
     cleanups.push(() => rx.stop());
     const rt = new Runtime(site.load(), silent);
     await rt.start();
-    await sleep(700);
+    await until(() => rx.counters.events >= 100, 20_000, "events to arrive before the outage");
     await broker.pause();
-    await sleep(700);
+    const atPause = rt.recorder.counters.committed;
+    await until(() => rt.recorder.counters.committed >= atPause + 200, 20_000, "events recorded during the outage");
     await broker.resume();
-    await sleep(700);
+    const atResume = rt.recorder.counters.committed;
+    await until(() => rx.counters.events >= atResume + 100, 20_000, "events after the outage to arrive");
     rt.stopSources();
     await rt.stop("test", 10_000);
     const committed = rt.recorder.counters.committed;
@@ -62,16 +64,19 @@ describe("agent -> aedes -> SOC receiver", () => {
     await rx.start();
     const rt = new Runtime(site.load(), silent);
     await rt.start();
-    await sleep(600);
+    const first = rx;
+    await until(() => first.counters.events >= 50, 20_000, "the first receiver to write lines");
     await rx.stop();
     // A crash between writing lines and committing state leaves uncommitted bytes: they are cut.
     const { appendFileSync } = await import("node:fs");
     appendFileSync(out, '{"device":"half-written');
-    await sleep(600);
+    const atStop = rt.recorder.counters.committed;
+    await until(() => rt.recorder.counters.committed >= atStop + 100, 20_000, "events recorded while no receiver runs");
     rx = mk();
     await rx.start();
     cleanups.push(() => rx.stop());
-    await sleep(300);
+    const second = rx;
+    await until(() => second.counters.events >= 50, 20_000, "the second receiver to write lines");
     rt.stopSources();
     await rt.stop("test", 10_000);
     const committed = rt.recorder.counters.committed;
