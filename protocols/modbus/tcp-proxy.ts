@@ -11,7 +11,7 @@
  */
 import { createServer, type Server, type Socket } from "node:net";
 import { createSecureContext, createServer as createTlsServer, type Server as TlsServer, type TLSSocket } from "node:tls";
-import type { X509Certificate } from "node:crypto";
+import { constants as cryptoConstants, type X509Certificate } from "node:crypto";
 import { readFileSync, statSync } from "node:fs";
 import { readSecretFile } from "../../agent/keys/files";
 import { DaemonError } from "../../agent/errors";
@@ -38,6 +38,13 @@ export interface ListenerStatus {
 export type TlsReloadReport = { listener: string; trigger: string } & ({ ok: true } | { ok: false; reason: string });
 
 type TlsConfig = Extract<ListenerConfig, { type: "tls" }>["tls"];
+
+/**
+ * TLS 1.2 renegotiation is refused by OpenSSL itself (a no_renegotiation alert, no handshake
+ * work): a client may not make the gateway run handshakes on an open connection. TLS 1.3 has
+ * no renegotiation.
+ */
+const SECURE_OPTIONS = cryptoConstants.SSL_OP_NO_RENEGOTIATION;
 
 /** Identity of the TLS files' current contents (stat follows symlinks); "-" for a missing file. */
 function tlsFilesStamp(t: TlsConfig): string {
@@ -119,6 +126,7 @@ export class ModbusListener {
           requestCert: true,
           rejectUnauthorized: true,
           minVersion: t.min_version,
+          secureOptions: SECURE_OPTIONS,
           handshakeTimeout: t.handshake_timeout_ms,
         });
       } catch (e) {
@@ -200,7 +208,7 @@ export class ModbusListener {
     let trust: TrustAnchors | undefined;
     try {
       const loaded = loadTlsMaterial(this.name, t, true);
-      server.setSecureContext({ ...loaded.material, minVersion: t.min_version });
+      server.setSecureContext({ ...loaded.material, minVersion: t.min_version, secureOptions: SECURE_OPTIONS });
       trust = loaded.trust;
       result = { ok: true };
     } catch (e) {
@@ -322,7 +330,13 @@ export class ModbusListener {
     this.perIdentity.set(key, n + 1);
     this.sockets.set(sock, id);
     sock.setNoDelay(true);
-    sock.on("error", () => {});
+    sock.on("error", (e: Error & { code?: string }) => {
+      // Node's own renegotiation guard (ERR_TLS_SESSION_ATTACK), should OpenSSL let one through:
+      // an attack on the connection, said as such; other socket errors end it quietly.
+      if (e.code !== "ERR_TLS_SESSION_ATTACK") return;
+      sock.destroy();
+      this.ctx.events?.authFailure({ listener: this.name, address: id.address, reason: "TLS renegotiation attempted (refused; connection closed)" });
+    });
     sock.once("close", () => {
       this.sockets.delete(sock);
       const m = (this.perIdentity.get(key) ?? 1) - 1;
