@@ -5,28 +5,17 @@
  * Readings are gathered per timestamp (a "tick"); a tick is evaluated when a later reading
  * arrives or when `flush` is called (the offline CLI flushes at the end of every row).
  */
-import { parse as parseYaml } from "yaml";
 import type { Reading } from "../agent/pipeline";
+import { parseYamlFile } from "../agent/config/issues";
 import { DaemonError } from "../agent/errors";
 import { badState, checkVersion, fmt, num, numArray, obj, type Detector, type Emit, type Finding } from "./detector";
 import { siteSchema, type RelationConfig, type SiteConfig, type TankConfig } from "./site-schema";
 
 export { siteSchema, type SiteConfig } from "./site-schema";
 
-/** Parses and validates a site file's text. Throws DaemonError SITE_INVALID with the path of the first problem. */
+/** Parses and validates a site file's text. Throws DaemonError SITE_INVALID naming file, line and key of each problem. */
 export function parseSite(text: string, file = "site"): SiteConfig {
-  let raw: unknown;
-  try {
-    raw = parseYaml(text);
-  } catch (e) {
-    throw new DaemonError("SITE_INVALID", `${file}: not valid YAML: ${(e as Error).message}`, { cause: e });
-  }
-  const r = siteSchema.safeParse(raw);
-  if (!r.success) {
-    const i = r.error.issues[0];
-    throw new DaemonError("SITE_INVALID", `${file}: ${i ? `${i.path.join(".") || "(root)"}: ${i.message}` : "invalid"}`);
-  }
-  return r.data;
+  return parseYamlFile(text, file, siteSchema, "SITE_INVALID");
 }
 
 /** Every point id a site file mentions. */

@@ -2,7 +2,7 @@ import { readFileSync, statSync } from "node:fs";
 import { parse as parseYamlValue } from "yaml";
 import { DaemonError } from "../errors";
 import { writeFileAtomic } from "../keys/files";
-import { formatIssues, parseConfigText, validateDoc } from "./load";
+import { formatIssues, parseConfigText, validateDoc, type ConfigIssue } from "./load";
 import { configSchema, type Config } from "./schema";
 
 /**
@@ -14,7 +14,7 @@ export function setConfigValue(file: string, key: string, value: string): { prev
   const path = splitKey(key);
   const text = readFileSync(file, "utf8");
   const mode = statSync(file).mode & 0o777;
-  let lastIssues = "";
+  let firstIssues: ConfigIssue[] | undefined;
   const candidates: unknown[] = [];
   try {
     candidates.push(parseYamlValue(value));
@@ -36,9 +36,11 @@ export function setConfigValue(file: string, key: string, value: string): { prev
     const unknown = issues.find((i) => i.path === key && i.message === "unknown key");
     if (unknown) throw new DaemonError("CONFIG_KEY_UNKNOWN", `${key} is not a config key`);
     void lc;
-    lastIssues = formatIssues(file, issues);
+    // The value as YAML reads it (50 is a number) says what is wrong with it; its plain-text
+    // retry, for keys that want a string, would only add "expected number, received string".
+    firstIssues ??= issues;
   }
-  throw new DaemonError("CONFIG_INVALID", `refusing to set ${key} = ${JSON.stringify(value)}:\n${lastIssues}`);
+  throw Object.assign(new DaemonError("CONFIG_INVALID", `refusing to set ${key} = ${JSON.stringify(value)}:\n${formatIssues(file, firstIssues ?? [])}`), { issues: firstIssues });
 }
 
 /** Reads a key of the effective config (defaults applied). */

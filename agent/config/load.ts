@@ -1,17 +1,11 @@
 import { readFileSync } from "node:fs";
 import { dirname, isAbsolute, resolve } from "node:path";
-import { isMap, isPair, isScalar, LineCounter, parseDocument, type Document, type Node } from "yaml";
-import type { z } from "zod";
+import { LineCounter, parseDocument, type Document } from "yaml";
 import { DaemonError } from "../errors";
+import { formatIssues, zodIssues, type ConfigIssue } from "./issues";
 import { configSchema, type Config } from "./schema";
 
-export interface ConfigIssue {
-  /** Dotted key path, e.g. `upstream.url`. */
-  path: string;
-  /** 1-based line in the file, when the key exists there. */
-  line?: number;
-  message: string;
-}
+export { formatIssues, lineOf, parseYamlFile, type ConfigIssue } from "./issues";
 
 export interface LoadedConfig {
   file: string;
@@ -36,42 +30,6 @@ export function validateDoc(doc: Document, lc: LineCounter): { config?: Config; 
   const r = configSchema.safeParse(raw);
   if (r.success) return { config: r.data, issues: [] };
   return { issues: zodIssues(r.error.issues, doc, lc) };
-}
-
-function zodIssues(issues: z.core.$ZodIssue[], doc: Document, lc: LineCounter): ConfigIssue[] {
-  const out: ConfigIssue[] = [];
-  for (const i of issues) {
-    const path = i.path.map(String);
-    if (i.code === "unrecognized_keys") {
-      for (const k of i.keys) {
-        const full = [...path, k];
-        out.push({ path: full.join("."), line: lineOf(doc, lc, full, true), message: "unknown key" });
-      }
-      continue;
-    }
-    out.push({ path: path.join(".") || "(top level)", line: lineOf(doc, lc, path, false), message: i.message });
-  }
-  return out.sort((a, b) => (a.line ?? 0) - (b.line ?? 0));
-}
-
-/** Line of a key (or of the nearest existing parent when the key is missing). */
-export function lineOf(doc: Document, lc: LineCounter, path: string[], keyLine: boolean): number | undefined {
-  for (let n = path.length; n >= 0; n--) {
-    const parentPath = path.slice(0, Math.max(0, n - 1));
-    const parent = (n === 0 ? doc.contents : parentPath.length ? doc.getIn(parentPath, true) : doc.contents) as Node | null;
-    if (n === 0) return parent?.range ? lc.linePos(parent.range[0]).line : undefined;
-    if (!isMap(parent)) continue;
-    const key = path[n - 1];
-    const pair = parent.items.find((p) => isPair(p) && isScalar(p.key) && String(p.key.value) === key);
-    if (!pair) continue;
-    const node = (keyLine || !pair.value ? pair.key : pair.value) as Node | null;
-    if (node?.range) return lc.linePos(node.range[0]).line;
-  }
-  return undefined;
-}
-
-export function formatIssues(file: string, issues: ConfigIssue[]): string {
-  return issues.map((i) => `${file}${i.line ? `:${i.line}` : ""}: ${i.path}: ${i.message}`).join("\n");
 }
 
 /** Reads, parses and validates a config file, with no other I/O. */

@@ -22,7 +22,7 @@ import type { PeerIdentity } from "./identity";
 import { encodeRequest, parseRequest, type ModbusRequest } from "./pdu";
 import { ModbusPolicy } from "./policy-engine";
 import { learnPolicy } from "./policy-learn";
-import { parsePolicy, parsePolicyText, zodMessage, type PolicyFile, type PolicyInput } from "./policy-schema";
+import { parsePolicy, readPolicyFile, zodMessage, type PolicyInput } from "./policy-schema";
 import { replayPolicy } from "./policy-replay";
 import { ModbusProxyService } from "./service";
 import type { WriteWindow } from "./window-store";
@@ -83,16 +83,6 @@ function query(q: string | undefined): Record<string, unknown> {
     out[key] = /^\d+$/.test(v) ? Number(v) : v;
   }
   return out;
-}
-
-function readPolicyFile(path: string): PolicyFile {
-  let text: string;
-  try {
-    text = readFileSync(path, "utf8");
-  } catch (e) {
-    throw new DaemonError("POLICY_INVALID", `cannot read ${path} (${(e as Error).message})`, { cause: e });
-  }
-  return parsePolicyText(text, path);
 }
 
 function readRecordsFile(path: string): DecisionRecord[] {

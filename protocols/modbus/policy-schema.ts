@@ -25,8 +25,10 @@
  *     write_window: required         # writes only while `gatewarden window open` is in force
  * ```
  */
+import { readFileSync } from "node:fs";
+import { isIP } from "node:net";
 import { z } from "zod";
-import { parse as parseYaml } from "yaml";
+import { parseYamlFile } from "../../agent/config/issues";
 import { DaemonError } from "../../agent/errors";
 import { PRESETS } from "./function-codes";
 
@@ -74,7 +76,18 @@ const valueRule = z
     max: z.number().optional(),
     allowed: z.array(z.number()).min(1).optional(),
   })
-  .refine((v) => v.min !== undefined || v.max !== undefined || v.allowed !== undefined, "a value rule needs min, max or allowed");
+  .refine((v) => v.min !== undefined || v.max !== undefined || v.allowed !== undefined, "a value rule needs min, max or allowed")
+  // min above max would deny every write to these registers: a typo, never a policy.
+  .refine((v) => v.min === undefined || v.max === undefined || v.min <= v.max, { message: "min is above max: no value could be written", path: ["max"] });
+
+/** An IPv4 or IPv6 address, or a CIDR block of one (`10.1.0.0/24`, `fd00::/64`). */
+const addressOrCidr = z.string().refine((s) => {
+  const [ip, bits, extra] = s.split("/");
+  const v = isIP(ip ?? "");
+  if (!v || extra !== undefined) return false;
+  if (bits === undefined) return true;
+  return /^\d{1,3}$/.test(bits) && Number(bits) <= (v === 4 ? 32 : 128);
+}, "expected an IP address or CIDR block, e.g. 10.1.0.10 or 10.1.0.0/24");
 
 export const roleSchema = z.strictObject({
   units: z.array(unitRange).min(1),
@@ -91,7 +104,7 @@ export const roleSchema = z.strictObject({
 const identitySchema = z.strictObject({
   match: z
     .strictObject({
-      address: z.union([z.string(), z.array(z.string()).min(1)]).optional(),
+      address: z.union([addressOrCidr, z.array(addressOrCidr).min(1)]).optional(),
       role: z.string().min(1).optional(),
       fingerprint: z.string().min(1).optional(),
       subject: z.string().min(1).optional(),
@@ -140,13 +153,18 @@ export function parsePolicy(obj: unknown, source = "policy"): PolicyFile {
   return r.data;
 }
 
-/** Parse policy text (YAML, of which JSON is a subset). */
+/** Parse policy text (YAML, of which JSON is a subset); POLICY_INVALID names file, line and key. */
 export function parsePolicyText(text: string, source = "policy"): PolicyFile {
-  let obj: unknown;
+  return parseYamlFile(text, source, policySchema, "POLICY_INVALID");
+}
+
+/** Read and validate a policy file (the daemon at start and reload, `config validate`, the CLI). */
+export function readPolicyFile(path: string): PolicyFile {
+  let text: string;
   try {
-    obj = parseYaml(text);
+    text = readFileSync(path, "utf8");
   } catch (e) {
-    throw new DaemonError("POLICY_INVALID", `${source}: not valid YAML (${(e as Error).message})`, { cause: e });
+    throw new DaemonError("POLICY_INVALID", `policy file ${path} cannot be read (${(e as NodeJS.ErrnoException).code ?? "error"})`, { cause: e });
   }
-  return parsePolicy(obj, source);
+  return parsePolicyText(text, path);
 }

@@ -3,7 +3,7 @@
  * point, write windows, events and the readings tap. `start` binds; `stop` closes everything
  * and records what the event aggregator still holds.
  */
-import { existsSync, readFileSync, renameSync } from "node:fs";
+import { existsSync, renameSync } from "node:fs";
 import type { EventSink } from "../../agent/events/types";
 import type { ReadingSink } from "../../agent/pipeline";
 import { DaemonError } from "../../agent/errors";
@@ -13,7 +13,7 @@ import type { ModbusConfig } from "./config";
 import type { DecisionRecord } from "./decision-record";
 import { ModbusEvents } from "./events";
 import { ModbusPolicy, type ModbusPolicyRequest } from "./policy-engine";
-import { parsePolicyText, type PolicyFile } from "./policy-schema";
+import { readPolicyFile, type PolicyFile } from "./policy-schema";
 import { Router } from "./router";
 import { PointPoller, type PolledPoint } from "./poller";
 import { RateLimiter } from "./rate-limiter";
@@ -83,13 +83,7 @@ export class ModbusProxyService {
     const c = this.o.config;
     if (c.policy) return c.policy;
     if (!c.policy_file) return undefined;
-    let text: string;
-    try {
-      text = readFileSync(c.policy_file, "utf8");
-    } catch (e) {
-      throw new DaemonError("POLICY_INVALID", `cannot read policy file ${c.policy_file} (${(e as Error).message})`, { cause: e });
-    }
-    return parsePolicyText(text, c.policy_file);
+    return readPolicyFile(c.policy_file);
   }
 
   async start(): Promise<Array<{ name: string; address: string; port: number }>> {

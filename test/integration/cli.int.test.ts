@@ -36,7 +36,7 @@ describe("gatewarden CLI (built bundle)", () => {
     writeFileSync(broken, "device:\n  id: x\nbuffer:\n  max_bytez: 5\n");
     const v = gw(["config", "validate", "--config", broken, "--json"]);
     expect(v.code).toBe(1);
-    expect(JSON.parse(v.stdout).error.issues).toEqual([{ path: "buffer.max_bytez", line: 4, message: "unknown key" }]);
+    expect(JSON.parse(v.stdout).error.issues).toEqual([{ path: "buffer.max_bytez", line: 4, message: "unknown key", code: "unrecognized_keys" }]);
     expect(gw(["config", "frobnicate"]).code).toBe(2);
   });
 

@@ -226,20 +226,26 @@ describe("Modbus policy: fail closed and schema", () => {
   });
 
   it.each([
-    ["roles:\n  a:\n    units: [1]\n    functions: [read-only]\n    read: { holding: ['10-5'] }\n", "roles.a.read.holding[0]"],
-    ["roles:\n  a:\n    units: [300]\n    functions: [3]\n", "roles.a.units[0]"],
-    ["roles:\n  a:\n    units: [1]\n    functions: [read-all]\n", "roles.a.functions[0]"],
-    ["roles:\n  a:\n    units: [1]\n    functions: [3]\n    colour: red\n", "roles.a"],
-    ["identities:\n  - match: { address: 10.0.0.1 }\n    role: ghost\n", "identities[0].role"],
-    ["roles:\n  a:\n    units: [1]\n    functions: [3]\n    values: [{ table: holding, address: 1 }]\n", "roles.a.values[0]"],
-    ["roles: [\n", "YAML"],
-  ])("reports the key path of a bad policy (%#)", (text, path) => {
+    ["roles:\n  a:\n    units: [1]\n    functions: [read-only]\n    read: { holding: ['10-5'] }\n", "roles.a.read.holding.0", 5],
+    ["roles:\n  a:\n    units: [300]\n    functions: [3]\n", "roles.a.units.0", 3],
+    ["roles:\n  a:\n    units: [1]\n    functions: [read-all]\n", "roles.a.functions.0", 4],
+    ["roles:\n  a:\n    units: [1]\n    functions: [3]\n    colour: red\n", "roles.a.colour", 5],
+    ["identities:\n  - match: { address: 10.0.0.1 }\n    role: ghost\n", "identities.0.role", 3],
+    ["roles:\n  a:\n    units: [1]\n    functions: [3]\n    values: [{ table: holding, address: 1 }]\n", "roles.a.values.0", 5],
+    // An address that is not one: refused here, not ERR_INVALID_ADDRESS when the proxy starts.
+    ["identities:\n  - match: { address: 10.0.0.300 }\n    role: a\nroles:\n  a: { units: [1], functions: [3] }\n", "identities.0.match.address", 2],
+    ["identities:\n  - match: { address: [10.0.0.1, 10.0.0.0/33] }\n    role: a\nroles:\n  a: { units: [1], functions: [3] }\n", "identities.0.match.address.1", 2],
+    // min above max would deny every write.
+    ["roles:\n  a:\n    units: [1]\n    functions: [6]\n    values:\n      - { table: holding, address: 1, min: 4500, max: 0 }\n", "roles.a.values.0.max", 6],
+    ["roles: [\n", "", 2],
+  ])("names file, line and key of a bad policy (%#)", (text, path, line) => {
     try {
       parsePolicyText(text, "p.yaml");
       expect.unreachable();
     } catch (e) {
       expect(isDaemonError(e, "POLICY_INVALID")).toBe(true);
-      expect((e as Error).message).toContain(path);
+      const issues = (e as { issues: { file: string; path: string; line?: number }[] }).issues;
+      expect(issues[0]).toMatchObject({ file: "p.yaml", path, line });
     }
   });
 });
