@@ -1,11 +1,11 @@
 import { readFileSync } from "node:fs";
 import type { IClientOptions, MqttClient } from "mqtt";
-import { readSecretFile } from "./keys/files";
+import { readSecretFile, readTlsKey } from "./keys/files";
 
 /**
  * TLS material and credentials for a broker connection, as the forwarder and the SOC receiver
  * both need them: CA and client certificate read as given, the private key and the password file
- * only when owner-only (KEY_PERMISSIONS otherwise). Passwords live in files, never in configs.
+ * only when owner-only (KEY_PERMISSIONS otherwise), the key only when it is one (KEY_INVALID). Passwords live in files, never in configs.
  */
 export function brokerAuth(
   o: { ca?: string; cert?: string; key?: string; username?: string; passwordFile?: string },
@@ -15,7 +15,7 @@ export function brokerAuth(
     rejectUnauthorized: true,
     ca: o.ca ? readFileSync(o.ca) : undefined,
     cert: o.cert ? readFileSync(o.cert) : undefined,
-    key: o.key ? readSecretFile(o.key, `${who} TLS key`) : undefined,
+    key: o.key ? readTlsKey(o.key, `${who} TLS key`).bytes : undefined,
     username: o.username,
     password: o.passwordFile ? readSecretFile(o.passwordFile, `${who} password file`).toString("utf8").trim() : undefined,
   };

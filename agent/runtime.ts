@@ -10,6 +10,7 @@ import { ParallelSigner } from "./events/signer";
 import { Heartbeat, PostureProbe } from "./heartbeat";
 import { storageBytesWritten } from "./io-stats";
 import { loadDeviceKey, loadSocPublicKey } from "./keys/identity";
+import { assertReferences } from "./config/references";
 import { Outbox, type OutboxStats } from "./outbox/store";
 import { RateMeter } from "./rate";
 import { MqttForwarder, type UpstreamState } from "./sinks/mqtt";
@@ -45,13 +46,11 @@ export class Runtime {
     readonly log: Logger,
   ) {
     const c = loaded.config;
+    // Every file the config names (keys, certificates, policy, site) before anything is opened:
+    // a mistake stops the start here, with no boot event.
+    assertReferences(loaded);
     const key = loadDeviceKey(c.device.key);
-    let socKey: Uint8Array | undefined;
-    if (c.upstream.url) {
-      if (!c.upstream.soc_public_key) throw new DaemonError("CONFIG_INCOMPLETE", "upstream.url is set but upstream.soc_public_key is not: events are sealed to the SOC's key");
-      if (c.upstream.url.startsWith("mqtts://") && (!c.upstream.cert) !== (!c.upstream.key)) throw new DaemonError("CONFIG_INCOMPLETE", "upstream.cert and upstream.key go together");
-      socKey = loadSocPublicKey(c.upstream.soc_public_key);
-    }
+    const socKey = c.upstream.url && c.upstream.soc_public_key ? loadSocPublicKey(c.upstream.soc_public_key) : undefined;
     this.outbox = new Outbox(c.buffer.path, c.buffer.max_bytes);
     let fwd: MqttForwarder | undefined;
     this.recorder = new Recorder({
@@ -94,6 +93,25 @@ export class Runtime {
     await this.control.listen();
     const boot = this.recorder.start({ config_file: this.loaded.file, outbox_check: check });
     this.log.info({ device: c.device.id, boot: boot.boot, version: VERSION }, "Gatewarden started.");
+    try {
+      await this.startComponents(check);
+    } catch (e) {
+      // The boot event is committed: say why this boot ends at once, in an event and in the
+      // shutdown event's reason, so the SOC does not see a boot that merely stopped.
+      const code = e instanceof DaemonError ? e.code : "INTERNAL";
+      this.log.error({ err: describeError(e) }, "Start failed; stopping.");
+      this.recorder.record({
+        class: "system",
+        severity: 4,
+        ocsf: { class_uid: OcsfClass.ApplicationLifecycle, activity_id: 99, message: `Start failed: ${describeError(e)}`, unmapped: { error_type: "start_failed", code, stage: "start" } },
+      });
+      await this.stop(`start failed: ${code}`, 0);
+      throw e;
+    }
+  }
+
+  private async startComponents(check: string): Promise<void> {
+    const c = this.loaded.config;
     if (check !== "ok") {
       this.recorder.record({
         class: "system",

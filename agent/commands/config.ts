@@ -6,6 +6,7 @@ import { loadConfig, parseConfigText, validateDoc, formatIssues } from "../confi
 import { locateConfig } from "../config/locate";
 import { configJsonSchema, SCHEMA_FILE } from "../config/json-schema";
 import { VERSION } from "../version";
+import { assertReferences } from "../config/references";
 import { DaemonError } from "../errors";
 import { action, report } from "./_output";
 
@@ -18,7 +19,7 @@ export function registerConfig(program: Command): void {
   const cfg = program.command("config").description("Validate, read and change the config file (found by --config, $GATEWARDEN_CONFIG or ./gatewarden.yaml)");
   cfg
     .command("validate")
-    .description("Check the config against the schema; errors name the key path and the line")
+    .description("Check the config against the schema and every file it names (keys, certificates, policy, site); errors name the file, line and key")
     .option("--config <FILE>", "config file")
     .option("--json", "print the result as JSON")
     .action(
@@ -34,6 +35,8 @@ export function registerConfig(program: Command): void {
         const { doc, lc } = parseConfigText(text, file);
         const { issues } = validateDoc(doc, lc);
         if (issues.length) throw Object.assign(new DaemonError("CONFIG_INVALID", formatIssues(file, issues)), { issues });
+        // The same check `run` makes before it starts: what passes here starts there.
+        assertReferences(loadConfig(file));
         report(opts.json, { file, valid: true }, () => `${file}: valid`);
       }),
     );

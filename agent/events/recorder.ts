@@ -340,7 +340,7 @@ export class Recorder implements EventSink {
     try {
       if (this.lossPending.length) this.commitDrafts([], true);
       this.commitDrafts([
-        { class: "system", severity: 1, ocsf: { class_uid: OcsfClass.ApplicationLifecycle, activity_id: 4, message: `Gatewarden stopping (${reason})`, app: { name: "Gatewarden", version: this.o.version } } },
+        { class: "system", severity: 1, ocsf: { class_uid: OcsfClass.ApplicationLifecycle, activity_id: 4, message: `Gatewarden stopping (${reason})`, app: { name: "Gatewarden", version: this.o.version }, unmapped: { stop: { reason } } } },
       ]);
     } catch (e) {
       this.o.log.error({ err: describeError(e) }, "Could not record the shutdown event.");

@@ -1,3 +1,4 @@
+import { createPrivateKey, type KeyObject } from "node:crypto";
 import { closeSync, fsyncSync, openSync, readFileSync, renameSync, statSync, writeSync, existsSync } from "node:fs";
 import { DaemonError } from "../errors";
 
@@ -20,6 +21,18 @@ export function readSecretFile(path: string, what: string): Buffer {
   }
   return readFileSync(path);
 }
+
+/** A TLS private key: owner-only (KEY_PERMISSIONS) and a key (KEY_INVALID), never a sealing key. */
+export function readTlsKey(path: string, what: string): { bytes: Buffer; key: KeyObject } {
+  const bytes = readSecretFile(path, what);
+  try {
+    return { bytes, key: createPrivateKey(bytes) };
+  } catch {
+    const hint = /"secret_key"/.test(bytes.toString("utf8")) ? "; it is a SOC sealing key (soc keys init), not a TLS key" : "";
+    throw new DaemonError("KEY_INVALID", `${what} ${path} is not a PEM or DER private key${hint}`);
+  }
+}
+
 
 /** Creates a new file (never overwrites) with the given mode, fsynced. */
 export function writeNewFile(path: string, data: string | Buffer, mode: number): void {

@@ -14,6 +14,7 @@ import { createSecureContext, createServer as createTlsServer, type Server as Tl
 import { constants as cryptoConstants, type X509Certificate } from "node:crypto";
 import { readFileSync, statSync } from "node:fs";
 import { readSecretFile } from "../../agent/keys/files";
+import { listenError } from "../../agent/listen-error";
 import { DaemonError } from "../../agent/errors";
 import { describeCertificate } from "./cert-role";
 import { splitHostPort, type ListenerConfig } from "./config";
@@ -153,7 +154,7 @@ export class ModbusListener {
     server.maxConnections = limits.max_connections;
     server.on("error", (e) => this.ctx.log?.warn({ listener: this.name, err: e.message }, "Listener error."));
     await new Promise<void>((resolve, reject) => {
-      server.once("error", reject);
+      server.once("error", (e: NodeJS.ErrnoException) => reject(listenError(e, `modbus listener ${this.name}`, this.cfg.listen)));
       server.listen(port, host, () => {
         server.off("error", reject);
         resolve();

@@ -15,7 +15,7 @@ import type { EventSink } from "../../agent/events/types";
 import type { ReadingSink } from "../../agent/pipeline";
 import { DaemonError } from "../../agent/errors";
 import { readSecretFile } from "../../agent/keys/files";
-import { loadUserCredentials } from "./user";
+import { checkOwnKey, loadUserCredentials } from "./user";
 import type { OpcuaConfig } from "./config";
 import { OpcuaEvents, type CertificateSeen } from "./events";
 import { derOf, describeCertificate, OpcuaLink, rejectedFiles, type LinkStatus } from "./link";
@@ -157,10 +157,4 @@ export class OpcuaService {
       return null; // being written by the first connection right now
     }
   }
-}
-
-/** The private key the store made must stay owner-only, like every key the daemon holds. */
-export function checkOwnKey(pkiDir: string): void {
-  const key = join(pkiDir, "own", "private", "private_key.pem");
-  if (existsSync(key)) readSecretFile(key, "OPC UA client private key");
 }

@@ -6,7 +6,8 @@
  * once at start, so a broken or loose file stops the daemon before anything connects.
  */
 import { createPrivateKey, X509Certificate, type KeyObject } from "node:crypto";
-import { readFileSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
+import { join } from "node:path";
 import { readSecretFile } from "../../agent/keys/files";
 import { DaemonError } from "../../agent/errors";
 import type { OpcuaServerConfig } from "./config";
@@ -42,4 +43,10 @@ export function loadUserCredentials(server: OpcuaServerConfig): UserCredentials 
   if (key!.asymmetricKeyType !== "rsa") fail(`key_file ${u.key_file} holds a ${key!.asymmetricKeyType ?? "non-RSA"} key; OPC UA user certificates need RSA`);
   if (!cert!.checkPrivateKey(key!)) fail(`key_file ${u.key_file} does not belong to certificate_file ${u.certificate_file}`);
   return { kind: "certificate", certificate: cert!.raw, subject: cert!.subject.replace(/\n/g, ","), keyPem: key!.export({ format: "pem", type: "pkcs8" }).toString() };
+}
+
+/** The private key the certificate store made must stay owner-only, like every key the daemon holds. */
+export function checkOwnKey(pkiDir: string): void {
+  const key = join(pkiDir, "own", "private", "private_key.pem");
+  if (existsSync(key)) readSecretFile(key, "OPC UA client private key");
 }

@@ -1,0 +1,92 @@
+import { afterAll, describe, expect, it } from "vitest";
+import { chmodSync, copyFileSync, existsSync, writeFileSync } from "node:fs";
+import { createServer, type AddressInfo } from "node:net";
+import { join } from "node:path";
+import { Outbox } from "../../agent/outbox/store";
+import { gw } from "../helpers/cli";
+import { makeSite, tempDir } from "../helpers/fixture";
+import { havePeer } from "../helpers/peers";
+import { makePki } from "../helpers/tls";
+
+/** What the engineer in the cabinet is told: a code, and the file, line and key at fault. */
+describe("operator mistakes (built bundle)", () => {
+  const t = tempDir();
+  afterAll(t.cleanup);
+  let n = 0;
+  const site = () => makeSite(join(t.dir, `s${n}`), { device: `gw-${n++}` });
+  const errorOf = (r: { stdout: string }) => (JSON.parse(r.stdout) as { error: { code: string; issues?: { code?: string; path: string; file?: string; line?: number; message: string }[] } }).error;
+
+  it("config set reports a number's own error, not that it is not a string", () => {
+    const s = site();
+    for (const v of ["50", "0", "-5"]) {
+      const r = gw(["config", "set", "heartbeat.interval_ms", v, "--config", s.cfgFile, "--json"]);
+      expect(r.code).toBe(1);
+      const e = errorOf(r);
+      expect(e.code).toBe("CONFIG_INVALID");
+      expect(e.issues).toEqual([expect.objectContaining({ path: "heartbeat.interval_ms", code: "too_small" })]);
+    }
+    const frac = errorOf(gw(["config", "set", "heartbeat.interval_ms", "1.5", "--config", s.cfgFile, "--json"]));
+    expect(frac.issues?.[0]).toMatchObject({ path: "heartbeat.interval_ms", code: "invalid_type" });
+    expect(frac.issues?.[0]?.message).not.toMatch(/string/);
+  });
+
+  it.skipIf(!havePeer("/usr/bin/openssl"))("refuses an upstream TLS key readable by others at validate and at run, before any boot event", () => {
+    const s = site();
+    const pki = makePki(s.gwDir, ["gw"]);
+    const loose = join(s.gwDir, "loose.key");
+    copyFileSync(pki.clients.gw!.key, loose);
+    chmodSync(loose, 0o644);
+    for (const [k, v] of [["upstream.url", "mqtts://127.0.0.1:8883"], ["upstream.ca", pki.ca], ["upstream.cert", pki.clients.gw!.cert], ["upstream.key", loose], ["log.level", "info"]]) {
+      expect(gw(["config", "set", k!, v!, "--config", s.cfgFile]).code).toBe(0);
+    }
+    const v = gw(["config", "validate", "--config", s.cfgFile, "--json"]);
+    expect(v.code).toBe(1);
+    expect(errorOf(v)).toMatchObject({ code: "KEY_PERMISSIONS", issues: [expect.objectContaining({ path: "upstream.key", code: "KEY_PERMISSIONS" })] });
+    const run = gw(["run", "--config", s.cfgFile]);
+    expect(run.code).toBe(1);
+    expect(run.stderr).toMatch(/^error\[KEY_PERMISSIONS\]/m);
+    expect(existsSync(join(s.gwDir, "data", "outbox.db"))).toBe(false);
+  });
+
+  it("config validate checks the policy file it names; run refuses it the same way", () => {
+    const s = site();
+    const policy = join(s.gwDir, "policy.yaml");
+    writeFileSync(policy, "identities:\n  - match: { address: 10.0.0.300 }\n    role: scada\nroles:\n  scada: { units: [1], functions: [read-only] }\n");
+    expect(gw(["config", "set", "modbus", JSON.stringify({ upstreams: [{ name: "plc", type: "tcp", target: "127.0.0.1:1502" }], policy_file: "policy.yaml" }), "--config", s.cfgFile]).code).toBe(0);
+    const v = gw(["config", "validate", "--config", s.cfgFile, "--json"]);
+    expect(v.code).toBe(1);
+    expect(errorOf(v)).toMatchObject({ code: "POLICY_INVALID", issues: [expect.objectContaining({ file: policy, line: 2, path: "identities.0.match.address" })] });
+    const run = gw(["run", "--config", s.cfgFile]);
+    expect(run.code).toBe(1);
+    expect(run.stderr).toMatch(/^error\[POLICY_INVALID\]/m);
+    expect(existsSync(join(s.gwDir, "data", "outbox.db"))).toBe(false);
+    writeFileSync(policy, "roles:\n  scada: { units: [1], functions: [read-only] }\n");
+    expect(gw(["config", "validate", "--config", s.cfgFile]).code).toBe(0);
+  });
+
+  it("a Modbus port in use is LISTEN_FAILED, and the boot it ended records why", async () => {
+    const s = site();
+    const taken = createServer();
+    await new Promise<void>((r) => taken.listen(0, "127.0.0.1", () => r()));
+    try {
+      const port = (taken.address() as AddressInfo).port;
+      const modbus = { listeners: [{ name: "plain", type: "tcp", listen: `127.0.0.1:${port}` }], upstreams: [{ name: "plc", type: "tcp", target: "127.0.0.1:1502" }] };
+      expect(gw(["config", "set", "modbus", JSON.stringify(modbus), "--config", s.cfgFile]).code).toBe(0);
+      const run = gw(["run", "--config", s.cfgFile]);
+      expect(run.code).toBe(1);
+      expect(run.stderr).toMatch(/^error\[LISTEN_FAILED\]/m);
+      expect(run.stderr).toContain(`127.0.0.1:${port}`);
+    } finally {
+      taken.close();
+    }
+    const ob = new Outbox(join(s.gwDir, "data", "outbox.db"), 1024 ** 3);
+    try {
+      const events = ob.readAfter(0, 100).map((r) => JSON.parse(r.body) as { seq: number; ocsf: { activity_id: number; unmapped?: { error_type?: string; code?: string; stop?: { reason: string } } } });
+      expect(events[0]!.seq).toBe(0);
+      expect(events.find((e) => e.ocsf.unmapped?.error_type === "start_failed")?.ocsf.unmapped?.code).toBe("LISTEN_FAILED");
+      expect(events.at(-1)!.ocsf).toMatchObject({ activity_id: 4, unmapped: { stop: { reason: "start failed: LISTEN_FAILED" } } });
+    } finally {
+      ob.close();
+    }
+  });
+});
