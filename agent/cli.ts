@@ -6,6 +6,7 @@ import { registerInit } from "./commands/init";
 import { registerKeys } from "./commands/keys";
 import { registerSoc } from "./commands/soc";
 import { registerSim } from "./commands/sim";
+import { registerDoctor } from "./commands/doctor";
 import { VERSION } from "./version";
 import { registerModbusCommands } from "../protocols/modbus/cli";
 import { registerDetectCommand } from "../detectors/cli";
@@ -30,6 +31,7 @@ export function buildProgram(): Command {
   registerSoc(program);
   registerDemo(program);
   registerSim(program);
+  registerDoctor(program);
   registerDetectCommand(program);
   registerModbusCommands(program, {
     resolveSocket: async (opts) => loadConfig(locateConfig(typeof opts.config === "string" ? opts.config : undefined)).config.control.socket,

@@ -1,0 +1,196 @@
+import { execFileSync } from "node:child_process";
+import { accessSync, constants, existsSync, readFileSync, statfsSync, statSync } from "node:fs";
+import { connect, createServer } from "node:net";
+import { dirname, join } from "node:path";
+import mqtt from "mqtt";
+import { controlCall } from "../control/client";
+import type { Config } from "../config/schema";
+import { describeError } from "../errors";
+import { brokerAuth } from "../mqtt-connection";
+import { splitHostPort } from "../../protocols/modbus/config";
+import { secretFilesOf } from "./secrets";
+
+/** One finding of `gatewarden doctor`: what was checked, what was seen, and how to fix it. */
+export interface Check {
+  id: string;
+  status: "ok" | "warn" | "fail";
+  detail: string;
+  fix?: string;
+}
+
+const ok = (id: string, detail: string): Check => ({ id, status: "ok", detail });
+const fail = (id: string, detail: string, fix: string): Check => ({ id, status: "fail", detail, fix });
+const warn = (id: string, detail: string, fix: string): Check => ({ id, status: "warn", detail, fix });
+
+/** The service account as the system (or the install root) knows it. */
+export function serviceUser(root: string, name: string): { uid: number; gid: number } | undefined {
+  try {
+    const line = readFileSync(join(root, "etc", "passwd"), "utf8").split("\n").find((l) => l.startsWith(`${name}:`));
+    if (!line) return undefined;
+    const f = line.split(":");
+    return { uid: Number(f[2]), gid: Number(f[3]) };
+  } catch {
+    return undefined;
+  }
+}
+
+export function checkSecrets(c: Config, user: { uid: number } | undefined): Check[] {
+  return secretFilesOf(c).map(({ key, path }) => {
+    const id = `secret:${key}`;
+    let st;
+    try {
+      st = statSync(path);
+    } catch (e) {
+      return fail(id, `${path} (${key}) cannot be read: ${(e as NodeJS.ErrnoException).code}`, `create it, or correct ${key}`);
+    }
+    const mode = st.mode & 0o777;
+    if (mode & 0o077) return fail(id, `${path} (${key}) has mode 0${mode.toString(8)}: readable or writable by group or others`, `chmod 600 ${path}`);
+    if (user && st.uid !== user.uid && st.uid !== 0) return fail(id, `${path} is owned by uid ${st.uid}, not the service user`, `chown gatewarden ${path}`);
+    if (user && st.uid === 0) return fail(id, `${path} is owned by root with mode 0${mode.toString(8)}: the service user cannot read it`, `chown gatewarden ${path}`);
+    return ok(id, `${path} is 0${mode.toString(8)}`);
+  });
+}
+
+export function checkClock(): Check {
+  const probes: [string, string[], (out: string) => boolean | undefined][] = [
+    ["timedatectl", ["show", "-p", "NTPSynchronized", "--value"], (o) => (o.trim() === "yes" ? true : o.trim() === "no" ? false : undefined)],
+    ["chronyc", ["-n", "tracking"], (o) => (/Leap status\s*:\s*Normal/.test(o) ? true : /Leap status/.test(o) ? false : undefined)],
+  ];
+  for (const [cmd, args, parse] of probes) {
+    let out: string;
+    try {
+      out = execFileSync(cmd, args, { encoding: "utf8", timeout: 3000, stdio: ["ignore", "pipe", "ignore"] });
+    } catch {
+      continue;
+    }
+    const synced = parse(out);
+    if (synced === true) return ok("clock", `synchronised (${cmd})`);
+    if (synced === false) return fail("clock", `not synchronised (${cmd})`, "enable NTP (timedatectl set-ntp true, or configure chrony): event times and certificate checks depend on it");
+  }
+  if (existsSync("/run/systemd/timesync/synchronized")) return ok("clock", "synchronised (systemd-timesyncd)");
+  return warn("clock", "synchronisation state unknown: neither timedatectl nor chronyc answered", "run a time service (systemd-timesyncd or chrony) so this check can see it");
+}
+
+export function checkDisk(c: Config): Check {
+  const dir = dirname(c.buffer.path);
+  try {
+    const fs = statfsSync(existsSync(dir) ? dir : dirname(dir));
+    const free = fs.bavail * fs.bsize;
+    let used = 0;
+    for (const s of ["", "-wal", "-shm"]) if (existsSync(c.buffer.path + s)) used += statSync(c.buffer.path + s).size;
+    const need = c.buffer.max_bytes - used;
+    const mib = (n: number) => `${(n / 1024 ** 2).toFixed(0)} MiB`;
+    if (free < need) return fail("disk", `${dir}: ${mib(free)} free, the outbox may grow by ${mib(need)} more (buffer.max_bytes ${mib(c.buffer.max_bytes)})`, `free space, or lower buffer.max_bytes below ${mib(free + used)}`);
+    return ok("disk", `${dir}: ${mib(free)} free for an outbox budget of ${mib(c.buffer.max_bytes)}`);
+  } catch (e) {
+    return fail("disk", `${dir}: ${describeError(e)}`, `create ${dir} (install.sh does), or correct buffer.path`);
+  }
+}
+
+export function checkDataDir(c: Config, user: { uid: number } | undefined): Check {
+  const dir = dirname(c.buffer.path);
+  try {
+    const st = statSync(dir);
+    if (user && st.uid !== user.uid) return fail("state_dir", `${dir} is owned by uid ${st.uid}, not the service user (${user.uid})`, `chown -R gatewarden ${dir}`);
+    if (!user) accessSync(dir, constants.W_OK);
+    return ok("state_dir", `${dir} is writable by the service`);
+  } catch (e) {
+    return fail("state_dir", `${dir}: ${(e as NodeJS.ErrnoException).code ?? describeError(e)}`, `create ${dir} writable by the service user (install.sh does)`);
+  }
+}
+
+/** A real broker connection with the configured TLS material and credentials. */
+export async function checkBroker(c: Config): Promise<Check> {
+  const u = c.upstream;
+  if (!u.url) return warn("broker", "upstream.url is not set: events stay in the outbox", "gatewarden config set upstream.url mqtts://SOC-BROKER:8883");
+  let auth;
+  try {
+    auth = brokerAuth({ ca: u.ca, cert: u.cert, key: u.key, username: u.username, passwordFile: u.password_file }, "upstream");
+  } catch (e) {
+    return fail("broker", `cannot load the broker TLS material: ${describeError(e)}`, "fix the file the message names");
+  }
+  const timeout = Math.min(u.connect_timeout_ms, 10_000);
+  return new Promise((resolve) => {
+    const client = mqtt.connect(u.url!, { ...auth, protocolVersion: u.protocol_version, clientId: `${c.device.id}-doctor`, connectTimeout: timeout, reconnectPeriod: 0, clean: true });
+    const done = (r: Check) => {
+      clearTimeout(t);
+      client.end(true);
+      resolve(r);
+    };
+    const t = setTimeout(() => done(fail("broker", `${u.url}: no CONNACK within ${timeout} ms`, "check the address, the firewall and the broker")), timeout + 500);
+    client.once("connect", () => done(ok("broker", `connected to ${u.url} (MQTT ${u.protocol_version}${u.url!.startsWith("mqtts") ? ", TLS" : ", no TLS"})`)));
+    client.once("error", (e) => done(fail("broker", `${u.url}: ${describeError(e)}`, "check upstream.ca, upstream.cert and upstream.key against the broker's CA, and the broker's address")));
+  });
+}
+
+function tcpReach(host: string, port: number, timeoutMs = 3000): Promise<string | undefined> {
+  return new Promise((resolve) => {
+    const s = connect({ host, port });
+    const t = setTimeout(() => finish("no answer within " + timeoutMs + " ms"), timeoutMs);
+    const finish = (err?: string) => {
+      clearTimeout(t);
+      s.destroy();
+      resolve(err);
+    };
+    s.once("connect", () => finish());
+    s.once("error", (e: NodeJS.ErrnoException) => finish(e.code ?? e.message));
+  });
+}
+
+export async function checkUpstreams(c: Config): Promise<Check[]> {
+  const out: Check[] = [];
+  for (const up of c.modbus?.upstreams ?? []) {
+    const id = `modbus_upstream:${up.name}`;
+    if (up.type === "rtu") {
+      try {
+        if (!statSync(up.device).isCharacterDevice()) out.push(fail(id, `${up.device} is not a serial device`, `correct modbus.upstreams ${up.name} device`));
+        else {
+          accessSync(up.device, constants.R_OK | constants.W_OK);
+          out.push(ok(id, `serial port ${up.device} present and accessible`));
+        }
+      } catch (e) {
+        const code = (e as NodeJS.ErrnoException).code;
+        out.push(fail(id, `serial port ${up.device}: ${code === "ENOENT" ? "not present" : code}`, code === "ENOENT" ? "plug in the adapter, or correct the device path (ls /dev/serial/by-id)" : "add the service user to dialout (install.sh does)"));
+      }
+      continue;
+    }
+    const { host, port } = splitHostPort(up.target);
+    const err = await tcpReach(host, port);
+    out.push(err ? fail(id, `${up.target}: ${err}`, "check the device's address, power and the cabinet network") : ok(id, `${up.target} answers`));
+  }
+  for (const s of c.opcua?.servers ?? []) {
+    const m = /^opc\.tcp:\/\/([^/:]+)(?::(\d+))?/.exec(s.endpoint)!;
+    const err = await tcpReach(m[1]!, Number(m[2] ?? 4840));
+    out.push(err ? fail(`opcua_server:${s.name}`, `${s.endpoint}: ${err}`, "check the server's address and that it runs") : ok(`opcua_server:${s.name}`, `${s.endpoint} answers`));
+  }
+  return out;
+}
+
+/** Each listener's address can be bound, or is held by the running daemon. */
+export async function checkListeners(c: Config): Promise<Check[]> {
+  const listeners = c.modbus?.listeners ?? [];
+  if (!listeners.length) return [];
+  let daemonRunning = false;
+  try {
+    await controlCall(c.control.socket, "status", {}, 2000);
+    daemonRunning = true;
+  } catch {
+    /* not running */
+  }
+  const out: Check[] = [];
+  for (const l of listeners) {
+    const id = `listener:${l.name}`;
+    const { host, port } = splitHostPort(l.listen);
+    const err = await new Promise<string | undefined>((resolve) => {
+      const srv = createServer();
+      srv.once("error", (e: NodeJS.ErrnoException) => resolve(e.code ?? e.message));
+      srv.listen(port, host.replace(/^\[(.*)\]$/, "$1"), () => srv.close(() => resolve(undefined)));
+    });
+    if (!err) out.push(ok(id, `${l.listen} can be bound`));
+    else if (err === "EADDRINUSE" && daemonRunning) out.push(ok(id, `${l.listen} is held by the running daemon`));
+    else if (err === "EADDRINUSE") out.push(fail(id, `${l.listen} is in use by another program`, `find it with: ss -ltnp 'sport = :${port}'`));
+    else if (err === "EACCES") out.push(fail(id, `${l.listen}: port ${port} needs CAP_NET_BIND_SERVICE`, "run under the gatewarden.service unit (it grants it)"));
+    else out.push(fail(id, `${l.listen}: ${err}`, "correct the listen address: it must be one of this gateway's"));
+  }
+  return out;
+}
