@@ -11,6 +11,7 @@ import { VERSION } from "./version";
 import { registerModbusCommands } from "../protocols/modbus/cli";
 import { registerDetectCommand } from "../detectors/cli";
 import { registerOpcuaCommands } from "../protocols/opcua/cli";
+import { registerReleaseCommands, registerUpdateCommands } from "../firmware-hooks/cli";
 import { loadConfig } from "./config/load";
 import { locateConfig } from "./config/locate";
 
@@ -36,6 +37,8 @@ export function buildProgram(): Command {
   registerModbusCommands(program, {
     resolveSocket: async (opts) => loadConfig(locateConfig(typeof opts.config === "string" ? opts.config : undefined)).config.control.socket,
   });
+  registerReleaseCommands(program);
+  registerUpdateCommands(program);
   registerOpcuaCommands(program, {
     resolveSocket: async (opts) => loadConfig(locateConfig(typeof opts.config === "string" ? opts.config : undefined)).config.control.socket,
   });

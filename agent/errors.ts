@@ -34,6 +34,13 @@ export const ErrorCodes = {
   // Detection
   SITE_INVALID: "a site file is malformed",
   DETECTOR_STATE: "a detector state snapshot cannot be restored",
+  // Updates and releases (firmware-hooks/)
+  RELEASE_INVALID: "a release manifest is malformed or missing",
+  RELEASE_UNTRUSTED: "a release manifest is not signed by a fleet release key",
+  RELEASE_MISMATCH: "a release does not match this device or its files",
+  RELEASE_ROLLBACK: "a release is older than the installed one (anti-rollback counter)",
+  UPDATE_STATE: "the update state (counter, releases) cannot be read or written",
+  HEALTH_FAILED: "the health check after an update failed",
 } as const;
 
 export type ErrorCode = keyof typeof ErrorCodes;

@@ -16,6 +16,7 @@ import { RateMeter } from "./rate";
 import { MqttForwarder, type UpstreamState } from "./sinks/mqtt";
 import { SimulatedSource } from "./simulate";
 import { VERSION } from "./version";
+import { registerAuditControl } from "../firmware-hooks/audit";
 
 const RECENT = 1000;
 
@@ -205,6 +206,7 @@ export class Runtime {
 
   private registerControl(): void {
     this.control.handle("status", () => this.status());
+    registerAuditControl(this.control, this.recorder);
     this.control.handle("events.recent", (args) => {
       const n = Math.max(1, Math.min(RECENT, Number(args.limit ?? 20) || 20));
       return this.recent.slice(-n);

@@ -78,6 +78,7 @@ export function resolvePaths(c: Config, dir: string): Config {
           },
         }
       : {}),
+    ...(c.update ? { update: { ...c.update, release_keys: c.update.release_keys.map((k) => abs(k)!), state_dir: abs(c.update.state_dir)!, releases_dir: abs(c.update.releases_dir)! } } : {}),
     ...(c.opcua
       ? {
           opcua: {

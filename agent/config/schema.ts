@@ -4,6 +4,7 @@ import { modbusConfigSchema } from "../../protocols/modbus/config";
 import { pointsSchema } from "../../detectors/points";
 import { opcuaConfigSchema } from "../../protocols/opcua/config";
 import { detectionSchema } from "../detection";
+import { updateSchema } from "../../firmware-hooks/config";
 
 /**
  * The daemon's config schema. Each section's schema sits here or beside its component; the
@@ -100,6 +101,8 @@ export const configSchema = z.strictObject({
   points: pointsSchema.optional(),
   /** Detection engine options, site file and state (agent/detection.ts); used when points exist. */
   detection: detectionSchema.prefault({}),
+  /** Signed updates (firmware-hooks/config.ts); absent: every update is refused. */
+  update: updateSchema.optional(),
 }).superRefine((c, ctx) => {
   // References between sections: a point's device must be a proxy upstream or an OPC UA server,
   // a group's members points.

@@ -14,13 +14,18 @@ export function generateDeviceKey(privPath: string, pubPath: string): KeyObject 
 }
 
 export function loadDeviceKey(path: string): KeyObject {
-  const pem = readSecretFile(path, "device private key");
+  return loadEd25519PrivateKey(path, "device private key");
+}
+
+/** An Ed25519 private key (PEM PKCS#8) from an owner-only file; `what` names it in errors. */
+export function loadEd25519PrivateKey(path: string, what: string): KeyObject {
+  const pem = readSecretFile(path, what);
   try {
     const k = createPrivateKey(pem);
     if (k.asymmetricKeyType !== "ed25519") throw new Error(`a ${k.asymmetricKeyType} key`);
     return k;
   } catch (e) {
-    throw new DaemonError("KEY_INVALID", `device private key ${path} is not an Ed25519 PEM key (${(e as Error).message})`);
+    throw new DaemonError("KEY_INVALID", `${what} ${path} is not an Ed25519 PEM key (${(e as Error).message})`);
   }
 }
 

@@ -1,0 +1,93 @@
+import type { Command } from "commander";
+import { mkdirSync, readFileSync } from "node:fs";
+import { dirname, join, resolve } from "node:path";
+import { action, report } from "../agent/commands/_output";
+import { loadConfig } from "../agent/config/load";
+import { locateConfig } from "../agent/config/locate";
+import { DaemonError } from "../agent/errors";
+import { writeFileAtomic } from "../agent/keys/files";
+import { runHook, updateConfig } from "./hook";
+import { generateReleaseKey, hashTree, loadReleasePrivateKey, parseManifest, RELEASE_FILE, signManifest } from "./release";
+import { UpdateState } from "./state";
+
+interface Opts {
+  config?: string;
+  json?: boolean;
+}
+
+export function registerReleaseCommands(program: Command): void {
+  const release = program.command("release").description("Fleet side: release keys and signed release manifests");
+  release
+    .command("keys")
+    .description("Fleet release keys")
+    .command("init")
+    .description("Create an Ed25519 release key pair: DIR/release.key (0600, keep offline) and DIR/release.pub (for update.release_keys)")
+    .requiredOption("--dir <DIR>", "where to write the keys")
+    .option("--json", "print as JSON")
+    .action(
+      action((opts: { dir: string; json?: boolean }) => {
+        const dir = resolve(opts.dir);
+        mkdirSync(dir, { recursive: true, mode: 0o700 });
+        const fp = generateReleaseKey(join(dir, "release.key"), join(dir, "release.pub"));
+        report(opts.json, { private_key: join(dir, "release.key"), public_key: join(dir, "release.pub"), fingerprint: fp }, () => `Created ${join(dir, "release.key")} (0600) and ${join(dir, "release.pub")}\nfingerprint ${fp}`);
+      }),
+    );
+  release
+    .command("sign <MANIFEST>")
+    .description(`Sign a release manifest (JSON: format, version, counter, device_class, files) into ${RELEASE_FILE}`)
+    .requiredOption("--key <FILE>", "release private key (from `release keys init`)")
+    .option("--files <DIR>", "fill `files` with the SHA-256 of every file under DIR (the bundle's content)")
+    .option("--out <FILE>", `where to write the signed manifest (default: DIR/${RELEASE_FILE} with --files, else beside MANIFEST)`)
+    .option("--json", "print as JSON")
+    .action(
+      action((file: string, opts: { key: string; files?: string; out?: string; json?: boolean }) => {
+        let raw: Record<string, unknown>;
+        try {
+          raw = JSON.parse(readFileSync(file, "utf8")) as Record<string, unknown>;
+        } catch (e) {
+          throw new DaemonError("RELEASE_INVALID", `${file} cannot be read as JSON (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
+        }
+        if (opts.files) raw = { ...raw, files: hashTree(resolve(opts.files)) };
+        if (raw.created === undefined) raw.created = new Date().toISOString();
+        const m = parseManifest(raw, file);
+        const signed = signManifest(m, loadReleasePrivateKey(opts.key));
+        const out = opts.out ?? join(opts.files ? resolve(opts.files) : dirname(resolve(file)), RELEASE_FILE);
+        writeFileAtomic(out, JSON.stringify(signed, null, 2) + "\n", 0o644);
+        report(opts.json, { out, version: m.version, counter: m.counter, files: Object.keys(m.files).length, key: signed.signatures[0]!.key }, () => `Signed ${m.version} (counter ${m.counter}, ${Object.keys(m.files).length} files) with ${signed.signatures[0]!.key}\nwrote ${out}`);
+      }),
+    );
+}
+
+export function registerUpdateCommands(program: Command): Command {
+  const update = program.command("update").description("Install only what the fleet signed: update-engine hooks and engine-less updates");
+  update
+    .command("hook <ENGINE> <STAGE>")
+    .description("One step of an update engine's install (rauc, swupdate, mender): check the release, record the step, judge health after reboot")
+    .option("--config <FILE>", "config file")
+    .option("--bundle <DIR>", "the release's directory (default: from the engine's environment)")
+    .option("--json", "print the result as JSON")
+    .action(
+      action(async (engine: string, stage: string, opts: Opts & { bundle?: string }) => {
+        const loaded = loadConfig(locateConfig(opts.config));
+        const r = await runHook(loaded, engine, stage, { bundle: opts.bundle });
+        if (opts.json) report(true, r, () => "");
+        // Engines show the hook's stderr (RAUC's install-check takes its message from there).
+        process.stderr.write(r.message + "\n");
+        process.exitCode = r.exitCode;
+      }),
+    );
+  update
+    .command("status")
+    .description("The committed anti-rollback counter and a pending update, if any")
+    .option("--config <FILE>", "config file")
+    .option("--json", "print as JSON")
+    .action(
+      action((opts: Opts) => {
+        const u = updateConfig(loadConfig(locateConfig(opts.config)));
+        const s = new UpdateState(u.state_dir);
+        const data = { committed: s.committed(), pending: s.pending() ?? null };
+        report(opts.json, data, () => `committed  ${data.committed.version ?? "-"} (counter ${data.committed.counter})\npending    ${data.pending ? `${data.pending.version} (counter ${data.pending.counter}, ${data.pending.engine})` : "-"}`);
+      }),
+    );
+  return update;
+}

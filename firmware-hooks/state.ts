@@ -1,0 +1,105 @@
+import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, rmSync, writeSync } from "node:fs";
+import { dirname, join } from "node:path";
+import { DaemonError } from "../agent/errors";
+
+/**
+ * Durable update state in `update.state_dir`:
+ * - `counter.json`: the anti-rollback counter of the last committed release. Raised only when
+ *   an update commits, never lowered; written as temp file + fsync + rename + fsync of the
+ *   directory, so a power cut leaves the old or the new value, never a torn or lost one.
+ * - `pending.json`: the release installed and waiting for its health verdict after a reboot.
+ * An unreadable file fails closed (UPDATE_STATE): no install is judged against a guess.
+ */
+export interface Committed {
+  counter: number;
+  version: string | null;
+  time: string | null;
+}
+
+export interface Pending {
+  engine: string;
+  version: string;
+  counter: number;
+  /** The slot or release folder that was written (engine's name for it). */
+  target: string | null;
+  /** What was running before (for engine-less roll back). */
+  previous: string | null;
+  time: string;
+}
+
+export function writeDurable(path: string, text: string): void {
+  const dir = dirname(path);
+  mkdirSync(dir, { recursive: true, mode: 0o700 });
+  const tmp = `${path}.tmp-${process.pid}`;
+  const fd = openSync(tmp, "w", 0o600);
+  try {
+    writeSync(fd, text);
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+  renameSync(tmp, path);
+  fsyncDir(dir);
+}
+
+export function fsyncDir(dir: string): void {
+  const fd = openSync(dir, "r");
+  try {
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+function readJson(path: string): unknown {
+  try {
+    return JSON.parse(readFileSync(path, "utf8"));
+  } catch (e) {
+    throw new DaemonError("UPDATE_STATE", `${path} cannot be read (${(e as NodeJS.ErrnoException).code ?? "not JSON"}); refusing to judge updates without it`);
+  }
+}
+
+export class UpdateState {
+  constructor(readonly dir: string) {}
+
+  get counterFile(): string {
+    return join(this.dir, "counter.json");
+  }
+
+  get pendingFile(): string {
+    return join(this.dir, "pending.json");
+  }
+
+  committed(): Committed {
+    if (!existsSync(this.counterFile)) return { counter: 0, version: null, time: null };
+    const o = readJson(this.counterFile) as Partial<Committed>;
+    if (!Number.isSafeInteger(o.counter) || (o.counter as number) < 0) throw new DaemonError("UPDATE_STATE", `${this.counterFile}: "counter" is not a non-negative integer`);
+    return { counter: o.counter as number, version: typeof o.version === "string" ? o.version : null, time: typeof o.time === "string" ? o.time : null };
+  }
+
+  /** Raises the counter to `counter` (no-op when equal); refuses to lower it. */
+  commit(counter: number, version: string): Committed {
+    const cur = this.committed();
+    if (counter < cur.counter) throw new DaemonError("RELEASE_ROLLBACK", `counter ${counter} is below the committed ${cur.counter}; the counter never decreases`);
+    const next = { counter, version, time: new Date().toISOString() };
+    writeDurable(this.counterFile, JSON.stringify(next) + "\n");
+    return next;
+  }
+
+  pending(): Pending | undefined {
+    if (!existsSync(this.pendingFile)) return undefined;
+    const o = readJson(this.pendingFile) as Pending;
+    if (typeof o.version !== "string" || !Number.isSafeInteger(o.counter)) throw new DaemonError("UPDATE_STATE", `${this.pendingFile} is malformed`);
+    return o;
+  }
+
+  setPending(p: Pending): void {
+    writeDurable(this.pendingFile, JSON.stringify(p) + "\n");
+  }
+
+  clearPending(): void {
+    if (!existsSync(this.pendingFile)) return;
+    rmSync(this.pendingFile);
+    fsyncDir(this.dir);
+  }
+}
