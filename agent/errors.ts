@@ -14,6 +14,7 @@ export const ErrorCodes = {
   OUTBOX_OPEN: "the outbox database cannot be opened",
   OUTBOX_CORRUPT: "the outbox failed its integrity check",
   OUTBOX_FULL: "the outbox is full and nothing can be evicted",
+  OUTBOX_LOCKED: "another daemon holds the outbox",
   CONTROL_UNAVAILABLE: "the daemon's control socket does not answer",
   CONTROL_BAD_REQUEST: "the control request is malformed",
   EVENT_INVALID: "an event draft is malformed",

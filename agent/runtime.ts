@@ -11,6 +11,7 @@ import { Heartbeat, PostureProbe } from "./heartbeat";
 import { storageBytesWritten } from "./io-stats";
 import { loadDeviceKey, loadSocPublicKey } from "./keys/identity";
 import { assertReferences } from "./config/references";
+import { OutboxLock } from "./outbox/lock";
 import { Outbox, type OutboxStats } from "./outbox/store";
 import { RateMeter } from "./rate";
 import { MqttForwarder, type UpstreamState } from "./sinks/mqtt";
@@ -27,6 +28,7 @@ const RECENT = 1000;
  */
 export class Runtime {
   readonly outbox: Outbox;
+  private readonly lock: OutboxLock;
   readonly recorder: Recorder;
   readonly forwarder: MqttForwarder | undefined;
   readonly control: ControlServer;
@@ -52,7 +54,13 @@ export class Runtime {
     assertReferences(loaded);
     const key = loadDeviceKey(c.device.key);
     const socKey = c.upstream.url && c.upstream.soc_public_key ? loadSocPublicKey(c.upstream.soc_public_key) : undefined;
-    this.outbox = new Outbox(c.buffer.path, c.buffer.max_bytes);
+    this.lock = new OutboxLock(c.buffer.path);
+    try {
+      this.outbox = new Outbox(c.buffer.path, c.buffer.max_bytes);
+    } catch (e) {
+      this.lock.release();
+      throw e;
+    }
     let fwd: MqttForwarder | undefined;
     this.recorder = new Recorder({
       outbox: this.outbox,
@@ -320,6 +328,7 @@ export class Runtime {
     }
     await this.control.close();
     this.outbox.close();
+    this.lock.release();
     this.log.info({ reason }, "Gatewarden stopped.");
   }
 }

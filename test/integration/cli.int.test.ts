@@ -62,6 +62,11 @@ describe("gatewarden CLI (built bundle)", () => {
       const tailed = tail.stdout.trim().split("\n").map((l) => JSON.parse(l) as { device: string; seq: number; class: string });
       expect(tailed[0], `events tail printed:\n${tail.stdout}\n${tail.stderr}`).toMatchObject({ device: "cab-17", seq: 0, class: "system" });
       expect(tailed.map((e) => e.seq)).toEqual(tailed.map((_, i) => i));
+      // One owner per outbox: a second daemon on the same files is refused and leaves the first alone.
+      const second = gw(["run", "--config", cfg]);
+      expect(second.code).toBe(1);
+      expect(second.stderr).toMatch(/^error\[OUTBOX_LOCKED\].*another Gatewarden daemon/);
+      expect(gw(["status", "--config", cfg, "--json"]).code).toBe(0);
       // Logs are JSON lines on stdout.
       await until(() => daemon.output().includes("Gatewarden started."), 5000, "the start log line");
       for (const line of daemon.output().trim().split("\n")) expect(() => JSON.parse(line)).not.toThrow();
