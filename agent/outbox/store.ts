@@ -1,5 +1,5 @@
 import Database from "better-sqlite3";
-import { mkdirSync, statSync } from "node:fs";
+import { closeSync, fsyncSync, mkdirSync, openSync, statSync } from "node:fs";
 import { dirname } from "node:path";
 import { DaemonError } from "../errors";
 import type { Envelope } from "../events/envelope";
@@ -16,6 +16,9 @@ import { CLASS_RANK, DURABLE_RANK, EVENT_CLASSES, type EventClass } from "../eve
  * - Bounded by `max_bytes` including the WAL: 3/4 of the budget for pages in use, 1/4 for the
  *   WAL, held there by `wal_autocheckpoint` and `journal_size_limit`.
  * - The chain head (boot, seq, hash) is updated in the same transaction as the rows.
+ * - Only durable rows leave the gateway: `syncForSend` fsyncs the WAL before rows committed
+ *   with NORMAL are read for sending, so the SOC never holds an event that a power cut then
+ *   erases from the device (the next boot event would contradict it: a fork).
  */
 export interface Row {
   id: number;
@@ -91,6 +94,10 @@ export class Outbox {
   private readonly pageSize: number;
   private sync: "NORMAL" | "FULL" = "NORMAL";
   private logicalBytes: number;
+  /** Rows up to this id survive a power cut (committed FULL, or the WAL fsynced since). */
+  private durableId = 0;
+  private lastId = 0;
+  private walFd: number | undefined;
   private readonly stmts;
 
   constructor(
@@ -140,6 +147,22 @@ export class Outbox {
       lossPut: this.db.prepare("INSERT INTO loss_pending (class, ranges, counts) VALUES (?, ?, ?)"),
     };
     this.logicalBytes = (this.stmts.stats.get() as { bytes: number }).bytes;
+    // Rows found at open survived whatever ended the last run; opening them made them durable.
+    this.durableId = this.lastId = (this.db.prepare("SELECT COALESCE(MAX(id), 0) FROM events").pluck().get() as number) ?? 0;
+  }
+
+  /**
+   * Makes every committed row durable before rows up to `id` are sent: fsyncs the WAL (through
+   * a descriptor of its own; fsync is per file) when rows above the durable mark are asked for.
+   * Returns whether it synced.
+   */
+  syncForSend(id: number): boolean {
+    if (id <= this.durableId) return false;
+    const upTo = this.lastId;
+    this.walFd ??= openSync(`${this.path}-wal`, "r");
+    fsyncSync(this.walFd);
+    this.durableId = upTo;
+    return true;
   }
 
   head(): ChainHead | undefined {
@@ -188,6 +211,8 @@ export class Outbox {
         for (const e of lossPending) this.stmts.lossPut.run(e.class, JSON.stringify(e.ranges), e.counts ? JSON.stringify(e.counts) : null);
       }
     })();
+    if (ids.length) this.lastId = ids[ids.length - 1]!;
+    if (durable) this.durableId = this.lastId;
     return ids;
   }
 
@@ -354,6 +379,8 @@ export class Outbox {
   }
 
   close(): void {
+    if (this.walFd !== undefined) closeSync(this.walFd);
+    this.walFd = undefined;
     if (!this.db.open) return;
     try {
       this.checkpoint();

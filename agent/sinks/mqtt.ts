@@ -164,6 +164,8 @@ export class MqttForwarder {
       while (this.state === "up" && this.client && this.inflight.size < this.window) {
         const rows = this.o.outbox.readRawAfter(this.cursor, this.o.upstream.max_batch_events);
         if (!rows.length) break;
+        // Only what survives a power cut leaves the gateway (one WAL fsync covers every row committed so far).
+        this.o.outbox.syncForSend(rows[rows.length - 1]!.id);
         const batch = this.takeBatch(rows);
         if (batch.length) this.send(batch);
       }

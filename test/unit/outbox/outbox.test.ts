@@ -44,6 +44,22 @@ describe("outbox and recorder", () => {
     outbox.close();
   });
 
+  it("rows committed with synchronous=NORMAL are made durable (WAL fsync) before they are sent; FULL ones need nothing", () => {
+    const { outbox, recorder } = open(join(t.dir, "durable"), 64 * 1024 ** 2);
+    recorder.start(); // system: FULL
+    const last = () => outbox.readAfter(0, 1000).at(-1)!.id;
+    expect(outbox.syncForSend(last())).toBe(false);
+    recorder.record(draft("telemetry", 1));
+    recorder.flush(); // NORMAL
+    expect(outbox.syncForSend(last())).toBe(true);
+    expect(outbox.syncForSend(last())).toBe(false);
+    recorder.record(draft("telemetry", 2));
+    recorder.record(draft("finding", 3));
+    recorder.flush(); // one batch with a finding: FULL
+    expect(outbox.syncForSend(last())).toBe(false);
+    outbox.close();
+  });
+
   it("acks delete rows; reads skip parked rows; ids are never reused after a drain", () => {
     const { outbox, recorder } = open(join(t.dir, "ack"), 64 * 1024 ** 2);
     recorder.start();
