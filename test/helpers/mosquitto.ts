@@ -1,11 +1,17 @@
 import { spawn, type ChildProcess } from "node:child_process";
-import { existsSync, writeFileSync } from "node:fs";
+import { writeFileSync } from "node:fs";
 import { createConnection, createServer, type AddressInfo } from "node:net";
 import { join } from "node:path";
 import { userInfo } from "node:os";
 import { sleep } from "./fixture";
+import { findPeer } from "./peers";
 
-export const MOSQUITTO = ["/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto", "/usr/bin/mosquitto"].find((p) => existsSync(p));
+/** Where Mosquitto is (missing: the test skips, or fails with GATEWARDEN_REQUIRE_PEERS=1). */
+export function findMosquitto(paths: readonly string[] = ["/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto", "/usr/bin/mosquitto"]): string | undefined {
+  return findPeer(paths);
+}
+
+export const MOSQUITTO = findMosquitto();
 
 /** A free TCP port on 127.0.0.1 (bound and released; the caller binds it next). */
 export async function freePort(): Promise<number> {

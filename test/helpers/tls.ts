@@ -1,16 +1,11 @@
 import { execFileSync } from "node:child_process";
-import { chmodSync, existsSync, writeFileSync } from "node:fs";
+import { chmodSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
+import { findPeer } from "./peers";
 
-/** Where openssl is, or undefined (tests that need it skip and say so). */
-export function findOpenssl(): string | undefined {
-  for (const p of ["/usr/bin/openssl", "/usr/local/bin/openssl", "/bin/openssl"]) if (existsSync(p)) return p;
-  try {
-    execFileSync("openssl", ["version"], { stdio: "ignore" });
-    return "openssl";
-  } catch {
-    return undefined;
-  }
+/** Where openssl is (missing: the test skips, or fails with GATEWARDEN_REQUIRE_PEERS=1). */
+export function findOpenssl(paths: readonly string[] = ["/usr/bin/openssl", "/usr/local/bin/openssl", "/bin/openssl"]): string | undefined {
+  return findPeer(paths);
 }
 
 export interface CertPair {

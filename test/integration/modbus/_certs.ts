@@ -1,11 +1,11 @@
 /** Test PKI made with the openssl binary at test time (EC P-256 keys: fast). */
-import { havePeer } from "../../helpers/peers";
+import { findOpenssl } from "../../helpers/tls";
 import { execFileSync } from "node:child_process";
-import { existsSync, mkdtempSync, writeFileSync } from "node:fs";
+import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 
-export const OPENSSL = ["/usr/local/bin/openssl", "/usr/bin/openssl"].find((p) => existsSync(p)) ?? (havePeer("/usr/bin/openssl") ? "/usr/bin/openssl" : undefined);
+export const OPENSSL = findOpenssl();
 
 const ROLE_OID = "1.3.6.1.4.1.50316.802.1";
 

@@ -1,11 +1,11 @@
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
-import { existsSync } from "node:fs";
 import { connect, createServer } from "node:net";
 import { join } from "node:path";
-import { havePeer } from "../../helpers/peers";
+import { createInterface } from "node:readline";
+import { findPeer } from "../../helpers/peers";
 
-export const PYTHON = havePeer("/usr/bin/python3") ? "/usr/bin/python3" : undefined;
-export const SOCAT = ["/usr/local/bin/socat", "/usr/bin/socat"].find((p) => existsSync(p)) ?? (havePeer("/usr/bin/socat") ? "/usr/bin/socat" : undefined);
+export const PYTHON = findPeer(["/usr/bin/python3"]);
+export const SOCAT = findPeer(["/usr/local/bin/socat", "/usr/bin/socat"]);
 export const PY_DIR = join(__dirname, "../../fixtures/modbus-py");
 
 /** Whether /usr/bin/python3 can import pymodbus (and, for serial, pyserial). */
@@ -26,37 +26,57 @@ export function freePort(): Promise<number> {
   });
 }
 
-export async function waitForPort(port: number, timeoutMs = 8000): Promise<void> {
-  const until = Date.now() + timeoutMs;
-  for (;;) {
-    const ok = await new Promise<boolean>((r) => {
-      const s = connect({ port, host: "127.0.0.1" }, () => {
-        s.destroy();
-        r(true);
-      });
-      s.on("error", () => r(false));
-    });
-    if (ok) return;
-    if (Date.now() > until) throw new Error(`nothing listens on ${port}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
-
 export function spawnPy(script: string, args: string[]): ChildProcess {
   return spawn(PYTHON!, [join(PY_DIR, script), ...args], { stdio: ["ignore", "pipe", "pipe"] });
 }
 
-export function runPy(script: string, args: string[], timeoutMs = 20_000): Promise<{ code: number | null; stdout: string; stderr: string }> {
+export function runPy(script: string, args: string[], timeoutMs = 60_000): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
     const p = spawnPy(script, args);
     let stdout = "";
     let stderr = "";
     p.stdout!.on("data", (d) => (stdout += d));
     p.stderr!.on("data", (d) => (stderr += d));
-    const t = setTimeout(() => p.kill("SIGKILL"), timeoutMs);
+    const t = setTimeout(() => {
+      stderr += `\n(killed after ${timeoutMs} ms)`;
+      p.kill("SIGKILL");
+    }, timeoutMs);
     p.on("close", (code) => {
       clearTimeout(t);
       resolve({ code, stdout, stderr });
     });
+  });
+}
+
+/** Runs a Python peer that prints one JSON object per line; fails with its stderr unless it exits 0 having printed some. */
+export async function runPyJson<T>(script: string, args: string[]): Promise<T[]> {
+  const r = await runPy(script, args);
+  const lines = r.stdout.split("\n").filter((l) => l.trim() !== "");
+  if (r.code !== 0 || !lines.length) throw new Error(`${script} exited with ${r.code} after ${lines.length} line(s); stderr: ${r.stderr.slice(-2000)}`);
+  return lines.map((l) => JSON.parse(l) as T);
+}
+
+/**
+ * Starts the pymodbus device (server.py) and resolves once it says it serves, with the port it
+ * bound (ask for port 0) or the serial device it opened. Reads whole lines of its output.
+ */
+export function startPyServer(args: string[], timeoutMs = 60_000): Promise<{ proc: ChildProcess; listening: number | string }> {
+  const proc = spawnPy("server.py", args);
+  let stderr = "";
+  proc.stderr!.on("data", (d) => (stderr += d));
+  return new Promise((resolve, reject) => {
+    const fail = (why: string) => {
+      clearTimeout(t);
+      proc.kill("SIGKILL");
+      reject(new Error(`server.py ${args.join(" ")} ${why}; stderr: ${stderr.slice(-2000)}`));
+    };
+    const t = setTimeout(() => fail(`did not serve within ${timeoutMs} ms`), timeoutMs);
+    createInterface({ input: proc.stdout! }).on("line", (l) => {
+      const m = JSON.parse(l) as { listening?: number | string };
+      if (m.listening === undefined) return;
+      clearTimeout(t);
+      resolve({ proc, listening: m.listening });
+    });
+    proc.once("exit", (code) => fail(`exited with ${code} before serving`));
   });
 }

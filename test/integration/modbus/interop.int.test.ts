@@ -5,6 +5,7 @@
  * pseudo-terminal pair.
  */
 import { spawn, type ChildProcess } from "node:child_process";
+import { once } from "node:events";
 import { existsSync, mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -12,8 +13,9 @@ import ModbusRTU, { ServerTCP } from "modbus-serial";
 import { afterAll, afterEach, describe, expect, it } from "vitest";
 import { modbusConfigSchema, type ModbusConfigInput } from "../../../protocols/modbus/config";
 import { ModbusProxyService } from "../../../protocols/modbus/service";
+import { until } from "../../helpers/fixture";
 import { MemorySink, RawClient } from "./_harness";
-import { freePort, PYTHON, pythonHas, runPy, SOCAT, spawnPy, waitForPort } from "./_peers";
+import { freePort, PYTHON, pythonHas, runPyJson, SOCAT, startPyServer } from "./_peers";
 
 const HAS_PYMODBUS = pythonHas("pymodbus");
 const HAS_PYSERIAL = HAS_PYMODBUS && pythonHas("serial");
@@ -55,24 +57,16 @@ async function proxy(upstream: ModbusConfigInput["upstreams"]): Promise<{ port: 
 }
 
 async function pyServer(kind: string): Promise<number> {
-  const port = await freePort();
-  procs.push(spawnPy("server.py", [kind, String(port)]));
-  await waitForPort(port);
-  return port;
+  const { proc, listening } = await startPyServer([kind, "0"]);
+  procs.push(proc);
+  return listening as number;
 }
 
 describe.skipIf(!HAS_PYMODBUS)(`pymodbus on both sides (needs ${PYTHON ?? "/usr/bin/python3"} with pymodbus)`, () => {
   it("pymodbus client -> proxy -> pymodbus TCP server", async () => {
     const dev = await pyServer("tcp");
     const { port } = await proxy([{ name: "py", type: "tcp", target: `127.0.0.1:${dev}` }]);
-    const r = await runPy("client.py", [String(port)]);
-    const steps = Object.fromEntries(
-      r.stdout
-        .trim()
-        .split("\n")
-        .map((l) => JSON.parse(l) as { step: string })
-        .map((s) => [s.step, s]),
-    );
+    const steps = Object.fromEntries((await runPyJson<{ step: string }>("client.py", [String(port)])).map((s) => [s.step, s]));
     expect(steps.read_holding).toEqual({ step: "read_holding", ok: true, registers: [0, 10, 20, 30, 40] });
     expect(steps.read_input).toEqual({ step: "read_input", ok: true, registers: [1002, 1003, 1004] });
     expect(steps.read_coils).toMatchObject({ ok: true, bits: [0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 0, 0, 0, 0, 0] });
@@ -87,10 +81,10 @@ describe.skipIf(!HAS_PYMODBUS)(`pymodbus on both sides (needs ${PYTHON ?? "/usr/
 
   it("modbus-serial client -> proxy -> pymodbus RTU-over-TCP server", async () => {
     const dev = await pyServer("rtu-tcp");
-    const { port } = await proxy([{ name: "dsrv", type: "rtu_tcp", target: `127.0.0.1:${dev}`, timeout_ms: 500 }]);
+    const { port } = await proxy([{ name: "dsrv", type: "rtu_tcp", target: `127.0.0.1:${dev}`, timeout_ms: 3000 }]);
     const c = new ModbusRTU();
     await c.connectTCP("127.0.0.1", { port });
-    c.setTimeout(2000);
+    c.setTimeout(10_000);
     c.setID(2);
     expect((await c.readHoldingRegisters(3, 4)).data).toEqual([30, 40, 50, 60]);
     await c.writeRegisters(12, [100, 200]);
@@ -125,7 +119,7 @@ describe("modbus-serial ServerTCP behind the proxy", () => {
       { host: "127.0.0.1", port: devPort, unitID: 1 },
     );
     try {
-      await waitForPort(devPort);
+      await once(server, "initialized");
       const { port } = await proxy([{ name: "ms", type: "tcp", target: `127.0.0.1:${devPort}` }]);
       const c = await RawClient.connect(port);
       expect(await c.request(1, "03 0005 0003")).toBe("0306000500060007");
@@ -148,15 +142,14 @@ describe.skipIf(!SOCAT || !HAS_PYSERIAL)(`RTU on a serial line via a socat pty p
     const b = `${dir}/b`;
     const socat = spawn(SOCAT!, ["-d", "-d", `pty,raw,echo=0,link=${a}`, `pty,raw,echo=0,link=${b}`], { stdio: "ignore" });
     procs.push(socat);
-    for (let i = 0; i < 50 && !existsSync(b); i++) await new Promise((r) => setTimeout(r, 50));
-    procs.push(spawnPy("server.py", ["rtu-serial", b, "38400"]));
-    await new Promise((r) => setTimeout(r, 1200));
+    await until(() => existsSync(a) && existsSync(b), 30_000, "socat's pseudo-terminal pair");
+    procs.push((await startPyServer(["rtu-serial", b, "38400"])).proc);
     const { port, sink } = await proxy([
-      { name: "bus", type: "rtu", device: a, baud: 38400, parity: "none", timeout_ms: 300, dead_after: 2, dead_backoff: { min_ms: 5000, max_ms: 10000 } },
+      { name: "bus", type: "rtu", device: a, baud: 38400, parity: "none", timeout_ms: 2000, dead_after: 2, dead_backoff: { min_ms: 5000, max_ms: 10000 } },
     ]);
     const c = new ModbusRTU();
     await c.connectTCP("127.0.0.1", { port });
-    c.setTimeout(3000);
+    c.setTimeout(10_000);
     c.setID(1);
     let first: number[] | undefined;
     for (let i = 0; i < 10 && !first; i++) {

@@ -5,7 +5,8 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { roleFromCertificate } from "../../../protocols/modbus/cert-role";
 import { makePki, OPENSSL, type Pki } from "./_certs";
 import { RawClient, startRig, type Rig } from "./_harness";
-import { pythonHas, runPy } from "./_peers";
+import { pythonHas, runPyJson } from "./_peers";
+import { until } from "../../helpers/fixture";
 import { Command } from "commander";
 import { registerModbusCommands } from "../../../protocols/modbus/cli";
 import { SimDevice } from "../../../protocols/modbus/sim-server";
@@ -94,9 +95,7 @@ describe.skipIf(!OPENSSL)("Modbus/TCP Security listener (needs the openssl binar
     const rogue = await tlsClient(port, pki, pki.rogue);
     if (rogue.client) expect(await rogue.client.request(1, "03 0000 0001", 1000)).toBe("closed");
     else expect(rogue.error).toBeDefined();
-    await new Promise((r) => setTimeout(r, 50));
-    const auth = rig.sink.drafts.filter((d) => d.ocsf.class_uid === 3002);
-    expect(auth.length).toBeGreaterThanOrEqual(2);
+    await until(() => rig.sink.drafts.filter((d) => d.ocsf.class_uid === 3002).length >= 2, 20_000, "both refusals recorded");
     const ok = await tlsClient(port, pki, pki.client("operator"));
     expect(await ok.client!.request(1, "03 0000 0001")).toBe("03020000");
     ok.client!.close();
@@ -105,8 +104,7 @@ describe.skipIf(!OPENSSL)("Modbus/TCP Security listener (needs the openssl binar
   it.skipIf(!HAS_PYMODBUS)("interoperates with pymodbus's Modbus/TCP Security client (needs /usr/bin/python3 with pymodbus)", async () => {
     const steps = async (name: string) => {
       const c = pki.client(name);
-      const r = await runPy("tls_client.py", [String(port), pki.ca, c.cert, c.key]);
-      return r.stdout.trim().split("\n").map((l) => JSON.parse(l) as { step: string; ok: boolean; exception?: number; registers?: number[] });
+      return runPyJson<{ step: string; ok: boolean; exception?: number; registers?: number[] }>("tls_client.py", [String(port), pki.ca, c.cert, c.key]);
     };
     expect(await steps("operator")).toEqual([
       { step: "read", ok: true, registers: [0, 7] }, // 7: written by the engineer above
