@@ -4,6 +4,8 @@ import { locateConfig } from "../config/locate";
 import { DaemonError, describeError } from "../errors";
 import { checkBroker, checkClock, checkDataDir, checkDisk, checkListeners, checkSecrets, checkUpstreams, serviceUser, type Check } from "../doctor/checks";
 import { action } from "./_output";
+import { checkReferences } from "../config/references";
+import { secretPathOf } from "../doctor/secrets";
 
 interface Opts {
   config?: string;
@@ -32,8 +34,14 @@ async function runDoctor(opts: Opts): Promise<void> {
   const checks: Check[] = [];
   let config;
   try {
-    config = loadConfig(file).config;
+    const loaded = loadConfig(file);
+    config = loaded.config;
     checks.push({ id: "config", status: "ok", detail: `${file} is valid` });
+    // Everything the config names, as `run` checks it: each problem under the key that names the file.
+    for (const i of checkReferences(loaded)) {
+      const secret = i.code === "KEY_PERMISSIONS";
+      checks.push({ id: `${secret ? "secret" : "reference"}:${i.path}`, status: "fail", detail: `${i.code}: ${i.message}`, fix: secret ? `chmod 600 ${secretPathOf(config, i.path) ?? "the file"}` : "gatewarden config validate shows it with its line" });
+    }
   } catch (e) {
     const code = e instanceof DaemonError ? e.code : "INTERNAL";
     checks.push({ id: "config", status: "fail", detail: `${code}: ${describeError(e).replace(/^[A-Z_]+: /, "")}`, fix: "gatewarden config validate shows every error with its line" });
@@ -41,7 +49,7 @@ async function runDoctor(opts: Opts): Promise<void> {
   if (config) {
     const user = serviceUser(opts.root, opts.user);
     checks.push(user ? { id: "service_user", status: "ok", detail: `${opts.user} is uid ${user.uid}` } : { id: "service_user", status: "warn", detail: `no user ${opts.user} in ${opts.root.replace(/\/$/, "")}/etc/passwd`, fix: "install.sh creates it; the unit runs the daemon as it" });
-    checks.push(...checkSecrets(config, user), checkDataDir(config, user), checkDisk(config), checkClock());
+    checks.push(...checkSecrets(config, user, new Set(checks.map((c) => c.id))), checkDataDir(config, user), checkDisk(config), checkClock());
     const [broker, upstreams, listeners] = await Promise.all([checkBroker(config), checkUpstreams(config), checkListeners(config)]);
     checks.push(broker, ...upstreams, ...listeners);
   }

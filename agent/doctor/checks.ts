@@ -34,9 +34,14 @@ export function serviceUser(root: string, name: string): { uid: number; gid: num
   }
 }
 
-export function checkSecrets(c: Config, user: { uid: number } | undefined): Check[] {
-  return secretFilesOf(c).map(({ key, path }) => {
+/**
+ * Secret files the service user must be able to read: owner-only (0600) and owned by it. The
+ * mode is also checked by the config's reference check; ids it already failed are skipped.
+ */
+export function checkSecrets(c: Config, user: { uid: number } | undefined, failed: ReadonlySet<string>): Check[] {
+  return secretFilesOf(c).flatMap(({ key, path }) => {
     const id = `secret:${key}`;
+    if (failed.has(id)) return [];
     let st;
     try {
       st = statSync(path);

@@ -10,8 +10,13 @@ export function secretFilesOf(c: Config): { key: string; path: string }[] {
   });
   c.opcua?.servers.forEach((s, i) => {
     if (!s.user) return;
-    if ("password_file" in s.user) out.push({ key: `opcua.servers.${i}.user.password_file`, path: s.user.password_file });
-    else out.push({ key: `opcua.servers.${i}.user.key_file`, path: s.user.key_file });
+    // One key for either kind of user, as the config's reference check names it.
+    out.push({ key: `opcua.servers.${i}.user`, path: "password_file" in s.user ? s.user.password_file : s.user.key_file });
   });
   return out;
+}
+
+/** The file behind a secret's config key, e.g. `upstream.key`. */
+export function secretPathOf(c: Config, key: string): string | undefined {
+  return secretFilesOf(c).find((s) => s.key === key)?.path;
 }

@@ -100,8 +100,20 @@ else
   mv "$dest.tmp" "$dest"
   say "installed release $VERSION"
 fi
+# An upgrade never switches to a release that would refuse the existing config: the new release
+# validates it first and names every key to change (the old release stays current).
+if [ -f "$ROOT/etc/gatewarden/gatewarden.yaml" ]; then
+  if ! "$NODE" "$dest/dist/gatewarden.cjs" config validate --config "$ROOT/etc/gatewarden/gatewarden.yaml" >/dev/null; then
+    die "the existing config does not validate under release $VERSION (errors above): change the keys it names, then run install.sh again; the current release stays"
+  fi
+fi
+prev=$(readlink "$ROOT/opt/gatewarden/current" 2>/dev/null || true)
 ln -sfn "releases/$VERSION" "$ROOT/opt/gatewarden/current.tmp"
 mv -T "$ROOT/opt/gatewarden/current.tmp" "$ROOT/opt/gatewarden/current"
+# Keep the new release and the one before it (to go back to); older ones only cost SD space.
+for d in "$ROOT"/opt/gatewarden/releases/*; do
+  case ${d##*/} in "$VERSION"|"${prev##*/}") ;; *) rm -rf "$d" ;; esac
+done
 
 # Folders and their modes: config readable by the service, state and keys its own.
 install -d -m 0755 "$ROOT/usr/local/bin" "$ROOT/etc/systemd/system" "$ROOT/var/lib"

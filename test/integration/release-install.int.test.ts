@@ -1,5 +1,5 @@
 import { execFileSync, spawn, type ChildProcess } from "node:child_process";
-import { appendFileSync, chmodSync, chownSync, copyFileSync, existsSync, lstatSync, mkdirSync, readFileSync, readlinkSync, statSync } from "node:fs";
+import { appendFileSync, chmodSync, chownSync, copyFileSync, existsSync, lstatSync, mkdirSync, readFileSync, readlinkSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { generateSocKeys } from "../../agent/keys/identity";
@@ -139,6 +139,21 @@ describe.skipIf(!peers)("release package, install.sh and doctor", () => {
     const d = JSON.parse(r.out) as DoctorOut;
     expect(d.checks.filter((c) => c.status === "fail").map((c) => c.id).sort()).toEqual(["broker", "modbus_upstream:bus", "secret:upstream.key"]);
     expect(d.checks.find((c) => c.id === "secret:upstream.key")!.fix).toMatch(/^chmod 600 /);
+  });
+
+  it("an upgrade whose release refuses the existing config stops and names the key", () => {
+    const rel = execFileSync("sh", ["-c", `ls -d ${join(t.dir, "unpacked")}/gatewarden-*`], { encoding: "utf8" }).trim();
+    const before = readFileSync(conf, "utf8");
+    appendFileSync(conf, "heartbeat_interval: 5\n");
+    let err = "";
+    try {
+      execFileSync(join(rel, "install.sh"), ["--root", root, "--node", process.execPath], { encoding: "utf8", stdio: "pipe" });
+    } catch (e) {
+      err = (e as { stderr: string }).stderr;
+    }
+    expect(err).toMatch(/heartbeat_interval/);
+    expect(err).toMatch(/does not validate under release/);
+    writeFileSync(conf, before);
   });
 
   it("uninstall keeps keys and outbox; --purge removes them", () => {
