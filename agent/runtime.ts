@@ -12,6 +12,7 @@ import { storageBytesWritten } from "./io-stats";
 import { loadDeviceKey, loadSocPublicKey } from "./keys/identity";
 import { assertReferences } from "./config/references";
 import { OutboxLock } from "./outbox/lock";
+import { osUser } from "./os-user";
 import { Outbox, type OutboxStats } from "./outbox/store";
 import { RateMeter } from "./rate";
 import { MqttForwarder, type UpstreamState } from "./sinks/mqtt";
@@ -19,7 +20,9 @@ import { SimulatedSource } from "./simulate";
 import { VERSION } from "./version";
 import { registerAuditControl } from "../firmware-hooks/audit";
 
-const RECENT = 1000;
+/** Recent committed events kept for `events tail`. */
+export const RECENT_EVENTS = 1000;
+const RECENT = RECENT_EVENTS;
 
 /**
  * The daemon: outbox, recorder, forwarder, heartbeat, control socket and the configured
@@ -142,7 +145,7 @@ export class Runtime {
   /** The detection engine, when points are configured: findings and incidents to the recorder. */
   private async startDetectors(): Promise<void> {
     const c = this.loaded.config;
-    if (!c.points || !Object.keys(c.points).length) return;
+    if (!c.points || !Object.keys(c.points).length) return this.notConfigured("points", ["detection.status"]);
     const { startDetection } = await import("./detection");
     const d = await startDetection({ points: c.points, config: c.detection, sink: this.recorder, log: this.log.child({ component: "detection" }) });
     this.readings = d.readings;
@@ -153,7 +156,7 @@ export class Runtime {
   /** The OPC UA client, when configured: polled point values into the detectors. */
   private async startOpcua(): Promise<void> {
     const c = this.loaded.config;
-    if (!c.opcua) return;
+    if (!c.opcua) return this.notConfigured("opcua", ["opcua.status", "opcua.trust"]);
     const { OpcuaService } = await import("../protocols/opcua/service");
     const points = Object.entries(c.points ?? {}).flatMap(([id, p]) => ("opcua" in p.source && p.poll_interval_ms !== undefined ? [{ id, source: p.source.opcua, interval_ms: p.poll_interval_ms }] : []));
     const svc = new OpcuaService({ config: c.opcua, points, events: this.recorder, readings: this.readings, log: this.log.child({ component: "opcua" }) });
@@ -161,7 +164,7 @@ export class Runtime {
     this.control.handle("opcua.status", () => svc.status());
     this.control.handle("opcua.trust", (args) => {
       if (typeof args.thumbprint !== "string") throw new DaemonError("CONTROL_BAD_REQUEST", "opcua.trust needs a thumbprint");
-      return svc.trust(args.thumbprint, typeof args.by === "string" ? args.by : "cli");
+      return svc.trust(args.thumbprint, typeof args.by === "string" ? args.by : osUser());
     });
     this.onStop(() => svc.stop());
   }
@@ -169,7 +172,7 @@ export class Runtime {
   /** The Modbus proxy, when configured: events into the recorder, the tap into the detectors. */
   private async startModbus(): Promise<void> {
     const c = this.loaded.config;
-    if (!c.modbus) return;
+    if (!c.modbus) return this.notConfigured("modbus", ["modbus.status", "modbus.reload_tls", "window.open", "window.list", "window.close"]);
     const { ModbusProxyService } = await import("../protocols/modbus/service");
     const { tapPointsFrom } = await import("../protocols/modbus/tap");
     const { registerModbusStatus, registerTlsReload, registerWindowControl } = await import("../protocols/modbus/window-control");
@@ -195,6 +198,15 @@ export class Runtime {
     this.log.info({ listeners: bound }, "Modbus proxy listening.");
   }
 
+  /** Commands of a section the config does not have answer so, not "unknown command". */
+  private notConfigured(section: string, cmds: readonly string[]): void {
+    for (const cmd of cmds) {
+      this.control.handle(cmd, () => {
+        throw new DaemonError("CONFIG_INCOMPLETE", `${cmd.split(".")[0]} is not running: ${this.loaded.file} has no ${section} section`);
+      });
+    }
+  }
+
   /** Lets components add control commands and stop hooks (e.g. the Modbus proxy). */
   onStop(fn: () => Promise<void> | void): void {
     this.stopHooks.push(fn);
@@ -216,12 +228,12 @@ export class Runtime {
     this.control.handle("status", () => this.status());
     registerAuditControl(this.control, this.recorder);
     this.control.handle("events.recent", (args) => {
-      const n = Math.max(1, Math.min(RECENT, Number(args.limit ?? 20) || 20));
-      return this.recent.slice(-n);
+      const n = recentLimit(args.limit, 20);
+      return n === 0 ? [] : this.recent.slice(-n);
     });
     this.control.handle("events.tail", (args, ctx) => {
-      const n = Math.max(0, Math.min(RECENT, Number(args.limit ?? 10) || 0));
-      for (const e of this.recent.slice(-n)) ctx.push(e);
+      const n = recentLimit(args.limit, 10);
+      if (n > 0) for (const e of this.recent.slice(-n)) ctx.push(e);
       return new Promise<null>((resolve) => {
         const fn = (e: Envelope) => ctx.push(e);
         this.tails.add(fn);
@@ -331,6 +343,13 @@ export class Runtime {
     this.lock.release();
     this.log.info({ reason }, "Gatewarden stopped.");
   }
+}
+
+/** A control request's `limit`: absent means the default; anything but 0..RECENT is refused. */
+function recentLimit(v: unknown, dflt: number): number {
+  if (v === undefined) return dflt;
+  if (typeof v !== "number" || !Number.isInteger(v) || v < 0 || v > RECENT) throw new DaemonError("CONTROL_BAD_REQUEST", `limit must be a whole number from 0 to ${RECENT}`);
+  return v;
 }
 
 const round1 = (n: number) => Math.round(n * 10) / 10;

@@ -62,7 +62,7 @@ export function registerConfig(program: Command): void {
         const file = locateConfig(opts.config);
         loadConfigOrParseErrorOnly(file);
         const r = setConfigValue(file, key, value);
-        report(opts.json, { file, key, previous: r.previous ?? null, value: r.value }, () => `${key} = ${JSON.stringify(r.value)} (was ${JSON.stringify(r.previous ?? null)})`);
+        report(opts.json, { file, key, previous: r.previous ?? null, value: r.value }, () => `${key} = ${JSON.stringify(r.value)} (${r.previous === undefined ? "was unset" : `was ${JSON.stringify(r.previous)}`})`);
       }),
     );
   cfg

@@ -4,7 +4,8 @@ import { locateConfig } from "../config/locate";
 import { controlCall, controlStream } from "../control/client";
 import { createLogger } from "../log";
 import { Outbox } from "../outbox/store";
-import { Runtime } from "../runtime";
+import { RECENT_EVENTS, Runtime } from "../runtime";
+import { DaemonError } from "../errors";
 import { SystemdNotifier } from "../systemd-notify";
 import { action, report } from "./_output";
 
@@ -91,13 +92,13 @@ export function registerDaemon(program: Command): void {
     .command("tail")
     .description("Print the most recent events from the running daemon; -f follows new ones")
     .option("--config <FILE>", "config file")
-    .option("-n, --lines <N>", "how many recent events", "10")
+    .option("-n, --lines <N>", "how many recent events (0 to 1000)", lineCount, 10)
     .option("-f, --follow", "keep printing new events until interrupted")
     .option("--json", "one JSON envelope per line (default: a short line per event)")
     .action(
-      action(async (opts: Opts & { lines: string; follow?: boolean }) => {
+      action(async (opts: Opts & { lines: number; follow?: boolean }) => {
         const { config } = loadConfig(locateConfig(opts.config));
-        const n = Math.max(0, Number.parseInt(opts.lines, 10) || 0);
+        const n = opts.lines;
         const print = (e: unknown) => process.stdout.write((opts.json ? JSON.stringify(e) : formatEvent(e as EventView)) + "\n");
         if (!opts.follow) {
           for (const e of (await controlCall(config.control.socket, "events.recent", { limit: n })) as unknown[]) print(e);
@@ -109,6 +110,12 @@ export function registerDaemon(program: Command): void {
         await controlStream(config.control.socket, "events.tail", { limit: n }, print, { signal: ac.signal });
       }),
     );
+}
+
+/** `-n`: a whole number of events, 0 to the daemon's memory of recent events. */
+function lineCount(v: string): number {
+  if (!/^\d+$/.test(v) || Number(v) > RECENT_EVENTS) throw new DaemonError("USAGE", `-n ${v}: give a whole number of events from 0 to ${RECENT_EVENTS}`);
+  return Number(v);
 }
 
 interface EventView {

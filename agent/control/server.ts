@@ -86,8 +86,9 @@ export class ControlServer {
       const result = await h(args, { push: (event) => write(sock, { id: req.id, event }), signal });
       write(sock, { id: req.id, ok: true, result: result ?? null });
     } catch (e) {
+      // The client prints `error[CODE]: message`: the message must not carry the code again.
       const code = e instanceof DaemonError ? e.code : "CONTROL_BAD_REQUEST";
-      write(sock, { id: req.id, ok: false, error: { code, message: describeError(e) } });
+      write(sock, { id: req.id, ok: false, error: { code, message: e instanceof DaemonError ? e.message : describeError(e) } });
     }
   }
 
