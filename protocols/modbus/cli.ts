@@ -13,6 +13,7 @@ import type { Command } from "commander";
 import { stringify as stringifyYaml } from "yaml";
 import { controlCall } from "../../agent/control/client";
 import { DaemonError } from "../../agent/errors";
+import { osUser } from "../../agent/os-user";
 import type { EventDraft } from "../../agent/events/types";
 import { decideFailClosed } from "../policy";
 import { modbusConfigSchema, type UpstreamConfig } from "./config";
@@ -37,6 +38,8 @@ export interface ModbusCliDeps {
   stderr?: (s: string) => void;
   /** Stops `modbus proxy` (tests); SIGINT/SIGTERM otherwise. */
   signal?: AbortSignal;
+  /** Sets the process exit status (`policy test` answers deny with 1); tests capture it. */
+  setExitCode?: (code: number) => void;
   /** Called once `modbus proxy` listens (tests). */
   onListening?: (port: number) => void;
 }
@@ -229,7 +232,7 @@ export function registerModbusCommands(program: Command, deps: ModbusCliDeps): v
   const policy = group(program, "policy", "Modbus policy tools");
   policy
     .command("test")
-    .description("Say whether a policy allows a described request, and by which rule")
+    .description("Say whether a policy allows a described request, and by which rule (exit status 0 allow, 1 deny)")
     .requiredOption("--policy <file>", "policy file (YAML)")
     .option("--from <ip>", "source address of a plain Modbus TCP client")
     .option("--role <role>", "certificate role of a Modbus/TCP Security client")
@@ -261,18 +264,20 @@ export function registerModbusCommands(program: Command, deps: ModbusCliDeps): v
       const res = { allow: d.allow, rule: d.rule, ...(d.allow ? {} : { reason: d.reason }), unit: o.unit, function: req.fc, addresses: describeAccesses(req) ?? null, request: encodeRequest(req).toString("hex") };
       if (o.json) out(JSON.stringify(res) + "\n");
       else out(`${d.allow ? "allow" : "deny"} by ${d.rule}${d.allow ? "" : `: ${d.reason}`}\n`);
+      // Scripts test the answer by the exit status: 0 allow, 1 deny.
+      if (!d.allow) (deps.setExitCode ?? ((c: number) => void (process.exitCode = c)))(1);
     });
 
   policy
     .command("learn")
     .description("Propose a policy from recorded traffic (JSON lines as printed by `modbus proxy`); review it before use")
     .requiredOption("--input <file>", "recorded decisions, JSON lines ('-' for stdin)")
-    .option("--only-allowed", "learn only from requests that were allowed when recorded")
+    .option("--include-denied", "also learn from requests that were denied when recorded (by default only allowed ones are: a proposal must not allow what the recording policy blocked)")
     .option("--out <file>", "write the proposal here instead of stdout")
     .option("--json", "print JSON instead of YAML")
-    .action((o: { input: string; onlyAllowed?: boolean; out?: string; json?: boolean }) => {
+    .action((o: { input: string; includeDenied?: boolean; out?: string; json?: boolean }) => {
       const records = readRecordsFile(o.input);
-      const { policy: p, used } = learnPolicy(records, { include: o.onlyAllowed ? "allowed" : "all" });
+      const { policy: p, used } = learnPolicy(records, { include: o.includeDenied ? "all" : "allowed" });
       parsePolicy(p, "learned policy");
       const text = o.json ? JSON.stringify(p, null, 2) + "\n" : `# Proposed by \`gatewarden policy learn\` from ${used} recorded requests.\n# It allows exactly what was seen: review every line before use.\n` + stringifyYaml(p);
       if (o.out) {
@@ -313,7 +318,7 @@ export function registerModbusCommands(program: Command, deps: ModbusCliDeps): v
     .option("--config <FILE>", "config file (finds the daemon's control socket)")
     .option("--json", "print JSON")
     .action(async (o: { role: string; minutes: number; reason: string; json?: boolean }, cmd: Command) => {
-      const by = process.env.SUDO_USER ?? process.env.USER ?? "cli";
+      const by = osUser();
       const w = (await controlCall(await sock(cmd), "window.open", { role: o.role, minutes: o.minutes, reason: o.reason, by })) as WriteWindow;
       if (o.json) out(JSON.stringify(w) + "\n");
       else out(`Opened write window ${w.id} for role ${w.role} until ${new Date(w.expires_at).toISOString()}.\n`);
@@ -334,7 +339,7 @@ export function registerModbusCommands(program: Command, deps: ModbusCliDeps): v
     .option("--json", "print JSON")
     .action(async (o: { id?: string; role?: string; all?: boolean; json?: boolean }, cmd: Command) => {
       if (!o.id && !o.role && !o.all) throw new DaemonError("USAGE", "give --id, --role or --all");
-      const by = process.env.SUDO_USER ?? process.env.USER ?? "cli";
+      const by = osUser();
       const closed = (await controlCall(await sock(cmd), "window.close", { ...(o.id ? { id: o.id } : {}), ...(o.role ? { role: o.role } : {}), ...(o.all ? { all: true } : {}), by })) as WriteWindow[];
       if (o.json) out(JSON.stringify(closed) + "\n");
       else out(closed.length ? `Closed ${closed.length} write window(s).\n` : "No matching write window was open.\n");

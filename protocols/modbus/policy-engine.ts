@@ -224,6 +224,13 @@ export class ModbusPolicy implements PolicyDecisionPoint<ModbusPolicyRequest> {
     return [...this.roles.keys()];
   }
 
+  /** Whether a role has any function that writes (FC 5, 6, 15, 16, 21-23, or a state-changing FC 8). */
+  canWrite(role: string): boolean {
+    const r = this.roles.get(role);
+    if (!r) return false;
+    return WRITE_FUNCTION_CODES.some((fc) => r.functions.has(fc)) || (r.functions.has(8) && [...r.diagnostics].some((d) => d !== 0 && !DIAG_READ_ONLY.includes(d)));
+  }
+
   decide(q: ModbusPolicyRequest): Decision {
     // Modbus/TCP Security: no role, several roles or a malformed role -> every request gets 01.
     if (q.identity.roleError) return deny("tls.role", q.identity.roleError);

@@ -95,6 +95,7 @@ export class ModbusProxyService {
     const roles = (): string[] => this.policy?.roleNames() ?? [];
     this.store = new WindowStore({
       roles,
+      writes: (role) => this.policy?.canWrite(role) ?? false,
       maxMinutes: c.windows.max_minutes,
       maxOpen: c.windows.max_open,
       events: { opened: (w) => events.windowOpened(w), closed: (w, how, by) => events.windowClosed(w, how, by) },

@@ -4,6 +4,7 @@
  */
 import type { ControlServer } from "../../agent/control/server";
 import { DaemonError } from "../../agent/errors";
+import { osUser } from "../../agent/os-user";
 import type { WindowStore } from "./window-store";
 
 export function registerWindowControl(server: Pick<ControlServer, "handle">, store: () => WindowStore | undefined): void {
@@ -17,14 +18,14 @@ export function registerWindowControl(server: Pick<ControlServer, "handle">, sto
     const minutes = Number(args.minutes);
     const reason = args.reason;
     if (typeof role !== "string" || typeof reason !== "string") throw new DaemonError("CONTROL_BAD_REQUEST", "window.open needs role, minutes and reason");
-    return get().openWindow({ role, minutes, reason, by: typeof args.by === "string" ? args.by : "cli" });
+    return get().openWindow({ role, minutes, reason, by: typeof args.by === "string" ? args.by : osUser() });
   });
   server.handle("window.list", () => get().list());
   server.handle("window.close", (args) => {
     const id = typeof args.id === "string" ? args.id : undefined;
     const role = typeof args.role === "string" ? args.role : undefined;
     if (!id && !role && args.all !== true) throw new DaemonError("CONTROL_BAD_REQUEST", "window.close needs id, role or all");
-    return get().closeWindow({ ...(id ? { id } : {}), ...(role ? { role } : {}) }, typeof args.by === "string" ? args.by : "cli");
+    return get().closeWindow({ ...(id ? { id } : {}), ...(role ? { role } : {}) }, typeof args.by === "string" ? args.by : osUser());
   });
 }
 

@@ -95,6 +95,8 @@ export class WindowStore implements WindowOracle {
     private readonly opts: {
       /** Roles that exist; opening a window for anything else fails. */
       roles: () => readonly string[];
+      /** Whether a role may write at all; a window for one that cannot (read-only) is refused. */
+      writes?: (role: string) => boolean;
       maxMinutes?: number;
       /** Most windows open at once (default 16); opening one more fails. */
       maxOpen?: number;
@@ -146,6 +148,7 @@ export class WindowStore implements WindowOracle {
   openWindow(args: { role: string; minutes: number; reason: string; by?: string }): WriteWindow {
     const max = this.opts.maxMinutes ?? 240;
     if (!this.opts.roles().includes(args.role)) throw new DaemonError("USAGE", `no role ${args.role} in the Modbus policy`);
+    if (this.opts.writes && !this.opts.writes(args.role)) throw new DaemonError("USAGE", `role ${args.role} has no write function codes in the Modbus policy: a write window would allow nothing`);
     if (!Number.isFinite(args.minutes) || args.minutes <= 0 || args.minutes > max) throw new DaemonError("USAGE", `--minutes must be in 1..${max}`);
     if (!args.reason || !args.reason.trim()) throw new DaemonError("USAGE", "a window needs a --reason");
     this.sweep();

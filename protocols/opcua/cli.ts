@@ -3,7 +3,7 @@
  * readings), the client certificate a server's administrator has to trust, and the server
  * certificates it refused. `gatewarden opcua trust THUMBPRINT`: trust one of those.
  */
-import { userInfo } from "node:os";
+import { osUser } from "../../agent/os-user";
 import type { Command } from "commander";
 import { controlCall } from "../../agent/control/client";
 import type { CertificateSeen } from "./events";
@@ -12,14 +12,6 @@ import type { OpcuaStatus } from "./service";
 export interface OpcuaCliDeps {
   resolveSocket: (opts: Record<string, unknown>) => Promise<string>;
   stdout?: (s: string) => void;
-}
-
-function userName(): string {
-  try {
-    return userInfo().username;
-  } catch {
-    return "unknown";
-  }
 }
 
 export function registerOpcuaCommands(program: Command, deps: OpcuaCliDeps): void {
@@ -50,7 +42,7 @@ export function registerOpcuaCommands(program: Command, deps: OpcuaCliDeps): voi
     .option("--config <FILE>", "config file (finds the daemon's control socket)")
     .option("--json", "print JSON")
     .action(async (thumbprint: string, o: { json?: boolean }, cmd: Command) => {
-      const c = (await controlCall(await deps.resolveSocket(cmd.optsWithGlobals()), "opcua.trust", { thumbprint, by: `cli:${userName()}` })) as CertificateSeen;
+      const c = (await controlCall(await deps.resolveSocket(cmd.optsWithGlobals()), "opcua.trust", { thumbprint, by: `cli:${osUser()}` })) as CertificateSeen;
       if (o.json) return out(JSON.stringify(c) + "\n");
       out(`trusted ${c.thumbprint} ${c.subject}; servers that were refused try again now\n`);
     });

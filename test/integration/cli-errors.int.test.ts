@@ -3,8 +3,8 @@ import { chmodSync, copyFileSync, existsSync, writeFileSync } from "node:fs";
 import { createServer, type AddressInfo } from "node:net";
 import { join } from "node:path";
 import { Outbox } from "../../agent/outbox/store";
-import { gw } from "../helpers/cli";
-import { makeSite, tempDir } from "../helpers/fixture";
+import { exited, gw, gwSpawn } from "../helpers/cli";
+import { makeSite, tempDir, until } from "../helpers/fixture";
 import { havePeer } from "../helpers/peers";
 import { makePki } from "../helpers/tls";
 
@@ -87,6 +87,34 @@ describe("operator mistakes (built bundle)", () => {
       expect(events.at(-1)!.ocsf).toMatchObject({ activity_id: 4, unmapped: { stop: { reason: "start failed: LISTEN_FAILED" } } });
     } finally {
       ob.close();
+    }
+  });
+
+  it("events tail -n takes 0..1000 only; a missing section and control errors say so once", async () => {
+    const s = site();
+    const set = gw(["config", "set", "upstream.client_id", "gw-x", "--config", s.cfgFile]);
+    expect(set.stdout).toContain("(was unset)");
+    const daemon = gwSpawn(["run", "--config", s.cfgFile]);
+    try {
+      await until(() => gw(["status", "--config", s.cfgFile]).code === 0, 15_000, "the daemon");
+      for (const n of ["abc", "-5", "1.5", "1001"]) {
+        const r = gw(["events", "tail", "-n", n, "--config", s.cfgFile]);
+        expect(r.code, `-n ${n}`).toBe(2);
+        expect(r.stderr).toMatch(/^error\[USAGE\]/);
+      }
+      const none = gw(["events", "tail", "-n", "0", "--json", "--config", s.cfgFile]);
+      expect(none.code).toBe(0);
+      expect(none.stdout).toBe("");
+      expect(gw(["events", "tail", "-n", "1", "--json", "--config", s.cfgFile]).stdout.trim().split("\n")).toHaveLength(1);
+      for (const cmd of [["opcua", "status"], ["modbus", "status"], ["window", "list"]]) {
+        const r = gw([...cmd, "--config", s.cfgFile]);
+        expect(r.code, cmd.join(" ")).toBe(1);
+        // One code, printed once: `error[CONFIG_INCOMPLETE]: opcua is not running: ...`.
+        expect(r.stderr).toMatch(/^error\[CONFIG_INCOMPLETE\]: (?!CONFIG_INCOMPLETE)/);
+      }
+    } finally {
+      daemon.kill("SIGTERM");
+      await exited(daemon);
     }
   });
 });

@@ -1,5 +1,5 @@
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { tmpdir, userInfo } from "node:os";
 import { join } from "node:path";
 import { Command } from "commander";
 import { afterAll, describe, expect, it } from "vitest";
@@ -8,6 +8,7 @@ import { isDaemonError } from "../../../agent/errors";
 import { registerModbusCommands, parseUpstreamUrl } from "../../../protocols/modbus/cli";
 import type { DecisionRecord } from "../../../protocols/modbus/decision-record";
 import { parsePolicyText } from "../../../protocols/modbus/policy-schema";
+import { ModbusPolicy } from "../../../protocols/modbus/policy-engine";
 import { registerWindowControl } from "../../../protocols/modbus/window-control";
 import { WindowStore } from "../../../protocols/modbus/window-store";
 import { SimDevice } from "../../../protocols/modbus/sim-server";
@@ -35,24 +36,28 @@ roles:
 const policyFile = join(dir, "policy.yaml");
 writeFileSync(policyFile, policyYaml);
 
-async function run(args: string[], extra: Partial<Parameters<typeof registerModbusCommands>[1]> = {}): Promise<{ out: string; err: string; error?: unknown }> {
+async function run(args: string[], extra: Partial<Parameters<typeof registerModbusCommands>[1]> = {}): Promise<{ out: string; err: string; error?: unknown; exitCode?: number }> {
   let out = "";
   let err = "";
+  let exitCode: number | undefined;
   const program = new Command("gatewarden").exitOverride().option("--socket <path>");
-  registerModbusCommands(program, { resolveSocket: async (o) => String(o.socket), stdout: (s) => (out += s), stderr: (s) => (err += s), ...extra });
+  registerModbusCommands(program, { resolveSocket: async (o) => String(o.socket), stdout: (s) => (out += s), stderr: (s) => (err += s), setExitCode: (c) => (exitCode = c), ...extra });
   try {
     await program.parseAsync(["node", "gatewarden", ...args]);
-    return { out, err };
+    return { out, err, ...(exitCode === undefined ? {} : { exitCode }) };
   } catch (error) {
     return { out, err, error };
   }
 }
 
 describe("policy test", () => {
-  it("answers allow/deny with the rule", async () => {
-    expect((await run(["policy", "test", "--policy", policyFile, "--from", "10.0.0.5", "--function", "3", "--address", "99"])).out).toBe("allow by roles.scada.read.holding\n");
+  it("answers allow/deny with the rule, and exit status 1 on deny", async () => {
+    const ok = await run(["policy", "test", "--policy", policyFile, "--from", "10.0.0.5", "--function", "3", "--address", "99"]);
+    expect(ok.out).toBe("allow by roles.scada.read.holding\n");
+    expect(ok.exitCode).toBeUndefined();
     const r = await run(["policy", "test", "--policy", policyFile, "--from", "10.0.0.5", "--function", "3", "--address", "100", "--json"]);
     expect(JSON.parse(r.out)).toMatchObject({ allow: false, rule: "roles.scada.read.holding", addresses: "holding 100" });
+    expect(r.exitCode).toBe(1);
     expect((await run(["policy", "test", "--policy", policyFile, "--role", "eng", "--function", "6", "--address", "10", "--values", "5"])).out).toContain("deny by roles.eng.write_window");
     expect((await run(["policy", "test", "--policy", policyFile, "--role", "eng", "--function", "6", "--address", "10", "--values", "5", "--window"])).out).toBe("allow by roles.eng.write.holding\n");
     expect((await run(["policy", "test", "--policy", policyFile, "--from", "10.0.0.5", "--pdu", "0f00000004010f"])).out).toContain("deny by roles.scada.functions");
@@ -87,6 +92,17 @@ describe("policy learn and replay", () => {
     expect(JSON.parse(rep.out)).toMatchObject({ total: 7, replayed: 6, skipped: 1, allowed: 6, denied: 0 });
   });
 
+  it("learns only from allowed traffic unless --include-denied", async () => {
+    // Recorded under the read-only preset: the write was denied, and must not be proposed.
+    const denied = join(dir, "denied.jsonl");
+    writeFileSync(denied, [rec({}), rec({ request: "06000a0032", fc: 6, allow: false, rule: "read-only.functions" })].map((r) => JSON.stringify(r)).join("\n") + "\n");
+    const strict = parsePolicyText((await run(["policy", "learn", "--input", denied])).out);
+    expect(strict.roles["client-10-0-0-5"]).toMatchObject({ functions: [3] });
+    expect(strict.roles["client-10-0-0-5"]!.write).toEqual({});
+    const loose = parsePolicyText((await run(["policy", "learn", "--input", denied, "--include-denied"])).out);
+    expect(loose.roles["client-10-0-0-5"]).toMatchObject({ functions: [3, 6], write: { holding: ["10"] } });
+  });
+
   it("replays a stricter candidate and reports what it would block", async () => {
     const r = await run(["policy", "replay", "--policy", policyFile, "--input", input, "--json"]);
     const rep = JSON.parse(r.out);
@@ -102,14 +118,22 @@ describe("window commands through the control socket", () => {
     const sockPath = join(dir, "ctl", "control.sock");
     const server = new ControlServer(sockPath);
     const events: string[] = [];
-    const store = new WindowStore({ roles: () => ["eng"], events: { opened: (w) => events.push(`open ${w.role}`), closed: (w, how) => events.push(`${how} ${w.role}`) } });
+    const policy = new ModbusPolicy(parsePolicyText(policyYaml));
+    const store = new WindowStore({ roles: () => policy.roleNames(), writes: (r) => policy.canWrite(r), events: { opened: (w) => events.push(`open ${w.role}`), closed: (w, how) => events.push(`${how} ${w.role}`) } });
     registerWindowControl(server, () => store);
     await server.listen();
     try {
-      const o = await run(["--socket", sockPath, "window", "open", "--role", "eng", "--minutes", "15", "--reason", "replace pump 2 setpoint", "--json"]);
+      // The OS user is recorded, whatever the environment says (no USER under systemd or cron).
+      const env = { USER: process.env.USER, SUDO_USER: process.env.SUDO_USER };
+      delete process.env.USER;
+      delete process.env.SUDO_USER;
+      const o = await run(["--socket", sockPath, "window", "open", "--role", "eng", "--minutes", "15", "--reason", "replace pump 2 setpoint", "--json"]).finally(() => Object.assign(process.env, JSON.parse(JSON.stringify(env))));
       expect(o.error).toBeUndefined();
       const w = JSON.parse(o.out);
-      expect(w).toMatchObject({ role: "eng", reason: "replace pump 2 setpoint" });
+      expect(w).toMatchObject({ role: "eng", reason: "replace pump 2 setpoint", opened_by: userInfo().username });
+      // A window for a read-only role would allow nothing: refused.
+      const readOnly = await run(["--socket", sockPath, "window", "open", "--role", "scada", "--minutes", "5", "--reason", "x"]);
+      expect(isDaemonError(readOnly.error, "USAGE")).toBe(true);
       expect(w.expires_at - w.opened_at).toBe(15 * 60_000);
       expect(store.isOpen("eng", Date.now())).toBe(true);
       const l = await run(["--socket", sockPath, "window", "list", "--json"]);
