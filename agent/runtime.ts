@@ -2,7 +2,7 @@ import type { Logger } from "pino";
 import type { ReadingSink } from "./pipeline";
 import type { LoadedConfig } from "./config/load";
 import { ControlServer } from "./control/server";
-import { DaemonError, describeError } from "./errors";
+import { DaemonError, describeError, isDaemonError } from "./errors";
 import type { Envelope } from "./events/envelope";
 import { OcsfClass } from "./events/ocsf";
 import { Recorder } from "./events/recorder";
@@ -11,9 +11,12 @@ import { Heartbeat, PostureProbe } from "./heartbeat";
 import { storageBytesWritten } from "./io-stats";
 import { loadDeviceKey, loadSocPublicKey } from "./keys/identity";
 import { assertReferences } from "./config/references";
+import { StorageHealth } from "./outbox/health";
 import { OutboxLock } from "./outbox/lock";
 import { osUser } from "./os-user";
-import { Outbox, type OutboxStats } from "./outbox/store";
+import { incidentDrafts, openOutbox, type OpenedOutbox } from "./outbox/open";
+import type { Outbox, OutboxStats } from "./outbox/store";
+import { OutboxWatch } from "./outbox/watch";
 import { RateMeter } from "./rate";
 import { MqttForwarder, type UpstreamState } from "./sinks/mqtt";
 import { SimulatedSource } from "./simulate";
@@ -23,6 +26,8 @@ import { registerAuditControl } from "../firmware-hooks/audit";
 /** Recent committed events kept for `events tail`. */
 export const RECENT_EVENTS = 1000;
 const RECENT = RECENT_EVENTS;
+/** How often the outbox's files are checked for being deleted or replaced. */
+const WATCH_MS = 500;
 
 /**
  * The daemon: outbox, recorder, forwarder, heartbeat, control socket and the configured
@@ -31,7 +36,9 @@ const RECENT = RECENT_EVENTS;
  */
 export class Runtime {
   readonly outbox: Outbox;
-  private readonly lock: OutboxLock;
+  private readonly lock: OutboxLock | undefined;
+  private readonly opened: OpenedOutbox;
+  private readonly lockError: string | undefined;
   readonly recorder: Recorder;
   readonly forwarder: MqttForwarder | undefined;
   readonly control: ControlServer;
@@ -57,16 +64,17 @@ export class Runtime {
     assertReferences(loaded);
     const key = loadDeviceKey(c.device.key);
     const socKey = c.upstream.url && c.upstream.soc_public_key ? loadSocPublicKey(c.upstream.soc_public_key) : undefined;
-    this.lock = new OutboxLock(c.buffer.path);
-    try {
-      this.outbox = new Outbox(c.buffer.path, c.buffer.max_bytes);
-    } catch (e) {
-      this.lock.release();
-      throw e;
-    }
+    // Never fails on the outbox alone: a damaged file is moved aside, unusable storage gives an
+    // outbox in memory (see outbox/open.ts); the boot's first events say which.
+    const locked = lockOutbox(c.buffer.path, log);
+    this.lock = locked.lock;
+    this.lockError = locked.error;
+    this.opened = openOutbox(c.buffer.path, c.buffer.max_bytes, log.child({ component: "outbox" }));
+    this.outbox = this.opened.outbox;
     let fwd: MqttForwarder | undefined;
     this.recorder = new Recorder({
       outbox: this.outbox,
+      health: new StorageHealth(this.opened.mode),
       key,
       signer: new ParallelSigner(key),
       device: c.device.id,
@@ -101,12 +109,12 @@ export class Runtime {
 
   async start(): Promise<void> {
     const c = this.loaded.config;
-    const check = this.outbox.db.pragma("quick_check", { simple: true }) as string;
+    const { check, incident, knownHead } = this.opened;
     await this.control.listen();
-    const boot = this.recorder.start({ config_file: this.loaded.file, outbox_check: check });
+    const boot = this.recorder.start({ config_file: this.loaded.file, outbox_check: check, ...(incident ? { outbox_incident: incident.kind } : {}), ...(this.lockError ? { outbox_lock: this.lockError } : {}) }, knownHead);
     this.log.info({ device: c.device.id, boot: boot.boot, version: VERSION }, "Gatewarden started.");
     try {
-      await this.startComponents(check);
+      await this.startComponents();
     } catch (e) {
       // The boot event is committed: say why this boot ends at once, in an event and in the
       // shutdown event's reason, so the SOC does not see a boot that merely stopped.
@@ -122,15 +130,16 @@ export class Runtime {
     }
   }
 
-  private async startComponents(check: string): Promise<void> {
+  private async startComponents(): Promise<void> {
     const c = this.loaded.config;
-    if (check !== "ok") {
-      this.recorder.record({
-        class: "system",
-        severity: 4,
-        ocsf: { class_uid: OcsfClass.ApplicationLifecycle, activity_id: 99, message: `Outbox quick_check reported: ${check}`, unmapped: { error_type: "outbox_corrupt", stage: "processing" } },
-      });
-    }
+    const incident = this.opened.incident;
+    if (incident) for (const d of incidentDrafts(incident, c.buffer.path)) this.recorder.record(d);
+    // Files changing under the daemon (a deleted WAL...) are saved and reported; the report is
+    // recorded outside the check, which may run inside a commit's caller.
+    const watch = new OutboxWatch(this.outbox, this.log.child({ component: "outbox" }), (d) => setImmediate(() => this.recorder.record(d)));
+    const watchTimer = setInterval(() => watch.check(), WATCH_MS);
+    watchTimer.unref();
+    this.onStop(() => clearInterval(watchTimer));
     this.registerControl();
     await this.startDetectors();
     await this.startModbus();
@@ -340,7 +349,7 @@ export class Runtime {
     }
     await this.control.close();
     this.outbox.close();
-    this.lock.release();
+    this.lock?.release();
     this.log.info({ reason }, "Gatewarden stopped.");
   }
 }
@@ -354,3 +363,18 @@ function recentLimit(v: unknown, dflt: number): number {
 
 const round1 = (n: number) => Math.round(n * 10) / 10;
 const ageS = (t: number | null | undefined) => (t == null ? null : Math.max(0, Math.round((Date.now() - t) / 1000)));
+
+/**
+ * Takes the outbox's lock; a second daemon (OUTBOX_LOCKED) stops the start. A lock that cannot
+ * be taken for another reason (storage that cannot be written, a damaged lock file) does not:
+ * the daemon runs unlocked and its boot event says why (`outbox_lock`).
+ */
+function lockOutbox(path: string, log: Logger): { lock?: OutboxLock; error?: string } {
+  try {
+    return { lock: new OutboxLock(path) };
+  } catch (e) {
+    if (isDaemonError(e, "OUTBOX_LOCKED")) throw e;
+    log.error({ err: describeError(e) }, "Cannot take the outbox lock; running unlocked.");
+    return { error: describeError(e) };
+  }
+}

@@ -80,6 +80,7 @@ export class Recorder implements EventSink {
    */
   start(extra: Record<string, unknown> = {}, knownHead?: ChainHead): { boot: number; env: Envelope | undefined } {
     const head = knownHead ?? this.o.outbox.head();
+    this.o.outbox.headCopy?.note(head ? { prev: [head.boot, head.seq] } : {});
     const nowSec = Math.floor(this.now() / 1000);
     this.boot = Math.max((head?.boot ?? 0) + 1, nowSec);
     this.seq = -1;

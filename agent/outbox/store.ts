@@ -3,6 +3,7 @@ import { closeSync, fsyncSync, mkdirSync, openSync, statSync } from "node:fs";
 import { dirname } from "node:path";
 import { DaemonError } from "../errors";
 import type { Envelope } from "../events/envelope";
+import { HeadCopy } from "./head-copy";
 import { CLASS_RANK, DURABLE_RANK, EVENT_CLASSES, type EventClass } from "../events/types";
 
 /**
@@ -89,22 +90,34 @@ CREATE TABLE IF NOT EXISTS loss_pending (class TEXT PRIMARY KEY, ranges TEXT NOT
 export const LOSS_RANK = EVENT_CLASSES.length;
 
 export class Outbox {
-  readonly db: Database.Database;
+  db!: Database.Database;
   readonly dataBudget: number;
-  private readonly pageSize: number;
+  private pageSize = 4096;
   private sync: "NORMAL" | "FULL" = "NORMAL";
-  private logicalBytes: number;
+  private logicalBytes = 0;
   /** Rows up to this id survive a power cut (committed FULL, or the WAL fsynced since). */
   private durableId = 0;
   private lastId = 0;
   private walFd: number | undefined;
-  private readonly stmts;
+  private stmts!: ReturnType<Outbox["prepare"]>;
+  /** The chain head's second copy beside the file (none for an in-memory outbox). */
+  readonly headCopy: HeadCopy | undefined;
 
   constructor(
     readonly path: string,
     readonly maxBytes: number,
   ) {
-    mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
+    const walBudget = Math.floor(maxBytes / 4);
+    this.dataBudget = maxBytes - walBudget - 64 * 1024; // the -shm file and headroom
+    this.headCopy = path === ":memory:" ? undefined : new HeadCopy(`${path}.head`);
+    this.headCopy?.note(HeadCopy.read(`${path}.head`));
+    this.open();
+  }
+
+  /** Opens (or, after its files were replaced under it, reopens) the database at `path`. */
+  private open(): void {
+    const path = this.path;
+    if (path !== ":memory:") mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
     try {
       this.db = new Database(path);
       this.db.pragma("journal_mode = WAL");
@@ -112,15 +125,44 @@ export class Outbox {
       this.db.pragma("foreign_keys = OFF");
       this.db.exec(SCHEMA);
     } catch (e) {
+      if (this.db?.open) this.db.close();
       throw new DaemonError("OUTBOX_OPEN", `cannot open the outbox ${path}: ${(e as Error).message}`, { cause: e });
     }
+    this.sync = "NORMAL";
     this.pageSize = this.db.pragma("page_size", { simple: true }) as number;
-    const walBudget = Math.floor(maxBytes / 4);
+    const walBudget = Math.floor(this.maxBytes / 4);
     // Checkpoint when the WAL holds half its budget; truncate it back to that after a checkpoint.
     this.db.pragma(`wal_autocheckpoint = ${Math.max(16, Math.floor(walBudget / 2 / this.pageSize))}`);
     this.db.pragma(`journal_size_limit = ${Math.floor(walBudget / 2)}`);
-    this.dataBudget = maxBytes - walBudget - 64 * 1024; // the -shm file and headroom
-    this.stmts = {
+    this.stmts = this.prepare();
+    this.logicalBytes = (this.stmts.stats.get() as { bytes: number }).bytes;
+    // Rows found at open survived whatever ended the last run; opening them made them durable.
+    this.durableId = this.lastId = (this.db.prepare("SELECT COALESCE(MAX(id), 0) FROM events").pluck().get() as number) ?? 0;
+    this.forgetWal(); // a reopen (watch.ts) has a new WAL
+  }
+
+  /** Drops the descriptor `syncForSend` keeps on the WAL (watch.ts started a new WAL). */
+  forgetWal(): void {
+    if (this.walFd === undefined) return;
+    try {
+      closeSync(this.walFd);
+    } catch {
+      /* already gone */
+    }
+    this.walFd = undefined;
+  }
+
+  /**
+   * Closes the connection and opens the file at `path` again (see watch.ts: after the file was
+   * restored under the running daemon). Statements are prepared anew.
+   */
+  reopen(): void {
+    if (this.db.open) this.db.close();
+    this.open();
+  }
+
+  private prepare() {
+    return {
       insert: this.db.prepare("INSERT INTO events (boot, seq, rank, time, bytes, body) VALUES (?, ?, ?, ?, ?, ?)"),
       head: this.db.prepare("SELECT boot, seq, hash FROM chain WHERE id = 1"),
       setHead: this.db.prepare("INSERT INTO chain (id, boot, seq, hash) VALUES (1, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET boot = excluded.boot, seq = excluded.seq, hash = excluded.hash"),
@@ -146,9 +188,6 @@ export class Outbox {
       lossClear: this.db.prepare("DELETE FROM loss_pending"),
       lossPut: this.db.prepare("INSERT INTO loss_pending (class, ranges, counts) VALUES (?, ?, ?)"),
     };
-    this.logicalBytes = (this.stmts.stats.get() as { bytes: number }).bytes;
-    // Rows found at open survived whatever ended the last run; opening them made them durable.
-    this.durableId = this.lastId = (this.db.prepare("SELECT COALESCE(MAX(id), 0) FROM events").pluck().get() as number) ?? 0;
   }
 
   /**
@@ -159,6 +198,11 @@ export class Outbox {
   syncForSend(id: number): boolean {
     if (id <= this.durableId) return false;
     const upTo = this.lastId;
+    // In memory there is nothing to make durable (the daemon says so at start).
+    if (this.path === ":memory:") {
+      this.durableId = upTo;
+      return false;
+    }
     this.walFd ??= openSync(`${this.path}-wal`, "r");
     fsyncSync(this.walFd);
     this.durableId = upTo;
@@ -213,7 +257,25 @@ export class Outbox {
     })();
     if (ids.length) this.lastId = ids[ids.length - 1]!;
     if (durable) this.durableId = this.lastId;
+    this.headCopy?.write(head);
     return ids;
+  }
+
+  /**
+   * Takes in rows salvaged from a damaged outbox (signed envelopes of earlier boots, kept in
+   * their order) and the chain head to continue from, in one transaction.
+   */
+  adopt(rows: readonly Omit<Row, "id">[], head: ChainHead | undefined): void {
+    this.setSync("FULL");
+    this.db.transaction(() => {
+      for (const r of rows) {
+        this.stmts.insert.run(r.boot, r.seq, r.rank, r.time, r.bytes, r.body);
+        this.logicalBytes += r.bytes;
+      }
+      if (head) this.stmts.setHead.run(head.boot, head.seq, head.hash);
+    })();
+    this.durableId = this.lastId = (this.db.prepare("SELECT COALESCE(MAX(id), 0) FROM events").pluck().get() as number) ?? 0;
+    if (head) this.headCopy?.write(head);
   }
 
   private setSync(mode: "NORMAL" | "FULL"): void {
@@ -241,8 +303,9 @@ export class Outbox {
    * Deletes acknowledged rows. With `bytes` (the rows' sizes, known to the sender) the deletes
    * need not return them.
    */
-  ack(ids: readonly number[], bytes?: number): void {
+  ack(ids: readonly number[], bytes?: number, upTo?: [number, number]): void {
     if (!ids.length) return;
+    if (upTo) this.headCopy?.write({ acked: upTo });
     this.setSync("NORMAL");
     this.db.transaction(() => {
       if (bytes === undefined) for (const id of ids) this.deleteOne(id);
@@ -388,6 +451,7 @@ export class Outbox {
       /* best effort */
     }
     this.db.close();
+    this.headCopy?.close();
   }
 }
 

@@ -258,7 +258,7 @@ export class MqttForwarder {
         this.o.log.debug({ err: describeError(err) }, "Publish failed without a broker verdict.");
         return;
       } else {
-        this.ack(ids, rowBytes);
+        this.ack(ids, rowBytes, [last.boot, last.seq]);
         this.counters.messages++;
         this.counters.events += ids.length;
         this.counters.bytes += payload.length;
@@ -273,10 +273,10 @@ export class MqttForwarder {
    * it works again; this connection's cursor is past them, so they are not sent again unless
    * the connection is replaced (the SOC drops the duplicates then).
    */
-  private ack(ids: number[], bytes: number): void {
+  private ack(ids: number[], bytes: number, upTo: [number, number]): void {
     if (!this.unacked.length || this.retryAcks()) {
       try {
-        this.o.outbox.ack(ids, bytes);
+        this.o.outbox.ack(ids, bytes, upTo);
         return;
       } catch (e) {
         this.storageFailed(e, "deleting acknowledged events");

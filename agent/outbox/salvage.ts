@@ -1,0 +1,108 @@
+import Database from "better-sqlite3";
+import { describeError } from "../errors";
+import { storedBodyHashOk } from "../events/envelope";
+import type { ChainHead, Row } from "./store";
+
+export interface Salvaged {
+  /** Rows whose stored envelope passes its hash check, in id order. */
+  rows: Omit<Row, "id">[];
+  /** The damaged file's own chain head, when its chain table could be read. */
+  head: ChainHead | undefined;
+  /** Rows that could be read but fail their hash check. */
+  bad: number;
+  /** Why reading stopped short, when it did. */
+  error: string | undefined;
+}
+
+const PAGE = 256;
+/** Salvage never holds up the start (and with it the Modbus proxy) for longer than this. */
+const DEADLINE_MS = 10_000;
+
+/**
+ * Reads what can still be read from a damaged outbox file (already moved aside): the chain
+ * head and every row whose signed envelope still passes its hash check. A damaged page makes
+ * SQLite throw for the keys it holds; the scan then looks further on (doubling steps, then a
+ * binary search back to the first readable id), so the rows behind it are not lost with it.
+ */
+export function salvage(file: string): Salvaged {
+  const out: Salvaged = { rows: [], head: undefined, bad: 0, error: undefined };
+  let db: Database.Database;
+  try {
+    db = new Database(file, { readonly: true, fileMustExist: true });
+    // A file shorter than its header says is "malformed" as a whole unless the schema may be
+    // trusted as is (SQLite then reads the pages that are there); needs defensive mode off.
+    db.unsafeMode(true);
+    db.pragma("writable_schema = ON");
+  } catch (e) {
+    out.error = describeError(e);
+    return out;
+  }
+  try {
+    try {
+      out.head = db.prepare("SELECT boot, seq, hash FROM chain WHERE id = 1").get() as ChainHead | undefined;
+    } catch (e) {
+      out.error = describeError(e);
+    }
+    let page: Database.Statement;
+    try {
+      page = db.prepare("SELECT id, boot, seq, rank, time, bytes, CAST(body AS BLOB) AS body FROM events WHERE id > ? ORDER BY id LIMIT ?");
+    } catch (e) {
+      out.error = describeError(e);
+      return out;
+    }
+    const read = (after: number, n: number) => page.all(after, n) as (Omit<Row, "body"> & { body: Buffer })[];
+    const end = Date.now() + DEADLINE_MS;
+    let after = 0;
+    while (Date.now() < end) {
+      let rows: ReturnType<typeof read>;
+      try {
+        rows = read(after, PAGE);
+      } catch (e) {
+        out.error ??= describeError(e);
+        const next = nextReadable(read, after, end);
+        if (next === undefined) break;
+        after = next;
+        continue;
+      }
+      if (!rows.length) break;
+      for (const r of rows) {
+        if (storedBodyHashOk(r.body)) out.rows.push({ boot: r.boot, seq: r.seq, rank: r.rank, time: r.time, bytes: r.bytes, body: r.body.toString("utf8") });
+        else out.bad++;
+      }
+      after = rows[rows.length - 1]!.id;
+    }
+  } finally {
+    db.close();
+  }
+  return out;
+}
+
+/** The largest id after which a read works again, past a damaged stretch after `after`. */
+function nextReadable(read: (after: number, n: number) => unknown[], after: number, end: number): number | undefined {
+  const ok = (a: number) => {
+    try {
+      read(a, 1);
+      return true;
+    } catch {
+      return false;
+    }
+  };
+  let step = 1;
+  let hi: number | undefined;
+  while (step < 2 ** 40 && Date.now() < end) {
+    if (ok(after + step)) {
+      hi = after + step;
+      break;
+    }
+    step *= 2;
+  }
+  if (hi === undefined) return undefined;
+  let lo = after + Math.floor(step / 2);
+  // ok(lo) failed (or lo === after): narrow down to the first `after` value that reads.
+  while (hi - lo > 1) {
+    const mid = Math.floor((lo + hi) / 2);
+    if (ok(mid)) hi = mid;
+    else lo = mid;
+  }
+  return hi;
+}
