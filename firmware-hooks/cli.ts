@@ -6,9 +6,9 @@ import { loadConfig } from "../agent/config/load";
 import { locateConfig } from "../agent/config/locate";
 import { DaemonError } from "../agent/errors";
 import { writeFileAtomic } from "../agent/keys/files";
-import { runHook, updateConfig } from "./hook";
+import { runHook } from "./hook";
 import { generateReleaseKey, hashTree, loadReleasePrivateKey, parseManifest, RELEASE_FILE, signManifest } from "./release";
-import { UpdateState } from "./state";
+import { applyUpdate, rollBack, standaloneStatus, verifyBundle } from "./standalone";
 
 interface Opts {
   config?: string;
@@ -77,16 +77,60 @@ export function registerUpdateCommands(program: Command): Command {
       }),
     );
   update
+    .command("verify <BUNDLE>")
+    .description("Check a release folder: signature by a fleet key, device class, files, anti-rollback counter")
+    .option("--config <FILE>", "config file")
+    .option("--json", "print as JSON")
+    .action(
+      action((bundle: string, opts: Opts) => {
+        const r = verifyBundle(loadConfig(locateConfig(opts.config)), bundle);
+        report(opts.json, { ok: true, version: r.manifest.version, counter: r.manifest.counter, device_class: r.manifest.device_class, key: r.key, files: Object.keys(r.manifest.files).length }, () => `OK ${r.manifest.version} (counter ${r.manifest.counter}, ${Object.keys(r.manifest.files).length} files) signed by ${r.key}`);
+      }),
+    );
+  update
+    .command("apply <BUNDLE>")
+    .description("Without an update engine: install a release folder beside the current one, switch `current` atomically, restart, health check; commit or roll back")
+    .option("--config <FILE>", "config file")
+    .option("--json", "print as JSON")
+    .action(
+      action(async (bundle: string, opts: Opts) => {
+        const at = process.env.GATEWARDEN_FAULT_KILL_AT; // fault injection for the kill -9 test
+        const r = await applyUpdate(loadConfig(locateConfig(opts.config)), bundle, {
+          onStep: (s) => {
+            if (at === s) process.kill(process.pid, "SIGKILL");
+          },
+        });
+        report(opts.json, r, () => r.message);
+        if (!r.ok) process.exitCode = 1;
+      }),
+    );
+  update
+    .command("rollback")
+    .description("Undo an uncommitted `update apply`: `current` back to the previous release (a committed release is never rolled back)")
+    .option("--config <FILE>", "config file")
+    .option("--json", "print as JSON")
+    .action(
+      action(async (opts: Opts) => {
+        const message = await rollBack(loadConfig(locateConfig(opts.config)));
+        report(opts.json, { ok: true, message }, () => message);
+      }),
+    );
+  update
     .command("status")
-    .description("The committed anti-rollback counter and a pending update, if any")
+    .description("The current release, the committed anti-rollback counter, a pending update and the installed release folders")
     .option("--config <FILE>", "config file")
     .option("--json", "print as JSON")
     .action(
       action((opts: Opts) => {
-        const u = updateConfig(loadConfig(locateConfig(opts.config)));
-        const s = new UpdateState(u.state_dir);
-        const data = { committed: s.committed(), pending: s.pending() ?? null };
-        report(opts.json, data, () => `committed  ${data.committed.version ?? "-"} (counter ${data.committed.counter})\npending    ${data.pending ? `${data.pending.version} (counter ${data.pending.counter}, ${data.pending.engine})` : "-"}`);
+        const s = standaloneStatus(loadConfig(locateConfig(opts.config))) as { current: string | null; committed: { version: string | null; counter: number }; pending: { version: string; counter: number; engine: string } | null; releases: { version: string; counter: number | null }[] };
+        report(opts.json, s, () =>
+          [
+            `current    ${s.current ?? "-"}`,
+            `committed  ${s.committed.version ?? "-"} (counter ${s.committed.counter})`,
+            `pending    ${s.pending ? `${s.pending.version} (counter ${s.pending.counter}, ${s.pending.engine})` : "-"}`,
+            `releases   ${s.releases.map((r) => r.version).join(", ") || "-"}`,
+          ].join("\n"),
+        );
       }),
     );
   return update;

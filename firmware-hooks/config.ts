@@ -27,6 +27,8 @@ export const updateSchema = z.strictObject({
     .prefault({}),
   /** Overrides of the engine's commit / roll-back commands (argv, no shell). */
   commit_command: command.optional(),
+  /** Engine-less updates: restarts the daemon from `releases_dir/current` (e.g. systemctl restart gatewarden). */
+  restart_command: command.optional(),
   rollback_command: command.optional(),
 });
 

@@ -125,9 +125,10 @@ async function judge(
   return { exitCode: 1, message, health, event: await rec(false, message, { version: p.version, health: health.checks, ...(rollbackError ? { rollback_error: rollbackError } : {}) }, 4) };
 }
 
-function run(cmd: string[]): void {
+/** Runs an engine or restart command (argv, no shell); UPDATE_STATE with its stderr when it fails. */
+export function run(cmd: string[]): void {
   try {
-    execFileSync(cmd[0]!, cmd.slice(1), { stdio: ["ignore", "pipe", "pipe"], timeout: 60_000 });
+    execFileSync(cmd[0]!, cmd.slice(1), { stdio: ["ignore", "pipe", "pipe"], timeout: 120_000 });
   } catch (e) {
     const err = e as { stderr?: Buffer; message: string };
     throw new DaemonError("UPDATE_STATE", `${cmd.join(" ")} failed: ${err.stderr?.toString().trim() || err.message}`);
