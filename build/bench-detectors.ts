@@ -8,7 +8,7 @@ import type { Reading } from "../agent/pipeline";
 import type { Detector, Finding } from "../detectors/detector";
 import { DetectionEngine } from "../detectors/engine";
 import { parseSite } from "../detectors/site";
-import { CTOWN_YAML } from "../detectors/sites/ctown";
+import { readFileSync } from "node:fs";
 import { createSignalDetectors } from "../detectors/signal-detectors";
 import { prng } from "../test/helpers/prng";
 
@@ -59,7 +59,7 @@ function stateBytes(): number {
 }
 
 function engineRate(rows: number): number {
-  const site = parseSite(CTOWN_YAML);
+  const site = parseSite(readFileSync(new URL("../detectors/sites/ctown.yaml", import.meta.url), "utf8"), "detectors/sites/ctown.yaml");
   const names = new Set<string>();
   for (const t of Object.values(site.tanks)) [t.level, ...t.inflows, ...t.outflows, ...t.controls.map((c) => c.actuator)].forEach((p) => names.add(p));
   for (const r of site.relations) [r.target, ...r.states, ...(r.regressor ? [r.regressor] : [])].forEach((p) => names.add(p));

@@ -11,7 +11,8 @@ import { readCsv, type CsvTable } from "./csv";
 import { fmt } from "./detector";
 import { DetectionEngine } from "./engine";
 import type { EngineOptionsInput } from "./engine-options";
-import { inferSignals, inferSite } from "./infer";
+import { inferSite, proposeSiteYaml } from "./infer";
+import type { SignalSpec } from "./signal-detectors";
 import { parseSite, type SiteConfig } from "./site";
 
 export interface DetectRunOptions {
@@ -44,31 +45,34 @@ function feed(engine: DetectionEngine, t: CsvTable, row: number, learn: boolean)
 
 /** Runs the offline detection; `out` receives each output line (without newline). */
 export function runDetect(o: DetectRunOptions, out: (line: string) => void): DetectRunSummary {
-  const input = readCsv(o.input);
-  const learn = o.learn ? readCsv(o.learn) : undefined;
+  return runDetectTables({ ...o, input: readCsv(o.input), learn: o.learn ? readCsv(o.learn) : undefined }, out);
+}
+
+/** `runDetect` on tables already read (the feeder simulator's runs, for instance). */
+export function runDetectTables(
+  o: Omit<DetectRunOptions, "input" | "learn"> & { input: CsvTable; learn?: CsvTable | undefined },
+  out: (line: string) => void,
+): DetectRunSummary {
+  const { input, learn } = o;
   if (learn) {
     const missing = input.columns.filter((c) => !learn.columns.includes(c));
-    if (missing.length) throw new DaemonError("INPUT_INVALID", `${o.learn}: missing columns ${missing.join(", ")} of ${o.input}`);
+    if (missing.length) throw new DaemonError("INPUT_INVALID", `${learn.file}: missing columns ${missing.join(", ")} of ${input.file}`);
   }
   let site: SiteConfig | undefined;
   let siteSource = "none";
+  const inferred = inferSite(input, learn);
   if (o.site) {
-    let text: string;
-    try {
-      text = readFileSync(o.site, "utf8");
-    } catch (e) {
-      throw new DaemonError("INPUT_INVALID", `${o.site}: cannot read`, { cause: e });
-    }
-    site = parseSite(text, o.site);
+    site = readSite(o.site);
     siteSource = o.site;
-  } else {
-    ({ site, source: siteSource } = inferSite(input.columns));
+  } else if (inferred.relations.length + inferred.meters.length > 0) {
+    site = inferred;
+    siteSource = `inferred: ${inferred.relations.length} state/flow pairs, ${inferred.meters.length} meter trees (see --propose-site)`;
   }
   const events: EventDraft[] = [];
-  const points = inferSignals(input, learn);
+  const points = inferSignalsOf(inferred);
   // Without physics from a site file, the file's measured signals form one multivariate group.
   const measured = Object.entries(points).filter(([, p]) => p.kind !== "state" && p.kind !== "energy_counter").map(([id]) => id);
-  const groups = site && site.name !== "inferred" ? undefined : { [input.file.replace(/^.*[\\/]/, "")]: measured };
+  const groups = o.site ? undefined : { [input.file.replace(/^.*[\\/]/, "")]: measured };
   const engine = new DetectionEngine({
     points, site, groups, options: o.engine ?? {},
     sink: { record: (d) => events.push(d) },
@@ -93,17 +97,45 @@ export function runDetect(o: DetectRunOptions, out: (line: string) => void): Det
   return { rows: input.ts.length, flagged_rows: flagged, incidents: engine.stats().incidents, site: siteSource };
 }
 
+function readSite(file: string): SiteConfig {
+  let text: string;
+  try {
+    text = readFileSync(file, "utf8");
+  } catch (e) {
+    throw new DaemonError("INPUT_INVALID", `${file}: cannot read`, { cause: e });
+  }
+  return parseSite(text, file);
+}
+
+function inferSignalsOf(site: SiteConfig): Record<string, SignalSpec> {
+  const out: Record<string, SignalSpec> = {};
+  for (const [id, s] of Object.entries(site.signals)) out[id] = { kind: s.kind, range: s.range, resolution: s.resolution, intermittent: s.intermittent };
+  return out;
+}
+
+/** `gatewarden detect --propose-site`: the inferred site file, for the engineer to correct. */
+export function proposeSite(o: { input: string; learn?: string | undefined }): string {
+  const input = readCsv(o.input);
+  const learn = o.learn ? readCsv(o.learn) : undefined;
+  return proposeSiteYaml(inferSite(input, learn), learn ? `${o.input} and ${o.learn}` : o.input);
+}
+
 export function registerDetectCommand(program: Command): void {
   program
     .command("detect")
     .description("replay recorded readings (CSV) through the detectors; one JSON line per flagged row")
     .requiredOption("--input <file>", "CSV: header row, timestamp column, then one numeric column per signal")
     .option("--learn <file>", "CSV of normal history in the same layout, to fit baselines first (never reported)")
-    .option("--site <file>", "site file (tanks, pumps, meters); without it, what can be inferred is used")
+    .option("--site <file>", "site file (signals, tanks, pumps, meters, power); without it, what can be inferred is used")
+    .option("--propose-site", "print the site file inferred from the CSV (for the engineer to correct) and exit")
     .option("--close-after <n>", "quiet rows before an incident closes", (v) => Number.parseInt(v, 10))
     .option("--budget-per-day <n>", "statistical incidents per signal per day before thresholds rise", Number.parseFloat)
     .option("--events", "also print incident open/update/close events")
-    .action((opts: { input: string; learn?: string; site?: string; closeAfter?: number; budgetPerDay?: number; events?: boolean }) => {
+    .action((opts: { input: string; learn?: string; site?: string; proposeSite?: boolean; closeAfter?: number; budgetPerDay?: number; events?: boolean }) => {
+      if (opts.proposeSite) {
+        process.stdout.write(proposeSite(opts));
+        return;
+      }
       const engine: EngineOptionsInput = {};
       if (opts.budgetPerDay !== undefined) engine.budget_per_day = opts.budgetPerDay;
       if (opts.closeAfter !== undefined) engine.close_after = opts.closeAfter;

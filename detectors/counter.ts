@@ -1,76 +1,124 @@
 import type { Reading } from "../agent/pipeline";
 import { BaseDetector } from "./_base";
-import { SpreadTracker } from "./_stats";
-import { fmt, num, numArray, numOrNull, type Emit } from "./detector";
+import { fmt, num, numOrNull, type Emit } from "./detector";
 
 export interface CounterOptions {
   /** Largest possible increase per second (e.g. rated power in kWh/s), if known. */
   max_rate_per_s?: number;
   /** The register wraps to 0 after this value (e.g. 4294967295 x scale). */
   rollover_at?: number;
-  /** Without a configured maximum: alarm above this multiple of the learned mean rate. */
+  /** Smallest step the register shows (0.1 for one decimal); learned when not given. */
+  resolution?: number;
+  /** Without a configured maximum: alarm above this multiple of the highest rate seen in normal operation. */
   factor?: number;
   warmup?: number;
 }
 
-interface State { n: number; last_ts: number | null; dt: number; last: number | null; prev_ts: number | null; q: number[] }
+interface State {
+  n: number; last_ts: number | null; dt: number; last: number | null; prev_ts: number | null;
+  peak: number; res: number; rebaseline: number;
+}
 
-/** Counter sanity: an energy counter never runs backwards and never jumps beyond what is physically possible. */
+/** A reading this many typical intervals after the previous one follows an outage of the meter. */
+const OFFLINE_INTERVALS = 3;
+/**
+ * A counter restarting at most this share of its previous reading (plus a few steps) after an
+ * outage is a new meter (an exchange), not a rollback: structural, a new register starts near 0.
+ */
+const NEW_METER_SHARE = 0.01;
+
+/**
+ * Counter sanity: an energy counter never runs backwards and never jumps beyond what is
+ * physically possible.
+ *
+ * The jump limit is the configured maximum rate, else `factor` times the highest rate seen in
+ * normal operation (a peak, not a mean: a counter that is idle most of the day, like street
+ * lighting or an EV charger, has a mean rate far below its rate when on). Until the counter has
+ * been seen moving there is no learned limit. Rates are taken over at least the typical reading
+ * interval and allow one resolution step, so a quantised counter's single step is never a jump.
+ *
+ * A meter exchanged while offline comes back near zero: that re-baselines (exchanges are routine
+ * work). So does a reset announced by `rebaseline()` (a maintenance window). Any other step
+ * backwards is a finding.
+ */
 export class CounterDetector extends BaseDetector<State> {
-  readonly stateVersion = 1;
+  readonly stateVersion = 2;
   private last: number | null = null;
   private prevTs: number | null = null;
-  private readonly q = new SpreadTracker(0.005);
+  private peak = 0;
+  private res: number;
+  private rebaselineNext = false;
   constructor(point: string, private readonly opts: CounterOptions = {}) {
     super(point, "counter", opts.warmup ?? 0);
+    this.res = opts.resolution ?? 0;
+  }
+  /** The next step backwards is an announced reset (maintenance): re-baseline, no finding. */
+  rebaseline(): void {
+    this.rebaselineNext = true;
   }
   protected step(r: Reading, emit: Emit | null): void {
     const prev = this.last;
     const prevTs = this.prevTs;
-    if (prev === null || prevTs === null) {
-      this.last = r.value;
-      this.prevTs = r.ts;
-      return;
-    }
+    this.last = r.value;
+    this.prevTs = r.ts;
+    if (prev === null || prevTs === null) return;
     let d = r.value - prev;
     const roll = this.opts.rollover_at;
     if (d < 0 && roll !== undefined && prev > 0.9 * roll && r.value < 0.1 * roll) d += roll;
-    const dt = Math.max((r.ts - prevTs) / 1000, 1e-3);
-    if (emit !== null && d < 0) {
-      // Keep the high-water mark: a rolled-back counter stays flagged until it passes it again.
+    const typical = this.clock.dt > 0 ? this.clock.dt : r.ts - prevTs;
+    const gap = r.ts - prevTs;
+    if (d !== 0 && this.opts.resolution === undefined) {
+      const a = Math.abs(d);
+      if (this.res === 0 || a < this.res) this.res = a;
+    }
+    if (d < 0) {
+      if (Math.abs(d) <= this.res * 0.5 + 1e-12) return; // register jitter below one step
+      const offline = typical > 0 && gap > OFFLINE_INTERVALS * typical;
+      const fresh = r.value <= NEW_METER_SHARE * Math.abs(prev) + 10 * this.res;
+      if (this.rebaselineNext || (offline && fresh) || emit === null) {
+        this.rebaselineNext = false;
+        return;
+      }
+      // The step is the evidence: reported once (the incident's hysteresis keeps it open a
+      // while), then the counter is followed from its new value.
       emit({
-        point: r.point, detector: "counter", ts: r.ts, score: 1 + Math.abs(d) / Math.max(Math.abs(prev), 1) * 100,
+        point: r.point, detector: "counter", ts: r.ts, score: 1 + (Math.abs(d) / Math.max(Math.abs(prev), 1)) * 100,
         observed: r.value, expected: prev, strength: "physical",
-        reason: `${r.point} counter ran backwards from ${fmt(prev)} to ${fmt(r.value)}`,
+        reason: fresh
+          ? `${r.point} counter was reset from ${fmt(prev)} to ${fmt(r.value)} while online and outside any maintenance window`
+          : `${r.point} counter ran backwards from ${fmt(prev)} to ${fmt(r.value)}`,
       });
       return;
     }
+    this.rebaselineNext = false;
+    const dt = Math.max(gap, typical, 1) / 1000;
+    // One resolution step is the smallest change the register can show.
+    const rate = Math.max(0, d - this.res) / dt;
     const hard = this.opts.max_rate_per_s;
-    const learned = (this.opts.factor ?? 10) * this.q.m;
-    const limit = hard ?? (this.q.n >= 50 && learned > 0 ? learned : Number.POSITIVE_INFINITY);
-    if (emit !== null && d / dt > limit) {
+    const limit = hard ?? (this.peak > 0 ? (this.opts.factor ?? 4) * this.peak : Number.POSITIVE_INFINITY);
+    if (emit !== null && rate > limit) {
       emit({
-        point: r.point, detector: "counter", ts: r.ts, score: d / dt / limit, observed: r.value,
-        expected: prev + limit * dt, strength: "physical",
-        reason: `${r.point} counter jumped by ${fmt(d)} in ${fmt(dt)} s; at most ${fmt(limit * dt)} is possible`,
+        point: r.point, detector: "counter", ts: r.ts, score: rate / limit, observed: r.value,
+        expected: prev + limit * dt + this.res, strength: "physical",
+        reason: `${r.point} counter jumped by ${fmt(d)} in ${fmt(gap / 1000)} s; at most ${fmt(limit * dt + this.res)} is possible` +
+          (hard === undefined ? ` (${this.opts.factor ?? 4} x the highest rate seen, ${fmt(this.peak * 3600)}/h)` : ""),
       });
-    } else if (d >= 0) {
-      this.q.update(d / dt);
+      return;
     }
-    this.last = r.value;
-    this.prevTs = r.ts;
+    // Over a gap the rate is an average: it cannot show a higher peak than the shortest steps did.
+    if (gap <= 2 * typical && rate > this.peak) this.peak = rate;
   }
   protected override onGap(): void {
-    this.last = null; // the counter may legitimately have moved on (or been reset) while offline
-    this.prevTs = null;
+    // Time continues; the next step is judged against the outage rules above.
   }
   protected save(): Omit<State, "n" | "last_ts" | "dt"> {
-    return { last: this.last, prev_ts: this.prevTs, q: this.q.toJSON() };
+    return { last: this.last, prev_ts: this.prevTs, peak: this.peak, res: this.res, rebaseline: this.rebaselineNext ? 1 : 0 };
   }
   protected load(s: Record<string, unknown>): void {
     this.last = numOrNull(this.id, s.last, "last");
     this.prevTs = numOrNull(this.id, s.prev_ts, "prev_ts");
-    this.q.load(numArray(this.id, s.q, "q", 2));
-    num(this.id, this.q.n, "q.n");
+    this.peak = num(this.id, s.peak, "peak");
+    this.res = num(this.id, s.res, "res");
+    this.rebaselineNext = num(this.id, s.rebaseline, "rebaseline") === 1;
   }
 }

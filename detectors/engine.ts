@@ -28,6 +28,12 @@ export type EngineSnapshot = Record<string, { version: number; state: unknown }>
 
 const ALARMS_ID = "engine/alarms";
 const STATE_DEPENDENT_OFF = ["seasonal", "level_shift", "ewma_cusum", "rate_of_change"] as const;
+/**
+ * Points of a power relation or meter tree: loads switch on and off, EV sessions and sags set
+ * new extremes; whether a reading is true is the physics' question, so the unconditional
+ * statistics (novelty included) are off for them.
+ */
+const ENERGY_PHYSICS_OFF = [...STATE_DEPENDENT_OFF, "novelty"] as const;
 const ALARMS_VERSION = 1;
 const MAX_WRITES = 64;
 
@@ -67,12 +73,13 @@ export class DetectionEngine implements ReadingSink {
     const offset = init.site?.utc_offset_min ?? this.options.utc_offset_min;
     // A point whose behaviour the site explains by equipment state (a relation target) is
     // bimodal by design: the relation check replaces its unconditional statistics.
-    const explained = new Set((init.site?.relations ?? []).map((r) => r.target));
-    for (const [id, spec] of Object.entries(init.points)) {
-      const disabled = explained.has(id) ? [...this.options.disabled, ...STATE_DEPENDENT_OFF] : this.options.disabled;
+    const explained = explainedPoints(init.site);
+    const energy = energyPhysicsPoints(init.site);
+    for (const [id, spec] of Object.entries(withSiteSignals(init.points, init.site))) {
+      const disabled = [...this.options.disabled, ...(explained.has(id) ? STATE_DEPENDENT_OFF : []), ...(energy.has(id) ? ENERGY_PHYSICS_OFF : [])];
       this.perPoint.set(id, createSignalDetectors(id, spec, { utc_offset_min: offset, disabled }));
     }
-    this.site = init.site ? new SiteDetector(init.site, (p) => init.points[p]?.kind) : null;
+    this.site = init.site ? new SiteDetector(init.site, (p) => init.site?.signals[p]?.kind ?? init.points[p]?.kind) : null;
     for (const [name, pts] of Object.entries(init.groups ?? {})) {
       if (pts.length < 2) continue;
       const g = new GroupShiftDetector(name, pts);
@@ -192,6 +199,7 @@ export class DetectionEngine implements ReadingSink {
     this.counters.readings++;
     if (r.quality !== "good" || !Number.isFinite(r.value) || !Number.isFinite(r.ts)) {
       this.counters.bad++;
+      this.site?.unknown(r.point); // blank is unknown, never the last value
       return;
     }
     if (this.tick !== null && (r.ts > this.tick || training !== this.training)) this.flush();
@@ -259,13 +267,44 @@ export class DetectionEngine implements ReadingSink {
     for (const t of Object.values(site.tanks)) link([t.level, ...t.inflows, ...t.outflows, ...t.controls.map((c) => c.actuator)]);
     for (const r of site.relations) link([r.target, ...r.states, ...(r.regressor ? [r.regressor] : [])]);
     for (const m of site.meters) link([m.main, ...m.subs]);
-    for (const p of site.power) link([p.power, p.voltage, p.current, ...(p.power_factor ? [p.power_factor] : [])]);
+    for (const p of site.power) link([p.power, p.voltage, p.current, p.power_factor ?? [], p.energy ?? []].flat());
   }
 
   private emit(t: NonNullable<Transition>): void {
     if (t.kind === "open") this.counters.incidents++;
     this.sink.record(incidentDraft(t.kind, t.incident));
   }
+}
+
+/** The points' specs with what the site file says about each signal laid over them. */
+export function withSiteSignals(points: Readonly<Record<string, SignalSpec>>, site: SiteConfig | undefined): Record<string, SignalSpec> {
+  const out: Record<string, SignalSpec> = { ...points };
+  for (const [id, s] of Object.entries(site?.signals ?? {})) {
+    const base = out[id];
+    if (!base) continue; // a signal the readings do not have
+    const merged: SignalSpec = { ...base, kind: s.kind, intermittent: s.intermittent };
+    if (s.range) merged.range = s.range;
+    if (s.resolution !== undefined) merged.resolution = s.resolution;
+    if (s.rollover_at !== undefined) merged.rollover_at = s.rollover_at;
+    if (s.max_rate_per_s !== undefined) merged.max_rate_per_s = s.max_rate_per_s;
+    if (s.stuck_tolerance !== undefined) merged.stuck_tolerance = s.stuck_tolerance;
+    out[id] = merged;
+  }
+  return out;
+}
+
+/** Relation targets: bimodal by equipment state, which the relation check accounts for. */
+function explainedPoints(site: SiteConfig | undefined): Set<string> {
+  return new Set((site?.relations ?? []).map((r) => r.target));
+}
+
+/** Every point of a power relation or meter tree. */
+function energyPhysicsPoints(site: SiteConfig | undefined): Set<string> {
+  const s = new Set<string>();
+  if (!site) return s;
+  for (const m of site.meters) [m.main, ...m.subs].forEach((p) => s.add(p));
+  for (const p of site.power) for (const x of [p.power, p.voltage, p.current, p.power_factor, p.energy].flat()) if (x) s.add(x);
+  return s;
 }
 
 const ACTIVITY = { open: 1, update: 2, close: 3 } as const;

@@ -3,109 +3,144 @@ import { BaseDetector } from "./_base";
 import { badState, fmt, num, numArray, type Emit } from "./detector";
 
 export interface ReplayOptions {
-  /** Readings in a window that must repeat exactly. */
+  /** Readings hashed together as one window. */
   window?: number;
-  /** A window counts only with at least this many distinct values (flat stretches repeat naturally). */
-  min_distinct?: number;
-  /** Readings of history searched for an earlier copy (bounds the state). */
+  /** Readings of history (at least) an earlier copy is searched in; at least two days are always kept. */
   history?: number;
+  /** Slots of the window-hash table (a power of two; bounds the state). */
+  slots?: number;
+  /** The register's resolution, if known (else the smallest step seen). */
+  resolution?: number;
   warmup?: number;
 }
 
-interface State { n: number; last_ts: number | null; dt: number; hist: number[]; lag: number; run: number; idx: number[]; natural: number }
+interface State {
+  n: number; last_ts: number | null; dt: number;
+  win: number[]; count: number; lag: number; run: number; bits: number; natural: number; natural_run: number; res: number; table: number[];
+}
 
 /**
- * Replay: the latest `window` readings equal, value for value, a window seen earlier, and the
- * signal keeps following that earlier recording. Live sensor noise never repeats exactly; a
- * recording played back over a sensor (BATADAL attacks 1, 2, 4, 6, 7) does.
+ * Information a replayed run must carry before it is reported, in bits: the chance that live
+ * readings repeat that much information by accident, against some thousands of stored windows,
+ * is below 1e-9. Structural (a probability bound), not tuned on any data set.
+ */
+const MIN_BITS = 32;
+/** Time an earlier copy is searched back at least: a replayed day needs yesterday. */
+const HORIZON_MS = 2 * 86_400_000;
+
+/** Window hash -> index of the window's last reading, in a fixed table (newest wins on a collision). */
+class WindowTable {
+  readonly idx: Float64Array;
+  readonly check: Int32Array;
+  readonly mask: number;
+  constructor(slots: number) {
+    this.idx = new Float64Array(slots);
+    this.check = new Int32Array(slots);
+    this.mask = slots - 1;
+  }
+  /** Index of the stored window with these hashes within `horizon` readings before `i` (not overlapping it), or -1. */
+  find(h: number, c: number, i: number, horizon: number, W: number): number {
+    const slot = h & this.mask;
+    const e = this.idx[slot]! - 1;
+    return e >= 0 && e >= i - horizon && e <= i - W && this.check[slot] === c ? e : -1;
+  }
+  put(h: number, c: number, i: number): void {
+    const slot = h & this.mask;
+    this.idx[slot] = i + 1;
+    this.check[slot] = c;
+  }
+  save(count: number, horizon: number): number[] {
+    const out: number[] = [];
+    for (let s = 0; s <= this.mask; s++) {
+      const e = this.idx[s]! - 1;
+      if (e >= 0 && e >= count - horizon) out.push(s, count - 1 - e, this.check[s]!);
+    }
+    return out;
+  }
+  load(id: string, t: readonly number[], count: number): void {
+    this.idx.fill(0);
+    this.check.fill(0);
+    for (let k = 0; k + 2 < t.length; k += 3) {
+      const slot = t[k]!;
+      const e = count - 1 - t[k + 1]!;
+      if (!Number.isInteger(slot) || slot < 0 || slot > this.mask || e < 0) throw badState(id, "table");
+      this.idx[slot] = e + 1;
+      this.check[slot] = t[k + 2]! | 0;
+    }
+  }
+}
+
+/**
+ * Replay: the latest readings equal, value for value, a stretch recorded earlier, and the signal
+ * keeps following that earlier recording. Live sensor noise never repeats exactly; a recording
+ * played back over a sensor (BATADAL attacks 1, 2, 4, 6, 7; a replayed day on a feeder) does.
+ *
+ * Memory is bounded without raw history: fixed tables of window hashes (two independent 32-bit
+ * hashes of the last `window` readings) with the reading index each window ended at. A recent
+ * table holds every window of the last `history` readings; a long one covers two days, and when
+ * two days of readings exceed it, only windows whose hash falls in a fixed 1-in-K share are
+ * stored (content-defined sampling: the replayed copy samples exactly the same windows as the
+ * original), so a day is found at one reading a minute and at one a second alike.
+ *
+ * A repeat counts by the information it carries, judged against the signal's resolution: each
+ * reading adds log2(1 + |step| / resolution) bits. Five equal readings of a voltage with 0.1 V
+ * steps that moved a step or two carry a few bits and repeat by chance all day; a run is reported
+ * only past MIN_BITS, and past twice the longest repeat seen in normal operation (in bits and in
+ * readings).
  */
 export class ReplayDetector extends BaseDetector<State> {
-  readonly stateVersion = 1;
+  readonly stateVersion = 2;
   private readonly W: number;
-  private readonly D: number;
-  private readonly H: number;
-  /** Ring of the last H values; index = absolute reading count mod H. */
-  private readonly ring: Float64Array;
-  /** Hash of the window ending at each ring slot (valid once W readings are in). */
-  private readonly hashes: Int32Array;
+  private readonly history: number;
+  private readonly win: Float64Array;
+  /** Readings seen (absolute index of the next one). */
   private count = 0;
-  /** Ring slot of the next reading: `count % H`, kept incrementally (derived, not state). */
-  private pos = 0;
-  /**
-   * Window hash -> absolute index + 1 of the window's last reading, in a fixed table
-   * (slot = hash & mask, newest wins on a collision; stale slots are ignored by age).
-   */
-  private readonly table: Float64Array;
-  private readonly mask: number;
+  private readonly recent: WindowTable;
+  private readonly long: WindowTable;
   private lag = 0;
+  /** Readings of the current replayed run, and the information they carry (bits). */
   private run = 0;
-  /** Longest exact repeat seen on normal data: a replay must be clearly longer. */
+  private bits = 0;
+  /** Readings and bits since the run's last verified (sampled) window (derived, not saved). */
+  private pending = 0;
+  private since = 0;
+  /** Most information an exact repeat carried in normal operation. */
   private natural = 0;
-  private readonly bits = new Float64Array(1);
-  private readonly words = new Int32Array(this.bits.buffer);
+  /** Longest exact repeat (readings) seen in normal operation: a replay must be clearly longer. */
+  private naturalRun = 0;
+  private res: number;
+  private readonly fixedRes: boolean;
+  /** Horizon and sampling mask, refreshed every 256 readings (derived, not saved). */
+  private cachedHorizon = 0;
+  private cachedMask = 0;
+  private readonly f64 = new Float64Array(1);
+  private readonly i32 = new Int32Array(this.f64.buffer);
   constructor(point: string, opts: ReplayOptions = {}) {
     super(point, "replay", opts.warmup ?? 500);
     this.W = opts.window ?? 5;
-    this.D = opts.min_distinct ?? this.W;
-    this.H = Math.max(opts.history ?? 720, this.W * 2);
-    this.ring = new Float64Array(this.H);
-    this.hashes = new Int32Array(this.H);
-    let size = 1;
-    while (size < 4 * this.H) size <<= 1;
-    this.table = new Float64Array(size);
-    this.mask = size - 1;
+    this.history = opts.history ?? 720;
+    this.win = new Float64Array(this.W);
+    let slots = 1;
+    while (slots < 2 * this.history) slots <<= 1;
+    this.recent = new WindowTable(slots);
+    this.long = new WindowTable(opts.slots ?? 1024);
+    this.res = opts.resolution ?? 0;
+    this.fixedRes = opts.resolution !== undefined;
   }
-  /** Absolute index of the latest live window with this hash, or -1. */
-  private lookup(h: number): number {
-    const e = this.table[h & this.mask]! - 1;
-    if (e < 0 || e < this.count - this.H + this.W - 1 || this.hashes[e % this.H] !== h) return -1;
-    return e;
+  /** Readings the long table reaches back: two days at the signal's rate (at least `history`). */
+  private horizon(): number {
+    const dt = this.clock.dt;
+    return Math.max(this.history, dt > 0 ? Math.ceil(HORIZON_MS / dt) : 0);
   }
-  private at(i: number): number {
-    return this.ring[i % this.H]!;
+  /** Sampling of the long table: 1 in K windows stored so that its horizon fits half of it. */
+  private sampleMask(): number {
+    let k = 1;
+    while ((this.horizon() / k) > (this.long.mask + 1) / 2) k <<= 1;
+    return k - 1;
   }
-  private hashEnding(end: number): number {
-    return this.hashAtSlot(end % this.H);
-  }
-  /** Hash of the W readings ending at ring slot `p` (walks the ring without a division per value). */
-  private hashAtSlot(p: number): number {
-    const ring = this.ring;
-    const H = this.H;
-    const bits = this.bits;
-    const words = this.words;
-    let k = p - this.W + 1;
-    if (k < 0) k += H;
-    let h = 0x811c9dc5;
-    for (let c = this.W; c > 0; c--) {
-      bits[0] = ring[k]! + 0; // +0 folds -0 into 0
-      h = Math.imul(h ^ words[0]!, 0x01000193);
-      h = Math.imul(h ^ words[1]!, 0x01000193);
-      if (++k === H) k = 0;
-    }
-    return h;
-  }
-  private distinct(end: number): number {
-    let d = 0;
-    for (let k = end - this.W + 1; k <= end; k++) {
-      let seen = false;
-      for (let j = end - this.W + 1; j < k; j++) if (this.at(j) === this.at(k)) seen = true;
-      if (!seen) d++;
-    }
-    return d;
-  }
-  private same(endA: number, endB: number): boolean {
-    for (let k = 0; k < this.W; k++) if (this.at(endA - k) !== this.at(endB - k)) return false;
-    return true;
-  }
-  /** Stores the reading and its window hash; returns its ring slot. */
-  private push(v: number): number {
-    const i = this.count;
-    const p = this.pos;
-    this.ring[p] = v;
-    this.count++;
-    this.pos = p + 1 === this.H ? 0 : p + 1;
-    if (i >= this.W - 1) this.hashes[p] = this.hashAtSlot(p);
-    return p;
+  private bitsOf(step: number): number {
+    const r = this.res > 0 ? this.res : Math.abs(step) || 1;
+    return Math.log2(1 + Math.abs(step) / r);
   }
   /** A per-class copy of BaseDetector.observe (one shape at the `step` call; see there). */
   override observe(r: Reading, emit: Emit): void {
@@ -114,67 +149,113 @@ export class ReplayDetector extends BaseDetector<State> {
     this.n++;
   }
   protected step(r: Reading, emit: Emit | null): void {
-    const i = this.count;
-    const p = this.push(r.value);
-    // Continuing a replay: the value equals the one that followed the earlier copy.
-    if (this.run > 0 && this.lag < this.H - 1 && this.at(i - this.lag) === r.value) {
-      this.run++;
-    } else {
-      this.run = 0;
+    const W = this.W;
+    const i = this.count++;
+    const prevValue = i > 0 ? this.win[(i - 1) % W]! : r.value;
+    const stepSize = r.value - prevValue;
+    if (!this.fixedRes && stepSize !== 0 && (this.res === 0 || Math.abs(stepSize) < this.res)) this.res = Math.abs(stepSize);
+    this.win[i % W] = r.value;
+    if (i < W - 1) return;
+    // Two hashes (FNV-1a and a multiplicative variant) of the window, oldest reading first.
+    let h = 0x811c9dc5 | 0;
+    let c = 0x9e3779b9 | 0;
+    const f = this.f64;
+    const w = this.i32;
+    const win = this.win;
+    let p = (i + 1) % W; // the oldest reading of the window
+    for (let k = 0; k < W; k++) {
+      f[0] = win[p]! + 0; // +0 folds -0 into 0
+      if (++p === W) p = 0;
+      h = Math.imul(h ^ w[0]!, 0x01000193);
+      h = Math.imul(h ^ w[1]!, 0x01000193);
+      c = Math.imul(c + w[0]!, 0x85ebca6b) ^ (c >>> 13);
+      c = Math.imul(c + w[1]!, 0xc2b2ae35) ^ (c >>> 16);
     }
-    if (i >= this.W - 1) {
-      const h = this.hashes[p]!;
-      const prev = this.lookup(h);
-      if (this.run === 0 && prev >= 0 && prev <= i - this.W && this.same(prev, i) && this.distinct(i) >= this.D) {
-        this.lag = i - prev;
-        this.run = this.W;
+    if ((i & 255) === 0 || this.cachedHorizon === 0) {
+      this.cachedHorizon = this.horizon();
+      this.cachedMask = this.sampleMask();
+    }
+    const sampled = (c & this.cachedMask) === 0;
+    const near = this.recent.find(h, c, i, this.history, W);
+    const far = sampled ? this.long.find(h, c, i, this.cachedHorizon, W) : -1;
+    const stored = near >= 0 ? near : far;
+    const hit = stored >= 0;
+    // A window can be checked when the copy's lag is within the recent table, or it is sampled.
+    const checkable = (this.run > 0 && this.lag <= this.history) || sampled;
+    if (this.run > 0) {
+      // Following a copy: a checkable window must be the copy's window at the same lag; the
+      // readings since the last checked window count only once it is.
+      this.pending += this.bitsOf(stepSize);
+      if (checkable) {
+        const same = (near >= 0 && i - near === this.lag) || (far >= 0 && i - far === this.lag);
+        if (same) {
+          this.run = this.run + this.since + 1;
+          this.bits += this.pending;
+        } else {
+          this.run = 0;
+          this.bits = 0;
+        }
+        this.pending = 0;
+        this.since = 0;
+      } else {
+        this.since++;
       }
-      if (prev < 0 || this.run === 0) this.table[h & this.mask] = i + 1;
+    }
+    if (this.run === 0 && hit) {
+      this.lag = i - stored;
+      this.run = W;
+      this.bits = 0;
+      this.pending = 0;
+      this.since = 0;
+      for (let k = i - W + 2; k <= i; k++) this.bits += this.bitsOf(this.win[k % W]! - this.win[(k - 1) % W]!);
+    }
+    if (this.run === 0) {
+      this.recent.put(h, c, i);
+      if (sampled) this.long.put(h, c, i);
     }
     if (emit === null) {
-      if (this.run > this.natural) this.natural = this.run;
+      if (this.bits > this.natural) this.natural = this.bits;
+      if (this.run > this.naturalRun) this.naturalRun = this.run;
       return;
     }
-    if (this.run >= Math.max(this.W, 2 * this.natural + 1)) {
+    const need = Math.max(MIN_BITS, 2 * this.natural);
+    if (this.run >= Math.max(W, 2 * this.naturalRun + 1) && this.bits >= need) {
       emit({
-        point: r.point, detector: "replay", ts: r.ts, score: 1 + this.run / this.W, observed: r.value,
+        point: r.point, detector: "replay", ts: r.ts, score: 1 + this.bits / need, observed: r.value,
         expected: null, strength: "physical",
         reason: `${r.point} repeats, value for value, the ${this.run} readings recorded ${this.lag} readings earlier ` +
-          `(latest ${fmt(r.value)}): live measurements never repeat exactly, this looks like a replayed recording`,
+          `(latest ${fmt(r.value)}; ${Math.round(this.bits)} bits at a resolution of ${fmt(this.res)}): live measurements never repeat exactly, this looks like a replayed recording`,
       });
     }
   }
+  protected override onGap(): void {
+    this.run = 0;
+    this.bits = 0;
+    this.pending = 0;
+    this.since = 0;
+  }
   protected save(): Omit<State, "n" | "last_ts" | "dt"> {
-    const hist: number[] = [];
-    const from = Math.max(0, this.count - this.H);
-    for (let k = from; k < this.count; k++) hist.push(this.at(k));
-    const idx: number[] = [];
-    for (let slot = 0; slot <= this.mask; slot++) {
-      const e = this.table[slot]! - 1;
-      if (e >= 0 && e >= this.count - this.H + this.W - 1) idx.push(slot, this.count - 1 - e);
-    }
-    return { hist, lag: this.lag, run: this.run, idx, natural: this.natural };
+    const table = [...this.recent.save(this.count, this.history), -1, ...this.long.save(this.count, this.horizon())];
+    const win: number[] = [];
+    for (let k = Math.max(0, this.count - this.W); k < this.count; k++) win.push(this.win[k % this.W]!);
+    return { win, count: this.count, lag: this.lag, run: this.run, bits: this.bits, natural: this.natural, natural_run: this.naturalRun, res: this.res, table };
   }
   protected load(s: Record<string, unknown>): void {
-    const hist = numArray(this.id, s.hist, "hist", this.H);
-    const idx = numArray(this.id, s.idx, "idx", 2 * (this.mask + 1));
+    const win = numArray(this.id, s.win, "win", this.W);
+    const table = numArray(this.id, s.table, "table", 3 * (this.recent.mask + this.long.mask + 2) + 1);
+    const count = num(this.id, s.count, "count");
+    if (!Number.isSafeInteger(count) || count < win.length) throw badState(this.id, "count");
+    this.count = count;
     this.lag = num(this.id, s.lag, "lag");
     this.run = num(this.id, s.run, "run");
+    this.bits = num(this.id, s.bits, "bits");
     this.natural = num(this.id, s.natural, "natural");
-    this.table.fill(0);
-    this.ring.fill(0);
-    this.hashes.fill(0);
-    this.count = hist.length;
-    this.pos = this.count % this.H;
-    hist.forEach((v, k) => {
-      this.ring[k % this.H] = v;
-      if (k >= this.W - 1) this.hashes[k % this.H] = this.hashEnding(k);
-    });
-    for (let k = 0; k + 1 < idx.length; k += 2) {
-      const slot = idx[k]!;
-      const e = this.count - 1 - idx[k + 1]!;
-      if (slot < 0 || slot > this.mask || e < 0) throw badState(this.id, "idx");
-      this.table[slot] = e + 1;
-    }
+    this.naturalRun = num(this.id, s.natural_run, "natural_run");
+    if (!this.fixedRes) this.res = num(this.id, s.res, "res");
+    win.forEach((v, k) => (this.win[(count - win.length + k) % this.W] = v));
+    const cut = table.indexOf(-1);
+    if (cut < 0 || cut % 3 !== 0) throw badState(this.id, "table");
+    this.recent.load(this.id, table.slice(0, cut), count);
+    this.long.load(this.id, table.slice(cut + 1), count);
   }
 }

@@ -18,6 +18,10 @@ export interface SignalSpec {
   max_rate_per_s?: number | undefined;
   rollover_at?: number | undefined;
   stuck_tolerance?: number | undefined;
+  /** Smallest step the register shows. */
+  resolution?: number | undefined;
+  /** An on/off load: steps between idle and on are its normal behaviour. */
+  intermittent?: boolean | undefined;
 }
 
 /** Distinct days of the daily profile before a signal's seasonal detector may use it. */
@@ -47,7 +51,7 @@ export function createSignalDetectors(point: string, spec: SignalSpec, opts: Sig
   }
   if (spec.kind === "state") return out;
   if (spec.kind === "energy_counter") {
-    add("counter", () => new CounterDetector(point, { max_rate_per_s: spec.max_rate_per_s, rollover_at: spec.rollover_at }));
+    add("counter", () => new CounterDetector(point, { max_rate_per_s: spec.max_rate_per_s, rollover_at: spec.rollover_at, resolution: spec.resolution }));
     add("stuck", () => new StuckDetector(point, { tolerance: spec.stuck_tolerance ?? d.stuck_tolerance, min_run: d.stuck_min_run }));
     return out;
   }
@@ -57,7 +61,7 @@ export function createSignalDetectors(point: string, spec: SignalSpec, opts: Sig
   add("ewma_cusum", () => new EwmaCusumDetector(point));
   // Until the weekly profile has three weeks, the daily one reports after four days of history.
   if (d.seasonal) add("seasonal", () => new SeasonalDetector(point, { utc_offset_min: opts.utc_offset_min, min_days: SEASONAL_MIN_DAYS }));
-  add("replay", () => new ReplayDetector(point));
+  add("replay", () => new ReplayDetector(point, { resolution: spec.resolution }));
   add("novelty", () => new NoveltyDetector(point));
   return out;
 }

@@ -33,7 +33,7 @@ export function sitePoints(site: SiteConfig): Set<string> {
     if (r.regressor) s.add(r.regressor);
   }
   for (const m of site.meters) [m.main, ...m.subs].forEach((p) => s.add(p));
-  for (const p of site.power) [p.power, p.voltage, p.current, p.power_factor].forEach((x) => x && s.add(x));
+  for (const p of site.power) [p.power, p.voltage, p.current, p.power_factor ?? [], p.energy ?? []].flat().forEach((x) => s.add(x));
   return s;
 }
 
@@ -231,18 +231,113 @@ class RelationCheck implements Check {
 }
 
 /**
+ * A residual per window that should stay near zero, learned as a small linear model over
+ * features of the window, with a two-sided CUSUM over the standardised residual. The model and
+ * the spread are learned from normal history (and from live windows that raise nothing), so
+ * losses, auxiliaries and meter gain errors become a learned tolerance, not a guess.
+ */
+class WindowResidual {
+  /** Normal equations of the exponentially weighted least squares fit (k features). */
+  private readonly xtx: Float64Array;
+  private readonly xty: Float64Array;
+  private readonly coef: Float64Array;
+  /** Mean absolute residual (robust spread) and windows seen. */
+  dev = 0;
+  n = 0;
+  sp = 0;
+  sn = 0;
+  constructor(private readonly k: number, private readonly forget = 0.995) {
+    this.xtx = new Float64Array(k * k);
+    this.xty = new Float64Array(k);
+    this.coef = new Float64Array(k);
+  }
+  /**
+   * Advances the CUSUM pair by one standardised residual. While alarming, a window back within
+   * half a spread of normal is the end of the evidence: the sums restart (hysteresis is the
+   * incident's close_after).
+   */
+  advance(z: number): void {
+    if (Math.max(this.sp, this.sn) > WINDOW_H && Math.abs(z) < 0.5) {
+      this.sp = this.sn = 0;
+      return;
+    }
+    this.sp = Math.min(1.5 * WINDOW_H, Math.max(0, this.sp + z - WINDOW_KAPPA));
+    this.sn = Math.min(1.5 * WINDOW_H, Math.max(0, this.sn - z - WINDOW_KAPPA));
+  }
+  predict(x: readonly number[]): number {
+    let y = 0;
+    for (let i = 0; i < this.k; i++) y += this.coef[i]! * x[i]!;
+    return y;
+  }
+  /** Learns from a normal window. */
+  learn(x: readonly number[], y: number): void {
+    const res = y - this.predict(x);
+    const w = Math.max(1 / (this.n + 1), 0.01);
+    if (this.n > 0) this.dev += w * (Math.min(Math.abs(res), this.n > 20 ? 4 * this.dev : Infinity) - this.dev);
+    const k = this.k;
+    for (let i = 0; i < k; i++) {
+      this.xty[i] = this.forget * this.xty[i]! + x[i]! * y;
+      for (let j = 0; j < k; j++) this.xtx[i * k + j] = this.forget * this.xtx[i * k + j]! + x[i]! * x[j]!;
+    }
+    this.solve();
+    this.n++;
+  }
+  /** Gaussian elimination with a small ridge (k <= 3). */
+  private solve(): void {
+    const k = this.k;
+    const a = Array.from({ length: k }, (_, i) => [...Array.from({ length: k }, (_, j) => this.xtx[i * k + j]! + (i === j ? 1e-9 * (this.xtx[i * k + i]! + 1) : 0)), this.xty[i]!]);
+    for (let c = 0; c < k; c++) {
+      let p = c;
+      for (let r = c + 1; r < k; r++) if (Math.abs(a[r]![c]!) > Math.abs(a[p]![c]!)) p = r;
+      [a[c], a[p]] = [a[p]!, a[c]!];
+      const d = a[c]![c]!;
+      if (Math.abs(d) < 1e-300) return;
+      for (let r = 0; r < k; r++) {
+        if (r === c) continue;
+        const f = a[r]![c]! / d;
+        for (let j = c; j <= k; j++) a[r]![j]! -= f * a[c]![j]!;
+      }
+    }
+    for (let i = 0; i < k; i++) this.coef[i] = a[i]![k]! / a[i]![i]!;
+  }
+  save(): number[] {
+    return [this.dev, this.n, this.sp, this.sn, ...this.xtx, ...this.xty, ...this.coef];
+  }
+  load(s: readonly number[]): void {
+    const k = this.k;
+    if (s.length !== 4 + k * k + 2 * k) throw new Error("length");
+    [this.dev, this.n, this.sp, this.sn] = s as [number, number, number, number];
+    this.xtx.set(s.slice(4, 4 + k * k));
+    this.xty.set(s.slice(4 + k * k, 4 + k * k + k));
+    this.coef.set(s.slice(4 + k * k + k));
+  }
+}
+
+/**
+ * Drift allowance and decision interval of the windowed CUSUMs, in learned spreads. Tuned on the
+ * feeder simulator's dev seeds (101-103): allowance 1, interval 8.
+ */
+const WINDOW_KAPPA = 1;
+const WINDOW_H = 8;
+/** Normal windows before a window check may report. */
+const WINDOW_MIN_LEARNED = 24;
+
+/**
  * Counters: what the main meter advanced over a window against what its sub-meters advanced.
- * A counter that went backwards (a reset, a rollover, a rollback the counter detector reports)
- * starts a new window instead of a false balance alarm.
+ * The difference (losses, unmetered auxiliaries, gain errors) is learned as
+ * a x hours + b x main advance + c x main advance^2 / hours (constant load, share, I^2 R losses).
+ * A counter that is unknown (offline, blank) suspends the check; its window simply spans the
+ * outage, since counters keep counting. A counter that went backwards (an exchange, a reset, a
+ * rollback the counter detector reports) starts a new window instead of a false balance alarm.
  */
 class MeterIncrementCheck implements Check {
   readonly key: string;
   private t0: number | null = null;
   private base: number[] = [];
-  /** The last window's imbalance, reported on every tick until a window balances again, so a
-   * lasting imbalance is one incident, not one per window. */
+  private readonly model = new WindowResidual(3);
+  /** The last window's finding, repeated on every tick until a window balances again. */
   private open: Omit<Finding, "ts"> | null = null;
-  constructor(private readonly m: SiteConfig["meters"][number]) {
+  constructor(private readonly m: SiteConfig["meters"][number], private readonly res: number) {
     this.key = `meter_increments:${m.main}`;
   }
   evaluate(now: Values, _p: Values | null, _dt: number, ts: number, emit: Emit | null): void {
@@ -250,48 +345,70 @@ class MeterIncrementCheck implements Check {
     const cur: number[] = [];
     for (const id of ids) {
       const v = now.get(id);
-      if (v === undefined) return;
+      if (v === undefined) {
+        if (emit !== null && this.open) emit({ ...this.open, ts });
+        return;
+      }
       cur.push(v);
     }
-    if (this.t0 === null || ts < this.t0 || cur.some((v, i) => v < this.base[i]!)) {
+    if (this.t0 === null || ts < this.t0 || cur.some((v, i) => v < this.base[i]! - this.res)) {
       this.t0 = ts;
       this.base = cur;
-      this.open = null;
       return;
     }
-    if (ts - this.t0 >= this.m.window_s * 1000) this.closeWindow(cur, ts);
+    if (ts - this.t0 >= this.m.window_s * 1000) this.closeWindow(cur, ts, emit === null);
     if (emit !== null && this.open) emit({ ...this.open, ts });
   }
-  private closeWindow(cur: number[], ts: number): void {
+  private closeWindow(cur: number[], ts: number, training: boolean): void {
     const dMain = cur[0]! - this.base[0]!;
     let dSubs = 0;
     for (let i = 1; i < cur.length; i++) dSubs += cur[i]! - this.base[i]!;
-    const minutes = Math.round((ts - this.t0!) / 60_000);
+    const hours = (ts - this.t0!) / 3_600_000;
+    const minutes = Math.round(hours * 60);
     this.t0 = ts;
     this.base = cur;
-    const tol = (Math.abs(dMain) * this.m.tolerance_pct) / 100 + this.m.tolerance_abs;
-    const diff = Math.abs(dMain - dSubs);
-    this.open =
-      diff <= tol || (tol <= 0 && diff === 0)
-        ? null
-        : {
-            point: this.m.main, detector: "meter_balance", score: diff / Math.max(tol, 1e-9), observed: dMain, expected: dSubs,
-            related: this.m.subs, strength: "physical",
-            reason: `over the last ${minutes} min main meter ${this.m.main} advanced ${fmt(dMain)} but its sub-meters (${this.m.subs.join(", ")}) advanced ${fmt(dSubs)} together, beyond the ${this.m.tolerance_pct} % tolerance`,
-          };
+    const x = [hours, dMain, (dMain * dMain) / Math.max(hours, 1e-6)];
+    const y = dMain - dSubs;
+    const md = this.model;
+    const expected = md.predict(x);
+    // Quantisation: each counter's reading is off by up to one step at each end of the window.
+    const sd = Math.max(md.dev * 1.25, (this.res * (this.m.subs.length + 1)) / 2, (Math.abs(dMain) * this.m.tolerance_pct) / 100 / 4, this.m.tolerance_abs / 4, 1e-9);
+    const z = Math.max(-10, Math.min(10, (y - expected) / sd));
+    if (training || md.n < WINDOW_MIN_LEARNED) {
+      md.learn(x, y);
+      return;
+    }
+    md.advance(z);
+    const score = Math.max(md.sp, md.sn) / WINDOW_H;
+    if (score <= 1) {
+      this.open = null;
+      if (Math.abs(z) < 3) md.learn(x, y);
+      return;
+    }
+    const missing = md.sp > md.sn;
+    this.open = {
+      point: this.m.main, detector: "meter_balance", score, observed: dMain - y, expected: dMain - expected,
+      related: this.m.subs, strength: "physical",
+      reason: `over the last ${minutes} min main meter ${this.m.main} advanced ${fmt(dMain)} and its sub-meters (${this.m.subs.join(", ")}) ` +
+        `${fmt(dSubs)} together, where losses and auxiliaries learned from normal operation leave ${fmt(dMain - expected)} +/- ${fmt(sd)} ` +
+        `for them: ${missing ? "energy is passing unmetered (a bypass or an under-reading sub-meter)" : "the sub-meters read more than the main meter"}`,
+    };
   }
   save(): number[] {
-    return this.t0 === null ? [] : [this.t0, ...this.base];
+    return [...this.model.save(), ...(this.t0 === null ? [] : [this.t0, ...this.base])];
   }
   load(s: number[]): void {
     this.open = null;
-    if (s.length !== 2 + this.m.subs.length) {
+    const k = this.model.save().length;
+    this.model.load(s.slice(0, k));
+    const rest = s.slice(k);
+    if (rest.length !== 2 + this.m.subs.length) {
       this.t0 = null;
       this.base = [];
       return;
     }
-    this.t0 = s[0]!;
-    this.base = s.slice(1);
+    this.t0 = rest[0]!;
+    this.base = rest.slice(1);
   }
 }
 
@@ -325,33 +442,178 @@ class MeterCheck implements Check {
   load(): void {}
 }
 
-/** Active power against volts x amps x power factor (x sqrt 3 for three-phase line values). */
+const list = (x: string | string[] | undefined): string[] => (x === undefined ? [] : Array.isArray(x) ? x : [x]);
+
+/**
+ * Active power against volts x amps x power factor (per phase and summed, or x sqrt 3 for one
+ * line voltage and current). The ratio of the two is learned (meter class, averaging), and so is
+ * its normal spread; a reading beyond 8 spreads, or a CUSUM of smaller deviations, is a finding.
+ * The configured `tolerance_pct` is the floor of the spread.
+ */
 class PowerCheck implements Check {
   readonly key: string;
-  constructor(private readonly p: SiteConfig["power"][number]) {
+  private readonly V: string[];
+  private readonly I: string[];
+  private readonly PF: string[];
+  private g = 1;
+  private dev = 0;
+  private n = 0;
+  private sp = 0;
+  private sn = 0;
+  constructor(private readonly p: SiteConfig["power"][number], private readonly resP: number) {
     this.key = `power:${p.power}`;
+    this.V = list(p.voltage);
+    this.I = list(p.current);
+    this.PF = list(p.power_factor);
+  }
+  private expected(now: Values): number | undefined {
+    let e = 0;
+    for (let k = 0; k < this.V.length; k++) {
+      const v = now.get(this.V[k]!);
+      const a = now.get(this.I[k]!);
+      const pf = this.PF.length ? now.get(this.PF[k]!) : 1;
+      if (v === undefined || a === undefined || pf === undefined) return undefined;
+      e += v * a * pf;
+    }
+    return e * (this.p.phases === 3 && this.V.length === 1 ? Math.sqrt(3) : 1) * this.p.scale;
   }
   evaluate(now: Values, _p: Values | null, _dt: number, ts: number, emit: Emit | null): void {
     const P = now.get(this.p.power);
-    const V = now.get(this.p.voltage);
-    const I = now.get(this.p.current);
-    const pf = this.p.power_factor === undefined ? 1 : now.get(this.p.power_factor);
-    if (P === undefined || V === undefined || I === undefined || pf === undefined || emit === null) return;
-    const exp = V * I * pf * (this.p.phases === 3 ? Math.sqrt(3) : 1) * this.p.scale;
-    const tol = (Math.max(Math.abs(exp), Math.abs(P)) * this.p.tolerance_pct) / 100 + 1e-9;
-    const diff = Math.abs(P - exp);
-    if (diff <= tol) return;
-    emit({
-      point: this.p.power, detector: "power_balance", ts, score: diff / tol, observed: P, expected: exp,
-      related: [this.p.voltage, this.p.current, ...(this.p.power_factor ? [this.p.power_factor] : [])], strength: "physical",
-      reason: `${this.p.power} reads ${fmt(P)} but ${this.p.voltage} x ${this.p.current}${this.p.power_factor ? ` x ${this.p.power_factor}` : ""} gives ${fmt(exp)}`,
-    });
+    const exp = this.expected(now);
+    if (P === undefined || exp === undefined) return;
+    const mag = Math.max(Math.abs(exp), Math.abs(P));
+    if (mag <= 4 * this.resP) return; // no load: nothing to compare
+    const rr = P / Math.max(Math.abs(exp), 1e-12) - this.g;
+    const floor = Math.max(this.resP / mag, this.n < WINDOW_MIN_LEARNED ? this.p.tolerance_pct / 100 : 0);
+    const sd = Math.max(this.dev * 1.25, floor, 1e-6);
+    const z = Math.max(-10, Math.min(10, rr / sd));
+    if (emit !== null && this.n < 100 && this.p.tolerance_pct > 0 && Math.abs(rr) * 100 > this.p.tolerance_pct) {
+      // Not learned yet: the configured tolerance is the limit.
+      emit(this.finding(P, exp, (Math.abs(rr) * 100) / this.p.tolerance_pct, sd, ts));
+      return;
+    }
+    if (emit !== null && this.n >= 100) {
+      this.sp = Math.min(1.25 * POWER_H, Math.max(0, this.sp + z - POWER_KAPPA));
+      this.sn = Math.min(1.25 * POWER_H, Math.max(0, this.sn - z - POWER_KAPPA));
+      const score = Math.max(Math.abs(z) / POWER_FACTOR, Math.max(this.sp, this.sn) / POWER_H);
+      if (score > 1) {
+        emit(this.finding(P, exp, score, sd, ts));
+        return;
+      }
+    }
+    if (Math.abs(z) > 4 && this.n >= 100) return;
+    const w = Math.max(1 / (this.n + 1), 0.002);
+    this.g += w * rr;
+    if (this.n > 0) this.dev += w * (Math.abs(rr) - this.dev);
+    this.n++;
+  }
+  private finding(P: number, exp: number, score: number, sd: number, ts: number): Finding {
+    const terms = this.V.map((v, k) => `${v} x ${this.I[k]}${this.PF.length ? ` x ${this.PF[k]}` : ""}`).join(" + ");
+    return {
+      point: this.p.power, detector: "power_balance", ts, score, observed: P, expected: exp * this.g,
+      related: [...this.V, ...this.I, ...this.PF], strength: "physical",
+      reason: `${this.p.power} reads ${fmt(P)} but ${terms} gives ${fmt(exp * this.g)} (ratio ${fmt(P / exp)}, normally ${fmt(this.g)} +/- ${fmt(sd)}): a power, voltage or current reading is false`,
+    };
   }
   save(): number[] {
-    return [];
+    return [this.g, this.dev, this.n, this.sp, this.sn];
   }
-  load(): void {}
+  load(s: number[]): void {
+    if (s.length === 0) return;
+    if (s.length !== 5) throw new Error("length");
+    [this.g, this.dev, this.n, this.sp, this.sn] = s as [number, number, number, number, number];
+  }
 }
+
+/**
+ * Power readings against the energy counter of the same meter: what the counter advanced over
+ * a window against the mean power times the window. A replayed, frozen or drifting power reading
+ * no longer adds up to the energy the meter counted (and a counter that stops, to the power).
+ */
+class EnergyPowerCheck implements Check {
+  readonly key: string;
+  private t0: number | null = null;
+  private e0 = 0;
+  private integral = 0;
+  private lastP: number | null = null;
+  private lastTs = 0;
+  private readonly model = new WindowResidual(2);
+  private open: Omit<Finding, "ts"> | null = null;
+  constructor(private readonly p: SiteConfig["power"][number], private readonly energy: string, private readonly resE: number) {
+    this.key = `energy_power:${energy}`;
+  }
+  evaluate(now: Values, _p: Values | null, _dt: number, ts: number, emit: Emit | null): void {
+    const P = now.get(this.p.power);
+    const E = now.get(this.energy);
+    if (P === undefined || E === undefined) {
+      this.t0 = null; // an unknown stretch: start a new window when both are back
+      this.lastP = null;
+      if (emit !== null && this.open) emit({ ...this.open, ts });
+      return;
+    }
+    if (this.t0 === null || ts < this.t0 || E < this.e0 - this.resE || this.lastP === null) {
+      this.t0 = ts;
+      this.e0 = E;
+      this.integral = 0;
+      this.lastP = P;
+      this.lastTs = ts;
+      return;
+    }
+    // Readings average over the interval that ends at their time stamp.
+    this.integral += P * ((ts - this.lastTs) / 3_600_000) * this.p.energy_per_power_hour;
+    this.lastP = P;
+    this.lastTs = ts;
+    if (ts - this.t0 >= this.p.window_s * 1000) this.closeWindow(E, ts, emit === null);
+    if (emit !== null && this.open) emit({ ...this.open, ts });
+  }
+  private closeWindow(E: number, ts: number, training: boolean): void {
+    const dE = E - this.e0;
+    const fromP = this.integral;
+    const minutes = Math.round((ts - this.t0!) / 60_000);
+    this.t0 = ts;
+    this.e0 = E;
+    this.integral = 0;
+    const x = [fromP, minutes / 60];
+    const md = this.model;
+    const expected = md.predict(x);
+    const sd = Math.max(md.dev * 1.25, this.resE, 1e-9);
+    const z = Math.max(-10, Math.min(10, (dE - expected) / sd));
+    if (training || md.n < WINDOW_MIN_LEARNED) {
+      md.learn(x, dE);
+      return;
+    }
+    md.advance(z);
+    const score = Math.max(md.sp, md.sn) / WINDOW_H;
+    if (score <= 1) {
+      this.open = null;
+      if (Math.abs(z) < 3) md.learn(x, dE);
+      return;
+    }
+    this.open = {
+      point: this.p.power, detector: "energy_balance", score, observed: fromP, expected: dE,
+      related: [this.energy], strength: "physical",
+      reason: `over the last ${minutes} min ${this.energy} counted ${fmt(dE)} where the ${this.p.power} readings add up to ${fmt(fromP)} ` +
+        `(normally ${fmt(expected)} +/- ${fmt(sd)}): the power readings or the counter are false (replayed, frozen or altered)`,
+    };
+  }
+  save(): number[] {
+    return this.model.save();
+  }
+  load(s: number[]): void {
+    this.open = null;
+    this.t0 = null;
+    this.lastP = null;
+    if (s.length) this.model.load(s);
+  }
+}
+
+/** Power check constants: instant factor, CUSUM allowance and interval, in learned spreads (as the relation check). */
+const POWER_FACTOR = 8;
+const POWER_KAPPA = 1.5;
+const POWER_H = 16;
+
+/** A value this many typical intervals old is unknown. */
+const STALE_INTERVALS = 3;
 
 interface SiteState { tick: number | null; now: [string, number][]; prev: [string, number][] | null; prev_ts: number | null; checks: Record<string, number[]> }
 
@@ -367,12 +629,16 @@ export class SiteDetector implements Detector<SiteState> {
   private prevTs: number | null = null;
   /** Set while the pending tick is training data. */
   private pendingTraining = false;
+  /** Time of each point's last good reading and its typical interval (ms; derived, not saved). */
+  private readonly seen = new Map<string, number>();
+  private readonly interval = new Map<string, number>();
 
   /** `kindOf` tells meter checks which points are counters (compared by increments). */
   constructor(
     readonly site: SiteConfig,
     kindOf: (point: string) => string | undefined = () => undefined,
   ) {
+    const res = (p: string): number => site.signals[p]?.resolution ?? 0;
     this.id = `site/${site.name}`;
     this.points = sitePoints(site);
     for (const [tid, t] of Object.entries(site.tanks)) {
@@ -382,9 +648,12 @@ export class SiteDetector implements Detector<SiteState> {
     for (const r of site.relations) this.checks.push(new RelationCheck(r));
     for (const m of site.meters) {
       const increments = (m.compare ?? (kindOf(m.main) === "energy_counter" ? "increments" : "values")) === "increments";
-      this.checks.push(increments ? new MeterIncrementCheck(m) : new MeterCheck(m));
+      this.checks.push(increments ? new MeterIncrementCheck(m, Math.max(res(m.main), ...m.subs.map(res))) : new MeterCheck(m));
     }
-    for (const p of site.power) this.checks.push(new PowerCheck(p));
+    for (const p of site.power) {
+      this.checks.push(new PowerCheck(p, res(p.power)));
+      if (p.energy) this.checks.push(new EnergyPowerCheck(p, p.energy, res(p.energy)));
+    }
   }
 
   observe(r: Reading, emit: Emit): void {
@@ -393,12 +662,35 @@ export class SiteDetector implements Detector<SiteState> {
   train(r: Reading): void {
     this.add(r, null, true);
   }
+  /** A blank or bad reading: the point's value is unknown from now on, never its last value. */
+  unknown(point: string): void {
+    this.now.delete(point);
+  }
   private add(r: Reading, emit: Emit | null, training: boolean): void {
     if (!this.points.has(r.point)) return;
     if (this.tick !== null && r.ts > this.tick) this.flush(emit);
     if (this.tick === null || r.ts > this.tick) this.tick = r.ts;
     this.pendingTraining = training;
-    if (r.quality === "good") this.now.set(r.point, r.value);
+    if (r.quality !== "good") {
+      this.now.delete(r.point);
+      return;
+    }
+    this.now.set(r.point, r.value);
+    const last = this.seen.get(r.point);
+    if (last !== undefined && r.ts > last) {
+      const d = r.ts - last;
+      const typ = this.interval.get(r.point) ?? 0;
+      this.interval.set(r.point, typ === 0 ? d : typ + 0.05 * (Math.min(d, 4 * typ) - typ));
+    }
+    this.seen.set(r.point, r.ts);
+  }
+  /** Values not refreshed for STALE_INTERVALS of their typical interval are unknown, not stale. */
+  private expire(ts: number): void {
+    for (const p of this.now.keys()) {
+      const last = this.seen.get(p);
+      const typ = this.interval.get(p);
+      if (last !== undefined && typ !== undefined && typ > 0 && ts - last > STALE_INTERVALS * typ) this.now.delete(p);
+    }
   }
   /** Evaluates the pending tick. `emit` null (or a training tick) updates models only. */
   flush(emit: Emit | null): void {
@@ -406,6 +698,7 @@ export class SiteDetector implements Detector<SiteState> {
     if (ts === null) return;
     const dtS = this.prevTs === null ? 0 : (ts - this.prevTs) / 1000;
     const e = this.pendingTraining ? null : emit;
+    this.expire(ts);
     for (const c of this.checks) c.evaluate(this.now, this.prev, dtS, ts, e);
     this.prev = this.now;
     this.prevTs = ts;

@@ -1,3 +1,5 @@
+import { join } from "node:path";
+import { readFileSync } from "node:fs";
 import type { Reading } from "../../agent/pipeline";
 import { CounterDetector } from "../../detectors/counter";
 import type { Detector } from "../../detectors/detector";
@@ -10,7 +12,6 @@ import { RateOfChangeDetector } from "../../detectors/rate-of-change";
 import { ReplayDetector } from "../../detectors/replay";
 import { SeasonalDetector } from "../../detectors/seasonal";
 import { parseSite, SiteDetector } from "../../detectors/site";
-import { CTOWN_YAML } from "../../detectors/sites/ctown";
 import { StuckDetector } from "../../detectors/stuck";
 import { describeDetector } from "./describe-detector";
 import { prng } from "../helpers/prng";
@@ -63,7 +64,7 @@ const cases: [string, () => Detector, (n: number) => Reading[], number][] = [
 for (const [name, make, readings, maxStateBytes] of cases) describeDetector(name, { make, readings, maxStateBytes });
 
 /** The C-Town site detector over synthetic tank/pump data with a falsified level stretch. */
-const site = parseSite(CTOWN_YAML);
+const site = parseSite(readFileSync(join(__dirname, "..", "..", "detectors", "sites", "ctown.yaml"), "utf8"));
 function ctownReadings(n: number): Reading[] {
   const rnd = prng(11);
   const out: Reading[] = [];

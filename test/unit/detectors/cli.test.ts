@@ -50,7 +50,7 @@ describe("detect", () => {
     const input = file("input.csv", `timestamp,S_P1,F_P1\n${rows(200, (i) => (i % 20 < 10 ? `1,${i >= 160 && i < 170 ? 5 : 50 + Math.sin(i)}` : "0,0"), Date.UTC(2024, 0, 2))}\n`);
     const out: string[] = [];
     const s = runDetect({ input, learn }, (l) => out.push(l));
-    expect(s.site).toBe("inferred: 1 state/flow pairs");
+    expect(s.site).toBe("inferred: 1 state/flow pairs, 0 meter trees (see --propose-site)");
     const flagged = out.map((l) => JSON.parse(l) as { ts: string; signal: string; detector: string; score: number; reason: string });
     expect(flagged.length).toBeGreaterThan(0);
     expect(flagged[0]).toMatchObject({ ts: "2024-01-02 02:40:00", signal: "F_P1", detector: "state_vs_flow" });

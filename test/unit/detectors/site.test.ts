@@ -3,7 +3,6 @@ import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import type { Finding } from "../../../detectors/detector";
 import { parseSite, SiteDetector, sitePoints } from "../../../detectors/site";
-import { CTOWN_YAML } from "../../../detectors/sites/ctown";
 import { T0 } from "./_helpers";
 
 const root = join(__dirname, "..", "..", "..");
@@ -16,9 +15,8 @@ function tick(d: SiteDetector, ts: number, values: Record<string, number>): Find
 }
 
 describe("site file", () => {
-  it("ships detectors/sites/ctown.yaml, identical to the bundled copy, and it validates", () => {
+  it("ships detectors/sites/ctown.yaml as a worked example, and it validates", () => {
     const text = readFileSync(join(root, "detectors", "sites", "ctown.yaml"), "utf8");
-    expect(text).toBe(CTOWN_YAML);
     const site = parseSite(text);
     expect(Object.keys(site.tanks)).toHaveLength(7);
     expect(site.tanks.T1!.controls).toContainEqual({ actuator: "S_PU1", on_below: 4, off_above: 6.3 });
