@@ -7,6 +7,7 @@ import { OcsfClass } from "../events/ocsf";
 import type { Recorder } from "../events/recorder";
 import { BatchSealer, compressBatch } from "../events/seal";
 import { brokerAuth, noDelay } from "../mqtt-connection";
+import { CauseLog } from "../cause-log";
 import type { Outbox, RawRow } from "../outbox/store";
 
 const OPEN = Buffer.from("[");
@@ -26,6 +27,8 @@ export interface ForwarderOptions {
   recorder: Recorder;
   socPublicKey: Uint8Array;
   log: Logger;
+  /** How often a broker failure that persists is logged again (default 5 min). */
+  warnReminderMs?: number;
 }
 
 /** Topic of a device's event batches. */
@@ -62,6 +65,8 @@ export class MqttForwarder {
   readonly out = new RateMeter();
   readonly counters = { messages: 0, events: 0, bytes: 0, rejected: 0, quarantined: 0, reconnects: 0 };
   private unsubscribe: (() => void) | undefined;
+  /** Why the broker cannot be reached, at warn: once per cause, and a reminder while it lasts. */
+  private readonly causes: CauseLog;
   private offRecovered: (() => void) | undefined;
   /** Acknowledged batches whose delete failed (storage failing): retried when it works again. */
   private readonly unacked: { ids: number[]; bytes: number }[] = [];
@@ -71,6 +76,7 @@ export class MqttForwarder {
     this.topic = eventsTopic(o.upstream.topic_prefix, o.device);
     this.maxPacket = o.upstream.max_message_bytes;
     this.window = o.upstream.max_inflight;
+    this.causes = new CauseLog(o.log, "Cannot reach the SOC broker; events stay in the outbox", { url: o.upstream.url }, o.warnReminderMs);
   }
 
   /** Row ids currently in flight (the outbox must not evict them). */
@@ -116,6 +122,7 @@ export class MqttForwarder {
       this.attempt = 0;
       this.state = "up";
       this.lastError = undefined;
+      this.causes.clear("SOC broker reachable again.");
       const p = connack.properties;
       this.maxPacket = Math.min(u.max_message_bytes, p?.maximumPacketSize ?? Infinity);
       this.window = Math.min(u.max_inflight, p?.receiveMaximum ?? Infinity);
@@ -126,8 +133,9 @@ export class MqttForwarder {
     client.on("error", (e) => {
       if (this.client === client) this.fail(describeError(e));
     });
+    // The previous attempt's error is not this one's: a bare close says so.
     client.on("close", () => {
-      if (this.client === client) this.fail(this.lastError ?? "connection closed");
+      if (this.client === client) this.fail("connection closed (by the broker, or before MQTT CONNACK)");
     });
     client.on("disconnect", (p) => {
       if (this.client === client) this.fail(`broker disconnected us (reason ${p.reasonCode ?? "?"})`);
@@ -141,9 +149,9 @@ export class MqttForwarder {
     this.inflight.clear();
     this.inflightIds.clear();
     if (this.stopped) return;
-    if (this.state === "up") this.o.log.warn({ err: reason }, "Lost the SOC broker; buffering in the outbox.");
     this.state = "down";
     this.lastError = reason;
+    this.causes.report(reason);
     if (this.reconnectTimer) return;
     const u = this.o.upstream;
     const cap = Math.min(u.reconnect_max_ms, u.reconnect_min_ms * 2 ** Math.min(this.attempt++, 20));
