@@ -44,10 +44,18 @@ export interface EventLimits {
 }
 export const DEFAULT_EVENT_LIMITS: EventLimits = { interval_ms: 10_000, per_key: 3, max_keys: 256, scan_threshold: 20, storm_threshold: 200 };
 
+/** The client certificate of a Modbus/TCP Security client (tells apart holders of one role). */
+export interface ClientCertificate {
+  subject: string;
+  /** SHA-256, `AA:BB:...`. */
+  fingerprint: string;
+}
+
 export interface RequestInfo {
   listener: string;
   identity: string;
   address: string;
+  certificate?: ClientCertificate;
   role?: string;
   unit: number;
   fc: number;
@@ -158,7 +166,7 @@ export class ModbusEvents {
       action_id: 2,
       disposition_id: 2,
       src_endpoint: { ip: i.address },
-      actor: { user: { name: i.identity } },
+      actor: actor(i.identity, i.certificate),
       unmapped: { modbus: { ...ModbusEvents.modbus(i), rule, reason } },
     });
     this.emit(`deny|${i.identity}|${rule}`, d);
@@ -166,11 +174,11 @@ export class ModbusEvents {
     this.trackException(i.identity, i.address);
   }
 
-  malformed(m: { listener: string; identity: string; address: string; reason: string; fc?: number }): void {
+  malformed(m: { listener: string; identity: string; address: string; certificate?: ClientCertificate; reason: string; fc?: number }): void {
     const d = this.draft("finding", 3, 2004, 1, `Malformed Modbus frame: ${m.reason}`, {
       finding_info: { title: "Malformed Modbus frame", types: ["modbus.malformed"] },
       src_endpoint: { ip: m.address },
-      actor: { user: { name: m.identity } },
+      actor: actor(m.identity, m.certificate),
       unmapped: { modbus: { listener: m.listener, reason: m.reason, ...(m.fc !== undefined ? { function_code: m.fc } : {}) } },
     });
     this.emit(`malformed|${m.address}`, d);
@@ -197,7 +205,7 @@ export class ModbusEvents {
         this.draft("finding", 4, 2004, 1, `Modbus scan: ${s.size} distinct denied targets from ${i.identity}`, {
           finding_info: { title: "Modbus scan", types: ["modbus.scan"] },
           src_endpoint: { ip: i.address },
-          actor: { user: { name: i.identity } },
+          actor: actor(i.identity, i.certificate),
           unmapped: { modbus: { listener: i.listener, distinct_targets: s.size, interval_ms: this.limits.interval_ms } },
         }),
       );
@@ -223,13 +231,13 @@ export class ModbusEvents {
   }
 
   /** A client connected; first sight of each identity is recorded (bounded memory). */
-  client(c: { listener: string; identity: string; address: string; known: boolean }): void {
+  client(c: { listener: string; identity: string; address: string; certificate?: ClientCertificate; known: boolean }): void {
     const k = `${c.listener}|${c.identity}`;
     if (c.known && this.seen.has(k)) return;
     if (this.seen.size < 4096) this.seen.add(k);
     const d = c.known
-      ? this.draft("telemetry", 1, 4001, 1, `New Modbus client ${c.identity}`, { src_endpoint: { ip: c.address }, actor: { user: { name: c.identity } }, unmapped: { modbus: { listener: c.listener } } })
-      : this.draft("finding", 3, 4001, 1, `Unknown Modbus client ${c.identity}`, { src_endpoint: { ip: c.address }, actor: { user: { name: c.identity } }, unmapped: { modbus: { listener: c.listener, known: false } } });
+      ? this.draft("telemetry", 1, 4001, 1, `New Modbus client ${c.identity}`, { src_endpoint: { ip: c.address }, actor: actor(c.identity, c.certificate), unmapped: { modbus: { listener: c.listener } } })
+      : this.draft("finding", 3, 4001, 1, `Unknown Modbus client ${c.identity}`, { src_endpoint: { ip: c.address }, actor: actor(c.identity, c.certificate), unmapped: { modbus: { listener: c.listener, known: false } } });
     this.emit(`client|${c.known}|${c.address}`, d);
   }
 
@@ -244,15 +252,22 @@ export class ModbusEvents {
     this.emit(`limit|${c.address}`, d);
   }
 
-  authFailure(a: { listener: string; address: string; reason: string }): void {
-    const d = this.draft("finding", 3, 3002, 1, `Modbus/TCP Security authentication failed: ${a.reason}`, {
+  /**
+   * A client refused at the TLS handshake: the verification error (`CERT_HAS_EXPIRED`,
+   * `UNABLE_TO_VERIFY_LEAF_SIGNATURE`, ...) or handshake error, its address, and the
+   * certificate it presented, if any.
+   */
+  authFailure(a: { listener: string; address: string; reason: string; certificate?: { subject: string; fingerprint: string; issuer: string } }): void {
+    const by = a.certificate ? ` (certificate ${a.certificate.subject}, issuer ${a.certificate.issuer})` : "";
+    const d = this.draft("finding", 3, 3002, 1, `Modbus/TCP Security authentication failed from ${a.address}: ${a.reason}${by}`, {
       status_id: 2,
       status_detail: a.reason,
       src_endpoint: { ip: a.address },
       auth_protocol: "TLS",
+      ...(a.certificate ? { certificate: certificateObject(a.certificate) } : {}),
       unmapped: { modbus: { listener: a.listener } },
     });
-    this.emit(`auth|${a.address}`, d);
+    this.emit(`auth|${a.address}|${a.reason}`, d);
   }
 
   /**
@@ -278,16 +293,7 @@ export class ModbusEvents {
         src_endpoint: { ip: c.address },
         actor: { user: { name: c.identity } },
         auth_protocol: "TLS",
-        ...(c.certificate
-          ? {
-              certificate: {
-                serial_number: c.certificate.serial,
-                fingerprints: [{ algorithm: "SHA-256", algorithm_id: 3, value: c.certificate.fingerprint }],
-                subject: c.certificate.subject,
-                issuer: c.certificate.issuer,
-              },
-            }
-          : {}),
+        ...(c.certificate ? { certificate: certificateObject(c.certificate) } : {}),
         unmapped: { modbus: { listener: c.listener, tls_recheck: c.reason, reason: c.detail } },
       }),
     );
@@ -298,7 +304,7 @@ export class ModbusEvents {
       action_id: 1,
       disposition_id: 1,
       src_endpoint: { ip: i.address },
-      actor: { user: { name: i.identity } },
+      actor: actor(i.identity, i.certificate),
       unmapped: { modbus: { ...ModbusEvents.modbus(i), device: i.device, remote_unit: i.remote_unit, rule } },
     });
     this.emit(`write|${i.identity}|${i.device}|${i.unit}|${i.fc}|${i.addresses ?? ""}`, d);
@@ -331,4 +337,19 @@ export class ModbusEvents {
   upstreamUp(name: string, target: string): void {
     this.emit(`upup|${name}`, this.draft("audit", 1, 4001, 1, `Modbus upstream ${name} is up`, { dst_endpoint: { name: target }, unmapped: { modbus: { upstream: name } } }));
   }
+}
+
+/** OCSF `certificate` object of a client certificate. */
+function certificateObject(c: { serial?: string; fingerprint: string; subject: string; issuer: string }): Record<string, unknown> {
+  return {
+    ...(c.serial ? { serial_number: c.serial } : {}),
+    fingerprints: [{ algorithm: "SHA-256", algorithm_id: 3, value: c.fingerprint }],
+    subject: c.subject,
+    issuer: c.issuer,
+  };
+}
+
+/** OCSF actor: the identity label, and the client certificate's fingerprint and subject when there is one. */
+function actor(identity: string, cert?: ClientCertificate): { user: Record<string, string> } {
+  return { user: { name: identity, ...(cert ? { uid: cert.fingerprint, uid_alt: cert.subject } : {}) } };
 }

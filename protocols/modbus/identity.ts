@@ -53,8 +53,13 @@ export function identityKey(id: PeerIdentity): string {
   return id.transport === "tls" && id.fingerprint ? `tls|${normaliseFingerprint(id.fingerprint)}` : `ip|${normaliseAddress(id.address)}`;
 }
 
-/** One short label for logs and events: `role:operator`, `cert:AB:CD..`, `ip:10.0.0.5`. */
+/**
+ * One short label for logs and events: `role:operator/CN=op1,O=Water@10.0.0.5` (the role and
+ * the certificate's subject: two holders of one role behind one address stay apart),
+ * `cert:CN=x@10.0.0.5` (no usable role), `ip:10.0.0.5`. Events carry the fingerprint as well.
+ */
 export function describeIdentity(id: PeerIdentity): string {
-  if (id.transport === "tls") return id.role ? `role:${id.role}@${id.address}` : `cert:${id.subject ?? id.fingerprint ?? "?"}@${id.address}`;
+  const cert = id.subject ?? id.fingerprint ?? "?";
+  if (id.transport === "tls") return id.role ? `role:${id.role}/${cert}@${id.address}` : `cert:${cert}@${id.address}`;
   return `ip:${id.address}`;
 }

@@ -7,7 +7,7 @@ import type { Socket } from "node:net";
 import { decideFailClosed, type PolicyDecisionPoint } from "../policy";
 import type { LimitsConfig } from "./config";
 import { describeAccesses, functionName, identityFields, writtenValues, type DecisionRecord } from "./decision-record";
-import type { ModbusEvents, RequestInfo } from "./events";
+import type { ClientCertificate, ModbusEvents, RequestInfo } from "./events";
 import { EX } from "./function-codes";
 import { encodeMbap, mbapFrameSlot, scanMbapInto } from "./frame";
 import { describeIdentity, identityKey, type PeerIdentity } from "./identity";
@@ -73,6 +73,7 @@ export class ProxyConnection {
   private paused = false;
   private partialTimer: NodeJS.Timeout | undefined;
   private readonly label: string;
+  private readonly cert: ClientCertificate | undefined;
   /** The identity's request-rate bucket. */
   private readonly rateKey: string;
   /** Scratch for the frame being read. */
@@ -88,6 +89,7 @@ export class ProxyConnection {
   ) {
     this.label = describeIdentity(id);
     this.rateKey = identityKey(id);
+    this.cert = id.fingerprint ? { subject: id.subject ?? "", fingerprint: id.fingerprint } : undefined;
   }
 
   begin(): void {
@@ -187,7 +189,7 @@ export class ProxyConnection {
 
   private malformed(reason: string, fc?: number): void {
     this.counters.malformed++;
-    this.ctx.events?.malformed({ listener: this.listener, identity: this.label, address: this.id.address, reason, ...(fc !== undefined ? { fc } : {}) });
+    this.ctx.events?.malformed({ listener: this.listener, identity: this.label, address: this.id.address, ...(this.cert ? { certificate: this.cert } : {}), reason, ...(fc !== undefined ? { fc } : {}) });
   }
 
   private reply(tid: number, unit: number, pdu: Buffer): void {
@@ -211,7 +213,7 @@ export class ProxyConnection {
       // Modbus/TCP Security: a certificate with no, several or a malformed role gets
       // exception 01 for every request, whatever it is; nothing else is looked at.
       this.counters.denied++;
-      this.ctx.events?.denied({ listener: this.listener, identity: this.label, address: this.id.address, unit, fc }, "tls.role", this.id.roleError);
+      this.ctx.events?.denied({ listener: this.listener, identity: this.label, address: this.id.address, ...(this.cert ? { certificate: this.cert } : {}), unit, fc }, "tls.role", this.id.roleError);
       this.reply(tid, unit, exceptionPdu(fc, EX.ILLEGAL_FUNCTION));
       this.record({ unit, fc, allow: false, rule: "tls.role", reason: this.id.roleError, exception: EX.ILLEGAL_FUNCTION });
       return;
@@ -238,6 +240,7 @@ export class ProxyConnection {
           listener: this.listener,
           identity: this.label,
           address: this.id.address,
+          ...(this.cert ? { certificate: this.cert } : {}),
           ...(this.id.role ? { role: this.id.role } : {}),
           unit,
           fc: req.fc,

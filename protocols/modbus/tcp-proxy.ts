@@ -125,7 +125,9 @@ export class ModbusListener {
         server = createTlsServer({
           ...material,
           requestCert: true,
-          rejectUnauthorized: true,
+          // Verified below instead (s.authorized): a refused client is then recorded with the
+          // verification error and its address. Nothing is read from it before that check.
+          rejectUnauthorized: false,
           minVersion: t.min_version,
           secureOptions: SECURE_OPTIONS,
           handshakeTimeout: t.handshake_timeout_ms,
@@ -137,15 +139,30 @@ export class ModbusListener {
       this.trust = trust;
       server.on("secureConnection", (s: TLSSocket) => {
         const cert = s.getPeerX509Certificate();
-        if (!cert) return s.destroy();
+        if (!s.authorized || !cert) {
+          const presented = cert ? describeCertificate(cert) : undefined;
+          this.ctx.events?.authFailure({
+            listener: this.name,
+            address: normaliseAddress(s.remoteAddress),
+            reason: cert ? String(s.authorizationError ?? "client certificate not verified") : "no client certificate",
+            ...(presented ? { certificate: { subject: presented.subject, fingerprint: presented.fingerprint, issuer: cert!.issuer.split("\n").join(",") } } : {}),
+          });
+          return s.destroy();
+        }
         const c = describeCertificate(cert);
         const id: PeerIdentity = { transport: "tls", address: normaliseAddress(s.remoteAddress), fingerprint: c.fingerprint, subject: c.subject, ...(c.role ? { role: c.role } : {}), ...(c.roleError ? { roleError: c.roleError } : {}) };
         // A handshake that began before a reload was verified with the old material.
         if (performance.now() - this.trustSince <= t.handshake_timeout_ms && !this.stillTrusted(s, id)) return;
         if (this.accept(s, id)) this.closeAtExpiry(s, id, cert);
       });
+      // The handshake itself failed (no shared protocol or cipher, timeout, reset): the
+      // address is taken when the connection arrives, as the socket may be gone by now.
+      const from = new WeakMap<object, string>();
+      server.on("connection", (raw: Socket) => from.set(raw, normaliseAddress(raw.remoteAddress)));
       server.on("tlsClientError", (err: Error & { code?: string }, s: TLSSocket) => {
-        this.ctx.events?.authFailure({ listener: this.name, address: normaliseAddress(s.remoteAddress), reason: err.code ?? err.message });
+        const raw = (s as unknown as { _parent?: object })._parent;
+        const address = s.remoteAddress ? normaliseAddress(s.remoteAddress) : ((raw && from.get(raw)) ?? "unknown");
+        this.ctx.events?.authFailure({ listener: this.name, address, reason: err.code ?? err.message });
         s.destroy();
       });
     } else {
@@ -344,7 +361,7 @@ export class ModbusListener {
       if (m <= 0) this.perIdentity.delete(key);
       else this.perIdentity.set(key, m);
     });
-    this.ctx.events?.client({ listener: this.name, identity: describeIdentity(id), address: id.address, known: this.ctx.knows ? this.ctx.knows(id) : true });
+    this.ctx.events?.client({ listener: this.name, identity: describeIdentity(id), address: id.address, ...(id.fingerprint ? { certificate: { subject: id.subject ?? "", fingerprint: id.fingerprint } } : {}), known: this.ctx.knows ? this.ctx.knows(id) : true });
     new ProxyConnection(sock, id, this.name, this.ctx, this.counters).begin();
     return true;
   }

@@ -145,7 +145,7 @@ describe.skipIf(!OPENSSL)("Modbus/TCP Security: TLS material reloaded while runn
         ocsf: expect.objectContaining({
           status_id: 2,
           auth_protocol: "TLS",
-          actor: { user: { name: expect.stringContaining("role:engineer@127.0.0.1") } },
+          actor: { user: { name: expect.stringContaining("role:engineer/CN=engineer,O=Test@127.0.0.1") } },
           certificate: expect.objectContaining({ serial_number: engineer.serialNumber, fingerprints: [expect.objectContaining({ value: engineer.fingerprint256 })] }),
           unmapped: { modbus: expect.objectContaining({ listener: "secure", tls_recheck: "revoked" }) },
         }),

@@ -1,5 +1,6 @@
 import { X509Certificate } from "node:crypto";
 import { readFileSync, rmSync } from "node:fs";
+import { connect as netConnect } from "node:net";
 import { connect as tlsConnect, type TLSSocket } from "node:tls";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { roleFromCertificate } from "../../../protocols/modbus/cert-role";
@@ -65,6 +66,21 @@ describe.skipIf(!OPENSSL)("Modbus/TCP Security listener (needs the openssl binar
     expect(role("badutf8")).toMatchObject({ ok: false, reason: "role is not valid UTF-8" });
   });
 
+  it("names the certificate of each role holder: two operators behind one address stay apart", async () => {
+    const denials = () => rig.sink.drafts.filter((d) => d.ocsf.message.startsWith("Modbus request denied"));
+    const before = denials().length;
+    for (const name of ["operator", "operator2"]) {
+      const { client } = await tlsClient(port, pki, pki.client(name));
+      expect(await client!.request(1, "06 0002 0009")).toBe("8601");
+      client!.close();
+    }
+    const fp = (name: string) => new X509Certificate(readFileSync(pki.client(name).cert)).fingerprint256;
+    expect(denials().slice(before).map((d) => d.ocsf.actor)).toEqual([
+      { user: { name: "role:operator/CN=operator,O=Test@127.0.0.1", uid: fp("operator"), uid_alt: "CN=operator,O=Test" } },
+      { user: { name: "role:operator/CN=operator2,O=Test@127.0.0.1", uid: fp("operator2"), uid_alt: "CN=operator2,O=Test" } },
+    ]);
+  });
+
   it("applies the certificate role's policy", async () => {
     const { client } = await tlsClient(port, pki, pki.client("operator"));
     expect(await client!.request(1, "03 0000 0002")).toBe("03040000" + "0000");
@@ -87,15 +103,32 @@ describe.skipIf(!OPENSSL)("Modbus/TCP Security listener (needs the openssl binar
     client!.close();
   });
 
-  it("refuses the handshake without a client certificate or with an untrusted one, and keeps serving", async () => {
-    const none = await tlsClient(port, pki);
-    // TLS 1.3: the server's refusal arrives after the client's handshake completes.
-    if (none.client) expect(await none.client.request(1, "03 0000 0001", 1000)).toBe("closed");
-    else expect(none.error).toBeDefined();
-    const rogue = await tlsClient(port, pki, pki.rogue);
-    if (rogue.client) expect(await rogue.client.request(1, "03 0000 0001", 1000)).toBe("closed");
-    else expect(rogue.error).toBeDefined();
-    await until(() => rig.sink.drafts.filter((d) => d.ocsf.class_uid === 3002).length >= 2, 20_000, "both refusals recorded");
+  it("refuses a client without a certificate, from a foreign CA or expired, records why and from where, and keeps serving", async () => {
+    const auth = () => rig.sink.drafts.filter((d) => d.ocsf.class_uid === 3002);
+    const before = auth().length;
+    const before0 = rig.device.received.length;
+    for (const creds of [undefined, pki.rogue, pki.expired]) {
+      const r = await tlsClient(port, pki, creds);
+      // TLS 1.3: the server's refusal arrives after the client's handshake completes.
+      if (r.client) expect(await r.client.request(1, "03 0000 0001", 10_000)).toBe("closed");
+      else expect(r.error).toBeDefined();
+    }
+    await until(() => auth().length >= before + 3, 20_000, "the three refusals recorded");
+    const got = auth()
+      .slice(before)
+      .map((d) => ({ detail: d.ocsf.status_detail, ip: (d.ocsf.src_endpoint as { ip: string }).ip, subject: (d.ocsf.certificate as { subject?: string } | undefined)?.subject }));
+    expect(got).toEqual([
+      { detail: "no client certificate", ip: "127.0.0.1", subject: undefined },
+      { detail: "UNABLE_TO_VERIFY_LEAF_SIGNATURE", ip: "127.0.0.1", subject: "CN=rogue" },
+      { detail: "CERT_HAS_EXPIRED", ip: "127.0.0.1", subject: "CN=expired" },
+    ]);
+    expect(rig.device.received.length).toBe(before0); // nothing of theirs reached the device
+    // A failed handshake (not TLS at all) still names the address it came from.
+    const raw = netConnect({ host: "127.0.0.1", port }, () => raw.write("GET / HTTP/1.0\r\n\r\n"));
+    raw.on("error", () => {});
+    await until(() => auth().length >= before + 4, 20_000, "the failed handshake recorded");
+    raw.destroy();
+    expect(auth()[before + 3]!.ocsf).toMatchObject({ src_endpoint: { ip: "127.0.0.1" }, status_detail: expect.stringMatching(/^ERR_SSL_/) });
     const ok = await tlsClient(port, pki, pki.client("operator"));
     expect(await ok.client!.request(1, "03 0000 0001")).toBe("03020000");
     ok.client!.close();
