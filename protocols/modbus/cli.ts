@@ -168,12 +168,17 @@ export function registerModbusCommands(program: Command, deps: ModbusCliDeps): v
     .option("--tls-cert <file>", "serve Modbus/TCP Security: server certificate (with --tls-key and --tls-ca)")
     .option("--tls-key <file>", "server private key")
     .option("--tls-ca <file>", "CA that signs client certificates")
-    .action(async (o: { listen: string; upstream: string; preset?: string; policy?: string; timeoutMs: number; events?: boolean; tlsCert?: string; tlsKey?: string; tlsCa?: string }) => {
+    .option("--upstream-connections <n>", "connections to a tcp:// upstream (upstreams[].connections; default 1)", (v) => int("--upstream-connections", 16)(v))
+    .option("--max-in-flight <n>", "requests in flight per upstream connection (upstreams[].max_in_flight; default 1)", (v) => int("--max-in-flight", 256)(v))
+    .action(async (o: { listen: string; upstream: string; preset?: string; policy?: string; timeoutMs: number; events?: boolean; tlsCert?: string; tlsKey?: string; tlsCa?: string; upstreamConnections?: number; maxInFlight?: number }) => {
       const tlsFlags = [o.tlsCert, o.tlsKey, o.tlsCa].filter(Boolean).length;
       if (tlsFlags && tlsFlags < 3) throw new DaemonError("USAGE", "--tls-cert, --tls-key and --tls-ca go together");
       if (o.preset && o.policy) throw new DaemonError("USAGE", "give --preset or --policy, not both");
       if (o.preset && !(o.preset === "read-only" || o.preset === "read-write")) throw new DaemonError("USAGE", "--preset must be read-only or read-write");
-      const upstream = { ...parseUpstreamUrl(o.upstream), timeout_ms: o.timeoutMs };
+      const concurrency = { ...(o.upstreamConnections ? { connections: o.upstreamConnections } : {}), ...(o.maxInFlight ? { max_in_flight: o.maxInFlight } : {}) };
+      const parsedUpstream = parseUpstreamUrl(o.upstream);
+      if (Object.keys(concurrency).length && parsedUpstream.type !== "tcp") throw new DaemonError("USAGE", "--upstream-connections and --max-in-flight apply to a tcp:// upstream only (a serial bus has one request on the line)");
+      const upstream = { ...parsedUpstream, ...concurrency, timeout_ms: o.timeoutMs };
       const policy = o.policy ? readPolicyFile(o.policy) : o.preset ? parsePolicy(presetPolicy(o.preset as PresetName)) : undefined;
       const parsed = modbusConfigSchema.safeParse({
         listeners: [tlsFlags ? { name: "cli", type: "tls", listen: o.listen, tls: { cert_file: o.tlsCert, key_file: o.tlsKey, ca_file: o.tlsCa } } : { name: "cli", type: "tcp", listen: o.listen }],
@@ -183,7 +188,10 @@ export function registerModbusCommands(program: Command, deps: ModbusCliDeps): v
       });
       if (!parsed.success) throw new DaemonError("USAGE", zodMessage(parsed.error));
       const events = { record: (d: EventDraft) => (o.events ? err(JSON.stringify(d) + "\n") : undefined) };
-      const service = new ModbusProxyService({ config: parsed.data, events, onDecision: (r) => out(JSON.stringify(r) + "\n") });
+      // One write per event-loop turn, not one per decision: stdout to a pipe or terminal is a
+      // synchronous system call each time, which cost the proxy most of its throughput.
+      const decisions = lineBatcher(out);
+      const service = new ModbusProxyService({ config: parsed.data, events, onDecision: (r) => decisions.push(JSON.stringify(r)) });
       const bound = await service.start();
       const b = bound[0]!;
       err(`Listening on ${b.address}:${b.port}, forwarding to ${o.upstream}${policy ? "" : " (no --preset or --policy: denying everything)"}.\n`);
@@ -197,6 +205,7 @@ export function registerModbusCommands(program: Command, deps: ModbusCliDeps): v
         }
       });
       await service.stop();
+      decisions.flush();
     });
 
   modbus
@@ -344,4 +353,35 @@ export function registerModbusCommands(program: Command, deps: ModbusCliDeps): v
       if (o.json) out(JSON.stringify(closed) + "\n");
       else out(closed.length ? `Closed ${closed.length} write window(s).\n` : "No matching write window was open.\n");
     });
+}
+
+/**
+ * Lines written together once per event-loop turn (or at 256 KiB), in order. Bounded: past
+ * the size the pending lines are written at once, so a slow reader slows the writer instead of
+ * growing memory.
+ */
+export function lineBatcher(write: (s: string) => void, maxBytes = 256 * 1024): { push(line: string): void; flush(): void } {
+  let pending: string[] = [];
+  let bytes = 0;
+  let scheduled = false;
+  const flush = () => {
+    scheduled = false;
+    if (!pending.length) return;
+    const text = pending.join("\n") + "\n";
+    pending = [];
+    bytes = 0;
+    write(text);
+  };
+  return {
+    push(line) {
+      pending.push(line);
+      bytes += line.length + 1;
+      if (bytes >= maxBytes) flush();
+      else if (!scheduled) {
+        scheduled = true;
+        setImmediate(flush);
+      }
+    },
+    flush,
+  };
 }

@@ -5,7 +5,8 @@ import { Command } from "commander";
 import { afterAll, describe, expect, it } from "vitest";
 import { ControlServer } from "../../../agent/control/server";
 import { isDaemonError } from "../../../agent/errors";
-import { registerModbusCommands, parseUpstreamUrl } from "../../../protocols/modbus/cli";
+import { lineBatcher, registerModbusCommands, parseUpstreamUrl } from "../../../protocols/modbus/cli";
+import { createServer, type AddressInfo } from "node:net";
 import type { DecisionRecord } from "../../../protocols/modbus/decision-record";
 import { parsePolicyText } from "../../../protocols/modbus/policy-schema";
 import { ModbusPolicy } from "../../../protocols/modbus/policy-engine";
@@ -203,5 +204,59 @@ describe("modbus proxy (commissioning mode)", () => {
     expect(lines[1]).toMatchObject({ fc: 6, allow: false, values: [1] });
     expect(dev.received).toEqual(allow ? ["1:0300000001"] : []);
     await dev.close();
+  });
+
+  it("--max-in-flight forwards pipelined requests together: a device that answers only once it holds four gets them", async () => {
+    // The device answers nothing until four requests have arrived: with one request in flight
+    // (the default) the proxy would wait for the first answer for ever.
+    const pending: Buffer[] = [];
+    const server = createServer((s) => {
+      s.on("data", (d: Buffer) => {
+        for (let off = 0; off + 12 <= d.length; off += 12) pending.push(Buffer.from(d.subarray(off, off + 12)));
+        if (pending.length >= 4) for (const f of pending.splice(0)) s.write(Buffer.concat([f.subarray(0, 4), Buffer.from([0, 5, f[6]!, 3, 2, 0, 7])]));
+      });
+    });
+    await new Promise<void>((r) => server.listen(0, "127.0.0.1", () => r()));
+    const dport = (server.address() as AddressInfo).port;
+    const ac = new AbortController();
+    let port = 0;
+    const listening = new Promise<void>((r) => {
+      void run(["modbus", "proxy", "--listen", "127.0.0.1:0", "--upstream", `tcp://127.0.0.1:${dport}`, "--preset", "read-only", "--max-in-flight", "4"], {
+        signal: ac.signal,
+        onListening: (p) => {
+          port = p;
+          r();
+        },
+      });
+    });
+    await listening;
+    const clients = await Promise.all([0, 1, 2, 3].map(() => RawClient.connect(port)));
+    const answers = await Promise.all(clients.map((c) => c.request(1, "03 0000 0001")));
+    expect(answers).toEqual(["03020007", "03020007", "03020007", "03020007"]);
+    for (const c of clients) c.close();
+    ac.abort();
+    server.close();
+  });
+
+  it("--upstream-connections and --max-in-flight are refused for a serial bus", async () => {
+    const r = await run(["modbus", "proxy", "--listen", "127.0.0.1:0", "--upstream", "rtu:/dev/ttyUSB9", "--max-in-flight", "4"]);
+    expect(isDaemonError(r.error, "USAGE")).toBe(true);
+  });
+});
+
+describe("lineBatcher", () => {
+  it("writes the lines of one event-loop turn at once, in order, and at the size bound at once", async () => {
+    const writes: string[] = [];
+    const b = lineBatcher((s) => writes.push(s), 32);
+    b.push("a");
+    b.push("b");
+    expect(writes).toEqual([]);
+    await new Promise((r) => setImmediate(r));
+    expect(writes).toEqual(["a\nb\n"]);
+    b.push("x".repeat(40));
+    expect(writes).toHaveLength(2);
+    b.push("c");
+    b.flush();
+    expect(writes.slice(1)).toEqual(["x".repeat(40) + "\n", "c\n"]);
   });
 });
