@@ -1,5 +1,6 @@
 import { z } from "zod";
 import { DEVICE_ID } from "../keys/identity";
+import { MAX_BATCH_PLAINTEXT } from "../events/seal";
 import { modbusConfigSchema } from "../../protocols/modbus/config";
 import { pointsSchema } from "../../detectors/points";
 import { opcuaConfigSchema } from "../../protocols/opcua/config";
@@ -54,7 +55,8 @@ export const upstreamSchema = z.strictObject({
   connect_timeout_ms: int(500, 120_000).default(10_000),
   max_inflight: int(1, 256).default(16),
   max_batch_events: int(1, 10_000).default(256),
-  max_message_bytes: byteSize.pipe(z.number().int().min(1024).max(256 * 1024 ** 2)).default(256 * 1024),
+  /** Bounds each batch's (uncompressed) events; the SOC receiver refuses more than MAX_BATCH_PLAINTEXT. */
+  max_message_bytes: byteSize.pipe(z.number().int().min(1024).max(MAX_BATCH_PLAINTEXT, "at most 16 MiB: the SOC receiver refuses larger batches")).default(256 * 1024),
   reconnect_min_ms: int(50, 600_000).default(500),
   reconnect_max_ms: int(100, 3_600_000).default(30_000),
   /** Keep it below the SOC receiver's --gap-timeout-ms (5 min) so a retried batch is not a gap. */

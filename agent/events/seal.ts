@@ -16,8 +16,9 @@ import { DaemonError } from "../errors";
  * The JSON batch is compressed (raw deflate, level 1) before it is sealed: events compress
  * several times over, so the cipher (pure JavaScript) handles a fraction of the bytes and the
  * uplink carries less. The SOC inflates with a bound (MAX_BATCH_PLAINTEXT): no decompression bomb.
+ * It also bounds uncompressed batches, and `upstream.max_message_bytes` stays within it.
  */
-export const MAX_BATCH_PLAINTEXT = 64 * 1024 * 1024;
+export const MAX_BATCH_PLAINTEXT = 16 * 1024 * 1024;
 export const MAGIC = Buffer.from("GWB1");
 
 export interface BatchHeader {
@@ -99,7 +100,13 @@ export class BatchOpener {
   }
 
   open(payload: Buffer): { header: BatchHeader; plaintext: Buffer } {
-    const { header, body } = readHeader(payload);
+    return this.openBody(readHeader(payload));
+  }
+
+  /** Opens a batch whose header was read already (`readHeader`). */
+  openBody({ header, body }: { header: BatchHeader; body: Buffer }): { header: BatchHeader; plaintext: Buffer } {
+    // Neither the cipher nor inflation runs over more than the bound (deflate adds < 0.1 %).
+    if (body.length > MAX_BATCH_PLAINTEXT + 1024) throw new DaemonError("SEAL_FAILED", `sealed batch is larger than ${MAX_BATCH_PLAINTEXT} bytes`);
     const epk = Buffer.from(header.epk, "base64");
     const nonce = Buffer.from(header.nonce, "base64");
     if (epk.length !== 32 || nonce.length !== 24) throw new DaemonError("SEAL_FAILED", "batch header has a bad epk or nonce length");
@@ -112,7 +119,10 @@ export class BatchOpener {
     const plain = nacl.box.open.after(body, nonce, shared);
     if (!plain) throw new DaemonError("SEAL_FAILED", "batch does not open with this SOC key (wrong key or tampered ciphertext)");
     const opened = Buffer.from(plain.buffer, plain.byteOffset, plain.byteLength);
-    if (header.z === undefined) return { header, plaintext: opened };
+    if (header.z === undefined) {
+      if (opened.length > MAX_BATCH_PLAINTEXT) throw new DaemonError("SEAL_FAILED", `batch plaintext is larger than ${MAX_BATCH_PLAINTEXT} bytes`);
+      return { header, plaintext: opened };
+    }
     if (header.z !== "deflate-raw") throw new DaemonError("SEAL_FAILED", `unknown batch compression ${String(header.z)}`);
     try {
       return { header, plaintext: inflateRawSync(opened, { maxOutputLength: MAX_BATCH_PLAINTEXT }) };
