@@ -7,8 +7,14 @@ import { describeError } from "../errors";
 import { BatchOpener } from "../events/seal";
 import { loadSocSecretKey } from "../keys/identity";
 import { brokerAuth, noDelay } from "../mqtt-connection";
+import { clip } from "./bounds";
+import { messageLines } from "./message";
 import { TrustStore } from "./trust";
+import { UnknownDevices } from "./unknown-devices";
 import { problem, StreamVerifier, type OutLine } from "./verifier";
+
+/** Tells mqtt.js not to send the PUBACK: the group commit sends it (see `handleMessage`). */
+const ACK_AFTER_COMMIT = Object.assign(new Error("acknowledged after the group commit"), { code: "ACK_AFTER_COMMIT" });
 
 export interface ReceiverOptions {
   broker: string;
@@ -34,6 +40,8 @@ export interface ReceiverOptions {
   /** 5 (default) or 4 for MQTT 3.1.1 brokers. */
   protocolVersion?: 4 | 5;
   dedupeWindow: number;
+  /** Batches from devices without a trusted key are summarised once per this period (60 s). */
+  unknownSummaryMs?: number;
   log: Logger;
   /** Called with every line written (the demo prints them). */
   onLine?: (l: OutLine) => void;
@@ -41,24 +49,53 @@ export interface ReceiverOptions {
 
 const SET_OUTPUT = "INSERT INTO output (id, path, length) VALUES (1, ?, ?) ON CONFLICT(id) DO UPDATE SET path = excluded.path, length = excluded.length";
 
+/** A message waiting for its group's commit. */
+interface Pending {
+  topic: string;
+  payload: Buffer;
+  retain: boolean;
+  /** QoS 1: acknowledged after the commit, on the connection it came on (`gen`). */
+  messageId?: number;
+  gen: number;
+}
+
+/** A group is committed at the latest when it holds this many messages or payload bytes. */
+const GROUP_MESSAGES = 1024;
+const GROUP_BYTES = 32 * 1024 * 1024;
+/** SQLite failures of the storage itself: the group is not committed and not acknowledged. */
+const STORAGE_ERRORS = /^SQLITE_(IOERR|FULL|READONLY|BUSY|LOCKED|CANTOPEN|CORRUPT|NOTADB|NOMEM|PROTOCOL)/;
+
 /**
- * The SOC receiver. Each MQTT message is opened, verified and de-duplicated; its output lines
- * are appended and fsynced, and the receiver's state (with the output file's length) is
- * committed in one SQLite transaction; only then is the PUBACK sent. After a crash, the
- * output file is cut back to the committed length and the broker redelivers what was not
- * acknowledged (persistent session), so nothing is reported twice or missed.
+ * The SOC receiver. Messages are committed in groups: all messages that arrived together (up to
+ * GROUP_MESSAGES / GROUP_BYTES) are opened, verified and de-duplicated in one SQLite
+ * transaction, their output lines appended with one write and one fsync, the output file's
+ * length committed with the state, and only then are their PUBACKs sent. Every message ends in
+ * exactly one outcome (its lines, or a count in a summary) and is acknowledged; what a sender
+ * controls cannot throw past that (a message whose processing fails is rolled back to its
+ * savepoint and reported as `malformed`). Only a failing storage leaves a group unacknowledged:
+ * the connection is then dropped so the broker redelivers it. After a crash, the output file is
+ * cut back to the committed length and the broker redelivers what was not acknowledged
+ * (persistent session), so nothing is reported twice or missed.
  */
 export class SocReceiver {
   private readonly db: Database.Database;
   private readonly verifier: StreamVerifier;
   private readonly opener: BatchOpener;
   private readonly trust: TrustStore;
+  private readonly unknown: UnknownDevices;
+  private readonly setOutput: Database.Statement;
   private client: MqttClient | undefined;
   private fd: number;
   private offset: number;
   private sweepTimer: NodeJS.Timeout | undefined;
   private sweeps = 0;
-  readonly counters = { messages: 0, events: 0, problems: 0 };
+  private sweepDue = false;
+  private pending: Pending[] = [];
+  private pendingBytes = 0;
+  private flushScheduled = false;
+  /** Connection generation: a PUBACK goes only on the connection its message came on. */
+  private gen = 0;
+  readonly counters = { messages: 0, events: 0, problems: 0, commits: 0 };
   readonly problemCounts: Record<string, number> = {};
   connected = false;
 
@@ -71,6 +108,8 @@ export class SocReceiver {
     this.db.pragma("synchronous = FULL");
     this.db.exec("CREATE TABLE IF NOT EXISTS output (id INTEGER PRIMARY KEY CHECK (id = 1), path TEXT NOT NULL, length INTEGER NOT NULL)");
     this.verifier = new StreamVerifier(this.db, this.trust, { gapTimeoutMs: o.gapTimeoutMs, dedupeWindow: o.dedupeWindow, continuity: o.continuity ?? !o.share });
+    this.unknown = new UnknownDevices(this.db, o.unknownSummaryMs);
+    this.setOutput = this.db.prepare(SET_OUTPUT);
     if (o.out === "-") {
       this.fd = 1;
       this.offset = 0;
@@ -83,7 +122,7 @@ export class SocReceiver {
       if (size > this.offset) ftruncateSync(this.fd, this.offset);
       // A new output file's starting length is committed at once: a crash before the first
       // message is committed still cuts what was half written.
-      if (!row || row.path !== o.out) this.db.prepare(SET_OUTPUT).run(o.out, this.offset);
+      if (!row || row.path !== o.out) this.setOutput.run(o.out, this.offset);
     }
   }
 
@@ -101,22 +140,22 @@ export class SocReceiver {
     const topic = o.share ? `$share/${o.share}/${o.topic}` : o.topic;
     const client = mqtt.connect(o.broker, opts);
     this.client = client;
+    // mqtt.js hands over the next message only once this one's callback ran, and sends the
+    // PUBACK from it. Called with an error, it sends none and moves on: the group's commit
+    // sends the PUBACKs itself, so many messages share one fsync.
     client.handleMessage = (packet, done) => {
-      try {
-        if (packet.retain) {
-          this.emit((now) => [problem("malformed", { device: null, detail: `retained message on ${packet.topic} ignored: events are never retained`, now, topic: packet.topic })]);
-        } else this.onMessage(packet.topic, packet.payload as Buffer);
-        done();
-      } catch (e) {
-        // State and output were not committed: no PUBACK, the broker redelivers.
-        o.log.error({ err: describeError(e) }, "Could not process a message; it will be redelivered.");
-        done(e as Error);
-      }
+      const payload = packet.payload as Buffer;
+      this.pending.push({ topic: packet.topic, payload, retain: packet.retain, ...(packet.qos > 0 ? { messageId: packet.messageId } : {}), gen: this.gen });
+      this.pendingBytes += payload.length;
+      if (this.pending.length >= GROUP_MESSAGES || this.pendingBytes >= GROUP_BYTES) this.flush();
+      else this.schedule();
+      done(packet.qos > 0 ? ACK_AFTER_COMMIT : undefined);
     };
     // Subscribes on every connection (idempotent on a present session); start() resolves on
     // the first successful subscription and keeps retrying while the broker is unreachable.
     await new Promise<void>((resolve) => {
       client.on("connect", () => {
+        this.gen++;
         this.connected = true;
         noDelay(client);
         client.subscribe(topic, { qos: 1 }, (err) => {
@@ -130,61 +169,56 @@ export class SocReceiver {
       client.on("close", () => (this.connected = false));
       client.on("error", (e) => o.log.warn({ err: describeError(e) }, "Broker connection error; retrying."));
     });
-    this.sweepTimer = setInterval(() => this.sweep(), 1000);
+    this.sweepTimer = setInterval(() => {
+      this.sweepDue = true;
+      this.schedule();
+    }, 1000);
     this.sweepTimer.unref();
   }
 
-  /** Processes one payload atomically with its output (exposed for tests of hostile input). */
+  /** Processes one payload as a group of its own, without an MQTT acknowledgement (tests). */
   onMessage(topic: string, payload: Buffer): void {
-    this.counters.messages++;
-    this.emit((now) => {
-      try {
-        const { header, plaintext } = this.opener.open(payload);
-        const topicDevice = topic.split("/").at(-2);
-        let events: unknown;
-        try {
-          events = JSON.parse(plaintext.toString("utf8"));
-        } catch {
-          events = undefined;
-        }
-        if (!Array.isArray(events)) return [problem("malformed", { device: header.device, detail: "batch plaintext is not a JSON array", now })];
-        if (topicDevice !== undefined && topicDevice !== header.device) return [problem("malformed", { device: header.device, detail: `batch for ${header.device} arrived on topic ${topic}`, now })];
-        return this.verifier.ingest(header.device, events, now);
-      } catch (e) {
-        if (e instanceof Error && (e as { code?: string }).code === "SEAL_FAILED") return [problem("malformed", { device: null, detail: `${describeError(e)} (topic ${topic}, ${payload.length} bytes)`, now, topic })];
-        throw e;
-      }
-    });
+    this.pending.push({ topic, payload, retain: false, gen: this.gen });
+    this.flush();
   }
 
-  private sweep(): void {
-    try {
-      this.emit((now) => this.verifier.sweep(now));
-      if (++this.sweeps % 60 === 0) this.verifier.prune();
-    } catch (e) {
-      this.o.log.error({ err: describeError(e) }, "Gap sweep failed.");
-    }
+  private schedule(): void {
+    if (this.flushScheduled) return;
+    this.flushScheduled = true;
+    setImmediate(() => this.flush());
   }
 
   /**
-   * One transaction: state changes, then the lines appended and fsynced, then the new output
-   * length, then COMMIT. A crash before the commit rolls the state back, and the next start
-   * cuts the file back to the committed length: the redelivered message produces them again.
+   * One group, one transaction: each message's state changes (under its own savepoint), the
+   * sweeps if due, then all lines appended and fsynced, the new output length, COMMIT, and
+   * then the PUBACKs. A crash before the commit rolls the state back, and the next start cuts
+   * the file back to the committed length: the redelivered messages produce them again.
    */
-  private emit(produce: (now: number) => OutLine[]): void {
-    const lines = this.db.transaction(() => {
-      const out = produce(Date.now());
-      if (!out.length) return out;
-      const buf = Buffer.from(out.map((l) => JSON.stringify(l)).join("\n") + "\n");
-      if (this.fd === 1) process.stdout.write(buf);
-      else {
-        writeSync(this.fd, buf, 0, buf.length, this.offset);
-        fsyncSync(this.fd);
-        this.db.prepare(SET_OUTPUT).run(this.o.out, this.offset + buf.length);
-      }
-      return Object.assign(out, { bytes: buf.length });
-    })() as OutLine[] & { bytes?: number };
-    if (this.fd !== 1 && lines.bytes) this.offset += lines.bytes;
+  private flush(): void {
+    this.flushScheduled = false;
+    if (this.stopped) return;
+    const c = this.client;
+    // A message from a connection that has closed is redelivered on the next one: skip it.
+    const group = this.pending.filter((m) => m.messageId === undefined || (m.gen === this.gen && c?.connected === true));
+    this.pending = [];
+    this.pendingBytes = 0;
+    const sweep = this.sweepDue;
+    this.sweepDue = false;
+    if (!group.length && !sweep) return;
+    let lines: OutLine[];
+    try {
+      lines = this.commit(group, sweep);
+    } catch (e) {
+      this.o.log.error({ err: describeError(e), messages: group.length }, "Could not commit the receiver's state and output; the messages will be redelivered.");
+      // The broker redelivers unacknowledged messages only on a new connection.
+      if (group.some((m) => m.messageId !== undefined)) c?.stream?.destroy();
+      return;
+    }
+    this.counters.commits++;
+    for (const m of group) {
+      // The handler already let mqtt.js move on; this is the PUBACK it did not send.
+      if (m.messageId !== undefined && m.gen === this.gen && c?.connected) (c as unknown as { _sendPacket(p: object): void })._sendPacket({ cmd: "puback", messageId: m.messageId, reasonCode: 0 });
+    }
     for (const l of lines) {
       if ("problem" in l) {
         this.counters.problems++;
@@ -194,10 +228,51 @@ export class SocReceiver {
     }
   }
 
+  private commit(group: Pending[], sweep: boolean): OutLine[] {
+    const ctx = { opener: this.opener, trust: this.trust, verifier: this.verifier, unknown: this.unknown };
+    const one = this.db.transaction((m: Pending, now: number): OutLine[] => {
+      if (m.retain) return [problem("malformed", { device: null, detail: `retained message on ${m.topic} ignored: events are never retained`, now, topic: m.topic })];
+      return messageLines(ctx, m.topic, m.payload, now);
+    });
+    let written = 0;
+    const lines = this.db.transaction(() => {
+      const now = Date.now();
+      const out: OutLine[] = [];
+      for (const m of group) {
+        this.counters.messages++;
+        try {
+          out.push(...one(m, now));
+        } catch (e) {
+          if (STORAGE_ERRORS.test(String((e as { code?: unknown }).code))) throw e;
+          // Rolled back to the message's savepoint: it changed nothing, and it is reported.
+          out.push(problem("malformed", { device: null, detail: `the message could not be processed (${clip(describeError(e))}); it changed no state (topic ${clip(m.topic, 120)}, ${m.payload.length} bytes)`, now, topic: clip(m.topic, 120) }));
+        }
+      }
+      if (sweep) {
+        out.push(...this.verifier.sweep(now), ...this.unknown.summary(now));
+        if (++this.sweeps % 60 === 0) this.verifier.prune();
+      }
+      if (!out.length) return out;
+      const buf = Buffer.from(out.map((l) => JSON.stringify(l)).join("\n") + "\n");
+      if (this.fd === 1) process.stdout.write(buf);
+      else {
+        writeSync(this.fd, buf, 0, buf.length, this.offset);
+        fsyncSync(this.fd);
+        this.setOutput.run(this.o.out, this.offset + buf.length);
+        written = buf.length;
+      }
+      return out;
+    })();
+    this.offset += written;
+    return lines;
+  }
+
   private stopped = false;
 
   async stop(): Promise<void> {
     if (this.stopped) return;
+    // What has arrived is committed and acknowledged before the connection closes.
+    this.flush();
     this.stopped = true;
     if (this.sweepTimer) clearInterval(this.sweepTimer);
     const c = this.client;

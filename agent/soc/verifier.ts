@@ -1,8 +1,9 @@
 import type Database from "better-sqlite3";
 import type { KeyObject } from "node:crypto";
-import { checkEnvelope, isEnvelopeShape, type Envelope } from "../events/envelope";
+import { checkEnvelope, GENESIS_HASH, isEnvelopeShape, type Envelope } from "../events/envelope";
+import { clip, RECEIVER_LIMITS } from "./bounds";
 
-export const PROBLEMS = ["gap", "bad_signature", "bad_hash", "malformed", "unknown_device", "duplicate", "fork", "loss_record", "clone"] as const;
+export const PROBLEMS = ["gap", "bad_signature", "bad_hash", "malformed", "unknown_device", "duplicate", "fork", "loss_record", "clone", "chain_reset", "suppressed"] as const;
 export type Problem = (typeof PROBLEMS)[number];
 
 /** One verified event, as the SIEM gets it: routing fields, `verified`, and the whole envelope. */
@@ -109,48 +110,60 @@ export class StreamVerifier {
     };
   }
 
-  /** One sealed batch's events (already opened). `device` is the batch header's device. */
-  ingest(device: string, events: unknown[], now: number, context: Record<string, unknown> = {}): OutLine[] {
+  /**
+   * One sealed batch's events (already opened; an element that is not JSON is NOT_JSON).
+   * `device` is the batch header's device. Each event is verified before it touches any state:
+   * what does not verify is reported and leaves the device's state as it was. After
+   * `badEventsPerBatch` events failing their hash or signature, the rest of the batch is not
+   * checked (one line says how many); a device's own batches never fail.
+   */
+  ingest(device: string, events: Iterable<unknown>, now: number, context: Record<string, unknown> = {}): OutLine[] {
     const out: OutLine[] = [];
     const key = this.trust.get(device);
     if (!key) {
-      out.push(problem("unknown_device", { device, count: events.length, detail: `no trusted key for device ${device}; add it with \`gatewarden soc trust add\``, now, ...context }));
+      let count = 0;
+      for (const _ of events) count++;
+      out.push(problem("unknown_device", { device, count, detail: `no trusted key for device ${device}; add it with \`gatewarden soc trust add\``, now, ...context }));
       return out;
     }
-    for (const e of events) this.ingestOne(device, key, e, now, out);
+    let bad = 0;
+    let skipped = 0;
+    for (const e of events) {
+      if (bad >= RECEIVER_LIMITS.badEventsPerBatch) skipped++;
+      else if (!this.ingestOne(device, key, e, now, out)) bad++;
+    }
+    if (skipped) out.push(problem("malformed", { device, count: skipped, detail: `${skipped} more events of this batch were not checked: ${bad} before them failed their hash or signature`, now }));
     return out;
   }
 
-  private ingestOne(device: string, key: KeyObject, e: unknown, now: number, out: OutLine[]): void {
-    if (!isEnvelopeShape(e)) {
-      out.push(problem("malformed", { device, detail: "an event in the batch is not a Gatewarden envelope", now }));
-      return;
+  /** false: the event failed its hash or signature check. */
+  private ingestOne(device: string, key: KeyObject, e: unknown, now: number, out: OutLine[]): boolean {
+    if (e === NOT_JSON || !isEnvelopeShape(e)) {
+      out.push(problem("malformed", { device, detail: e === NOT_JSON ? "an event in the batch is not JSON" : "an event in the batch is not a Gatewarden envelope", now }));
+      return true;
     }
     if (e.device !== device) {
-      out.push(problem("malformed", { device, boot: e.boot, first: e.seq, last: e.seq, detail: `event names device ${e.device} inside a batch from ${device}`, now }));
-      return;
+      out.push(problem("malformed", { device, boot: e.boot, first: e.seq, last: e.seq, detail: `event names device ${clip(e.device, 64)} inside a batch from ${device}`, now }));
+      return true;
     }
     const check = checkEnvelope(e, key);
-    const b = this.bootRow(device, e.boot);
     if (check !== "ok") {
       out.push(problem(check, { device, boot: e.boot, first: e.seq, last: e.seq, detail: check === "bad_hash" ? "event hash does not match its content" : "signature does not verify with the trusted device key", now }));
-      if (e.seq > b.hw) {
-        this.q.putSeen.run(device, e.boot, e.seq, null);
-        this.advance(b, now);
-      }
-      return;
+      return false;
     }
+    // Only a verified event moves state from here on.
+    const b = this.bootRow(device, e.boot);
     const known = this.q.hash.get(device, e.boot, e.seq) as { hash: string } | undefined;
     if (known) {
       if (known.hash === e.hash) out.push(problem("duplicate", { device, boot: e.boot, first: e.seq, last: e.seq, detail: "already received", now }));
       else out.push(problem("fork", { device, boot: e.boot, first: e.seq, last: e.seq, detail: `two different signed events at the same position (hashes ${known.hash.slice(0, 12)}… and ${e.hash.slice(0, 12)}…)`, now }));
-      return;
+      return true;
     }
     let late = false;
     if (e.seq <= b.hw) {
       if (e.seq < b.hw - this.opts.dedupeWindow) {
         out.push(problem("duplicate", { device, boot: e.boot, first: e.seq, last: e.seq, detail: "position older than the de-duplication window", now }));
-        return;
+        return true;
       }
       late = true;
     }
@@ -160,7 +173,7 @@ export class StreamVerifier {
     this.checkPastEnd(b, e, out, now);
     this.checkLink(b, e, out, now);
     this.onSpecial(b, e, out, now);
-    if (late) return;
+    if (late) return true;
     if (e.seq === b.hw + 1) {
       b.hw = e.seq;
       b.hw_hash = e.hash;
@@ -168,6 +181,7 @@ export class StreamVerifier {
       this.q.putSeen.run(device, e.boot, e.seq, e.hash);
     }
     this.advance(b, now);
+    return true;
   }
 
   /** The hash chain: `prev` must be the hash of the event before, where that one is known. */
@@ -198,9 +212,11 @@ export class StreamVerifier {
       const pl = unm.boot.previous_last_seq;
       if (last && last.last_boot > e.boot) out.push(clone(e.device, e.boot, last.last_boot, `boot ${e.boot} started after boot ${last.last_boot} of the same device: boot epochs go backwards`, now));
       else if (pb == null) {
-        // Only a device's first boot names no previous boot: a second one is a second device.
+        // Only a device's first boot names no previous boot (and starts from the all-zero hash).
+        // A later one restarted the chain: its outbox (or its whole identity) was reset, or a
+        // second device runs under the identity.
         const other = (this.q.otherBoot.get(e.device, e.boot) as { b: number | null }).b;
-        if (other !== null) out.push(clone(e.device, e.boot, other, `boot ${e.boot} says the device starts for the first time, but boot ${other} was already received`, now));
+        if (other !== null) out.push(problem("chain_reset", { device: e.device, boot: e.boot, first: 0, last: 0, detail: `boot ${e.boot} restarts the hash chain${e.prev === GENESIS_HASH ? " from the all-zero hash" : ""} as a first boot, but boot ${other} was already received: the device's outbox or identity was reset (what it lost is not reported by it), or a second device runs under this identity`, now, boots: [Math.min(e.boot, other), Math.max(e.boot, other)] }));
       }
       this.q.upDevice.run(e.device, e.boot);
       if (pb != null && pl != null && this.opts.continuity !== false) {
@@ -218,15 +234,27 @@ export class StreamVerifier {
     }
     if (e.class === "system" && unm?.loss) {
       const l = unm.loss;
-      const ranges = Array.isArray(l.ranges) ? l.ranges.filter(isRange) : [];
+      const all = Array.isArray(l.ranges) ? l.ranges : [];
+      // A signed record is the device's word, but its size is not: at most MAX_LOSS_RANGES are
+      // applied (positions of the rest, if never received, are reported as gaps).
+      const ranges: [number, number, number][] = [];
+      let first: number | null = null;
+      let last: number | null = null;
+      for (const r of all) {
+        if (ranges.length >= MAX_LOSS_RANGES) break;
+        if (!isRange(r)) continue;
+        ranges.push(r);
+        first = first === null ? r[1] : Math.min(first, r[1]);
+        last = last === null ? r[2] : Math.max(last, r[2]);
+      }
       out.push(
         problem("loss_record", {
           device: e.device,
           boot: ranges[0]?.[0] ?? null,
-          first: ranges.length ? Math.min(...ranges.map((r) => r[1])) : null,
-          last: ranges.length ? Math.max(...ranges.map((r) => r[2])) : null,
+          first,
+          last,
           count: typeof l.count === "number" ? l.count : null,
-          detail: `device reports ${e.ocsf.message as string}`,
+          detail: `device reports ${clip(e.ocsf.message)}${all.length > MAX_LOSS_RANGES ? ` (${all.length} ranges; the first ${MAX_LOSS_RANGES} are applied)` : ""}`,
           now,
           reason: l.reason ?? null,
           class: l.class ?? null,
@@ -333,6 +361,12 @@ export class StreamVerifier {
     this.q.prune.run(this.opts.dedupeWindow);
   }
 }
+
+/** Ranges of one loss record applied to the receiver's state. */
+export const MAX_LOSS_RANGES = 10_000;
+
+/** An element of a batch that is not JSON (see `ingest`). */
+export const NOT_JSON: unique symbol = Symbol("not JSON");
 
 interface LossBody {
   reason?: string;

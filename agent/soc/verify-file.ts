@@ -4,6 +4,7 @@ import { createInterface } from "node:readline";
 import { DaemonError } from "../errors";
 import type { Envelope } from "../events/envelope";
 import type { TrustLookup } from "./verifier";
+import { RECEIVER_LIMITS, splitBatch } from "./bounds";
 import { StreamVerifier, problem, type ProblemLine } from "./verifier";
 
 export interface VerifyReport {
@@ -33,10 +34,14 @@ export async function verifyFile(file: string, trust: TrustLookup): Promise<Veri
       lines++;
       if (!line.trim()) continue;
       let o: Record<string, unknown>;
+      // The same bounds as the receiver's: a hostile file cannot nest deeper than they allow.
+      const one = splitBatch(Buffer.from(`[${line}]`), { ...RECEIVER_LIMITS, eventsPerBatch: 1, eventBytes: 2 * RECEIVER_LIMITS.eventBytes });
       try {
-        o = JSON.parse(line) as Record<string, unknown>;
-      } catch {
-        out.push(problem("malformed", { detail: `line ${lines} is not JSON`, now: 0, line: lines }));
+        if (!one.ok || one.count !== 1) throw new Error(one.ok ? "not one value" : one.reason);
+        o = JSON.parse(one.element(0)) as Record<string, unknown>;
+        if (typeof o !== "object" || o === null) throw new Error("not an object");
+      } catch (e) {
+        out.push(problem("malformed", { detail: `line ${lines} is not a JSON object within the receiver's bounds (${(e as Error).message})`, now: 0, line: lines }));
         continue;
       }
       if ("problem" in o) continue;

@@ -128,13 +128,14 @@ describe("StreamVerifier", () => {
 
   it("two streams under one identity are a clone, naming both boots", () => {
     const other = () => new DeviceStream("gw-1", dev.privateKey);
-    // A second first boot (a copied key directory on a second host).
+    // A second first boot (a copied key directory on a second host) restarts the chain from the
+    // all-zero hash: a chain_reset (a device whose outbox was reset looks the same), naming both.
     const v = setup();
     const a = other();
     v.ingest("gw-1", [a.firstBoot(1000), a.next()], 0);
     const b = other();
     const second = problems(v.ingest("gw-1", [b.firstBoot(1005)], 0));
-    expect(second.map((p) => [p.problem, p.boots])).toEqual([["clone", [1000, 1005]]]);
+    expect(second.map((p) => [p.problem, p.boots])).toEqual([["chain_reset", [1000, 1005]]]);
     // A boot epoch going backwards.
     expect(problems(v.ingest("gw-1", [a.reboot()], 0)).map((p) => [p.problem, p.boots])).toEqual([["clone", [1001, 1005]]]);
     // Interleaved boots: boot 1000 continued as 1001, and then 1000 goes on (a copied outbox).
