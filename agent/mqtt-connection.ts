@@ -21,6 +21,17 @@ export function brokerAuth(
   };
 }
 
+/** A broker URL holding a user name or password (`mqtt://user:secret@host`). */
+export const URL_CREDENTIALS = /^[a-z][a-z0-9+.-]*:\/\/[^/?#]*@/i;
+
+/**
+ * A broker URL as logs, `status` and error messages show it: credentials never leave the
+ * process (configs refuse them; this is the second line of defence).
+ */
+export function redactUrl(url: string): string {
+  return url.replace(/^([a-z][a-z0-9+.-]*:\/\/)[^/?#]*@/i, "$1***@");
+}
+
 /**
  * PUBLISH and PUBACK are small writes: Nagle's algorithm with the peer's delayed ACK would stall
  * a window of messages in flight for tens of milliseconds at a time.

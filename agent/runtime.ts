@@ -19,6 +19,7 @@ import type { Outbox, OutboxStats } from "./outbox/store";
 import { OutboxWatch } from "./outbox/watch";
 import { RateMeter } from "./rate";
 import { MqttForwarder, type UpstreamState } from "./sinks/mqtt";
+import { redactUrl } from "./mqtt-connection";
 import { SimulatedSource } from "./simulate";
 import { VERSION } from "./version";
 import { registerAuditControl } from "../firmware-hooks/audit";
@@ -299,7 +300,7 @@ export class Runtime {
       boot: this.recorder.bootEpoch,
       version: VERSION,
       uptime_s: Math.round((Date.now() - this.startedAt) / 1000),
-      upstream: { state: this.upstreamState(), url: c.upstream.url ?? null, last_error: this.forwarder?.lastError ?? null, ...(this.forwarder ? { counters: this.forwarder.counters } : {}) },
+      upstream: { state: this.upstreamState(), url: c.upstream.url ? redactUrl(c.upstream.url) : null, last_error: this.forwarder?.lastError ?? null, ...(this.forwarder ? { counters: this.forwarder.counters } : {}) },
       outbox: {
         depth: s?.depth ?? null,
         bytes: s?.bytes ?? null,

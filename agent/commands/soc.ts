@@ -3,6 +3,7 @@ import { readFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { DaemonError } from "../errors";
 import { generateSocKeys } from "../keys/identity";
+import { URL_CREDENTIALS } from "../mqtt-connection";
 import { createLogger } from "../log";
 import { SocReceiver } from "../soc/receive";
 import { TrustStore } from "../soc/trust";
@@ -69,6 +70,7 @@ export function registerSoc(program: Command): void {
     .option("--dedupe-window <N>", "positions per device boot remembered for de-duplication", "100000")
     .action(
       action(async (opts: { broker: string; dir: string; out: string; ca?: string; cert?: string; key?: string; username?: string; passwordFile?: string; topic: string; share?: string; clientId?: string; gapTimeoutMs: string; dedupeWindow: string; mqttVersion: string; continuity?: string }) => {
+        if (URL_CREDENTIALS.test(opts.broker)) throw new DaemonError("USAGE", "--broker must not hold a user name or password: use --username and --password-file (0600)");
         const log = createLogger("info", 2);
         const r = new SocReceiver({
           broker: opts.broker,

@@ -1,6 +1,7 @@
 import { readFileSync, statSync } from "node:fs";
 import { parse as parseYamlValue } from "yaml";
 import { DaemonError } from "../errors";
+import { redactUrl } from "../mqtt-connection";
 import { writeFileAtomic } from "../keys/files";
 import { formatIssues, parseConfigText, validateDoc, type ConfigIssue } from "./load";
 import { configSchema, type Config } from "./schema";
@@ -40,7 +41,9 @@ export function setConfigValue(file: string, key: string, value: string): { prev
     // retry, for keys that want a string, would only add "expected number, received string".
     firstIssues ??= issues;
   }
-  throw Object.assign(new DaemonError("CONFIG_INVALID", `refusing to set ${key} = ${JSON.stringify(value)}:\n${formatIssues(file, firstIssues ?? [])}`), { issues: firstIssues });
+  // A refused broker URL may carry a password: it is not echoed.
+  throw Object.assign(new DaemonError("CONFIG_INVALID", `refusing to set ${key} = ${JSON.stringify(redactUrl(value))}:
+${formatIssues(file, firstIssues ?? [])}`), { issues: firstIssues });
 }
 
 /** Reads a key of the effective config (defaults applied). */

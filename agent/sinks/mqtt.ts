@@ -6,7 +6,7 @@ import { storedBodyHashOk } from "../events/envelope";
 import { OcsfClass } from "../events/ocsf";
 import type { Recorder } from "../events/recorder";
 import { BatchSealer, compressBatch } from "../events/seal";
-import { brokerAuth, noDelay } from "../mqtt-connection";
+import { brokerAuth, noDelay, redactUrl } from "../mqtt-connection";
 import { CauseLog } from "../cause-log";
 import type { Outbox, RawRow } from "../outbox/store";
 
@@ -76,7 +76,7 @@ export class MqttForwarder {
     this.topic = eventsTopic(o.upstream.topic_prefix, o.device);
     this.maxPacket = o.upstream.max_message_bytes;
     this.window = o.upstream.max_inflight;
-    this.causes = new CauseLog(o.log, "Cannot reach the SOC broker; events stay in the outbox", { url: o.upstream.url }, o.warnReminderMs);
+    this.causes = new CauseLog(o.log, "Cannot reach the SOC broker; events stay in the outbox", { url: o.upstream.url ? redactUrl(o.upstream.url) : undefined }, o.warnReminderMs);
   }
 
   /** Row ids currently in flight (the outbox must not evict them). */
@@ -96,7 +96,7 @@ export class MqttForwarder {
     if (this.stopped) return;
     const u = this.o.upstream;
     this.state = "connecting";
-    this.o.log.debug({ url: u.url, attempt: this.attempt }, "Connecting to the SOC broker.");
+    this.o.log.debug({ url: redactUrl(u.url!), attempt: this.attempt }, "Connecting to the SOC broker.");
     let opts: IClientOptions;
     try {
       opts = {
@@ -127,7 +127,7 @@ export class MqttForwarder {
       this.maxPacket = Math.min(u.max_message_bytes, p?.maximumPacketSize ?? Infinity);
       this.window = Math.min(u.max_inflight, p?.receiveMaximum ?? Infinity);
       this.cursor = 0; // ordered replay of everything not yet acknowledged
-      this.o.log.info({ url: u.url, max_packet: this.maxPacket, window: this.window }, "Connected to the SOC broker.");
+      this.o.log.info({ url: redactUrl(u.url!), max_packet: this.maxPacket, window: this.window }, "Connected to the SOC broker.");
       this.pump();
     });
     client.on("error", (e) => {

@@ -6,7 +6,7 @@ import type { Logger } from "pino";
 import { describeError } from "../errors";
 import { BatchOpener } from "../events/seal";
 import { loadSocSecretKey } from "../keys/identity";
-import { brokerAuth, noDelay } from "../mqtt-connection";
+import { brokerAuth, noDelay, redactUrl } from "../mqtt-connection";
 import { clip } from "./bounds";
 import { messageLines } from "./message";
 import { TrustStore } from "./trust";
@@ -161,7 +161,7 @@ export class SocReceiver {
         client.subscribe(topic, { qos: 1 }, (err) => {
           if (err) o.log.error({ err: describeError(err), topic }, "Subscription refused by the broker.");
           else {
-            o.log.info({ broker: o.broker, topic }, "SOC receiver subscribed.");
+            o.log.info({ broker: redactUrl(o.broker), topic }, "SOC receiver subscribed.");
             resolve();
           }
         });

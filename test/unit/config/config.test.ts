@@ -6,6 +6,7 @@ import { loadConfig } from "../../../agent/config/load";
 import { locateConfig } from "../../../agent/config/locate";
 import { configTemplate } from "../../../agent/config/template";
 import { DaemonError } from "../../../agent/errors";
+import { redactUrl } from "../../../agent/mqtt-connection";
 import { tempDir } from "../../helpers/fixture";
 
 function codeOf(fn: () => unknown): string | undefined {
@@ -82,6 +83,42 @@ describe("config", () => {
     expect(codeOf(() => setConfigValue(file, "upstream.colour", "blue"))).toBe("CONFIG_KEY_UNKNOWN");
     expect(codeOf(() => setConfigValue(file, "bad key!", "1"))).toBe("USAGE");
     expect(readFileSync(file, "utf8")).toBe(snapshot);
+  });
+
+  it("refuses credentials in upstream.url, pointing to upstream.password_file, and never echoes them", () => {
+    write(configTemplate({ deviceId: "gw-01", dataDir: "data" }));
+    const snapshot = readFileSync(file, "utf8");
+    for (const url of ["mqtt://gw:s3cr3t-pw@soc.example.net", "mqtts://gw@soc.example.net:8883", "mqtts://:s3cr3t-pw@soc.example.net"]) {
+      let err: Error | undefined;
+      try {
+        setConfigValue(file, "upstream.url", url);
+      } catch (e) {
+        err = e as Error;
+      }
+      expect((err as DaemonError).code).toBe("CONFIG_INVALID");
+      expect(err!.message).toContain("upstream.url: must not hold a user name or password");
+      expect(err!.message).toContain("upstream.password_file");
+      expect(err!.message).not.toContain("s3cr3t");
+    }
+    expect(readFileSync(file, "utf8")).toBe(snapshot);
+    // A file written by hand is refused the same way at load (validate, show, run).
+    write(snapshot.replace(/^upstream:\n/m, "upstream:\n  url: mqtt://gw:s3cr3t-pw@soc.example.net\n"));
+    let err: Error | undefined;
+    try {
+      loadConfig(file);
+    } catch (e) {
+      err = e as Error;
+    }
+    expect((err as DaemonError).code).toBe("CONFIG_INVALID");
+    expect(err!.message).toMatch(/:\d+: upstream\.url: must not hold a user name or password/);
+    expect(err!.message).not.toContain("s3cr3t");
+  });
+
+  it("redacts credentials from broker URLs wherever they are shown", () => {
+    expect(redactUrl("mqtts://gw:s3cr3t@soc.example.net:8883")).toBe("mqtts://***@soc.example.net:8883");
+    expect(redactUrl("mqtt://user@host")).toBe("mqtt://***@host");
+    expect(redactUrl("mqtt://host:1883/")).toBe("mqtt://host:1883/");
+    expect(redactUrl("mqtt://host/a@b")).toBe("mqtt://host/a@b");
   });
 
   it("get answers effective values, unset optional keys, and refuses unknown keys", () => {
