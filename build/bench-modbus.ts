@@ -190,13 +190,13 @@ async function startPeer<T>(code: string, workerData: unknown, pin: { load: stri
  * The benchmark measures the proxy's own cost, so the per-connection request rate limit is
  * off unless `limits` sets it (the load test keeps the default).
  */
-export async function startGatewarden(devicePort: number, limits: Record<string, number> = {}, upstream: Record<string, number> = {}): Promise<{ service: ModbusProxyService; port: number }> {
+export async function startGatewarden(devicePort: number, limits: Record<string, number> = {}, upstream: Record<string, number> = {}, known = "127.0.0.0/8"): Promise<{ service: ModbusProxyService; port: number }> {
   const config = modbusConfigSchema.parse({
     listeners: [{ name: "bench", type: "tcp", listen: "127.0.0.1:0" }],
     upstreams: [{ name: "dev", type: "tcp", target: `127.0.0.1:${devicePort}`, connections: 2, max_in_flight: 32, max_queue: 4096, ...upstream }],
     routes: [{ unit: 1, upstream: "dev" }],
     policy: {
-      identities: [{ match: { address: "127.0.0.0/8" }, role: "scada" }],
+      identities: [{ match: { address: known }, role: "scada" }],
       roles: { scada: { units: [1], functions: ["read-only"], read: { holding: ["0-99"] } } },
     },
     limits: { max_connections: 2048, max_connections_per_identity: 2048, max_requests_per_s: 0, ...limits },

@@ -5,6 +5,9 @@
  * process's memory before and after. Run it with `loadModbus()`; GW_LOAD_MS sets the duration.
  * The flood comes from 127.0.0.2, the idle connections from 127.0.0.3 and the reference client
  * from 127.0.0.1: request budgets are per client, as they would be for an attacker and SCADA.
+ * A second phase (`unknown_lockout`) runs the proxy with default limits and only 127.0.0.1
+ * known: 8 unknown addresses keep 64 silent connections open (reopening each one the proxy
+ * closes or refuses) while SCADA polls at 10 Hz and makes 20 new connections.
  */
 import { monitorEventLoopDelay } from "node:perf_hooks";
 import { setFlagsFromString } from "node:v8";
@@ -86,10 +89,89 @@ s.on("connect", () => {
 });
 `;
 
+/** Connections that never send anything, from several addresses, reopened when closed. */
+const SILENT_JS = `
+const net = require("node:net");
+const { parentPort, workerData } = require("node:worker_threads");
+let opened = 0, closed = 0, stop = false, open = 0;
+const conn = (from) => {
+  const s = net.connect({ port: workerData.port, host: "127.0.0.1", localAddress: from });
+  let was = false;
+  s.on("connect", () => { opened++; open++; was = true; });
+  s.on("error", () => {});
+  s.on("close", () => { closed++; if (was) open--; if (!stop) setTimeout(() => conn(from), 50); });
+};
+for (let i = 0; i < workerData.count; i++) conn(workerData.from[i % workerData.from.length]);
+setTimeout(() => parentPort.postMessage({ started: true }), 500);
+parentPort.on("message", () => { stop = true; parentPort.postMessage({ opened, closed, open }); });
+`;
+
+/** SCADA making new connections one after another: connect, one read, close; latency of each. */
+const CONNECTS_JS = `
+const net = require("node:net");
+const { parentPort, workerData } = require("node:worker_threads");
+const lat = []; let failed = 0;
+const one = (i) => {
+  if (i === workerData.count) {
+    lat.sort((a, b) => a - b);
+    return parentPort.postMessage({ attempts: workerData.count, answered: lat.length, failed, p50_us: lat.length ? Math.round(lat[Math.floor(lat.length / 2)]) : null, max_us: lat.length ? Math.round(lat[lat.length - 1]) : null });
+  }
+  const t0 = process.hrtime.bigint();
+  const s = net.connect({ port: workerData.port, host: "127.0.0.1", noDelay: true });
+  let done = false;
+  const end = (ok) => { if (done) return; done = true; if (ok) lat.push(Number(process.hrtime.bigint() - t0) / 1000); else failed++; s.destroy(); setTimeout(() => one(i + 1), 100); };
+  s.on("connect", () => s.write(Buffer.from([0, 1, 0, 0, 0, 6, 1, 3, 0, 0, 0, 10])));
+  s.on("data", () => end(true));
+  s.on("error", () => end(false));
+  s.on("close", () => end(false));
+  setTimeout(() => end(false), 2000);
+};
+one(0);
+`;
+
+/**
+ * Unknown clients holding connections while SCADA polls: default limits (64 connections,
+ * 8 per client, 16 for unknown clients, silent unknown ones closed after 3 s), only
+ * 127.0.0.1 known.
+ */
+async function unknownLockout(durationMs: number): Promise<object> {
+  const server = await startWorker<{ port: number }>(RAW_SERVER_JS);
+  const gw = await startGatewarden(server.first.port, { max_connections: 64, max_connections_per_identity: 8, max_requests_per_s: 1000 }, {}, "127.0.0.1");
+  const workers = [server.worker];
+  try {
+    const from = Array.from({ length: 8 }, (_, i) => `127.0.0.${4 + i}`);
+    const silent = await startWorker<{ started: boolean }>(SILENT_JS, { port: gw.port, count: 64, from });
+    workers.push(silent.worker);
+    const held = gw.service.status().listeners[0]?.unknown_connections;
+    const [ref, connects] = await Promise.all([
+      startWorker<{ polls: number; missed_or_late: number; p50_us: number; p99_us: number; max_us: number }>(REFERENCE_JS, { port: gw.port, durationMs }),
+      startWorker<{ attempts: number; answered: number; failed: number; p50_us: number | null; max_us: number | null }>(CONNECTS_JS, { port: gw.port, count: 20 }),
+    ]);
+    workers.push(ref.worker, connects.worker);
+    const stats = await new Promise<{ opened: number; closed: number; open: number }>((resolve) => {
+      silent.worker.once("message", resolve);
+      silent.worker.postMessage("stop");
+    });
+    return {
+      silent_unknown_clients: { addresses: from.length, connections_kept_trying: 64, held_by_proxy_at_start: held, opened: stats.opened, closed_or_refused: stats.closed },
+      scada_new_connections: connects.first,
+      scada_reference_client_10hz: ref.first,
+    };
+  } finally {
+    await gw.service.stop();
+    for (const w of workers) await w.terminate();
+  }
+}
+
 const mb = (n: number) => Math.round(n / 1048576);
 
 export async function loadModbus(opts: { durationMs?: number; idle?: number; floodConnections?: number; depth?: number; maxRequestsPerS?: number } = {}): Promise<object> {
   const durationMs = opts.durationMs ?? Number(process.env.GW_LOAD_MS ?? 10_000);
+  const flood = await floodAndIdle(durationMs, opts);
+  return { ...flood, unknown_lockout: await unknownLockout(Math.min(durationMs, 5000)) };
+}
+
+async function floodAndIdle(durationMs: number, opts: { idle?: number; floodConnections?: number; depth?: number; maxRequestsPerS?: number }): Promise<object> {
   // V8's memory reducer runs full GCs in isolates that look idle, such as the 10 Hz reference
   // client's thread, adding tens of ms to the very latency being measured; the proxy on the
   // main thread is not idle and is not affected.

@@ -130,7 +130,12 @@ export const routeSchema = z.strictObject({
 export const limitsSchema = z.strictObject({
   max_connections: z.number().int().min(1).default(64),
   max_connections_per_identity: z.number().int().min(1).default(8),
+  /** Connections of clients no identity rule matches (all of them, per listener); never more
+   * than half of max_connections, so known clients always keep the rest. */
+  max_unknown_connections: z.number().int().min(0).default(16),
   idle_timeout_ms: z.number().int().min(100).default(300_000),
+  /** An unknown client's connection that sends nothing for this long is closed. */
+  unknown_idle_timeout_ms: z.number().int().min(100).default(3_000),
   /** A started frame must be complete within this time (slow-loris). */
   frame_timeout_ms: z.number().int().min(10).default(5_000),
   max_outstanding: z.number().int().min(1).max(256).default(16),

@@ -242,8 +242,9 @@ export class ModbusEvents {
   }
 
   /** A connection was refused because a connection limit was reached. */
-  connectionLimit(c: { listener: string; identity: string; address: string; limit: "total" | "per_identity"; max: number }): void {
-    const d = this.draft("finding", 3, 2004, 1, `Modbus connection refused: ${c.limit === "total" ? "listener" : "per-identity"} limit of ${c.max} reached`, {
+  connectionLimit(c: { listener: string; identity: string; address: string; limit: "total" | "per_identity" | "unknown"; max: number }): void {
+    const which = c.limit === "total" ? "listener" : c.limit === "unknown" ? "unknown-client" : "per-identity";
+    const d = this.draft("finding", 3, 2004, 1, `Modbus connection refused: ${which} limit of ${c.max} reached`, {
       finding_info: { title: "Modbus connection limit", types: ["modbus.connection_limit"] },
       src_endpoint: { ip: c.address },
       actor: { user: { name: c.identity } },

@@ -30,6 +30,8 @@ export interface ListenerStatus {
   address?: string;
   port?: number;
   connections: number;
+  /** Of which from clients no identity rule matches. */
+  unknown_connections: number;
   requests: number;
   denied: number;
   malformed: number;
@@ -96,6 +98,8 @@ export class ModbusListener {
   /** Open connections and who they are. */
   private readonly sockets = new Map<Socket, PeerIdentity>();
   private readonly perIdentity = new Map<string, number>();
+  /** Open connections of clients no identity rule matches (capped apart from known ones). */
+  private unknownOpen = 0;
   readonly counters = { requests: 0, denied: 0, malformed: 0 };
   private tlsStamp = "";
   private pendingStamp: string | undefined;
@@ -329,24 +333,37 @@ export class ModbusListener {
       type: this.cfg.type,
       ...(typeof a === "object" && a ? { address: a.address, port: a.port } : {}),
       connections: this.sockets.size,
+      unknown_connections: this.unknownOpen,
       ...this.counters,
     };
   }
 
-  /** Takes the connection unless a limit refuses it; true when taken. */
+  /**
+   * Takes the connection unless a limit refuses it; true when taken. Clients no identity rule
+   * matches (they can only be denied) have a cap of their own, at most half the listener's,
+   * so they can never take the places of known clients such as SCADA, and a silent one is
+   * closed after `unknown_idle_timeout_ms`.
+   */
   private accept(sock: Socket, id: PeerIdentity): boolean {
     const limits = this.ctx.limits;
     const key = identityKey(id);
     const n = this.perIdentity.get(key) ?? 0;
-    if (n >= limits.max_connections_per_identity || this.sockets.size >= limits.max_connections) {
-      const total = this.sockets.size >= limits.max_connections;
-      this.ctx.events?.connectionLimit({ listener: this.name, identity: describeIdentity(id), address: id.address, limit: total ? "total" : "per_identity", max: total ? limits.max_connections : limits.max_connections_per_identity });
+    const known = this.ctx.knows ? this.ctx.knows(id) : true;
+    const unknownMax = Math.min(limits.max_unknown_connections, Math.floor(limits.max_connections / 2));
+    const limit = this.sockets.size >= limits.max_connections ? "total" : n >= limits.max_connections_per_identity ? "per_identity" : !known && this.unknownOpen >= unknownMax ? "unknown" : undefined;
+    if (limit) {
+      const max = limit === "total" ? limits.max_connections : limit === "unknown" ? unknownMax : limits.max_connections_per_identity;
+      this.ctx.events?.connectionLimit({ listener: this.name, identity: describeIdentity(id), address: id.address, limit, max });
       this.ctx.log?.debug({ listener: this.name, peer: key }, "Connection refused: limit reached.");
       sock.destroy();
       return false;
     }
     this.perIdentity.set(key, n + 1);
     this.sockets.set(sock, id);
+    if (!known) {
+      this.unknownOpen++;
+      sock.once("close", () => this.unknownOpen--);
+    }
     sock.setNoDelay(true);
     sock.on("error", (e: Error & { code?: string }) => {
       // Node's own renegotiation guard (ERR_TLS_SESSION_ATTACK), should OpenSSL let one through:
@@ -361,8 +378,9 @@ export class ModbusListener {
       if (m <= 0) this.perIdentity.delete(key);
       else this.perIdentity.set(key, m);
     });
-    this.ctx.events?.client({ listener: this.name, identity: describeIdentity(id), address: id.address, ...(id.fingerprint ? { certificate: { subject: id.subject ?? "", fingerprint: id.fingerprint } } : {}), known: this.ctx.knows ? this.ctx.knows(id) : true });
+    this.ctx.events?.client({ listener: this.name, identity: describeIdentity(id), address: id.address, ...(id.fingerprint ? { certificate: { subject: id.subject ?? "", fingerprint: id.fingerprint } } : {}), known });
     new ProxyConnection(sock, id, this.name, this.ctx, this.counters).begin();
+    if (!known) sock.setTimeout(limits.unknown_idle_timeout_ms);
     return true;
   }
 }
