@@ -12,6 +12,7 @@ import { registerModbusCommands } from "../protocols/modbus/cli";
 import { registerDetectCommand } from "../detectors/cli";
 import { registerOpcuaCommands } from "../protocols/opcua/cli";
 import { registerReleaseCommands, registerUpdateCommands } from "../firmware-hooks/cli";
+import { registerIntegrityCommands } from "../firmware-hooks/integrity-cli";
 import { loadConfig } from "./config/load";
 import { locateConfig } from "./config/locate";
 
@@ -39,6 +40,7 @@ export function buildProgram(): Command {
   });
   registerReleaseCommands(program);
   registerUpdateCommands(program);
+  registerIntegrityCommands(program);
   registerOpcuaCommands(program, {
     resolveSocket: async (opts) => loadConfig(locateConfig(typeof opts.config === "string" ? opts.config : undefined)).config.control.socket,
   });

@@ -145,6 +145,7 @@ export class Runtime {
     await this.startDetectors();
     await this.startModbus();
     await this.startOpcua();
+    await this.startIntegrity();
     if (this.forwarder) this.forwarder.start();
     else this.log.warn({}, "upstream.url is not set: events are kept in the outbox until it is.");
     this.heartbeat.start();
@@ -161,6 +162,15 @@ export class Runtime {
     this.readings = d.readings;
     this.control.handle("detection.status", () => d.status());
     this.onStop(() => d.stop());
+  }
+
+  /** The integrity watch, when configured (firmware-hooks/integrity-monitor.ts). */
+  private async startIntegrity(): Promise<void> {
+    if (!this.loaded.config.integrity) return;
+    const { IntegrityMonitor } = await import("../firmware-hooks/integrity-monitor");
+    const m = new IntegrityMonitor(this.loaded, this.recorder, this.log.child({ component: "integrity" }));
+    m.start(this.control);
+    this.onStop(() => m.stop());
   }
 
   /** The OPC UA client, when configured: polled point values into the detectors. */

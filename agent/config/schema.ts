@@ -7,6 +7,7 @@ import { pointsSchema } from "../../detectors/points";
 import { opcuaConfigSchema } from "../../protocols/opcua/config";
 import { detectionSchema } from "../detection";
 import { updateSchema } from "../../firmware-hooks/config";
+import { integritySchema } from "../../firmware-hooks/integrity";
 
 /**
  * The daemon's config schema. Each section's schema sits here or beside its component; the
@@ -107,6 +108,8 @@ export const configSchema = z.strictObject({
   detection: detectionSchema.prefault({}),
   /** Signed updates (firmware-hooks/config.ts); absent: every update is refused. */
   update: updateSchema.optional(),
+  /** Self-integrity measurement (firmware-hooks/integrity.ts); absent: nothing is measured. */
+  integrity: integritySchema.optional(),
 }).superRefine((c, ctx) => {
   // References between sections: a point's device must be a proxy upstream or an OPC UA server,
   // a group's members points.

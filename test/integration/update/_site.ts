@@ -33,7 +33,7 @@ export async function updateSite(cleanups: (() => Promise<void> | void)[], extra
   mkdirSync(other);
   generateReleaseKey(join(fleet, "release.key"), join(fleet, "release.pub"));
   generateReleaseKey(join(other, "release.key"), join(other, "release.pub"));
-  appendFileSync(site.cfgFile, `\nupdate:\n  device_class: cabinet-test\n  release_keys: [${join(fleet, "release.pub")}]\n  health: { deadline_ms: 8000 }\n${extra}`);
+  appendFileSync(site.cfgFile, `\nupdate:\n  device_class: cabinet-test\n  release_keys: [${join(fleet, "release.pub")}]\n  health: { deadline_ms: 15000 }\n${extra}`);
   const lines: OutLine[] = [];
   const rx = new SocReceiver({ broker: broker.url, dir: site.socDir, out: join(t.dir, "soc.jsonl"), topic: "gatewarden/v1/+/events", clientId: "soc-up", protocolVersion: 4, gapTimeoutMs: 600_000, dedupeWindow: 100_000, log: silent, onLine: (l) => lines.push(l) });
   await rx.start();

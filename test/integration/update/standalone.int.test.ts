@@ -89,7 +89,7 @@ describe("update apply: Gatewarden alone", () => {
     // Before the switch the old version runs; after it the new one.
     expect(seen).toEqual(STEPS.map((st) => `${st}:${STEPS.indexOf(st) < STEPS.indexOf("switched") ? "1.0.0" : "2.0.0"}`));
     expect(JSON.parse((await gw(["update", "status", "--json"])).stdout)).toMatchObject({ current: "2.0.0", pending: null, committed: { counter: 2 } });
-  });
+  }, 300_000); // about 40 CLI runs, each a Node start-up: slow on two shared cores
 
   it("a failed health check switches back automatically", async () => {
     await daemon.stop();

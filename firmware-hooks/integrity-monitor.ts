@@ -1,0 +1,59 @@
+import type { Logger } from "pino";
+import type { LoadedConfig } from "../agent/config/load";
+import type { ControlServer } from "../agent/control/server";
+import { describeError } from "../agent/errors";
+import type { EventSink } from "../agent/events/types";
+import { acceptDraft, acceptIntegrity, checkIntegrity, driftDraft, type CheckResult } from "./integrity";
+
+/**
+ * The daemon's integrity watch: measures at start (taking the first manifest if there is
+ * none, audited) and every `integrity.interval_ms`; a drift is a signed finding, recorded
+ * again only when what drifted changes. `integrity.status` and `integrity.check` on the control socket.
+ */
+export class IntegrityMonitor {
+  private timer: NodeJS.Timeout | undefined;
+  private reported = "";
+  last: CheckResult | undefined;
+  lastError: string | undefined;
+
+  constructor(
+    private readonly loaded: LoadedConfig,
+    private readonly sink: EventSink,
+    private readonly log: Logger,
+  ) {}
+
+  start(control: ControlServer): void {
+    control.handle("integrity.status", () => this.status());
+    control.handle("integrity.check", () => this.check());
+    this.check();
+    this.timer = setInterval(() => this.check(), this.loaded.config.integrity!.interval_ms);
+    this.timer.unref();
+  }
+
+  status(): Record<string, unknown> {
+    return { state: this.last?.state ?? "unknown", ...(this.last ?? {}), error: this.lastError ?? null };
+  }
+
+  check(): Record<string, unknown> {
+    try {
+      let r = checkIntegrity(this.loaded);
+      if (r.state === "no_manifest") {
+        this.sink.record(acceptDraft(acceptIntegrity(this.loaded), "the daemon (first start: no manifest yet)"));
+        r = checkIntegrity(this.loaded);
+      }
+      this.last = r;
+      this.lastError = undefined;
+      const key = r.state === "drift" ? JSON.stringify(r.drift) : "";
+      if (key && key !== this.reported) this.sink.record(driftDraft(r.drift, r.manifest));
+      this.reported = key;
+    } catch (e) {
+      this.lastError = describeError(e);
+      this.log.error({ err: this.lastError }, "Integrity measurement failed.");
+    }
+    return this.status();
+  }
+
+  stop(): void {
+    if (this.timer) clearInterval(this.timer);
+  }
+}

@@ -1,0 +1,177 @@
+import { createHash } from "node:crypto";
+import { existsSync, lstatSync, readdirSync, readFileSync } from "node:fs";
+import { join, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+import { z } from "zod";
+import type { Config } from "../agent/config/schema";
+import type { LoadedConfig } from "../agent/config/load";
+import { DaemonError } from "../agent/errors";
+import { OcsfClass } from "../agent/events/ocsf";
+import type { EventDraft } from "../agent/events/types";
+import { writeDurable } from "./state";
+
+/**
+ * Self-integrity: a measured manifest (SHA-256 per file) of the agent's own program, its config,
+ * policy and site files, trust anchors, and `integrity.paths` (hook scripts, release folder...).
+ * `gatewarden integrity accept` takes it (audited); the daemon re-measures at start and every
+ * `integrity.interval_ms` and records a drift as a signed finding.
+ */
+export const integritySchema = z.strictObject({
+  interval_ms: z.number().int().min(1000).max(86_400_000).default(300_000),
+  manifest_path: z.string().min(1).default("data/integrity.json"),
+  /** More files or directories to measure (e.g. the hook scripts, /etc/rauc/system.conf). */
+  paths: z.array(z.string().min(1)).max(256).default([]),
+});
+export type IntegrityConfig = z.output<typeof integritySchema>;
+
+/** Most files measured (directories are walked): bounded for a Pi. */
+const MAX_FILES = 20_000;
+
+export interface Measurement {
+  time: string;
+  files: Record<string, string>;
+}
+
+export interface Drift {
+  changed: string[];
+  added: string[];
+  missing: string[];
+}
+
+export type IntegrityState = "ok" | "drift" | "no_manifest" | "unknown";
+
+/** The program file: the bundle (dist/gatewarden.cjs) when running from it. */
+export function programFile(): string {
+  return fileURLToPath(import.meta.url);
+}
+
+export function measuredPaths(loaded: LoadedConfig): string[] {
+  const c: Config = loaded.config;
+  const i = c.integrity!;
+  return [
+    programFile(),
+    loaded.file,
+    c.modbus?.policy_file,
+    c.detection.site,
+    c.upstream.ca,
+    c.upstream.soc_public_key,
+    ...(c.update?.release_keys ?? []),
+    ...i.paths,
+  ].filter((p): p is string => typeof p === "string");
+}
+
+export function measure(paths: readonly string[]): Measurement {
+  const files: Record<string, string> = {};
+  let n = 0;
+  const add = (p: string) => {
+    let st;
+    try {
+      st = lstatSync(p);
+    } catch {
+      files[p] = "missing";
+      return;
+    }
+    if (st.isDirectory()) {
+      for (const name of readdirSync(p).sort()) add(join(p, name));
+      return;
+    }
+    if (++n > MAX_FILES) throw new DaemonError("CONFIG_INVALID", `integrity.paths: more than ${MAX_FILES} files to measure`);
+    files[p] = st.isFile() ? createHash("sha256").update(readFileSync(p)).digest("hex") : st.isSymbolicLink() ? `link` : "special";
+  };
+  for (const p of paths) add(resolve(p));
+  return { time: new Date().toISOString(), files };
+}
+
+export function compare(base: Measurement, now: Measurement): Drift {
+  const changed: string[] = [];
+  const added: string[] = [];
+  const missing: string[] = [];
+  for (const [f, h] of Object.entries(base.files)) {
+    if (!(f in now.files) || now.files[f] === "missing") {
+      if (h !== "missing") missing.push(f);
+    } else if (now.files[f] !== h) changed.push(f);
+  }
+  for (const [f, h] of Object.entries(now.files)) if (!(f in base.files) && h !== "missing") added.push(f);
+  return { changed, added, missing };
+}
+
+export const hasDrift = (d: Drift) => d.changed.length + d.added.length + d.missing.length > 0;
+
+export function readManifest(path: string): Measurement | undefined {
+  if (!existsSync(path)) return undefined;
+  try {
+    const m = JSON.parse(readFileSync(path, "utf8")) as Measurement;
+    if (typeof m.files !== "object" || m.files === null) throw new Error("no files");
+    return m;
+  } catch (e) {
+    throw new DaemonError("INPUT_INVALID", `integrity manifest ${path} is not readable JSON (${(e as Error).message}); run \`gatewarden integrity accept\``);
+  }
+}
+
+export function integrityConfig(loaded: LoadedConfig): IntegrityConfig {
+  const i = loaded.config.integrity;
+  if (!i) throw new DaemonError("CONFIG_INCOMPLETE", `${loaded.file} has no integrity section (integrity.interval_ms, integrity.paths): nothing is measured`);
+  return i;
+}
+
+export interface CheckResult {
+  state: IntegrityState;
+  manifest: string;
+  accepted_at: string | null;
+  files: number;
+  drift: Drift;
+}
+
+export function checkIntegrity(loaded: LoadedConfig): CheckResult {
+  const i = integrityConfig(loaded);
+  const base = readManifest(i.manifest_path);
+  const now = measure(measuredPaths(loaded));
+  if (!base) return { state: "no_manifest", manifest: i.manifest_path, accepted_at: null, files: Object.keys(now.files).length, drift: { changed: [], added: [], missing: [] } };
+  const drift = compare(base, now);
+  return { state: hasDrift(drift) ? "drift" : "ok", manifest: i.manifest_path, accepted_at: base.time, files: Object.keys(now.files).length, drift };
+}
+
+export function acceptIntegrity(loaded: LoadedConfig): { manifest: string; files: number; drift: Drift | null } {
+  const i = integrityConfig(loaded);
+  const base = readManifestOrNone(i.manifest_path);
+  const now = measure(measuredPaths(loaded));
+  writeDurable(i.manifest_path, JSON.stringify(now, null, 1) + "\n");
+  return { manifest: i.manifest_path, files: Object.keys(now.files).length, drift: base ? compare(base, now) : null };
+}
+
+function readManifestOrNone(path: string): Measurement | undefined {
+  try {
+    return readManifest(path);
+  } catch {
+    return undefined;
+  }
+}
+
+export function driftDraft(d: Drift, manifest: string): EventDraft {
+  const list = [...d.changed.map((f) => `changed ${f}`), ...d.added.map((f) => `added ${f}`), ...d.missing.map((f) => `missing ${f}`)];
+  return {
+    class: "finding",
+    severity: 4,
+    ocsf: {
+      class_uid: OcsfClass.DetectionFinding,
+      activity_id: 1,
+      message: `Integrity drift: ${list.slice(0, 5).join(", ")}${list.length > 5 ? ` and ${list.length - 5} more` : ""}`,
+      finding_info: { title: "Integrity drift", uid: `integrity:${createHash("sha256").update(list.join("\n")).digest("hex").slice(0, 16)}`, types: ["integrity"] },
+      unmapped: { integrity: { manifest, changed: d.changed.slice(0, 100), added: d.added.slice(0, 100), missing: d.missing.slice(0, 100) } },
+    },
+  };
+}
+
+export function acceptDraft(r: { manifest: string; files: number; drift: Drift | null }, by: string): EventDraft {
+  const n = r.drift ? r.drift.changed.length + r.drift.added.length + r.drift.missing.length : 0;
+  return {
+    class: "audit",
+    severity: 2,
+    ocsf: {
+      class_uid: OcsfClass.DeviceConfigStateChange,
+      activity_id: 99,
+      message: `Integrity manifest accepted by ${by}: ${r.files} files${r.drift ? `, ${n} differences from the previous one` : " (first manifest)"}`,
+      unmapped: { integrity: { manifest: r.manifest, files: r.files, ...(r.drift ? { changed: r.drift.changed.slice(0, 100), added: r.drift.added.slice(0, 100), missing: r.drift.missing.slice(0, 100) } : {}) } },
+    },
+  };
+}
