@@ -1,5 +1,6 @@
 import type { Command } from "commander";
-import { existsSync, mkdirSync } from "node:fs";
+import { existsSync } from "node:fs";
+import { makeDirs } from "../paths";
 import { hostname } from "node:os";
 import { join, resolve } from "node:path";
 import { configTemplate } from "../config/template";
@@ -29,7 +30,7 @@ export function registerInit(program: Command): void {
         const priv = join(dir, "keys", "device.key");
         const pub = join(dir, "keys", "device.pub");
         for (const f of [file, priv]) if (existsSync(f)) throw new DaemonError("KEY_EXISTS", `${f} exists; refusing to overwrite it (remove it first if you mean to re-create the identity)`);
-        mkdirSync(join(dir, "keys"), { recursive: true, mode: 0o700 });
+        makeDirs(join(dir, "keys"), "--dir");
         const dataDir = opts.dataDir ? resolve(opts.dataDir) : "data";
         const key = generateDeviceKey(priv, pub);
         writeNewFile(file, configTemplate({ deviceId, dataDir }), 0o640);

@@ -1,5 +1,7 @@
 import { X509Certificate } from "node:crypto";
 import { readFileSync } from "node:fs";
+import { join } from "node:path";
+import { checkDataPath } from "../paths";
 import { DaemonError, type ErrorCode } from "../errors";
 import { readSecretFile, readTlsKey } from "../keys/files";
 import { loadDeviceKey, loadSocPublicKey } from "../keys/identity";
@@ -19,7 +21,8 @@ export interface ReferenceIssue extends ConfigIssue {
  * private key and secret file is owner-only and parses (device key, upstream TLS key and
  * password file, Modbus/TCP Security keys, OPC UA user keys and password files, the OPC UA
  * client's own key), every certificate parses (and matches its key), the SOC public key, the
- * Modbus policy file and the site file validate. Each issue names the config key and its line;
+ * Modbus policy file and the site file validate; the data files' directories exist, or are one
+ * new directory in an existing, writable one. Each issue names the config key and its line;
  * issues inside a policy or site file name that file, its line and its key.
  */
 export function checkReferences(loaded: LoadedConfig): ReferenceIssue[] {
@@ -60,6 +63,12 @@ export function checkReferences(loaded: LoadedConfig): ReferenceIssue[] {
     });
   }
   if (c.detection.site && c.points && Object.keys(c.points).length) check(["detection", "site"], () => readSiteFile(c.detection.site!));
+  // Data the daemon writes: a mistyped path is refused, not created anywhere.
+  check(["buffer", "path"], () => checkDataPath(c.buffer.path, "buffer.path"));
+  check(["control", "socket"], () => checkDataPath(c.control.socket, "control.socket"));
+  if (c.modbus) check(["modbus", "windows", "state_path"], () => checkDataPath(c.modbus!.windows.state_path, "modbus.windows.state_path"));
+  if (c.points && Object.keys(c.points).length) check(["detection", "state_path"], () => checkDataPath(c.detection.state_path, "detection.state_path"));
+  if (c.opcua) check(["opcua", "pki_dir"], () => checkDataPath(join(c.opcua!.pki_dir, "own"), "opcua.pki_dir", 2));
   if (!out.length) return [];
   // Lines only when something is wrong: the config is parsed again to find them.
   const { doc, lc } = parseConfigText(readFileSync(loaded.file, "utf8"), loaded.file);

@@ -117,4 +117,27 @@ describe("operator mistakes (built bundle)", () => {
       await exited(daemon);
     }
   });
+
+  it("init and data paths: PATH_UNUSABLE naming the path, never a spin or INTERNAL, nothing created", () => {
+    const file = join(t.dir, "a-file");
+    writeFileSync(file, "x");
+    const underFile = gw(["init", "--dir", join(file, "x"), "--device-id", "x"]);
+    expect(underFile.code).toBe(1);
+    expect(underFile.stderr).toMatch(/^error\[PATH_UNUSABLE\].*a-file/);
+    if (existsSync("/proc/self")) {
+      // Node's recursive mkdir loops for ever here; gw() would time out (code -1).
+      const proc = gw(["init", "--dir", "/proc/nope", "--device-id", "x"]);
+      expect(proc.code).toBe(1);
+      expect(proc.stderr).toMatch(/^error\[PATH_UNUSABLE\].*\/proc\/nope/);
+    }
+    const s = site();
+    const typo = join(t.dir, "var-lib-typo", "gatewarden", "outbox.db");
+    expect(gw(["config", "set", "buffer.path", typo, "--config", s.cfgFile]).code).toBe(0);
+    const v = gw(["config", "validate", "--config", s.cfgFile, "--json"]);
+    expect(errorOf(v)).toMatchObject({ code: "PATH_UNUSABLE", issues: [expect.objectContaining({ path: "buffer.path", line: expect.any(Number) })] });
+    const run = gw(["run", "--config", s.cfgFile]);
+    expect(run.code).toBe(1);
+    expect(run.stderr).toMatch(/^error\[PATH_UNUSABLE\]/m);
+    expect(existsSync(join(t.dir, "var-lib-typo"))).toBe(false);
+  });
 });
