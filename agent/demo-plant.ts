@@ -67,15 +67,26 @@ export class DemoClient {
     sock.on("close", () => this.waiting?.("closed"));
   }
 
-  static connect(port: number): Promise<DemoClient> {
+  /** Connects from `localAddress` (a loopback address of its own: the proxy tells clients apart by address). */
+  static connect(port: number, localAddress?: string): Promise<DemoClient> {
     return new Promise((resolve, reject) => {
-      const s = connect({ port, host: "127.0.0.1" }, () => resolve(new DemoClient(s)));
+      const s = connect({ port, host: "127.0.0.1", ...(localAddress ? { localAddress } : {}) }, () => resolve(new DemoClient(s)));
       s.once("error", reject);
     });
   }
 
   /** Sends a PDU (hex) to `unit`; resolves with the response PDU (hex), or "timeout"/"closed". */
   request(unit: number, pduHex: string, timeoutMs = 2000): Promise<string> {
+    return this.exchange(encodeMbap(++this.tid, unit, Buffer.from(pduHex.replace(/\s/g, ""), "hex")), timeoutMs);
+  }
+
+  /** Sends raw bytes (the malformed-frame attack); resolves with the first answer PDU (hex), or "timeout"/"closed". */
+  raw(bytes: Buffer, timeoutMs = 2000): Promise<string> {
+    return this.exchange(bytes, timeoutMs);
+  }
+
+  private exchange(bytes: Buffer, timeoutMs: number): Promise<string> {
+    if (this.sock.destroyed) return Promise.resolve("closed");
     return new Promise((resolve) => {
       const t = setTimeout(() => {
         this.waiting = undefined;
@@ -85,13 +96,8 @@ export class DemoClient {
         clearTimeout(t);
         resolve(hex);
       };
-      this.sock.write(encodeMbap(++this.tid, unit, Buffer.from(pduHex.replace(/\s/g, ""), "hex")));
+      this.sock.write(bytes);
     });
-  }
-
-  /** Raw bytes, for the malformed-frame attack. */
-  raw(bytes: Buffer): void {
-    this.sock.write(bytes);
   }
 
   close(): void {

@@ -51,7 +51,18 @@ export interface DemoSummary {
   soc_verified: number;
   problems: Record<string, number>;
   outage_s: number;
+  /** What each client's requests got from the proxy, as printed (`denied (exception 01)`, `allowed (...)`). */
+  outcomes: Record<string, string>;
+  /** The pump speed setpoint (holding 100) in the PLC before the intruder and after the demo. */
+  setpoint_rpm: { before: number; after: number };
+  /** What the SOC verified: Modbus denials per client identity, malformed frames, level findings. */
+  soc_findings: { modbus_denied: Record<string, number>; modbus_malformed: number; level_out_of_range: number };
 }
+
+/** Who is who: the proxy tells plain Modbus TCP clients apart by source address. */
+const SCADA = "127.0.0.2";
+const ENGINEER = "127.0.0.3";
+const INTRUDER = "127.0.0.4";
 
 export async function runDemo(o: { duration: number; rate: number; keep: boolean; quiet: boolean }): Promise<DemoSummary> {
   const say = (s: string) => {
@@ -107,9 +118,10 @@ async function demoBody(
   stack.push(() => plant.stop());
   const proxyPort = await freePort();
   appendFileSync(cfgFile, demoSiteYaml(proxyPort, plant.port));
-  say(`[plant] PLC on 127.0.0.1:${plant.port}; SCADA and engineers reach it only through the proxy on 127.0.0.1:${proxyPort}`);
+  say(`[plant] PLC on 127.0.0.1:${plant.port}; SCADA (${SCADA}, role scada: read-only) and the engineer (${ENGINEER}, role engineer: writes in a write window) reach it only through the proxy on 127.0.0.1:${proxyPort}`);
 
   let shown = 0;
+  const findings: DemoSummary["soc_findings"] = { modbus_denied: {}, modbus_malformed: 0, level_out_of_range: 0 };
   const receiver = new SocReceiver({
     broker: broker.url,
     dir: socDir,
@@ -121,6 +133,7 @@ async function demoBody(
     dedupeWindow: 100_000,
     log: createLogger("error", 2),
     onLine: (l: OutLine) => {
+      if (!("problem" in l)) countFinding(findings, l.ocsf);
       if (!("problem" in l) && l.class === "heartbeat") return;
       if ("problem" in l && l.problem === "duplicate") say(`[soc] de-duplicated ${l.device} ${l.boot}:${l.first} (resent after the outage)`);
       else if ("problem" in l) say(`[soc] PROBLEM ${l.problem} ${l.device ?? ""} ${l.boot ?? ""}:${l.first ?? ""}-${l.last ?? ""} ${l.detail}`);
@@ -137,7 +150,13 @@ async function demoBody(
   say(`[gateway] demo-gw-01 running: Modbus proxy, detectors on the tank level, ${o.rate} simulated events/s, heartbeat every 2 s`);
 
   // SCADA polls the level and the pump flow through the proxy (read-only role).
-  const scada = await DemoClient.connect(proxyPort);
+  const outcomes: Record<string, string> = {};
+  const tell = (who: string, what: string, key: string, outcome: string) => {
+    outcomes[key] = outcome;
+    say(`[${who}] ${what}: ${outcome}`);
+  };
+  const scada = await DemoClient.connect(proxyPort, SCADA);
+  tell("scada", "write 1600 rpm to the pump speed setpoint (holding 100)", "scada_write", answer(await scada.request(1, "06 0064 0640")));
   let scadaReads = 0;
   const scadaTimer = setInterval(() => {
     void scada.request(1, "04 001e 0002").then((r) => {
@@ -151,13 +170,17 @@ async function demoBody(
 
   const third = (o.duration * 1000) / 3;
   await sleep(third / 2);
-  // An intruder on the plant network tries what the policy forbids, and a smuggling frame.
-  const intruder = await DemoClient.connect(proxyPort);
-  say(`[intruder] write 9999 rpm to the pump speed setpoint (holding 100): ${answer(await intruder.request(1, "06 0064 270f"))}`);
-  say(`[intruder] diagnostics: force listen-only mode (FC 8/4): ${answer(await intruder.request(1, "08 0004 0000"))}`);
-  intruder.raw(Buffer.from("000100000009010300000001060064270f", "hex")); // libmodbus #514: a write hidden behind a read
-  await sleep(200);
-  say(`[intruder] a read with a write smuggled after it (libmodbus #514): ${intruder.sock.destroyed ? "rejected, connection closed" : "rejected"}`);
+  // An intruder on the plant network (an address no identity rule names) tries what the policy
+  // forbids, and a smuggling frame.
+  const rpm = () => plant.plc.holding[100]!;
+  const before = rpm();
+  const intruder = await DemoClient.connect(proxyPort, INTRUDER);
+  say(`[intruder] connects from ${INTRUDER}, an address the policy does not know`);
+  tell("intruder", "write 9999 rpm to the pump speed setpoint (holding 100)", "intruder_write", answer(await intruder.request(1, "06 0064 270f")));
+  tell("intruder", "diagnostics: force listen-only mode (FC 8/4)", "intruder_diagnostics", answer(await intruder.request(1, "08 0004 0000")));
+  // libmodbus #514: a write hidden behind a read in one MBAP frame.
+  const smuggled = answer(await intruder.raw(Buffer.from("000100000009010300000001060064270f", "hex")));
+  tell("intruder", "a read with a write smuggled after it (libmodbus #514)", "intruder_smuggle", `${smuggled}${intruder.sock.destroyed && smuggled !== "closed" ? ", connection closed" : ""}; the setpoint is ${rpm() === before ? `unchanged (${rpm()} rpm)` : `CHANGED to ${rpm()} rpm`}`);
   intruder.close();
   await sleep(third / 2);
 
@@ -165,10 +188,11 @@ async function demoBody(
   const outageStart = Date.now();
   say(`[demo] broker DOWN: the gateway keeps recording into its outbox`);
   await sleep(third / 3);
-  // An engineer opens a 10-minute write window and changes the pump speed, within bounds.
-  await controlCall(loaded.config.control.socket, "window.open", { role: "operator", minutes: 10, reason: "demo: raise pump speed" });
-  const eng = await DemoClient.connect(proxyPort);
-  say(`[engineer] window opened; write 1600 rpm to holding 100: ${answer(await eng.request(1, "06 0064 0640"))}`);
+  // The engineer changes the pump speed: refused without a write window, allowed in one.
+  const eng = await DemoClient.connect(proxyPort, ENGINEER);
+  tell("engineer", "write 1600 rpm to holding 100 without a write window", "engineer_write_no_window", answer(await eng.request(1, "06 0064 0640")));
+  await controlCall(loaded.config.control.socket, "window.open", { role: "engineer", minutes: 10, reason: "demo: raise pump speed" });
+  tell("engineer", "write window opened; write 1600 rpm to holding 100", "engineer_write", answer(await eng.request(1, "06 0064 0640")));
   eng.close();
   await sleep((2 * third) / 3);
   const depth = rt.outbox.stats().depth;
@@ -177,9 +201,18 @@ async function demoBody(
   say(`[demo] broker UP after ${outage.toFixed(1)} s with ${depth} events waiting in the outbox`);
 
   // A sensor attack: the level reading is spoofed to a value the tank cannot hold.
+  // The lie lasts until the gateway's detectors have recorded it (at most 20 s).
+  let seen = false;
+  const off = rt.recorder.onCommit((envs) => {
+    if (envs.some((e) => String(e.ocsf.message).startsWith("Reading outside physical range on L_T1"))) seen = true;
+  });
+  const spoofedAt = Date.now();
   plant.spoof = 9.87;
   say(`[attack] the PLC's tank level reading is spoofed to 9.87 m (the tank is 6.5 m high)`);
-  await sleep(third / 2);
+  while (!seen && Date.now() - spoofedAt < 20_000) await sleep(50);
+  off();
+  tell("gateway", "the spoofed level", "level_spoof", seen ? `detected after ${((Date.now() - spoofedAt) / 1000).toFixed(1)} s` : "NOT detected within 20 s");
+  await sleep(Math.max(0, third / 2 - (Date.now() - spoofedAt)));
   plant.spoof = undefined;
   await sleep(third / 2);
   clearInterval(scadaTimer);
@@ -198,18 +231,34 @@ async function demoBody(
   // Duplicates are expected after an outage (a PUBACK lost with the connection): the SOC
   // de-duplicates them. Anything else is a real problem.
   const ok = verified === committed && Object.keys(problems).every((p) => p === "duplicate");
+  const denied = Object.entries(findings.modbus_denied).map(([who, n]) => `${n} for ${who}`).join(", ") || "none";
+  say(`[demo] the SOC verified Modbus denials: ${denied}; malformed frames: ${findings.modbus_malformed}; level findings: ${findings.level_out_of_range}`);
   say(`[demo] gateway committed ${committed} signed events; the SOC verified ${verified}; problems: ${Object.entries(problems).map(([k, v]) => `${k}=${v}`).join(", ") || "none"}`);
   say(ok ? "[demo] OK: every event arrived exactly once, signed and chained, across the outage." : "[demo] MISMATCH: see the problem lines above.");
   if (o.keep) say(`[demo] kept ${dir} (SOC output: ${join(socDir, "events.jsonl")})`);
-  return { ok, dir, committed, soc_verified: verified, problems, outage_s: Math.round(outage * 10) / 10 };
+  return { ok, dir, committed, soc_verified: verified, problems, outage_s: Math.round(outage * 10) / 10, outcomes, setpoint_rpm: { before, after: rpm() }, soc_findings: findings };
+}
+
+/** Counts what the SOC verified that the demo's attacks should cause. */
+function countFinding(f: DemoSummary["soc_findings"], ocsf: Record<string, unknown>): void {
+  const msg = String(ocsf.message);
+  const actor = (ocsf.actor as { user?: { name?: string } } | undefined)?.user?.name ?? "?";
+  // Aggregated denials are one event with a count.
+  const n = (ocsf.count as number | undefined) ?? 1;
+  if (ocsf.class_uid === 4001 && ocsf.activity_id === 5) f.modbus_denied[actor] = (f.modbus_denied[actor] ?? 0) + n;
+  else if (msg.startsWith("Malformed Modbus frame")) f.modbus_malformed += n;
+  else if (msg.startsWith("Reading outside physical range on L_T1")) f.level_out_of_range++;
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
+const EXCEPTIONS: Record<string, string> = { "01": "illegal function", "02": "illegal data address", "03": "illegal data value" };
+
 function answer(pduHex: string): string {
   if (pduHex === "timeout" || pduHex === "closed") return pduHex;
   const fc = parseInt(pduHex.slice(0, 2), 16);
-  return fc & 0x80 ? `denied (exception ${pduHex.slice(2, 4)})` : `allowed (${pduHex})`;
+  const code = pduHex.slice(2, 4);
+  return fc & 0x80 ? `denied (exception ${code}${EXCEPTIONS[code] ? ` ${EXCEPTIONS[code]}` : ""})` : `allowed (${pduHex})`;
 }
 
 function freePort(): Promise<number> {
@@ -233,9 +282,14 @@ modbus:
     - { unit: 1, upstream: plc }
   policy:
     identities:
-      - { match: { address: ["127.0.0.1"] }, role: operator }
+      - { match: { address: ["${SCADA}"] }, role: scada }
+      - { match: { address: ["${ENGINEER}"] }, role: engineer }
     roles:
-      operator:
+      scada:
+        units: [1]
+        functions: [read-only]
+        read: { input: ["0-99"], holding: ["0-199"] }
+      engineer:
         units: [1]
         functions: [read-write]
         read: { input: ["0-99"], holding: ["0-199"] }
