@@ -10,6 +10,7 @@ import { registerDoctor } from "./commands/doctor";
 import { VERSION } from "./version";
 import { registerModbusCommands } from "../protocols/modbus/cli";
 import { registerDetectCommand } from "../detectors/cli";
+import { registerMaintenanceCommand } from "../detectors/maintenance";
 import { registerOpcuaCommands } from "../protocols/opcua/cli";
 import { registerReleaseCommands, registerUpdateCommands } from "../firmware-hooks/cli";
 import { registerIntegrityCommands } from "../firmware-hooks/integrity-cli";
@@ -35,6 +36,9 @@ export function buildProgram(): Command {
   registerSim(program);
   registerDoctor(program);
   registerDetectCommand(program);
+  registerMaintenanceCommand(program, {
+    resolveSocket: async (opts) => loadConfig(locateConfig(typeof opts.config === "string" ? opts.config : undefined)).config.control.socket,
+  });
   registerModbusCommands(program, {
     resolveSocket: async (opts) => loadConfig(locateConfig(typeof opts.config === "string" ? opts.config : undefined)).config.control.socket,
   });

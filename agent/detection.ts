@@ -35,7 +35,7 @@ export type DetectionConfig = z.output<typeof detectionSchema>;
  * findings and incidents go to the recorder. State is restored at start (an unreadable state
  * is reported and the engine starts fresh) and saved periodically and at stop.
  */
-export async function startDetection(o: { points: PointsConfig; config: DetectionConfig; sink: EventSink; log: Logger }): Promise<{ readings: ReadingSink; stop: () => void; status: () => unknown }> {
+export async function startDetection(o: { points: PointsConfig; config: DetectionConfig; sink: EventSink; log: Logger }): Promise<{ readings: ReadingSink; engine: import("../detectors/engine").DetectionEngine; stop: () => void; status: () => unknown }> {
   const { DetectionEngine } = await import("../detectors/engine");
   const { parseSite } = await import("../detectors/site");
   const { DetectorStateStore } = await import("../detectors/state-store");
@@ -65,6 +65,7 @@ export async function startDetection(o: { points: PointsConfig; config: Detectio
   timer.unref();
   return {
     readings: engine,
+    engine,
     status: () => engine.stats(),
     stop: () => {
       clearInterval(timer);

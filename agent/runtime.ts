@@ -156,11 +156,13 @@ export class Runtime {
   /** The detection engine, when points are configured: findings and incidents to the recorder. */
   private async startDetectors(): Promise<void> {
     const c = this.loaded.config;
-    if (!c.points || !Object.keys(c.points).length) return this.notConfigured("points", ["detection.status"]);
+    if (!c.points || !Object.keys(c.points).length) return this.notConfigured("points", ["detection.status", "maintenance.start", "maintenance.end", "maintenance.list"]);
     const { startDetection } = await import("./detection");
     const d = await startDetection({ points: c.points, config: c.detection, sink: this.recorder, log: this.log.child({ component: "detection" }) });
     this.readings = d.readings;
     this.control.handle("detection.status", () => d.status());
+    const { registerMaintenanceControl } = await import("../detectors/maintenance");
+    registerMaintenanceControl(this.control, d.engine, this.recorder);
     this.onStop(() => d.stop());
   }
 

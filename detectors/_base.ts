@@ -55,6 +55,11 @@ export abstract class BaseDetector<S> implements Detector<S> {
    */
   protected onGap(): void {}
 
+  /** After maintenance: forget short-term baselines and warm up again. */
+  rebaseline(): void {
+    this.restart();
+  }
+
   /** A long gap: forget short-term baselines and warm up again. */
   protected restart(): void {
     this.onGap();

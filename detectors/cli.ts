@@ -12,6 +12,7 @@ import { fmt } from "./detector";
 import { DetectionEngine } from "./engine";
 import type { EngineOptionsInput } from "./engine-options";
 import { inferSite, proposeSiteYaml } from "./infer";
+import { MaintenanceSchedule, readMaintenanceFile } from "./maintenance";
 import type { SignalSpec } from "./signal-detectors";
 import { parseSite, type SiteConfig } from "./site";
 
@@ -19,6 +20,8 @@ export interface DetectRunOptions {
   input: string;
   learn?: string | undefined;
   site?: string | undefined;
+  /** File of maintenance windows (YAML list of `{ from, to, points, reason }`). */
+  maintenance?: string | undefined;
   /** Extra engine options (hysteresis, budget). */
   engine?: EngineOptionsInput;
   /** Also print incident open/update/close events as `{"event": ...}` lines. */
@@ -77,10 +80,12 @@ export function runDetectTables(
     points, site, groups, options: o.engine ?? {},
     sink: { record: (d) => events.push(d) },
   });
+  const schedule = o.maintenance ? new MaintenanceSchedule(readMaintenanceFile(o.maintenance), engine) : null;
   if (learn) for (let i = 0; i < learn.ts.length; i++) feed(engine, learn, i, true);
   events.length = 0;
   let flagged = 0;
   for (let i = 0; i < input.ts.length; i++) {
+    schedule?.at(input.ts[i]!);
     feed(engine, input, i, false);
     if (o.events) for (const e of events) out(JSON.stringify({ event: e }));
     events.length = 0;
@@ -128,10 +133,11 @@ export function registerDetectCommand(program: Command): void {
     .option("--learn <file>", "CSV of normal history in the same layout, to fit baselines first (never reported)")
     .option("--site <file>", "site file (signals, tanks, pumps, meters, power); without it, what can be inferred is used")
     .option("--propose-site", "print the site file inferred from the CSV (for the engineer to correct) and exit")
+    .option("--maintenance <file>", "maintenance windows (YAML list of { from, to, points, reason }): suppressed and re-baselined")
     .option("--close-after <n>", "quiet rows before an incident closes", (v) => Number.parseInt(v, 10))
     .option("--budget-per-day <n>", "statistical incidents per signal per day before thresholds rise", Number.parseFloat)
     .option("--events", "also print incident open/update/close events")
-    .action((opts: { input: string; learn?: string; site?: string; proposeSite?: boolean; closeAfter?: number; budgetPerDay?: number; events?: boolean }) => {
+    .action((opts: { input: string; learn?: string; site?: string; proposeSite?: boolean; maintenance?: string; closeAfter?: number; budgetPerDay?: number; events?: boolean }) => {
       if (opts.proposeSite) {
         process.stdout.write(proposeSite(opts));
         return;
@@ -144,7 +150,7 @@ export function registerDetectCommand(program: Command): void {
         if (lines.length) process.stdout.write(lines.join("\n") + "\n");
         lines.length = 0;
       };
-      const s = runDetect({ input: opts.input, learn: opts.learn, site: opts.site, engine, events: opts.events ?? false }, (l) => {
+      const s = runDetect({ input: opts.input, learn: opts.learn, site: opts.site, maintenance: opts.maintenance, engine, events: opts.events ?? false }, (l) => {
         lines.push(l);
         if (lines.length >= 512) flush();
       });

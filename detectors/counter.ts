@@ -16,7 +16,7 @@ export interface CounterOptions {
 
 interface State {
   n: number; last_ts: number | null; dt: number; last: number | null; prev_ts: number | null;
-  peak: number; res: number; rebaseline: number;
+  peak: number; res: number;
 }
 
 /** A reading this many typical intervals after the previous one follows an outage of the meter. */
@@ -38,8 +38,8 @@ const NEW_METER_SHARE = 0.01;
  * interval and allow one resolution step, so a quantised counter's single step is never a jump.
  *
  * A meter exchanged while offline comes back near zero: that re-baselines (exchanges are routine
- * work). So does a reset announced by `rebaseline()` (a maintenance window). Any other step
- * backwards is a finding.
+ * work); inside a maintenance window the engine suppresses the finding and the counter is followed
+ * from its new value. Any other step backwards is a finding.
  */
 export class CounterDetector extends BaseDetector<State> {
   readonly stateVersion = 2;
@@ -47,14 +47,9 @@ export class CounterDetector extends BaseDetector<State> {
   private prevTs: number | null = null;
   private peak = 0;
   private res: number;
-  private rebaselineNext = false;
   constructor(point: string, private readonly opts: CounterOptions = {}) {
     super(point, "counter", opts.warmup ?? 0);
     this.res = opts.resolution ?? 0;
-  }
-  /** The next step backwards is an announced reset (maintenance): re-baseline, no finding. */
-  rebaseline(): void {
-    this.rebaselineNext = true;
   }
   protected step(r: Reading, emit: Emit | null): void {
     const prev = this.last;
@@ -75,10 +70,7 @@ export class CounterDetector extends BaseDetector<State> {
       if (Math.abs(d) <= this.res * 0.5 + 1e-12) return; // register jitter below one step
       const offline = typical > 0 && gap > OFFLINE_INTERVALS * typical;
       const fresh = r.value <= NEW_METER_SHARE * Math.abs(prev) + 10 * this.res;
-      if (this.rebaselineNext || (offline && fresh) || emit === null) {
-        this.rebaselineNext = false;
-        return;
-      }
+      if ((offline && fresh) || emit === null) return;
       // The step is the evidence: reported once (the incident's hysteresis keeps it open a
       // while), then the counter is followed from its new value.
       emit({
@@ -90,10 +82,11 @@ export class CounterDetector extends BaseDetector<State> {
       });
       return;
     }
-    this.rebaselineNext = false;
     const dt = Math.max(gap, typical, 1) / 1000;
     // One resolution step is the smallest change the register can show.
-    const rate = Math.max(0, d - this.res) / dt;
+    // (Less than 1 % of a step beyond it is the float arithmetic of scaled registers.)
+    const excess = d - this.res;
+    const rate = excess > 0.01 * this.res + 1e-12 ? excess / dt : 0;
     const hard = this.opts.max_rate_per_s;
     const limit = hard ?? (this.peak > 0 ? (this.opts.factor ?? 4) * this.peak : Number.POSITIVE_INFINITY);
     if (emit !== null && rate > limit) {
@@ -112,13 +105,12 @@ export class CounterDetector extends BaseDetector<State> {
     // Time continues; the next step is judged against the outage rules above.
   }
   protected save(): Omit<State, "n" | "last_ts" | "dt"> {
-    return { last: this.last, prev_ts: this.prevTs, peak: this.peak, res: this.res, rebaseline: this.rebaselineNext ? 1 : 0 };
+    return { last: this.last, prev_ts: this.prevTs, peak: this.peak, res: this.res };
   }
   protected load(s: Record<string, unknown>): void {
     this.last = numOrNull(this.id, s.last, "last");
     this.prevTs = numOrNull(this.id, s.prev_ts, "prev_ts");
     this.peak = num(this.id, s.peak, "peak");
     this.res = num(this.id, s.res, "res");
-    this.rebaselineNext = num(this.id, s.rebaseline, "rebaseline") === 1;
   }
 }

@@ -44,6 +44,8 @@ export interface Detector<S = unknown> {
    * reports. Engines call `observe` with a no-op `emit` when a detector has no `train`.
    */
   train?(r: Reading): void;
+  /** Optional: forget short-term baselines and warm up again (after maintenance on the point). */
+  rebaseline?(): void;
   /** JSON-safe copy of the state (no NaN, no Infinity, no shared references). */
   snapshot(): S;
   /** Replaces the state. Throws DaemonError DETECTOR_STATE on an unknown version or bad shape. */

@@ -37,7 +37,12 @@ const ENERGY_PHYSICS_OFF = [...STATE_DEPENDENT_OFF, "novelty"] as const;
 const ALARMS_VERSION = 1;
 const MAX_WRITES = 64;
 
+/** A maintenance window on one point: suppressed and re-baselined until it ends. */
+export interface MaintenanceWindow { point: string; reason: string; by: string; since: number }
+
 interface AlarmsState {
+  /** Absent in older snapshots. */
+  maintenance?: MaintenanceWindow[];
   tick: number | null;
   last_tick: number | null;
   training: boolean;
@@ -62,7 +67,8 @@ export class DetectionEngine implements ReadingSink {
   private seen = new Set<string>();
   private signals = new Map<string, SignalAlarmState>();
   private writes: WriteObservation[] = [];
-  private readonly counters = { readings: 0, bad: 0, unknown: 0, findings: 0, incidents: 0 };
+  private maintenance = new Map<string, MaintenanceWindow>();
+  private readonly counters = { readings: 0, bad: 0, unknown: 0, findings: 0, incidents: 0, suppressed: 0 };
   private readonly lastTransitions: Transition[] = [];
 
   constructor(init: DetectionEngineInit) {
@@ -103,6 +109,39 @@ export class DetectionEngine implements ReadingSink {
   write(w: WriteObservation): void {
     this.writes.push(w);
     if (this.writes.length > MAX_WRITES) this.writes.shift();
+  }
+
+  /**
+   * Starts maintenance on points (a meter exchange, a calibration): their findings, and site
+   * findings that involve them, are suppressed until it ends; a counter reset meanwhile
+   * re-baselines. Throws INPUT_INVALID naming a point the engine does not know.
+   */
+  startMaintenance(points: readonly string[], reason: string, by: string, ts: number): MaintenanceWindow[] {
+    const unknown = points.filter((p) => !this.perPoint.has(p) && !(this.site?.points.has(p) ?? false));
+    if (unknown.length) throw new DaemonError("INPUT_INVALID", `maintenance: unknown point ${unknown.join(", ")} (points are the configured point ids)`);
+    if (!points.length) throw new DaemonError("INPUT_INVALID", "maintenance: no points given");
+    return points.map((point) => {
+      const w = { point, reason, by, since: ts };
+      this.maintenance.set(point, w);
+      return w;
+    });
+  }
+
+  /** Ends maintenance on points (all when none are given): their detectors learn their baselines afresh. */
+  endMaintenance(points?: readonly string[]): MaintenanceWindow[] {
+    const ended: MaintenanceWindow[] = [];
+    for (const p of points?.length ? points : [...this.maintenance.keys()]) {
+      const w = this.maintenance.get(p);
+      if (!w) continue;
+      this.maintenance.delete(p);
+      ended.push(w);
+      for (const d of this.perPoint.get(p) ?? []) d.rebaseline?.();
+    }
+    return ended;
+  }
+
+  maintenanceWindows(): MaintenanceWindow[] {
+    return [...this.maintenance.values()];
   }
 
   /** Closes the current tick: evaluates site physics and advances incidents. */
@@ -154,7 +193,7 @@ export class DetectionEngine implements ReadingSink {
     for (const g of this.groups) out[g.id] = { version: g.stateVersion, state: g.snapshot() };
     const alarms: AlarmsState = {
       tick: this.tick, last_tick: this.lastTick, training: this.training, pending: [...this.pending], seen: [...this.seen],
-      signals: Object.fromEntries(this.signals), writes: this.writes,
+      signals: Object.fromEntries(this.signals), writes: this.writes, maintenance: [...this.maintenance.values()],
     };
     out[ALARMS_ID] = { version: ALARMS_VERSION, state: JSON.parse(JSON.stringify(alarms)) };
     return out;
@@ -192,6 +231,8 @@ export class DetectionEngine implements ReadingSink {
       this.seen = new Set(copy.seen);
       this.signals = new Map(Object.entries(obj(ALARMS_ID, copy.signals) as Record<string, SignalAlarmState>));
       this.writes = copy.writes.slice(-MAX_WRITES);
+      if (copy.maintenance !== undefined && !Array.isArray(copy.maintenance)) throw badState(ALARMS_ID, "maintenance");
+      this.maintenance = new Map((copy.maintenance ?? []).filter((w) => typeof w?.point === "string").map((w) => [w.point, w]));
     }
   }
 
@@ -223,10 +264,13 @@ export class DetectionEngine implements ReadingSink {
     }
     if (ds) {
       this.seen.add(r.point);
+      const quiet = this.maintenance.has(r.point);
       for (const d of ds) {
         if (training) {
           if (d.train) d.train(r);
           else d.observe(r, () => {});
+        } else if (quiet) {
+          d.observe(r, () => this.counters.suppressed++);
         } else {
           d.observe(r, (f) => this.add(f));
         }
@@ -239,6 +283,10 @@ export class DetectionEngine implements ReadingSink {
   }
 
   private add(f: Finding): void {
+    if (this.maintenance.size && (this.maintenance.has(f.point) || f.related?.some((p) => this.maintenance.has(p)))) {
+      this.counters.suppressed++;
+      return;
+    }
     this.counters.findings++;
     const list = this.pending.get(f.point);
     if (list) list.push(f);

@@ -1,5 +1,13 @@
-/** Prints the feeder figures (dev and held-out seeds). Bundle and run: see test/sim/README.md. */
-import { DEV_SEEDS, HELDOUT_SEEDS, simulateFeeder } from "./feeder";
+/**
+ * Prints the feeder figures: `dev`, `heldout` or `both` seeds, `--no-site` to run without the site
+ * file, `-v` for each attack and false alarm, `--write DIR` to also write each run's CSVs (live
+ * part and learning history) for `gatewarden detect`. Bundle and run with esbuild, e.g.
+ * `npx esbuild test/sim/report.ts --bundle --platform=node --format=esm --outfile=test/sim/.report.mjs`
+ * (with a `createRequire` banner) and `node test/sim/.report.mjs heldout`.
+ */
+import { mkdirSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { DEV_SEEDS, feederCsv, HELDOUT_SEEDS, simulateFeeder } from "./feeder";
 import { detectFeeder, FEEDER_SITE } from "./run-feeder";
 import { addScores, figures, type EventScore } from "./score";
 
@@ -7,9 +15,16 @@ const which = process.argv[2] ?? "dev";
 const seeds = which === "heldout" ? HELDOUT_SEEDS : which === "both" ? [...DEV_SEEDS, ...HELDOUT_SEEDS] : DEV_SEEDS;
 const noSite = process.argv.includes("--no-site");
 const verbose = process.argv.includes("-v");
+const w = process.argv.indexOf("--write");
+const outDir = w > 0 ? process.argv[w + 1] : undefined;
 let total: EventScore | null = null;
 for (const seed of seeds) {
   const run = simulateFeeder(seed);
+  if (outDir) {
+    mkdirSync(outDir, { recursive: true });
+    writeFileSync(join(outDir, `feeder-${seed}-learn.csv`), feederCsv(run, 0, run.split));
+    writeFileSync(join(outDir, `feeder-${seed}.csv`), feederCsv(run, run.split, run.ts.length));
+  }
   const r = detectFeeder(run, { site: noSite ? undefined : FEEDER_SITE });
   total = total ? addScores(total, r.score) : r.score;
   const f = figures(r.score);

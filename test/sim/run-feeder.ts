@@ -25,13 +25,13 @@ export interface FeederResult {
   lines: { ts: string; signal: string; detector: string; reason: string }[];
 }
 
-export function detectFeeder(run: FeederRun, o: { site?: string | undefined; engine?: EngineOptionsInput } = {}): FeederResult {
+export function detectFeeder(run: FeederRun, o: { site?: string | undefined; maintenance?: string | undefined; engine?: EngineOptionsInput } = {}): FeederResult {
   const input = table(run, run.split, run.ts.length, `feeder-${run.seed}.csv`);
   const learn = table(run, 0, run.split, `feeder-${run.seed}-learn.csv`);
   const index = new Map(input.tsText.map((t, i) => [t, i]));
   const flags: (string | null)[] = new Array<string | null>(input.ts.length).fill(null);
   const lines: FeederResult["lines"] = [];
-  runDetectTables({ input, learn, site: o.site, engine: o.engine }, (l) => {
+  runDetectTables({ input, learn, site: o.site, maintenance: o.maintenance, engine: o.engine }, (l) => {
     const j = JSON.parse(l) as { ts: string; signal: string; detector: string; reason: string };
     const i = index.get(j.ts);
     if (i !== undefined) flags[i] = `${j.signal}:${j.detector}`;

@@ -1,0 +1,94 @@
+/**
+ * Maintenance windows: a counter reset while online is a finding outside a window and nothing
+ * inside one (offline `--maintenance FILE`), and `maintenance.start|end` on a real control socket
+ * changes the engine and records an audit event for each.
+ */
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterAll, describe, expect, it } from "vitest";
+import { controlCall } from "../../../agent/control/client";
+import { ControlServer } from "../../../agent/control/server";
+import type { EventDraft } from "../../../agent/events/types";
+import { DetectionEngine } from "../../../detectors/engine";
+import { readMaintenanceFile, registerMaintenanceControl } from "../../../detectors/maintenance";
+import { simulateFeeder } from "../../sim/feeder";
+import { detectFeeder, FEEDER_SITE } from "../../sim/run-feeder";
+
+const dir = mkdtempSync(join(tmpdir(), "gw-maint-"));
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+const iso = (ms: number): string => new Date(ms).toISOString().slice(0, 19).replace("T", " ");
+
+describe("maintenance file (detect --maintenance)", () => {
+  const run = simulateFeeder(21, { learnDays: 7, days: 10, attacks: [], ordinary: false });
+  const at = run.split + 1440 + 500;
+  // SHOP_kWh is reset to 0 while online (no blank readings): a reset nobody explained.
+  const base = run.values.SHOP_kWh[at]!;
+  for (let i = at; i < run.ts.length; i++) run.values.SHOP_kWh[i] = Number((run.values.SHOP_kWh[i]! - base).toFixed(1));
+
+  it("outside a window, a reset while online is a counter finding", () => {
+    const r = detectFeeder(run, { site: FEEDER_SITE });
+    expect(r.lines.some((l) => l.signal === "SHOP_kWh" && l.detector === "counter")).toBe(true);
+  });
+  it("inside a window it re-baselines: no incident at all", () => {
+    const file = join(dir, "windows.yaml");
+    writeFileSync(file, `- { from: "${iso(run.ts[at - 10]!)}", to: "${iso(run.ts[at + 30]!)}", points: [SHOP_kWh], reason: meter reset by the utility }\n`);
+    expect(detectFeeder(run, { site: FEEDER_SITE, maintenance: file }).lines).toEqual([]);
+  });
+  it.each([
+    ["not a list of windows", "from: 1\n", "(root)"],
+    ["a window that ends before it starts", "- { from: '2026-03-10 10:00', to: '2026-03-10 09:00', points: [A], reason: x }\n", "0"],
+    ["a window without points", "- { from: '2026-03-10 08:00', to: '2026-03-10 09:00', reason: x }\n", "0.points"],
+  ])("rejects %s with INPUT_INVALID naming the entry", (_n, text, where) => {
+    const file = join(dir, "bad.yaml");
+    writeFileSync(file, text);
+    expect(() => readMaintenanceFile(file)).toThrow(expect.objectContaining({ code: "INPUT_INVALID", message: expect.stringContaining(`bad.yaml: ${where}`) }));
+  });
+});
+
+describe("maintenance through the daemon's control socket", () => {
+  it("start and end change the engine and are audit events; unknown points are refused", async () => {
+    const events: EventDraft[] = [];
+    const sink = { record: (d: EventDraft) => events.push(d) };
+    const engine = new DetectionEngine({ points: { E_A: { kind: "energy_counter" }, V: { kind: "voltage" } }, sink });
+    const server = new ControlServer(join(dir, "ctl", "control.sock"));
+    registerMaintenanceControl(server, engine, sink);
+    await server.listen();
+    try {
+      const started = (await controlCall(server.path, "maintenance.start", { points: ["E_A"], reason: "meter exchange", by: "alice" })) as { point: string }[];
+      expect(started.map((w) => w.point)).toEqual(["E_A"]);
+      expect(engine.maintenanceWindows().map((w) => w.point)).toEqual(["E_A"]);
+      expect(events).toHaveLength(1);
+      expect(events[0]!.class).toBe("audit");
+      expect(events[0]!.ocsf.message).toBe("Maintenance started on E_A by alice: meter exchange");
+      await expect(controlCall(server.path, "maintenance.start", { points: ["NOPE"], reason: "x" })).rejects.toThrow(/unknown point NOPE/);
+      await expect(controlCall(server.path, "maintenance.start", { points: ["E_A"] })).rejects.toThrow(/needs points and a reason/);
+      const ended = (await controlCall(server.path, "maintenance.end", { all: true, by: "alice" })) as { point: string }[];
+      expect(ended.map((w) => w.point)).toEqual(["E_A"]);
+      expect(engine.maintenanceWindows()).toEqual([]);
+      expect(events.map((e) => e.ocsf.message)).toEqual(["Maintenance started on E_A by alice: meter exchange", "Maintenance ended on E_A by alice"]);
+    } finally {
+      await server.close();
+    }
+  });
+  it("a counter reset during maintenance opens no incident; after it ends, one does", () => {
+    const events: EventDraft[] = [];
+    const engine = new DetectionEngine({ points: { E_A: { kind: "energy_counter" } }, sink: { record: (d) => events.push(d) } });
+    const t0 = Date.UTC(2026, 0, 1);
+    let v = 100;
+    const feed = (i: number, value: number): void => {
+      engine.reading({ point: "E_A", value, ts: t0 + i * 60_000, source: "t", quality: "good" });
+      engine.flush();
+    };
+    for (let i = 0; i < 100; i++) feed(i, (v += 0.5));
+    engine.startMaintenance(["E_A"], "exchange", "bob", t0 + 100 * 60_000);
+    feed(100, 0.2);
+    feed(101, 0.7);
+    engine.endMaintenance(["E_A"]);
+    for (let i = 102; i < 110; i++) feed(i, 0.7 + (i - 101) * 0.5);
+    expect(events.filter((e) => e.class === "finding")).toEqual([]);
+    feed(110, 0.1);
+    expect(events.filter((e) => e.class === "finding" && e.ocsf.activity_id === 1)).toHaveLength(1);
+  });
+});
