@@ -14,6 +14,7 @@
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
 import { Worker } from "node:worker_threads";
 import { cpus } from "node:os";
+import { dirname, join } from "node:path";
 import { decideFailClosed } from "../protocols/policy";
 import { modbusConfigSchema } from "../protocols/modbus/config";
 import { encodeMbap, mbapFrameSlot, scanMbapInto } from "../protocols/modbus/frame";
@@ -76,11 +77,12 @@ srv.listen(0, "127.0.0.1", () => parentPort.postMessage({ port: srv.address().po
  * closed at the end.
  */
 const CLIENTS_FN_JS = `
-function runClients({ port, clients, durationMs, warmupMs }, report) {
+function runClients({ port, clients, durationMs, warmupMs, spread }, report) {
   const lat = [];
   let count = 0, bad = 0, measuring = false, stop = false;
   for (let i = 0; i < clients; i++) {
-    const s = net.connect({ port, host: "127.0.0.1", noDelay: true });
+    // spread: each client from its own address (127.0.0.2, .3, ...), as SCADA stations are.
+    const s = net.connect({ port, host: "127.0.0.1", noDelay: true, ...(spread ? { localAddress: "127.0.0." + (2 + (i % 250)) } : {}) });
     let tid = 0, t0 = 0n, buf = null;
     const req = Buffer.from([0, 0, 0, 0, 0, 6, 1, 3, 0, 0, 0, 10]);
     const send = () => { tid = (tid + 1) & 0xffff; req.writeUInt16BE(tid, 0); t0 = process.hrtime.bigint(); s.write(req); };
@@ -191,15 +193,20 @@ async function startPeer<T>(code: string, workerData: unknown, pin: { load: stri
  * off unless `limits` sets it (the load test keeps the default).
  */
 export async function startGatewarden(devicePort: number, limits: Record<string, number> = {}, upstream: Record<string, number> = {}, known = "127.0.0.0/8"): Promise<{ service: ModbusProxyService; port: number }> {
+  return startProxyWith(devicePort, { connections: 2, max_in_flight: 32, max_queue: 4096, ...upstream }, { max_connections: 2048, max_connections_per_identity: 2048, max_requests_per_s: 0, ...limits }, known);
+}
+
+/** The same proxy with exactly the given upstream and limit settings (schema defaults for the rest). */
+export async function startProxyWith(devicePort: number, upstream: Record<string, number>, limits: Record<string, number>, known = "127.0.0.0/8"): Promise<{ service: ModbusProxyService; port: number }> {
   const config = modbusConfigSchema.parse({
     listeners: [{ name: "bench", type: "tcp", listen: "127.0.0.1:0" }],
-    upstreams: [{ name: "dev", type: "tcp", target: `127.0.0.1:${devicePort}`, connections: 2, max_in_flight: 32, max_queue: 4096, ...upstream }],
+    upstreams: [{ name: "dev", type: "tcp", target: `127.0.0.1:${devicePort}`, ...upstream }],
     routes: [{ unit: 1, upstream: "dev" }],
     policy: {
       identities: [{ match: { address: known }, role: "scada" }],
       roles: { scada: { units: [1], functions: ["read-only"], read: { holding: ["0-99"] } } },
     },
-    limits: { max_connections: 2048, max_connections_per_identity: 2048, max_requests_per_s: 0, ...limits },
+    limits,
   });
   const service = new ModbusProxyService({ config, events: { record() {} } });
   const bound = await service.start();
@@ -260,6 +267,48 @@ const median = (xs: readonly number[]): number => {
 };
 const round1 = (x: number): number => Math.round(x * 10) / 10;
 
+/**
+ * The proxy configurations measured, each stated in the output. `defaults`: what a config
+ * without these keys gets (one upstream connection, one request in flight, 64 connections,
+ * 8 per identity, 1000 requests/s per client identity). `matched`: the concurrency of the
+ * blind pipe, which opens one device connection per client with one request each (as many
+ * upstream connections as clients, up to the 16 the schema allows, one in flight each), and
+ * no request-rate limit, which the pipe does not have either.
+ */
+function proxyConfigs(clients: number): Record<string, { upstream: Record<string, number>; limits: Record<string, number>; says: string }> {
+  const n = Math.min(clients, 16);
+  return {
+    gatewarden_defaults: { upstream: {}, limits: {}, says: "daemon, schema defaults: 1 upstream connection x 1 in flight, max_connections 64, 8 per identity, max_requests_per_s 1000" },
+    gatewarden_matched: { upstream: { connections: n, max_in_flight: 1, max_queue: 4096 }, limits: { max_requests_per_s: 0 }, says: `daemon, matched to the pipe: ${n} upstream connection(s) x 1 in flight, max_requests_per_s 0 (off), other limits default` },
+  };
+}
+
+/**
+ * Commissioning mode (`gatewarden modbus proxy`, printing one JSON line per decision to a pipe
+ * the benchmark drains) as its own process on the proxy's CPU, with the matched concurrency.
+ */
+async function startCommissioning(devicePort: number, clients: number, pinned: boolean): Promise<{ port: number; stop: () => Promise<void>; says: string }> {
+  const n = Math.min(clients, 16);
+  const bin = join(dirname(process.argv[1]!), "gatewarden.cjs");
+  const args = [bin, "modbus", "proxy", "--listen", "127.0.0.1:0", "--upstream", `tcp://127.0.0.1:${devicePort}`, "--preset", "read-only", "--upstream-connections", String(n), "--max-in-flight", "1"];
+  const proc = pinned ? spawn("taskset", ["-c", "0", process.execPath, ...args], { stdio: ["ignore", "pipe", "pipe"] }) : spawn(process.execPath, args, { stdio: ["ignore", "pipe", "pipe"] });
+  proc.stdout!.resume();
+  const port = await new Promise<number>((resolve, reject) => {
+    let err = "";
+    proc.stderr!.on("data", (d: Buffer) => {
+      err += d.toString();
+      const m = /Listening on [^:]+:(\d+)/.exec(err);
+      if (m) resolve(Number(m[1]));
+    });
+    proc.once("exit", (code) => reject(new Error(`modbus proxy exited with ${code}: ${err}`)));
+  });
+  return {
+    port,
+    says: `gatewarden modbus proxy --preset read-only --upstream-connections ${n} --max-in-flight 1 (its own process, decisions to a pipe; other limits default)`,
+    stop: () => new Promise((r) => (proc.exitCode !== null ? r() : (proc.once("exit", () => r()), proc.kill("SIGTERM")))),
+  };
+}
+
 export async function benchModbus(opts: { durationMs?: number; warmupMs?: number; rounds?: number; clients?: number[]; codec?: boolean } = {}): Promise<object> {
   const durationMs = opts.durationMs ?? Number(process.env.GW_BENCH_MS ?? 1000);
   const warmupMs = opts.warmupMs ?? 200;
@@ -267,50 +316,84 @@ export async function benchModbus(opts: { durationMs?: number; warmupMs?: number
   const pin = pinForBench();
   const server = await startPeer<{ port: number }>(LOAD_JS, {}, pin);
   const pipe = await startWorker<{ port: number }>(BLIND_PIPE_JS, { port: server.first.port });
-  const gw = await startGatewarden(server.first.port);
-  const targets = Object.entries({ direct: server.first.port, blind_pipe: pipe.first.port, gatewarden: gw.port });
   const results: Record<string, Record<string, Omit<Figures, "bad"> & { rounds: string[] }>> = {};
-  const paired: Record<string, { throughput_vs_pipe: number; added_p50_us_vs_pipe: number; added_p99_us_vs_pipe: number }> = {};
+  const paired: Record<string, Record<string, { throughput_vs_pipe: number; added_p50_us_vs_pipe: number; added_p99_us_vs_pipe: number }>> = {};
+  const configuration: Record<string, Record<string, string>> = {};
   let bad = 0;
   try {
     const fromEnv = process.env.GW_BENCH_CLIENTS?.split(",").map(Number).filter((n) => Number.isInteger(n) && n > 0);
     for (const clients of opts.clients ?? (fromEnv?.length ? fromEnv : [1, 16])) {
-      // One discarded pass over every path first (connection set-up, JIT, caches), alike for all.
-      for (const [, port] of targets) await measure(server, port, clients, Math.min(durationMs, 300), warmupMs);
-      const per: Record<string, Figures[]> = { direct: [], blind_pipe: [], gatewarden: [] };
-      // Interleave the three paths over several short rounds, rotating which goes first, and
-      // report the medians over the rounds (each figure separately): a burst of load from
-      // elsewhere, or a drift of the machine, hits all three alike.
-      for (let r = 0; r < rounds; r++)
-        for (let k = 0; k < targets.length; k++) {
-          const [name, port] = targets[(k + r) % targets.length]!;
-          per[name]!.push(await measure(server, port, clients, durationMs, warmupMs));
-        }
-      for (const v of Object.values(per)) for (const x of v) bad += x.bad;
-      results[`clients_${clients}`] = Object.fromEntries(
-        Object.entries(per).map(([k, v]) => [
-          k,
-          {
-            rtt_per_s: median(v.map((x) => x.rtt_per_s)),
-            p50_us: median(v.map((x) => x.p50_us ?? Infinity)),
-            p99_us: median(v.map((x) => x.p99_us ?? Infinity)),
-            samples: v.reduce((n, x) => n + x.samples, 0),
-            rounds: v.map((x) => `${x.rtt_per_s}/s p50 ${x.p50_us} p99 ${x.p99_us}`),
-          },
-        ]),
-      );
-      // The same comparison round by round (Gatewarden against the pipe measured next to it),
-      // median over the rounds: less exposed to slow phases that span several measurements.
-      const g = per.gatewarden!;
-      const p = per.blind_pipe!;
-      paired[`clients_${clients}`] = {
-        throughput_vs_pipe: Math.round(median(g.map((x, i) => x.rtt_per_s / p[i]!.rtt_per_s)) * 1000) / 1000,
-        added_p50_us_vs_pipe: round1(median(g.map((x, i) => (x.p50_us ?? Infinity) - (p[i]!.p50_us ?? Infinity)))),
-        added_p99_us_vs_pipe: round1(median(g.map((x, i) => (x.p99_us ?? Infinity) - (p[i]!.p99_us ?? Infinity)))),
+      const stops: (() => Promise<unknown>)[] = [];
+      const says: Record<string, string> = {
+        direct: "the device itself",
+        blind_pipe: "one device connection per client, bytes copied both ways (worker thread)",
       };
+      const targets: [string, number][] = [
+        ["direct", server.first.port],
+        ["blind_pipe", pipe.first.port],
+      ];
+      try {
+        for (const [name, c] of Object.entries(proxyConfigs(clients))) {
+          const gw = await startProxyWith(server.first.port, c.upstream, c.limits);
+          stops.push(() => gw.service.stop());
+          targets.push([name, gw.port]);
+          says[name] = c.says;
+        }
+        const com = await startCommissioning(server.first.port, clients, pin !== null);
+        stops.push(com.stop);
+        targets.push(["commissioning_matched", com.port]);
+        says.commissioning_matched = com.says;
+        // Every path gets the same clients, each from its own address.
+        const ask = (port: number, ms: number) => server.ask<Figures>({ port, clients, durationMs: ms, warmupMs, spread: true });
+        // One discarded pass over every path first (connection set-up, JIT, caches), alike for all.
+        for (const [, port] of targets) await ask(port, Math.min(durationMs, 300));
+        const per: Record<string, Figures[]> = Object.fromEntries(targets.map(([n]) => [n, []]));
+        // Interleave the paths over several short rounds, rotating which goes first, and
+        // report the medians over the rounds (each figure separately): a burst of load from
+        // elsewhere, or a drift of the machine, hits all of them alike.
+        for (let r = 0; r < rounds; r++)
+          for (let k = 0; k < targets.length; k++) {
+            const [name, port] = targets[(k + r) % targets.length]!;
+            per[name]!.push(await ask(port, durationMs));
+          }
+        for (const v of Object.values(per)) for (const x of v) bad += x.bad;
+        const key = `clients_${clients}`;
+        configuration[key] = says;
+        results[key] = Object.fromEntries(
+          Object.entries(per).map(([k, v]) => [
+            k,
+            {
+              rtt_per_s: median(v.map((x) => x.rtt_per_s)),
+              p50_us: median(v.map((x) => x.p50_us ?? Infinity)),
+              p99_us: median(v.map((x) => x.p99_us ?? Infinity)),
+              samples: v.reduce((n, x) => n + x.samples, 0),
+              rounds: v.map((x) => `${x.rtt_per_s}/s p50 ${x.p50_us} p99 ${x.p99_us}`),
+            },
+          ]),
+        );
+        // Each proxy path against the pipe measured next to it, round by round, median over
+        // the rounds: less exposed to slow phases that span several measurements.
+        const p = per.blind_pipe!;
+        paired[key] = Object.fromEntries(
+          targets
+            .filter(([n]) => n !== "direct" && n !== "blind_pipe")
+            .map(([n]) => {
+              const g = per[n]!;
+              return [
+                n,
+                {
+                  throughput_vs_pipe: Math.round(median(g.map((x, i) => x.rtt_per_s / p[i]!.rtt_per_s)) * 1000) / 1000,
+                  added_p50_us_vs_pipe: round1(median(g.map((x, i) => (x.p50_us ?? Infinity) - (p[i]!.p50_us ?? Infinity)))),
+                  added_p99_us_vs_pipe: round1(median(g.map((x, i) => (x.p99_us ?? Infinity) - (p[i]!.p99_us ?? Infinity)))),
+                },
+              ];
+            }),
+        );
+      } finally {
+        for (const stop of stops) await stop();
+      }
     }
   } finally {
-    await gw.service.stop();
     await pipe.worker.terminate();
     await server.stop();
     pin?.unpin();
@@ -319,24 +402,32 @@ export async function benchModbus(opts: { durationMs?: number; warmupMs?: number
   const summary = Object.fromEntries(
     Object.entries(results).map(([k, r]) => [
       k,
-      {
-        throughput_vs_pipe: Math.round((r.gatewarden!.rtt_per_s / r.blind_pipe!.rtt_per_s) * 1000) / 1000,
-        added_p50_us_vs_pipe: round1(r.gatewarden!.p50_us! - r.blind_pipe!.p50_us!),
-        added_p99_us_vs_pipe: round1(r.gatewarden!.p99_us! - r.blind_pipe!.p99_us!),
-      },
+      Object.fromEntries(
+        Object.keys(r)
+          .filter((n) => n !== "direct" && n !== "blind_pipe")
+          .map((n) => [
+            n,
+            {
+              throughput_vs_pipe: Math.round((r[n]!.rtt_per_s / r.blind_pipe!.rtt_per_s) * 1000) / 1000,
+              added_p50_us_vs_pipe: round1(r[n]!.p50_us! - r.blind_pipe!.p50_us!),
+              added_p99_us_vs_pipe: round1(r[n]!.p99_us! - r.blind_pipe!.p99_us!),
+            },
+          ]),
+      ),
     ]),
   );
   return {
     name: "modbus-proxy",
-    request: "FC 3, 10 holding registers, one request in flight per client",
+    request: "FC 3, 10 holding registers, one request in flight per client, each client from its own 127.0.0.x address",
     machine: { cpus: cpus().length, model: cpus()[0]?.model ?? "unknown", node: process.version },
     placement: pin?.placement ?? "unpinned: every thread on every CPU",
     duration_ms: durationMs,
     rounds,
+    configuration,
     results,
     summary,
     summary_paired_by_round: paired,
     ...(opts.codec === false ? {} : { codec_and_policy_ns_per_request: codecAndPolicyNs() }),
-    targets: { throughput_vs_pipe_min: 0.9, added_p99_us_max: 100 },
+    targets: { throughput_vs_pipe_min: 0.9, added_p99_us_max: 100, applies_to: "gatewarden_matched and commissioning_matched" },
   };
 }
