@@ -150,6 +150,10 @@ interface DrainResult {
   events_per_s: number;
   bare_per_event_msgs_per_s: number;
   ratio_vs_per_event: number;
+  /** The like-for-like limit: the same number of messages of the same size, same window. */
+  bare_same_batches_events_per_s: number;
+  ratio_vs_same_batches: number;
+  batching: string;
   messages: number;
   wire_bytes_per_event: number;
 }
@@ -177,12 +181,20 @@ async function benchDrain(dir: string, brokerName: string, url: string, version:
   // The limit: mqtt.js QoS 1 publishing each event as its own message of the same size (what a
   // forwarder without batching, sealing or a store could reach), 100 in flight, TCP_NODELAY.
   const perEvent = await barePublish(url, version, `bare1-${brokerName}`, total, rowBytes, 100);
+  // Like for like: bare mqtt.js publishing the forwarder's own message count and mean message
+  // size, with its window (upstream.max_inflight): what batching alone gives, without the
+  // outbox reads, hash checks, deflate and sealing.
+  const sameMsgs = await barePublish(url, version, `bareb-${brokerName}`, messages, Math.round(bytesPerMsg), upstream.max_inflight);
+  const sameEps = sameMsgs * (total / messages);
   const eps = total / dt;
   return {
     broker: brokerName,
     events_per_s: Math.round(eps),
     bare_per_event_msgs_per_s: Math.round(perEvent),
     ratio_vs_per_event: round2(eps / perEvent),
+    bare_same_batches_events_per_s: Math.round(sameEps),
+    ratio_vs_same_batches: round2(eps / sameEps),
+    batching: `${messages} messages of ${(total / messages).toFixed(0)} events (${Math.round(bytesPerMsg)} B on average), ${upstream.max_inflight} in flight; per-event baseline: ${total} messages of ${rowBytes} B, 100 in flight`,
     messages,
     wire_bytes_per_event: Math.round(bytesPerMsg * messages / total),
   };
