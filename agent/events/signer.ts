@@ -116,6 +116,8 @@ export class ParallelSigner implements BatchSigner {
   private pushed: Buffer[] = [];
   private gen = 0;
   private active = false;
+  /** Signatures made by the worker thread and by the calling thread, since the start. */
+  readonly counters = { worker: 0, inline: 0 };
 
   constructor(
     private readonly key: KeyObject,
@@ -133,6 +135,11 @@ export class ParallelSigner implements BatchSigner {
   /** Whether batches are signed on two threads now. */
   get parallel(): boolean {
     return this.ready;
+  }
+
+  /** Hashes of the open batch the worker has taken so far (before `finish`, only it takes them). */
+  claimed(): number {
+    return this.active ? Math.min(Atomics.load(this.ctrl, NEXT), this.pushed.length) : 0;
   }
 
   /** Starts the worker if it is not running and resolves once it is ready (false: it cannot run). */
@@ -220,6 +227,7 @@ export class ParallelSigner implements BatchSigner {
         out[i] = signBytes(this.key, this.pushed[i]!);
         mine.add(i);
       }
+      this.counters.inline += mine.size;
       // Wait for the worker to finish its claims of this generation.
       const deadline = Date.now() + WAIT_MS;
       while (Atomics.load(this.ctrl, IDLE) !== this.gen && Date.now() < deadline) Atomics.wait(this.ctrl, IDLE, Atomics.load(this.ctrl, IDLE), 100);
@@ -229,10 +237,16 @@ export class ParallelSigner implements BatchSigner {
       }
       for (let i = 0; i < Math.min(n, MAX); i++) {
         if (mine.has(i)) continue;
-        out[i] = Atomics.load(this.done, i) === this.gen ? Buffer.from(this.sigs.slice(i * 64, i * 64 + 64)) : signBytes(this.key, this.pushed[i]!);
+        if (Atomics.load(this.done, i) !== this.gen) continue;
+        out[i] = Buffer.from(this.sigs.slice(i * 64, i * 64 + 64));
+        this.counters.worker++;
       }
     }
-    for (let i = 0; i < n; i++) out[i] ??= signBytes(this.key, this.pushed[i]!);
+    for (let i = 0; i < n; i++) {
+      if (out[i]) continue;
+      out[i] = signBytes(this.key, this.pushed[i]!);
+      this.counters.inline++;
+    }
     this.pushed = [];
     this.active = false;
     return out;
