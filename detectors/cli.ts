@@ -7,7 +7,7 @@ import { readFileSync } from "node:fs";
 import type { Command } from "commander";
 import { DaemonError } from "../agent/errors";
 import type { EventDraft } from "../agent/events/types";
-import { readCsv, type CsvTable } from "./csv";
+import { csvWarnings, readCsv, type CsvTable } from "./csv";
 import { fmt } from "./detector";
 import { DetectionEngine } from "./engine";
 import type { EngineOptionsInput } from "./engine-options";
@@ -30,6 +30,11 @@ export interface DetectRunOptions {
 
 export interface DetectRunSummary {
   rows: number;
+  /** Input rows left out as unreadable, and rows whose time went backwards (kept). */
+  skipped_rows: number;
+  backwards_rows: number;
+  /** One line per skipped or backwards row (the first few of each file), for stderr. */
+  warnings: string[];
   flagged_rows: number;
   incidents: number;
   site: string;
@@ -99,7 +104,15 @@ export function runDetectTables(
       signals: open.map((x) => `${x.point}:${x.top.detector}`),
     }));
   }
-  return { rows: input.ts.length, flagged_rows: flagged, incidents: engine.stats().incidents, site: siteSource };
+  return {
+    rows: input.ts.length,
+    skipped_rows: input.skipped?.count ?? 0,
+    backwards_rows: input.backwards?.count ?? 0,
+    warnings: [...(learn ? csvWarnings(learn) : []), ...csvWarnings(input)],
+    flagged_rows: flagged,
+    incidents: engine.stats().incidents,
+    site: siteSource,
+  };
 }
 
 function readSite(file: string): SiteConfig {
@@ -155,6 +168,8 @@ export function registerDetectCommand(program: Command): void {
         if (lines.length >= 512) flush();
       });
       flush();
-      process.stderr.write(`detect: ${s.rows} rows, ${s.flagged_rows} flagged, ${s.incidents} incidents (site: ${s.site})\n`);
+      for (const w of s.warnings) process.stderr.write(`warning: ${w}\n`);
+      const odd = [s.skipped_rows ? `${s.skipped_rows} unreadable rows skipped` : "", s.backwards_rows ? `time went backwards at ${s.backwards_rows} rows` : ""].filter(Boolean);
+      process.stderr.write(`detect: ${s.rows} rows, ${s.flagged_rows} flagged, ${s.incidents} incidents (site: ${s.site})${odd.length ? `; ${odd.join(", ")}` : ""}\n`);
     });
 }

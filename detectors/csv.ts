@@ -1,7 +1,9 @@
 /**
  * Reading the offline CSV format: a header row, first column a timestamp
  * (`YYYY-MM-DD HH:MM:SS`, ISO 8601 or epoch seconds), then one numeric column per signal,
- * `,` or `;` separated. Errors are DaemonError INPUT_INVALID naming the file and line.
+ * `,` or `;` separated. A bad header is DaemonError INPUT_INVALID naming the file; a row that
+ * cannot be read is skipped and counted (with line and why), a timestamp earlier than the row
+ * before is kept and counted.
  */
 import { readFileSync } from "node:fs";
 import { DaemonError } from "../agent/errors";
@@ -15,7 +17,21 @@ export interface CsvTable {
   ts: number[];
   /** values[c][row]; NaN where a cell is empty. */
   values: Float64Array[];
+  /** Rows left out because they cannot be read: how many, and the first few with line and why. */
+  skipped?: { count: number; first: SkippedRow[] };
+  /** Rows whose timestamp is earlier than the row before (kept, and reported). */
+  backwards?: { count: number; first: { line: number; ts: string; previous: string }[] };
 }
+
+export interface SkippedRow {
+  line: number;
+  /** `fields` (wrong number of fields), `timestamp` (unreadable), `number` (a cell is not a number). */
+  problem: "fields" | "timestamp" | "number";
+  detail: string;
+}
+
+/** How many skipped or backwards rows are listed one by one (all are counted). */
+export const LISTED_ROWS = 20;
 
 const PLAIN = /^(\d{4})-(\d{2})-(\d{2})[ T](\d{2}):(\d{2})(?::(\d{2})(\.\d+)?)?$/;
 const NUMBER = /^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$/;
@@ -61,32 +77,58 @@ export function parseCsv(text: string, file: string): CsvTable {
   const cols: number[][] = names.map(() => []);
   const tsText: string[] = [];
   const ts: number[] = [];
-  for (let i = 1; i < lines.length; i++) {
+  const skipped: NonNullable<CsvTable["skipped"]> = { count: 0, first: [] };
+  const backwards: NonNullable<CsvTable["backwards"]> = { count: 0, first: [] };
+  const skip = (line: number, problem: SkippedRow["problem"], detail: string) => {
+    skipped.count++;
+    if (skipped.first.length < LISTED_ROWS) skipped.first.push({ line, problem, detail });
+  };
+  const row: number[] = new Array<number>(names.length);
+  rows: for (let i = 1; i < lines.length; i++) {
     const line = lines[i]!;
     if (!line.trim()) continue;
     const cells = line.split(delim);
     if (cells.length !== columns.length) {
-      throw new DaemonError("INPUT_INVALID", `${file}:${i + 1}: ${cells.length} fields, the header has ${columns.length}`);
+      skip(i + 1, "fields", `${cells.length} fields, the header has ${columns.length}`);
+      continue;
     }
     const tText = unquote(cells[0]!);
     const t = parseTimestamp(tText);
-    if (t === null) throw new DaemonError("INPUT_INVALID", `${file}:${i + 1}: bad timestamp "${tText.slice(0, 40)}"`);
-    tsText.push(tText);
-    ts.push(t);
+    if (t === null) {
+      skip(i + 1, "timestamp", `bad timestamp "${tText.slice(0, 40)}"`);
+      continue;
+    }
     for (let c = 1; c < cells.length; c++) {
       const cell = unquote(cells[c]!);
-      if (cell === "" || /^(nan|null|na)$/i.test(cell)) {
-        cols[c - 1]!.push(Number.NaN);
-        continue;
+      if (cell === "" || /^(nan|null|na)$/i.test(cell)) row[c - 1] = Number.NaN;
+      else if (NUMBER.test(cell)) row[c - 1] = Number(cell);
+      else {
+        skip(i + 1, "number", `column ${names[c - 1]}: "${cell.slice(0, 40)}" is not a number`);
+        continue rows;
       }
-      if (!NUMBER.test(cell)) {
-        throw new DaemonError("INPUT_INVALID", `${file}:${i + 1}: column ${names[c - 1]}: "${cell.slice(0, 40)}" is not a number`);
-      }
-      cols[c - 1]!.push(Number(cell));
     }
+    const prev = ts.length ? ts[ts.length - 1]! : undefined;
+    if (prev !== undefined && t < prev) {
+      backwards.count++;
+      if (backwards.first.length < LISTED_ROWS) backwards.first.push({ line: i + 1, ts: tText, previous: tsText[tsText.length - 1]! });
+    }
+    tsText.push(tText);
+    ts.push(t);
+    for (let c = 0; c < names.length; c++) cols[c]!.push(row[c]!);
   }
-  if (ts.length === 0) throw new DaemonError("INPUT_INVALID", `${file}: no data rows`);
-  return { file, columns: names, tsText, ts, values: cols.map((c) => Float64Array.from(c)) };
+  if (ts.length === 0) throw new DaemonError("INPUT_INVALID", `${file}: no data rows${skipped.count ? ` (${skipped.count} unreadable, the first at line ${skipped.first[0]!.line}: ${skipped.first[0]!.detail})` : ""}`);
+  return { file, columns: names, tsText, ts, values: cols.map((c) => Float64Array.from(c)), skipped, backwards };
+}
+
+/** Warning lines for rows a table left out or that went back in time (the CLI prints them on stderr). */
+export function csvWarnings(t: CsvTable): string[] {
+  const skipped = t.skipped ?? { count: 0, first: [] };
+  const backwards = t.backwards ?? { count: 0, first: [] };
+  const out = skipped.first.map((r) => `${t.file}:${r.line}: row skipped: ${r.detail}`);
+  if (skipped.count > skipped.first.length) out.push(`${t.file}: ${skipped.count - skipped.first.length} more rows skipped`);
+  for (const b of backwards.first) out.push(`${t.file}:${b.line}: time goes backwards: ${b.ts} after ${b.previous}`);
+  if (backwards.count > backwards.first.length) out.push(`${t.file}: time goes backwards at ${backwards.count - backwards.first.length} more rows`);
+  return out;
 }
 
 export function readCsv(file: string): CsvTable {

@@ -30,10 +30,20 @@ describe("CSV input", () => {
     expect(t.tsText).toEqual(["2020-01-01 00:00:00", "2020-01-01 00:00:01"]);
     expect(Number.isNaN(t.values[0]![1]!)).toBe(true);
   });
+  it("skips and counts unreadable rows, naming line and problem, and keeps the rest", () => {
+    const t = parseCsv("timestamp,a\n2020-01-01 00:00:00,1,2\nyesterday,1\n2020-01-01 00:00:01,1\n2020-01-01 01:00:00,abc\n2020-01-01 01:00:01,4\n", "x.csv");
+    expect(t.skipped).toEqual({ count: 3, first: [expect.objectContaining({ line: 2, problem: "fields" }), expect.objectContaining({ line: 3, problem: "timestamp" }), expect.objectContaining({ line: 5, problem: "number" })] });
+    expect(t.tsText).toEqual(["2020-01-01 00:00:01", "2020-01-01 01:00:01"]);
+    expect(Array.from(t.values[0]!)).toEqual([1, 4]);
+    expect(t.backwards?.count).toBe(0);
+  });
+  it("counts timestamps going backwards, keeping those rows", () => {
+    const t = parseCsv("timestamp,a\n2020-01-01 00:00:02,1\n2020-01-01 00:00:01,2\n2020-01-01 00:00:03,3\n", "x.csv");
+    expect(t.ts).toHaveLength(3);
+    expect(t.backwards).toEqual({ count: 1, first: [{ line: 3, ts: "2020-01-01 00:00:01", previous: "2020-01-01 00:00:02" }] });
+  });
   it.each([
-    ["timestamp,a\n2020-01-01 00:00:00,1,2\n", /x\.csv:2: 3 fields/],
-    ["timestamp,a\nyesterday,1\n", /x\.csv:2: bad timestamp/],
-    ["timestamp,a\n2020-01-01 00:00:00,1\n2020-01-01 01:00:00,abc\n", /x\.csv:3: column a: "abc" is not a number/],
+    ["timestamp,a\nyesterday,1\n", /x\.csv: no data rows \(1 unreadable/],
     ["timestamp,a,a\n", /duplicate column a/],
     ["timestamp\n", /at least one signal/],
     ["timestamp,a\n", /no data rows/],
@@ -57,6 +67,15 @@ describe("detect", () => {
     expect(typeof flagged[0]!.score).toBe("number");
     expect(flagged[0]!.reason).toContain("S_P1=on");
     expect(flagged.every((f) => f.ts >= "2024-01-02 02:40:00" && f.ts <= "2024-01-02 02:55:00")).toBe(true);
+  });
+  it("a bad row does not stop the file: it is skipped, counted and reported, as is time going backwards", () => {
+    const good = rows(100, (i) => `${10 + Math.sin(i)}`).split("\n");
+    good.splice(50, 0, "2024-01-01 00:49:30,oops");
+    good.splice(70, 0, "2024-01-01 00:10:00,10");
+    const input = file("i4.csv", `timestamp,a\n${good.join("\n")}\n`);
+    const s = runDetect({ input }, () => {});
+    expect(s).toMatchObject({ rows: 101, skipped_rows: 1, backwards_rows: 1 });
+    expect(s.warnings).toHaveLength(2);
   });
   it("a learn file missing an input column is INPUT_INVALID", () => {
     const learn = file("l2.csv", "timestamp,a\n2024-01-01 00:00:00,1\n");
