@@ -146,6 +146,7 @@ export class Runtime {
     await this.startModbus();
     await this.startOpcua();
     await this.startIntegrity();
+    await this.startTamper();
     if (this.forwarder) this.forwarder.start();
     else this.log.warn({}, "upstream.url is not set: events are kept in the outbox until it is.");
     this.heartbeat.start();
@@ -173,6 +174,17 @@ export class Runtime {
     const m = new IntegrityMonitor(this.loaded, this.recorder, this.log.child({ component: "integrity" }));
     m.start(this.control);
     this.onStop(() => m.stop());
+  }
+
+  /** Tamper inputs, when configured (firmware-hooks/tamper.ts). */
+  private async startTamper(): Promise<void> {
+    const t = this.loaded.config.tamper;
+    if (!t?.inputs.length) return;
+    const { TamperWatch } = await import("../firmware-hooks/tamper");
+    const w = new TamperWatch(t, this.recorder, this.log.child({ component: "tamper" }));
+    w.start();
+    this.control.handle("tamper.status", () => Object.fromEntries(w.states));
+    this.onStop(() => w.stop());
   }
 
   /** The OPC UA client, when configured: polled point values into the detectors. */

@@ -8,6 +8,7 @@ import { opcuaConfigSchema } from "../../protocols/opcua/config";
 import { detectionSchema } from "../detection";
 import { updateSchema } from "../../firmware-hooks/config";
 import { integritySchema } from "../../firmware-hooks/integrity";
+import { tamperSchema } from "../../firmware-hooks/tamper";
 
 /**
  * The daemon's config schema. Each section's schema sits here or beside its component; the
@@ -110,6 +111,8 @@ export const configSchema = z.strictObject({
   update: updateSchema.optional(),
   /** Self-integrity measurement (firmware-hooks/integrity.ts); absent: nothing is measured. */
   integrity: integritySchema.optional(),
+  /** Tamper inputs (cabinet door...) and maintenance windows (firmware-hooks/tamper.ts). */
+  tamper: tamperSchema.optional(),
 }).superRefine((c, ctx) => {
   // References between sections: a point's device must be a proxy upstream or an OPC UA server,
   // a group's members points.
