@@ -169,7 +169,7 @@ export class Runtime {
 
   /** The integrity watch, when configured (firmware-hooks/integrity-monitor.ts). */
   private async startIntegrity(): Promise<void> {
-    if (!this.loaded.config.integrity) return;
+    if (!this.loaded.config.integrity) return this.notConfigured("integrity", ["integrity.status", "integrity.check"]);
     const { IntegrityMonitor } = await import("../firmware-hooks/integrity-monitor");
     const m = new IntegrityMonitor(this.loaded, this.recorder, this.log.child({ component: "integrity" }));
     m.start(this.control);
@@ -179,7 +179,7 @@ export class Runtime {
   /** Tamper inputs, when configured (firmware-hooks/tamper.ts). */
   private async startTamper(): Promise<void> {
     const t = this.loaded.config.tamper;
-    if (!t?.inputs.length) return;
+    if (!t?.inputs.length) return this.notConfigured("tamper", ["tamper.status"]);
     const { TamperWatch } = await import("../firmware-hooks/tamper");
     const w = new TamperWatch(t, this.recorder, this.log.child({ component: "tamper" }));
     w.start();
