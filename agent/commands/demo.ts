@@ -3,6 +3,7 @@ import { appendFileSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "n
 import { createServer } from "node:net";
 import { controlCall } from "../control/client";
 import { DemoClient, DemoPlant } from "../demo-plant";
+import { FeederSim } from "../sim/energy";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { loadConfig } from "../config/load";
@@ -56,7 +57,7 @@ export interface DemoSummary {
   /** The pump speed setpoint (holding 100) in the PLC before the intruder and after the demo. */
   setpoint_rpm: { before: number; after: number };
   /** What the SOC verified: Modbus denials per client identity, malformed frames, level findings. */
-  soc_findings: { modbus_denied: Record<string, number>; modbus_malformed: number; level_out_of_range: number };
+  soc_findings: { modbus_denied: Record<string, number>; modbus_malformed: number; level_out_of_range: number; meter_rollback: number };
 }
 
 /** Who is who: the proxy tells plain Modbus TCP clients apart by source address. */
@@ -117,11 +118,16 @@ async function demoBody(
   await plant.start();
   stack.push(() => plant.stop());
   const proxyPort = await freePort();
-  appendFileSync(cfgFile, demoSiteYaml(proxyPort, plant.port));
+  // A street feeder (main meter and sub-meters), simulated time one minute per second.
+  const feeder = new FeederSim({ seed: 1, speed: 60 });
+  const feederPort = await feeder.listen(0);
+  stack.push(() => feeder.close());
+  appendFileSync(cfgFile, demoSiteYaml(proxyPort, plant.port, feederPort));
   say(`[plant] PLC on 127.0.0.1:${plant.port}; SCADA (${SCADA}, role scada: read-only) and the engineer (${ENGINEER}, role engineer: writes in a write window) reach it only through the proxy on 127.0.0.1:${proxyPort}`);
 
   let shown = 0;
-  const findings: DemoSummary["soc_findings"] = { modbus_denied: {}, modbus_malformed: 0, level_out_of_range: 0 };
+  say(`[feeder] street feeder meters on 127.0.0.1:${feederPort}, unit 2 behind the proxy; the gateway reads the main meter`);
+  const findings: DemoSummary["soc_findings"] = { modbus_denied: {}, modbus_malformed: 0, level_out_of_range: 0, meter_rollback: 0 };
   const receiver = new SocReceiver({
     broker: broker.url,
     dir: socDir,
@@ -147,7 +153,7 @@ async function demoBody(
   const rt = new Runtime(loaded, createLogger(process.env.GATEWARDEN_DEMO_LOG ?? "warn", 2));
   await rt.start();
   stack.push(() => rt.stop("demo ended"));
-  say(`[gateway] demo-gw-01 running: Modbus proxy, detectors on the tank level, ${o.rate} simulated events/s, heartbeat every 2 s`);
+  say(`[gateway] demo-gw-01 running: Modbus proxy, detectors on the tank level and the feeder meter, ${o.rate} simulated events/s, heartbeat every 2 s`);
 
   // SCADA polls the level and the pump flow through the proxy (read-only role).
   const outcomes: Record<string, string> = {};
@@ -212,6 +218,17 @@ async function demoBody(
   while (!seen && Date.now() - spoofedAt < 20_000) await sleep(50);
   off();
   tell("gateway", "the spoofed level", "level_spoof", seen ? `detected after ${((Date.now() - spoofedAt) / 1000).toFixed(1)} s` : "NOT detected within 20 s");
+  // A meter attack: the feeder's main counter is rolled back by 100 kWh.
+  let rolledBack = false;
+  const offMeter = rt.recorder.onCommit((envs) => {
+    if (envs.some((e) => String(e.ocsf.message).includes("MAIN_kWh counter ran backwards"))) rolledBack = true;
+  });
+  const rolledAt = Date.now();
+  feeder.attack = "rollback";
+  say(`[attack] the feeder's main energy counter is rolled back by 100 kWh`);
+  while (!rolledBack && Date.now() - rolledAt < 20_000) await sleep(50);
+  offMeter();
+  tell("gateway", "the rolled-back meter", "meter_rollback", rolledBack ? `detected after ${((Date.now() - rolledAt) / 1000).toFixed(1)} s` : "NOT detected within 20 s");
   await sleep(Math.max(0, third / 2 - (Date.now() - spoofedAt)));
   plant.spoof = undefined;
   await sleep(third / 2);
@@ -232,7 +249,7 @@ async function demoBody(
   // de-duplicates them. Anything else is a real problem.
   const ok = verified === committed && Object.keys(problems).every((p) => p === "duplicate");
   const denied = Object.entries(findings.modbus_denied).map(([who, n]) => `${n} for ${who}`).join(", ") || "none";
-  say(`[demo] the SOC verified Modbus denials: ${denied}; malformed frames: ${findings.modbus_malformed}; level findings: ${findings.level_out_of_range}`);
+  say(`[demo] the SOC verified Modbus denials: ${denied}; malformed frames: ${findings.modbus_malformed}; level findings: ${findings.level_out_of_range}; meter findings: ${findings.meter_rollback}`);
   say(`[demo] gateway committed ${committed} signed events; the SOC verified ${verified}; problems: ${Object.entries(problems).map(([k, v]) => `${k}=${v}`).join(", ") || "none"}`);
   say(ok ? "[demo] OK: every event arrived exactly once, signed and chained, across the outage." : "[demo] MISMATCH: see the problem lines above.");
   if (o.keep) say(`[demo] kept ${dir} (SOC output: ${join(socDir, "events.jsonl")})`);
@@ -248,6 +265,7 @@ function countFinding(f: DemoSummary["soc_findings"], ocsf: Record<string, unkno
   if (ocsf.class_uid === 4001 && ocsf.activity_id === 5) f.modbus_denied[actor] = (f.modbus_denied[actor] ?? 0) + n;
   else if (msg.startsWith("Malformed Modbus frame")) f.modbus_malformed += n;
   else if (msg.startsWith("Reading outside physical range on L_T1")) f.level_out_of_range++;
+  else if (msg.includes("MAIN_kWh counter ran backwards")) f.meter_rollback++;
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -271,24 +289,26 @@ function freePort(): Promise<number> {
 }
 
 /** The demo gateway's proxy, policy, points and detection settings. */
-function demoSiteYaml(proxyPort: number, plcPort: number): string {
+function demoSiteYaml(proxyPort: number, plcPort: number, feederPort: number): string {
   return `
 modbus:
   listeners:
     - { name: plant, type: tcp, listen: "127.0.0.1:${proxyPort}" }
   upstreams:
     - { name: plc, type: tcp, target: "127.0.0.1:${plcPort}" }
+    - { name: feeder, type: tcp, target: "127.0.0.1:${feederPort}" }
   routes:
     - { unit: 1, upstream: plc }
+    - { unit: 2, upstream: feeder, remote_unit: 1 }
   policy:
     identities:
       - { match: { address: ["${SCADA}"] }, role: scada }
       - { match: { address: ["${ENGINEER}"] }, role: engineer }
     roles:
       scada:
-        units: [1]
+        units: [1, 2]
         functions: [read-only]
-        read: { input: ["0-99"], holding: ["0-199"] }
+        read: { input: ["0-399"], holding: ["0-199"] }
       engineer:
         units: [1]
         functions: [read-write]
@@ -310,6 +330,18 @@ points:
     unit: L/s
     kind: flow
     range: { min: 0, max: 80 }
+  MAIN_kWh:
+    source: { modbus: { device: feeder, unit: 1, table: input, address: 0, type: uint32, scale: 0.1 } }
+    unit: kWh
+    kind: energy_counter
+    range: { min: 0, max: 429496729.5 }
+    poll_interval_ms: 500
+  MAIN_kW:
+    source: { modbus: { device: feeder, unit: 1, table: input, address: 2, scale: 0.01 } }
+    unit: kW
+    kind: power
+    range: { min: 0, max: 400 }
+    poll_interval_ms: 500
 detection:
   close_after: 3
   state_path: data/detectors.db

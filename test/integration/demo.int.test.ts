@@ -19,6 +19,7 @@ describe("gatewarden demo", () => {
       engineer_write_no_window: "denied (exception 01 illegal function)",
       engineer_write: "allowed (0600640640)",
       level_spoof: expect.stringMatching(/^detected after /),
+      meter_rollback: expect.stringMatching(/^detected after /),
     });
     expect(summary.outcomes.intruder_smuggle).toMatch(/^(denied \(exception 03 illegal data value\)|closed).*; the setpoint is unchanged \(1450 rpm\)$/);
     expect(summary.setpoint_rpm).toEqual({ before: 1450, after: 1600 });
@@ -29,5 +30,6 @@ describe("gatewarden demo", () => {
     expect(d["ip:127.0.0.3"]).toBe(1);
     expect(summary.soc_findings.modbus_malformed).toBe(1);
     expect(summary.soc_findings.level_out_of_range).toBeGreaterThanOrEqual(1);
+    expect(summary.soc_findings.meter_rollback).toBeGreaterThanOrEqual(1);
   }, 120_000);
 });
