@@ -23,6 +23,7 @@
 import { constants, verify, X509Certificate } from "node:crypto";
 import type { TLSSocket } from "node:tls";
 import { children, decodeOid, DerError, readTlv, type Tlv } from "./der";
+import { DaemonError } from "../../agent/errors";
 
 /** Longest certificate path followed (leaf, intermediates, anchor). */
 const MAX_DEPTH = 8;
@@ -190,7 +191,7 @@ function pemCrls(buf: Buffer, what: string): Crl[] {
     try {
       return parseCrl(Buffer.from(m[1]!.replace(/\s+/g, ""), "base64"));
     } catch (e) {
-      throw new Error(`${what}: CRL ${i + 1} cannot be read (${(e as Error).message})`);
+      throw new DaemonError("TLS_SETUP", `${what}: CRL ${i + 1} cannot be read (${(e as Error).message})`, { cause: e });
     }
   });
 }

@@ -78,7 +78,7 @@ describe("update apply: Gatewarden alone", () => {
         expect(v).toBe("2.0.0");
         expect(st.committed.counter).toBe(2);
         const rb = await gw(["update", "rollback"]);
-        expect(rb.stderr).toMatch(/already committed/);
+        expect(rb.stderr).toMatch(/^error\[RELEASE_ROLLBACK\]: .*already committed/m);
       } else {
         // Not committed: the operator (or the next boot's unit) rolls back to the old version.
         if (st.pending) expect((await gw(["update", "rollback"])).status).toBe(0);

@@ -62,8 +62,8 @@ describe("maintenance through the daemon's control socket", () => {
       expect(events).toHaveLength(1);
       expect(events[0]!.class).toBe("audit");
       expect(events[0]!.ocsf.message).toBe("Maintenance started on E_A by alice: meter exchange");
-      await expect(controlCall(server.path, "maintenance.start", { points: ["NOPE"], reason: "x" })).rejects.toThrow(/unknown point NOPE/);
-      await expect(controlCall(server.path, "maintenance.start", { points: ["E_A"] })).rejects.toThrow(/needs points and a reason/);
+      await expect(controlCall(server.path, "maintenance.start", { points: ["NOPE"], reason: "x" })).rejects.toMatchObject({ code: "INPUT_INVALID", message: expect.stringContaining("unknown point NOPE") });
+      await expect(controlCall(server.path, "maintenance.start", { points: ["E_A"] })).rejects.toMatchObject({ code: "CONTROL_BAD_REQUEST", message: expect.stringContaining("needs points and a reason") });
       const ended = (await controlCall(server.path, "maintenance.end", { all: true, by: "alice" })) as { point: string }[];
       expect(ended.map((w) => w.point)).toEqual(["E_A"]);
       expect(engine.maintenanceWindows()).toEqual([]);
