@@ -82,7 +82,9 @@ export class DetectionEngine implements ReadingSink {
     const explained = explainedPoints(init.site);
     const energy = energyPhysicsPoints(init.site);
     for (const [id, spec] of Object.entries(withSiteSignals(init.points, init.site))) {
-      const disabled = [...this.options.disabled, ...(explained.has(id) ? STATE_DEPENDENT_OFF : []), ...(energy.has(id) ? ENERGY_PHYSICS_OFF : [])];
+      // An intermittent load (street lighting, an EV charger) steps between idle and on by design.
+      const stateful = explained.has(id) || spec.intermittent === true;
+      const disabled = [...this.options.disabled, ...(stateful ? STATE_DEPENDENT_OFF : []), ...(energy.has(id) ? ENERGY_PHYSICS_OFF : [])];
       this.perPoint.set(id, createSignalDetectors(id, spec, { utc_offset_min: offset, disabled }));
     }
     this.site = init.site ? new SiteDetector(init.site, (p) => init.site?.signals[p]?.kind ?? init.points[p]?.kind) : null;

@@ -44,14 +44,22 @@ function counterLike(vals: readonly number[]): boolean {
   return up > 10 && down <= Math.max(1, up * 0.001);
 }
 
-/** Smallest non-zero step between consecutive readings, rounded to 3 significant digits. */
+/**
+ * The register's resolution: the decimal step every reading is a multiple of (a counter with one
+ * decimal: 0.1), but never more than the smallest non-zero step between consecutive readings.
+ */
 function resolution(vals: readonly number[]): number | undefined {
   let r = Number.POSITIVE_INFINITY;
   for (let i = 1; i < vals.length; i++) {
     const d = Math.abs(vals[i]! - vals[i - 1]!);
     if (d > 0 && d < r) r = d;
   }
-  return Number.isFinite(r) ? Number(r.toPrecision(3)) : undefined;
+  if (!Number.isFinite(r)) return undefined;
+  let dec = 0;
+  for (const v of vals) {
+    while (dec < 9 && Math.abs(v * 10 ** dec - Math.round(v * 10 ** dec)) > 1e-6) dec++;
+  }
+  return Number(Math.min(r, 10 ** -dec).toPrecision(3));
 }
 
 /** Share of readings (or, for a counter, of steps) at rest. */

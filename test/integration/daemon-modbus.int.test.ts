@@ -7,8 +7,8 @@ import { SimDevice } from "../../protocols/modbus/sim-server";
 import { RawClient } from "./modbus/_harness";
 import { freePort } from "./modbus/_peers";
 import { engineerProxySite } from "./modbus/_daemon-site";
-import { makeSite, silent, tempDir } from "../helpers/fixture";
-import { detectionReadings, findingFor } from "../helpers/runtime";
+import { makeSite, silent, tempDir, until } from "../helpers/fixture";
+import { detectionReadings, findingFor, outboxBodies } from "../helpers/runtime";
 
 type Body = { class: string; ocsf: { class_uid: number; activity_id: number; message: string } };
 
@@ -48,7 +48,8 @@ describe("daemon with the Modbus proxy configured", () => {
     expect(bodies.some((b) => b.class === "audit" && b.ocsf.class_uid === 4001)).toBe(true); // allowed write audit
   });
 
-  it("polls configured points into the detectors, which record an out-of-range finding as an incident", async () => {
+  /** A daemon polling tank level L_T3 (3.50 m) from a simulated PLC every 50 ms into the detectors. */
+  async function polledTankSite() {
     const t = tempDir();
     cleanups.push(t.cleanup);
     const device = new SimDevice();
@@ -77,8 +78,28 @@ detection:
     const rt = new Runtime(loaded, silent);
     await rt.start();
     cleanups.push(() => rt.stop("test"));
+    return { device, rt, loaded };
+  }
+
+  it("polls configured points into the detectors, which record an out-of-range finding as an incident", async () => {
+    const { device, rt } = await polledTankSite();
     await detectionReadings(rt, 5, 10_000);
     device.input[30] = 990; // 9.90 m: beyond the tank's physical range
+    await findingFor(rt, /L_T3/, 10_000);
+  });
+
+  it("maintenance on a point through the control socket: an audit event, its findings suppressed until it ends", async () => {
+    const { device, rt, loaded } = await polledTankSite();
+    const ctl = loaded.config.control.socket;
+    await detectionReadings(rt, 5, 10_000);
+    await controlCall(ctl, "maintenance.start", { points: ["L_T3"], reason: "level sensor calibration", by: "carol" });
+    await until(() => outboxBodies(rt).some((b) => b.class === "audit" && /Maintenance started on L_T3 by carol/.test(b.ocsf.message)), 10_000, "the maintenance audit event");
+    device.input[30] = 990; // out of range while the sensor is being calibrated
+    const before = ((await controlCall(ctl, "detection.status")) as { readings: number; suppressed: number }).readings;
+    await detectionReadings(rt, before + 20, 10_000);
+    expect(((await controlCall(ctl, "detection.status")) as { suppressed: number }).suppressed).toBeGreaterThan(0);
+    expect(outboxBodies(rt).some((b) => b.class === "finding" && b.ocsf.class_uid === 2004 && /L_T3/.test(b.ocsf.message))).toBe(false);
+    await controlCall(ctl, "maintenance.end", { points: ["L_T3"], by: "carol" });
     await findingFor(rt, /L_T3/, 10_000);
   });
 

@@ -88,3 +88,30 @@ describe("detect", () => {
     expect(() => runDetect({ input, site }, () => {})).toThrow(expect.objectContaining({ code: "SITE_INVALID" }));
   });
 });
+
+describe("detect --propose-site", () => {
+  it("infers kinds, resolutions, intermittent loads and the meter tree of a feeder, as a valid site file", async () => {
+    const { mkdtempSync, writeFileSync, rmSync } = await import("node:fs");
+    const { tmpdir } = await import("node:os");
+    const { join } = await import("node:path");
+    const { simulateFeeder, feederCsv } = await import("../../sim/feeder");
+    const { proposeSite } = await import("../../../detectors/cli");
+    const { parseSite } = await import("../../../detectors/site");
+    const dir = mkdtempSync(join(tmpdir(), "gw-propose-"));
+    try {
+      const run = simulateFeeder(3, { learnDays: 3, days: 4, attacks: [], ordinary: false });
+      writeFileSync(join(dir, "learn.csv"), feederCsv(run, 0, run.split));
+      writeFileSync(join(dir, "in.csv"), feederCsv(run, run.split, run.ts.length));
+      const text = proposeSite({ input: join(dir, "in.csv"), learn: join(dir, "learn.csv") });
+      const site = parseSite(text, "proposed");
+      expect(site.signals.E_MAIN).toMatchObject({ kind: "energy_counter", resolution: 0.01 });
+      expect(site.signals.LAMPS_kWh).toMatchObject({ kind: "energy_counter", resolution: 0.1, intermittent: true });
+      expect(site.signals.V_L1!.kind).toBe("voltage");
+      expect(site.signals.I_L2!.kind).toBe("current");
+      expect(site.signals.PF_L3!.kind).toBe("power_factor");
+      expect(site.meters).toEqual([expect.objectContaining({ main: "E_MAIN", subs: expect.arrayContaining(["HOUSES_kWh", "SHOP_kWh", "LAMPS_kWh", "EV_kWh"]) })]);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});

@@ -169,3 +169,40 @@ describe("per-signal detector set", () => {
     expect(ds.map((d) => d.id.split("/")[1])).toEqual(ids);
   });
 });
+
+describe("replay across days, in bounded memory", () => {
+  /** A signal at `stepMs` for `days`: a daily wave plus noise, quantised to `res`. */
+  function wave(days: number, stepMs: number, res: number, seed: number): number[] {
+    const rnd = prng(seed);
+    const n = Math.round((days * 86_400_000) / stepMs);
+    let ar = 0;
+    return Array.from({ length: n }, (_, i) => {
+      ar = 0.95 * ar + (rnd() - 0.5);
+      const v = 230 + 3 * Math.sin((2 * Math.PI * i * stepMs) / 86_400_000) + ar;
+      return Math.round(v / res) * res;
+    });
+  }
+  it.each([
+    ["one reading a minute", 60_000],
+    ["one reading a second", 1_000],
+  ])("finds yesterday's hours replayed today at %s", (_name, stepMs) => {
+    const perDay = 86_400_000 / stepMs;
+    const vals = wave(3, stepMs, 0.01, 5);
+    const from = Math.round(2.4 * perDay);
+    const len = Math.round(perDay / 12); // two hours
+    for (let i = from; i < from + len; i++) vals[i] = vals[i - perDay]!;
+    const d = new ReplayDetector("v");
+    const { at, findings } = feed(d, readings(vals, stepMs, "v"));
+    expect(at.length).toBeGreaterThan(0);
+    expect(at[0]!).toBeGreaterThanOrEqual(from);
+    // It ends with the copy, within one sampling interval of the two-day table (512 at 1 s).
+    expect(at[at.length - 1]!).toBeLessThan(from + len + 600);
+    expect(findings[0]!.reason).toContain(`${perDay} readings earlier`);
+    // Bounded: two hash tables, whatever the rate.
+    expect(JSON.stringify(d.snapshot()).length).toBeLessThan(80_000);
+  });
+  it("chance repeats of a coarse signal (0.1 V steps) over three days raise nothing", () => {
+    const vals = wave(3, 60_000, 0.1, 6);
+    expect(feed(new ReplayDetector("v", { resolution: 0.1 }), readings(vals, 60_000, "v")).at).toEqual([]);
+  });
+});
