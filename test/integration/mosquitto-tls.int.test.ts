@@ -101,8 +101,8 @@ describe("agent -> Mosquitto (mTLS, MQTT 5) -> SOC receiver", () => {
     await rx.start();
     cleanups.push(() => stopOnce(rx));
     const rt = await runAgent(site, async (rt) => {
-      await until(() => rt.upstreamState() === "up", 10_000, "the agent to connect over mTLS");
-      await sleep(1500);
+      await until(() => rt.upstreamState() === "up", 20_000, "the agent to connect over mTLS");
+      await until(() => rx.counters.events >= 500, 30_000, "500 events through the broker");
     });
     const committed = rt.recorder.counters.committed;
     expect(rt.forwarder!.counters.rejected).toBe(0);
@@ -154,8 +154,8 @@ describe("agent -> Mosquitto (mTLS, MQTT 5) -> SOC receiver", () => {
     await rb.start();
     cleanups.push(() => stopOnce(rb));
     const rt = await runAgent(site, async (rt) => {
-      await until(() => rt.upstreamState() === "up", 10_000, "the agent to connect");
-      await sleep(1500);
+      await until(() => rt.upstreamState() === "up", 20_000, "the agent to connect");
+      await until(() => ra.counters.events > 100 && rb.counters.events > 100, 30_000, "both members to receive events");
     });
     const committed = rt.recorder.counters.committed;
     await until(() => ra.counters.events + rb.counters.events >= committed, 15_000, `the receivers to verify ${committed} events between them (have ${ra.counters.events}+${rb.counters.events})`);
@@ -203,24 +203,27 @@ describe("agent -> Mosquitto (mTLS, MQTT 5) -> SOC receiver", () => {
     cleanups.push(() => stopOnce(rx));
     let parkedSeen = 0;
     const rt = await runAgent(site, async (rt) => {
-      await until(() => rt.upstreamState() === "up", 10_000, "the agent to connect");
-      await sleep(500);
+      await until(() => rt.upstreamState() === "up", 20_000, "the agent to connect");
+      await until(() => rx.counters.events > 0, 20_000, "events delivered before the ACL denies");
       await mq.setAcl(deny);
-      // Parked rows are retried on a fixed period: allow again right after a retry, so that the
-      // next retry is a whole period away and new events visibly overtake the parked ones. The
-      // period (3 s) leaves room for Mosquitto's ACL reload under a loaded CI machine: with 1 s,
-      // a slow reload once left no window before the next retry, and nothing overtook.
+      // Parked rows are retried every parked_retry_ms. To show that new events overtake them,
+      // the retries are held back (the retry finds nothing to unpark) from the moment the ACL
+      // allows again until a newer event has reached the SOC; however slow Mosquitto's reload
+      // is on a loaded machine, no retry can deliver the parked rows first.
       let retries = 0;
+      let hold = false;
       const unpark = rt.outbox.unparkAll.bind(rt.outbox);
-      rt.outbox.unparkAll = () => (retries++, unpark());
-      await until(() => rt.forwarder!.counters.rejected > 0, 10_000, "a rejected batch");
-      await until(() => (parkedSeen = rt.outbox.stats().parked) > 0, 5000, "rows to be parked");
+      rt.outbox.unparkAll = () => (retries++, hold ? 0 : unpark());
+      await until(() => rt.forwarder!.counters.rejected > 0, 20_000, "a rejected batch");
+      await until(() => (parkedSeen = rt.outbox.stats().parked) > 0, 20_000, "rows to be parked");
       const r = retries;
-      await until(() => retries > r, 8000, "a parked retry");
+      await until(() => retries > r, 20_000, "a parked retry");
+      hold = true;
       await mq.setAcl(allow);
-      // Parked rows are retried every parked_retry_ms; new ones flow at once.
-      await until(() => rt.outbox.stats().parked === 0 && rt.outbox.stats().depth < 50, 15_000, "parked rows to be retried and delivered");
-      await sleep(300);
+      const lastParked = () => Math.max(-1, ...rt.outbox.parkedRows(100_000).map((row) => row.seq));
+      await until(() => lines.some((l) => !("problem" in l) && l.seq > lastParked()), 30_000, "a newer event to reach the SOC while the parked ones wait");
+      hold = false;
+      await until(() => rt.outbox.stats().parked === 0 && rt.outbox.stats().depth < 50, 30_000, "parked rows to be retried and delivered");
     });
     const committed = rt.recorder.counters.committed;
     // What Mosquitto 2.0 really does: an ACL-denied QoS 1 PUBLISH from an MQTT 5 client gets a
