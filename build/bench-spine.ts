@@ -93,7 +93,7 @@ async function benchAccept(dir: string, cls: EventClass, n: number): Promise<Acc
 }
 
 /** aedes on its own thread (like a broker in its own process), so it does not share ours. */
-async function startAedesThread(): Promise<{ url: string; stop: () => Promise<void> }> {
+export async function startAedesThread(): Promise<{ url: string; stop: () => Promise<void> }> {
   const { Worker } = await import("node:worker_threads");
   const { createRequire } = await import("node:module");
   const { pathToFileURL } = await import("node:url");
@@ -125,7 +125,7 @@ async function freePort(): Promise<number> {
   });
 }
 
-async function startMosquitto(dir: string): Promise<{ url: string; stop: () => void } | undefined> {
+export async function startMosquitto(dir: string): Promise<{ url: string; stop: () => void } | undefined> {
   const bin = ["/usr/sbin/mosquitto", "/usr/bin/mosquitto"].find((b) => existsSync(b));
   if (!bin) return undefined;
   const port = await freePort();

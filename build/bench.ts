@@ -1,12 +1,14 @@
 /**
  * `npm run bench`: every figure next to the physical limit measured in the same run.
  * Sections: spine (outbox accept, drain, bytes/event, RSS), modbus (proxy vs blind pipe),
- * detectors (readings/s per core, state bytes per signal). `npm run bench -- spine` runs one.
+ * detectors (readings/s per core, state bytes per signal), receiver (messages/s vs the disk's
+ * fsyncs/s, hostile messages' time and memory). `npm run bench -- spine` runs one.
  */
 import { cpus } from "node:os";
 import { benchSpine } from "./bench-spine";
 import { benchModbus } from "./bench-modbus";
 import { benchDetectors } from "./bench-detectors";
+import { benchReceiver } from "./bench-receiver";
 import { loadModbus } from "./load-modbus";
 
 async function main(): Promise<void> {
@@ -22,6 +24,7 @@ async function main(): Promise<void> {
     if (!only || only === "spine") out.spine = await benchSpine();
     if (!only || only === "modbus") out.modbus = await benchModbus();
     if (!only || only === "detectors") out.detectors = await benchDetectors();
+    if (!only || only === "receiver") out.receiver = await benchReceiver();
   }
   process.stdout.write(JSON.stringify(out, null, 2) + "\n");
 }
