@@ -1,0 +1,93 @@
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
+import mqtt from "mqtt";
+import { loadSocPublicKey } from "../../agent/keys/identity";
+import { Runtime } from "../../agent/runtime";
+import { SocReceiver } from "../../agent/soc/receive";
+import type { OutLine, ProblemLine } from "../../agent/soc/verifier";
+import { account, unexpectedProblems } from "../helpers/daemon";
+import { makeSite, silent, tempDir, until } from "../helpers/fixture";
+import { sealBatch } from "../helpers/hostile";
+import { havePeer } from "../helpers/peers";
+import { Mosquitto, MOSQUITTO } from "../helpers/mosquitto";
+import { findOpenssl, makePki } from "../helpers/tls";
+
+const OPENSSL = findOpenssl();
+const ok = havePeer(MOSQUITTO ?? "/usr/sbin/mosquitto") && havePeer(OPENSSL ?? "/usr/bin/openssl");
+const DEVICE = "gw-test-1";
+const FLOODER = "gw-flood";
+const SOC_CN = "soc-receiver";
+
+/** The README's recommended Mosquitto settings and ACL, as written there. */
+function readmeBrokerConfig(): { settings: string[]; acl: string } {
+  const readme = readFileSync(new URL("../../README.md", import.meta.url), "utf8");
+  const blocks = [...readme.matchAll(/```conf\n([\s\S]*?)```/g)].map((m) => m[1]!);
+  const conf = blocks.find((b) => b.startsWith("per_listener_settings"))!;
+  const acl = blocks.find((b) => b.includes("pattern write"))!;
+  // The listener, its TLS files and the ACL file are the test broker's own; persistence would
+  // write into the working directory.
+  const own = /^(per_listener_settings|listener|cafile|certfile|keyfile|require_certificate|use_identity_as_username|acl_file|persistence)\b/;
+  const settings = conf.split("\n").filter((l) => l.trim() && !l.startsWith("#") && !own.test(l));
+  return { settings, acl };
+}
+
+describe.skipIf(!ok)("the README's SOC broker configuration (Mosquitto, mTLS, ACL)", () => {
+  const t = tempDir("gw-soc-broker-");
+  let mq: Mosquitto;
+  afterAll(async () => {
+    await mq?.stop();
+    t.cleanup();
+  });
+  beforeAll(async () => {
+    const pki = makePki(t.dir, [DEVICE, FLOODER, SOC_CN], OPENSSL);
+    const { settings, acl } = readmeBrokerConfig();
+    expect(settings).toContain("max_queued_messages 100000");
+    mq = new Mosquitto({ dir: t.dir, tls: { ca: pki.ca, cert: pki.server.cert, key: pki.server.key }, acl, extra: settings });
+    await mq.start();
+    Object.assign(mq, { pki });
+  });
+
+  it("a flood of 8,000 batches from one client neither reaches another device's topic nor costs a legitimate event", async () => {
+    const pki = (mq as unknown as { pki: ReturnType<typeof makePki> }).pki;
+    const site = makeSite(t.dir, { device: DEVICE, settings: { "upstream.url": mq.url, "upstream.ca": pki.ca, "upstream.cert": pki.clients[DEVICE]!.cert, "upstream.key": pki.clients[DEVICE]!.key, "simulate.events_per_s": "200", "heartbeat.interval_ms": "1000" } });
+    const lines: OutLine[] = [];
+    const rx = new SocReceiver({ broker: mq.url, dir: site.socDir, out: join(t.dir, "soc.jsonl"), topic: "gatewarden/v1/+/events", clientId: "soc-1", ca: pki.ca, cert: pki.clients[SOC_CN]!.cert, key: pki.clients[SOC_CN]!.key, protocolVersion: 5, gapTimeoutMs: 60_000, dedupeWindow: 100_000, unknownSummaryMs: 5000, log: silent, onLine: (l) => lines.push(l) });
+    await rx.start();
+    const rt = new Runtime(site.load(), silent);
+    try {
+      await rt.start();
+      // A client with a valid certificate whose device the SOC does not trust floods its own
+      // topic, and tries the legitimate device's topic too.
+      const flood = await mqtt.connectAsync(mq.url, { protocolVersion: 5, clientId: FLOODER, ca: readFileSync(pki.ca), cert: readFileSync(pki.clients[FLOODER]!.cert), key: readFileSync(pki.clients[FLOODER]!.key), rejectUnauthorized: true, reconnectPeriod: 0 });
+      const socPub = loadSocPublicKey(join(site.socDir, "soc.pub"));
+      const junk = sealBatch(socPub, FLOODER, "[]");
+      const spoof = sealBatch(socPub, DEVICE, "[]");
+      // Refused by the ACL: PUBACK 0x87 (Not authorized).
+      await expect(flood.publishAsync(`gatewarden/v1/${DEVICE}/events`, spoof, { qos: 1 })).rejects.toMatchObject({ code: 0x87 });
+      let next = 0;
+      await Promise.all(Array.from({ length: 50 }, async () => {
+        while (next++ < 8000) await flood.publishAsync(`gatewarden/v1/${FLOODER}/events`, junk, { qos: 1 });
+      }));
+      await flood.endAsync();
+      const floodLines = () => lines.filter((l): l is ProblemLine => "problem" in l && l.device === FLOODER);
+      await until(() => floodLines().reduce((n, p) => n + (p.batches as number), 0) === 8000, 60_000, "the receiver to account for all 8,000 flood batches");
+      rt.stopSources();
+      await rt.stop("test", 15_000);
+      const committed = rt.recorder.counters.committed;
+      await until(() => lines.filter((l) => !("problem" in l) && l.device === DEVICE).length >= committed, 30_000, `all ${committed} legitimate events`);
+      const a = account(lines.filter((l) => l.device === DEVICE), committed - 1);
+      expect(unexpectedProblems(a, ["duplicate"])).toEqual([]);
+      expect(a.missing).toEqual([]);
+      expect(a.doubled).toEqual([]);
+      // The flood is a few lines (one at once, one summary per 5 s here), not 8,000; the
+      // spoofed batch never arrived.
+      expect(floodLines().length).toBeLessThanOrEqual(20);
+      expect(lines.filter((l) => "problem" in l && l.problem === "malformed")).toEqual([]);
+    } finally {
+      rt.stopSources();
+      await rt.stop("test", 5000).catch(() => undefined);
+      await rx.stop();
+    }
+  }, 120_000);
+});
