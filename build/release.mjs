@@ -44,8 +44,14 @@ const copy = [
 ];
 if (existsSync(join(root, "firmware-hooks"))) copy.push(["firmware-hooks", "firmware-hooks"]);
 for (const [from, to] of copy) if (existsSync(join(root, from))) cpSync(join(root, from), join(stage, to), { recursive: true });
-rmSync(join(stage, "examples", "sites", "index.ts"), { force: true });
-for (const f of readdirSync(join(stage, "examples", "sites"))) if (f.endsWith(".ts")) rmSync(join(stage, "examples", "sites", f));
+// Sources are in the bundle already: only the hook scripts, units and examples travel as files.
+const dropSources = (d) => {
+  for (const e of readdirSync(d, { withFileTypes: true })) {
+    if (e.isDirectory()) dropSources(join(d, e.name));
+    else if (e.name.endsWith(".ts")) rmSync(join(d, e.name));
+  }
+};
+for (const d of ["examples", "firmware-hooks"]) if (existsSync(join(stage, d))) dropSources(join(stage, d));
 chmodSync(join(stage, "install.sh"), 0o755);
 
 // What it was built for, and a hash of every file (install.sh checks them before switching).

@@ -8,7 +8,8 @@
 # Idempotent: running it again changes nothing but what differs. An upgrade unpacks the new
 # release beside the old ones and switches the `current` link atomically; the config, keys and
 # outbox stay. Layout (under DIR):
-#   opt/gatewarden/releases/<version>/   opt/gatewarden/current -> releases/<version>
+#   opt/gatewarden/releases/<version>/   opt/gatewarden/releases/current -> <version>
+#   (the layout `gatewarden update apply` switches with update.releases_dir: /opt/gatewarden/releases)
 #   etc/gatewarden/                      config (root:gatewarden 0750), keys/ (gatewarden 0700)
 #   etc/gatewarden/data -> ../../var/lib/gatewarden   state: outbox, detector state, socket
 #   etc/systemd/system/gatewarden.service, usr/local/bin/gatewarden
@@ -107,12 +108,13 @@ if [ -f "$ROOT/etc/gatewarden/gatewarden.yaml" ]; then
     die "the existing config does not validate under release $VERSION (errors above): change the keys it names, then run install.sh again; the current release stays"
   fi
 fi
-prev=$(readlink "$ROOT/opt/gatewarden/current" 2>/dev/null || true)
-ln -sfn "releases/$VERSION" "$ROOT/opt/gatewarden/current.tmp"
-mv -T "$ROOT/opt/gatewarden/current.tmp" "$ROOT/opt/gatewarden/current"
+rel="$ROOT/opt/gatewarden/releases"
+prev=$(readlink "$rel/current" 2>/dev/null || true)
+ln -sfn "$VERSION" "$rel/current.tmp"
+mv -T "$rel/current.tmp" "$rel/current"
 # Keep the new release and the one before it (to go back to); older ones only cost SD space.
-for d in "$ROOT"/opt/gatewarden/releases/*; do
-  case ${d##*/} in "$VERSION"|"${prev##*/}") ;; *) rm -rf "$d" ;; esac
+for d in "$rel"/*; do
+  case ${d##*/} in "$VERSION"|"${prev##*/}"|current) ;; *) rm -rf "$d" ;; esac
 done
 
 # Folders and their modes: config readable by the service, state and keys its own.
@@ -124,7 +126,7 @@ install -d -m 0700 -o "$uid" -g "$gid" "$ROOT/etc/gatewarden/keys" "$ROOT/var/li
 # The command, the unit (with this node and these paths), the config schema for editors.
 cat > "$ROOT/usr/local/bin/gatewarden.tmp" <<WRAP
 #!/bin/sh
-exec $NODE /opt/gatewarden/current/dist/gatewarden.cjs "\$@"
+exec $NODE /opt/gatewarden/releases/current/dist/gatewarden.cjs "\$@"
 WRAP
 chmod 0755 "$ROOT/usr/local/bin/gatewarden.tmp"
 mv "$ROOT/usr/local/bin/gatewarden.tmp" "$ROOT/usr/local/bin/gatewarden"
@@ -133,7 +135,7 @@ chmod 0644 "$ROOT/etc/systemd/system/gatewarden.service"
 install -m 0644 "$SRC/gatewarden.schema.json" "$ROOT/etc/gatewarden/gatewarden.schema.json"
 
 # A first config and identity; never overwritten.
-CLI="$NODE $ROOT/opt/gatewarden/current/dist/gatewarden.cjs"
+CLI="$NODE $ROOT/opt/gatewarden/releases/current/dist/gatewarden.cjs"
 if [ ! -f "$ROOT/etc/gatewarden/gatewarden.yaml" ]; then
   # shellcheck disable=SC2086
   $CLI init --dir "$ROOT/etc/gatewarden" ${DEVICE_ID:+--device-id "$DEVICE_ID"} >/dev/null

@@ -40,7 +40,7 @@ describe.skipIf(!peers)("release package, install.sh and doctor", () => {
     const install = (extra: string[] = []) => execFileSync(join(rel, "install.sh"), ["--root", root, "--device-id", "cab-17", "--node", process.execPath, ...extra], { encoding: "utf8" });
     install();
     expect(install()).toMatch(/already installed[\s\S]*kept the existing config/); // idempotent
-    const bin = join(root, "opt", "gatewarden", "current", "dist", "gatewarden.cjs");
+    const bin = join(root, "opt", "gatewarden", "releases", "current", "dist", "gatewarden.cjs");
     conf = join(root, "etc", "gatewarden", "gatewarden.yaml");
     cli = (args) => {
       try {
@@ -110,12 +110,12 @@ describe.skipIf(!peers)("release package, install.sh and doctor", () => {
   });
 
   it("installs the layout with its modes, and the unit with this node", () => {
-    expect(readlinkSync(join(root, "opt", "gatewarden", "current"))).toMatch(/^releases\/\d+\.\d+\.\d+/);
+    expect(readlinkSync(join(root, "opt", "gatewarden", "releases", "current"))).toMatch(/^\d+\.\d+\.\d+/);
     expect(statSync(join(root, "etc", "gatewarden", "keys", "device.key")).mode & 0o777).toBe(0o600);
     expect(statSync(join(root, "etc", "gatewarden", "keys", "device.key")).uid).toBe(uid);
     expect(statSync(join(root, "var", "lib", "gatewarden")).mode & 0o777).toBe(0o700);
     expect(lstatSync(join(root, "etc", "gatewarden", "data")).isSymbolicLink()).toBe(true);
-    expect(readFileSync(join(root, "etc", "systemd", "system", "gatewarden.service"), "utf8")).toContain(`ExecStart=${process.execPath} /opt/gatewarden/current/dist/gatewarden.cjs run`);
+    expect(readFileSync(join(root, "etc", "systemd", "system", "gatewarden.service"), "utf8")).toContain(`ExecStart=${process.execPath} /opt/gatewarden/releases/current/dist/gatewarden.cjs run`);
     expect(readFileSync(conf, "utf8").split("\n")[0]).toMatch(/yaml-language-server: \$schema=/);
   });
 
