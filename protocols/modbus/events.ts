@@ -29,6 +29,7 @@
  * Connections closed on a TLS reload are recorded one by one (at most one per open connection,
  * which `max_connections` bounds).
  */
+import { FloodGate } from "../../agent/events/flood";
 import type { EventClass, EventDraft, EventSink, SeverityId } from "../../agent/events/types";
 import { FUNCTION_NAMES } from "./function-codes";
 import type { WriteWindow } from "./window-store";
@@ -63,13 +64,8 @@ export interface RequestInfo {
   values?: readonly number[];
 }
 
-interface Bucket {
-  count: number;
-  first: EventDraft;
-}
-
 export class ModbusEvents {
-  private buckets = new Map<string, Bucket>();
+  private readonly flood: FloodGate;
   private targets = new Map<string, Set<string>>();
   private exceptions = new Map<string, number>();
   private flagged = new Set<string>();
@@ -83,6 +79,7 @@ export class ModbusEvents {
     private readonly now: () => number = Date.now,
   ) {
     this.limits = { ...DEFAULT_EVENT_LIMITS, ...limits };
+    this.flood = new FloodGate(sink, this.limits, now);
   }
 
   start(): void {
@@ -102,51 +99,19 @@ export class ModbusEvents {
   }
 
   private emit(key: string, d: EventDraft): void {
-    let b = this.buckets.get(key);
-    if (!b) {
-      if (this.buckets.size >= this.limits.max_keys) {
-        key = "overflow";
-        b = this.buckets.get(key);
-      }
-      if (!b) {
-        b = { count: 0, first: d };
-        this.buckets.set(key, b);
-      }
-    }
-    b.count++;
-    if (b.count <= this.limits.per_key && key !== "overflow") this.safeRecord(d);
+    this.flood.emit(key, d);
   }
 
   private safeRecord(d: EventDraft): void {
-    try {
-      this.sink.record(d);
-    } catch {
-      /* EventSink.record never throws; belt and braces for a foreign sink */
-    }
+    this.flood.record(d);
   }
 
   /** Record summaries of what the interval suppressed and start a new interval. */
   flush(): void {
-    const buckets = this.buckets;
-    this.buckets = new Map();
     this.targets = new Map();
     this.exceptions = new Map();
     this.flagged = new Set();
-    for (const [key, b] of buckets) {
-      const extra = key === "overflow" ? b.count : b.count - this.limits.per_key;
-      if (extra <= 0) continue;
-      const f = b.first;
-      this.safeRecord({
-        ...f,
-        time: this.now(),
-        ocsf: {
-          ...f.ocsf,
-          message: `${extra} more like this in ${this.limits.interval_ms} ms: ${f.ocsf.message}`,
-          count: extra,
-          unmapped: { ...((f.ocsf.unmapped as object) ?? {}), suppressed: extra, aggregate_key: key },
-        },
-      });
-    }
+    this.flood.flush();
   }
 
   private static modbus(i: RequestInfo): Record<string, unknown> {
