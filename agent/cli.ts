@@ -16,6 +16,7 @@ import { registerReleaseCommands, registerUpdateCommands } from "../firmware-hoo
 import { registerIntegrityCommands } from "../firmware-hooks/integrity-cli";
 import { loadConfig } from "./config/load";
 import { locateConfig } from "./config/locate";
+import { DaemonError } from "./errors";
 
 /** The `gatewarden` command line: every command has --help; reporting commands take --json. */
 export function buildProgram(): Command {
@@ -47,6 +48,12 @@ export function buildProgram(): Command {
   registerIntegrityCommands(program);
   registerOpcuaCommands(program, {
     resolveSocket: async (opts) => loadConfig(locateConfig(typeof opts.config === "string" ? opts.config : undefined)).config.control.socket,
+    front: (opts) => {
+      const file = locateConfig(typeof opts.config === "string" ? opts.config : undefined);
+      const front = loadConfig(file).config.opcua?.front;
+      if (!front) throw new DaemonError("CONFIG_INCOMPLETE", `${file} has no opcua.front section: the OPC UA front and its users are configured there`);
+      return front;
+    },
   });
   return program;
 }

@@ -32,6 +32,7 @@ export const ErrorCodes = {
   WINDOW_STATE: "the write-window state file cannot be opened or written",
   // OPC UA client
   OPCUA_SETUP: "the OPC UA client's certificate store or trust material cannot be set up",
+  OPCUA_PINNED: "the server's certificate is pinned in the config, so trusting another one cannot take effect",
   // Detection
   SITE_INVALID: "a site file is malformed",
   DETECTOR_STATE: "a detector state snapshot cannot be restored",

@@ -52,6 +52,8 @@ export class Runtime {
   private readonly writtenAtStart = storageBytesWritten();
   private readonly stopHooks: (() => Promise<void> | void)[] = [];
   private readonly reloadHooks: ((trigger: string) => void)[] = [];
+  /** The OPC UA client and front, when `opcua` is configured. */
+  opcua: import("../protocols/opcua/service").OpcuaService | undefined;
   /** Where readings from the proxy's tap go (the detection engine, when points are configured). */
   readings: ReadingSink | undefined;
 
@@ -192,10 +194,13 @@ export class Runtime {
     const c = this.loaded.config;
     if (!c.opcua) return this.notConfigured("opcua", ["opcua.status", "opcua.trust"]);
     const { OpcuaService } = await import("../protocols/opcua/service");
+    const { registerPkiControl } = await import("../protocols/opcua/pki-control");
     const points = Object.entries(c.points ?? {}).flatMap(([id, p]) => ("opcua" in p.source && p.poll_interval_ms !== undefined ? [{ id, source: p.source.opcua, interval_ms: p.poll_interval_ms }] : []));
-    const svc = new OpcuaService({ config: c.opcua, points, events: this.recorder, readings: this.readings, log: this.log.child({ component: "opcua" }) });
+    const svc = new OpcuaService({ config: c.opcua, deviceId: c.device.id, points, events: this.recorder, readings: this.readings, log: this.log.child({ component: "opcua" }) });
     await svc.start();
+    this.opcua = svc;
     this.control.handle("opcua.status", () => svc.status());
+    registerPkiControl(this.control, svc);
     this.control.handle("opcua.trust", (args) => {
       if (typeof args.thumbprint !== "string") throw new DaemonError("CONTROL_BAD_REQUEST", "opcua.trust needs a thumbprint");
       return svc.trust(args.thumbprint, typeof args.by === "string" ? args.by : osUser());

@@ -87,6 +87,7 @@ export function resolvePaths(c: Config, dir: string): Config {
             ...c.opcua,
             pki_dir: abs(c.opcua.pki_dir)!,
             servers: c.opcua.servers.map((s) => ({ ...s, server_certificate: abs(s.server_certificate), ...(s.user ? { user: "password_file" in s.user ? { ...s.user, password_file: abs(s.user.password_file)! } : { certificate_file: abs(s.user.certificate_file)!, key_file: abs(s.user.key_file)! } } : {}) })),
+            ...(c.opcua.front ? { front: { ...c.opcua.front, users_file: abs(c.opcua.front.users_file)! } } : {}),
           },
         }
       : {}),

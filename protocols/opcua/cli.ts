@@ -8,15 +8,19 @@ import type { Command } from "commander";
 import { controlCall } from "../../agent/control/client";
 import type { CertificateSeen } from "./events";
 import type { OpcuaStatus } from "./service";
+import type { PkiEntry } from "./pki";
+import { registerUsersCommands, type UsersCliDeps } from "./users-cli";
 
 export interface OpcuaCliDeps {
   resolveSocket: (opts: Record<string, unknown>) => Promise<string>;
+  /** The `opcua.front` section (for `opcua users`); fails when there is none. */
+  front?: UsersCliDeps["front"];
   stdout?: (s: string) => void;
 }
 
 export function registerOpcuaCommands(program: Command, deps: OpcuaCliDeps): void {
   const out = deps.stdout ?? ((s: string) => void process.stdout.write(s));
-  const opcua = program.command("opcua").description("OPC UA client: servers read for points");
+  const opcua = program.command("opcua").description("OPC UA: servers read for points, the secure front, trust lists");
   opcua
     .command("status")
     .description("Show the running daemon's OPC UA servers and the client certificate they must trust")
@@ -30,6 +34,8 @@ export function registerOpcuaCommands(program: Command, deps: OpcuaCliDeps): voi
       for (const s of st.servers) {
         out(`server ${s.name} ${s.endpoint} (${s.security}): ${s.state}${s.last_error ? ` (${s.last_error})` : ""}; ${s.points} points, ${s.readings} readings, ${s.bad} bad\n`);
       }
+      const f = st.front;
+      if (f) out(`front ${f.endpoint}: ${f.state}; ${f.mirrored_nodes} nodes${f.truncated ? " (truncated at max_nodes)" : ""}, ${f.channels} channels, ${f.sessions} sessions; forwarded ${f.upstream.reads} reads, ${f.upstream.writes} writes, ${f.upstream.calls} calls, ${f.upstream.monitored} monitored nodes\n`);
       for (const r of st.rejected_certificates) {
         out(`refused server certificate ${r.thumbprint} ${r.subject}\n  check it against the device, then: gatewarden opcua trust ${r.thumbprint}\n`);
       }
@@ -46,4 +52,50 @@ export function registerOpcuaCommands(program: Command, deps: OpcuaCliDeps): voi
       if (o.json) return out(JSON.stringify(c) + "\n");
       out(`trusted ${c.thumbprint} ${c.subject}; servers that were refused try again now\n`);
     });
+  registerPkiCommands(opcua, deps);
+  if (deps.front) registerUsersCommands(opcua, { front: deps.front, stdout: deps.stdout });
+}
+
+/** `gatewarden opcua pki list|show|trust|reject`: the trust lists of the running daemon. */
+export function registerPkiCommands(opcua: Command, deps: OpcuaCliDeps): void {
+  const out = deps.stdout ?? ((s: string) => void process.stdout.write(s));
+  const pki = opcua.command("pki").description("OPC UA trust lists: upstream servers, front clients, front users");
+  const call = async (cmd: Command, name: string, args: Record<string, unknown>) => controlCall(await deps.resolveSocket(cmd.optsWithGlobals()), name, args);
+  const line = (e: PkiEntry) => `${e.list}\t${e.state}\t${e.thumbprint}\t${e.subject}\tvalid until ${e.not_after}\n`;
+  pki
+    .command("list")
+    .description("List the certificates of every trust list, trusted and rejected, with SHA-1 and SHA-256 thumbprints")
+    .option("--config <FILE>", "config file (finds the daemon's control socket)")
+    .option("--json", "print JSON")
+    .action(async (o: { json?: boolean }, cmd: Command) => {
+      const list = (await call(cmd, "opcua.pki.list", {})) as PkiEntry[];
+      if (o.json) return out(JSON.stringify(list) + "\n");
+      if (!list.length) return out("no certificates in the OPC UA trust lists\n");
+      out("list\tstate\tSHA-1 thumbprint\tsubject\tvalidity\n");
+      for (const e of list) out(line(e));
+    });
+  pki
+    .command("show")
+    .description("Show one certificate by SHA-1 or SHA-256 thumbprint")
+    .argument("<thumbprint>", "SHA-1 or SHA-256 thumbprint (colons allowed)")
+    .option("--config <FILE>", "config file (finds the daemon's control socket)")
+    .option("--json", "print JSON")
+    .action(async (thumbprint: string, o: { json?: boolean }, cmd: Command) => {
+      const found = (await call(cmd, "opcua.pki.show", { thumbprint })) as PkiEntry[];
+      if (o.json) return out(JSON.stringify(found) + "\n");
+      for (const e of found) out(`${e.list} (${e.state}): ${e.subject}\n  issuer ${e.issuer}\n  valid ${e.not_before} to ${e.not_after}\n  SHA-1 ${e.thumbprint}\n  SHA-256 ${e.sha256}\n  file ${e.file}\n`);
+    });
+  for (const verb of ["trust", "reject"] as const) {
+    pki
+      .command(verb)
+      .description(verb === "trust" ? "Trust a certificate (a refused client, server or user certificate), recorded as a signed audit event" : "Move a trusted certificate to the rejected list, recorded as a signed audit event")
+      .argument("<thumbprint>", "SHA-1 or SHA-256 thumbprint (colons allowed)")
+      .option("--config <FILE>", "config file (finds the daemon's control socket)")
+      .option("--json", "print JSON")
+      .action(async (thumbprint: string, o: { json?: boolean }, cmd: Command) => {
+        const e = (await call(cmd, `opcua.pki.${verb}`, { thumbprint, by: `cli:${osUser()}` })) as PkiEntry;
+        if (o.json) return out(JSON.stringify(e) + "\n");
+        out(`${e.list}: ${e.thumbprint} ${e.subject} is ${e.state}\n`);
+      });
+  }
 }

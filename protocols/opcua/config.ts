@@ -11,16 +11,9 @@
  */
 import { z } from "zod";
 
-export const SECURITY_POLICIES = ["Basic256Sha256", "Aes128_Sha256_RsaOaep", "Aes256_Sha256_RsaPss"] as const;
-
-/**
- * An OPC UA node id in its string form: `i=85`, `ns=2;s=Tank.Level`, `ns=3;g=<uuid>`,
- * `ns=1;b=<base64>`, or with a namespace URI (`nsu=urn:plc;s=Tank.Level`), which survives
- * servers that renumber their namespaces. Only the syntax is checked here.
- */
-export const NODE_ID = /^(?:(?:ns=\d{1,5}|nsu=[^;]{1,512});)?(?:i=\d{1,10}|s=.{1,4096}|g=[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}|b=[A-Za-z0-9+/]+={0,2})$/s;
-
-export const nodeIdSchema = z.string().regex(NODE_ID, "an OPC UA node id such as ns=2;s=Tank.Level, i=2258 or nsu=urn:plc;s=Tank.Level");
+export { NODE_ID, nodeIdSchema, SECURITY_POLICIES } from "./names";
+import { nodeIdSchema, SECURITY_POLICIES } from "./names";
+import { frontSchema } from "./front-config";
 
 const int = (min: number, max: number) => z.number().int().min(min).max(max);
 
@@ -84,6 +77,8 @@ export const opcuaConfigSchema = z
     max_message_bytes: int(64 * 1024, 64 * 1024 ** 2).default(4 * 1024 ** 2),
     max_chunk_count: int(1, 4096).default(64),
     servers: z.array(opcuaServerSchema).min(1).max(64),
+    /** The secure front re-exposing one of the servers (front-config.ts); absent: no front. */
+    front: frontSchema.optional(),
   })
   .superRefine((c, ctx) => {
     const seen = new Set<string>();
@@ -91,6 +86,7 @@ export const opcuaConfigSchema = z
       if (seen.has(s.name)) ctx.addIssue({ code: "custom", path: ["servers", i, "name"], message: `server name ${s.name} is used twice` });
       seen.add(s.name);
     });
+    if (c.front && !seen.has(c.front.server)) ctx.addIssue({ code: "custom", path: ["front", "server"], message: `no opcua server named ${c.front.server}` });
   });
 
 export type OpcuaConfig = z.output<typeof opcuaConfigSchema>;

@@ -10,7 +10,7 @@
  * | server certificate not trusted    | Authentication        | 3002      | 1 Logon (failure) | finding | 4 High   |
  * | user or security settings refused | Authentication        | 3002      | 1 Logon (failure) | finding | 3 Medium |
  * | point unreadable (bad status)     | Detection Finding     | 2004      | 1 Create          | finding | 2 Low    |
- * | server certificate trusted (CLI)  | Device Config State Change | 5019 | 99 Other          | audit   | 2 Low    |
+ * | trust list changed (CLI)          | Device Config State Change | 5019 | 99 Other          | audit   | 2 Low    |
  */
 import type { EventClass, EventDraft, EventSink, SeverityId } from "../../agent/events/types";
 
@@ -66,7 +66,14 @@ export class OpcuaEvents {
 
   /** An operator trusted a refused server certificate (`gatewarden opcua trust`). */
   certificateTrusted(cert: CertificateSeen, by: string): void {
-    this.emit("audit", 2, 5019, 99, `OPC UA server certificate ${cert.thumbprint} (${cert.subject}) trusted by ${by}`, { actor: { user: { name: by } }, unmapped: { opcua: { certificate: cert } } });
+    this.trustChanged("servers", "trusted", cert, by);
+  }
+
+  /** An operator changed a trust list (`gatewarden opcua pki trust|reject`, `opcua trust`). */
+  trustChanged(list: "servers" | "clients" | "users", change: "trusted" | "rejected", cert: CertificateSeen, by: string): void {
+    const kind = list === "servers" ? "server" : list === "clients" ? "client" : "user";
+    const c = { thumbprint: cert.thumbprint, sha256: cert.sha256, subject: cert.subject };
+    this.emit("audit", 2, 5019, 99, `OPC UA ${kind} certificate ${cert.thumbprint} (${cert.subject}) ${change} by ${by}`, { actor: { user: { name: by } }, unmapped: { opcua: { trust_list: list, change, certificate: c } } });
   }
 
   /** A point's node answered with a bad status or a value that is not a number. At most one

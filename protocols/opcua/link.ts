@@ -48,8 +48,10 @@ export class OpcuaLink {
   private delay: number;
   private namespaces: string[] = [];
   private readonly counters = { connects: 0, reads: 0, read_errors: 0 };
-  /** Called after each new session: node ids with a namespace URI are resolved again. */
-  onSession: (() => void) | undefined;
+  /** The certificate this server last presented and the client refused (store or pin). */
+  refusedCertificate: CertificateSeen | undefined;
+  /** Called after each new session (node ids with a namespace URI are resolved again, the front re-subscribes). */
+  private readonly sessionListeners: ((session: ClientSession) => void)[] = [];
 
   constructor(
     private readonly ua: ClientModule,
@@ -73,6 +75,20 @@ export class OpcuaLink {
   start(): void {
     if (this.state === "stopped") return;
     void this.connect();
+  }
+
+  onSession(fn: (session: ClientSession) => void): void {
+    this.sessionListeners.push(fn);
+  }
+
+  /** The open session, or undefined while the link is not up. */
+  get openSession(): ClientSession | undefined {
+    return this.state === "up" ? this.session : undefined;
+  }
+
+  /** The connected server's namespace table (index -> URI). */
+  get namespaceArray(): readonly string[] {
+    return this.namespaces;
   }
 
   /** Namespace index of a URI on the connected server, or undefined. */
@@ -157,7 +173,7 @@ export class OpcuaLink {
       this.counters.connects++;
       this.events.up(c.name, c.endpoint, this.security);
       this.log.info({ server: c.name, endpoint: c.endpoint, security: this.security }, "OPC UA session open.");
-      this.onSession?.();
+      for (const fn of this.sessionListeners) fn(session);
     } catch (e) {
       clearTimeout(deadline);
       await this.failed(client, e);
@@ -207,9 +223,12 @@ export class OpcuaLink {
     const reason = messageOf(e);
     this.lastError = reason;
     this.state = "down";
-    if (e instanceof PinMismatch) this.events.down(this.config.name, this.config.endpoint, reason, "certificate", e.seen);
-    else if (/BadCertificateUntrusted|certificate verification failed/i.test(reason)) {
-      this.events.down(this.config.name, this.config.endpoint, reason, "certificate", this.lastRejected());
+    if (e instanceof PinMismatch) {
+      this.refusedCertificate = e.seen;
+      this.events.down(this.config.name, this.config.endpoint, reason, "certificate", e.seen);
+    } else if (/BadCertificateUntrusted|certificate verification failed/i.test(reason)) {
+      this.refusedCertificate = this.lastRejected();
+      this.events.down(this.config.name, this.config.endpoint, reason, "certificate", this.refusedCertificate);
       // Someone in the middle can present a new certificate at every attempt: keep the newest.
       pruneRejected(this.certificates.rejectedFolder, MAX_REJECTED);
     }

@@ -40,7 +40,7 @@ export class OpcuaPoller {
     private readonly now: () => number = Date.now,
   ) {
     this.blocks = planReads(points, link.config.max_nodes_per_read);
-    link.onSession = () => this.resolveAll();
+    link.onSession(() => this.resolveAll());
   }
 
   start(): void {

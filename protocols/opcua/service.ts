@@ -20,6 +20,8 @@ import type { OpcuaConfig } from "./config";
 import { OpcuaEvents, type CertificateSeen } from "./events";
 import { derOf, describeCertificate, OpcuaLink, rejectedFiles, type LinkStatus } from "./link";
 import { OpcuaPoller, type OpcuaPolledPoint } from "./poller";
+import type { FrontStatus, OpcuaFront } from "./front";
+import { findPki, listPki, type PkiEntry, type TrustList } from "./pki";
 
 export interface OpcuaServiceLog {
   info(o: object, m: string): void;
@@ -32,6 +34,8 @@ export interface OpcuaStatus {
   /** Server certificates refused and kept for review (`gatewarden opcua trust THUMBPRINT`). */
   rejected_certificates: CertificateSeen[];
   servers: (LinkStatus & { points: number; polls: number; readings: number; bad: number })[];
+  /** The secure front, when `opcua.front` is configured. */
+  front?: FrontStatus;
 }
 
 export class OpcuaService {
@@ -40,9 +44,11 @@ export class OpcuaService {
   private ownCertificate: string | undefined;
   private certificates: OPCUACertificateManager | undefined;
   private events: OpcuaEvents | undefined;
+  /** The secure front re-exposing one upstream (`opcua.front`), if configured. */
+  front: OpcuaFront | undefined;
 
   constructor(
-    private readonly o: { config: OpcuaConfig; points: readonly OpcuaPolledPoint[]; events: EventSink; readings?: ReadingSink; log: OpcuaServiceLog },
+    private readonly o: { config: OpcuaConfig; deviceId: string; points: readonly OpcuaPolledPoint[]; events: EventSink; readings?: ReadingSink; log: OpcuaServiceLog },
   ) {}
 
   async start(): Promise<void> {
@@ -88,6 +94,12 @@ export class OpcuaService {
     }
     // The first link makes the client certificate when the store has none; the rest share it.
     this.ownCertificate = join(certificates.rootDir, "own", "certs", "client_certificate.pem");
+    if (c.front) {
+      const link = this.links.find((l) => l.config.name === c.front!.server)!;
+      const { OpcuaFront } = await import("./front");
+      this.front = new OpcuaFront({ config: c.front, pkiDir: c.pki_dir, deviceId: this.o.deviceId, link, sink: this.o.events, log, maxNodesPerRead: link.config.max_nodes_per_read });
+      await this.front.start();
+    }
     for (const l of this.links) {
       l.start();
       this.pollers.get(l.config.name)!.start();
@@ -103,6 +115,7 @@ export class OpcuaService {
         const p = this.pollers.get(l.config.name)!;
         return { ...l.status(), points: this.o.points.filter((x) => x.source.server === l.config.name).length, polls: p.counters.polls, readings: p.counters.readings, bad: p.counters.bad };
       }),
+      ...(this.front ? { front: this.front.status() } : {}),
     };
   }
 
@@ -133,6 +146,7 @@ export class OpcuaService {
     if (!cert || !this.certificates) {
       throw new DaemonError("USAGE", `no refused server certificate has thumbprint ${want}; \`gatewarden opcua status\` lists them`);
     }
+    this.refusePinned(cert);
     await this.certificates.trustCertificate(derOf(readFileSync(cert.file!)));
     this.events?.certificateTrusted({ thumbprint: cert.thumbprint, sha256: cert.sha256, subject: cert.subject }, by);
     this.o.log.info({ thumbprint: cert.thumbprint, subject: cert.subject, by }, "OPC UA server certificate trusted.");
@@ -140,7 +154,63 @@ export class OpcuaService {
     return cert;
   }
 
+  /**
+   * A server with `server_certificate` accepts exactly that certificate: trusting the one it
+   * now presents would change nothing (the link would stay down), so it is refused with what
+   * to change instead.
+   */
+  private refusePinned(cert: CertificateSeen): void {
+    const c = this.o.config;
+    const i = c.servers.findIndex((s, j) => s.server_certificate && this.links[j]?.refusedCertificate?.thumbprint === cert.thumbprint);
+    if (i < 0) return;
+    const s = c.servers[i]!;
+    throw new DaemonError(
+      "OPCUA_PINNED",
+      `server ${s.name} is pinned to server_certificate ${s.server_certificate}, so trusting ${cert.thumbprint} has no effect. If the device's certificate changed on purpose, point opcua.servers[${i}].server_certificate at the new certificate${cert.file ? ` (the refused copy is ${cert.file})` : ""}, or remove server_certificate to rely on the trust list, then restart the daemon`,
+    );
+  }
+
+  /** Every certificate of the three trust lists (`gatewarden opcua pki list`). */
+  pki(): PkiEntry[] {
+    return listPki({ servers: this.certificates, clients: this.front?.certificates, users: this.front?.userCertificates });
+  }
+
+  pkiShow(thumbprint: string): PkiEntry[] {
+    const found = findPki(this.pki(), thumbprint);
+    if (!found.length) throw new DaemonError("USAGE", `no certificate with thumbprint ${thumbprint} in any trust list; \`gatewarden opcua pki list\` shows them`);
+    return found;
+  }
+
+  /** Moves a certificate to the trusted list of its store; a signed audit event records who did it. */
+  async pkiTrust(thumbprint: string, by: string): Promise<PkiEntry> {
+    const found = this.pkiShow(thumbprint);
+    const e = found.find((x) => x.state === "rejected") ?? found[0]!;
+    if (e.state === "trusted") return e;
+    if (e.list === "servers") this.refusePinned(e);
+    await this.store(e.list)!.trustCertificate(derOf(readFileSync(e.file)));
+    this.events?.trustChanged(e.list, "trusted", e, by);
+    this.o.log.info({ list: e.list, thumbprint: e.thumbprint, subject: e.subject, by }, "OPC UA certificate trusted.");
+    if (e.list === "servers") for (const l of this.links) l.retryNow();
+    return { ...e, state: "trusted" };
+  }
+
+  /** Moves a certificate to the rejected list of its store (signed audit event). */
+  async pkiReject(thumbprint: string, by: string): Promise<PkiEntry> {
+    const found = this.pkiShow(thumbprint);
+    const e = found.find((x) => x.state === "trusted") ?? found[0]!;
+    if (e.state === "rejected") return e;
+    await this.store(e.list)!.rejectCertificate(derOf(readFileSync(e.file)));
+    this.events?.trustChanged(e.list, "rejected", e, by);
+    this.o.log.info({ list: e.list, thumbprint: e.thumbprint, subject: e.subject, by }, "OPC UA certificate rejected.");
+    return { ...e, state: "rejected" };
+  }
+
+  private store(list: TrustList): OPCUACertificateManager | undefined {
+    return list === "servers" ? this.certificates : list === "clients" ? this.front?.certificates : this.front?.userCertificates;
+  }
+
   async stop(): Promise<void> {
+    await this.front?.stop();
     for (const p of this.pollers.values()) p.stop();
     await Promise.all(this.links.map((l) => l.stop()));
   }

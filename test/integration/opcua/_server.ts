@@ -1,7 +1,7 @@
 import { X509Certificate } from "node:crypto";
 import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { DataType, MessageSecurityMode, OPCUACertificateManager, OPCUAServer, SecurityPolicy, setWarningLogger, Variant, VariantArrayType } from "node-opcua";
+import { DataType, MessageSecurityMode, OPCUACertificateManager, OPCUAServer, SecurityPolicy, setWarningLogger, StatusCodes, Variant, VariantArrayType } from "node-opcua";
 
 // The stack prints warnings to stdout; the tests read what the client reports instead.
 setWarningLogger(() => undefined);
@@ -14,6 +14,8 @@ export interface TestServerOptions {
   modes?: ("SignAndEncrypt" | "Sign" | "None")[];
   /** PEM files of X.509 user certificates the server accepts as user tokens. */
   userCertificates?: string[];
+  /** Also a writable `ns=1;s=Pump.Speed` (Double) and methods `ns=1;s=Pump.Start` / `ns=1;s=Pump.Reset` on a `Pump` object. */
+  plant?: boolean;
 }
 
 /**
@@ -24,7 +26,9 @@ export interface TestServerOptions {
  * the client's side of trust.
  */
 export class TestOpcuaServer {
-  readonly values: Record<string, unknown> = { "Tank.Level": 2.5, "Pump.Running": true, "Meter.Total": [0, 1234], "Tag.Name": "T1" };
+  readonly values: Record<string, unknown> = { "Tank.Level": 2.5, "Pump.Running": true, "Meter.Total": [0, 1234], "Tag.Name": "T1", "Pump.Speed": 1000 };
+  /** Methods called, in order (with `plant`). */
+  readonly calls: string[] = [];
   private server: OPCUAServer | undefined;
   port = 0;
   /** URI of the namespace the variables are in (for `nsu=` node ids). */
@@ -60,6 +64,32 @@ export class TestOpcuaServer {
     const types: Record<string, [DataType, string]> = { "Tank.Level": [DataType.Double, "Double"], "Pump.Running": [DataType.Boolean, "Boolean"], "Meter.Total": [DataType.UInt64, "UInt64"], "Tag.Name": [DataType.String, "String"] };
     for (const [name, [dt, dtName]] of Object.entries(types)) {
       ns.addVariable({ organizedBy: plant, browseName: name, nodeId: `s=${name}`, dataType: dtName, minimumSamplingInterval: 10, value: { get: () => new Variant({ dataType: dt, arrayType: VariantArrayType.Scalar, value: this.values[name] }) } });
+    }
+    if (o.plant) {
+      const pump = ns.addObject({ organizedBy: plant, browseName: "Pump", nodeId: "s=Pump" });
+      ns.addVariable({
+        componentOf: pump,
+        browseName: "Speed",
+        nodeId: "s=Pump.Speed",
+        dataType: "Double",
+        minimumSamplingInterval: 10,
+        accessLevel: "CurrentRead | CurrentWrite",
+        userAccessLevel: "CurrentRead | CurrentWrite",
+        value: {
+          get: () => new Variant({ dataType: DataType.Double, value: this.values["Pump.Speed"] }),
+          set: (v: Variant) => {
+            this.values["Pump.Speed"] = v.value;
+            return StatusCodes.Good;
+          },
+        },
+      });
+      for (const name of ["Start", "Reset"]) {
+        const m = ns.addMethod(pump, { browseName: name, nodeId: `s=Pump.${name}`, inputArguments: [], outputArguments: [{ name: "ok", dataType: DataType.Boolean }] });
+        m.bindMethod(async (_inputs: Variant[], _context: unknown) => {
+          this.calls.push(name);
+          return { statusCode: StatusCodes.Good, outputArguments: [new Variant({ dataType: DataType.Boolean, value: true })] };
+        });
+      }
     }
     await server.start();
     this.server = server;

@@ -1,6 +1,6 @@
 import { afterEach, describe, expect, it } from "vitest";
 import { execFileSync } from "node:child_process";
-import { chmodSync, existsSync, readdirSync, statSync, writeFileSync } from "node:fs";
+import { chmodSync, existsSync, mkdirSync, readdirSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import type { EventDraft } from "../../../agent/events/types";
 import type { Reading } from "../../../agent/pipeline";
@@ -41,7 +41,7 @@ describe("OPC UA client: secured sessions to a real node-opcua server, polled in
     const events: EventDraft[] = [];
     const readings: Reading[] = [];
     const config = opcuaConfigSchema.parse({ pki_dir: join(dir, "client-pki"), servers: [{ name: "plc", reconnect_min_ms: 200, reconnect_max_ms: 1000, ...server }] });
-    const svc = new OpcuaService({ config, points, events: { record: (d) => events.push(d) }, readings: { reading: (r) => readings.push(r) }, log: silent });
+    const svc = new OpcuaService({ config, deviceId: "gw-test", points, events: { record: (d) => events.push(d) }, readings: { reading: (r) => readings.push(r) }, log: silent });
     cleanups.push(() => svc.stop());
     return { svc, events, readings };
   }
@@ -94,6 +94,27 @@ describe("OPC UA client: secured sessions to a real node-opcua server, polled in
     expect(events.filter((x) => x.ocsf.class_uid === 3002).length).toBe(1);
     expect(readings.length).toBe(0);
     expect(svc.status().servers[0]!.state).not.toBe("up");
+  });
+
+  it("refuses to trust a certificate of a pinned server, saying what to change", async () => {
+    const { t, server, pw } = await setup();
+    mkdirSync(join(t.dir, "other"));
+    const other = new TestOpcuaServer({ dir: join(t.dir, "other"), users: { operator: "pump-station-7" } });
+    await other.start();
+    cleanups.push(() => other.stop());
+    // Pinned to the other server's certificate: this one presents a certificate the pin forbids.
+    const { svc, events } = service(t.dir, { endpoint: server.endpoint, server_certificate: other.certFile, user: { username: "operator", password_file: pw }, reconnect_min_ms: 30_000, reconnect_max_ms: 60_000 }, []);
+    await svc.start();
+    await until(() => svc.status().rejected_certificates.length === 1, 15_000, "a refused certificate");
+    const refused = svc.status().rejected_certificates[0]!;
+    const e = await svc.trust(refused.thumbprint, "test").catch((x: unknown) => x);
+    expect(e).toMatchObject({ code: "OPCUA_PINNED" });
+    expect((e as Error).message).toBe(
+      `server plc is pinned to server_certificate ${other.certFile}, so trusting ${refused.thumbprint} has no effect. If the device's certificate changed on purpose, point opcua.servers[0].server_certificate at the new certificate (the refused copy is ${refused.file}), or remove server_certificate to rely on the trust list, then restart the daemon`,
+    );
+    await expect(svc.pkiTrust(refused.sha256, "test")).rejects.toMatchObject({ code: "OPCUA_PINNED" });
+    expect(events.filter((x) => x.ocsf.class_uid === 5019)).toEqual([]);
+    expect(svc.status().rejected_certificates.length).toBe(1);
   });
 
   it("trusts a refused certificate named by its thumbprint, records who did it, and connects at once", async () => {

@@ -67,7 +67,7 @@ describe("OPC UA client against a hostile server", () => {
     cleanups.push(() => new Promise<void>((r) => evil.server.close(() => r())));
     const events: EventDraft[] = [];
     const config = opcuaConfigSchema.parse({ pki_dir: join(t.dir, "pki"), max_chunk_count: 64, max_message_bytes: 1024 ** 2, servers: [{ name: "evil", endpoint: `opc.tcp://127.0.0.1:${evil.port}`, connect_timeout_ms: 3000, reconnect_min_ms: 60_000, reconnect_max_ms: 60_000 }] });
-    const svc = new OpcuaService({ config, points: [], events: { record: (d) => events.push(d) }, log: silent });
+    const svc = new OpcuaService({ config, deviceId: "gw-test", points: [], events: { record: (d) => events.push(d) }, log: silent });
     cleanups.push(() => svc.stop());
     await import("node-opcua-client"); // the stack's own size is not what is measured
     const mem = () => {

@@ -1,0 +1,115 @@
+/**
+ * The `opcua.front:` section: the secure front that re-exposes one configured upstream server
+ * (`server`, an entry of `opcua.servers`) to SCADA and engineering clients.
+ *
+ * Endpoints are SignAndEncrypt only, with the modern policies only; there is no None endpoint
+ * and no anonymous token. Users log in with a name and password (salted scrypt hashes in
+ * `users_file`, managed by `gatewarden opcua users`) or an X.509 user certificate mapped by
+ * thumbprint or subject (`certificate_users`). Their role decides, node by node, what they may
+ * browse, read, subscribe to, write (within bounds) and call. Deny by default.
+ *
+ * ```yaml
+ * opcua:
+ *   servers: [{ name: plc, endpoint: "opc.tcp://10.20.0.7:4840", security_mode: None, allow_unsecured: true }]
+ *   front:
+ *     server: plc
+ *     port: 4840
+ *     roles:
+ *       operator:
+ *         nodes:
+ *           - { browse_path: "Plant", allow: [browse, read, subscribe] }
+ *           - { node_id: "nsu=urn:plc;s=Pump.Speed", allow: [write], min: 0, max: 1500 }
+ *         methods: ["Plant/Pump/Start"]
+ *         write_rate: { max: 10, interval_ms: 60000 }
+ *     certificate_users:
+ *       - { thumbprint: "9f3c...", role: engineer }
+ * ```
+ */
+import { z } from "zod";
+import { nodeIdSchema, SECURITY_POLICIES } from "./names";
+
+const int = (min: number, max: number) => z.number().int().min(min).max(max);
+
+export const FRONT_ACTIONS = ["browse", "read", "subscribe", "write"] as const;
+export type FrontAction = (typeof FRONT_ACTIONS)[number] | "call";
+
+/** A browse path: browse names from the Objects folder, joined by "/", e.g. `Plant/Tank1/Level`. */
+const browsePath = z.string().regex(/^[^/]+(\/[^/]+)*$/, "browse names from the Objects folder joined by '/', e.g. Plant/Tank1/Level");
+
+export const nodeRuleSchema = z
+  .strictObject({
+    node_id: nodeIdSchema.optional(),
+    /** The node at this path and everything below it. */
+    browse_path: browsePath.optional(),
+    /** Every node whose namespace has this URI. */
+    namespace: z.string().min(1).optional(),
+    allow: z.array(z.enum(FRONT_ACTIONS)).min(1),
+    /** Bounds of a written value (numbers only); outside: BadOutOfRange. */
+    min: z.number().optional(),
+    max: z.number().optional(),
+  })
+  .refine((r) => [r.node_id, r.browse_path, r.namespace].filter((x) => x !== undefined).length === 1, "a node rule needs exactly one of node_id, browse_path, namespace")
+  .refine((r) => !r.allow.includes("subscribe") || r.allow.includes("read"), { message: "subscribe needs read: a monitored item reads the value it reports", path: ["allow"] })
+  .refine((r) => (r.min === undefined && r.max === undefined) || r.allow.includes("write"), { message: "min and max bound writes: add write to allow", path: ["min"] })
+  .refine((r) => r.min === undefined || r.max === undefined || r.min <= r.max, { message: "min must not exceed max", path: ["min"] });
+
+export const frontRoleSchema = z.strictObject({
+  nodes: z.array(nodeRuleSchema).default([]),
+  /** Methods this role may call, by node id or browse path; nothing else is callable. */
+  methods: z.array(z.union([nodeIdSchema, browsePath])).default([]),
+  /** Writes and calls per user per interval. */
+  write_rate: z.strictObject({ max: int(1, 1_000_000), interval_ms: int(1, 86_400_000) }).optional(),
+});
+
+const certificateUser = z
+  .strictObject({
+    /** SHA-1 thumbprint (hex, colons allowed) of the user certificate: that certificate only. */
+    thumbprint: z.string().regex(/^([0-9a-fA-F]{2}:?){19}[0-9a-fA-F]{2}$/, "a SHA-1 thumbprint: 40 hex digits, colons allowed").optional(),
+    /** Subject (e.g. `CN=eng1, O=Water`) of a certificate issued by a CA in the user trust list. */
+    subject: z.string().min(1).optional(),
+    role: z.string().min(1),
+  })
+  .refine((c) => (c.thumbprint === undefined) !== (c.subject === undefined), "a certificate user needs exactly one of thumbprint, subject");
+
+export const frontLimitsSchema = z.strictObject({
+  /** Largest message and chunk count a client may send, checked before reassembly. */
+  max_message_bytes: int(8192, 16 * 1024 ** 2).default(1024 ** 2),
+  max_chunk_count: int(1, 1024).default(32),
+  /** Open TCP connections (secure channels, open or opening). */
+  max_channels: int(1, 1000).default(32),
+  max_sessions: int(1, 1000).default(16),
+  max_subscriptions: int(1, 10_000).default(64),
+  max_monitored_items: int(1, 100_000).default(5000),
+  /** Publish requests queued per session. */
+  max_publish_requests: int(1, 100).default(10),
+  /** A connection must open its secure channel within this. */
+  handshake_timeout_ms: int(100, 120_000).default(10_000),
+});
+
+export const frontSchema = z
+  .strictObject({
+    /** The upstream (an `opcua.servers` entry) whose address space is re-exposed. */
+    server: z.string().min(1),
+    host: z.string().min(1).default("0.0.0.0"),
+    port: int(0, 65535).default(4840),
+    security_policies: z.array(z.enum(SECURITY_POLICIES)).min(1).default([...SECURITY_POLICIES]),
+    /** Upstream nodes mirrored with everything below them (default: the Objects folder). */
+    roots: z.array(nodeIdSchema).min(1).default(["i=85"]),
+    /** Mirrored nodes at most; past it the mirror stops and says so. */
+    max_nodes: int(1, 50_000).default(5000),
+    users_file: z.string().min(1).default("data/opcua-users.json"),
+    certificate_users: z.array(certificateUser).default([]),
+    roles: z.record(z.string().regex(/^[A-Za-z0-9_.-]{1,64}$/, "letters, digits, '_', '.' or '-', at most 64"), frontRoleSchema).default({}),
+    limits: frontLimitsSchema.prefault({}),
+    /** Event flood bounds, as for the Modbus proxy. */
+    events: z.strictObject({ interval_ms: int(100, 3_600_000).default(10_000), per_key: int(1, 1000).default(3) }).prefault({}),
+  })
+  .superRefine((f, ctx) => {
+    f.certificate_users.forEach((c, i) => {
+      if (!(c.role in f.roles)) ctx.addIssue({ code: "custom", path: ["certificate_users", i, "role"], message: `role ${c.role} is not defined under roles` });
+    });
+  });
+
+export type FrontConfig = z.output<typeof frontSchema>;
+export type FrontRole = z.output<typeof frontRoleSchema>;
+export type NodeRule = z.output<typeof nodeRuleSchema>;

@@ -1,0 +1,16 @@
+/** Control-socket commands behind `gatewarden opcua pki list|show|trust|reject`. */
+import type { ControlServer } from "../../agent/control/server";
+import { DaemonError } from "../../agent/errors";
+import type { OpcuaService } from "./service";
+
+export function registerPkiControl(server: Pick<ControlServer, "handle">, svc: OpcuaService): void {
+  const thumb = (args: Record<string, unknown>, cmd: string): string => {
+    if (typeof args.thumbprint !== "string") throw new DaemonError("CONTROL_BAD_REQUEST", `${cmd} needs a thumbprint`);
+    return args.thumbprint;
+  };
+  const by = (args: Record<string, unknown>) => (typeof args.by === "string" ? args.by : "cli");
+  server.handle("opcua.pki.list", () => svc.pki());
+  server.handle("opcua.pki.show", (args) => svc.pkiShow(thumb(args, "opcua.pki.show")));
+  server.handle("opcua.pki.trust", (args) => svc.pkiTrust(thumb(args, "opcua.pki.trust"), by(args)));
+  server.handle("opcua.pki.reject", (args) => svc.pkiReject(thumb(args, "opcua.pki.reject"), by(args)));
+}

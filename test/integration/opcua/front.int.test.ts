@@ -1,0 +1,239 @@
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { appendFileSync, readFileSync, statSync } from "node:fs";
+import { dirname, join } from "node:path";
+import { AttributeIds, DataType, MessageSecurityMode, OPCUACertificateManager, OPCUAClient, SecurityPolicy, StatusCodes, TimestampsToReturn, EndpointDescription, UserTokenPolicy, UserTokenType, type ClientSession, type UserIdentityInfo } from "node-opcua";
+import { EmbeddedBroker } from "../../../agent/embedded-broker";
+import { Runtime } from "../../../agent/runtime";
+import { SocReceiver } from "../../../agent/soc/receive";
+import type { OutLine } from "../../../agent/soc/verifier";
+import { gw, gwAsync } from "../../helpers/cli";
+import { makeSite, silent, tempDir, until } from "../../helpers/fixture";
+import { TestOpcuaServer } from "./_server";
+
+/**
+ * The secure front over sockets: a node-opcua server as the legacy device (security None,
+ * anonymous), the daemon's front in between, node-opcua clients through it, and every
+ * denial checked at the SOC receiver as a verified event.
+ */
+describe("OPC UA secure front", () => {
+  const cleanups: (() => Promise<void> | void)[] = [];
+  let dir: string;
+  let legacy: TestOpcuaServer;
+  let rt: Runtime;
+  let front: string;
+  let cfg: string;
+  const lines: OutLine[] = [];
+  const clientPki = () => new OPCUACertificateManager({ rootFolder: join(dir, "client-pki"), automaticallyAcceptUnknownCertificate: true, disableFileWatchers: true });
+
+  beforeAll(async () => {
+    const t = tempDir("gw-front-");
+    cleanups.push(t.cleanup);
+    dir = t.dir;
+    legacy = new TestOpcuaServer({ dir, modes: ["None"], plant: true });
+    await legacy.start();
+    cleanups.push(() => legacy.stop());
+    const broker = new EmbeddedBroker();
+    await broker.start();
+    cleanups.push(() => broker.stop());
+    const site = makeSite(dir, { settings: { "upstream.url": broker.url, "upstream.protocol_version": "4" } });
+    appendFileSync(
+      site.cfgFile,
+      `
+opcua:
+  servers:
+    - name: legacy
+      endpoint: "${legacy.endpoint}"
+      security_mode: None
+      allow_unsecured: true
+      reconnect_min_ms: 200
+  front:
+    server: legacy
+    host: 127.0.0.1
+    port: 0
+    roles:
+      operator:
+        nodes:
+          - { browse_path: Plant/Tank.Level, allow: [browse, read, subscribe] }
+          - { browse_path: Plant/Pump, allow: [browse, read, subscribe] }
+          - { node_id: "ns=1;s=Pump.Speed", allow: [write], min: 0, max: 1500 }
+          - { browse_path: Plant/Tag.Name, allow: [browse] }
+        methods: [Plant/Pump/Start]
+      observer:
+        nodes:
+          - { browse_path: Plant/Tank.Level, allow: [browse, read, subscribe] }
+`,
+    );
+    cfg = site.cfgFile;
+    // Users through the CLI, passwords on stdin.
+    expect(gw(["opcua", "users", "add", "ops", "--role", "operator", "--config", cfg], {}, "tank-farm-42\n")).toMatchObject({ code: 0 });
+    expect(gw(["opcua", "users", "add", "viewer", "--role", "observer", "--config", cfg], {}, "look-only-17\n")).toMatchObject({ code: 0 });
+    const out = join(dir, "soc-out.jsonl");
+    const rx = new SocReceiver({ broker: broker.url, dir: site.socDir, out, topic: "gatewarden/v1/+/events", clientId: "soc-front", protocolVersion: 4, gapTimeoutMs: 60_000, dedupeWindow: 100_000, log: silent, onLine: (l) => lines.push(l) });
+    await rx.start();
+    cleanups.push(() => rx.stop());
+    rt = new Runtime(site.load(), silent);
+    await rt.start();
+    cleanups.push(() => rt.stop("test"));
+    const svc = rt.opcua!;
+    await until(() => svc.front?.status().state === "serving", 20_000, "the front to mirror the legacy server").catch((e: Error) => {
+      throw new Error(`${e.message}: ${JSON.stringify(svc.status())}`);
+    });
+    front = `opc.tcp://127.0.0.1:${svc.front!.port}`;
+  }, 60_000);
+
+  afterAll(async () => {
+    for (const c of cleanups.reverse()) await c();
+  });
+
+  /** Verified events at the SOC whose message matches. */
+  const atSoc = (re: RegExp) => lines.filter((l) => !("problem" in l) && re.test(String((l as unknown as { ocsf: { message: string } }).ocsf.message)));
+  const messages = () => lines.map((l) => ("problem" in l ? `problem ${l.problem}` : String((l as unknown as { ocsf: { message: string } }).ocsf.message)));
+  const waitSoc = (re: RegExp) => until(() => atSoc(re).length > 0, 15_000, `an event matching ${re} at the SOC (it has: ${messages().slice(-12).join(" | ")})`);
+
+  /**
+   * `forgeAnonymous`: send an anonymous token although the front offers none, as a hostile client
+   * would; `forgeNone`: ask for a session over a None channel although no endpoint offers it.
+   */
+  async function connect(o: { user?: UserIdentityInfo; mode?: MessageSecurityMode; policy?: SecurityPolicy; forgeAnonymous?: boolean; forgeNone?: boolean } = {}): Promise<{ session: ClientSession; close: () => Promise<void> }> {
+    const client = OPCUAClient.create({
+      applicationName: "scada-test",
+      clientCertificateManager: clientPki(),
+      securityMode: o.mode ?? MessageSecurityMode.SignAndEncrypt,
+      securityPolicy: o.policy ?? SecurityPolicy.Basic256Sha256,
+      endpointMustExist: false,
+      connectionStrategy: { maxRetry: 0 },
+    });
+    try {
+      await client.connect(front);
+      const endpoints = (client as unknown as { _serverEndpoints: EndpointDescription[] })._serverEndpoints;
+      if (o.forgeNone) endpoints.push(new EndpointDescription({ ...endpoints[0]!, securityMode: MessageSecurityMode.None, securityPolicyUri: SecurityPolicy.None }));
+      if (o.forgeAnonymous) for (const e of endpoints) e.userIdentityTokens!.push(new UserTokenPolicy({ policyId: "anonymous", tokenType: UserTokenType.Anonymous }));
+      const session = await client.createSession(o.user ?? { type: UserTokenType.UserName, userName: "ops", password: "tank-farm-42" });
+      return { session, close: async () => (await session.close().catch(() => undefined), await client.disconnect()) };
+    } catch (e) {
+      await client.disconnect().catch(() => undefined);
+      throw e;
+    }
+  }
+
+  it("refuses an untrusted client certificate until `opcua pki trust`, with a verified event", async () => {
+    await expect(connect()).rejects.toThrow();
+    await waitSoc(/OPC UA login refused for client /);
+    const listed = await gwAsync(["opcua", "pki", "list", "--json", "--config", cfg]);
+    expect(listed.stderr).toBe("");
+    const refused = (JSON.parse(listed.stdout) as { list: string; state: string; thumbprint: string; sha256: string }[]).filter((e) => e.list === "clients" && e.state === "rejected");
+    expect(refused.length).toBe(1);
+    expect(refused[0]!.sha256).toMatch(/^[0-9a-f]{64}$/);
+    const trusted = await gwAsync(["opcua", "pki", "trust", refused[0]!.thumbprint, "--config", cfg]);
+    expect(trusted.stdout).toBe(`clients: ${refused[0]!.thumbprint} ${JSON.parse(listed.stdout)[0].subject} is trusted\n`);
+    const c = await connect();
+    await c.close();
+    await waitSoc(/OPC UA client certificate [0-9a-f]{40} .* trusted by cli:/);
+  }, 60_000);
+
+  it("reads, browses and subscribes through the front", async () => {
+    const { session, close } = await connect();
+    try {
+      const ns = (await session.readNamespaceArray()).indexOf(legacy.namespaceUri);
+      expect(ns).toBeGreaterThan(0);
+      const [dv] = await session.read([{ nodeId: `ns=${ns};s=Tank.Level`, attributeId: AttributeIds.Value }]);
+      expect(dv!.statusCode).toBe(StatusCodes.Good);
+      expect(dv!.value.value).toBe(2.5);
+      const objects = await session.browse("i=85");
+      const plant = objects.references!.find((r) => r.browseName.name === "Plant")!;
+      expect(plant).toBeDefined();
+      const names = (await session.browse(plant.nodeId.toString())).references!.map((r) => r.browseName.name).sort();
+      expect(names).toEqual(["Pump", "Tag.Name", "Tank.Level"]);
+      const sub = await session.createSubscription2({ requestedPublishingInterval: 50, requestedMaxKeepAliveCount: 10, publishingEnabled: true });
+      const item = await sub.monitor({ nodeId: `ns=${ns};s=Tank.Level`, attributeId: AttributeIds.Value }, { samplingInterval: 50, queueSize: 10 }, TimestampsToReturn.Both);
+      const seen: number[] = [];
+      item.on("changed", (v) => seen.push(v.value.value as number));
+      await until(() => seen.includes(2.5), 10_000, "the first value by subscription");
+      legacy.values["Tank.Level"] = 3.75;
+      await until(() => seen.includes(3.75), 10_000, "a changed value by subscription");
+      await sub.terminate();
+    } finally {
+      await close();
+    }
+  }, 60_000);
+
+  it("allows a write within bounds, refuses one out of bounds, a denied node and a call outside the allow-list, each a verified event", async () => {
+    const { session, close } = await connect();
+    try {
+      const ns = (await session.readNamespaceArray()).indexOf(legacy.namespaceUri);
+      const speed = `ns=${ns};s=Pump.Speed`;
+      expect(await session.write({ nodeId: speed, attributeId: AttributeIds.Value, value: { value: { dataType: DataType.Double, value: 1200 } } })).toBe(StatusCodes.Good);
+      expect(legacy.values["Pump.Speed"]).toBe(1200);
+      expect(await session.write({ nodeId: speed, attributeId: AttributeIds.Value, value: { value: { dataType: DataType.Double, value: 9999 } } })).toBe(StatusCodes.BadOutOfRange);
+      expect(legacy.values["Pump.Speed"]).toBe(1200);
+      const tag = `ns=${ns};s=Tag.Name`;
+      expect(await session.write({ nodeId: tag, attributeId: AttributeIds.Value, value: { value: { dataType: DataType.String, value: "X" } } })).toBe(StatusCodes.BadUserAccessDenied);
+      const [tagRead] = await session.read([{ nodeId: tag, attributeId: AttributeIds.Value }]);
+      expect(tagRead!.statusCode).toBe(StatusCodes.BadUserAccessDenied);
+      const ok = await session.call({ objectId: `ns=${ns};s=Pump`, methodId: `ns=${ns};s=Pump.Start`, inputArguments: [] });
+      expect(ok.statusCode).toBe(StatusCodes.Good);
+      const denied = await session.call({ objectId: `ns=${ns};s=Pump`, methodId: `ns=${ns};s=Pump.Reset`, inputArguments: [] });
+      expect(denied.statusCode).toBe(StatusCodes.BadUserAccessDenied);
+      expect(legacy.calls).toEqual(["Start"]);
+    } finally {
+      await close();
+    }
+    await waitSoc(/OPC UA write by ops: wrote 1200 to Plant\/Pump\/Speed \(Good\)/);
+    await waitSoc(/OPC UA request denied: value 9999 for Plant\/Pump\/Speed is outside its bounds 0\.\.1500/);
+    await waitSoc(/OPC UA request denied: role operator may not write Plant\/Tag\.Name/);
+    await waitSoc(/OPC UA request denied: role operator may not read Plant\/Tag\.Name/);
+    await waitSoc(/OPC UA request denied: method Plant\/Pump\/Reset is not on the allow-list of role operator/);
+    await waitSoc(/OPC UA call by ops: called Plant\/Pump\/Start/);
+  }, 60_000);
+
+  it("an observer sees only its node and cannot subscribe to others", async () => {
+    const { session, close } = await connect({ user: { type: UserTokenType.UserName, userName: "viewer", password: "look-only-17" } });
+    try {
+      const ns = (await session.readNamespaceArray()).indexOf(legacy.namespaceUri);
+      const plant = (await session.browse("i=85")).references!.find((r) => r.browseName.name === "Plant")!;
+      expect((await session.browse(plant.nodeId.toString())).references!.map((r) => r.browseName.name)).toEqual(["Tank.Level"]);
+      const sub = await session.createSubscription2({ requestedPublishingInterval: 50, publishingEnabled: true });
+      const r = await sub.monitorItems([{ nodeId: `ns=${ns};s=Pump.Running`, attributeId: AttributeIds.Value }], { samplingInterval: 50, queueSize: 1 }, TimestampsToReturn.Both);
+      expect(r.monitoredItems[0]!.statusCode).toBe(StatusCodes.BadUserAccessDenied);
+      await sub.terminate();
+    } finally {
+      await close();
+    }
+    await waitSoc(/OPC UA request denied: role observer may not subscribe Plant\/Pump\.Running/);
+  }, 60_000);
+
+  it("manages users from the CLI: no password on the command line, short ones refused, hashes never shown", () => {
+    expect(gw(["opcua", "users", "add", "eve", "--role", "operator", "--config", cfg], {}, "short\n")).toMatchObject({ code: 2, stderr: "error[USAGE]: the password must have at least 8 characters\n" });
+    expect(gw(["opcua", "users", "add", "eve", "--role", "nobody", "--config", cfg], {}, "long-enough-1\n")).toMatchObject({ code: 2, stderr: "error[USAGE]: no role nobody under opcua.front.roles (roles: operator, observer)\n" });
+    const list = gw(["opcua", "users", "list", "--json", "--config", cfg]);
+    expect(JSON.parse(list.stdout).map((u: { user: string; role: string }) => [u.user, u.role])).toEqual([["ops", "operator"], ["viewer", "observer"]]);
+    expect(list.stdout).not.toContain("scrypt");
+    const file = join(dirname(cfg), "data", "opcua-users.json");
+    expect(statSync(file).mode & 0o777).toBe(0o600);
+    expect(readFileSync(file, "utf8")).not.toContain("tank-farm-42");
+    expect(gw(["opcua", "users", "add", "tmp", "--role", "observer", "--config", cfg], {}, "temporary-1\n").code).toBe(0);
+    expect(gw(["opcua", "users", "passwd", "tmp", "--config", cfg], {}, "temporary-2\n").code).toBe(0);
+    expect(gw(["opcua", "users", "remove", "tmp", "--config", cfg]).code).toBe(0);
+    expect(gw(["opcua", "users", "remove", "tmp", "--config", cfg])).toMatchObject({ code: 2, stderr: `error[USAGE]: no user tmp in ${file}\n` });
+  });
+
+  it("refuses anonymous, security None and a wrong password, each a verified event", async () => {
+    await expect(connect({ user: { type: UserTokenType.Anonymous } })).rejects.toThrow(/ANONYMOUS/);
+    await expect(connect({ user: { type: UserTokenType.Anonymous }, forgeAnonymous: true })).rejects.toThrow(/BadIdentityTokenInvalid/);
+    await waitSoc(/OPC UA login refused for anonymous/);
+    await expect(connect({ user: { type: UserTokenType.UserName, userName: "ops", password: "wrong-password" } })).rejects.toThrow();
+    await waitSoc(/OPC UA login refused for ops: unknown user or wrong password/);
+    await expect(connect({ mode: MessageSecurityMode.None, policy: SecurityPolicy.None })).rejects.toThrow(/End point must exist/);
+    await expect(connect({ mode: MessageSecurityMode.None, policy: SecurityPolicy.None, forgeNone: true })).rejects.toThrow(/BadSecurityModeRejected/);
+    await waitSoc(/OPC UA login refused for unknown client: session refused on a None channel \(BadSecurityModeRejected\)/);
+    const endpoints = await (async () => {
+      const c = OPCUAClient.create({ endpointMustExist: false, connectionStrategy: { maxRetry: 0 }, clientCertificateManager: clientPki() });
+      await c.connect(front);
+      const e = await c.getEndpoints();
+      await c.disconnect();
+      return e;
+    })();
+    expect(endpoints.map((e) => e.securityMode)).toEqual(endpoints.map(() => MessageSecurityMode.SignAndEncrypt));
+    expect(endpoints.flatMap((e) => e.userIdentityTokens!.map((t) => t.tokenType))).not.toContain(UserTokenType.Anonymous);
+  }, 60_000);
+});
