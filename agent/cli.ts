@@ -14,6 +14,7 @@ import { registerMaintenanceCommand } from "../detectors/maintenance";
 import { registerOpcuaCommands } from "../protocols/opcua/cli";
 import { registerReleaseCommands, registerUpdateCommands } from "../firmware-hooks/cli";
 import { registerIntegrityCommands } from "../firmware-hooks/integrity-cli";
+import { registerSocCommandCommands } from "../firmware-hooks/command-cli";
 import { loadConfig } from "./config/load";
 import { locateConfig } from "./config/locate";
 import { DaemonError } from "./errors";
@@ -46,6 +47,7 @@ export function buildProgram(): Command {
   registerReleaseCommands(program);
   registerUpdateCommands(program);
   registerIntegrityCommands(program);
+  registerSocCommandCommands(program);
   registerOpcuaCommands(program, {
     resolveSocket: async (opts) => loadConfig(locateConfig(typeof opts.config === "string" ? opts.config : undefined)).config.control.socket,
     front: (opts) => {

@@ -56,6 +56,10 @@ export class Runtime {
   opcua: import("../protocols/opcua/service").OpcuaService | undefined;
   /** Where readings from the proxy's tap go (the detection engine, when points are configured). */
   readings: ReadingSink | undefined;
+  /** Signed SOC commands and the proxy gate they steer (firmware-hooks/command-service.ts). */
+  private commands: import("../firmware-hooks/command-service").CommandService | undefined;
+  private modbusProxy: import("../protocols/modbus/service").ModbusProxyService | undefined;
+  private integrityMonitor: import("../firmware-hooks/integrity-monitor").IntegrityMonitor | undefined;
 
   constructor(
     readonly loaded: LoadedConfig,
@@ -145,10 +149,12 @@ export class Runtime {
     this.onStop(() => clearInterval(watchTimer));
     this.registerControl();
     await this.startDetectors();
+    await this.prepareCommands();
     await this.startModbus();
     await this.startOpcua();
     await this.startIntegrity();
     await this.startTamper();
+    await this.startCommands();
     if (this.forwarder) this.forwarder.start();
     else this.log.warn({}, "upstream.url is not set: events are kept in the outbox until it is.");
     this.heartbeat.start();
@@ -174,8 +180,31 @@ export class Runtime {
     if (!this.loaded.config.integrity) return this.notConfigured("integrity", ["integrity.status", "integrity.check"]);
     const { IntegrityMonitor } = await import("../firmware-hooks/integrity-monitor");
     const m = new IntegrityMonitor(this.loaded, this.recorder, this.log.child({ component: "integrity" }));
+    this.integrityMonitor = m;
     m.start(this.control);
     this.onStop(() => m.stop());
+  }
+
+  /** SOC commands, when configured: the state (mode, blocked identities) before the proxy starts. */
+  private async prepareCommands(): Promise<void> {
+    const c = this.loaded.config.commands;
+    if (!c) return this.notConfigured("commands", ["commands.status"]);
+    const { CommandService } = await import("../firmware-hooks/command-service");
+    this.commands = new CommandService(this.loaded, c, this.recorder, this.log.child({ component: "commands" }));
+  }
+
+  /** The command subscription, once the components it steers run. */
+  private async startCommands(): Promise<void> {
+    const cmd = this.commands;
+    if (!cmd) return;
+    await cmd.start({
+      closeWindows: (by) => this.modbusProxy?.windows?.closeWindow({}, by).length ?? 0,
+      policyFor: (f) => this.modbusProxy?.policyFor(f),
+      posture: () => this.heartbeat.beat(),
+      integrity: () => this.integrityMonitor?.check(),
+    });
+    this.control.handle("commands.status", () => cmd.status());
+    this.onStop(() => cmd.stop());
   }
 
   /** Tamper inputs, when configured (firmware-hooks/tamper.ts). */
@@ -227,7 +256,9 @@ export class Runtime {
       }),
       log: this.log.child({ component: "modbus" }),
       windowStatePath: c.modbus.windows.state_path,
+      ...(this.commands ? { wrapPdp: this.commands.wrapper(() => this.modbusProxy) } : {}),
     });
+    this.modbusProxy = svc;
     const bound = await svc.start();
     registerWindowControl(this.control, () => svc.windows);
     registerModbusStatus(this.control, () => svc.status());

@@ -15,23 +15,27 @@ interface Opts {
   json?: boolean;
 }
 
-export function registerReleaseCommands(program: Command): void {
-  const release = program.command("release").description("Fleet side: release keys and signed release manifests");
-  release
-    .command("keys")
-    .description("Fleet release keys")
+/** `<parent> init --dir DIR`: an Ed25519 key pair DIR/<base>.key (0600) and DIR/<base>.pub. */
+export function addKeyInit(parent: Command, base: string, pubUse: string): void {
+  parent
     .command("init")
-    .description("Create an Ed25519 release key pair: DIR/release.key (0600, keep offline) and DIR/release.pub (for update.release_keys)")
+    .description(`Create an Ed25519 key pair: DIR/${base}.key (0600, keep offline) and DIR/${base}.pub (the ${pubUse})`)
     .requiredOption("--dir <DIR>", "where to write the keys")
     .option("--json", "print as JSON")
     .action(
       action((opts: { dir: string; json?: boolean }) => {
         const dir = resolve(opts.dir);
         mkdirSync(dir, { recursive: true, mode: 0o700 });
-        const fp = generateReleaseKey(join(dir, "release.key"), join(dir, "release.pub"));
-        report(opts.json, { private_key: join(dir, "release.key"), public_key: join(dir, "release.pub"), fingerprint: fp }, () => `Created ${join(dir, "release.key")} (0600) and ${join(dir, "release.pub")}\nfingerprint ${fp}`);
+        const [priv, pub] = [join(dir, `${base}.key`), join(dir, `${base}.pub`)];
+        const fp = generateReleaseKey(priv, pub);
+        report(opts.json, { private_key: priv, public_key: pub, fingerprint: fp }, () => `Created ${priv} (0600) and ${pub}\nfingerprint ${fp}`);
       }),
     );
+}
+
+export function registerReleaseCommands(program: Command): void {
+  const release = program.command("release").description("Fleet side: release keys and signed release manifests");
+  addKeyInit(release.command("keys").description("Fleet release keys"), "release", "release public key for update.release_keys");
   release
     .command("sign <MANIFEST>")
     .description(`Sign a release manifest (JSON: format, version, counter, device_class, files) into ${RELEASE_FILE}`)

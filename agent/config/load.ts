@@ -78,6 +78,7 @@ export function resolvePaths(c: Config, dir: string): Config {
           },
         }
       : {}),
+    ...(c.commands ? { commands: { ...c.commands, soc_command_key: abs(c.commands.soc_command_key)!, state_path: abs(c.commands.state_path)! } } : {}),
     ...(c.tamper ? { tamper: { ...c.tamper, inputs: c.tamper.inputs.map((i) => ("file" in i.source ? { ...i, source: { file: abs(i.source.file)! } } : i)) } } : {}),
     ...(c.integrity ? { integrity: { ...c.integrity, manifest_path: abs(c.integrity.manifest_path)!, paths: c.integrity.paths.map((x) => abs(x)!) } } : {}),
     ...(c.update ? { update: { ...c.update, release_keys: c.update.release_keys.map((k) => abs(k)!), state_dir: abs(c.update.state_dir)!, releases_dir: abs(c.update.releases_dir)! } } : {}),

@@ -9,6 +9,7 @@ import { detectionSchema } from "../detection";
 import { updateSchema } from "../../firmware-hooks/config";
 import { integritySchema } from "../../firmware-hooks/integrity";
 import { tamperSchema } from "../../firmware-hooks/tamper";
+import { commandsSchema } from "../../firmware-hooks/commands";
 
 /**
  * The daemon's config schema. Each section's schema sits here or beside its component; the
@@ -113,6 +114,8 @@ export const configSchema = z.strictObject({
   integrity: integritySchema.optional(),
   /** Tamper inputs (cabinet door...) and maintenance windows (firmware-hooks/tamper.ts). */
   tamper: tamperSchema.optional(),
+  /** Signed SOC commands over MQTT (firmware-hooks/commands.ts); absent: none is accepted. */
+  commands: commandsSchema.optional(),
 }).superRefine((c, ctx) => {
   // References between sections: a point's device must be a proxy upstream or an OPC UA server,
   // a group's members points.

@@ -42,6 +42,8 @@ export interface ModbusProxyServiceOptions {
   poll?: readonly PolledPoint[];
   /** A decision point to use instead of the configured policy (tests, commissioning). */
   pdp?: PolicyDecisionPoint<ModbusPolicyRequest>;
+  /** Wraps the decision point (SOC commands: firmware-hooks/command-gate.ts). */
+  wrapPdp?: (pdp: PolicyDecisionPoint<ModbusPolicyRequest>) => PolicyDecisionPoint<ModbusPolicyRequest>;
   onDecision?: (r: DecisionRecord) => void;
   /** SQLite file keeping open write windows across restarts (the daemon passes
    * `modbus.windows.state_path`); omitted: windows live in memory only. */
@@ -78,6 +80,12 @@ export class ModbusProxyService {
     return this.store;
   }
 
+  /** A decision point for another policy file, sharing this proxy's write windows (a pushed policy). */
+  policyFor(file: PolicyFile): ModbusPolicy {
+    if (!this.store) throw new DaemonError("USAGE", "the Modbus proxy is not running");
+    return new ModbusPolicy(file, this.store);
+  }
+
   /** Load the policy named by the config (the only file I/O besides TLS material). */
   private loadPolicy(): PolicyFile | undefined {
     const c = this.o.config;
@@ -106,7 +114,8 @@ export class ModbusProxyService {
     const restored = this.store.restore();
     if (restored.length) this.log.info({ windows: restored.map((w) => ({ id: w.id, role: w.role, expires_at: new Date(w.expires_at).toISOString() })) }, "Write windows restored.");
     if (!file && !this.o.pdp) this.log.warn({}, "No Modbus policy configured: every request is denied.");
-    const pdp = this.o.pdp ?? this.policy ?? (DENY_ALL as PolicyDecisionPoint<ModbusPolicyRequest>);
+    const base = this.o.pdp ?? this.policy ?? (DENY_ALL as PolicyDecisionPoint<ModbusPolicyRequest>);
+    const pdp = this.o.wrapPdp ? this.o.wrapPdp(base) : base;
     const observer = {
       down: (name: string, target: string, reason: string) => {
         this.log.warn({ upstream: name, target, reason }, "Modbus upstream down.");

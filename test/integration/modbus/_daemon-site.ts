@@ -16,9 +16,13 @@ export async function engineerProxySite(cleanups: (() => Promise<void> | void)[]
   cleanups.push(() => device.close());
   const port = await freePort();
   const site = makeSite(t.dir);
-  appendFileSync(
-    site.cfgFile,
-    `
+  appendFileSync(site.cfgFile, engineerModbusYaml(port, devPort, values));
+  return { site, device, port };
+}
+
+/** The `modbus:` section of that site: listener on `port`, the device on `devPort`. */
+export function engineerModbusYaml(port: number, devPort: number, values: string[] = []): string {
+  return `
 modbus:
   listeners:
     - { name: scada, type: tcp, listen: "127.0.0.1:${port}" }
@@ -36,7 +40,5 @@ modbus:
         read: { holding: ["0-199"] }
         write: { holding: ["100-119"] }
 ${values.map((l) => `        ${l}\n`).join("")}        write_window: required
-`,
-  );
-  return { site, device, port };
+`;
 }
