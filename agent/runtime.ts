@@ -339,7 +339,7 @@ export class Runtime {
     try {
       return this.outbox.stats();
     } catch (e) {
-      this.recorder.health.failed(e);
+      this.recorder.health.failed(e, false);
       return undefined;
     }
   }

@@ -130,8 +130,10 @@ export class Recorder implements EventSink {
     this.pending.push({ draft, resolve });
     // While storage fails, only the back-off timer retries: a commit per new event would
     // re-sign the whole chunk each time.
-    if (this.health.failing) this.shedIfOverfull();
-    else if (this.pending.length >= this.o.maxPending) this.flush();
+    if (this.health.failing) {
+      this.shedIfOverfull();
+      this.timer ??= setTimeout(() => this.flush(), this.health.view().next_retry_ms ?? 1000);
+    } else if (this.pending.length >= this.o.maxPending) this.flush();
     else this.timer ??= setTimeout(() => this.flush(), this.o.flushMs);
   }
 

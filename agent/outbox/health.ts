@@ -18,9 +18,9 @@ export interface StorageView {
   next_retry_ms: number | null;
 }
 
-/** Retry delays while storage fails: 1 s doubling to 30 s (a retry signs and writes a batch). */
+/** Retry delays while storage fails: 1 s doubling to 10 s (a retry signs and writes 64 events). */
 const MIN_RETRY_MS = 1000;
-const MAX_RETRY_MS = 30_000;
+const MAX_RETRY_MS = 10_000;
 
 /**
  * The outbox's storage state, shared by the recorder (commits) and the forwarder (acks): the
@@ -43,11 +43,16 @@ export class StorageHealth {
     return this.failingSince !== undefined;
   }
 
-  /** Records a failed write; returns the delay before the next attempt and whether it is news. */
-  failed(e: unknown): { delayMs: number; fresh: boolean } {
+  /**
+   * Records a failed write; returns the delay before the recorder's next attempt and whether it
+   * is news. Only the recorder's own attempts (`attempt`) lengthen the delay; failures others
+   * see meanwhile (a delete, a read) only keep the state failing.
+   */
+  failed(e: unknown, attempt = true): { delayMs: number; fresh: boolean } {
     const fresh = this.failingSince === undefined;
     this.failingSince ??= this.now();
     this.error = describeError(e);
+    if (!attempt && !fresh) return { delayMs: Math.max(0, (this.nextRetryAt ?? this.now()) - this.now()), fresh };
     this.failures++;
     const delayMs = Math.min(MAX_RETRY_MS, MIN_RETRY_MS * 2 ** Math.min(this.failures - 1, 5));
     this.nextRetryAt = this.now() + delayMs;

@@ -46,9 +46,8 @@ export function openOutbox(path: string, maxBytes: number, log: Logger, now = Da
     const check = outbox.db.pragma("quick_check", { simple: true }) as string;
     if (check !== "ok") damage = `quick_check: ${check}`;
     else {
-      // SQLite opens a file it may not write read-only without a word: ask for the write lock.
-      outbox.db.exec("BEGIN IMMEDIATE");
-      outbox.db.exec("ROLLBACK");
+      // SQLite opens a file it may not write read-only without a word: write, and roll back.
+      outbox.probeWrite();
       const head = outbox.head();
       if (copy && before(head, copy)) {
         const { lost, unknownBoots } = lostRanges(copy, head ? [head.boot, head.seq] : copy.acked, []);

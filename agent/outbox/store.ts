@@ -261,6 +261,16 @@ export class Outbox {
     return ids;
   }
 
+  /** Throws when the database cannot be written (a read-only file or filesystem); writes nothing. */
+  probeWrite(): void {
+    this.db.exec("BEGIN IMMEDIATE");
+    try {
+      this.db.prepare("INSERT INTO parked (id, reason, at) VALUES (-1, 'write probe', 0)").run();
+    } finally {
+      this.db.exec("ROLLBACK");
+    }
+  }
+
   /**
    * Takes in rows salvaged from a damaged outbox (signed envelopes of earlier boots, kept in
    * their order) and the chain head to continue from, in one transaction.

@@ -310,7 +310,7 @@ export class MqttForwarder {
 
   private storageFailed(e: unknown, what: string): void {
     this.lastError = `${what}: ${describeError(e)}`;
-    const { fresh } = this.o.recorder.health.failed(e);
+    const { fresh } = this.o.recorder.health.failed(e, false);
     if (fresh) this.o.log.error({ err: this.lastError }, "Outbox storage failed; forwarding goes on, deletes wait.");
   }
 
