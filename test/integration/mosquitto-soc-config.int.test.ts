@@ -8,7 +8,7 @@ import { SocReceiver } from "../../agent/soc/receive";
 import type { OutLine, ProblemLine } from "../../agent/soc/verifier";
 import { account, unexpectedProblems } from "../helpers/daemon";
 import { makeSite, silent, tempDir, until } from "../helpers/fixture";
-import { sealBatch } from "../helpers/hostile";
+import { deepJson, sealBatch } from "../helpers/hostile";
 import { havePeer } from "../helpers/peers";
 import { Mosquitto, MOSQUITTO } from "../helpers/mosquitto";
 import { findOpenssl, makePki } from "../helpers/tls";
@@ -84,6 +84,33 @@ describe.skipIf(!ok)("the README's SOC broker configuration (Mosquitto, mTLS, AC
       // spoofed batch never arrived.
       expect(floodLines().length).toBeLessThanOrEqual(20);
       expect(lines.filter((l) => "problem" in l && l.problem === "malformed")).toEqual([]);
+    } finally {
+      rt.stopSources();
+      await rt.stop("test", 5000).catch(() => undefined);
+      await rx.stop();
+    }
+  }, 120_000);
+
+  // The campaign's first finding, on the broker it was found with: poison messages that were
+  // never acknowledged filled the receiver's in-flight window (20 here) and no event was
+  // verified again. Now each is one problem line, acknowledged, and the window stays open.
+  it("30 poison messages from a compromised gateway do not fill the receiver's in-flight window", async () => {
+    const pki = (mq as unknown as { pki: ReturnType<typeof makePki> }).pki;
+    const site = makeSite(join(t.dir, "poison"), { device: DEVICE, settings: { "upstream.url": mq.url, "upstream.ca": pki.ca, "upstream.cert": pki.clients[DEVICE]!.cert, "upstream.key": pki.clients[DEVICE]!.key, "upstream.client_id": "gw-legit", "simulate.events_per_s": "100", "heartbeat.interval_ms": "1000" } });
+    const lines: OutLine[] = [];
+    const rx = new SocReceiver({ broker: mq.url, dir: site.socDir, out: join(t.dir, "poison.jsonl"), topic: "gatewarden/v1/+/events", clientId: "soc-poison", ca: pki.ca, cert: pki.clients[SOC_CN]!.cert, key: pki.clients[SOC_CN]!.key, protocolVersion: 5, gapTimeoutMs: 60_000, dedupeWindow: 100_000, log: silent, onLine: (l) => lines.push(l) });
+    await rx.start();
+    const rt = new Runtime(site.load(), silent);
+    try {
+      const evil = await mqtt.connectAsync(mq.url, { protocolVersion: 5, clientId: "gw-evil", ca: readFileSync(pki.ca), cert: readFileSync(pki.clients[DEVICE]!.cert), key: readFileSync(pki.clients[DEVICE]!.key), rejectUnauthorized: true, reconnectPeriod: 0 });
+      const socPub = loadSocPublicKey(join(site.socDir, "soc.pub"));
+      const hex = "0".repeat(64);
+      const poison = sealBatch(socPub, DEVICE, `[{"v":1,"device":"${DEVICE}","boot":1,"seq":1,"time":1,"mono":1,"class":"telemetry","severity":1,"ocsf":${deepJson(20_000)},"prev":"${hex}","hash":"${hex}","sig":"AA=="}]`);
+      for (let i = 0; i < 30; i++) await evil.publishAsync(`gatewarden/v1/${DEVICE}/events`, poison, { qos: 1 });
+      await evil.endAsync();
+      await rt.start();
+      await until(() => lines.filter((l) => !("problem" in l)).length >= 50, 30_000, "the legitimate gateway's events, verified");
+      expect(lines.filter((l) => "problem" in l).map((l) => [(l as ProblemLine).problem, (l as ProblemLine).detail])).toEqual(Array(30).fill(["malformed", expect.stringContaining("nested deeper than 32")]));
     } finally {
       rt.stopSources();
       await rt.stop("test", 5000).catch(() => undefined);
