@@ -35,13 +35,28 @@ export type DetectionConfig = z.output<typeof detectionSchema>;
  * findings and incidents go to the recorder. State is restored at start (an unreadable state
  * is reported and the engine starts fresh) and saved periodically and at stop.
  */
-export async function startDetection(o: { points: PointsConfig; config: DetectionConfig; sink: EventSink; log: Logger }): Promise<{ readings: ReadingSink; engine: import("../detectors/engine").DetectionEngine; stop: () => void; status: () => unknown }> {
+export interface RunningDetection {
+  /** Forwards to the engine in use (a reload swaps it). */
+  readings: ReadingSink;
+  readonly engine: import("../detectors/engine").DetectionEngine;
+  /** Builds an engine for new points, site, groups and options, carries every detector's state,
+   * open incidents and maintenance over, and swaps it in; throws (keeping the old) when it cannot. */
+  reload: (points: PointsConfig, config: DetectionConfig) => void;
+  stop: () => void;
+  status: () => unknown;
+}
+
+export async function startDetection(o: { points: PointsConfig; config: DetectionConfig; sink: EventSink; log: Logger }): Promise<RunningDetection> {
   const { DetectionEngine } = await import("../detectors/engine");
   const { parseSite } = await import("../detectors/site");
   const { DetectorStateStore } = await import("../detectors/state-store");
-  const site = o.config.site ? parseSite(readFileSync(o.config.site, "utf8"), o.config.site) : undefined;
-  const { site: _s, state_path, save_interval_ms, groups, ...options } = o.config;
-  const engine = new DetectionEngine({ points: o.points, site, groups, sink: o.sink, options });
+  const build = (points: PointsConfig, config: DetectionConfig) => {
+    const site = config.site ? parseSite(readFileSync(config.site, "utf8"), config.site) : undefined;
+    const { site: _s, state_path: _p, save_interval_ms: _i, groups, ...options } = config;
+    return new DetectionEngine({ points, site, groups, sink: o.sink, options });
+  };
+  const { state_path, save_interval_ms } = o.config;
+  let engine = build(o.points, o.config);
   const store = new DetectorStateStore(state_path);
   try {
     engine.restore(store.load());
@@ -64,8 +79,20 @@ export async function startDetection(o: { points: PointsConfig; config: Detectio
   const timer = setInterval(save, save_interval_ms);
   timer.unref();
   return {
-    readings: engine,
-    engine,
+    readings: { reading: (r) => engine.reading(r), write: (w) => engine.write(w) },
+    get engine() {
+      return engine;
+    },
+    reload: (points, config) => {
+      const next = build(points, config);
+      engine.flush();
+      try {
+        next.restore(engine.snapshot());
+      } catch (e) {
+        o.log.warn({ err: describeError(e) }, "Reload: some detector state could not be carried over; those detectors learn afresh.");
+      }
+      engine = next;
+    },
     status: () => engine.stats(),
     stop: () => {
       clearInterval(timer);

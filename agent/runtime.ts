@@ -2,7 +2,7 @@ import type { Logger } from "pino";
 import type { ReadingSink } from "./pipeline";
 import type { LoadedConfig } from "./config/load";
 import { ControlServer } from "./control/server";
-import { DaemonError, describeError, isDaemonError } from "./errors";
+import { DaemonError, describeError, ErrorCodes, isDaemonError, type ErrorCode } from "./errors";
 import type { Envelope } from "./events/envelope";
 import { OcsfClass } from "./events/ocsf";
 import { Recorder } from "./events/recorder";
@@ -14,6 +14,11 @@ import { assertReferences } from "./config/references";
 import { StorageHealth } from "./outbox/health";
 import { OutboxLock } from "./outbox/lock";
 import { osUser } from "./os-user";
+import { loadConfig } from "./config/load";
+import type { Config } from "./config/schema";
+import type { RunningDetection } from "./detection";
+import { restartNeeded } from "./reload";
+import { readPolicyFile, type PolicyFile } from "../protocols/modbus/policy-schema";
 import { incidentDrafts, openOutbox, type OpenedOutbox } from "./outbox/open";
 import type { Outbox, OutboxStats } from "./outbox/store";
 import { OutboxWatch } from "./outbox/watch";
@@ -54,6 +59,10 @@ export class Runtime {
   private readonly reloadHooks: ((trigger: string) => void)[] = [];
   /** The OPC UA client and front, when `opcua` is configured. */
   opcua: import("../protocols/opcua/service").OpcuaService | undefined;
+  /** The running detection engine and Modbus proxy, as a reload reaches them. */
+  private detection: RunningDetection | undefined;
+  private onDetectionReloaded: (() => void) | undefined;
+  private modbusReload: ((policy: PolicyFile | undefined, points: NonNullable<Config["points"]>) => void) | undefined;
   /** Where readings from the proxy's tap go (the detection engine, when points are configured). */
   readings: ReadingSink | undefined;
   /** Signed SOC commands and the proxy gate they steer (firmware-hooks/command-service.ts). */
@@ -169,9 +178,12 @@ export class Runtime {
     const { startDetection } = await import("./detection");
     const d = await startDetection({ points: c.points, config: c.detection, sink: this.recorder, log: this.log.child({ component: "detection" }) });
     this.readings = d.readings;
+    this.detection = d;
     this.control.handle("detection.status", () => d.status());
     const { registerMaintenanceControl } = await import("../detectors/maintenance");
     registerMaintenanceControl(this.control, d.engine, this.recorder);
+    // A reload swaps the engine: the maintenance commands follow it.
+    this.onDetectionReloaded = () => registerMaintenanceControl(this.control, d.engine, this.recorder);
     this.onStop(() => d.stop());
   }
 
@@ -244,16 +256,18 @@ export class Runtime {
     const { ModbusProxyService } = await import("../protocols/modbus/service");
     const { tapPointsFrom } = await import("../protocols/modbus/tap");
     const { registerModbusStatus, registerTlsReload, registerWindowControl } = await import("../protocols/modbus/window-control");
+    // Points with an explicit poll interval are also polled through the proxy's upstreams.
+    const pollOf = (points: NonNullable<Config["points"]>) =>
+      tapPointsFrom(points).flatMap((p) => {
+        const ms = points[p.id]?.poll_interval_ms;
+        return ms === undefined ? [] : [{ ...p, interval_ms: ms }];
+      });
     const svc = new ModbusProxyService({
       config: c.modbus,
       events: this.recorder,
       readings: this.readings,
       points: tapPointsFrom(c.points ?? {}),
-      // Points with an explicit poll interval are also polled through the proxy's upstreams.
-      poll: tapPointsFrom(c.points ?? {}).flatMap((p) => {
-        const ms = c.points?.[p.id]?.poll_interval_ms;
-        return ms === undefined ? [] : [{ ...p, interval_ms: ms }];
-      }),
+      poll: pollOf(c.points ?? {}),
       log: this.log.child({ component: "modbus" }),
       windowStatePath: c.modbus.windows.state_path,
       ...(this.commands ? { wrapPdp: this.commands.wrapper(() => this.modbusProxy) } : {}),
@@ -264,6 +278,7 @@ export class Runtime {
     registerModbusStatus(this.control, () => svc.status());
     registerTlsReload(this.control, () => svc.reloadTls("control"));
     this.reloadHooks.push((trigger) => void svc.reloadTls(trigger));
+    this.modbusReload = (policy, points) => svc.reload({ policy, points: tapPointsFrom(points), poll: pollOf(points) });
     this.onStop(() => svc.stop());
     this.log.info({ listeners: bound }, "Modbus proxy listening.");
   }
@@ -282,20 +297,81 @@ export class Runtime {
     this.stopHooks.push(fn);
   }
 
-  /** Reloads what can change under a running daemon (TLS material); SIGHUP calls it. Never throws. */
-  reload(trigger: string): void {
-    this.log.info({ trigger }, "Reloading TLS material.");
+  /**
+   * `gatewarden reload` and SIGHUP: reads the config again and takes the Modbus policy, the points
+   * and the detection site, groups and options, all or nothing: a file that does not validate
+   * keeps everything as it was, with the reason in the log and in a system event. TLS files are
+   * re-read as before. Says what it took, and which changes wait for a restart. Never throws.
+   */
+  reload(trigger: string): ReloadReport {
+    let next: LoadedConfig;
+    let policy: PolicyFile | undefined;
+    try {
+      next = loadConfig(this.loaded.file);
+      assertReferences(next);
+      const m = next.config.modbus;
+      policy = m?.policy ?? (m?.policy_file ? readPolicyFile(m.policy_file) : undefined);
+    } catch (e) {
+      return this.reloadRefused(trigger, e);
+    }
+    const c = next.config;
+    const restart = restartNeeded(this.loaded.config, c);
+    const reloaded: string[] = [];
+    // Detection first: the only step that can still fail, before anything has changed.
+    if (this.detection && c.points && Object.keys(c.points).length) {
+      try {
+        this.detection.reload(c.points, c.detection);
+      } catch (e) {
+        return this.reloadRefused(trigger, e);
+      }
+      this.onDetectionReloaded?.();
+      reloaded.push("points", "detection");
+    }
+    if (this.modbusReload) {
+      this.modbusReload(policy, c.points ?? {});
+      reloaded.push("modbus policy");
+    }
     for (const h of this.reloadHooks) {
       try {
         h(trigger);
       } catch (e) {
-        this.log.error({ err: describeError(e), trigger }, "Reload failed; the current material stays in use.");
+        this.log.error({ err: describeError(e), trigger }, "TLS reload failed; the current material stays in use.");
       }
     }
+    this.log.info({ trigger, reloaded, restart_needed: restart }, restart.length ? "Reloaded; some changes take effect only after a restart." : "Reloaded.");
+    this.recorder.record({
+      class: "audit",
+      severity: 1,
+      ocsf: {
+        class_uid: OcsfClass.DeviceConfigStateChange,
+        activity_id: 99,
+        activity_name: "Configuration Reloaded",
+        message: `Configuration reloaded (${trigger}): ${reloaded.join(", ") || "TLS material"}${restart.length ? `; after a restart only: ${restart.join(", ")}` : ""}`,
+        unmapped: { reload: { trigger, ok: true, reloaded, restart_needed: restart } },
+      },
+    });
+    return { ok: true, trigger, reloaded, restart_needed: restart };
+  }
+
+  private reloadRefused(trigger: string, e: unknown): ReloadReport {
+    const code = e instanceof DaemonError ? e.code : "INTERNAL";
+    const reason = e instanceof DaemonError ? e.message : describeError(e);
+    this.log.error({ trigger, code, err: reason }, "Reload refused; the running policy, points and site stay in use.");
+    this.recorder.record({
+      class: "system",
+      severity: 4,
+      ocsf: { class_uid: OcsfClass.ApplicationLifecycle, activity_id: 99, message: `Reload refused (${trigger}), the running configuration stays: ${code}: ${reason}`, unmapped: { error_type: "reload_refused", code, stage: "reload", reload: { trigger, ok: false } } },
+    });
+    return { ok: false, trigger, code, reason, reloaded: [], restart_needed: [] };
   }
 
   private registerControl(): void {
     this.control.handle("status", () => this.status());
+    this.control.handle("reload", (args) => {
+      const r = this.reload(typeof args.by === "string" ? `gatewarden reload by ${args.by}` : "gatewarden reload");
+      if (!r.ok) throw new DaemonError((r.code && r.code in ErrorCodes ? r.code : "CONFIG_INVALID") as ErrorCode, `not reloaded, the running configuration stays: ${r.reason}`);
+      return r;
+    });
     registerAuditControl(this.control, this.recorder);
     this.control.handle("events.recent", (args) => {
       const n = recentLimit(args.limit, 20);
@@ -420,6 +496,17 @@ function recentLimit(v: unknown, dflt: number): number {
   if (v === undefined) return dflt;
   if (typeof v !== "number" || !Number.isInteger(v) || v < 0 || v > RECENT) throw new DaemonError("CONTROL_BAD_REQUEST", `limit must be a whole number from 0 to ${RECENT}`);
   return v;
+}
+
+export interface ReloadReport {
+  ok: boolean;
+  trigger: string;
+  /** What was taken from the config (empty when refused). */
+  reloaded: string[];
+  /** Changed keys that take effect only after a restart. */
+  restart_needed: string[];
+  code?: string;
+  reason?: string;
 }
 
 const round1 = (n: number) => Math.round(n * 10) / 10;

@@ -7,6 +7,7 @@ import { locateConfig } from "../config/locate";
 import { configJsonSchema, SCHEMA_FILE } from "../config/json-schema";
 import { VERSION } from "../version";
 import { assertReferences } from "../config/references";
+import { takesEffect } from "../reload";
 import { DaemonError } from "../errors";
 import { action, report } from "./_output";
 
@@ -62,7 +63,8 @@ export function registerConfig(program: Command): void {
         const file = locateConfig(opts.config);
         loadConfigOrParseErrorOnly(file);
         const r = setConfigValue(file, key, value);
-        report(opts.json, { file, key, previous: r.previous ?? null, value: r.value }, () => `${key} = ${JSON.stringify(r.value)} (${r.previous === undefined ? "was unset" : `was ${JSON.stringify(r.previous)}`})`);
+        const when = takesEffect(key);
+        report(opts.json, { file, key, previous: r.previous ?? null, value: r.value, takes_effect: when }, () => `${key} = ${JSON.stringify(r.value)} (${r.previous === undefined ? "was unset" : `was ${JSON.stringify(r.previous)}`}); ${when === "reload" ? "a running daemon takes it at `gatewarden reload` (or SIGHUP)" : "takes effect when the daemon restarts"}`);
       }),
     );
   cfg

@@ -4,7 +4,8 @@ import { locateConfig } from "../config/locate";
 import { controlCall, controlStream } from "../control/client";
 import { createLogger } from "../log";
 import { Outbox } from "../outbox/store";
-import { RECENT_EVENTS, Runtime } from "../runtime";
+import { RECENT_EVENTS, Runtime, type ReloadReport } from "../runtime";
+import { osUser } from "../os-user";
 import { DaemonError } from "../errors";
 import { SystemdNotifier } from "../systemd-notify";
 import { action, report } from "./_output";
@@ -17,7 +18,7 @@ interface Opts {
 export function registerDaemon(program: Command): void {
   program
     .command("run")
-    .description("Run the daemon in the foreground (JSON-line logs on stdout; SIGTERM/SIGINT stop it cleanly, SIGHUP reloads TLS material)")
+    .description("Run the daemon in the foreground (JSON-line logs on stdout; SIGTERM/SIGINT stop it cleanly, SIGHUP reloads as `gatewarden reload` does)")
     .option("--config <FILE>", "config file")
     .action(
       action(async (opts: Opts) => {
@@ -50,6 +51,19 @@ export function registerDaemon(program: Command): void {
           };
           if (stopRequested) onSignal(stopRequested);
         });
+      }),
+    );
+
+  program
+    .command("reload")
+    .description("Make the running daemon take a changed Modbus policy, points and site now (as SIGHUP does); a file that does not validate changes nothing and is named")
+    .option("--config <FILE>", "config file")
+    .option("--json", "print as JSON")
+    .action(
+      action(async (opts: Opts) => {
+        const { config } = loadConfig(locateConfig(opts.config));
+        const r = (await controlCall(config.control.socket, "reload", { by: osUser() }, 30_000)) as ReloadReport;
+        report(opts.json, r, () => `Reloaded: ${r.reloaded.join(", ") || "TLS material"}.${r.restart_needed.length ? `\nTake effect only after a restart: ${r.restart_needed.join(", ")}.` : ""}`);
       }),
     );
 

@@ -291,7 +291,7 @@ export function registerModbusCommands(program: Command, deps: ModbusCliDeps): v
       const text = o.json ? JSON.stringify(p, null, 2) + "\n" : `# Proposed by \`gatewarden policy learn\` from ${used} recorded requests.\n# It allows exactly what was seen: review every line before use.\n` + stringifyYaml(p);
       if (o.out) {
         writeFileSync(o.out, text);
-        err(`Wrote ${o.out} (${Object.keys(p.roles ?? {}).length} roles from ${used} requests).\n`);
+        err(`Wrote ${o.out} (${Object.keys(p.roles ?? {}).length} roles from ${used} requests). A daemon whose modbus.policy_file this is takes it at \`gatewarden reload\`.\n`);
       } else out(text);
     });
 

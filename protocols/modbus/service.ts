@@ -19,6 +19,7 @@ import { PointPoller, type PolledPoint } from "./poller";
 import { RateLimiter } from "./rate-limiter";
 import { ReadingsTap, type TapPoint } from "./tap";
 import { ModbusListener, type ListenerStatus, type TlsReloadReport } from "./tcp-proxy";
+import type { ProxyContext } from "./proxy-connection";
 import type { Upstream, UpstreamStatus } from "./upstream";
 import { createUpstream } from "./upstream-factory";
 import { WindowFile, WindowStore, type WriteWindow } from "./window-store";
@@ -69,9 +70,10 @@ export class ModbusProxyService {
   private store: WindowStore | undefined;
   private running = false;
   private poller: PointPoller | undefined;
+  private ctx: ProxyContext | undefined;
   private readonly log: ServiceLog;
 
-  constructor(private readonly o: ModbusProxyServiceOptions) {
+  constructor(private o: ModbusProxyServiceOptions) {
     this.log = o.log ?? noLog;
   }
 
@@ -131,8 +133,8 @@ export class ModbusProxyService {
     const points = [...(this.o.points ?? []), ...(this.o.poll ?? []).filter((p) => !(this.o.points ?? []).some((q) => q.id === p.id))];
     const tap = this.o.readings && points.length ? new ReadingsTap(points, this.o.readings) : undefined;
     if (tap && this.o.poll?.length) this.poller = new PointPoller(this.o.poll, (n) => this.upstreams.get(n), tap);
-    const policy = this.policy;
-    const ctx = {
+    // One context shared by every listener and connection: a reload swaps its policy and tap.
+    const ctx: ProxyContext = {
       pdp,
       router,
       limits: c.limits,
@@ -140,9 +142,10 @@ export class ModbusProxyService {
       events,
       ...(tap ? { tap } : {}),
       ...(this.o.onDecision ? { onDecision: this.o.onDecision } : {}),
-      knows: (id: Parameters<ModbusPolicy["resolveRole"]>[0]) => (policy ? policy.resolveRole(id) !== undefined : false),
+      knows: (id) => (this.policy ? this.policy.resolveRole(id) !== undefined : false),
       log: this.log,
     };
+    this.ctx = ctx;
     events.start();
     for (const u of this.upstreams.values()) u.start();
     this.poller?.start();
@@ -189,6 +192,32 @@ export class ModbusProxyService {
   /** A processing error of the proxy's own (OCSF Application Lifecycle, other), severity 4. */
   private systemError(message: string, unmapped: { error_type: string } & Record<string, unknown>): void {
     this.o.events.record({ class: "system", severity: 4, ocsf: { class_uid: OcsfClass.ApplicationLifecycle, activity_id: 99, message, unmapped: { stage: "processing", ...unmapped } } });
+  }
+
+  /**
+   * Takes a new policy and new tap and poll points while running (`gatewarden reload`). The
+   * caller has validated them; the swap happens at once, between two requests, so a request is
+   * decided wholly by the old policy or wholly by the new one. Windows of roles the new policy
+   * lacks are closed; nothing changes when the service runs on a given decision point.
+   */
+  reload(next: { policy: PolicyFile | undefined; points: readonly TapPoint[]; poll: readonly PolledPoint[] }): void {
+    const ctx = this.ctx;
+    if (!ctx || !this.store) throw new DaemonError("CONFIG_INCOMPLETE", "the Modbus proxy is not running");
+    if (!this.o.pdp) {
+      const policy = next.policy ? new ModbusPolicy(next.policy, this.store) : undefined;
+      this.policy = policy;
+      ctx.pdp = policy ?? (DENY_ALL as PolicyDecisionPoint<ModbusPolicyRequest>);
+      const roles = policy?.roleNames() ?? [];
+      for (const w of this.store.list()) if (!roles.includes(w.role)) this.store.closeWindow({ id: w.id }, "policy");
+    }
+    const points = [...next.points, ...next.poll.filter((p) => !next.points.some((q) => q.id === p.id))];
+    const tap = this.o.readings && points.length ? new ReadingsTap(points, this.o.readings) : undefined;
+    this.poller?.stop();
+    this.poller = tap && next.poll.length ? new PointPoller(next.poll, (n) => this.upstreams.get(n), tap) : undefined;
+    if (tap) ctx.tap = tap;
+    else delete ctx.tap;
+    this.o = { ...this.o, points: next.points, poll: next.poll };
+    this.poller?.start();
   }
 
   /** Load every TLS listener's files again now (as a detected file change does). */
