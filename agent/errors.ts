@@ -20,6 +20,7 @@ export const ErrorCodes = {
   EVENT_INVALID: "an event draft is malformed",
   SEAL_FAILED: "a sealed batch cannot be opened",
   TRUST_INVALID: "a trust file is malformed",
+  TRUST_CONFLICT: "a device is already trusted with another key",
   UPSTREAM_REJECTED: "the broker rejected a message",
   INPUT_INVALID: "an input file is malformed",
   PATH_UNUSABLE: "a path the operator named cannot be created or written",

@@ -9,7 +9,7 @@ import { Recorder } from "./events/recorder";
 import { ParallelSigner } from "./events/signer";
 import { Heartbeat, PostureProbe } from "./heartbeat";
 import { storageBytesWritten } from "./io-stats";
-import { loadDeviceKey, loadSocPublicKey } from "./keys/identity";
+import { loadDeviceKey, loadSocAckPublicKey, loadSocPublicKey } from "./keys/identity";
 import { assertReferences } from "./config/references";
 import { StorageHealth } from "./outbox/health";
 import { OutboxLock } from "./outbox/lock";
@@ -101,7 +101,7 @@ export class Runtime {
       inFlight: () => fwd?.inFlight() ?? new Set(),
     });
     if (socKey) {
-      fwd = new MqttForwarder({ upstream: c.upstream, device: c.device.id, outbox: this.outbox, recorder: this.recorder, socPublicKey: socKey, log: log.child({ component: "forwarder" }) });
+      fwd = new MqttForwarder({ upstream: c.upstream, device: c.device.id, outbox: this.outbox, recorder: this.recorder, socPublicKey: socKey, socAckKey: c.upstream.ack === "soc" ? loadSocAckPublicKey(c.upstream.soc_public_key!) : undefined, log: log.child({ component: "forwarder" }) });
     }
     this.forwarder = fwd;
     this.control = new ControlServer(c.control.socket);
@@ -436,7 +436,7 @@ export class Runtime {
       boot: this.recorder.bootEpoch,
       version: VERSION,
       uptime_s: Math.round((Date.now() - this.startedAt) / 1000),
-      upstream: { state: this.upstreamState(), url: c.upstream.url ? redactUrl(c.upstream.url) : null, last_error: this.forwarder?.lastError ?? null, ...(this.forwarder ? { counters: this.forwarder.counters } : {}) },
+      upstream: { state: this.upstreamState(), url: c.upstream.url ? redactUrl(c.upstream.url) : null, last_error: this.forwarder?.lastError ?? null, ...(this.forwarder ? { ...this.forwarder.marks(), counters: this.forwarder.counters } : {}) },
       outbox: {
         depth: s?.depth ?? null,
         bytes: s?.bytes ?? null,

@@ -165,7 +165,8 @@ async function benchDrain(dir: string, brokerName: string, url: string, version:
   rec.start();
   for (let i = 0; i < n; i++) rec.record(draft("telemetry", i));
   rec.flush();
-  const upstream = upstreamSchema.parse({ url, protocol_version: version, client_id: `bench-${brokerName}` });
+  // No receiver in this benchmark: rows are freed on the broker's PUBACK.
+  const upstream = upstreamSchema.parse({ url, protocol_version: version, client_id: `bench-${brokerName}`, ack: "broker" });
   const fwd = new MqttForwarder({ upstream, device: "bench-gw", outbox, recorder: rec, socPublicKey: soc.publicKey, log: silent });
   const total = outbox.stats().depth;
   const rowBytes = Math.round(outbox.stats().bytes / total);

@@ -150,7 +150,7 @@ interface StatusView {
   boot: number;
   version: string;
   uptime_s: number;
-  upstream: { state: string; url: string | null; last_error: string | null };
+  upstream: { state: string; url: string | null; last_error: string | null; ack?: string; broker_acked?: Mark | null; soc_acked?: Mark | null };
   outbox: {
     depth: number | null;
     bytes: number | null;
@@ -174,10 +174,14 @@ function formatStorage(o: StatusView["outbox"]): string {
   return `FAILING since ${new Date(st.since ?? 0).toISOString()}, ${where}: ${st.error ?? "?"}; ${o.pending_in_memory} events waiting in memory, next retry in ${st.next_retry_ms ?? "-"} ms`;
 }
 
+type Mark = { boot: number; seq: number };
+const mark = (m: Mark | null | undefined) => (m ? `${m.boot}:${m.seq}` : "-");
+
 function formatStatus(s: StatusView): string {
   return [
     `device      ${s.device} (boot ${s.boot}, version ${s.version}, up ${s.uptime_s} s)`,
     `upstream    ${s.upstream.state}${s.upstream.url ? ` ${s.upstream.url}` : ""}`,
+    ...(s.upstream.ack ? [`  acked     broker ${mark(s.upstream.broker_acked)}, SOC ${s.upstream.ack === "soc" ? mark(s.upstream.soc_acked) : "- (upstream.ack: broker)"}`] : []),
     `outbox      ${s.outbox.depth} events, ${s.outbox.bytes} bytes; files ${s.outbox.file_bytes}/${s.outbox.budget_bytes} bytes; oldest unsent ${s.outbox.oldest_unsent_age_s ?? "-"} s; parked ${s.outbox.parked}; quarantined ${s.outbox.quarantined}`,
     `  storage   ${formatStorage(s.outbox)}`,
     `rates       in ${s.rates.events_in_per_s}/s, out ${s.rates.events_out_per_s}/s`,

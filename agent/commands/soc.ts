@@ -2,7 +2,9 @@ import type { Command } from "commander";
 import { readFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { DaemonError } from "../errors";
-import { generateSocKeys } from "../keys/identity";
+import Database from "better-sqlite3";
+import { existsSync } from "node:fs";
+import { generateSocKeys, loadSocSecretKey, parseTrust, socPublicKeyFile } from "../keys/identity";
 import { URL_CREDENTIALS } from "../mqtt-connection";
 import { createLogger } from "../log";
 import { SocReceiver } from "../soc/receive";
@@ -14,9 +16,8 @@ import { mkdirSync } from "node:fs";
 export function registerSoc(program: Command): void {
   const soc = program.command("soc").description("The SOC side: sealing keys, trusted devices, the receiver and offline verification");
 
-  soc
-    .command("keys")
-    .description("SOC sealing keys")
+  const keys = soc.command("keys").description("SOC sealing and ack keys");
+  keys
     .command("init")
     .description("Create the SOC's X25519 key pair in DIR (soc.key 0600, soc.pub for the gateways)")
     .requiredOption("--dir <DIR>", "SOC state directory")
@@ -30,23 +31,67 @@ export function registerSoc(program: Command): void {
       }),
     );
 
-  soc
-    .command("trust")
-    .description("Trusted device keys")
+  keys
+    .command("public")
+    .description("Print soc.pub for DIR's soc.key (X25519 sealing key and the Ed25519 key end-to-end acks are signed with)")
+    .requiredOption("--dir <DIR>", "SOC state directory")
+    .action(
+      action((opts: { dir: string }) => {
+        process.stdout.write(JSON.stringify(socPublicKeyFile(loadSocSecretKey(join(resolve(opts.dir), "soc.key")))) + "\n");
+      }),
+    );
+
+  const trust = soc.command("trust").description("Trusted device keys: add, replace, list, remove (every change is logged and reported by the receiver)");
+  trust
     .command("add <FILE>")
     .description("Trust a device: FILE is the output of `gatewarden keys export-public` on the gateway")
     .requiredOption("--dir <DIR>", "SOC state directory")
+    .option("--replace", "replace the key of a device already trusted (refused without it)")
+    .option("--from-boot <BOOT>", "with --replace: the first boot epoch the new key is valid for (default: after the last boot the receiver verified)")
     .option("--json", "print the result as JSON")
     .action(
-      action((file: string, opts: { dir: string; json?: boolean }) => {
+      action((file: string, opts: { dir: string; replace?: boolean; fromBoot?: string; json?: boolean }) => {
         let text: string;
         try {
           text = readFileSync(file, "utf8");
         } catch (e) {
           throw new DaemonError("TRUST_INVALID", `cannot read ${file} (${(e as NodeJS.ErrnoException).code ?? "error"})`);
         }
-        const r = TrustStore.add(resolve(opts.dir), text, file);
-        report(opts.json, r, () => `Trusted device ${r.device} (${r.fingerprint}).`);
+        if (opts.fromBoot !== undefined && !opts.replace) throw new DaemonError("USAGE", "--from-boot goes with --replace");
+        const dir = resolve(opts.dir);
+        const device = parseTrust(text, file).device;
+        const fromBoot = opts.fromBoot !== undefined ? positive(opts.fromBoot, "--from-boot") : nextBoot(dir, device);
+        const r = TrustStore.add(dir, text, file, opts.replace ? { fromBoot } : undefined);
+        report(opts.json, r, () => (r.replaced ? `Replaced the key of ${r.device}: ${r.replaced} -> ${r.fingerprint}, valid from boot ${r.from_boot}; the old key still verifies the boots before it.` : `Trusted device ${r.device} (${r.fingerprint}).`));
+      }),
+    );
+  trust
+    .command("list")
+    .description("List trusted devices, their current key and key history")
+    .requiredOption("--dir <DIR>", "SOC state directory")
+    .option("--json", "print as JSON")
+    .action(
+      action((opts: { dir: string; json?: boolean }) => {
+        const all = new TrustStore(resolve(opts.dir)).list();
+        report(opts.json, all, () =>
+          all.length
+            ? all.map((d) => `${d.device}  ${d.removed_at !== undefined ? "removed" : "trusted"}  ${d.keys.at(-1)!.fingerprint}${d.keys.length > 1 ? `  (${d.keys.length} keys: ${d.keys.map((k) => `${k.fingerprint.slice(0, 19)}… boots ${k.from_boot ?? "start"}..${k.until_boot ?? "now"}`).join("; ")})` : ""}`).join("\n")
+            : "No trusted devices.",
+        );
+      }),
+    );
+  trust
+    .command("remove <DEVICE>")
+    .description("Stop trusting a device: later events from it are unknown_device; its old output still verifies")
+    .requiredOption("--dir <DIR>", "SOC state directory")
+    .option("--until-boot <BOOT>", "the last boot epoch its key is valid for (default: the last boot the receiver verified)")
+    .option("--json", "print the result as JSON")
+    .action(
+      action((device: string, opts: { dir: string; untilBoot?: string; json?: boolean }) => {
+        const dir = resolve(opts.dir);
+        const until = opts.untilBoot !== undefined ? positive(opts.untilBoot, "--until-boot") : nextBoot(dir, device) - 1;
+        const r = TrustStore.remove(dir, device, until);
+        report(opts.json, r, () => `Removed ${r.device} (${r.fingerprint}); its key verifies boots up to ${r.until_boot}.`);
       }),
     );
 
@@ -117,6 +162,25 @@ export function registerSoc(program: Command): void {
         if (r.problem_lines.length) process.exitCode = 1;
       }),
     );
+}
+
+/**
+ * The first boot epoch after what the receiver in DIR verified of `device` (its state), or, with
+ * no receiver state, the current time in seconds (a boot epoch is its start time in seconds).
+ */
+function nextBoot(dir: string, device: string): number {
+  const db = join(dir, "receiver.db");
+  if (existsSync(db)) {
+    const d = new Database(db, { readonly: true, fileMustExist: true });
+    try {
+      const has = d.prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'devices'").get();
+      const r = has ? (d.prepare("SELECT last_boot FROM devices WHERE device = ?").get(device) as { last_boot: number } | undefined) : undefined;
+      if (r) return r.last_boot + 1;
+    } finally {
+      d.close();
+    }
+  }
+  return Math.floor(Date.now() / 1000);
 }
 
 function positive(s: string, name: string): number {

@@ -4,7 +4,7 @@ import { join } from "node:path";
 import { checkDataPath } from "../paths";
 import { DaemonError, type ErrorCode } from "../errors";
 import { readSecretFile, readTlsKey } from "../keys/files";
-import { loadDeviceKey, loadSocPublicKey } from "../keys/identity";
+import { loadDeviceKey, loadSocAckPublicKey, loadSocPublicKey } from "../keys/identity";
 import { parseSite } from "../../detectors/site";
 import { readPolicyFile } from "../../protocols/modbus/policy-schema";
 import { checkOwnKey, loadUserCredentials } from "../../protocols/opcua/user";
@@ -40,7 +40,7 @@ export function checkReferences(loaded: LoadedConfig): ReferenceIssue[] {
   const u = c.upstream;
   if (u.url && !u.soc_public_key) check(["upstream", "url"], () => fail("CONFIG_INCOMPLETE", "upstream.url is set but upstream.soc_public_key is not: events are sealed to the SOC's key"));
   if (u.url?.startsWith("mqtts://") && !u.cert !== !u.key) check(["upstream", u.cert ? "cert" : "key"], () => fail("CONFIG_INCOMPLETE", "upstream.cert and upstream.key go together"));
-  if (u.soc_public_key) check(["upstream", "soc_public_key"], () => loadSocPublicKey(u.soc_public_key!));
+  if (u.soc_public_key) check(["upstream", "soc_public_key"], () => (loadSocPublicKey(u.soc_public_key!), u.url && u.ack === "soc" ? loadSocAckPublicKey(u.soc_public_key!) : undefined));
   if (u.ca) check(["upstream", "ca"], () => readCertificate(u.ca!, "upstream.ca"));
   tlsPair(check, ["upstream"], { cert: u.cert, key: u.key }, "cert", "key", "upstream");
   if (u.password_file) check(["upstream", "password_file"], () => readSecretFile(u.password_file!, "upstream password file"));

@@ -66,6 +66,14 @@ export const upstreamSchema = z.strictObject({
   reconnect_max_ms: int(100, 3_600_000).default(30_000),
   /** Keep it below the SOC receiver's --gap-timeout-ms (5 min) so a retried batch is not a gap. */
   parked_retry_ms: int(1000, 86_400_000).default(120_000),
+  /**
+   * soc: outbox rows are freed only when the SOC receiver acknowledged them end to end (signed,
+   * after its output is durable); the broker's PUBACK only moves the in-flight window. broker:
+   * rows are freed on PUBACK (deployments without a Gatewarden receiver).
+   */
+  ack: z.enum(["soc", "broker"]).default("soc"),
+  /** Rows the broker acknowledged but the SOC did not are sent again after this long without SOC progress. */
+  soc_ack_timeout_ms: int(500, 86_400_000).default(30_000),
 });
 
 export const bufferSchema = z.strictObject({

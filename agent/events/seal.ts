@@ -30,6 +30,12 @@ export interface BatchHeader {
   nonce: string;
   /** Compression of the sealed plaintext; absent: none. */
   z?: "deflate-raw";
+  /**
+   * The batch repeats rows sent before (a replay after a reconnect or a missing SOC ack): the
+   * receiver writes no `duplicate` line for events it already holds. Not authenticated: at
+   * worst it hides a duplicate, never an event.
+   */
+  resend?: true;
 }
 
 export class BatchSealer {

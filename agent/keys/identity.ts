@@ -3,6 +3,7 @@ import { readFileSync } from "node:fs";
 import nacl from "tweetnacl";
 import { DaemonError } from "../errors";
 import { publicKeyFromRaw, rawPublicKey } from "../events/sign";
+import { ackKeyFromSocSecret, ackPublicKeyB64, ackPublicKeyFromB64 } from "../soc/ack";
 import { readSecretFile, writeNewFile } from "./files";
 
 /** The device identity: an Ed25519 key pair, PEM (PKCS#8 / SPKI), private key 0600. */
@@ -65,15 +66,22 @@ export function parseTrust(text: string, origin: string): DeviceTrust & { key: K
 
 export const DEVICE_ID = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
 
-/** SOC sealing keys: X25519 (tweetnacl box). */
+/** SOC sealing keys: X25519 (tweetnacl box), and the Ed25519 key its acks are signed with. */
 export interface SocPublicKeyFile {
   alg: "x25519";
   public_key: string;
+  /** Ed25519, base64: verifies the receiver's end-to-end acks (derived from the secret key). */
+  ack_public_key: string;
+}
+
+/** soc.pub's contents for a SOC secret key. */
+export function socPublicKeyFile(secret: Uint8Array): SocPublicKeyFile {
+  return { alg: "x25519", public_key: Buffer.from(nacl.box.keyPair.fromSecretKey(secret).publicKey).toString("base64"), ack_public_key: ackPublicKeyB64(ackKeyFromSocSecret(secret)) };
 }
 
 export function generateSocKeys(secretPath: string, publicPath: string): SocPublicKeyFile {
   const kp = nacl.box.keyPair();
-  const pub: SocPublicKeyFile = { alg: "x25519", public_key: Buffer.from(kp.publicKey).toString("base64") };
+  const pub = socPublicKeyFile(kp.secretKey);
   writeNewFile(secretPath, JSON.stringify({ alg: "x25519", secret_key: Buffer.from(kp.secretKey).toString("base64") }) + "\n", 0o600);
   writeNewFile(publicPath, JSON.stringify(pub) + "\n", 0o644);
   return pub;
@@ -92,6 +100,22 @@ export function loadSocPublicKey(path: string): Uint8Array {
     throw new DaemonError("KEY_INVALID", `SOC public key ${path} cannot be read (${(e as NodeJS.ErrnoException).code ?? "error"})`);
   }
   return parseX25519(text, "public_key", path);
+}
+
+/**
+ * The SOC's ack key from soc.pub; KEY_INVALID when the file has none (a soc.pub made before
+ * end-to-end acks: print a new one with `gatewarden soc keys public`).
+ */
+export function loadSocAckPublicKey(path: string): KeyObject {
+  let o: Record<string, unknown> | undefined;
+  try {
+    o = JSON.parse(readFileSync(path, "utf8")) as Record<string, unknown>;
+  } catch {
+    o = undefined;
+  }
+  const k = typeof o?.ack_public_key === "string" ? ackPublicKeyFromB64(o.ack_public_key) : undefined;
+  if (!k) throw new DaemonError("KEY_INVALID", `${path} has no valid "ack_public_key" (the SOC's end-to-end ack key); write a current one with \`gatewarden soc keys public --dir DIR\` at the SOC, or set upstream.ack to broker`);
+  return k;
 }
 
 function parseX25519(text: string, field: "secret_key" | "public_key", path: string): Uint8Array {

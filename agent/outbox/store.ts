@@ -167,6 +167,10 @@ export class Outbox {
       head: this.db.prepare("SELECT boot, seq, hash FROM chain WHERE id = 1"),
       setHead: this.db.prepare("INSERT INTO chain (id, boot, seq, hash) VALUES (1, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET boot = excluded.boot, seq = excluded.seq, hash = excluded.hash"),
       readAfter: this.db.prepare("SELECT id, boot, seq, rank, time, bytes, body FROM events WHERE id > ? AND parked = 0 ORDER BY id LIMIT ?"),
+      rowAtOrAfter: this.db.prepare("SELECT id, boot, seq FROM events WHERE id >= ? ORDER BY id LIMIT 1"),
+      lastRowId: this.db.prepare("SELECT MAX(id) FROM events").pluck(),
+      delThrough: this.db.prepare("DELETE FROM events WHERE id <= ? AND boot = ? RETURNING bytes"),
+      firstSendable: this.db.prepare("SELECT id FROM events WHERE parked = 0 ORDER BY id LIMIT 1").pluck(),
       readRawAfter: this.db.prepare("SELECT id, boot, seq, rank, time, bytes, CAST(body AS BLOB) AS body FROM events WHERE id > ? AND parked = 0 ORDER BY id LIMIT ?"),
       del: this.db.prepare("DELETE FROM events WHERE id = ? RETURNING bytes"),
       delQuiet: this.db.prepare("DELETE FROM events WHERE id = ?"),
@@ -307,6 +311,40 @@ export class Outbox {
   /** The same rows with their bodies as UTF-8 bytes: what the forwarder sends, with no decoding. */
   readRawAfter(afterId: number, limit: number): RawRow[] {
     return this.stmts.readRawAfter.all(afterId, limit) as RawRow[];
+  }
+
+  /**
+   * Deletes the rows of `boot` up to `seq` (an end-to-end ack from the SOC); returns how many.
+   * Ids and (boot, seq) grow together (one chain, committed in order), so the last row at or
+   * below (boot, seq) is found by a binary search over ids, with no index on (boot, seq).
+   */
+  ackThrough(boot: number, seq: number): number {
+    const at = (id: number) => this.stmts.rowAtOrAfter.get(id) as { id: number; boot: number; seq: number } | undefined;
+    const le = (r: { boot: number; seq: number }) => r.boot < boot || (r.boot === boot && r.seq <= seq);
+    let lo = 0; // an id at or below which every row is <= (boot, seq)
+    let hi = ((this.stmts.lastRowId.get() as number | null) ?? 0) + 1; // an id above every row <= (boot, seq)
+    while (hi - lo > 1) {
+      const mid = Math.floor((lo + hi) / 2);
+      const r = at(mid);
+      if (r && le(r)) lo = r.id;
+      else hi = r ? Math.min(mid, r.id) : mid;
+    }
+    if (lo === 0) return 0;
+    this.headCopy?.write({ acked: [boot, seq] });
+    this.setSync("NORMAL");
+    let n = 0;
+    this.db.transaction(() => {
+      for (const r of this.stmts.delThrough.all(lo, boot) as { bytes: number }[]) {
+        this.logicalBytes -= r.bytes;
+        n++;
+      }
+    })();
+    return n;
+  }
+
+  /** The oldest row that may be sent (not parked), if any. */
+  firstSendableId(): number | undefined {
+    return (this.stmts.firstSendable.get() as number | undefined) ?? undefined;
   }
 
   /**

@@ -1,3 +1,4 @@
+import type { KeyObject } from "node:crypto";
 import mqtt, { type IClientOptions, type MqttClient } from "mqtt";
 import type { Logger } from "pino";
 import type { Config } from "../config/schema";
@@ -8,6 +9,8 @@ import type { Recorder } from "../events/recorder";
 import { BatchSealer, compressBatch } from "../events/seal";
 import { brokerAuth, noDelay, redactUrl } from "../mqtt-connection";
 import { CauseLog } from "../cause-log";
+import { ackTopic } from "../soc/ack";
+import { SocAcks, type Mark } from "./soc-acks";
 import type { Outbox, RawRow } from "../outbox/store";
 
 const OPEN = Buffer.from("[");
@@ -26,6 +29,8 @@ export interface ForwarderOptions {
   outbox: Outbox;
   recorder: Recorder;
   socPublicKey: Uint8Array;
+  /** The SOC's ack key (soc.pub `ack_public_key`); needed with `upstream.ack: soc`. */
+  socAckKey?: KeyObject;
   log: Logger;
   /** How often a broker failure that persists is logged again (default 5 min). */
   warnReminderMs?: number;
@@ -39,8 +44,10 @@ export function eventsTopic(prefix: string, device: string): string {
 /**
  * Drains the outbox to the SOC broker: MQTT 5, QoS 1, several events per message (bounded by
  * count and bytes, and by the broker's Maximum Packet Size), a bounded window of messages in
- * flight (its own flow control, also capped by the broker's Receive Maximum). A row is deleted
- * only after the PUBACK of the message that carried it. mqtt.js never stores anything for us:
+ * flight (its own flow control, also capped by the broker's Receive Maximum). With
+ * `upstream.ack: soc` (default) a row is deleted only when the SOC receiver acknowledged it end
+ * to end (soc-acks.ts), and the PUBACK only moves the window; with `broker`, on the PUBACK of
+ * the message that carried it. mqtt.js never stores anything for us:
  * each connection is a fresh client, and after a reconnect the outbox is replayed in order from
  * its oldest unacknowledged row. A message the broker rejects (PUBACK reason >= 0x80) is parked,
  * reported as an event, and retried every `parked_retry_ms`; it never blocks the rest.
@@ -70,10 +77,21 @@ export class MqttForwarder {
   private offRecovered: (() => void) | undefined;
   /** Acknowledged batches whose delete failed (storage failing): retried when it works again. */
   private readonly unacked: { ids: number[]; bytes: number }[] = [];
+  /** End-to-end acks (`upstream.ack: soc`); undefined: rows are freed on PUBACK. */
+  private readonly acks: SocAcks | undefined;
+  private readonly ackTopic: string;
+  private ackTimer: NodeJS.Timeout | undefined;
+  /** Highest row id published by this process: a batch starting at or below it is a re-send. */
+  private sentId = 0;
 
   constructor(private readonly o: ForwarderOptions) {
     this.sealer = new BatchSealer(o.socPublicKey);
     this.topic = eventsTopic(o.upstream.topic_prefix, o.device);
+    this.ackTopic = ackTopic(o.upstream.topic_prefix, o.device);
+    if (o.upstream.ack === "soc") {
+      if (!o.socAckKey) throw new Error("upstream.ack soc needs the SOC's ack key");
+      this.acks = new SocAcks({ device: o.device, key: o.socAckKey, outbox: o.outbox, timeoutMs: o.upstream.soc_ack_timeout_ms, log: o.log });
+    }
     this.maxPacket = o.upstream.max_message_bytes;
     this.window = o.upstream.max_inflight;
     this.causes = new CauseLog(o.log, "Cannot reach the SOC broker; events stay in the outbox", { url: o.upstream.url ? redactUrl(o.upstream.url) : undefined }, o.warnReminderMs);
@@ -89,8 +107,24 @@ export class MqttForwarder {
     this.offRecovered = this.o.recorder.health.onRecovered(() => this.retryAcks());
     this.parkedTimer = setInterval(() => this.retryParked(), this.o.upstream.parked_retry_ms);
     this.parkedTimer.unref();
+    if (this.acks) {
+      const acks = this.acks;
+      this.ackTimer = setInterval(() => {
+        if (this.state !== "up" || !acks.due(Date.now())) return;
+        this.cursor = 0; // everything not acknowledged by the SOC, in order
+        this.pump();
+      }, Math.min(1000, Math.ceil(this.o.upstream.soc_ack_timeout_ms / 2)));
+      this.ackTimer.unref();
+    }
     this.connect();
   }
+
+  /** The last position the broker acknowledged and the last the SOC acknowledged end to end. */
+  marks(): { ack: "soc" | "broker"; broker_acked: Mark | null; soc_acked: Mark | null; acks?: SocAcks["counters"] } {
+    return { ack: this.o.upstream.ack, broker_acked: this.acks?.broker ?? this.brokerMark, soc_acked: this.acks?.soc ?? null, ...(this.acks ? { acks: this.acks.counters } : {}) };
+  }
+
+  private brokerMark: Mark | null = null;
 
   private connect(): void {
     if (this.stopped) return;
@@ -128,7 +162,24 @@ export class MqttForwarder {
       this.window = Math.min(u.max_inflight, p?.receiveMaximum ?? Infinity);
       this.cursor = 0; // ordered replay of everything not yet acknowledged
       this.o.log.info({ url: redactUrl(u.url!), max_packet: this.maxPacket, window: this.window }, "Connected to the SOC broker.");
+      if (this.acks) {
+        client.subscribe(this.ackTopic, { qos: 1 }, (err, granted) => {
+          const refused = err ?? (granted?.some((g) => g.qos >= 0x80) ? new Error(`SUBACK reason ${granted.map((g) => g.qos).join(",")}`) : undefined);
+          if (refused && this.client === client) {
+            this.lastError = `cannot subscribe to the SOC's acknowledgements on ${this.ackTopic}: ${describeError(refused)}`;
+            this.o.log.error({ err: this.lastError }, "No end-to-end acknowledgements: events stay in the outbox and are re-sent.");
+          }
+        });
+      }
       this.pump();
+    });
+    client.on("message", (topic, payload) => {
+      if (this.client !== client || !this.acks || topic !== this.ackTopic) return;
+      try {
+        if (this.acks.onAck(payload, Date.now()) > 0) this.pump();
+      } catch (e) {
+        this.storageFailed(e, "deleting events the SOC acknowledged");
+      }
     });
     client.on("error", (e) => {
       if (this.client === client) this.fail(describeError(e));
@@ -236,12 +287,14 @@ export class MqttForwarder {
     this.inflight.set(tok, ids);
     for (const id of ids) this.inflightIds.add(id);
     const client = this.client!;
+    const resend = first.id <= this.sentId;
+    this.sentId = Math.max(this.sentId, last.id);
     this.publishChain = this.publishChain
       .then(() => compressed)
       .then(
         (z) => {
           if (this.client !== client || !this.inflight.has(tok)) return; // connection gone: replayed later
-          const payload = this.sealer.sealCompressed({ device: this.o.device, from: [first.boot, first.seq], to: [last.boot, last.seq], count: batch.length }, z);
+          const payload = this.sealer.sealCompressed({ device: this.o.device, from: [first.boot, first.seq], to: [last.boot, last.seq], count: batch.length, ...(resend ? { resend: true as const } : {}) }, z);
           this.publish(client, tok, ids, rowBytes, payload, first, last);
         },
         (e: unknown) => {
@@ -266,7 +319,11 @@ export class MqttForwarder {
         this.o.log.debug({ err: describeError(err) }, "Publish failed without a broker verdict.");
         return;
       } else {
-        this.ack(ids, rowBytes, [last.boot, last.seq]);
+        if (this.acks) this.acks.onPuback(ids[ids.length - 1]!, { boot: last.boot, seq: last.seq }, Date.now());
+        else {
+          this.ack(ids, rowBytes, [last.boot, last.seq]);
+          this.brokerMark = { boot: last.boot, seq: last.seq };
+        }
         this.counters.messages++;
         this.counters.events += ids.length;
         this.counters.bytes += payload.length;
@@ -389,6 +446,7 @@ export class MqttForwarder {
     this.offRecovered?.();
     if (this.reconnectTimer) clearTimeout(this.reconnectTimer);
     if (this.parkedTimer) clearInterval(this.parkedTimer);
+    if (this.ackTimer) clearInterval(this.ackTimer);
     const c = this.client;
     this.client = undefined;
     this.inflight.clear();

@@ -54,7 +54,7 @@ function uncapped(ctx: MessageContext, topic: string, payload: Buffer, now: numb
       }
     }
   }
-  return ctx.verifier.ingest(header.device, events(), now);
+  return ctx.verifier.ingest(header.device, events(), now, {}, { resend: header.resend === true });
 }
 
 /** Keeps every event line and the first problem lines; one `suppressed` line counts the rest. */

@@ -1,4 +1,5 @@
 import Database from "better-sqlite3";
+import type { KeyObject } from "node:crypto";
 import { closeSync, existsSync, fstatSync, fsyncSync, ftruncateSync, mkdirSync, openSync, writeSync } from "node:fs";
 import { join } from "node:path";
 import mqtt, { type IClientOptions, type MqttClient } from "mqtt";
@@ -6,12 +7,16 @@ import type { Logger } from "pino";
 import { describeError } from "../errors";
 import { BatchOpener } from "../events/seal";
 import { loadSocSecretKey } from "../keys/identity";
+import { ackKeyFromSocSecret, signAck } from "./ack";
 import { brokerAuth, noDelay, redactUrl } from "../mqtt-connection";
 import { clip } from "./bounds";
 import { messageLines } from "./message";
-import { TrustStore } from "./trust";
+import { TrustStore, type TrustChange } from "./trust";
 import { UnknownDevices } from "./unknown-devices";
-import { problem, StreamVerifier, type OutLine } from "./verifier";
+import { problem, StreamVerifier, type OutLine, type ProblemLine } from "./verifier";
+
+/** Devices whose ack topic is remembered (trusted devices only; bounds the map). */
+const RECEIVER_ACK_TOPICS = 100_000;
 
 /** Tells mqtt.js not to send the PUBACK: the group commit sends it (see `handleMessage`). */
 const ACK_AFTER_COMMIT = Object.assign(new Error("acknowledged after the group commit"), { code: "ACK_AFTER_COMMIT" });
@@ -81,6 +86,10 @@ export class SocReceiver {
   private readonly db: Database.Database;
   private readonly verifier: StreamVerifier;
   private readonly opener: BatchOpener;
+  /** Signs end-to-end acks (derived from soc.key). */
+  private readonly ackKey: KeyObject;
+  /** Where each device's acks go: its events topic with `/ack` for `/events` (trusted devices only). */
+  private readonly ackTopics = new Map<string, string>();
   private readonly trust: TrustStore;
   private readonly unknown: UnknownDevices;
   private readonly setOutput: Database.Statement;
@@ -101,12 +110,15 @@ export class SocReceiver {
 
   constructor(private readonly o: ReceiverOptions) {
     mkdirSync(o.dir, { recursive: true, mode: 0o700 });
-    this.opener = new BatchOpener(loadSocSecretKey(join(o.dir, "soc.key")));
+    const secret = loadSocSecretKey(join(o.dir, "soc.key"));
+    this.opener = new BatchOpener(secret);
+    this.ackKey = ackKeyFromSocSecret(secret);
     this.trust = new TrustStore(o.dir);
     this.db = new Database(join(o.dir, "receiver.db"));
     this.db.pragma("journal_mode = WAL");
     this.db.pragma("synchronous = FULL");
     this.db.exec("CREATE TABLE IF NOT EXISTS output (id INTEGER PRIMARY KEY CHECK (id = 1), path TEXT NOT NULL, length INTEGER NOT NULL)");
+    this.db.exec("CREATE TABLE IF NOT EXISTS trust_log (id INTEGER PRIMARY KEY CHECK (id = 1), n INTEGER NOT NULL)");
     this.verifier = new StreamVerifier(this.db, this.trust, { gapTimeoutMs: o.gapTimeoutMs, dedupeWindow: o.dedupeWindow, continuity: o.continuity ?? !o.share });
     this.unknown = new UnknownDevices(this.db, o.unknownSummaryMs);
     this.setOutput = this.db.prepare(SET_OUTPUT);
@@ -219,6 +231,8 @@ export class SocReceiver {
       // The handler already let mqtt.js move on; this is the PUBACK it did not send.
       if (m.messageId !== undefined && m.gen === this.gen && c?.connected) (c as unknown as { _sendPacket(p: object): void })._sendPacket({ cmd: "puback", messageId: m.messageId, reasonCode: 0 });
     }
+    for (const m of group) this.learnAckTopic(m.topic);
+    this.sendAcks();
     for (const l of lines) {
       if ("problem" in l) {
         this.counters.problems++;
@@ -249,7 +263,7 @@ export class SocReceiver {
         }
       }
       if (sweep) {
-        out.push(...this.verifier.sweep(now), ...this.unknown.summary(now));
+        out.push(...this.verifier.sweep(now), ...this.unknown.summary(now), ...this.trustChanges(now));
         if (++this.sweeps % 60 === 0) this.verifier.prune();
       }
       if (!out.length) return out;
@@ -265,6 +279,60 @@ export class SocReceiver {
     })();
     this.offset += written;
     return lines;
+  }
+
+  /** A trusted device's events topic `<prefix>/<device>/events` gives its ack topic. */
+  private learnAckTopic(topic: string): void {
+    if (!topic.endsWith("/events") || this.ackTopics.size >= RECEIVER_ACK_TOPICS) return;
+    const device = topic.split("/").at(-2);
+    if (!device || this.ackTopics.has(device) || !this.trust.get(device)) return;
+    this.ackTopics.set(device, `${topic.slice(0, -"/events".length)}/ack`);
+  }
+
+  /**
+   * End-to-end acks, once the output and state are committed: per device and boot touched, the
+   * highest contiguous settled seq, signed, retained on the device's ack topic. The gateway
+   * frees its outbox rows only on these.
+   */
+  private sendAcks(): void {
+    const marks = this.verifier.takeMarks();
+    const c = this.client;
+    if (!c?.connected) return;
+    for (const m of marks) {
+      const topic = this.ackTopics.get(m.device);
+      if (topic) c.publish(topic, signAck(m, this.ackKey), { qos: 1, retain: true });
+    }
+  }
+
+  /**
+   * Trust changes logged since the last call (`soc trust add --replace`, `soc trust remove`), as
+   * `trust_changed` lines; how many were written is committed with them.
+   */
+  private trustChanges(now: number): ProblemLine[] {
+    const done = (this.db.prepare("SELECT n FROM trust_log WHERE id = 1").pluck().get() as number | undefined) ?? 0;
+    let changes: TrustChange[];
+    try {
+      changes = this.trust.changesSince(done);
+    } catch (e) {
+      this.o.log.error({ err: describeError(e) }, "Cannot read the trust change log.");
+      return [];
+    }
+    if (!changes.length) return [];
+    this.db.prepare("INSERT INTO trust_log (id, n) VALUES (1, ?) ON CONFLICT(id) DO UPDATE SET n = excluded.n").run(done + changes.length);
+    this.trust.reload();
+    return changes.map((c) =>
+      problem("trust_changed", {
+        device: c.device,
+        boot: c.boot,
+        detail: c.action === "replace" ? `key of ${c.device} replaced by ${c.by}: ${c.old_fingerprint ?? "(removed)"} -> ${c.new_fingerprint}, valid from boot ${c.boot ?? "?"}` : `${c.device} no longer trusted after boot ${c.boot ?? "?"} (removed by ${c.by}; key ${c.old_fingerprint})`,
+        now,
+        action: c.action,
+        old_fingerprint: c.old_fingerprint,
+        new_fingerprint: c.new_fingerprint,
+        by: c.by,
+        changed_at: c.at,
+      }),
+    );
   }
 
   private stopped = false;

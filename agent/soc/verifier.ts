@@ -3,7 +3,7 @@ import type { KeyObject } from "node:crypto";
 import { checkEnvelope, GENESIS_HASH, isEnvelopeShape, type Envelope } from "../events/envelope";
 import { clip, RECEIVER_LIMITS } from "./bounds";
 
-export const PROBLEMS = ["gap", "bad_signature", "bad_hash", "malformed", "unknown_device", "duplicate", "fork", "loss_record", "clone", "chain_reset", "suppressed"] as const;
+export const PROBLEMS = ["gap", "bad_signature", "bad_hash", "malformed", "unknown_device", "duplicate", "fork", "loss_record", "clone", "chain_reset", "suppressed", "trust_changed"] as const;
 export type Problem = (typeof PROBLEMS)[number];
 
 /** One verified event, as the SIEM gets it: routing fields, `verified`, and the whole envelope. */
@@ -30,7 +30,8 @@ export interface ProblemLine {
 export type OutLine = EventLine | ProblemLine;
 
 export interface TrustLookup {
-  get(device: string): KeyObject | undefined;
+  /** The key valid for `boot` of `device`; without `boot`, the device's current key. */
+  get(device: string, boot?: number): KeyObject | undefined;
 }
 
 const SCHEMA = `
@@ -99,6 +100,7 @@ export class StreamVerifier {
       seen: db.prepare("SELECT seq, hash FROM seen WHERE device = ? AND boot = ? AND seq = ?"),
       putSeen: db.prepare("INSERT OR IGNORE INTO seen (device, boot, seq, hash) VALUES (?, ?, ?, ?)"),
       delSeen: db.prepare("DELETE FROM seen WHERE device = ? AND boot = ? AND seq <= ?"),
+      maxSeen: db.prepare("SELECT MAX(seq) AS s FROM seen WHERE device = ? AND boot = ?"),
       minSeen: db.prepare("SELECT MIN(seq) AS s FROM seen WHERE device = ? AND boot = ? AND seq > ?"),
       cover: db.prepare("INSERT INTO covered (device, boot, first, last) VALUES (?, ?, ?, ?)"),
       coveredAt: db.prepare("SELECT MAX(last) AS last FROM covered WHERE device = ? AND boot = ? AND first <= ? AND last >= ?"),
@@ -117,7 +119,7 @@ export class StreamVerifier {
    * `badEventsPerBatch` events failing their hash or signature, the rest of the batch is not
    * checked (one line says how many); a device's own batches never fail.
    */
-  ingest(device: string, events: Iterable<unknown>, now: number, context: Record<string, unknown> = {}): OutLine[] {
+  ingest(device: string, events: Iterable<unknown>, now: number, context: Record<string, unknown> = {}, batch: { resend?: boolean } = {}): OutLine[] {
     const out: OutLine[] = [];
     const key = this.trust.get(device);
     if (!key) {
@@ -130,14 +132,44 @@ export class StreamVerifier {
     let skipped = 0;
     for (const e of events) {
       if (bad >= RECEIVER_LIMITS.badEventsPerBatch) skipped++;
-      else if (!this.ingestOne(device, key, e, now, out)) bad++;
+      // A replaced key verifies the boots it was trusted for.
+      else if (!this.ingestOne(device, isEnvelopeShape(e) ? (this.trust.get(device, e.boot) ?? key) : key, e, now, out, batch.resend === true)) bad++;
     }
     if (skipped) out.push(problem("malformed", { device, count: skipped, detail: `${skipped} more events of this batch were not checked: ${bad} before them failed their hash or signature`, now }));
     return out;
   }
 
+  /** (device, boot) pairs whose settled position may have moved since `takeMarks`. */
+  private touched = new Map<string, Set<number>>();
+
+  private touch(device: string, boot: number): void {
+    let s = this.touched.get(device);
+    if (!s) this.touched.set(device, (s = new Set()));
+    s.add(boot);
+  }
+
+  /**
+   * What an end-to-end ack may say for each boot touched since the last call: the highest
+   * contiguous settled seq (received, covered by a loss record, or reported as a gap). Read
+   * after the state is committed. Empty without continuity checks (a shared-subscription
+   * member sees part of each stream and cannot know what is contiguous).
+   */
+  takeMarks(): { device: string; boot: number; seq: number }[] {
+    const out: { device: string; boot: number; seq: number }[] = [];
+    if (this.opts.continuity !== false) {
+      for (const [device, boots] of this.touched) {
+        for (const boot of boots) {
+          const r = this.q.boot.get(device, boot) as BootRow | undefined;
+          if (r && r.hw >= 0) out.push({ device, boot, seq: r.hw });
+        }
+      }
+    }
+    this.touched.clear();
+    return out;
+  }
+
   /** false: the event failed its hash or signature check. */
-  private ingestOne(device: string, key: KeyObject, e: unknown, now: number, out: OutLine[]): boolean {
+  private ingestOne(device: string, key: KeyObject, e: unknown, now: number, out: OutLine[], resend = false): boolean {
     if (e === NOT_JSON || !isEnvelopeShape(e)) {
       out.push(problem("malformed", { device, detail: e === NOT_JSON ? "an event in the batch is not JSON" : "an event in the batch is not a Gatewarden envelope", now }));
       return true;
@@ -153,16 +185,20 @@ export class StreamVerifier {
     }
     // Only a verified event moves state from here on.
     const b = this.bootRow(device, e.boot);
+    this.touch(device, e.boot);
     const known = this.q.hash.get(device, e.boot, e.seq) as { hash: string } | undefined;
     if (known) {
-      if (known.hash === e.hash) out.push(problem("duplicate", { device, boot: e.boot, first: e.seq, last: e.seq, detail: "already received", now }));
+      // A re-sent batch (end-to-end acks, a replay after a reconnect) repeats what arrived: no line.
+      if (known.hash === e.hash) {
+        if (!resend) out.push(problem("duplicate", { device, boot: e.boot, first: e.seq, last: e.seq, detail: "already received", now }));
+      } else if (e.seq === 0 && e.class === "system" && (e.ocsf.unmapped as { boot?: unknown } | undefined)?.boot && this.opts.continuity !== false) out.push(clone(device, e.boot, e.boot, `two different boot events for boot ${e.boot}: two devices started under this identity in the same second`, now));
       else out.push(problem("fork", { device, boot: e.boot, first: e.seq, last: e.seq, detail: `two different signed events at the same position (hashes ${known.hash.slice(0, 12)}… and ${e.hash.slice(0, 12)}…)`, now }));
       return true;
     }
     let late = false;
     if (e.seq <= b.hw) {
       if (e.seq < b.hw - this.opts.dedupeWindow) {
-        out.push(problem("duplicate", { device, boot: e.boot, first: e.seq, last: e.seq, detail: "position older than the de-duplication window", now }));
+        if (!resend) out.push(problem("duplicate", { device, boot: e.boot, first: e.seq, last: e.seq, detail: "position older than the de-duplication window", now }));
         return true;
       }
       late = true;
@@ -216,6 +252,7 @@ export class StreamVerifier {
         // A later one restarted the chain: its outbox (or its whole identity) was reset, or a
         // second device runs under the identity.
         const other = (this.q.otherBoot.get(e.device, e.boot) as { b: number | null }).b;
+        if (other !== null) this.endAtReset(e.device, other, e.boot);
         if (other !== null) out.push(problem("chain_reset", { device: e.device, boot: e.boot, first: 0, last: 0, detail: `boot ${e.boot} restarts the hash chain${e.prev === GENESIS_HASH ? " from the all-zero hash" : ""} as a first boot, but boot ${other} was already received: the device's outbox or identity was reset (what it lost is not reported by it), or a second device runs under this identity`, now, boots: [Math.min(e.boot, other), Math.max(e.boot, other)] }));
       }
       this.q.upDevice.run(e.device, e.boot);
@@ -227,6 +264,7 @@ export class StreamVerifier {
         // The lost tail is not reported at once: a loss record for it (a row quarantined
         // while the new boot forwards) may still come. It waits like any other hole.
         prev.end_seq = pl;
+        this.touch(e.device, pb);
         prev.next_boot ??= e.boot;
         if (prev.hw < pl) prev.gap_since ??= now;
         this.q.putBoot.run(prev);
@@ -264,6 +302,7 @@ export class StreamVerifier {
         }),
       );
       for (const [rb, f, la] of ranges) {
+        this.touch(e.device, rb);
         const row = rb === b.boot ? b : this.bootRow(e.device, rb);
         if (la > row.hw) this.q.cover.run(e.device, rb, Math.max(f, row.hw + 1), la);
         if (row !== b) this.advance(row, now);
@@ -279,7 +318,19 @@ export class StreamVerifier {
     if (this.opts.continuity === false || b.end_seq === null || e.seq <= b.end_seq || b.cloned) return;
     b.cloned = 1;
     this.q.putBoot.run(b);
-    out.push(clone(e.device, e.boot, b.next_boot, `boot ${e.boot} goes on (seq ${e.seq}) after boot ${b.next_boot ?? "?"} said it ended at seq ${b.end_seq}: two devices run under this identity`, now, e.seq));
+    out.push(clone(e.device, e.boot, b.next_boot, `boot ${e.boot} goes on (seq ${e.seq}, past seq ${b.end_seq}) after boot ${b.next_boot ?? "?"} began: two devices run under this identity`, now, e.seq));
+  }
+
+  /**
+   * A chain reset ends the boot seen before it where it got: should that boot go on (events past
+   * what had arrived), it is still alive beside the new chain, and `checkPastEnd` reports a clone.
+   */
+  private endAtReset(device: string, old: number, next: number): void {
+    const o = this.q.boot.get(device, old) as BootRow | undefined;
+    if (!o || o.end_seq !== null) return;
+    o.end_seq = Math.max(o.hw, (this.q.maxSeen.get(device, old) as { s: number | null }).s ?? -1);
+    o.next_boot = next;
+    this.q.putBoot.run(o);
   }
 
   private bootRow(device: string, boot: number): BootRow {
@@ -324,6 +375,7 @@ export class StreamVerifier {
   /** Reports every hole below the highest known position (or up to `upTo`) as a gap. */
   private settle(b: BootRow, upTo: number | undefined, now: number): ProblemLine[] {
     const out: ProblemLine[] = [];
+    this.touch(b.device, b.boot);
     for (let guard = 0; guard < 1_000_000; guard++) {
       this.advance(b, now);
       const s = (this.q.minSeen.get(b.device, b.boot, b.hw) as { s: number | null }).s;

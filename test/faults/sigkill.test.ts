@@ -26,9 +26,11 @@ describe("fault: the daemon killed with SIGKILL mid-batch, repeatedly", () => {
     for (let i = 0; i < kills; i++) {
       const d = new Daemon(cfg);
       daemons.push(d);
-      const seen = h.events;
-      // Wait until this boot is delivering (its events reach the SOC), then kill it mid-stream.
-      await until(() => h!.events > seen + 50 || !d.running, 20_000, `boot ${i + 1} to deliver (output: ${d.output.slice(-500)})`);
+      // Wait until this boot is delivering (its own events reach the SOC: the receiver may still
+      // be working through the previous boot's backlog), then kill it mid-stream.
+      const prevHead = lastHead;
+      const ownEvents = () => h!.lines.filter((l) => !("problem" in l) && l.boot > prevHead).length;
+      await until(() => ownEvents() > 50 || !d.running, 20_000, `boot ${i + 1} to deliver (output: ${d.output.slice(-500)})`);
       expect(d.running).toBe(true);
       await sleep(Math.floor(Math.random() * 200));
       const r = await d.kill("SIGKILL");

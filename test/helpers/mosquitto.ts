@@ -123,6 +123,12 @@ export class Mosquitto {
     await sleep(100);
   }
 
+  /** Stops and starts again on the same port; with `persistence false` it forgets every session and queued message. */
+  async restart(): Promise<void> {
+    await this.stop();
+    await this.spawnAndWait();
+  }
+
   async stop(): Promise<void> {
     const p = this.proc;
     this.proc = undefined;

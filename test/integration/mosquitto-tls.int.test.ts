@@ -139,7 +139,8 @@ describe("agent -> Mosquitto (mTLS, MQTT 5) -> SOC receiver", () => {
 
   /** Two receivers in one shared-subscription group, each with its own state. */
   async function shared(gapTimeoutMs: number) {
-    const { t, site, receiver } = await setup({ settings: { "simulate.events_per_s": "600", "upstream.max_batch_events": "20" } });
+    // Round-robin members cannot acknowledge end to end (each sees part of the stream): broker acks.
+    const { t, site, receiver } = await setup({ settings: { "simulate.events_per_s": "600", "upstream.max_batch_events": "20", "upstream.ack": "broker" } });
     // A second SOC receiver with its own state, the same SOC key and trust.
     const dir2 = join(t.dir, "soc-b");
     mkdirSync(dir2, { mode: 0o700 });
@@ -194,8 +195,10 @@ describe("agent -> Mosquitto (mTLS, MQTT 5) -> SOC receiver", () => {
   });
 
   it.skipIf(skip)(`a batch the broker rejects (ACL, PUBACK 0x87) is parked and reported; the rest keeps flowing${why}`, async () => {
-    const allow = `user ${DEVICE}\ntopic write gatewarden/v1/${DEVICE}/events\n\nuser ${SOC_CN}\ntopic read gatewarden/v1/+/events\n`;
-    const deny = `user ${DEVICE}\ntopic write gatewarden/v1/somewhere-else/events\n\nuser ${SOC_CN}\ntopic read gatewarden/v1/+/events\n`;
+    // Each gateway writes its events and reads its acks; the SOC reads all events and writes acks.
+    const soc = `user ${SOC_CN}\ntopic read gatewarden/v1/+/events\ntopic write gatewarden/v1/+/ack\n`;
+    const allow = `user ${DEVICE}\ntopic write gatewarden/v1/${DEVICE}/events\ntopic read gatewarden/v1/${DEVICE}/ack\n\n${soc}`;
+    const deny = `user ${DEVICE}\ntopic write gatewarden/v1/somewhere-else/events\ntopic read gatewarden/v1/${DEVICE}/ack\n\n${soc}`;
     const { site, receiver, mq } = await setup({ acl: allow, settings: { "simulate.events_per_s": "300", "upstream.parked_retry_ms": "3000", "upstream.max_batch_events": "50" } });
     const lines: OutLine[] = [];
     const rx = receiver("soc-1", site.socDir, lines);

@@ -1,0 +1,73 @@
+import type { KeyObject } from "node:crypto";
+import type { Logger } from "pino";
+import type { Outbox } from "../outbox/store";
+import { openAck } from "../soc/ack";
+
+export interface Mark {
+  boot: number;
+  seq: number;
+}
+
+/**
+ * The gateway's side of end-to-end acknowledgement (`upstream.ack: soc`). The broker's PUBACK
+ * only moves the in-flight window and the broker mark; rows are deleted when the SOC's signed
+ * ack names them. When rows the broker acknowledged stay unacknowledged by the SOC for
+ * `soc_ack_timeout_ms` with no SOC progress, `due` says so and the forwarder sends everything
+ * not yet acknowledged again, in order (the SOC de-duplicates; those batches are marked as
+ * re-sends, so it writes no duplicate line for them).
+ */
+export class SocAcks {
+  broker: Mark | null = null;
+  soc: Mark | null = null;
+  readonly counters = { acks: 0, bad_acks: 0, resends: 0 };
+  /** Highest row id the broker acknowledged. */
+  private brokerId = 0;
+  /** Since when rows acknowledged by the broker wait for the SOC (undefined: none wait). */
+  private waitingSince: number | undefined;
+  private badLogged = false;
+
+  constructor(
+    private readonly o: { device: string; key: KeyObject; outbox: Outbox; timeoutMs: number; log: Logger },
+  ) {}
+
+  onPuback(lastId: number, last: Mark, now: number): void {
+    this.brokerId = Math.max(this.brokerId, lastId);
+    if (!this.broker || after(last, this.broker)) this.broker = last;
+    this.waitingSince ??= now;
+  }
+
+  /** An ack message from the SOC: verified, then the rows it names are deleted. */
+  onAck(payload: Buffer, now: number): number {
+    const a = openAck(payload, this.o.device, this.o.key);
+    if (typeof a === "string") {
+      this.counters.bad_acks++;
+      // Once per run at warn: a broker that keeps sending junk must not flood the log.
+      this.o.log[this.badLogged ? "debug" : "warn"]({ reason: a }, "Ignored an acknowledgement that does not verify.");
+      this.badLogged = true;
+      return 0;
+    }
+    this.counters.acks++;
+    const freed = this.o.outbox.ackThrough(a.boot, a.seq);
+    if (!this.soc || after(a, this.soc)) this.soc = { boot: a.boot, seq: a.seq };
+    if (freed > 0) {
+      const first = this.o.outbox.firstSendableId();
+      this.waitingSince = first !== undefined && first <= this.brokerId ? now : undefined;
+    }
+    return freed;
+  }
+
+  /** True when the SOC has made no progress on broker-acknowledged rows for the timeout. */
+  due(now: number): boolean {
+    if (this.waitingSince === undefined || now - this.waitingSince < this.o.timeoutMs) return false;
+    const first = this.o.outbox.firstSendableId();
+    this.waitingSince = undefined;
+    if (first === undefined || first > this.brokerId) return false;
+    this.counters.resends++;
+    this.o.log.info({ waited_ms: this.o.timeoutMs, from_row: first }, "No end-to-end acknowledgement from the SOC; sending the unacknowledged events again.");
+    return true;
+  }
+}
+
+function after(a: Mark, b: Mark): boolean {
+  return a.boot > b.boot || (a.boot === b.boot && a.seq > b.seq);
+}
