@@ -342,6 +342,11 @@ export class Outbox {
     return n;
   }
 
+  /** The id of the last row committed (at open: the last row found). */
+  get lastCommittedId(): number {
+    return this.lastId;
+  }
+
   /** The oldest row that may be sent (not parked), if any. */
   firstSendableId(): number | undefined {
     return (this.stmts.firstSendable.get() as number | undefined) ?? undefined;

@@ -81,13 +81,17 @@ export class MqttForwarder {
   private readonly acks: SocAcks | undefined;
   private readonly ackTopic: string;
   private ackTimer: NodeJS.Timeout | undefined;
-  /** Highest row id published by this process: a batch starting at or below it is a re-send. */
-  private sentId = 0;
+  /**
+   * Highest row id that may have been published before: a batch starting at or below it is a
+   * re-send. Rows found at start may have been sent by the previous run.
+   */
+  private sentId: number;
 
   constructor(private readonly o: ForwarderOptions) {
     this.sealer = new BatchSealer(o.socPublicKey);
     this.topic = eventsTopic(o.upstream.topic_prefix, o.device);
     this.ackTopic = ackTopic(o.upstream.topic_prefix, o.device);
+    this.sentId = o.outbox.lastCommittedId;
     if (o.upstream.ack === "soc") {
       if (!o.socAckKey) throw new Error("upstream.ack soc needs the SOC's ack key");
       this.acks = new SocAcks({ device: o.device, key: o.socAckKey, outbox: o.outbox, timeoutMs: o.upstream.soc_ack_timeout_ms, log: o.log });

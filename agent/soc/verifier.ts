@@ -246,7 +246,8 @@ export class StreamVerifier {
       const last = this.q.device.get(e.device) as { last_boot: number } | undefined;
       const pb = unm.boot.previous_boot;
       const pl = unm.boot.previous_last_seq;
-      if (last && last.last_boot > e.boot) out.push(clone(e.device, e.boot, last.last_boot, `boot ${e.boot} started after boot ${last.last_boot} of the same device: boot epochs go backwards`, now));
+      const backwards = last !== undefined && last.last_boot > e.boot;
+      if (last && backwards) out.push(clone(e.device, e.boot, last.last_boot, `boot ${e.boot} started after boot ${last.last_boot} of the same device: boot epochs go backwards`, now));
       else if (pb == null) {
         // Only a device's first boot names no previous boot (and starts from the all-zero hash).
         // A later one restarted the chain: its outbox (or its whole identity) was reset, or a
@@ -259,8 +260,9 @@ export class StreamVerifier {
       if (pb != null && pl != null && this.opts.continuity !== false) {
         // First contact at a later boot: the previous boot's events never arrived (seq 0..pl).
         const prev = (this.q.boot.get(e.device, pb) as BootRow | undefined) ?? { device: e.device, boot: pb, hw: -1, hw_hash: null, gap_since: null, end_seq: null, next_boot: null, cloned: null };
-        if (prev.next_boot !== null && prev.next_boot !== e.boot) out.push(clone(e.device, e.boot, prev.next_boot, `boot ${e.boot} and boot ${prev.next_boot} both continue boot ${pb}`, now));
-        else if (prev.hw > pl) out.push(problem("fork", { device: e.device, boot: pb, first: pl + 1, last: prev.hw, detail: `boot ${pb} ended at seq ${pl} by the device's record, but later events were received: events the device sent are gone from its storage (rolled back), or another device runs under this identity`, now }));
+        if (prev.next_boot !== null && prev.next_boot !== e.boot) {
+          if (!backwards) out.push(clone(e.device, e.boot, prev.next_boot, `boot ${e.boot} and boot ${prev.next_boot} both continue boot ${pb}`, now));
+        } else if (prev.hw > pl) out.push(problem("fork", { device: e.device, boot: pb, first: pl + 1, last: prev.hw, detail: `boot ${pb} ended at seq ${pl} by the device's record, but later events were received: events the device sent are gone from its storage (rolled back), or another device runs under this identity`, now }));
         // The lost tail is not reported at once: a loss record for it (a row quarantined
         // while the new boot forwards) may still come. It waits like any other hole.
         prev.end_seq = pl;

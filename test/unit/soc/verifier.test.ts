@@ -136,6 +136,12 @@ describe("StreamVerifier", () => {
     const b = other();
     const second = problems(v.ingest("gw-1", [b.firstBoot(1005)], 0));
     expect(second.map((p) => [p.problem, p.boots])).toEqual([["chain_reset", [1000, 1005]]]);
+    // The old chain going on after the reset: both are alive, a clone.
+    const v3 = setup();
+    const a3 = other();
+    v3.ingest("gw-1", [a3.firstBoot(1000), a3.next()], 0);
+    expect(problems(v3.ingest("gw-1", [other().firstBoot(1005)], 0)).map((p) => p.problem)).toEqual(["chain_reset"]);
+    expect(problems(v3.ingest("gw-1", [a3.next()], 0)).map((p) => [p.problem, p.boots])).toEqual([["clone", [1000, 1005]]]);
     // A boot epoch going backwards.
     expect(problems(v.ingest("gw-1", [a.reboot()], 0)).map((p) => [p.problem, p.boots])).toEqual([["clone", [1001, 1005]]]);
     // Interleaved boots: boot 1000 continued as 1001, and then 1000 goes on (a copied outbox).
