@@ -31,6 +31,7 @@ export function registerOpcuaCommands(program: Command, deps: OpcuaCliDeps): voi
       if (o.json) return out(JSON.stringify(st) + "\n");
       const c = st.own_certificate;
       out(c ? `client certificate ${c.file}\n  SHA-1 thumbprint ${c.thumbprint}, ${c.subject}, valid until ${c.not_after}\n` : "client certificate: not made yet\n");
+      if (c?.problem) out(`  this certificate is not the gateway's own kind (${c.problem}): gatewarden opcua pki renew\n`);
       for (const s of st.servers) {
         out(`server ${s.name} ${s.endpoint} (${s.security}): ${s.state}${s.last_error ? ` (${s.last_error})` : ""}; ${s.points} points, ${s.readings} readings, ${s.bad} bad\n`);
       }
@@ -84,6 +85,16 @@ export function registerPkiCommands(opcua: Command, deps: OpcuaCliDeps): void {
       const found = (await call(cmd, "opcua.pki.show", { thumbprint })) as PkiEntry[];
       if (o.json) return out(JSON.stringify(found) + "\n");
       for (const e of found) out(`${e.list} (${e.state}): ${e.subject}\n  issuer ${e.issuer}\n  valid ${e.not_before} to ${e.not_after}\n  SHA-1 ${e.thumbprint}\n  SHA-256 ${e.sha256}\n  file ${e.file}\n`);
+    });
+  pki
+    .command("renew")
+    .description("Make a new application certificate (urn:gatewarden:<device-id>, at most two years), recorded as a signed audit event")
+    .option("--config <FILE>", "config file (finds the daemon's control socket)")
+    .option("--json", "print JSON")
+    .action(async (o: { json?: boolean }, cmd: Command) => {
+      const c = (await call(cmd, "opcua.pki.renew", { by: `cli:${osUser()}` })) as NonNullable<OpcuaStatus["own_certificate"]>;
+      if (o.json) return out(JSON.stringify(c) + "\n");
+      out(`application certificate ${c.file}\n  SHA-1 ${c.thumbprint}, ${c.subject}, ${c.application_uri}, valid until ${c.not_after}\n  servers that trusted the old one must trust this one\n`);
     });
   for (const verb of ["trust", "reject"] as const) {
     pki

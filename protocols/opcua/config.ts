@@ -77,6 +77,14 @@ export const opcuaConfigSchema = z
     max_message_bytes: int(64 * 1024, 64 * 1024 ** 2).default(4 * 1024 ** 2),
     max_chunk_count: int(1, 4096).default(64),
     servers: z.array(opcuaServerSchema).min(1).max(64),
+    /** The gateway's own application certificate (own-cert.ts): URI urn:gatewarden:<device-id>. */
+    certificate: z
+      .strictObject({
+        /** X.500 subject, `/CN=.../O=...`; default `/CN=Gatewarden <device-id>/O=Gatewarden`. */
+        subject: z.string().regex(/^(\/[A-Za-z]{1,16}=[^/]{1,128}){1,12}$/, "an X.500 subject such as /CN=Gatewarden cab-17/O=Water Utility").optional(),
+        validity_days: int(1, 730).default(730),
+      })
+      .prefault({}),
     /** The secure front re-exposing one of the servers (front-config.ts); absent: no front. */
     front: frontSchema.optional(),
   })

@@ -69,6 +69,14 @@ export class OpcuaEvents {
     this.trustChanged("servers", "trusted", cert, by);
   }
 
+  /** An operator renewed the gateway's own application certificate (`gatewarden opcua pki renew`). */
+  ownCertificateRenewed(before: string | undefined, after: { thumbprint: string; sha256: string; subject: string; not_after: string }, by: string): void {
+    this.emit("audit", 2, 5019, 99, `OPC UA application certificate renewed by ${by}: ${after.thumbprint} (${after.subject}, valid until ${after.not_after})${before ? `, replacing ${before}` : ""}`, {
+      actor: { user: { name: by } },
+      unmapped: { opcua: { own_certificate: { thumbprint: after.thumbprint, sha256: after.sha256, subject: after.subject, not_after: after.not_after }, replaced: before ?? null } },
+    });
+  }
+
   /** An operator changed a trust list (`gatewarden opcua pki trust|reject`, `opcua trust`). */
   trustChanged(list: "servers" | "clients" | "users", change: "trusted" | "rejected", cert: CertificateSeen, by: string): void {
     const kind = list === "servers" ? "server" : list === "clients" ? "client" : "user";

@@ -60,6 +60,7 @@ export class OpcuaFront {
   private mirror: MirrorResult | undefined;
   private upstream: FrontUpstream | undefined;
   private ua!: ClientModule;
+  private srv: ServerModule | undefined;
   private state: FrontStatus["state"] = "waiting for upstream";
   private readonly identities = new WeakMap<object, Identity>();
   private readonly policy: FrontPolicy;
@@ -71,7 +72,7 @@ export class OpcuaFront {
   port = 0;
 
   constructor(
-    private readonly o: { config: FrontConfig; pkiDir: string; deviceId: string; link: OpcuaLink; sink: EventSink; log: OpcuaServiceLog; maxNodesPerRead: number },
+    private readonly o: { config: FrontConfig; pkiDir: string; ownCertificate: { certificateFile: string; privateKeyFile: string }; deviceId: string; link: OpcuaLink; sink: EventSink; log: OpcuaServiceLog; maxNodesPerRead: number },
   ) {
     this.policy = new FrontPolicy(o.config.roles);
     this.events = new FrontEvents(o.sink, o.config.events);
@@ -80,6 +81,7 @@ export class OpcuaFront {
   async start(): Promise<void> {
     const c = this.o.config;
     const srv: ServerModule = await import("node-opcua-server");
+    this.srv = srv;
     const ua: ClientModule = await import("node-opcua-client");
     this.ua = ua;
     const { OPCUACertificateManager } = await import("node-opcua-certificate-manager");
@@ -101,11 +103,14 @@ export class OpcuaFront {
       port: c.port,
       host: c.host,
       serverCertificateManager: certificates,
+      // The gateway's one application certificate (urn:gatewarden:<device-id>), as for the client links.
+      certificateFile: this.o.ownCertificate.certificateFile,
+      privateKeyFile: this.o.ownCertificate.privateKeyFile,
       userCertificateManager: userCertificates,
       securityModes: [ua.MessageSecurityMode.SignAndEncrypt],
       securityPolicies: c.security_policies.map((p) => ua.SecurityPolicy[p]),
       allowAnonymous: false,
-      serverInfo: { applicationUri: `urn:gatewarden:${this.o.deviceId}:front`, productUri: "urn:gatewarden", applicationName: { text: `Gatewarden ${this.o.deviceId}` } },
+      serverInfo: { applicationUri: `urn:gatewarden:${this.o.deviceId}`, productUri: "urn:gatewarden", applicationName: { text: `Gatewarden ${this.o.deviceId}` } },
       buildInfo: { productName: "Gatewarden OPC UA front", manufacturerName: "Gatewarden" },
       isAuditing: false,
       timeout: L.handshake_timeout_ms,
@@ -381,6 +386,11 @@ export class OpcuaFront {
     for (const x of this.mirror!.byFrontId.values()) {
       if (x.info === m && x.kind === "variable") x.node.setValueFromSource(dv.value, dv.statusCode, dv.sourceTimestamp ?? new Date());
     }
+  }
+
+  /** The application certificate was renewed: new channels get the new one. */
+  certificateChanged(): void {
+    if (this.server) this.srv?.invalidateServerCertificateCache(this.server);
   }
 
   private statusOf(d: FrontDecision): StatusCode {

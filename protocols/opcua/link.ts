@@ -34,6 +34,8 @@ export interface LinkStatus {
 export interface LinkLimits {
   maxMessageBytes: number;
   maxChunkCount: number;
+  /** The application URI in the gateway's own certificate. */
+  applicationUri: string;
 }
 
 /** Status codes that mean the server refused who we are, not that it is unreachable. */
@@ -134,6 +136,7 @@ export class OpcuaLink {
     const ua = this.ua;
     const client = ua.OPCUAClient.create({
       applicationName: "Gatewarden",
+      applicationUri: this.limits.applicationUri,
       clientName: `gatewarden-${c.name}`,
       clientCertificateManager: this.certificates,
       securityMode: ua.MessageSecurityMode[c.security_mode],

@@ -12,5 +12,6 @@ export function registerPkiControl(server: Pick<ControlServer, "handle">, svc: O
   server.handle("opcua.pki.list", () => svc.pki());
   server.handle("opcua.pki.show", (args) => svc.pkiShow(thumb(args, "opcua.pki.show")));
   server.handle("opcua.pki.trust", (args) => svc.pkiTrust(thumb(args, "opcua.pki.trust"), by(args)));
+  server.handle("opcua.pki.renew", (args) => svc.renew(by(args)));
   server.handle("opcua.pki.reject", (args) => svc.pkiReject(thumb(args, "opcua.pki.reject"), by(args)));
 }

@@ -22,6 +22,7 @@ import { derOf, describeCertificate, OpcuaLink, rejectedFiles, type LinkStatus }
 import { OpcuaPoller, type OpcuaPolledPoint } from "./poller";
 import type { FrontStatus, OpcuaFront } from "./front";
 import { findPki, listPki, type PkiEntry, type TrustList } from "./pki";
+import { applicationUri, ensureOwnCertificate, ownCertificateFile, ownCertificateProblem, ownKeyFile } from "./own-cert";
 
 export interface OpcuaServiceLog {
   info(o: object, m: string): void;
@@ -30,7 +31,7 @@ export interface OpcuaServiceLog {
 }
 
 export interface OpcuaStatus {
-  own_certificate: { file: string; thumbprint: string; subject: string; not_after: string } | null;
+  own_certificate: { file: string; thumbprint: string; sha256: string; subject: string; application_uri: string; not_after: string; problem?: string } | null;
   /** Server certificates refused and kept for review (`gatewarden opcua trust THUMBPRINT`). */
   rejected_certificates: CertificateSeen[];
   servers: (LinkStatus & { points: number; polls: number; readings: number; bad: number })[];
@@ -72,6 +73,9 @@ export class OpcuaService {
       throw new DaemonError("OPCUA_SETUP", `OPC UA certificate store ${c.pki_dir} cannot be opened: ${e instanceof Error ? e.message : String(e)}`, { cause: e });
     }
     checkOwnKey(c.pki_dir);
+    await ensureOwnCertificate(certificates, this.ownOptions());
+    const problem = ownCertificateProblem(certificates, this.o.deviceId);
+    if (problem) log.warn({ file: ownCertificateFile(certificates), problem }, "The OPC UA application certificate is not the gateway's own kind; `gatewarden opcua pki renew` makes a new one.");
     for (const s of c.servers) {
       if (!s.server_certificate) continue;
       let der: Buffer;
@@ -87,17 +91,16 @@ export class OpcuaService {
     this.events = events;
     this.certificates = certificates;
     for (const s of c.servers) {
-      const link = new OpcuaLink(ua, s, certificates, events, { maxMessageBytes: c.max_message_bytes, maxChunkCount: c.max_chunk_count }, log);
+      const link = new OpcuaLink(ua, s, certificates, events, { maxMessageBytes: c.max_message_bytes, maxChunkCount: c.max_chunk_count, applicationUri: applicationUri(this.o.deviceId) }, log);
       const poller = new OpcuaPoller(link, this.o.points.filter((p) => p.source.server === s.name), this.o.readings, events);
       this.links.push(link);
       this.pollers.set(s.name, poller);
     }
-    // The first link makes the client certificate when the store has none; the rest share it.
-    this.ownCertificate = join(certificates.rootDir, "own", "certs", "client_certificate.pem");
+    this.ownCertificate = ownCertificateFile(certificates);
     if (c.front) {
       const link = this.links.find((l) => l.config.name === c.front!.server)!;
       const { OpcuaFront } = await import("./front");
-      this.front = new OpcuaFront({ config: c.front, pkiDir: c.pki_dir, deviceId: this.o.deviceId, link, sink: this.o.events, log, maxNodesPerRead: link.config.max_nodes_per_read });
+      this.front = new OpcuaFront({ config: c.front, pkiDir: c.pki_dir, ownCertificate: { certificateFile: ownCertificateFile(certificates), privateKeyFile: ownKeyFile(certificates) }, deviceId: this.o.deviceId, link, sink: this.o.events, log, maxNodesPerRead: link.config.max_nodes_per_read });
       await this.front.start();
     }
     for (const l of this.links) {
@@ -170,6 +173,24 @@ export class OpcuaService {
     );
   }
 
+  private ownOptions() {
+    return { deviceId: this.o.deviceId, subject: this.o.config.certificate.subject, validityDays: this.o.config.certificate.validity_days };
+  }
+
+  /** A new application certificate (same key) for new channels of the links and the front. */
+  async renew(by: string): Promise<NonNullable<OpcuaStatus["own_certificate"]>> {
+    const cm = this.certificates;
+    if (!cm) throw new DaemonError("CONFIG_INCOMPLETE", "the OPC UA client is not running in this daemon");
+    const before = this.ownCertificateInfo();
+    await ensureOwnCertificate(cm, this.ownOptions(), true);
+    const after = this.ownCertificateInfo()!;
+    this.events?.ownCertificateRenewed(before?.thumbprint, after, by);
+    this.front?.certificateChanged();
+    for (const l of this.links) l.retryNow();
+    this.o.log.info({ thumbprint: after.thumbprint, by }, "OPC UA application certificate renewed.");
+    return after;
+  }
+
   /** Every certificate of the three trust lists (`gatewarden opcua pki list`). */
   pki(): PkiEntry[] {
     return listPki({ servers: this.certificates, clients: this.front?.certificates, users: this.front?.userCertificates });
@@ -222,9 +243,12 @@ export class OpcuaService {
     try {
       const der = derOf(readFileSync(f));
       const d = describeCertificate(der);
-      return { file: f, thumbprint: d.thumbprint, subject: d.subject, not_after: new Date(new X509Certificate(der).validTo).toISOString() };
+      const x = new X509Certificate(der);
+      const uri = /URI:([^,\s]+)/.exec(x.subjectAltName ?? "")?.[1] ?? "";
+      const problem = this.certificates ? ownCertificateProblem(this.certificates, this.o.deviceId) : undefined;
+      return { file: f, thumbprint: d.thumbprint, sha256: d.sha256, subject: d.subject, application_uri: uri, not_after: new Date(x.validTo).toISOString(), ...(problem ? { problem } : {}) };
     } catch {
-      return null; // being written by the first connection right now
+      return null; // unreadable: the status says there is none
     }
   }
 }

@@ -1,4 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { createHash } from "node:crypto";
 import { appendFileSync, readFileSync, statSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { AttributeIds, DataType, MessageSecurityMode, OPCUACertificateManager, OPCUAClient, SecurityPolicy, StatusCodes, TimestampsToReturn, EndpointDescription, UserTokenPolicy, UserTokenType, type ClientSession, type UserIdentityInfo } from "node-opcua";
@@ -201,6 +202,32 @@ opcua:
     }
     await waitSoc(/OPC UA request denied: role observer may not subscribe Plant\/Pump\.Running/);
   }, 60_000);
+
+  it("the gateway's own certificate: urn:gatewarden:<device-id>, at most two years, renewed with `opcua pki renew`", async () => {
+    const status = rt.opcua!.status().own_certificate!;
+    expect(status).toMatchObject({ application_uri: "urn:gatewarden:gw-test-1", subject: "O=Gatewarden, CN=Gatewarden gw-test-1" });
+    expect(status.problem).toBeUndefined();
+    const days = (Date.parse(status.not_after) - Date.now()) / 86_400_000;
+    expect(days).toBeGreaterThan(720);
+    expect(days).toBeLessThanOrEqual(730);
+    const seen = async () => {
+      const c = OPCUAClient.create({ endpointMustExist: false, connectionStrategy: { maxRetry: 0 }, clientCertificateManager: clientPki() });
+      await c.connect(front);
+      const e = await c.getEndpoints();
+      await c.disconnect();
+      return createHash("sha1").update(e[0]!.serverCertificate!).digest("hex");
+    };
+    expect(await seen()).toBe(status.thumbprint);
+    const r = await gwAsync(["opcua", "pki", "renew", "--json", "--config", cfg]);
+    expect(r.stderr).toBe("");
+    const renewed = JSON.parse(r.stdout) as { thumbprint: string; application_uri: string };
+    expect(renewed.thumbprint).not.toBe(status.thumbprint);
+    expect(renewed.application_uri).toBe("urn:gatewarden:gw-test-1");
+    expect(await seen()).toBe(renewed.thumbprint);
+    const c = await connect();
+    await c.close();
+    await waitSoc(new RegExp(`OPC UA application certificate renewed by cli:.*: ${renewed.thumbprint} .*replacing ${status.thumbprint}`));
+  });
 
   it("manages users from the CLI: no password on the command line, short ones refused, hashes never shown", () => {
     expect(gw(["opcua", "users", "add", "eve", "--role", "operator", "--config", cfg], {}, "short\n")).toMatchObject({ code: 2, stderr: "error[USAGE]: the password must have at least 8 characters\n" });
