@@ -12,6 +12,8 @@ export interface LevelShiftOptions {
   factor?: number;
   /** Accept a new level after this many consecutive flagged readings. */
   relearn_after?: number;
+  /** Report a shift for its first this many readings only (a persisting level is not re-reported). */
+  report_for?: number;
   warmup?: number;
 }
 
@@ -37,12 +39,15 @@ export class LevelShiftDetector extends BaseDetector<State> {
   private readonly alpha: number;
   private readonly factor: number;
   private readonly relearn: number;
+  private readonly reportFor: number;
   constructor(point: string, opts: LevelShiftOptions = {}) {
     super(point, "level_shift", opts.warmup ?? 300);
     this.win = new SortedWindow(opts.window ?? 16);
     this.alpha = 1 / (opts.reference_span ?? 100);
     this.factor = opts.factor ?? 8;
     this.relearn = opts.relearn_after ?? 500;
+    // One short window's worth of readings: structural (the shift is then fully inside the window).
+    this.reportFor = opts.report_for ?? opts.window ?? 16;
   }
   /** A per-class copy of BaseDetector.observe (one shape at the `step` call; see there). */
   override observe(r: Reading, emit: Emit): void {
@@ -68,6 +73,9 @@ export class LevelShiftDetector extends BaseDetector<State> {
     const limit = this.factor * Math.max(this.q.m, this.stepSize / 4, 1e-9 * (Math.abs(this.ref) + 1));
     if (emit !== null && Math.abs(d) > limit && this.flagged < this.relearn) {
       this.flagged++;
+      // A shift is reported while it is new; a level that persists is the signal's new normal
+      // and is not reported again (it is accepted after `relearn_after` readings).
+      if (this.flagged > this.reportFor) return;
       emit({
         point: r.point, detector: "level_shift", ts: r.ts, score: Math.abs(d) / limit, observed: m, expected: this.ref,
         reason: `${r.point} level moved to ${fmt(m)} (robust mean of last ${this.win.capacity}); ` +

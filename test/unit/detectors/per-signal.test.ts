@@ -73,6 +73,13 @@ describe("level shift", () => {
     expect(at.some((i) => i >= 600 && i < 640)).toBe(flagged);
     expect(at.every((i) => i >= 600)).toBe(true);
   });
+  it("reports a persisting new level while it is new, then no more (an ordinary on/off step ends its alarm)", () => {
+    const vals = noise(1400, 3).map((v, i) => (i >= 600 ? v + 5 : v));
+    const { at } = feed(new LevelShiftDetector("p"), readings(vals));
+    expect(at.length).toBeGreaterThan(0);
+    expect(at.length).toBeLessThanOrEqual(16);
+    expect(at.every((i) => i >= 600 && i < 640)).toBe(true);
+  });
   it("ignores a single spike (robust mean)", () => {
     const vals = noise(800, 4);
     vals[700] = 1000;
