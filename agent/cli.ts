@@ -14,6 +14,7 @@ import { registerMaintenanceCommand } from "../detectors/maintenance";
 import { registerOpcuaCommands } from "../protocols/opcua/cli";
 import { registerReleaseCommands, registerUpdateCommands } from "../firmware-hooks/cli";
 import { registerIntegrityCommands } from "../firmware-hooks/integrity-cli";
+import { registerPostureCommand } from "../firmware-hooks/posture-cli";
 import { registerSocCommandCommands } from "../firmware-hooks/command-cli";
 import { loadConfig } from "./config/load";
 import { locateConfig } from "./config/locate";
@@ -47,6 +48,7 @@ export function buildProgram(): Command {
   registerReleaseCommands(program);
   registerUpdateCommands(program);
   registerIntegrityCommands(program);
+  registerPostureCommand(program);
   registerSocCommandCommands(program);
   registerOpcuaCommands(program, {
     resolveSocket: async (opts) => loadConfig(locateConfig(typeof opts.config === "string" ? opts.config : undefined)).config.control.socket,

@@ -64,7 +64,8 @@ export class Heartbeat {
     private readonly o: {
       intervalMs: number;
       sink: EventSink;
-      probe: PostureProbe;
+      /** The posture figures (PostureProbe, or firmware-hooks/posture.ts with a config). */
+      probe: { read(): Promise<Posture | Record<string, unknown>> };
       state: () => Record<string, unknown>;
       log: Logger;
     },
@@ -79,7 +80,7 @@ export class Heartbeat {
     if (this.busy) return;
     this.busy = true;
     try {
-      let posture: Posture | Record<string, never> = {};
+      let posture: Posture | Record<string, unknown> = {};
       try {
         posture = await this.o.probe.read();
       } catch (e) {

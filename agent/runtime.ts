@@ -28,6 +28,7 @@ import { redactUrl } from "./mqtt-connection";
 import { SimulatedSource } from "./simulate";
 import { VERSION } from "./version";
 import { registerAuditControl } from "../firmware-hooks/audit";
+import { DevicePosture } from "../firmware-hooks/posture";
 
 /** Recent committed events kept for `events tail`. */
 export const RECENT_EVENTS = 1000;
@@ -49,6 +50,7 @@ export class Runtime {
   readonly forwarder: MqttForwarder | undefined;
   readonly control: ControlServer;
   private readonly heartbeat: Heartbeat;
+  private posture!: DevicePosture;
   private readonly sim: SimulatedSource;
   private readonly recent: Envelope[] = [];
   private readonly tails = new Set<(e: Envelope) => void>();
@@ -108,7 +110,13 @@ export class Runtime {
     this.heartbeat = new Heartbeat({
       intervalMs: c.heartbeat.interval_ms,
       sink: this.recorder,
-      probe: new PostureProbe(c.buffer.path),
+      probe: (this.posture = new DevicePosture({
+        config: c,
+        probe: new PostureProbe(c.buffer.path),
+        outbox: () => this.outbox.stats(),
+        integrity: () => this.integrityMonitor?.last?.state ?? (c.integrity ? "unknown" : "not_configured"),
+        sink: this.recorder,
+      })),
       state: () => this.heartbeatState(),
       log: log.child({ component: "heartbeat" }),
     });
@@ -373,6 +381,7 @@ export class Runtime {
       return r;
     });
     registerAuditControl(this.control, this.recorder);
+    this.control.handle("posture", () => this.posture.read());
     this.control.handle("events.recent", (args) => {
       const n = recentLimit(args.limit, 20);
       return n === 0 ? [] : this.recent.slice(-n);

@@ -10,6 +10,7 @@ import { updateSchema } from "../../firmware-hooks/config";
 import { integritySchema } from "../../firmware-hooks/integrity";
 import { tamperSchema } from "../../firmware-hooks/tamper";
 import { commandsSchema } from "../../firmware-hooks/commands";
+import { postureSchema } from "../../firmware-hooks/posture";
 
 /**
  * The daemon's config schema. Each section's schema sits here or beside its component; the
@@ -124,6 +125,8 @@ export const configSchema = z.strictObject({
   tamper: tamperSchema.optional(),
   /** Signed SOC commands over MQTT (firmware-hooks/commands.ts); absent: none is accepted. */
   commands: commandsSchema.optional(),
+  /** Declared listeners and posture caching (firmware-hooks/posture.ts); absent: no undeclared-listener findings. */
+  posture: postureSchema.optional(),
 }).superRefine((c, ctx) => {
   // References between sections: a point's device must be a proxy upstream or an OPC UA server,
   // a group's members points.

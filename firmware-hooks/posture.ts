@@ -1,0 +1,177 @@
+import { execFile } from "node:child_process";
+import { readFileSync } from "node:fs";
+import { release } from "node:os";
+import { z } from "zod";
+import type { Config } from "../agent/config/schema";
+import { OcsfClass } from "../agent/events/ocsf";
+import type { EventSink } from "../agent/events/types";
+import type { Posture, PostureProbe } from "../agent/heartbeat";
+import { splitHostPort } from "../protocols/modbus/config";
+import { currentVersion } from "./standalone";
+import { UpdateState } from "./state";
+
+/**
+ * The device's posture, in every heartbeat and from `gatewarden posture`: the probe's load,
+ * CPU, memory, disk and temperature (systeminformation, cached by the probe), outbox use,
+ * clock synchronisation and offset, listening TCP ports against those the config declares,
+ * kernel and OS, secure boot, update slot and version, and the integrity state. Everything
+ * here but the clock is read from /proc, /sys and /etc; the clock command runs at most once
+ * per `posture.cache_ms`. With a `posture` section, a listener the config does not declare is
+ * a finding (once per listener).
+ */
+export const postureSchema = z.strictObject({
+  /** TCP ports expected to listen besides Gatewarden's own (ssh, the update engine...). */
+  declared_ports: z.array(z.number().int().min(1).max(65535)).max(1024).default([]),
+  cache_ms: z.number().int().min(1000).max(3_600_000).default(60_000),
+});
+export type PostureConfig = z.output<typeof postureSchema>;
+
+export interface Listener {
+  address: string;
+  port: number;
+}
+
+const MAX_LISTENERS = 256;
+
+/** Listening TCP sockets from /proc/net/tcp and tcp6 (state 0A), at most 256. */
+export function tcpListeners(): Listener[] {
+  const out: Listener[] = [];
+  const seen = new Set<string>();
+  for (const f of ["/proc/net/tcp", "/proc/net/tcp6"]) {
+    let text: string;
+    try {
+      text = readFileSync(f, "utf8");
+    } catch {
+      continue;
+    }
+    for (const line of text.split("\n").slice(1)) {
+      const p = line.trim().split(/\s+/);
+      if (p[3] !== "0A" || !p[1]) continue;
+      const [hex, portHex] = p[1].split(":");
+      const address = hex!.length === 8 ? [3, 2, 1, 0].map((i) => parseInt(hex!.slice(i * 2, i * 2 + 2), 16)).join(".") : hex === "0".repeat(32) ? "::" : `ipv6:${hex}`;
+      const l = { address, port: parseInt(portHex!, 16) };
+      const k = `${l.address}:${l.port}`;
+      if (!seen.has(k) && out.length < MAX_LISTENERS) out.push(l);
+      seen.add(k);
+    }
+  }
+  return out.sort((a, b) => a.port - b.port);
+}
+
+function osName(): string | null {
+  try {
+    return /^PRETTY_NAME="?([^"\n]*)"?/m.exec(readFileSync("/etc/os-release", "utf8"))?.[1] ?? null;
+  } catch {
+    return null;
+  }
+}
+
+/** UEFI SecureBoot variable when the platform exposes it, else "unknown" (e.g. a Raspberry Pi). */
+function secureBoot(): "enabled" | "disabled" | "unknown" {
+  try {
+    const b = readFileSync("/sys/firmware/efi/efivars/SecureBoot-8be4df61-93ca-11d2-aa0d-00e098032b8c");
+    return b[b.length - 1] === 1 ? "enabled" : "disabled";
+  } catch {
+    return "unknown";
+  }
+}
+
+function bootSlot(): string | null {
+  try {
+    return /(?:^|\s)rauc\.slot=(\S+)/.exec(readFileSync("/proc/cmdline", "utf8"))?.[1] ?? null;
+  } catch {
+    return null;
+  }
+}
+
+interface Clock {
+  synchronized: boolean | null;
+  offset_ms: number | null;
+  source: string;
+}
+
+function run(cmd: string, args: string[]): Promise<string | null> {
+  return new Promise((resolve) => execFile(cmd, args, { timeout: 3000, maxBuffer: 16 * 1024 }, (err, out) => resolve(err ? null : out)));
+}
+
+/** chrony's tracking (offset and leap status), else systemd's NTPSynchronized, else unknown. */
+async function clock(): Promise<Clock> {
+  const chrony = await run("chronyc", ["-c", "tracking"]);
+  const f = chrony?.trim().split(",");
+  if (f && f.length > 13) return { synchronized: f[13] !== "Not synchronised", offset_ms: Math.round(Number(f[4]) * 1e6) / 1e3, source: "chrony" };
+  const td = await run("timedatectl", ["show", "--property=NTPSynchronized", "--value"]);
+  if (td !== null && /^(yes|no)$/.test(td.trim())) return { synchronized: td.trim() === "yes", offset_ms: null, source: "systemd-timedated" };
+  return { synchronized: null, offset_ms: null, source: "unknown" };
+}
+
+export class DevicePosture {
+  private clockCache: { at: number; value: Clock } | undefined;
+  private readonly reported = new Set<string>();
+  private readonly kernel = release();
+  private readonly os = osName();
+
+  constructor(
+    private readonly o: {
+      config: Config;
+      probe: PostureProbe;
+      outbox: () => { file_bytes: number; budget_bytes: number };
+      integrity: () => string;
+      sink: EventSink;
+    },
+  ) {}
+
+  /** Gatewarden's own listeners plus `posture.declared_ports`. */
+  declaredPorts(): Set<number> {
+    const c = this.o.config;
+    return new Set([...(c.modbus?.listeners ?? []).map((l) => splitHostPort(l.listen).port), ...(c.posture?.declared_ports ?? [])]);
+  }
+
+  async read(): Promise<Record<string, unknown>> {
+    const c = this.o.config;
+    const cacheMs = c.posture?.cache_ms ?? 60_000;
+    const base: Posture | Record<string, never> = await this.o.probe.read().catch(() => ({}));
+    if (!this.clockCache || Date.now() - this.clockCache.at > cacheMs) this.clockCache = { at: Date.now(), value: await clock() };
+    const ob = this.o.outbox();
+    const declared = this.declaredPorts();
+    const listeners = tcpListeners().map((l) => ({ ...l, declared: declared.has(l.port) }));
+    if (c.posture) for (const l of listeners) if (!l.declared) this.undeclared(l);
+    let update: Record<string, unknown> = { slot: bootSlot(), version: null, pending: null };
+    if (c.update) {
+      try {
+        const st = new UpdateState(c.update.state_dir);
+        update = { slot: bootSlot(), version: st.committed().version ?? currentVersion(c.update.releases_dir), counter: st.committed().counter, pending: st.pending()?.version ?? null };
+      } catch (e) {
+        update = { ...update, error: (e as Error).message };
+      }
+    }
+    return {
+      ...base,
+      outbox_used_pct: ob.budget_bytes ? Math.round((ob.file_bytes / ob.budget_bytes) * 1000) / 10 : null,
+      clock: this.clockCache.value,
+      listeners,
+      undeclared_listeners: listeners.filter((l) => !l.declared).length,
+      kernel: this.kernel,
+      os: this.os,
+      secure_boot: secureBoot(),
+      update,
+      integrity: this.o.integrity(),
+    };
+  }
+
+  private undeclared(l: Listener): void {
+    const k = `${l.address}:${l.port}`;
+    if (this.reported.has(k) || this.reported.size > 4096) return;
+    this.reported.add(k);
+    this.o.sink.record({
+      class: "finding",
+      severity: 3,
+      ocsf: {
+        class_uid: OcsfClass.DetectionFinding,
+        activity_id: 1,
+        message: `Undeclared listener: TCP ${k} is listening but the config does not declare port ${l.port}`,
+        finding_info: { title: "Undeclared listener", uid: `posture:listener:${k}`, types: ["posture"] },
+        unmapped: { posture: { listener: l } },
+      },
+    });
+  }
+}
