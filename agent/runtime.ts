@@ -461,6 +461,8 @@ export class Runtime {
       storage: this.storage(),
       counters: this.recorder.counters,
       last_error: this.recorder.health.view().error ?? this.forwarder?.lastError ?? this.recorder.lastError ?? null,
+      // How many readings (proxy tap, Modbus polls, OPC UA) reached the detectors; null: no points.
+      detection: this.detection ? { readings: this.detection.engine.stats().readings } : null,
     };
   }
 

@@ -165,6 +165,7 @@ interface StatusView {
   rates: { events_in_per_s: number; events_out_per_s: number };
   storage: { bytes_written: number | null; bytes_per_event: number | null };
   last_error: string | null;
+  detection?: { readings: number | null } | null;
 }
 
 function formatStorage(o: StatusView["outbox"]): string {
@@ -186,6 +187,7 @@ function formatStatus(s: StatusView): string {
     `  storage   ${formatStorage(s.outbox)}`,
     `rates       in ${s.rates.events_in_per_s}/s, out ${s.rates.events_out_per_s}/s`,
     `storage     ${s.storage.bytes_written ?? "-"} bytes written since start, ${s.storage.bytes_per_event ?? "-"} per event`,
+    `detectors   ${s.detection ? `${s.detection.readings ?? "-"} readings taken` : "- (no points configured)"}`,
     `last error  ${s.last_error ?? "-"}`,
   ].join("\n");
 }

@@ -321,7 +321,8 @@ export function describeCertificate(der: Buffer): CertificateSeen {
   return { thumbprint: createHash("sha1").update(der).digest("hex"), sha256: createHash("sha256").update(der).digest("hex"), subject: x.subject.replace(/\n/g, ", ") };
 }
 
+/** The first non-empty line of an error, trimmed: node-opcua's messages often start with a space or a newline. */
 function messageOf(e: unknown): string {
   const m = e instanceof Error ? e.message : String(e);
-  return m.split("\n")[0]!.slice(0, 300);
+  return (m.split("\n").map((l) => l.trim()).find((l) => l) ?? "unknown error").slice(0, 300);
 }

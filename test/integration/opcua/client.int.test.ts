@@ -224,6 +224,10 @@ describe("OPC UA client: secured sessions to a real node-opcua server, polled in
     await server.stop();
     await until(() => events.some((e) => e.ocsf.class_uid === 4001 && e.ocsf.activity_id === 4), 15_000, "a down event");
     expect(svc.status().servers[0]!.state).not.toBe("up");
+    // The reason as the operator reads it: no leading space or newline from the stack.
+    const lastError = svc.status().servers[0]!.last_error!;
+    expect(lastError.length).toBeGreaterThan(0);
+    expect(lastError).toBe(lastError.trim());
     const n = readings.length;
     server.values["Tank.Level"] = 4.5;
     await server.start(); // same port, same certificate

@@ -63,6 +63,8 @@ detection:
     server.values["Tank.Level"] = 9.9; // beyond the tank's physical range
     await findingFor(rt, /L_T3/, 10_000);
     expect(outboxBodies(rt).some((b) => b.ocsf.class_uid === 4001 && b.ocsf.message === "OPC UA server station is up (SignAndEncrypt/Basic256Sha256)")).toBe(true);
+    // `gatewarden status` says how many readings reached the detectors.
+    expect(await cli(["status", "--config", site.cfgFile])).toMatch(/^detectors   [1-9]\d* readings taken$/m);
     const out = await cli(["opcua", "status", "--config", site.cfgFile]);
     expect(out).toMatch(/^client certificate .*client_certificate\.pem\n  SHA-1 thumbprint [0-9a-f]{40}, /);
     expect(out).toMatch(new RegExp(`server station ${server.endpoint.replace(/\./g, "\\.")} \\(SignAndEncrypt/Basic256Sha256\\): up; 1 points, \\d+ readings, 0 bad`));
