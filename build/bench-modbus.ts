@@ -15,6 +15,7 @@ import { spawn, spawnSync, type ChildProcess } from "node:child_process";
 import { Worker } from "node:worker_threads";
 import { cpus } from "node:os";
 import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
 import { decideFailClosed } from "../protocols/policy";
 import { modbusConfigSchema } from "../protocols/modbus/config";
 import { encodeMbap, mbapFrameSlot, scanMbapInto } from "../protocols/modbus/frame";
@@ -289,7 +290,8 @@ function proxyConfigs(clients: number): Record<string, { upstream: Record<string
  */
 async function startCommissioning(devicePort: number, clients: number, pinned: boolean): Promise<{ port: number; stop: () => Promise<void>; says: string }> {
   const n = Math.min(clients, 16);
-  const bin = join(dirname(process.argv[1]!), "gatewarden.cjs");
+  // dist/gatewarden.cjs, from dist/bench.cjs (bundled) or build/bench-modbus.ts (tests) alike.
+  const bin = join(dirname(fileURLToPath(import.meta.url)), "..", "dist", "gatewarden.cjs");
   const args = [bin, "modbus", "proxy", "--listen", "127.0.0.1:0", "--upstream", `tcp://127.0.0.1:${devicePort}`, "--preset", "read-only", "--upstream-connections", String(n), "--max-in-flight", "1"];
   const proc = pinned ? spawn("taskset", ["-c", "0", process.execPath, ...args], { stdio: ["ignore", "pipe", "pipe"] }) : spawn(process.execPath, args, { stdio: ["ignore", "pipe", "pipe"] });
   proc.stdout!.resume();
