@@ -25,6 +25,8 @@ export class SocAcks {
   /** Since when rows acknowledged by the broker wait for the SOC (undefined: none wait). */
   private waitingSince: number | undefined;
   private badLogged = false;
+  /** Re-sends without SOC progress double the wait (up to MAX_BACKOFF times the timeout). */
+  private backoff = 1;
 
   constructor(
     private readonly o: { device: string; key: KeyObject; outbox: Outbox; timeoutMs: number; log: Logger },
@@ -50,6 +52,7 @@ export class SocAcks {
     const freed = this.o.outbox.ackThrough(a.boot, a.seq);
     if (!this.soc || after(a, this.soc)) this.soc = { boot: a.boot, seq: a.seq };
     if (freed > 0) {
+      this.backoff = 1;
       const first = this.o.outbox.firstSendableId();
       this.waitingSince = first !== undefined && first <= this.brokerId ? now : undefined;
     }
@@ -58,15 +61,21 @@ export class SocAcks {
 
   /** True when the SOC has made no progress on broker-acknowledged rows for the timeout. */
   due(now: number): boolean {
-    if (this.waitingSince === undefined || now - this.waitingSince < this.o.timeoutMs) return false;
+    if (this.waitingSince === undefined || now - this.waitingSince < this.o.timeoutMs * this.backoff) return false;
     const first = this.o.outbox.firstSendableId();
     this.waitingSince = undefined;
     if (first === undefined || first > this.brokerId) return false;
     this.counters.resends++;
-    this.o.log.info({ waited_ms: this.o.timeoutMs, from_row: first }, "No end-to-end acknowledgement from the SOC; sending the unacknowledged events again.");
+    const waited = this.o.timeoutMs * this.backoff;
+    // A SOC that stays silent (no receiver yet) must not make the gateway send its whole
+    // outbox every timeout: each re-send without progress doubles the wait.
+    this.backoff = Math.min(this.backoff * 2, MAX_BACKOFF);
+    this.o.log.info({ waited_ms: waited, from_row: first }, "No end-to-end acknowledgement from the SOC; sending the unacknowledged events again.");
     return true;
   }
 }
+
+const MAX_BACKOFF = 32;
 
 function after(a: Mark, b: Mark): boolean {
   return a.boot > b.boot || (a.boot === b.boot && a.seq > b.seq);
