@@ -1,5 +1,12 @@
 import { isDeepStrictEqual } from "node:util";
+import type { Logger } from "pino";
+import { loadConfig, type LoadedConfig } from "./config/load";
+import { assertReferences } from "./config/references";
 import type { Config } from "./config/schema";
+import { DaemonError, describeError } from "./errors";
+import { OcsfClass } from "./events/ocsf";
+import type { EventSink } from "./events/types";
+import { readPolicyFile, type PolicyFile } from "../protocols/modbus/policy-schema";
 
 /**
  * What `gatewarden reload` (or SIGHUP) takes from the config without a restart: the Modbus
@@ -54,4 +61,97 @@ export function restartNeeded(running: Config, next: Config): string[] {
     }
   }
   return out;
+}
+
+export interface ReloadReport {
+  ok: boolean;
+  trigger: string;
+  /** What was taken from the config (empty when refused). */
+  reloaded: string[];
+  /** Changed keys that take effect only after a restart. */
+  restart_needed: string[];
+  code?: string;
+  reason?: string;
+}
+
+/** What a reload reaches in the running daemon. */
+export interface ReloadTargets {
+  /** The config the daemon started with (restart-needed changes are counted from it). */
+  loaded: LoadedConfig;
+  log: Logger;
+  events: EventSink;
+  /** The detection engine, when running: rebuilt for new points, site, groups and options. */
+  detection?: { reload: (points: NonNullable<Config["points"]>, config: Config["detection"]) => void; after?: () => void };
+  /** The Modbus proxy, when running: a new policy and tap and poll points. */
+  modbus?: (policy: PolicyFile | undefined, points: NonNullable<Config["points"]>) => void;
+  /** TLS material re-reads (same paths). */
+  tls: readonly ((trigger: string) => void)[];
+}
+
+/**
+ * `gatewarden reload` and SIGHUP: reads the config again and takes the Modbus policy, the points
+ * and the detection site, groups and options, all or nothing: a file that does not validate
+ * keeps everything as it was, with the reason in the log and in a system event. TLS files are
+ * re-read as before. Says what it took, and which changes wait for a restart. Never throws.
+ */
+export function reloadDaemon(t: ReloadTargets, trigger: string): ReloadReport {
+  let next: LoadedConfig;
+  let policy: PolicyFile | undefined;
+  try {
+    next = loadConfig(t.loaded.file);
+    assertReferences(next);
+    const m = next.config.modbus;
+    policy = m?.policy ?? (m?.policy_file ? readPolicyFile(m.policy_file) : undefined);
+  } catch (e) {
+    return reloadRefused(t, trigger, e);
+  }
+  const c = next.config;
+  const restart = restartNeeded(t.loaded.config, c);
+  const reloaded: string[] = [];
+  // Detection first: the only step that can still fail, before anything has changed.
+  if (t.detection && c.points && Object.keys(c.points).length) {
+    try {
+      t.detection.reload(c.points, c.detection);
+    } catch (e) {
+      return reloadRefused(t, trigger, e);
+    }
+    t.detection.after?.();
+    reloaded.push("points", "detection");
+  }
+  if (t.modbus) {
+    t.modbus(policy, c.points ?? {});
+    reloaded.push("modbus policy");
+  }
+  for (const h of t.tls) {
+    try {
+      h(trigger);
+    } catch (e) {
+      t.log.error({ err: describeError(e), trigger }, "TLS reload failed; the current material stays in use.");
+    }
+  }
+  t.log.info({ trigger, reloaded, restart_needed: restart }, restart.length ? "Reloaded; some changes take effect only after a restart." : "Reloaded.");
+  t.events.record({
+    class: "audit",
+    severity: 1,
+    ocsf: {
+      class_uid: OcsfClass.DeviceConfigStateChange,
+      activity_id: 99,
+      activity_name: "Configuration Reloaded",
+      message: `Configuration reloaded (${trigger}): ${reloaded.join(", ") || "TLS material"}${restart.length ? `; after a restart only: ${restart.join(", ")}` : ""}`,
+      unmapped: { reload: { trigger, ok: true, reloaded, restart_needed: restart } },
+    },
+  });
+  return { ok: true, trigger, reloaded, restart_needed: restart };
+}
+
+function reloadRefused(t: ReloadTargets, trigger: string, e: unknown): ReloadReport {
+  const code = e instanceof DaemonError ? e.code : "INTERNAL";
+  const reason = e instanceof DaemonError ? e.message : describeError(e);
+  t.log.error({ trigger, code, err: reason }, "Reload refused; the running policy, points and site stay in use.");
+  t.events.record({
+    class: "system",
+    severity: 4,
+    ocsf: { class_uid: OcsfClass.ApplicationLifecycle, activity_id: 99, message: `Reload refused (${trigger}), the running configuration stays: ${code}: ${reason}`, unmapped: { error_type: "reload_refused", code, stage: "reload", reload: { trigger, ok: false } } },
+  });
+  return { ok: false, trigger, code, reason, reloaded: [], restart_needed: [] };
 }

@@ -14,11 +14,12 @@ import { assertReferences } from "./config/references";
 import { StorageHealth } from "./outbox/health";
 import { OutboxLock } from "./outbox/lock";
 import { osUser } from "./os-user";
-import { loadConfig } from "./config/load";
 import type { Config } from "./config/schema";
 import type { RunningDetection } from "./detection";
-import { restartNeeded } from "./reload";
-import { readPolicyFile, type PolicyFile } from "../protocols/modbus/policy-schema";
+import { reloadDaemon, type ReloadReport } from "./reload";
+
+export type { ReloadReport } from "./reload";
+import type { PolicyFile } from "../protocols/modbus/policy-schema";
 import { incidentDrafts, openOutbox, type OpenedOutbox } from "./outbox/open";
 import type { Outbox, OutboxStats } from "./outbox/store";
 import { OutboxWatch } from "./outbox/watch";
@@ -305,72 +306,19 @@ export class Runtime {
     this.stopHooks.push(fn);
   }
 
-  /**
-   * `gatewarden reload` and SIGHUP: reads the config again and takes the Modbus policy, the points
-   * and the detection site, groups and options, all or nothing: a file that does not validate
-   * keeps everything as it was, with the reason in the log and in a system event. TLS files are
-   * re-read as before. Says what it took, and which changes wait for a restart. Never throws.
-   */
+  /** `gatewarden reload` and SIGHUP (agent/reload.ts). Never throws. */
   reload(trigger: string): ReloadReport {
-    let next: LoadedConfig;
-    let policy: PolicyFile | undefined;
-    try {
-      next = loadConfig(this.loaded.file);
-      assertReferences(next);
-      const m = next.config.modbus;
-      policy = m?.policy ?? (m?.policy_file ? readPolicyFile(m.policy_file) : undefined);
-    } catch (e) {
-      return this.reloadRefused(trigger, e);
-    }
-    const c = next.config;
-    const restart = restartNeeded(this.loaded.config, c);
-    const reloaded: string[] = [];
-    // Detection first: the only step that can still fail, before anything has changed.
-    if (this.detection && c.points && Object.keys(c.points).length) {
-      try {
-        this.detection.reload(c.points, c.detection);
-      } catch (e) {
-        return this.reloadRefused(trigger, e);
-      }
-      this.onDetectionReloaded?.();
-      reloaded.push("points", "detection");
-    }
-    if (this.modbusReload) {
-      this.modbusReload(policy, c.points ?? {});
-      reloaded.push("modbus policy");
-    }
-    for (const h of this.reloadHooks) {
-      try {
-        h(trigger);
-      } catch (e) {
-        this.log.error({ err: describeError(e), trigger }, "TLS reload failed; the current material stays in use.");
-      }
-    }
-    this.log.info({ trigger, reloaded, restart_needed: restart }, restart.length ? "Reloaded; some changes take effect only after a restart." : "Reloaded.");
-    this.recorder.record({
-      class: "audit",
-      severity: 1,
-      ocsf: {
-        class_uid: OcsfClass.DeviceConfigStateChange,
-        activity_id: 99,
-        activity_name: "Configuration Reloaded",
-        message: `Configuration reloaded (${trigger}): ${reloaded.join(", ") || "TLS material"}${restart.length ? `; after a restart only: ${restart.join(", ")}` : ""}`,
-        unmapped: { reload: { trigger, ok: true, reloaded, restart_needed: restart } },
+    return reloadDaemon(
+      {
+        loaded: this.loaded,
+        log: this.log,
+        events: this.recorder,
+        ...(this.detection ? { detection: { reload: (p, c) => this.detection!.reload(p, c), ...(this.onDetectionReloaded ? { after: this.onDetectionReloaded } : {}) } } : {}),
+        ...(this.modbusReload ? { modbus: this.modbusReload } : {}),
+        tls: this.reloadHooks,
       },
-    });
-    return { ok: true, trigger, reloaded, restart_needed: restart };
-  }
-
-  private reloadRefused(trigger: string, e: unknown): ReloadReport {
-    const code = e instanceof DaemonError ? e.code : "INTERNAL";
-    const reason = e instanceof DaemonError ? e.message : describeError(e);
-    this.log.error({ trigger, code, err: reason }, "Reload refused; the running policy, points and site stay in use.");
-    this.recorder.record({
-      class: "system",
-      severity: 4,
-      ocsf: { class_uid: OcsfClass.ApplicationLifecycle, activity_id: 99, message: `Reload refused (${trigger}), the running configuration stays: ${code}: ${reason}`, unmapped: { error_type: "reload_refused", code, stage: "reload", reload: { trigger, ok: false } } },
-    });
-    return { ok: false, trigger, code, reason, reloaded: [], restart_needed: [] };
+      trigger,
+    );
   }
 
   private registerControl(): void {
@@ -507,17 +455,6 @@ function recentLimit(v: unknown, dflt: number): number {
   if (v === undefined) return dflt;
   if (typeof v !== "number" || !Number.isInteger(v) || v < 0 || v > RECENT) throw new DaemonError("CONTROL_BAD_REQUEST", `limit must be a whole number from 0 to ${RECENT}`);
   return v;
-}
-
-export interface ReloadReport {
-  ok: boolean;
-  trigger: string;
-  /** What was taken from the config (empty when refused). */
-  reloaded: string[];
-  /** Changed keys that take effect only after a restart. */
-  restart_needed: string[];
-  code?: string;
-  reason?: string;
 }
 
 const round1 = (n: number) => Math.round(n * 10) / 10;

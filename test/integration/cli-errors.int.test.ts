@@ -140,4 +140,13 @@ describe("operator mistakes (built bundle)", () => {
     expect(run.stderr).toMatch(/^error\[PATH_UNUSABLE\]/m);
     expect(existsSync(join(t.dir, "var-lib-typo"))).toBe(false);
   });
+
+  it("soc receive given the sealing key as its TLS key names the file: KEY_INVALID, not ERR_OSSL_UNSUPPORTED", () => {
+    const soc = join(t.dir, "soc-keys");
+    expect(gw(["soc", "keys", "init", "--dir", soc]).code).toBe(0);
+    const r = gw(["soc", "receive", "--broker", "mqtts://127.0.0.1:1", "--dir", soc, "--out", join(soc, "out.jsonl"), "--key", join(soc, "soc.key")]);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/^error\[KEY_INVALID\]/);
+    expect(r.stderr).toContain(join(soc, "soc.key"));
+  });
 });
