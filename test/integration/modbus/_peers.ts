@@ -12,7 +12,7 @@ export const PY_DIR = join(__dirname, "../../fixtures/modbus-py");
 export function pythonHas(...mods: string[]): boolean {
   if (!PYTHON) return false;
   const r = spawnSync(PYTHON, ["-c", mods.map((m) => `import ${m}`).join(";")], { stdio: "ignore" });
-  if (r.status !== 0 && process.env.GATEWARDEN_REQUIRE_PEERS === "1") throw new Error(`${PYTHON} cannot import ${mods.join(", ")} (GATEWARDEN_REQUIRE_PEERS=1): install python3-pymodbus and python3-serial (see .ci/run)`);
+  if (r.status !== 0 && process.env.GATEWARDEN_REQUIRE_PEERS === "1") throw new Error(`${PYTHON} cannot import ${mods.join(", ")} (GATEWARDEN_REQUIRE_PEERS=1): install python3-pymodbus, python3-serial and python3-serial-asyncio (see .ci/run)`);
   return r.status === 0;
 }
 

@@ -18,7 +18,7 @@ import { MemorySink, RawClient } from "./_harness";
 import { freePort, PYTHON, pythonHas, runPyJson, SOCAT, startPyServer } from "./_peers";
 
 const HAS_PYMODBUS = pythonHas("pymodbus");
-const HAS_PYSERIAL = HAS_PYMODBUS && pythonHas("serial");
+const HAS_PYSERIAL = HAS_PYMODBUS && pythonHas("serial", "serial_asyncio");
 
 const policy = {
   identities: [{ match: { address: "127.0.0.1" }, role: "ops" }],
@@ -135,7 +135,7 @@ describe("modbus-serial ServerTCP behind the proxy", () => {
   });
 });
 
-describe.skipIf(!SOCAT || !HAS_PYSERIAL)(`RTU on a serial line via a socat pty pair (needs ${SOCAT ?? "socat"} and python3-serial)`, () => {
+describe.skipIf(!SOCAT || !HAS_PYSERIAL)(`RTU on a serial line via a socat pty pair (needs ${SOCAT ?? "socat"} , python3-serial and python3-serial-asyncio)`, () => {
   it("modbus-serial client -> proxy -> serial RTU bus -> pymodbus serial server (two units)", async () => {
     const dir = mkdtempSync(join(tmpdir(), "gw-pty-"));
     const a = `${dir}/a`;
