@@ -135,7 +135,7 @@ describe("modbus-serial ServerTCP behind the proxy", () => {
   });
 });
 
-describe.skipIf(!SOCAT || !HAS_PYSERIAL)(`RTU on a serial line via a socat pty pair (needs ${SOCAT ?? "socat"} , python3-serial and python3-serial-asyncio)`, () => {
+describe.skipIf(!SOCAT || !HAS_PYSERIAL)(`RTU on a serial line via a socat pty pair (needs ${SOCAT ?? "socat"}, python3-serial and python3-serial-asyncio)`, () => {
   it("modbus-serial client -> proxy -> serial RTU bus -> pymodbus serial server (two units)", async () => {
     const dir = mkdtempSync(join(tmpdir(), "gw-pty-"));
     const a = `${dir}/a`;
