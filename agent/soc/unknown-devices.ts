@@ -1,4 +1,5 @@
 import type Database from "better-sqlite3";
+import { RECEIVER_LIMITS } from "./bounds";
 import { problem, type ProblemLine } from "./verifier";
 
 /** Distinct unknown devices counted one by one per window; further ones share one count. */
@@ -32,7 +33,8 @@ export class UnknownDevices {
 
   /** One batch from `device` (no trusted key): a line for the first of its window, else none. */
   note(device: string, claimedEvents: number, bytes: number, now: number): ProblemLine[] {
-    const events = Math.max(0, claimedEvents);
+    // The header's count is the sender's claim: no more than a batch may hold.
+    const events = Math.min(Math.max(0, claimedEvents), RECEIVER_LIMITS.eventsPerBatch);
     if (this.q.get.get(device)) {
       this.q.add.run(events, bytes, device);
       return [];
