@@ -57,21 +57,38 @@ function uncapped(ctx: MessageContext, topic: string, payload: Buffer, now: numb
   return ctx.verifier.ingest(header.device, events(), now, {}, { resend: header.resend === true });
 }
 
-/** Keeps every event line and the first problem lines; one `suppressed` line counts the rest. */
+/**
+ * Keeps every event line and the first problem lines; one more line counts the rest: of their
+ * kind when they are all of one kind (a replayed batch: `duplicate`, with the positions they
+ * span when in one boot), else `suppressed` with the counts by kind.
+ */
 export function capProblems(lines: OutLine[], now: number, max: number = RECEIVER_LIMITS.problemLinesPerMessage): OutLine[] {
   let n = 0;
   const out: OutLine[] = [];
   const counts: Record<string, number> = {};
   let first: ProblemLine | undefined;
+  let oneBoot = true;
+  let lo: number | null = null;
+  let hi: number | null = null;
   for (const l of lines) {
-    if (!("problem" in l) || ++n <= max) out.push(l);
-    else {
-      first ??= l;
-      counts[l.problem] = (counts[l.problem] ?? 0) + 1;
+    if (!("problem" in l) || ++n <= max) {
+      out.push(l);
+      continue;
     }
+    first ??= l;
+    counts[l.problem] = (counts[l.problem] ?? 0) + 1;
+    oneBoot &&= l.boot === first.boot;
+    if (l.first !== null) lo = lo === null ? l.first : Math.min(lo, l.first);
+    if (l.last !== null) hi = hi === null ? l.last : Math.max(hi, l.last);
   }
   if (!first) return out;
   const more = n - max;
-  out.push(problem("suppressed", { device: first.device, count: more, detail: `${more} more problem lines of this message not written one by one: ${Object.entries(counts).map(([k, v]) => `${k}=${v}`).join(", ")}`, now, counts }));
+  const kinds = Object.keys(counts);
+  if (kinds.length > 1) {
+    out.push(problem("suppressed", { device: first.device, count: more, detail: `${more} more problem lines of this message not written one by one: ${Object.entries(counts).map(([k, v]) => `${k}=${v}`).join(", ")}`, now, counts }));
+  } else {
+    const span = oneBoot && lo !== null;
+    out.push(problem(first.problem, { device: first.device, boot: oneBoot ? first.boot : null, first: span ? lo : null, last: span ? hi : null, count: more, detail: `${more} more ${first.problem} lines of this message, not written one by one${span ? ` (positions within ${lo}..${hi})` : ""}`, now, counts }));
+  }
   return out;
 }

@@ -60,7 +60,7 @@ describe("SOC receiver under hostile messages (aedes)", () => {
     await broker.start();
     site = makeSite(t.dir, { device: LEGIT, settings: { "upstream.url": broker.url, "upstream.protocol_version": "4", "upstream.reconnect_min_ms": "100", "upstream.reconnect_max_ms": "500", "simulate.events_per_s": "50", "heartbeat.interval_ms": "1000" } });
     // Trusted devices whose keys the test holds (one per case, so no case sees another's state).
-    for (const d of ["gw-deep", "gw-ranges", "gw-forged", "gw-badsig", "gw-reset", "gw-burst"]) {
+    for (const d of ["gw-deep", "gw-ranges", "gw-forged", "gw-badsig", "gw-reset", "gw-burst", "gw-mixed"]) {
       const k = generateDeviceKey(join(t.dir, `${d}.key`), join(t.dir, `${d}.pub`));
       keys.set(d, k);
       TrustStore.add(site.socDir, JSON.stringify(exportTrust(d, k)), "test");
@@ -118,10 +118,21 @@ describe("SOC receiver under hostile messages (aedes)", () => {
   it("problem lines per message are capped, with one line summarising the rest", async () => {
     const from = lines.length;
     await publish("gw-deep", sealBatch(socPub, "gw-deep", JSON.stringify(Array.from({ length: RECEIVER_LIMITS.eventsPerBatch }, () => ({ not: "an event" })))));
-    await until(() => problems(from).some((p) => p.problem === "suppressed"), 30_000, "the summary line");
+    await until(() => problems(from).filter((p) => p.device === "gw-deep").length > RECEIVER_LIMITS.problemLinesPerMessage, 30_000, "the summary line");
     const mine = problems(from).filter((p) => p.device === "gw-deep");
     expect(mine).toHaveLength(RECEIVER_LIMITS.problemLinesPerMessage + 1);
-    expect(mine.at(-1)).toMatchObject({ problem: "suppressed", count: RECEIVER_LIMITS.eventsPerBatch - RECEIVER_LIMITS.problemLinesPerMessage, counts: { malformed: RECEIVER_LIMITS.eventsPerBatch - RECEIVER_LIMITS.problemLinesPerMessage } });
+    // All of one kind: the summary keeps the kind and counts the rest.
+    const rest = RECEIVER_LIMITS.eventsPerBatch - RECEIVER_LIMITS.problemLinesPerMessage;
+    expect(mine.at(-1)).toMatchObject({ problem: "malformed", count: rest, counts: { malformed: rest } });
+    // Of several kinds (a verified event 100 times, and 100 non-events): one `suppressed` line.
+    const at = lines.length;
+    const e0 = new DeviceStream("gw-mixed", keys.get("gw-mixed")!).firstBoot(1000);
+    await publish("gw-mixed", sealBatch(socPub, "gw-mixed", JSON.stringify([...Array(100).fill(e0), ...Array(100).fill({})])));
+    await until(() => problems(at).some((p) => p.device === "gw-mixed" && p.problem === "suppressed"), 30_000, "the suppressed line");
+    expect(verifiedOf("gw-mixed", at)).toHaveLength(1);
+    const mixed = problems(at).filter((p) => p.device === "gw-mixed");
+    expect(mixed).toHaveLength(RECEIVER_LIMITS.problemLinesPerMessage + 1);
+    expect(mixed.at(-1)).toMatchObject({ problem: "suppressed", count: 199 - RECEIVER_LIMITS.problemLinesPerMessage, counts: { duplicate: 99 - RECEIVER_LIMITS.problemLinesPerMessage, malformed: 100 } });
     await legitKeepsFlowing();
   }, 60_000);
 
