@@ -3,6 +3,7 @@ import { resolve } from "node:path";
 import type { LoadedConfig } from "../agent/config/load";
 import { DaemonError, describeError, isDaemonError } from "../agent/errors";
 import { recordAudit, updateDraft, type Recorded } from "./audit";
+import { acceptDraft, acceptIntegrity } from "./integrity";
 import type { UpdateConfig } from "./config";
 import { ENGINES, type EngineSpec } from "./engines";
 import { healthCheck, type HealthVerdict } from "./health";
@@ -60,6 +61,7 @@ export async function runHook(loaded: LoadedConfig, engineName: string, stage: s
       if (!p) return { exitCode: 0, message: "no pending update to commit" };
       state.commit(p.counter, p.version);
       state.clearPending();
+      await remeasure(loaded, p.version);
       const message = `Update ${p.version} committed; anti-rollback counter now ${p.counter}`;
       return { exitCode: 0, message, event: await rec(true, message, { version: p.version, counter: p.counter }) };
     }
@@ -101,10 +103,18 @@ async function judge(
   const selfCommitting = !engine.commit;
   if (health.ok) {
     const cmd = selfCommitting ? undefined : (u.commit_command ?? engine.commit);
-    if (cmd) run(cmd);
+    if (cmd) {
+      try {
+        run(cmd);
+      } catch (e) {
+        const message = `Update ${p.version} healthy, but the commit failed: ${describeError(e)}`;
+        return { exitCode: 1, message, health, event: await rec(false, message, { version: p.version, health: health.checks }, 4) };
+      }
+    }
     if (!selfCommitting) {
       state.commit(p.counter, p.version);
       state.clearPending();
+      await remeasure(loaded, p.version);
     }
     const message = selfCommitting
       ? `Update ${p.version} healthy after ${health.elapsed_ms} ms`
@@ -123,6 +133,12 @@ async function judge(
   if (!selfCommitting) state.clearPending();
   const message = `Update ${p.version} failed its health check (${failed.join("; ")}): ${cmd ? `rolled back (${cmd.join(" ")})` : `${engineName} rolls back`}${rollbackError ? `; the roll-back command failed: ${rollbackError}` : ""}`;
   return { exitCode: 1, message, health, event: await rec(false, message, { version: p.version, health: health.checks, ...(rollbackError ? { rollback_error: rollbackError } : {}) }, 4) };
+}
+
+/** A committed update changed the measured files on purpose: they become the integrity manifest (audited). */
+export async function remeasure(loaded: LoadedConfig, version: string): Promise<void> {
+  if (!loaded.config.integrity) return;
+  await recordAudit(loaded, acceptDraft(acceptIntegrity(loaded), `update ${version}`));
 }
 
 /** Runs an engine or restart command (argv, no shell); UPDATE_STATE with its stderr when it fails. */

@@ -1,5 +1,5 @@
 import { createHash } from "node:crypto";
-import { existsSync, lstatSync, readdirSync, readFileSync } from "node:fs";
+import { existsSync, lstatSync, readdirSync, readFileSync, readlinkSync, realpathSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { z } from "zod";
@@ -76,9 +76,10 @@ export function measure(paths: readonly string[]): Measurement {
       return;
     }
     if (++n > MAX_FILES) throw new DaemonError("CONFIG_INVALID", `integrity.paths: more than ${MAX_FILES} files to measure`);
-    files[p] = st.isFile() ? createHash("sha256").update(readFileSync(p)).digest("hex") : st.isSymbolicLink() ? `link` : "special";
+    files[p] = st.isFile() ? createHash("sha256").update(readFileSync(p)).digest("hex") : st.isSymbolicLink() ? `link:${readlinkSync(p)}` : "special";
   };
-  for (const p of paths) add(resolve(p));
+  // A named path is followed through symlinks (e.g. releases/current); links inside are recorded as links.
+  for (const p of paths) add(existsSync(p) ? realpathSync(p) : resolve(p));
   return { time: new Date().toISOString(), files };
 }
 

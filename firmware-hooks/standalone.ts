@@ -4,7 +4,7 @@ import type { LoadedConfig } from "../agent/config/load";
 import { DaemonError, describeError } from "../agent/errors";
 import { recordAudit, updateDraft } from "./audit";
 import { healthCheck, type HealthVerdict } from "./health";
-import { run, updateConfig } from "./hook";
+import { remeasure, run, updateConfig } from "./hook";
 import { listFiles, loadReleasePublicKeys, readSignedRelease, RELEASE_FILE, verifyRelease, type ReleaseCheck } from "./release";
 import { fsyncDir, UpdateState } from "./state";
 
@@ -130,6 +130,7 @@ export async function applyUpdate(loaded: LoadedConfig, bundle: string, o: Stand
     c.state.commit(m.counter, m.version);
     step("committed");
     c.state.clearPending();
+    await remeasure(loaded, m.version);
     const message = `Update ${m.version} healthy after ${health.elapsed_ms} ms: committed; anti-rollback counter now ${m.counter}`;
     await rec("commit", true, message, { version: m.version, counter: m.counter, health: health.checks });
     return { ok: true, version: m.version, previous, message, health };

@@ -25,7 +25,7 @@ describe("update apply: Gatewarden alone", () => {
     s = await updateSite(cleanups);
     releases = join(s.site.gwDir, "releases");
     // The "service": a program in the release folder, restarted from `current`.
-    writeFileSync(s.site.cfgFile, readFileSync(s.site.cfgFile, "utf8") + `  restart_command: [sh, -c, "${releases}/current/app.sh >> ${join(s.root, "running.log")}"]\n`);
+    writeFileSync(s.site.cfgFile, readFileSync(s.site.cfgFile, "utf8") + `  restart_command: [sh, -c, "${releases}/current/app.sh >> ${join(s.root, "running.log")}"]\nintegrity:\n  paths: [${releases}/current]\n`);
     daemon = new Daemon(s.site.cfgFile);
     cleanups.push(async () => void (await daemon.stop()));
     await until(() => s.lines.length > 0, 20_000, "the daemon's boot event at the SOC");
@@ -59,6 +59,11 @@ describe("update apply: Gatewarden alone", () => {
     expect(running()).toBe("1.0.0");
     expect(s.counter().counter).toBe(1);
     await s.waitUpdate((u) => u.engine === "gatewarden" && u.stage === "commit" && u.version === "1.0.0", "the commit");
+    // The committed release's files are the new integrity manifest (taken at the update, audited).
+    await until(() => s.lines.some((l) => /Integrity manifest accepted by update 1\.0\.0/.test((l as unknown as { ocsf: { message: string } }).ocsf?.message ?? "")), 20_000, "the re-measurement after the update");
+    const ic = await gw(["integrity", "check", "--json"]);
+    expect(ic.status, ic.stdout).toBe(0);
+    expect(JSON.parse(ic.stdout)).toMatchObject({ state: "ok", files: expect.any(Number) });
     const old = await gw(["update", "apply", bundle("0.9.0", 0)]);
     expect(old.status).toBe(1);
     expect(old.stderr).toMatch(/error\[RELEASE_ROLLBACK\]/);
