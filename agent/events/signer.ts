@@ -17,7 +17,8 @@ import { signBytes } from "./sign";
  *
  * The worker (an isolate of its own, about 11 MB of memory) runs only while there is load: it
  * is started by the first batch of `startAt` events, used once it is ready, and stopped after
- * `idleStopMs` without such a batch. An idle gateway signs its few events inline.
+ * `idleStopMs` without such a batch (counted from when it is ready). An idle gateway signs its
+ * few events inline.
  */
 export interface BatchSigner {
   begin(): void;
@@ -126,8 +127,10 @@ export class ParallelSigner implements BatchSigner {
     this.pkcs8 = key.export({ format: "der", type: "pkcs8" });
     this.startAt = opts.startAt ?? 64;
     this.idleStopMs = opts.idleStopMs ?? 300_000;
+    // Idle time counts from the worker's readiness: a start slower than idleStopMs (a loaded
+    // machine) must not be cut short before the worker ever signed.
     this.idleTimer = setInterval(() => {
-      if (this.worker && Date.now() - this.lastBusy > this.idleStopMs) this.stopWorker();
+      if (this.worker && this.ready && Date.now() - this.lastBusy > this.idleStopMs) this.stopWorker();
     }, Math.max(10, Math.min(60_000, this.idleStopMs / 2)));
     this.idleTimer.unref();
   }
@@ -135,6 +138,11 @@ export class ParallelSigner implements BatchSigner {
   /** Whether batches are signed on two threads now. */
   get parallel(): boolean {
     return this.ready;
+  }
+
+  /** Whether a worker thread exists: starting (not yet `parallel`) or ready. */
+  get hasWorker(): boolean {
+    return this.worker !== undefined;
   }
 
   /** Hashes of the open batch the worker has taken so far (before `finish`, only it takes them). */
@@ -161,7 +169,10 @@ export class ParallelSigner implements BatchSigner {
       for (const f of this.readyWaiters.splice(0)) f();
     };
     w.once("message", () => {
-      if (this.worker === w) this.ready = true;
+      if (this.worker === w) {
+        this.ready = true;
+        this.lastBusy = Date.now();
+      }
       settle();
     });
     w.on("error", () => {
@@ -187,6 +198,8 @@ export class ParallelSigner implements BatchSigner {
     Atomics.store(this.ctrl, RUN, 0);
     Atomics.notify(this.ctrl, GEN);
     void w.terminate();
+    // Its events are ignored from now on: answer whoever waits for its start (not parallel).
+    for (const f of this.readyWaiters.splice(0)) f();
   }
 
   begin(): void {
