@@ -33,9 +33,15 @@ upstream:
   # Reconnect backoff with jitter.
   reconnect_min_ms: 500
   reconnect_max_ms: 30000
+  # soc: an outbox row is freed only when the SOC receiver acknowledged it end to end (signed
+  # acks on <topic_prefix>/<device.id>/ack); broker: on the broker's PUBACK (no Gatewarden receiver).
+  ack: soc
+  # Rows the broker acknowledged but the SOC did not are sent again after this long.
+  soc_ack_timeout_ms: 30000
 
 buffer:
-  # The SQLite outbox: the store of record until the broker acknowledges each event.
+  # The SQLite outbox: the store of record until the SOC (or, with upstream.ack: broker, the
+  # broker) acknowledges each event.
   path: ${o.dataDir}/outbox.db
   # Disk budget including the write-ahead log. When full, telemetry and heartbeats are evicted
   # before audit records and findings, and a signed loss record names what was evicted.

@@ -7,7 +7,8 @@ import { HeadCopy } from "./head-copy";
 import { CLASS_RANK, DURABLE_RANK, EVENT_CLASSES, type EventClass } from "../events/types";
 
 /**
- * The SQLite outbox: the store of record for every event until the broker acknowledged it.
+ * The SQLite outbox: the store of record for every event until the SOC (upstream.ack: soc) or
+ * the broker (upstream.ack: broker) acknowledged it.
  *
  * - WAL mode, one writer (this process). Batches commit in one transaction. A batch holding an
  *   `audit`, `finding` or `system` event commits with synchronous=FULL (the WAL is fsynced
