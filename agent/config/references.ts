@@ -62,7 +62,7 @@ export function checkReferences(loaded: LoadedConfig): ReferenceIssue[] {
       if (s.user) check(["opcua", "servers", i, "user"], () => loadUserCredentials(s));
     });
   }
-  if (c.detection.site && c.points && Object.keys(c.points).length) check(["detection", "site"], () => readSiteFile(c.detection.site!));
+  if (c.detection.site) check(["detection", "site"], () => readSiteFile(c.detection.site!));
   // Data the daemon writes: a mistyped path is refused, not created anywhere.
   check(["buffer", "path"], () => checkDataPath(c.buffer.path, "buffer.path"));
   check(["control", "socket"], () => checkDataPath(c.control.socket, "control.socket"));

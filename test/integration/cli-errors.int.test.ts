@@ -149,4 +149,11 @@ describe("operator mistakes (built bundle)", () => {
     expect(r.stderr).toMatch(/^error\[KEY_INVALID\]/);
     expect(r.stderr).toContain(join(soc, "soc.key"));
   });
+
+  it("policy test exits 1 on deny and 0 on allow, so scripts can use it", () => {
+    const p = join(t.dir, "exit-policy.yaml");
+    writeFileSync(p, "identities:\n  - { match: { address: 10.0.0.1 }, role: s }\nroles:\n  s: { units: [1], functions: [read-only], read: { holding: ['0-9'] } }\n");
+    expect(gw(["policy", "test", "--policy", p, "--from", "10.0.0.1", "--function", "6", "--address", "1", "--values", "5"]).code).toBe(1);
+    expect(gw(["policy", "test", "--policy", p, "--from", "10.0.0.1", "--function", "3", "--address", "1"]).code).toBe(0);
+  });
 });

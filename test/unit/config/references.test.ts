@@ -91,7 +91,7 @@ describe.skipIf(!hasOpenssl)("config references (keys, certificates, policy, sit
     ]);
   });
 
-  it("validates the site file when points use it", () => {
+  it("validates the site file it names", () => {
     const s = site();
     const siteFile = join(s.gwDir, "site.yaml");
     writeFileSync(siteFile, "tanks:\n  T1: { colour: blue }\n");
