@@ -21,6 +21,7 @@ import { join } from "node:path";
 import type { OPCUACertificateManager } from "node-opcua-certificate-manager";
 import type { DataValue, StatusCode } from "node-opcua-client";
 import type { OPCUAServer, ServerSession } from "node-opcua-server";
+import { grantedReceiveBuffer, guardSocket } from "./front-guard";
 import type { EventSink } from "../../agent/events/types";
 import type { OpcuaServiceLog } from "./service";
 import type { FrontConfig } from "./front-config";
@@ -128,6 +129,9 @@ export class OpcuaFront {
       transportSettings: {
         adjustTransportLimits: (hello) => ({
           ...hello,
+          // The same sizes the chunk guard enforces (front-guard.ts).
+          receiveBufferSize: grantedReceiveBuffer(hello.receiveBufferSize),
+          sendBufferSize: grantedReceiveBuffer(hello.sendBufferSize),
           maxMessageSize: Math.min(hello.maxMessageSize || L.max_message_bytes, L.max_message_bytes),
           maxChunkCount: Math.min(hello.maxChunkCount || L.max_chunk_count, L.max_chunk_count),
         }),
@@ -166,6 +170,11 @@ export class OpcuaFront {
     this.hookLogins(server, ua);
     server.on("create_session", (session: ServerSession) => this.hookSession(session, ua));
     for (const ep of server.endpoints) {
+      // Chunk sizes are checked before node-opcua reads a byte (it stops the process on an oversized one).
+      (ep as unknown as { _server?: import("node:net").Server })._server?.prependListener("connection", (socket: import("node:net").Socket) => {
+        const address = socket.remoteAddress;
+        guardSocket(socket, (reason) => this.events.loginFailed({ user: "unknown client", address }, "channel", `connection refused before authentication: ${reason}`));
+      });
       ep.on("openSecureChannelFailure", (socket: { remoteAddress?: string; reason?: string }, channel: { clientCertificate?: Buffer | null; securityPolicy?: string }) => {
         const cert = channel.clientCertificate ? safeDescribe(channel.clientCertificate) : undefined;
         this.events.loginFailed({ user: cert ? `client ${cert.subject}` : "unknown client", address: socket.remoteAddress }, "channel", (socket.reason ?? "secure channel refused").slice(0, 300), cert);

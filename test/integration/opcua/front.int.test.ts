@@ -1,3 +1,4 @@
+import { connect as connect_ } from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createHash } from "node:crypto";
 import { appendFileSync, readFileSync, statSync } from "node:fs";
@@ -262,5 +263,50 @@ opcua:
     })();
     expect(endpoints.map((e) => e.securityMode)).toEqual(endpoints.map(() => MessageSecurityMode.SignAndEncrypt));
     expect(endpoints.flatMap((e) => e.userIdentityTokens!.map((t) => t.tokenType))).not.toContain(UserTokenType.Anonymous);
+  }, 60_000);
+
+  it("refuses oversized and non-Hello chunks before node-opcua reads them, and keeps serving an authenticated client", async () => {
+    const port = Number(front.split(":")[2]);
+    const hello = (url: string) => {
+      const u = Buffer.from(url);
+      const b = Buffer.alloc(32 + u.length);
+      b.write("HELF", 0, "latin1");
+      b.writeUInt32LE(b.length, 4);
+      b.writeUInt32LE(0, 8); // protocol version
+      b.writeUInt32LE(65536, 12); // receive buffer
+      b.writeUInt32LE(65536, 16); // send buffer
+      b.writeUInt32LE(0, 20);
+      b.writeUInt32LE(0, 24);
+      b.writeInt32LE(u.length, 28);
+      u.copy(b, 32);
+      return b;
+    };
+    const attack = (bytes: Buffer[]) =>
+      new Promise<void>((resolve) => {
+        const s = connect_(port, "127.0.0.1", () => {
+          for (const b of bytes) s.write(b);
+        });
+        s.on("error", () => undefined);
+        s.on("close", () => resolve());
+      });
+    // A chunk announced far above the 64 KiB receive buffer the Hello obtained: node-opcua
+    // 2.182 would throw it past every handler and stop the daemon.
+    const huge = Buffer.alloc(16);
+    huge.write("MSGF", 0, "latin1");
+    huge.writeUInt32LE(10_000_000, 4);
+    await attack([hello(front), huge]);
+    await waitSoc(/connection refused before authentication: a MSG chunk of 10000000 bytes/);
+    // A first chunk that is no Hello, and a Hello above 4 KiB: closed too (their events are
+    // aggregated with the one above by the flood gate, one client and one cause).
+    await attack([Buffer.from("GET / HTTP/1.1\r\n\r\n")]);
+    await attack([hello("opc.tcp://x/" + "a".repeat(5000))]);
+    const { session, close } = await connect();
+    try {
+      const ns = (await session.readNamespaceArray()).indexOf(legacy.namespaceUri);
+      const [dv] = await session.read([{ nodeId: `ns=${ns};s=Tank.Level`, attributeId: AttributeIds.Value }]);
+      expect(dv!.statusCode).toBe(StatusCodes.Good);
+    } finally {
+      await close();
+    }
   }, 60_000);
 });

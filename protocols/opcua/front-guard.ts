@@ -1,0 +1,85 @@
+import type { Socket } from "node:net";
+
+/** Buffer sizes the front accepts in a Hello, as its ACK will grant them. */
+export const FRONT_MIN_BUFFER = 8192;
+export const FRONT_MAX_BUFFER = 64 * 1024;
+/** Before the Hello is answered node-opcua reads at most 4 KiB per chunk. */
+const PRE_HELLO_CHUNK = 4096;
+
+const clamp = (v: number) => Math.min(FRONT_MAX_BUFFER, Math.max(FRONT_MIN_BUFFER, v || FRONT_MAX_BUFFER));
+
+/** The receive buffer the front grants for a Hello's (the same rule as its transport limits). */
+export function grantedReceiveBuffer(helloReceiveBufferSize: number): number {
+  return clamp(helloReceiveBufferSize);
+}
+
+/**
+ * Checks OPC UA TCP chunk headers (type, chunk flag, little-endian size) before node-opcua
+ * sees a byte, and refuses a connection whose first chunk is not a Hello of at most 4 KiB, or
+ * any chunk larger than the receive buffer the Hello obtained, or smaller than its header.
+ * node-opcua 2.182 throws an uncaught exception for an oversized chunk, which would stop the
+ * whole daemon: unauthenticated input must never get that far. Pure and incremental: feed it
+ * the bytes as they arrive; it returns the reason to refuse, or undefined.
+ */
+export class ChunkGuard {
+  private header = Buffer.alloc(20);
+  private have = 0;
+  private skip = 0;
+  private limit = PRE_HELLO_CHUNK;
+  private first = true;
+
+  feed(b: Buffer): string | undefined {
+    let off = 0;
+    while (off < b.length) {
+      if (this.skip > 0) {
+        const n = Math.min(this.skip, b.length - off);
+        this.skip -= n;
+        off += n;
+        continue;
+      }
+      // A Hello's buffer sizes sit in its first 20 bytes; other chunks need only 8.
+      const need = this.first ? 20 : 8;
+      const n = Math.min(need - this.have, b.length - off);
+      b.copy(this.header, this.have, off, off + n);
+      this.have += n;
+      off += n;
+      // The first 8 bytes already tell a stranger (HTTP, TLS, garbage) from a Hello.
+      if (this.first && this.have >= 8 && this.header.toString("latin1", 0, 3) !== "HEL") return `the first chunk is ${JSON.stringify(this.header.toString("latin1", 0, 3))}, not a Hello`;
+      if (this.have < need) return undefined;
+      const type = this.header.toString("latin1", 0, 3);
+      const size = this.header.readUInt32LE(4);
+      if (this.first) {
+        if (type !== "HEL") return `the first chunk is ${JSON.stringify(type)}, not a Hello`;
+        if (size > PRE_HELLO_CHUNK) return `a Hello of ${size} bytes (at most ${PRE_HELLO_CHUNK})`;
+        this.limit = grantedReceiveBuffer(this.header.readUInt32LE(12));
+        this.first = false;
+      } else if (size > this.limit) return `a ${type} chunk of ${size} bytes, above the ${this.limit}-byte receive buffer`;
+      if (size < need) return `a ${type} chunk of ${size} bytes, shorter than its header`;
+      this.skip = size - need;
+      this.have = 0;
+    }
+    return undefined;
+  }
+}
+
+/**
+ * Puts a ChunkGuard in front of every 'data' event of a socket node-opcua is about to serve:
+ * a refused chunk closes the socket and never reaches node-opcua's listeners.
+ */
+export function guardSocket(socket: Socket, onRefuse: (reason: string) => void): void {
+  const guard = new ChunkGuard();
+  const emit = socket.emit.bind(socket);
+  let refused = false;
+  socket.emit = ((event: string | symbol, ...args: unknown[]): boolean => {
+    if (event === "data" && !refused) {
+      const reason = guard.feed(args[0] as Buffer);
+      if (reason !== undefined) {
+        refused = true;
+        onRefuse(reason);
+        socket.destroy();
+        return false;
+      }
+    } else if (event === "data") return false;
+    return emit(event, ...args);
+  }) as Socket["emit"];
+}
