@@ -292,7 +292,7 @@ async function startCommissioning(devicePort: number, clients: number, pinned: b
   const n = Math.min(clients, 16);
   // dist/gatewarden.cjs, from dist/bench.cjs (bundled) or build/bench-modbus.ts (tests) alike.
   const bin = join(dirname(fileURLToPath(import.meta.url)), "..", "dist", "gatewarden.cjs");
-  const args = [bin, "modbus", "proxy", "--listen", "127.0.0.1:0", "--upstream", `tcp://127.0.0.1:${devicePort}`, "--preset", "read-only", "--upstream-connections", String(n), "--max-in-flight", "1"];
+  const args = [bin, "modbus", "proxy", "--listen", "127.0.0.1:0", "--upstream", `tcp://127.0.0.1:${devicePort}`, "--preset", "read-only", "--upstream-connections", String(n), "--max-in-flight", "1", "--max-requests-per-s", "0"];
   const proc = pinned ? spawn("taskset", ["-c", "0", process.execPath, ...args], { stdio: ["ignore", "pipe", "pipe"] }) : spawn(process.execPath, args, { stdio: ["ignore", "pipe", "pipe"] });
   proc.stdout!.resume();
   const port = await new Promise<number>((resolve, reject) => {
@@ -306,7 +306,7 @@ async function startCommissioning(devicePort: number, clients: number, pinned: b
   });
   return {
     port,
-    says: `gatewarden modbus proxy --preset read-only --upstream-connections ${n} --max-in-flight 1 (its own process, decisions to a pipe; other limits default)`,
+    says: `gatewarden modbus proxy --preset read-only --upstream-connections ${n} --max-in-flight 1 --max-requests-per-s 0 (its own process, decisions to a pipe; other limits default)`,
     stop: () => new Promise((r) => (proc.exitCode !== null ? r() : (proc.once("exit", () => r()), proc.kill("SIGTERM")))),
   };
 }

@@ -170,7 +170,8 @@ export function registerModbusCommands(program: Command, deps: ModbusCliDeps): v
     .option("--tls-ca <file>", "CA that signs client certificates")
     .option("--upstream-connections <n>", "connections to a tcp:// upstream (upstreams[].connections; default 1)", (v) => int("--upstream-connections", 16)(v))
     .option("--max-in-flight <n>", "requests in flight per upstream connection (upstreams[].max_in_flight; default 1)", (v) => int("--max-in-flight", 256)(v))
-    .action(async (o: { listen: string; upstream: string; preset?: string; policy?: string; timeoutMs: number; events?: boolean; tlsCert?: string; tlsKey?: string; tlsCa?: string; upstreamConnections?: number; maxInFlight?: number }) => {
+    .option("--max-requests-per-s <n>", "requests per second per client identity (limits.max_requests_per_s; default 1000, 0: off)", (v) => int("--max-requests-per-s", 1_000_000)(v))
+    .action(async (o: { listen: string; upstream: string; preset?: string; policy?: string; timeoutMs: number; events?: boolean; tlsCert?: string; tlsKey?: string; tlsCa?: string; upstreamConnections?: number; maxInFlight?: number; maxRequestsPerS?: number }) => {
       const tlsFlags = [o.tlsCert, o.tlsKey, o.tlsCa].filter(Boolean).length;
       if (tlsFlags && tlsFlags < 3) throw new DaemonError("USAGE", "--tls-cert, --tls-key and --tls-ca go together");
       if (o.preset && o.policy) throw new DaemonError("USAGE", "give --preset or --policy, not both");
@@ -185,6 +186,7 @@ export function registerModbusCommands(program: Command, deps: ModbusCliDeps): v
         upstreams: [upstream],
         routes: [{ unit: "0-255", upstream: upstream.name }],
         ...(policy ? { policy } : {}),
+        ...(o.maxRequestsPerS !== undefined ? { limits: { max_requests_per_s: o.maxRequestsPerS } } : {}),
       });
       if (!parsed.success) throw new DaemonError("USAGE", zodMessage(parsed.error));
       const events = { record: (d: EventDraft) => (o.events ? err(JSON.stringify(d) + "\n") : undefined) };
