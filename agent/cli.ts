@@ -18,7 +18,7 @@ import { registerPostureCommand } from "../firmware-hooks/posture-cli";
 import { registerSocCommandCommands } from "../firmware-hooks/command-cli";
 import { loadConfig } from "./config/load";
 import { locateConfig } from "./config/locate";
-import { DaemonError } from "./errors";
+import { DaemonError } from "./core/errors";
 
 /** The `gatewarden` command line: every command has --help; reporting commands take --json. */
 export function buildProgram(): Command {

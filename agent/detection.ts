@@ -3,10 +3,10 @@ import type { Logger } from "pino";
 import { z } from "zod";
 import { engineOptionsSchema } from "../detectors/engine-options";
 import type { PointsConfig } from "../detectors/points";
-import { describeError } from "./errors";
-import { OcsfClass } from "./events/ocsf";
-import type { EventSink } from "./events/types";
-import type { ReadingSink } from "./pipeline";
+import { describeError } from "./core/errors";
+import { OcsfClass } from "./core/events";
+import type { EventSink } from "./core/events";
+import type { ReadingSink } from "./core/readings";
 
 const MAX_GROUPS = 64;
 const MAX_GROUP_POINTS = 32;

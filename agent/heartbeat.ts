@@ -1,7 +1,7 @@
 import type { Logger } from "pino";
-import { describeError } from "./errors";
-import { OcsfClass } from "./events/ocsf";
-import type { EventSink } from "./events/types";
+import { describeError } from "./core/errors";
+import { OcsfClass } from "./core/events";
+import type { EventSink } from "./core/events";
 
 export interface Posture {
   load_1m: number | null;

@@ -1,6 +1,6 @@
 import { readFileSync } from "node:fs";
 import type { IClientOptions, MqttClient } from "mqtt";
-import { readSecretFile, readTlsKey } from "./keys/files";
+import { readSecretFile, readTlsKey } from "./core/secret-files";
 
 /**
  * TLS material and credentials for a broker connection, as the forwarder and the SOC receiver

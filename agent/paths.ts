@@ -1,6 +1,6 @@
 import { accessSync, constants, mkdirSync, statSync } from "node:fs";
 import { dirname, resolve } from "node:path";
-import { DaemonError } from "./errors";
+import { DaemonError } from "./core/errors";
 
 const WHY: Record<string, string> = {
   ENOTDIR: "a part of it is a file, not a directory",

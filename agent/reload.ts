@@ -3,9 +3,9 @@ import type { Logger } from "pino";
 import { loadConfig, type LoadedConfig } from "./config/load";
 import { assertReferences } from "./config/references";
 import type { Config } from "./config/schema";
-import { DaemonError, describeError } from "./errors";
-import { OcsfClass } from "./events/ocsf";
-import type { EventSink } from "./events/types";
+import { DaemonError, describeError } from "./core/errors";
+import { OcsfClass } from "./core/events";
+import type { EventSink } from "./core/events";
 import { readPolicyFile, type PolicyFile } from "../protocols/modbus/policy-schema";
 
 /**

@@ -1,10 +1,10 @@
 import type { Logger } from "pino";
-import type { ReadingSink } from "./pipeline";
+import type { ReadingSink } from "./core/readings";
 import type { LoadedConfig } from "./config/load";
 import { ControlServer } from "./control/server";
-import { DaemonError, describeError, ErrorCodes, isDaemonError, type ErrorCode } from "./errors";
+import { DaemonError, describeError, ErrorCodes, isDaemonError, type ErrorCode } from "./core/errors";
 import type { Envelope } from "./events/envelope";
-import { OcsfClass } from "./events/ocsf";
+import { OcsfClass } from "./core/events";
 import { Recorder } from "./events/recorder";
 import { ParallelSigner } from "./events/signer";
 import { Heartbeat, PostureProbe } from "./heartbeat";
@@ -13,7 +13,7 @@ import { loadDeviceKey, loadSocAckPublicKey, loadSocPublicKey } from "./keys/ide
 import { assertReferences } from "./config/references";
 import { StorageHealth } from "./outbox/health";
 import { OutboxLock } from "./outbox/lock";
-import { osUser } from "./os-user";
+import { osUser } from "./core/os-user";
 import type { Config } from "./config/schema";
 import type { RunningDetection } from "./detection";
 import { reloadDaemon, type ReloadReport } from "./reload";

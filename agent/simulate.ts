@@ -1,5 +1,5 @@
-import { OcsfClass } from "./events/ocsf";
-import type { EventDraft, EventSink } from "./events/types";
+import { OcsfClass } from "./core/events";
+import type { EventDraft, EventSink } from "./core/events";
 
 /**
  * Synthetic events for the demo and end-to-end checks (`simulate.events_per_s`). Every one is

@@ -4,7 +4,7 @@
  * bytes of saved state per signal, and the engine end to end (incidents, site physics).
  * Single-threaded, so readings/s is per core. Deterministic input (seeded PRNG).
  */
-import type { Reading } from "../agent/pipeline";
+import type { Reading } from "../agent/core/readings";
 import type { Detector, Finding } from "../detectors/detector";
 import { DetectionEngine } from "../detectors/engine";
 import { parseSite } from "../detectors/site";

@@ -18,7 +18,7 @@ import nacl from "tweetnacl";
 import pino from "pino";
 import { Recorder } from "../agent/events/recorder";
 import { ParallelSigner } from "../agent/events/signer";
-import type { EventClass, EventDraft } from "../agent/events/types";
+import type { EventClass, EventDraft } from "../agent/core/events";
 import { Outbox } from "../agent/outbox/store";
 import { MqttForwarder } from "../agent/sinks/mqtt";
 import { upstreamSchema } from "../agent/config/schema";

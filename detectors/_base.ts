@@ -1,4 +1,4 @@
-import type { Reading } from "../agent/pipeline";
+import type { Reading } from "../agent/core/readings";
 /** A gap this many typical intervals long starts a fresh warm-up. */
 const GAP_FACTOR = 50;
 

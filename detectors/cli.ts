@@ -5,8 +5,8 @@
  */
 import { readFileSync } from "node:fs";
 import type { Command } from "commander";
-import { DaemonError } from "../agent/errors";
-import type { EventDraft } from "../agent/events/types";
+import { DaemonError } from "../agent/core/errors";
+import type { EventDraft } from "../agent/core/events";
 import { csvWarnings, readCsv, type CsvTable } from "./csv";
 import { fmt } from "./detector";
 import { DetectionEngine } from "./engine";

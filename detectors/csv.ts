@@ -6,7 +6,7 @@
  * before is kept and counted.
  */
 import { readFileSync } from "node:fs";
-import { DaemonError } from "../agent/errors";
+import { DaemonError } from "../agent/core/errors";
 
 export interface CsvTable {
   file: string;

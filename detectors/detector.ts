@@ -3,8 +3,8 @@
  * A detector sees readings one at a time, keeps bounded state, and reports findings through
  * `emit`. It never does I/O and never reads the clock: time comes from `reading.ts`.
  */
-import type { Reading } from "../agent/pipeline";
-import { DaemonError } from "../agent/errors";
+import type { Reading } from "../agent/core/readings";
+import { DaemonError } from "../agent/core/errors";
 
 /** One anomalous observation. The engine groups findings into incidents. */
 export interface Finding {

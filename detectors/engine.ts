@@ -3,9 +3,9 @@
  * Readings arrive in time order; readings with the same `ts` form a tick. A tick is closed
  * when a later reading arrives or `flush()` is called; incidents advance once per tick.
  */
-import type { EventDraft, EventSink } from "../agent/events/types";
-import type { Reading, ReadingSink, WriteObservation } from "../agent/pipeline";
-import { DaemonError } from "../agent/errors";
+import type { EventDraft, EventSink } from "../agent/core/events";
+import type { Reading, ReadingSink, WriteObservation } from "../agent/core/readings";
+import { DaemonError } from "../agent/core/errors";
 import { badState, checkVersion, fmt, obj, type Detector, type Finding } from "./detector";
 import { engineOptionsSchema, type EngineOptions, type EngineOptionsInput } from "./engine-options";
 import { newSignalState, stepSignal, type Incident, type SignalAlarmState, type Transition } from "./incidents";

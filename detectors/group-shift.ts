@@ -1,4 +1,4 @@
-import type { Reading } from "../agent/pipeline";
+import type { Reading } from "../agent/core/readings";
 import { SortedWindow, SpreadTracker } from "./_stats";
 import { badState, checkVersion, fmt, num, numArray, obj, type Detector, type Emit } from "./detector";
 

@@ -3,7 +3,7 @@
  * hysteresis and a false-alarm budget. Pure state machine; the engine turns transitions into events.
  */
 import type { Finding } from "./detector";
-import type { SeverityId } from "../agent/events/types";
+import type { SeverityId } from "../agent/core/events";
 
 export interface Incident {
   uid: string;

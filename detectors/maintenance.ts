@@ -8,11 +8,11 @@ import type { Command } from "commander";
 import { parse as parseYaml } from "yaml";
 import { z } from "zod";
 import { controlCall } from "../agent/control/client";
-import type { ControlServer } from "../agent/control/server";
-import { DaemonError } from "../agent/errors";
-import type { EventSink } from "../agent/events/types";
-import { OcsfClass } from "../agent/events/ocsf";
-import { osUser } from "../agent/os-user";
+import type { ControlRegistry } from "../agent/core/control";
+import { DaemonError } from "../agent/core/errors";
+import type { EventSink } from "../agent/core/events";
+import { OcsfClass } from "../agent/core/events";
+import { osUser } from "../agent/core/os-user";
 import { parseTimestamp } from "./csv";
 import type { DetectionEngine, MaintenanceWindow } from "./engine";
 
@@ -80,7 +80,7 @@ export class MaintenanceSchedule {
 }
 
 /** `maintenance.start|end|list` on the daemon's control socket; each change is a signed audit event. */
-export function registerMaintenanceControl(server: Pick<ControlServer, "handle">, engine: DetectionEngine, sink: EventSink): void {
+export function registerMaintenanceControl(server: ControlRegistry, engine: DetectionEngine, sink: EventSink): void {
   const audit = (what: "started" | "ended", ws: MaintenanceWindow[], by: string): void => {
     if (!ws.length) return;
     const pts = ws.map((w) => w.point);

@@ -3,7 +3,7 @@
  * Checked once at load (no I/O); the TS type comes from the schema.
  */
 import { z } from "zod";
-import { DaemonError } from "../agent/errors";
+import { DaemonError } from "../agent/core/errors";
 import { nodeIdSchema } from "../protocols/opcua/config";
 import { POINT_KINDS } from "./kinds";
 

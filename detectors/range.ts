@@ -1,4 +1,4 @@
-import type { Reading } from "../agent/pipeline";
+import type { Reading } from "../agent/core/readings";
 import { checkVersion, fmt, type Detector, type Emit } from "./detector";
 
 /** Physical range: a reading outside the configured min..max cannot be a true measurement. */

@@ -1,4 +1,4 @@
-import type { Reading } from "../agent/pipeline";
+import type { Reading } from "../agent/core/readings";
 import { LogHistogram } from "./_stats";
 import { badState, checkVersion, fmt, num, numArray, numOrNull, obj, type Detector, type Emit } from "./detector";
 

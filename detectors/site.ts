@@ -5,9 +5,9 @@
  * Readings are gathered per timestamp (a "tick"); a tick is evaluated when a later reading
  * arrives or when `flush` is called (the offline CLI flushes at the end of every row).
  */
-import type { Reading } from "../agent/pipeline";
-import { parseYamlFile } from "../agent/config/issues";
-import { DaemonError } from "../agent/errors";
+import type { Reading } from "../agent/core/readings";
+import { parseYamlFile } from "../agent/core/issues";
+import { DaemonError } from "../agent/core/errors";
 import { badState, checkVersion, fmt, num, numArray, obj, type Detector, type Emit, type Finding } from "./detector";
 import { siteSchema, type RelationConfig, type SiteConfig, type TankConfig } from "./site-schema";
 

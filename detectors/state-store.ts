@@ -4,7 +4,7 @@
  * every row of the snapshot in one transaction.
  */
 import Database from "better-sqlite3";
-import { DaemonError } from "../agent/errors";
+import { DaemonError } from "../agent/core/errors";
 import type { EngineSnapshot } from "./engine";
 
 export class DetectorStateStore {

@@ -1,4 +1,4 @@
-import type { Reading } from "../agent/pipeline";
+import type { Reading } from "../agent/core/readings";
 import { BaseDetector } from "./_base";
 import { fmt, num, type Emit } from "./detector";
 

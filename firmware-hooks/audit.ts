@@ -1,10 +1,10 @@
 import type { LoadedConfig } from "../agent/config/load";
 import { controlCall } from "../agent/control/client";
 import type { ControlServer } from "../agent/control/server";
-import { DaemonError, isDaemonError } from "../agent/errors";
-import { OcsfClass } from "../agent/events/ocsf";
+import { DaemonError, isDaemonError } from "../agent/core/errors";
+import { OcsfClass } from "../agent/core/events";
 import type { Recorder } from "../agent/events/recorder";
-import type { EventDraft, SeverityId } from "../agent/events/types";
+import type { EventDraft, SeverityId } from "../agent/core/events";
 
 /**
  * Signed events from commands that run beside the daemon (update hooks, integrity accept):

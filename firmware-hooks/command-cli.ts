@@ -2,7 +2,7 @@ import type { Command as Cli } from "commander";
 import { existsSync, readFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { action, report } from "../agent/commands/_output";
-import { DaemonError } from "../agent/errors";
+import { DaemonError } from "../agent/core/errors";
 import { brokerAuth, URL_CREDENTIALS } from "../agent/mqtt-connection";
 import { DEVICE_ID, loadEd25519PrivateKey } from "../agent/keys/identity";
 import { commandTopic } from "./command-service";

@@ -1,9 +1,9 @@
 import type { MqttClient } from "mqtt";
 import type { Logger } from "pino";
 import type { LoadedConfig } from "../agent/config/load";
-import { describeError } from "../agent/errors";
-import { OcsfClass } from "../agent/events/ocsf";
-import type { EventSink } from "../agent/events/types";
+import { describeError } from "../agent/core/errors";
+import { OcsfClass } from "../agent/core/events";
+import type { EventSink } from "../agent/core/events";
 import { brokerAuth, redactUrl } from "../agent/mqtt-connection";
 import { parsePolicyText, type PolicyFile } from "../protocols/modbus/policy-schema";
 import type { ModbusPolicyRequest } from "../protocols/modbus/policy-engine";

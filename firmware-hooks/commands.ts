@@ -3,7 +3,7 @@ import { existsSync, readFileSync } from "node:fs";
 import { z } from "zod";
 import { canonicalize } from "../agent/events/canonical";
 import { signBytes, verifyBytes } from "../agent/events/sign";
-import { DaemonError } from "../agent/errors";
+import { DaemonError } from "../agent/core/errors";
 import { fingerprint } from "../agent/keys/identity";
 import { writeDurable } from "./state";
 

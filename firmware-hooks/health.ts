@@ -2,7 +2,7 @@ import { createPublicKey } from "node:crypto";
 import { connect } from "node:net";
 import type { LoadedConfig } from "../agent/config/load";
 import { controlCall } from "../agent/control/client";
-import { describeError } from "../agent/errors";
+import { describeError } from "../agent/core/errors";
 import { checkEnvelope } from "../agent/events/envelope";
 import { loadDeviceKey } from "../agent/keys/identity";
 import { splitHostPort } from "../protocols/modbus/config";

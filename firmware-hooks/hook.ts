@@ -1,7 +1,7 @@
 import { execFileSync } from "node:child_process";
 import { resolve } from "node:path";
 import type { LoadedConfig } from "../agent/config/load";
-import { DaemonError, describeError, isDaemonError } from "../agent/errors";
+import { DaemonError, describeError, isDaemonError } from "../agent/core/errors";
 import { recordAudit, updateDraft, type Recorded } from "./audit";
 import { acceptDraft, acceptIntegrity } from "./integrity";
 import type { UpdateConfig } from "./config";

@@ -1,8 +1,8 @@
 import type { Logger } from "pino";
 import type { LoadedConfig } from "../agent/config/load";
 import type { ControlServer } from "../agent/control/server";
-import { describeError } from "../agent/errors";
-import type { EventSink } from "../agent/events/types";
+import { describeError } from "../agent/core/errors";
+import type { EventSink } from "../agent/core/events";
 import { acceptDraft, acceptIntegrity, checkIntegrity, driftDraft, type CheckResult } from "./integrity";
 
 /**

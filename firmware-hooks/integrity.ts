@@ -5,9 +5,9 @@ import { fileURLToPath } from "node:url";
 import { z } from "zod";
 import type { Config } from "../agent/config/schema";
 import type { LoadedConfig } from "../agent/config/load";
-import { DaemonError } from "../agent/errors";
-import { OcsfClass } from "../agent/events/ocsf";
-import type { EventDraft } from "../agent/events/types";
+import { DaemonError } from "../agent/core/errors";
+import { OcsfClass } from "../agent/core/events";
+import type { EventDraft } from "../agent/core/events";
 import { writeDurable } from "./state";
 
 /**

@@ -4,9 +4,9 @@ import { join, relative, sep } from "node:path";
 import { z } from "zod";
 import { canonicalize } from "../agent/events/canonical";
 import { signBytes, verifyBytes } from "../agent/events/sign";
-import { DaemonError } from "../agent/errors";
+import { DaemonError } from "../agent/core/errors";
 import { fingerprint, loadEd25519PrivateKey } from "../agent/keys/identity";
-import { writeNewFile } from "../agent/keys/files";
+import { writeNewFile } from "../agent/core/secret-files";
 
 /**
  * A Gatewarden release manifest: which version, for which device class, which files (SHA-256)

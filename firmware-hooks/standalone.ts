@@ -1,7 +1,7 @@
 import { closeSync, copyFileSync, existsSync, fsyncSync, mkdirSync, openSync, readdirSync, readlinkSync, renameSync, rmSync, symlinkSync, statSync, chmodSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import type { LoadedConfig } from "../agent/config/load";
-import { DaemonError, describeError } from "../agent/errors";
+import { DaemonError, describeError } from "../agent/core/errors";
 import { recordAudit, updateDraft } from "./audit";
 import { healthCheck, type HealthVerdict } from "./health";
 import { remeasure, run, updateConfig } from "./hook";

@@ -1,6 +1,6 @@
 import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, rmSync, writeSync } from "node:fs";
 import { dirname, join } from "node:path";
-import { DaemonError } from "../agent/errors";
+import { DaemonError } from "../agent/core/errors";
 
 /**
  * Durable update state in `update.state_dir`:

@@ -2,9 +2,9 @@ import { execFile } from "node:child_process";
 import { readFile } from "node:fs/promises";
 import type { Logger } from "pino";
 import { z } from "zod";
-import { describeError } from "../agent/errors";
-import { OcsfClass } from "../agent/events/ocsf";
-import type { EventSink, SeverityId } from "../agent/events/types";
+import { describeError } from "../agent/core/errors";
+import { OcsfClass } from "../agent/core/events";
+import type { EventSink, SeverityId } from "../agent/core/events";
 
 /**
  * Tamper inputs: a cabinet door switch or any contact, read from a sysfs value file, a GPIO

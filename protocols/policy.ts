@@ -2,7 +2,7 @@
  * The one enforcement interface every protocol proxy uses (aedes-style: structural checks
  * first, then this decision point, then side effects). Deny by default; fail closed.
  */
-import { describeError } from "../agent/errors";
+import { describeError } from "../agent/core/errors";
 
 export type Decision = { allow: true; rule: string } | { allow: false; rule: string; reason: string };
 

@@ -1,4 +1,4 @@
-import { DaemonError, describeError } from "../errors";
+import { DaemonError, describeError } from "../core/errors";
 
 /** Prints a result: JSON with --json, otherwise the human text. */
 export function report(json: boolean | undefined, data: unknown, human: () => string): void {

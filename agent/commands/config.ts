@@ -8,7 +8,7 @@ import { configJsonSchema, SCHEMA_FILE } from "../config/json-schema";
 import { VERSION } from "../version";
 import { assertReferences } from "../config/references";
 import { takesEffect } from "../reload";
-import { DaemonError } from "../errors";
+import { DaemonError } from "../core/errors";
 import { action, report } from "./_output";
 
 interface Opts {

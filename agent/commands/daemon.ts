@@ -5,8 +5,8 @@ import { controlCall, controlStream } from "../control/client";
 import { createLogger } from "../log";
 import { Outbox } from "../outbox/store";
 import { RECENT_EVENTS, Runtime, type ReloadReport } from "../runtime";
-import { osUser } from "../os-user";
-import { DaemonError } from "../errors";
+import { osUser } from "../core/os-user";
+import { DaemonError } from "../core/errors";
 import { SystemdNotifier } from "../systemd-notify";
 import { action, report } from "./_output";
 

@@ -9,7 +9,7 @@ import { join } from "node:path";
 import { loadConfig } from "../config/load";
 import { setConfigValue } from "../config/edit";
 import { configTemplate } from "../config/template";
-import { DaemonError } from "../errors";
+import { DaemonError } from "../core/errors";
 import { EmbeddedBroker } from "../embedded-broker";
 import { exportTrust, generateDeviceKey, generateSocKeys } from "../keys/identity";
 import { createLogger } from "../log";

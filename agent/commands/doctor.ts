@@ -1,7 +1,7 @@
 import type { Command } from "commander";
 import { loadConfig } from "../config/load";
 import { locateConfig } from "../config/locate";
-import { DaemonError, describeError } from "../errors";
+import { DaemonError, describeError } from "../core/errors";
 import { checkBroker, checkClock, checkDataDir, checkDisk, checkListeners, checkSecrets, checkUpstreams, serviceUser, type Check } from "../doctor/checks";
 import { action } from "./_output";
 import { checkReferences } from "../config/references";

@@ -1,6 +1,6 @@
 import type { Command } from "commander";
 import { stringify } from "yaml";
-import { DaemonError } from "../errors";
+import { DaemonError } from "../core/errors";
 import { FEEDER_ATTACKS, FEEDER_LAYOUT, FEEDER_METERS, FeederSim, type FeederAttack } from "../sim/energy";
 import { WATER_ATTACKS, WaterSim, type WaterAttack } from "../sim/water";
 import { action } from "./_output";

@@ -1,7 +1,7 @@
 import type { Command } from "commander";
 import { readFileSync } from "node:fs";
 import { join, resolve } from "node:path";
-import { DaemonError } from "../errors";
+import { DaemonError } from "../core/errors";
 import Database from "better-sqlite3";
 import { existsSync } from "node:fs";
 import { generateSocKeys, loadSocSecretKey, parseTrust, socPublicKeyFile } from "../keys/identity";

@@ -1,8 +1,8 @@
 import { readFileSync, statSync } from "node:fs";
 import { parse as parseYamlValue } from "yaml";
-import { DaemonError } from "../errors";
+import { DaemonError } from "../core/errors";
 import { redactUrl } from "../mqtt-connection";
-import { writeFileAtomic } from "../keys/files";
+import { writeFileAtomic } from "../core/secret-files";
 import { formatIssues, parseConfigText, validateDoc, type ConfigIssue } from "./load";
 import { configSchema, type Config } from "./schema";
 

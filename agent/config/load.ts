@@ -1,11 +1,11 @@
 import { readFileSync } from "node:fs";
 import { dirname, isAbsolute, resolve } from "node:path";
 import { LineCounter, parseDocument, type Document } from "yaml";
-import { DaemonError } from "../errors";
-import { formatIssues, zodIssues, type ConfigIssue } from "./issues";
+import { DaemonError } from "../core/errors";
+import { formatIssues, zodIssues, type ConfigIssue } from "../core/issues";
 import { configSchema, type Config } from "./schema";
 
-export { formatIssues, lineOf, parseYamlFile, type ConfigIssue } from "./issues";
+export { formatIssues, lineOf, parseYamlFile, type ConfigIssue } from "../core/issues";
 
 export interface LoadedConfig {
   file: string;

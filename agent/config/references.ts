@@ -2,13 +2,13 @@ import { X509Certificate } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { checkDataPath } from "../paths";
-import { DaemonError, type ErrorCode } from "../errors";
-import { readSecretFile, readTlsKey } from "../keys/files";
+import { DaemonError, type ErrorCode } from "../core/errors";
+import { readSecretFile, readTlsKey } from "../core/secret-files";
 import { loadDeviceKey, loadSocAckPublicKey, loadSocPublicKey } from "../keys/identity";
 import { parseSite } from "../../detectors/site";
 import { readPolicyFile } from "../../protocols/modbus/policy-schema";
 import { checkOwnKey, loadUserCredentials } from "../../protocols/opcua/user";
-import { formatIssues, lineOf, type ConfigIssue } from "./issues";
+import { formatIssues, lineOf, type ConfigIssue } from "../core/issues";
 import { parseConfigText, type LoadedConfig } from "./load";
 
 /** An issue with a file the config names; `code` is the error catalogue's. */

@@ -1,5 +1,5 @@
 import { connect } from "node:net";
-import { DaemonError, type ErrorCode, ErrorCodes } from "../errors";
+import { DaemonError, type ErrorCode, ErrorCodes } from "../core/errors";
 import type { ControlResponse } from "./protocol";
 
 /** One request, one answer. Throws CONTROL_UNAVAILABLE when no daemon listens. */

@@ -6,7 +6,8 @@
  *   response: {"id": 1, "ok": true, "result": ...} | {"id": 1, "ok": false, "error": {"code", "message"}}
  *   stream:   {"id": 1, "event": {...}} lines until the client closes (for streaming commands)
  *
- * Components register handlers by command name (`status`, `events.recent`, `window.open`, ...).
+ * Components register handlers by command name (`status`, `events.recent`, `window.open`, ...)
+ * through `ControlRegistry` (agent/core/control.ts).
  */
 export interface ControlRequest {
   id: number;
@@ -22,12 +23,6 @@ export interface ControlStreamLine {
   id: number;
   event: unknown;
 }
-
-/** A handler answers once; a streaming handler calls `push` until `signal` aborts. */
-export type ControlHandler = (
-  args: Record<string, unknown>,
-  ctx: { push(event: unknown): void; signal: AbortSignal },
-) => Promise<unknown> | unknown;
 
 /** Longest request line accepted; longer ones are rejected and the connection closed. */
 export const MAX_REQUEST_BYTES = 64 * 1024;

@@ -1,13 +1,14 @@
 import { createServer, type Server, type Socket } from "node:net";
 import { chmodSync, mkdirSync, rmSync, existsSync, statSync } from "node:fs";
 import { dirname } from "node:path";
-import { DaemonError, describeError } from "../errors";
-import { MAX_REQUEST_BYTES, type ControlHandler, type ControlRequest } from "./protocol";
+import { DaemonError, describeError } from "../core/errors";
+import type { ControlHandler, ControlRegistry } from "../core/control";
+import { MAX_REQUEST_BYTES, type ControlRequest } from "./protocol";
 
 const MAX_CLIENTS = 16;
 
 /** Owner-only Unix socket serving registered control commands. */
-export class ControlServer {
+export class ControlServer implements ControlRegistry {
   private readonly handlers = new Map<string, ControlHandler>();
   private server: Server | undefined;
   private readonly sockets = new Set<Socket>();

@@ -5,7 +5,7 @@ import { dirname, join } from "node:path";
 import mqtt from "mqtt";
 import { controlCall } from "../control/client";
 import type { Config } from "../config/schema";
-import { describeError } from "../errors";
+import { describeError } from "../core/errors";
 import { brokerAuth } from "../mqtt-connection";
 import { splitHostPort } from "../../protocols/modbus/config";
 import { secretFilesOf } from "./secrets";

@@ -4,21 +4,10 @@
  * `severity_id`, `time` and `metadata`. The mapping of Gatewarden's own events is in README.md.
  */
 import { intern } from "./canonical";
-import type { OcsfDraft, SeverityId } from "./types";
+import type { OcsfDraft, SeverityId } from "../core/events";
 
 export const OCSF_VERSION = "1.3.0";
 export const PRODUCT = { name: "Gatewarden", vendor_name: "Gatewarden" } as const;
-
-/** The classes Gatewarden emits. */
-export const OcsfClass = {
-  DetectionFinding: 2004,
-  Authentication: 3002,
-  AuthorizeSession: 3003,
-  NetworkActivity: 4001,
-  DeviceInventoryInfo: 5001,
-  DeviceConfigStateChange: 5019,
-  ApplicationLifecycle: 6002,
-} as const;
 
 /** The metadata every event carries: one frozen object per version, canonicalized once. */
 const metadataByVersion = new Map<string, Readonly<Record<string, unknown>>>();

@@ -1,13 +1,14 @@
 import type { KeyObject } from "node:crypto";
 import { performance } from "node:perf_hooks";
 import type { Logger } from "pino";
-import { describeError } from "../errors";
+import { describeError } from "../core/errors";
 import { StorageHealth, type StorageEpisode } from "../outbox/health";
 import { mergeLoss, type EvictedRange, type Outbox } from "../outbox/store";
 import { finishEnvelope, GENESIS_HASH, prepareEnvelope, type Envelope, type Prepared, type UnsignedEnvelope } from "./envelope";
 import { InlineSigner, type BatchSigner } from "./signer";
-import { OcsfClass, shapeOcsf } from "./ocsf";
-import { CLASS_RANK, EVENT_CLASSES, type EventClass, type EventDraft, type EventSink } from "./types";
+import { shapeOcsf } from "./ocsf";
+import { OcsfClass } from "../core/events";
+import { CLASS_RANK, EVENT_CLASSES, type EventClass, type EventDraft, type EventSink } from "../core/events";
 import type { ChainHead } from "../outbox/store";
 
 export interface RecorderOptions {

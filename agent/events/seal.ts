@@ -1,6 +1,6 @@
 import { deflateRaw, deflateRawSync, inflateRawSync } from "node:zlib";
 import nacl from "tweetnacl";
-import { DaemonError } from "../errors";
+import { DaemonError } from "../core/errors";
 
 /**
  * Batches are sealed to the SOC's X25519 public key with tweetnacl `box` (X25519 +

@@ -1,10 +1,10 @@
 import { createHash, createPrivateKey, createPublicKey, generateKeyPairSync, type KeyObject } from "node:crypto";
 import { readFileSync } from "node:fs";
 import nacl from "tweetnacl";
-import { DaemonError } from "../errors";
+import { DaemonError } from "../core/errors";
 import { publicKeyFromRaw, rawPublicKey } from "../events/sign";
 import { ackKeyFromSocSecret, ackPublicKeyB64, ackPublicKeyFromB64 } from "../soc/ack";
-import { readSecretFile, writeNewFile } from "./files";
+import { readSecretFile, writeNewFile } from "../core/secret-files";
 
 /** The device identity: an Ed25519 key pair, PEM (PKCS#8 / SPKI), private key 0600. */
 export function generateDeviceKey(privPath: string, pubPath: string): KeyObject {

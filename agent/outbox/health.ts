@@ -1,4 +1,4 @@
-import { describeError } from "../errors";
+import { describeError } from "../core/errors";
 
 /** One stretch of time in which the outbox's storage failed (read-only, full, I/O errors). */
 export interface StorageEpisode {

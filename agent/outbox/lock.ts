@@ -2,7 +2,7 @@ import Database from "better-sqlite3";
 import { mkdirSync } from "node:fs";
 import { hostname } from "node:os";
 import { dirname } from "node:path";
-import { DaemonError } from "../errors";
+import { DaemonError } from "../core/errors";
 
 /**
  * One owner per outbox: the daemon holds an exclusive lock on `<outbox>.lock` for as long as

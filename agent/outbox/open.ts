@@ -1,9 +1,9 @@
 import { existsSync, renameSync } from "node:fs";
 import type { Logger } from "pino";
-import { describeError } from "../errors";
-import { OcsfClass } from "../events/ocsf";
+import { describeError } from "../core/errors";
+import { OcsfClass } from "../core/events";
 import { lossDrafts } from "../events/recorder";
-import type { EventDraft } from "../events/types";
+import type { EventDraft } from "../core/events";
 import type { EvictedRange } from "./store";
 import { HeadCopy, type HeadRecord } from "./head-copy";
 import { salvage } from "./salvage";

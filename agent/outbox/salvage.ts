@@ -1,5 +1,5 @@
 import Database from "better-sqlite3";
-import { describeError } from "../errors";
+import { describeError } from "../core/errors";
 import { storedBodyHashOk } from "../events/envelope";
 import type { ChainHead, Row } from "./store";
 

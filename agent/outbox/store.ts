@@ -1,10 +1,10 @@
 import Database from "better-sqlite3";
 import { closeSync, fsyncSync, mkdirSync, openSync, statSync } from "node:fs";
 import { dirname } from "node:path";
-import { DaemonError } from "../errors";
+import { DaemonError } from "../core/errors";
 import type { Envelope } from "../events/envelope";
 import { HeadCopy } from "./head-copy";
-import { CLASS_RANK, DURABLE_RANK, EVENT_CLASSES, type EventClass } from "../events/types";
+import { CLASS_RANK, DURABLE_RANK, EVENT_CLASSES, type EventClass } from "../core/events";
 
 /**
  * The SQLite outbox: the store of record for every event until the SOC (upstream.ack: soc) or

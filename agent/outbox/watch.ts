@@ -1,8 +1,8 @@
 import { existsSync, renameSync, statSync, writeFileSync } from "node:fs";
 import type { Logger } from "pino";
-import { describeError } from "../errors";
-import { OcsfClass } from "../events/ocsf";
-import type { EventDraft } from "../events/types";
+import { describeError } from "../core/errors";
+import { OcsfClass } from "../core/events";
+import type { EventDraft } from "../core/events";
 import type { Outbox } from "./store";
 
 type Stamp = { db: number | undefined; wal: number | undefined };

@@ -1,4 +1,4 @@
-import { describeError } from "../errors";
+import { describeError } from "../core/errors";
 import { readHeader, type BatchOpener } from "../events/seal";
 import { DEVICE_ID } from "../keys/identity";
 import { clip, RECEIVER_LIMITS, splitBatch } from "./bounds";

@@ -4,7 +4,7 @@ import { closeSync, existsSync, fstatSync, fsyncSync, ftruncateSync, mkdirSync, 
 import { join } from "node:path";
 import mqtt, { type IClientOptions, type MqttClient } from "mqtt";
 import type { Logger } from "pino";
-import { describeError } from "../errors";
+import { describeError } from "../core/errors";
 import { BatchOpener } from "../events/seal";
 import { loadSocSecretKey } from "../keys/identity";
 import { ackKeyFromSocSecret, signAck } from "./ack";

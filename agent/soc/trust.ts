@@ -2,8 +2,8 @@ import type { KeyObject } from "node:crypto";
 import { appendFileSync, existsSync, fsyncSync, mkdirSync, openSync, closeSync, readdirSync, readFileSync, statSync } from "node:fs";
 import { hostname, userInfo } from "node:os";
 import { join } from "node:path";
-import { DaemonError } from "../errors";
-import { writeFileAtomic } from "../keys/files";
+import { DaemonError } from "../core/errors";
+import { writeFileAtomic } from "../core/secret-files";
 import { parseTrust } from "../keys/identity";
 import { publicKeyFromRaw } from "../events/sign";
 

@@ -1,7 +1,7 @@
 import Database from "better-sqlite3";
 import { createReadStream } from "node:fs";
 import { createInterface } from "node:readline";
-import { DaemonError } from "../errors";
+import { DaemonError } from "../core/errors";
 import type { Envelope } from "../events/envelope";
 import type { TrustLookup } from "./verifier";
 import { RECEIVER_LIMITS, splitBatch } from "./bounds";

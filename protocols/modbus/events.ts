@@ -29,8 +29,8 @@
  * Connections closed on a TLS reload are recorded one by one (at most one per open connection,
  * which `max_connections` bounds).
  */
-import { FloodGate } from "../../agent/events/flood";
-import type { EventClass, EventDraft, EventSink, SeverityId } from "../../agent/events/types";
+import { FloodGate } from "../../agent/core/flood";
+import type { EventClass, EventDraft, EventSink, SeverityId } from "../../agent/core/events";
 import { FUNCTION_NAMES } from "./function-codes";
 import type { WriteWindow } from "./window-store";
 

@@ -28,8 +28,8 @@
 import { readFileSync } from "node:fs";
 import { isIP } from "node:net";
 import { z } from "zod";
-import { parseYamlFile } from "../../agent/config/issues";
-import { DaemonError } from "../../agent/errors";
+import { parseYamlFile } from "../../agent/core/issues";
+import { DaemonError } from "../../agent/core/errors";
 import { PRESETS } from "./function-codes";
 
 const rangeString = z.union([

@@ -4,10 +4,10 @@
  * and records what the event aggregator still holds.
  */
 import { existsSync, renameSync } from "node:fs";
-import type { EventSink } from "../../agent/events/types";
-import type { ReadingSink } from "../../agent/pipeline";
-import { DaemonError } from "../../agent/errors";
-import { OcsfClass } from "../../agent/events/ocsf";
+import type { EventSink } from "../../agent/core/events";
+import type { ReadingSink } from "../../agent/core/readings";
+import { DaemonError } from "../../agent/core/errors";
+import { OcsfClass } from "../../agent/core/events";
 import { DENY_ALL, type PolicyDecisionPoint } from "../policy";
 import type { ModbusConfig } from "./config";
 import type { DecisionRecord } from "./decision-record";

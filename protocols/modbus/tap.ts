@@ -4,7 +4,7 @@
  * polling of fragile devices. Points are matched by (device = upstream name, remote unit,
  * table, address); multi-register types need every word in the same response.
  */
-import type { ReadingSink } from "../../agent/pipeline";
+import type { ReadingSink } from "../../agent/core/readings";
 import { decodeRegisters } from "../../detectors/points";
 
 export type TapTable = "coil" | "discrete_input" | "input" | "holding";

@@ -2,12 +2,12 @@
  * Control-socket commands for write windows: `window.open`, `window.list`, `window.close`.
  * The CLI (`gatewarden window ...`) calls them on the running daemon with `controlCall`.
  */
-import type { ControlServer } from "../../agent/control/server";
-import { DaemonError } from "../../agent/errors";
-import { osUser } from "../../agent/os-user";
+import type { ControlRegistry } from "../../agent/core/control";
+import { DaemonError } from "../../agent/core/errors";
+import { osUser } from "../../agent/core/os-user";
 import type { WindowStore } from "./window-store";
 
-export function registerWindowControl(server: Pick<ControlServer, "handle">, store: () => WindowStore | undefined): void {
+export function registerWindowControl(server: ControlRegistry, store: () => WindowStore | undefined): void {
   const get = (): WindowStore => {
     const s = store();
     if (!s) throw new DaemonError("CONFIG_INCOMPLETE", "the Modbus proxy is not running in this daemon");
@@ -30,7 +30,7 @@ export function registerWindowControl(server: Pick<ControlServer, "handle">, sto
 }
 
 /** `modbus.status`: listeners, upstreams, open windows and roles of the running proxy. */
-export function registerModbusStatus(server: Pick<ControlServer, "handle">, status: () => unknown): void {
+export function registerModbusStatus(server: ControlRegistry, status: () => unknown): void {
   server.handle("modbus.status", () => {
     const s = status();
     if (s === undefined) throw new DaemonError("CONFIG_INCOMPLETE", "the Modbus proxy is not running in this daemon");
@@ -39,7 +39,7 @@ export function registerModbusStatus(server: Pick<ControlServer, "handle">, stat
 }
 
 /** `modbus.reload_tls`: load the Modbus/TCP Security listeners' files again now. */
-export function registerTlsReload(server: Pick<ControlServer, "handle">, reload: () => unknown): void {
+export function registerTlsReload(server: ControlRegistry, reload: () => unknown): void {
   server.handle("modbus.reload_tls", () => {
     const r = reload();
     if (r === undefined) throw new DaemonError("CONFIG_INCOMPLETE", "the Modbus proxy is not running in this daemon");

@@ -12,7 +12,7 @@ import Database from "better-sqlite3";
 import { randomUUID } from "node:crypto";
 import { mkdirSync } from "node:fs";
 import { dirname } from "node:path";
-import { DaemonError } from "../../agent/errors";
+import { DaemonError } from "../../agent/core/errors";
 import type { WindowOracle } from "./policy-engine";
 
 export interface WriteWindow {

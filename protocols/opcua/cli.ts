@@ -3,7 +3,7 @@
  * readings), the client certificate a server's administrator has to trust, and the server
  * certificates it refused. `gatewarden opcua trust THUMBPRINT`: trust one of those.
  */
-import { osUser } from "../../agent/os-user";
+import { osUser } from "../../agent/core/os-user";
 import type { Command } from "commander";
 import { controlCall } from "../../agent/control/client";
 import type { CertificateSeen } from "./events";

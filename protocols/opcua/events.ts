@@ -12,7 +12,7 @@
  * | point unreadable (bad status)     | Detection Finding     | 2004      | 1 Create          | finding | 2 Low    |
  * | trust list changed (CLI)          | Device Config State Change | 5019 | 99 Other          | audit   | 2 Low    |
  */
-import type { EventClass, EventDraft, EventSink, SeverityId } from "../../agent/events/types";
+import type { EventClass, EventDraft, EventSink, SeverityId } from "../../agent/core/events";
 
 export interface CertificateSeen {
   /** SHA-1 thumbprint, hex, as OPC UA tools show it. */

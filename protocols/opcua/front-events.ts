@@ -8,8 +8,8 @@
  * | login refused (password, certificate,  | Authentication             | 3002      | 1 Logon (failure) | finding | 3 Medium |
  * |   anonymous, untrusted client cert)    |                            |           |                   |         |          |
  */
-import { FloodGate } from "../../agent/events/flood";
-import type { EventClass, EventDraft, EventSink, SeverityId } from "../../agent/events/types";
+import { FloodGate } from "../../agent/core/flood";
+import type { EventClass, EventDraft, EventSink, SeverityId } from "../../agent/core/events";
 import type { CertificateSeen } from "./events";
 
 export interface FrontActor {

@@ -10,8 +10,8 @@ import { randomBytes, scrypt, scryptSync, timingSafeEqual } from "node:crypto";
 import { existsSync, mkdirSync } from "node:fs";
 import { dirname } from "node:path";
 import { z } from "zod";
-import { DaemonError } from "../../agent/errors";
-import { readSecretFile, writeFileAtomic } from "../../agent/keys/files";
+import { DaemonError } from "../../agent/core/errors";
+import { readSecretFile, writeFileAtomic } from "../../agent/core/secret-files";
 
 export const USER_NAME = /^[A-Za-z0-9_.@-]{1,64}$/;
 /** scrypt cost: 16 MiB and about 50 ms per check on a Raspberry Pi 4. */

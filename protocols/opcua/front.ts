@@ -22,7 +22,7 @@ import type { OPCUACertificateManager } from "node-opcua-certificate-manager";
 import type { DataValue, StatusCode } from "node-opcua-client";
 import type { OPCUAServer, ServerSession } from "node-opcua-server";
 import { grantedReceiveBuffer, guardSocket } from "./front-guard";
-import type { EventSink } from "../../agent/events/types";
+import type { EventSink } from "../../agent/core/events";
 import type { OpcuaServiceLog } from "./service";
 import type { FrontConfig } from "./front-config";
 import { FrontEvents, type FrontActor, type FrontOp } from "./front-events";

@@ -9,7 +9,7 @@ import { existsSync, readFileSync, renameSync, rmSync } from "node:fs";
 import { hostname } from "node:os";
 import { join } from "node:path";
 import type { OPCUACertificateManager } from "node-opcua-certificate-manager";
-import { DaemonError } from "../../agent/errors";
+import { DaemonError } from "../../agent/core/errors";
 
 export const MAX_VALIDITY_DAYS = 730;
 

@@ -1,9 +1,9 @@
 /** Control-socket commands behind `gatewarden opcua pki list|show|trust|reject`. */
-import type { ControlServer } from "../../agent/control/server";
-import { DaemonError } from "../../agent/errors";
+import type { ControlRegistry } from "../../agent/core/control";
+import { DaemonError } from "../../agent/core/errors";
 import type { OpcuaService } from "./service";
 
-export function registerPkiControl(server: Pick<ControlServer, "handle">, svc: OpcuaService): void {
+export function registerPkiControl(server: ControlRegistry, svc: OpcuaService): void {
   const thumb = (args: Record<string, unknown>, cmd: string): string => {
     if (typeof args.thumbprint !== "string") throw new DaemonError("CONTROL_BAD_REQUEST", `${cmd} needs a thumbprint`);
     return args.thumbprint;

@@ -9,7 +9,7 @@ import { X509Certificate } from "node:crypto";
 import { readdirSync, readFileSync, statSync } from "node:fs";
 import { join } from "node:path";
 import type { OPCUACertificateManager } from "node-opcua-certificate-manager";
-import { DaemonError } from "../../agent/errors";
+import { DaemonError } from "../../agent/core/errors";
 import type { CertificateSeen } from "./events";
 import { derOf, describeCertificate } from "./link";
 

@@ -6,7 +6,7 @@
  * are reported (bounded) instead of becoming readings.
  */
 import type { DataValue, ReadValueIdOptions } from "node-opcua-client";
-import type { ReadingSink } from "../../agent/pipeline";
+import type { ReadingSink } from "../../agent/core/readings";
 import type { OpcuaSource } from "../../detectors/points";
 import type { OpcuaEvents } from "./events";
 import type { OpcuaLink } from "./link";

@@ -8,8 +8,8 @@
 import { createPrivateKey, X509Certificate, type KeyObject } from "node:crypto";
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
-import { readSecretFile } from "../../agent/keys/files";
-import { DaemonError } from "../../agent/errors";
+import { readSecretFile } from "../../agent/core/secret-files";
+import { DaemonError } from "../../agent/core/errors";
 import type { OpcuaServerConfig } from "./config";
 
 export type UserCredentials =

@@ -6,7 +6,7 @@
  */
 import { createInterface } from "node:readline";
 import type { Command } from "commander";
-import { DaemonError } from "../../agent/errors";
+import { DaemonError } from "../../agent/core/errors";
 import type { FrontConfig } from "./front-config";
 import { checkPasswordStrength, hashPassword, readUsers, USER_NAME, writeUsers, type FrontUsers } from "./front-users";
 

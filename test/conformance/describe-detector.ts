@@ -5,8 +5,8 @@
  * stays within a size bound however long the detector runs.
  */
 import { describe, expect, it } from "vitest";
-import type { Reading } from "../../agent/pipeline";
-import { isDaemonError } from "../../agent/errors";
+import type { Reading } from "../../agent/core/readings";
+import { isDaemonError } from "../../agent/core/errors";
 import type { Detector, Finding } from "../../detectors/detector";
 
 export interface DetectorCase {

@@ -1,6 +1,6 @@
 import { join } from "node:path";
 import { readFileSync } from "node:fs";
-import type { Reading } from "../../agent/pipeline";
+import type { Reading } from "../../agent/core/readings";
 import { CounterDetector } from "../../detectors/counter";
 import type { Detector } from "../../detectors/detector";
 import { EwmaCusumDetector } from "../../detectors/ewma-cusum";

@@ -1,6 +1,6 @@
 import type { KeyObject } from "node:crypto";
 import { buildSigned, GENESIS_HASH, type Envelope } from "../../agent/events/envelope";
-import type { EventClass } from "../../agent/events/types";
+import type { EventClass } from "../../agent/core/events";
 
 /** A device's event stream, chained and signed like the recorder does. */
 export class DeviceStream {

@@ -1,5 +1,5 @@
 import { afterEach, describe, expect, it } from "vitest";
-import type { Reading } from "../../agent/pipeline";
+import type { Reading } from "../../agent/core/readings";
 import { modbusConfigSchema } from "../../protocols/modbus/config";
 import { planBlocks, type PolledPoint } from "../../protocols/modbus/poller";
 import { ModbusProxyService } from "../../protocols/modbus/service";

@@ -1,5 +1,5 @@
 import { connect, type Socket } from "node:net";
-import type { EventDraft, EventSink } from "../../../agent/events/types";
+import type { EventDraft, EventSink } from "../../../agent/core/events";
 import { modbusConfigSchema, type ModbusConfigInput } from "../../../protocols/modbus/config";
 import { scanMbap } from "../../../protocols/modbus/frame";
 import { ModbusProxyService, type ModbusProxyServiceOptions } from "../../../protocols/modbus/service";

@@ -9,7 +9,7 @@ import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { decodeTcpRequest } from "../../../protocols/modbus/frame";
-import { isDaemonError } from "../../../agent/errors";
+import { isDaemonError } from "../../../agent/core/errors";
 import { exchange, startRig } from "./_harness";
 
 const root = join(__dirname, "../../fixtures/modbus-proxy");

@@ -1,6 +1,6 @@
 import { connect, createServer, type Socket } from "node:net";
 import { afterEach, describe, expect, it } from "vitest";
-import type { Reading, WriteObservation } from "../../../agent/pipeline";
+import type { Reading, WriteObservation } from "../../../agent/core/readings";
 import { exchange, RawClient, startRig, type Rig } from "./_harness";
 
 const policy = {

@@ -1,7 +1,7 @@
 import { afterEach, describe, expect, it } from "vitest";
 import { createServer, type Server, type Socket } from "node:net";
 import { join } from "node:path";
-import type { EventDraft } from "../../../agent/events/types";
+import type { EventDraft } from "../../../agent/core/events";
 import { opcuaConfigSchema } from "../../../protocols/opcua/config";
 import { OpcuaService } from "../../../protocols/opcua/service";
 import { silent, tempDir, until } from "../../helpers/fixture";

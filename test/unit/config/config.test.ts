@@ -5,7 +5,7 @@ import { getConfigValue, setConfigValue } from "../../../agent/config/edit";
 import { loadConfig } from "../../../agent/config/load";
 import { locateConfig } from "../../../agent/config/locate";
 import { configTemplate } from "../../../agent/config/template";
-import { DaemonError } from "../../../agent/errors";
+import { DaemonError } from "../../../agent/core/errors";
 import { redactUrl } from "../../../agent/mqtt-connection";
 import { tempDir } from "../../helpers/fixture";
 

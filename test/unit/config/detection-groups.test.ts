@@ -4,8 +4,8 @@ import { join } from "node:path";
 import pino from "pino";
 import { loadConfig } from "../../../agent/config/load";
 import { startDetection } from "../../../agent/detection";
-import { DaemonError } from "../../../agent/errors";
-import type { EventDraft } from "../../../agent/events/types";
+import { DaemonError } from "../../../agent/core/errors";
+import type { EventDraft } from "../../../agent/core/events";
 import { prng } from "../../helpers/prng";
 import { tempDir } from "../../helpers/fixture";
 

@@ -1,4 +1,4 @@
-import type { Reading } from "../../../agent/pipeline";
+import type { Reading } from "../../../agent/core/readings";
 import type { Detector, Finding } from "../../../detectors/detector";
 import { prng } from "../../helpers/prng";
 export { prng };

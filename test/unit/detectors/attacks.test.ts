@@ -7,7 +7,7 @@
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
-import type { EventDraft } from "../../../agent/events/types";
+import type { EventDraft } from "../../../agent/core/events";
 import { parseCsv, type CsvTable } from "../../../detectors/csv";
 import { DetectionEngine } from "../../../detectors/engine";
 import { inferSignals, inferSite } from "../../../detectors/infer";

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import type { EventDraft } from "../../../agent/events/types";
+import type { EventDraft } from "../../../agent/core/events";
 import { DetectionEngine } from "../../../detectors/engine";
 import { parseSite } from "../../../detectors/site";
 import { T0 } from "./_helpers";

@@ -9,7 +9,7 @@ import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import { controlCall } from "../../../agent/control/client";
 import { ControlServer } from "../../../agent/control/server";
-import type { EventDraft } from "../../../agent/events/types";
+import type { EventDraft } from "../../../agent/core/events";
 import { DetectionEngine } from "../../../detectors/engine";
 import { readMaintenanceFile, registerMaintenanceControl } from "../../../detectors/maintenance";
 import { simulateFeeder } from "../../sim/feeder";

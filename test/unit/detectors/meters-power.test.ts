@@ -6,7 +6,7 @@
  * attack (an incident must open on the attacked point within the stated delay).
  */
 import { describe, expect, it } from "vitest";
-import type { EventDraft } from "../../../agent/events/types";
+import type { EventDraft } from "../../../agent/core/events";
 import { DetectionEngine } from "../../../detectors/engine";
 import { parseSite } from "../../../detectors/site";
 import type { SignalSpec } from "../../../detectors/signal-detectors";

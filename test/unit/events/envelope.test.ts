@@ -5,7 +5,7 @@ import { canonicalize } from "../../../agent/events/canonical";
 import { buildSigned, checkEnvelope, GENESIS_HASH, hashEnvelope, type UnsignedEnvelope } from "../../../agent/events/envelope";
 import { privateKeyFromSeed, publicKeyFromRaw, rawPublicKey, rawSeed, signBytes, verifyBytes } from "../../../agent/events/sign";
 import { BatchOpener, BatchSealer, readHeader } from "../../../agent/events/seal";
-import { isDaemonError } from "../../../agent/errors";
+import { isDaemonError } from "../../../agent/core/errors";
 
 describe("canonical JSON (RFC 8785)", () => {
   it.each([

@@ -4,7 +4,7 @@ import { join } from "node:path";
 import { Command } from "commander";
 import { afterAll, describe, expect, it } from "vitest";
 import { ControlServer } from "../../../agent/control/server";
-import { isDaemonError } from "../../../agent/errors";
+import { isDaemonError } from "../../../agent/core/errors";
 import { lineBatcher, registerModbusCommands, parseUpstreamUrl } from "../../../protocols/modbus/cli";
 import { createServer, type AddressInfo } from "node:net";
 import type { DecisionRecord } from "../../../protocols/modbus/decision-record";

@@ -1,6 +1,6 @@
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
-import { isDaemonError } from "../../../agent/errors";
+import { isDaemonError } from "../../../agent/core/errors";
 import { roleFromCertificate } from "../../../protocols/modbus/cert-role";
 import { decodeRtu, decodeTcpRequest, encodeMbap, encodeRtu, scanMbap } from "../../../protocols/modbus/frame";
 import { encodeRequest, fixedRequestLength, MAX_PDU, parseRequest, writeFixedRequest } from "../../../protocols/modbus/pdu";

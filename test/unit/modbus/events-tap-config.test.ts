@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
-import type { EventDraft } from "../../../agent/events/types";
-import type { Reading, WriteObservation } from "../../../agent/pipeline";
+import type { EventDraft } from "../../../agent/core/events";
+import type { Reading, WriteObservation } from "../../../agent/core/readings";
 import { modbusConfigSchema } from "../../../protocols/modbus/config";
 import { ModbusEvents } from "../../../protocols/modbus/events";
 import { zodMessage } from "../../../protocols/modbus/policy-schema";

@@ -3,7 +3,7 @@ import { encodeRequest, parseRequest, type ModbusRequest } from "../../../protoc
 import { crc16 } from "../../../protocols/modbus/crc";
 import { decodeRtu, decodeTcpRequest, encodeMbap, encodeRtu, scanMbap } from "../../../protocols/modbus/frame";
 import { checkResponse, rtuResponseSize } from "../../../protocols/modbus/response";
-import { isDaemonError } from "../../../agent/errors";
+import { isDaemonError } from "../../../agent/core/errors";
 
 const hex = (s: string) => Buffer.from(s.replace(/\s+/g, ""), "hex");
 

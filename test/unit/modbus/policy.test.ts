@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { isDaemonError } from "../../../agent/errors";
+import { isDaemonError } from "../../../agent/core/errors";
 import { decideFailClosed, DENY_ALL } from "../../../protocols/policy";
 import type { PeerIdentity } from "../../../protocols/modbus/identity";
 import { parseRequest, type ModbusRequest } from "../../../protocols/modbus/pdu";

@@ -3,7 +3,7 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, it, vi } from "vitest";
-import { isDaemonError } from "../../../agent/errors";
+import { isDaemonError } from "../../../agent/core/errors";
 import { WindowFile, WindowStore, type WriteWindow } from "../../../protocols/modbus/window-store";
 
 const dir = mkdtempSync(join(tmpdir(), "gw-windows-"));

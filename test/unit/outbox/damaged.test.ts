@@ -3,7 +3,7 @@ import { generateKeyPairSync } from "node:crypto";
 import { closeSync, copyFileSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, statSync, truncateSync, unlinkSync, writeFileSync, writeSync } from "node:fs";
 import { join } from "node:path";
 import { Recorder } from "../../../agent/events/recorder";
-import type { EventDraft } from "../../../agent/events/types";
+import type { EventDraft } from "../../../agent/core/events";
 import { incidentDrafts, openOutbox } from "../../../agent/outbox/open";
 import { Outbox } from "../../../agent/outbox/store";
 import { OutboxWatch } from "../../../agent/outbox/watch";

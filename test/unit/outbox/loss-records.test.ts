@@ -3,7 +3,7 @@ import { generateKeyPairSync } from "node:crypto";
 import { join } from "node:path";
 import pino from "pino";
 import { Recorder } from "../../../agent/events/recorder";
-import type { EventClass, EventDraft } from "../../../agent/events/types";
+import type { EventClass, EventDraft } from "../../../agent/core/events";
 import { Outbox } from "../../../agent/outbox/store";
 import { tempDir, until } from "../../helpers/fixture";
 

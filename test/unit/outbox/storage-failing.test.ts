@@ -2,7 +2,7 @@ import { afterAll, describe, expect, it } from "vitest";
 import { generateKeyPairSync } from "node:crypto";
 import { join } from "node:path";
 import { Recorder } from "../../../agent/events/recorder";
-import type { EventClass, EventDraft } from "../../../agent/events/types";
+import type { EventClass, EventDraft } from "../../../agent/core/events";
 import { Outbox } from "../../../agent/outbox/store";
 import { silent, tempDir, until } from "../../helpers/fixture";
 

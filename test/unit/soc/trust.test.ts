@@ -2,7 +2,7 @@ import { describe, expect, it } from "vitest";
 import { createPublicKey, generateKeyPairSync } from "node:crypto";
 import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { isDaemonError } from "../../../agent/errors";
+import { isDaemonError } from "../../../agent/core/errors";
 import { rawPublicKey } from "../../../agent/events/sign";
 import { exportTrust } from "../../../agent/keys/identity";
 import { TrustStore } from "../../../agent/soc/trust";

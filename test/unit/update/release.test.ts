@@ -1,7 +1,7 @@
 import { statSync, writeFileSync, mkdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
-import { isDaemonError } from "../../../agent/errors";
+import { isDaemonError } from "../../../agent/core/errors";
 import { generateReleaseKey, hashTree, loadReleasePrivateKey, loadReleasePublicKeys, parseManifest, RELEASE_FILE, signManifest, verifyRelease } from "../../../firmware-hooks/release";
 import { UpdateState } from "../../../firmware-hooks/state";
 import { tempDir } from "../../helpers/fixture";

@@ -5,7 +5,7 @@
  * the bound they share one overflow key. So a flood of N requests costs a bounded number of
  * events per interval, and none goes uncounted.
  */
-import type { EventDraft, EventSink } from "./types";
+import type { EventDraft, EventSink } from "./events";
 
 export interface FloodLimits {
   interval_ms: number;

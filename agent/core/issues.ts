@@ -1,6 +1,6 @@
 import { isMap, isPair, isScalar, LineCounter, parseDocument, type Document, type Node } from "yaml";
 import type { z } from "zod";
-import { DaemonError, type ErrorCode } from "../errors";
+import { DaemonError, type ErrorCode } from "./errors";
 
 /**
  * Problems found in a YAML file (the config, or a policy or site file it names), each with the

@@ -1,6 +1,6 @@
 import { createPrivateKey, type KeyObject } from "node:crypto";
 import { closeSync, fsyncSync, openSync, readFileSync, renameSync, statSync, writeSync, existsSync } from "node:fs";
-import { DaemonError } from "../errors";
+import { DaemonError } from "./errors";
 
 /**
  * Private key files must be owner-only. A key readable or writable by group or others is

@@ -46,3 +46,14 @@ export interface EventDraft {
 export interface EventSink {
   record(draft: EventDraft): void;
 }
+
+/** The OCSF classes Gatewarden emits (the recorder adds category, type, time and metadata). */
+export const OcsfClass = {
+  DetectionFinding: 2004,
+  Authentication: 3002,
+  AuthorizeSession: 3003,
+  NetworkActivity: 4001,
+  DeviceInventoryInfo: 5001,
+  DeviceConfigStateChange: 5019,
+  ApplicationLifecycle: 6002,
+} as const;

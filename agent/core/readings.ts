@@ -1,6 +1,6 @@
 /**
  * Items that move between components: Source -> Detector -> Sink.
- * Security events have their own type (agent/events/types.ts) and go to the EventSink.
+ * Security events have their own type (agent/core/events.ts) and go to the EventSink.
  */
 
 /** One reading of a configured point, from polling or from the proxy's passive tap. */
