@@ -1,6 +1,10 @@
 import type { Reading } from "../agent/core/readings";
-/** A gap this many typical intervals long starts a fresh warm-up. */
-const GAP_FACTOR = 50;
+/**
+ * A gap at least this many typical intervals long starts a fresh warm-up; a detector whose
+ * baseline adapts more slowly (a reference span of more readings) needs a gap longer than that
+ * span: a short outage of a fast recording is not a new recording.
+ */
+export const GAP_FACTOR = 50;
 
 import { badState, checkVersion, obj, type Detector, type Emit } from "./detector";
 
@@ -14,6 +18,8 @@ export class GapClock {
   has = false;
   last = 0;
   dt = 0;
+  /** Typical intervals that make a gap (at least GAP_FACTOR). */
+  factor = GAP_FACTOR;
   /** Records a reading at `ts`; true when it follows a gap that starts a fresh warm-up. */
   advance(ts: number, n: number): boolean {
     const had = this.has;
@@ -23,7 +29,7 @@ export class GapClock {
     if (!had) return false;
     const dt = ts - last;
     if (dt <= 0) return false;
-    if (this.dt > 0 && n > 10 && dt > GAP_FACTOR * this.dt) return true;
+    if (this.dt > 0 && n > 10 && dt > this.factor * this.dt) return true;
     // A slow-moving typical interval that is robust to the odd long gap.
     this.dt = this.dt === 0 ? dt : this.dt + 0.05 * (Math.min(dt, 4 * this.dt) - this.dt);
     return false;
@@ -41,8 +47,14 @@ export abstract class BaseDetector<S> implements Detector<S> {
   protected n = 0;
   /** Time of the previous reading and the typical interval between readings. */
   protected readonly clock = new GapClock();
-  constructor(point: string, kind: string, protected readonly warmup: number) {
+  /**
+   * `memory`: the time constant, in readings, of the detector's short-term baseline; a gap
+   * restarts it only when longer than that (and than GAP_FACTOR intervals): within its memory
+   * the process has not moved on from what the baseline describes.
+   */
+  constructor(point: string, kind: string, protected readonly warmup: number, memory = 0) {
     this.id = `${point}/${kind}`;
+    this.clock.factor = Math.max(GAP_FACTOR, memory);
   }
   /** `emit` is null while training: update baselines unconditionally, report nothing. */
   protected abstract step(r: Reading, emit: Emit | null): void;

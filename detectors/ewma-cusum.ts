@@ -63,7 +63,7 @@ export class EwmaCusumDetector extends BaseDetector<State> {
   constructor(point: string, opts: EwmaCusumOptions = {}) {
     // Warm-up (and threshold calibration after a restart) spans three time constants of the
     // running mean, so the mean has settled (to within e^-3 of its start) before anything is reported.
-    super(point, "ewma_cusum", opts.warmup ?? Math.ceil(3 / (opts.alpha ?? 0.005)));
+    super(point, "ewma_cusum", opts.warmup ?? Math.ceil(3 / (opts.alpha ?? 0.005)), 1 / (opts.alpha ?? 0.005));
     this.alpha = opts.alpha ?? 0.005;
     this.beta = opts.beta ?? 0.01;
     this.kappa = opts.kappa ?? 1;

@@ -1,4 +1,5 @@
 import type { Reading } from "../agent/core/readings";
+import { GAP_FACTOR } from "./_base";
 import { SortedWindow, SpreadTracker } from "./_stats";
 import { badState, checkVersion, fmt, num, numArray, obj, type Detector, type Emit } from "./detector";
 
@@ -111,7 +112,7 @@ export class GroupShiftDetector implements Detector<State> {
     if (this.tick !== null && r.ts > this.tick) this.flush(emit);
     if (this.tick === null && this.last !== null && r.ts > this.last) {
       const gap = r.ts - this.last;
-      if (this.dt > 0 && this.n > 10 && gap > 50 * this.dt) {
+      if (this.dt > 0 && this.n > 10 && gap > Math.max(GAP_FACTOR, 1 / this.alpha) * this.dt) {
         for (const [p, old] of this.members) {
           const m = this.fresh();
           m.lcal = old.lcal; // how far this signal wanders in normal operation is long-term knowledge

@@ -41,7 +41,7 @@ export class LevelShiftDetector extends BaseDetector<State> {
   private readonly relearn: number;
   private readonly reportFor: number;
   constructor(point: string, opts: LevelShiftOptions = {}) {
-    super(point, "level_shift", opts.warmup ?? 300);
+    super(point, "level_shift", opts.warmup ?? 300, opts.reference_span ?? 100);
     this.win = new SortedWindow(opts.window ?? 16);
     this.alpha = 1 / (opts.reference_span ?? 100);
     this.factor = opts.factor ?? 8;

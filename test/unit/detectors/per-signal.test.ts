@@ -80,6 +80,18 @@ describe("level shift", () => {
     expect(at.length).toBeLessThanOrEqual(16);
     expect(at.every((i) => i >= 600 && i < 640)).toBe(true);
   });
+  it("a fault that starts across a short outage is found: a gap shorter than the baseline's memory is no new recording", () => {
+    // 1 Hz, 80 s without readings (80 intervals: beyond the 50 of a fresh warm-up, within the
+    // reference span of 100), and the level has moved when readings resume.
+    const vals = noise(900, 3);
+    const rs = readings(vals, 1000).map((r, i) => (i >= 600 ? { ...r, ts: r.ts + 80_000, value: r.value + 5 } : r));
+    const { at } = feed(new LevelShiftDetector("p"), rs);
+    expect(at.some((i) => i >= 600 && i < 640)).toBe(true);
+    expect(at.every((i) => i >= 600)).toBe(true);
+    // A day without readings is a new recording: the baseline is learned afresh, nothing reported.
+    const day = readings(vals, 1000).map((r, i) => (i >= 600 ? { ...r, ts: r.ts + 86_400_000, value: r.value + 5 } : r));
+    expect(feed(new LevelShiftDetector("p"), day).at).toEqual([]);
+  });
   it("ignores a single spike (robust mean)", () => {
     const vals = noise(800, 4);
     vals[700] = 1000;
@@ -88,6 +100,13 @@ describe("level shift", () => {
 });
 
 describe("EWMA + CUSUM", () => {
+  it("keeps its baseline across an outage shorter than its memory, and finds a drift that starts there", () => {
+    const vals = noise(1500, 5).map((v, i) => (i >= 1000 ? v + (i - 1000) * 0.01 : v));
+    const rs = readings(vals, 1000).map((r, i) => (i >= 1000 ? { ...r, ts: r.ts + 90_000 } : r));
+    const { at } = feed(new EwmaCusumDetector("p"), rs);
+    expect(at.filter((i) => i < 1000)).toEqual([]);
+    expect(at.some((i) => i >= 1000 && i < 1500)).toBe(true);
+  });
   it("detects a slow drift that no single reading reveals", () => {
     const vals = noise(1500, 5).map((v, i) => (i >= 1000 ? v + (i - 1000) * 0.01 : v));
     const { at } = feed(new EwmaCusumDetector("p"), readings(vals));
