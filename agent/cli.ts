@@ -2,23 +2,27 @@ import { Command } from "commander";
 import { registerConfig } from "./commands/config";
 import { registerDaemon } from "./commands/daemon";
 import { registerDemo } from "./commands/demo";
-import { registerInit } from "./commands/init";
-import { registerKeys } from "./commands/keys";
-import { registerSoc } from "./commands/soc";
-import { registerSim } from "./commands/sim";
+import { registerDetect } from "./commands/detect";
 import { registerDoctor } from "./commands/doctor";
-import { VERSION } from "./version";
-import { registerModbusCommands } from "../protocols/modbus/cli";
-import { registerDetectCommand } from "../detectors/cli";
-import { registerMaintenanceCommand } from "../detectors/maintenance";
-import { registerOpcuaCommands } from "../protocols/opcua/cli";
-import { registerReleaseCommands, registerUpdateCommands } from "../firmware-hooks/cli";
-import { registerIntegrityCommands } from "../firmware-hooks/integrity-cli";
-import { registerPostureCommand } from "../firmware-hooks/posture-cli";
-import { registerSocCommandCommands } from "../firmware-hooks/command-cli";
+import { registerInit } from "./commands/init";
+import { registerIntegrityCommands } from "./commands/integrity";
+import { registerKeys } from "./commands/keys";
+import { registerMaintenance } from "./commands/maintenance";
+import { registerModbus } from "./commands/modbus";
+import { registerOpcuaCommands } from "./commands/opcua";
+import { registerPolicy } from "./commands/policy";
+import { registerPostureCommand } from "./commands/posture";
+import { registerReleaseCommands, registerUpdateCommands } from "./commands/release";
+import { registerSim } from "./commands/sim";
+import { registerSoc } from "./commands/soc";
+import { registerSocCommandCommands } from "./commands/soc-command";
+import { registerWindow } from "./commands/window";
+import { socketFromConfig, type CliDeps } from "./commands/_deps";
+import { printError } from "./commands/_output";
 import { loadConfig } from "./config/load";
 import { locateConfig } from "./config/locate";
 import { DaemonError } from "./core/errors";
+import { VERSION } from "./version";
 
 /** The `gatewarden` command line: every command has --help; reporting commands take --json. */
 export function buildProgram(): Command {
@@ -30,6 +34,7 @@ export function buildProgram(): Command {
     .exitOverride((err) => {
       process.exit(err.exitCode === 0 ? 0 : 2);
     });
+  const deps: CliDeps = { resolveSocket: socketFromConfig };
   registerInit(program);
   registerConfig(program);
   registerDaemon(program);
@@ -38,20 +43,18 @@ export function buildProgram(): Command {
   registerDemo(program);
   registerSim(program);
   registerDoctor(program);
-  registerDetectCommand(program);
-  registerMaintenanceCommand(program, {
-    resolveSocket: async (opts) => loadConfig(locateConfig(typeof opts.config === "string" ? opts.config : undefined)).config.control.socket,
-  });
-  registerModbusCommands(program, {
-    resolveSocket: async (opts) => loadConfig(locateConfig(typeof opts.config === "string" ? opts.config : undefined)).config.control.socket,
-  });
+  registerDetect(program);
+  registerMaintenance(program, deps);
+  registerModbus(program, deps);
+  registerPolicy(program, deps);
+  registerWindow(program, deps);
   registerReleaseCommands(program);
   registerUpdateCommands(program);
   registerIntegrityCommands(program);
   registerPostureCommand(program);
   registerSocCommandCommands(program);
   registerOpcuaCommands(program, {
-    resolveSocket: async (opts) => loadConfig(locateConfig(typeof opts.config === "string" ? opts.config : undefined)).config.control.socket,
+    ...deps,
     front: (opts) => {
       const file = locateConfig(typeof opts.config === "string" ? opts.config : undefined);
       const front = loadConfig(file).config.opcua?.front;
@@ -60,4 +63,21 @@ export function buildProgram(): Command {
     },
   });
   return program;
+}
+
+/**
+ * Runs the command line. Every failure of every command ends here and is printed one way:
+ * `error[CODE]: message` on stderr, and with --json also `{"error": {...}}` on stdout.
+ */
+export async function runCli(argv: string[]): Promise<void> {
+  const program = buildProgram();
+  let json = false;
+  program.hook("preAction", (_program, command) => {
+    json = command.opts().json === true;
+  });
+  try {
+    await program.parseAsync(argv);
+  } catch (e) {
+    printError(e, json);
+  }
 }

@@ -1,11 +1,7 @@
-import { buildProgram } from "./cli";
-import { printError } from "./commands/_output";
+import { runCli } from "./cli";
 
 // Every command's action resolves when its work is done (`run` and `soc receive` when they
 // are stopped); then the process exits, whatever handles a failed component left open.
-buildProgram()
-  .parseAsync(process.argv)
-  .catch((e: unknown) => printError(e))
-  .finally(() => {
-    process.stdout.write("", () => process.exit());
-  });
+void runCli(process.argv).finally(() => {
+  process.stdout.write("", () => process.exit());
+});

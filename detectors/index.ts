@@ -6,4 +6,4 @@ export { POINT_KINDS, type PointKind } from "./kinds";
 export { decodePoint, decodeRegisters, pointSchema, pointsSchema, type PointConfig, type PointsConfig } from "./points";
 export { createSignalDetectors, type SignalSpec } from "./signal-detectors";
 export { parseSite, siteSchema, SiteDetector, type SiteConfig } from "./site";
-export { registerDetectCommand, runDetect } from "./cli";
+export { runDetect } from "./run";

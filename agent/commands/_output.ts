@@ -19,14 +19,33 @@ export function printError(e: unknown, json = false): void {
   process.exitCode = code === "USAGE" ? 2 : 1;
 }
 
-/** Wraps an action so every failure is printed the same way. */
-export function action<A extends unknown[]>(fn: (...args: A) => Promise<void> | void): (...args: A) => Promise<void> {
-  return async (...args: A) => {
-    const opts = args.find((a) => a && typeof a === "object" && !Array.isArray(a) && "json" in (a as object)) as { json?: boolean } | undefined;
-    try {
-      await fn(...args);
-    } catch (e) {
-      printError(e, opts?.json);
-    }
+/**
+ * Lines written together once per event-loop turn (or at 256 KiB), in order. Bounded: past
+ * the size the pending lines are written at once, so a slow reader slows the writer instead of
+ * growing memory.
+ */
+export function lineBatcher(write: (s: string) => void, maxBytes = 256 * 1024): { push(line: string): void; flush(): void } {
+  let pending: string[] = [];
+  let bytes = 0;
+  let scheduled = false;
+  const flush = () => {
+    scheduled = false;
+    if (!pending.length) return;
+    const text = pending.join("\n") + "\n";
+    pending = [];
+    bytes = 0;
+    write(text);
+  };
+  return {
+    push(line) {
+      pending.push(line);
+      bytes += line.length + 1;
+      if (bytes >= maxBytes) flush();
+      else if (!scheduled) {
+        scheduled = true;
+        setImmediate(flush);
+      }
+    },
+    flush,
   };
 }

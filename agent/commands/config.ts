@@ -9,7 +9,7 @@ import { VERSION } from "../version";
 import { assertReferences } from "../config/references";
 import { takesEffect } from "../reload";
 import { DaemonError } from "../core/errors";
-import { action, report } from "./_output";
+import { report } from "./_output";
 
 interface Opts {
   config?: string;
@@ -24,7 +24,7 @@ export function registerConfig(program: Command): void {
     .option("--config <FILE>", "config file")
     .option("--json", "print the result as JSON")
     .action(
-      action((opts: Opts) => {
+      (opts: Opts) => {
         const file = locateConfig(opts.config);
         let text: string;
         try {
@@ -39,7 +39,7 @@ export function registerConfig(program: Command): void {
         // The same check `run` makes before it starts: what passes here starts there.
         assertReferences(loadConfig(file));
         report(opts.json, { file, valid: true }, () => `${file}: valid`);
-      }),
+      },
     );
   cfg
     .command("get <KEY>")
@@ -47,11 +47,11 @@ export function registerConfig(program: Command): void {
     .option("--config <FILE>", "config file")
     .option("--json", "print the value as JSON")
     .action(
-      action((key: string, opts: Opts) => {
+      (key: string, opts: Opts) => {
         const { config } = loadConfig(locateConfig(opts.config));
         const v = getConfigValue(config, key);
         report(opts.json, { key, value: v ?? null }, () => (v === undefined ? "" : typeof v === "object" ? stringify(v).trimEnd() : String(v)));
-      }),
+      },
     );
   cfg
     .command("set <KEY> <VALUE>")
@@ -59,24 +59,24 @@ export function registerConfig(program: Command): void {
     .option("--config <FILE>", "config file")
     .option("--json", "print the result as JSON")
     .action(
-      action((key: string, value: string, opts: Opts) => {
+      (key: string, value: string, opts: Opts) => {
         const file = locateConfig(opts.config);
         loadConfigOrParseErrorOnly(file);
         const r = setConfigValue(file, key, value);
         const when = takesEffect(key);
         report(opts.json, { file, key, previous: r.previous ?? null, value: r.value, takes_effect: when }, () => `${key} = ${JSON.stringify(r.value)} (${r.previous === undefined ? "was unset" : `was ${JSON.stringify(r.previous)}`}); ${when === "reload" ? "a running daemon takes it at `gatewarden reload` (or SIGHUP)" : "takes effect when the daemon restarts"}`);
-      }),
+      },
     );
   cfg
     .command("schema")
     .description("Print the config's JSON Schema (for editors: init puts it beside the config as " + SCHEMA_FILE + ")")
     .option("--out <FILE>", "write it to FILE instead of standard output")
     .action(
-      action((opts: { out?: string }) => {
+      (opts: { out?: string }) => {
         const text = JSON.stringify(configJsonSchema(VERSION), null, 2) + "\n";
         if (opts.out) writeSchemaFile(opts.out, text);
         else process.stdout.write(text);
-      }),
+      },
     );
   cfg
     .command("show")
@@ -84,10 +84,10 @@ export function registerConfig(program: Command): void {
     .option("--config <FILE>", "config file")
     .option("--json", "print as JSON")
     .action(
-      action((opts: Opts) => {
+      (opts: Opts) => {
         const { config, file } = loadConfig(locateConfig(opts.config));
         report(opts.json, config, () => `# ${file} (effective)\n` + stringify(config).trimEnd());
-      }),
+      },
     );
 }
 

@@ -8,7 +8,7 @@ import { RECENT_EVENTS, Runtime, type ReloadReport } from "../runtime";
 import { osUser } from "../core/os-user";
 import { DaemonError } from "../core/errors";
 import { SystemdNotifier } from "../systemd-notify";
-import { action, report } from "./_output";
+import { report } from "./_output";
 
 interface Opts {
   config?: string;
@@ -21,7 +21,7 @@ export function registerDaemon(program: Command): void {
     .description("Run the daemon in the foreground (JSON-line logs on stdout; SIGTERM/SIGINT stop it cleanly, SIGHUP reloads as `gatewarden reload` does)")
     .option("--config <FILE>", "config file")
     .action(
-      action(async (opts: Opts) => {
+      async (opts: Opts) => {
         // Signals are handled from the first moment: a SIGTERM during startup (the outbox
         // check can take a while on a large database) still stops cleanly once started.
         let stopRequested: string | undefined;
@@ -51,7 +51,7 @@ export function registerDaemon(program: Command): void {
           };
           if (stopRequested) onSignal(stopRequested);
         });
-      }),
+      },
     );
 
   program
@@ -60,11 +60,11 @@ export function registerDaemon(program: Command): void {
     .option("--config <FILE>", "config file")
     .option("--json", "print as JSON")
     .action(
-      action(async (opts: Opts) => {
+      async (opts: Opts) => {
         const { config } = loadConfig(locateConfig(opts.config));
         const r = (await controlCall(config.control.socket, "reload", { by: osUser() }, 30_000)) as ReloadReport;
         report(opts.json, r, () => `Reloaded: ${r.reloaded.join(", ") || "TLS material"}.${r.restart_needed.length ? `\nTake effect only after a restart: ${r.restart_needed.join(", ")}.` : ""}`);
-      }),
+      },
     );
 
   program
@@ -73,11 +73,11 @@ export function registerDaemon(program: Command): void {
     .option("--config <FILE>", "config file")
     .option("--json", "print as JSON")
     .action(
-      action(async (opts: Opts) => {
+      async (opts: Opts) => {
         const { config } = loadConfig(locateConfig(opts.config));
         const s = (await controlCall(config.control.socket, "status")) as StatusView;
         report(opts.json, s, () => formatStatus(s));
-      }),
+      },
     );
 
   const outbox = program.command("outbox").description("Inspect the outbox database");
@@ -87,7 +87,7 @@ export function registerDaemon(program: Command): void {
     .option("--config <FILE>", "config file")
     .option("--json", "print as JSON")
     .action(
-      action((opts: Opts) => {
+      (opts: Opts) => {
         const { config } = loadConfig(locateConfig(opts.config));
         const ob = new Outbox(config.buffer.path, config.buffer.max_bytes);
         try {
@@ -98,7 +98,7 @@ export function registerDaemon(program: Command): void {
         } finally {
           ob.db.close();
         }
-      }),
+      },
     );
 
   const events = program.command("events").description("Look at recorded events");
@@ -110,7 +110,7 @@ export function registerDaemon(program: Command): void {
     .option("-f, --follow", "keep printing new events until interrupted")
     .option("--json", "one JSON envelope per line (default: a short line per event)")
     .action(
-      action(async (opts: Opts & { lines: number; follow?: boolean }) => {
+      async (opts: Opts & { lines: number; follow?: boolean }) => {
         const { config } = loadConfig(locateConfig(opts.config));
         const n = opts.lines;
         const print = (e: unknown) => process.stdout.write((opts.json ? JSON.stringify(e) : formatEvent(e as EventView)) + "\n");
@@ -122,7 +122,7 @@ export function registerDaemon(program: Command): void {
         process.once("SIGINT", () => ac.abort());
         process.once("SIGTERM", () => ac.abort());
         await controlStream(config.control.socket, "events.tail", { limit: n }, print, { signal: ac.signal });
-      }),
+      },
     );
 }
 

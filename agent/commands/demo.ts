@@ -17,7 +17,6 @@ import { Runtime } from "../runtime";
 import { SocReceiver } from "../soc/receive";
 import { TrustStore } from "../soc/trust";
 import type { OutLine } from "../soc/verifier";
-import { action } from "./_output";
 
 /**
  * The whole chain on one machine: an embedded broker, one gateway daemon producing events and
@@ -33,7 +32,7 @@ export function registerDemo(program: Command): void {
     .option("--keep", "keep the demo directory instead of deleting it")
     .option("--json", "print the final summary as JSON")
     .action(
-      action(async (opts: { duration: string; rate: string; keep?: boolean; json?: boolean }) => {
+      async (opts: { duration: string; rate: string; keep?: boolean; json?: boolean }) => {
         const duration = Number(opts.duration);
         const rate = Number(opts.rate);
         if (!(duration >= 3 && duration <= 86_400)) throw new DaemonError("USAGE", "--duration must be between 3 and 86400 seconds");
@@ -41,7 +40,7 @@ export function registerDemo(program: Command): void {
         const summary = await runDemo({ duration, rate, keep: !!opts.keep, quiet: !!opts.json });
         if (opts.json) process.stdout.write(JSON.stringify(summary, null, 2) + "\n");
         if (!summary.ok) process.exitCode = 1;
-      }),
+      },
     );
 }
 

@@ -3,7 +3,6 @@ import { loadConfig } from "../config/load";
 import { locateConfig } from "../config/locate";
 import { DaemonError, describeError } from "../core/errors";
 import { checkBroker, checkClock, checkDataDir, checkDisk, checkListeners, checkSecrets, checkUpstreams, serviceUser, type Check } from "../doctor/checks";
-import { action } from "./_output";
 import { checkReferences } from "../config/references";
 import { secretPathOf } from "../doctor/secrets";
 
@@ -26,7 +25,7 @@ export function registerDoctor(program: Command): void {
     .option("--root <DIR>", "system root whose etc/passwd names the service user", "/")
     .option("--user <NAME>", "the service user", "gatewarden")
     .option("--json", "print the checks as JSON")
-    .action(action((opts: Opts) => runDoctor(opts)));
+    .action((opts: Opts) => runDoctor(opts));
 }
 
 async function runDoctor(opts: Opts): Promise<void> {

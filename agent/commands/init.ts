@@ -7,7 +7,7 @@ import { configTemplate } from "../config/template";
 import { DaemonError } from "../core/errors";
 import { DEVICE_ID, exportTrust, fingerprint, generateDeviceKey } from "../keys/identity";
 import { writeNewFile } from "../core/secret-files";
-import { action, report } from "./_output";
+import { report } from "./_output";
 import { writeSchemaFile } from "./config";
 import { configJsonSchema, SCHEMA_FILE } from "../config/json-schema";
 import { VERSION } from "../version";
@@ -22,7 +22,7 @@ export function registerInit(program: Command): void {
     .option("--data-dir <DIR>", "where the outbox and control socket live (default: DIR/data)")
     .option("--json", "print the result as JSON")
     .action(
-      action((opts: { dir: string; deviceId?: string; dataDir?: string; json?: boolean }) => {
+      (opts: { dir: string; deviceId?: string; dataDir?: string; json?: boolean }) => {
         const dir = resolve(opts.dir);
         const deviceId = opts.deviceId ?? hostname().replace(/[^A-Za-z0-9._-]/g, "-").slice(0, 64);
         if (!DEVICE_ID.test(deviceId)) throw new DaemonError("USAGE", `--device-id ${deviceId}: use letters, digits, '.', '_' or '-' (at most 64)`);
@@ -46,6 +46,6 @@ export function registerInit(program: Command): void {
             `  gatewarden run --config ${file}`,
           ].join("\n"),
         );
-      }),
+      },
     );
 }

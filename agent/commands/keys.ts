@@ -4,7 +4,7 @@ import { statSync, writeFileSync } from "node:fs";
 import { loadConfig } from "../config/load";
 import { locateConfig } from "../config/locate";
 import { exportTrust, fingerprint, loadDeviceKey } from "../keys/identity";
-import { action, report } from "./_output";
+import { report } from "./_output";
 
 export function registerKeys(program: Command): void {
   const keys = program.command("keys").description("This gateway's identity key");
@@ -14,13 +14,13 @@ export function registerKeys(program: Command): void {
     .option("--config <FILE>", "config file")
     .option("--json", "print as JSON")
     .action(
-      action((opts: { config?: string; json?: boolean }) => {
+      (opts: { config?: string; json?: boolean }) => {
         const { config } = loadConfig(locateConfig(opts.config));
         const key = loadDeviceKey(config.device.key);
         const mode = (statSync(config.device.key).mode & 0o777).toString(8).padStart(4, "0");
         const fp = fingerprint(createPublicKey(key));
         report(opts.json, { device: config.device.id, key_file: config.device.key, mode, alg: "ed25519", fingerprint: fp }, () => `device ${config.device.id}\nkey    ${config.device.key} (mode ${mode}, ed25519)\nfingerprint ${fp}`);
-      }),
+      },
     );
   keys
     .command("export-public")
@@ -28,11 +28,11 @@ export function registerKeys(program: Command): void {
     .option("--config <FILE>", "config file")
     .option("--out <FILE>", "write to FILE instead of stdout")
     .action(
-      action((opts: { config?: string; out?: string }) => {
+      (opts: { config?: string; out?: string }) => {
         const { config } = loadConfig(locateConfig(opts.config));
         const text = JSON.stringify(exportTrust(config.device.id, loadDeviceKey(config.device.key)), null, 2) + "\n";
         if (opts.out) writeFileSync(opts.out, text, { mode: 0o644 });
         else process.stdout.write(text);
-      }),
+      },
     );
 }

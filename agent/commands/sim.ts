@@ -3,7 +3,6 @@ import { stringify } from "yaml";
 import { DaemonError } from "../core/errors";
 import { FEEDER_ATTACKS, FEEDER_LAYOUT, FEEDER_METERS, FeederSim, type FeederAttack } from "../sim/energy";
 import { WATER_ATTACKS, WaterSim, type WaterAttack } from "../sim/water";
-import { action } from "./_output";
 
 interface SimOpts {
   listen: string;
@@ -35,7 +34,7 @@ export function registerSim(program: Command): void {
       .option("--print-points", "print the points config for this simulator and exit")
       .option("--device <NAME>", "the Modbus upstream name used in --print-points", kind === "water" ? "plc" : "feeder")
       .option("--json", "print the listening address as JSON")
-      .action(action((opts: SimOpts) => runSim(kind, attacks, opts)));
+      .action((opts: SimOpts) => runSim(kind, attacks, opts));
   }
 }
 

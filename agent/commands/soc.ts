@@ -10,7 +10,7 @@ import { createLogger } from "../log";
 import { SocReceiver } from "../soc/receive";
 import { TrustStore } from "../soc/trust";
 import { verifyFile } from "../soc/verify-file";
-import { action, report } from "./_output";
+import { report } from "./_output";
 import { mkdirSync } from "node:fs";
 
 export function registerSoc(program: Command): void {
@@ -23,12 +23,12 @@ export function registerSoc(program: Command): void {
     .requiredOption("--dir <DIR>", "SOC state directory")
     .option("--json", "print the result as JSON")
     .action(
-      action((opts: { dir: string; json?: boolean }) => {
+      (opts: { dir: string; json?: boolean }) => {
         const dir = resolve(opts.dir);
         mkdirSync(dir, { recursive: true, mode: 0o700 });
         const pub = generateSocKeys(join(dir, "soc.key"), join(dir, "soc.pub"));
         report(opts.json, { secret_key: join(dir, "soc.key"), public_key: join(dir, "soc.pub"), x25519: pub.public_key }, () => `Created ${join(dir, "soc.key")} (0600) and ${join(dir, "soc.pub")}.\nCopy soc.pub to each gateway and set upstream.soc_public_key to its path.`);
-      }),
+      },
     );
 
   keys
@@ -36,9 +36,9 @@ export function registerSoc(program: Command): void {
     .description("Print soc.pub for DIR's soc.key (X25519 sealing key and the Ed25519 key end-to-end acks are signed with)")
     .requiredOption("--dir <DIR>", "SOC state directory")
     .action(
-      action((opts: { dir: string }) => {
+      (opts: { dir: string }) => {
         process.stdout.write(JSON.stringify(socPublicKeyFile(loadSocSecretKey(join(resolve(opts.dir), "soc.key")))) + "\n");
-      }),
+      },
     );
 
   const trust = soc.command("trust").description("Trusted device keys: add, replace, list, remove (every change is logged and reported by the receiver)");
@@ -50,7 +50,7 @@ export function registerSoc(program: Command): void {
     .option("--from-boot <BOOT>", "with --replace: the first boot epoch the new key is valid for (default: after the last boot the receiver verified)")
     .option("--json", "print the result as JSON")
     .action(
-      action((file: string, opts: { dir: string; replace?: boolean; fromBoot?: string; json?: boolean }) => {
+      (file: string, opts: { dir: string; replace?: boolean; fromBoot?: string; json?: boolean }) => {
         let text: string;
         try {
           text = readFileSync(file, "utf8");
@@ -63,7 +63,7 @@ export function registerSoc(program: Command): void {
         const fromBoot = opts.fromBoot !== undefined ? positive(opts.fromBoot, "--from-boot") : nextBoot(dir, device);
         const r = TrustStore.add(dir, text, file, opts.replace ? { fromBoot } : undefined);
         report(opts.json, r, () => (r.replaced ? `Replaced the key of ${r.device}: ${r.replaced} -> ${r.fingerprint}, valid from boot ${r.from_boot}; the old key still verifies the boots before it.` : `Trusted device ${r.device} (${r.fingerprint}).`));
-      }),
+      },
     );
   trust
     .command("list")
@@ -71,14 +71,14 @@ export function registerSoc(program: Command): void {
     .requiredOption("--dir <DIR>", "SOC state directory")
     .option("--json", "print as JSON")
     .action(
-      action((opts: { dir: string; json?: boolean }) => {
+      (opts: { dir: string; json?: boolean }) => {
         const all = new TrustStore(resolve(opts.dir)).list();
         report(opts.json, all, () =>
           all.length
             ? all.map((d) => `${d.device}  ${d.removed_at !== undefined ? "removed" : "trusted"}  ${d.keys.at(-1)!.fingerprint}${d.keys.length > 1 ? `  (${d.keys.length} keys: ${d.keys.map((k) => `${k.fingerprint.slice(0, 19)}… boots ${k.from_boot ?? "start"}..${k.until_boot ?? "now"}`).join("; ")})` : ""}`).join("\n")
             : "No trusted devices.",
         );
-      }),
+      },
     );
   trust
     .command("remove <DEVICE>")
@@ -87,12 +87,12 @@ export function registerSoc(program: Command): void {
     .option("--until-boot <BOOT>", "the last boot epoch its key is valid for (default: the last boot the receiver verified)")
     .option("--json", "print the result as JSON")
     .action(
-      action((device: string, opts: { dir: string; untilBoot?: string; json?: boolean }) => {
+      (device: string, opts: { dir: string; untilBoot?: string; json?: boolean }) => {
         const dir = resolve(opts.dir);
         const until = opts.untilBoot !== undefined ? positive(opts.untilBoot, "--until-boot") : nextBoot(dir, device) - 1;
         const r = TrustStore.remove(dir, device, until);
         report(opts.json, r, () => `Removed ${r.device} (${r.fingerprint}); its key verifies boots up to ${r.until_boot}.`);
-      }),
+      },
     );
 
   soc
@@ -114,7 +114,7 @@ export function registerSoc(program: Command): void {
     .option("--mqtt-version <V>", "5, or 4 for MQTT 3.1.1 brokers", "5")
     .option("--dedupe-window <N>", "positions per device boot remembered for de-duplication", "100000")
     .action(
-      action(async (opts: { broker: string; dir: string; out: string; ca?: string; cert?: string; key?: string; username?: string; passwordFile?: string; topic: string; share?: string; clientId?: string; gapTimeoutMs: string; dedupeWindow: string; mqttVersion: string; continuity?: string }) => {
+      async (opts: { broker: string; dir: string; out: string; ca?: string; cert?: string; key?: string; username?: string; passwordFile?: string; topic: string; share?: string; clientId?: string; gapTimeoutMs: string; dedupeWindow: string; mqttVersion: string; continuity?: string }) => {
         if (URL_CREDENTIALS.test(opts.broker)) throw new DaemonError("USAGE", "--broker must not hold a user name or password: use --username and --password-file (0600)");
         const log = createLogger("info", 2);
         const r = new SocReceiver({
@@ -141,7 +141,7 @@ export function registerSoc(program: Command): void {
           process.once("SIGTERM", stop);
           process.once("SIGINT", stop);
         });
-      }),
+      },
     );
 
   soc
@@ -150,7 +150,7 @@ export function registerSoc(program: Command): void {
     .option("--dir <DIR>", "SOC state directory holding trusted/ (default: $GATEWARDEN_SOC_DIR or .)")
     .option("--json", "print the report as JSON")
     .action(
-      action(async (file: string, opts: { dir?: string; json?: boolean }) => {
+      async (file: string, opts: { dir?: string; json?: boolean }) => {
         const trust = new TrustStore(resolve(opts.dir ?? process.env.GATEWARDEN_SOC_DIR ?? "."));
         const r = await verifyFile(file, trust);
         report(opts.json, r, () =>
@@ -160,7 +160,7 @@ export function registerSoc(program: Command): void {
           ].join("\n"),
         );
         if (r.problem_lines.length) process.exitCode = 1;
-      }),
+      },
     );
 }
 

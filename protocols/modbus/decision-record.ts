@@ -3,6 +3,8 @@
  * `policy replay` read it (JSON lines). `request` is the re-serialised request PDU in hex,
  * absent when the frame was malformed (rule `frame`).
  */
+import { readFileSync } from "node:fs";
+import { DaemonError } from "../../agent/core/errors";
 import { FUNCTION_NAMES } from "./function-codes";
 import { describeIdentity, type PeerIdentity } from "./identity";
 import type { ModbusRequest } from "./pdu";
@@ -100,4 +102,15 @@ export function parseRecords(text: string): { records: DecisionRecord[]; skipped
 
 export function functionName(fc: number): string {
   return FUNCTION_NAMES[fc] ?? `fc${fc}`;
+}
+
+/** Decision records from a file of JSON lines (`-`: stdin); INPUT_INVALID when it cannot be read. */
+export function readRecordsFile(path: string): DecisionRecord[] {
+  let text: string;
+  try {
+    text = path === "-" ? readFileSync(0, "utf8") : readFileSync(path, "utf8");
+  } catch (e) {
+    throw new DaemonError("INPUT_INVALID", `cannot read ${path} (${(e as Error).message})`, { cause: e });
+  }
+  return parseRecords(text).records;
 }

@@ -30,6 +30,19 @@ describe("operator mistakes (built bundle)", () => {
     expect(frac.issues?.[0]?.message).not.toMatch(/string/);
   });
 
+  it("every command prints its error one way: `window list --json` as `status --json` does", () => {
+    const s = site(); // no daemon runs: the control socket does not answer
+    for (const args of [["status"], ["window", "list"], ["modbus", "status"], ["maintenance", "list"], ["opcua", "pki", "list"]]) {
+      const r = gw([...args, "--config", s.cfgFile, "--json"]);
+      expect(r.code, args.join(" ")).toBe(1);
+      expect(errorOf(r).code, args.join(" ")).toBe("CONTROL_UNAVAILABLE");
+      expect(r.stderr, args.join(" ")).toMatch(/^error\[CONTROL_UNAVAILABLE\]: /);
+      const plain = gw([...args, "--config", s.cfgFile]);
+      expect(plain.stdout, args.join(" ")).toBe("");
+      expect(plain.stderr, args.join(" ")).toMatch(/^error\[CONTROL_UNAVAILABLE\]: /);
+    }
+  });
+
   it.skipIf(!havePeer("/usr/bin/openssl"))("refuses an upstream TLS key readable by others at validate and at run, before any boot event", () => {
     const s = site();
     const pki = makePki(s.gwDir, ["gw"]);

@@ -1,6 +1,6 @@
 /** Runs `detect` (as the CLI does) on a simulated feeder and scores it. */
 import { fileURLToPath } from "node:url";
-import { runDetectTables } from "../../detectors/cli";
+import { runDetectTables } from "../../detectors/run";
 import type { CsvTable } from "../../detectors/csv";
 import type { EngineOptionsInput } from "../../detectors/engine-options";
 import type { FeederRun } from "./feeder";

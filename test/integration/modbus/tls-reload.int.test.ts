@@ -9,7 +9,7 @@ import { Command } from "commander";
 import type { EventDraft } from "../../../agent/core/events";
 import { isDaemonError } from "../../../agent/core/errors";
 import { Runtime } from "../../../agent/runtime";
-import { registerModbusCommands } from "../../../protocols/modbus/cli";
+import { registerModbus } from "../../../agent/commands/modbus";
 import { exited, gw, gwSpawn } from "../../helpers/cli";
 import { makeSite, silent, tempDir } from "../../helpers/fixture";
 import { freePort } from "./_peers";
@@ -315,7 +315,7 @@ modbus:
       const cli = async (): Promise<{ out: string; error?: unknown }> => {
         let out = "";
         const program = new Command("gatewarden").exitOverride();
-        registerModbusCommands(program, { resolveSocket: async () => loaded.config.control.socket, stdout: (x) => (out += x), stderr: () => {} });
+        registerModbus(program, { resolveSocket: async () => loaded.config.control.socket, stdout: (x) => (out += x), stderr: () => {} });
         try {
           await program.parseAsync(["node", "gatewarden", "modbus", "reload-tls"]);
           return { out };

@@ -9,7 +9,7 @@ import { RawClient, startRig, type Rig } from "./_harness";
 import { pythonHas, runPyJson } from "./_peers";
 import { until } from "../../helpers/fixture";
 import { Command } from "commander";
-import { registerModbusCommands } from "../../../protocols/modbus/cli";
+import { registerModbus } from "../../../agent/commands/modbus";
 import { SimDevice } from "../../../protocols/modbus/sim-server";
 
 const HAS_PYMODBUS = pythonHas("pymodbus");
@@ -157,7 +157,7 @@ describe.skipIf(!OPENSSL)("Modbus/TCP Security listener (needs the openssl binar
     let listening: (p: number) => void = () => {};
     const ready = new Promise<number>((r) => (listening = r));
     const program = new Command("gatewarden").exitOverride();
-    registerModbusCommands(program, { resolveSocket: async () => "", stdout: (s) => (out += s), stderr: () => {}, signal: ac.signal, onListening: (p) => listening(p) });
+    registerModbus(program, { resolveSocket: async () => "", stdout: (s) => (out += s), stderr: () => {}, signal: ac.signal, onListening: (p) => listening(p) });
     const run = program.parseAsync(["node", "gatewarden", "modbus", "proxy", "--listen", "127.0.0.1:0", "--upstream", `tcp://127.0.0.1:${dport}`, "--preset", "read-only", "--tls-cert", pki.serverCert, "--tls-key", pki.serverKey, "--tls-ca", pki.ca]);
     const p = await ready;
     const { client } = await tlsClient(p, pki, pki.client("operator"));

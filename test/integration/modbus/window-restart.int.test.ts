@@ -7,7 +7,7 @@ import { createPublicKey } from "node:crypto";
 import { controlCall } from "../../../agent/control/client";
 import { checkEnvelope } from "../../../agent/events/envelope";
 import { Runtime } from "../../../agent/runtime";
-import { registerModbusCommands } from "../../../protocols/modbus/cli";
+import { registerWindow } from "../../../agent/commands/window";
 import type { WriteWindow } from "../../../protocols/modbus/window-store";
 import { silent, tempDir } from "../../helpers/fixture";
 import { RawClient, startRig } from "./_harness";
@@ -19,7 +19,7 @@ type Body = { class: string; ocsf: { class_uid: number; message: string; unmappe
 async function cli(socket: string, args: string[]): Promise<string> {
   let out = "";
   const program = new Command("gatewarden").exitOverride();
-  registerModbusCommands(program, { resolveSocket: async () => socket, stdout: (s) => (out += s), stderr: () => {} });
+  registerWindow(program, { resolveSocket: async () => socket, stdout: (s) => (out += s), stderr: () => {} });
   await program.parseAsync(["node", "gatewarden", "window", ...args]);
   return out;
 }

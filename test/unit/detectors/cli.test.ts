@@ -2,7 +2,7 @@ import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
-import { runDetect } from "../../../detectors/cli";
+import { runDetect } from "../../../detectors/run";
 import { parseCsv, parseTimestamp } from "../../../detectors/csv";
 
 const dir = mkdtempSync(join(tmpdir(), "gw-detect-"));
@@ -95,7 +95,7 @@ describe("detect --propose-site", () => {
     const { tmpdir } = await import("node:os");
     const { join } = await import("node:path");
     const { simulateFeeder, feederCsv } = await import("../../sim/feeder");
-    const { proposeSite } = await import("../../../detectors/cli");
+    const { proposeSite } = await import("../../../detectors/run");
     const { parseSite } = await import("../../../detectors/site");
     const dir = mkdtempSync(join(tmpdir(), "gw-propose-"));
     try {

@@ -5,7 +5,12 @@ import { Command } from "commander";
 import { afterAll, describe, expect, it } from "vitest";
 import { ControlServer } from "../../../agent/control/server";
 import { isDaemonError } from "../../../agent/core/errors";
-import { lineBatcher, registerModbusCommands, parseUpstreamUrl } from "../../../protocols/modbus/cli";
+import type { CliDeps } from "../../../agent/commands/_deps";
+import { registerModbus } from "../../../agent/commands/modbus";
+import { lineBatcher } from "../../../agent/commands/_output";
+import { registerPolicy } from "../../../agent/commands/policy";
+import { registerWindow } from "../../../agent/commands/window";
+import { parseUpstreamUrl } from "../../../protocols/modbus/requests";
 import { createServer, type AddressInfo } from "node:net";
 import type { DecisionRecord } from "../../../protocols/modbus/decision-record";
 import { parsePolicyText } from "../../../protocols/modbus/policy-schema";
@@ -37,12 +42,13 @@ roles:
 const policyFile = join(dir, "policy.yaml");
 writeFileSync(policyFile, policyYaml);
 
-async function run(args: string[], extra: Partial<Parameters<typeof registerModbusCommands>[1]> = {}): Promise<{ out: string; err: string; error?: unknown; exitCode?: number }> {
+async function run(args: string[], extra: Partial<CliDeps> = {}): Promise<{ out: string; err: string; error?: unknown; exitCode?: number }> {
   let out = "";
   let err = "";
   let exitCode: number | undefined;
   const program = new Command("gatewarden").exitOverride().option("--socket <path>");
-  registerModbusCommands(program, { resolveSocket: async (o) => String(o.socket), stdout: (s) => (out += s), stderr: (s) => (err += s), setExitCode: (c) => (exitCode = c), ...extra });
+  const deps: CliDeps = { resolveSocket: async (o) => String(o.socket), stdout: (s) => (out += s), stderr: (s) => (err += s), setExitCode: (c) => (exitCode = c), ...extra };
+  for (const register of [registerModbus, registerPolicy, registerWindow]) register(program, deps);
   try {
     await program.parseAsync(["node", "gatewarden", ...args]);
     return { out, err, ...(exitCode === undefined ? {} : { exitCode }) };

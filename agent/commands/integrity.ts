@@ -1,11 +1,11 @@
 import type { Command } from "commander";
 import { userInfo } from "node:os";
-import { action, report } from "../agent/commands/_output";
-import { loadConfig } from "../agent/config/load";
-import { locateConfig } from "../agent/config/locate";
-import { controlCall } from "../agent/control/client";
-import { recordAudit } from "./audit";
-import { acceptDraft, acceptIntegrity, checkIntegrity, type Drift } from "./integrity";
+import { report } from "./_output";
+import { loadConfig } from "../config/load";
+import { locateConfig } from "../config/locate";
+import { controlCall } from "../control/client";
+import { recordAudit } from "../../firmware-hooks/audit";
+import { acceptDraft, acceptIntegrity, checkIntegrity, type Drift } from "../../firmware-hooks/integrity";
 
 const lines = (d: Drift) => [...d.changed.map((f) => `changed  ${f}`), ...d.added.map((f) => `added    ${f}`), ...d.missing.map((f) => `missing  ${f}`)];
 
@@ -17,11 +17,11 @@ export function registerIntegrityCommands(program: Command): void {
     .option("--config <FILE>", "config file")
     .option("--json", "print as JSON")
     .action(
-      action((opts: { config?: string; json?: boolean }) => {
+      (opts: { config?: string; json?: boolean }) => {
         const r = checkIntegrity(loadConfig(locateConfig(opts.config)));
         report(opts.json, r, () => [`integrity ${r.state} (${r.files} files; manifest ${r.manifest}, accepted ${r.accepted_at ?? "never"})`, ...lines(r.drift)].join("\n"));
         if (r.state !== "ok") process.exitCode = 1;
-      }),
+      },
     );
   integrity
     .command("accept")
@@ -29,13 +29,13 @@ export function registerIntegrityCommands(program: Command): void {
     .option("--config <FILE>", "config file")
     .option("--json", "print as JSON")
     .action(
-      action(async (opts: { config?: string; json?: boolean }) => {
+      async (opts: { config?: string; json?: boolean }) => {
         const loaded = loadConfig(locateConfig(opts.config));
         const r = acceptIntegrity(loaded);
         const ev = await recordAudit(loaded, acceptDraft(r, `${userInfo().username} (gatewarden integrity accept)`));
         // A running daemon re-measures at once against the new manifest.
         await controlCall(loaded.config.control.socket, "integrity.check").catch(() => undefined);
         report(opts.json, { ...r, event: ev }, () => [`accepted ${r.files} files into ${r.manifest} (event ${ev.boot}:${ev.seq} via ${ev.via})`, ...(r.drift ? lines(r.drift) : [])].join("\n"));
-      }),
+      },
     );
 }

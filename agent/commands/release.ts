@@ -1,14 +1,14 @@
 import type { Command } from "commander";
 import { mkdirSync, readFileSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
-import { action, report } from "../agent/commands/_output";
-import { loadConfig } from "../agent/config/load";
-import { locateConfig } from "../agent/config/locate";
-import { DaemonError } from "../agent/core/errors";
-import { writeFileAtomic } from "../agent/core/secret-files";
-import { runHook } from "./hook";
-import { generateReleaseKey, hashTree, loadReleasePrivateKey, parseManifest, RELEASE_FILE, signManifest } from "./release";
-import { applyUpdate, rollBack, standaloneStatus, verifyBundle } from "./standalone";
+import { report } from "./_output";
+import { loadConfig } from "../config/load";
+import { locateConfig } from "../config/locate";
+import { DaemonError } from "../core/errors";
+import { writeFileAtomic } from "../core/secret-files";
+import { runHook } from "../../firmware-hooks/hook";
+import { generateReleaseKey, hashTree, loadReleasePrivateKey, parseManifest, RELEASE_FILE, signManifest } from "../../firmware-hooks/release";
+import { applyUpdate, rollBack, standaloneStatus, verifyBundle } from "../../firmware-hooks/standalone";
 
 interface Opts {
   config?: string;
@@ -23,13 +23,13 @@ export function addKeyInit(parent: Command, base: string, pubUse: string): void 
     .requiredOption("--dir <DIR>", "where to write the keys")
     .option("--json", "print as JSON")
     .action(
-      action((opts: { dir: string; json?: boolean }) => {
+      (opts: { dir: string; json?: boolean }) => {
         const dir = resolve(opts.dir);
         mkdirSync(dir, { recursive: true, mode: 0o700 });
         const [priv, pub] = [join(dir, `${base}.key`), join(dir, `${base}.pub`)];
         const fp = generateReleaseKey(priv, pub);
         report(opts.json, { private_key: priv, public_key: pub, fingerprint: fp }, () => `Created ${priv} (0600) and ${pub}\nfingerprint ${fp}`);
-      }),
+      },
     );
 }
 
@@ -44,7 +44,7 @@ export function registerReleaseCommands(program: Command): void {
     .option("--out <FILE>", `where to write the signed manifest (default: DIR/${RELEASE_FILE} with --files, else beside MANIFEST)`)
     .option("--json", "print as JSON")
     .action(
-      action((file: string, opts: { key: string; files?: string; out?: string; json?: boolean }) => {
+      (file: string, opts: { key: string; files?: string; out?: string; json?: boolean }) => {
         let raw: Record<string, unknown>;
         try {
           raw = JSON.parse(readFileSync(file, "utf8")) as Record<string, unknown>;
@@ -58,7 +58,7 @@ export function registerReleaseCommands(program: Command): void {
         const out = opts.out ?? join(opts.files ? resolve(opts.files) : dirname(resolve(file)), RELEASE_FILE);
         writeFileAtomic(out, JSON.stringify(signed, null, 2) + "\n", 0o644);
         report(opts.json, { out, version: m.version, counter: m.counter, files: Object.keys(m.files).length, key: signed.signatures[0]!.key }, () => `Signed ${m.version} (counter ${m.counter}, ${Object.keys(m.files).length} files) with ${signed.signatures[0]!.key}\nwrote ${out}`);
-      }),
+      },
     );
 }
 
@@ -71,14 +71,14 @@ export function registerUpdateCommands(program: Command): Command {
     .option("--bundle <DIR>", "the release's directory (default: from the engine's environment)")
     .option("--json", "print the result as JSON")
     .action(
-      action(async (engine: string, stage: string, opts: Opts & { bundle?: string }) => {
+      async (engine: string, stage: string, opts: Opts & { bundle?: string }) => {
         const loaded = loadConfig(locateConfig(opts.config));
         const r = await runHook(loaded, engine, stage, { bundle: opts.bundle });
         if (opts.json) report(true, r, () => "");
         // Engines show the hook's stderr (RAUC's install-check takes its message from there).
         process.stderr.write(r.message + "\n");
         process.exitCode = r.exitCode;
-      }),
+      },
     );
   update
     .command("verify <BUNDLE>")
@@ -86,10 +86,10 @@ export function registerUpdateCommands(program: Command): Command {
     .option("--config <FILE>", "config file")
     .option("--json", "print as JSON")
     .action(
-      action((bundle: string, opts: Opts) => {
+      (bundle: string, opts: Opts) => {
         const r = verifyBundle(loadConfig(locateConfig(opts.config)), bundle);
         report(opts.json, { ok: true, version: r.manifest.version, counter: r.manifest.counter, device_class: r.manifest.device_class, key: r.key, files: Object.keys(r.manifest.files).length }, () => `OK ${r.manifest.version} (counter ${r.manifest.counter}, ${Object.keys(r.manifest.files).length} files) signed by ${r.key}`);
-      }),
+      },
     );
   update
     .command("apply <BUNDLE>")
@@ -97,7 +97,7 @@ export function registerUpdateCommands(program: Command): Command {
     .option("--config <FILE>", "config file")
     .option("--json", "print as JSON")
     .action(
-      action(async (bundle: string, opts: Opts) => {
+      async (bundle: string, opts: Opts) => {
         const at = process.env.GATEWARDEN_FAULT_KILL_AT; // fault injection for the kill -9 test
         const r = await applyUpdate(loadConfig(locateConfig(opts.config)), bundle, {
           onStep: (s) => {
@@ -106,7 +106,7 @@ export function registerUpdateCommands(program: Command): Command {
         });
         report(opts.json, r, () => r.message);
         if (!r.ok) process.exitCode = 1;
-      }),
+      },
     );
   update
     .command("rollback")
@@ -114,10 +114,10 @@ export function registerUpdateCommands(program: Command): Command {
     .option("--config <FILE>", "config file")
     .option("--json", "print as JSON")
     .action(
-      action(async (opts: Opts) => {
+      async (opts: Opts) => {
         const message = await rollBack(loadConfig(locateConfig(opts.config)));
         report(opts.json, { ok: true, message }, () => message);
-      }),
+      },
     );
   update
     .command("status")
@@ -125,7 +125,7 @@ export function registerUpdateCommands(program: Command): Command {
     .option("--config <FILE>", "config file")
     .option("--json", "print as JSON")
     .action(
-      action((opts: Opts) => {
+      (opts: Opts) => {
         const s = standaloneStatus(loadConfig(locateConfig(opts.config))) as { current: string | null; committed: { version: string | null; counter: number }; pending: { version: string; counter: number; engine: string } | null; releases: { version: string; counter: number | null }[] };
         report(opts.json, s, () =>
           [
@@ -135,7 +135,7 @@ export function registerUpdateCommands(program: Command): Command {
             `releases   ${s.releases.map((r) => r.version).join(", ") || "-"}`,
           ].join("\n"),
         );
-      }),
+      },
     );
   return update;
 }

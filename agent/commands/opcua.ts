@@ -3,13 +3,13 @@
  * readings), the client certificate a server's administrator has to trust, and the server
  * certificates it refused. `gatewarden opcua trust THUMBPRINT`: trust one of those.
  */
-import { osUser } from "../../agent/core/os-user";
+import { osUser } from "../core/os-user";
 import type { Command } from "commander";
-import { controlCall } from "../../agent/control/client";
-import type { CertificateSeen } from "./events";
-import type { OpcuaStatus } from "./service";
-import type { PkiEntry } from "./pki";
-import { registerUsersCommands, type UsersCliDeps } from "./users-cli";
+import { controlCall } from "../control/client";
+import type { CertificateSeen } from "../../protocols/opcua/events";
+import type { OpcuaStatus } from "../../protocols/opcua/service";
+import type { PkiEntry } from "../../protocols/opcua/pki";
+import { registerUsersCommands, type UsersCliDeps } from "./opcua-users";
 
 export interface OpcuaCliDeps {
   resolveSocket: (opts: Record<string, unknown>) => Promise<string>;
@@ -33,7 +33,7 @@ export function registerOpcuaCommands(program: Command, deps: OpcuaCliDeps): voi
       out(c ? `client certificate ${c.file}\n  SHA-1 thumbprint ${c.thumbprint}, ${c.subject}, valid until ${c.not_after}\n` : "client certificate: not made yet\n");
       if (c?.problem) out(`  this certificate is not the gateway's own kind (${c.problem}): gatewarden opcua pki renew\n`);
       for (const s of st.servers) {
-        out(`server ${s.name} ${s.endpoint} (${s.security}): ${s.state}${s.last_error ? ` (${s.last_error})` : ""}; ${s.points} points${s.points ? ` by ${s.points_by}` : ""}${s.subscription_error ? ` (no subscription: ${s.subscription_error})` : ""}, ${s.readings} readings, ${s.bad} bad\n`);
+        out(`server ${s.name} ${s.endpoint} (${s.security}): ${s.state}${s.last_error ? ` (${s.last_error})` : ""}; ${s.points} points, ${s.readings} readings, ${s.bad} bad\n`);
       }
       const f = st.front;
       if (f) out(`front ${f.endpoint}: ${f.state}; ${f.mirrored_nodes} nodes${f.truncated ? " (truncated at max_nodes)" : ""}, ${f.channels} channels, ${f.sessions} sessions; forwarded ${f.upstream.reads} reads, ${f.upstream.writes} writes, ${f.upstream.calls} calls, ${f.upstream.monitored} monitored nodes\n`);

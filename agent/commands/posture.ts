@@ -1,8 +1,8 @@
 import type { Command } from "commander";
-import { action, report } from "../agent/commands/_output";
-import { loadConfig } from "../agent/config/load";
-import { locateConfig } from "../agent/config/locate";
-import { controlCall } from "../agent/control/client";
+import { report } from "./_output";
+import { loadConfig } from "../config/load";
+import { locateConfig } from "../config/locate";
+import { controlCall } from "../control/client";
 
 export function registerPostureCommand(program: Command): void {
   program
@@ -11,7 +11,7 @@ export function registerPostureCommand(program: Command): void {
     .option("--config <FILE>", "config file")
     .option("--json", "print as JSON")
     .action(
-      action(async (opts: { config?: string; json?: boolean }) => {
+      async (opts: { config?: string; json?: boolean }) => {
         const loaded = loadConfig(locateConfig(opts.config));
         const p = (await controlCall(loaded.config.control.socket, "posture", {}, 30_000)) as Record<string, unknown> & { listeners: { address: string; port: number; declared: boolean }[] };
         report(opts.json, p, () =>
@@ -19,6 +19,6 @@ export function registerPostureCommand(program: Command): void {
             .map(([k, v]) => `${k.padEnd(21)} ${k === "listeners" ? p.listeners.map((l) => `${l.address}:${l.port}${l.declared ? "" : " (undeclared)"}`).join(", ") || "-" : typeof v === "object" && v !== null ? JSON.stringify(v) : String(v ?? "-")}`)
             .join("\n"),
         );
-      }),
+      },
     );
 }

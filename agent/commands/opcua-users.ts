@@ -6,9 +6,9 @@
  */
 import { createInterface } from "node:readline";
 import type { Command } from "commander";
-import { DaemonError } from "../../agent/core/errors";
-import type { FrontConfig } from "./front-config";
-import { checkPasswordStrength, hashPassword, readUsers, USER_NAME, writeUsers, type FrontUsers } from "./front-users";
+import { DaemonError } from "../core/errors";
+import type { FrontConfig } from "../../protocols/opcua/front-config";
+import { checkPasswordStrength, hashPassword, readUsers, USER_NAME, writeUsers, type FrontUsers } from "../../protocols/opcua/front-users";
 
 export interface UsersCliDeps {
   /** The `opcua.front` section of the config the options name. */

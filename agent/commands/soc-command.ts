@@ -1,14 +1,14 @@
 import type { Command as Cli } from "commander";
 import { existsSync, readFileSync } from "node:fs";
 import { join, resolve } from "node:path";
-import { action, report } from "../agent/commands/_output";
-import { DaemonError } from "../agent/core/errors";
-import { brokerAuth, URL_CREDENTIALS } from "../agent/mqtt-connection";
-import { DEVICE_ID, loadEd25519PrivateKey } from "../agent/keys/identity";
-import { commandTopic } from "./command-service";
-import { newCommand, signCommand, type Action } from "./commands";
-import { addKeyInit } from "./cli";
-import { writeDurable } from "./state";
+import { report } from "./_output";
+import { DaemonError } from "../core/errors";
+import { brokerAuth, URL_CREDENTIALS } from "../mqtt-connection";
+import { DEVICE_ID, loadEd25519PrivateKey } from "../keys/identity";
+import { commandTopic } from "../../firmware-hooks/command-service";
+import { newCommand, signCommand, type Action } from "../../firmware-hooks/commands";
+import { addKeyInit } from "./release";
+import { writeDurable } from "../../firmware-hooks/state";
 
 /** CLI verbs -> command actions and the one argument each takes. */
 const VERBS: Record<string, { action: Action; arg?: string }> = {
@@ -52,7 +52,7 @@ export function registerSocCommandCommands(program: Cli): void {
     .option("--print", "print the signed message instead of publishing it")
     .option("--json", "print the result as JSON")
     .action(
-      action(async (device: string, verb: string, arg: string | undefined, opts: Opts) => {
+      async (device: string, verb: string, arg: string | undefined, opts: Opts) => {
         const v = VERBS[verb];
         if (!v) throw new DaemonError("USAGE", `unknown command ${verb} (${Object.keys(VERBS).join(", ")})`);
         if (!DEVICE_ID.test(device)) throw new DaemonError("USAGE", `${device} is not a device id`);
@@ -91,6 +91,6 @@ export function registerSocCommandCommands(program: Cli): void {
           await client.endAsync();
         }
         report(opts.json, { device, topic, action: cmd.action, counter: cmd.counter, expires: new Date(cmd.expires).toISOString() }, () => `sent ${cmd.action} to ${device} on ${topic} (counter ${cmd.counter}, expires ${new Date(cmd.expires).toISOString()})`);
-      }),
+      },
     );
 }
