@@ -26,7 +26,7 @@ export function takesEffect(key: string): TakesEffect {
   return "restart";
 }
 
-/** OPC UA points are read by the OPC UA client's own polls, which a reload does not rebuild. */
+/** OPC UA points are read by the OPC UA client's own subscriptions or polls, which a reload does not rebuild. */
 function opcuaPoints(c: Config): unknown {
   return Object.entries(c.points ?? {}).filter(([, p]) => "opcua" in p.source);
 }

@@ -33,7 +33,7 @@ export function registerOpcuaCommands(program: Command, deps: OpcuaCliDeps): voi
       out(c ? `client certificate ${c.file}\n  SHA-1 thumbprint ${c.thumbprint}, ${c.subject}, valid until ${c.not_after}\n` : "client certificate: not made yet\n");
       if (c?.problem) out(`  this certificate is not the gateway's own kind (${c.problem}): gatewarden opcua pki renew\n`);
       for (const s of st.servers) {
-        out(`server ${s.name} ${s.endpoint} (${s.security}): ${s.state}${s.last_error ? ` (${s.last_error})` : ""}; ${s.points} points, ${s.readings} readings, ${s.bad} bad\n`);
+        out(`server ${s.name} ${s.endpoint} (${s.security}): ${s.state}${s.last_error ? ` (${s.last_error})` : ""}; ${s.points} points${s.points ? ` by ${s.points_by}` : ""}${s.subscription_error ? ` (no subscription: ${s.subscription_error})` : ""}, ${s.readings} readings, ${s.bad} bad\n`);
       }
       const f = st.front;
       if (f) out(`front ${f.endpoint}: ${f.state}; ${f.mirrored_nodes} nodes${f.truncated ? " (truncated at max_nodes)" : ""}, ${f.channels} channels, ${f.sessions} sessions; forwarded ${f.upstream.reads} reads, ${f.upstream.writes} writes, ${f.upstream.calls} calls, ${f.upstream.monitored} monitored nodes\n`);

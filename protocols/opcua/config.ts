@@ -58,7 +58,13 @@ export const opcuaServerSchema = z
     request_timeout_ms: int(100, 120_000).default(5000),
     /** Connection, secure channel and session must be open within this, or the attempt is dropped. */
     connect_timeout_ms: int(500, 300_000).default(15_000),
-    /** Nodes per Read request; a server may lower it (OperationLimits). */
+    /**
+     * How this server's points are read: `subscription` (monitored items, sampling interval =
+     * the point's interval), `poll` (Read requests), or `auto`: a subscription, polling in a
+     * session in which the server does not create one.
+     */
+    points_mode: z.enum(["auto", "subscription", "poll"]).default("auto"),
+    /** Nodes per Read request (and monitored items per create request); a server may lower it (OperationLimits). */
     max_nodes_per_read: int(1, 10_000).default(500),
     reconnect_min_ms: int(100, 600_000).default(1000),
     reconnect_max_ms: int(1000, 3_600_000).default(60_000),

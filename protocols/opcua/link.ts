@@ -54,6 +54,8 @@ export class OpcuaLink {
   refusedCertificate: CertificateSeen | undefined;
   /** Called after each new session (node ids with a namespace URI are resolved again, the front re-subscribes). */
   private readonly sessionListeners: ((session: ClientSession) => void)[] = [];
+  /** Called when an open session breaks (before the link reconnects). */
+  private readonly lostListeners: (() => void)[] = [];
 
   constructor(
     private readonly ua: ClientModule,
@@ -81,6 +83,10 @@ export class OpcuaLink {
 
   onSession(fn: (session: ClientSession) => void): void {
     this.sessionListeners.push(fn);
+  }
+
+  onLost(fn: () => void): void {
+    this.lostListeners.push(fn);
   }
 
   /** The open session, or undefined while the link is not up. */
@@ -244,6 +250,7 @@ export class OpcuaLink {
 
   private async broken(client: OPCUAClient, why: string): Promise<void> {
     if (this.client !== client || this.state !== "up") return;
+    for (const fn of this.lostListeners) fn();
     await this.failed(client, new Error(why));
   }
 
@@ -322,7 +329,7 @@ export function describeCertificate(der: Buffer): CertificateSeen {
 }
 
 /** The first non-empty line of an error, trimmed: node-opcua's messages often start with a space or a newline. */
-function messageOf(e: unknown): string {
+export function messageOf(e: unknown): string {
   const m = e instanceof Error ? e.message : String(e);
   return (m.split("\n").map((l) => l.trim()).find((l) => l) ?? "unknown error").slice(0, 300);
 }

@@ -44,6 +44,7 @@ export class OpcuaPoller {
   }
 
   start(): void {
+    if (this.timers.length) return;
     for (const [interval, blocks] of this.blocks) {
       const t = setInterval(() => {
         for (const b of blocks) void this.poll(b);

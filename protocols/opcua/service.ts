@@ -20,6 +20,7 @@ import type { OpcuaConfig } from "./config";
 import { OpcuaEvents, type CertificateSeen } from "./events";
 import { derOf, describeCertificate, OpcuaLink, rejectedFiles, type LinkStatus } from "./link";
 import { OpcuaPoller, type OpcuaPolledPoint } from "./poller";
+import { OpcuaSubscriber, type PointsBy } from "./subscriber";
 import type { FrontStatus, OpcuaFront } from "./front";
 import { findPki, listPki, type PkiEntry, type TrustList } from "./pki";
 import { applicationUri, ensureOwnCertificate, ownCertificateFile, ownCertificateProblem, ownKeyFile } from "./own-cert";
@@ -34,7 +35,7 @@ export interface OpcuaStatus {
   own_certificate: { file: string; thumbprint: string; sha256: string; subject: string; application_uri: string; not_after: string; problem?: string } | null;
   /** Server certificates refused and kept for review (`gatewarden opcua trust THUMBPRINT`). */
   rejected_certificates: CertificateSeen[];
-  servers: (LinkStatus & { points: number; polls: number; readings: number; bad: number })[];
+  servers: (LinkStatus & { points: number; points_by: PointsBy; subscription_error?: string; notifications: number; polls: number; readings: number; bad: number })[];
   /** The secure front, when `opcua.front` is configured. */
   front?: FrontStatus;
 }
@@ -42,6 +43,8 @@ export interface OpcuaStatus {
 export class OpcuaService {
   private readonly links: OpcuaLink[] = [];
   private readonly pollers = new Map<string, OpcuaPoller>();
+  /** Per server with `points_mode` auto or subscription: points by monitored items. */
+  private readonly subscribers = new Map<string, OpcuaSubscriber>();
   private ownCertificate: string | undefined;
   private certificates: OPCUACertificateManager | undefined;
   private events: OpcuaEvents | undefined;
@@ -92,9 +95,11 @@ export class OpcuaService {
     this.certificates = certificates;
     for (const s of c.servers) {
       const link = new OpcuaLink(ua, s, certificates, events, { maxMessageBytes: c.max_message_bytes, maxChunkCount: c.max_chunk_count, applicationUri: applicationUri(this.o.deviceId) }, log);
-      const poller = new OpcuaPoller(link, this.o.points.filter((p) => p.source.server === s.name), this.o.readings, events);
+      const points = this.o.points.filter((p) => p.source.server === s.name);
+      const poller = new OpcuaPoller(link, points, this.o.readings, events);
       this.links.push(link);
       this.pollers.set(s.name, poller);
+      if (s.points_mode !== "poll") this.subscribers.set(s.name, new OpcuaSubscriber(ua, link, points, this.o.readings, events, poller, s.points_mode, log));
     }
     this.ownCertificate = ownCertificateFile(certificates);
     if (c.front) {
@@ -105,7 +110,9 @@ export class OpcuaService {
     }
     for (const l of this.links) {
       l.start();
-      this.pollers.get(l.config.name)!.start();
+      const sub = this.subscribers.get(l.config.name);
+      if (sub) sub.start();
+      else this.pollers.get(l.config.name)!.start();
     }
     log.info({ servers: c.servers.map((s) => s.name), points: this.o.points.length }, "OPC UA client started.");
   }
@@ -116,7 +123,18 @@ export class OpcuaService {
       rejected_certificates: this.rejected(),
       servers: this.links.map((l) => {
         const p = this.pollers.get(l.config.name)!;
-        return { ...l.status(), points: this.o.points.filter((x) => x.source.server === l.config.name).length, polls: p.counters.polls, readings: p.counters.readings, bad: p.counters.bad };
+        const sub = this.subscribers.get(l.config.name);
+        const by: PointsBy = sub ? sub.by : l.isUp() ? "poll" : "none";
+        return {
+          ...l.status(),
+          points: this.o.points.filter((x) => x.source.server === l.config.name).length,
+          points_by: by,
+          ...(sub?.subscriptionError ? { subscription_error: sub.subscriptionError } : {}),
+          notifications: sub?.counters.notifications ?? 0,
+          polls: p.counters.polls,
+          readings: p.counters.readings + (sub?.counters.readings ?? 0),
+          bad: p.counters.bad + (sub?.counters.bad ?? 0),
+        };
       }),
       ...(this.front ? { front: this.front.status() } : {}),
     };
@@ -232,6 +250,7 @@ export class OpcuaService {
 
   async stop(): Promise<void> {
     await this.front?.stop();
+    for (const s of this.subscribers.values()) s.stop();
     for (const p of this.pollers.values()) p.stop();
     await Promise.all(this.links.map((l) => l.stop()));
   }

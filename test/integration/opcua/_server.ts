@@ -16,6 +16,12 @@ export interface TestServerOptions {
   userCertificates?: string[];
   /** Also a writable `ns=1;s=Pump.Speed` (Double) and methods `ns=1;s=Pump.Start` / `ns=1;s=Pump.Reset` on a `Pump` object. */
   plant?: boolean;
+  /**
+   * A server without subscriptions, as many embedded ones are: `unsupported` answers
+   * CreateSubscription with BadServiceUnsupported (the service is removed from this server),
+   * `none` allows no subscription at all (maxSubscriptions 0: BadTooManySubscriptions).
+   */
+  subscriptions?: "unsupported" | "none";
 }
 
 /**
@@ -56,6 +62,8 @@ export class TestOpcuaServer {
       userCertificateManager: o.userCertificates ? new OPCUACertificateManager({ rootFolder: join(o.dir, "user-pki"), automaticallyAcceptUnknownCertificate: false, disableFileWatchers: true }) : undefined,
     });
     await server.initialize();
+    if (o.subscriptions === "unsupported") Object.defineProperty(server, "_on_CreateSubscriptionRequest", { value: undefined });
+    if (o.subscriptions === "none") server.engine.serverCapabilities.maxSubscriptions = 0;
     for (const f of o.userCertificates ?? []) await server.userCertificateManager.trustCertificate(new X509Certificate(readFileSync(f)).raw);
     const space = server.engine.addressSpace!;
     const ns = space.getOwnNamespace();

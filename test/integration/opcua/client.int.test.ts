@@ -50,7 +50,7 @@ describe("OPC UA client: secured sessions to a real node-opcua server, polled in
     const { t, server, pw } = await setup();
     const { svc, events, readings } = service(
       t.dir,
-      { endpoint: server.endpoint, server_certificate: server.certFile, user: { username: "operator", password_file: pw } },
+      { endpoint: server.endpoint, server_certificate: server.certFile, user: { username: "operator", password_file: pw }, points_mode: "poll" },
       [pt("level", "ns=1;s=Tank.Level", { scale: 100, offset: 1 }), pt("running", "ns=1;s=Pump.Running"), pt("total", `nsu=${server.namespaceUri};s=Meter.Total`), pt("name", "ns=1;s=Tag.Name"), pt("missing", "ns=1;s=No.Such")],
     );
     await svc.start();

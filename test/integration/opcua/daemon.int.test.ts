@@ -27,7 +27,7 @@ describe("daemon with OPC UA points", () => {
     cleanups.length = 0;
   });
 
-  it("polls OPC UA points into the detectors, records an out-of-range finding, and shows the link in `opcua status`", async () => {
+  it("reads OPC UA points by subscription into the detectors, records an out-of-range finding, and shows the link in `opcua status`", async () => {
     const t = tempDir("gw-opcua-daemon-");
     cleanups.push(t.cleanup);
     const server = new TestOpcuaServer({ dir: t.dir, users: { gatewarden: "cabinet-42" } });
@@ -67,7 +67,7 @@ detection:
     expect(await cli(["status", "--config", site.cfgFile])).toMatch(/^detectors   [1-9]\d* readings taken$/m);
     const out = await cli(["opcua", "status", "--config", site.cfgFile]);
     expect(out).toMatch(/^client certificate .*client_certificate\.pem\n  SHA-1 thumbprint [0-9a-f]{40}, /);
-    expect(out).toMatch(new RegExp(`server station ${server.endpoint.replace(/\./g, "\\.")} \\(SignAndEncrypt/Basic256Sha256\\): up; 1 points, \\d+ readings, 0 bad`));
+    expect(out).toMatch(new RegExp(`server station ${server.endpoint.replace(/\./g, "\\.")} \\(SignAndEncrypt/Basic256Sha256\\): up; 1 points by subscription, \\d+ readings, 0 bad`));
   });
 
   it("an engineer trusts a refused server certificate with `opcua trust`, and readings start", async () => {
