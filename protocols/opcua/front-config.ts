@@ -77,6 +77,10 @@ export const frontLimitsSchema = z.strictObject({
   max_chunk_count: int(1, 1024).default(32),
   /** Open TCP connections (secure channels, open or opening). */
   max_channels: int(1, 1000).default(32),
+  /** Open TCP connections from one source address. */
+  max_channels_per_address: int(1, 1000).default(8),
+  /** Connections and OpenSecureChannel requests per source address (a token bucket), before any login. */
+  pre_auth_rate: z.strictObject({ max: int(1, 1_000_000), interval_ms: int(1, 86_400_000) }).default({ max: 30, interval_ms: 10_000 }),
   max_sessions: int(1, 1000).default(16),
   max_subscriptions: int(1, 10_000).default(64),
   max_monitored_items: int(1, 100_000).default(5000),

@@ -73,9 +73,10 @@ export class FrontEvents {
     );
   }
 
-  loginFailed(a: FrontActor, method: "password" | "certificate" | "anonymous" | "client_certificate" | "channel" | "token", reason: string, cert?: CertificateSeen): void {
+  /** `cause` (a limit's name, say) keeps refusals of different causes from one address apart in the flood bounds. */
+  loginFailed(a: FrontActor, method: "password" | "certificate" | "anonymous" | "client_certificate" | "channel" | "token", reason: string, cert?: CertificateSeen, cause = ""): void {
     this.flood.emit(
-      `login|${a.address ?? ""}|${a.user}|${method}`,
+      `login|${a.address ?? ""}|${a.user}|${method}|${cause}`,
       this.draft("finding", 3, 3002, 1, `OPC UA login refused for ${a.user}: ${reason}`, {
         status: "Failure",
         status_detail: reason,

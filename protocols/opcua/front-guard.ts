@@ -13,13 +13,24 @@ export function grantedReceiveBuffer(helloReceiveBufferSize: number): number {
   return clamp(helloReceiveBufferSize);
 }
 
+/** What one message may take: its chunks and their bytes (`opcua.front.limits`). */
+export interface MessageLimits {
+  maxChunkCount: number;
+  maxMessageBytes: number;
+}
+
+const NO_MESSAGE_LIMITS: MessageLimits = { maxChunkCount: Infinity, maxMessageBytes: Infinity };
+
 /**
  * Checks OPC UA TCP chunk headers (type, chunk flag, little-endian size) before node-opcua
  * sees a byte, and refuses a connection whose first chunk is not a Hello of at most 4 KiB, or
- * any chunk larger than the receive buffer the Hello obtained, or smaller than its header.
+ * any chunk larger than the receive buffer the Hello obtained, or smaller than its header, or
+ * a message (intermediate chunks up to a final or abort one) of more chunks or bytes than
+ * `limits` allow: chunks that never end are cut off before they are reassembled.
  * node-opcua 2.182 throws an uncaught exception for an oversized chunk, which would stop the
  * whole daemon: unauthenticated input must never get that far. Pure and incremental: feed it
- * the bytes as they arrive; it returns the reason to refuse, or undefined.
+ * the bytes as they arrive; it returns the reason to refuse, or undefined. `onOpen` is asked
+ * at each OpenSecureChannel chunk (a pre-authentication request) and may refuse it.
  */
 export class ChunkGuard {
   private header = Buffer.alloc(20);
@@ -27,6 +38,13 @@ export class ChunkGuard {
   private skip = 0;
   private limit = PRE_HELLO_CHUNK;
   private first = true;
+  private chunks = 0;
+  private bytes = 0;
+
+  constructor(
+    private readonly limits: MessageLimits = NO_MESSAGE_LIMITS,
+    private readonly onOpen?: () => string | undefined,
+  ) {}
 
   feed(b: Buffer): string | undefined {
     let off = 0;
@@ -55,8 +73,29 @@ export class ChunkGuard {
         this.first = false;
       } else if (size > this.limit) return `a ${type} chunk of ${size} bytes, above the ${this.limit}-byte receive buffer`;
       if (size < need) return `a ${type} chunk of ${size} bytes, shorter than its header`;
+      const why = this.count(type, String.fromCharCode(this.header[3]!), size);
+      if (why !== undefined) return why;
       this.skip = size - need;
       this.have = 0;
+    }
+    return undefined;
+  }
+
+  /** One more chunk of the current message: "C" continues it, "F" ends it, "A" aborts it. */
+  private count(type: string, flag: string, size: number): string | undefined {
+    if (type === "OPN" && this.onOpen) {
+      const why = this.onOpen();
+      if (why !== undefined) return why;
+    }
+    if (type !== "MSG" && type !== "OPN" && type !== "CLO") return undefined;
+    this.chunks += 1;
+    this.bytes += size;
+    const { maxChunkCount, maxMessageBytes } = this.limits;
+    if (this.chunks > maxChunkCount) return `a ${type} message of more than ${maxChunkCount} chunks (opcua.front.limits.max_chunk_count)`;
+    if (this.bytes > maxMessageBytes) return `a ${type} message of more than ${maxMessageBytes} bytes (opcua.front.limits.max_message_bytes)`;
+    if (flag !== "C") {
+      this.chunks = 0;
+      this.bytes = 0;
     }
     return undefined;
   }
@@ -66,8 +105,7 @@ export class ChunkGuard {
  * Puts a ChunkGuard in front of every 'data' event of a socket node-opcua is about to serve:
  * a refused chunk closes the socket and never reaches node-opcua's listeners.
  */
-export function guardSocket(socket: Socket, onRefuse: (reason: string) => void): void {
-  const guard = new ChunkGuard();
+export function guardSocket(socket: Socket, onRefuse: (reason: string) => void, guard = new ChunkGuard()): void {
   const emit = socket.emit.bind(socket);
   let refused = false;
   socket.emit = ((event: string | symbol, ...args: unknown[]): boolean => {

@@ -21,7 +21,9 @@ import { join } from "node:path";
 import type { OPCUACertificateManager } from "node-opcua-certificate-manager";
 import type { DataValue, StatusCode } from "node-opcua-client";
 import type { OPCUAServer, ServerSession } from "node-opcua-server";
-import { grantedReceiveBuffer, guardSocket } from "./front-guard";
+import { grantedReceiveBuffer } from "./front-guard";
+import { FrontGate } from "./front-gate";
+import { DaemonError } from "../../agent/core/errors";
 import type { EventSink } from "../../agent/core/events";
 import type { OpcuaServiceLog } from "./service";
 import type { FrontConfig } from "./front-config";
@@ -53,6 +55,8 @@ export interface FrontStatus {
   truncated: boolean;
   channels: number;
   sessions: number;
+  /** Connections the pre-authentication limits let through or refused. */
+  connections: FrontGate["counters"];
   upstream: FrontUpstream["counters"];
 }
 
@@ -63,6 +67,7 @@ export class OpcuaFront {
   private ua!: ClientModule;
   private srv: ServerModule | undefined;
   private state: FrontStatus["state"] = "waiting for upstream";
+  private gate: FrontGate | undefined;
   private readonly identities = new WeakMap<object, Identity>();
   private readonly policy: FrontPolicy;
   readonly events: FrontEvents;
@@ -169,12 +174,15 @@ export class OpcuaFront {
     await server.initialize();
     this.hookLogins(server, ua);
     server.on("create_session", (session: ServerSession) => this.hookSession(session, ua));
+    // Limits before authentication, checked before node-opcua reads a byte (it stops the process on an oversized chunk).
+    const gate = new FrontGate({ maxChannelsPerAddress: L.max_channels_per_address, preAuthRate: L.pre_auth_rate, maxChunkCount: L.max_chunk_count, maxMessageBytes: L.max_message_bytes }, (address, reason, limit) =>
+      this.events.loginFailed({ user: "unknown client", address }, "channel", `connection refused before authentication: ${reason}`, undefined, limit),
+    );
+    this.gate = gate;
     for (const ep of server.endpoints) {
-      // Chunk sizes are checked before node-opcua reads a byte (it stops the process on an oversized one).
-      (ep as unknown as { _server?: import("node:net").Server })._server?.prependListener("connection", (socket: import("node:net").Socket) => {
-        const address = socket.remoteAddress;
-        guardSocket(socket, (reason) => this.events.loginFailed({ user: "unknown client", address }, "channel", `connection refused before authentication: ${reason}`));
-      });
+      const net = (ep as unknown as { _server?: import("node:net").Server })._server;
+      if (!net) throw new DaemonError("OPCUA_SETUP", "the OPC UA front's endpoint has no listening server, so its limits cannot be enforced; the front is not started");
+      gate.install(net);
       ep.on("openSecureChannelFailure", (socket: { remoteAddress?: string; reason?: string }, channel: { clientCertificate?: Buffer | null; securityPolicy?: string }) => {
         const cert = channel.clientCertificate ? safeDescribe(channel.clientCertificate) : undefined;
         this.events.loginFailed({ user: cert ? `client ${cert.subject}` : "unknown client", address: socket.remoteAddress }, "channel", (socket.reason ?? "secure channel refused").slice(0, 300), cert);
@@ -414,6 +422,7 @@ export class OpcuaFront {
       truncated: this.mirror?.truncated ?? false,
       channels: this.server?.currentChannelCount ?? 0,
       sessions: this.server?.currentSessionCount ?? 0,
+      connections: this.gate?.counters ?? { admitted: 0, refused: 0, open: 0 },
       upstream: this.upstream?.counters ?? { reads: 0, read_batches: 0, writes: 0, calls: 0, monitored: 0 },
     };
   }

@@ -11,6 +11,7 @@ import type { OutLine } from "../../../agent/soc/verifier";
 import { gw, gwAsync } from "../../helpers/cli";
 import { makeSite, silent, tempDir, until } from "../../helpers/fixture";
 import { TestOpcuaServer } from "./_server";
+import { hello, intermediateChunk, rawPeer, type RawPeer } from "./_raw";
 
 /**
  * The secure front over sockets: a node-opcua server as the legacy device (security None,
@@ -52,6 +53,8 @@ opcua:
     server: legacy
     host: 127.0.0.1
     port: 0
+    limits:
+      pre_auth_rate: { max: 40, interval_ms: 20000 }
     roles:
       operator:
         nodes:
@@ -267,20 +270,6 @@ opcua:
 
   it("refuses oversized and non-Hello chunks before node-opcua reads them, and keeps serving an authenticated client", async () => {
     const port = Number(front.split(":")[2]);
-    const hello = (url: string) => {
-      const u = Buffer.from(url);
-      const b = Buffer.alloc(32 + u.length);
-      b.write("HELF", 0, "latin1");
-      b.writeUInt32LE(b.length, 4);
-      b.writeUInt32LE(0, 8); // protocol version
-      b.writeUInt32LE(65536, 12); // receive buffer
-      b.writeUInt32LE(65536, 16); // send buffer
-      b.writeUInt32LE(0, 20);
-      b.writeUInt32LE(0, 24);
-      b.writeInt32LE(u.length, 28);
-      u.copy(b, 32);
-      return b;
-    };
     const attack = (bytes: Buffer[]) =>
       new Promise<void>((resolve) => {
         const s = connect_(port, "127.0.0.1", () => {
@@ -309,4 +298,96 @@ opcua:
       await close();
     }
   }, 60_000);
+  /** An authenticated client reading one node over and over until `stop`. */
+  async function keepReading() {
+    const c = await connect();
+    const ns = (await c.session.readNamespaceArray()).indexOf(legacy.namespaceUri);
+    let reads = 0;
+    let stopped = false;
+    const bad: string[] = [];
+    const loop = (async () => {
+      while (!stopped) {
+        try {
+          const [dv] = await c.session.read([{ nodeId: `ns=${ns};s=Tank.Level`, attributeId: AttributeIds.Value }]);
+          if (dv!.statusCode === StatusCodes.Good) reads++;
+          else bad.push(dv!.statusCode.name);
+        } catch (e) {
+          bad.push(e instanceof Error ? e.message : String(e));
+          stopped = true;
+        }
+      }
+    })();
+    return {
+      reads: () => reads,
+      bad,
+      /** Waits until `n` more reads than now have succeeded. */
+      more: (n: number, what: string) => {
+        const want = reads + n;
+        return until(() => reads >= want || stopped, 20_000, what).then(() => expect(bad).toEqual([]));
+      },
+      stop: async () => {
+        stopped = true;
+        await loop;
+        await c.close();
+      },
+    };
+  }
+
+  const portOfFront = () => Number(front.split(":")[2]);
+
+  it("cuts off chunks that never end while an authenticated client keeps reading", async () => {
+    const reader = await keepReading();
+    const p = rawPeer(portOfFront(), { localAddress: "127.0.0.3" });
+    try {
+      expect(await p.openChannel(front)).toBe(true);
+      // Intermediate chunks of one message, never a final one: at most 5000 (40 MB) are sent.
+      for (let i = 0; i < 5000 && !p.isClosed(); i++) {
+        if (!p.socket.write(intermediateChunk(8192, p.token()!, 2 + i))) await Promise.race([new Promise((r) => p.socket.once("drain", r)), p.closed]);
+      }
+      await until(() => p.isClosed(), 10_000, "the front to close a connection whose chunks never end");
+      await waitSoc(/connection refused before authentication: a MSG message of more than 32 chunks \(opcua\.front\.limits\.max_chunk_count\)/);
+      await reader.more(5, "reads through the front after the endless chunks");
+    } finally {
+      p.socket.destroy();
+      await reader.stop();
+    }
+  }, 60_000);
+
+  it("bounds a flood of OpenSecureChannel requests from one address while an authenticated client keeps reading", async () => {
+    const reader = await keepReading();
+    const port = portOfFront();
+    const peers: RawPeer[] = [];
+    const open = (): RawPeer => {
+      const p = rawPeer(port, { localAddress: "127.0.0.2" });
+      peers.push(p);
+      return p;
+    };
+    try {
+      // A burst held open: one address gets max_channels_per_address (8) channels, no more.
+      const burst = Array.from({ length: 30 }, open);
+      const answered = await Promise.all(burst.map((p) => p.openChannel(front)));
+      expect(answered.filter(Boolean).length).toBe(8);
+      await waitSoc(/OPC UA login refused for unknown client: connection refused before authentication: 8 connections from 127\.0\.0\.2 are open/);
+      for (const p of burst) p.socket.destroy();
+      await until(() => rt.opcua!.front!.status().connections.open === 1, 10_000, "the front to see the burst's connections closed");
+      // Then one after another: the address runs out of its pre-authentication rate (40 per 20 s).
+      let ok = 0;
+      let refused = 0;
+      for (let i = 0; i < 60; i++) {
+        const p = open();
+        if (await p.openChannel(front)) ok++;
+        else refused++;
+        p.socket.destroy();
+        await p.closed;
+      }
+      expect(ok).toBeGreaterThan(0);
+      expect(refused).toBeGreaterThan(0);
+      await waitSoc(/connection refused before authentication: 127\.0\.0\.2 is over the pre-authentication rate of 40 per 20000 ms/);
+      await reader.more(5, "reads through the front after the flood");
+      expect(rt.opcua!.front!.status().channels).toBeLessThanOrEqual(32);
+    } finally {
+      for (const p of peers) p.socket.destroy();
+      await reader.stop();
+    }
+  }, 90_000);
 });

@@ -42,3 +42,30 @@ describe("OPC UA chunk guard, strangers", () => {
     expect(new ChunkGuard().feed(Buffer.from("GET / HTTP/1.1\r\n"))).toMatch(/"GET", not a Hello/);
   });
 });
+
+describe("OPC UA chunk guard, message limits", () => {
+  it("refuses a message of more chunks or bytes than allowed, and counts again after a final chunk", () => {
+    const g = new ChunkGuard({ maxChunkCount: 3, maxMessageBytes: 1_000_000 });
+    expect(g.feed(hello(65536))).toBeUndefined();
+    for (let i = 0; i < 2; i++) expect(g.feed(chunk("MSGC", 100))).toBeUndefined();
+    expect(g.feed(chunk("MSGF", 100))).toBeUndefined();
+    for (let i = 0; i < 3; i++) expect(g.feed(chunk("MSGC", 100))).toBeUndefined();
+    expect(g.feed(chunk("MSGC", 100))).toMatch(/a MSG message of more than 3 chunks \(opcua\.front\.limits\.max_chunk_count\)/);
+    const b = new ChunkGuard({ maxChunkCount: 100, maxMessageBytes: 20_000 });
+    b.feed(hello(65536));
+    expect(b.feed(chunk("MSGC", 10_000))).toBeUndefined();
+    expect(b.feed(chunk("MSGA", 10_000))).toBeUndefined();
+    expect(b.feed(chunk("MSGC", 10_000))).toBeUndefined();
+    expect(b.feed(chunk("MSGC", 10_001))).toMatch(/more than 20000 bytes \(opcua\.front\.limits\.max_message_bytes\)/);
+  });
+
+  it("asks before each OpenSecureChannel chunk and refuses what it refuses", () => {
+    let n = 0;
+    const g = new ChunkGuard(undefined, () => (++n > 1 ? "over the rate" : undefined));
+    expect(g.feed(hello(65536))).toBeUndefined();
+    expect(g.feed(chunk("OPNF", 200))).toBeUndefined();
+    expect(g.feed(chunk("MSGF", 200))).toBeUndefined();
+    expect(g.feed(chunk("OPNF", 200))).toBe("over the rate");
+    expect(n).toBe(2);
+  });
+});

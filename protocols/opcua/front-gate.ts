@@ -1,0 +1,103 @@
+/**
+ * The front's limits before authentication, per source address, on each TCP connection
+ * before node-opcua's own listener sees it (the CVE-2022-21208 class: resource exhaustion by
+ * unauthenticated peers):
+ * - `max_channels_per_address` connections open at once from one address;
+ * - `pre_auth_rate`: connections and OpenSecureChannel requests from one address, a token
+ *   bucket of `max` per `interval_ms` (the Modbus proxy's RateLimiter);
+ * - every chunk through a ChunkGuard (chunk sizes, chunks and bytes per message).
+ * A refused connection is destroyed at once and reported through `refused` (a login-refused
+ * finding, flood-bounded per address by FrontEvents). The totals node-opcua enforces itself
+ * (channels, sessions, subscriptions, monitored items, publish requests) are set in front.ts.
+ */
+import type { Server, Socket } from "node:net";
+import { RateLimiter } from "../modbus/rate-limiter";
+import { ChunkGuard, guardSocket, type MessageLimits } from "./front-guard";
+
+export interface GateLimits extends MessageLimits {
+  maxChannelsPerAddress: number;
+  preAuthRate: { max: number; interval_ms: number };
+}
+
+/** Which limit refused a connection. */
+export type GateLimit = "max_channels_per_address" | "pre_auth_rate" | "chunks";
+
+export class FrontGate {
+  private readonly live = new Map<string, number>();
+  /** Bounded like every table keyed by a peer: past it, new addresses are refused (fail closed). */
+  private readonly rate = new RateLimiter(4096);
+  private readonly totals = { admitted: 0, refused: 0 };
+  private openNow = 0;
+
+  constructor(
+    private readonly limits: GateLimits,
+    private readonly refused: (address: string | undefined, reason: string, limit: GateLimit) => void,
+    private readonly now: () => number = Date.now,
+  ) {}
+
+  /** Connections let through and refused so far, and those open now. */
+  get counters(): { admitted: number; refused: number; open: number } {
+    return { ...this.totals, open: this.openNow };
+  }
+
+  /** Puts the gate in front of a listening server's connection listeners (node-opcua's endpoint). */
+  install(server: Server): void {
+    const listeners = server.listeners("connection") as ((s: Socket) => void)[];
+    server.removeAllListeners("connection");
+    server.on("connection", (socket: Socket) => {
+      if (!this.admit(socket)) return;
+      for (const l of listeners) l.call(server, socket);
+    });
+  }
+
+  /** Whether a new connection may go on to node-opcua; a refused one is destroyed and reported. */
+  admit(socket: Socket): boolean {
+    const address = socket.remoteAddress;
+    const key = address ?? "unknown";
+    const open = this.live.get(key) ?? 0;
+    if (open >= this.limits.maxChannelsPerAddress) return this.refuse(socket, address, `${open} connections from ${key} are open, the most one address may have (opcua.front.limits.max_channels_per_address)`, "max_channels_per_address");
+    const why = this.take(key);
+    if (why !== undefined) return this.refuse(socket, address, why, "pre_auth_rate");
+    this.totals.admitted += 1;
+    this.openNow += 1;
+    this.live.set(key, open + 1);
+    socket.once("close", () => {
+      this.openNow -= 1;
+      const n = (this.live.get(key) ?? 1) - 1;
+      if (n > 0) this.live.set(key, n);
+      else this.live.delete(key);
+    });
+    let opening = false;
+    const guard = new ChunkGuard(this.limits, () => {
+      const r = this.take(key);
+      opening = r !== undefined;
+      return r;
+    });
+    guardSocket(
+      socket,
+      (reason) => {
+        this.totals.refused += 1;
+        this.refused(address, reason, opening ? "pre_auth_rate" : "chunks");
+      },
+      guard,
+    );
+    return true;
+  }
+
+  /** One pre-authentication request (a connection or an OpenSecureChannel) from `key`. */
+  private take(key: string): string | undefined {
+    const { max, interval_ms } = this.limits.preAuthRate;
+    const r = this.rate.take(key, max, interval_ms, this.now());
+    if (r === "ok") return undefined;
+    return r === "rate"
+      ? `${key} is over the pre-authentication rate of ${max} per ${interval_ms} ms (opcua.front.limits.pre_auth_rate)`
+      : `too many source addresses are being tracked; ${key} is refused until one is idle`;
+  }
+
+  private refuse(socket: Socket, address: string | undefined, reason: string, limit: GateLimit): false {
+    this.totals.refused += 1;
+    this.refused(address, reason, limit);
+    socket.destroy();
+    return false;
+  }
+}
