@@ -2,7 +2,8 @@
  * `npm run bench`: every figure next to the physical limit measured in the same run.
  * Sections: spine (outbox accept, drain, bytes/event, RSS), modbus (proxy vs blind pipe),
  * detectors (readings/s per core, state bytes per signal), receiver (messages/s vs the disk's
- * fsyncs/s, hostile messages' time and memory). `npm run bench -- spine` runs one.
+ * fsyncs/s, hostile messages' time and memory), opcua (reads and subscriptions through the
+ * front vs directly against the legacy server). `npm run bench -- spine` runs one.
  */
 import { cpus } from "node:os";
 import { benchSpine } from "./bench-spine";
@@ -10,6 +11,7 @@ import { benchModbus } from "./bench-modbus";
 import { benchDetectors } from "./bench-detectors";
 import { benchReceiver } from "./bench-receiver";
 import { loadModbus } from "./load-modbus";
+
 
 async function main(): Promise<void> {
   const only = process.argv[2];
@@ -25,14 +27,20 @@ async function main(): Promise<void> {
     if (!only || only === "modbus") out.modbus = await benchModbus();
     if (!only || only === "detectors") out.detectors = await benchDetectors();
     if (!only || only === "receiver") out.receiver = await benchReceiver();
+    // node-opcua loads only for this section (it would weigh on the spine's RSS figure).
+    if (!only || only === "opcua") out.opcua = await (await import("./bench-opcua")).benchOpcua();
   }
   process.stdout.write(JSON.stringify(out, null, 2) + "\n");
 }
 
-main().then(
-  () => process.exit(0),
-  (e: unknown) => {
-    process.stderr.write(`bench failed: ${String(e)}\n`);
-    process.exit(1);
-  },
-);
+const run = (p: Promise<void>) =>
+  p.then(
+    () => process.exit(0),
+    (e: unknown) => {
+      process.stderr.write(`bench failed: ${String(e)}\n`);
+      process.exit(1);
+    },
+  );
+// The OPC UA benchmark's load side runs this file again as a child process, until killed.
+if (process.argv[2] === "opcua-peer") void import("./bench-opcua-peer").then((m) => m.opcuaPeer());
+else void run(main());
