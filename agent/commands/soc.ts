@@ -75,7 +75,7 @@ export function registerSoc(program: Command): void {
         const all = new TrustStore(resolve(opts.dir)).list();
         report(opts.json, all, () =>
           all.length
-            ? all.map((d) => `${d.device}  ${d.removed_at !== undefined ? "removed" : "trusted"}  ${d.keys.at(-1)!.fingerprint}${d.keys.length > 1 ? `  (${d.keys.length} keys: ${d.keys.map((k) => `${k.fingerprint.slice(0, 19)}… boots ${k.from_boot ?? "start"}..${k.until_boot ?? "now"}`).join("; ")})` : ""}`).join("\n")
+            ? all.map((d) => `${d.device}  ${d.retired ? `retired at ${d.retired.boot}:${d.retired.seq}` : d.removed_at !== undefined ? "removed" : "trusted"}  ${d.keys.at(-1)!.fingerprint}${d.keys.length > 1 ? `  (${d.keys.length} keys: ${d.keys.map((k) => `${k.fingerprint.slice(0, 19)}… ${span(k.from_boot, k.from_seq, "start")}..${span(k.until_boot, k.until_seq, "now")}`).join("; ")})` : ""}`).join("\n")
             : "No trusted devices.",
         );
       },
@@ -151,10 +151,12 @@ export function registerSoc(program: Command): void {
     .option("--json", "print the report as JSON")
     .action(
       async (file: string, opts: { dir?: string; json?: boolean }) => {
-        const trust = new TrustStore(resolve(opts.dir ?? process.env.GATEWARDEN_SOC_DIR ?? "."));
+        // Read once, never written: rotations and farewells in the file are followed in memory.
+        const trust = new TrustStore(resolve(opts.dir ?? process.env.GATEWARDEN_SOC_DIR ?? "."), Infinity, false);
         const r = await verifyFile(file, trust);
         report(opts.json, r, () =>
           [
+            ...r.key_changes.map((p) => `key change: ${p.detail}`),
             ...r.problem_lines.map((p) => JSON.stringify(p)),
             `${r.file}: ${r.events} events from ${r.devices.length} device(s), ${r.verified} verified; problems: ${Object.entries(r.problems).map(([k, v]) => `${k}=${v}`).join(", ") || "none"}`,
           ].join("\n"),
@@ -181,6 +183,11 @@ function nextBoot(dir: string, device: string): number {
     }
   }
   return Math.floor(Date.now() / 1000);
+}
+
+/** A key's first or last position: boot, or boot:seq for a key rotated within a boot. */
+function span(boot: number | null, seq: number | undefined, open: string): string {
+  return boot === null ? open : seq === undefined ? `boot ${boot}` : `${boot}:${seq}`;
 }
 
 function positive(s: string, name: string): number {

@@ -320,7 +320,8 @@ export class SocReceiver {
     if (!changes.length) return [];
     this.db.prepare("INSERT INTO trust_log (id, n) VALUES (1, ?) ON CONFLICT(id) DO UPDATE SET n = excluded.n").run(done + changes.length);
     this.trust.reload();
-    return changes.map((c) =>
+    // Rotations and farewells were written as their events were verified.
+    return changes.filter((c) => c.action === "replace" || c.action === "remove").map((c) =>
       problem("trust_changed", {
         device: c.device,
         boot: c.boot,

@@ -21,8 +21,18 @@ export interface TrustedKey {
   fingerprint: string;
   from_boot: number | null;
   until_boot: number | null;
+  /** A key rotated within a boot: the first seq of `from_boot` this key signs (absent: 0). */
+  from_seq?: number;
+  /** The last seq of `until_boot` this key signs (absent: the whole boot). */
+  until_seq?: number;
   added_at: number | null;
   added_by: string | null;
+}
+
+/** A position in a device's chain. */
+export interface Position {
+  boot: number;
+  seq: number;
 }
 
 export interface DeviceTrustFile {
@@ -31,13 +41,16 @@ export interface DeviceTrustFile {
   keys: TrustedKey[];
   /** Set by `soc trust remove`: no key is valid after `until_boot` of the last one. */
   removed_at?: number;
+  /** Set by the device's signed farewell (`gatewarden decommission`): anything after it is a problem. */
+  retired?: Position & { at: number };
 }
 
 export interface TrustChange {
   at: number;
   by: string;
   device: string;
-  action: "replace" | "remove";
+  /** rotation and retire follow the device's own signed events (the receiver reports them as it verifies them). */
+  action: "replace" | "remove" | "rotation" | "retire";
   old_fingerprint: string | null;
   new_fingerprint: string | null;
   /** First boot the new key is valid for; for a removal, the last boot the old key was. */
@@ -46,7 +59,17 @@ export interface TrustChange {
 
 interface Loaded {
   file: DeviceTrustFile;
-  keys: { key: KeyObject; from: number; until: number }[];
+  keys: { key: KeyObject; fingerprint: string; from: Position; until: Position }[];
+}
+
+/** A rotation the device announced in an event signed by its current key. */
+export interface Rotation {
+  /** The announcement's position; the new key signs from `from_seq` of the same boot on. */
+  boot: number;
+  seq: number;
+  from_seq: number;
+  public_key: string;
+  fingerprint: string;
 }
 
 export class TrustStore {
@@ -54,20 +77,80 @@ export class TrustStore {
   private checkedAt = 0;
   private stamp = "";
 
+  /**
+   * `persist: false` (`soc verify`): rotations and retirements followed from the events are
+   * kept in memory only, and the files are read once.
+   */
   constructor(
     readonly dir: string,
     private readonly reloadMs = 5000,
+    private readonly persist = true,
   ) {
     this.reload();
   }
 
-  /** The key valid for `boot` of `device` (without `boot`: its current key). */
-  get(device: string, boot?: number): KeyObject | undefined {
+  /**
+   * The key valid at `boot` (and `seq`, when a key was rotated within that boot) of `device`;
+   * without `boot`, its current key (none once removed; a retired device's last key).
+   */
+  get(device: string, boot?: number, seq?: number): KeyObject | undefined {
     this.maybeReload();
     const d = this.devices.get(device);
     if (!d) return undefined;
     if (boot === undefined) return d.file.removed_at === undefined ? d.keys.at(-1)?.key : undefined;
-    return d.keys.find((k) => k.from <= boot && boot <= k.until)?.key;
+    const at = { boot, seq: seq ?? 0 };
+    // Without a seq, a boot shared by two keys (a rotation) is the older key's.
+    return d.keys.find((k) => !before(at, k.from) && (seq === undefined ? boot <= k.until.boot : !before(k.until, at)))?.key;
+  }
+
+  /** Where a retired device said farewell (undefined: not retired). */
+  retired(device: string): Position | undefined {
+    this.maybeReload();
+    return this.devices.get(device)?.file.retired;
+  }
+
+  /**
+   * Follows a rotation announced in an event verified under the device's current key: the old
+   * key ends at the announcement, the new one signs from `from_seq` on. "known": already in the
+   * history; "stale": the announcing key is no longer the device's current key (not followed).
+   */
+  follow(device: string, r: Rotation): "followed" | "known" | "stale" {
+    const d = this.devices.get(device);
+    if (!d || d.file.removed_at !== undefined) return "stale";
+    if (d.file.keys.some((k) => k.fingerprint === r.fingerprint)) return "known";
+    const last = d.file.keys.at(-1)!;
+    if (d.file.retired || before({ boot: r.boot, seq: r.seq }, { boot: last.from_boot ?? -Infinity, seq: last.from_seq ?? 0 }) || (last.until_boot !== null && last.until_boot < r.boot)) return "stale";
+    const now = Date.now();
+    const file: DeviceTrustFile = {
+      ...d.file,
+      keys: [
+        ...d.file.keys.slice(0, -1),
+        { ...last, until_boot: r.boot, until_seq: r.from_seq - 1 },
+        { public_key: r.public_key, fingerprint: r.fingerprint, from_boot: r.boot, from_seq: r.from_seq, until_boot: null, until_seq: undefined, added_at: now, added_by: `rotation event ${r.boot}:${r.seq}` },
+      ],
+    };
+    this.store(file, { at: now, by: `device ${device} (rotation event ${r.boot}:${r.seq})`, device, action: "rotation", old_fingerprint: last.fingerprint, new_fingerprint: r.fingerprint, boot: r.boot });
+    return "followed";
+  }
+
+  /** Marks a device retired at its farewell event; its last key ends there. False: already retired. */
+  retire(device: string, at: Position): boolean {
+    const d = this.devices.get(device);
+    if (!d || d.file.retired) return false;
+    const now = Date.now();
+    const last = d.file.keys.at(-1)!;
+    const file: DeviceTrustFile = { ...d.file, keys: [...d.file.keys.slice(0, -1), { ...last, until_boot: at.boot, until_seq: at.seq }], retired: { ...at, at: now } };
+    this.store(file, { at: now, by: `device ${device} (farewell event ${at.boot}:${at.seq})`, device, action: "retire", old_fingerprint: last.fingerprint, new_fingerprint: null, boot: at.boot });
+    return true;
+  }
+
+  /** Takes a device file in memory, and (persisting) writes it and logs the change. */
+  private store(file: DeviceTrustFile, change: TrustChange): void {
+    this.devices.set(file.device, loaded(file));
+    if (!this.persist) return;
+    writeFileAtomic(join(this.dir, "trusted", `${file.device}.json`), JSON.stringify(file) + "\n", 0o644);
+    logChange(this.dir, change);
+    this.stamp = dirStamp(this.dir);
   }
 
   /** Every trusted device file (for `soc trust list`). */
@@ -82,7 +165,7 @@ export class TrustStore {
   }
 
   private maybeReload(): void {
-    if (Date.now() - this.checkedAt < this.reloadMs) return;
+    if (!this.persist || Date.now() - this.checkedAt < this.reloadMs) return;
     this.checkedAt = Date.now();
     if (dirStamp(this.dir) !== this.stamp) this.reload();
   }
@@ -95,10 +178,7 @@ export class TrustStore {
       for (const f of readdirSync(d)) {
         if (!f.endsWith(".json")) continue;
         const file = readDeviceFile(join(d, f));
-        next.set(file.device, {
-          file,
-          keys: file.keys.map((k) => ({ key: publicKeyFromRaw(Buffer.from(k.public_key, "base64")), from: k.from_boot ?? -Infinity, until: k.until_boot ?? Infinity })),
-        });
+        next.set(file.device, loaded(file));
       }
     }
     this.devices = next;
@@ -120,6 +200,12 @@ export class TrustStore {
     const entry: TrustedKey = { public_key: t.public_key, fingerprint: t.fingerprint, from_boot: null, until_boot: null, added_at: now, added_by: by };
     const cur = existsSync(path) ? readDeviceFile(path) : undefined;
     const last = cur?.keys.at(-1);
+    // A retired device is re-admitted like a removed one: from the boot after its farewell.
+    if (cur?.retired) {
+      last!.until_boot = cur.retired.boot;
+      cur.removed_at = cur.retired.at;
+      delete cur.retired;
+    }
     if (cur && last && last.fingerprint === t.fingerprint && cur.removed_at === undefined) return { device: t.device, fingerprint: t.fingerprint, replaced: null, from_boot: last.from_boot };
     if (cur && cur.removed_at === undefined && last) {
       if (!replace) throw new DaemonError("TRUST_CONFLICT", `device ${t.device} is already trusted with key ${last.fingerprint}; ${origin} has ${t.fingerprint}. To replace it, run again with --replace (the old key stays valid for the boots before the new one)`);
@@ -150,6 +236,23 @@ export class TrustStore {
   }
 }
 
+function loaded(file: DeviceTrustFile): Loaded {
+  return {
+    file,
+    keys: file.keys.map((k) => ({
+      key: publicKeyFromRaw(Buffer.from(k.public_key, "base64")),
+      fingerprint: k.fingerprint,
+      from: { boot: k.from_boot ?? -Infinity, seq: k.from_seq ?? 0 },
+      until: { boot: k.until_boot ?? Infinity, seq: k.until_seq ?? Infinity },
+    })),
+  };
+}
+
+/** Whether position a comes before b. */
+export function before(a: Position, b: Position): boolean {
+  return a.boot < b.boot || (a.boot === b.boot && a.seq < b.seq);
+}
+
 /** A device trust file: the current format, or the single-key one `trust add` wrote before. */
 function readDeviceFile(path: string): DeviceTrustFile {
   const text = readFileSync(path, "utf8");
@@ -167,7 +270,10 @@ function readDeviceFile(path: string): DeviceTrustFile {
   for (const k of o.keys) {
     parseTrust(JSON.stringify({ device: o.device, alg: "ed25519", public_key: k.public_key, fingerprint: k.fingerprint }), path);
     if ((k.from_boot !== null && !Number.isSafeInteger(k.from_boot)) || (k.until_boot !== null && !Number.isSafeInteger(k.until_boot))) throw new DaemonError("TRUST_INVALID", `${path}: "from_boot"/"until_boot" must be whole numbers or null`);
+    if ((k.from_seq !== undefined && !Number.isSafeInteger(k.from_seq)) || (k.until_seq !== undefined && !Number.isSafeInteger(k.until_seq))) throw new DaemonError("TRUST_INVALID", `${path}: "from_seq"/"until_seq" must be whole numbers when present`);
   }
+  const r = o.retired;
+  if (r !== undefined && (typeof r !== "object" || r === null || !Number.isSafeInteger(r.boot) || !Number.isSafeInteger(r.seq))) throw new DaemonError("TRUST_INVALID", `${path}: "retired" must name the farewell's boot and seq`);
   return o as DeviceTrustFile;
 }
 

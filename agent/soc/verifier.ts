@@ -2,8 +2,10 @@ import type Database from "better-sqlite3";
 import type { KeyObject } from "node:crypto";
 import { checkEnvelope, GENESIS_HASH, isEnvelopeShape, type Envelope } from "../events/envelope";
 import { clip, RECEIVER_LIMITS } from "./bounds";
+import { keyAnnouncements } from "../keys/key-events";
+import { before, type Position, type Rotation } from "./trust";
 
-export const PROBLEMS = ["gap", "bad_signature", "bad_hash", "malformed", "unknown_device", "duplicate", "fork", "loss_record", "clone", "chain_reset", "suppressed", "trust_changed"] as const;
+export const PROBLEMS = ["gap", "bad_signature", "bad_hash", "malformed", "unknown_device", "duplicate", "fork", "loss_record", "clone", "chain_reset", "suppressed", "trust_changed", "retired_device"] as const;
 export type Problem = (typeof PROBLEMS)[number];
 
 /** One verified event, as the SIEM gets it: routing fields, `verified`, and the whole envelope. */
@@ -30,8 +32,14 @@ export interface ProblemLine {
 export type OutLine = EventLine | ProblemLine;
 
 export interface TrustLookup {
-  /** The key valid for `boot` of `device`; without `boot`, the device's current key. */
-  get(device: string, boot?: number): KeyObject | undefined;
+  /** The key valid at `boot` (and `seq`) of `device`; without `boot`, the device's current key. */
+  get(device: string, boot?: number, seq?: number): KeyObject | undefined;
+  /** Where a retired device said farewell (see TrustStore). */
+  retired?(device: string): Position | undefined;
+  /** Follows a key rotation the device announced (see TrustStore). */
+  follow?(device: string, r: Rotation): "followed" | "known" | "stale";
+  /** Marks a device retired at its verified farewell (see TrustStore). */
+  retire?(device: string, at: Position): boolean;
 }
 
 const SCHEMA = `
@@ -132,11 +140,20 @@ export class StreamVerifier {
     let skipped = 0;
     for (const e of events) {
       if (bad >= RECEIVER_LIMITS.badEventsPerBatch) skipped++;
-      // A replaced key verifies the boots it was trusted for.
-      else if (!this.ingestOne(device, isEnvelopeShape(e) ? (this.trust.get(device, e.boot) ?? key) : key, e, now, out, batch.resend === true)) bad++;
+      else if (this.afterFarewell(device, e, now, out)) continue;
+      // A replaced or rotated key verifies the positions it was trusted for.
+      else if (!this.ingestOne(device, isEnvelopeShape(e) ? (this.trust.get(device, e.boot, e.seq) ?? key) : key, e, now, out, batch.resend === true)) bad++;
     }
     if (skipped) out.push(problem("malformed", { device, count: skipped, detail: `${skipped} more events of this batch were not checked: ${bad} before them failed their hash or signature`, now }));
     return out;
+  }
+
+  /** An event past a retired device's farewell: reported as `retired_device`, whatever its signature. */
+  private afterFarewell(device: string, e: unknown, now: number, out: OutLine[]): boolean {
+    const at = this.trust.retired?.(device);
+    if (!at || !isEnvelopeShape(e) || e.device !== device || !before(at, e)) return false;
+    out.push(problem("retired_device", { device, boot: e.boot, first: e.seq, last: e.seq, detail: `device ${device} said farewell at ${at.boot}:${at.seq} (decommissioned), yet an event at ${e.boot}:${e.seq} arrived: a copy of its identity is in use`, now }));
+    return true;
   }
 
   /** (device, boot) pairs whose settled position may have moved since `takeMarks`. */
@@ -209,6 +226,7 @@ export class StreamVerifier {
     this.checkPastEnd(b, e, out, now);
     this.checkLink(b, e, out, now);
     this.onSpecial(b, e, out, now);
+    this.onKeyEvent(e, now, out);
     if (late) return true;
     if (e.seq === b.hw + 1) {
       b.hw = e.seq;
@@ -218,6 +236,39 @@ export class StreamVerifier {
     }
     this.advance(b, now);
     return true;
+  }
+
+  /**
+   * A verified key rotation or farewell (agent/keys/rotation.ts, decommission) changes the
+   * device's key history: the receiver and `soc verify` follow the same chain, so they agree.
+   */
+  private onKeyEvent(e: Envelope, now: number, out: OutLine[]): void {
+    const k = keyAnnouncements(e);
+    if (k.invalid) out.push(problem("malformed", { device: e.device, boot: e.boot, first: e.seq, last: e.seq, detail: `a signed key rotation announcement not followed: ${k.invalid}`, now }));
+    if (k.rotation && this.trust.follow) {
+      const r = k.rotation;
+      const how = this.trust.follow(e.device, r);
+      out.push(
+        problem("trust_changed", {
+          device: e.device,
+          boot: e.boot,
+          first: e.seq,
+          last: e.seq,
+          detail: how === "stale" ? `key rotation to ${r.fingerprint} announced at ${e.boot}:${e.seq} not followed: the announcing key is no longer the device's current key` : `key of ${e.device} rotated by the device: ${r.old_fingerprint} -> ${r.fingerprint}, signing from ${e.boot}:${r.from_seq}`,
+          now,
+          action: "rotation",
+          reason: "rotation",
+          followed: how !== "stale",
+          old_fingerprint: r.old_fingerprint,
+          new_fingerprint: r.fingerprint,
+          from: [e.boot, r.from_seq],
+        }),
+      );
+    }
+    if (k.farewell && this.trust.retire) {
+      this.trust.retire(e.device, { boot: e.boot, seq: e.seq });
+      out.push(problem("trust_changed", { device: e.device, boot: e.boot, first: e.seq, last: e.seq, detail: `${e.device} said farewell (decommissioned${k.farewell.by ? ` by ${clip(k.farewell.by, 80)}` : ""}): retired; anything later from it is retired_device`, now, action: "retire", reason: "decommission", old_fingerprint: k.farewell.fingerprint ?? null, new_fingerprint: null }));
+    }
   }
 
   /** The hash chain: `prev` must be the hash of the event before, where that one is known. */

@@ -15,6 +15,8 @@ export interface VerifyReport {
   devices: string[];
   problems: Record<string, number>;
   problem_lines: ProblemLine[];
+  /** Key rotations and farewells followed from the devices' own signed events (not problems). */
+  key_changes: ProblemLine[];
 }
 
 /**
@@ -22,7 +24,8 @@ export interface VerifyReport {
  * event line's hash and signature against the trust store, then chain, duplicates, gaps and
  * loss records per device, from the event lines alone (each device's events in the order they
  * were received). A stream that does not start at seq 0 is a gap. Problem lines in the input
- * are not trusted: they are derived again.
+ * are not trusted: they are derived again. Key rotations and farewells in the events are
+ * followed as the receiver follows them (give a TrustStore that does not persist).
  */
 export async function verifyFile(file: string, trust: TrustLookup): Promise<VerifyReport> {
   const events: { e: Envelope; at: number }[] = [];
@@ -61,12 +64,13 @@ export async function verifyFile(file: string, trust: TrustLookup): Promise<Veri
   const db = new Database(":memory:");
   const v = new StreamVerifier(db, trust, { gapTimeoutMs: 0, dedupeWindow: Number.MAX_SAFE_INTEGER });
   const devices = new Set<string>();
+  const keyChanges: ProblemLine[] = [];
   let verified = 0;
   for (const { e } of events) {
     const device = typeof e.device === "string" ? e.device : "?";
     devices.add(device);
     for (const l of v.ingest(device, [e], 0)) {
-      if ("problem" in l) out.push(l);
+      if ("problem" in l) (l.problem === "trust_changed" ? keyChanges : out).push(l);
       else verified++;
     }
   }
@@ -74,5 +78,5 @@ export async function verifyFile(file: string, trust: TrustLookup): Promise<Veri
   db.close();
   const problems: Record<string, number> = {};
   for (const p of out) problems[p.problem] = (problems[p.problem] ?? 0) + 1;
-  return { file, lines, events: events.length, verified, devices: [...devices].sort(), problems, problem_lines: out };
+  return { file, lines, events: events.length, verified, devices: [...devices].sort(), problems, problem_lines: out, key_changes: keyChanges };
 }
