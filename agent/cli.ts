@@ -7,6 +7,7 @@ import { registerDoctor } from "./commands/doctor";
 import { registerInit } from "./commands/init";
 import { registerIntegrityCommands } from "./commands/integrity";
 import { registerKeys } from "./commands/keys";
+import { registerDecommission } from "./commands/decommission";
 import { registerMaintenance } from "./commands/maintenance";
 import { registerModbus } from "./commands/modbus";
 import { registerOpcuaCommands } from "./commands/opcua";
@@ -39,6 +40,7 @@ export function buildProgram(): Command {
   registerConfig(program);
   registerDaemon(program);
   registerKeys(program);
+  registerDecommission(program);
   registerSoc(program);
   registerDemo(program);
   registerSim(program);

@@ -9,7 +9,10 @@ import { Recorder } from "./events/recorder";
 import { ParallelSigner } from "./events/signer";
 import { Heartbeat, PostureProbe } from "./heartbeat";
 import { storageBytesWritten } from "./io-stats";
-import { loadDeviceKey, loadSocAckPublicKey, loadSocPublicKey } from "./keys/identity";
+import type { KeyObject } from "node:crypto";
+import { loadSocAckPublicKey, loadSocPublicKey } from "./keys/identity";
+import { announceRotation, signingKeyAtStart, stagePendingKey, type RotationResult } from "./keys/rotation";
+import { decommission, type DecommissionParts } from "./decommission";
 import { assertReferences } from "./config/references";
 import { StorageHealth } from "./outbox/health";
 import { OutboxLock } from "./outbox/lock";
@@ -48,6 +51,12 @@ export class Runtime {
   private readonly opened: OpenedOutbox;
   private readonly lockError: string | undefined;
   readonly recorder: Recorder;
+  /** The device key that signs now, and a rotation a crash left unannounced. */
+  private key: KeyObject;
+  private pendingKey: KeyObject | undefined;
+  /** Resolves once the daemon has stopped (a signal, or `gatewarden decommission`). */
+  readonly ended: Promise<void>;
+  private markEnded!: () => void;
   readonly forwarder: MqttForwarder | undefined;
   readonly control: ControlServer;
   private readonly heartbeat: Heartbeat;
@@ -77,11 +86,11 @@ export class Runtime {
     readonly loaded: LoadedConfig,
     readonly log: Logger,
   ) {
+    this.ended = new Promise((r) => (this.markEnded = r));
     const c = loaded.config;
     // Every file the config names (keys, certificates, policy, site) before anything is opened:
     // a mistake stops the start here, with no boot event.
     assertReferences(loaded);
-    const key = loadDeviceKey(c.device.key);
     const socKey = c.upstream.url && c.upstream.soc_public_key ? loadSocPublicKey(c.upstream.soc_public_key) : undefined;
     // Never fails on the outbox alone: a damaged file is moved aside, unusable storage gives an
     // outbox in memory (see outbox/open.ts); the boot's first events say which.
@@ -90,6 +99,10 @@ export class Runtime {
     this.lockError = locked.error;
     this.opened = openOutbox(c.buffer.path, c.buffer.max_bytes, log.child({ component: "outbox" }));
     this.outbox = this.opened.outbox;
+    // A rotation a crash interrupted is finished (announced: promoted now) or resumed in start().
+    const keys = signingKeyAtStart(c.device.key, this.outbox, log.child({ component: "keys" }));
+    const key = (this.key = keys.key);
+    this.pendingKey = keys.pending;
     let fwd: MqttForwarder | undefined;
     this.recorder = new Recorder({
       outbox: this.outbox,
@@ -139,6 +152,7 @@ export class Runtime {
     const boot = this.recorder.start({ config_file: this.loaded.file, outbox_check: check, ...(incident ? { outbox_incident: incident.kind } : {}), ...(this.lockError ? { outbox_lock: this.lockError } : {}) }, knownHead);
     this.log.info({ device: c.device.id, boot: boot.boot, version: VERSION }, "Gatewarden started.");
     try {
+      if (this.pendingKey) this.resumeRotation(this.pendingKey);
       await this.startComponents();
     } catch (e) {
       // The boot event is committed: say why this boot ends at once, in an event and in the
@@ -321,8 +335,34 @@ export class Runtime {
     );
   }
 
+  /**
+   * `gatewarden keys rotate`: a new key (or `next`, staged before a crash), announced in an
+   * event signed by the current key, then signing everything after (agent/keys/rotation.ts).
+   */
+  rotateKey(by: string, next?: KeyObject): RotationResult {
+    if (this.opened.mode === "memory") throw new DaemonError("OUTBOX_FAILING", `the outbox ${this.loaded.config.buffer.path} could not be opened (it runs in memory): a key rotation must survive a restart; fix the storage first`);
+    const c = this.loaded.config;
+    const staged = next ?? stagePendingKey(c.device.key);
+    const r = announceRotation({ device: c.device.id, keyPath: c.device.key, recorder: this.recorder, current: this.key, next: staged, by });
+    this.key = staged;
+    this.pendingKey = undefined;
+    this.log.warn({ old_fingerprint: r.old_fingerprint, new_fingerprint: r.new_fingerprint, boot: r.boot, from_seq: r.from_seq, by }, "Device key rotated.");
+    return r;
+  }
+
+  /** A rotation a crash left unannounced: announced now; when that fails, the current key goes on signing. */
+  private resumeRotation(next: KeyObject): void {
+    try {
+      this.rotateKey("gatewarden (an unfinished rotation, resumed at start)", next);
+    } catch (e) {
+      this.log.error({ err: describeError(e) }, "Could not finish the interrupted key rotation; the current key goes on signing. Run `gatewarden keys rotate` again.");
+    }
+  }
+
   private registerControl(): void {
     this.control.handle("status", () => this.status());
+    this.control.handle("keys.rotate", (args) => this.rotateKey(typeof args.by === "string" ? args.by : osUser()));
+    this.control.handle("decommission", (args) => decommission(this.decommissionParts(), { by: typeof args.by === "string" ? args.by : osUser(), timeoutMs: typeof args.timeout_ms === "number" && args.timeout_ms > 0 ? args.timeout_ms : 60_000 }));
     this.control.handle("reload", (args) => {
       const r = this.reload(typeof args.by === "string" ? `gatewarden reload by ${args.by}` : "gatewarden reload");
       if (!r.ok) throw new DaemonError((r.code && r.code in ErrorCodes ? r.code : "CONFIG_INVALID") as ErrorCode, `not reloaded, the running configuration stays: ${r.reason}`);
@@ -429,15 +469,46 @@ export class Runtime {
     return this.stopping;
   }
 
-  private async doStop(reason: string, drainMs: number): Promise<void> {
+  /** Stops the sources and every component (each stop hook runs once). */
+  private async stopComponents(): Promise<void> {
     this.stopSources();
-    for (const h of this.stopHooks.reverse()) {
+    for (const h of this.stopHooks.splice(0).reverse()) {
       try {
         await h();
       } catch (e) {
         this.log.error({ err: describeError(e) }, "A component failed to stop cleanly.");
       }
     }
+  }
+
+  /** What `gatewarden decommission` works with (agent/decommission.ts). */
+  private decommissionParts(): DecommissionParts {
+    if (this.stopping) throw new DaemonError("CONTROL_BAD_REQUEST", "the daemon is already stopping");
+    return {
+      config: this.loaded.config,
+      configFile: this.loaded.file,
+      key: this.key,
+      recorder: this.recorder,
+      outbox: this.outbox,
+      forwarder: this.forwarder,
+      stopProducing: () => this.stopComponents(),
+      stop: (reason) => this.stop(reason, 0),
+      release: async () => {
+        this.stopping ??= new Promise<void>(() => {}); // no other stop from now on
+        await this.forwarder?.stop();
+        this.outbox.close();
+        this.lock?.release();
+      },
+      end: () =>
+        void this.control.close().finally(() => {
+          this.log.info({}, "Gatewarden decommissioned: keys, outbox and state wiped.");
+          this.markEnded();
+        }),
+    };
+  }
+
+  private async doStop(reason: string, drainMs: number): Promise<void> {
+    await this.stopComponents();
     this.recorder.close(reason);
     if (this.forwarder) {
       await this.forwarder.drain(drainMs);
@@ -447,6 +518,7 @@ export class Runtime {
     this.outbox.close();
     this.lock?.release();
     this.log.info({ reason }, "Gatewarden stopped.");
+    this.markEnded();
   }
 }
 

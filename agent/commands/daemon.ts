@@ -50,6 +50,8 @@ export function registerDaemon(program: Command): void {
             });
           };
           if (stopRequested) onSignal(stopRequested);
+          // `gatewarden decommission` ends the daemon from within.
+          void rt.ended.then(resolve);
         });
       },
     );

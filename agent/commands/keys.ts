@@ -3,7 +3,11 @@ import { createPublicKey } from "node:crypto";
 import { statSync, writeFileSync } from "node:fs";
 import { loadConfig } from "../config/load";
 import { locateConfig } from "../config/locate";
+import { controlCall } from "../control/client";
+import { DaemonError, isDaemonError } from "../core/errors";
 import { exportTrust, fingerprint, loadDeviceKey } from "../keys/identity";
+import type { RotationResult } from "../keys/rotation";
+import { osUser } from "../core/os-user";
 import { report } from "./_output";
 
 export function registerKeys(program: Command): void {
@@ -33,6 +37,25 @@ export function registerKeys(program: Command): void {
         const text = JSON.stringify(exportTrust(config.device.id, loadDeviceKey(config.device.key)), null, 2) + "\n";
         if (opts.out) writeFileSync(opts.out, text, { mode: 0o644 });
         else process.stdout.write(text);
+      },
+    );
+  keys
+    .command("rotate")
+    .description("Make a new device key; the running daemon announces it in an event signed by the old key and signs everything after with the new one (the SOC follows without a trust add)")
+    .option("--config <FILE>", "config file")
+    .option("--json", "print as JSON")
+    .action(
+      async (opts: { config?: string; json?: boolean }) => {
+        const { config } = loadConfig(locateConfig(opts.config));
+        let r: RotationResult;
+        try {
+          r = (await controlCall(config.control.socket, "keys.rotate", { by: osUser() }, 30_000)) as RotationResult;
+        } catch (e) {
+          // Rotating offline would break the chain the SOC follows: the running daemon does it.
+          if (isDaemonError(e, "CONTROL_UNAVAILABLE")) throw new DaemonError("CONTROL_UNAVAILABLE", `${e.message}. The rotation is announced in the event chain by the running daemon: start it (\`gatewarden run\`) and run keys rotate again; nothing was changed`);
+          throw e;
+        }
+        report(opts.json, r, () => `Rotated the key of ${r.device}: ${r.old_fingerprint} -> ${r.new_fingerprint}.\nAnnounced at ${r.boot}:${r.seq} (signed by the old key); the new key signs from seq ${r.from_seq}. The SOC follows it without a trust add.`);
       },
     );
 }

@@ -15,6 +15,8 @@ export const ErrorCodes = {
   OUTBOX_CORRUPT: "the outbox failed its integrity check",
   OUTBOX_FULL: "the outbox is full and nothing can be evicted",
   OUTBOX_LOCKED: "another daemon holds the outbox",
+  OUTBOX_FAILING: "the outbox cannot commit now",
+  NOT_DELIVERED: "events were not acknowledged by the SOC in time",
   CONTROL_UNAVAILABLE: "the daemon's control socket does not answer",
   CONTROL_BAD_REQUEST: "the control request is malformed",
   EVENT_INVALID: "an event draft is malformed",

@@ -1,7 +1,7 @@
 import type { KeyObject } from "node:crypto";
 import { performance } from "node:perf_hooks";
 import type { Logger } from "pino";
-import { describeError } from "../core/errors";
+import { DaemonError, describeError } from "../core/errors";
 import { StorageHealth, type StorageEpisode } from "../outbox/health";
 import { mergeLoss, type EvictedRange, type Outbox } from "../outbox/store";
 import { finishEnvelope, GENESIS_HASH, prepareEnvelope, type Envelope, type Prepared, type UnsignedEnvelope } from "./envelope";
@@ -60,12 +60,56 @@ export class Recorder implements EventSink {
   readonly counters = { recorded: 0, committed: 0, invalid: 0, evicted: 0, dropped: 0, commit_errors: 0 };
   lastError: string | undefined;
 
-  private readonly signer: BatchSigner;
+  private signer: BatchSigner;
   readonly health: StorageHealth;
 
   constructor(private readonly o: RecorderOptions) {
     this.signer = o.signer ?? new InlineSigner(o.key);
     this.health = o.health ?? new StorageHealth();
+  }
+
+  /**
+   * Commits everything pending, then `draft(seq)` alone (seq: its own position) as the last
+   * event signed by the current key, with `signingKey` noted in the same transaction; every
+   * later event is signed by `signer`. Throws (nothing changes) when storage cannot commit.
+   */
+  rotateKey(signer: BatchSigner, signingKey: string, draft: (seq: number) => EventDraft): Envelope {
+    this.flush();
+    if (this.pending.length || this.closed) throw new DaemonError("OUTBOX_FAILING", `the outbox cannot commit now (${this.lastError ?? "closed"}); the key was not rotated`);
+    let env: Envelope;
+    try {
+      env = this.commitDrafts([draft(this.seq + 1)], false, signingKey)[0]!;
+    } catch (e) {
+      this.counters.commit_errors++;
+      this.lastError = describeError(e);
+      throw new DaemonError("OUTBOX_FAILING", `the outbox cannot commit the announcement (${this.lastError}); the key was not rotated`);
+    }
+    this.signer.close();
+    this.signer = signer;
+    return env;
+  }
+
+  /**
+   * Commits everything pending, then the farewell as the device's last event: nothing is
+   * recorded after it (no shutdown event either).
+   */
+  farewell(draft: EventDraft): Envelope {
+    this.flush();
+    if (this.pending.length || this.closed) throw new DaemonError("OUTBOX_FAILING", `the outbox cannot commit now (${this.lastError ?? "closed"}); no farewell was recorded`);
+    if (this.episode) clearInterval(this.episode.timer);
+    this.episode = undefined;
+    let env: Envelope;
+    try {
+      if (this.lossPending.length) this.commitDrafts([], true);
+      env = this.commitDrafts([draft])[0]!;
+    } catch (e) {
+      this.counters.commit_errors++;
+      this.lastError = describeError(e);
+      throw new DaemonError("OUTBOX_FAILING", `the outbox cannot commit the farewell (${this.lastError}); nothing was wiped`);
+    }
+    this.closed = true;
+    this.signer.close();
+    return env;
   }
 
   get bootEpoch(): number {
@@ -222,7 +266,7 @@ export class Recorder implements EventSink {
    * them. Evictions are added to `lossPending` in the same transaction; with `emitLoss` the loss
    * records naming everything pending are committed instead (one per class, see `lossTick`).
    */
-  private commitDrafts(drafts: readonly EventDraft[], emitLoss = false): Envelope[] {
+  private commitDrafts(drafts: readonly EventDraft[], emitLoss = false, signingKey?: string): Envelope[] {
     const saved = { seq: this.seq, prev: this.prev };
     try {
       this.signer.begin();
@@ -248,7 +292,7 @@ export class Recorder implements EventSink {
       if (emit) for (const d of lossDrafts(pending, "buffer_full")) add(d);
       const sigs = this.signer.finish();
       const built = prepared.map((p, i) => finishEnvelope(p, sigs[i]!));
-      const ids = this.o.outbox.commit(built, { boot: this.boot, seq: this.seq, hash: this.prev }, plan?.ids, emit ? [] : plan ? pending : undefined);
+      const ids = this.o.outbox.commit(built, { boot: this.boot, seq: this.seq, hash: this.prev }, plan?.ids, emit ? [] : plan ? pending : undefined, signingKey);
       this.lossPending = emit ? [] : pending;
       if (plan) this.noteEviction(plan.ids.length, plan.summary);
       this.counters.committed += built.length;

@@ -82,6 +82,9 @@ CREATE TABLE IF NOT EXISTS parked (id INTEGER PRIMARY KEY, reason TEXT NOT NULL,
 -- Evictions not yet named by a committed loss record (one row per class), written in the
 -- eviction's own transaction: a crash between an eviction and its loss record forgets nothing.
 CREATE TABLE IF NOT EXISTS loss_pending (class TEXT PRIMARY KEY, ranges TEXT NOT NULL, counts TEXT);
+-- The key the chain is signed with since the last rotation announcement, written in the
+-- announcement's own transaction (agent/keys/rotation.ts): a restart knows whether it committed.
+CREATE TABLE IF NOT EXISTS signing_key (id INTEGER PRIMARY KEY CHECK (id = 1), fingerprint TEXT NOT NULL);
 `;
 
 /**
@@ -239,10 +242,11 @@ export class Outbox {
   /**
    * Commits envelopes (already chained and signed) and the new chain head in one transaction,
    * after deleting `evictIds`. Durable (FULL) when any envelope is of a durable class.
-   * `lossPending`, when given, replaces the evictions not yet named by a loss record.
+   * `lossPending`, when given, replaces the evictions not yet named by a loss record;
+   * `signingKey`, the fingerprint of the key that signs from the next event on (a rotation).
    */
-  commit(envs: readonly { env: Envelope; body: string }[], head: ChainHead, evictIds: readonly number[] = [], lossPending?: readonly EvictedRange[]): number[] {
-    const durable = envs.some((e) => CLASS_RANK[e.env.class] >= DURABLE_RANK) || evictIds.length > 0 || lossPending !== undefined;
+  commit(envs: readonly { env: Envelope; body: string }[], head: ChainHead, evictIds: readonly number[] = [], lossPending?: readonly EvictedRange[], signingKey?: string): number[] {
+    const durable = envs.some((e) => CLASS_RANK[e.env.class] >= DURABLE_RANK) || evictIds.length > 0 || lossPending !== undefined || signingKey !== undefined;
     this.setSync(durable ? "FULL" : "NORMAL");
     const ids: number[] = [];
     this.db.transaction(() => {
@@ -259,11 +263,17 @@ export class Outbox {
         this.stmts.lossClear.run();
         for (const e of lossPending) this.stmts.lossPut.run(e.class, JSON.stringify(e.ranges), e.counts ? JSON.stringify(e.counts) : null);
       }
+      if (signingKey) this.db.prepare("INSERT INTO signing_key (id, fingerprint) VALUES (1, ?) ON CONFLICT(id) DO UPDATE SET fingerprint = excluded.fingerprint").run(signingKey);
     })();
     if (ids.length) this.lastId = ids[ids.length - 1]!;
     if (durable) this.durableId = this.lastId;
     this.headCopy?.write(head);
     return ids;
+  }
+
+  /** The fingerprint the last committed rotation announcement named (undefined: none). */
+  signingKey(): string | undefined {
+    return (this.db.prepare("SELECT fingerprint FROM signing_key WHERE id = 1").pluck().get() as string | undefined) ?? undefined;
   }
 
   /** Throws when the database cannot be written (a read-only file or filesystem); writes nothing. */
@@ -349,6 +359,11 @@ export class Outbox {
   }
 
   /** The oldest row that may be sent (not parked), if any. */
+  /** The oldest row's id, parked ones included (undefined: the outbox is empty). */
+  oldestId(): number | undefined {
+    return (this.db.prepare("SELECT MIN(id) FROM events").pluck().get() as number | null) ?? undefined;
+  }
+
   firstSendableId(): number | undefined {
     return (this.stmts.firstSendable.get() as number | undefined) ?? undefined;
   }
