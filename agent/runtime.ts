@@ -18,7 +18,7 @@ import { StorageHealth } from "./outbox/health";
 import { OutboxLock } from "./outbox/lock";
 import { osUser } from "./core/os-user";
 import type { Config } from "./config/schema";
-import type { RunningDetection } from "./detection";
+import type { RunningDetection } from "./detection/start";
 import { reloadDaemon, type ReloadReport } from "./reload";
 
 export type { ReloadReport } from "./reload";
@@ -198,7 +198,7 @@ export class Runtime {
   private async startDetectors(): Promise<void> {
     const c = this.loaded.config;
     if (!c.points || !Object.keys(c.points).length) return this.notConfigured("points", ["detection.status", "maintenance.start", "maintenance.end", "maintenance.list"]);
-    const { startDetection } = await import("./detection");
+    const { startDetection } = await import("./detection/start");
     const d = await startDetection({ points: c.points, config: c.detection, sink: this.recorder, log: this.log.child({ component: "detection" }) });
     this.readings = d.readings;
     this.detection = d;

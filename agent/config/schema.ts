@@ -3,9 +3,9 @@ import { DEVICE_ID } from "../keys/identity";
 import { MAX_BATCH_PLAINTEXT } from "../events/seal";
 import { URL_CREDENTIALS } from "../mqtt-connection";
 import { modbusConfigSchema } from "../../protocols/modbus/config";
-import { pointsSchema } from "../../detectors/points";
+import { pointsSchema } from "./points";
 import { opcuaConfigSchema } from "../../protocols/opcua/config";
-import { detectionSchema } from "../detection";
+import { detectionSchema } from "../detection/start";
 import { updateSchema } from "../../firmware-hooks/config";
 import { integritySchema } from "../../firmware-hooks/integrity";
 import { tamperSchema } from "../../firmware-hooks/tamper";
@@ -113,9 +113,9 @@ export const configSchema = z.strictObject({
   modbus: modbusConfigSchema.optional(),
   /** OPC UA servers read for points (protocols/opcua/config.ts); absent: no OPC UA client. */
   opcua: opcuaConfigSchema.optional(),
-  /** What each register or node means (detectors/points.ts); read by the tap and the detectors. */
+  /** What each register or node means (agent/config/points.ts); read by the tap and the detectors. */
   points: pointsSchema.optional(),
-  /** Detection engine options, site file and state (agent/detection.ts); used when points exist. */
+  /** Detection engine options, site file and state (agent/detection/start.ts); used when points exist. */
   detection: detectionSchema.prefault({}),
   /** Signed updates (firmware-hooks/config.ts); absent: every update is refused. */
   update: updateSchema.optional(),

@@ -5,7 +5,7 @@
  * table, address); multi-register types need every word in the same response.
  */
 import type { ReadingSink } from "../../agent/core/readings";
-import { decodeRegisters } from "../../detectors/points";
+import { decodeRegisters } from "./points";
 
 export type TapTable = "coil" | "discrete_input" | "input" | "holding";
 
@@ -83,7 +83,7 @@ export class ReadingsTap {
   }
 }
 
-/** The shape of the daemon's `points.<id>.source.modbus` entries (detectors/points.ts). */
+/** The shape of the daemon's `points.<id>.source.modbus` entries (protocols/modbus/points.ts). */
 export interface ModbusPointSource {
   device: string;
   unit: number;

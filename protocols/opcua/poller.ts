@@ -7,7 +7,7 @@
  */
 import type { DataValue, ReadValueIdOptions } from "node-opcua-client";
 import type { ReadingSink } from "../../agent/core/readings";
-import type { OpcuaSource } from "../../detectors/points";
+import type { OpcuaSource } from "./points";
 import type { OpcuaEvents } from "./events";
 import type { OpcuaLink } from "./link";
 

@@ -3,7 +3,7 @@ import { afterEach, describe, expect, it } from "vitest";
 import { exited, gw, gwSpawn } from "../helpers/cli";
 import { until } from "../helpers/fixture";
 import { parse } from "yaml";
-import { pointsSchema } from "../../detectors/points";
+import { pointsSchema } from "../../agent/config/points";
 
 /** `gatewarden sim`: the simulators as a Modbus TCP client (modbus-serial) sees them. */
 describe("gatewarden sim", () => {

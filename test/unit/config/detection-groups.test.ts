@@ -3,7 +3,7 @@ import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import pino from "pino";
 import { loadConfig } from "../../../agent/config/load";
-import { startDetection } from "../../../agent/detection";
+import { startDetection } from "../../../agent/detection/start";
 import { DaemonError } from "../../../agent/core/errors";
 import type { EventDraft } from "../../../agent/core/events";
 import { prng } from "../../helpers/prng";

@@ -1,5 +1,6 @@
 import { describe, expect, it } from "vitest";
-import { decodeRegisters, modbusSourceSchema, pointsSchema } from "../../../detectors/points";
+import { pointsSchema } from "../../../agent/config/points";
+import { decodeRegisters, modbusSourceSchema } from "../../../protocols/modbus/points";
 
 const modbus = (extra: Record<string, unknown> = {}) => ({
   source: { modbus: { device: "plc1", unit: 1, table: "holding", address: 40, ...extra } },

@@ -3,7 +3,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { DetectionEngine } from "../../../detectors/engine";
-import { DetectorStateStore } from "../../../detectors/state-store";
+import { DetectorStateStore } from "../../../agent/detection/state-store";
 import { T0 } from "./_helpers";
 
 describe("DetectorStateStore", () => {

@@ -1,11 +1,9 @@
 /**
- * The `points` section of the daemon config: what each register or OPC UA node means.
- * Checked once at load (no I/O); the TS type comes from the schema.
+ * A Modbus point's source (`points.<id>.source.modbus`): device, unit, table, address and how
+ * its words decode to an engineering value. The poller and the passive tap read points with it.
  */
 import { z } from "zod";
-import { DaemonError } from "../agent/core/errors";
-import { nodeIdSchema } from "../protocols/opcua/config";
-import { POINT_KINDS } from "./kinds";
+import { DaemonError } from "../../agent/core/errors";
 
 export const REGISTER_TYPES = ["int16", "uint16", "int32", "uint32", "float32"] as const;
 export type RegisterType = (typeof REGISTER_TYPES)[number];
@@ -24,42 +22,7 @@ export const modbusSourceSchema = z.strictObject({
   offset: z.number().finite().default(0),
 });
 
-export const opcuaSourceSchema = z.strictObject({
-  /** OPC UA server name as configured in `opcua.servers`. */
-  server: z.string().min(1),
-  node_id: nodeIdSchema,
-  scale: z.number().finite().default(1),
-  offset: z.number().finite().default(0),
-});
-
-export const pointSchema = z
-  .strictObject({
-    source: z.union([z.strictObject({ modbus: modbusSourceSchema }), z.strictObject({ opcua: opcuaSourceSchema })]),
-    /** Engineering unit after scale and offset, e.g. `m`, `L/s`, `kWh`. */
-    unit: z.string().min(1),
-    kind: z.enum(POINT_KINDS),
-    /** Poll the point this often through the proxy's upstreams; unset: passive tap only. */
-    poll_interval_ms: z.number().int().min(10).max(86_400_000).optional(),
-    range: z.strictObject({ min: z.number().finite(), max: z.number().finite() }),
-    /** Physical limit on change, units per second (rate of change, counters). */
-    max_rate_per_s: z.number().positive().optional(),
-    /** Counters: the value after which the register wraps to 0. */
-    rollover_at: z.number().positive().optional(),
-    /** Overrides the per-kind tolerance of the stuck detector. */
-    stuck_tolerance: z.number().min(0).optional(),
-  })
-  .refine((p) => p.range.min < p.range.max, { message: "range.min must be below range.max", path: ["range"] })
-  .refine((p) => !("modbus" in p.source) || registerCount(p.source.modbus.type) === 1 || p.source.modbus.table === "holding" || p.source.modbus.table === "input", {
-    message: "32-bit types need a register table (holding or input)",
-    path: ["source", "modbus", "type"],
-  });
-
-export const pointsSchema = z.record(z.string().regex(/^[A-Za-z0-9_.-]{1,64}$/), pointSchema);
-
-export type PointConfig = z.infer<typeof pointSchema>;
-export type PointsConfig = z.infer<typeof pointsSchema>;
 export type ModbusSource = z.infer<typeof modbusSourceSchema>;
-export type OpcuaSource = z.infer<typeof opcuaSourceSchema>;
 
 export function registerCount(type: RegisterType): 1 | 2 {
   return type === "int16" || type === "uint16" ? 1 : 2;
@@ -106,9 +69,4 @@ export function decodeRegisters(src: ModbusSource, words: readonly number[]): nu
     }
   }
   return raw * src.scale + src.offset;
-}
-
-/** Decodes a point's value, or null for OPC UA points (their values arrive already typed). */
-export function decodePoint(p: PointConfig, words: readonly number[]): number | null {
-  return "modbus" in p.source ? decodeRegisters(p.source.modbus, words) : null;
 }

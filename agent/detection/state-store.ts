@@ -4,8 +4,8 @@
  * every row of the snapshot in one transaction.
  */
 import Database from "better-sqlite3";
-import { DaemonError } from "../agent/core/errors";
-import type { EngineSnapshot } from "./engine";
+import { DaemonError } from "../core/errors";
+import type { EngineSnapshot } from "../../detectors/engine";
 
 export class DetectorStateStore {
   private readonly db: Database.Database;

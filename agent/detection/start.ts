@@ -1,12 +1,12 @@
 import { readFileSync } from "node:fs";
 import type { Logger } from "pino";
 import { z } from "zod";
-import { engineOptionsSchema } from "../detectors/engine-options";
-import type { PointsConfig } from "../detectors/points";
-import { describeError } from "./core/errors";
-import { OcsfClass } from "./core/events";
-import type { EventSink } from "./core/events";
-import type { ReadingSink } from "./core/readings";
+import { engineOptionsSchema } from "../../detectors/engine-options";
+import type { PointsConfig } from "../config/points";
+import { describeError } from "../core/errors";
+import { OcsfClass } from "../core/events";
+import type { EventSink } from "../core/events";
+import type { ReadingSink } from "../core/readings";
 
 const MAX_GROUPS = 64;
 const MAX_GROUP_POINTS = 32;
@@ -38,7 +38,7 @@ export type DetectionConfig = z.output<typeof detectionSchema>;
 export interface RunningDetection {
   /** Forwards to the engine in use (a reload swaps it). */
   readings: ReadingSink;
-  readonly engine: import("../detectors/engine").DetectionEngine;
+  readonly engine: import("../../detectors/engine").DetectionEngine;
   /** Builds an engine for new points, site, groups and options, carries every detector's state,
    * open incidents and maintenance over, and swaps it in; throws (keeping the old) when it cannot. */
   reload: (points: PointsConfig, config: DetectionConfig) => void;
@@ -47,9 +47,9 @@ export interface RunningDetection {
 }
 
 export async function startDetection(o: { points: PointsConfig; config: DetectionConfig; sink: EventSink; log: Logger }): Promise<RunningDetection> {
-  const { DetectionEngine } = await import("../detectors/engine");
-  const { parseSite } = await import("../detectors/site");
-  const { DetectorStateStore } = await import("../detectors/state-store");
+  const { DetectionEngine } = await import("../../detectors/engine");
+  const { parseSite } = await import("../../detectors/site");
+  const { DetectorStateStore } = await import("./state-store");
   const build = (points: PointsConfig, config: DetectionConfig) => {
     const site = config.site ? parseSite(readFileSync(config.site, "utf8"), config.site) : undefined;
     const { site: _s, state_path: _p, save_interval_ms: _i, groups, ...options } = config;
