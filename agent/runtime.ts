@@ -33,6 +33,7 @@ import { SimulatedSource } from "./simulate";
 import { VERSION } from "./version";
 import { registerAuditControl } from "../firmware-hooks/audit";
 import { DevicePosture } from "../firmware-hooks/posture";
+import { FORWARDED } from "../protocols/opcua/process-protocol";
 
 /** Recent committed events kept for `events tail`. */
 export const RECENT_EVENTS = 1000;
@@ -69,8 +70,8 @@ export class Runtime {
   private readonly writtenAtStart = storageBytesWritten();
   private readonly stopHooks: (() => Promise<void> | void)[] = [];
   private readonly reloadHooks: ((trigger: string) => void)[] = [];
-  /** The OPC UA client and front, when `opcua` is configured. */
-  opcua: import("../protocols/opcua/service").OpcuaService | undefined;
+  /** The OPC UA process (client and front), when `opcua` is configured. */
+  opcua: import("./opcua-process").OpcuaProcess | undefined;
   /** The running detection engine and Modbus proxy, as a reload reaches them. */
   private detection: RunningDetection | undefined;
   private onDetectionReloaded: (() => void) | undefined;
@@ -253,23 +254,27 @@ export class Runtime {
     this.onStop(() => w.stop());
   }
 
-  /** The OPC UA client, when configured: polled point values into the detectors. */
+  /**
+   * The OPC UA client and front, when configured, in their own process (agent/opcua-process.ts):
+   * drafts come back to be signed here, readings go to the detectors, commands are forwarded.
+   */
   private async startOpcua(): Promise<void> {
     const c = this.loaded.config;
-    if (!c.opcua) return this.notConfigured("opcua", ["opcua.status", "opcua.trust"]);
-    const { OpcuaService } = await import("../protocols/opcua/service");
-    const { registerPkiControl } = await import("../protocols/opcua/pki-control");
+    if (!c.opcua) return this.notConfigured("opcua", FORWARDED);
+    const { OpcuaProcess } = await import("./opcua-process");
     const points = Object.entries(c.points ?? {}).flatMap(([id, p]) => ("opcua" in p.source && p.poll_interval_ms !== undefined ? [{ id, source: p.source.opcua, interval_ms: p.poll_interval_ms }] : []));
-    const svc = new OpcuaService({ config: c.opcua, deviceId: c.device.id, points, events: this.recorder, readings: this.readings, log: this.log.child({ component: "opcua" }) });
-    await svc.start();
-    this.opcua = svc;
-    this.control.handle("opcua.status", () => svc.status());
-    registerPkiControl(this.control, svc);
-    this.control.handle("opcua.trust", (args) => {
-      if (typeof args.thumbprint !== "string") throw new DaemonError("CONTROL_BAD_REQUEST", "opcua.trust needs a thumbprint");
-      return svc.trust(args.thumbprint, typeof args.by === "string" ? args.by : osUser());
-    });
-    this.onStop(() => svc.stop());
+    const proc = new OpcuaProcess({ config: c.opcua, deviceId: c.device.id, points, events: this.recorder, readings: this.readings, log: this.log.child({ component: "opcua" }) });
+    this.onStop(() => proc.stop());
+    await proc.start();
+    this.opcua = proc;
+    this.control.handle("opcua.status", () => proc.opcuaStatus());
+    for (const cmd of FORWARDED) {
+      if (cmd === "opcua.status") continue;
+      this.control.handle(cmd, (args) => {
+        if (cmd !== "opcua.pki.list" && typeof args.thumbprint !== "string" && cmd !== "opcua.pki.renew") throw new DaemonError("CONTROL_BAD_REQUEST", `${cmd} needs a thumbprint`);
+        return proc.call(cmd, { ...args, by: typeof args.by === "string" ? args.by : osUser() });
+      });
+    }
   }
 
   /** The Modbus proxy, when configured: events into the recorder, the tap into the detectors. */
@@ -451,6 +456,8 @@ export class Runtime {
       last_error: this.recorder.health.view().error ?? this.forwarder?.lastError ?? this.recorder.lastError ?? null,
       // How many readings (proxy tap, Modbus polls, OPC UA) reached the detectors; null: no points.
       detection: this.detection ? { readings: this.detection.engine.stats().readings } : null,
+      // The OPC UA process: state, pid, restarts, RSS; null: no opcua section.
+      opcua: this.opcua ? this.opcua.status() : null,
     };
   }
 

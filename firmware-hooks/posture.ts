@@ -3,6 +3,7 @@ import { readFileSync } from "node:fs";
 import { release } from "node:os";
 import { z } from "zod";
 import type { Config } from "../agent/config/schema";
+import { LEGACY_POLICIES } from "../protocols/opcua/names";
 import { OcsfClass } from "../agent/core/events";
 import type { EventSink } from "../agent/core/events";
 import type { Posture, PostureProbe } from "../agent/heartbeat";
@@ -123,7 +124,13 @@ export class DevicePosture {
   /** Gatewarden's own listeners plus `posture.declared_ports`. */
   declaredPorts(): Set<number> {
     const c = this.o.config;
-    return new Set([...(c.modbus?.listeners ?? []).map((l) => splitHostPort(l.listen).port), ...(c.posture?.declared_ports ?? [])]);
+    return new Set([...(c.modbus?.listeners ?? []).map((l) => splitHostPort(l.listen).port), ...(c.opcua?.front?.port ? [c.opcua.front.port] : []), ...(c.posture?.declared_ports ?? [])]);
+  }
+
+  /** Upstream OPC UA servers that opted into a deprecated (SHA-1) policy (`allow_legacy_policy`). */
+  legacyOpcua(): { server: string; endpoint: string; policy: string }[] {
+    const legacy: readonly string[] = LEGACY_POLICIES;
+    return (this.o.config.opcua?.servers ?? []).filter((s) => s.security_mode !== "None" && legacy.includes(s.security_policy)).map((s) => ({ server: s.name, endpoint: s.endpoint, policy: s.security_policy }));
   }
 
   async read(): Promise<Record<string, unknown>> {
@@ -135,6 +142,8 @@ export class DevicePosture {
     const declared = this.declaredPorts();
     const listeners = tcpListeners().map((l) => ({ ...l, declared: declared.has(l.port) }));
     if (c.posture) for (const l of listeners) if (!l.declared) this.undeclared(l);
+    const legacy = this.legacyOpcua();
+    for (const l of legacy) this.legacyPolicy(l);
     let update: Record<string, unknown> = { slot: bootSlot(), version: null, pending: null };
     if (c.update) {
       try {
@@ -155,23 +164,29 @@ export class DevicePosture {
       secure_boot: secureBoot(),
       update,
       integrity: this.o.integrity(),
+      opcua_legacy_policies: legacy,
     };
+  }
+
+  /** A legacy OPC UA policy in use: a finding at severity 3, once per server and boot. */
+  private legacyPolicy(l: { server: string; endpoint: string; policy: string }): void {
+    const message = `Legacy OPC UA security policy: server ${l.server} (${l.endpoint}) is reached with ${l.policy} (SHA-1), opted in with allow_legacy_policy; the front never offers it`;
+    this.finding(`opcua-legacy:${l.server}`, "Legacy OPC UA security policy", message, { opcua_legacy_policy: l });
   }
 
   private undeclared(l: Listener): void {
     const k = `${l.address}:${l.port}`;
-    if (this.reported.has(k) || this.reported.size > 4096) return;
-    this.reported.add(k);
+    this.finding(`listener:${k}`, "Undeclared listener", `Undeclared listener: TCP ${k} is listening but the config does not declare port ${l.port}`, { listener: l });
+  }
+
+  /** A posture finding (severity 3), once per key and boot. */
+  private finding(key: string, title: string, message: string, posture: Record<string, unknown>): void {
+    if (this.reported.has(key) || this.reported.size > 4096) return;
+    this.reported.add(key);
     this.o.sink.record({
       class: "finding",
       severity: 3,
-      ocsf: {
-        class_uid: OcsfClass.DetectionFinding,
-        activity_id: 1,
-        message: `Undeclared listener: TCP ${k} is listening but the config does not declare port ${l.port}`,
-        finding_info: { title: "Undeclared listener", uid: `posture:listener:${k}`, types: ["posture"] },
-        unmapped: { posture: { listener: l } },
-      },
+      ocsf: { class_uid: OcsfClass.DetectionFinding, activity_id: 1, message, finding_info: { title, uid: `posture:${key}`, types: ["posture"] }, unmapped: { posture } },
     });
   }
 }

@@ -1,3 +1,4 @@
+import { formatOpcuaProcess, type OpcuaProcessStatus } from "../../protocols/opcua/process-protocol";
 import type { Command } from "commander";
 import { loadConfig } from "../config/load";
 import { locateConfig } from "../config/locate";
@@ -168,6 +169,7 @@ interface StatusView {
   storage: { bytes_written: number | null; bytes_per_event: number | null };
   last_error: string | null;
   detection?: { readings: number | null } | null;
+  opcua?: OpcuaProcessStatus | null;
 }
 
 function formatStorage(o: StatusView["outbox"]): string {
@@ -190,6 +192,7 @@ function formatStatus(s: StatusView): string {
     `rates       in ${s.rates.events_in_per_s}/s, out ${s.rates.events_out_per_s}/s`,
     `storage     ${s.storage.bytes_written ?? "-"} bytes written since start, ${s.storage.bytes_per_event ?? "-"} per event`,
     `detectors   ${s.detection ? `${s.detection.readings ?? "-"} readings taken` : "- (no points configured)"}`,
+    `opcua       ${s.opcua ? formatOpcuaProcess(s.opcua) : "- (not configured)"}`,
     `last error  ${s.last_error ?? "-"}`,
   ].join("\n");
 }

@@ -10,6 +10,7 @@ import type { CertificateSeen } from "../../protocols/opcua/events";
 import type { OpcuaStatus } from "../../protocols/opcua/service";
 import type { PkiEntry } from "../../protocols/opcua/pki";
 import { registerUsersCommands, type UsersCliDeps } from "./opcua-users";
+import { formatOpcuaProcess, type OpcuaProcessStatus } from "../../protocols/opcua/process-protocol";
 
 export interface OpcuaCliDeps {
   resolveSocket: (opts: Record<string, unknown>) => Promise<string>;
@@ -27,8 +28,9 @@ export function registerOpcuaCommands(program: Command, deps: OpcuaCliDeps): voi
     .option("--config <FILE>", "config file (finds the daemon's control socket)")
     .option("--json", "print JSON")
     .action(async (o: { json?: boolean }, cmd: Command) => {
-      const st = (await controlCall(await deps.resolveSocket(cmd.optsWithGlobals()), "opcua.status", {})) as OpcuaStatus;
+      const st = (await controlCall(await deps.resolveSocket(cmd.optsWithGlobals()), "opcua.status", {})) as OpcuaStatus & { process?: OpcuaProcessStatus };
       if (o.json) return out(JSON.stringify(st) + "\n");
+      if (st.process) out(`opcua       ${formatOpcuaProcess(st.process)}\n`);
       const c = st.own_certificate;
       out(c ? `client certificate ${c.file}\n  SHA-1 thumbprint ${c.thumbprint}, ${c.subject}, valid until ${c.not_after}\n` : "client certificate: not made yet\n");
       if (c?.problem) out(`  this certificate is not the gateway's own kind (${c.problem}): gatewarden opcua pki renew\n`);

@@ -35,6 +35,7 @@ export const ErrorCodes = {
   WINDOW_STATE: "the write-window state file cannot be opened or written",
   // OPC UA client
   OPCUA_SETUP: "the OPC UA client's certificate store or trust material cannot be set up",
+  OPCUA_PROCESS: "the OPC UA process is not running (starting, restarting after a fault, or stopped)",
   OPCUA_PINNED: "the server's certificate is pinned in the config, so trusting another one cannot take effect",
   // Detection
   SITE_INVALID: "a site file is malformed",

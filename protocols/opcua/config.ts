@@ -5,14 +5,14 @@
  *
  * Security by default: SignAndEncrypt with Basic256Sha256. `Sign` is allowed; `None` only with
  * `allow_unsecured: true`, for a device beside the gateway that offers nothing else. The
- * deprecated Basic128Rsa15 and Basic256 policies are not offered. The server's certificate is
+ * deprecated Basic128Rsa15 and Basic256 policies only with `allow_legacy_policy: true` (names.ts). The server's certificate is
  * trusted only when configured (`server_certificate`) or placed in the PKI's trusted folder:
  * an unknown one is refused, saved under `<pki_dir>/rejected/` and reported with its thumbprint.
  */
 import { z } from "zod";
 
-export { NODE_ID, nodeIdSchema, SECURITY_POLICIES } from "./names";
-import { nodeIdSchema, SECURITY_POLICIES } from "./names";
+export { LEGACY_POLICIES, NODE_ID, nodeIdSchema, SECURITY_POLICIES } from "./names";
+import { LEGACY_POLICIES, SECURITY_POLICIES } from "./names";
 import { frontSchema } from "./front-config";
 
 const int = (min: number, max: number) => z.number().int().min(min).max(max);
@@ -38,16 +38,11 @@ export const opcuaServerSchema = z
     name: z.string().regex(/^[A-Za-z0-9_.-]{1,64}$/, "letters, digits, '_', '.' or '-', at most 64"),
     endpoint: z.string().regex(/^opc\.tcp:\/\/[^/\s:]+(:\d{1,5})?(\/\S*)?$/, "must be opc.tcp://HOST[:PORT][/PATH]"),
     security_mode: z.enum(["SignAndEncrypt", "Sign", "None"]).default("SignAndEncrypt"),
-    security_policy: z
-      .enum(SECURITY_POLICIES, {
-        error: (iss) =>
-          iss.input === "Basic128Rsa15" || iss.input === "Basic256"
-            ? `${String(iss.input)} is deprecated (SHA-1) and refused; use ${SECURITY_POLICIES.join(", ")}`
-            : `must be one of ${SECURITY_POLICIES.join(", ")}`,
-      })
-      .default("Basic256Sha256"),
+    security_policy: z.enum([...SECURITY_POLICIES, ...LEGACY_POLICIES], { error: () => `must be one of ${SECURITY_POLICIES.join(", ")} (or, with allow_legacy_policy: true, ${LEGACY_POLICIES.join(", ")})` }).default("Basic256Sha256"),
     /** Required to accept security_mode None: nothing on the link is signed or encrypted. */
     allow_unsecured: z.boolean().default(false),
+    /** Required to use Basic256 or Basic128Rsa15 (SHA-1): reported as a posture finding. */
+    allow_legacy_policy: z.boolean().default(false),
     /** The server's certificate (PEM or DER) to trust. */
     server_certificate: z.string().min(1).optional(),
     /**
@@ -73,6 +68,10 @@ export const opcuaServerSchema = z
     message: "security_mode None sends everything in clear and unauthenticated: set allow_unsecured: true to accept that",
     path: ["security_mode"],
   })
+  .superRefine((s, ctx) => {
+    if (!(LEGACY_POLICIES as readonly string[]).includes(s.security_policy) || s.allow_legacy_policy) return;
+    ctx.addIssue({ code: "custom", path: ["security_policy"], message: `${s.security_policy} is deprecated (SHA-1) and refused; use ${SECURITY_POLICIES.join(", ")}, or set allow_legacy_policy: true for a device that offers nothing newer (reported as a posture finding)` });
+  })
   .refine((s) => s.reconnect_min_ms <= s.reconnect_max_ms, { message: "reconnect_min_ms must not exceed reconnect_max_ms", path: ["reconnect_min_ms"] });
 
 export const opcuaConfigSchema = z
@@ -90,6 +89,16 @@ export const opcuaConfigSchema = z
         subject: z.string().regex(/^(\/[A-Za-z]{1,16}=[^/]{1,128}){1,12}$/, "an X.500 subject such as /CN=Gatewarden cab-17/O=Water Utility").optional(),
         validity_days: int(1, 730).default(730),
       })
+      .prefault({}),
+    /** The OPC UA process (agent/opcua-process.ts): its memory ceiling and restart back-off. */
+    process: z
+      .strictObject({
+        /** RSS above this (sampled every 2 s) kills the process; it is restarted with back-off. */
+        max_rss_mb: int(64, 4096).default(320),
+        restart_min_ms: int(100, 600_000).default(1000),
+        restart_max_ms: int(1000, 3_600_000).default(60_000),
+      })
+      .refine((p) => p.restart_min_ms <= p.restart_max_ms, { message: "restart_min_ms must not exceed restart_max_ms", path: ["restart_min_ms"] })
       .prefault({}),
     /** The secure front re-exposing one of the servers (front-config.ts); absent: no front. */
     front: frontSchema.optional(),

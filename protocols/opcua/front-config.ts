@@ -26,7 +26,7 @@
  * ```
  */
 import { z } from "zod";
-import { nodeIdSchema, SECURITY_POLICIES } from "./names";
+import { LEGACY_POLICIES, nodeIdSchema, SECURITY_POLICIES } from "./names";
 
 const int = (min: number, max: number) => z.number().int().min(min).max(max);
 
@@ -96,7 +96,15 @@ export const frontSchema = z
     server: z.string().min(1),
     host: z.string().min(1).default("0.0.0.0"),
     port: int(0, 65535).default(4840),
-    security_policies: z.array(z.enum(SECURITY_POLICIES)).min(1).default([...SECURITY_POLICIES]),
+    /** Modern policies only: the legacy ones (names.ts) are never offered to clients. */
+    security_policies: z
+      .array(
+        z.enum(SECURITY_POLICIES, {
+          error: (iss) => ((LEGACY_POLICIES as readonly unknown[]).includes(iss.input) ? `${String(iss.input)} is deprecated (SHA-1) and never offered on the front; use ${SECURITY_POLICIES.join(", ")}` : `must be one of ${SECURITY_POLICIES.join(", ")}`),
+        }),
+      )
+      .min(1)
+      .default([...SECURITY_POLICIES]),
     /** Upstream nodes mirrored with everything below them (default: the Objects folder). */
     roots: z.array(nodeIdSchema).min(1).default(["i=85"]),
     /** Mirrored nodes at most; past it the mirror stops and says so. */

@@ -50,6 +50,8 @@ const PERMISSION_ACTION: Record<number, "browse" | "read" | "write" | "call"> = 
 
 export interface FrontStatus {
   endpoint: string;
+  /** The port it listens on (the one bound, when configured as 0). */
+  port: number;
   state: "waiting for upstream" | "mirroring" | "serving" | "stopped";
   mirrored_nodes: number;
   truncated: boolean;
@@ -417,6 +419,7 @@ export class OpcuaFront {
   status(): FrontStatus {
     return {
       endpoint: this.server?.getEndpointUrl() ?? "",
+      port: this.port,
       state: this.state,
       mirrored_nodes: this.mirror?.nodes.length ?? 0,
       truncated: this.mirror?.truncated ?? false,

@@ -112,3 +112,26 @@ export class TestOpcuaServer {
     this.server = undefined;
   }
 }
+
+/**
+ * A daemon config's `opcua:` section and point L_T3 (Tank.Level, metres, polled every 50 ms) for
+ * `server` as "station", user gatewarden with its password in keys/plc.pass; `opcuaLines` adds
+ * keys to the `opcua:` section (indented by two spaces).
+ */
+export function stationYaml(server: TestOpcuaServer, opcuaLines: string[] = []): string {
+  return `
+opcua:
+${opcuaLines.map((l) => `  ${l}\n`).join("")}  servers:
+    - name: station
+      endpoint: "${server.endpoint}"
+      server_certificate: "${server.certFile}"
+      user: { username: gatewarden, password_file: keys/plc.pass }
+points:
+  L_T3:
+    source: { opcua: { server: station, node_id: "ns=1;s=Tank.Level" } }
+    unit: m
+    kind: level
+    range: { min: 0, max: 6.5 }
+    poll_interval_ms: 50
+`;
+}

@@ -5,7 +5,7 @@ import { Runtime } from "../../../agent/runtime";
 import { buildProgram } from "../../../agent/cli";
 import { makeSite, silent, tempDir, until } from "../../helpers/fixture";
 import { detectionReadings, findingFor, outboxBodies } from "../../helpers/runtime";
-import { TestOpcuaServer } from "./_server";
+import { stationYaml, TestOpcuaServer } from "./_server";
 
 /** Runs a `gatewarden` command in this process and returns what it printed. */
 async function cli(args: string[]): Promise<string> {
@@ -35,26 +35,7 @@ describe("daemon with OPC UA points", () => {
     cleanups.push(() => server.stop());
     const site = makeSite(t.dir);
     writeFileSync(join(site.gwDir, "keys", "plc.pass"), "cabinet-42\n", { mode: 0o600 });
-    appendFileSync(
-      site.cfgFile,
-      `
-opcua:
-  servers:
-    - name: station
-      endpoint: "${server.endpoint}"
-      server_certificate: "${server.certFile}"
-      user: { username: gatewarden, password_file: keys/plc.pass }
-points:
-  L_T3:
-    source: { opcua: { server: station, node_id: "ns=1;s=Tank.Level" } }
-    unit: m
-    kind: level
-    range: { min: 0, max: 6.5 }
-    poll_interval_ms: 50
-detection:
-  close_after: 2
-`,
-    );
+    appendFileSync(site.cfgFile, stationYaml(server) + "detection:\n  close_after: 2\n");
     const loaded = site.load();
     const rt = new Runtime(loaded, silent);
     await rt.start();
@@ -64,9 +45,14 @@ detection:
     await findingFor(rt, /L_T3/, 10_000);
     expect(outboxBodies(rt).some((b) => b.ocsf.class_uid === 4001 && b.ocsf.message === "OPC UA server station is up (SignAndEncrypt/Basic256Sha256)")).toBe(true);
     // `gatewarden status` says how many readings reached the detectors.
-    expect(await cli(["status", "--config", site.cfgFile])).toMatch(/^detectors   [1-9]\d* readings taken$/m);
+    const status = await cli(["status", "--config", site.cfgFile]);
+    expect(status).toMatch(/^detectors   [1-9]\d* readings taken$/m);
+    // The OPC UA side runs in its own process, which both status commands show.
+    const pid = rt.opcua!.status().pid!;
+    expect(pid).not.toBe(process.pid);
+    expect(status).toMatch(new RegExp(`^opcua       process running, pid ${pid}, 0 restarts, RSS [1-9]\\d* MB of 320 MB$`, "m"));
     const out = await cli(["opcua", "status", "--config", site.cfgFile]);
-    expect(out).toMatch(/^client certificate .*client_certificate\.pem\n  SHA-1 thumbprint [0-9a-f]{40}, /);
+    expect(out).toMatch(new RegExp(`^opcua       process running, pid ${pid}, 0 restarts, RSS \\d+ MB of 320 MB\nclient certificate .*client_certificate\\.pem\n  SHA-1 thumbprint [0-9a-f]{40}, `));
     expect(out).toMatch(new RegExp(`server station ${server.endpoint.replace(/\./g, "\\.")} \\(SignAndEncrypt/Basic256Sha256\\): up; 1 points by subscription, \\d+ readings, 0 bad`));
   });
 

@@ -12,6 +12,7 @@ import { gw, gwAsync } from "../../helpers/cli";
 import { makeSite, silent, tempDir, until } from "../../helpers/fixture";
 import { TestOpcuaServer } from "./_server";
 import { hello, intermediateChunk, rawPeer, type RawPeer } from "./_raw";
+import type { OpcuaStatus } from "../../../protocols/opcua/service";
 
 /**
  * The secure front over sockets: a node-opcua server as the legacy device (security None,
@@ -80,10 +81,11 @@ opcua:
     await rt.start();
     cleanups.push(() => rt.stop("test"));
     const svc = rt.opcua!;
-    await until(() => svc.front?.status().state === "serving", 20_000, "the front to mirror the legacy server").catch((e: Error) => {
-      throw new Error(`${e.message}: ${JSON.stringify(svc.status())}`);
+    const frontStatus = async () => ((await svc.opcuaStatus()) as unknown as OpcuaStatus).front;
+    await until(async () => (await frontStatus())?.state === "serving", 20_000, "the front to mirror the legacy server").catch(async (e: Error) => {
+      throw new Error(`${e.message}: ${JSON.stringify(await svc.opcuaStatus())}`);
     });
-    front = `opc.tcp://127.0.0.1:${svc.front!.port}`;
+    front = `opc.tcp://127.0.0.1:${(await frontStatus())!.port}`;
   }, 60_000);
 
   afterAll(async () => {
@@ -208,7 +210,7 @@ opcua:
   }, 60_000);
 
   it("the gateway's own certificate: urn:gatewarden:<device-id>, at most two years, renewed with `opcua pki renew`", async () => {
-    const status = rt.opcua!.status().own_certificate!;
+    const status = ((await rt.opcua!.opcuaStatus()) as unknown as OpcuaStatus).own_certificate!;
     expect(status).toMatchObject({ application_uri: "urn:gatewarden:gw-test-1", subject: "O=Gatewarden, CN=Gatewarden gw-test-1" });
     expect(status.problem).toBeUndefined();
     const days = (Date.parse(status.not_after) - Date.now()) / 86_400_000;
@@ -334,6 +336,8 @@ opcua:
   }
 
   const portOfFront = () => Number(front.split(":")[2]);
+  /** The front's status, from the OPC UA process. */
+  const frontNow = async () => ((await rt.opcua!.opcuaStatus()) as unknown as OpcuaStatus).front!;
 
   it("cuts off chunks that never end while an authenticated client keeps reading", async () => {
     const reader = await keepReading();
@@ -369,7 +373,7 @@ opcua:
       expect(answered.filter(Boolean).length).toBe(8);
       await waitSoc(/OPC UA login refused for unknown client: connection refused before authentication: 8 connections from 127\.0\.0\.2 are open/);
       for (const p of burst) p.socket.destroy();
-      await until(() => rt.opcua!.front!.status().connections.open === 1, 10_000, "the front to see the burst's connections closed");
+      await until(async () => (await frontNow()).connections.open === 1, 10_000, "the front to see the burst's connections closed");
       // Then one after another: the address runs out of its pre-authentication rate (40 per 20 s).
       let ok = 0;
       let refused = 0;
@@ -384,7 +388,7 @@ opcua:
       expect(refused).toBeGreaterThan(0);
       await waitSoc(/connection refused before authentication: 127\.0\.0\.2 is over the pre-authentication rate of 40 per 20000 ms/);
       await reader.more(5, "reads through the front after the flood");
-      expect(rt.opcua!.front!.status().channels).toBeLessThanOrEqual(32);
+      expect((await frontNow()).channels).toBeLessThanOrEqual(32);
     } finally {
       for (const p of peers) p.socket.destroy();
       await reader.stop();

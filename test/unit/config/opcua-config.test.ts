@@ -20,10 +20,18 @@ describe("opcua config", () => {
     expect(issues({ servers: [server({ security_mode: "None", allow_unsecured: true })] })).toEqual([]);
   });
 
+  it("takes a legacy policy only when the server opts in, and bounds the OPC UA process by default", () => {
+    for (const p of ["Basic256", "Basic128Rsa15"]) expect(issues({ servers: [server({ security_policy: p, allow_legacy_policy: true })] })).toEqual([]);
+    expect(opcuaConfigSchema.parse({ servers: [server()] }).process).toEqual({ max_rss_mb: 320, restart_min_ms: 1000, restart_max_ms: 60_000 });
+  });
+
   it.each([
     ["a deprecated policy", { servers: [server({ security_policy: "Basic128Rsa15" })] }, "servers.0.security_policy: Basic128Rsa15 is deprecated (SHA-1) and refused; use Basic256Sha256"],
     ["Basic256", { servers: [server({ security_policy: "Basic256" })] }, "servers.0.security_policy: Basic256 is deprecated (SHA-1) and refused"],
-    ["an unknown policy", { servers: [server({ security_policy: "Best" })] }, "servers.0.security_policy: must be one of Basic256Sha256, Aes128_Sha256_RsaOaep, Aes256_Sha256_RsaPss"],
+    ["an unknown policy", { servers: [server({ security_policy: "Best" })] }, "servers.0.security_policy: must be one of Basic256Sha256, Aes128_Sha256_RsaOaep, Aes256_Sha256_RsaPss (or, with allow_legacy_policy: true, Basic256, Basic128Rsa15)"],
+    ["a legacy policy on the front", { servers: [server({ security_policy: "Basic256", allow_legacy_policy: true })], front: { server: "plc", security_policies: ["Basic256"] } }, "front.security_policies.0: Basic256 is deprecated (SHA-1) and never offered on the front"],
+    ["an inverted restart back-off", { servers: [server()], process: { restart_min_ms: 5000, restart_max_ms: 1000 } }, "process.restart_min_ms"],
+    ["a memory ceiling below 64 MB", { servers: [server()], process: { max_rss_mb: 10 } }, "process.max_rss_mb"],
     ["an http endpoint", { servers: [server({ endpoint: "http://10.0.0.5:4840" })] }, "servers.0.endpoint: must be opc.tcp://HOST[:PORT][/PATH]"],
     ["a duplicate name", { servers: [server(), server()] }, "servers.1.name: server name plc is used twice"],
     ["no servers", { servers: [] }, "servers"],
