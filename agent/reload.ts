@@ -6,7 +6,7 @@ import type { Config } from "./config/schema";
 import { DaemonError, describeError } from "./core/errors";
 import { OcsfClass } from "./core/events";
 import type { EventSink } from "./core/events";
-import { readPolicyFile, type PolicyFile } from "../protocols/modbus/policy-schema";
+import { readPolicyFile, type PolicyFile } from "../protocols/modbus/policy/schema";
 
 /**
  * What `gatewarden reload` (or SIGHUP) takes from the config without a restart: the Modbus

@@ -22,7 +22,7 @@ import type { RunningDetection } from "./detection/start";
 import { reloadDaemon, type ReloadReport } from "./reload";
 
 export type { ReloadReport } from "./reload";
-import type { PolicyFile } from "../protocols/modbus/policy-schema";
+import type { PolicyFile } from "../protocols/modbus/policy/schema";
 import { incidentDrafts, openOutbox, type OpenedOutbox } from "./outbox/open";
 import type { Outbox, OutboxStats } from "./outbox/store";
 import { OutboxWatch } from "./outbox/watch";

@@ -18,11 +18,11 @@ import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { decideFailClosed } from "../protocols/policy";
 import { modbusConfigSchema } from "../protocols/modbus/config";
-import { encodeMbap, mbapFrameSlot, scanMbapInto } from "../protocols/modbus/frame";
-import { parseRequest, writeFixedRequest } from "../protocols/modbus/pdu";
-import { ModbusPolicy } from "../protocols/modbus/policy-engine";
-import { parsePolicy } from "../protocols/modbus/policy-schema";
-import { checkResponse } from "../protocols/modbus/response";
+import { encodeMbap, mbapFrameSlot, scanMbapInto } from "../protocols/modbus/codec/frame";
+import { parseRequest, writeFixedRequest } from "../protocols/modbus/codec/pdu";
+import { ModbusPolicy } from "../protocols/modbus/policy/engine";
+import { parsePolicy } from "../protocols/modbus/policy/schema";
+import { checkResponse } from "../protocols/modbus/codec/response";
 import { ModbusProxyService } from "../protocols/modbus/service";
 
 /** A minimal raw Modbus TCP device: answers every request with FC 3 and 10 registers. */

@@ -1,6 +1,6 @@
-import { DIAG_STATE_CHANGING } from "../protocols/modbus/function-codes";
-import type { PeerIdentity } from "../protocols/modbus/identity";
-import { isWrite, type ModbusPolicyRequest } from "../protocols/modbus/policy-engine";
+import { DIAG_STATE_CHANGING } from "../protocols/modbus/codec/function-codes";
+import type { PeerIdentity } from "../protocols/modbus/policy/identity";
+import { isWrite, type ModbusPolicyRequest } from "../protocols/modbus/policy/engine";
 import type { Decision, PolicyDecisionPoint } from "../protocols/policy";
 import type { CommandStore } from "./commands";
 

@@ -9,11 +9,11 @@ import { controlCall } from "../control/client";
 import { DaemonError } from "../core/errors";
 import type { EventDraft } from "../core/events";
 import { modbusConfigSchema } from "../../protocols/modbus/config";
-import type { PresetName } from "../../protocols/modbus/function-codes";
-import { parsePolicy, readPolicyFile, zodMessage } from "../../protocols/modbus/policy-schema";
+import type { PresetName } from "../../protocols/modbus/codec/function-codes";
+import { parsePolicy, readPolicyFile, zodMessage } from "../../protocols/modbus/policy/schema";
 import { intArg, parseUpstreamUrl, presetPolicy } from "../../protocols/modbus/requests";
 import { ModbusProxyService } from "../../protocols/modbus/service";
-import type { WriteWindow } from "../../protocols/modbus/window-store";
+import type { WriteWindow } from "../../protocols/modbus/policy/window-store";
 import { group, type CliDeps } from "./_deps";
 import { lineBatcher } from "./_output";
 

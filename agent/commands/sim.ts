@@ -1,8 +1,8 @@
 import type { Command } from "commander";
 import { stringify } from "yaml";
 import { DaemonError } from "../core/errors";
-import { FEEDER_ATTACKS, FEEDER_LAYOUT, FEEDER_METERS, FeederSim, type FeederAttack } from "../sim/energy";
-import { WATER_ATTACKS, WaterSim, type WaterAttack } from "../sim/water";
+import { FEEDER_ATTACKS, FEEDER_LAYOUT, FEEDER_METERS, FeederSim, type FeederAttack } from "../demo/energy";
+import { WATER_ATTACKS, WaterSim, type WaterAttack } from "../demo/water";
 
 interface SimOpts {
   listen: string;

@@ -4,7 +4,7 @@ import { controlCall } from "../control/client";
 import { DaemonError } from "../core/errors";
 import { osUser } from "../core/os-user";
 import { intArg } from "../../protocols/modbus/requests";
-import type { WriteWindow } from "../../protocols/modbus/window-store";
+import type { WriteWindow } from "../../protocols/modbus/policy/window-store";
 import { group, type CliDeps } from "./_deps";
 
 export function registerWindow(program: Command, deps: CliDeps): void {

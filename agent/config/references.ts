@@ -6,7 +6,7 @@ import { DaemonError, type ErrorCode } from "../core/errors";
 import { readSecretFile, readTlsKey } from "../core/secret-files";
 import { loadDeviceKey, loadSocAckPublicKey, loadSocPublicKey } from "../keys/identity";
 import { parseSite } from "../../detectors/site";
-import { readPolicyFile } from "../../protocols/modbus/policy-schema";
+import { readPolicyFile } from "../../protocols/modbus/policy/schema";
 import { checkOwnKey, loadUserCredentials } from "../../protocols/opcua/user";
 import { formatIssues, lineOf, type ConfigIssue } from "../core/issues";
 import { parseConfigText, type LoadedConfig } from "./load";

@@ -22,7 +22,7 @@
  * ```
  */
 import { z } from "zod";
-import { policySchema } from "./policy-schema";
+import { policySchema } from "./policy/schema";
 
 const hostPort = z.string().regex(/^(\[[0-9a-fA-F:.]+\]|[^\s:\[\]]+):\d{1,5}$/, "expected HOST:PORT");
 
@@ -56,12 +56,12 @@ const backoff = z.strictObject({ min_ms: z.number().int().min(1).default(500), m
 /**
  * Serial broadcast (unit 0): off unless set. With it on, a client's write to unit 0 (routed
  * here, and allowed by a policy role whose units include 0) goes out as a broadcast and is
- * answered after `turnaround_ms` (see rtu-bus.ts).
+ * answered after `turnaround_ms` (see upstream/rtu-bus.ts).
  */
 /**
  * After a response timeout the line is held quiet this long (default half of timeout_ms) and
  * what is heard meanwhile is dropped: RTU has no transaction ids, so a slave's late answer must
- * not be taken for the answer to the next request (see rtu-bus.ts).
+ * not be taken for the answer to the next request (see upstream/rtu-bus.ts).
  */
 const lateAnswerKeys = { late_answer_ms: z.number().int().min(0).max(60_000).optional() };
 

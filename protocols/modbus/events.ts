@@ -31,8 +31,8 @@
  */
 import { FloodGate } from "../../agent/core/flood";
 import type { EventClass, EventDraft, EventSink, SeverityId } from "../../agent/core/events";
-import { FUNCTION_NAMES } from "./function-codes";
-import type { WriteWindow } from "./window-store";
+import { FUNCTION_NAMES } from "./codec/function-codes";
+import type { WriteWindow } from "./policy/window-store";
 
 export interface EventLimits {
   interval_ms: number;

@@ -5,10 +5,10 @@
  * Addresses of one device, unit, table and interval are merged into as few reads as the
  * specification allows (125 registers, 2000 bits); a read still in flight is not repeated.
  */
-import { encodeRequest, LIMITS, type ModbusRequest } from "./pdu";
-import { readValues } from "./response";
+import { encodeRequest, LIMITS, type ModbusRequest } from "./codec/pdu";
+import { readValues } from "./codec/response";
 import type { ReadingsTap, TapPoint, TapTable } from "./tap";
-import type { Upstream } from "./upstream";
+import type { Upstream } from "./upstream/upstream";
 
 export interface PolledPoint extends TapPoint {
   interval_ms: number;

@@ -6,17 +6,17 @@
 import type { Socket } from "node:net";
 import { decideFailClosed, type PolicyDecisionPoint } from "../policy";
 import type { LimitsConfig } from "./config";
-import { describeAccesses, functionName, identityFields, writtenValues, type DecisionRecord } from "./decision-record";
+import { describeAccesses, functionName, identityFields, writtenValues, type DecisionRecord } from "./policy/decision-record";
 import type { ClientCertificate, ModbusEvents, RequestInfo } from "./events";
-import { EX } from "./function-codes";
-import { encodeMbap, mbapFrameSlot, scanMbapInto } from "./frame";
-import { describeIdentity, identityKey, type PeerIdentity } from "./identity";
-import { encodeRequest, exceptionPdu, parseRequest, type ModbusRequest } from "./pdu";
-import { isWrite, type ModbusPolicyRequest } from "./policy-engine";
-import type { RateLimiter } from "./rate-limiter";
-import { readValues } from "./response";
-import type { Router } from "./router";
-import type { UpstreamJob } from "./upstream";
+import { EX } from "./codec/function-codes";
+import { encodeMbap, mbapFrameSlot, scanMbapInto } from "./codec/frame";
+import { describeIdentity, identityKey, type PeerIdentity } from "./policy/identity";
+import { encodeRequest, exceptionPdu, parseRequest, type ModbusRequest } from "./codec/pdu";
+import { isWrite, type ModbusPolicyRequest } from "./policy/engine";
+import type { RateLimiter } from "./policy/rate-limiter";
+import { readValues } from "./codec/response";
+import type { Router } from "./upstream/router";
+import type { UpstreamJob } from "./upstream/upstream";
 import type { ReadingsTap, TapTable } from "./tap";
 
 export interface ProxyContext {

@@ -4,9 +4,9 @@
  */
 import { DaemonError } from "../../agent/core/errors";
 import { modbusConfigSchema, type UpstreamConfig } from "./config";
-import { PRESETS, type PresetName } from "./function-codes";
-import { encodeRequest, parseRequest, type ModbusRequest } from "./pdu";
-import { zodMessage, type PolicyInput } from "./policy-schema";
+import { PRESETS, type PresetName } from "./codec/function-codes";
+import { encodeRequest, parseRequest, type ModbusRequest } from "./codec/pdu";
+import { zodMessage, type PolicyInput } from "./policy/schema";
 
 /** A policy letting any client use a preset on every unit and address. */
 export function presetPolicy(preset: PresetName): PolicyInput {

@@ -10,19 +10,19 @@ import { DaemonError } from "../../agent/core/errors";
 import { OcsfClass } from "../../agent/core/events";
 import { DENY_ALL, type PolicyDecisionPoint } from "../policy";
 import type { ModbusConfig } from "./config";
-import type { DecisionRecord } from "./decision-record";
+import type { DecisionRecord } from "./policy/decision-record";
 import { ModbusEvents } from "./events";
-import { ModbusPolicy, type ModbusPolicyRequest } from "./policy-engine";
-import { readPolicyFile, type PolicyFile } from "./policy-schema";
-import { Router } from "./router";
+import { ModbusPolicy, type ModbusPolicyRequest } from "./policy/engine";
+import { readPolicyFile, type PolicyFile } from "./policy/schema";
+import { Router } from "./upstream/router";
 import { PointPoller, type PolledPoint } from "./poller";
-import { RateLimiter } from "./rate-limiter";
+import { RateLimiter } from "./policy/rate-limiter";
 import { ReadingsTap, type TapPoint } from "./tap";
 import { ModbusListener, type ListenerStatus, type TlsReloadReport } from "./tcp-proxy";
 import type { ProxyContext } from "./proxy-connection";
-import type { Upstream, UpstreamStatus } from "./upstream";
-import { createUpstream } from "./upstream-factory";
-import { WindowFile, WindowStore, type WriteWindow } from "./window-store";
+import type { Upstream, UpstreamStatus } from "./upstream/upstream";
+import { createUpstream } from "./upstream/factory";
+import { WindowFile, WindowStore, type WriteWindow } from "./policy/window-store";
 
 /** pino-shaped logger (fields first, then a sentence). */
 export interface ServiceLog {

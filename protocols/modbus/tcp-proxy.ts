@@ -16,11 +16,11 @@ import { readFileSync, statSync } from "node:fs";
 import { readSecretFile } from "../../agent/core/secret-files";
 import { listenError } from "../../agent/core/listen-error";
 import { DaemonError } from "../../agent/core/errors";
-import { describeCertificate } from "./cert-role";
+import { describeCertificate } from "./tls/cert-role";
 import { splitHostPort, type ListenerConfig } from "./config";
-import { describeIdentity, identityKey, normaliseAddress, type PeerIdentity } from "./identity";
+import { describeIdentity, identityKey, normaliseAddress, type PeerIdentity } from "./policy/identity";
 import { ProxyConnection, type ProxyContext } from "./proxy-connection";
-import { pemCertificates, peerChain, TrustAnchors } from "./tls-trust";
+import { pemCertificates, peerChain, TrustAnchors } from "./tls/trust";
 
 export type { ProxyContext } from "./proxy-connection";
 
@@ -214,7 +214,7 @@ export class ModbusListener {
    * Load the TLS files again and use them for new connections (`setSecureContext`). Open
    * connections keep the context they were accepted with, but each is checked against the new
    * CA and CRL and closed if its client certificate is revoked or no longer trusted (see
-   * tls-trust.ts). New material that cannot be read, does not parse, has a key that does not
+   * tls/trust.ts). New material that cannot be read, does not parse, has a key that does not
    * match or is not owner-only, is not used: the listener keeps its current material and the
    * failure is reported. A new context also has new session-ticket keys, so a client revoked
    * by a new CRL cannot resume an old session.

@@ -5,7 +5,7 @@
 import type { ControlRegistry } from "../../agent/core/control";
 import { DaemonError } from "../../agent/core/errors";
 import { osUser } from "../../agent/core/os-user";
-import type { WindowStore } from "./window-store";
+import type { WindowStore } from "./policy/window-store";
 
 export function registerWindowControl(server: ControlRegistry, store: () => WindowStore | undefined): void {
   const get = (): WindowStore => {

@@ -11,7 +11,7 @@
  * (channels, sessions, subscriptions, monitored items, publish requests) are set in front.ts.
  */
 import type { Server, Socket } from "node:net";
-import { RateLimiter } from "../modbus/rate-limiter";
+import { RateLimiter } from "../modbus/policy/rate-limiter";
 import { ChunkGuard, guardSocket, type MessageLimits } from "./front-guard";
 
 export interface GateLimits extends MessageLimits {

@@ -11,7 +11,7 @@
  * check and the role's write rate.
  */
 import type { Decision, PolicyDecisionPoint } from "../policy";
-import { RateLimiter } from "../modbus/rate-limiter";
+import { RateLimiter } from "../modbus/policy/rate-limiter";
 import type { FrontAction, FrontRole } from "./front-config";
 
 /** A mirrored node as the policy sees it. */

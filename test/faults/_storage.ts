@@ -3,7 +3,7 @@ import { appendFileSync, mkdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { controlCall } from "../../agent/control/client";
 import type { OutLine } from "../../agent/soc/verifier";
-import { SimDevice } from "../../protocols/modbus/sim-server";
+import { SimDevice } from "../../agent/demo/sim-server";
 import { havePeer } from "../helpers/peers";
 import { RawClient } from "../integration/modbus/_harness";
 import { freePort } from "../integration/modbus/_peers";

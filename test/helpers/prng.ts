@@ -1,2 +1,2 @@
 /** The seeded PRNG lives with the simulators; tests and benchmarks use the same one. */
-export { prng } from "../../agent/sim/prng";
+export { prng } from "../../agent/demo/prng";

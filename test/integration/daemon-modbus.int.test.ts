@@ -3,7 +3,7 @@ import { appendFileSync } from "node:fs";
 import { connect } from "node:net";
 import { controlCall } from "../../agent/control/client";
 import { Runtime } from "../../agent/runtime";
-import { SimDevice } from "../../protocols/modbus/sim-server";
+import { SimDevice } from "../../agent/demo/sim-server";
 import { RawClient } from "./modbus/_harness";
 import { freePort } from "./modbus/_peers";
 import { engineerProxySite } from "./modbus/_daemon-site";

@@ -4,7 +4,7 @@ import { connect } from "node:net";
 import { join } from "node:path";
 import { controlCall } from "../../agent/control/client";
 import { Runtime } from "../../agent/runtime";
-import { SimDevice } from "../../protocols/modbus/sim-server";
+import { SimDevice } from "../../agent/demo/sim-server";
 import { execFile } from "node:child_process";
 import { BIN } from "../helpers/cli";
 import { makeSite, silent, tempDir } from "../helpers/fixture";

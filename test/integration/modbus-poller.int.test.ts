@@ -3,7 +3,7 @@ import type { Reading } from "../../agent/core/readings";
 import { modbusConfigSchema } from "../../protocols/modbus/config";
 import { planBlocks, type PolledPoint } from "../../protocols/modbus/poller";
 import { ModbusProxyService } from "../../protocols/modbus/service";
-import { SimDevice } from "../../protocols/modbus/sim-server";
+import { SimDevice } from "../../agent/demo/sim-server";
 import { until } from "../helpers/fixture";
 
 const pt = (id: string, address: number, over: Partial<PolledPoint> = {}): PolledPoint => ({ id, device: "plc", unit: 1, table: "holding", address, type: "uint16", word_order: "big", scale: 1, offset: 0, interval_ms: 50, ...over });

@@ -1,5 +1,5 @@
 import { appendFileSync } from "node:fs";
-import { SimDevice } from "../../../protocols/modbus/sim-server";
+import { SimDevice } from "../../../agent/demo/sim-server";
 import { makeSite, tempDir } from "../../helpers/fixture";
 import { freePort } from "./_peers";
 

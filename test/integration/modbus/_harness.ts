@@ -1,10 +1,10 @@
 import { connect, type Socket } from "node:net";
 import type { EventDraft, EventSink } from "../../../agent/core/events";
 import { modbusConfigSchema, type ModbusConfigInput } from "../../../protocols/modbus/config";
-import { scanMbap } from "../../../protocols/modbus/frame";
+import { scanMbap } from "../../../protocols/modbus/codec/frame";
 import { ModbusProxyService, type ModbusProxyServiceOptions } from "../../../protocols/modbus/service";
-import { SimDevice } from "../../../protocols/modbus/sim-server";
-import type { PolicyInput } from "../../../protocols/modbus/policy-schema";
+import { SimDevice } from "../../../agent/demo/sim-server";
+import type { PolicyInput } from "../../../protocols/modbus/policy/schema";
 
 export class MemorySink implements EventSink {
   readonly drafts: EventDraft[] = [];

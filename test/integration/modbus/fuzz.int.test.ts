@@ -4,10 +4,10 @@
  */
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
-import { encodeMbap } from "../../../protocols/modbus/frame";
-import { encodeRequest, parseRequest } from "../../../protocols/modbus/pdu";
-import { ModbusPolicy } from "../../../protocols/modbus/policy-engine";
-import { parsePolicy } from "../../../protocols/modbus/policy-schema";
+import { encodeMbap } from "../../../protocols/modbus/codec/frame";
+import { encodeRequest, parseRequest } from "../../../protocols/modbus/codec/pdu";
+import { ModbusPolicy } from "../../../protocols/modbus/policy/engine";
+import { parsePolicy } from "../../../protocols/modbus/policy/schema";
 import { requestArb } from "../../unit/modbus/_arbitraries";
 import { exchange, RawClient, startRig } from "./_harness";
 

@@ -8,7 +8,7 @@
 import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
-import { decodeTcpRequest } from "../../../protocols/modbus/frame";
+import { decodeTcpRequest } from "../../../protocols/modbus/codec/frame";
 import { isDaemonError } from "../../../agent/core/errors";
 import { exchange, startRig } from "./_harness";
 

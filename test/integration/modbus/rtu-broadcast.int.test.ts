@@ -1,8 +1,8 @@
 import { createServer, type Server, type Socket } from "node:net";
 import { afterEach, describe, expect, it } from "vitest";
 import { modbusConfigSchema } from "../../../protocols/modbus/config";
-import { decodeRtu, encodeRtu } from "../../../protocols/modbus/frame";
-import type { PolicyInput } from "../../../protocols/modbus/policy-schema";
+import { decodeRtu, encodeRtu } from "../../../protocols/modbus/codec/frame";
+import type { PolicyInput } from "../../../protocols/modbus/policy/schema";
 import { ModbusProxyService } from "../../../protocols/modbus/service";
 import { MemorySink, RawClient } from "./_harness";
 

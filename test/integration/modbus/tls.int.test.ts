@@ -3,14 +3,14 @@ import { readFileSync, rmSync } from "node:fs";
 import { connect as netConnect } from "node:net";
 import { connect as tlsConnect, type TLSSocket } from "node:tls";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { roleFromCertificate } from "../../../protocols/modbus/cert-role";
+import { roleFromCertificate } from "../../../protocols/modbus/tls/cert-role";
 import { makePki, OPENSSL, type Pki } from "./_certs";
 import { RawClient, startRig, type Rig } from "./_harness";
 import { pythonHas, runPyJson } from "./_peers";
 import { until } from "../../helpers/fixture";
 import { Command } from "commander";
 import { registerModbus } from "../../../agent/commands/modbus";
-import { SimDevice } from "../../../protocols/modbus/sim-server";
+import { SimDevice } from "../../../agent/demo/sim-server";
 
 const HAS_PYMODBUS = pythonHas("pymodbus");
 

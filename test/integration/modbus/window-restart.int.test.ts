@@ -8,7 +8,7 @@ import { controlCall } from "../../../agent/control/client";
 import { checkEnvelope } from "../../../agent/events/envelope";
 import { Runtime } from "../../../agent/runtime";
 import { registerWindow } from "../../../agent/commands/window";
-import type { WriteWindow } from "../../../protocols/modbus/window-store";
+import type { WriteWindow } from "../../../protocols/modbus/policy/window-store";
 import { silent, tempDir } from "../../helpers/fixture";
 import { RawClient, startRig } from "./_harness";
 import { engineerProxySite } from "./_daemon-site";

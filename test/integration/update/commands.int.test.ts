@@ -6,7 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { controlCall } from "../../../agent/control/client";
 import { loadEd25519PrivateKey } from "../../../agent/keys/identity";
 import { newCommand, signCommand, type Command } from "../../../firmware-hooks/commands";
-import { SimDevice } from "../../../protocols/modbus/sim-server";
+import { SimDevice } from "../../../agent/demo/sim-server";
 import { BIN } from "../../helpers/cli";
 import { Daemon } from "../../helpers/daemon";
 import { until } from "../../helpers/fixture";

@@ -1,5 +1,5 @@
 import fc from "fast-check";
-import type { ModbusRequest } from "../../../protocols/modbus/pdu";
+import type { ModbusRequest } from "../../../protocols/modbus/codec/pdu";
 
 const u16 = fc.integer({ min: 0, max: 0xffff });
 const addrQty = (max: number) => fc.integer({ min: 1, max }).chain((q) => fc.integer({ min: 0, max: 0x10000 - q }).map((a) => [a, q] as const));

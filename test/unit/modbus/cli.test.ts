@@ -12,12 +12,12 @@ import { registerPolicy } from "../../../agent/commands/policy";
 import { registerWindow } from "../../../agent/commands/window";
 import { parseUpstreamUrl } from "../../../protocols/modbus/requests";
 import { createServer, type AddressInfo } from "node:net";
-import type { DecisionRecord } from "../../../protocols/modbus/decision-record";
-import { parsePolicyText } from "../../../protocols/modbus/policy-schema";
-import { ModbusPolicy } from "../../../protocols/modbus/policy-engine";
+import type { DecisionRecord } from "../../../protocols/modbus/policy/decision-record";
+import { parsePolicyText } from "../../../protocols/modbus/policy/schema";
+import { ModbusPolicy } from "../../../protocols/modbus/policy/engine";
 import { registerWindowControl } from "../../../protocols/modbus/window-control";
-import { WindowStore } from "../../../protocols/modbus/window-store";
-import { SimDevice } from "../../../protocols/modbus/sim-server";
+import { WindowStore } from "../../../protocols/modbus/policy/window-store";
+import { SimDevice } from "../../../agent/demo/sim-server";
 import { RawClient } from "../../integration/modbus/_harness";
 
 const dir = mkdtempSync(join(tmpdir(), "gw-mbcli-"));

@@ -1,11 +1,11 @@
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { isDaemonError } from "../../../agent/core/errors";
-import { roleFromCertificate } from "../../../protocols/modbus/cert-role";
-import { decodeRtu, decodeTcpRequest, encodeMbap, encodeRtu, scanMbap } from "../../../protocols/modbus/frame";
-import { encodeRequest, fixedRequestLength, MAX_PDU, parseRequest, writeFixedRequest } from "../../../protocols/modbus/pdu";
+import { roleFromCertificate } from "../../../protocols/modbus/tls/cert-role";
+import { decodeRtu, decodeTcpRequest, encodeMbap, encodeRtu, scanMbap } from "../../../protocols/modbus/codec/frame";
+import { encodeRequest, fixedRequestLength, MAX_PDU, parseRequest, writeFixedRequest } from "../../../protocols/modbus/codec/pdu";
 import { requestArb } from "./_arbitraries";
-import { checkResponse, rtuResponseSize } from "../../../protocols/modbus/response";
+import { checkResponse, rtuResponseSize } from "../../../protocols/modbus/codec/response";
 
 const u16 = fc.integer({ min: 0, max: 0xffff });
 

@@ -3,9 +3,9 @@ import type { EventDraft } from "../../../agent/core/events";
 import type { Reading, WriteObservation } from "../../../agent/core/readings";
 import { modbusConfigSchema } from "../../../protocols/modbus/config";
 import { ModbusEvents } from "../../../protocols/modbus/events";
-import { zodMessage } from "../../../protocols/modbus/policy-schema";
+import { zodMessage } from "../../../protocols/modbus/policy/schema";
 import { decodePoint, ReadingsTap, type TapPoint } from "../../../protocols/modbus/tap";
-import { WindowStore } from "../../../protocols/modbus/window-store";
+import { WindowStore } from "../../../protocols/modbus/policy/window-store";
 
 const info = (i: number) => ({ listener: "plain", identity: "ip:10.0.0.9", address: "10.0.0.9", unit: 1, fc: 6, addresses: `write holding ${i}`, values: [i] });
 
@@ -150,7 +150,7 @@ describe("documented examples", () => {
     const { readFileSync } = await import("node:fs");
     const { join } = await import("node:path");
     const { parse } = await import("yaml");
-    const { parsePolicyText } = await import("../../../protocols/modbus/policy-schema");
+    const { parsePolicyText } = await import("../../../protocols/modbus/policy/schema");
     const dir = join(__dirname, "../../../protocols/modbus/examples");
     const cfg = parse(readFileSync(join(dir, "pumping-station.yaml"), "utf8")) as { modbus: unknown };
     expect(modbusConfigSchema.safeParse(cfg.modbus).success).toBe(true);

@@ -1,8 +1,8 @@
 import { describe, expect, it } from "vitest";
-import { encodeRequest, parseRequest, type ModbusRequest } from "../../../protocols/modbus/pdu";
-import { crc16 } from "../../../protocols/modbus/crc";
-import { decodeRtu, decodeTcpRequest, encodeMbap, encodeRtu, scanMbap } from "../../../protocols/modbus/frame";
-import { checkResponse, rtuResponseSize } from "../../../protocols/modbus/response";
+import { encodeRequest, parseRequest, type ModbusRequest } from "../../../protocols/modbus/codec/pdu";
+import { crc16 } from "../../../protocols/modbus/codec/crc";
+import { decodeRtu, decodeTcpRequest, encodeMbap, encodeRtu, scanMbap } from "../../../protocols/modbus/codec/frame";
+import { checkResponse, rtuResponseSize } from "../../../protocols/modbus/codec/response";
 import { isDaemonError } from "../../../agent/core/errors";
 
 const hex = (s: string) => Buffer.from(s.replace(/\s+/g, ""), "hex");

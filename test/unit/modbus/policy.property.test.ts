@@ -1,8 +1,8 @@
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { decideFailClosed } from "../../../protocols/policy";
-import { ModbusPolicy, accesses, isWrite } from "../../../protocols/modbus/policy-engine";
-import { parsePolicy } from "../../../protocols/modbus/policy-schema";
+import { ModbusPolicy, accesses, isWrite } from "../../../protocols/modbus/policy/engine";
+import { parsePolicy } from "../../../protocols/modbus/policy/schema";
 import { requestArb } from "./_arbitraries";
 
 const ident = fc.record({ transport: fc.constantFrom("tcp" as const, "tls" as const), address: fc.ipV4(), role: fc.option(fc.constantFrom("ops", "eng", "x"), { nil: undefined }) }).map((i) => (i.role === undefined ? { transport: i.transport, address: i.address } : i));

@@ -1,11 +1,11 @@
 import { describe, expect, it } from "vitest";
 import { isDaemonError } from "../../../agent/core/errors";
 import { decideFailClosed, DENY_ALL } from "../../../protocols/policy";
-import type { PeerIdentity } from "../../../protocols/modbus/identity";
-import { parseRequest, type ModbusRequest } from "../../../protocols/modbus/pdu";
-import { ModbusPolicy } from "../../../protocols/modbus/policy-engine";
-import { parsePolicy, parsePolicyText, type PolicyInput } from "../../../protocols/modbus/policy-schema";
-import { WindowStore } from "../../../protocols/modbus/window-store";
+import type { PeerIdentity } from "../../../protocols/modbus/policy/identity";
+import { parseRequest, type ModbusRequest } from "../../../protocols/modbus/codec/pdu";
+import { ModbusPolicy } from "../../../protocols/modbus/policy/engine";
+import { parsePolicy, parsePolicyText, type PolicyInput } from "../../../protocols/modbus/policy/schema";
+import { WindowStore } from "../../../protocols/modbus/policy/window-store";
 
 const scada: PeerIdentity = { transport: "tcp", address: "10.1.0.10" };
 const stranger: PeerIdentity = { transport: "tcp", address: "10.9.9.9" };

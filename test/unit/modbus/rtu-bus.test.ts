@@ -1,9 +1,9 @@
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
-import { decodeRtu, encodeRtu } from "../../../protocols/modbus/frame";
-import { encodeRequest, type ModbusRequest } from "../../../protocols/modbus/pdu";
-import { RtuBus } from "../../../protocols/modbus/rtu-bus";
-import type { ByteTransport } from "../../../protocols/modbus/rtu-transport";
+import { decodeRtu, encodeRtu } from "../../../protocols/modbus/codec/frame";
+import { encodeRequest, type ModbusRequest } from "../../../protocols/modbus/codec/pdu";
+import { RtuBus } from "../../../protocols/modbus/upstream/rtu-bus";
+import type { ByteTransport } from "../../../protocols/modbus/upstream/rtu-transport";
 
 /** A simulated multi-drop line: units in `alive` answer after `latencyMs`; others are silent. */
 class FakeLine implements ByteTransport {

@@ -4,7 +4,7 @@ import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "nod
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { TrustAnchors } from "../../../protocols/modbus/tls-trust";
+import { TrustAnchors } from "../../../protocols/modbus/tls/trust";
 import { OPENSSL } from "../../integration/modbus/_certs";
 
 /** Root CA -> intermediate CA -> client, plus a second root with the same name but its own key. */

@@ -1,8 +1,8 @@
 /** The pooled Modbus TCP upstream: write batching and transaction-id mapping. */
 import { createServer, type Server, type Socket } from "node:net";
 import { afterEach, describe, expect, it } from "vitest";
-import { encodeRequest, type ModbusRequest } from "../../../protocols/modbus/pdu";
-import { TcpUpstream } from "../../../protocols/modbus/upstream-tcp";
+import { encodeRequest, type ModbusRequest } from "../../../protocols/modbus/codec/pdu";
+import { TcpUpstream } from "../../../protocols/modbus/upstream/tcp";
 
 const opts = { name: "dev", host: "127.0.0.1", connections: 1, max_in_flight: 16, max_queue: 64, timeout_ms: 2000, connect_timeout_ms: 1000, reconnect: { min_ms: 50, max_ms: 200 } };
 

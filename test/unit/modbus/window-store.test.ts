@@ -4,7 +4,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, it, vi } from "vitest";
 import { isDaemonError } from "../../../agent/core/errors";
-import { WindowFile, WindowStore, type WriteWindow } from "../../../protocols/modbus/window-store";
+import { WindowFile, WindowStore, type WriteWindow } from "../../../protocols/modbus/policy/window-store";
 
 const dir = mkdtempSync(join(tmpdir(), "gw-windows-"));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));

@@ -1,9 +1,9 @@
 import { describe, expect, it } from "vitest";
-import type { PeerIdentity } from "../../../protocols/modbus/identity";
-import type { ModbusRequest } from "../../../protocols/modbus/pdu";
-import { ModbusPolicy, rateKey } from "../../../protocols/modbus/policy-engine";
-import { parsePolicy } from "../../../protocols/modbus/policy-schema";
-import { RateLimiter } from "../../../protocols/modbus/rate-limiter";
+import type { PeerIdentity } from "../../../protocols/modbus/policy/identity";
+import type { ModbusRequest } from "../../../protocols/modbus/codec/pdu";
+import { ModbusPolicy, rateKey } from "../../../protocols/modbus/policy/engine";
+import { parsePolicy } from "../../../protocols/modbus/policy/schema";
+import { RateLimiter } from "../../../protocols/modbus/policy/rate-limiter";
 
 const write: ModbusRequest = { fc: 6, address: 10, value: 1 };
 const read: ModbusRequest = { fc: 3, address: 10, quantity: 1 };

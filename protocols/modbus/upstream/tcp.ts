@@ -6,9 +6,9 @@
  */
 import { connect, type Socket } from "node:net";
 import { FairQueue } from "./fair-queue";
-import { mbapFrameSlot, scanMbapInto } from "./frame";
-import { fixedRequestLength, writeFixedRequest, type ModbusRequest } from "./pdu";
-import { checkResponse } from "./response";
+import { mbapFrameSlot, scanMbapInto } from "../codec/frame";
+import { fixedRequestLength, writeFixedRequest, type ModbusRequest } from "../codec/pdu";
+import { checkResponse } from "../codec/response";
 import { backoffDelay, deviceFailure, gatewayTimeout, gatewayUnavailable, type Upstream, type UpstreamJob, type UpstreamObserver, type UpstreamStatus } from "./upstream";
 
 export interface TcpUpstreamOptions {

@@ -1,9 +1,9 @@
-import type { UpstreamConfig } from "./config";
-import { splitHostPort } from "./config";
+import type { UpstreamConfig } from "../config";
+import { splitHostPort } from "../config";
 import { RtuBus } from "./rtu-bus";
 import { SerialByteTransport, TcpByteTransport } from "./rtu-transport";
 import type { Upstream, UpstreamObserver } from "./upstream";
-import { TcpUpstream } from "./upstream-tcp";
+import { TcpUpstream } from "./tcp";
 
 export function createUpstream(u: UpstreamConfig, observer?: UpstreamObserver): Upstream {
   if (u.type === "tcp") {

@@ -29,9 +29,9 @@
  * follows each (re)opening of the line: a serial device server may pass on to a new TCP
  * connection what the slaves said while none was open.
  */
-import { encodeRtu, decodeRtu } from "./frame";
-import type { ModbusRequest } from "./pdu";
-import { checkResponse, rtuResponseSize } from "./response";
+import { encodeRtu, decodeRtu } from "../codec/frame";
+import type { ModbusRequest } from "../codec/pdu";
+import { checkResponse, rtuResponseSize } from "../codec/response";
 import type { ByteTransport } from "./rtu-transport";
 import { backoffDelay, deviceFailure, gatewayTimeout, gatewayUnavailable, type Upstream, type UpstreamObserver, type UpstreamStatus } from "./upstream";
 

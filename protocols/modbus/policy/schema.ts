@@ -28,9 +28,9 @@
 import { readFileSync } from "node:fs";
 import { isIP } from "node:net";
 import { z } from "zod";
-import { parseYamlFile } from "../../agent/core/issues";
-import { DaemonError } from "../../agent/core/errors";
-import { PRESETS } from "./function-codes";
+import { parseYamlFile } from "../../../agent/core/issues";
+import { DaemonError } from "../../../agent/core/errors";
+import { PRESETS } from "../codec/function-codes";
 
 const rangeString = z.union([
   z.number().int().min(0).max(0xffff),

@@ -4,11 +4,11 @@
  * absent when the frame was malformed (rule `frame`).
  */
 import { readFileSync } from "node:fs";
-import { DaemonError } from "../../agent/core/errors";
-import { FUNCTION_NAMES } from "./function-codes";
+import { DaemonError } from "../../../agent/core/errors";
+import { FUNCTION_NAMES } from "../codec/function-codes";
 import { describeIdentity, type PeerIdentity } from "./identity";
-import type { ModbusRequest } from "./pdu";
-import { accesses } from "./policy-engine";
+import type { ModbusRequest } from "../codec/pdu";
+import { accesses } from "./engine";
 
 export interface DecisionRecord {
   ts: number;

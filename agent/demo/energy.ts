@@ -1,4 +1,4 @@
-import { SimDevice } from "../../protocols/modbus/sim-server";
+import { SimDevice } from "./sim-server";
 import { prng } from "./prng";
 
 /**

@@ -1,4 +1,4 @@
-import { DemoPlant } from "../demo-plant";
+import { DemoPlant } from "./plant";
 import { prng } from "./prng";
 
 /**

@@ -12,8 +12,8 @@ import Database from "better-sqlite3";
 import { randomUUID } from "node:crypto";
 import { mkdirSync } from "node:fs";
 import { dirname } from "node:path";
-import { DaemonError } from "../../agent/core/errors";
-import type { WindowOracle } from "./policy-engine";
+import { DaemonError } from "../../../agent/core/errors";
+import type { WindowOracle } from "./engine";
 
 export interface WriteWindow {
   id: string;

@@ -3,11 +3,11 @@
  * from each record (rate limits replay deterministically); write windows are assumed open or
  * closed for the whole replay.
  */
-import { decideFailClosed } from "../policy";
+import { decideFailClosed } from "../../policy";
 import { recordIdentity, type DecisionRecord } from "./decision-record";
-import { parseRequest } from "./pdu";
-import { ModbusPolicy } from "./policy-engine";
-import type { PolicyFile } from "./policy-schema";
+import { parseRequest } from "../codec/pdu";
+import { ModbusPolicy } from "./engine";
+import type { PolicyFile } from "./schema";
 
 export interface ReplayReport {
   total: number;

@@ -4,11 +4,11 @@
  * register or coil, write window, write rate. Every clause must allow; the first that does
  * not names the rule in the denial. Nothing matches: deny.
  */
-import type { Decision, PolicyDecisionPoint } from "../policy";
-import { DIAG_READ_ONLY, PRESETS, WRITE_FUNCTION_CODES } from "./function-codes";
+import type { Decision, PolicyDecisionPoint } from "../../policy";
+import { DIAG_READ_ONLY, PRESETS, WRITE_FUNCTION_CODES } from "../codec/function-codes";
 import { AddressSet, identityKey, normaliseFingerprint, type PeerIdentity } from "./identity";
-import type { ModbusRequest } from "./pdu";
-import type { PolicyFile, RoleConfig } from "./policy-schema";
+import type { ModbusRequest } from "../codec/pdu";
+import type { PolicyFile, RoleConfig } from "./schema";
 import { parseRange, RangeSet } from "./ranges";
 import { RateLimiter } from "./rate-limiter";
 

@@ -23,7 +23,7 @@
 import { constants, verify, X509Certificate } from "node:crypto";
 import type { TLSSocket } from "node:tls";
 import { children, decodeOid, DerError, readTlv, type Tlv } from "./der";
-import { DaemonError } from "../../agent/core/errors";
+import { DaemonError } from "../../../agent/core/errors";
 
 /** Longest certificate path followed (leaf, intermediates, anchor). */
 const MAX_DEPTH = 8;

@@ -6,9 +6,9 @@
  * trust: it allows exactly what was seen, including anything an attacker did while recording.
  */
 import { recordIdentity, type DecisionRecord } from "./decision-record";
-import { parseRequest } from "./pdu";
-import { accesses } from "./policy-engine";
-import type { PolicyInput } from "./policy-schema";
+import { parseRequest } from "../codec/pdu";
+import { accesses } from "./engine";
+import type { PolicyInput } from "./schema";
 
 type Intervals = Array<[number, number]>;
 

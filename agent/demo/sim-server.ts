@@ -4,8 +4,8 @@
  * request PDU it receives.
  */
 import { createServer, type Server, type Socket } from "node:net";
-import { encodeMbap, scanMbap } from "./frame";
-import { exceptionPdu, parseRequest } from "./pdu";
+import { encodeMbap, scanMbap } from "../../protocols/modbus/codec/frame";
+import { exceptionPdu, parseRequest } from "../../protocols/modbus/codec/pdu";
 
 export class SimDevice {
   readonly holding = new Uint16Array(65536);

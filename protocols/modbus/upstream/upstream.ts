@@ -1,5 +1,5 @@
-import { EX } from "./function-codes";
-import { exceptionPdu, type ModbusRequest } from "./pdu";
+import { EX } from "../codec/function-codes";
+import { exceptionPdu, type ModbusRequest } from "../codec/pdu";
 
 export interface UpstreamStatus {
   name: string;

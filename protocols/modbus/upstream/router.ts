@@ -1,5 +1,5 @@
 /** Routing table: (listener, unit id) -> (upstream, remote unit id). First match wins. */
-import { parseRange } from "./ranges";
+import { parseRange } from "../policy/ranges";
 import type { Upstream } from "./upstream";
 
 export interface RouteEntry {

@@ -1,6 +1,6 @@
 import { connect, type Socket } from "node:net";
-import { encodeMbap, scanMbap } from "../protocols/modbus/frame";
-import { SimDevice } from "../protocols/modbus/sim-server";
+import { encodeMbap, scanMbap } from "../../protocols/modbus/codec/frame";
+import { SimDevice } from "./sim-server";
 
 /**
  * The demo's simulated pumping station: one PLC (Modbus TCP) with a tank level (input 30, cm),

@@ -2,7 +2,7 @@
  * ADU framing, pure: Modbus/TCP MBAP (Modbus Messaging on TCP/IP v1.0b §3.1.3) and Modbus RTU
  * (Modbus over Serial Line v1.02 §2.5.1). Requests are decoded then checked by `parseRequest`.
  */
-import { DaemonError } from "../../agent/core/errors";
+import { DaemonError } from "../../../agent/core/errors";
 import { crc16 } from "./crc";
 import { MAX_PDU, parseRequest, type ModbusRequest, type Rejection } from "./pdu";
 
