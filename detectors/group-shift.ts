@@ -152,12 +152,22 @@ export class GroupShiftDetector implements Detector<State> {
   private limitLong(m: Member): number {
     return Math.max(this.minL, 1.5 * m.lcal);
   }
+  /**
+   * The latest short window still shows the member's long-window shift: its robust mean lies
+   * nearer the shifted level than the usual one. The long average remembers a shift for a few
+   * spans after it ended; the evidence ends when the readings are back (structural: the midpoint).
+   */
+  private stillShifted(m: Member): boolean {
+    if (m.ref === null || m.base === null || !m.win.full()) return true;
+    const recent = m.ref + m.d - m.base;
+    return recent * Math.sign(m.ld) > Math.abs(m.ld) / 2;
+  }
   /** Sustained-shift stage: the member furthest beyond its own limit, as [shift / limit, member]. */
   private longStat(): [number, string | null] {
     let best = 0;
     let who: string | null = null;
     for (const [p, m] of this.members) {
-      const r = this.zLong(m) / this.limitLong(m);
+      const r = this.stillShifted(m) ? this.zLong(m) / this.limitLong(m) : 0;
       if (r > best) {
         best = r;
         who = p;

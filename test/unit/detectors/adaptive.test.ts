@@ -154,6 +154,15 @@ describe("group shift: sustained-shift stage", () => {
     expect(run(detector({ long_window: 0 }), live, T0 + 10_000_000, false)).toEqual([]);
     expect(run(detector(), ticks(1500, 21), T0 + 10_000_000, false)).toEqual([]);
   });
+  it("stops reporting when the readings are back, though its long average still remembers the shift", () => {
+    // A larger shift (3 times the noise amplitude) that ends at tick 1200: the long average
+    // needs several spans to forget it; the evidence ends with the readings.
+    const t1 = T0 + 10_000_000;
+    const found = run(detector(), ticks(1500, 21, 3, 800, 1200), t1, false).map((f) => (f.ts - t1) / 1000);
+    expect(found.some((i) => i >= 800 && i < 1200)).toBe(true);
+    // At most the short window (16 readings) after the end: the window still holds shifted readings.
+    expect(Math.max(...found)).toBeLessThan(1200 + 16);
+  });
   it("names the shifted signal and its usual level", () => {
     const f = run(detector(), ticks(1500, 21, 1.4, 800, 1200), T0 + 10_000_000, false)[0]!;
     expect(f.point).toBe("a");
