@@ -38,8 +38,9 @@ const NEW_METER_SHARE = 0.01;
  * interval and allow one resolution step, so a quantised counter's single step is never a jump.
  *
  * A meter exchanged while offline comes back near zero: that re-baselines (exchanges are routine
- * work); inside a maintenance window the engine suppresses the finding and the counter is followed
- * from its new value. Any other step backwards is a finding.
+ * work); inside a maintenance window, or when the counter's reset register announces the reset,
+ * the engine suppresses the finding (marked `reset`) and the counter is followed from its new
+ * value. Any other step backwards is a finding.
  */
 export class CounterDetector extends BaseDetector<State> {
   readonly stateVersion = 2;
@@ -75,7 +76,7 @@ export class CounterDetector extends BaseDetector<State> {
       // while), then the counter is followed from its new value.
       emit({
         point: r.point, detector: "counter", ts: r.ts, score: 1 + (Math.abs(d) / Math.max(Math.abs(prev), 1)) * 100,
-        observed: r.value, expected: prev, strength: "physical",
+        observed: r.value, expected: prev, strength: "physical", reset: fresh,
         reason: fresh
           ? `${r.point} counter was reset from ${fmt(prev)} to ${fmt(r.value)} while online and outside any maintenance window`
           : `${r.point} counter ran backwards from ${fmt(prev)} to ${fmt(r.value)}`,

@@ -25,6 +25,8 @@ export interface Finding {
   related?: readonly string[];
   /** Physics and replay checks are strong evidence; statistics are weaker. */
   strength?: "statistical" | "physical";
+  /** Counter findings: the counter restarted near 0 (a reset or a new meter), not a rollback. */
+  reset?: boolean;
 }
 
 export type Emit = (f: Finding) => void;

@@ -43,6 +43,10 @@ export interface MaintenanceWindow { point: string; reason: string; by: string; 
 interface AlarmsState {
   /** Absent in older snapshots. */
   maintenance?: MaintenanceWindow[];
+  /** Reset registers: [point, last value, time of its last change] (absent in older snapshots). */
+  registers?: [string, number | null, number][];
+  /** Counters with a reset register: [point, time of the reading before the latest one, latest] (absent in older snapshots). */
+  counter_ts?: [string, number, number][];
   tick: number | null;
   last_tick: number | null;
   training: boolean;
@@ -68,6 +72,12 @@ export class DetectionEngine implements ReadingSink {
   private signals = new Map<string, SignalAlarmState>();
   private writes: WriteObservation[] = [];
   private maintenance = new Map<string, MaintenanceWindow>();
+  /** Counter -> the point that announces its resets (site file `reset_register`). */
+  private readonly resetRegister = new Map<string, string>();
+  /** Reset register -> its last value and when it last changed. */
+  private registers = new Map<string, { value: number | null; changed: number }>();
+  /** Counter with a reset register -> times of its previous and latest readings. */
+  private counterTs = new Map<string, { prev: number; last: number }>();
   private readonly counters = { readings: 0, bad: 0, unknown: 0, findings: 0, incidents: 0, suppressed: 0 };
   private readonly lastTransitions: Transition[] = [];
 
@@ -95,6 +105,11 @@ export class DetectionEngine implements ReadingSink {
       for (const p of pts) this.grouped.set(p, [...(this.grouped.get(p) ?? []), g]);
     }
     if (init.site) this.buildRelated(init.site);
+    for (const [p, sig] of Object.entries(init.site?.signals ?? {})) {
+      if (sig.reset_register === undefined) continue;
+      this.resetRegister.set(p, sig.reset_register);
+      this.registers.set(sig.reset_register, { value: null, changed: Number.NEGATIVE_INFINITY });
+    }
   }
 
   /** A live reading. Never throws; bad or non-finite readings are counted and skipped. */
@@ -154,6 +169,7 @@ export class DetectionEngine implements ReadingSink {
     const emit = this.training ? null : (f: Finding): void => this.add(f);
     if (this.site) this.site.flush(emit);
     for (const g of this.groups) g.flush(emit);
+    if (this.resetRegister.size) this.dropAnnouncedResets(ts);
     if (!this.training) {
       for (const point of this.seen) {
         const st = this.signals.get(point) ?? newSignalState();
@@ -169,6 +185,25 @@ export class DetectionEngine implements ReadingSink {
     this.seen.clear();
     this.lastTick = ts;
     this.tick = null;
+  }
+
+  /**
+   * A counter reset announced by the counter's reset register (it changed after the counter's
+   * previous reading, up to this tick) is routine: the counter has already re-baselined, so the
+   * finding is dropped. An unannounced reset stays a finding.
+   */
+  private dropAnnouncedResets(ts: number): void {
+    for (const [point, list] of this.pending) {
+      const reg = this.resetRegister.get(point);
+      if (reg === undefined) continue;
+      const changed = this.registers.get(reg)?.changed ?? Number.NEGATIVE_INFINITY;
+      const since = this.counterTs.get(point)?.prev ?? ts;
+      if (changed <= since || changed > ts) continue;
+      const kept = list.filter((f) => !(f.detector === "counter" && f.reset === true));
+      this.counters.suppressed += list.length - kept.length;
+      this.counters.findings -= list.length - kept.length;
+      this.pending.set(point, kept);
+    }
   }
 
   /** Incidents currently open, strongest first. */
@@ -196,6 +231,8 @@ export class DetectionEngine implements ReadingSink {
     const alarms: AlarmsState = {
       tick: this.tick, last_tick: this.lastTick, training: this.training, pending: [...this.pending], seen: [...this.seen],
       signals: Object.fromEntries(this.signals), writes: this.writes, maintenance: [...this.maintenance.values()],
+      registers: [...this.registers].map(([p, r]) => [p, r.value, Number.isFinite(r.changed) ? r.changed : -1]),
+      counter_ts: [...this.counterTs].map(([p, t]) => [p, t.prev, t.last]),
     };
     out[ALARMS_ID] = { version: ALARMS_VERSION, state: JSON.parse(JSON.stringify(alarms)) };
     return out;
@@ -235,6 +272,17 @@ export class DetectionEngine implements ReadingSink {
       this.writes = copy.writes.slice(-MAX_WRITES);
       if (copy.maintenance !== undefined && !Array.isArray(copy.maintenance)) throw badState(ALARMS_ID, "maintenance");
       this.maintenance = new Map((copy.maintenance ?? []).filter((w) => typeof w?.point === "string").map((w) => [w.point, w]));
+      if (copy.registers !== undefined && !Array.isArray(copy.registers)) throw badState(ALARMS_ID, "registers");
+      for (const [p, value, changed] of copy.registers ?? []) {
+        if (!this.registers.has(p)) continue; // no longer a reset register
+        if ((value !== null && typeof value !== "number") || typeof changed !== "number") throw badState(ALARMS_ID, "registers");
+        this.registers.set(p, { value, changed: changed < 0 ? Number.NEGATIVE_INFINITY : changed });
+      }
+      if (copy.counter_ts !== undefined && !Array.isArray(copy.counter_ts)) throw badState(ALARMS_ID, "counter_ts");
+      for (const [p, prev, last] of copy.counter_ts ?? []) {
+        if (typeof prev !== "number" || typeof last !== "number") throw badState(ALARMS_ID, "counter_ts");
+        if (this.resetRegister.has(p)) this.counterTs.set(p, { prev, last });
+      }
     }
   }
 
@@ -254,6 +302,7 @@ export class DetectionEngine implements ReadingSink {
     }
     this.tick = r.ts;
     this.training = training;
+    if (this.resetRegister.size) this.trackResets(r);
     const ds = this.perPoint.get(r.point);
     const onSite = this.site?.points.has(r.point) ?? false;
     if (!ds && !onSite) {
@@ -281,6 +330,19 @@ export class DetectionEngine implements ReadingSink {
     if (this.site) {
       if (training) this.site.train(r);
       else this.site.observe(r, (f) => this.add(f));
+    }
+  }
+
+  /** Reset registers' changes, and when each counter that has one was read. */
+  private trackResets(r: Reading): void {
+    const reg = this.registers.get(r.point);
+    if (reg) {
+      if (reg.value !== null && r.value !== reg.value) reg.changed = r.ts;
+      reg.value = r.value;
+    }
+    if (this.resetRegister.has(r.point)) {
+      const t = this.counterTs.get(r.point);
+      this.counterTs.set(r.point, { prev: t ? t.last : r.ts, last: r.ts });
     }
   }
 

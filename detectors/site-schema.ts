@@ -100,6 +100,11 @@ export const signalSchema = z.strictObject({
   /** An on/off load (street lighting, an EV charger): idle most of the time, steps are normal. */
   intermittent: z.boolean().default(false),
   stuck_tolerance: z.number().min(0).optional(),
+  /**
+   * Counters: a point that changes when the meter resets this counter (its reset count, or the
+   * time of its last reset). A reset it announces re-baselines instead of raising a finding.
+   */
+  reset_register: id.optional(),
 });
 
 export const siteSchema = z.strictObject({
@@ -115,6 +120,15 @@ export const siteSchema = z.strictObject({
   relations: z.array(relationSchema).default([]),
   meters: z.array(meterSchema).default([]),
   power: z.array(powerSchema).default([]),
+}).superRefine((site, ctx) => {
+  for (const [p, sig] of Object.entries(site.signals)) {
+    if (sig.reset_register === undefined) continue;
+    if (sig.kind !== "energy_counter") {
+      ctx.addIssue({ code: "custom", path: ["signals", p, "reset_register"], message: "only an energy_counter signal has a reset register" });
+    } else if (sig.reset_register === p) {
+      ctx.addIssue({ code: "custom", path: ["signals", p, "reset_register"], message: "a counter cannot announce its own reset" });
+    }
+  }
 });
 
 export type SiteConfig = z.infer<typeof siteSchema>;

@@ -3,7 +3,7 @@
  * inside one (offline `--maintenance FILE`), and `maintenance.start|end` on a real control socket
  * changes the engine and records an audit event for each.
  */
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
@@ -12,7 +12,8 @@ import { ControlServer } from "../../../agent/control/server";
 import type { EventDraft } from "../../../agent/core/events";
 import { DetectionEngine } from "../../../detectors/engine";
 import { readMaintenanceFile, registerMaintenanceControl } from "../../../detectors/maintenance";
-import { simulateFeeder } from "../../sim/feeder";
+import { simulateFeeder, type FeederRun } from "../../sim/feeder";
+import { parseSite } from "../../../detectors/site";
 import { detectFeeder, FEEDER_SITE } from "../../sim/run-feeder";
 
 const dir = mkdtempSync(join(tmpdir(), "gw-maint-"));
@@ -44,6 +45,47 @@ describe("maintenance file (detect --maintenance)", () => {
     const file = join(dir, "bad.yaml");
     writeFileSync(file, text);
     expect(() => readMaintenanceFile(file)).toThrow(expect.objectContaining({ code: "INPUT_INVALID", message: expect.stringContaining(`bad.yaml: ${where}`) }));
+  });
+});
+
+describe("reset register (site file signals.<counter>.reset_register)", () => {
+  const run = simulateFeeder(22, { learnDays: 7, days: 10, attacks: [], ordinary: false });
+  const at = run.split + 1440 + 500;
+  const base = run.values.SHOP_kWh[at]!;
+  for (let i = at; i < run.ts.length; i++) run.values.SHOP_kWh[i] = Number((run.values.SHOP_kWh[i]! - base).toFixed(1));
+  // The meter's reset count: 3 until the reset, 4 from the reading that shows it (the same poll).
+  const withRegister = (changeAt: number): FeederRun => {
+    const resets = new Float64Array(run.ts.length).map((_, i) => (i >= changeAt ? 4 : 3));
+    return { ...run, columns: [...run.columns, "SHOP_RESETS"] as FeederRun["columns"], values: { ...run.values, SHOP_RESETS: resets } as FeederRun["values"] };
+  };
+  const site = join(dir, "feeder-reset.yaml");
+  writeFileSync(site, readFileSync(FEEDER_SITE, "utf8").replace(
+    "SHOP_kWh: { kind: energy_counter, unit: kWh, resolution: 0.1 }",
+    "SHOP_kWh: { kind: energy_counter, unit: kWh, resolution: 0.1, reset_register: SHOP_RESETS }\n  SHOP_RESETS: { kind: state }",
+  ));
+  const counterLines = (r: ReturnType<typeof detectFeeder>) => r.lines.filter((l) => l.detector === "counter");
+
+  it("a reset the register announces re-baselines: no incident", () => {
+    expect(detectFeeder(withRegister(at), { site }).lines).toEqual([]);
+  });
+  it("an unexplained reset stays a finding: the register unchanged, or changed long before", () => {
+    expect(counterLines(detectFeeder(withRegister(run.ts.length), { site })).map((l) => l.signal)).toContain("SHOP_kWh");
+    expect(counterLines(detectFeeder(withRegister(at - 60), { site })).map((l) => l.signal)).toContain("SHOP_kWh");
+  });
+  it("without a reset register in the site file the same reset is a finding", () => {
+    expect(counterLines(detectFeeder(withRegister(at), { site: FEEDER_SITE })).map((l) => l.signal)).toContain("SHOP_kWh");
+  });
+  it("a rollback (not to near 0) is a finding even when the register changes", () => {
+    const rolled = withRegister(at);
+    const v = Float64Array.from(run.values.SHOP_kWh);
+    for (let i = at; i < v.length; i++) v[i] = v[i]! + base - 20; // back by 20 kWh, far from 0
+    expect(counterLines(detectFeeder({ ...rolled, values: { ...rolled.values, SHOP_kWh: v } }, { site })).length).toBeGreaterThan(0);
+  });
+  it.each([
+    ["on a signal that is not a counter", "  P_X: { kind: power, reset_register: R }\n", "signals.P_X.reset_register"],
+    ["naming the counter itself", "  E_X: { kind: energy_counter, reset_register: E_X }\n", "signals.E_X.reset_register"],
+  ])("refuses a reset register %s, naming the key", (_n, line, key) => {
+    expect(() => parseSite(`name: s\nsignals:\n${line}`, "s.yaml")).toThrow(expect.objectContaining({ code: "SITE_INVALID", message: expect.stringContaining(key) }));
   });
 });
 
