@@ -51,16 +51,18 @@ export async function recordAudit(loaded: LoadedConfig, draft: EventDraft): Prom
 
 async function recordOffline(loaded: LoadedConfig, draft: EventDraft): Promise<Recorded> {
   const c = loaded.config;
-  const [{ Outbox }, { Recorder }, { loadDeviceKey }, { VERSION }, pino] = await Promise.all([
+  const [{ Outbox }, { Recorder }, { signingKeyAtStart }, { VERSION }, pino] = await Promise.all([
     import("../agent/outbox/store"),
     import("../agent/events/recorder"),
-    import("../agent/keys/identity"),
+    import("../agent/keys/rotation"),
     import("../agent/version"),
     import("pino"),
   ]);
   const outbox = new Outbox(c.buffer.path, c.buffer.max_bytes);
   try {
-    const rec = new Recorder({ outbox, key: loadDeviceKey(c.device.key), device: c.device.id, version: VERSION, flushMs: 1, maxPending: 16, log: pino.default({ level: "silent" }) });
+    const log = pino.default({ level: "silent" });
+    // The key that signs this outbox's chain now: an announced rotation a crash left unfinished is promoted first.
+    const rec = new Recorder({ outbox, key: signingKeyAtStart(c.device.key, outbox, log).key, device: c.device.id, version: VERSION, flushMs: 1, maxPending: 16, log });
     rec.start({ config_file: loaded.file, mode: "offline-record" });
     const env = await new Promise<{ boot: number; seq: number; hash: string }>((resolve) => {
       void rec.recordAndWait(draft).then(resolve);

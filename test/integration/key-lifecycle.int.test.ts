@@ -13,7 +13,7 @@ import type { OutLine, ProblemLine } from "../../agent/soc/verifier";
 import { gw, gwAsync } from "../helpers/cli";
 import { account, Daemon, isProblem, unexpectedProblems } from "../helpers/daemon";
 import { makeSite, silent, tempDir, until } from "../helpers/fixture";
-import { Mosquitto, MOSQUITTO } from "../helpers/mosquitto";
+import { freePort, Mosquitto, MOSQUITTO } from "../helpers/mosquitto";
 import { havePeer } from "../helpers/peers";
 
 const skip = !havePeer(MOSQUITTO ?? "/usr/sbin/mosquitto");
@@ -167,5 +167,28 @@ describe("device key lifecycle: gatewarden daemon -> Mosquitto -> SOC receiver",
     const withLate = join(s.t.dir, "with-late.jsonl");
     writeFileSync(withLate, readFileSync(s.out, "utf8") + JSON.stringify({ ...late.env, v: undefined, verified: true, received_at: Date.now() }) + "\n");
     expect(verify(withLate, s.site.socDir).problems).toEqual({ retired_device: 1 });
+  });
+
+  it("decommission with no SOC acknowledging: NOT_DELIVERED, nothing wiped, the daemon goes on", async () => {
+    const t = tempDir("gw-keylife-nodeliver-");
+    cleanups.push(t.cleanup);
+    // An upstream nobody listens on: nothing can be acknowledged.
+    const site = makeSite(t.dir, { device: DEV, settings: { "upstream.url": `mqtt://127.0.0.1:${await freePort()}`, "upstream.reconnect_min_ms": "100", "upstream.reconnect_max_ms": "400", "simulate.events_per_s": "20" } });
+    const d = new Daemon(site.cfgFile);
+    cleanups.push(() => void d.kill());
+    const status = () => gwAsync(["status", "--config", site.cfgFile, "--json"]);
+    let up = false;
+    const end = Date.now() + 30_000;
+    while (!up && Date.now() < end) up = (await status()).code === 0;
+    expect(up, d.output.slice(-500)).toBe(true);
+    const dc = await gwAsync(["decommission", "--yes", "--config", site.cfgFile, "--timeout-ms", "1000"]);
+    expect(dc.code).toBe(1);
+    expect(dc.stderr).toMatch(/^error\[NOT_DELIVERED\].*not acknowledged by the SOC within 1000 ms.*nothing was wiped and the daemon goes on/);
+    expect(existsSync(join(site.gwDir, "keys", "device.key"))).toBe(true);
+    expect(existsSync(join(site.gwDir, "data", "outbox.db"))).toBe(true);
+    expect(d.running).toBe(true);
+    const s = await status();
+    expect(s.code, s.stderr).toBe(0);
+    expect((JSON.parse(s.stdout) as { outbox: { depth: number } }).outbox.depth).toBeGreaterThan(0);
   });
 });
