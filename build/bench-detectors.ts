@@ -10,7 +10,7 @@ import { DetectionEngine } from "../detectors/engine";
 import { parseSite } from "../detectors/site";
 import { readFileSync } from "node:fs";
 import { createSignalDetectors } from "../detectors/signal-detectors";
-import { prng } from "../test/helpers/prng";
+import { prng } from "../agent/demo/prng";
 
 
 function series(n: number, seed: number): Float64Array {
