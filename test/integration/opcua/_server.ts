@@ -12,6 +12,8 @@ export interface TestServerOptions {
   /** user name -> password; none: anonymous only. */
   users?: Record<string, string>;
   modes?: ("SignAndEncrypt" | "Sign" | "None")[];
+  /** Security policies besides None (default Basic256Sha256), e.g. a legacy device's Basic256. */
+  policies?: SecurityPolicy[];
   /** PEM files of X.509 user certificates the server accepts as user tokens. */
   userCertificates?: string[];
   /** Also a writable `ns=1;s=Pump.Speed` (Double) and methods `ns=1;s=Pump.Start` / `ns=1;s=Pump.Reset` on a `Pump` object. */
@@ -56,7 +58,7 @@ export class TestOpcuaServer {
       hostname: "127.0.0.1",
       serverCertificateManager: new OPCUACertificateManager({ rootFolder: join(o.dir, "server-pki"), automaticallyAcceptUnknownCertificate: true, disableFileWatchers: true }),
       securityModes: modes,
-      securityPolicies: modes.includes(MessageSecurityMode.None) ? [SecurityPolicy.None, SecurityPolicy.Basic256Sha256] : [SecurityPolicy.Basic256Sha256],
+      securityPolicies: [...(modes.includes(MessageSecurityMode.None) ? [SecurityPolicy.None] : []), ...(o.policies ?? [SecurityPolicy.Basic256Sha256])],
       allowAnonymous: !o.users && !o.userCertificates,
       userManager: o.users ? { isValidUser: (u: string, p: string) => o.users![u] === p } : undefined,
       userCertificateManager: o.userCertificates ? new OPCUACertificateManager({ rootFolder: join(o.dir, "user-pki"), automaticallyAcceptUnknownCertificate: false, disableFileWatchers: true }) : undefined,
