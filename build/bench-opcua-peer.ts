@@ -1,9 +1,12 @@
 /**
- * The load side of the OPC UA benchmark, one child process (`bench.cjs opcua-peer`, on the
- * load CPUs): the legacy device (a node-opcua server, security None, anonymous, `nodes` Double
- * variables under `Bench`) and the node-opcua clients that load it, directly or through the
- * front. Device and clients share one event loop, as in the Modbus benchmark. It talks to the
- * benchmark over IPC: the first message is the device's port, then one answer per request.
+ * The load side of the OPC UA benchmark, two child processes on the load CPUs:
+ * `bench.cjs opcua-device`, the legacy device (a node-opcua server, security None, anonymous,
+ * `GW_BENCH_NODES` Double variables under `Bench`, each set to the wall time every
+ * `GW_BENCH_UPDATE_MS`), and `bench.cjs opcua-clients`, the node-opcua clients that load it,
+ * directly or through the front. They are separate processes so that the direct path crosses
+ * processes too (in one event loop a direct read never waits for the scheduler, and the
+ * comparison would measure that). Each talks to the benchmark over IPC: the first message
+ * says it is ready, then one answer per request.
  */
 import { join } from "node:path";
 import { performance } from "node:perf_hooks";
@@ -33,7 +36,7 @@ export interface PeerTarget {
 export type PeerRequest =
   | ({ kind: "connect" } & PeerTarget)
   | ({ kind: "read"; clients: number; nodesPerRead: number; durationMs: number; warmupMs: number } & PeerTarget)
-  | ({ kind: "subscribe"; nodes: number; updateMs: number; durationMs: number; warmupMs: number } & PeerTarget);
+  | ({ kind: "subscribe"; nodes: number; publishingMs: number; durationMs: number; warmupMs: number } & PeerTarget);
 
 export interface LoadFigures {
   per_s: number;
@@ -41,12 +44,15 @@ export interface LoadFigures {
   p99_ms: number | null;
   samples: number;
   errors: number;
+  /** The measuring window, wall-clock ms (the front's CPU time is taken over it). */
+  from: number;
+  to: number;
 }
 
 /** Wall-clock milliseconds with sub-millisecond resolution (comparable across processes). */
 const wallMs = () => performance.timeOrigin + performance.now();
 
-export async function opcuaPeer(): Promise<void> {
+export async function opcuaDevice(): Promise<void> {
   setWarningLogger(() => undefined);
   setErrorLogger(() => undefined);
   const dir = process.env.GW_BENCH_DIR!;
@@ -68,6 +74,20 @@ export async function opcuaPeer(): Promise<void> {
     vars.push(ns.addVariable({ organizedBy: folder, browseName: `N${i}`, nodeId: `s=Bench.N${i}`, dataType: "Double", minimumSamplingInterval: 0, value: { dataType: DataType.Double, value: i } }));
   }
   await server.start();
+  const every = Number(process.env.GW_BENCH_UPDATE_MS);
+  setInterval(() => {
+    const now = wallMs();
+    for (const v of vars) v.setValueFromSource({ dataType: DataType.Double, value: now });
+  }, every);
+  process.send!({ port: server.endpoints[0]!.port, namespaceUri: ns.namespaceUri });
+}
+
+export async function opcuaClients(): Promise<void> {
+  setWarningLogger(() => undefined);
+  setErrorLogger(() => undefined);
+  const dir = process.env.GW_BENCH_DIR!;
+  const nodes = Number(process.env.GW_BENCH_NODES);
+  const namespaceUri = process.env.GW_BENCH_NSURI!;
   const clientPki = new OPCUACertificateManager({ rootFolder: join(dir, "client-pki"), automaticallyAcceptUnknownCertificate: true, disableFileWatchers: true });
 
   async function open(t: PeerTarget): Promise<{ session: ClientSession; close: () => Promise<void> }> {
@@ -94,7 +114,7 @@ export async function opcuaPeer(): Promise<void> {
   /** Node ids as the target names them (the front registers the device's namespace at another index). */
   async function ids(session: ClientSession, count: number): Promise<string[]> {
     const table = await session.readNamespaceArray();
-    const i = table.indexOf(ns.namespaceUri);
+    const i = table.indexOf(namespaceUri);
     return Array.from({ length: count }, (_, k) => `ns=${i};s=Bench.N${k % nodes}`);
   }
 
@@ -121,16 +141,16 @@ export async function opcuaPeer(): Promise<void> {
         }
       }
     });
-    const secs = await measure(r, (on) => (measuring = on));
+    const w = await measure(r, (on) => (measuring = on));
     stop = true;
     await Promise.all(loops);
     await Promise.all(conns.map((c) => c.close()));
-    return figures(count, secs, lat, errors);
+    return figures(count, w, lat, errors);
   }
 
   async function subscribe(r: Extract<PeerRequest, { kind: "subscribe" }>): Promise<LoadFigures> {
     const c = await open(r);
-    const sub = await c.session.createSubscription2({ requestedPublishingInterval: r.updateMs / 2, requestedMaxKeepAliveCount: 20, requestedLifetimeCount: 120, maxNotificationsPerPublish: 0, publishingEnabled: true, priority: 1 });
+    const sub = await c.session.createSubscription2({ requestedPublishingInterval: r.publishingMs, requestedMaxKeepAliveCount: 20, requestedLifetimeCount: 120, maxNotificationsPerPublish: 0, publishingEnabled: true, priority: 1 });
     const lat: number[] = [];
     let count = 0;
     let errors = 0;
@@ -149,16 +169,11 @@ export async function opcuaPeer(): Promise<void> {
       count++;
       lat.push(wallMs() - dv.value.value);
     });
-    // The device changes every node every updateMs; each value is the wall time it was set.
-    const tick = setInterval(() => {
-      const now = wallMs();
-      for (const v of vars.slice(0, r.nodes)) v.setValueFromSource({ dataType: DataType.Double, value: now });
-    }, r.updateMs);
-    const secs = await measure(r, (on) => (measuring = on));
-    clearInterval(tick);
+    // Each value is the wall time the device set it.
+    const w = await measure(r, (on) => (measuring = on));
     await sub.terminate().catch(() => undefined);
     await c.close();
-    return figures(count, secs, lat, errors);
+    return figures(count, w, lat, errors);
   }
 
   process.on("message", (m: PeerRequest) => {
@@ -168,21 +183,21 @@ export async function opcuaPeer(): Promise<void> {
       (e: unknown) => process.send!({ error: e instanceof Error ? e.message : String(e) }),
     );
   });
-  process.send!({ port: server.endpoints[0]!.port, namespaceUri: ns.namespaceUri });
+  process.send!({ ready: true });
 }
 
-/** Warm up, then measure for durationMs; returns the measured seconds. */
-async function measure(r: { durationMs: number; warmupMs: number }, set: (on: boolean) => void): Promise<number> {
+/** Warm up, then measure for durationMs; returns the measuring window (wall-clock ms). */
+async function measure(r: { durationMs: number; warmupMs: number }, set: (on: boolean) => void): Promise<{ from: number; to: number }> {
   await new Promise((res) => setTimeout(res, r.warmupMs));
   set(true);
-  const t = performance.now();
+  const from = wallMs();
   await new Promise((res) => setTimeout(res, r.durationMs));
   set(false);
-  return (performance.now() - t) / 1000;
+  return { from, to: wallMs() };
 }
 
-function figures(count: number, secs: number, lat: number[], errors: number): LoadFigures {
+function figures(count: number, w: { from: number; to: number }, lat: number[], errors: number): LoadFigures {
   lat.sort((a, b) => a - b);
   const q = (p: number) => (lat.length ? Math.round(lat[Math.min(lat.length - 1, Math.floor(p * lat.length))]! * 100) / 100 : null);
-  return { per_s: Math.round(count / secs), p50_ms: q(0.5), p99_ms: q(0.99), samples: lat.length, errors };
+  return { per_s: Math.round((count * 1000) / (w.to - w.from)), p50_ms: q(0.5), p99_ms: q(0.99), samples: lat.length, errors, ...w };
 }

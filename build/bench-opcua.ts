@@ -6,7 +6,7 @@
  * Basic256Sha256 and a user: what it does behind the gateway), in the same run, as ratios.
  *
  * Placement as in the Modbus benchmark: the front (the path under test) runs in this process,
- * on CPU 0 when pinned; the legacy device and the clients share one child process on the
+ * on CPU 0 when pinned; the legacy device and the clients are two child processes on the
  * other CPUs (bench-opcua-peer.ts). Rounds alternate direct and front; rows give medians.
  * GW_OPCUA_BENCH_MS sets the measuring time of each round (default 3000).
  */
@@ -14,6 +14,7 @@ import { spawn, type ChildProcess } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { performance } from "node:perf_hooks";
 import pino from "pino";
 import { opcuaConfigSchema } from "../protocols/opcua/config";
 import { hashPassword, writeUsers } from "../protocols/opcua/front-users";
@@ -24,16 +25,23 @@ import { pinForBench } from "./bench-modbus";
 const NODES = 200;
 const ROUNDS = 3;
 const USER = { name: "bench", password: "bench-scada-42" };
+/**
+ * Every bench client connects from 127.0.0.1, and each round opens new sessions: the per-address
+ * limits a front has by default (8 connections, 30 new ones per 10 s) would refuse them.
+ */
+const FRONT_LIMITS = { max_channels_per_address: 32, pre_auth_rate: { max: 10_000, interval_ms: 10_000 } };
+/** The device sets every node to the wall time this often. */
+const UPDATE_MS = 100;
 
-interface Peer {
-  first: { port: number };
+interface Peer<T> {
+  first: T;
   ask<R>(msg: PeerRequest): Promise<R>;
   stop(): void;
 }
 
-function startPeer(dir: string, cpuList: string | null): Promise<Peer> {
-  const args = [process.argv[1]!, "opcua-peer"];
-  const env = { ...process.env, GW_BENCH_DIR: dir, GW_BENCH_NODES: String(NODES) };
+function startPeer<T>(role: "opcua-device" | "opcua-clients", env_: Record<string, string>, cpuList: string | null): Promise<Peer<T>> {
+  const args = [process.argv[1]!, role];
+  const env = { ...process.env, ...env_ };
   const proc: ChildProcess = cpuList
     ? spawn("taskset", ["-c", cpuList, process.execPath, ...args], { stdio: ["ignore", "ignore", "inherit", "ipc"], env })
     : spawn(process.execPath, args, { stdio: ["ignore", "ignore", "inherit", "ipc"], env });
@@ -42,7 +50,7 @@ function startPeer(dir: string, cpuList: string | null): Promise<Peer> {
     proc.once("exit", (code) => reject(new Error(`OPC UA bench peer exited with ${code}`)));
     proc.once("message", (first) =>
       resolve({
-        first: first as { port: number },
+        first: first as T,
         ask: <R>(msg: PeerRequest) =>
           new Promise<R>((res, rej) => {
             proc.once("message", (m) => ((m as { error?: string }).error ? rej(new Error(`OPC UA bench peer: ${(m as { error: string }).error}`)) : res(m as R)));
@@ -57,17 +65,20 @@ function startPeer(dir: string, cpuList: string | null): Promise<Peer> {
 export async function benchOpcua(): Promise<Record<string, unknown>> {
   const dir = mkdtempSync(join(tmpdir(), "gw-bench-opcua-"));
   const pin = pinForBench();
-  let peer: Peer | undefined;
+  let device: Peer<{ port: number; namespaceUri: string }> | undefined;
+  let peer: Peer<unknown> | undefined;
   let svc: OpcuaService | undefined;
   try {
-    peer = await startPeer(dir, pin?.load ?? null);
-    const legacy = `opc.tcp://127.0.0.1:${peer.first.port}`;
+    const env = { GW_BENCH_DIR: dir, GW_BENCH_NODES: String(NODES), GW_BENCH_UPDATE_MS: String(UPDATE_MS) };
+    device = await startPeer("opcua-device", env, pin?.load ?? null);
+    peer = await startPeer("opcua-clients", { ...env, GW_BENCH_NSURI: device.first.namespaceUri }, pin?.load ?? null);
+    const legacy = `opc.tcp://127.0.0.1:${device.first.port}`;
     const usersFile = join(dir, "users.json");
     writeUsers(usersFile, { version: 1, users: { [USER.name]: { role: "reader", hash: hashPassword(USER.password), changed: new Date().toISOString() } } });
     const config = opcuaConfigSchema.parse({
       pki_dir: join(dir, "gw-pki"),
       servers: [{ name: "legacy", endpoint: legacy, security_mode: "None", allow_unsecured: true, reconnect_min_ms: 200 }],
-      front: { server: "legacy", host: "127.0.0.1", port: 0, users_file: usersFile, roles: { reader: { nodes: [{ browse_path: "Bench", allow: ["browse", "read", "subscribe"] }] } } },
+      front: { server: "legacy", host: "127.0.0.1", port: 0, users_file: usersFile, limits: FRONT_LIMITS, roles: { reader: { nodes: [{ browse_path: "Bench", allow: ["browse", "read", "subscribe"] }] } } },
     });
     const log = pino({ level: "silent" });
     svc = new OpcuaService({ config, deviceId: "bench", points: [], events: { record: () => undefined }, log });
@@ -82,6 +93,16 @@ export async function benchOpcua(): Promise<Record<string, unknown>> {
     await peer.ask({ kind: "connect", ...frontTarget });
 
     const ms = Number(process.env.GW_OPCUA_BENCH_MS ?? 3000);
+    const cpu = new CpuSampler();
+    /** A round; through the front, with the front's CPU time per operation. */
+    const ask = async (t: PeerTarget, m: PeerRequest): Promise<LoadFigures & { front_cpu_us_per_op?: number }> => {
+      if (t !== frontTarget) return peer!.ask<LoadFigures>(m);
+      cpu.start();
+      const r = await peer!.ask<LoadFigures>(m);
+      const used = cpu.stop(r.from, r.to);
+      const ops = (r.per_s * (r.to - r.from)) / 1000;
+      return { ...r, front_cpu_us_per_op: ops ? Math.round(used / ops) : 0 };
+    };
     const security = { direct: "None, anonymous", front: "SignAndEncrypt Basic256Sha256, user name and password (front to device: None)" };
     const rows: Record<string, unknown>[] = [];
     const reads = [
@@ -90,25 +111,26 @@ export async function benchOpcua(): Promise<Record<string, unknown>> {
     ];
     for (const r of reads) {
       const d: LoadFigures[] = [];
-      const f: LoadFigures[] = [];
+      const f: (LoadFigures & { front_cpu_us_per_op?: number })[] = [];
       for (let i = 0; i < ROUNDS; i++) {
         const order = i % 2 ? [frontTarget, direct] : [direct, frontTarget];
-        for (const t of order) (t === direct ? d : f).push(await peer.ask<LoadFigures>({ kind: "read", ...t, ...r, durationMs: ms, warmupMs: 500 }));
+        for (const t of order) (t === direct ? d : f).push(await ask(t, { kind: "read", ...t, ...r, durationMs: ms, warmupMs: 500 }));
       }
-      rows.push(row(`read, ${r.clients} client${r.clients > 1 ? "s" : ""} × ${r.nodesPerRead} node${r.nodesPerRead > 1 ? "s" : ""} per Read, one request in flight each, ${NODES} nodes mirrored`, "reads/s", d, f, security));
+      rows.push(row(`read, ${r.clients} client${r.clients > 1 ? "s" : ""} × ${r.nodesPerRead} node${r.nodesPerRead > 1 ? "s" : ""} per Read, one request in flight each, ${NODES} nodes mirrored, every node changed every ${UPDATE_MS} ms`, "reads/s", d, f, security));
     }
-    const sub = { nodes: NODES, updateMs: 100 };
+    const sub = { nodes: NODES, publishingMs: UPDATE_MS / 2 };
     const d: LoadFigures[] = [];
-    const f: LoadFigures[] = [];
+    const f: (LoadFigures & { front_cpu_us_per_op?: number })[] = [];
     for (let i = 0; i < ROUNDS; i++) {
       const order = i % 2 ? [frontTarget, direct] : [direct, frontTarget];
-      for (const t of order) (t === direct ? d : f).push(await peer.ask<LoadFigures>({ kind: "subscribe", ...t, ...sub, durationMs: ms, warmupMs: 1000 }));
+      for (const t of order) (t === direct ? d : f).push(await ask(t, { kind: "subscribe", ...t, ...sub, durationMs: ms, warmupMs: 1000 }));
     }
-    rows.push(row(`subscription, 1 client, ${sub.nodes} monitored items (sampling 0, queue 1, publishing ${sub.updateMs / 2} ms), every node changed every ${sub.updateMs} ms; latency from the device setting a value to the client`, "notifications/s", d, f, security));
+    rows.push(row(`subscription, 1 client, ${sub.nodes} monitored items (sampling 0, queue 1, publishing ${sub.publishingMs} ms), every node changed every ${UPDATE_MS} ms; latency from the device setting a value to the client`, "notifications/s", d, f, security));
     return {
-      placement: pin?.placement.replace("pipe and proxy", "front") ?? "unpinned (GW_BENCH_PIN=0 or one CPU)",
+      placement: pin ? `front on CPU 0, device and clients (two processes) on CPU ${pin.load} (taskset)` : "unpinned (GW_BENCH_PIN=0 or one CPU)",
       rounds: ROUNDS,
       round_ms: ms,
+      front_limits: { ...FRONT_LIMITS, rest: "defaults" },
       rows,
       rss_mb_front_process: Math.round(process.memoryUsage().rss / 1024 / 1024),
       front: front.status(),
@@ -116,26 +138,55 @@ export async function benchOpcua(): Promise<Record<string, unknown>> {
   } finally {
     await svc?.stop();
     peer?.stop();
+    device?.stop();
     pin?.unpin();
     rmSync(dir, { recursive: true, force: true });
   }
 }
 
-function row(configuration: string, unit: string, d: LoadFigures[], f: LoadFigures[], security: Record<string, string>): Record<string, unknown> {
+/**
+ * This process's CPU time, sampled every 20 ms while the front is loaded: the front's CPU cost
+ * per operation, a figure the other load on a shared machine moves far less than latency.
+ */
+class CpuSampler {
+  private samples: [number, number][] = [];
+  private timer: NodeJS.Timeout | undefined;
+  start(): void {
+    this.samples = [];
+    const take = () => {
+      const u = process.cpuUsage();
+      this.samples.push([performance.timeOrigin + performance.now(), u.user + u.system]);
+    };
+    take();
+    this.timer = setInterval(take, 20);
+  }
+  /** CPU microseconds spent between two wall-clock times (ms), from the nearest samples inside. */
+  stop(from: number, to: number): number {
+    clearInterval(this.timer);
+    const u = process.cpuUsage();
+    this.samples.push([performance.timeOrigin + performance.now(), u.user + u.system]);
+    const a = this.samples.find((x) => x[0] >= from) ?? this.samples[0]!;
+    const b = [...this.samples].reverse().find((x) => x[0] <= to) ?? this.samples.at(-1)!;
+    // Scaled to the whole window (the samples inside it cover slightly less).
+    return b[0] > a[0] ? ((b[1] - a[1]) * (to - from)) / (b[0] - a[0]) : 0;
+  }
+}
+
+function row(configuration: string, unit: string, d: LoadFigures[], f: (LoadFigures & { front_cpu_us_per_op?: number })[], security: Record<string, string>): Record<string, unknown> {
   const med = (xs: (number | null)[]) => {
     const s = xs.filter((x): x is number => x !== null).sort((a, b) => a - b);
     return s.length ? s[Math.floor(s.length / 2)]! : null;
   };
-  const sum = (xs: LoadFigures[]) => ({ [unit]: med(xs.map((x) => x.per_s)), p50_ms: med(xs.map((x) => x.p50_ms)), p99_ms: med(xs.map((x) => x.p99_ms)), errors: xs.reduce((n, x) => n + x.errors, 0), rounds: xs.map((x) => x.per_s) });
+  const sum = (xs: LoadFigures[]) => ({ per_s: med(xs.map((x) => x.per_s)), unit, p50_ms: med(xs.map((x) => x.p50_ms)), p99_ms: med(xs.map((x) => x.p99_ms)), errors: xs.reduce((n, x) => n + x.errors, 0), rounds: xs.map((x) => x.per_s) });
   const a = sum(d);
-  const b = sum(f);
+  const b = { ...sum(f), cpu_us_per_op: med(f.map((x) => x.front_cpu_us_per_op ?? null)) };
   const ratio = (x: number | null, y: number | null) => (x && y !== null ? Math.round((y / x) * 1000) / 1000 : null);
   return {
     configuration,
     security,
     direct: a,
     front: b,
-    throughput_ratio: ratio(a[unit] as number, b[unit] as number),
+    throughput_ratio: ratio(a.per_s, b.per_s),
     p50_ratio: ratio(a.p50_ms, b.p50_ms),
     p99_ratio: ratio(a.p99_ms, b.p99_ms),
   };

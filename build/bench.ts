@@ -41,6 +41,7 @@ const run = (p: Promise<void>) =>
       process.exit(1);
     },
   );
-// The OPC UA benchmark's load side runs this file again as a child process, until killed.
-if (process.argv[2] === "opcua-peer") void import("./bench-opcua-peer").then((m) => m.opcuaPeer());
+// The OPC UA benchmark's load side runs this file again as child processes, until killed.
+if (process.argv[2] === "opcua-device") void import("./bench-opcua-peer").then((m) => m.opcuaDevice());
+else if (process.argv[2] === "opcua-clients") void import("./bench-opcua-peer").then((m) => m.opcuaClients());
 else void run(main());
