@@ -113,6 +113,7 @@ export class Runtime {
       device: c.device.id,
       version: VERSION,
       flushMs: c.buffer.flush_ms,
+      lowFlushMs: c.buffer.low_flush_ms,
       maxPending: c.buffer.max_pending,
       log: log.child({ component: "recorder" }),
       inFlight: () => fwd?.inFlight() ?? new Set(),

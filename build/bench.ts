@@ -1,12 +1,14 @@
 /**
  * `npm run bench`: every figure next to the physical limit measured in the same run.
- * Sections: spine (outbox accept, drain, bytes/event, RSS), modbus (proxy vs blind pipe),
+ * Sections: spine (outbox accept, drain, bytes/event, RSS), wear (bytes written per event at
+ * 1, 20 and 2,000 events/s), modbus (proxy vs blind pipe),
  * detectors (readings/s per core, state bytes per signal), receiver (messages/s vs the disk's
  * fsyncs/s, hostile messages' time and memory), opcua (reads and subscriptions through the
  * front vs directly against the legacy server). `npm run bench -- spine` runs one.
  */
 import { cpus } from "node:os";
 import { benchSpine } from "./bench-spine";
+import { benchWear } from "./bench-wear";
 import { benchModbus } from "./bench-modbus";
 import { benchDetectors } from "./bench-detectors";
 import { benchReceiver } from "./bench-receiver";
@@ -24,6 +26,7 @@ async function main(): Promise<void> {
     out.load_modbus = await loadModbus();
   } else {
     if (!only || only === "spine") out.spine = await benchSpine();
+    if (!only || only === "wear") out.wear = await benchWear();
     if (!only || only === "modbus") out.modbus = await benchModbus();
     if (!only || only === "detectors") out.detectors = await benchDetectors();
     if (!only || only === "receiver") out.receiver = await benchReceiver();

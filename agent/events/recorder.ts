@@ -8,7 +8,7 @@ import { finishEnvelope, GENESIS_HASH, prepareEnvelope, type Envelope, type Prep
 import { InlineSigner, type BatchSigner } from "./signer";
 import { shapeOcsf } from "./ocsf";
 import { OcsfClass } from "../core/events";
-import { CLASS_RANK, EVENT_CLASSES, type EventClass, type EventDraft, type EventSink } from "../core/events";
+import { CLASS_RANK, DURABLE_RANK, EVENT_CLASSES, type EventClass, type EventDraft, type EventSink } from "../core/events";
 import type { ChainHead } from "../outbox/store";
 
 export interface RecorderOptions {
@@ -17,6 +17,12 @@ export interface RecorderOptions {
   device: string;
   version: string;
   flushMs: number;
+  /**
+   * How long telemetry and heartbeats may wait for a commit when nothing durable is pending
+   * (SD-card wear: each commit writes whole pages). Defaults to `flushMs`; an `audit`,
+   * `finding` or `system` event always commits within `flushMs`, taking the waiting ones along.
+   */
+  lowFlushMs?: number;
   maxPending: number;
   log: Logger;
   /** Signs batches of hashes; defaults to signing inline with `key`. */
@@ -45,6 +51,9 @@ const PROBE_CHUNK = 64;
 export class Recorder implements EventSink {
   private pending: { draft: EventDraft; resolve?: (e: Envelope) => void; keep?: boolean }[] = [];
   private timer: NodeJS.Timeout | undefined;
+  /** When the pending timer fires (ms, `now()`), and whether a durable event is pending. */
+  private timerDue = 0;
+  private urgent = false;
   private boot = 0;
   private seq = -1;
   private prev = GENESIS_HASH;
@@ -179,7 +188,21 @@ export class Recorder implements EventSink {
       this.shedIfOverfull();
       this.timer ??= setTimeout(() => this.flush(), this.health.view().next_retry_ms ?? 1000);
     } else if (this.pending.length >= this.o.maxPending) this.flush();
-    else this.timer ??= setTimeout(() => this.flush(), this.o.flushMs);
+    else this.schedule(CLASS_RANK[draft.class] >= DURABLE_RANK);
+  }
+
+  /**
+   * A commit within `flushMs` once a durable event is pending; telemetry and heartbeats alone
+   * wait up to `lowFlushMs` (bounded in count by `maxPending`).
+   */
+  private schedule(durable: boolean): void {
+    const now = this.now();
+    if (durable) this.urgent = true;
+    const wait = this.urgent ? this.o.flushMs : (this.o.lowFlushMs ?? this.o.flushMs);
+    if (this.timer && this.timerDue <= now + wait) return;
+    if (this.timer) clearTimeout(this.timer);
+    this.timerDue = now + wait;
+    this.timer = setTimeout(() => this.flush(), wait);
   }
 
   /** Commits everything pending now. Safe to call at any time; never throws. */
@@ -188,6 +211,7 @@ export class Recorder implements EventSink {
       clearTimeout(this.timer);
       this.timer = undefined;
     }
+    this.urgent = false;
     while (this.pending.length) {
       // The boot event (seq 0) commits alone, first, with the loss records the last boot owed.
       const boot = this.pending[0]!.keep === true;

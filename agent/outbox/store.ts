@@ -5,6 +5,7 @@ import { DaemonError } from "../core/errors";
 import type { Envelope } from "../events/envelope";
 import { HeadCopy } from "./head-copy";
 import { CLASS_RANK, DURABLE_RANK, EVENT_CLASSES, type EventClass } from "../core/events";
+import { WalIndex } from "./wal-index";
 
 /**
  * The SQLite outbox: the store of record for every event until the SOC (upstream.ack: soc) or
@@ -16,7 +17,9 @@ import { CLASS_RANK, DURABLE_RANK, EVENT_CLASSES, type EventClass } from "../cor
  *   telemetry/heartbeat batches commit with NORMAL (durable across a killed process; a power
  *   cut may lose the last of them but always leaves a gap-free prefix).
  * - Bounded by `max_bytes` including the WAL: 3/4 of the budget for pages in use, 1/4 for the
- *   WAL, held there by `wal_autocheckpoint` and `journal_size_limit`.
+ *   WAL, held there by the outbox's own PASSIVE checkpoints and `journal_size_limit`.
+ * - SD-card wear: a new outbox has 2 KiB pages; delivered rows are deleted in the next commit's
+ *   transaction (or after 10 s), not in one of their own; `writes()` counts what was written.
  * - The chain head (boot, seq, hash) is updated in the same transaction as the rows.
  * - Only durable rows leave the gateway: `syncForSend` fsyncs the WAL before rows committed
  *   with NORMAL are read for sending, so the SOC never holds an event that a power cut then
@@ -93,6 +96,9 @@ CREATE TABLE IF NOT EXISTS signing_key (id INTEGER PRIMARY KEY CHECK (id = 1), f
  */
 export const LOSS_RANK = EVENT_CLASSES.length;
 
+/** SQLite page size of a new outbox (bytes). */
+export const PAGE_SIZE = 2048;
+
 export class Outbox {
   db!: Database.Database;
   readonly dataBudget: number;
@@ -103,6 +109,17 @@ export class Outbox {
   private durableId = 0;
   private lastId = 0;
   private walFd: number | undefined;
+  /**
+   * Acknowledged rows not deleted yet (id set, at most MAX_DEFERRED_ACKS): their delete rides
+   * on the next commit's transaction, so a delivery costs no WAL pages of its own (SD-card
+   * wear at low rates), or is done by a timer after ACK_DELAY_MS. Reads never return them.
+   */
+  private acked = new Set<number>();
+  private ackTimer: NodeJS.Timeout | undefined;
+  /** What this outbox wrote to storage (see `writes`). */
+  private written = { wal_frames: 0, wal_bytes: 0, checkpoint_pages: 0, checkpoint_bytes: 0, commits: 0, checkpoints: 0 };
+  private wal: WalIndex | undefined;
+  private checkpointFrames = 0;
   private stmts!: ReturnType<Outbox["prepare"]>;
   /** The chain head's second copy beside the file (none for an in-memory outbox). */
   readonly headCopy: HeadCopy | undefined;
@@ -124,6 +141,11 @@ export class Outbox {
     if (path !== ":memory:") mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
     try {
       this.db = new Database(path);
+      // A new outbox takes 2 KiB pages (an existing one keeps its own): a commit writes every
+      // page it touches whole (4 at least), so at a few events per commit 4 KiB pages write
+      // twice as much. 1 KiB pages write less still, but their deeper tree leaves salvage
+      // little to find in a truncated file.
+      this.db.pragma(`page_size = ${PAGE_SIZE}`);
       this.db.pragma("journal_mode = WAL");
       this.db.pragma("synchronous = NORMAL");
       this.db.pragma("foreign_keys = OFF");
@@ -135,9 +157,15 @@ export class Outbox {
     this.sync = "NORMAL";
     this.pageSize = this.db.pragma("page_size", { simple: true }) as number;
     const walBudget = Math.floor(this.maxBytes / 4);
-    // Checkpoint when the WAL holds half its budget; truncate it back to that after a checkpoint.
-    this.db.pragma(`wal_autocheckpoint = ${Math.max(16, Math.floor(walBudget / 2 / this.pageSize))}`);
+    // Checkpoints are the outbox's own (see `afterWrite`): PASSIVE, when the WAL holds half its
+    // budget, counted; the WAL is truncated back to that after one.
+    this.db.pragma("wal_autocheckpoint = 0");
+    this.checkpointFrames = Math.max(16, Math.floor(walBudget / 2 / (this.pageSize + 24)));
     this.db.pragma(`journal_size_limit = ${Math.floor(walBudget / 2)}`);
+    this.wal?.close();
+    this.wal = path === ":memory:" ? undefined : new WalIndex(path);
+    const h = this.wal?.header();
+    this.walSeen = h ? { salt: h.salt, frames: h.frames } : { salt: -1, frames: 0 };
     this.stmts = this.prepare();
     this.logicalBytes = (this.stmts.stats.get() as { bytes: number }).bytes;
     // Rows found at open survived whatever ended the last run; opening them made them durable.
@@ -173,8 +201,8 @@ export class Outbox {
       readAfter: this.db.prepare("SELECT id, boot, seq, rank, time, bytes, body FROM events WHERE id > ? AND parked = 0 ORDER BY id LIMIT ?"),
       rowAtOrAfter: this.db.prepare("SELECT id, boot, seq FROM events WHERE id >= ? ORDER BY id LIMIT 1"),
       lastRowId: this.db.prepare("SELECT MAX(id) FROM events").pluck(),
-      delThrough: this.db.prepare("DELETE FROM events WHERE id <= ? AND boot = ? RETURNING bytes"),
-      firstSendable: this.db.prepare("SELECT id FROM events WHERE parked = 0 ORDER BY id LIMIT 1").pluck(),
+      idsThrough: this.db.prepare("SELECT id FROM events WHERE id <= ? AND boot = ?").pluck(),
+      firstSendable: this.db.prepare("SELECT id FROM events WHERE parked = 0 ORDER BY id LIMIT ?").pluck(),
       readRawAfter: this.db.prepare("SELECT id, boot, seq, rank, time, bytes, CAST(body AS BLOB) AS body FROM events WHERE id > ? AND parked = 0 ORDER BY id LIMIT ?"),
       del: this.db.prepare("DELETE FROM events WHERE id = ? RETURNING bytes"),
       delQuiet: this.db.prepare("DELETE FROM events WHERE id = ?"),
@@ -249,7 +277,9 @@ export class Outbox {
     const durable = envs.some((e) => CLASS_RANK[e.env.class] >= DURABLE_RANK) || evictIds.length > 0 || lossPending !== undefined || signingKey !== undefined;
     this.setSync(durable ? "FULL" : "NORMAL");
     const ids: number[] = [];
+    const acked = [...this.acked];
     this.db.transaction(() => {
+      for (const id of acked) this.deleteOne(id);
       for (const id of evictIds) this.deleteOne(id);
       for (const { env, body } of envs) {
         const bytes = Buffer.byteLength(body);
@@ -265,15 +295,79 @@ export class Outbox {
       }
       if (signingKey) this.db.prepare("INSERT INTO signing_key (id, fingerprint) VALUES (1, ?) ON CONFLICT(id) DO UPDATE SET fingerprint = excluded.fingerprint").run(signingKey);
     })();
+    for (const id of acked) this.acked.delete(id);
     if (ids.length) this.lastId = ids[ids.length - 1]!;
     if (durable) this.durableId = this.lastId;
     this.headCopy?.write(head);
+    this.afterWrite();
     return ids;
   }
 
   /** The fingerprint the last committed rotation announcement named (undefined: none). */
   signingKey(): string | undefined {
     return (this.db.prepare("SELECT fingerprint FROM signing_key WHERE id = 1").pluck().get() as string | undefined) ?? undefined;
+  }
+
+  /**
+   * Counts the WAL frames the last write transaction appended and checkpoints (PASSIVE) when
+   * the WAL holds `checkpointFrames` not yet copied back. Never throws for the accounting.
+   */
+  private afterWrite(): void {
+    this.written.commits++;
+    const h = this.wal?.header();
+    if (!h) return;
+    const appended = h.salt !== this.walSeen.salt ? h.frames : Math.max(0, h.frames - this.walSeen.frames);
+    this.walSeen = { salt: h.salt, frames: h.frames };
+    this.written.wal_frames += appended;
+    this.written.wal_bytes += appended * (this.pageSize + 24);
+    if (h.frames - h.backfilled >= this.checkpointFrames) this.checkpoint("PASSIVE");
+  }
+
+  /**
+   * What this outbox has written since it was opened: WAL frames (page + 24-byte header each)
+   * and the distinct pages its checkpoints copied into the database file. `bytes` is their sum:
+   * the outbox's share of SD-card wear (the kernel also writes file-system metadata).
+   */
+  writes(): { bytes: number; wal_bytes: number; checkpoint_bytes: number; commits: number; checkpoints: number; page_size: number } {
+    const w = this.written;
+    return { bytes: w.wal_bytes + w.checkpoint_bytes, wal_bytes: w.wal_bytes, checkpoint_bytes: w.checkpoint_bytes, commits: w.commits, checkpoints: w.checkpoints, page_size: this.pageSize };
+  }
+
+  private walSeen = { salt: -1, frames: 0 };
+
+  /**
+   * Deletes acknowledged rows whose delete was deferred (its own transaction). Before any read
+   * that must not see them (stats, eviction, parking) and from the timer.
+   */
+  applyAcks(): void {
+    if (this.ackTimer) clearTimeout(this.ackTimer);
+    this.ackTimer = undefined;
+    if (!this.acked.size) return;
+    const acked = [...this.acked];
+    this.setSync("NORMAL");
+    this.db.transaction(() => {
+      for (const id of acked) this.deleteOne(id);
+    })();
+    this.acked.clear();
+    this.afterWrite();
+  }
+
+  /** Defers deleting delivered rows (see `acked`); past the bound, deletes them now. */
+  private deferAcks(ids: Iterable<number>): void {
+    for (const id of ids) this.acked.add(id);
+    if (this.acked.size > MAX_DEFERRED_ACKS || this.path === ":memory:") {
+      this.applyAcks();
+      return;
+    }
+    this.ackTimer ??= setTimeout(() => {
+      this.ackTimer = undefined;
+      try {
+        this.applyAcks();
+      } catch {
+        /* storage failing: the next commit or read retries */
+      }
+    }, ACK_DELAY_MS);
+    this.ackTimer.unref?.();
   }
 
   /** Throws when the database cannot be written (a read-only file or filesystem); writes nothing. */
@@ -299,6 +393,7 @@ export class Outbox {
       }
       if (head) this.stmts.setHead.run(head.boot, head.seq, head.hash);
     })();
+    this.afterWrite();
     this.durableId = this.lastId = (this.db.prepare("SELECT COALESCE(MAX(id), 0) FROM events").pluck().get() as number) ?? 0;
     if (head) this.headCopy?.write(head);
   }
@@ -316,12 +411,20 @@ export class Outbox {
 
   /** Rows after `afterId`, oldest first, skipping parked rows. */
   readAfter(afterId: number, limit: number): Row[] {
-    return this.stmts.readAfter.all(afterId, limit) as Row[];
+    return this.unacked(this.stmts.readAfter, afterId, limit);
   }
 
   /** The same rows with their bodies as UTF-8 bytes: what the forwarder sends, with no decoding. */
   readRawAfter(afterId: number, limit: number): RawRow[] {
-    return this.stmts.readRawAfter.all(afterId, limit) as RawRow[];
+    return this.unacked(this.stmts.readRawAfter, afterId, limit);
+  }
+
+  /** Rows after `afterId` without those delivered whose delete is deferred. */
+  private unacked<T extends { id: number }>(stmt: Database.Statement, afterId: number, limit: number): T[] {
+    let behind = 0;
+    for (const id of this.acked) if (id > afterId) behind++;
+    if (!behind) return stmt.all(afterId, limit) as T[];
+    return (stmt.all(afterId, limit + behind) as T[]).filter((r) => !this.acked.has(r.id)).slice(0, limit);
   }
 
   /**
@@ -342,15 +445,9 @@ export class Outbox {
     }
     if (lo === 0) return 0;
     this.headCopy?.write({ acked: [boot, seq] });
-    this.setSync("NORMAL");
-    let n = 0;
-    this.db.transaction(() => {
-      for (const r of this.stmts.delThrough.all(lo, boot) as { bytes: number }[]) {
-        this.logicalBytes -= r.bytes;
-        n++;
-      }
-    })();
-    return n;
+    const ids = (this.stmts.idsThrough.all(lo, boot) as number[]).filter((id) => !this.acked.has(id));
+    this.deferAcks(ids);
+    return ids.length;
   }
 
   /** The id of the last row committed (at open: the last row found). */
@@ -358,14 +455,16 @@ export class Outbox {
     return this.lastId;
   }
 
-  /** The oldest row that may be sent (not parked), if any. */
   /** The oldest row's id, parked ones included (undefined: the outbox is empty). */
   oldestId(): number | undefined {
+    this.applyAcks();
     return (this.db.prepare("SELECT MIN(id) FROM events").pluck().get() as number | null) ?? undefined;
   }
 
+  /** The oldest row that may be sent (not parked and not delivered), if any. */
   firstSendableId(): number | undefined {
-    return (this.stmts.firstSendable.get() as number | undefined) ?? undefined;
+    for (const id of this.stmts.firstSendable.iterate(this.acked.size + 1) as IterableIterator<number>) if (!this.acked.has(id)) return id;
+    return undefined;
   }
 
   /**
@@ -375,6 +474,13 @@ export class Outbox {
   ack(ids: readonly number[], bytes?: number, upTo?: [number, number]): void {
     if (!ids.length) return;
     if (upTo) this.headCopy?.write({ acked: upTo });
+    // A large batch (a busy gateway) is deleted at once, in one range delete when its ids are
+    // consecutive (a batch is read in id order); a small one waits for the next commit.
+    if (ids.length + this.acked.size <= MAX_DEFERRED_ACKS && this.path !== ":memory:") {
+      this.deferAcks(ids);
+      return;
+    }
+    this.applyAcks();
     this.setSync("NORMAL");
     this.db.transaction(() => {
       if (bytes === undefined) for (const id of ids) this.deleteOne(id);
@@ -382,18 +488,18 @@ export class Outbox {
         let gone = 0;
         const first = ids[0]!;
         const last = ids[ids.length - 1]!;
-        // A batch is usually a run of consecutive ids (a batch is read in id order): then the
-        // range holds exactly these ids, and one range delete does it.
         if (isAscendingRun(ids)) gone = this.stmts.delRange.run(first, last).changes;
         else for (const id of ids) gone += this.stmts.delQuiet.run(id).changes;
         // Rows evicted meanwhile were already subtracted; count only what this delete removed.
         this.logicalBytes -= gone === ids.length ? bytes : Math.round((bytes * gone) / ids.length);
       }
     })();
+    this.afterWrite();
   }
 
   /** Parks rows; returns how many were never parked before (retries are not news). */
   park(ids: readonly number[], reason: string, now: number): number {
+    this.applyAcks();
     let fresh = 0;
     this.db.transaction(() => {
       for (const id of ids) {
@@ -402,11 +508,13 @@ export class Outbox {
         this.stmts.parkNote.run(id, reason, now);
       }
     })();
+    this.afterWrite();
     return fresh;
   }
 
   /** Makes parked rows eligible again (periodic retry); returns how many. */
   unparkAll(): number {
+    this.applyAcks();
     this.stmts.forgetDelivered.run();
     return this.stmts.unparkAll.run().changes;
   }
@@ -417,6 +525,7 @@ export class Outbox {
 
   /** Moves a row that fails its hash check out of the way; it is kept for forensics. */
   quarantine(row: Pick<Row, "id">, reason: string, now: number): void {
+    this.applyAcks();
     this.db.transaction(() => {
       this.stmts.quarantine.run(reason, now, row.id);
       this.deleteOne(row.id);
@@ -431,8 +540,13 @@ export class Outbox {
    * the caller deletes them in the same transaction as the loss record.
    */
   planEviction(incoming: number, exclude: ReadonlySet<number>): { ids: number[]; summary: EvictedRange[] } | undefined {
-    const used = this.usedBytes();
+    let used = this.usedBytes();
     if (used + incoming * 2 <= this.dataBudget) return undefined;
+    if (this.acked.size) {
+      this.applyAcks(); // delivered rows are not evicted (nor named lost)
+      used = this.usedBytes();
+      if (used + incoming * 2 <= this.dataBudget) return undefined;
+    }
     // Logical bytes free roughly used * (logical / physical) of page space.
     const ratio = used > 0 && this.logicalBytes > 0 ? this.logicalBytes / used : 1;
     let need = Math.ceil((used + incoming * 2 - this.dataBudget * 0.9) * ratio);
@@ -473,6 +587,7 @@ export class Outbox {
   }
 
   stats(): OutboxStats {
+    this.applyAcks();
     const s = this.stmts.stats.get() as { depth: number; bytes: number; oldest: number | null; parked: number };
     const q = (this.stmts.quarantineCount.get() as { n: number }).n;
     return {
@@ -506,23 +621,43 @@ export class Outbox {
     return msgs.length ? msgs.join("; ") : "ok";
   }
 
-  checkpoint(): void {
-    this.db.pragma("wal_checkpoint(TRUNCATE)");
+  /** Copies the WAL back into the database file (counted in `writes`); TRUNCATE empties the WAL. */
+  checkpoint(mode: "PASSIVE" | "TRUNCATE" = "TRUNCATE"): void {
+    const before = this.wal?.header();
+    const r = this.db.pragma(`wal_checkpoint(${mode})`) as { busy: number; log: number; checkpointed: number }[];
+    this.written.checkpoints++;
+    const done = r[0]?.checkpointed ?? 0;
+    if (before && done > before.backfilled) {
+      const pages = this.wal!.distinctPages(before.backfilled, Math.min(done, before.frames), this.pageSize) ?? done - before.backfilled;
+      this.written.checkpoint_pages += pages;
+      this.written.checkpoint_bytes += pages * this.pageSize;
+    }
   }
 
   close(): void {
     if (this.walFd !== undefined) closeSync(this.walFd);
     this.walFd = undefined;
-    if (!this.db.open) return;
+    if (this.ackTimer) clearTimeout(this.ackTimer);
+    this.ackTimer = undefined;
+    if (!this.db.open) {
+      this.wal?.close();
+      return;
+    }
     try {
+      if (this.acked.size) this.applyAcks();
       this.checkpoint();
     } catch {
       /* best effort */
     }
     this.db.close();
+    this.wal?.close();
     this.headCopy?.close();
   }
 }
+
+/** Delivered rows whose delete may wait for the next commit, and how long at most (ms). */
+const MAX_DEFERRED_ACKS = 64;
+const ACK_DELAY_MS = 10_000;
 
 const SYSTEM_RANK = CLASS_RANK.system;
 

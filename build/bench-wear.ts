@@ -1,0 +1,109 @@
+/**
+ * SD-card wear: bytes written to storage per event at a steady rate, through the daemon's own
+ * path (recorder → outbox → forwarder → broker PUBACK → delete), with the simulated mix of
+ * `simulate.events_per_s` (80 % telemetry, 15 % audit, 5 % findings). Two accountings side by
+ * side: the kernel's (/proc/self/io `write_bytes`: bytes this process dirtied for storage,
+ * counted when a page is dirtied) and the outbox's own (WAL frames appended plus the pages its
+ * checkpoints copied back). Each run ends with the outbox's closing checkpoint, so the pages a
+ * run leaves in the WAL are paid for inside it.
+ */
+import { generateKeyPairSync } from "node:crypto";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import nacl from "tweetnacl";
+import pino from "pino";
+import { Recorder } from "../agent/events/recorder";
+import { Outbox } from "../agent/outbox/store";
+import { MqttForwarder } from "../agent/sinks/mqtt";
+import { bufferSchema, upstreamSchema } from "../agent/config/schema";
+import { storageBytesWritten } from "../agent/io-stats";
+import { SimulatedSource } from "../agent/simulate";
+import { startAedesThread } from "./bench-spine";
+
+const silent = pino({ level: "silent" });
+
+export interface WearResult {
+  events_per_s: number;
+  seconds: number;
+  events: number;
+  row_bytes: number;
+  kernel_bytes_per_event: number;
+  outbox_bytes_per_event: number;
+  kernel_ratio_to_row: number;
+  commits: number;
+  checkpoints: number;
+}
+
+async function wearAt(dir: string, url: string, rate: number, seconds: number): Promise<WearResult> {
+  const key = generateKeyPairSync("ed25519").privateKey;
+  const soc = nacl.box.keyPair();
+  const buffer = bufferSchema.parse({});
+  const outbox = new Outbox(join(dir, `wear-${rate}.db`), buffer.max_bytes);
+  const rec = new Recorder({ outbox, key, device: "bench-gw", version: "bench", flushMs: buffer.flush_ms, lowFlushMs: buffer.low_flush_ms, maxPending: buffer.max_pending, log: silent });
+  rec.start();
+  const upstream = upstreamSchema.parse({ url, protocol_version: 4, client_id: `wear-${rate}`, ack: "broker" });
+  const fwd = new MqttForwarder({ upstream, device: "bench-gw", outbox, recorder: rec, socPublicKey: soc.publicKey, log: silent });
+  fwd.start();
+  while (fwd.state !== "up") await new Promise((r) => setTimeout(r, 10));
+  let rowBytes = 0;
+  let rows = 0;
+  // The stored row: the signed envelope as committed (its `bytes` column).
+  rec.onCommit((_envs, ids) => {
+    if (!ids.length) return;
+    for (const r of outbox.readAfter(ids[0]! - 1, ids.length)) rowBytes += r.bytes;
+    rows += ids.length;
+  });
+  const sim = new SimulatedSource(rate, rec);
+  const k0 = storageBytesWritten() ?? Number.NaN;
+  const o0 = outbox.writes();
+  const c0 = rec.counters.committed;
+  sim.start();
+  await new Promise((r) => setTimeout(r, seconds * 1000));
+  sim.stop();
+  rec.flush();
+  const events = rec.counters.committed - c0;
+  // Delivered and deleted: what the next events would find.
+  for (let i = 0; i < 2000 && outbox.stats().depth > 0; i++) await new Promise((r) => setTimeout(r, 5));
+  await fwd.stop();
+  outbox.checkpoint();
+  const k1 = storageBytesWritten() ?? Number.NaN;
+  const o1 = outbox.writes();
+  rec.close("bench");
+  outbox.close();
+  const kernel = Math.round((k1 - k0) / events);
+  const row = Math.round(rowBytes / rows);
+  return {
+    events_per_s: rate,
+    seconds,
+    events,
+    row_bytes: row,
+    kernel_bytes_per_event: kernel,
+    outbox_bytes_per_event: Math.round((o1.bytes - o0.bytes) / events),
+    kernel_ratio_to_row: Math.round((kernel / row) * 100) / 100,
+    commits: o1.commits - o0.commits,
+    checkpoints: o1.checkpoints - o0.checkpoints,
+  };
+}
+
+export async function benchWear(): Promise<Record<string, unknown>> {
+  const dir = mkdtempSync(join(tmpdir(), "gw-wear-"));
+  const aedes = await startAedesThread();
+  try {
+    const scale = Number(process.env.BENCH_WEAR_SCALE ?? 1);
+    const runs: WearResult[] = [];
+    for (const [rate, seconds] of [
+      [1, 120],
+      [20, 60],
+      [2000, 15],
+    ] as const)
+      runs.push(await wearAt(dir, aedes.url, rate, Math.max(2, Math.round(seconds * scale))));
+    return {
+      method: "kernel: /proc/self/io write_bytes (counted when a page is dirtied) over the run plus its closing checkpoint; outbox: WAL frames appended × (page + 24 B) plus pages checkpointed",
+      runs,
+    };
+  } finally {
+    await aedes.stop();
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
