@@ -21,6 +21,7 @@
  *           - { node_id: "nsu=urn:plc;s=Pump.Speed", allow: [write], min: 0, max: 1500 }
  *         methods: ["Plant/Pump/Start"]
  *         write_rate: { max: 10, interval_ms: 60000 }
+ *         request_rate: { max: 600, interval_ms: 60000 }
  *     certificate_users:
  *       - { thumbprint: "9f3c...", role: engineer }
  * ```
@@ -53,12 +54,16 @@ export const nodeRuleSchema = z
   .refine((r) => (r.min === undefined && r.max === undefined) || r.allow.includes("write"), { message: "min and max bound writes: add write to allow", path: ["min"] })
   .refine((r) => r.min === undefined || r.max === undefined || r.min <= r.max, { message: "min must not exceed max", path: ["min"] });
 
+const rateSchema = z.strictObject({ max: int(1, 1_000_000), interval_ms: int(1, 86_400_000) });
+
 export const frontRoleSchema = z.strictObject({
   nodes: z.array(nodeRuleSchema).default([]),
   /** Methods this role may call, by node id or browse path; nothing else is callable. */
   methods: z.array(z.union([nodeIdSchema, browsePath])).default([]),
-  /** Writes and calls per user per interval. */
-  write_rate: z.strictObject({ max: int(1, 1_000_000), interval_ms: int(1, 86_400_000) }).optional(),
+  /** Writes and calls per user per interval; past it: BadTooManyOperations. */
+  write_rate: rateSchema.optional(),
+  /** Service requests (browse, read, write, call, subscription services; not Publish) per user per interval; past it: BadTooManyOperations. */
+  request_rate: rateSchema.optional(),
 });
 
 const certificateUser = z
@@ -80,7 +85,7 @@ export const frontLimitsSchema = z.strictObject({
   /** Open TCP connections from one source address. */
   max_channels_per_address: int(1, 1000).default(8),
   /** Connections and OpenSecureChannel requests per source address (a token bucket), before any login. */
-  pre_auth_rate: z.strictObject({ max: int(1, 1_000_000), interval_ms: int(1, 86_400_000) }).default({ max: 30, interval_ms: 10_000 }),
+  pre_auth_rate: rateSchema.default({ max: 30, interval_ms: 10_000 }),
   max_sessions: int(1, 1000).default(16),
   max_subscriptions: int(1, 10_000).default(64),
   max_monitored_items: int(1, 100_000).default(5000),

@@ -3,7 +3,7 @@
  *
  * | what                                   | OCSF class                 | class_uid | activity_id       | class   | severity |
  * |----------------------------------------|----------------------------|-----------|-------------------|---------|----------|
- * | request denied (read, write, call, ...)| Network Activity           | 4001      | 5 Refuse          | finding | 3 Medium |
+ * | request denied (browse, read, ..., rate)| Network Activity           | 4001      | 5 Refuse          | finding | 3 Medium |
  * | write or call allowed                  | Network Activity           | 4001      | 6 Traffic         | audit   | 1 Info   |
  * | login refused (password, certificate,  | Authentication             | 3002      | 1 Logon (failure) | finding | 3 Medium |
  * |   anonymous, untrusted client cert)    |                            |           |                   |         |          |
@@ -20,7 +20,10 @@ export interface FrontActor {
 
 export interface FrontOp {
   service: "browse" | "read" | "subscribe" | "write" | "call";
-  node_id: string;
+  /** The node asked for; absent for a refusal of a whole request (a rate). */
+  node_id?: string;
+  /** The OPC UA service of a refused request (Read, Browse, CreateMonitoredItems, ...). */
+  request?: string;
   path?: string;
   value?: unknown;
 }
@@ -64,7 +67,7 @@ export class FrontEvents {
     const what = op.service === "write" ? `wrote ${JSON.stringify(clip(op.value))} to` : "called";
     this.flood.emit(
       `ok|${a.user}|${op.service}|${op.node_id}`,
-      this.draft("audit", 1, 4001, 6, `OPC UA ${op.service} by ${a.user}: ${what} ${op.path ?? op.node_id} (${status})`, {
+      this.draft("audit", 1, 4001, 6, `OPC UA ${op.service} by ${a.user}: ${what} ${op.path ?? op.node_id ?? ""} (${status})`, {
         action_id: 1,
         disposition_id: 1,
         ...actor(a),

@@ -8,7 +8,8 @@
  * written or called.
  *
  * Compiled once per mirror (`bind`): each decision is a map lookup and, for a write, a bounds
- * check and the role's write rate.
+ * check and the role's write rate. `request` counts a user's service requests against the
+ * role's request rate.
  */
 import type { Decision, PolicyDecisionPoint } from "../policy";
 import { RateLimiter } from "../modbus/policy/rate-limiter";
@@ -37,7 +38,7 @@ export interface FrontRequest {
   now: number;
 }
 
-export type FrontDecision = Decision & { status?: "BadUserAccessDenied" | "BadOutOfRange" };
+export type FrontDecision = Decision & { status?: "BadUserAccessDenied" | "BadOutOfRange" | "BadTooManyOperations" };
 
 const BIT: Record<FrontAction, number> = { browse: 1, read: 2, subscribe: 4, write: 8, call: 16 };
 
@@ -132,10 +133,19 @@ export class FrontPolicy implements PolicyDecisionPoint<FrontRequest> {
       const limit = this.roles[req.role]?.write_rate;
       if (limit) {
         const r = this.rate.take(`${req.role}|${req.user}`, limit.max, limit.interval_ms, req.now);
-        if (r !== "ok") return deny(`roles.${req.role}.write_rate`, `user ${req.user} is over the write rate of role ${req.role} (${limit.max} per ${limit.interval_ms} ms)`);
+        if (r !== "ok") return deny(`roles.${req.role}.write_rate`, `user ${req.user} is over the write rate of role ${req.role} (${limit.max} per ${limit.interval_ms} ms)`, "BadTooManyOperations");
       }
     }
     return { allow: true, rule: x.rule };
+  }
+
+  /** One service request of a logged-in user against the role's `request_rate` (none: allowed). */
+  request(user: string, role: string | undefined, service: string, now: number): FrontDecision {
+    const limit = role === undefined ? undefined : this.roles[role]?.request_rate;
+    if (!limit) return { allow: true, rule: "request_rate" };
+    const r = this.rate.take(`request|${role}|${user}`, limit.max, limit.interval_ms, now);
+    if (r === "ok") return { allow: true, rule: `roles.${role}.request_rate` };
+    return deny(`roles.${role}.request_rate`, `user ${user} is over the request rate of role ${role} (${limit.max} per ${limit.interval_ms} ms); ${service} refused`, "BadTooManyOperations");
   }
 }
 

@@ -48,6 +48,19 @@ interface Identity {
 /** PermissionType bits (OPC UA Part 3) and the front action each stands for. */
 const PERMISSION_ACTION: Record<number, "browse" | "read" | "write" | "call"> = { 1: "browse", 2: "read", 32: "read", 64: "write", 4096: "read", 8192: "call" };
 
+/** The front action an OPC UA service stands for, in the events of a refused request. */
+const SERVICE_OF: Record<string, FrontOp["service"]> = {
+  Browse: "browse",
+  BrowseNext: "browse",
+  TranslateBrowsePathsToNodeIds: "browse",
+  RegisterNodes: "browse",
+  UnregisterNodes: "browse",
+  Read: "read",
+  HistoryRead: "read",
+  Write: "write",
+  Call: "call",
+};
+
 export interface FrontStatus {
   endpoint: string;
   /** The port it listens on (the one bound, when configured as 0). */
@@ -175,6 +188,7 @@ export class OpcuaFront {
     });
     await server.initialize();
     this.hookLogins(server, ua);
+    this.hookRequestRate(server, ua);
     server.on("create_session", (session: ServerSession) => this.hookSession(session, ua));
     // Limits before authentication, checked before node-opcua reads a byte (it stops the process on an oversized chunk).
     const gate = new FrontGate({ maxChannelsPerAddress: L.max_channels_per_address, preAuthRate: L.pre_auth_rate, maxChunkCount: L.max_chunk_count, maxMessageBytes: L.max_message_bytes }, (address, reason, limit) =>
@@ -310,9 +324,12 @@ export class OpcuaFront {
       const id = this.identity(session);
       if (id.role === undefined) return false;
       const m = this.byId(node.nodeId.toString());
-      // A pure check: no rate is taken and nothing is recorded here (browse filtering asks
-      // for every reference); the operations below decide and record.
-      return this.policy.may(id.role, m?.info, action);
+      // No rate is taken here: node-opcua asks for every reference a browse returns and for
+      // its own gates; the operations below decide and record. A node a browse hides is a
+      // browse denial, recorded (flood-bounded per user) like the others.
+      const may = this.policy.may(id.role, m?.info, action);
+      if (!may && action === "browse" && m) this.events.denied(this.actor(session, id), this.op(m.info, "browse"), "default-deny", `role ${id.role} may not browse ${m.info.path}`, "BadUserAccessDenied");
+      return may;
     };
     session.on("new_subscription", (sub: { preCreateMonitoredItem: Fn }) => {
       const orig = sub.preCreateMonitoredItem.bind(sub);
@@ -325,6 +342,29 @@ export class OpcuaFront {
         return orig(addressSpace, ts, req);
       };
     });
+  }
+
+  /**
+   * Every service request on an active session (but Publish and Republish, bounded by
+   * max_publish_requests) counts against the user's role `request_rate`; past it the request
+   * answers BadTooManyOperations and a denial is recorded (flood-bounded per user).
+   */
+  private hookRequestRate(server: OPCUAServer, ua: ClientModule): void {
+    const s = server as unknown as { _apply_on_SessionObject: Fn };
+    const apply = s._apply_on_SessionObject.bind(server);
+    s._apply_on_SessionObject = (Response: { schema: { name: string } }, message: { session?: ServerSession & { status?: string } }, channel: unknown, action: Fn) => {
+      const session = message.session;
+      const request = Response.schema.name.replace(/Response$/, "");
+      if (session?.status === "active" && request !== "Publish" && request !== "Republish") {
+        const id = this.identity(session);
+        const d = this.policy.request(id.user, id.role, request, Date.now());
+        if (!d.allow) {
+          this.events.denied(this.actor(session, id), { service: SERVICE_OF[request] ?? "subscribe", request }, d.rule, d.reason, d.status ?? "BadTooManyOperations");
+          return apply(Response, message, channel, (_s: unknown, _send: unknown, sendError: (sc: StatusCode) => void) => sendError(ua.StatusCodes.BadTooManyOperations));
+        }
+      }
+      return apply(Response, message, channel, action);
+    };
   }
 
   /** One decision with its event. */
@@ -413,7 +453,7 @@ export class OpcuaFront {
   }
 
   private statusOf(d: FrontDecision): StatusCode {
-    return d.status === "BadOutOfRange" ? this.ua.StatusCodes.BadOutOfRange : this.ua.StatusCodes.BadUserAccessDenied;
+    return this.ua.StatusCodes[d.status ?? "BadUserAccessDenied"];
   }
 
   status(): FrontStatus {

@@ -67,12 +67,17 @@ opcua:
       observer:
         nodes:
           - { browse_path: Plant/Tank.Level, allow: [browse, read, subscribe] }
+      limited:
+        nodes:
+          - { browse_path: Plant/Tank.Level, allow: [browse, read] }
+        request_rate: { max: 20, interval_ms: 600000 }
 `,
     );
     cfg = site.cfgFile;
     // Users through the CLI, passwords on stdin.
     expect(gw(["opcua", "users", "add", "ops", "--role", "operator", "--config", cfg], {}, "tank-farm-42\n")).toMatchObject({ code: 0 });
     expect(gw(["opcua", "users", "add", "viewer", "--role", "observer", "--config", cfg], {}, "look-only-17\n")).toMatchObject({ code: 0 });
+    expect(gw(["opcua", "users", "add", "slow", "--role", "limited", "--config", cfg], {}, "few-requests-3\n")).toMatchObject({ code: 0 });
     const out = join(dir, "soc-out.jsonl");
     const rx = new SocReceiver({ broker: broker.url, dir: site.socDir, out, topic: "gatewarden/v1/+/events", clientId: "soc-front", protocolVersion: 4, gapTimeoutMs: 60_000, dedupeWindow: 100_000, log: silent, onLine: (l) => lines.push(l) });
     await rx.start();
@@ -207,6 +212,45 @@ opcua:
       await close();
     }
     await waitSoc(/OPC UA request denied: role observer may not subscribe Plant\/Pump\.Running/);
+    await waitSoc(/OPC UA request denied: role observer may not browse Plant\/(Pump|Tag\.Name)/);
+  }, 60_000);
+
+  it("answers BadTooManyOperations past a user's request rate, with a verified event; other users go on", async () => {
+    const slow = await connect({ user: { type: UserTokenType.UserName, userName: "slow", password: "few-requests-3" } });
+    const ops = await connect();
+    try {
+      const ns = (await ops.session.readNamespaceArray()).indexOf(legacy.namespaceUri);
+      const level = { nodeId: `ns=${ns};s=Tank.Level`, attributeId: AttributeIds.Value };
+      let refused: unknown;
+      let good = 0;
+      // 20 requests per 10 minutes: at most 21 reads (those of the session's start count too).
+      for (let i = 0; i < 21 && refused === undefined; i++) {
+        try {
+          const [dv] = await slow.session.read([level]);
+          expect(dv!.statusCode).toBe(StatusCodes.Good);
+          good++;
+        } catch (e) {
+          refused = e;
+        }
+      }
+      expect(String(refused)).toMatch(/BadTooManyOperations/);
+      expect(good).toBeGreaterThan(0);
+      let more = 0;
+      for (let i = 0; i < 8; i++) await slow.session.read([level]).catch(() => more++);
+      expect(more).toBe(8);
+      const [dv] = await ops.session.read([level]);
+      expect(dv!.statusCode).toBe(StatusCodes.Good);
+    } finally {
+      await slow.close();
+      await ops.close();
+    }
+    // Nine refusals: the first per_key (3) one by one, the rest in one counted summary.
+    const denial = /^OPC UA request denied: user slow is over the request rate of role limited \(20 per 600000 ms\); Read refused$/;
+    await waitSoc(/^\d+ more like this in 10000 ms: OPC UA request denied: user slow is over the request rate/);
+    const one = atSoc(denial).length;
+    const summarised = atSoc(/more like this in 10000 ms: OPC UA request denied: user slow/).reduce((n, l) => n + Number((l as unknown as { ocsf: { count: number } }).ocsf.count), 0);
+    expect(one).toBeLessThanOrEqual(6);
+    expect(one + summarised).toBe(9);
   }, 60_000);
 
   it("the gateway's own certificate: urn:gatewarden:<device-id>, at most two years, renewed with `opcua pki renew`", async () => {
@@ -237,9 +281,9 @@ opcua:
 
   it("manages users from the CLI: no password on the command line, short ones refused, hashes never shown", () => {
     expect(gw(["opcua", "users", "add", "eve", "--role", "operator", "--config", cfg], {}, "short\n")).toMatchObject({ code: 2, stderr: "error[USAGE]: the password must have at least 8 characters\n" });
-    expect(gw(["opcua", "users", "add", "eve", "--role", "nobody", "--config", cfg], {}, "long-enough-1\n")).toMatchObject({ code: 2, stderr: "error[USAGE]: no role nobody under opcua.front.roles (roles: operator, observer)\n" });
+    expect(gw(["opcua", "users", "add", "eve", "--role", "nobody", "--config", cfg], {}, "long-enough-1\n")).toMatchObject({ code: 2, stderr: "error[USAGE]: no role nobody under opcua.front.roles (roles: operator, observer, limited)\n" });
     const list = gw(["opcua", "users", "list", "--json", "--config", cfg]);
-    expect(JSON.parse(list.stdout).map((u: { user: string; role: string }) => [u.user, u.role])).toEqual([["ops", "operator"], ["viewer", "observer"]]);
+    expect(JSON.parse(list.stdout).map((u: { user: string; role: string }) => [u.user, u.role])).toEqual([["ops", "operator"], ["viewer", "observer"], ["slow", "limited"]]);
     expect(list.stdout).not.toContain("scrypt");
     const file = join(dirname(cfg), "data", "opcua-users.json");
     expect(statSync(file).mode & 0o777).toBe(0o600);

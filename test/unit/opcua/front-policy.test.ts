@@ -43,8 +43,18 @@ describe("OPC UA front policy", () => {
     expect(ask(p, "op", "Plant/Pump/Speed", "write", "fast")).toMatchObject({ allow: false, status: "BadOutOfRange" });
     expect(ask(p, "op", "Plant/Pump/Speed", "write", 1500, 0).allow).toBe(true);
     expect(ask(p, "op", "Plant/Pump/Speed", "write", 0, 1).allow).toBe(true);
-    expect(ask(p, "op", "Plant/Pump/Speed", "write", 1, 2)).toMatchObject({ allow: false, rule: "roles.op.write_rate" });
+    expect(ask(p, "op", "Plant/Pump/Speed", "write", 1, 2)).toMatchObject({ allow: false, rule: "roles.op.write_rate", status: "BadTooManyOperations" });
     expect(ask(p, "op", "Plant/Pump/Speed", "write", 1, 2000).allow).toBe(true);
+  });
+
+  it("counts each user's service requests against the role's request rate", () => {
+    const r = policy({ lim: { nodes: [], request_rate: { max: 2, interval_ms: 1000 } }, free: { nodes: [] } });
+    expect(r.request("a", "lim", "Read", 0).allow).toBe(true);
+    expect(r.request("a", "lim", "Browse", 0).allow).toBe(true);
+    expect(r.request("a", "lim", "Read", 1)).toMatchObject({ allow: false, rule: "roles.lim.request_rate", status: "BadTooManyOperations", reason: "user a is over the request rate of role lim (2 per 1000 ms); Read refused" });
+    expect(r.request("b", "lim", "Read", 1).allow).toBe(true);
+    expect(r.request("a", "lim", "Read", 600).allow).toBe(true);
+    for (let i = 0; i < 100; i++) expect(r.request("a", "free", "Read", 600).allow).toBe(true);
   });
 
   it("calls only methods on the allow-list", () => {
