@@ -27,6 +27,12 @@ export interface Finding {
   strength?: "statistical" | "physical";
   /** Counter findings: the counter restarted near 0 (a reset or a new meter), not a rollback. */
   reset?: boolean;
+  /**
+   * Set by the engine on statistical findings on points the site relates: true while all their
+   * relations hold (a load switched on moves a flow or a power, and the balance still closes:
+   * low severity), false while one is broken (the physics contradicts the reading: high).
+   */
+  consistent?: boolean;
 }
 
 export type Emit = (f: Finding) => void;

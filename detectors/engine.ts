@@ -11,6 +11,7 @@ import { engineOptionsSchema, type EngineOptions, type EngineOptionsInput } from
 import { newSignalState, stepSignal, type Incident, type SignalAlarmState, type Transition } from "./incidents";
 import { createSignalDetectors, type SignalSpec } from "./signal-detectors";
 import { GroupShiftDetector } from "./group-shift";
+import { LevelShiftDetector } from "./level-shift";
 import { SiteDetector, type SiteConfig } from "./site";
 
 export interface DetectionEngineInit {
@@ -72,6 +73,9 @@ export class DetectionEngine implements ReadingSink {
   private signals = new Map<string, SignalAlarmState>();
   private writes: WriteObservation[] = [];
   private maintenance = new Map<string, MaintenanceWindow>();
+  /** Points with a site physics finding in the latest tick (a broken relation), and the one before. */
+  private broken = new Set<string>();
+  private brokenNext = new Set<string>();
   /** Counter -> the point that announces its resets (site file `reset_register`). */
   private readonly resetRegister = new Map<string, string>();
   /** Reset register -> its last value and when it last changed. */
@@ -170,6 +174,7 @@ export class DetectionEngine implements ReadingSink {
     if (this.site) this.site.flush(emit);
     for (const g of this.groups) g.flush(emit);
     if (this.resetRegister.size) this.dropAnnouncedResets(ts);
+    if (this.related.size) this.judgeByPhysics();
     if (!this.training) {
       for (const point of this.seen) {
         const st = this.signals.get(point) ?? newSignalState();
@@ -204,6 +209,41 @@ export class DetectionEngine implements ReadingSink {
       this.counters.findings -= list.length - kept.length;
       this.pending.set(point, kept);
     }
+  }
+
+  /**
+   * Statistical findings on points the site relates: while every relation of the point holds
+   * (no physics finding on it or a related point this tick or the last), the finding is
+   * consistent with the physics (low severity: a load switched on); while one is broken the
+   * point's level shift is disputed, not a new normal (see LevelShiftDetector.disputed).
+   */
+  private judgeByPhysics(): void {
+    const prev = this.broken;
+    this.broken = this.brokenNext;
+    this.broken.clear();
+    for (const list of this.pending.values()) {
+      for (const f of list) {
+        if (f.strength !== "physical" || !this.related.has(f.point)) continue;
+        this.broken.add(f.point);
+        for (const p of f.related ?? []) this.broken.add(p);
+      }
+    }
+    const isBroken = (p: string): boolean => {
+      if (this.broken.has(p) || prev.has(p)) return true;
+      for (const q of this.related.get(p) ?? []) if (this.broken.has(q) || prev.has(q)) return true;
+      return false;
+    };
+    for (const [point, list] of this.pending) {
+      if (!this.related.has(point)) continue;
+      const broken = isBroken(point);
+      for (const f of list) if (f.strength !== "physical") f.consistent = !broken;
+    }
+    for (const [point, ds] of this.perPoint) {
+      if (!this.related.has(point)) continue;
+      const broken = isBroken(point);
+      for (const d of ds) if (d instanceof LevelShiftDetector) d.disputed = broken;
+    }
+    this.brokenNext = prev;
   }
 
   /** Incidents currently open, strongest first. */

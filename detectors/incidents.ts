@@ -64,7 +64,9 @@ function unbudgeted(f: Finding): boolean {
 }
 
 export function severityOf(f: Finding, correlated: boolean): SeverityId {
-  let s: number = f.strength === "physical" ? 4 : f.score < 2 ? 2 : f.score < 4 ? 3 : 4;
+  // A statistical finding the site physics judged: low when the relations hold, high when the
+  // point's relation is broken; otherwise by its score.
+  let s: number = f.strength === "physical" || f.consistent === false ? 4 : f.consistent === true || f.score < 2 ? 2 : f.score < 4 ? 3 : 4;
   if (correlated) s++;
   return Math.min(5, s) as SeverityId;
 }

@@ -40,6 +40,11 @@ export class LevelShiftDetector extends BaseDetector<State> {
   private readonly factor: number;
   private readonly relearn: number;
   private readonly reportFor: number;
+  /**
+   * Set by the engine while a site relation of this point is broken: the shift contradicts the
+   * physics, so it is not the new normal; it keeps being reported and is never accepted.
+   */
+  disputed = false;
   constructor(point: string, opts: LevelShiftOptions = {}) {
     super(point, "level_shift", opts.warmup ?? 300, opts.reference_span ?? 100);
     this.win = new SortedWindow(opts.window ?? 16);
@@ -71,11 +76,13 @@ export class LevelShiftDetector extends BaseDetector<State> {
     const d = m - this.ref;
     // A shift smaller than a quarter of the signal's usual step is quantisation, not a shift.
     const limit = this.factor * Math.max(this.q.m, this.stepSize / 4, 1e-9 * (Math.abs(this.ref) + 1));
-    if (emit !== null && Math.abs(d) > limit && this.flagged < this.relearn) {
-      this.flagged++;
+    if (emit !== null && Math.abs(d) > limit && (this.flagged < this.relearn || this.disputed)) {
       // A shift is reported while it is new; a level that persists is the signal's new normal
-      // and is not reported again (it is accepted after `relearn_after` readings).
-      if (this.flagged > this.reportFor) return;
+      // and is not reported again (it is accepted after `relearn_after` readings), unless it
+      // breaks a site relation: then it is reported, and never accepted, while that lasts.
+      if (this.disputed) this.flagged = Math.min(this.flagged + 1, this.relearn - 1);
+      else this.flagged++;
+      if (this.flagged > this.reportFor && !this.disputed) return;
       emit({
         point: r.point, detector: "level_shift", ts: r.ts, score: Math.abs(d) / limit, observed: m, expected: this.ref,
         reason: `${r.point} level moved to ${fmt(m)} (robust mean of last ${this.win.capacity}); ` +

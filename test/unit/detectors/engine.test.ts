@@ -2,7 +2,7 @@ import { describe, expect, it } from "vitest";
 import type { EventDraft } from "../../../agent/core/events";
 import { DetectionEngine } from "../../../detectors/engine";
 import { parseSite } from "../../../detectors/site";
-import { T0 } from "./_helpers";
+import { prng, T0 } from "./_helpers";
 
 const site = parseSite(
   "name: t\ntanks:\n  T7: { level: L_T7, area_m2: 40, controls: [{ actuator: S_PU10, on_below: 2.5, off_above: 4.8 }] }\n",
@@ -110,5 +110,61 @@ describe("DetectionEngine incidents", () => {
     const opens = events.filter((d) => d.ocsf.activity_id === 1).length;
     expect(opens).toBeGreaterThanOrEqual(2); // the burst allowance
     expect(opens).toBeLessThan(15); // 15 spikes, most suppressed once the budget is spent
+  });
+});
+
+describe("a persisting level shift against the site physics", () => {
+  // Tank T (100 m^2) with one metered inflow and outflow, one reading a minute: 3 days of
+  // learning, then 2 live days. At live hour 10 a pump moves 8 L/s more for 3 h.
+  const tank = parseSite("name: w\ntanks:\n  T: { level: L, area_m2: 100, inflows: [F_IN], outflows: [F_OUT] }\n");
+  function run(o: { real: number; reported: number }): EventDraft[] {
+    const events: EventDraft[] = [];
+    const e = new DetectionEngine({
+      points: { L: { kind: "level", range: { min: 0, max: 10 } }, F_IN: { kind: "flow" }, F_OUT: { kind: "flow" } },
+      site: tank,
+      sink: { record: (d) => events.push(d) },
+    });
+    const rnd = prng(5);
+    let level = 3;
+    const learn = 3 * 1440;
+    for (let i = 0; i < learn + 2 * 1440; i++) {
+      const ts = T0 + i * 60_000;
+      const on = i >= learn + 600 && i < learn + 600 + 180;
+      const fin = 20 + (rnd() - 0.5) * 2 + (on ? o.real : 0);
+      const fout = 20 + (rnd() - 0.5) * 2 + (on ? 8 : 0);
+      level += ((fin - fout) * 60 * 0.001) / 100;
+      const readings: [string, number][] = [["L", level + (rnd() - 0.5) * 0.002], ["F_IN", fin - (on ? o.real : 0) + (on ? o.reported : 0)], ["F_OUT", fout]];
+      for (const [point, value] of readings) {
+        const r = { point, value, ts, source: "t", quality: "good" as const };
+        if (i < learn) e.learn(r);
+        else e.reading(r);
+      }
+      e.flush();
+    }
+    return events.filter((d) => d.ocsf.activity_id === 1);
+  }
+  const start = T0 + (3 * 1440 + 600) * 60_000;
+  const pointOf = (d: EventDraft): unknown => (d.ocsf.unmapped as { point?: string } | undefined)?.point;
+  const typesOf = (d: EventDraft): string[] => (d.ocsf.finding_info as { types?: string[] } | undefined)?.types ?? [];
+
+  it("a load switched on for 3 h (inflow and outflow both up, balance intact): low severity, only while new", () => {
+    const opened = run({ real: 8, reported: 8 });
+    const why = JSON.stringify(opened.map((d) => [d.severity, d.ocsf.message]));
+    // Reported while new (the step, the new level), each at low severity; then the level is the
+    // new normal: nothing opens later in the 3 h, nor when the load switches off.
+    expect(opened.every((d) => d.severity <= 2), why).toBe(true);
+    expect(opened.every((d) => (d.time ?? 0) < start + 3_600_000), why).toBe(true);
+    for (const p of ["F_IN", "F_OUT"]) expect(opened.filter((d) => pointOf(d) === p).length, why).toBeLessThanOrEqual(3);
+  });
+  it("a tampered inflow reading (8 L/s more than flows, the level does not follow) is found, at high severity", () => {
+    const opened = run({ real: 0, reported: 8 });
+    expect(opened.some((d) => typesOf(d).includes("tank_balance") && d.severity >= 4)).toBe(true);
+    // The shifted reading contradicts the balance: once the balance is broken, F_IN's own
+    // findings are high too, not a low-severity new normal.
+    const why = JSON.stringify(opened.map((d) => [d.severity, d.time, d.ocsf.message]));
+    const broken = Math.min(...opened.filter((d) => typesOf(d).includes("tank_balance")).map((d) => d.time ?? 0));
+    const after = opened.filter((d) => pointOf(d) === "F_IN" && (d.time ?? 0) > broken);
+    expect(after.length, why).toBeGreaterThan(0);
+    expect(after.every((d) => d.severity >= 4), why).toBe(true);
   });
 });
