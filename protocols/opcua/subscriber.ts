@@ -29,6 +29,8 @@ type ClientModule = typeof import("node-opcua-client");
 export const STALE_KEEPALIVES = 3;
 /** A subscription that ended while the session lives is created again after this (ms). */
 const RESUBSCRIBE_MS = 1000;
+/** Node timers may fire up to a millisecond before their time. */
+const TIMER_EARLY_MS = 2;
 /** AttributeIds.Value. */
 const VALUE_ATTRIBUTE = 13;
 
@@ -253,7 +255,9 @@ export class OpcuaSubscriber {
       if (this.session) this.resubscribeLater(this.session);
       return;
     }
-    const slot = Math.round(now / g.interval) * g.interval;
+    // The tick is due at a multiple of the interval and runs at it or late: a late tick still
+    // takes its own slot (rounding would push it into the next one and skip a reading).
+    const slot = Math.floor((now + TIMER_EARLY_MS) / g.interval) * g.interval;
     if (slot <= g.lastSlot) return;
     g.lastSlot = slot;
     g.points.forEach((p, i) => this.deliver(p, g.last[i], slot));
