@@ -292,7 +292,9 @@ async function startCommissioning(devicePort: number, clients: number, pinned: b
   const n = Math.min(clients, 16);
   // dist/gatewarden.cjs, from dist/bench.cjs (bundled) or build/bench-modbus.ts (tests) alike.
   const bin = join(dirname(fileURLToPath(import.meta.url)), "..", "dist", "gatewarden.cjs");
-  const args = [bin, "modbus", "proxy", "--listen", "127.0.0.1:0", "--upstream", `tcp://127.0.0.1:${devicePort}`, "--preset", "read-only", "--upstream-connections", String(n), "--max-in-flight", "1", "--max-requests-per-s", "0"];
+  // GW_BENCH_PROF=DIR: a CPU profile of the commissioning process (node --cpu-prof) into DIR.
+  const prof = process.env.GW_BENCH_PROF ? ["--cpu-prof", `--cpu-prof-dir=${process.env.GW_BENCH_PROF}`] : [];
+  const args = [...prof, bin, "modbus", "proxy", "--listen", "127.0.0.1:0", "--upstream", `tcp://127.0.0.1:${devicePort}`, "--preset", "read-only", "--upstream-connections", String(n), "--max-in-flight", "1", "--max-requests-per-s", "0"];
   const proc = pinned ? spawn("taskset", ["-c", "0", process.execPath, ...args], { stdio: ["ignore", "pipe", "pipe"] }) : spawn(process.execPath, args, { stdio: ["ignore", "pipe", "pipe"] });
   proc.stdout!.resume();
   const port = await new Promise<number>((resolve, reject) => {

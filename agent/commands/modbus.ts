@@ -56,8 +56,8 @@ export function registerModbus(program: Command, deps: CliDeps): void {
       });
       if (!parsed.success) throw new DaemonError("USAGE", zodMessage(parsed.error));
       const events = { record: (d: EventDraft) => (o.events ? err(JSON.stringify(d) + "\n") : undefined) };
-      // One write per event-loop turn, not one per decision: stdout to a pipe or terminal is a
-      // synchronous system call each time, which cost the proxy most of its throughput.
+      // One write per 100 ms or 64 KiB, not one per decision (nor per event-loop turn): each
+      // write to a pipe or terminal is a system call, which cost the proxy most of its throughput.
       const decisions = lineBatcher(out);
       const service = new ModbusProxyService({ config: parsed.data, events, onDecision: (r) => decisions.push(JSON.stringify(r)) });
       const bound = await service.start();

@@ -2,7 +2,7 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir, userInfo } from "node:os";
 import { join } from "node:path";
 import { Command } from "commander";
-import { afterAll, describe, expect, it } from "vitest";
+import { afterAll, describe, expect, it, vi } from "vitest";
 import { ControlServer } from "../../../agent/control/server";
 import { isDaemonError } from "../../../agent/core/errors";
 import type { CliDeps } from "../../../agent/commands/_deps";
@@ -251,13 +251,17 @@ describe("modbus proxy (commissioning mode)", () => {
 });
 
 describe("lineBatcher", () => {
-  it("writes the lines of one event-loop turn at once, in order, and at the size bound at once", async () => {
+  it("writes the lines of up to 100 ms at once, in order, and at the size bound at once", () => {
+    vi.useFakeTimers();
     const writes: string[] = [];
     const b = lineBatcher((s) => writes.push(s), 32);
     b.push("a");
+    vi.advanceTimersByTime(60);
     b.push("b");
+    vi.advanceTimersByTime(39);
     expect(writes).toEqual([]);
-    await new Promise((r) => setImmediate(r));
+    vi.advanceTimersByTime(1);
+    vi.useRealTimers();
     expect(writes).toEqual(["a\nb\n"]);
     b.push("x".repeat(40));
     expect(writes).toHaveLength(2);
