@@ -145,7 +145,7 @@ export async function startMosquitto(dir: string): Promise<{ url: string; stop: 
   return undefined;
 }
 
-interface DrainResult {
+export interface DrainResult {
   broker: string;
   events_per_s: number;
   bare_per_event_msgs_per_s: number;
@@ -158,7 +158,7 @@ interface DrainResult {
   wire_bytes_per_event: number;
 }
 
-async function benchDrain(dir: string, brokerName: string, url: string, version: 4 | 5, n: number): Promise<DrainResult> {
+export async function benchDrain(dir: string, brokerName: string, url: string, version: 4 | 5, n: number): Promise<DrainResult> {
   const soc = nacl.box.keyPair();
   const outbox = new Outbox(join(dir, `drain-${brokerName}.db`), 2 * 1024 ** 3);
   const rec = new Recorder({ outbox, key, device: "bench-gw", version: "bench", flushMs: 1000, maxPending: 1000, log: silent });
