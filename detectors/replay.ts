@@ -17,6 +17,8 @@ export interface ReplayOptions {
 interface State {
   n: number; last_ts: number | null; dt: number;
   win: number[]; count: number; lag: number; run: number; bits: number; natural: number; natural_run: number; res: number; table: number[];
+  /** Fingerprint ring: its size in bits, the first reading index it holds, its bytes (base64). Absent in older snapshots. */
+  fp_bits?: number; fp_from?: number; fp?: string;
 }
 
 /**
@@ -27,6 +29,8 @@ interface State {
 const MIN_BITS = 32;
 /** Time an earlier copy is searched back at least: a replayed day needs yesterday. */
 const HORIZON_MS = 2 * 86_400_000;
+/** Largest fingerprint ring, in bits (32 KiB: two days at one reading every 0.66 s). */
+const MAX_FP_BITS = 1 << 18;
 
 /** Window hash -> index of the window's last reading, in a fixed table (newest wins on a collision). */
 class WindowTable {
@@ -87,6 +91,11 @@ class WindowTable {
  * steps that moved a step or two carry a few bits and repeat by chance all day; a run is reported
  * only past MIN_BITS, and past twice the longest repeat seen in normal operation (in bits and in
  * readings).
+ *
+ * Between two checkable windows (one in some hundreds at one reading a second) every reading is
+ * still checked against its copy by a one-bit fingerprint kept for each reading of the horizon
+ * (a ring of at most MAX_FP_BITS bits): a replay matches every bit, live readings after it ends
+ * miss one bit in two, so the run, and its alarm, ends within a reading or two of the copy.
  */
 export class ReplayDetector extends BaseDetector<State> {
   readonly stateVersion = 2;
@@ -113,6 +122,10 @@ export class ReplayDetector extends BaseDetector<State> {
   /** Horizon and sampling mask, refreshed every 256 readings (derived, not saved). */
   private cachedHorizon = 0;
   private cachedMask = 0;
+  /** One fingerprint bit per reading (index mod `fpBits`), valid from reading `fpFrom` on. */
+  private fp: Uint8Array | null = null;
+  private fpBits = 0;
+  private fpFrom = 0;
   private readonly f64 = new Float64Array(1);
   private readonly i32 = new Int32Array(this.f64.buffer);
   constructor(point: string, opts: ReplayOptions = {}) {
@@ -174,7 +187,12 @@ export class ReplayDetector extends BaseDetector<State> {
     if ((i & 255) === 0 || this.cachedHorizon === 0) {
       this.cachedHorizon = this.horizon();
       this.cachedMask = this.sampleMask();
+      this.sizeRing(i);
     }
+    // The newest reading's fingerprint bit (its words are in `w` after the loop).
+    const bit = Math.imul(w[0]! ^ Math.imul(w[1]!, 0x9e3779b1), 0x85ebca6b) >>> 31;
+    const ring = this.fp!;
+    const mask = this.fpBits - 1;
     const sampled = (c & this.cachedMask) === 0;
     const near = this.recent.find(h, c, i, this.history, W);
     const far = sampled ? this.long.find(h, c, i, this.cachedHorizon, W) : -1;
@@ -182,6 +200,19 @@ export class ReplayDetector extends BaseDetector<State> {
     const hit = stored >= 0;
     // A window can be checked when the copy's lag is within the recent table, or it is sampled.
     const checkable = (this.run > 0 && this.lag <= this.history) || sampled;
+    if (this.run > 0 && i - this.lag >= this.fpFrom && this.lag < this.fpBits) {
+      const j = (i - this.lag) & mask;
+      if (((ring[j >>> 3]! >>> (j & 7)) & 1) !== bit) {
+        // The reading differs from its copy's: the replayed run (and its evidence) ends here.
+        this.run = 0;
+        this.bits = 0;
+        this.pending = 0;
+        this.since = 0;
+      }
+    }
+    const k = i & mask;
+    if (bit) ring[k >>> 3]! |= 1 << (k & 7);
+    else ring[k >>> 3]! &= ~(1 << (k & 7));
     if (this.run > 0) {
       // Following a copy: a checkable window must be the copy's window at the same lag; the
       // readings since the last checked window count only once it is.
@@ -228,6 +259,15 @@ export class ReplayDetector extends BaseDetector<State> {
       });
     }
   }
+  /** (Re)sizes the fingerprint ring to the horizon; a new ring holds readings from `i` on. */
+  private sizeRing(i: number): void {
+    let bits = 8;
+    while (bits < this.cachedHorizon + this.W && bits < MAX_FP_BITS) bits <<= 1;
+    if (this.fp !== null && bits === this.fpBits) return;
+    this.fp = new Uint8Array(bits >>> 3);
+    this.fpBits = bits;
+    this.fpFrom = i;
+  }
   protected override onGap(): void {
     this.run = 0;
     this.bits = 0;
@@ -238,7 +278,10 @@ export class ReplayDetector extends BaseDetector<State> {
     const table = [...this.recent.save(this.count, this.history), -1, ...this.long.save(this.count, this.horizon())];
     const win: number[] = [];
     for (let k = Math.max(0, this.count - this.W); k < this.count; k++) win.push(this.win[k % this.W]!);
-    return { win, count: this.count, lag: this.lag, run: this.run, bits: this.bits, natural: this.natural, natural_run: this.naturalRun, res: this.res, table };
+    return {
+      win, count: this.count, lag: this.lag, run: this.run, bits: this.bits, natural: this.natural, natural_run: this.naturalRun, res: this.res, table,
+      fp_bits: this.fpBits, fp_from: this.fpFrom, fp: this.fp ? Buffer.from(this.fp).toString("base64") : "",
+    };
   }
   protected load(s: Record<string, unknown>): void {
     const win = numArray(this.id, s.win, "win", this.W);
@@ -257,5 +300,19 @@ export class ReplayDetector extends BaseDetector<State> {
     if (cut < 0 || cut % 3 !== 0) throw badState(this.id, "table");
     this.recent.load(this.id, table.slice(0, cut), count);
     this.long.load(this.id, table.slice(cut + 1), count);
+    // Snapshots from before the fingerprint ring have none: it is sized afresh and holds readings from now on.
+    this.fp = null;
+    this.fpBits = 0;
+    this.cachedHorizon = 0;
+    if (s.fp !== undefined && s.fp !== "") {
+      const bits = num(this.id, s.fp_bits, "fp_bits");
+      const from = num(this.id, s.fp_from, "fp_from");
+      if (typeof s.fp !== "string" || !Number.isInteger(bits) || bits < 8 || bits > MAX_FP_BITS || (bits & (bits - 1)) !== 0 || !Number.isSafeInteger(from) || from < 0) throw badState(this.id, "fp");
+      const bytes = Buffer.from(s.fp, "base64");
+      if (bytes.length !== bits >>> 3) throw badState(this.id, "fp");
+      this.fp = new Uint8Array(bytes);
+      this.fpBits = bits;
+      this.fpFrom = from;
+    }
   }
 }
