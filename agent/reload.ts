@@ -3,10 +3,10 @@ import type { Logger } from "pino";
 import { loadConfig, type LoadedConfig } from "./config/load";
 import { assertReferences } from "./config/references";
 import type { Config } from "./config/schema";
+import type { Component } from "./core/component";
 import { DaemonError, describeError } from "./core/errors";
 import { OcsfClass } from "./core/events";
 import type { EventSink } from "./core/events";
-import { readPolicyFile, type PolicyFile } from "../protocols/modbus/policy/schema";
 
 /**
  * What `gatewarden reload` (or SIGHUP) takes from the config without a restart: the Modbus
@@ -82,10 +82,8 @@ export interface ReloadTargets {
   events: EventSink;
   /** The detection engine, when running: rebuilt for new points, site, groups and options. */
   detection?: { reload: (points: NonNullable<Config["points"]>, config: Config["detection"]) => void; after?: () => void };
-  /** The Modbus proxy, when running: a new policy and tap and poll points. */
-  modbus?: (policy: PolicyFile | undefined, points: NonNullable<Config["points"]>) => void;
-  /** TLS material re-reads (same paths). */
-  tls: readonly ((trigger: string) => void)[];
+  /** The running sources: each checks the new config, then takes it (the Modbus proxy: policy, tap and poll points, TLS files). */
+  sources: readonly { reload?: Component<Config>["reload"] }[];
 }
 
 /**
@@ -96,12 +94,11 @@ export interface ReloadTargets {
  */
 export function reloadDaemon(t: ReloadTargets, trigger: string): ReloadReport {
   let next: LoadedConfig;
-  let policy: PolicyFile | undefined;
+  let apply: (() => string[])[];
   try {
     next = loadConfig(t.loaded.file);
     assertReferences(next);
-    const m = next.config.modbus;
-    policy = m?.policy ?? (m?.policy_file ? readPolicyFile(m.policy_file) : undefined);
+    apply = t.sources.flatMap((s) => (s.reload ? [s.reload(next.config, trigger)] : []));
   } catch (e) {
     return reloadRefused(t, trigger, e);
   }
@@ -118,17 +115,7 @@ export function reloadDaemon(t: ReloadTargets, trigger: string): ReloadReport {
     t.detection.after?.();
     reloaded.push("points", "detection");
   }
-  if (t.modbus) {
-    t.modbus(policy, c.points ?? {});
-    reloaded.push("modbus policy");
-  }
-  for (const h of t.tls) {
-    try {
-      h(trigger);
-    } catch (e) {
-      t.log.error({ err: describeError(e), trigger }, "TLS reload failed; the current material stays in use.");
-    }
-  }
+  for (const take of apply) reloaded.push(...take());
   t.log.info({ trigger, reloaded, restart_needed: restart }, restart.length ? "Reloaded; some changes take effect only after a restart." : "Reloaded.");
   t.events.record({
     class: "audit",

@@ -22,7 +22,6 @@ import type { RunningDetection } from "./detection/start";
 import { reloadDaemon, type ReloadReport } from "./reload";
 
 export type { ReloadReport } from "./reload";
-import type { PolicyFile } from "../protocols/modbus/policy/schema";
 import { incidentDrafts, openOutbox, type OpenedOutbox } from "./outbox/open";
 import type { Outbox, OutboxStats } from "./outbox/store";
 import { OutboxWatch } from "./outbox/watch";
@@ -33,7 +32,7 @@ import { SimulatedSource } from "./simulate";
 import { VERSION } from "./version";
 import { registerAuditControl } from "../firmware-hooks/audit";
 import { DevicePosture } from "../firmware-hooks/posture";
-import { FORWARDED } from "../protocols/opcua/process-protocol";
+import { SOURCES, type RunningSource } from "./sources/registry";
 
 /** Recent committed events kept for `events tail`. */
 export const RECENT_EVENTS = 1000;
@@ -69,18 +68,15 @@ export class Runtime {
   private readonly startedAt = Date.now();
   private readonly writtenAtStart = storageBytesWritten();
   private readonly stopHooks: (() => Promise<void> | void)[] = [];
-  private readonly reloadHooks: ((trigger: string) => void)[] = [];
-  /** The OPC UA process (client and front), when `opcua` is configured. */
-  opcua: import("./opcua-process").OpcuaProcess | undefined;
-  /** The running detection engine and Modbus proxy, as a reload reaches them. */
+  /** The running detection engine, as a reload reaches it. */
   private detection: RunningDetection | undefined;
   private onDetectionReloaded: (() => void) | undefined;
-  private modbusReload: ((policy: PolicyFile | undefined, points: NonNullable<Config["points"]>) => void) | undefined;
+  /** The sources running, by config section (agent/sources/registry.ts). */
+  private readonly sources = new Map<string, RunningSource>();
   /** Where readings from the proxy's tap go (the detection engine, when points are configured). */
   readings: ReadingSink | undefined;
   /** Signed SOC commands and the proxy gate they steer (firmware-hooks/command-service.ts). */
   private commands: import("../firmware-hooks/command-service").CommandService | undefined;
-  private modbusProxy: import("../protocols/modbus/service").ModbusProxyService | undefined;
   private integrityMonitor: import("../firmware-hooks/integrity-monitor").IntegrityMonitor | undefined;
 
   constructor(
@@ -184,8 +180,7 @@ export class Runtime {
     this.registerControl();
     await this.startDetectors();
     await this.prepareCommands();
-    await this.startModbus();
-    await this.startOpcua();
+    await this.startSources();
     await this.startIntegrity();
     await this.startTamper();
     await this.startCommands();
@@ -235,8 +230,8 @@ export class Runtime {
     const cmd = this.commands;
     if (!cmd) return;
     await cmd.start({
-      closeWindows: (by) => this.modbusProxy?.windows?.closeWindow({}, by).length ?? 0,
-      policyFor: (f) => this.modbusProxy?.policyFor(f),
+      closeWindows: (by) => [...this.sources.values()].reduce((n, s) => n + (s.closeWriteWindows?.(by) ?? 0), 0),
+      policyFor: (f) => [...this.sources.values()].find((s) => s.policyFor)?.policyFor?.(f),
       posture: () => this.heartbeat.beat(),
       integrity: () => this.integrityMonitor?.check(),
     });
@@ -255,61 +250,24 @@ export class Runtime {
     this.onStop(() => w.stop());
   }
 
-  /**
-   * The OPC UA client and front, when configured, in their own process (agent/opcua-process.ts):
-   * drafts come back to be signed here, readings go to the detectors, commands are forwarded.
-   */
-  private async startOpcua(): Promise<void> {
+  /** Every source whose config section is present, in the table's order; the others answer "not configured". */
+  private async startSources(): Promise<void> {
     const c = this.loaded.config;
-    if (!c.opcua) return this.notConfigured("opcua", FORWARDED);
-    const { OpcuaProcess } = await import("./opcua-process");
-    const points = Object.entries(c.points ?? {}).flatMap(([id, p]) => ("opcua" in p.source && p.poll_interval_ms !== undefined ? [{ id, source: p.source.opcua, interval_ms: p.poll_interval_ms }] : []));
-    const proc = new OpcuaProcess({ config: c.opcua, deviceId: c.device.id, points, events: this.recorder, readings: this.readings, log: this.log.child({ component: "opcua" }) });
-    this.onStop(() => proc.stop());
-    await proc.start();
-    this.opcua = proc;
-    this.control.handle("opcua.status", () => proc.opcuaStatus());
-    for (const cmd of FORWARDED) {
-      if (cmd === "opcua.status") continue;
-      this.control.handle(cmd, (args) => {
-        if (cmd !== "opcua.pki.list" && typeof args.thumbprint !== "string" && cmd !== "opcua.pki.renew") throw new DaemonError("CONTROL_BAD_REQUEST", `${cmd} needs a thumbprint`);
-        return proc.call(cmd, { ...args, by: typeof args.by === "string" ? args.by : osUser() });
-      });
+    for (const entry of SOURCES) {
+      if (!c[entry.section]) {
+        this.notConfigured(entry.section, entry.control);
+        continue;
+      }
+      const src = await entry.create({ config: c, events: this.recorder, readings: this.readings, control: this.control, log: this.log.child({ component: entry.section }), commands: this.commands });
+      this.onStop(() => src.stop());
+      await src.start();
+      this.sources.set(entry.section, src);
     }
   }
 
-  /** The Modbus proxy, when configured: events into the recorder, the tap into the detectors. */
-  private async startModbus(): Promise<void> {
-    const c = this.loaded.config;
-    if (!c.modbus) return this.notConfigured("modbus", ["modbus.status", "modbus.reload_tls", "window.open", "window.list", "window.close"]);
-    const { ModbusProxyService } = await import("../protocols/modbus/service");
-    const { tapPointsFrom } = await import("../protocols/modbus/tap");
-    const { registerModbusStatus, registerTlsReload, registerWindowControl } = await import("../protocols/modbus/window-control");
-    // Points with an explicit poll interval are also polled through the proxy's upstreams.
-    const pollOf = (points: NonNullable<Config["points"]>) =>
-      tapPointsFrom(points).flatMap((p) => {
-        const ms = points[p.id]?.poll_interval_ms;
-        return ms === undefined ? [] : [{ ...p, interval_ms: ms }];
-      });
-    const svc = new ModbusProxyService({
-      config: c.modbus,
-      events: this.recorder,
-      readings: this.readings,
-      points: tapPointsFrom(c.points ?? {}),
-      poll: pollOf(c.points ?? {}),
-      log: this.log.child({ component: "modbus" }),
-      windowStatePath: c.modbus.windows.state_path,
-      ...(this.commands ? { wrapPdp: this.commands.wrapper(() => this.modbusProxy) } : {}),
-    });
-    this.modbusProxy = svc;
-    const bound = await svc.start();
-    registerWindowControl(this.control, () => svc.windows);
-    registerModbusStatus(this.control, () => svc.status());
-    registerTlsReload(this.control, () => svc.reloadTls("control"));
-    this.reloadHooks.push((trigger) => void svc.reloadTls(trigger));
-    this.modbusReload = (policy, points) => svc.reload({ policy, points: tapPointsFrom(points), poll: pollOf(points) });
-    this.onStop(() => svc.stop());
-    this.log.info({ listeners: bound }, "Modbus proxy listening.");
+  /** A running source by its config section (`modbus`, `opcua`), for status and tests. */
+  source(section: string): RunningSource | undefined {
+    return this.sources.get(section);
   }
 
   /** Commands of a section the config does not have answer so, not "unknown command". */
@@ -334,8 +292,7 @@ export class Runtime {
         log: this.log,
         events: this.recorder,
         ...(this.detection ? { detection: { reload: (p, c) => this.detection!.reload(p, c), ...(this.onDetectionReloaded ? { after: this.onDetectionReloaded } : {}) } } : {}),
-        ...(this.modbusReload ? { modbus: this.modbusReload } : {}),
-        tls: this.reloadHooks,
+        sources: [...this.sources.values()],
       },
       trigger,
     );
@@ -439,7 +396,7 @@ export class Runtime {
       boot: this.recorder.bootEpoch,
       version: VERSION,
       uptime_s: Math.round((Date.now() - this.startedAt) / 1000),
-      upstream: { state: this.upstreamState(), url: c.upstream.url ? redactUrl(c.upstream.url) : null, last_error: this.forwarder?.lastError ?? null, ...(this.forwarder ? { ...this.forwarder.marks(), counters: this.forwarder.counters } : {}) },
+      upstream: { state: this.upstreamState(), url: c.upstream.url ? redactUrl(c.upstream.url) : null, last_error: null, ...this.forwarder?.status() },
       outbox: {
         depth: s?.depth ?? null,
         bytes: s?.bytes ?? null,
@@ -457,8 +414,8 @@ export class Runtime {
       last_error: this.recorder.health.view().error ?? this.forwarder?.lastError ?? this.recorder.lastError ?? null,
       // How many readings (proxy tap, Modbus polls, OPC UA) reached the detectors; null: no points.
       detection: this.detection ? { readings: this.detection.engine.stats().readings } : null,
-      // The OPC UA process: state, pid, restarts, RSS; null: no opcua section.
-      opcua: this.opcua ? this.opcua.status() : null,
+      // Sources with a status field (the OPC UA process: state, pid, restarts, RSS); null: not configured.
+      ...Object.fromEntries(SOURCES.flatMap((e) => (e.statusField ? [[e.statusField, this.sources.get(e.section)?.status() ?? null]] : []))),
     };
   }
 

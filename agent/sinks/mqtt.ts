@@ -2,6 +2,7 @@ import type { KeyObject } from "node:crypto";
 import mqtt, { type IClientOptions, type MqttClient } from "mqtt";
 import type { Logger } from "pino";
 import type { Config } from "../config/schema";
+import type { ComponentHealth, Sink } from "../core/component";
 import { describeError } from "../core/errors";
 import { storedBodyHashOk } from "../events/envelope";
 import { OcsfClass } from "../core/events";
@@ -52,7 +53,8 @@ export function eventsTopic(prefix: string, device: string): string {
  * its oldest unacknowledged row. A message the broker rejects (PUBACK reason >= 0x80) is parked,
  * reported as an event, and retried every `parked_retry_ms`; it never blocks the rest.
  */
-export class MqttForwarder {
+export class MqttForwarder implements Sink {
+  readonly name = "mqtt";
   state: UpstreamState = "connecting";
   lastError: string | undefined;
   private client: MqttClient | undefined;
@@ -121,6 +123,15 @@ export class MqttForwarder {
       this.ackTimer.unref();
     }
     this.connect();
+  }
+
+  health(): ComponentHealth {
+    return { ok: this.state === "up", state: this.state, ...(this.lastError ? { detail: this.lastError } : {}) };
+  }
+
+  /** State, last error, acknowledged positions and counters (`gatewarden status` shows them under `upstream`). */
+  status(): { state: UpstreamState; last_error: string | null; counters: MqttForwarder["counters"] } & ReturnType<MqttForwarder["marks"]> {
+    return { state: this.state, last_error: this.lastError ?? null, ...this.marks(), counters: this.counters };
   }
 
   /** The last position the broker acknowledged and the last the SOC acknowledged end to end. */

@@ -1,5 +1,7 @@
 import { controlCall } from "../../agent/control/client";
+import type { OpcuaProcess } from "../../agent/opcua-process";
 import type { Runtime } from "../../agent/runtime";
+import type { opcuaSource } from "../../agent/sources/opcua";
 import { until } from "./fixture";
 
 export type OutboxBody = { class: string; ocsf: { class_uid: number; activity_id: number; message: string; finding_info?: { title?: string } } };
@@ -26,4 +28,11 @@ export async function findingFor(rt: Runtime, message: RegExp, timeoutMs: number
   const find = () => outboxBodies(rt).find((b) => b.class === "finding" && b.ocsf.class_uid === 2004 && message.test(b.ocsf.message));
   await until(() => find() !== undefined, timeoutMs, `a finding matching ${message}`);
   return find()!;
+}
+
+/** The daemon's OPC UA process (the `opcua` source); fails the test when it is not running. */
+export function opcuaOf(rt: Runtime): OpcuaProcess {
+  const src = rt.source("opcua") as ReturnType<typeof opcuaSource> | undefined;
+  if (!src) throw new Error("the daemon runs no OPC UA source");
+  return src.process;
 }

@@ -4,7 +4,7 @@ import { join } from "node:path";
 import { Runtime } from "../../../agent/runtime";
 import { buildProgram } from "../../../agent/cli";
 import { makeSite, silent, tempDir, until } from "../../helpers/fixture";
-import { detectionReadings, findingFor, outboxBodies } from "../../helpers/runtime";
+import { detectionReadings, findingFor, outboxBodies, opcuaOf } from "../../helpers/runtime";
 import { stationYaml, TestOpcuaServer } from "./_server";
 
 /** Runs a `gatewarden` command in this process and returns what it printed. */
@@ -48,7 +48,7 @@ describe("daemon with OPC UA points", () => {
     const status = await cli(["status", "--config", site.cfgFile]);
     expect(status).toMatch(/^detectors   [1-9]\d* readings taken$/m);
     // The OPC UA side runs in its own process, which both status commands show.
-    const pid = rt.opcua!.status().pid!;
+    const pid = opcuaOf(rt).status().pid!;
     expect(pid).not.toBe(process.pid);
     expect(status).toMatch(new RegExp(`^opcua       process running, pid ${pid}, 0 restarts, RSS [1-9]\\d* MB of 320 MB$`, "m"));
     const out = await cli(["opcua", "status", "--config", site.cfgFile]);

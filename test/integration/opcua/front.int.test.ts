@@ -1,5 +1,6 @@
 import { connect as connect_ } from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { opcuaOf } from "../../helpers/runtime";
 import { createHash } from "node:crypto";
 import { appendFileSync, readFileSync, statSync } from "node:fs";
 import { dirname, join } from "node:path";
@@ -85,7 +86,7 @@ opcua:
     rt = new Runtime(site.load(), silent);
     await rt.start();
     cleanups.push(() => rt.stop("test"));
-    const svc = rt.opcua!;
+    const svc = opcuaOf(rt);
     const frontStatus = async () => ((await svc.opcuaStatus()) as unknown as OpcuaStatus).front;
     await until(async () => (await frontStatus())?.state === "serving", 20_000, "the front to mirror the legacy server").catch(async (e: Error) => {
       throw new Error(`${e.message}: ${JSON.stringify(await svc.opcuaStatus())}`);
@@ -254,7 +255,7 @@ opcua:
   }, 60_000);
 
   it("the gateway's own certificate: urn:gatewarden:<device-id>, at most two years, renewed with `opcua pki renew`", async () => {
-    const status = ((await rt.opcua!.opcuaStatus()) as unknown as OpcuaStatus).own_certificate!;
+    const status = ((await opcuaOf(rt).opcuaStatus()) as unknown as OpcuaStatus).own_certificate!;
     expect(status).toMatchObject({ application_uri: "urn:gatewarden:gw-test-1", subject: "O=Gatewarden, CN=Gatewarden gw-test-1" });
     expect(status.problem).toBeUndefined();
     const days = (Date.parse(status.not_after) - Date.now()) / 86_400_000;
@@ -381,7 +382,7 @@ opcua:
 
   const portOfFront = () => Number(front.split(":")[2]);
   /** The front's status, from the OPC UA process. */
-  const frontNow = async () => ((await rt.opcua!.opcuaStatus()) as unknown as OpcuaStatus).front!;
+  const frontNow = async () => ((await opcuaOf(rt).opcuaStatus()) as unknown as OpcuaStatus).front!;
 
   it("cuts off chunks that never end while an authenticated client keeps reading", async () => {
     const reader = await keepReading();

@@ -8,7 +8,7 @@ import { checkEnvelope, type Envelope } from "../../../agent/events/envelope";
 import { loadDeviceKey } from "../../../agent/keys/identity";
 import { Runtime } from "../../../agent/runtime";
 import { makeSite, silent, tempDir, until } from "../../helpers/fixture";
-import { detectionReadings } from "../../helpers/runtime";
+import { detectionReadings, opcuaOf } from "../../helpers/runtime";
 import { engineerModbusYaml } from "../modbus/_daemon-site";
 import { freePort, PYTHON, pythonHas, startPyServer } from "../modbus/_peers";
 import { stationYaml, TestOpcuaServer } from "./_server";
@@ -44,7 +44,7 @@ describe.skipIf(!HAS_PYMODBUS)(`the OPC UA process (Modbus device: ${PYTHON ?? "
     await rt.start();
     cleanups.push(() => rt.stop("test"));
     const sock = loaded.config.control.socket;
-    const opcua = rt.opcua!;
+    const opcua = opcuaOf(rt);
 
     // SCADA polls the pymodbus device through the proxy for the whole test.
     const client = new ModbusRTU();

@@ -6,7 +6,7 @@ import { controlCall } from "../../../agent/control/client";
 import { Runtime } from "../../../agent/runtime";
 import type { OpcuaStatus } from "../../../protocols/opcua/service";
 import { makeSite, silent, tempDir, until } from "../../helpers/fixture";
-import { outboxBodies } from "../../helpers/runtime";
+import { outboxBodies, opcuaOf } from "../../helpers/runtime";
 import { TestOpcuaServer } from "./_server";
 
 /**
@@ -48,13 +48,13 @@ opcua:
     const rt = new Runtime(loaded, silent);
     await rt.start();
     cleanups.push(() => rt.stop("test"));
-    const status = async () => (await rt.opcua!.opcuaStatus()) as unknown as OpcuaStatus;
+    const status = async () => (await opcuaOf(rt).opcuaStatus()) as unknown as OpcuaStatus;
     // The front mirrors the device over the Basic256 link.
     await until(async () => (await status()).front?.state === "serving", 30_000, "the front to mirror the Basic256 device");
     expect(outboxBodies(rt).some((b) => b.ocsf.message === "OPC UA server old is up (SignAndEncrypt/Basic256)")).toBe(true);
 
     // Only the OPC UA process runs with Node's PKCS#1 v1.5 revert, because a server opted into Basic128Rsa15.
-    const pid = rt.opcua!.status().pid!;
+    const pid = opcuaOf(rt).status().pid!;
     expect(readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0")).toContain("--security-revert=CVE-2023-46809");
     expect(process.execArgv.join(" ")).not.toContain("security-revert");
 

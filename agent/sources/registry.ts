@@ -1,0 +1,59 @@
+/**
+ * The one table of sources. The runtime walks it: a source whose config section is present is
+ * loaded (its module imported only then), started, stopped and reloaded through the Source
+ * contract (agent/core/component.ts); one whose section is absent answers its control commands
+ * with "not configured". Adding a protocol is a row here, not a change to the runtime.
+ */
+import type { Logger } from "pino";
+import type { ControlRegistry } from "../core/control";
+import type { Source } from "../core/component";
+import type { EventSink } from "../core/events";
+import type { ReadingSink } from "../core/readings";
+import type { Config } from "../config/schema";
+import type { CommandService } from "../../firmware-hooks/command-service";
+import type { PolicyFile } from "../../protocols/modbus/policy/schema";
+import { FORWARDED } from "../../protocols/opcua/process-protocol";
+
+/** What a source is built with. */
+export interface SourceContext {
+  config: Config;
+  events: EventSink;
+  /** Where readings go (the detection engine), when points are configured. */
+  readings: ReadingSink | undefined;
+  control: ControlRegistry;
+  log: Logger;
+  /** Signed SOC commands, when configured: a source with a write gate puts it behind them. */
+  commands: CommandService | undefined;
+}
+
+/** A running source; the optional parts are what SOC commands steer (firmware-hooks/commands.ts). */
+export interface RunningSource extends Source<Config> {
+  /** Closes every write window it holds; how many were open. */
+  closeWriteWindows?(by: string): number;
+  /** The decision point a pushed policy file would give. */
+  policyFor?(f: PolicyFile): ReturnType<CommandService["wrap"]>;
+}
+
+export interface SourceEntry {
+  /** The config section that turns it on, and its name in logs and status. */
+  section: "modbus" | "opcua";
+  /** Control commands it serves; answered with CONFIG_INCOMPLETE when the section is absent. */
+  control: readonly string[];
+  /** Its field in `gatewarden status` (null when not configured), if it has one. */
+  statusField?: string;
+  create(ctx: SourceContext): Promise<RunningSource>;
+}
+
+export const SOURCES: readonly SourceEntry[] = [
+  {
+    section: "modbus",
+    control: ["modbus.status", "modbus.reload_tls", "window.open", "window.list", "window.close"],
+    create: async (ctx) => (await import("./modbus")).modbusSource(ctx),
+  },
+  {
+    section: "opcua",
+    control: FORWARDED,
+    statusField: "opcua",
+    create: async (ctx) => (await import("./opcua")).opcuaSource(ctx),
+  },
+];
