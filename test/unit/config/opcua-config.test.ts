@@ -15,6 +15,11 @@ describe("opcua config", () => {
     expect(c).toMatchObject({ pki_dir: "data/opcua-pki", max_message_bytes: 4 * 1024 ** 2, max_chunk_count: 64 });
   });
 
+  it("reads points by subscription with polling as the fallback unless points_mode says otherwise", () => {
+    expect(opcuaConfigSchema.parse({ servers: [server()] }).servers[0]!.points_mode).toBe("auto");
+    for (const m of ["subscription", "poll"]) expect(opcuaConfigSchema.parse({ servers: [server({ points_mode: m })] }).servers[0]!.points_mode).toBe(m);
+  });
+
   it("accepts security mode None only when the config says so in as many words", () => {
     expect(issues({ servers: [server({ security_mode: "None" })] })).toEqual(["servers.0.security_mode: security_mode None sends everything in clear and unauthenticated: set allow_unsecured: true to accept that"]);
     expect(issues({ servers: [server({ security_mode: "None", allow_unsecured: true })] })).toEqual([]);
@@ -34,6 +39,7 @@ describe("opcua config", () => {
     ["a memory ceiling below 64 MB", { servers: [server()], process: { max_rss_mb: 10 } }, "process.max_rss_mb"],
     ["an http endpoint", { servers: [server({ endpoint: "http://10.0.0.5:4840" })] }, "servers.0.endpoint: must be opc.tcp://HOST[:PORT][/PATH]"],
     ["a duplicate name", { servers: [server(), server()] }, "servers.1.name: server name plc is used twice"],
+    ["an unknown points_mode", { servers: [server({ points_mode: "push" })] }, "servers.0.points_mode"],
     ["no servers", { servers: [] }, "servers"],
     ["an unknown key", { servers: [server({ password: "x" })] }, "servers.0"],
     ["a user without password file", { servers: [server({ user: { username: "op" } })] }, "servers.0.user.password_file"],
