@@ -94,14 +94,20 @@ export async function benchOpcua(): Promise<Record<string, unknown>> {
 
     const ms = Number(process.env.GW_OPCUA_BENCH_MS ?? 3000);
     const cpu = new CpuSampler();
+    // What the front process spends with no client at all (its timers, the link's keep-alive, GC).
+    const t0 = performance.timeOrigin + performance.now();
+    cpu.start();
+    await new Promise((r) => setTimeout(r, 2000));
+    const t1 = performance.timeOrigin + performance.now();
+    const idleUsPerMs = cpu.stop(t0, t1) / (t1 - t0);
     /** A round; through the front, with the front's CPU time per operation. */
-    const ask = async (t: PeerTarget, m: PeerRequest): Promise<LoadFigures & { front_cpu_us_per_op?: number }> => {
+    const ask = async (t: PeerTarget, m: PeerRequest): Promise<LoadFigures & { front_cpu_us_per_op?: number; front_cpu_us_per_op_above_idle?: number }> => {
       if (t !== frontTarget) return peer!.ask<LoadFigures>(m);
       cpu.start();
       const r = await peer!.ask<LoadFigures>(m);
       const used = cpu.stop(r.from, r.to);
       const ops = (r.per_s * (r.to - r.from)) / 1000;
-      return { ...r, front_cpu_us_per_op: ops ? Math.round(used / ops) : 0 };
+      return { ...r, front_cpu_us_per_op: ops ? Math.round(used / ops) : 0, front_cpu_us_per_op_above_idle: ops ? Math.round((used - idleUsPerMs * (r.to - r.from)) / ops) : 0 };
     };
     const security = { direct: "None, anonymous", front: "SignAndEncrypt Basic256Sha256, user name and password (front to device: None)" };
     const rows: Record<string, unknown>[] = [];
@@ -111,7 +117,7 @@ export async function benchOpcua(): Promise<Record<string, unknown>> {
     ];
     for (const r of reads) {
       const d: LoadFigures[] = [];
-      const f: (LoadFigures & { front_cpu_us_per_op?: number })[] = [];
+      const f: (LoadFigures & { front_cpu_us_per_op?: number; front_cpu_us_per_op_above_idle?: number })[] = [];
       for (let i = 0; i < ROUNDS; i++) {
         const order = i % 2 ? [frontTarget, direct] : [direct, frontTarget];
         for (const t of order) (t === direct ? d : f).push(await ask(t, { kind: "read", ...t, ...r, durationMs: ms, warmupMs: 500 }));
@@ -120,7 +126,7 @@ export async function benchOpcua(): Promise<Record<string, unknown>> {
     }
     const sub = { nodes: NODES, publishingMs: UPDATE_MS / 2 };
     const d: LoadFigures[] = [];
-    const f: (LoadFigures & { front_cpu_us_per_op?: number })[] = [];
+    const f: (LoadFigures & { front_cpu_us_per_op?: number; front_cpu_us_per_op_above_idle?: number })[] = [];
     for (let i = 0; i < ROUNDS; i++) {
       const order = i % 2 ? [frontTarget, direct] : [direct, frontTarget];
       for (const t of order) (t === direct ? d : f).push(await ask(t, { kind: "subscribe", ...t, ...sub, durationMs: ms, warmupMs: 1000 }));
@@ -130,6 +136,7 @@ export async function benchOpcua(): Promise<Record<string, unknown>> {
       placement: pin ? `front on CPU 0, device and clients (two processes) on CPU ${pin.load} (taskset)` : "unpinned (GW_BENCH_PIN=0 or one CPU)",
       rounds: ROUNDS,
       round_ms: ms,
+      front_idle_cpu_ms_per_s: Math.round(idleUsPerMs * 10) / 10,
       front_limits: { ...FRONT_LIMITS, rest: "defaults" },
       rows,
       rss_mb_front_process: Math.round(process.memoryUsage().rss / 1024 / 1024),
@@ -173,14 +180,14 @@ class CpuSampler {
   }
 }
 
-function row(configuration: string, unit: string, d: LoadFigures[], f: (LoadFigures & { front_cpu_us_per_op?: number })[], security: Record<string, string>): Record<string, unknown> {
+function row(configuration: string, unit: string, d: LoadFigures[], f: (LoadFigures & { front_cpu_us_per_op?: number; front_cpu_us_per_op_above_idle?: number })[], security: Record<string, string>): Record<string, unknown> {
   const med = (xs: (number | null)[]) => {
     const s = xs.filter((x): x is number => x !== null).sort((a, b) => a - b);
     return s.length ? s[Math.floor(s.length / 2)]! : null;
   };
   const sum = (xs: LoadFigures[]) => ({ per_s: med(xs.map((x) => x.per_s)), unit, p50_ms: med(xs.map((x) => x.p50_ms)), p99_ms: med(xs.map((x) => x.p99_ms)), errors: xs.reduce((n, x) => n + x.errors, 0), rounds: xs.map((x) => x.per_s) });
   const a = sum(d);
-  const b = { ...sum(f), cpu_us_per_op: med(f.map((x) => x.front_cpu_us_per_op ?? null)) };
+  const b = { ...sum(f), cpu_us_per_op: med(f.map((x) => x.front_cpu_us_per_op ?? null)), cpu_us_per_op_above_idle: med(f.map((x) => x.front_cpu_us_per_op_above_idle ?? null)) };
   const ratio = (x: number | null, y: number | null) => (x && y !== null ? Math.round((y / x) * 1000) / 1000 : null);
   return {
     configuration,
