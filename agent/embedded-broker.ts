@@ -10,14 +10,24 @@ export class EmbeddedBroker {
   private server: Server | undefined;
   private readonly sockets = new Set<Socket>();
   port = 0;
-  private broker: { handle: (s: Socket) => void; close: (cb: () => void) => void } | undefined;
+  private broker: { handle: (s: Socket) => void; close: (cb: () => void) => void; connectedClients: number } | undefined;
 
-  async start(port = 0): Promise<void> {
+  /**
+   * `authorizePublish` (tests) sees every PUBLISH before the broker takes it; the broker
+   * acknowledges it only once `accept` is called, so a test can hold acknowledgements back.
+   */
+  async start(port = 0, opts: { authorizePublish?: (topic: string, accept: () => void) => void } = {}): Promise<void> {
     const { Aedes } = await import("aedes");
-    const broker = await Aedes.createBroker();
-    this.broker = broker as unknown as { handle: (s: Socket) => void; close: (cb: () => void) => void };
+    const hook = opts.authorizePublish;
+    const broker = await Aedes.createBroker(hook ? { authorizePublish: (_client, packet, done) => hook(packet.topic, () => done(null)) } : {});
+    this.broker = broker as unknown as { handle: (s: Socket) => void; close: (cb: () => void) => void; connectedClients: number };
     this.port = port;
     await this.resume();
+  }
+
+  /** MQTT clients connected now. */
+  get connectedClients(): number {
+    return this.broker?.connectedClients ?? 0;
   }
 
   get url(): string {

@@ -1,0 +1,79 @@
+/** describeSink against each sink: the MQTT forwarder with a real broker (aedes) and SOC receiver. */
+import { join } from "node:path";
+import { EmbeddedBroker } from "../../agent/embedded-broker";
+import { Runtime } from "../../agent/runtime";
+import { SocReceiver } from "../../agent/soc/receive";
+import type { EventLine, OutLine } from "../../agent/soc/verifier";
+import { makeSite, silent, tempDir } from "../helpers/fixture";
+import { describeSink, type Position, type SinkRig } from "./describe-sink";
+
+const WINDOW = 4;
+
+describeSink("MQTT forwarder (aedes)", async (): Promise<SinkRig> => {
+  const t = tempDir();
+  let holding = false;
+  let held: (() => void)[] = [];
+  let maxHeld = 0;
+  const broker = new EmbeddedBroker();
+  await broker.start(0, {
+    authorizePublish: (topic, accept) => {
+      if (!holding || !topic.endsWith("/events")) return accept();
+      held.push(accept);
+      maxHeld = Math.max(maxHeld, held.length);
+    },
+  });
+  const site = makeSite(t.dir, {
+    settings: {
+      "upstream.url": broker.url,
+      "upstream.protocol_version": "4",
+      "upstream.reconnect_min_ms": "100",
+      "upstream.reconnect_max_ms": "300",
+      "upstream.max_inflight": String(WINDOW),
+      "upstream.max_batch_events": "10",
+      "heartbeat.interval_ms": "3600000",
+    },
+  });
+  const lines: EventLine[] = [];
+  const rx = new SocReceiver({ broker: broker.url, dir: site.socDir, out: join(t.dir, "soc-out.jsonl"), topic: "gatewarden/v1/+/events", clientId: "soc-conformance", protocolVersion: 4, gapTimeoutMs: 60_000, dedupeWindow: 100_000, log: silent, onLine: (l: OutLine) => void ("problem" in l ? undefined : lines.push(l)) });
+  await rx.start();
+  const boots: Runtime[] = [];
+  const boot = async () => {
+    const rt = new Runtime(site.load(), silent);
+    await rt.start();
+    boots.push(rt);
+  };
+  await boot();
+  const rt = () => boots[boots.length - 1]!;
+  return {
+    sink: () => rt().forwarder!,
+    produce(n) {
+      for (let i = 0; i < n; i++) rt().recorder.record({ class: "audit", severity: 1, ocsf: { class_uid: 6002, activity_id: 99, message: `conformance ${i}` } });
+      rt().recorder.flush();
+    },
+    committed: () => boots.flatMap((b) => Array.from({ length: b.recorder.counters.committed }, (_, seq): Position => ({ boot: b.recorder.bootEpoch, seq }))),
+    received: () => lines.map((l) => ({ boot: l.boot, seq: l.seq })),
+    outage: () => broker.pause(),
+    restore: () => broker.resume(),
+    holdAcks: () => void (holding = true),
+    releaseAcks() {
+      holding = false;
+      for (const accept of held.splice(0)) accept();
+    },
+    maxHeld: () => maxHeld,
+    window: WINDOW,
+    // The SOC receiver's connection and the sink's.
+    connections: () => broker.connectedClients - 1,
+    async restart() {
+      await rt().stop("conformance restart", 0);
+      await boot();
+    },
+    async close() {
+      holding = false;
+      for (const accept of held.splice(0)) accept();
+      for (const b of boots) await b.stop("conformance done", 0);
+      await rx.stop();
+      await broker.stop();
+      t.cleanup();
+    },
+  };
+});
