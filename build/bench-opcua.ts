@@ -22,24 +22,24 @@ import { OpcuaService } from "../protocols/opcua/service";
 import type { LoadFigures, PeerRequest, PeerTarget } from "./bench-opcua-peer";
 import { pinForBench } from "./bench-modbus";
 
-const NODES = 200;
+export const NODES = 200;
 const ROUNDS = 3;
-const USER = { name: "bench", password: "bench-scada-42" };
+export const USER = { name: "bench", password: "bench-scada-42" };
 /**
  * Every bench client connects from 127.0.0.1, and each round opens new sessions: the per-address
  * limits a front has by default (8 connections, 30 new ones per 10 s) would refuse them.
  */
-const FRONT_LIMITS = { max_channels_per_address: 32, pre_auth_rate: { max: 10_000, interval_ms: 10_000 } };
+export const FRONT_LIMITS = { max_channels_per_address: 32, pre_auth_rate: { max: 10_000, interval_ms: 10_000 } };
 /** The device sets every node to the wall time this often. */
-const UPDATE_MS = 100;
+export const UPDATE_MS = 100;
 
-interface Peer<T> {
+export interface Peer<T> {
   first: T;
   ask<R>(msg: PeerRequest): Promise<R>;
   stop(): void;
 }
 
-function startPeer<T>(role: "opcua-device" | "opcua-clients", env_: Record<string, string>, cpuList: string | null): Promise<Peer<T>> {
+export function startPeer<T>(role: "opcua-device" | "opcua-clients", env_: Record<string, string>, cpuList: string | null): Promise<Peer<T>> {
   const args = [process.argv[1]!, role];
   const env = { ...process.env, ...env_ };
   const proc: ChildProcess = cpuList

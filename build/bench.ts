@@ -4,7 +4,8 @@
  * 1, 20 and 2,000 events/s), modbus (proxy vs blind pipe),
  * detectors (readings/s per core, state bytes per signal), receiver (messages/s vs the disk's
  * fsyncs/s, hostile messages' time and memory), opcua (reads and subscriptions through the
- * front vs directly against the legacy server). `npm run bench -- spine` runs one.
+ * front vs directly against the legacy server), footprint (RSS of the daemon without OPC UA and
+ * of its OPC UA process with a 200-node front). `npm run bench -- spine` runs one.
  */
 import { cpus } from "node:os";
 import { benchSpine } from "./bench-spine";
@@ -32,6 +33,8 @@ async function main(): Promise<void> {
     if (!only || only === "receiver") out.receiver = await benchReceiver();
     // node-opcua loads only for this section (it would weigh on the spine's RSS figure).
     if (!only || only === "opcua") out.opcua = await (await import("./bench-opcua")).benchOpcua();
+    // The real daemon's RSS without OPC UA, and its OPC UA process's with a 200-node front.
+    if (!only || only === "footprint") out.footprint = await (await import("./bench-footprint")).benchFootprint();
   }
   process.stdout.write(JSON.stringify(out, null, 2) + "\n");
 }
