@@ -12,6 +12,7 @@ import type { Reading, ReadingSink } from "./core/readings";
 import { registerPkiControl } from "../protocols/opcua/pki-control";
 import { ALIVE_MS, MAX_QUEUED, MAX_UNFLUSHED, type ToChild, type ToCore } from "../protocols/opcua/process-protocol";
 import { OpcuaService } from "../protocols/opcua/service";
+import type { WindowSpan } from "../protocols/opcua/front-policy";
 
 type Send = (m: ToCore, done?: (err: Error | null) => void) => void;
 
@@ -84,6 +85,7 @@ export function runOpcuaProcess(): void {
   const uplink = new Uplink(send);
   const handlers = new Map<string, (args: Record<string, unknown>) => unknown>();
   let svc: OpcuaService | undefined;
+  let windows: WindowSpan[] = [];
   let stopping = false;
   const exit = async (code: number) => {
     if (stopping) return;
@@ -103,6 +105,7 @@ export function runOpcuaProcess(): void {
     if (m.t === "init") {
       const log = createLogger(m.logLevel).child({ component: "opcua", process: "opcua" });
       svc = new OpcuaService({ config: m.config, deviceId: m.deviceId, points: m.points, events: uplink, readings: uplink, log });
+      svc.setWindows(windows);
       const s = svc;
       handlers.set("opcua.status", () => s.status());
       handlers.set("opcua.trust", (a) => s.trust(String(a.thumbprint), String(a.by)));
@@ -124,6 +127,9 @@ export function runOpcuaProcess(): void {
           (value) => send({ t: "reply", id: m.id, ok: true, value: value ?? null }),
           (e: unknown) => send({ t: "reply", id: m.id, ok: false, code: isDaemonError(e) ? e.code : "INTERNAL", message: isDaemonError(e) ? e.message : describeError(e) }),
         );
+    } else if (m.t === "windows") {
+      windows = m.open;
+      svc?.setWindows(windows);
     } else if (m.t === "stop") {
       void exit(0);
     }

@@ -23,6 +23,7 @@ import { OcsfClass, type EventDraft, type EventSink } from "./core/events";
 import type { ReadingSink } from "./core/readings";
 import type { OpcuaConfig } from "../protocols/opcua/config";
 import type { OpcuaPolledPoint } from "../protocols/opcua/poller";
+import type { WindowSpan } from "../protocols/opcua/front-policy";
 import { ALIVE_MS, MAX_QUEUED, OPCUA_PROCESS_ARG, type OpcuaProcessStatus, type ToChild, type ToCore } from "../protocols/opcua/process-protocol";
 
 export type { OpcuaProcessStatus } from "../protocols/opcua/process-protocol";
@@ -65,6 +66,7 @@ export class OpcuaProcess {
   private readonly dropped = { events: 0, readings: 0, refused: 0 };
   private readonly calls = new Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void; timer: NodeJS.Timeout }>();
   private nextCall = 1;
+  private windows: WindowSpan[] = [];
   private restartTimer: NodeJS.Timeout | undefined;
   private stableTimer: NodeJS.Timeout | undefined;
   private readonly watchdog: NodeJS.Timeout;
@@ -101,6 +103,12 @@ export class OpcuaProcess {
       last_exit: this.lastExit,
       dropped: { ...this.dropped },
     };
+  }
+
+  /** The write windows open now: kept for the next start of the child, sent to the running one. */
+  setWindows(open: readonly WindowSpan[]): void {
+    this.windows = open.map((w) => ({ role: w.role, opened_at: w.opened_at, expires_at: w.expires_at }));
+    this.send({ t: "windows", open: this.windows });
   }
 
   /** A control command answered by the child (`opcua status`, `opcua pki ...`). */
@@ -166,6 +174,7 @@ export class OpcuaProcess {
     child.on("error", (e) => this.o.log.warn({ err: e.message }, "OPC UA process channel error."));
     child.once("exit", (code, signal) => this.onExit(child, code, signal));
     this.send({ t: "init", config: c, deviceId: this.o.deviceId, points: [...this.o.points], logLevel: this.o.log.level });
+    this.send({ t: "windows", open: this.windows });
   }
 
   private send(m: ToChild): void {

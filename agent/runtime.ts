@@ -33,6 +33,7 @@ import { VERSION } from "./version";
 import { registerAuditControl } from "../firmware-hooks/audit";
 import { DevicePosture } from "../firmware-hooks/posture";
 import { SOURCES, type RunningSource } from "./sources/registry";
+import { SharedWindows } from "./sources/windows";
 
 /** Recent committed events kept for `events tail`. */
 export const RECENT_EVENTS = 1000;
@@ -253,12 +254,13 @@ export class Runtime {
   /** Every source whose config section is present, in the table's order; the others answer "not configured". */
   private async startSources(): Promise<void> {
     const c = this.loaded.config;
+    const windows = new SharedWindows(c);
     for (const entry of SOURCES) {
       if (!c[entry.section]) {
         this.notConfigured(entry.section, entry.control);
         continue;
       }
-      const src = await entry.create({ config: c, events: this.recorder, readings: this.readings, control: this.control, log: this.log.child({ component: entry.section }), commands: this.commands });
+      const src = await entry.create({ config: c, events: this.recorder, readings: this.readings, control: this.control, log: this.log.child({ component: entry.section }), commands: this.commands, windows });
       this.onStop(() => src.stop());
       await src.start();
       this.sources.set(entry.section, src);

@@ -19,6 +19,7 @@ const pollOf = (points: Points) =>
 export function modbusSource(ctx: SourceContext): RunningSource {
   const c = ctx.config;
   const m = c.modbus!;
+  const frontRoles = ctx.windows.frontRoles();
   const svc: ModbusProxyService = new ModbusProxyService({
     config: m,
     events: ctx.events,
@@ -27,12 +28,17 @@ export function modbusSource(ctx: SourceContext): RunningSource {
     poll: pollOf(c.points ?? {}),
     log: ctx.log,
     windowStatePath: m.windows.state_path,
+    // The OPC UA front's roles share these windows; the OPC UA process hears of every change.
+    ...(frontRoles ? { windowRoles: frontRoles } : {}),
+    onWindows: (open) => ctx.windows.changed(open),
     ...(ctx.commands ? { wrapPdp: ctx.commands.wrapper(() => svc) } : {}),
   });
   return {
     name: "modbus",
     async start() {
       const bound = await svc.start();
+      ctx.windows.store = svc.windows;
+      ctx.windows.changed(svc.windows?.snapshot() ?? []);
       registerWindowControl(ctx.control, () => svc.windows);
       registerModbusStatus(ctx.control, () => svc.status());
       registerTlsReload(ctx.control, () => svc.reloadTls("control"));

@@ -12,6 +12,10 @@ export function opcuaSource(ctx: SourceContext): RunningSource & { readonly proc
   const c = ctx.config;
   const points = Object.entries(c.points ?? {}).flatMap(([id, p]) => ("opcua" in p.source && p.poll_interval_ms !== undefined ? [{ id, source: p.source.opcua, interval_ms: p.poll_interval_ms }] : []));
   const proc = new OpcuaProcess({ config: c.opcua!, deviceId: c.device.id, points, events: ctx.events, readings: ctx.readings, log: ctx.log });
+  // The front's roles use the Modbus proxy's write windows, or a store of their own without it.
+  const roles = ctx.windows.frontRoles();
+  const own = roles && !ctx.windows.store && !c.modbus ? ctx.windows.standalone(roles, ctx.events, ctx.control) : undefined;
+  ctx.windows.watch((open) => proc.setWindows(open));
   return {
     name: "opcua",
     process: proc,
@@ -26,11 +30,15 @@ export function opcuaSource(ctx: SourceContext): RunningSource & { readonly proc
         });
       }
     },
-    stop: () => proc.stop(),
+    stop: async () => {
+      own?.dispose();
+      await proc.stop();
+    },
     health() {
       const s = proc.status();
       return { ok: s.state === "running", state: s.state, ...(s.last_exit ? { detail: `last exit ${s.last_exit.at}: ${s.last_exit.reason}` } : {}) };
     },
     status: () => proc.status(),
+    ...(own ? { closeWriteWindows: (by: string) => own.closeWindow({}, by).length } : {}),
   };
 }

@@ -13,6 +13,7 @@ import type { Config } from "../config/schema";
 import type { CommandService } from "../../firmware-hooks/command-service";
 import type { PolicyFile } from "../../protocols/modbus/policy/schema";
 import { FORWARDED } from "../../protocols/opcua/process-protocol";
+import type { SharedWindows } from "./windows";
 
 /** What a source is built with. */
 export interface SourceContext {
@@ -24,6 +25,8 @@ export interface SourceContext {
   log: Logger;
   /** Signed SOC commands, when configured: a source with a write gate puts it behind them. */
   commands: CommandService | undefined;
+  /** The write windows every source shares (agent/sources/windows.ts). */
+  windows: SharedWindows;
 }
 
 /** A running source; the optional parts are what SOC commands steer (firmware-hooks/commands.ts). */

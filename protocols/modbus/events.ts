@@ -32,7 +32,7 @@
 import { FloodGate } from "../../agent/core/flood";
 import type { EventClass, EventDraft, EventSink, SeverityId } from "../../agent/core/events";
 import { FUNCTION_NAMES } from "./codec/function-codes";
-import type { WriteWindow } from "./policy/window-store";
+import { windowClosedDraft, windowOpenedDraft, type WriteWindow } from "./policy/window-store";
 
 export interface EventLimits {
   interval_ms: number;
@@ -277,23 +277,11 @@ export class ModbusEvents {
   }
 
   windowOpened(w: WriteWindow): void {
-    this.safeRecord(
-      this.draft("audit", 2, 5019, 99, `Write window opened for role ${w.role} until ${new Date(w.expires_at).toISOString()}: ${w.reason}`, {
-        activity_name: "Write Window Opened",
-        actor: { user: { name: w.opened_by } },
-        unmapped: { modbus: { window: w } },
-      }),
-    );
+    this.safeRecord(windowOpenedDraft(w, this.now()));
   }
 
   windowClosed(w: WriteWindow, how: "expired" | "closed", by: string): void {
-    this.safeRecord(
-      this.draft("audit", 2, 5019, 99, `Write window for role ${w.role} ${how === "expired" ? "expired" : `closed by ${by}`}`, {
-        activity_name: "Write Window Closed",
-        actor: { user: { name: by } },
-        unmapped: { modbus: { window: w, how } },
-      }),
-    );
+    this.safeRecord(windowClosedDraft(w, how, by, this.now()));
   }
 
   upstreamDown(name: string, target: string, reason: string): void {

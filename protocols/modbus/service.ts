@@ -49,6 +49,10 @@ export interface ModbusProxyServiceOptions {
   /** SQLite file keeping open write windows across restarts (the daemon passes
    * `modbus.windows.state_path`); omitted: windows live in memory only. */
   windowStatePath?: string;
+  /** Roles of another protocol that share these write windows (the OPC UA front's), and where they are defined. */
+  windowRoles?: { roles: () => readonly string[]; writes: (role: string) => boolean; where: string };
+  /** Told the open windows after every opening and closing (the OPC UA process decides with them). */
+  onWindows?: (open: WriteWindow[]) => void;
 }
 
 export interface ModbusProxyStatus {
@@ -102,13 +106,19 @@ export class ModbusProxyService {
     const file = this.loadPolicy();
     const events = new ModbusEvents(this.o.events, c.events);
     this.events = events;
-    const roles = (): string[] => this.policy?.roleNames() ?? [];
+    const other = this.o.windowRoles;
+    const roles = (): string[] => [...new Set([...(this.policy?.roleNames() ?? []), ...(other?.roles() ?? [])])];
+    const changed = () => this.o.onWindows?.(this.store?.snapshot() ?? []);
     this.store = new WindowStore({
       roles,
-      writes: (role) => this.policy?.canWrite(role) ?? false,
+      writes: (role) => (this.policy?.canWrite(role) ?? false) || (other?.writes(role) ?? false),
+      ...(other ? { rolesIn: `the Modbus policy or ${other.where}` } : {}),
       maxMinutes: c.windows.max_minutes,
       maxOpen: c.windows.max_open,
-      events: { opened: (w) => events.windowOpened(w), closed: (w, how, by) => events.windowClosed(w, how, by) },
+      events: {
+        opened: (w) => (events.windowOpened(w), changed()),
+        closed: (w, how, by) => (events.windowClosed(w, how, by), changed()),
+      },
       ...(this.o.windowStatePath ? { persist: this.openWindowFile(this.o.windowStatePath) } : {}),
       onPersistError: (e, w) => this.log.error({ window: w.id, err: (e as Error).message }, "A closed write window could not be deleted from the state file."),
     });
@@ -207,7 +217,7 @@ export class ModbusProxyService {
       const policy = next.policy ? new ModbusPolicy(next.policy, this.store) : undefined;
       this.policy = policy;
       ctx.pdp = policy ?? (DENY_ALL as PolicyDecisionPoint<ModbusPolicyRequest>);
-      const roles = policy?.roleNames() ?? [];
+      const roles = [...(policy?.roleNames() ?? []), ...(this.o.windowRoles?.roles() ?? [])];
       for (const w of this.store.list()) if (!roles.includes(w.role)) this.store.closeWindow({ id: w.id }, "policy");
     }
     const points = [...next.points, ...next.poll.filter((p) => !next.points.some((q) => q.id === p.id))];

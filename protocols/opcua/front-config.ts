@@ -22,6 +22,7 @@
  *         methods: ["Plant/Pump/Start"]
  *         write_rate: { max: 10, interval_ms: 60000 }
  *         request_rate: { max: 600, interval_ms: 60000 }
+ *         write_window: required                # writes and calls only inside `gatewarden window open`
  *     certificate_users:
  *       - { thumbprint: "9f3c...", role: engineer }
  * ```
@@ -64,7 +65,14 @@ export const frontRoleSchema = z.strictObject({
   write_rate: rateSchema.optional(),
   /** Service requests (browse, read, write, call, subscription services; not Publish) per user per interval; past it: BadTooManyOperations. */
   request_rate: rateSchema.optional(),
+  /** `required`: writes and calls only while `gatewarden window open --role ROLE` is in force (the Modbus window model). */
+  write_window: z.enum(["required", "none"]).default("none"),
 });
+
+/** Whether a role may write or call anything at all (a write window for one that cannot would allow nothing). */
+export function frontRoleWrites(role: FrontRole): boolean {
+  return role.methods.length > 0 || role.nodes.some((n) => n.allow.includes("write"));
+}
 
 const certificateUser = z
   .strictObject({

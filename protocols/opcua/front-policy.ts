@@ -8,7 +8,7 @@
  * written or called.
  *
  * Compiled once per mirror (`bind`): each decision is a map lookup and, for a write, a bounds
- * check and the role's write rate. `request` counts a user's service requests against the
+ * check, the role's write window and write rate. `request` counts a user's service requests against the
  * role's request rate.
  */
 import type { Decision, PolicyDecisionPoint } from "../policy";
@@ -51,11 +51,34 @@ interface Grant {
 
 const deny = (rule: string, reason: string, status: FrontDecision["status"] = "BadUserAccessDenied"): FrontDecision => ({ allow: false, rule, reason, status });
 
+/** A write window as the front sees it: the daemon's core opens and closes them (`gatewarden window`). */
+export interface WindowSpan {
+  role: string;
+  opened_at: number;
+  expires_at: number;
+}
+
+/** The open write windows the core last sent; none until it has (fail closed). */
+export class OpenWindows {
+  private spans: WindowSpan[] = [];
+
+  set(spans: readonly WindowSpan[]): void {
+    this.spans = spans.slice(0, 256).map((w) => ({ role: w.role, opened_at: w.opened_at, expires_at: w.expires_at }));
+  }
+
+  isOpen(role: string, now: number): boolean {
+    return this.spans.some((w) => w.role === role && now >= w.opened_at && now < w.expires_at);
+  }
+}
+
 export class FrontPolicy implements PolicyDecisionPoint<FrontRequest> {
   private grants = new Map<string, Map<string, Grant>>();
   private readonly rate = new RateLimiter();
 
-  constructor(private readonly roles: Record<string, FrontRole>) {}
+  constructor(
+    private readonly roles: Record<string, FrontRole>,
+    private readonly windows: Pick<OpenWindows, "isOpen"> = new OpenWindows(),
+  ) {}
 
   /** Compiles the roles against the mirrored nodes. */
   bind(nodes: readonly FrontNode[]): void {
@@ -130,6 +153,7 @@ export class FrontPolicy implements PolicyDecisionPoint<FrontRequest> {
       }
     }
     if (req.action === "write" || req.action === "call") {
+      if (this.roles[req.role]?.write_window === "required" && !this.windows.isOpen(req.role, req.now)) return deny(`roles.${req.role}.write_window`, `no write window is open for role ${req.role}`);
       const limit = this.roles[req.role]?.write_rate;
       if (limit) {
         const r = this.rate.take(`${req.role}|${req.user}`, limit.max, limit.interval_ms, req.now);

@@ -29,7 +29,7 @@ import type { OpcuaServiceLog } from "./service";
 import type { FrontConfig } from "./front-config";
 import { FrontEvents, type FrontActor, type FrontOp } from "./front-events";
 import { FrontMirror, type Mirrored, type MirrorResult } from "./front-mirror";
-import { FrontPolicy, type FrontDecision, type FrontNode } from "./front-policy";
+import { FrontPolicy, type FrontDecision, type FrontNode, type OpenWindows } from "./front-policy";
 import { FrontUpstream } from "./front-upstream";
 import { authenticate } from "./front-users";
 import { describeCertificate } from "./link";
@@ -93,9 +93,9 @@ export class OpcuaFront {
   port = 0;
 
   constructor(
-    private readonly o: { config: FrontConfig; pkiDir: string; ownCertificate: { certificateFile: string; privateKeyFile: string }; deviceId: string; link: OpcuaLink; sink: EventSink; log: OpcuaServiceLog; maxNodesPerRead: number },
+    private readonly o: { config: FrontConfig; pkiDir: string; ownCertificate: { certificateFile: string; privateKeyFile: string }; deviceId: string; link: OpcuaLink; sink: EventSink; log: OpcuaServiceLog; maxNodesPerRead: number; windows?: OpenWindows },
   ) {
-    this.policy = new FrontPolicy(o.config.roles);
+    this.policy = new FrontPolicy(o.config.roles, o.windows);
     this.events = new FrontEvents(o.sink, o.config.events);
   }
 

@@ -3,7 +3,7 @@
  * agent/opcua-child.ts runs in it) over the IPC channel `fork` opens: a pipe
  * inherited by the child alone, so nothing else on the host can speak on it.
  *
- * core -> child: `init` (once), `call` (a control command), `stop`.
+ * core -> child: `init` (once), `call` (a control command), `windows` (the open write windows), `stop`.
  * child -> core: `ready` / `failed` (the answer to init), `batch` (event drafts to sign and
  * record, readings for the detectors, and what the child had to drop), `reply`, `alive`.
  */
@@ -11,6 +11,7 @@ import type { EventDraft } from "../../agent/core/events";
 import type { Reading } from "../../agent/core/readings";
 import type { OpcuaConfig } from "./config";
 import type { OpcuaPolledPoint } from "./poller";
+import type { WindowSpan } from "./front-policy";
 
 /** The argument that makes the bundle run as the OPC UA process instead of the CLI. */
 export const OPCUA_PROCESS_ARG = "__opcua-process";
@@ -25,6 +26,8 @@ export const ALIVE_MS = 2000;
 export type ToChild =
   | { t: "init"; config: OpcuaConfig; deviceId: string; points: OpcuaPolledPoint[]; logLevel: string }
   | { t: "call"; id: number; cmd: string; args: Record<string, unknown> }
+  /** The write windows open now (after init and at every change): the front's write_window decisions. */
+  | { t: "windows"; open: WindowSpan[] }
   | { t: "stop" };
 
 export type ToCore =

@@ -22,6 +22,7 @@ import { derOf, describeCertificate, OpcuaLink, rejectedFiles, type LinkStatus }
 import { OpcuaPoller, type OpcuaPolledPoint } from "./poller";
 import { OpcuaSubscriber, type PointsBy } from "./subscriber";
 import type { FrontStatus, OpcuaFront } from "./front";
+import { OpenWindows, type WindowSpan } from "./front-policy";
 import { findPki, listPki, type PkiEntry, type TrustList } from "./pki";
 import { applicationUri, ensureOwnCertificate, ownCertificateFile, ownCertificateProblem, ownKeyFile } from "./own-cert";
 
@@ -50,10 +51,17 @@ export class OpcuaService {
   private events: OpcuaEvents | undefined;
   /** The secure front re-exposing one upstream (`opcua.front`), if configured. */
   front: OpcuaFront | undefined;
+  /** The write windows open now, as the daemon's core last sent them (`gatewarden window`). */
+  private readonly windows = new OpenWindows();
 
   constructor(
     private readonly o: { config: OpcuaConfig; deviceId: string; points: readonly OpcuaPolledPoint[]; events: EventSink; readings?: ReadingSink; log: OpcuaServiceLog },
   ) {}
+
+  /** The core's open write windows (all of them: the front's roles decide which apply). */
+  setWindows(open: readonly WindowSpan[]): void {
+    this.windows.set(open);
+  }
 
   async start(): Promise<void> {
     const c = this.o.config;
@@ -105,7 +113,7 @@ export class OpcuaService {
     if (c.front) {
       const link = this.links.find((l) => l.config.name === c.front!.server)!;
       const { OpcuaFront } = await import("./front");
-      this.front = new OpcuaFront({ config: c.front, pkiDir: c.pki_dir, ownCertificate: { certificateFile: ownCertificateFile(certificates), privateKeyFile: ownKeyFile(certificates) }, deviceId: this.o.deviceId, link, sink: this.o.events, log, maxNodesPerRead: link.config.max_nodes_per_read });
+      this.front = new OpcuaFront({ config: c.front, pkiDir: c.pki_dir, ownCertificate: { certificateFile: ownCertificateFile(certificates), privateKeyFile: ownKeyFile(certificates) }, deviceId: this.o.deviceId, link, sink: this.o.events, log, maxNodesPerRead: link.config.max_nodes_per_read, windows: this.windows });
       await this.front.start();
     }
     for (const l of this.links) {

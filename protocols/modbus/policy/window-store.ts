@@ -13,6 +13,7 @@ import { randomUUID } from "node:crypto";
 import { mkdirSync } from "node:fs";
 import { dirname } from "node:path";
 import { DaemonError } from "../../../agent/core/errors";
+import type { EventDraft } from "../../../agent/core/events";
 import type { WindowOracle } from "./engine";
 
 export interface WriteWindow {
@@ -27,6 +28,26 @@ export interface WriteWindow {
 export interface WindowEvents {
   opened(w: WriteWindow): void;
   closed(w: WriteWindow, how: "expired" | "closed", by: string): void;
+}
+
+/** A window's opening, an audit event (Device Config State Change). */
+export function windowOpenedDraft(w: WriteWindow, time: number): EventDraft {
+  return {
+    class: "audit",
+    severity: 2,
+    time,
+    ocsf: { class_uid: 5019, activity_id: 99, message: `Write window opened for role ${w.role} until ${new Date(w.expires_at).toISOString()}: ${w.reason}`, activity_name: "Write Window Opened", actor: { user: { name: w.opened_by } }, unmapped: { modbus: { window: w } } },
+  };
+}
+
+/** A window's closing (by hand or at its expiry), an audit event. */
+export function windowClosedDraft(w: WriteWindow, how: "expired" | "closed", by: string, time: number): EventDraft {
+  return {
+    class: "audit",
+    severity: 2,
+    time,
+    ocsf: { class_uid: 5019, activity_id: 99, message: `Write window for role ${w.role} ${how === "expired" ? "expired" : `closed by ${by}`}`, activity_name: "Write Window Closed", actor: { user: { name: by } }, unmapped: { modbus: { window: w, how } } },
+  };
 }
 
 /** Where open windows are kept across restarts. */
@@ -97,6 +118,8 @@ export class WindowStore implements WindowOracle {
       roles: () => readonly string[];
       /** Whether a role may write at all; a window for one that cannot (read-only) is refused. */
       writes?: (role: string) => boolean;
+      /** Where the roles are defined, for messages (default: the Modbus policy). */
+      rolesIn?: string;
       maxMinutes?: number;
       /** Most windows open at once (default 16); opening one more fails. */
       maxOpen?: number;
@@ -147,8 +170,9 @@ export class WindowStore implements WindowOracle {
 
   openWindow(args: { role: string; minutes: number; reason: string; by?: string }): WriteWindow {
     const max = this.opts.maxMinutes ?? 240;
-    if (!this.opts.roles().includes(args.role)) throw new DaemonError("USAGE", `no role ${args.role} in the Modbus policy`);
-    if (this.opts.writes && !this.opts.writes(args.role)) throw new DaemonError("USAGE", `role ${args.role} has no write function codes in the Modbus policy: a write window would allow nothing`);
+    const where = this.opts.rolesIn ?? "the Modbus policy";
+    if (!this.opts.roles().includes(args.role)) throw new DaemonError("USAGE", `no role ${args.role} in ${where}`);
+    if (this.opts.writes && !this.opts.writes(args.role)) throw new DaemonError("USAGE", `role ${args.role} may write nothing in ${where}: a write window would allow nothing`);
     if (!Number.isFinite(args.minutes) || args.minutes <= 0 || args.minutes > max) throw new DaemonError("USAGE", `--minutes must be in 1..${max}`);
     if (!args.reason || !args.reason.trim()) throw new DaemonError("USAGE", "a window needs a --reason");
     this.sweep();
@@ -193,6 +217,11 @@ export class WindowStore implements WindowOracle {
 
   list(): WriteWindow[] {
     this.sweep();
+    return [...this.open.values()];
+  }
+
+  /** The windows held now, without closing expired ones first (safe inside an event callback). */
+  snapshot(): WriteWindow[] {
     return [...this.open.values()];
   }
 

@@ -68,6 +68,10 @@ opcua:
       observer:
         nodes:
           - { browse_path: Plant/Tank.Level, allow: [browse, read, subscribe] }
+      engineer:
+        nodes:
+          - { node_id: "ns=1;s=Pump.Speed", allow: [read, write], min: 0, max: 3000 }
+        write_window: required
       limited:
         nodes:
           - { browse_path: Plant/Tank.Level, allow: [browse, read] }
@@ -79,6 +83,7 @@ opcua:
     expect(gw(["opcua", "users", "add", "ops", "--role", "operator", "--config", cfg], {}, "tank-farm-42\n")).toMatchObject({ code: 0 });
     expect(gw(["opcua", "users", "add", "viewer", "--role", "observer", "--config", cfg], {}, "look-only-17\n")).toMatchObject({ code: 0 });
     expect(gw(["opcua", "users", "add", "slow", "--role", "limited", "--config", cfg], {}, "few-requests-3\n")).toMatchObject({ code: 0 });
+    expect(gw(["opcua", "users", "add", "eng", "--role", "engineer", "--config", cfg], {}, "inside-windows-9\n")).toMatchObject({ code: 0 });
     const out = join(dir, "soc-out.jsonl");
     const rx = new SocReceiver({ broker: broker.url, dir: site.socDir, out, topic: "gatewarden/v1/+/events", clientId: "soc-front", protocolVersion: 4, gapTimeoutMs: 60_000, dedupeWindow: 100_000, log: silent, onLine: (l) => lines.push(l) });
     await rx.start();
@@ -254,6 +259,35 @@ opcua:
     expect(one + summarised).toBe(9);
   }, 60_000);
 
+  it("writes of a write_window role only inside `gatewarden window open`, each outside a verified denial", async () => {
+    const { session, close } = await connect({ user: { type: UserTokenType.UserName, userName: "eng", password: "inside-windows-9" } });
+    const write = async (value: number) => {
+      const ns = (await session.readNamespaceArray()).indexOf(legacy.namespaceUri);
+      return session.write({ nodeId: `ns=${ns};s=Pump.Speed`, attributeId: AttributeIds.Value, value: { value: { dataType: DataType.Double, value } } });
+    };
+    try {
+      expect(await write(2100)).toBe(StatusCodes.BadUserAccessDenied);
+      expect(legacy.values["Pump.Speed"]).not.toBe(2100);
+      await waitSoc(/^OPC UA request denied: no write window is open for role engineer$/);
+      // A role that may write nothing gets no window; an unknown one neither.
+      expect(await gwAsync(["window", "open", "--role", "observer", "--minutes", "5", "--reason", "x", "--config", cfg])).toMatchObject({ code: 2, stderr: "error[USAGE]: role observer may write nothing in opcua.front.roles: a write window would allow nothing\n" });
+      expect(await gwAsync(["window", "open", "--role", "nobody", "--minutes", "5", "--reason", "x", "--config", cfg])).toMatchObject({ code: 2, stderr: "error[USAGE]: no role nobody in opcua.front.roles\n" });
+      const opened = await gwAsync(["window", "open", "--role", "engineer", "--minutes", "5", "--reason", "pump 2 speed setpoint", "--json", "--config", cfg]);
+      expect(opened.stderr).toBe("");
+      // The OPC UA process learns of the window over its pipe: the next writes are allowed.
+      await until(async () => (await write(2100)) === StatusCodes.Good, 10_000, "a write inside the window to be allowed");
+      expect(legacy.values["Pump.Speed"]).toBe(2100);
+      await waitSoc(/^Write window opened for role engineer until .*: pump 2 speed setpoint$/);
+      await waitSoc(/^OPC UA write by eng: wrote 2100 to Plant\/Pump\/Speed \(Good\)$/);
+      expect((await gwAsync(["window", "close", "--role", "engineer", "--config", cfg])).stdout).toBe("Closed 1 write window(s).\n");
+      await until(async () => (await write(2200)) === StatusCodes.BadUserAccessDenied, 10_000, "a write after the window closed to be denied");
+      expect(legacy.values["Pump.Speed"]).toBe(2100);
+      await waitSoc(/^Write window for role engineer closed by /);
+    } finally {
+      await close();
+    }
+  }, 60_000);
+
   it("the gateway's own certificate: urn:gatewarden:<device-id>, at most two years, renewed with `opcua pki renew`", async () => {
     const status = ((await opcuaOf(rt).opcuaStatus()) as unknown as OpcuaStatus).own_certificate!;
     expect(status).toMatchObject({ application_uri: "urn:gatewarden:gw-test-1", subject: "O=Gatewarden, CN=Gatewarden gw-test-1" });
@@ -282,9 +316,9 @@ opcua:
 
   it("manages users from the CLI: no password on the command line, short ones refused, hashes never shown", () => {
     expect(gw(["opcua", "users", "add", "eve", "--role", "operator", "--config", cfg], {}, "short\n")).toMatchObject({ code: 2, stderr: "error[USAGE]: the password must have at least 8 characters\n" });
-    expect(gw(["opcua", "users", "add", "eve", "--role", "nobody", "--config", cfg], {}, "long-enough-1\n")).toMatchObject({ code: 2, stderr: "error[USAGE]: no role nobody under opcua.front.roles (roles: operator, observer, limited)\n" });
+    expect(gw(["opcua", "users", "add", "eve", "--role", "nobody", "--config", cfg], {}, "long-enough-1\n")).toMatchObject({ code: 2, stderr: "error[USAGE]: no role nobody under opcua.front.roles (roles: operator, observer, engineer, limited)\n" });
     const list = gw(["opcua", "users", "list", "--json", "--config", cfg]);
-    expect(JSON.parse(list.stdout).map((u: { user: string; role: string }) => [u.user, u.role])).toEqual([["ops", "operator"], ["viewer", "observer"], ["slow", "limited"]]);
+    expect(JSON.parse(list.stdout).map((u: { user: string; role: string }) => [u.user, u.role])).toEqual([["ops", "operator"], ["viewer", "observer"], ["slow", "limited"], ["eng", "engineer"]]);
     expect(list.stdout).not.toContain("scrypt");
     const file = join(dirname(cfg), "data", "opcua-users.json");
     expect(statSync(file).mode & 0o777).toBe(0o600);

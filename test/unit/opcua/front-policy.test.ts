@@ -1,6 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { opcuaConfigSchema } from "../../../protocols/opcua/config";
-import { FrontPolicy, type FrontNode } from "../../../protocols/opcua/front-policy";
+import { FrontPolicy, OpenWindows, type FrontNode } from "../../../protocols/opcua/front-policy";
+import { frontRoleWrites } from "../../../protocols/opcua/front-config";
 import { authenticate, hashPassword, verifyPassword, writeUsers } from "../../../protocols/opcua/front-users";
 import { tempDir } from "../../helpers/fixture";
 import { join } from "node:path";
@@ -55,6 +56,22 @@ describe("OPC UA front policy", () => {
     expect(r.request("b", "lim", "Read", 1).allow).toBe(true);
     expect(r.request("a", "lim", "Read", 600).allow).toBe(true);
     for (let i = 0; i < 100; i++) expect(r.request("a", "free", "Read", 600).allow).toBe(true);
+  });
+
+  it("a write_window role writes and calls only while a window for it is open", () => {
+    const windows = new OpenWindows();
+    const c = opcuaConfigSchema.parse({ servers: [{ name: "plc", endpoint: "opc.tcp://10.0.0.5:4840" }], front: { server: "plc", roles: { eng: { nodes: [{ node_id: "nsu=urn:plc;s=Plant.Pump.Speed", allow: ["read", "write"] }], methods: ["Plant/Pump/Start"], write_window: "required" } } } });
+    const w = new FrontPolicy(c.front!.roles, windows);
+    w.bind(nodes);
+    expect(ask(w, "eng", "Plant/Pump/Speed", "write", 1, 1000)).toMatchObject({ allow: false, rule: "roles.eng.write_window", reason: "no write window is open for role eng", status: "BadUserAccessDenied" });
+    expect(ask(w, "eng", "Plant/Pump/Speed", "read", undefined, 1000).allow).toBe(true);
+    windows.set([{ role: "other", opened_at: 0, expires_at: 5000 }, { role: "eng", opened_at: 900, expires_at: 2000 }]);
+    expect(ask(w, "eng", "Plant/Pump/Speed", "write", 1, 1000).allow).toBe(true);
+    expect(ask(w, "eng", "Plant/Pump/Start", "call", undefined, 1999).allow).toBe(true);
+    expect(ask(w, "eng", "Plant/Pump/Speed", "write", 1, 2000).allow).toBe(false);
+    expect(ask(w, "eng", "Plant/Pump/Speed", "write", 1, 899).allow).toBe(false);
+    expect(frontRoleWrites(c.front!.roles.eng!)).toBe(true);
+    expect(frontRoleWrites({ nodes: [{ browse_path: "Plant", allow: ["browse", "read"] }], methods: [], write_window: "none" })).toBe(false);
   });
 
   it("calls only methods on the allow-list", () => {
