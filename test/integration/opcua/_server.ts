@@ -1,7 +1,7 @@
 import { X509Certificate } from "node:crypto";
 import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { DataType, MessageSecurityMode, OPCUACertificateManager, OPCUAServer, SecurityPolicy, setWarningLogger, StatusCodes, Variant, VariantArrayType } from "node-opcua";
+import { DataType, MessageSecurityMode, type ServerSession, OPCUACertificateManager, OPCUAServer, SecurityPolicy, setWarningLogger, StatusCodes, Variant, VariantArrayType } from "node-opcua";
 
 // The stack prints warnings to stdout; the tests read what the client reports instead.
 setWarningLogger(() => undefined);
@@ -107,6 +107,19 @@ export class TestOpcuaServer {
     const der = server.getCertificate();
     this.certFile = join(o.dir, `server-${this.port}.pem`);
     writeFileSync(this.certFile, `-----BEGIN CERTIFICATE-----\n${der.toString("base64").replace(/(.{64})/g, "$1\n")}\n-----END CERTIFICATE-----\n`);
+  }
+
+  /** Subscriptions open on the server now. */
+  get subscriptionCount(): number {
+    return this.server?.engine.currentSubscriptionCount ?? 0;
+  }
+
+  /** Deletes every subscription on the server while the sessions stay open (as a server that ran out of resources does). */
+  endSubscriptions(): number {
+    const sessions = Object.values((this.server?.engine as unknown as { _sessions: Record<string, ServerSession> } | undefined)?._sessions ?? {});
+    let n = 0;
+    for (const s of sessions) for (const sub of [...s.publishEngine.subscriptions]) if (s.deleteSubscription(sub.id).isGood()) n++;
+    return n;
   }
 
   async stop(): Promise<void> {

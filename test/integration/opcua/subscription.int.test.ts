@@ -32,11 +32,13 @@ describe("OPC UA points by subscription against a real node-opcua server", () =>
       pki_dir: join(t.dir, "client-pki"),
       servers: [{ name: "plc", endpoint: server.endpoint, server_certificate: server.certFile, user: { username: "operator", password_file: pw }, reconnect_min_ms: 200, reconnect_max_ms: 1000, ...o.client }],
     });
-    const svc = new OpcuaService({ config, deviceId: "gw-test", points, events: { record: (d) => events.push(d) }, readings: { reading: (r) => readings.push(r) }, log: silent });
+    const logged: { o: object; m: string }[] = [];
+    const log = { ...silent, info: (o: object, m: string) => void logged.push({ o, m }), warn: (o: object, m: string) => void logged.push({ o, m }), debug: () => undefined };
+    const svc = new OpcuaService({ config, deviceId: "gw-test", points, events: { record: (d) => events.push(d) }, readings: { reading: (r) => readings.push(r) }, log });
     cleanups.push(() => svc.stop());
     await svc.start();
     const of = (id: string, quality: Reading["quality"] = "good") => readings.filter((r) => r.point === id && r.quality === quality);
-    return { server, svc, events, readings, of, st: () => svc.status().servers[0]! };
+    return { server, svc, events, readings, logged, of, st: () => svc.status().servers[0]! };
   }
 
   /** Each reading's time is on the point's grid, and later than the one before. */
@@ -120,5 +122,20 @@ describe("OPC UA points by subscription against a real node-opcua server", () =>
     expect(after.every((r) => r.value === 4.5)).toBe(true);
     expectOnGrid(of("level"), 100);
     expect(of("level", "bad").length).toBe(1);
+  });
+
+  it("notices a subscription the server deleted (no data, no keep-alive), marks the points unknown and subscribes again in the same session", async () => {
+    const { server, of, st, logged } = await run([pt("level", "ns=1;s=Tank.Level", 100)]);
+    await until(() => of("level").length >= 3 && server.subscriptionCount === 1, 20_000, "readings by subscription");
+    server.values["Tank.Level"] = 5.5;
+    expect(server.endSubscriptions()).toBe(1);
+    await until(() => of("level", "bad").length === 1, 30_000, "a bad-quality reading once the subscription is gone");
+    const bad = of("level", "bad")[0]!;
+    await until(() => of("level").some((r) => r.ts > bad.ts), 30_000, "readings from a new subscription");
+    expect(server.subscriptionCount).toBe(1);
+    expect(st()).toMatchObject({ state: "up", points_by: "subscription", polls: 0, reads: 0, connects: 1 });
+    expect(of("level").filter((r) => r.ts > bad.ts).every((r) => r.value === 5.5)).toBe(true);
+    // node-opcua's client says nothing when its subscription disappears: the keep-alive watchdog notices.
+    expect(logged.filter((l) => /subscription lost/.test(l.m)).map((l) => (l.o as { reason: string }).reason)).toEqual([expect.stringMatching(/^nothing from the subscription for \d+ ms$/)]);
   });
 });
