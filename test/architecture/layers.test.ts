@@ -21,10 +21,11 @@ describe("layers: the imports keep the house one-way", () => {
   describe("the check itself", () => {
     const withFile = (path: string, text: string) => new Map([...files, [path, text]]);
     const cases: Array<[string, string, string, RegExp]> = [
-      ["a protocol reaching into agent/", "protocols/modbus/evil.ts", 'import { Runtime } from "../../agent/runtime";\n', /protocols\/ imports from agent\/ only agent\/core/],
-      ["a detector reaching into agent/ with a dynamic import", "detectors/evil.ts", 'export const m = () => import("../agent/outbox/store");\n', /detectors\/ imports from agent\/ only agent\/core/],
-      ["a detector importing a protocol (type only)", "detectors/evil.ts", 'import type { ModbusSource } from "../protocols/modbus/points";\n', /detectors\/ never imports protocols/],
-      ["a protocol importing a detector (re-export)", "protocols/opcua/evil.ts", 'export { DetectionEngine } from "../../detectors/engine";\n', /protocols\/ never imports detectors/],
+      ["a protocol reaching into agent/", "protocols/modbus/evil.ts", 'import { Runtime } from "../../agent/runtime";\n', /protocols\/ imports only protocols\/ and agent\/core/],
+      ["a detector reaching into agent/ with a dynamic import", "detectors/evil.ts", 'export const m = () => import("../agent/outbox/store");\n', /detectors\/ imports only detectors\/ and agent\/core/],
+      ["a detector importing a protocol (type only)", "detectors/evil.ts", 'import type { ModbusSource } from "../protocols/modbus/points";\n', /detectors\/ imports only detectors\/ and agent\/core\/ \(never protocols/],
+      ["a protocol importing a detector (re-export)", "protocols/opcua/evil.ts", 'export { DetectionEngine } from "../../detectors/engine";\n', /protocols\/ imports only protocols\/ and agent\/core\/ \(never detectors/],
+      ["a protocol importing the firmware hooks", "protocols/opcua/evil.ts", 'import { recordAudit } from "../../firmware-hooks/audit";\n', /protocols\/ imports only protocols\/ and agent\/core/],
       ["the core importing the agent", "agent/core/evil.ts", 'import { loadConfig } from "../config/load";\n', /agent\/core imports nothing outside/],
       ["a benchmark importing a test helper", "build/bench-evil.ts", 'import { prng } from "../test/helpers/prng";\n', /never import test\//],
       ["a CLI command outside agent/commands", "protocols/modbus/cli.ts", 'import type { Command } from "commander";\n', /CLI commands live in agent\/commands/],
