@@ -17,12 +17,18 @@ export interface LevelShiftOptions {
   warmup?: number;
 }
 
-interface State { n: number; last_ts: number | null; dt: number; win: number[]; ref: number | null; q: number[]; flagged: number; last: number | null; step: number }
+interface State {
+  n: number; last_ts: number | null; dt: number; win: number[]; ref: number | null; q: number[]; flagged: number; last: number | null; step: number;
+  /** The learning history's normal swing (absent in older snapshots: none). */
+  q_learned?: number;
+}
 
 /**
  * Robust level shift: the interquartile mean of the last `window` readings against a slowly tracked
  * reference level. The threshold is calibrated on the statistic's own normal spread (mean
- * |short mean - reference| in normal operation), which accounts for autocorrelation.
+ * |short mean - reference| in normal operation), which accounts for autocorrelation. The spread
+ * learned from the learning history is a floor: a quiet live stretch (a few hundred readings of
+ * a new recording) shows less of the signal's normal wander than days of history do.
  */
 export class LevelShiftDetector extends BaseDetector<State> {
   readonly stateVersion = 1;
@@ -32,6 +38,8 @@ export class LevelShiftDetector extends BaseDetector<State> {
   private ref = 0;
   private readonly q = new SpreadTracker(0.005);
   private flagged = 0;
+  /** The normal swing at the end of the learning history: live data never narrows it below that. */
+  private qLearned = 0;
   /** Previous value and the mean size of non-zero steps: a quantised signal's resolution floor. */
   private hasLast = false;
   private last = 0;
@@ -54,6 +62,10 @@ export class LevelShiftDetector extends BaseDetector<State> {
     // One short window's worth of readings: structural (the shift is then fully inside the window).
     this.reportFor = opts.report_for ?? opts.window ?? 16;
   }
+  override train(r: Reading): void {
+    super.train(r);
+    this.qLearned = this.q.m;
+  }
   /** A per-class copy of BaseDetector.observe (one shape at the `step` call; see there). */
   override observe(r: Reading, emit: Emit): void {
     if (this.clock.advance(r.ts, this.n)) this.restart();
@@ -75,7 +87,7 @@ export class LevelShiftDetector extends BaseDetector<State> {
     }
     const d = m - this.ref;
     // A shift smaller than a quarter of the signal's usual step is quantisation, not a shift.
-    const limit = this.factor * Math.max(this.q.m, this.stepSize / 4, 1e-9 * (Math.abs(this.ref) + 1));
+    const limit = this.factor * Math.max(this.q.m, this.qLearned, this.stepSize / 4, 1e-9 * (Math.abs(this.ref) + 1));
     if (emit !== null && Math.abs(d) > limit && (this.flagged < this.relearn || this.disputed)) {
       // A shift is reported while it is new; a level that persists is the signal's new normal
       // and is not reported again (it is accepted after `relearn_after` readings), unless it
@@ -117,7 +129,7 @@ export class LevelShiftDetector extends BaseDetector<State> {
   protected save(): Omit<State, "n" | "last_ts" | "dt"> {
     return {
       win: this.win.values(), ref: this.hasRef ? this.ref : null, q: this.q.toJSON(), flagged: this.flagged,
-      last: this.hasLast ? this.last : null, step: this.stepSize,
+      last: this.hasLast ? this.last : null, step: this.stepSize, q_learned: this.qLearned,
     };
   }
   protected load(s: Record<string, unknown>): void {
@@ -131,5 +143,6 @@ export class LevelShiftDetector extends BaseDetector<State> {
     this.hasLast = last !== null;
     this.last = last ?? 0;
     this.stepSize = num(this.id, s.step, "step");
+    this.qLearned = s.q_learned === undefined ? 0 : num(this.id, s.q_learned, "q_learned");
   }
 }

@@ -8,7 +8,7 @@ import { ReplayDetector } from "../../../detectors/replay";
 import { SeasonalDetector } from "../../../detectors/seasonal";
 import { createSignalDetectors } from "../../../detectors/signal-detectors";
 import { StuckDetector } from "../../../detectors/stuck";
-import { feed, noise, prng, readings } from "./_helpers";
+import { feed, noise, prng, readings, T0 } from "./_helpers";
 
 describe("range", () => {
   it.each([
@@ -91,6 +91,19 @@ describe("level shift", () => {
     // A day without readings is a new recording: the baseline is learned afresh, nothing reported.
     const day = readings(vals, 1000).map((r, i) => (i >= 600 ? { ...r, ts: r.ts + 86_400_000, value: r.value + 5 } : r));
     expect(feed(new LevelShiftDetector("p"), day).at).toEqual([]);
+  });
+  it("never narrows its normal swing below the learning history's: a quiet live stretch does not make an ordinary step a shift", () => {
+    const learn = readings(noise(3000, 8), 1000);
+    // Live: the same signal, ten times quieter for a while, then an ordinary step (well within
+    // the learned swing) and a real shift of 5.
+    const live = (step: number): number[] => noise(900, 9, 10, 0.1).map((v, i) => (i >= 700 ? v + step : v));
+    const run = (step: number): number[] => {
+      const d = new LevelShiftDetector("p");
+      for (const r of learn) d.train(r);
+      return feed(d, readings(live(step), 1000, "p", T0 + 3000_000)).at;
+    };
+    expect(run(0.5)).toEqual([]);
+    expect(run(5).some((i) => i >= 700 && i < 740)).toBe(true);
   });
   it("ignores a single spike (robust mean)", () => {
     const vals = noise(800, 4);
