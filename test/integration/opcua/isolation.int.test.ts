@@ -117,3 +117,39 @@ describe.skipIf(!HAS_PYMODBUS)(`the OPC UA process (Modbus device: ${PYTHON ?? "
     expect(status.opcua).toMatchObject({ state: "running", restarts: 1, pid: st.pid });
   }, 120_000);
 });
+
+describe("the OPC UA process's memory ceiling", () => {
+  const cleanups: (() => Promise<void> | void)[] = [];
+  afterAll(async () => {
+    for (const c of cleanups.reverse()) await c();
+  });
+
+  it("kills the process past opcua.process.max_rss_mb and restarts it with back-off, each a signed event", async () => {
+    const t = tempDir("gw-opcua-rss-");
+    cleanups.push(t.cleanup);
+    const ua = new TestOpcuaServer({ dir: t.dir, users: { gatewarden: "cabinet-42" } });
+    await ua.start();
+    cleanups.push(() => ua.stop());
+    const site = makeSite(t.dir);
+    writeFileSync(join(site.gwDir, "keys", "plc.pass"), "cabinet-42\n", { mode: 0o600 });
+    // 64 MB is less than node-opcua needs to load: every start ends past the ceiling.
+    appendFileSync(site.cfgFile, stationYaml(ua, ["process: { max_rss_mb: 64, restart_min_ms: 250, restart_max_ms: 1000 }"]));
+    const loaded = site.load();
+    const rt = new Runtime(loaded, silent);
+    await rt.start();
+    cleanups.push(() => rt.stop("test"));
+    const opcua = opcuaOf(rt);
+    await until(() => opcua.status().restarts >= 3, 60_000, "three restarts after the ceiling");
+    rt.recorder.flush();
+    const key = createPublicKey(loadDeviceKey(loaded.config.device.key));
+    const exits = rt.outbox
+      .readAfter(0, 100_000)
+      .map((r) => JSON.parse(r.body) as Envelope & { ocsf: { message: string; unmapped?: { opcua_process?: { restart_in_ms: number } } } })
+      .filter((e) => /^OPC UA process \d+ stopped \(/.test(e.ocsf.message));
+    expect(exits.length).toBeGreaterThanOrEqual(3);
+    expect(exits.filter((e) => /^OPC UA process \d+ stopped \(killed by the daemon: RSS \d+ MB over opcua\.process\.max_rss_mb 64\); restarting in \d+ ms$/.test(e.ocsf.message)).length).toBeGreaterThan(0);
+    for (const e of exits) expect(checkEnvelope(e, key)).toBe("ok");
+    // Back-off: 250, 500, 1000, then 1000 ms.
+    expect(exits.slice(0, 3).map((e) => e.ocsf.unmapped!.opcua_process!.restart_in_ms)).toEqual([250, 500, 1000]);
+  }, 90_000);
+});
