@@ -81,6 +81,47 @@ describe("reset register (site file signals.<counter>.reset_register)", () => {
     for (let i = at; i < v.length; i++) v[i] = v[i]! + base - 20; // back by 20 kWh, far from 0
     expect(counterLines(detectFeeder({ ...rolled, values: { ...rolled.values, SHOP_kWh: v } }, { site })).length).toBeGreaterThan(0);
   });
+  it("the register's last value and the counter's reading times survive a snapshot and restore", () => {
+    const regSite = parseSite("name: m\nsignals:\n  E: { kind: energy_counter, resolution: 0.1, reset_register: R }\n  R: { kind: state }\n");
+    const make = (events: EventDraft[]) => new DetectionEngine({
+      points: { E: { kind: "energy_counter", resolution: 0.1 }, R: { kind: "state" } }, site: regSite, sink: { record: (d) => events.push(d) },
+    });
+    const t0 = Date.UTC(2026, 2, 1);
+    const feed = (e: DetectionEngine, from: number, to: number, resetAt: number | null): void => {
+      for (let i = from; i < to; i++) {
+        const ts = t0 + i * 60_000;
+        const reset = resetAt !== null && i >= resetAt;
+        const value = reset ? Number(((i - resetAt) * 0.1).toFixed(1)) : Number((1000 + i * 0.1).toFixed(1));
+        for (const [point, v] of [["E", value], ["R", reset ? 4 : 3]] as const) {
+          const r = { point, value: v, ts, source: "t", quality: "good" as const };
+          if (i < 1440) e.learn(r);
+          else e.reading(r);
+        }
+        e.flush();
+      }
+    };
+    for (const announced of [true, false]) {
+      const before: EventDraft[] = [];
+      const a = make(before);
+      feed(a, 0, 2000, null);
+      const after: EventDraft[] = [];
+      const b = make(after);
+      b.restore(JSON.parse(JSON.stringify(a.snapshot())));
+      // The reset at reading 2000; unannounced, the register keeps its value.
+      if (announced) feed(b, 2000, 2100, 2000);
+      else {
+        for (let i = 2000; i < 2100; i++) {
+          const ts = t0 + i * 60_000;
+          b.reading({ point: "E", value: Number(((i - 2000) * 0.1).toFixed(1)), ts, source: "t", quality: "good" });
+          b.reading({ point: "R", value: 3, ts, source: "t", quality: "good" });
+          b.flush();
+        }
+      }
+      const opened = after.filter((d) => d.ocsf.activity_id === 1).map((d) => d.ocsf.message);
+      if (announced) expect(opened).toEqual([]);
+      else expect(opened.some((m) => m.includes("E counter was reset"))).toBe(true);
+    }
+  });
   it.each([
     ["on a signal that is not a counter", "  P_X: { kind: power, reset_register: R }\n", "signals.P_X.reset_register"],
     ["naming the counter itself", "  E_X: { kind: energy_counter, reset_register: E_X }\n", "signals.E_X.reset_register"],
