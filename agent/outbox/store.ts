@@ -190,6 +190,10 @@ export class Outbox {
    */
   reopen(): void {
     if (this.db.open) this.db.close();
+    // Deferred deletes name ids of the file that went away; a new file numbers its rows anew.
+    this.acked.clear();
+    if (this.ackTimer) clearTimeout(this.ackTimer);
+    this.ackTimer = undefined;
     this.open();
   }
 
