@@ -30,8 +30,6 @@ export type { OpcuaProcessStatus } from "../protocols/opcua/process-protocol";
 
 /** How often RSS is sampled against the ceiling. */
 const RSS_SAMPLE_MS = 2000;
-/** No message from the child for this long while it runs: it is stuck, and killed. */
-const UNRESPONSIVE_MS = 60_000;
 /** A forwarded command unanswered this long fails (certificate renewal is the slowest). */
 const CALL_TIMEOUT_MS = 60_000;
 /** Forwarded commands in flight at most. */
@@ -304,8 +302,8 @@ export class OpcuaProcess {
     const max = this.o.config.process.max_rss_mb;
     if (this.rss !== null && this.rss > max * 2 ** 20) {
       this.kill(child, `RSS ${Math.round(this.rss / 2 ** 20)} MB over opcua.process.max_rss_mb ${max}`);
-    } else if (Date.now() - this.lastSeen > UNRESPONSIVE_MS) {
-      this.kill(child, `no message for ${UNRESPONSIVE_MS / 1000} s (it says it is alive every ${ALIVE_MS / 1000} s)`);
+    } else if (Date.now() - this.lastSeen > this.o.config.process.unresponsive_ms) {
+      this.kill(child, `no message for ${this.o.config.process.unresponsive_ms / 1000} s (it says it is alive every ${ALIVE_MS / 1000} s)`);
     }
   }
 

@@ -95,6 +95,8 @@ export const opcuaConfigSchema = z
       .strictObject({
         /** RSS above this (sampled every 2 s) kills the process; it is restarted with back-off. */
         max_rss_mb: int(64, 4096).default(320),
+        /** No message from it this long (it says it is alive every 2 s): it is stuck, and killed. */
+        unresponsive_ms: int(5000, 600_000).default(60_000),
         restart_min_ms: int(100, 600_000).default(1000),
         restart_max_ms: int(1000, 3_600_000).default(60_000),
       })

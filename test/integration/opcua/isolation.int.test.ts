@@ -118,6 +118,23 @@ describe.skipIf(!HAS_PYMODBUS)(`the OPC UA process (Modbus device: ${PYTHON ?? "
   }, 120_000);
 });
 
+/** A started in-process daemon reading point L_T3 from a TestOpcuaServer; `process` is its opcua.process line. */
+async function stationDaemon(cleanups: (() => Promise<void> | void)[], prefix: string, process: string) {
+  const t = tempDir(prefix);
+  cleanups.push(t.cleanup);
+  const ua = new TestOpcuaServer({ dir: t.dir, users: { gatewarden: "cabinet-42" } });
+  await ua.start();
+  cleanups.push(() => ua.stop());
+  const site = makeSite(t.dir);
+  writeFileSync(join(site.gwDir, "keys", "plc.pass"), "cabinet-42\n", { mode: 0o600 });
+  appendFileSync(site.cfgFile, stationYaml(ua, [process]));
+  const loaded = site.load();
+  const rt = new Runtime(loaded, silent);
+  await rt.start();
+  cleanups.push(() => rt.stop("test"));
+  return { rt, loaded };
+}
+
 describe("the OPC UA process's memory ceiling", () => {
   const cleanups: (() => Promise<void> | void)[] = [];
   afterAll(async () => {
@@ -125,19 +142,8 @@ describe("the OPC UA process's memory ceiling", () => {
   });
 
   it("kills the process past opcua.process.max_rss_mb and restarts it with back-off, each a signed event", async () => {
-    const t = tempDir("gw-opcua-rss-");
-    cleanups.push(t.cleanup);
-    const ua = new TestOpcuaServer({ dir: t.dir, users: { gatewarden: "cabinet-42" } });
-    await ua.start();
-    cleanups.push(() => ua.stop());
-    const site = makeSite(t.dir);
-    writeFileSync(join(site.gwDir, "keys", "plc.pass"), "cabinet-42\n", { mode: 0o600 });
     // 64 MB is less than node-opcua needs to load: every start ends past the ceiling.
-    appendFileSync(site.cfgFile, stationYaml(ua, ["process: { max_rss_mb: 64, restart_min_ms: 250, restart_max_ms: 1000 }"]));
-    const loaded = site.load();
-    const rt = new Runtime(loaded, silent);
-    await rt.start();
-    cleanups.push(() => rt.stop("test"));
+    const { rt, loaded } = await stationDaemon(cleanups, "gw-opcua-rss-", "process: { max_rss_mb: 64, restart_min_ms: 250, restart_max_ms: 1000 }");
     const opcua = opcuaOf(rt);
     await until(() => opcua.status().restarts >= 3, 60_000, "three restarts after the ceiling");
     rt.recorder.flush();
@@ -151,5 +157,31 @@ describe("the OPC UA process's memory ceiling", () => {
     for (const e of exits) expect(checkEnvelope(e, key)).toBe("ok");
     // Back-off: 250, 500, 1000, then 1000 ms.
     expect(exits.slice(0, 3).map((e) => e.ocsf.unmapped!.opcua_process!.restart_in_ms)).toEqual([250, 500, 1000]);
+  }, 90_000);
+});
+
+describe("an OPC UA process that stops answering", () => {
+  const cleanups: (() => Promise<void> | void)[] = [];
+  afterAll(async () => {
+    for (const c of cleanups.reverse()) await c();
+  });
+
+  it("is killed after opcua.process.unresponsive_ms and restarted", async () => {
+    const { rt } = await stationDaemon(cleanups, "gw-opcua-stuck-", "process: { unresponsive_ms: 5000, restart_min_ms: 500 }");
+    const opcua = opcuaOf(rt);
+    await until(() => opcua.status().state === "running", 30_000, "the OPC UA process to run");
+    const pid = opcua.status().pid!;
+    const before = opcua.status().restarts;
+    process.kill(pid, "SIGSTOP"); // alive, but says nothing any more
+    cleanups.push(() => {
+      try {
+        process.kill(pid, "SIGKILL");
+      } catch {
+        // killed by the daemon already
+      }
+    });
+    await until(() => opcua.status().restarts > before && opcua.status().state === "running", 60_000, "the stuck process to be killed and restarted");
+    expect(opcua.status().last_exit!.reason).toBe("killed by the daemon: no message for 5 s (it says it is alive every 2 s)");
+    expect(opcua.status().pid).not.toBe(pid);
   }, 90_000);
 });

@@ -27,7 +27,7 @@ describe("opcua config", () => {
 
   it("takes a legacy policy only when the server opts in, and bounds the OPC UA process by default", () => {
     for (const p of ["Basic256", "Basic128Rsa15"]) expect(issues({ servers: [server({ security_policy: p, allow_legacy_policy: true })] })).toEqual([]);
-    expect(opcuaConfigSchema.parse({ servers: [server()] }).process).toEqual({ max_rss_mb: 320, restart_min_ms: 1000, restart_max_ms: 60_000 });
+    expect(opcuaConfigSchema.parse({ servers: [server()] }).process).toEqual({ max_rss_mb: 320, unresponsive_ms: 60_000, restart_min_ms: 1000, restart_max_ms: 60_000 });
   });
 
   it.each([
