@@ -47,7 +47,7 @@ export async function runHook(loaded: LoadedConfig, engineName: string, stage: s
         return { exitCode: 0, message, event: await rec(true, message, { version: r.manifest.version, counter: r.manifest.counter, key: r.key, installed_counter: committed.counter }) };
       } catch (e) {
         if (!isDaemonError(e) || !/^(RELEASE_|UPDATE_STATE|KEY_)/.test(e.code)) throw e;
-        const message = `Update refused at ${engineName} ${stage}: ${e.message}`;
+        const message = `Update refused at ${engineName} ${stage} (${e.code}): ${e.message}`;
         return { exitCode: engine.rejectCode(stage), message, event: await rec(false, message, { reason: e.code }) };
       }
     }

@@ -66,7 +66,7 @@ describe("SWUpdate and Mender hooks", () => {
   it("SWUpdate: preinst refuses an older release; postfailure is recorded", async () => {
     const r = await swupdate("preinst", release("sw4", "4.0.0", 4));
     expect(r.status).toBe(1);
-    expect(r.stderr).toMatch(/counter 4, below the installed counter 5/);
+    expect(r.stderr).toMatch(/Update refused at swupdate preinst \(RELEASE_ROLLBACK\): .*counter 4, below the installed counter 5/);
     expect((await swupdate("postfailure")).status).toBe(0);
     await s.waitUpdate((u) => u.engine === "swupdate" && u.stage === "preinst" && u.reason === "RELEASE_ROLLBACK", "the refusal");
     await s.waitUpdate((u) => u.engine === "swupdate" && u.stage === "postfailure" && u.outcome === "refused", "postfailure");

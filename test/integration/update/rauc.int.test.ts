@@ -66,7 +66,7 @@ describe.skipIf(!haveRauc())("RAUC installs only what the fleet signed", () => {
     expect(r.status, r.stdout).not.toBe(0);
     // Refused by the system.conf pre-install handler, before any slot was touched.
     expect(r.stderr + r.stdout).toMatch(/Pre-install handler error/);
-    await until(() => /Update refused at rauc pre-install/.test(rauc.serviceLog), 10_000, "the refusal in RAUC's log");
+    await until(() => rauc.serviceLog.includes(`Update refused at rauc pre-install (${reason})`), 10_000, "the refusal in RAUC's log, with its code");
     expect(readFileSync(join(rauc.dir, "slotA.img")).equals(before)).toBe(true);
     const ev = await s.waitUpdate((u) => u.outcome === "refused" && u.reason === reason && u.stage === "pre-install", `the ${name} refusal`);
     expect(ev.class).toBe("finding");
