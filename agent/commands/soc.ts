@@ -108,13 +108,15 @@ export function registerSoc(program: Command): void {
     .option("--password-file <FILE>", "file holding the broker password (0600)")
     .option("--topic <FILTER>", "topic filter", "gatewarden/v1/+/events")
     .option("--share <GROUP>", "consume through the MQTT v5 shared subscription $share/GROUP/<topic>")
+    .option("--trust-dir <DIR>", "directory holding trusted/ (default: --dir); give every member of a --share group the same one, so that each follows a key rotation any of them receives")
+    .option("--key-wait-ms <MS>", "with --share: how long a message signed by a key not seen yet waits, unacknowledged, for the rotation another member received before it is bad_signature", "10000")
     .option("--continuity <MODE>", "online: chain, gap and lost-tail checks here (default without --share); offline: leave them to `soc verify` over all receivers' outputs (default with --share)")
     .option("--client-id <ID>", "MQTT client id; keep it stable so the broker keeps the session while the receiver is down")
     .option("--gap-timeout-ms <MS>", "how long a hole in a device's sequence may wait for late events before it is reported as a gap", "300000")
     .option("--mqtt-version <V>", "5, or 4 for MQTT 3.1.1 brokers", "5")
     .option("--dedupe-window <N>", "positions per device boot remembered for de-duplication", "100000")
     .action(
-      async (opts: { broker: string; dir: string; out: string; ca?: string; cert?: string; key?: string; username?: string; passwordFile?: string; topic: string; share?: string; clientId?: string; gapTimeoutMs: string; dedupeWindow: string; mqttVersion: string; continuity?: string }) => {
+      async (opts: { broker: string; dir: string; out: string; ca?: string; cert?: string; key?: string; username?: string; passwordFile?: string; topic: string; share?: string; trustDir?: string; keyWaitMs: string; clientId?: string; gapTimeoutMs: string; dedupeWindow: string; mqttVersion: string; continuity?: string }) => {
         if (URL_CREDENTIALS.test(opts.broker)) throw new DaemonError("USAGE", "--broker must not hold a user name or password: use --username and --password-file (0600)");
         const log = createLogger("info", 2);
         const r = new SocReceiver({
@@ -123,6 +125,8 @@ export function registerSoc(program: Command): void {
           out: opts.out === "-" ? "-" : resolve(opts.out),
           topic: opts.topic,
           share: opts.share,
+          trustDir: opts.trustDir === undefined ? undefined : resolve(opts.trustDir),
+          keyWaitMs: positive(opts.keyWaitMs, "--key-wait-ms"),
           clientId: opts.clientId,
           ca: opts.ca,
           cert: opts.cert,
@@ -135,6 +139,7 @@ export function registerSoc(program: Command): void {
           continuity: opts.continuity === undefined ? undefined : continuityMode(opts.continuity),
           log,
         });
+        if (opts.share && opts.trustDir === undefined) log.warn("With --share and no --trust-dir, a key rotation is followed only by the member that receives it; the others report the new key's events as bad_signature. Give every member the same --trust-dir.");
         await r.start();
         await new Promise<void>((done) => {
           const stop = () => void r.stop().finally(done);

@@ -19,6 +19,14 @@ export const RECEIVER_LIMITS = {
   problemLinesPerMessage: 64,
   /** Events of one batch failing their hash or signature before the rest is not checked. */
   badEventsPerBatch: 16,
+  /**
+   * Messages a shared-subscription member holds unacknowledged while they wait for a key
+   * rotation another member received: per device, in all, and their bytes. Past these a
+   * message is judged at once.
+   */
+  heldPerDevice: 64,
+  heldMessages: 1024,
+  heldBytes: 64 * 1024 * 1024,
   /** Longest sender-supplied text copied into a problem line's detail. */
   detailChars: 200,
 } as const;

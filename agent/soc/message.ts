@@ -18,12 +18,13 @@ export interface MessageContext {
  * (plaintext at most MAX_BATCH_PLAINTEXT), the batch split into events without parsing them
  * (count, size and depth bounded), each event parsed and verified by itself, and at most
  * `problemLinesPerMessage` problem lines plus one `suppressed` line counting the rest.
+ * `mayWait`: an event signed by a key not seen yet throws AwaitingKey (see StreamVerifier).
  */
-export function messageLines(ctx: MessageContext, topic: string, payload: Buffer, now: number): OutLine[] {
-  return capProblems(uncapped(ctx, topic, payload, now), now);
+export function messageLines(ctx: MessageContext, topic: string, payload: Buffer, now: number, mayWait = false): OutLine[] {
+  return capProblems(uncapped(ctx, topic, payload, now, mayWait), now);
 }
 
-function uncapped(ctx: MessageContext, topic: string, payload: Buffer, now: number): OutLine[] {
+function uncapped(ctx: MessageContext, topic: string, payload: Buffer, now: number, mayWait: boolean): OutLine[] {
   const bad = (detail: string, device: string | null = null) => [problem("malformed", { device, detail: `${detail} (topic ${clip(topic, 120)}, ${payload.length} bytes)`, now, topic: clip(topic, 120) })];
   let read: ReturnType<typeof readHeader>;
   try {
@@ -54,7 +55,7 @@ function uncapped(ctx: MessageContext, topic: string, payload: Buffer, now: numb
       }
     }
   }
-  return ctx.verifier.ingest(header.device, events(), now, {}, { resend: header.resend === true });
+  return ctx.verifier.ingest(header.device, events(), now, {}, { resend: header.resend === true, mayWait });
 }
 
 /**

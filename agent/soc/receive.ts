@@ -9,11 +9,11 @@ import { BatchOpener } from "../events/seal";
 import { loadSocSecretKey } from "../keys/identity";
 import { ackKeyFromSocSecret, signAck } from "./ack";
 import { brokerAuth, noDelay, redactUrl } from "../mqtt-connection";
-import { clip } from "./bounds";
+import { clip, RECEIVER_LIMITS } from "./bounds";
 import { messageLines } from "./message";
 import { TrustStore, type TrustChange } from "./trust";
 import { UnknownDevices } from "./unknown-devices";
-import { problem, StreamVerifier, type OutLine, type ProblemLine } from "./verifier";
+import { AwaitingKey, problem, StreamVerifier, type OutLine, type ProblemLine } from "./verifier";
 
 /** Devices whose ack topic is remembered (trusted devices only; bounds the map). */
 const RECEIVER_ACK_TOPICS = 100_000;
@@ -29,6 +29,16 @@ export interface ReceiverOptions {
   topic: string;
   /** MQTT v5 shared-subscription group: `$share/<group>/<topic>`. */
   share?: string;
+  /**
+   * Where `trusted/` (the key history) lives; default `dir`. The members of a share group give
+   * one directory, so a key rotation any member follows is known to all.
+   */
+  trustDir?: string;
+  /**
+   * With `share`: how long a message signed by a key not seen yet is held unacknowledged,
+   * waiting for the rotation another member received, before it is judged (bad_signature).
+   */
+  keyWaitMs?: number;
   clientId?: string;
   ca?: string;
   cert?: string;
@@ -62,7 +72,19 @@ interface Pending {
   /** QoS 1: acknowledged after the commit, on the connection it came on (`gen`). */
   messageId?: number;
   gen: number;
+  /** Held for a key not seen yet (see `hold`): judged at the latest then. */
+  until?: number;
 }
+
+/** A message waiting for its device's key history to change (a rotation another member followed). */
+interface Held {
+  m: Pending;
+  device: string;
+  generation: number;
+}
+
+/** Default of `keyWaitMs`. */
+export const KEY_WAIT_MS = 10_000;
 
 /** A group is committed at the latest when it holds this many messages or payload bytes. */
 const GROUP_MESSAGES = 1024;
@@ -100,20 +122,25 @@ export class SocReceiver {
   private sweeps = 0;
   private sweepDue = false;
   private pending: Pending[] = [];
+  private held: Held[] = [];
   private pendingBytes = 0;
   private flushScheduled = false;
   /** Connection generation: a PUBACK goes only on the connection its message came on. */
   private gen = 0;
-  readonly counters = { messages: 0, events: 0, problems: 0, commits: 0 };
+  readonly counters = { messages: 0, events: 0, problems: 0, commits: 0, held: 0 };
   readonly problemCounts: Record<string, number> = {};
   connected = false;
+  /** Messages held now for a key not seen yet, and key histories read again because another member changed them. */
+  get holding(): { held: number; trust_refreshes: number } {
+    return { held: this.held.length, trust_refreshes: this.trust.refreshes };
+  }
 
   constructor(private readonly o: ReceiverOptions) {
     mkdirSync(o.dir, { recursive: true, mode: 0o700 });
     const secret = loadSocSecretKey(join(o.dir, "soc.key"));
     this.opener = new BatchOpener(secret);
     this.ackKey = ackKeyFromSocSecret(secret);
-    this.trust = new TrustStore(o.dir);
+    this.trust = new TrustStore(o.trustDir ?? o.dir);
     this.db = new Database(join(o.dir, "receiver.db"));
     this.db.pragma("journal_mode = WAL");
     this.db.pragma("synchronous = FULL");
@@ -211,15 +238,17 @@ export class SocReceiver {
     if (this.stopped) return;
     const c = this.client;
     // A message from a connection that has closed is redelivered on the next one: skip it.
-    const group = this.pending.filter((m) => m.messageId === undefined || (m.gen === this.gen && c?.connected === true));
+    const live = (m: Pending) => m.messageId === undefined || (m.gen === this.gen && c?.connected === true);
+    const group = [...this.heldDue(live), ...this.pending.filter(live)];
     this.pending = [];
     this.pendingBytes = 0;
     const sweep = this.sweepDue;
     this.sweepDue = false;
     if (!group.length && !sweep) return;
     let lines: OutLine[];
+    let held: Set<Pending>;
     try {
-      lines = this.commit(group, sweep);
+      ({ lines, held } = this.commit(group, sweep));
     } catch (e) {
       this.o.log.error({ err: describeError(e), messages: group.length }, "Could not commit the receiver's state and output; the messages will be redelivered.");
       // The broker redelivers unacknowledged messages only on a new connection.
@@ -228,10 +257,11 @@ export class SocReceiver {
     }
     this.counters.commits++;
     for (const m of group) {
+      if (held.has(m)) continue;
       // The handler already let mqtt.js move on; this is the PUBACK it did not send.
       if (m.messageId !== undefined && m.gen === this.gen && c?.connected) (c as unknown as { _sendPacket(p: object): void })._sendPacket({ cmd: "puback", messageId: m.messageId, reasonCode: 0 });
     }
-    for (const m of group) this.learnAckTopic(m.topic);
+    for (const m of group) if (!held.has(m)) this.learnAckTopic(m.topic);
     this.sendAcks();
     for (const l of lines) {
       if ("problem" in l) {
@@ -242,21 +272,72 @@ export class SocReceiver {
     }
   }
 
-  private commit(group: Pending[], sweep: boolean): OutLine[] {
+  /**
+   * Held messages to try again in this group: those whose device's key history changed since
+   * they were held (another member followed a rotation: the shared trust dir), and those whose
+   * wait is over (judged now). A held message from a closed connection is dropped: the broker
+   * redelivers it on the next one.
+   */
+  private heldDue(live: (m: Pending) => boolean): Pending[] {
+    if (!this.held.length) return [];
+    const now = Date.now();
+    const due: Pending[] = [];
+    const checked = new Set<string>();
+    this.held = this.held.filter((h) => {
+      if (!live(h.m)) return false;
+      if (!checked.has(h.device)) {
+        checked.add(h.device);
+        this.trust.refresh(h.device);
+      }
+      if ((this.stopping && h.m.messageId === undefined) || now >= h.m.until! || this.trust.generation(h.device) !== h.generation) {
+        due.push(h.m);
+        return false;
+      }
+      return true;
+    });
+    return due;
+  }
+
+  /**
+   * Whether a message may wait for a key not seen yet: only in a share group (where another
+   * member may have received the rotation), within its wait, and within the bounds (per device,
+   * so a device sending bad signatures holds only its own messages).
+   */
+  private mayWait(m: Pending, device: string, now: number, holding: Held[]): boolean {
+    if (!this.o.share || this.stopping) return false;
+    if (m.until !== undefined) return now < m.until;
+    const L = RECEIVER_LIMITS;
+    const all = [...this.held, ...holding];
+    return all.length < L.heldMessages && all.reduce((n, h) => n + h.m.payload.length, m.payload.length) <= L.heldBytes && all.filter((h) => h.device === device).length < L.heldPerDevice;
+  }
+
+  private commit(group: Pending[], sweep: boolean): { lines: OutLine[]; held: Set<Pending> } {
     const ctx = { opener: this.opener, trust: this.trust, verifier: this.verifier, unknown: this.unknown };
-    const one = this.db.transaction((m: Pending, now: number): OutLine[] => {
+    const one = this.db.transaction((m: Pending, now: number, mayWait: boolean): OutLine[] => {
       if (m.retain) return [problem("malformed", { device: null, detail: `retained message on ${m.topic} ignored: events are never retained`, now, topic: m.topic })];
-      return messageLines(ctx, m.topic, m.payload, now);
+      return messageLines(ctx, m.topic, m.payload, now, mayWait);
     });
     let written = 0;
+    const held = new Set<Pending>();
+    const holding: Held[] = [];
     const lines = this.db.transaction(() => {
       const now = Date.now();
       const out: OutLine[] = [];
       for (const m of group) {
-        this.counters.messages++;
+        const device = clip(m.topic.split("/").at(-2) ?? "", 64);
         try {
-          out.push(...one(m, now));
+          out.push(...one(m, now, this.mayWait(m, device, now, holding)));
+          this.counters.messages++;
         } catch (e) {
+          if (e instanceof AwaitingKey) {
+            // Rolled back to the message's savepoint: held unacknowledged, tried again later.
+            m.until ??= now + (this.o.keyWaitMs ?? KEY_WAIT_MS);
+            holding.push({ m, device: e.device, generation: this.trust.generation(e.device) });
+            held.add(m);
+            this.counters.held++;
+            continue;
+          }
+          this.counters.messages++;
           if (STORAGE_ERRORS.test(String((e as { code?: unknown }).code))) throw e;
           // Rolled back to the message's savepoint: it changed nothing, and it is reported.
           out.push(problem("malformed", { device: null, detail: `the message could not be processed (${clip(describeError(e))}); it changed no state (topic ${clip(m.topic, 120)}, ${m.payload.length} bytes)`, now, topic: clip(m.topic, 120) }));
@@ -278,7 +359,8 @@ export class SocReceiver {
       return out;
     })();
     this.offset += written;
-    return lines;
+    this.held.push(...holding);
+    return { lines, held };
   }
 
   /** A trusted device's events topic `<prefix>/<device>/events` gives its ack topic. */
@@ -337,10 +419,14 @@ export class SocReceiver {
   }
 
   private stopped = false;
+  private stopping = false;
 
   async stop(): Promise<void> {
     if (this.stopped) return;
-    // What has arrived is committed and acknowledged before the connection closes.
+    // What has arrived is committed and acknowledged before the connection closes. Held
+    // messages stay unacknowledged (the broker redelivers them); those that cannot be
+    // redelivered (no acknowledgement) are judged now.
+    this.stopping = true;
     this.flush();
     this.stopped = true;
     if (this.sweepTimer) clearInterval(this.sweepTimer);

@@ -4,7 +4,7 @@ import { hostname, userInfo } from "node:os";
 import { join } from "node:path";
 import { DaemonError } from "../core/errors";
 import { writeFileAtomic } from "../core/secret-files";
-import { parseTrust } from "../keys/identity";
+import { DEVICE_ID, parseTrust } from "../keys/identity";
 import { publicKeyFromRaw } from "../events/sign";
 
 /**
@@ -76,6 +76,12 @@ export class TrustStore {
   private devices = new Map<string, Loaded>();
   private checkedAt = 0;
   private stamp = "";
+  /** Per device: its file's stamp when read or written, and a counter bumped on every change in memory. */
+  private fileStamps = new Map<string, string>();
+  private generations = new Map<string, number>();
+  private changes = 0;
+  /** Device files read again because they changed on disk (`refresh`). */
+  refreshes = 0;
 
   /**
    * `persist: false` (`soc verify`): rotations and retirements followed from the events are
@@ -103,6 +109,45 @@ export class TrustStore {
     return d.keys.find((k) => !before(at, k.from) && (seq === undefined ? boot <= k.until.boot : !before(k.until, at)))?.key;
   }
 
+  /** Every key the device ever had, oldest first. */
+  keys(device: string): KeyObject[] {
+    return this.devices.get(device)?.keys.map((k) => k.key) ?? [];
+  }
+
+  /**
+   * Reads the device's file again if it changed on disk since it was read or written here: the
+   * receivers of a shared-subscription group share one trust dir (`--trust-dir`), and a rotation
+   * one of them followed is then known to all. One stat when nothing changed. True: it changed.
+   * A store that does not persist (`soc verify`) never changes under it.
+   */
+  refresh(device: string): boolean {
+    if (!this.persist || !DEVICE_ID.test(device)) return false;
+    const path = join(this.dir, "trusted", `${device}.json`);
+    const st = fileStamp(path);
+    if (st === "" || st === this.fileStamps.get(device)) return false;
+    let file: DeviceTrustFile;
+    try {
+      file = readDeviceFile(path);
+    } catch {
+      return false; // an unreadable file keeps the history read before (the next reload reports it)
+    }
+    if (file.device !== device) return false;
+    this.set(file, st);
+    this.refreshes++;
+    return true;
+  }
+
+  /** Changes whenever the device's key history in memory changes (a refresh, a reload, a rotation followed). */
+  generation(device: string): number {
+    return this.generations.get(device) ?? 0;
+  }
+
+  private set(file: DeviceTrustFile, stamp: string): void {
+    this.devices.set(file.device, loaded(file));
+    this.fileStamps.set(file.device, stamp);
+    this.generations.set(file.device, ++this.changes);
+  }
+
   /** Where a retired device said farewell (undefined: not retired). */
   retired(device: string): Position | undefined {
     this.maybeReload();
@@ -115,6 +160,8 @@ export class TrustStore {
    * history; "stale": the announcing key is no longer the device's current key (not followed).
    */
   follow(device: string, r: Rotation): "followed" | "known" | "stale" {
+    // Another receiver sharing the trust dir may have changed the file since it was read here.
+    this.refresh(device);
     const d = this.devices.get(device);
     if (!d || d.file.removed_at !== undefined) return "stale";
     if (d.file.keys.some((k) => k.fingerprint === r.fingerprint)) return "known";
@@ -135,6 +182,7 @@ export class TrustStore {
 
   /** Marks a device retired at its farewell event; its last key ends there. False: already retired. */
   retire(device: string, at: Position): boolean {
+    this.refresh(device);
     const d = this.devices.get(device);
     if (!d || d.file.retired) return false;
     const now = Date.now();
@@ -146,9 +194,10 @@ export class TrustStore {
 
   /** Takes a device file in memory, and (persisting) writes it and logs the change. */
   private store(file: DeviceTrustFile, change: TrustChange): void {
-    this.devices.set(file.device, loaded(file));
-    if (!this.persist) return;
-    writeFileAtomic(join(this.dir, "trusted", `${file.device}.json`), JSON.stringify(file) + "\n", 0o644);
+    if (!this.persist) return this.set(file, "");
+    const path = join(this.dir, "trusted", `${file.device}.json`);
+    writeFileAtomic(path, JSON.stringify(file) + "\n", 0o644);
+    this.set(file, fileStamp(path));
     logChange(this.dir, change);
     this.stamp = dirStamp(this.dir);
   }
@@ -173,15 +222,20 @@ export class TrustStore {
   reload(): void {
     const d = join(this.dir, "trusted");
     const next = new Map<string, Loaded>();
+    const stamps = new Map<string, string>();
     this.stamp = dirStamp(this.dir);
     if (existsSync(d)) {
       for (const f of readdirSync(d)) {
         if (!f.endsWith(".json")) continue;
+        const st = fileStamp(join(d, f));
         const file = readDeviceFile(join(d, f));
         next.set(file.device, loaded(file));
+        stamps.set(file.device, st);
       }
     }
     this.devices = next;
+    this.fileStamps = stamps;
+    for (const device of next.keys()) this.generations.set(device, ++this.changes);
     this.checkedAt = Date.now();
   }
 
@@ -311,6 +365,16 @@ function logChange(dir: string, c: TrustChange): void {
 function operator(): string {
   const u = process.env.SUDO_USER ?? userInfo().username;
   return `${u}@${hostname()}`;
+}
+
+/** Changes when the file is replaced (an atomic write renames a new inode over it). */
+function fileStamp(path: string): string {
+  try {
+    const st = statSync(path);
+    return `${st.ino}:${st.mtimeMs}:${st.size}`;
+  } catch {
+    return "";
+  }
 }
 
 /** Changes when a device file is added, replaced (rename) or removed. */

@@ -36,6 +36,10 @@ export interface TrustLookup {
   get(device: string, boot?: number, seq?: number): KeyObject | undefined;
   /** Where a retired device said farewell (see TrustStore). */
   retired?(device: string): Position | undefined;
+  /** Every key the device ever had (see TrustStore). */
+  keys?(device: string): KeyObject[];
+  /** Reads the device's key history again if another receiver changed it (see TrustStore). */
+  refresh?(device: string): boolean;
   /** Follows a key rotation the device announced (see TrustStore). */
   follow?(device: string, r: Rotation): "followed" | "known" | "stale";
   /** Marks a device retired at its verified farewell (see TrustStore). */
@@ -127,7 +131,7 @@ export class StreamVerifier {
    * `badEventsPerBatch` events failing their hash or signature, the rest of the batch is not
    * checked (one line says how many); a device's own batches never fail.
    */
-  ingest(device: string, events: Iterable<unknown>, now: number, context: Record<string, unknown> = {}, batch: { resend?: boolean } = {}): OutLine[] {
+  ingest(device: string, events: Iterable<unknown>, now: number, context: Record<string, unknown> = {}, batch: { resend?: boolean; mayWait?: boolean } = {}): OutLine[] {
     const out: OutLine[] = [];
     const key = this.trust.get(device);
     if (!key) {
@@ -142,7 +146,7 @@ export class StreamVerifier {
       if (bad >= RECEIVER_LIMITS.badEventsPerBatch) skipped++;
       else if (this.afterFarewell(device, e, now, out)) continue;
       // A replaced or rotated key verifies the positions it was trusted for.
-      else if (!this.ingestOne(device, isEnvelopeShape(e) ? (this.trust.get(device, e.boot, e.seq) ?? key) : key, e, now, out, batch.resend === true)) bad++;
+      else if (!this.ingestOne(device, isEnvelopeShape(e) ? (this.trust.get(device, e.boot, e.seq) ?? key) : key, e, now, out, batch.resend === true, batch.mayWait === true)) bad++;
     }
     if (skipped) out.push(problem("malformed", { device, count: skipped, detail: `${skipped} more events of this batch were not checked: ${bad} before them failed their hash or signature`, now }));
     return out;
@@ -185,8 +189,28 @@ export class StreamVerifier {
     return out;
   }
 
+  /**
+   * An event whose signature fails under the device's newest key may be signed by a key a
+   * rotation introduced that this receiver has not seen: the rotation event went to another
+   * member of a shared-subscription group. The key history is read again if another member
+   * changed it (the key it yields is returned). Signed by one of the device's older keys, it is
+   * bad_signature at once ("older"). Otherwise, with `mayWait`, AwaitingKey is thrown before any
+   * state changed: the caller holds the event (bounded) and tries it again once the device's key
+   * history changes, or without `mayWait` after a bounded wait, when it is bad_signature.
+   */
+  private unseenKey(device: string, e: Envelope, key: KeyObject, mayWait: boolean): KeyObject | "older" | undefined {
+    if (this.trust.get(device) !== key) return undefined; // a position the history closed: a real bad signature
+    if (this.trust.refresh?.(device)) {
+      const k = this.trust.get(device, e.boot, e.seq);
+      if (k && k !== key && checkEnvelope(e, k) === "ok") return k;
+    }
+    if (this.trust.keys?.(device).some((k) => k !== key && checkEnvelope(e, k) === "ok")) return "older";
+    if (mayWait) throw new AwaitingKey(device);
+    return undefined;
+  }
+
   /** false: the event failed its hash or signature check. */
-  private ingestOne(device: string, key: KeyObject, e: unknown, now: number, out: OutLine[], resend = false): boolean {
+  private ingestOne(device: string, key: KeyObject, e: unknown, now: number, out: OutLine[], resend = false, mayWait = false): boolean {
     if (e === NOT_JSON || !isEnvelopeShape(e)) {
       out.push(problem("malformed", { device, detail: e === NOT_JSON ? "an event in the batch is not JSON" : "an event in the batch is not a Gatewarden envelope", now }));
       return true;
@@ -195,9 +219,11 @@ export class StreamVerifier {
       out.push(problem("malformed", { device, boot: e.boot, first: e.seq, last: e.seq, detail: `event names device ${clip(e.device, 64)} inside a batch from ${device}`, now }));
       return true;
     }
-    const check = checkEnvelope(e, key);
+    let check = checkEnvelope(e, key);
+    const unseen = check === "bad_signature" ? this.unseenKey(device, e, key, mayWait) : undefined;
+    if (unseen && unseen !== "older") check = "ok";
     if (check !== "ok") {
-      out.push(problem(check, { device, boot: e.boot, first: e.seq, last: e.seq, detail: check === "bad_hash" ? "event hash does not match its content" : "signature does not verify with the trusted device key", now }));
+      out.push(problem(check, { device, boot: e.boot, first: e.seq, last: e.seq, detail: check === "bad_hash" ? "event hash does not match its content" : unseen === "older" ? "signed by an earlier key of the device, not valid at this position" : "signature does not verify with the trusted device key", now }));
       return false;
     }
     // Only a verified event moves state from here on.
@@ -464,6 +490,16 @@ export class StreamVerifier {
   /** Forgets hashes far below each boot's high-water mark. */
   prune(): void {
     this.q.prune.run(this.opts.dedupeWindow);
+  }
+}
+
+/**
+ * Thrown by `ingest` with `mayWait` for an event signed by a key this receiver may not have seen
+ * yet (see `unseenKey`), before the event changed any state.
+ */
+export class AwaitingKey extends Error {
+  constructor(readonly device: string) {
+    super(`an event of ${device} waits for a key rotation not seen yet`);
   }
 }
 

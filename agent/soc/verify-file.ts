@@ -5,7 +5,7 @@ import { DaemonError } from "../core/errors";
 import type { Envelope } from "../events/envelope";
 import type { TrustLookup } from "./verifier";
 import { RECEIVER_LIMITS, splitBatch } from "./bounds";
-import { StreamVerifier, problem, type ProblemLine } from "./verifier";
+import { AwaitingKey, StreamVerifier, problem, type ProblemLine } from "./verifier";
 
 export interface VerifyReport {
   file: string;
@@ -66,14 +66,37 @@ export async function verifyFile(file: string, trust: TrustLookup): Promise<Veri
   const devices = new Set<string>();
   const keyChanges: ProblemLine[] = [];
   let verified = 0;
+  // An event signed by a key not known yet waits for its device's next rotation, as at a
+  // share-group member: receivers' outputs merged by arrival time may put a new key's first
+  // events before the rotation another receiver wrote. What still waits at the end is judged.
+  const waiting = new Map<string, Envelope[]>();
+  const one = (device: string, e: Envelope, mayWait: boolean) => {
+    let lines;
+    try {
+      lines = v.ingest(device, [e], 0, {}, { mayWait });
+    } catch (x) {
+      if (!(x instanceof AwaitingKey)) throw x;
+      waiting.set(device, [...(waiting.get(device) ?? []), e]);
+      return;
+    }
+    let rotated = false;
+    for (const l of lines) {
+      if ("problem" in l) (l.problem === "trust_changed" ? keyChanges : out).push(l);
+      else verified++;
+      rotated ||= "problem" in l && l.problem === "trust_changed" && l.action === "rotation";
+    }
+    const w = rotated ? waiting.get(device) : undefined;
+    if (w) {
+      waiting.delete(device);
+      for (const x of w) one(device, x, true);
+    }
+  };
   for (const { e } of events) {
     const device = typeof e.device === "string" ? e.device : "?";
     devices.add(device);
-    for (const l of v.ingest(device, [e], 0)) {
-      if ("problem" in l) (l.problem === "trust_changed" ? keyChanges : out).push(l);
-      else verified++;
-    }
+    one(device, e, true);
   }
+  for (const [device, w] of waiting) for (const x of w) one(device, x, false);
   for (const l of v.finish(0)) if ("problem" in l) out.push(l);
   db.close();
   const problems: Record<string, number> = {};

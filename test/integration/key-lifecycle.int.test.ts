@@ -124,6 +124,67 @@ describe("device key lifecycle: gatewarden daemon -> Mosquitto -> SOC receiver",
     expect(verify(withForged, fresh).problems).toEqual({ bad_signature: 1 });
   });
 
+  it.skipIf(skip)(`keys rotate under load with two --share receivers over one trust dir: every event verified exactly once across them, and soc verify over their merged outputs agrees${why}`, async () => {
+    const t = tempDir("gw-keyshare-");
+    cleanups.push(t.cleanup);
+    const mq = new Mosquitto({ dir: t.dir });
+    await mq.start();
+    cleanups.push(() => mq.stop());
+    // Round-robin members cannot acknowledge end to end: broker acks; small batches spread the stream.
+    const site = makeSite(t.dir, { device: DEV, settings: { "upstream.url": mq.url, "upstream.ack": "broker", "upstream.max_batch_events": "20", "upstream.reconnect_min_ms": "100", "upstream.reconnect_max_ms": "400", "simulate.events_per_s": "300" } });
+    const member = async (name: string, dir: string, lines: OutLine[]) => {
+      mkdirSync(dir, { recursive: true, mode: 0o700 });
+      if (dir !== site.socDir) copyFileSync(join(site.socDir, "soc.key"), join(dir, "soc.key"));
+      const rx = new SocReceiver({ broker: mq.url, dir, trustDir: site.socDir, share: "socs", out: join(t.dir, `${name}.jsonl`), topic: "gatewarden/v1/+/events", clientId: name, protocolVersion: 5, gapTimeoutMs: 60_000, dedupeWindow: 100_000, log: silent, onLine: (l) => lines.push(l) });
+      await rx.start();
+      cleanups.push(() => rx.stop());
+      return rx;
+    };
+    const la: OutLine[] = [];
+    const lb: OutLine[] = [];
+    const ra = await member("soc-a", site.socDir, la);
+    const rb = await member("soc-b", join(t.dir, "soc-b"), lb);
+    const evs = (l: OutLine[]) => l.filter((x): x is EventLine => !isProblem(x));
+    const d = new Daemon(site.cfgFile);
+    cleanups.push(() => void d.kill());
+    await until(() => evs(la).length >= 100 && evs(lb).length >= 100, 30_000, `both members to verify events (daemon output: ${d.output.slice(-500)})`);
+    const rot = await gwAsync(["keys", "rotate", "--config", site.cfgFile, "--json"]);
+    expect(rot.code, rot.stderr).toBe(0);
+    const r = JSON.parse(rot.stdout) as RotationResult;
+    const newPub = createPublicKey(createPrivateKey(readFileSync(join(site.gwDir, "keys", "device.key"))));
+    const afterAt = (l: OutLine[]) => evs(l).filter((e) => e.boot === r.boot && e.seq > r.seq).length;
+    // Both members verify the new key's events, whichever of them received the rotation.
+    await until(() => afterAt(la) >= 300 && afterAt(lb) >= 300, 60_000, `300 events after the rotation at each member (have ${afterAt(la)} and ${afterAt(lb)})`);
+    await d.stop();
+    const merged = () => [...la, ...lb];
+    await until(() => account(merged()).missing.length === 0 && ra.holding.held + rb.holding.held === 0, 30_000, "the members to drain what the daemon sent before it stopped");
+    const a = account(merged());
+    expect(unexpectedProblems(a, ["trust_changed"])).toEqual([]);
+    expect(a.missing).toEqual([]);
+    expect(a.doubled).toEqual([]);
+    expect(merged().filter((l) => isProblem(l) && l.problem === "trust_changed")).toEqual([expect.objectContaining({ action: "rotation", new_fingerprint: r.new_fingerprint, from: [r.boot, r.from_seq] })]);
+    // The member that did not receive the rotation met the new key first, and read the shared history (or waited for it).
+    const follower = la.some((l) => isProblem(l) && l.problem === "trust_changed") ? rb : ra;
+    expect(follower.holding.trust_refreshes + follower.counters.held).toBeGreaterThan(0);
+    const envelope = ({ verified: _v, late: _l, received_at: _r, ...e }: EventLine): Envelope => ({ ...e, v: 1 });
+    expect(a.events.filter((e) => e.boot === r.boot && e.seq > r.seq && checkEnvelope(envelope(e), newPub) !== "ok")).toEqual([]);
+    // soc verify over the merged outputs, with the shared trust dir and with one that only knew the old key.
+    const file = join(t.dir, "merged.jsonl");
+    writeFileSync(file, readFileSync(join(t.dir, "soc-a.jsonl"), "utf8") + readFileSync(join(t.dir, "soc-b.jsonl"), "utf8"));
+    const fresh = join(t.dir, "soc-fresh");
+    mkdirSync(fresh);
+    copyFileSync(join(t.dir, "soc-b", "soc.key"), join(fresh, "soc.key"));
+    const first = JSON.parse(readFileSync(join(site.socDir, "trusted", `${DEV}.json`), "utf8")) as { keys: { public_key: string; fingerprint: string }[] };
+    writeFileSync(join(fresh, "old.trust.json"), JSON.stringify({ device: DEV, alg: "ed25519", public_key: first.keys[0]!.public_key, fingerprint: first.keys[0]!.fingerprint }));
+    expect(gw(["soc", "trust", "add", join(fresh, "old.trust.json"), "--dir", fresh]).code).toBe(0);
+    for (const dir of [site.socDir, fresh]) {
+      const v = verify(file, dir);
+      expect(v.problems).toEqual({});
+      expect(v.verified).toBe(a.events.length);
+      expect(v.key_changes.map((k) => [k.action, k.new_fingerprint])).toEqual([["rotation", r.new_fingerprint]]);
+    }
+  });
+
   it.skipIf(skip)(`decommission: outbox delivered, farewell received, device retired; a copy of its old key is reported online and offline${why}`, async () => {
     const s = await setup("50");
     const d = s.daemon();
