@@ -75,7 +75,11 @@ export class OpcuaSubscriber {
     private readonly now: () => number = Date.now,
   ) {
     const byInterval = new Map<number, OpcuaPolledPoint[]>();
-    for (const p of points) byInterval.set(p.interval_ms, [...(byInterval.get(p.interval_ms) ?? []), p]);
+    for (const p of points) {
+      const ps = byInterval.get(p.interval_ms) ?? [];
+      ps.push(p);
+      byInterval.set(p.interval_ms, ps);
+    }
     for (const [interval, ps] of byInterval) this.groups.push({ interval, points: ps, last: ps.map(() => undefined), lastSlot: 0, timer: undefined });
     link.onSession((s) => void this.subscribe(s));
     link.onLost(() => {
