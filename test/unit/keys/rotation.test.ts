@@ -1,7 +1,7 @@
 import { afterEach, describe, expect, it } from "vitest";
 import Database from "better-sqlite3";
 import { createPrivateKey, createPublicKey } from "node:crypto";
-import { existsSync, readFileSync, renameSync, statSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, renameSync, statSync, writeFileSync } from "node:fs";
 import { controlCall } from "../../../agent/control/client";
 import type { Envelope } from "../../../agent/events/envelope";
 import { fingerprint } from "../../../agent/keys/identity";
@@ -100,6 +100,32 @@ describe("gatewarden keys rotate (the daemon's side)", () => {
     expect(v.problems.map((p) => [p.problem, p.action])).toEqual([["trust_changed", "rotation"]]);
     expect(v.verified).toBe(v.events.length);
     expect(new Set(v.events.map((e) => e.boot)).size).toBe(2);
+  });
+
+  it("an outbox running in memory refuses the rotation (OUTBOX_FAILING, naming the outbox) and changes nothing", async () => {
+    const s = site();
+    const before = readFileSync(s.keyPath, "utf8");
+    // A directory where the outbox file should be: the daemon starts with an outbox in memory.
+    const path = s.load().config.buffer.path;
+    mkdirSync(path, { recursive: true });
+    const rt = await s.start();
+    expect(rt.outbox.path).toBe(":memory:");
+    note(rt, 3);
+    let err: unknown;
+    try {
+      await controlCall(rt.loaded.config.control.socket, "keys.rotate", { by: "ops@test" });
+    } catch (e) {
+      err = e;
+    }
+    expect(err).toMatchObject({ code: "OUTBOX_FAILING" });
+    expect((err as Error).message).toBe(`the outbox ${path} could not be opened (it runs in memory): a key rotation must survive a restart; fix the storage first`);
+    expect(readFileSync(s.keyPath, "utf8")).toBe(before);
+    expect(existsSync(pendingKeyPath(s.keyPath))).toBe(false);
+    // Nothing announced: every event still verifies under the one key, with no key change.
+    const v = verifyAll(rt, s.socDir);
+    expect(v.problems).toEqual([]);
+    expect(v.verified).toBe(v.events.length);
+    expect(v.events.length).toBeGreaterThan(3);
   });
 
   it("an outbox that cannot commit refuses the rotation and changes nothing", async () => {
