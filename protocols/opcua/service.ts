@@ -1,6 +1,6 @@
 /**
  * The OPC UA client as a daemon component: one certificate store, one link per configured
- * server, one poller per server. The OPC UA stack is imported here only, and this module only
+ * server, and per server its points by subscription (subscriber.ts) or polling (poller.ts). The OPC UA stack is imported here only, and this module only
  * when the config has an `opcua` section, so gateways without OPC UA never pay for it.
  *
  * The certificate store lives in `pki_dir`: the client's own certificate and key are made on
