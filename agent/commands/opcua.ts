@@ -38,7 +38,7 @@ export function registerOpcuaCommands(program: Command, deps: OpcuaCliDeps): voi
         out(`server ${s.name} ${s.endpoint} (${s.security}): ${s.state}${s.last_error ? ` (${s.last_error})` : ""}; ${s.points} points${s.points ? ` by ${s.points_by}` : ""}${s.subscription_error ? ` (no subscription: ${s.subscription_error})` : ""}, ${s.readings} readings, ${s.bad} bad\n`);
       }
       const f = st.front;
-      if (f) out(`front ${f.endpoint}: ${f.state}; ${f.mirrored_nodes} nodes${f.truncated ? " (truncated at max_nodes)" : ""}, ${f.channels} channels, ${f.sessions} sessions; forwarded ${f.upstream.reads} reads, ${f.upstream.writes} writes, ${f.upstream.calls} calls, ${f.upstream.monitored} monitored nodes\n`);
+      if (f) out(`front ${f.endpoint}: ${f.state}; ${f.mirrored_nodes} nodes${f.truncated ? " (truncated at max_nodes)" : ""}, ${f.channels} channels, ${f.sessions} sessions, ${f.connections.refused} connections refused before login; forwarded ${f.upstream.reads} reads, ${f.upstream.writes} writes, ${f.upstream.calls} calls, ${f.upstream.monitored} monitored nodes\n`);
       for (const r of st.rejected_certificates) {
         out(`refused server certificate ${r.thumbprint} ${r.subject}\n  check it against the device, then: gatewarden opcua trust ${r.thumbprint}\n`);
       }

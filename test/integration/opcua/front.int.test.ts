@@ -469,6 +469,7 @@ opcua:
       await waitSoc(/connection refused before authentication: 127\.0\.0\.2 is over the pre-authentication rate of 200 per 20000 ms/);
       await reader.more(5, "reads through the front after the flood");
       expect((await frontNow()).channels).toBeLessThanOrEqual(32);
+      expect((await gwAsync(["opcua", "status", "--config", cfg])).stdout).toMatch(/ sessions, [1-9]\d* connections refused before login; forwarded /);
     } finally {
       for (const p of peers) p.socket.destroy();
       await reader.stop();
