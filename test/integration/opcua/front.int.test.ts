@@ -120,6 +120,8 @@ opcua:
       securityPolicy: o.policy ?? SecurityPolicy.Basic256Sha256,
       endpointMustExist: false,
       connectionStrategy: { maxRetry: 0 },
+      // A request the front never answers fails within 15 s, naming itself (node-opcua waits 60 s).
+      defaultTransactionTimeout: 15_000,
     });
     try {
       await client.connect(front);
@@ -351,13 +353,15 @@ opcua:
 
   it("refuses oversized and non-Hello chunks before node-opcua reads them, and keeps serving an authenticated client", async () => {
     const port = Number(front.split(":")[2]);
+    // Each connection must be closed by the front; one it keeps open fails the test within 10 s.
     const attack = (bytes: Buffer[]) =>
-      new Promise<void>((resolve) => {
+      new Promise<void>((resolve, reject) => {
         const s = connect_(port, "127.0.0.1", () => {
           for (const b of bytes) s.write(b);
         });
+        const t = setTimeout(() => (s.destroy(), reject(new Error(`the front kept open a connection that sent ${bytes.map((b) => JSON.stringify(b.toString("latin1", 0, 4))).join(", ")}`))), 10_000);
         s.on("error", () => undefined);
-        s.on("close", () => resolve());
+        s.on("close", () => (clearTimeout(t), resolve()));
       });
     // A chunk announced far above the 64 KiB receive buffer the Hello obtained: node-opcua
     // 2.182 would throw it past every handler and stop the daemon.
