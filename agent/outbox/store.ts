@@ -20,7 +20,8 @@ import { WalIndex } from "./wal-index";
  *   WAL, held there by the outbox's own PASSIVE checkpoints and `journal_size_limit`.
  * - SD-card wear: a new outbox has 2 KiB pages; delivered rows are deleted in the next commit's
  *   transaction (or after 10 s), not in one of their own; `writes()` counts what was written.
- * - The chain head (boot, seq, hash) is updated in the same transaction as the rows.
+ * - The chain head (boot, seq, hash) is the newest row's, committed with it; the `chain` table
+ *   keeps it when a transaction deletes rows without adding any (see `head`).
  * - Only durable rows leave the gateway: `syncForSend` fsyncs the WAL before rows committed
  *   with NORMAL are read for sending, so the SOC never holds an event that a power cut then
  *   erases from the device (the next boot event would contradict it: a fork).
@@ -171,6 +172,10 @@ export class Outbox {
     // Rows found at open survived whatever ended the last run; opening them made them durable.
     this.durableId = this.lastId = (this.db.prepare("SELECT COALESCE(MAX(id), 0) FROM events").pluck().get() as number) ?? 0;
     this.forgetWal(); // a reopen (watch.ts) has a new WAL
+    // The last run may have left the `chain` table behind its newest row (see `head`).
+    const table = this.stmts.head.get() as ChainHead | undefined;
+    this.lastHead = this.head();
+    this.headBehind = this.lastHead !== undefined && (table?.boot !== this.lastHead.boot || table.seq !== this.lastHead.seq);
   }
 
   /** Drops the descriptor `syncForSend` keeps on the WAL (watch.ts started a new WAL). */
@@ -201,6 +206,7 @@ export class Outbox {
     return {
       insert: this.db.prepare("INSERT INTO events (boot, seq, rank, time, bytes, body) VALUES (?, ?, ?, ?, ?, ?)"),
       head: this.db.prepare("SELECT boot, seq, hash FROM chain WHERE id = 1"),
+      lastRow: this.db.prepare("SELECT boot, seq, body FROM events ORDER BY id DESC LIMIT 1"),
       setHead: this.db.prepare("INSERT INTO chain (id, boot, seq, hash) VALUES (1, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET boot = excluded.boot, seq = excluded.seq, hash = excluded.hash"),
       readAfter: this.db.prepare("SELECT id, boot, seq, rank, time, bytes, body FROM events WHERE id > ? AND parked = 0 ORDER BY id LIMIT ?"),
       rowAtOrAfter: this.db.prepare("SELECT id, boot, seq FROM events WHERE id >= ? ORDER BY id LIMIT 1"),
@@ -249,9 +255,35 @@ export class Outbox {
     return true;
   }
 
+  /**
+   * The chain head: the newest row's position and hash, or the `chain` table's when it is ahead
+   * (the rows up to the head were delivered and deleted). A commit that adds rows does not write
+   * the `chain` table (one page less per commit, SD-card wear): its newest row is the head, in
+   * the same transaction. A transaction that deletes rows without adding any writes it first.
+   */
   head(): ChainHead | undefined {
-    return this.stmts.head.get() as ChainHead | undefined;
+    const table = this.stmts.head.get() as ChainHead | undefined;
+    const last = this.stmts.lastRow.get() as { boot: number; seq: number; body: string } | undefined;
+    if (!last || (table && (table.boot > last.boot || (table.boot === last.boot && table.seq >= last.seq)))) return table;
+    let hash: unknown;
+    try {
+      hash = (JSON.parse(last.body) as { hash?: unknown }).hash;
+    } catch {
+      /* a damaged body: the table's head (open's checks find the damage) */
+    }
+    return typeof hash === "string" ? { boot: last.boot, seq: last.seq, hash } : table;
   }
+
+  /** Writes the chain head to the `chain` table when commits left it behind (before deletes). */
+  private keepHead(): void {
+    if (!this.headBehind || !this.lastHead) return;
+    this.stmts.setHead.run(this.lastHead.boot, this.lastHead.seq, this.lastHead.hash);
+    this.headBehind = false;
+  }
+
+  /** The head of the last commit, and whether the `chain` table lags it. */
+  private lastHead: ChainHead | undefined;
+  private headBehind = false;
 
   /** Pages in use (not the free list) times the page size: what the rows really occupy. */
   usedBytes(): number {
@@ -292,7 +324,8 @@ export class Outbox {
         ids.push(Number(r.lastInsertRowid));
         this.logicalBytes += bytes;
       }
-      this.stmts.setHead.run(head.boot, head.seq, head.hash);
+      // Rows added: the newest is the head (see `head`); none: the table says where it is.
+      if (!envs.length) this.stmts.setHead.run(head.boot, head.seq, head.hash);
       if (lossPending) {
         this.stmts.lossClear.run();
         for (const e of lossPending) this.stmts.lossPut.run(e.class, JSON.stringify(e.ranges), e.counts ? JSON.stringify(e.counts) : null);
@@ -300,6 +333,8 @@ export class Outbox {
       if (signingKey) this.db.prepare("INSERT INTO signing_key (id, fingerprint) VALUES (1, ?) ON CONFLICT(id) DO UPDATE SET fingerprint = excluded.fingerprint").run(signingKey);
     })();
     for (const id of acked) this.acked.delete(id);
+    this.lastHead = head;
+    this.headBehind = envs.length > 0;
     if (ids.length) this.lastId = ids[ids.length - 1]!;
     if (durable) this.durableId = this.lastId;
     this.headCopy?.write(head);
@@ -350,6 +385,7 @@ export class Outbox {
     const acked = [...this.acked];
     this.setSync("NORMAL");
     this.db.transaction(() => {
+      this.keepHead();
       for (const id of acked) this.deleteOne(id);
     })();
     this.acked.clear();
@@ -397,6 +433,10 @@ export class Outbox {
       }
       if (head) this.stmts.setHead.run(head.boot, head.seq, head.hash);
     })();
+    if (head) {
+      this.lastHead = head;
+      this.headBehind = false;
+    }
     this.afterWrite();
     this.durableId = this.lastId = (this.db.prepare("SELECT COALESCE(MAX(id), 0) FROM events").pluck().get() as number) ?? 0;
     if (head) this.headCopy?.write(head);
@@ -487,6 +527,7 @@ export class Outbox {
     this.applyAcks();
     this.setSync("NORMAL");
     this.db.transaction(() => {
+      this.keepHead();
       if (bytes === undefined) for (const id of ids) this.deleteOne(id);
       else {
         let gone = 0;
@@ -531,6 +572,7 @@ export class Outbox {
   quarantine(row: Pick<Row, "id">, reason: string, now: number): void {
     this.applyAcks();
     this.db.transaction(() => {
+      this.keepHead();
       this.stmts.quarantine.run(reason, now, row.id);
       this.deleteOne(row.id);
     })();
