@@ -82,7 +82,8 @@ export function openOutbox(path: string, maxBytes: number, log: Logger, now = Da
   const recovered = got.rows.map((r) => [r.boot, r.seq] as [number, number]);
   const { lost, unknownBoots } = head ? lostRanges({ ...head, ...(copy?.prev ? { prev: copy.prev } : {}) }, copy?.acked, recovered) : { lost: [], unknownBoots: true };
   try {
-    fresh.adopt(got.rows, head);
+    // A rotation announced in the salvaged rows stays announced: the next start promotes its key.
+    fresh.adopt(got.rows, head, got.signingKey);
   } catch (e) {
     log.error({ err: describeError(e) }, "Could not store the salvaged rows; they stay in the moved file.");
   }

@@ -1,6 +1,7 @@
 import Database from "better-sqlite3";
 import { describeError } from "../core/errors";
-import { storedBodyHashOk } from "../events/envelope";
+import { storedBodyHashOk, type Envelope } from "../events/envelope";
+import { keyAnnouncements } from "../keys/key-events";
 import type { ChainHead, Row } from "./store";
 
 export interface Salvaged {
@@ -12,6 +13,12 @@ export interface Salvaged {
   bad: number;
   /** Why reading stopped short, when it did. */
   error: string | undefined;
+  /**
+   * The fingerprint the last salvaged key rotation announced (the outbox's `signing_key`),
+   * derived from the rows that will be sent, not read from the damaged file: a pending key is
+   * promoted at the next start only if the SOC will get its announcement.
+   */
+  signingKey: string | undefined;
 }
 
 const PAGE = 256;
@@ -25,7 +32,7 @@ const DEADLINE_MS = 10_000;
  * binary search back to the first readable id), so the rows behind it are not lost with it.
  */
 export function salvage(file: string): Salvaged {
-  const out: Salvaged = { rows: [], head: undefined, bad: 0, error: undefined };
+  const out: Salvaged = { rows: [], head: undefined, bad: 0, error: undefined, signingKey: undefined };
   let db: Database.Database;
   try {
     db = new Database(file, { readonly: true, fileMustExist: true });
@@ -66,8 +73,13 @@ export function salvage(file: string): Salvaged {
       }
       if (!rows.length) break;
       for (const r of rows) {
-        if (storedBodyHashOk(r.body)) out.rows.push({ boot: r.boot, seq: r.seq, rank: r.rank, time: r.time, bytes: r.bytes, body: r.body.toString("utf8") });
-        else out.bad++;
+        if (!storedBodyHashOk(r.body)) {
+          out.bad++;
+          continue;
+        }
+        const body = r.body.toString("utf8");
+        out.rows.push({ boot: r.boot, seq: r.seq, rank: r.rank, time: r.time, bytes: r.bytes, body });
+        if (body.includes('"key_rotation"')) out.signingKey = announced(body) ?? out.signingKey;
       }
       after = rows[rows.length - 1]!.id;
     }
@@ -105,4 +117,13 @@ function nextReadable(read: (after: number, n: number) => unknown[], after: numb
     else lo = mid;
   }
   return hi;
+}
+
+/** The new key's fingerprint, when a stored event is a key rotation announcement. */
+function announced(body: string): string | undefined {
+  try {
+    return keyAnnouncements(JSON.parse(body) as Envelope).rotation?.fingerprint;
+  } catch {
+    return undefined;
+  }
 }

@@ -66,6 +66,9 @@ export interface OutboxStats {
   budget_bytes: number;
 }
 
+/** The fingerprint of the key that signs from the next event on (a rotation announced). */
+const SET_SIGNING_KEY = "INSERT INTO signing_key (id, fingerprint) VALUES (1, ?) ON CONFLICT(id) DO UPDATE SET fingerprint = excluded.fingerprint";
+
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS events (
   -- AUTOINCREMENT: ids are never reused after the table drains, so the forwarder's cursor
@@ -330,7 +333,7 @@ export class Outbox {
         this.stmts.lossClear.run();
         for (const e of lossPending) this.stmts.lossPut.run(e.class, JSON.stringify(e.ranges), e.counts ? JSON.stringify(e.counts) : null);
       }
-      if (signingKey) this.db.prepare("INSERT INTO signing_key (id, fingerprint) VALUES (1, ?) ON CONFLICT(id) DO UPDATE SET fingerprint = excluded.fingerprint").run(signingKey);
+      if (signingKey) this.db.prepare(SET_SIGNING_KEY).run(signingKey);
     })();
     for (const id of acked) this.acked.delete(id);
     this.lastHead = head;
@@ -422,9 +425,10 @@ export class Outbox {
 
   /**
    * Takes in rows salvaged from a damaged outbox (signed envelopes of earlier boots, kept in
-   * their order) and the chain head to continue from, in one transaction.
+   * their order), the chain head to continue from and the key a salvaged rotation announced
+   * (`signingKey`), in one transaction.
    */
-  adopt(rows: readonly Omit<Row, "id">[], head: ChainHead | undefined): void {
+  adopt(rows: readonly Omit<Row, "id">[], head: ChainHead | undefined, signingKey?: string): void {
     this.setSync("FULL");
     this.db.transaction(() => {
       for (const r of rows) {
@@ -432,6 +436,7 @@ export class Outbox {
         this.logicalBytes += r.bytes;
       }
       if (head) this.stmts.setHead.run(head.boot, head.seq, head.hash);
+      if (signingKey) this.db.prepare(SET_SIGNING_KEY).run(signingKey);
     })();
     if (head) {
       this.lastHead = head;

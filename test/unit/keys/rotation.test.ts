@@ -1,7 +1,7 @@
 import { afterEach, describe, expect, it } from "vitest";
 import Database from "better-sqlite3";
 import { createPrivateKey, createPublicKey } from "node:crypto";
-import { existsSync, mkdirSync, readFileSync, renameSync, statSync, writeFileSync } from "node:fs";
+import { closeSync, existsSync, mkdirSync, openSync, readFileSync, renameSync, statSync, writeFileSync, writeSync } from "node:fs";
 import { controlCall } from "../../../agent/control/client";
 import type { Envelope } from "../../../agent/events/envelope";
 import { fingerprint } from "../../../agent/keys/identity";
@@ -100,6 +100,35 @@ describe("gatewarden keys rotate (the daemon's side)", () => {
     expect(v.problems.map((p) => [p.problem, p.action])).toEqual([["trust_changed", "rotation"]]);
     expect(v.verified).toBe(v.events.length);
     expect(new Set(v.events.map((e) => e.boot)).size).toBe(2);
+  });
+
+  it("a crash after the announcement and an outbox salvaged at the next start: the signing_key comes over from the salvaged announcement, so the pending key is promoted, not announced again by the old key", async () => {
+    const s = site();
+    const oldPem = readFileSync(s.keyPath);
+    const rt = await s.start();
+    note(rt, 1500); // pages of earlier events, ahead of the announcement
+    const r = rt.rotateKey("ops@test");
+    await rt.stop("test", 0);
+    renameSync(s.keyPath, pendingKeyPath(s.keyPath));
+    writeFileSync(s.keyPath, oldPem, { mode: 0o600 });
+    // A damaged page among the earlier events: the next start moves the file aside and salvages it.
+    const path = s.load().config.buffer.path;
+    const fd = openSync(path, "r+");
+    writeSync(fd, Buffer.alloc(2000, 0xa5), 0, 2000, Math.floor(statSync(path).size / 2 / 4096) * 4096 + 100);
+    closeSync(fd);
+    const rt2 = await s.start();
+    note(rt2, 3);
+    const events = rt2.outbox.readAfter(0, 100_000).map((row) => JSON.parse(row.body) as Envelope);
+    const unm = (e: Envelope) => e.ocsf.unmapped as { error_type?: string; key_rotation?: unknown } | undefined;
+    expect(events.filter((e) => e.boot > r.boot).map((e) => unm(e)?.error_type)).toContain("outbox_damaged");
+    expect(events.filter((e) => unm(e)?.key_rotation !== undefined).map((e) => [e.boot, e.seq])).toEqual([[r.boot, r.seq]]);
+    expect(fingerprint(createPublicKey(createPrivateKey(readFileSync(s.keyPath))))).toBe(r.new_fingerprint);
+    expect(existsSync(pendingKeyPath(s.keyPath))).toBe(false);
+    // A SOC that knew only the old key follows the one rotation and verifies everything after it.
+    const v = verifyAll(rt2, s.socDir);
+    expect(v.problems.filter((p) => p.problem !== "loss_record").map((p) => [p.problem, p.action, p.new_fingerprint])).toEqual([["trust_changed", "rotation", r.new_fingerprint]]);
+    expect(v.verified).toBe(v.events.length);
+    expect(v.events.filter((e) => e.boot > r.boot).length).toBeGreaterThan(3);
   });
 
   it("an outbox running in memory refuses the rotation (OUTBOX_FAILING, naming the outbox) and changes nothing", async () => {
