@@ -169,7 +169,13 @@ export class OpcuaProcess {
     const child = fork(this.entry, [OPCUA_PROCESS_ARG], { execArgv, env, stdio: ["ignore", "inherit", "inherit", "ipc"], serialization: "json" });
     this.child = child;
     child.on("message", (m: ToCore) => this.onMessage(child, m));
-    child.on("error", (e) => this.o.log.warn({ err: e.message }, "OPC UA process channel error."));
+    child.on("error", (e) => {
+      // A process that could not be started at all (no pid) never emits exit: treat it as one.
+      if (child.pid === undefined) {
+        this.killReason = `it could not be started: ${e.message}`;
+        this.onExit(child, null, null);
+      } else this.o.log.warn({ err: e.message }, "OPC UA process channel error.");
+    });
     child.once("exit", (code, signal) => this.onExit(child, code, signal));
     this.send({ t: "init", config: c, deviceId: this.o.deviceId, points: [...this.o.points], logLevel: this.o.log.level });
     this.send({ t: "windows", open: this.windows });
@@ -266,6 +272,8 @@ export class OpcuaProcess {
       this.calls.delete(id);
     }
     if (this.state === "stopped") {
+      this.firstStart?.resolve(); // stopped while starting: the daemon's start goes on to its stop
+      this.firstStart = undefined;
       this.exited?.();
       return;
     }
