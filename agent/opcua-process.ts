@@ -232,34 +232,15 @@ export class OpcuaProcess {
 
   /** Drafts to the recorder, readings to the detectors; drops counted and recorded. */
   private take(m: Extract<ToCore, { t: "batch" }>): void {
-    const events = Array.isArray(m.events) ? m.events : [];
-    const readings = Array.isArray(m.readings) ? m.readings : [];
-    let dropEvents = Math.max(0, events.length - MAX_QUEUED) + (m.dropped?.events ?? 0);
-    const dropReadings = Math.max(0, readings.length - MAX_QUEUED) + (m.dropped?.readings ?? 0);
-    let refused = 0;
-    for (const d of events.slice(0, MAX_QUEUED)) {
-      if (CHILD_CLASSES.has((d as EventDraft)?.class)) this.o.events.record(d);
-      else refused++;
+    const n = takeBatch(m, this.o.events, this.o.readings, (err) => this.o.log.warn({ err }, "A reading from the OPC UA process was not taken."));
+    if (n.refused) {
+      this.dropped.refused += n.refused;
+      this.record(4, 99, `The OPC UA process sent ${n.refused} event draft(s) of a class only the core records (system, heartbeat): refused`, { refused: n.refused }, "finding");
     }
-    const sink = this.o.readings;
-    if (sink) {
-      for (const r of readings.slice(0, MAX_QUEUED)) {
-        try {
-          sink.reading(r);
-        } catch (e) {
-          this.o.log.warn({ err: String(e) }, "A reading from the OPC UA process was not taken.");
-        }
-      }
-    }
-    if (refused) {
-      this.dropped.refused += refused;
-      this.record(4, 99, `The OPC UA process sent ${refused} event draft(s) of a class only the core records (system, heartbeat): refused`, { refused }, "finding");
-    }
-    dropEvents = Math.max(0, dropEvents);
-    if (dropEvents + dropReadings > 0) {
-      this.dropped.events += dropEvents;
-      this.dropped.readings += dropReadings;
-      this.record(3, 99, `The OPC UA process dropped ${dropEvents} event draft(s) and ${dropReadings} reading(s): its queue to the core was full`, { dropped_events: dropEvents, dropped_readings: dropReadings });
+    if (n.events + n.readings > 0) {
+      this.dropped.events += n.events;
+      this.dropped.readings += n.readings;
+      this.record(3, 99, `The OPC UA process dropped ${n.events} event draft(s) and ${n.readings} reading(s): its queue to the core was full`, { dropped_events: n.events, dropped_readings: n.readings });
     }
   }
 
@@ -341,4 +322,30 @@ function rssOf(pid: number): number | null {
   } catch {
     return null;
   }
+}
+
+/**
+ * One batch from the OPC UA process: drafts of the classes it may send to the recorder,
+ * readings to the detectors, at most MAX_QUEUED of each. Returns what was lost on the way
+ * (the child's own count plus anything past the bound) and the drafts refused.
+ */
+export function takeBatch(m: Extract<ToCore, { t: "batch" }>, events: EventSink, readings: ReadingSink | undefined, warn: (err: string) => void): { events: number; readings: number; refused: number } {
+  const drafts = Array.isArray(m.events) ? m.events : [];
+  const rs = Array.isArray(m.readings) ? m.readings : [];
+  const count = (x: unknown) => (Number.isSafeInteger(x) && (x as number) > 0 ? (x as number) : 0);
+  let refused = 0;
+  for (const d of drafts.slice(0, MAX_QUEUED)) {
+    if (CHILD_CLASSES.has((d as EventDraft | null)?.class ?? "")) events.record(d);
+    else refused++;
+  }
+  if (readings) {
+    for (const r of rs.slice(0, MAX_QUEUED)) {
+      try {
+        readings.reading(r);
+      } catch (e) {
+        warn(String(e));
+      }
+    }
+  }
+  return { events: Math.max(0, drafts.length - MAX_QUEUED) + count(m.dropped?.events), readings: Math.max(0, rs.length - MAX_QUEUED) + count(m.dropped?.readings), refused };
 }
