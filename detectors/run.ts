@@ -5,6 +5,7 @@
  */
 import { readFileSync } from "node:fs";
 import { DaemonError } from "../agent/core/errors";
+import { formatIssues } from "../agent/core/issues";
 import type { EventDraft } from "../agent/core/events";
 import { csvWarnings, readCsv, type CsvTable } from "./csv";
 import { fmt } from "./detector";
@@ -13,7 +14,7 @@ import type { EngineOptionsInput } from "./engine-options";
 import { inferSite, proposeSiteYaml } from "./infer";
 import { MaintenanceSchedule, readMaintenanceFile } from "./maintenance";
 import type { SignalSpec } from "./signal-detectors";
-import { parseSite, type SiteConfig } from "./site";
+import { parseSite, unknownSiteNames, type SiteConfig } from "./site";
 
 export interface DetectRunOptions {
   input: string;
@@ -69,7 +70,7 @@ export function runDetectTables(
   let siteSource = "none";
   const inferred = inferSite(input, learn);
   if (o.site) {
-    site = readSite(o.site);
+    site = readSite(o.site, input);
     siteSource = o.site;
   } else if (inferred.relations.length + inferred.meters.length > 0) {
     site = inferred;
@@ -114,14 +115,18 @@ export function runDetectTables(
   };
 }
 
-function readSite(file: string): SiteConfig {
+/** The site file, every point it names a column of the input (a misspelt name would disable its check). */
+function readSite(file: string, input: CsvTable): SiteConfig {
   let text: string;
   try {
     text = readFileSync(file, "utf8");
   } catch (e) {
     throw new DaemonError("INPUT_INVALID", `${file}: cannot read`, { cause: e });
   }
-  return parseSite(text, file);
+  const site = parseSite(text, file);
+  const issues = unknownSiteNames(site, text, file, new Set(input.columns), `among the columns of ${input.file}`);
+  if (issues.length) throw Object.assign(new DaemonError("SITE_INVALID", formatIssues(file, issues)), { issues });
+  return site;
 }
 
 function inferSignalsOf(site: SiteConfig): Record<string, SignalSpec> {

@@ -6,7 +6,9 @@
  * arrives or when `flush` is called (the offline CLI flushes at the end of every row).
  */
 import type { Reading } from "../agent/core/readings";
-import { parseYamlFile } from "../agent/core/issues";
+import { LineCounter, parseDocument } from "yaml";
+import { lineOf, parseYamlFile, type ConfigIssue } from "../agent/core/issues";
+import { closest } from "../agent/core/suggest";
 import { DaemonError } from "../agent/core/errors";
 import { badState, checkVersion, fmt, num, numArray, obj, type Detector, type Emit, type Finding } from "./detector";
 import { siteSchema, type RelationConfig, type SiteConfig, type TankConfig } from "./site-schema";
@@ -18,23 +20,66 @@ export function parseSite(text: string, file = "site"): SiteConfig {
   return parseYamlFile(text, file, siteSchema, "SITE_INVALID");
 }
 
-/** Every point id a site file mentions. */
+/** A point id a site file names, and the key path that names it (`relations.0.states.1`). */
+export interface SiteName {
+  point: string;
+  path: (string | number)[];
+}
+
+/** Every point id a site file names, one entry per mention, in file order of the sections. */
+export function siteNames(site: SiteConfig): SiteName[] {
+  const out: SiteName[] = [];
+  const add = (point: string, ...path: (string | number)[]) => out.push({ point, path });
+  const each = (v: string | string[] | undefined, ...path: (string | number)[]) => {
+    if (typeof v === "string") add(v, ...path);
+    else v?.forEach((p, j) => add(p, ...path, j));
+  };
+  for (const [p, sig] of Object.entries(site.signals)) {
+    add(p, "signals", p);
+    if (sig.reset_register !== undefined) add(sig.reset_register, "signals", p, "reset_register");
+  }
+  for (const [id, t] of Object.entries(site.tanks)) {
+    add(t.level, "tanks", id, "level");
+    each(t.inflows, "tanks", id, "inflows");
+    each(t.outflows, "tanks", id, "outflows");
+    t.controls.forEach((c, j) => add(c.actuator, "tanks", id, "controls", j, "actuator"));
+  }
+  site.relations.forEach((r, i) => {
+    add(r.target, "relations", i, "target");
+    each(r.states, "relations", i, "states");
+    each(r.regressor, "relations", i, "regressor");
+  });
+  site.meters.forEach((m, i) => {
+    add(m.main, "meters", i, "main");
+    each(m.subs, "meters", i, "subs");
+  });
+  site.power.forEach((p, i) => {
+    for (const k of ["power", "voltage", "current", "power_factor", "energy"] as const) each(p[k], "power", i, k);
+  });
+  return out;
+}
+
+/** Every point id the site's checks read (what `signals` describes is not read by them). */
 export function sitePoints(site: SiteConfig): Set<string> {
-  const s = new Set<string>();
-  for (const t of Object.values(site.tanks)) {
-    s.add(t.level);
-    t.inflows.forEach((p) => s.add(p));
-    t.outflows.forEach((p) => s.add(p));
-    t.controls.forEach((c) => s.add(c.actuator));
-  }
-  for (const r of site.relations) {
-    s.add(r.target);
-    r.states.forEach((p) => s.add(p));
-    if (r.regressor) s.add(r.regressor);
-  }
-  for (const m of site.meters) [m.main, ...m.subs].forEach((p) => s.add(p));
-  for (const p of site.power) [p.power, p.voltage, p.current, p.power_factor ?? [], p.energy ?? []].flat().forEach((x) => s.add(x));
-  return s;
+  return new Set(siteNames(site).filter((n) => n.path[0] !== "signals").map((n) => n.point));
+}
+
+/**
+ * Names in a site file that are not among `known` (the configured points, or a CSV's columns): a
+ * misspelt name would silently disable its check. One issue per mention, naming the site file,
+ * the line and the key, with the known name it most likely means.
+ */
+export function unknownSiteNames(site: SiteConfig, text: string, file: string, known: ReadonlySet<string>, among: string): ConfigIssue[] {
+  const bad = siteNames(site).filter((n) => !known.has(n.point));
+  if (!bad.length) return [];
+  const lc = new LineCounter();
+  const doc = parseDocument(text, { lineCounter: lc });
+  return bad.map(({ point, path }) => {
+    const near = closest(point, known);
+    const keys = path.map(String);
+    const line = lineOf(doc, lc, keys, path[0] === "signals" && path.length === 2);
+    return { file, path: keys.join("."), ...(line ? { line } : {}), code: "unknown_point", message: `${point} is not ${among}${near ? ` (did you mean ${near}?)` : ""}` };
+  });
 }
 
 type Values = ReadonlyMap<string, number>;

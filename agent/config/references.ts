@@ -5,7 +5,7 @@ import { checkDataPath } from "../paths";
 import { DaemonError, type ErrorCode } from "../core/errors";
 import { readSecretFile, readTlsKey } from "../core/secret-files";
 import { loadDeviceKey, loadSocAckPublicKey, loadSocPublicKey } from "../keys/identity";
-import { parseSite } from "../../detectors/site";
+import { parseSite, unknownSiteNames } from "../../detectors/site";
 import { readPolicyFile } from "../../protocols/modbus/policy/schema";
 import { checkOwnKey, loadUserCredentials } from "../../protocols/opcua/user";
 import { formatIssues, lineOf, type ConfigIssue } from "../core/issues";
@@ -21,7 +21,7 @@ export interface ReferenceIssue extends ConfigIssue {
  * private key and secret file is owner-only and parses (device key, upstream TLS key and
  * password file, Modbus/TCP Security keys, OPC UA user keys and password files, the OPC UA
  * client's own key), every certificate parses (and matches its key), the SOC public key, the
- * Modbus policy file and the site file validate; the data files' directories exist, or are one
+ * Modbus policy file and the site file validate, and every point the site file names is configured; the data files' directories exist, or are one
  * new directory in an existing, writable one. Each issue names the config key and its line;
  * issues inside a policy or site file name that file, its line and its key.
  */
@@ -62,7 +62,7 @@ export function checkReferences(loaded: LoadedConfig): ReferenceIssue[] {
       if (s.user) check(["opcua", "servers", i, "user"], () => loadUserCredentials(s));
     });
   }
-  if (c.detection.site) check(["detection", "site"], () => readSiteFile(c.detection.site!));
+  if (c.detection.site) check(["detection", "site"], () => readSiteFile(c.detection.site!, Object.keys(c.points ?? {})));
   // Data the daemon writes: a mistyped path is refused, not created anywhere.
   check(["buffer", "path"], () => checkDataPath(c.buffer.path, "buffer.path"));
   check(["control", "socket"], () => checkDataPath(c.control.socket, "control.socket"));
@@ -93,8 +93,13 @@ function fail(code: ErrorCode, message: string): never {
   throw new DaemonError(code, message);
 }
 
-function readSiteFile(path: string): void {
-  parseSite(readPlain(path, "site file", "SITE_INVALID").toString("utf8"), path);
+/** The site file validates, and every point it names is a configured point (`points`). */
+function readSiteFile(path: string, points: string[]): void {
+  const text = readPlain(path, "site file", "SITE_INVALID").toString("utf8");
+  const site = parseSite(text, path);
+  const among = points.length ? "among the configured points" : "among the configured points: the config has none, so the site checks have nothing to read";
+  const issues = unknownSiteNames(site, text, path, new Set(points), among);
+  if (issues.length) throw Object.assign(new DaemonError("SITE_INVALID", formatIssues(path, issues)), { issues });
 }
 
 function readPlain(path: string, what: string, code: ErrorCode): Buffer {

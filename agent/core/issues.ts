@@ -1,4 +1,4 @@
-import { isMap, isPair, isScalar, LineCounter, parseDocument, type Document, type Node } from "yaml";
+import { isMap, isPair, isScalar, isSeq, LineCounter, parseDocument, type Document, type Node } from "yaml";
 import type { z } from "zod";
 import { DaemonError, type ErrorCode } from "./errors";
 
@@ -57,8 +57,14 @@ export function lineOf(doc: Document, lc: LineCounter, path: string[], keyLine: 
     const parentPath = path.slice(0, Math.max(0, n - 1));
     const parent = (n === 0 ? doc.contents : parentPath.length ? doc.getIn(parentPath, true) : doc.contents) as Node | null;
     if (n === 0) return parent?.range ? lc.linePos(parent.range[0]).line : undefined;
-    if (!isMap(parent)) continue;
     const key = path[n - 1];
+    if (isSeq(parent) && /^\d+$/.test(key ?? "")) {
+      // A list item (`relations.2.target` stops here when the item is a plain value).
+      const item = parent.items[Number(key)] as Node | undefined;
+      if (item?.range) return lc.linePos(item.range[0]).line;
+      continue;
+    }
+    if (!isMap(parent)) continue;
     const pair = parent.items.find((p) => isPair(p) && isScalar(p.key) && String(p.key.value) === key);
     if (!pair) continue;
     const node = (keyLine || !pair.value ? pair.key : pair.value) as Node | null;

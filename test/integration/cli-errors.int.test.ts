@@ -77,6 +77,30 @@ describe("operator mistakes (built bundle)", () => {
     expect(gw(["config", "validate", "--config", s.cfgFile]).code).toBe(0);
   });
 
+  it("config validate refuses a site file naming a point that is not configured (file, line, key, a close name); run refuses it too", () => {
+    const s = site();
+    const siteFile = join(s.gwDir, "site.yaml");
+    writeFileSync(siteFile, "name: station\nsignals:\n  L_T1: { kind: level }\n  F_PU1: { kind: flow }\nrelations:\n  - target: F_PU1\n    states: [S_PU1]\n    regressor: L_T1\n");
+    const point = (address: number, kind: string) => ({ source: { modbus: { device: "plc", unit: 1, table: "holding", address } }, unit: "1", kind, range: { min: 0, max: 10 } });
+    expect(gw(["config", "set", "modbus", JSON.stringify({ upstreams: [{ name: "plc", type: "tcp", target: "127.0.0.1:1502" }] }), "--config", s.cfgFile]).code).toBe(0);
+    expect(gw(["config", "set", "points", JSON.stringify({ L_T1: point(0, "level"), F_PU1: point(1, "flow"), S_PU2: point(2, "state") }), "--config", s.cfgFile]).code).toBe(0);
+    expect(gw(["config", "set", "detection.site", "site.yaml", "--config", s.cfgFile]).code).toBe(0);
+    const v = gw(["config", "validate", "--config", s.cfgFile, "--json"]);
+    expect(v.code).toBe(1);
+    expect(errorOf(v)).toMatchObject({ code: "SITE_INVALID", issues: [expect.objectContaining({ file: siteFile, line: 7, path: "relations.0.states.0", code: "SITE_INVALID" })] });
+    expect(errorOf(v).issues?.[0]?.message).toMatch(/^S_PU1 is not among the configured points \(did you mean S_PU2\?\) \(named by detection.site at /);
+    const plain = gw(["config", "validate", "--config", s.cfgFile]);
+    expect(plain.code).toBe(1);
+    expect(plain.stderr).toContain(`${siteFile}:7: relations.0.states.0: S_PU1 is not among the configured points (did you mean S_PU2?)`);
+    const run = gw(["run", "--config", s.cfgFile]);
+    expect(run.code).toBe(1);
+    expect(run.stderr).toMatch(/^error\[SITE_INVALID\]/m);
+    expect(run.stderr).toContain(`${siteFile}:7: relations.0.states.0`);
+    expect(existsSync(join(s.gwDir, "data", "outbox.db"))).toBe(false);
+    writeFileSync(siteFile, "name: station\nrelations:\n  - { target: F_PU1, states: [S_PU2], regressor: L_T1 }\n");
+    expect(gw(["config", "validate", "--config", s.cfgFile]).code).toBe(0);
+  });
+
   it("a Modbus port in use is LISTEN_FAILED, and the boot it ended records why", async () => {
     const s = site();
     const taken = createServer();

@@ -4,6 +4,7 @@ import { connect } from "node:net";
 import { join } from "node:path";
 import { controlCall } from "../../agent/control/client";
 import { Runtime } from "../../agent/runtime";
+import type { RunningDetection } from "../../agent/detection/start";
 import { SimDevice } from "../../agent/demo/sim-server";
 import { execFile } from "node:child_process";
 import { BIN } from "../helpers/cli";
@@ -28,7 +29,10 @@ describe("gatewarden reload / SIGHUP", () => {
     cleanups.length = 0;
   });
 
-  it("takes a changed policy and points at once, keeps the old on a bad file and says why, and names what needs a restart", async () => {
+  const point = (id: string, addr: number, kind = "level") => `  ${id}:\n    source: { modbus: { device: plc, unit: 1, table: holding, address: ${addr} } }\n    unit: m\n    kind: ${kind}\n    range: { min: 0, max: 10 }\n`;
+
+  /** A daemon in this process, its proxy on `port` before a simulated device: `policyLine` is the modbus section's policy, `files` writes files beside the config first, `rest` is more config. */
+  async function startDaemon(policyLine: string, files: (gwDir: string) => void, rest: string) {
     const t = tempDir();
     cleanups.push(t.cleanup);
     const device = new SimDevice();
@@ -36,14 +40,18 @@ describe("gatewarden reload / SIGHUP", () => {
     cleanups.push(() => device.close());
     const port = await freePort();
     const site = makeSite(t.dir);
-    const policyFile = join(site.gwDir, "policy.yaml");
-    writeFileSync(policyFile, policy("0-9"));
-    const point = (addr: number) => `  L_${addr}:\n    source: { modbus: { device: plc, unit: 1, table: holding, address: ${addr} } }\n    unit: m\n    kind: level\n    range: { min: 0, max: 10 }\n`;
-    const modbus = `modbus:\n  listeners:\n    - { name: scada, type: tcp, listen: "127.0.0.1:${port}" }\n  upstreams:\n    - { name: plc, type: tcp, target: "127.0.0.1:${devPort}" }\n  routes:\n    - { unit: 1, upstream: plc }\n  policy_file: policy.yaml\n`;
-    appendFileSync(site.cfgFile, `${modbus}points:\n${point(1)}`);
+    files(site.gwDir);
+    const modbus = `modbus:\n  listeners:\n    - { name: scada, type: tcp, listen: "127.0.0.1:${port}" }\n  upstreams:\n    - { name: plc, type: tcp, target: "127.0.0.1:${devPort}" }\n  routes:\n    - { unit: 1, upstream: plc }\n  ${policyLine}\n`;
+    appendFileSync(site.cfgFile, `${modbus}${rest}`);
     const rt = new Runtime(site.load(), silent);
     await rt.start();
     cleanups.push(() => rt.stop("test"));
+    return { site, device, port, rt };
+  }
+
+  it("takes a changed policy and points at once, keeps the old on a bad file and says why, and names what needs a restart", async () => {
+    const { site, device, port, rt } = await startDaemon("policy_file: policy.yaml", (dir) => writeFileSync(join(dir, "policy.yaml"), policy("0-9")), `points:\n${point("L_1", 1)}`);
+    const policyFile = join(site.gwDir, "policy.yaml");
     const sock = connect({ port, host: "127.0.0.1" });
     await new Promise((r) => sock.once("connect", r));
     cleanups.push(() => void sock.destroy());
@@ -53,7 +61,7 @@ describe("gatewarden reload / SIGHUP", () => {
 
     // A wider policy and a second point: taken at once, on the open connection too.
     writeFileSync(policyFile, policy("0-99"));
-    appendFileSync(site.cfgFile, point(50));
+    appendFileSync(site.cfgFile, point("L_50", 50));
     const ok = JSON.parse((await gw(["reload", "--config", site.cfgFile, "--json"])).stdout) as { ok: boolean; reloaded: string[]; restart_needed: string[] };
     expect(ok).toMatchObject({ ok: true, restart_needed: [] });
     expect(ok.reloaded).toEqual(expect.arrayContaining(["modbus policy", "points"]));
@@ -83,5 +91,29 @@ describe("gatewarden reload / SIGHUP", () => {
     expect(await c.request(1, "03 0032 0001")).toBe("8301");
     const audits = outboxBodies(rt).filter((b) => b.class === "audit" && (b.ocsf as { activity_name?: string }).activity_name === "Configuration Reloaded");
     expect(audits).toHaveLength(2);
+  });
+
+  it("a site file naming a point that is not configured is refused at reload: the running site stays, and the reason names file, line and key", async () => {
+    const relation = (name: string, state: string) => `name: ${name}\nrelations:\n  - target: F_1\n    states: [${state}]\n`;
+    const { site, rt } = await startDaemon("policy: { roles: {} }", (dir) => writeFileSync(join(dir, "site.yaml"), relation("before", "S_1")), `detection:\n  site: site.yaml\npoints:\n${point("F_1", 1, "flow")}${point("S_1", 2, "state")}`);
+    const siteFile = join(site.gwDir, "site.yaml");
+    const running = () => Object.keys((rt as unknown as { detection: RunningDetection }).detection.engine.snapshot()).filter((k) => k.startsWith("site/"));
+    expect(running()).toEqual(["site/before"]);
+
+    writeFileSync(siteFile, relation("after", "S_l"));
+    const bad = await gw(["reload", "--config", site.cfgFile, "--json"]);
+    expect(bad.code).toBe(1);
+    const err = JSON.parse(bad.stdout).error as { code: string; message: string };
+    expect(err.code).toBe("SITE_INVALID");
+    expect(err.message).toContain(`${siteFile}:4: relations.0.states.0: S_l is not among the configured points (did you mean S_1?)`);
+    expect(running()).toEqual(["site/before"]);
+    expect(rt.reload("SIGHUP")).toMatchObject({ ok: false, code: "SITE_INVALID" });
+    const refused = outboxBodies(rt).filter((b) => (b.ocsf as { unmapped?: { error_type?: string } }).unmapped?.error_type === "reload_refused");
+    expect(refused).toHaveLength(2);
+    expect((refused[0]!.ocsf as { message: string }).message).toContain(`${siteFile}:4: relations.0.states.0`);
+
+    writeFileSync(siteFile, relation("after", "S_1"));
+    expect(rt.reload("SIGHUP")).toMatchObject({ ok: true });
+    expect(running()).toEqual(["site/after"]);
   });
 });

@@ -87,6 +87,20 @@ describe("detect", () => {
     const site = file("bad.yaml", "name: x\ntanks: 3\n");
     expect(() => runDetect({ input, site }, () => {})).toThrow(expect.objectContaining({ code: "SITE_INVALID" }));
   });
+  it("a site name that is not a column of the input is SITE_INVALID naming the site file, line and key", () => {
+    const input = file("i5.csv", `timestamp,S_P1,F_P1\n${rows(20, () => "1,50")}\n`);
+    const site = file("typo.yaml", "name: x\nrelations:\n  - target: F_P1\n    states: [S_PI]\n");
+    let err: unknown;
+    try {
+      runDetect({ input, site }, () => {});
+    } catch (e) {
+      err = e;
+    }
+    expect(err).toMatchObject({ code: "SITE_INVALID", issues: [{ file: site, line: 4, path: "relations.0.states.0", code: "unknown_point" }] });
+    expect((err as Error).message).toBe(`${site}:4: relations.0.states.0: S_PI is not among the columns of ${input} (did you mean S_P1?)`);
+    writeFileSync(site, "name: x\nrelations:\n  - target: F_P1\n    states: [S_P1]\n");
+    expect(runDetect({ input, site }, () => {}).site).toBe(site);
+  });
 });
 
 describe("detect --propose-site", () => {
