@@ -71,9 +71,11 @@ const SET_SIGNING_KEY = "INSERT INTO signing_key (id, fingerprint) VALUES (1, ?)
 
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS events (
-  -- AUTOINCREMENT: ids are never reused after the table drains, so the forwarder's cursor
-  -- (the last id sent on this connection) always precedes every newer row.
-  id INTEGER PRIMARY KEY AUTOINCREMENT,
+  -- Ids are the outbox's own (idSeq: one more than any id this file has used), never reused
+  -- while a run lasts, so the forwarder's cursor (the last id sent on this connection) always
+  -- precedes every newer row. Not AUTOINCREMENT: its sequence row was one more page written per
+  -- commit (an outbox created before keeps it; explicit ids work with both).
+  id INTEGER PRIMARY KEY,
   boot INTEGER NOT NULL,
   seq INTEGER NOT NULL,
   rank INTEGER NOT NULL,
@@ -174,6 +176,7 @@ export class Outbox {
     this.logicalBytes = (this.stmts.stats.get() as { bytes: number }).bytes;
     // Rows found at open survived whatever ended the last run; opening them made them durable.
     this.durableId = this.lastId = (this.db.prepare("SELECT COALESCE(MAX(id), 0) FROM events").pluck().get() as number) ?? 0;
+    this.idSeq = Math.max(this.lastId, usedIds(this.db));
     this.forgetWal(); // a reopen (watch.ts) has a new WAL
     // The last run may have left the `chain` table behind its newest row (see `head`).
     const table = this.stmts.head.get() as ChainHead | undefined;
@@ -208,6 +211,7 @@ export class Outbox {
   private prepare() {
     return {
       insert: this.db.prepare("INSERT INTO events (boot, seq, rank, time, bytes, body) VALUES (?, ?, ?, ?, ?, ?)"),
+      insertId: this.db.prepare("INSERT INTO events (id, boot, seq, rank, time, bytes, body) VALUES (?, ?, ?, ?, ?, ?, ?)"),
       head: this.db.prepare("SELECT boot, seq, hash FROM chain WHERE id = 1"),
       lastRow: this.db.prepare("SELECT boot, seq, body FROM events ORDER BY id DESC LIMIT 1"),
       setHead: this.db.prepare("INSERT INTO chain (id, boot, seq, hash) VALUES (1, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET boot = excluded.boot, seq = excluded.seq, hash = excluded.hash"),
@@ -287,6 +291,8 @@ export class Outbox {
   /** The head of the last commit, and whether the `chain` table lags it. */
   private lastHead: ChainHead | undefined;
   private headBehind = false;
+  /** The highest row id this file has used (rows, quarantined and parked ones, AUTOINCREMENT's record). */
+  private idSeq = 0;
 
   /** Pages in use (not the free list) times the page size: what the rows really occupy. */
   usedBytes(): number {
@@ -323,8 +329,9 @@ export class Outbox {
       for (const { env, body } of envs) {
         const bytes = Buffer.byteLength(body);
         const rank = isLossRecord(env) ? LOSS_RANK : CLASS_RANK[env.class];
-        const r = this.stmts.insert.run(env.boot, env.seq, rank, env.time, bytes, body);
-        ids.push(Number(r.lastInsertRowid));
+        const id = this.idSeq + ids.length + 1;
+        this.stmts.insertId.run(id, env.boot, env.seq, rank, env.time, bytes, body);
+        ids.push(id);
         this.logicalBytes += bytes;
       }
       // Rows added: the newest is the head (see `head`); none: the table says where it is.
@@ -336,6 +343,7 @@ export class Outbox {
       if (signingKey) this.db.prepare(SET_SIGNING_KEY).run(signingKey);
     })();
     for (const id of acked) this.acked.delete(id);
+    this.idSeq += ids.length;
     this.lastHead = head;
     this.headBehind = envs.length > 0;
     if (ids.length) this.lastId = ids[ids.length - 1]!;
@@ -444,6 +452,7 @@ export class Outbox {
     }
     this.afterWrite();
     this.durableId = this.lastId = (this.db.prepare("SELECT COALESCE(MAX(id), 0) FROM events").pluck().get() as number) ?? 0;
+    this.idSeq = Math.max(this.idSeq, this.lastId);
     if (head) this.headCopy?.write(head);
   }
 
@@ -711,6 +720,18 @@ const MAX_DEFERRED_ACKS = 64;
 const ACK_DELAY_MS = 10_000;
 
 const SYSTEM_RANK = CLASS_RANK.system;
+
+/** The highest id the quarantine, the parked notes and (in an older outbox) AUTOINCREMENT used. */
+function usedIds(db: Database.Database): number {
+  const max = (sql: string) => {
+    try {
+      return (db.prepare(sql).pluck().get() as number | null) ?? 0;
+    } catch {
+      return 0; // no sqlite_sequence in an outbox created without AUTOINCREMENT
+    }
+  };
+  return Math.max(max("SELECT MAX(id) FROM quarantine"), max("SELECT MAX(id) FROM parked"), max("SELECT seq FROM sqlite_sequence WHERE name = 'events'"));
+}
 
 interface Carried {
   ranges: [number, number, number][];
