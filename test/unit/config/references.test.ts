@@ -104,6 +104,17 @@ describe.skipIf(!hasOpenssl)("config references (keys, certificates, policy, sit
     expect(got.find((i) => i.path === "tanks.T1.colour")?.line).toBe(2);
   });
 
+  it("refuses a site file naming points the config does not configure, each with the site file's line and key", () => {
+    const s = site();
+    const siteFile = join(s.gwDir, "site.yaml");
+    writeFileSync(siteFile, "name: s\nsignals:\n  L_T1: { kind: level }\n");
+    s.set("detection.site", siteFile);
+    expect(issues(s)).toEqual([expect.objectContaining({ code: "SITE_INVALID", file: siteFile, line: 3, path: "signals.L_T1", message: expect.stringMatching(/^L_T1 is not among the configured points: the config has none/) })]);
+    s.set("modbus.upstreams", JSON.stringify([{ name: "plc", type: "tcp", target: "127.0.0.1:502" }]));
+    s.set("points", JSON.stringify({ L_T1: { source: { modbus: { device: "plc", unit: 1, table: "holding", address: 0 } }, unit: "m", kind: "level", range: { min: 0, max: 5 } } }));
+    expect(issues(s)).toEqual([]);
+  });
+
   it("names a SOC sealing key given as a TLS key, by file", () => {
     const s = site();
     const sealing = join(s.socDir, "soc.key");
