@@ -13,6 +13,8 @@
  *   node-opcua's own read/write/call gates, the UserAccessLevel and UserExecutable attributes);
  * - each mirrored variable's `readAttribute` (Value) and `writeAttribute`, each mirrored method's
  *   `execute`, and each subscription's `preCreateMonitoredItem`: the decision with its event;
+ * - the engine's `refreshValues` (node-opcua's value refresh before a Read's checks): upstream
+ *   reads only for the nodes the reading session's role may read;
  * - `userManager.isValidUserAsync` and `isValidUserIdentityToken`: logins;
  * - the endpoint's `openSecureChannelFailure`: refused client certificates and channels.
  */
@@ -84,6 +86,8 @@ export class OpcuaFront {
   private state: FrontStatus["state"] = "waiting for upstream";
   private gate: FrontGate | undefined;
   private readonly identities = new WeakMap<object, Identity>();
+  /** The session of each Read's nodesToRead, for the value refresh node-opcua does first (hookRefresh). */
+  private readonly readers = new WeakMap<object, ServerSession>();
   private readonly policy: FrontPolicy;
   readonly events: FrontEvents;
   /** The client application certificates the front trusts or refused (`opcua pki`). */
@@ -189,6 +193,7 @@ export class OpcuaFront {
     await server.initialize();
     this.hookLogins(server, ua);
     this.hookRequestRate(server, ua);
+    this.hookRefresh(server);
     server.on("create_session", (session: ServerSession) => this.hookSession(session, ua));
     // Limits before authentication, checked before node-opcua reads a byte (it stops the process on an oversized chunk).
     const gate = new FrontGate({ maxChannelsPerAddress: L.max_channels_per_address, preAuthRate: L.pre_auth_rate, maxChunkCount: L.max_chunk_count, maxMessageBytes: L.max_message_bytes }, (address, reason, limit) =>
@@ -355,6 +360,8 @@ export class OpcuaFront {
     s._apply_on_SessionObject = (Response: { schema: { name: string } }, message: { session?: ServerSession & { status?: string } }, channel: unknown, action: Fn) => {
       const session = message.session;
       const request = Response.schema.name.replace(/Response$/, "");
+      const nodesToRead = (message as { request?: { nodesToRead?: unknown } }).request?.nodesToRead;
+      if (session && (request === "Read" || request === "HistoryRead") && Array.isArray(nodesToRead)) this.readers.set(nodesToRead, session);
       if (session?.status === "active" && request !== "Publish" && request !== "Republish") {
         const id = this.identity(session);
         const d = this.policy.request(id.user, id.role, request, Date.now());
@@ -364,6 +371,26 @@ export class OpcuaFront {
         }
       }
       return apply(Response, message, channel, action);
+    };
+  }
+
+  /**
+   * node-opcua refreshes the values a Read asks for (our upstream reads) before it checks who
+   * may read them: the refresh goes upstream only for the nodes the reading session's role may
+   * read. A refresh no session asked for (see hookRequestRate) reads no mirrored node upstream.
+   * The denial itself, with its event, is the Value read's (guard).
+   */
+  private hookRefresh(server: OPCUAServer): void {
+    const engine = server.engine as unknown as { refreshValues: (nodes: { nodeId: { toString(): string } }[], maxAge: number, cb: Fn) => void };
+    const refresh = engine.refreshValues.bind(engine);
+    engine.refreshValues = (nodes, maxAge, cb) => {
+      const session = this.readers.get(nodes);
+      const role = session ? this.identity(session).role : undefined;
+      const allowed = nodes.filter((n) => {
+        const m = this.byId(n.nodeId.toString());
+        return !m || (role !== undefined && this.policy.may(role, m.info, "read"));
+      });
+      return refresh(allowed, maxAge, cb);
     };
   }
 

@@ -1,7 +1,7 @@
 import { X509Certificate } from "node:crypto";
 import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { DataType, MessageSecurityMode, type ServerSession, OPCUACertificateManager, OPCUAServer, SecurityPolicy, setWarningLogger, StatusCodes, Variant, VariantArrayType } from "node-opcua";
+import { AttributeIds, DataType, MessageSecurityMode, type ServerSession, OPCUACertificateManager, OPCUAServer, SecurityPolicy, setWarningLogger, StatusCodes, Variant, VariantArrayType } from "node-opcua";
 
 // The stack prints warnings to stdout; the tests read what the client reports instead.
 setWarningLogger(() => undefined);
@@ -35,6 +35,8 @@ export interface TestServerOptions {
  */
 export class TestOpcuaServer {
   readonly values: Record<string, unknown> = { "Tank.Level": 2.5, "Pump.Running": true, "Meter.Total": [0, 1234], "Tag.Name": "T1", "Pump.Speed": 1000 };
+  /** Value reads each variable received in Read requests (by name, e.g. `Tag.Name`). */
+  readonly reads: Record<string, number> = {};
   /** Methods called, in order (with `plant`). */
   readonly calls: string[] = [];
   private server: OPCUAServer | undefined;
@@ -64,6 +66,10 @@ export class TestOpcuaServer {
       userCertificateManager: o.userCertificates ? new OPCUACertificateManager({ rootFolder: join(o.dir, "user-pki"), automaticallyAcceptUnknownCertificate: false, disableFileWatchers: true }) : undefined,
     });
     await server.initialize();
+    server.on("request", (request: { schema: { name: string }; nodesToRead?: { nodeId: { value: unknown }; attributeId: number }[] }) => {
+      if (request.schema.name !== "ReadRequest") return;
+      for (const n of request.nodesToRead ?? []) if (n.attributeId === AttributeIds.Value) this.reads[String(n.nodeId.value)] = (this.reads[String(n.nodeId.value)] ?? 0) + 1;
+    });
     if (o.subscriptions === "unsupported") Object.defineProperty(server, "_on_CreateSubscriptionRequest", { value: undefined });
     if (o.subscriptions === "none") server.engine.serverCapabilities.maxSubscriptions = 0;
     for (const f of o.userCertificates ?? []) await server.userCertificateManager.trustCertificate(new X509Certificate(readFileSync(f)).raw);

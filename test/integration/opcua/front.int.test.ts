@@ -188,8 +188,16 @@ opcua:
       expect(legacy.values["Pump.Speed"]).toBe(1200);
       const tag = `ns=${ns};s=Tag.Name`;
       expect(await session.write({ nodeId: tag, attributeId: AttributeIds.Value, value: { value: { dataType: DataType.String, value: "X" } } })).toBe(StatusCodes.BadUserAccessDenied);
-      const [tagRead] = await session.read([{ nodeId: tag, attributeId: AttributeIds.Value }]);
+      // A denied read never reaches the legacy server; an allowed one in the same request does.
+      const before = { tag: legacy.reads["Tag.Name"] ?? 0, speed: legacy.reads["Pump.Speed"] ?? 0 };
+      const [tagRead, speedRead] = await session.read([
+        { nodeId: tag, attributeId: AttributeIds.Value },
+        { nodeId: speed, attributeId: AttributeIds.Value },
+      ]);
       expect(tagRead!.statusCode).toBe(StatusCodes.BadUserAccessDenied);
+      expect(speedRead!.statusCode).toBe(StatusCodes.Good);
+      expect(legacy.reads["Pump.Speed"] ?? 0).toBe(before.speed + 1);
+      expect(legacy.reads["Tag.Name"] ?? 0).toBe(before.tag);
       const ok = await session.call({ objectId: `ns=${ns};s=Pump`, methodId: `ns=${ns};s=Pump.Start`, inputArguments: [] });
       expect(ok.statusCode).toBe(StatusCodes.Good);
       const denied = await session.call({ objectId: `ns=${ns};s=Pump`, methodId: `ns=${ns};s=Pump.Reset`, inputArguments: [] });
