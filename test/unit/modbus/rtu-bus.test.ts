@@ -158,28 +158,38 @@ describe("RTU bus", () => {
   });
 
   it("never takes a slave's late answer for the answer to the next request", async () => {
-    // Unit 1 answers each read with its address as the value, after `latency(address)` ms: the
-    // read of 10 comes 120 ms after the 200 ms timeout, the read of 20 (same unit, function and
-    // size) after 150 ms. Taken in turn, the late answer to 10 would land while 20 is on the
-    // wire and pass every check of an answer to 20.
+    // Unit 1 answers each read with its address as the value: the read of 10 120 ms after the
+    // 200 ms timeout, the read of 20 (same unit, function and size) after 150 ms. Taken in turn,
+    // the late answer to 10 would land while 20 is on the wire and pass every check of an answer
+    // to 20. The quiet after the timeout (900 ms) leaves the late answer 780 ms to arrive, so a
+    // loaded machine's late timers cannot make it land after the quiet.
     const line = scriptedLine((r, at) => at(r.address === 10 ? 320 : 150, r.good));
     const sent = line.sent;
     const one = (address: number): ModbusRequest => ({ fc: 3, address, quantity: 1 });
     const ask = (b: RtuBus, address: number) => b.request(1, one(address), encodeRequest(one(address))).then((x) => x.toString("hex"));
-    const b = bus(new FakeLine(new Set()), { transport: line, dead_after: 5, late_answer_ms: 250 });
+    const b = bus(new FakeLine(new Set()), { transport: line, dead_after: 5, late_answer_ms: 900 });
     await new Promise((r) => setTimeout(r, 5));
     const [a10, a20] = await Promise.all([ask(b, 10), ask(b, 20)]);
     expect(a10).toBe("830b");
     expect(a20).toBe("03020014"); // its own value, not 000a
-    expect(sent[1]! - sent[0]!).toBeGreaterThanOrEqual(200 + 250 - 5); // timeout, then the quiet
-    // Bytes heard while nothing is on the wire keep the line quiet until they stop.
+    expect(sent[1]! - sent[0]!).toBeGreaterThanOrEqual(200 + 900 - 5); // timeout, then the quiet
+    // Bytes heard while nothing is on the wire keep the line quiet until they stop: the request
+    // goes out only after ten frame gaps (1.75 ms at 115,200 baud) without a byte. Judged against
+    // the bytes actually heard, not the trickle's schedule, which a loaded machine stretches.
     sent.length = 0;
-    const t = performance.now();
-    const trickle = setInterval(() => line.inject(Buffer.from([0x55])), 5);
+    const heard: number[] = [];
+    const trickle = setInterval(() => {
+      heard.push(performance.now());
+      line.inject(Buffer.from([0x55]));
+    }, 5);
     setTimeout(() => clearInterval(trickle), 120);
     await new Promise((r) => setTimeout(r, 20));
+    const asked = performance.now();
     expect(await ask(b, 30)).toBe("0302001e");
-    expect(sent[0]! - t).toBeGreaterThanOrEqual(115);
+    clearInterval(trickle);
+    const lastBefore = heard.filter((h) => h < sent[0]!).at(-1)!;
+    expect(heard.some((h) => h < asked)).toBe(true);
+    expect(sent[0]! - lastBefore).toBeGreaterThanOrEqual(10 * 1.75 - 0.5);
     await b.stop();
   });
 
@@ -212,12 +222,12 @@ describe("RTU bus", () => {
         case "noiseAfter":
           return at(2, Buffer.concat([good, Buffer.from([0x00, 0x55])]));
         case "late":
-          return at(60, good); // timeout 40 ms, quiet 80 ms after it
+          return at(60, good); // timeout 40 ms, quiet 200 ms after it: 180 ms for a late timer
         case "silent":
           return;
       }
     });
-    const b = bus(new FakeLine(new Set()), { transport: line, timeout_ms: 40, late_answer_ms: 80, dead_after: 1000 });
+    const b = bus(new FakeLine(new Set()), { transport: line, timeout_ms: 40, late_answer_ms: 200, dead_after: 1000 });
     await new Promise((r) => setTimeout(r, 5));
     let run = 0;
     let answered = 0;
