@@ -17,6 +17,15 @@ function opensslEnv(): NodeJS.ProcessEnv {
   return env;
 }
 
+/**
+ * A certificate no test server presents, to pin: made by openssl in a moment, where a second
+ * node-opcua server would load a whole address space (tens of seconds on a loaded machine).
+ */
+function otherCertificate(dir: string): string {
+  execFileSync(OPENSSL!, ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "other.key", "-out", "other.pem", "-subj", "/CN=another OPC UA server", "-days", "2"], { cwd: dir, stdio: "pipe", env: opensslEnv() });
+  return join(dir, "other.pem");
+}
+
 const pt = (id: string, node: string, over: Partial<OpcuaPolledPoint["source"]> = {}): OpcuaPolledPoint => ({ id, source: { server: "plc", node_id: node, scale: 1, offset: 0, ...over }, interval_ms: 50 });
 
 describe("OPC UA client: secured sessions to a real node-opcua server, polled into readings", () => {
@@ -98,19 +107,19 @@ describe("OPC UA client: secured sessions to a real node-opcua server, polled in
 
   it("refuses to trust a certificate of a pinned server, saying what to change", async () => {
     const { t, server, pw } = await setup();
-    mkdirSync(join(t.dir, "other"));
-    const other = new TestOpcuaServer({ dir: join(t.dir, "other"), users: { operator: "pump-station-7" } });
-    await other.start();
-    cleanups.push(() => other.stop());
-    // Pinned to the other server's certificate: this one presents a certificate the pin forbids.
-    const { svc, events } = service(t.dir, { endpoint: server.endpoint, server_certificate: other.certFile, user: { username: "operator", password_file: pw }, reconnect_min_ms: 30_000, reconnect_max_ms: 60_000 }, []);
+    const other = otherCertificate(t.dir);
+    // Pinned to another certificate: this server presents one the pin forbids.
+    const { svc, events } = service(t.dir, { endpoint: server.endpoint, server_certificate: other, user: { username: "operator", password_file: pw }, reconnect_min_ms: 30_000, reconnect_max_ms: 60_000 }, []);
     await svc.start();
-    await until(() => svc.status().rejected_certificates.length === 1, 15_000, "a refused certificate");
+    // The refusal event, not the file in rejected/: the file is written while the attempt is still
+    // failing, and only once the link is down has it noted which certificate its server presented.
+    await until(() => events.some((x) => x.ocsf.class_uid === 3002), 30_000, "a certificate refusal");
+    expect(svc.status().rejected_certificates.length).toBe(1);
     const refused = svc.status().rejected_certificates[0]!;
     const e = await svc.trust(refused.thumbprint, "test").catch((x: unknown) => x);
     expect(e).toMatchObject({ code: "OPCUA_PINNED" });
     expect((e as Error).message).toBe(
-      `server plc is pinned to server_certificate ${other.certFile}, so trusting ${refused.thumbprint} has no effect. If the device's certificate changed on purpose, point opcua.servers[0].server_certificate at the new certificate (the refused copy is ${refused.file}), or remove server_certificate to rely on the trust list, then restart the daemon`,
+      `server plc is pinned to server_certificate ${other}, so trusting ${refused.thumbprint} has no effect. If the device's certificate changed on purpose, point opcua.servers[0].server_certificate at the new certificate (the refused copy is ${refused.file}), or remove server_certificate to rely on the trust list, then restart the daemon`,
     );
     await expect(svc.pkiTrust(refused.sha256, "test")).rejects.toMatchObject({ code: "OPCUA_PINNED" });
     expect(events.filter((x) => x.ocsf.class_uid === 5019)).toEqual([]);
@@ -121,7 +130,10 @@ describe("OPC UA client: secured sessions to a real node-opcua server, polled in
     const { t, server, pw } = await setup();
     const { svc, events, readings } = service(t.dir, { endpoint: server.endpoint, user: { username: "operator", password_file: pw }, reconnect_min_ms: 30_000, reconnect_max_ms: 60_000 }, [pt("level", "ns=1;s=Tank.Level")]);
     await svc.start();
-    await until(() => svc.status().rejected_certificates.length === 1, 15_000, "a refused certificate");
+    // The refusal event, not the file in rejected/: the file is written while the attempt is still
+    // failing, and only once the link is down has it noted which certificate its server presented.
+    await until(() => events.some((x) => x.ocsf.class_uid === 3002), 30_000, "a certificate refusal");
+    expect(svc.status().rejected_certificates.length).toBe(1);
     const refused = svc.status().rejected_certificates[0]!;
     await expect(svc.trust("00".repeat(20), "test")).rejects.toMatchObject({ code: "USAGE" });
     await expect(svc.trust("not-hex", "test")).rejects.toMatchObject({ code: "USAGE" });
@@ -138,17 +150,13 @@ describe("OPC UA client: secured sessions to a real node-opcua server, polled in
 
   it("refuses a server whose certificate is trusted but is not the pinned one", async () => {
     const { t, server, pw } = await setup();
-    const other = new TestOpcuaServer({ dir: join(t.dir, "other") });
-    const { mkdirSync } = await import("node:fs");
-    mkdirSync(join(t.dir, "other"));
-    await other.start();
-    cleanups.push(() => other.stop());
+    const other = otherCertificate(t.dir);
     // Trust the real server through the store (first service), then pin another certificate.
     const first = service(t.dir, { endpoint: server.endpoint, server_certificate: server.certFile, user: { username: "operator", password_file: pw } }, []);
     await first.svc.start();
     await until(() => first.svc.status().servers[0]!.state === "up", 15_000, "the first session");
     await first.svc.stop();
-    const { svc, events } = service(t.dir, { endpoint: server.endpoint, server_certificate: other.certFile, user: { username: "operator", password_file: pw } }, []);
+    const { svc, events } = service(t.dir, { endpoint: server.endpoint, server_certificate: other, user: { username: "operator", password_file: pw } }, []);
     await svc.start();
     await until(() => events.some((e) => e.ocsf.class_uid === 3002), 15_000, "a pin refusal");
     expect(events.find((e) => e.ocsf.class_uid === 3002)!.ocsf.status_detail).toMatch(/not the configured server_certificate/);
