@@ -7,11 +7,12 @@ import type { Component } from "./core/component";
 import { DaemonError, describeError } from "./core/errors";
 import { OcsfClass } from "./core/events";
 import type { EventSink } from "./core/events";
+import { SOURCES } from "./sources/registry";
 
 /**
- * What `gatewarden reload` (or SIGHUP) takes from the config without a restart: the Modbus
- * policy (inline or its file), the points, and the detection engine's site, groups and options.
- * TLS files are re-read too (same paths). Everything else takes effect at the next start.
+ * What `gatewarden reload` (or SIGHUP) takes from the config without a restart: what each
+ * source's registry entry lists as `reloadable` (agent/sources/registry.ts), the points, and the
+ * detection engine's site, groups and options. Everything else takes effect at the next start.
  */
 export type TakesEffect = "reload" | "restart";
 
@@ -21,19 +22,19 @@ const RESTART_ONLY_DETECTION = new Set(["state_path", "save_interval_ms"]);
 export function takesEffect(key: string): TakesEffect {
   const [section, sub] = key.split(".");
   if (section === "points") return "reload";
-  if (section === "modbus" && (sub === "policy" || sub === "policy_file")) return "reload";
+  if (sub && SOURCES.some((s) => s.section === section && s.reloadable.keys.includes(sub))) return "reload";
   if (section === "detection" && !(sub && RESTART_ONLY_DETECTION.has(sub))) return "reload";
   return "restart";
 }
 
-/** OPC UA points are read by the OPC UA client's own subscriptions or polls, which a reload does not rebuild. */
-function opcuaPoints(c: Config): unknown {
-  return Object.entries(c.points ?? {}).filter(([, p]) => "opcua" in p.source);
+/** The points of `section`, a source whose points a reload does not rebuild. */
+function fixedPoints(c: Config, section: string): unknown {
+  return Object.entries(c.points ?? {}).filter(([, p]) => section in p.source);
 }
 
 /**
  * Keys whose change since the daemon started a reload cannot apply (dotted, two levels deep):
- * `upstream.url`, `modbus.listeners`, ... Empty when a reload takes everything.
+ * `upstream.url`, `heartbeat.interval_ms`, ... Empty when a reload takes everything.
  */
 export function restartNeeded(running: Config, next: Config): string[] {
   const out: string[] = [];
@@ -42,11 +43,12 @@ export function restartNeeded(running: Config, next: Config): string[] {
     const a = (running as Record<string, unknown>)[s];
     const b = (next as Record<string, unknown>)[s];
     if (s === "points") {
-      // Points come and go with a reload; starting or stopping detection, or OPC UA polls, do not.
+      // Points come and go with a reload; starting or stopping detection does not, nor the
+      // points of a source whose entry says they are not reloadable.
       const had = Object.keys(running.points ?? {}).length > 0;
       const has = Object.keys(next.points ?? {}).length > 0;
       if (had !== has) out.push("points");
-      else if (!isDeepStrictEqual(opcuaPoints(running), opcuaPoints(next))) out.push("points (OPC UA)");
+      else for (const src of SOURCES) if (!src.reloadable.points && !isDeepStrictEqual(fixedPoints(running, src.section), fixedPoints(next, src.section))) out.push(`points (${src.section})`);
       continue;
     }
     if (isDeepStrictEqual(a, b)) continue;
@@ -82,12 +84,12 @@ export interface ReloadTargets {
   events: EventSink;
   /** The detection engine, when running: rebuilt for new points, site, groups and options. */
   detection?: { reload: (points: NonNullable<Config["points"]>, config: Config["detection"]) => void; after?: () => void };
-  /** The running sources: each checks the new config, then takes it (the Modbus proxy: policy, tap and poll points, TLS files). */
+  /** The running sources: each checks the new config, then takes what its registry entry calls reloadable. */
   sources: readonly { reload?: Component<Config>["reload"] }[];
 }
 
 /**
- * `gatewarden reload` and SIGHUP: reads the config again and takes the Modbus policy, the points
+ * `gatewarden reload` and SIGHUP: reads the config again and takes each source's reloadable keys, the points
  * and the detection site, groups and options, all or nothing: a file that does not validate
  * keeps everything as it was, with the reason in the log and in a system event. TLS files are
  * re-read as before. Says what it took, and which changes wait for a restart. Never throws.

@@ -44,6 +44,11 @@ export interface SourceEntry {
   control: readonly string[];
   /** Its field in `gatewarden status` (null when not configured), if it has one. */
   statusField?: string;
+  /**
+   * What `gatewarden reload` takes from its config without a restart: `keys` of its section,
+   * and whether its points (`points.<id>.source.<section>`) may come, go and change.
+   */
+  reloadable: { keys: readonly string[]; points: boolean };
   create(ctx: SourceContext): Promise<RunningSource>;
 }
 
@@ -51,12 +56,16 @@ export const SOURCES: readonly SourceEntry[] = [
   {
     section: "modbus",
     control: ["modbus.status", "modbus.reload_tls", "window.open", "window.list", "window.close"],
+    // The policy (inline or its file) and the tap and poll points; TLS files are re-read too (same paths).
+    reloadable: { keys: ["policy", "policy_file"], points: true },
     create: async (ctx) => (await import("./modbus")).modbusSource(ctx),
   },
   {
     section: "opcua",
     control: FORWARDED,
     statusField: "opcua",
+    // Its points are read by the OPC UA client's own subscriptions or polls, which a reload does not rebuild.
+    reloadable: { keys: [], points: false },
     create: async (ctx) => (await import("./opcua")).opcuaSource(ctx),
   },
 ];
