@@ -364,10 +364,17 @@ opcua:
     // Each connection must be closed by the front; one it keeps open fails the test within 10 s.
     const attack = (bytes: Buffer[]) =>
       new Promise<void>((resolve, reject) => {
+        const got: string[] = [];
         const s = connect_(port, "127.0.0.1", () => {
           for (const b of bytes) s.write(b);
         });
-        const t = setTimeout(() => (s.destroy(), reject(new Error(`the front kept open a connection that sent ${bytes.map((b) => JSON.stringify(b.toString("latin1", 0, 4))).join(", ")}`))), 10_000);
+        const kept = async () => {
+          const st = await frontNow().catch((e: Error) => e.message);
+          s.destroy();
+          reject(new Error(`the front kept open a connection that sent ${bytes.map((b) => JSON.stringify(b.toString("latin1", 0, 4))).join(", ")} (it answered ${JSON.stringify(got)}; front: ${JSON.stringify(st)})`));
+        };
+        const t = setTimeout(() => void kept(), 10_000);
+        s.on("data", (d: Buffer) => got.push(d.toString("latin1", 0, 4)));
         s.on("error", () => undefined);
         s.on("close", () => (clearTimeout(t), resolve()));
       });
