@@ -30,7 +30,7 @@ import type { EventSink } from "../../agent/core/events";
 import type { OpcuaServiceLog } from "./service";
 import type { FrontConfig } from "./front-config";
 import { FrontEvents, type FrontActor, type FrontOp } from "./front-events";
-import { FrontMirror, type Mirrored, type MirrorResult } from "./front-mirror";
+import { FrontMirror, type Mirrored, type MirroredVariable, type MirrorResult } from "./front-mirror";
 import { FrontPolicy, type FrontDecision, type FrontNode, type OpenWindows } from "./front-policy";
 import { FrontUpstream } from "./front-upstream";
 import { authenticate } from "./front-users";
@@ -80,6 +80,8 @@ export interface FrontStatus {
 export class OpcuaFront {
   private server: OPCUAServer | undefined;
   private mirror: MirrorResult | undefined;
+  /** The mirrored variables of each upstream node id: where the upstream subscription's values go. */
+  private variablesOf = new Map<string, MirroredVariable[]>();
   private upstream: FrontUpstream | undefined;
   private ua!: ClientModule;
   private srv: ServerModule | undefined;
@@ -235,6 +237,7 @@ export class OpcuaFront {
         for (const m of r.byFrontId.values()) this.guard(m, mirror);
         this.policy.bind(r.nodes);
         this.mirror = r;
+        this.variablesOf = variablesByUpstreamId(r);
         this.state = "serving";
         if (r.skipped.length) this.o.log.warn({ skipped: r.skipped.slice(0, 20), count: r.skipped.length }, "OPC UA front: some upstream nodes cannot be mirrored.");
         if (r.truncated) this.o.log.warn({ max_nodes: c.max_nodes }, "OPC UA front: the upstream has more nodes than opcua.front.max_nodes; the rest are not mirrored.");
@@ -467,11 +470,7 @@ export class OpcuaFront {
   }
 
   private onUpstreamValue(upstreamId: string, dv: DataValue): void {
-    const m = this.mirror?.nodes.find((n) => n.id === upstreamId);
-    if (!m) return;
-    for (const x of this.mirror!.byFrontId.values()) {
-      if (x.info === m && x.kind === "variable") x.node.setValueFromSource(dv.value, dv.statusCode, dv.sourceTimestamp ?? new Date());
-    }
+    for (const x of this.variablesOf.get(upstreamId) ?? []) x.node.setValueFromSource(dv.value, dv.statusCode, dv.sourceTimestamp ?? new Date());
   }
 
   /** The application certificate was renewed: new channels get the new one. */
@@ -504,6 +503,17 @@ export class OpcuaFront {
     await this.server?.shutdown(0);
     this.server = undefined;
   }
+}
+
+function variablesByUpstreamId(r: MirrorResult): Map<string, MirroredVariable[]> {
+  const out = new Map<string, MirroredVariable[]>();
+  for (const x of r.byFrontId.values()) {
+    if (x.kind !== "variable") continue;
+    const list = out.get(x.info.id);
+    if (list) list.push(x);
+    else out.set(x.info.id, [x]);
+  }
+  return out;
 }
 
 /** Replaces a store's checkCertificate (both its promise and callback forms) with `check`. */
