@@ -1,6 +1,7 @@
 /**
  * Footprint: the RSS of the real daemon (`dist/gatewarden.cjs run`) without OPC UA (target
- * ≤ 80 MB), and with an `opcua` section whose front mirrors a legacy server of 200 variables
+ * ≤ 80 MB) as the systemd unit starts it (its Node options and environment) and with Node's
+ * defaults, and with an `opcua` section whose front mirrors a legacy server of 200 variables
  * (each changed every 100 ms, as in the opcua section, with its per-address limits raised):
  * the core's RSS and the OPC UA process's (target ≤ 160 MB), idle once the front serves and
  * after clients have read through it. RSS is VmRSS from /proc, sampled every 500 ms for
@@ -17,7 +18,8 @@ import type { OpcuaProcessStatus } from "../protocols/opcua/process-protocol";
 import { FRONT_LIMITS, NODES, startPeer, UPDATE_MS, USER, type Peer } from "./bench-opcua";
 import type { LoadFigures, PeerTarget } from "./bench-opcua-peer";
 
-const BIN = join(dirname(fileURLToPath(import.meta.url)), "..", "dist", "gatewarden.cjs");
+const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..");
+const BIN = join(ROOT, "dist", "gatewarden.cjs");
 const SAMPLE_MS = 500;
 
 type Sampled = { median_mb: number; max_mb: number; samples: number };
@@ -33,10 +35,15 @@ export async function benchFootprint(): Promise<Record<string, unknown>> {
     if (init.status !== 0) throw new Error(`gatewarden init failed: ${init.stderr}`);
     const sock = join(dir, "data", "gatewarden.sock");
 
-    // 1. The core alone: no opcua section, so no OPC UA process and no node-opcua loaded.
-    const bare = await daemon(cfg, sock);
+    // 1. The core alone: no opcua section, so no OPC UA process and no node-opcua loaded; as
+    // the systemd unit starts it, and with Node's and glibc's defaults.
+    const unit = unitLaunch();
+    const bare = await daemon(cfg, sock, unit);
     const core = await sample([bare.proc.pid!], ms);
     await bare.stop();
+    const plain = await daemon(cfg, sock, { args: [], env: {} });
+    const coreDefaults = await sample([plain.proc.pid!], ms);
+    await plain.stop();
 
     // 2. With the front on a legacy server of NODES variables (security None, as in the field).
     const env = { GW_BENCH_DIR: dir, GW_BENCH_NODES: String(NODES), GW_BENCH_UPDATE_MS: String(UPDATE_MS) };
@@ -62,7 +69,7 @@ opcua:
           - { browse_path: Bench, allow: [browse, read, subscribe] }
 `,
     );
-    const ua = await daemon(cfg, sock);
+    const ua = await daemon(cfg, sock, unit);
     try {
       type St = { process: OpcuaProcessStatus; front?: { state: string; port: number; mirrored_nodes: number } };
       // Until the daemon has started its OPC UA process, the command is not there yet.
@@ -91,7 +98,8 @@ opcua:
       const load = await peer.ask<LoadFigures>({ kind: "read", ...target, clients: 4, nodesPerRead: 50, durationMs: ms, warmupMs: 500 }).catch((e: Error) => lastEvents(sock, e));
       const loaded = await sample([ua.proc.pid!, child], ms);
       return {
-        core_without_opcua: { rss: core[0], target_mb: 80 },
+        core_without_opcua: { rss: core[0], target_mb: 80, launch: unitText(unit) },
+        core_without_opcua_node_defaults: { rss: coreDefaults[0] },
         with_front: {
           mirrored_nodes: s.front!.mirrored_nodes,
           core_idle: idle[0],
@@ -120,9 +128,21 @@ async function lastEvents(sock: string, e: Error): Promise<never> {
   throw new Error(`${e.message}; the daemon's last events: ${recent.map((r) => r.ocsf.message).join(" | ")}`);
 }
 
-/** `gatewarden run`, resolved once its control socket answers. */
-async function daemon(cfg: string, sock: string): Promise<{ proc: ChildProcess; stop: () => Promise<void> }> {
-  const proc = spawn(process.execPath, [BIN, "run", "--config", cfg], { stdio: ["ignore", process.env.GW_FOOTPRINT_LOG ? "inherit" : "ignore", "pipe"] });
+type Launch = { args: string[]; env: Record<string, string> };
+
+/** Node's options and the environment the systemd unit (build/package/gatewarden.service) starts the daemon with. */
+function unitLaunch(): Launch {
+  const text = readFileSync(join(ROOT, "build", "package", "gatewarden.service"), "utf8");
+  const exec = /^ExecStart=@NODE@ (.*?) @PREFIX@/m.exec(text);
+  const env = Object.fromEntries([...text.matchAll(/^Environment=(\w+)=(\S*)$/gm)].map((m) => [m[1]!, m[2]!]));
+  return { args: exec ? exec[1]!.split(/\s+/) : [], env };
+}
+
+const unitText = (l: Launch) => [...Object.entries(l.env).map(([k, v]) => `${k}=${v}`), "node", ...l.args].join(" ");
+
+/** `gatewarden run` started with launch, resolved once its control socket answers. */
+async function daemon(cfg: string, sock: string, launch: Launch): Promise<{ proc: ChildProcess; stop: () => Promise<void> }> {
+  const proc = spawn(process.execPath, [...launch.args, BIN, "run", "--config", cfg], { env: { ...process.env, ...launch.env }, stdio: ["ignore", process.env.GW_FOOTPRINT_LOG ? "inherit" : "ignore", "pipe"] });
   let err = "";
   proc.stderr!.on("data", (d: Buffer) => (err = (err + d.toString()).slice(-4000)));
   const exited = new Promise<void>((r) => proc.once("exit", () => r()));

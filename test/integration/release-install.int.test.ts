@@ -115,7 +115,7 @@ describe.skipIf(!peers)("release package, install.sh and doctor", () => {
     expect(statSync(join(root, "etc", "gatewarden", "keys", "device.key")).uid).toBe(uid);
     expect(statSync(join(root, "var", "lib", "gatewarden")).mode & 0o777).toBe(0o700);
     expect(lstatSync(join(root, "etc", "gatewarden", "data")).isSymbolicLink()).toBe(true);
-    expect(readFileSync(join(root, "etc", "systemd", "system", "gatewarden.service"), "utf8")).toContain(`ExecStart=${process.execPath} /opt/gatewarden/releases/current/dist/gatewarden.cjs run`);
+    expect(readFileSync(join(root, "etc", "systemd", "system", "gatewarden.service"), "utf8")).toContain(`ExecStart=${process.execPath} --max-semi-space-size=1 --optimize-for-size /opt/gatewarden/releases/current/dist/gatewarden.cjs run`);
     expect(readFileSync(conf, "utf8").split("\n")[0]).toMatch(/yaml-language-server: \$schema=/);
   });
 
