@@ -134,11 +134,7 @@ export function parseRequest(pdu: Uint8Array): ParseResult {
       if (pdu.length < 7) return rej(EX.ILLEGAL_DATA_VALUE, "write-multiple-coils PDU shorter than 7 bytes");
       const address = u16(pdu, 1);
       const quantity = u16(pdu, 3);
-      const r = range(address, quantity, LIMITS.writeCoils, "write");
-      if (r) return r;
-      const bytes = Math.ceil(quantity / 8);
-      if (pdu[5] !== bytes) return rej(EX.ILLEGAL_DATA_VALUE, `byte count ${pdu[5]} does not match ${quantity} coils`);
-      const bad = exactLength(pdu, 6 + bytes, fc);
+      const bad = writeBlock(pdu, fc, 5, address, quantity, LIMITS.writeCoils, Math.ceil(quantity / 8), "coils");
       if (bad) return bad;
       const values: (0 | 1)[] = [];
       for (let i = 0; i < quantity; i++) values.push(((pdu[6 + (i >> 3)]! >> (i & 7)) & 1) as 0 | 1);
@@ -148,14 +144,8 @@ export function parseRequest(pdu: Uint8Array): ParseResult {
       if (pdu.length < 8) return rej(EX.ILLEGAL_DATA_VALUE, "write-multiple-registers PDU shorter than 8 bytes");
       const address = u16(pdu, 1);
       const quantity = u16(pdu, 3);
-      const r = range(address, quantity, LIMITS.writeRegisters, "write");
-      if (r) return r;
-      if (pdu[5] !== quantity * 2) return rej(EX.ILLEGAL_DATA_VALUE, `byte count ${pdu[5]} does not match ${quantity} registers`);
-      const bad = exactLength(pdu, 6 + quantity * 2, fc);
-      if (bad) return bad;
-      const values: number[] = [];
-      for (let i = 0; i < quantity; i++) values.push(u16(pdu, 6 + 2 * i));
-      return { ok: true, req: { fc, address, values } };
+      const bad = writeBlock(pdu, fc, 5, address, quantity, LIMITS.writeRegisters, quantity * 2, "registers");
+      return bad ?? { ok: true, req: { fc, address, values: words(pdu, 6, quantity) } };
     }
     case 20: {
       // §6.14: byte count 0x07..0xF5, sub-requests of 7 bytes, reference type 6.
@@ -166,14 +156,10 @@ export function parseRequest(pdu: Uint8Array): ParseResult {
       const records: FileRecordRef[] = [];
       let respBytes = 0;
       for (let o = 2; o < pdu.length; o += 7) {
-        if (pdu[o] !== 6) return rej(EX.ILLEGAL_DATA_ADDRESS, `reference type ${pdu[o]} is not 6`);
-        const file = u16(pdu, o + 1);
-        const record = u16(pdu, o + 3);
-        const length = u16(pdu, o + 5);
-        const e = fileCheck(file, record, length);
-        if (e) return e;
-        respBytes += 2 + 2 * length;
-        records.push({ file, record, length });
+        const ref = fileRef(pdu, o);
+        if ("ok" in ref) return ref;
+        respBytes += 2 + 2 * ref.length;
+        records.push(ref);
       }
       // The response must fit one PDU: fc, length byte, then per group length, type, data.
       if (2 + respBytes > MAX_PDU) return rej(EX.ILLEGAL_DATA_VALUE, "read-file-record response would exceed the PDU limit");
@@ -189,16 +175,11 @@ export function parseRequest(pdu: Uint8Array): ParseResult {
       let o = 2;
       while (o < pdu.length) {
         if (o + 7 > pdu.length) return rej(EX.ILLEGAL_DATA_VALUE, "truncated write-file-record sub-request");
-        if (pdu[o] !== 6) return rej(EX.ILLEGAL_DATA_ADDRESS, `reference type ${pdu[o]} is not 6`);
-        const file = u16(pdu, o + 1);
-        const record = u16(pdu, o + 3);
-        const length = u16(pdu, o + 5);
-        const e = fileCheck(file, record, length);
-        if (e) return e;
+        const ref = fileRef(pdu, o);
+        if ("ok" in ref) return ref;
+        const { file, record, length } = ref;
         if (o + 7 + 2 * length > pdu.length) return rej(EX.ILLEGAL_DATA_VALUE, "write-file-record data overruns the byte count");
-        const data: number[] = [];
-        for (let i = 0; i < length; i++) data.push(u16(pdu, o + 7 + 2 * i));
-        records.push({ file, record, data });
+        records.push({ file, record, data: words(pdu, o + 7, length) });
         o += 7 + 2 * length;
       }
       return { ok: true, req: { fc, records } };
@@ -215,14 +196,8 @@ export function parseRequest(pdu: Uint8Array): ParseResult {
       const wq = u16(pdu, 7);
       const r1 = range(readAddress, readQuantity, LIMITS.rwRead, "read");
       if (r1) return r1;
-      const r2 = range(writeAddress, wq, LIMITS.rwWrite, "write");
-      if (r2) return r2;
-      if (pdu[9] !== wq * 2) return rej(EX.ILLEGAL_DATA_VALUE, `byte count ${pdu[9]} does not match ${wq} registers`);
-      const bad = exactLength(pdu, 10 + wq * 2, fc);
-      if (bad) return bad;
-      const values: number[] = [];
-      for (let i = 0; i < wq; i++) values.push(u16(pdu, 10 + 2 * i));
-      return { ok: true, req: { fc, readAddress, readQuantity, writeAddress, values } };
+      const bad = writeBlock(pdu, fc, 9, writeAddress, wq, LIMITS.rwWrite, wq * 2, "registers");
+      return bad ?? { ok: true, req: { fc, readAddress, readQuantity, writeAddress, values: words(pdu, 10, wq) } };
     }
     case 24: {
       const bad = exactLength(pdu, 3, fc);
@@ -241,15 +216,46 @@ export function parseRequest(pdu: Uint8Array): ParseResult {
   return rej(EX.ILLEGAL_FUNCTION, `function code ${fc} is not supported`);
 }
 
-function fileCheck(file: number, record: number, length: number): Rejection | undefined {
+/** One file-record sub-request header at `o` (§6.14, §6.15): reference type 6, file, record, length. */
+function fileRef(pdu: Uint8Array, o: number): FileRecordRef | Rejection {
+  if (pdu[o] !== 6) return rej(EX.ILLEGAL_DATA_ADDRESS, `reference type ${pdu[o]} is not 6`);
+  const file = u16(pdu, o + 1);
+  const record = u16(pdu, o + 3);
+  const length = u16(pdu, o + 5);
   if (file < 1) return rej(EX.ILLEGAL_DATA_ADDRESS, "file number 0 is not valid");
   if (record > LIMITS.fileRecordMax) return rej(EX.ILLEGAL_DATA_ADDRESS, `record number ${record} exceeds ${LIMITS.fileRecordMax}`);
   if (length < 1) return rej(EX.ILLEGAL_DATA_VALUE, "record length 0");
   if (record + length > LIMITS.fileRecordMax + 1) return rej(EX.ILLEGAL_DATA_ADDRESS, `records ${record}+${length} run past ${LIMITS.fileRecordMax}`);
-  return undefined;
+  return { file, record, length };
 }
 
-/** Serialise a request that `parseRequest` produced (or one built by hand with valid fields). */
+/**
+ * The write block of FC 15, 16 and 23: quantity in range, the byte count at `bcAt` equal to
+ * `bytes`, and exactly those bytes after it.
+ */
+function writeBlock(
+  pdu: Uint8Array,
+  fc: number,
+  bcAt: number,
+  address: number,
+  quantity: number,
+  max: number,
+  bytes: number,
+  unit: string,
+): Rejection | undefined {
+  const r = range(address, quantity, max, "write");
+  if (r) return r;
+  if (pdu[bcAt] !== bytes) return rej(EX.ILLEGAL_DATA_VALUE, `byte count ${pdu[bcAt]} does not match ${quantity} ${unit}`);
+  return exactLength(pdu, bcAt + 1 + bytes, fc);
+}
+
+/** `n` big-endian words from `off`. */
+function words(pdu: Uint8Array, off: number, n: number): number[] {
+  const out: number[] = [];
+  for (let i = 0; i < n; i++) out.push(u16(pdu, off + 2 * i));
+  return out;
+}
+
 /** Length of a request PDU that `writeFixedRequest` writes (FC 1-6); 0 for the others. */
 export const fixedRequestLength = (req: ModbusRequest): number => (req.fc >= 1 && req.fc <= 6 ? 5 : 0);
 
@@ -284,6 +290,7 @@ export function writeFixedRequest(req: ModbusRequest, buf: Uint8Array, off: numb
   return 5;
 }
 
+/** Serialise a request that `parseRequest` produced (or one built by hand with valid fields). */
 export function encodeRequest(req: ModbusRequest): Buffer {
   switch (req.fc) {
     case 1:
@@ -321,26 +328,17 @@ export function encodeRequest(req: ModbusRequest): Buffer {
       return b;
     }
     case 16: {
-      const n = req.values.length;
-      const b = Buffer.alloc(6 + 2 * n);
+      const b = Buffer.alloc(6 + 2 * req.values.length);
       b[0] = 16;
       b.writeUInt16BE(req.address, 1);
-      b.writeUInt16BE(n, 3);
-      b[5] = 2 * n;
-      for (let i = 0; i < n; i++) b.writeUInt16BE(req.values[i]! & 0xffff, 6 + 2 * i);
+      putWords(b, 3, req.values);
       return b;
     }
     case 20: {
       const b = Buffer.alloc(2 + 7 * req.records.length);
       b[0] = 20;
       b[1] = 7 * req.records.length;
-      req.records.forEach((r, i) => {
-        const o = 2 + 7 * i;
-        b[o] = 6;
-        b.writeUInt16BE(r.file, o + 1);
-        b.writeUInt16BE(r.record, o + 3);
-        b.writeUInt16BE(r.length, o + 5);
-      });
+      req.records.forEach((r, i) => putFileRef(b, 2 + 7 * i, r.file, r.record, r.length));
       return b;
     }
     case 21: {
@@ -350,10 +348,7 @@ export function encodeRequest(req: ModbusRequest): Buffer {
       b[1] = size;
       let o = 2;
       for (const r of req.records) {
-        b[o] = 6;
-        b.writeUInt16BE(r.file, o + 1);
-        b.writeUInt16BE(r.record, o + 3);
-        b.writeUInt16BE(r.data.length, o + 5);
+        putFileRef(b, o, r.file, r.record, r.data.length);
         r.data.forEach((v, i) => b.writeUInt16BE(v & 0xffff, o + 7 + 2 * i));
         o += 7 + 2 * r.data.length;
       }
@@ -362,15 +357,12 @@ export function encodeRequest(req: ModbusRequest): Buffer {
     case 22:
       return u16s(22, req.address, req.andMask, req.orMask);
     case 23: {
-      const n = req.values.length;
-      const b = Buffer.alloc(10 + 2 * n);
+      const b = Buffer.alloc(10 + 2 * req.values.length);
       b[0] = 23;
       b.writeUInt16BE(req.readAddress, 1);
       b.writeUInt16BE(req.readQuantity, 3);
       b.writeUInt16BE(req.writeAddress, 5);
-      b.writeUInt16BE(n, 7);
-      b[9] = 2 * n;
-      for (let i = 0; i < n; i++) b.writeUInt16BE(req.values[i]! & 0xffff, 10 + 2 * i);
+      putWords(b, 7, req.values);
       return b;
     }
     case 24:
@@ -378,6 +370,21 @@ export function encodeRequest(req: ModbusRequest): Buffer {
     case 43:
       return Buffer.from([43, 14, req.readCode, req.objectId]);
   }
+}
+
+/** A count of `values` at `off`, the byte count after it, then the values as words (FC 16, 23). */
+function putWords(b: Buffer, off: number, values: readonly number[]): void {
+  b.writeUInt16BE(values.length, off);
+  b[off + 2] = 2 * values.length;
+  for (let i = 0; i < values.length; i++) b.writeUInt16BE(values[i]! & 0xffff, off + 3 + 2 * i);
+}
+
+/** A file-record sub-request header (reference type 6, file, record, length) at `o`. */
+function putFileRef(b: Buffer, o: number, file: number, record: number, length: number): void {
+  b[o] = 6;
+  b.writeUInt16BE(file, o + 1);
+  b.writeUInt16BE(record, o + 3);
+  b.writeUInt16BE(length, o + 5);
 }
 
 /** Function code and one to three big-endian words; every byte is written (allocUnsafe is safe). */
