@@ -3,7 +3,8 @@
  * JSON by instance id), so a restart does not re-learn. One row per instance; a save replaces
  * every row of the snapshot in one transaction.
  */
-import Database from "better-sqlite3";
+import type Database from "better-sqlite3";
+import { openWalDatabase } from "../core/sqlite";
 import { DaemonError } from "../core/errors";
 import type { EngineSnapshot } from "../../detectors/engine";
 
@@ -16,11 +17,7 @@ export class DetectorStateStore {
   /** Opens (or creates) the database. Pass an open database to share a file with other tables. */
   constructor(file: string | Database.Database) {
     try {
-      this.db = typeof file === "string" ? new Database(file) : file;
-      if (typeof file === "string") {
-        this.db.pragma("journal_mode = WAL");
-        this.db.pragma("synchronous = NORMAL");
-      }
+      this.db = typeof file === "string" ? openWalDatabase(file, "NORMAL") : file;
       this.db.exec(`CREATE TABLE IF NOT EXISTS detector_state (
         id TEXT PRIMARY KEY,
         version INTEGER NOT NULL,

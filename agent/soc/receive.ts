@@ -1,10 +1,11 @@
-import Database from "better-sqlite3";
+import type Database from "better-sqlite3";
 import type { KeyObject } from "node:crypto";
 import { closeSync, existsSync, fstatSync, fsyncSync, ftruncateSync, mkdirSync, openSync, writeSync } from "node:fs";
 import { join } from "node:path";
 import mqtt, { type IClientOptions, type MqttClient } from "mqtt";
 import type { Logger } from "pino";
 import { describeError } from "../core/errors";
+import { openWalDatabase } from "../core/sqlite";
 import { BatchOpener } from "../events/seal";
 import { loadSocSecretKey } from "../keys/identity";
 import { ackKeyFromSocSecret, signAck } from "./ack";
@@ -141,9 +142,7 @@ export class SocReceiver {
     this.opener = new BatchOpener(secret);
     this.ackKey = ackKeyFromSocSecret(secret);
     this.trust = new TrustStore(o.trustDir ?? o.dir);
-    this.db = new Database(join(o.dir, "receiver.db"));
-    this.db.pragma("journal_mode = WAL");
-    this.db.pragma("synchronous = FULL");
+    this.db = openWalDatabase(join(o.dir, "receiver.db"), "FULL");
     this.db.exec("CREATE TABLE IF NOT EXISTS output (id INTEGER PRIMARY KEY CHECK (id = 1), path TEXT NOT NULL, length INTEGER NOT NULL)");
     this.db.exec("CREATE TABLE IF NOT EXISTS trust_log (id INTEGER PRIMARY KEY CHECK (id = 1), n INTEGER NOT NULL)");
     this.verifier = new StreamVerifier(this.db, this.trust, { gapTimeoutMs: o.gapTimeoutMs, dedupeWindow: o.dedupeWindow, continuity: o.continuity ?? !o.share });

@@ -8,11 +8,12 @@
  * current and closes, with its audit event, what expired while the daemon was down or names a
  * role the policy no longer has. The number of open windows is bounded (`maxOpen`).
  */
-import Database from "better-sqlite3";
+import type Database from "better-sqlite3";
 import { randomUUID } from "node:crypto";
 import { mkdirSync } from "node:fs";
 import { dirname } from "node:path";
 import { DaemonError } from "../../../agent/core/errors";
+import { openWalDatabase } from "../../../agent/core/sqlite";
 import type { EventDraft } from "../../../agent/core/events";
 import type { WindowOracle } from "./engine";
 
@@ -66,10 +67,8 @@ export class WindowFile implements WindowPersistence {
   constructor(path: string) {
     try {
       mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
-      this.db = new Database(path);
-      this.db.pragma("journal_mode = WAL");
       // A closed window must not come back after a power cut: fsync every change.
-      this.db.pragma("synchronous = FULL");
+      this.db = openWalDatabase(path, "FULL");
       this.db.exec(`CREATE TABLE IF NOT EXISTS write_windows (
         id TEXT PRIMARY KEY,
         role TEXT NOT NULL,
