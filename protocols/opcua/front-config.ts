@@ -28,6 +28,7 @@
  * ```
  */
 import { z } from "zod";
+import { boundsInOrder, valueBounds, writeWindowSchema } from "../policy-schema";
 import { LEGACY_POLICIES, nodeIdSchema, SECURITY_POLICIES } from "./names";
 
 const int = (min: number, max: number) => z.number().int().min(min).max(max);
@@ -47,13 +48,12 @@ export const nodeRuleSchema = z
     namespace: z.string().min(1).optional(),
     allow: z.array(z.enum(FRONT_ACTIONS)).min(1),
     /** Bounds of a written value (numbers only); outside: BadOutOfRange. */
-    min: z.number().optional(),
-    max: z.number().optional(),
+    ...valueBounds,
   })
   .refine((r) => [r.node_id, r.browse_path, r.namespace].filter((x) => x !== undefined).length === 1, "a node rule needs exactly one of node_id, browse_path, namespace")
   .refine((r) => !r.allow.includes("subscribe") || r.allow.includes("read"), { message: "subscribe needs read: a monitored item reads the value it reports", path: ["allow"] })
   .refine((r) => (r.min === undefined && r.max === undefined) || r.allow.includes("write"), { message: "min and max bound writes: add write to allow", path: ["min"] })
-  .refine((r) => r.min === undefined || r.max === undefined || r.min <= r.max, { message: "min must not exceed max", path: ["min"] });
+  .refine(...boundsInOrder);
 
 const rateSchema = z.strictObject({ max: int(1, 1_000_000), interval_ms: int(1, 86_400_000) });
 
@@ -66,7 +66,7 @@ export const frontRoleSchema = z.strictObject({
   /** Service requests (browse, read, write, call, subscription services; not Publish) per user per interval; past it: BadTooManyOperations. */
   request_rate: rateSchema.optional(),
   /** `required`: writes and calls only while `gatewarden window open --role ROLE` is in force (the Modbus window model). */
-  write_window: z.enum(["required", "none"]).default("none"),
+  write_window: writeWindowSchema,
 });
 
 /** Whether a role may write or call anything at all (a write window for one that cannot would allow nothing). */

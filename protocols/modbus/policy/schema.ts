@@ -30,6 +30,7 @@ import { isIP } from "node:net";
 import { z } from "zod";
 import { parseYamlFile } from "../../../agent/core/issues";
 import { DaemonError } from "../../../agent/core/errors";
+import { boundsInOrder, valueBounds, writeWindowSchema } from "../../policy-schema";
 import { PRESETS } from "../codec/function-codes";
 
 const rangeString = z.union([
@@ -72,13 +73,11 @@ const valueRule = z
     table: z.enum(["coil", "holding"]),
     address: rangeString,
     type: z.enum(["uint16", "int16"]).default("uint16"),
-    min: z.number().optional(),
-    max: z.number().optional(),
+    ...valueBounds,
     allowed: z.array(z.number()).min(1).optional(),
   })
   .refine((v) => v.min !== undefined || v.max !== undefined || v.allowed !== undefined, "a value rule needs min, max or allowed")
-  // min above max would deny every write to these registers: a typo, never a policy.
-  .refine((v) => v.min === undefined || v.max === undefined || v.min <= v.max, { message: "min is above max: no value could be written", path: ["max"] });
+  .refine(...boundsInOrder);
 
 /** An IPv4 or IPv6 address, or a CIDR block of one (`10.1.0.0/24`, `fd00::/64`). */
 const addressOrCidr = z.string().refine((s) => {
@@ -98,7 +97,7 @@ export const roleSchema = z.strictObject({
   write: writeTables.default({}),
   values: z.array(valueRule).default([]),
   write_rate: z.strictObject({ max: z.number().int().min(1), interval_ms: z.number().int().min(1) }).optional(),
-  write_window: z.enum(["required", "none"]).default("none"),
+  write_window: writeWindowSchema,
 });
 
 const identitySchema = z.strictObject({

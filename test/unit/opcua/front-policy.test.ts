@@ -95,6 +95,8 @@ describe("OPC UA front policy", () => {
     expect(issues({ server: "plc", roles: { r: { nodes: [{ node_id: "ns=2;s=A", browse_path: "A", allow: ["read"] }] } } })).toContain("a node rule needs exactly one of node_id, browse_path, namespace");
     expect(issues({ server: "plc", roles: { r: { nodes: [{ browse_path: "A", allow: ["subscribe"] }] } } })).toContain("front.roles.r.nodes.0.allow: subscribe needs read");
     expect(issues({ server: "plc", roles: { r: { nodes: [{ browse_path: "A", allow: ["read"], max: 5 }] } } })).toContain("front.roles.r.nodes.0.min: min and max bound writes");
+    // As in a Modbus policy: bounds that no value fits are a typo, refused on the upper bound.
+    expect(issues({ server: "plc", roles: { r: { nodes: [{ browse_path: "A", allow: ["write"], min: 10, max: 5 }] } } })).toBe("front.roles.r.nodes.0.max: min is above max: no value could be written");
     expect(issues({ server: "plc", certificate_users: [{ thumbprint: "ab".repeat(20), role: "x" }] })).toBe("front.certificate_users.0.role: role x is not defined under roles");
     expect(issues({ server: "plc", security_policies: ["Basic256"] })).toContain("front.security_policies.0");
   });
