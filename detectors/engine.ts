@@ -10,7 +10,7 @@ import { badState, checkVersion, fmt, obj, type Detector, type Finding } from ".
 import { engineOptionsSchema, type EngineOptions, type EngineOptionsInput } from "./engine-options";
 import { newSignalState, stepSignal, type Incident, type SignalAlarmState, type Transition } from "./incidents";
 import { createSignalDetectors, type SignalSpec } from "./signal-detectors";
-import { GroupShiftDetector } from "./group-shift";
+import { GroupShiftDetector, type GroupShiftOptions } from "./group-shift";
 import { LevelShiftDetector } from "./level-shift";
 import { SiteDetector, type SiteConfig } from "./site";
 
@@ -20,6 +20,8 @@ export interface DetectionEngineInit {
   site?: SiteConfig | undefined;
   /** Groups of signals of one device for the multivariate level-shift check (name -> point ids). */
   groups?: Readonly<Record<string, readonly string[]>> | undefined;
+  /** Options of those groups' checks (the defaults when absent). */
+  groupOptions?: GroupShiftOptions | undefined;
   sink: EventSink;
   options?: EngineOptionsInput;
 }
@@ -104,7 +106,7 @@ export class DetectionEngine implements ReadingSink {
     this.site = init.site ? new SiteDetector(init.site, (p) => init.site?.signals[p]?.kind ?? init.points[p]?.kind) : null;
     for (const [name, pts] of Object.entries(init.groups ?? {})) {
       if (pts.length < 2) continue;
-      const g = new GroupShiftDetector(name, pts);
+      const g = new GroupShiftDetector(name, pts, init.groupOptions);
       this.groups.push(g);
       for (const p of pts) this.grouped.set(p, [...(this.grouped.get(p) ?? []), g]);
     }

@@ -10,6 +10,7 @@ import type { EventDraft } from "../agent/core/events";
 import { csvWarnings, readCsv, type CsvTable } from "./csv";
 import { fmt } from "./detector";
 import { DetectionEngine } from "./engine";
+import type { GroupShiftOptions } from "./group-shift";
 import type { EngineOptionsInput } from "./engine-options";
 import { inferSite, proposeSiteYaml } from "./infer";
 import { MaintenanceSchedule, readMaintenanceFile } from "./maintenance";
@@ -26,6 +27,8 @@ export interface DetectRunOptions {
   engine?: EngineOptionsInput;
   /** Also print incident open/update/close events as `{"event": ...}` lines. */
   events?: boolean;
+  /** Options of the multivariate group check (evaluation scripts; the CLI uses the defaults). */
+  group?: GroupShiftOptions;
 }
 
 export interface DetectRunSummary {
@@ -82,7 +85,7 @@ export function runDetectTables(
   const measured = Object.entries(points).filter(([, p]) => p.kind !== "state" && p.kind !== "energy_counter").map(([id]) => id);
   const groups = o.site ? undefined : { [input.file.replace(/^.*[\\/]/, "")]: measured };
   const engine = new DetectionEngine({
-    points, site, groups, options: o.engine ?? {},
+    points, site, groups, groupOptions: o.group, options: o.engine ?? {},
     sink: { record: (d) => events.push(d) },
   });
   const schedule = o.maintenance ? new MaintenanceSchedule(readMaintenanceFile(o.maintenance), engine) : null;
