@@ -1,7 +1,8 @@
 import { isDeepStrictEqual } from "node:util";
 import type { Logger } from "pino";
 import { loadConfig, type LoadedConfig } from "./config/load";
-import { assertReferences } from "./config/references";
+import { assertReferences, type References } from "./config/references";
+import type { SiteConfig } from "../detectors/site";
 import type { Config } from "./config/schema";
 import type { Component } from "./core/component";
 import { DaemonError, describeError } from "./core/errors";
@@ -83,7 +84,7 @@ export interface ReloadTargets {
   log: Logger;
   events: EventSink;
   /** The detection engine, when running: rebuilt for new points, site, groups and options. */
-  detection?: { reload: (points: NonNullable<Config["points"]>, config: Config["detection"]) => void; after?: () => void };
+  detection?: { reload: (points: NonNullable<Config["points"]>, config: Config["detection"], site: SiteConfig | undefined) => void; after?: () => void };
   /** The running sources: each checks the new config, then takes what its registry entry calls reloadable. */
   sources: readonly { reload?: Component<Config>["reload"] }[];
 }
@@ -96,10 +97,11 @@ export interface ReloadTargets {
  */
 export function reloadDaemon(t: ReloadTargets, trigger: string): ReloadReport {
   let next: LoadedConfig;
+  let refs: References;
   let apply: (() => string[])[];
   try {
     next = loadConfig(t.loaded.file);
-    assertReferences(next);
+    refs = assertReferences(next);
     apply = t.sources.flatMap((s) => (s.reload ? [s.reload(next.config, trigger)] : []));
   } catch (e) {
     return reloadRefused(t, trigger, e);
@@ -110,7 +112,7 @@ export function reloadDaemon(t: ReloadTargets, trigger: string): ReloadReport {
   // Detection first: the only step that can still fail, before anything has changed.
   if (t.detection && c.points && Object.keys(c.points).length) {
     try {
-      t.detection.reload(c.points, c.detection);
+      t.detection.reload(c.points, c.detection, refs.site);
     } catch (e) {
       return reloadRefused(t, trigger, e);
     }

@@ -13,7 +13,7 @@ import type { KeyObject } from "node:crypto";
 import { loadSocAckPublicKey, loadSocPublicKey } from "./keys/identity";
 import { announceRotation, signingKeyAtStart, stagePendingKey, type RotationResult } from "./keys/rotation";
 import { decommission, type DecommissionParts } from "./decommission";
-import { assertReferences } from "./config/references";
+import { assertReferences, type References } from "./config/references";
 import { StorageHealth } from "./outbox/health";
 import { OutboxLock } from "./outbox/lock";
 import { osUser } from "./core/os-user";
@@ -69,6 +69,8 @@ export class Runtime {
   private readonly startedAt = Date.now();
   private readonly writtenAtStart = storageBytesWritten();
   private readonly stopHooks: (() => Promise<void> | void)[] = [];
+  /** What the start's reference checks read (the site file, parsed once). */
+  private readonly references: References;
   /** The running detection engine, as a reload reaches it. */
   private detection: RunningDetection | undefined;
   private onDetectionReloaded: (() => void) | undefined;
@@ -88,7 +90,7 @@ export class Runtime {
     const c = loaded.config;
     // Every file the config names (keys, certificates, policy, site) before anything is opened:
     // a mistake stops the start here, with no boot event.
-    assertReferences(loaded);
+    this.references = assertReferences(loaded);
     const socKey = c.upstream.url && c.upstream.soc_public_key ? loadSocPublicKey(c.upstream.soc_public_key) : undefined;
     // Never fails on the outbox alone: a damaged file is moved aside, unusable storage gives an
     // outbox in memory (see outbox/open.ts); the boot's first events say which.
@@ -197,7 +199,7 @@ export class Runtime {
     const c = this.loaded.config;
     if (!c.points || !Object.keys(c.points).length) return this.notConfigured("points", ["detection.status", "maintenance.start", "maintenance.end", "maintenance.list"]);
     const { startDetection } = await import("./detection/start");
-    const d = await startDetection({ points: c.points, config: c.detection, sink: this.recorder, log: this.log.child({ component: "detection" }) });
+    const d = await startDetection({ points: c.points, config: c.detection, site: this.references.site, sink: this.recorder, log: this.log.child({ component: "detection" }) });
     this.readings = d.readings;
     this.detection = d;
     this.control.handle("detection.status", () => d.status());
@@ -293,7 +295,7 @@ export class Runtime {
         loaded: this.loaded,
         log: this.log,
         events: this.recorder,
-        ...(this.detection ? { detection: { reload: (p, c) => this.detection!.reload(p, c), ...(this.onDetectionReloaded ? { after: this.onDetectionReloaded } : {}) } } : {}),
+        ...(this.detection ? { detection: { reload: (p, c, site) => this.detection!.reload(p, c, site), ...(this.onDetectionReloaded ? { after: this.onDetectionReloaded } : {}) } } : {}),
         sources: [...this.sources.values()],
       },
       trigger,

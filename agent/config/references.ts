@@ -5,7 +5,7 @@ import { checkDataPath } from "../paths";
 import { DaemonError, type ErrorCode } from "../core/errors";
 import { readSecretFile, readTlsKey } from "../core/secret-files";
 import { loadDeviceKey, loadSocAckPublicKey, loadSocPublicKey } from "../keys/identity";
-import { parseSite, unknownSiteNames } from "../../detectors/site";
+import { parseSite, unknownSiteNames, type SiteConfig } from "../../detectors/site";
 import { readPolicyFile } from "../../protocols/modbus/policy/schema";
 import { checkOwnKey, loadUserCredentials } from "../../protocols/opcua/user";
 import { formatIssues, lineOf, type ConfigIssue } from "../core/issues";
@@ -14,6 +14,11 @@ import { parseConfigText, type LoadedConfig } from "./load";
 /** An issue with a file the config names; `code` is the error catalogue's. */
 export interface ReferenceIssue extends ConfigIssue {
   code: ErrorCode;
+}
+
+/** What the checks read and the daemon uses as read (the site file is parsed once). */
+export interface References {
+  site?: SiteConfig | undefined;
 }
 
 /**
@@ -26,6 +31,10 @@ export interface ReferenceIssue extends ConfigIssue {
  * issues inside a policy or site file name that file, its line and its key.
  */
 export function checkReferences(loaded: LoadedConfig): ReferenceIssue[] {
+  return inspectReferences(loaded).issues;
+}
+
+function inspectReferences(loaded: LoadedConfig): References & { issues: ReferenceIssue[] } {
   const c = loaded.config;
   const out: { key: string[]; err: unknown }[] = [];
   const check = <T>(key: (string | number)[], fn: () => T): T | undefined => {
@@ -62,17 +71,17 @@ export function checkReferences(loaded: LoadedConfig): ReferenceIssue[] {
       if (s.user) check(["opcua", "servers", i, "user"], () => loadUserCredentials(s));
     });
   }
-  if (c.detection.site) check(["detection", "site"], () => readSiteFile(c.detection.site!, Object.keys(c.points ?? {})));
+  const site = c.detection.site ? check(["detection", "site"], () => readSiteFile(c.detection.site!, Object.keys(c.points ?? {}))) : undefined;
   // Data the daemon writes: a mistyped path is refused, not created anywhere.
   check(["buffer", "path"], () => checkDataPath(c.buffer.path, "buffer.path"));
   check(["control", "socket"], () => checkDataPath(c.control.socket, "control.socket"));
   if (c.modbus) check(["modbus", "windows", "state_path"], () => checkDataPath(c.modbus!.windows.state_path, "modbus.windows.state_path"));
   if (c.points && Object.keys(c.points).length) check(["detection", "state_path"], () => checkDataPath(c.detection.state_path, "detection.state_path"));
   if (c.opcua) check(["opcua", "pki_dir"], () => checkDataPath(join(c.opcua!.pki_dir, "own"), "opcua.pki_dir", 2));
-  if (!out.length) return [];
+  if (!out.length) return { issues: [], site };
   // Lines only when something is wrong: the config is parsed again to find them.
   const { doc, lc } = parseConfigText(readFileSync(loaded.file, "utf8"), loaded.file);
-  return out.flatMap(({ key, err }): ReferenceIssue[] => {
+  const issues = out.flatMap(({ key, err }): ReferenceIssue[] => {
     const code: ErrorCode = err instanceof DaemonError ? err.code : "INPUT_INVALID";
     const inner = (err as { issues?: ConfigIssue[] }).issues;
     const line = lineOf(doc, lc, key, false);
@@ -80,12 +89,13 @@ export function checkReferences(loaded: LoadedConfig): ReferenceIssue[] {
     if (inner?.length) return inner.map((i) => ({ ...i, file: i.file ?? loaded.file, code, message: `${i.message} (named by ${key.join(".")} at ${loaded.file}${line ? `:${line}` : ""})` }));
     return [{ path: key.join("."), ...(line ? { line } : {}), message: err instanceof DaemonError ? err.message : String((err as Error).message ?? err), code }];
   });
+  return { issues, site };
 }
 
-/** Throws the first issue's code with every issue listed (what `run` and `config validate` print). */
-export function assertReferences(loaded: LoadedConfig): void {
-  const issues = checkReferences(loaded);
-  if (!issues.length) return;
+/** Throws the first issue's code with every issue listed (what `run` and `config validate` print); else what was read. */
+export function assertReferences(loaded: LoadedConfig): References {
+  const { issues, site } = inspectReferences(loaded);
+  if (!issues.length) return { site };
   throw Object.assign(new DaemonError(issues[0]!.code, formatIssues(loaded.file, issues)), { issues });
 }
 
@@ -94,12 +104,13 @@ function fail(code: ErrorCode, message: string): never {
 }
 
 /** The site file validates, and every point it names is a configured point (`points`). */
-function readSiteFile(path: string, points: string[]): void {
+function readSiteFile(path: string, points: string[]): SiteConfig {
   const text = readPlain(path, "site file", "SITE_INVALID").toString("utf8");
   const site = parseSite(text, path);
   const among = points.length ? "among the configured points" : "among the configured points: the config has none, so the site checks have nothing to read";
   const issues = unknownSiteNames(site, text, path, new Set(points), among);
   if (issues.length) throw Object.assign(new DaemonError("SITE_INVALID", formatIssues(path, issues)), { issues });
+  return site;
 }
 
 function readPlain(path: string, what: string, code: ErrorCode): Buffer {

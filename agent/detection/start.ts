@@ -1,7 +1,7 @@
-import { readFileSync } from "node:fs";
 import type { Logger } from "pino";
 import { z } from "zod";
 import { engineOptionsSchema } from "../../detectors/engine-options";
+import type { SiteConfig } from "../../detectors/site";
 import type { PointsConfig } from "../config/points";
 import { describeError } from "../core/errors";
 import { OcsfClass } from "../core/events";
@@ -39,24 +39,24 @@ export interface RunningDetection {
   /** Forwards to the engine in use (a reload swaps it). */
   readings: ReadingSink;
   readonly engine: import("../../detectors/engine").DetectionEngine;
-  /** Builds an engine for new points, site, groups and options, carries every detector's state,
-   * open incidents and maintenance over, and swaps it in; throws (keeping the old) when it cannot. */
-  reload: (points: PointsConfig, config: DetectionConfig) => void;
+  /** Builds an engine for new points, site (the file `config.site` names, as already parsed),
+   * groups and options, carries every detector's state, open incidents and maintenance over, and
+   * swaps it in; throws (keeping the old) when it cannot. */
+  reload: (points: PointsConfig, config: DetectionConfig, site: SiteConfig | undefined) => void;
   stop: () => void;
   status: () => unknown;
 }
 
-export async function startDetection(o: { points: PointsConfig; config: DetectionConfig; sink: EventSink; log: Logger }): Promise<RunningDetection> {
+/** `site` is the file `config.site` names, parsed (and checked against the points) by agent/config/references.ts. */
+export async function startDetection(o: { points: PointsConfig; config: DetectionConfig; site?: SiteConfig | undefined; sink: EventSink; log: Logger }): Promise<RunningDetection> {
   const { DetectionEngine } = await import("../../detectors/engine");
-  const { parseSite } = await import("../../detectors/site");
   const { DetectorStateStore } = await import("./state-store");
-  const build = (points: PointsConfig, config: DetectionConfig) => {
-    const site = config.site ? parseSite(readFileSync(config.site, "utf8"), config.site) : undefined;
+  const build = (points: PointsConfig, config: DetectionConfig, site: SiteConfig | undefined) => {
     const { site: _s, state_path: _p, save_interval_ms: _i, groups, ...options } = config;
     return new DetectionEngine({ points, site, groups, sink: o.sink, options });
   };
   const { state_path, save_interval_ms } = o.config;
-  let engine = build(o.points, o.config);
+  let engine = build(o.points, o.config, o.site);
   const store = new DetectorStateStore(state_path);
   try {
     engine.restore(store.load());
@@ -83,8 +83,8 @@ export async function startDetection(o: { points: PointsConfig; config: Detectio
     get engine() {
       return engine;
     },
-    reload: (points, config) => {
-      const next = build(points, config);
+    reload: (points, config, site) => {
+      const next = build(points, config, site);
       engine.flush();
       try {
         next.restore(engine.snapshot());
