@@ -5,9 +5,9 @@
  * table, address); multi-register types need every word in the same response.
  */
 import type { ReadingSink } from "../../agent/core/readings";
-import { decodeRegisters } from "./points";
+import { decodeRegisters, registerCount, type ModbusSource } from "./points";
 
-export type TapTable = "coil" | "discrete_input" | "input" | "holding";
+export type TapTable = ModbusSource["table"];
 
 /** The tap's view of a point (the daemon's points schema maps onto this). */
 export interface TapPoint {
@@ -23,7 +23,7 @@ export interface TapPoint {
   offset: number;
 }
 
-const words = (t: TapPoint["type"]): number => (t === "int32" || t === "uint32" || t === "float32" ? 2 : 1);
+const words = (t: TapPoint["type"]): number => (t === "bool" ? 1 : registerCount(t));
 
 /** Decode one point from the raw 16-bit words (or bits) starting at its address. */
 export function decodePoint(p: TapPoint, raw: readonly number[]): number {
@@ -83,25 +83,13 @@ export class ReadingsTap {
   }
 }
 
-/** The shape of the daemon's `points.<id>.source.modbus` entries (protocols/modbus/points.ts). */
-export interface ModbusPointSource {
-  device: string;
-  unit: number;
-  table: TapTable;
-  address: number;
-  type?: TapPoint["type"];
-  word_order?: "big" | "little";
-  scale?: number;
-  offset?: number;
-}
-
 /** Tap points from the daemon's `points` map; points with other sources are skipped. */
-export function tapPointsFrom(points: Readonly<Record<string, { source: { modbus?: ModbusPointSource } | object }>>): TapPoint[] {
+export function tapPointsFrom(points: Readonly<Record<string, { source: { modbus: ModbusSource } | object }>>): TapPoint[] {
   const out: TapPoint[] = [];
   for (const [id, p] of Object.entries(points)) {
-    const m = "modbus" in p.source ? (p.source as { modbus: ModbusPointSource }).modbus : undefined;
-    if (!m) continue;
-    out.push({ id, device: m.device, unit: m.unit, table: m.table, address: m.address, type: m.type ?? "uint16", word_order: m.word_order ?? "big", scale: m.scale ?? 1, offset: m.offset ?? 0 });
+    if (!("modbus" in p.source)) continue;
+    const m = p.source.modbus;
+    out.push({ id, device: m.device, unit: m.unit, table: m.table, address: m.address, type: m.type, word_order: m.word_order, scale: m.scale, offset: m.offset });
   }
   return out;
 }
