@@ -1,6 +1,6 @@
 /**
  * `gatewarden modbus`:
- *   modbus proxy       commissioning mode: one proxy in the foreground, one JSON line per decision
+ *   modbus proxy       commissioning mode: one proxy in the foreground, its decisions as JSON lines
  *   modbus status      the running daemon's listeners, upstreams and windows (control socket)
  *   modbus reload-tls  load the Modbus/TCP Security files again now (control socket)
  */
@@ -13,9 +13,9 @@ import type { PresetName } from "../../protocols/modbus/codec/function-codes";
 import { parsePolicy, readPolicyFile, zodMessage } from "../../protocols/modbus/policy/schema";
 import { intArg, parseUpstreamUrl, presetPolicy } from "../../protocols/modbus/requests";
 import { ModbusProxyService } from "../../protocols/modbus/service";
+import { DecisionLines } from "../../protocols/modbus/policy/decision-lines";
 import type { WriteWindow } from "../../protocols/modbus/policy/window-store";
 import { group, type CliDeps } from "./_deps";
-import { lineBatcher } from "./_output";
 
 export function registerModbus(program: Command, deps: CliDeps): void {
   const out = deps.stdout ?? ((s: string) => void process.stdout.write(s));
@@ -24,7 +24,7 @@ export function registerModbus(program: Command, deps: CliDeps): void {
   const modbus = group(program, "modbus", "Modbus security proxy");
   modbus
     .command("proxy")
-    .description("Run one Modbus proxy in the foreground and print every decision as a JSON line (commissioning mode). Without --preset or --policy it denies everything.")
+    .description("Run one Modbus proxy in the foreground and print its decisions as JSON lines (commissioning mode): every denial, write and exception on its own line, identical allowed reads within 100 ms on one line with a count. Without --preset or --policy it denies everything.")
     .requiredOption("--listen <host:port>", "address to listen on, e.g. 0.0.0.0:502")
     .requiredOption("--upstream <url>", "tcp://HOST:PORT | rtu-tcp://HOST:PORT | rtu:DEVICE?baud=N&parity=even")
     .option("--preset <name>", "allow any client this preset on every unit and address: read-only | read-write")
@@ -56,10 +56,10 @@ export function registerModbus(program: Command, deps: CliDeps): void {
       });
       if (!parsed.success) throw new DaemonError("USAGE", zodMessage(parsed.error));
       const events = { record: (d: EventDraft) => (o.events ? err(JSON.stringify(d) + "\n") : undefined) };
-      // One write per 100 ms or 64 KiB, not one per decision (nor per event-loop turn): each
-      // write to a pipe or terminal is a system call, which cost the proxy most of its throughput.
-      const decisions = lineBatcher(out);
-      const service = new ModbusProxyService({ config: parsed.data, events, onDecision: (r) => decisions.push(JSON.stringify(r)) });
+      // One write per 100 ms or 64 KiB, repeats of an allowed read counted on one line: see
+      // decision-lines.ts for what printing each decision at once cost.
+      const decisions = new DecisionLines(out);
+      const service = new ModbusProxyService({ config: parsed.data, events, decisions });
       const bound = await service.start();
       const b = bound[0]!;
       err(`Listening on ${b.address}:${b.port}, forwarding to ${o.upstream}${policy ? "" : " (no --preset or --policy: denying everything)"}.\n`);

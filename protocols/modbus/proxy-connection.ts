@@ -18,6 +18,7 @@ import { readValues } from "./codec/response";
 import type { Router } from "./upstream/router";
 import type { UpstreamJob } from "./upstream/upstream";
 import type { ReadingsTap, TapTable } from "./tap";
+import type { DecisionSink } from "./policy/decision-lines";
 
 export interface ProxyContext {
   pdp: PolicyDecisionPoint<ModbusPolicyRequest>;
@@ -28,8 +29,8 @@ export interface ProxyContext {
   requestRates: RateLimiter;
   events?: ModbusEvents;
   tap?: ReadingsTap;
-  /** Called for every request with its decision (commissioning mode, recordings). */
-  onDecision?: (r: DecisionRecord) => void;
+  /** Every request's decision (commissioning mode). */
+  decisions?: DecisionSink;
   /** Whether an identity maps to a role (for "unknown client" events). */
   knows?: (id: PeerIdentity) => boolean;
   log?: { warn(o: object, m: string): void; debug(o: object, m: string): void };
@@ -79,6 +80,9 @@ export class ProxyConnection {
   /** Scratch for the frame being read. */
   private readonly frame = mbapFrameSlot();
   private query: ModbusPolicyRequest | undefined;
+  /** The client's fields of a decision record, and of its repeat keys (the same for every request). */
+  private idFields: ReturnType<typeof identityFields> | undefined;
+  private repeatPrefix: string | undefined;
 
   constructor(
     private readonly sock: Socket,
@@ -196,11 +200,11 @@ export class ProxyConnection {
     if (!this.sock.destroyed && this.sock.writable) this.sock.write(encodeMbap(tid, unit, pdu));
   }
 
-  private record(r: Omit<DecisionRecord, "ts" | "listener" | "identity" | "transport" | "address" | "function">): void {
-    const cb = this.ctx.onDecision;
-    if (!cb) return;
+  private record(r: Omit<DecisionRecord, "ts" | "listener" | "identity" | "transport" | "address" | "function">, repeatKey?: string, ts = Date.now()): void {
+    const sink = this.ctx.decisions;
+    if (!sink) return;
     try {
-      cb({ ts: Date.now(), listener: this.listener, ...identityFields(this.id), function: functionName(r.fc), ...r });
+      sink.add({ ts, listener: this.listener, ...(this.idFields ??= identityFields(this.id)), function: functionName(r.fc), ...r }, repeatKey);
     } catch {
       /* a recorder must not break forwarding */
     }
@@ -232,7 +236,9 @@ export class ProxyConnection {
     q.req = req;
     q.now = Date.now();
     const d = decideFailClosed(this.ctx.pdp, q);
-    const wantsDetail = this.ctx.onDecision !== undefined || !d.allow || isWrite(req);
+    // Allowed reads carry no detail: no event names them, and commissioning mode describes
+    // one only when it prints it (a repeat is only counted: see recordAnswered()).
+    const wantsDetail = !d.allow || isWrite(req);
     const addresses = wantsDetail ? describeAccesses(req) : undefined;
     const values = wantsDetail ? writtenValues(req) : undefined;
     const info: RequestInfo | undefined = wantsDetail
@@ -260,7 +266,7 @@ export class ProxyConnection {
     if (!route) {
       this.reply(tid, unit, exceptionPdu(req.fc, EX.GATEWAY_PATH_UNAVAILABLE));
       this.ctx.events?.exception(this.label, this.id.address);
-      this.record({ unit, fc: req.fc, ...detail(info), allow: true, rule: d.rule, reason: "no route for this unit", request: encodeRequest(req).toString("hex"), exception: EX.GATEWAY_PATH_UNAVAILABLE });
+      this.record({ unit, fc: req.fc, ...detail(info ?? { addresses: describeAccesses(req) }), allow: true, rule: d.rule, reason: "no route for this unit", request: encodeRequest(req).toString("hex"), exception: EX.GATEWAY_PATH_UNAVAILABLE });
       return;
     }
     const up = route.upstream;
@@ -279,8 +285,21 @@ export class ProxyConnection {
     const exc = resp[0]! & 0x80 ? resp[1] : undefined;
     if (exc !== undefined) this.ctx.events?.exception(this.label, this.id.address);
     else if (this.ctx.tap) this.tapResponse(f.device, f.unit, f.req, resp);
-    if (this.ctx.onDecision) this.record({ unit: f.clientUnit, fc: f.req.fc, ...detail(f.info), allow: true, rule: f.rule, request: f.pdu.toString("hex"), ...(exc !== undefined ? { exception: exc } : {}) });
+    if (this.ctx.decisions) this.recordAnswered(f, exc);
     if (this.paused && this.outstanding < this.ctx.limits.max_outstanding && !this.rateTimer) this.unblock();
+  }
+
+  /** An answered request's decision; a repeat of an allowed read is only counted. */
+  private recordAnswered(f: Forwarded, exc: number | undefined): void {
+    const request = f.pdu.toString("hex");
+    let key: string | undefined;
+    const ts = Date.now();
+    if (exc === undefined && !isWrite(f.req)) {
+      key = `${(this.repeatPrefix ??= `${this.listener}\n${this.label}\n${this.id.fingerprint ?? ""}\n`)}${f.clientUnit}\n${f.rule}\n${request}`;
+      if (this.ctx.decisions!.repeat(key, ts)) return;
+    }
+    const info = f.info ?? { addresses: describeAccesses(f.req) };
+    this.record({ unit: f.clientUnit, fc: f.req.fc, ...detail(info), allow: true, rule: f.rule, request, ...(exc !== undefined ? { exception: exc } : {}) }, key, ts);
   }
 
   private tapResponse(device: string, unit: number, req: ModbusRequest, resp: Buffer): void {
@@ -303,7 +322,7 @@ export class ProxyConnection {
   }
 }
 
-function detail(info: RequestInfo | undefined): Pick<DecisionRecord, "addresses" | "values" | "role"> {
+function detail(info: Pick<RequestInfo, "addresses" | "values"> | undefined): Pick<DecisionRecord, "addresses" | "values" | "role"> {
   if (!info) return {};
   return { ...(info.addresses ? { addresses: info.addresses } : {}), ...(info.values ? { values: [...info.values] } : {}) };
 }

@@ -10,7 +10,7 @@ import { DaemonError } from "../../agent/core/errors";
 import { OcsfClass } from "../../agent/core/events";
 import { DENY_ALL, type PolicyDecisionPoint } from "../policy";
 import type { ModbusConfig } from "./config";
-import type { DecisionRecord } from "./policy/decision-record";
+import type { DecisionSink } from "./policy/decision-lines";
 import { ModbusEvents } from "./events";
 import { ModbusPolicy, type ModbusPolicyRequest } from "./policy/engine";
 import { readPolicyFile, type PolicyFile } from "./policy/schema";
@@ -45,7 +45,8 @@ export interface ModbusProxyServiceOptions {
   pdp?: PolicyDecisionPoint<ModbusPolicyRequest>;
   /** Wraps the decision point (SOC commands: firmware-hooks/command-gate.ts). */
   wrapPdp?: (pdp: PolicyDecisionPoint<ModbusPolicyRequest>) => PolicyDecisionPoint<ModbusPolicyRequest>;
-  onDecision?: (r: DecisionRecord) => void;
+  /** Every decision (commissioning mode). */
+  decisions?: DecisionSink;
   /** SQLite file keeping open write windows across restarts (the daemon passes
    * `modbus.windows.state_path`); omitted: windows live in memory only. */
   windowStatePath?: string;
@@ -151,7 +152,7 @@ export class ModbusProxyService {
       requestRates: new RateLimiter(),
       events,
       ...(tap ? { tap } : {}),
-      ...(this.o.onDecision ? { onDecision: this.o.onDecision } : {}),
+      ...(this.o.decisions ? { decisions: this.o.decisions } : {}),
       knows: (id) => (this.policy ? this.policy.resolveRole(id) !== undefined : false),
       log: this.log,
     };

@@ -32,7 +32,15 @@ export interface DecisionRecord {
   request?: string;
   /** Exception code answered, if any (policy denial 01, gateway 0A/0B, upstream's own). */
   exception?: number;
+  /** Identical requests this line stands for (commissioning mode counts repeats of allowed
+   * reads within one batch; see decision-lines.ts); absent: 1. */
+  count?: number;
+  /** The last of those requests' time, when `count` is more than 1. */
+  last_ts?: number;
 }
+
+/** How many requests a record stands for. */
+export const requestsOf = (r: DecisionRecord): number => r.count ?? 1;
 
 export function describeAccesses(req: ModbusRequest): string | undefined {
   const a = accesses(req);
@@ -82,7 +90,8 @@ export function recordIdentity(r: DecisionRecord): PeerIdentity {
   };
 }
 
-/** Read JSON lines of decision records; blank lines and lines that are not records are skipped. */
+/** Read JSON lines of decision records; blank lines and lines that are not records (or whose
+ * `count` is not a positive integer) are skipped. */
 export function parseRecords(text: string): { records: DecisionRecord[]; skipped: number } {
   const records: DecisionRecord[] = [];
   let skipped = 0;
@@ -91,7 +100,7 @@ export function parseRecords(text: string): { records: DecisionRecord[]; skipped
     if (!t) continue;
     try {
       const r = JSON.parse(t) as DecisionRecord;
-      if (typeof r === "object" && r && typeof r.unit === "number" && typeof r.fc === "number" && (r.transport === "tcp" || r.transport === "tls") && typeof r.address === "string") records.push(r);
+      if (typeof r === "object" && r && typeof r.unit === "number" && typeof r.fc === "number" && (r.transport === "tcp" || r.transport === "tls") && typeof r.address === "string" && (r.count === undefined || (Number.isSafeInteger(r.count) && r.count > 0))) records.push(r);
       else skipped++;
     } catch {
       skipped++;

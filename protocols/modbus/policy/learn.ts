@@ -5,7 +5,7 @@
  * per table, written registers get min/max value bounds seen. A proposal to review, not to
  * trust: it allows exactly what was seen, including anything an attacker did while recording.
  */
-import { recordIdentity, type DecisionRecord } from "./decision-record";
+import { recordIdentity, requestsOf, type DecisionRecord } from "./decision-record";
 import { parseRequest } from "../codec/pdu";
 import { accesses } from "./engine";
 import type { PolicyInput } from "./schema";
@@ -52,7 +52,7 @@ export function learnPolicy(records: readonly DecisionRecord[], opts: { include?
       a = { match, units: new Set(), fcs: new Set(), diag: new Set(), read: new Map(), write: new Map(), values: new Map() };
       byKey.set(key, a);
     }
-    used++;
+    used += requestsOf(r);
     a.units.add(r.unit);
     a.fcs.add(p.req.fc);
     if (p.req.fc === 8) a.diag.add(p.req.sub);

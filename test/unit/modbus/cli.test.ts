@@ -7,7 +7,7 @@ import { ControlServer } from "../../../agent/control/server";
 import { isDaemonError } from "../../../agent/core/errors";
 import type { CliDeps } from "../../../agent/commands/_deps";
 import { registerModbus } from "../../../agent/commands/modbus";
-import { lineBatcher } from "../../../agent/commands/_output";
+import { DecisionLines } from "../../../protocols/modbus/policy/decision-lines";
 import { registerPolicy } from "../../../agent/commands/policy";
 import { registerWindow } from "../../../agent/commands/window";
 import { parseUpstreamUrl } from "../../../protocols/modbus/requests";
@@ -108,6 +108,16 @@ describe("policy learn and replay", () => {
     expect(strict.roles["client-10-0-0-5"]!.write).toEqual({});
     const loose = parsePolicyText((await run(["policy", "learn", "--input", denied, "--include-denied"])).out);
     expect(loose.roles["client-10-0-0-5"]).toMatchObject({ functions: [3, 6], write: { holding: ["10"] } });
+  });
+
+  it("counts a line with `count` (repeats of an allowed read) as that many requests; a bad count is not a record", async () => {
+    const counted = join(dir, "counted.jsonl");
+    writeFileSync(counted, [rec({ count: 5, last_ts: 1090 }), rec({ request: "0300640001", count: 2 }), rec({ request: "0300c80001", count: 0 }), rec({ request: "0300c80001", count: 1.5 }), rec({ request: "0300c80001", count: "3" as unknown as number })].map((r) => JSON.stringify(r)).join("\n") + "\n");
+    const rep = JSON.parse((await run(["policy", "replay", "--policy", policyFile, "--input", counted, "--json"])).out);
+    expect(rep).toMatchObject({ total: 7, replayed: 7, allowed: 5, denied: 2, newly_denied: 2, by_rule: { "roles.scada.read.holding": 2 } });
+    const learned = await run(["policy", "learn", "--input", counted]);
+    expect(learned.out).toContain("from 7 recorded requests");
+    expect(parsePolicyText(learned.out).roles["client-10-0-0-5"]).toMatchObject({ read: { holding: ["0-1", "100"] } });
   });
 
   it("replays a stricter candidate and reports what it would block", async () => {
@@ -212,6 +222,56 @@ describe("modbus proxy (commissioning mode)", () => {
     await dev.close();
   });
 
+  it("counts repeats of an allowed read on one line; every write, exception and malformed request keeps its own", async () => {
+    // Only setTimeout is held (the 100 ms batch), so every decision lands in the one batch
+    // written at the end, however slow the machine.
+    vi.useFakeTimers({ toFake: ["setTimeout", "clearTimeout"] });
+    const dev = new SimDevice();
+    try {
+      const dport = await dev.listen();
+      const ac = new AbortController();
+      let port = 0;
+      let done: (r: { out: string; err: string; error?: unknown }) => void = () => {};
+      const finished = new Promise<{ out: string; err: string; error?: unknown }>((r) => (done = r));
+      await new Promise<void>((r) => {
+        void run(["modbus", "proxy", "--listen", "127.0.0.1:0", "--upstream", `tcp://127.0.0.1:${dport}`, "--preset", "read-write"], {
+          signal: ac.signal,
+          onListening: (p) => {
+            port = p;
+            r();
+          },
+        }).then((res) => done(res));
+      });
+      const c = await RawClient.connect(port);
+      const c2 = await RawClient.connect(port, "127.0.0.2");
+      const asked: string[] = [];
+      for (const pdu of ["03 0000 0001", "03 0000 0001", "06 0000 0005", "06 0000 0005", "03 0000 0001", "03 0000 0002", "0c", "0c", "5a 00", "5a 00", "03 0000 0001"]) asked.push(await c.request(1, pdu));
+      asked.push(await c2.request(1, "03 0000 0001"));
+      expect(asked.filter((a) => a === "8c01" || a === "da01")).toHaveLength(4);
+      c.close();
+      c2.close();
+      ac.abort();
+      const res = await finished;
+      expect(res.error).toBeUndefined();
+      const lines = res.out.trim().split("\n").map((l) => JSON.parse(l) as DecisionRecord);
+      expect(lines.map((l) => [l.address, l.request ?? l.rule, l.count ?? 1, l.exception])).toEqual([
+        ["127.0.0.1", "0300000001", 4, undefined],
+        ["127.0.0.1", "0600000005", 1, undefined],
+        ["127.0.0.1", "0600000005", 1, undefined],
+        ["127.0.0.1", "0300000002", 1, undefined],
+        ["127.0.0.1", "0c", 1, 1],
+        ["127.0.0.1", "0c", 1, 1],
+        ["127.0.0.1", "frame", 1, 1],
+        ["127.0.0.1", "frame", 1, 1],
+        ["127.0.0.2", "0300000001", 1, undefined],
+      ]);
+      expect(lines[0]!.last_ts).toBeGreaterThanOrEqual(lines[0]!.ts);
+    } finally {
+      vi.useRealTimers();
+      await dev.close();
+    }
+  });
+
   it("--max-in-flight forwards pipelined requests together: a device that answers only once it holds four gets them", async () => {
     // The device answers nothing until four requests have arrived: with one request in flight
     // (the default) the proxy would wait for the first answer for ever.
@@ -250,23 +310,58 @@ describe("modbus proxy (commissioning mode)", () => {
   });
 });
 
-describe("lineBatcher", () => {
-  it("writes the lines of up to 100 ms at once, in order, and at the size bound at once", () => {
+describe("DecisionLines", () => {
+  const rec = (over: Partial<DecisionRecord>): DecisionRecord => ({ ts: 1, listener: "cli", identity: "ip:10.0.0.5", transport: "tcp", address: "10.0.0.5", unit: 1, fc: 3, function: "read_holding_registers", allow: true, rule: "r", request: "0300000001", ...over });
+
+  it("writes the lines of up to 100 ms at once, in order; repeats are one line with a count, lines without a repeat key each their own", () => {
     vi.useFakeTimers();
+    try {
+      const writes: string[] = [];
+      const d = new DecisionLines((s) => writes.push(s));
+      d.add(rec({}), "a");
+      d.add(rec({ ts: 2, allow: false, rule: "deny", request: "0600000001", fc: 6 }));
+      d.add(rec({ ts: 3, allow: false, rule: "deny", request: "0600000001", fc: 6 }));
+      vi.advanceTimersByTime(60);
+      expect(d.repeat("a", 4)).toBe(true);
+      expect(d.repeat("b", 5)).toBe(false);
+      d.add(rec({ ts: 5, identity: "ip:10.0.0.6", address: "10.0.0.6" }), "b");
+      d.add(rec({ ts: 6, request: "0300000002" }), "c");
+      d.add(rec({ ts: 7 }), "a");
+      vi.advanceTimersByTime(39);
+      expect(writes).toEqual([]);
+      vi.advanceTimersByTime(1);
+      expect(writes).toHaveLength(1);
+      const lines = writes[0]!.trim().split("\n").map((l) => JSON.parse(l) as DecisionRecord);
+      expect(lines.map((l) => [l.ts, l.allow, l.count, l.last_ts])).toEqual([
+        [1, true, 3, 7],
+        [2, false, undefined, undefined],
+        [3, false, undefined, undefined],
+        [5, true, undefined, undefined],
+        [6, true, undefined, undefined],
+      ]);
+      // A new batch counts afresh.
+      expect(d.repeat("a", 8)).toBe(false);
+      d.add(rec({ ts: 8 }), "a");
+      d.flush();
+      expect(JSON.parse(writes[1]!)).toMatchObject({ ts: 8 });
+      expect(JSON.parse(writes[1]!).count).toBeUndefined();
+    } finally {
+      vi.useRealTimers();
+    }
+  });
+
+  it("writes at once at the size or line bound", () => {
     const writes: string[] = [];
-    const b = lineBatcher((s) => writes.push(s), 32);
-    b.push("a");
-    vi.advanceTimersByTime(60);
-    b.push("b");
-    vi.advanceTimersByTime(39);
+    const bySize = new DecisionLines((s) => writes.push(s), 300);
+    bySize.add(rec({}), "a");
     expect(writes).toEqual([]);
-    vi.advanceTimersByTime(1);
-    vi.useRealTimers();
-    expect(writes).toEqual(["a\nb\n"]);
-    b.push("x".repeat(40));
+    bySize.add(rec({ allow: false, rule: "deny".repeat(40) }));
+    expect(writes).toHaveLength(1);
+    const byLines = new DecisionLines((s) => writes.push(s), 1 << 20, 100, 3);
+    for (let i = 0; i < 3; i++) byLines.add(rec({ request: `030000000${i + 1}` }), String(i));
     expect(writes).toHaveLength(2);
-    b.push("c");
-    b.flush();
-    expect(writes.slice(1)).toEqual(["x".repeat(40) + "\n", "c\n"]);
+    expect(writes[1]!.trim().split("\n")).toHaveLength(3);
+    bySize.flush();
+    byLines.flush();
   });
 });
