@@ -267,6 +267,7 @@ const median = (xs: readonly number[]): number => {
   return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
 };
 const round1 = (x: number): number => Math.round(x * 10) / 10;
+const round3 = (x: number): number => Math.round(x * 1000) / 1000;
 
 /**
  * The proxy configurations measured, each stated in the output. `defaults`: what a config
@@ -285,18 +286,30 @@ function proxyConfigs(clients: number): Record<string, { upstream: Record<string
 }
 
 /**
- * Commissioning mode (`gatewarden modbus proxy`, printing one JSON line per decision to a pipe
- * the benchmark drains) as its own process on the proxy's CPU, with the matched concurrency.
+ * Commissioning mode (`gatewarden modbus proxy`, printing its decisions as JSON lines to a pipe
+ * the benchmark reads) as its own process on the proxy's CPU, with the command's defaults or
+ * with the concurrency matched to the pipe. `printed()`: the lines read so far and the requests
+ * they stand for (a line with `count` stands for that many).
  */
-async function startCommissioning(devicePort: number, clients: number, pinned: boolean): Promise<{ port: number; stop: () => Promise<void>; says: string }> {
+async function startCommissioning(devicePort: number, clients: number, pinned: boolean, matched: boolean): Promise<{ port: number; stop: () => Promise<void>; says: string; printed: () => { lines: number; requests: number } }> {
   const n = Math.min(clients, 16);
   // dist/gatewarden.cjs, from dist/bench.cjs (bundled) or build/bench-modbus.ts (tests) alike.
   const bin = join(dirname(fileURLToPath(import.meta.url)), "..", "dist", "gatewarden.cjs");
   // GW_BENCH_PROF=DIR: a CPU profile of the commissioning process (node --cpu-prof) into DIR.
   const prof = process.env.GW_BENCH_PROF ? ["--cpu-prof", `--cpu-prof-dir=${process.env.GW_BENCH_PROF}`] : [];
-  const args = [...prof, bin, "modbus", "proxy", "--listen", "127.0.0.1:0", "--upstream", `tcp://127.0.0.1:${devicePort}`, "--preset", "read-only", "--upstream-connections", String(n), "--max-in-flight", "1", "--max-requests-per-s", "0"];
+  const flags = matched ? ["--upstream-connections", String(n), "--max-in-flight", "1", "--max-requests-per-s", "0"] : [];
+  const args = [...prof, bin, "modbus", "proxy", "--listen", "127.0.0.1:0", "--upstream", `tcp://127.0.0.1:${devicePort}`, "--preset", "read-only", ...flags];
   const proc = pinned ? spawn("taskset", ["-c", "0", process.execPath, ...args], { stdio: ["ignore", "pipe", "pipe"] }) : spawn(process.execPath, args, { stdio: ["ignore", "pipe", "pipe"] });
-  proc.stdout!.resume();
+  const printed = { lines: 0, requests: 0 };
+  let rest = "";
+  proc.stdout!.setEncoding("utf8").on("data", (d: string) => {
+    const lines = (rest + d).split("\n");
+    rest = lines.pop()!;
+    for (const l of lines) {
+      printed.lines++;
+      printed.requests += (JSON.parse(l) as { count?: number }).count ?? 1;
+    }
+  });
   const port = await new Promise<number>((resolve, reject) => {
     let err = "";
     proc.stderr!.on("data", (d: Buffer) => {
@@ -308,8 +321,9 @@ async function startCommissioning(devicePort: number, clients: number, pinned: b
   });
   return {
     port,
-    says: `gatewarden modbus proxy --preset read-only --upstream-connections ${n} --max-in-flight 1 --max-requests-per-s 0 (its own process, decisions to a pipe; other limits default)`,
-    stop: () => new Promise((r) => (proc.exitCode !== null ? r() : (proc.once("exit", () => r()), proc.kill("SIGTERM")))),
+    says: `gatewarden modbus proxy --preset read-only${flags.length ? " " + flags.join(" ") : ""} (its own process, decisions to a pipe the bench reads; ${matched ? `${n} upstream connection(s) x 1 in flight, no rate limit, other limits default` : "command defaults: 1 upstream connection x 1 in flight, max_requests_per_s 1000, max_connections 64, 8 per identity"})`,
+    printed: () => ({ ...printed }),
+    stop: () => new Promise((r) => (proc.exitCode !== null ? r() : (proc.stdout!.once("end", () => r()), proc.kill("SIGTERM")))),
   };
 }
 
@@ -321,13 +335,17 @@ export async function benchModbus(opts: { durationMs?: number; warmupMs?: number
   const server = await startPeer<{ port: number }>(LOAD_JS, {}, pin);
   const pipe = await startWorker<{ port: number }>(BLIND_PIPE_JS, { port: server.first.port });
   const results: Record<string, Record<string, Omit<Figures, "bad"> & { rounds: string[] }>> = {};
-  const paired: Record<string, Record<string, { throughput_vs_pipe: number; added_p50_us_vs_pipe: number; added_p99_us_vs_pipe: number }>> = {};
+  const paired: Record<string, Record<string, { throughput_vs_pipe: number; throughput_vs_pipe_range: number[]; added_p50_us_vs_pipe: number; added_p99_us_vs_pipe: number }>> = {};
   const configuration: Record<string, Record<string, string>> = {};
+  const commissioningVsDaemon: Record<string, Record<string, { throughput: number; range: number[] }>> = {};
+  const answered: Record<string, Record<string, number>> = {};
+  const printedBy: Record<string, Record<string, { lines: number; requests: number; answered_while_measured: number }>> = {};
   let bad = 0;
   try {
     const fromEnv = process.env.GW_BENCH_CLIENTS?.split(",").map(Number).filter((n) => Number.isInteger(n) && n > 0);
     for (const clients of opts.clients ?? (fromEnv?.length ? fromEnv : [1, 16])) {
       const stops: (() => Promise<unknown>)[] = [];
+      const printers: Record<string, () => { lines: number; requests: number }> = {};
       const says: Record<string, string> = {
         direct: "the device itself",
         blind_pipe: "one device connection per client, bytes copied both ways (worker thread)",
@@ -343,10 +361,13 @@ export async function benchModbus(opts: { durationMs?: number; warmupMs?: number
           targets.push([name, gw.port]);
           says[name] = c.says;
         }
-        const com = await startCommissioning(server.first.port, clients, pin !== null);
-        stops.push(com.stop);
-        targets.push(["commissioning_matched", com.port]);
-        says.commissioning_matched = com.says;
+        for (const [name, matched] of [["commissioning_defaults", false], ["commissioning_matched", true]] as const) {
+          const com = await startCommissioning(server.first.port, clients, pin !== null, matched);
+          stops.push(com.stop);
+          targets.push([name, com.port]);
+          says[name] = com.says;
+          printers[name] = com.printed;
+        }
         // Every path gets the same clients, each from its own address.
         const ask = (port: number, ms: number) => server.ask<Figures>({ port, clients, durationMs: ms, warmupMs, spread: true });
         // One discarded pass over every path first (connection set-up, JIT, caches), alike for all.
@@ -383,19 +404,32 @@ export async function benchModbus(opts: { durationMs?: number; warmupMs?: number
             .filter(([n]) => n !== "direct" && n !== "blind_pipe")
             .map(([n]) => {
               const g = per[n]!;
+              const ratios = g.map((x, i) => x.rtt_per_s / p[i]!.rtt_per_s);
               return [
                 n,
                 {
-                  throughput_vs_pipe: Math.round(median(g.map((x, i) => x.rtt_per_s / p[i]!.rtt_per_s)) * 1000) / 1000,
+                  throughput_vs_pipe: round3(median(ratios)),
+                  throughput_vs_pipe_range: [round3(Math.min(...ratios)), round3(Math.max(...ratios))],
                   added_p50_us_vs_pipe: round1(median(g.map((x, i) => (x.p50_us ?? Infinity) - (p[i]!.p50_us ?? Infinity)))),
                   added_p99_us_vs_pipe: round1(median(g.map((x, i) => (x.p99_us ?? Infinity) - (p[i]!.p99_us ?? Infinity)))),
                 },
               ];
             }),
         );
+        // What printing decisions costs, like with like: commissioning mode against the daemon
+        // with the same settings, round by round (both on CPU 0, measured in the same round).
+        commissioningVsDaemon[key] = Object.fromEntries(
+          (["defaults", "matched"] as const).map((c) => {
+            const ratios = per[`commissioning_${c}`]!.map((x, i) => x.rtt_per_s / per[`gatewarden_${c}`]![i]!.rtt_per_s);
+            return [c, { throughput: round3(median(ratios)), range: [round3(Math.min(...ratios)), round3(Math.max(...ratios))] }];
+          }),
+        );
+        answered[key] = Object.fromEntries(Object.keys(printers).map((n) => [n, per[n]!.reduce((t, x) => t + x.samples, 0)]));
       } finally {
         for (const stop of stops) await stop();
       }
+      // After the stops: commissioning mode writes what it still holds when it stops.
+      printedBy[`clients_${clients}`] = Object.fromEntries(Object.entries(printers).map(([n, f]) => [n, { ...f(), answered_while_measured: answered[`clients_${clients}`]?.[n] ?? 0 }]));
     }
   } finally {
     await pipe.worker.terminate();
@@ -431,7 +465,11 @@ export async function benchModbus(opts: { durationMs?: number; warmupMs?: number
     results,
     summary,
     summary_paired_by_round: paired,
+    commissioning_vs_daemon_same_settings: commissioningVsDaemon,
+    // Lines commissioning mode printed and the requests they stand for (warm-up included),
+    // against the answers counted while measuring: every request is printed or counted.
+    commissioning_printed: printedBy,
     ...(opts.codec === false ? {} : { codec_and_policy_ns_per_request: codecAndPolicyNs() }),
-    targets: { throughput_vs_pipe_min: 0.9, added_p99_us_max: 100, applies_to: "gatewarden_matched and commissioning_matched" },
+    targets: { throughput_vs_pipe_min: 0.9, added_p99_us_max: 100, applies_to: "gatewarden_matched and commissioning_matched; with the defaults, commissioning mode against the daemon with the same defaults (commissioning_vs_daemon_same_settings)" },
   };
 }
