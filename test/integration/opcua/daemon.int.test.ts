@@ -13,7 +13,7 @@ async function cli(args: string[]): Promise<string> {
   const write = process.stdout.write.bind(process.stdout);
   process.stdout.write = ((s: string) => ((out += s), true)) as typeof process.stdout.write;
   try {
-    await buildProgram().parseAsync(["node", "gatewarden", ...args]);
+    await (await buildProgram()).parseAsync(["node", "gatewarden", ...args]);
   } finally {
     process.stdout.write = write;
   }
