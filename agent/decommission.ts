@@ -7,7 +7,7 @@ import { farewellDraft } from "./keys/key-events";
 import { pendingKeyPath, publicKeyPath } from "./keys/rotation";
 import type { Recorder } from "./events/recorder";
 import type { Outbox } from "./outbox/store";
-import type { MqttForwarder } from "./sinks/mqtt";
+import type { RunningSink } from "./sinks/registry";
 import { VERSION } from "./version";
 
 /** What `decommission` needs of the running daemon (runtime.ts). */
@@ -17,12 +17,13 @@ export interface DecommissionParts {
   key: KeyObject;
   recorder: Recorder;
   outbox: Outbox;
-  forwarder: MqttForwarder | undefined;
+  /** The `upstream` sink that carries events to the SOC, when configured. */
+  sink: RunningSink | undefined;
   /** Stops every source and component: nothing but the farewell is recorded after it. */
   stopProducing(): Promise<void>;
   /** Stops the daemon, keeping its files (the farewell could not be delivered). */
   stop(reason: string): Promise<void>;
-  /** Closes the forwarder, the outbox and its lock; then `end` stops the daemon. */
+  /** Closes the sinks, the outbox and its lock; then `end` stops the daemon. */
   release(): Promise<void>;
   end(): void;
 }
@@ -51,7 +52,7 @@ const POLL_MS = 50;
  */
 export async function decommission(p: DecommissionParts, o: { by: string; timeoutMs: number }): Promise<DecommissionResult> {
   const c = p.config;
-  const fwd = p.forwarder;
+  const fwd = p.sink;
   if (!fwd) throw new DaemonError("CONFIG_INCOMPLETE", `${p.configFile} sets no upstream.url and upstream.soc_public_key: the outbox cannot be flushed to the SOC, so nothing was wiped`);
   const by = c.upstream.ack === "soc" ? "the SOC" : "the broker (upstream.ack: broker)";
   p.recorder.flush();

@@ -10,7 +10,6 @@ import { ParallelSigner } from "./events/signer";
 import { Heartbeat, PostureProbe } from "./heartbeat";
 import { storageBytesWritten } from "./io-stats";
 import type { KeyObject } from "node:crypto";
-import { loadSocAckPublicKey, loadSocPublicKey } from "./keys/identity";
 import { announceRotation, signingKeyAtStart, stagePendingKey, type RotationResult } from "./keys/rotation";
 import { decommission, type DecommissionParts } from "./decommission";
 import { assertReferences, type References } from "./config/references";
@@ -26,8 +25,8 @@ import { incidentDrafts, openOutbox, type OpenedOutbox } from "./outbox/open";
 import type { Outbox, OutboxStats } from "./outbox/store";
 import { OutboxWatch } from "./outbox/watch";
 import { RateMeter } from "./rate";
-import { MqttForwarder, type UpstreamState } from "./sinks/mqtt";
-import { redactUrl } from "./mqtt-connection";
+import type { SinkState } from "./core/component";
+import { SINKS, type RunningSink } from "./sinks/registry";
 import { SimulatedSource } from "./simulate";
 import { VERSION } from "./version";
 import { registerAuditControl } from "../firmware-hooks/audit";
@@ -42,8 +41,8 @@ const RECENT = RECENT_EVENTS;
 const WATCH_MS = 500;
 
 /**
- * The daemon: outbox, recorder, forwarder, heartbeat, control socket and the configured
- * sources, wired once. `start` fails closed: a bad key, an unreadable outbox or an incomplete
+ * The daemon: outbox, recorder, heartbeat, control socket and the configured sources and sinks
+ * (each from its table), wired once. `start` fails closed: a bad key, an unreadable outbox or an incomplete
  * upstream setting stops startup with a DaemonError.
  */
 export class Runtime {
@@ -58,7 +57,6 @@ export class Runtime {
   /** Resolves once the daemon has stopped (a signal, or `gatewarden decommission`). */
   readonly ended: Promise<void>;
   private markEnded!: () => void;
-  readonly forwarder: MqttForwarder | undefined;
   readonly control: ControlServer;
   private readonly heartbeat: Heartbeat;
   private posture!: DevicePosture;
@@ -74,6 +72,8 @@ export class Runtime {
   /** The running detection engine, as a reload reaches it. */
   private detection: RunningDetection | undefined;
   private onDetectionReloaded: (() => void) | undefined;
+  /** The sinks running, by config section (agent/sinks/registry.ts), created at start. */
+  private readonly sinks = new Map<string, RunningSink>();
   /** The sources running, by config section (agent/sources/registry.ts). */
   private readonly sources = new Map<string, RunningSource>();
   /** Where readings from the proxy's tap go (the detection engine, when points are configured). */
@@ -91,7 +91,6 @@ export class Runtime {
     // Every file the config names (keys, certificates, policy, site) before anything is opened:
     // a mistake stops the start here, with no boot event.
     this.references = assertReferences(loaded);
-    const socKey = c.upstream.url && c.upstream.soc_public_key ? loadSocPublicKey(c.upstream.soc_public_key) : undefined;
     // Never fails on the outbox alone: a damaged file is moved aside, unusable storage gives an
     // outbox in memory (see outbox/open.ts); the boot's first events say which.
     const locked = lockOutbox(c.buffer.path, log);
@@ -103,7 +102,6 @@ export class Runtime {
     const keys = signingKeyAtStart(c.device.key, this.outbox, log.child({ component: "keys" }));
     const key = (this.key = keys.key);
     this.pendingKey = keys.pending;
-    let fwd: MqttForwarder | undefined;
     this.recorder = new Recorder({
       outbox: this.outbox,
       health: new StorageHealth(this.opened.mode),
@@ -115,12 +113,8 @@ export class Runtime {
       lowFlushMs: c.buffer.low_flush_ms,
       maxPending: c.buffer.max_pending,
       log: log.child({ component: "recorder" }),
-      inFlight: () => fwd?.inFlight() ?? new Set(),
+      inFlight: () => this.inFlight(),
     });
-    if (socKey) {
-      fwd = new MqttForwarder({ upstream: c.upstream, device: c.device.id, outbox: this.outbox, recorder: this.recorder, socPublicKey: socKey, socAckKey: c.upstream.ack === "soc" ? loadSocAckPublicKey(c.upstream.soc_public_key!) : undefined, log: log.child({ component: "forwarder" }) });
-    }
-    this.forwarder = fwd;
     this.control = new ControlServer(c.control.socket);
     this.heartbeat = new Heartbeat({
       intervalMs: c.heartbeat.interval_ms,
@@ -149,6 +143,7 @@ export class Runtime {
   async start(): Promise<void> {
     const c = this.loaded.config;
     const { check, incident, knownHead } = this.opened;
+    await this.createSinks();
     await this.control.listen();
     const boot = this.recorder.start({ config_file: this.loaded.file, outbox_check: check, ...(incident ? { outbox_incident: incident.kind } : {}), ...(this.lockError ? { outbox_lock: this.lockError } : {}) }, knownHead);
     this.log.info({ device: c.device.id, boot: boot.boot, version: VERSION }, "Gatewarden started.");
@@ -187,8 +182,8 @@ export class Runtime {
     await this.startIntegrity();
     await this.startTamper();
     await this.startCommands();
-    if (this.forwarder) this.forwarder.start();
-    else this.log.warn({}, "upstream.url is not set: events are kept in the outbox until it is.");
+    for (const s of this.sinks.values()) s.start();
+    if (!this.sinks.size) this.log.warn({}, `${SINKS.map((e) => e.off).join(", ")}: events are kept in the outbox until it is.`);
     this.heartbeat.start();
     void this.heartbeat.beat();
     this.sim.start();
@@ -251,6 +246,28 @@ export class Runtime {
     w.start();
     this.control.handle("tamper.status", () => Object.fromEntries(w.states));
     this.onStop(() => w.stop());
+  }
+
+  /**
+   * Every sink the config turns on, before the boot event (so rows already in the outbox count
+   * as possibly sent before); the config's files were checked in the constructor.
+   */
+  private async createSinks(): Promise<void> {
+    const c = this.loaded.config;
+    for (const entry of SINKS) {
+      if (entry.configured(c)) this.sinks.set(entry.section, await entry.create({ config: c, outbox: this.outbox, recorder: this.recorder, log: this.log.child({ component: entry.component }) }));
+    }
+  }
+
+  /** A running sink by its config section (`upstream`), for status and tests. */
+  sink(section: string): RunningSink | undefined {
+    return this.sinks.get(section);
+  }
+
+  /** Row ids any sink has in flight (the outbox must not evict them). */
+  private inFlight(): ReadonlySet<number> {
+    if (this.sinks.size <= 1) return this.sinks.values().next().value?.inFlight() ?? NONE;
+    return new Set([...this.sinks.values()].flatMap((s) => [...s.inFlight()]));
   }
 
   /** Every source whose config section is present, in the table's order; the others answer "not configured". */
@@ -355,8 +372,8 @@ export class Runtime {
     });
   }
 
-  upstreamState(): UpstreamState {
-    return this.forwarder?.state ?? "not_configured";
+  upstreamState(): SinkState {
+    return this.sinks.get("upstream")?.state ?? "not_configured";
   }
 
   private heartbeatState(): Record<string, unknown> {
@@ -400,7 +417,7 @@ export class Runtime {
       boot: this.recorder.bootEpoch,
       version: VERSION,
       uptime_s: Math.round((Date.now() - this.startedAt) / 1000),
-      upstream: { state: this.upstreamState(), url: c.upstream.url ? redactUrl(c.upstream.url) : null, last_error: null, ...this.forwarder?.status() },
+      ...Object.fromEntries(SINKS.map((e) => [e.statusField, e.status(c, this.sinks.get(e.section))])),
       outbox: {
         depth: s?.depth ?? null,
         bytes: s?.bytes ?? null,
@@ -412,10 +429,10 @@ export class Runtime {
         pending_in_memory: this.recorder.pendingCount(),
         storage: this.recorder.health.view(),
       },
-      rates: { events_in_per_s: round1(this.in.perSecond()), events_out_per_s: round1(this.forwarder?.out.perSecond() ?? 0) },
+      rates: { events_in_per_s: round1(this.in.perSecond()), events_out_per_s: round1([...this.sinks.values()].reduce((n, s) => n + s.out.perSecond(), 0)) },
       storage: this.storage(),
       counters: this.recorder.counters,
-      last_error: this.recorder.health.view().error ?? this.forwarder?.lastError ?? this.recorder.lastError ?? null,
+      last_error: this.recorder.health.view().error ?? [...this.sinks.values()].find((s) => s.lastError)?.lastError ?? this.recorder.lastError ?? null,
       // How many readings (proxy tap, Modbus polls, OPC UA) reached the detectors; null: no points.
       detection: this.detection ? { readings: this.detection.engine.stats().readings } : null,
       // Sources with a status field (the OPC UA process: state, pid, restarts, RSS); null: not configured.
@@ -429,7 +446,7 @@ export class Runtime {
     this.heartbeat.stop();
   }
 
-  /** Stops sources, records the shutdown event, gives the forwarder `drainMs` to send, closes. */
+  /** Stops sources, records the shutdown event, gives the sinks `drainMs` to send, closes. */
   private stopping: Promise<void> | undefined;
 
   /** Idempotent: a second call waits for the first. */
@@ -459,12 +476,12 @@ export class Runtime {
       key: this.key,
       recorder: this.recorder,
       outbox: this.outbox,
-      forwarder: this.forwarder,
+      sink: this.sinks.get("upstream"),
       stopProducing: () => this.stopComponents(),
       stop: (reason) => this.stop(reason, 0),
       release: async () => {
         this.stopping ??= new Promise<void>(() => {}); // no other stop from now on
-        await this.forwarder?.stop();
+        for (const s of this.sinks.values()) await s.stop();
         this.outbox.close();
         this.lock?.release();
       },
@@ -479,10 +496,8 @@ export class Runtime {
   private async doStop(reason: string, drainMs: number): Promise<void> {
     await this.stopComponents();
     this.recorder.close(reason);
-    if (this.forwarder) {
-      await this.forwarder.drain(drainMs);
-      await this.forwarder.stop();
-    }
+    await Promise.all([...this.sinks.values()].map((s) => s.drain(drainMs)));
+    for (const s of this.sinks.values()) await s.stop();
     await this.control.close();
     this.outbox.close();
     this.lock?.release();
@@ -498,6 +513,7 @@ function recentLimit(v: unknown, dflt: number): number {
   return v;
 }
 
+const NONE: ReadonlySet<number> = new Set();
 const round1 = (n: number) => Math.round(n * 10) / 10;
 const ageS = (t: number | null | undefined) => (t == null ? null : Math.max(0, Math.round((Date.now() - t) / 1000)));
 

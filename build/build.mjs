@@ -1,6 +1,7 @@
 // Bundles the daemon/CLI into dist/gatewarden.cjs (runnable with plain `node`) and the
 // benchmark runner into dist/bench.cjs. Native addons and the heavy, lazily loaded OPC UA
-// stack stay external: they are resolved from node_modules at run time.
+// stack and MQTT client stay external: they are resolved from node_modules at run time (the
+// release carries the production node_modules), and only when a configured part needs them.
 import { build } from "esbuild";
 import { chmodSync, existsSync, readFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
@@ -18,6 +19,7 @@ const external = [
   "pino",
   "thread-stream",
   "unix-dgram",
+  "mqtt",
 ];
 
 const common = {

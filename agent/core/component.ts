@@ -2,8 +2,9 @@
  * Sources and sinks as components (as Vector and Telegraf have them): a small lifecycle the
  * daemon drives the same way for each, whatever protocol is behind it. Sources (the Modbus
  * proxy and poller, the OPC UA client and front) produce readings and security events; sinks
- * (the MQTT forwarder) take committed events away. The daemon finds sources in one table
- * (agent/sources/registry.ts) and loads each only when its config section is there.
+ * (the MQTT forwarder) take committed events away. The daemon finds them in two tables of one
+ * shape (agent/sources/registry.ts, agent/sinks/registry.ts) and loads each only when its config
+ * section turns it on.
  */
 
 /** Whether a running component can do its work now; `detail` says why not. */
@@ -40,4 +41,19 @@ export type Source<Config = unknown> = Component<Config>;
 export interface Sink<Config = unknown> extends Component<Config> {
   /** Waits up to `timeoutMs` until nothing is left to send; true when nothing is. */
   drain(timeoutMs: number): Promise<boolean>;
+}
+
+/** A sink's state word (`gatewarden status`, the heartbeat); `not_configured` when none runs. */
+export type SinkState = "not_configured" | "connecting" | "up" | "down" | "stopped";
+
+/**
+ * A row of a component table: the config section that turns it on, and how it is built. Its
+ * module is imported inside `create`, so an unconfigured component is never loaded.
+ */
+export interface ComponentEntry<Section extends string, Ctx, Running> {
+  /** The config section that turns it on, and its name in logs and status. */
+  section: Section;
+  /** Its field in `gatewarden status`, if it has one. */
+  statusField?: string;
+  create(ctx: Ctx): Promise<Running>;
 }

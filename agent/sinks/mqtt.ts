@@ -2,7 +2,7 @@ import type { KeyObject } from "node:crypto";
 import mqtt, { type IClientOptions, type MqttClient } from "mqtt";
 import type { Logger } from "pino";
 import type { Config } from "../config/schema";
-import type { ComponentHealth, Sink } from "../core/component";
+import type { ComponentHealth, Sink, SinkState } from "../core/component";
 import { describeError } from "../core/errors";
 import { storedBodyHashOk } from "../events/envelope";
 import { OcsfClass } from "../core/events";
@@ -13,6 +13,8 @@ import { CauseLog } from "../cause-log";
 import { ackTopic } from "../soc/ack";
 import { SocAcks, type Mark } from "./soc-acks";
 import type { Outbox, RawRow } from "../outbox/store";
+import { loadSocAckPublicKey, loadSocPublicKey } from "../keys/identity";
+import type { SinkContext } from "./registry";
 
 const OPEN = Buffer.from("[");
 const CLOSE = Buffer.from("]");
@@ -21,8 +23,6 @@ const EMPTY = Buffer.alloc(0);
 /** Acknowledged batches kept for deleting while storage fails (beyond it they are sent again after a restart). */
 const MAX_UNACKED = 4096;
 import { RateMeter } from "../rate";
-
-export type UpstreamState = "not_configured" | "connecting" | "up" | "down" | "stopped";
 
 export interface ForwarderOptions {
   upstream: Config["upstream"];
@@ -35,6 +35,12 @@ export interface ForwarderOptions {
   log: Logger;
   /** How often a broker failure that persists is logged again (default 5 min). */
   warnReminderMs?: number;
+}
+
+/** The `upstream` sink (agent/sinks/registry.ts): the forwarder, sealing to upstream.soc_public_key. */
+export function mqttSink({ config: c, outbox, recorder, log }: SinkContext): MqttForwarder {
+  const u = c.upstream;
+  return new MqttForwarder({ upstream: u, device: c.device.id, outbox, recorder, socPublicKey: loadSocPublicKey(u.soc_public_key!), socAckKey: u.ack === "soc" ? loadSocAckPublicKey(u.soc_public_key!) : undefined, log });
 }
 
 /** Topic of a device's event batches. */
@@ -55,7 +61,7 @@ export function eventsTopic(prefix: string, device: string): string {
  */
 export class MqttForwarder implements Sink {
   readonly name = "mqtt";
-  state: UpstreamState = "connecting";
+  state: SinkState = "connecting";
   lastError: string | undefined;
   private client: MqttClient | undefined;
   private cursor = 0;
@@ -130,7 +136,7 @@ export class MqttForwarder implements Sink {
   }
 
   /** State, last error, acknowledged positions and counters (`gatewarden status` shows them under `upstream`). */
-  status(): { state: UpstreamState; last_error: string | null; counters: MqttForwarder["counters"] } & ReturnType<MqttForwarder["marks"]> {
+  status(): { state: SinkState; last_error: string | null; counters: MqttForwarder["counters"] } & ReturnType<MqttForwarder["marks"]> {
     return { state: this.state, last_error: this.lastError ?? null, ...this.marks(), counters: this.counters };
   }
 

@@ -1,12 +1,12 @@
 /**
- * The one table of sources. The runtime walks it: a source whose config section is present is
+ * The one table of sources (agent/sinks/registry.ts is its counterpart for sinks). The runtime walks it: a source whose config section is present is
  * loaded (its module imported only then), started, stopped and reloaded through the Source
  * contract (agent/core/component.ts); one whose section is absent answers its control commands
  * with "not configured". Adding a protocol is a row here, not a change to the runtime.
  */
 import type { Logger } from "pino";
 import type { ControlRegistry } from "../core/control";
-import type { Source } from "../core/component";
+import type { ComponentEntry, Source } from "../core/component";
 import type { EventSink } from "../core/events";
 import type { ReadingSink } from "../core/readings";
 import type { Config } from "../config/schema";
@@ -37,19 +37,15 @@ export interface RunningSource extends Source<Config> {
   policyFor?(f: PolicyFile): ReturnType<CommandService["wrap"]>;
 }
 
-export interface SourceEntry {
-  /** The config section that turns it on, and its name in logs and status. */
-  section: "modbus" | "opcua";
+/** A source is on when its section is present; its `statusField` shows null when it is not. */
+export interface SourceEntry extends ComponentEntry<"modbus" | "opcua", SourceContext, RunningSource> {
   /** Control commands it serves; answered with CONFIG_INCOMPLETE when the section is absent. */
   control: readonly string[];
-  /** Its field in `gatewarden status` (null when not configured), if it has one. */
-  statusField?: string;
   /**
    * What `gatewarden reload` takes from its config without a restart: `keys` of its section,
    * and whether its points (`points.<id>.source.<section>`) may come, go and change.
    */
   reloadable: { keys: readonly string[]; points: boolean };
-  create(ctx: SourceContext): Promise<RunningSource>;
 }
 
 export const SOURCES: readonly SourceEntry[] = [

@@ -45,7 +45,7 @@ describeSink("MQTT forwarder (aedes)", async (): Promise<SinkRig> => {
   await boot();
   const rt = () => boots[boots.length - 1]!;
   return {
-    sink: () => rt().forwarder!,
+    sink: () => rt().sink("upstream")!,
     produce(n) {
       for (let i = 0; i < n; i++) rt().recorder.record({ class: "audit", severity: 1, ocsf: { class_uid: 6002, activity_id: 99, message: `conformance ${i}` } });
       rt().recorder.flush();

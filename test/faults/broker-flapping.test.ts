@@ -2,6 +2,7 @@ import { afterEach, describe, expect, it } from "vitest";
 import { account, unexpectedProblems } from "../helpers/daemon";
 import { sleep, until } from "../helpers/fixture";
 import { Harness, pick, TIMEOUT } from "./_harness";
+import { forwarderOf } from "../helpers/runtime";
 
 describe("fault: broker flapping", () => {
   let h: Harness | undefined;
@@ -15,7 +16,7 @@ describe("fault: broker flapping", () => {
     h = await Harness.create({ settings: { "simulate.events_per_s": "1500", "upstream.max_batch_events": "64" } });
     const rt = await h.runtime();
     await until(() => rt.upstreamState() === "up", 10_000, "the agent to connect");
-    const fwd = rt.forwarder!;
+    const fwd = forwarderOf(rt);
     let cut = 0;
     for (let i = 0; i < cycles; i++) {
       // Every cycle cuts a live connection mid-stream: wait until the agent is up and sending.

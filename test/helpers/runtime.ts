@@ -2,6 +2,7 @@ import { controlCall } from "../../agent/control/client";
 import type { OpcuaProcess } from "../../agent/opcua-process";
 import type { Runtime } from "../../agent/runtime";
 import type { opcuaSource } from "../../agent/sources/opcua";
+import type { MqttForwarder } from "../../agent/sinks/mqtt";
 import { until } from "./fixture";
 
 export type OutboxBody = { class: string; ocsf: { class_uid: number; activity_id: number; message: string; finding_info?: { title?: string } } };
@@ -35,4 +36,11 @@ export function opcuaOf(rt: Runtime): OpcuaProcess {
   const src = rt.source("opcua") as ReturnType<typeof opcuaSource> | undefined;
   if (!src) throw new Error("the daemon runs no OPC UA source");
   return src.process;
+}
+
+/** The daemon's MQTT forwarder (its `upstream` sink); throws when upstream is not configured. */
+export function forwarderOf(rt: Runtime): MqttForwarder {
+  const s = rt.sink("upstream");
+  if (!s) throw new Error("no upstream sink: the config sets no upstream.url");
+  return s as MqttForwarder;
 }

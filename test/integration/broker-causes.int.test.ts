@@ -5,6 +5,7 @@ import { CauseLog } from "../../agent/cause-log";
 import { createLogger } from "../../agent/log";
 import { Runtime } from "../../agent/runtime";
 import { makeSite, tempDir, until } from "../helpers/fixture";
+import { forwarderOf } from "../helpers/runtime";
 
 interface LogLine {
   level: string;
@@ -48,14 +49,14 @@ describe("a gateway that cannot reach its broker says why in its log", () => {
     try {
       await rt.start();
       const warns = () => lines().filter((l) => l.level === "warn" && l.msg.startsWith("Cannot reach the SOC broker"));
-      await until(() => rt.forwarder!.counters.reconnects >= 10, 20_000, "ten failed connection attempts");
+      await until(() => forwarderOf(rt).counters.reconnects >= 10, 20_000, "ten failed connection attempts");
       expect(warns()).toHaveLength(1);
       expect(warns()[0]!.err).toMatch(/ECONNREFUSED/);
       // Something now accepts and hangs up at once: a different cause, warned once more.
       await listen(closer, port);
-      const before = rt.forwarder!.counters.reconnects;
+      const before = forwarderOf(rt).counters.reconnects;
       await until(() => warns().length >= 2, 20_000, "a warning with the new cause");
-      await until(() => rt.forwarder!.counters.reconnects >= before + 10, 20_000, "ten more failed attempts");
+      await until(() => forwarderOf(rt).counters.reconnects >= before + 10, 20_000, "ten more failed attempts");
       expect(warns()).toHaveLength(2);
       expect(warns()[1]!.err).not.toBe(warns()[0]!.err);
     } finally {

@@ -14,6 +14,7 @@ import { account, unexpectedProblems } from "../helpers/daemon";
 import { makeSite, silent, tempDir, until } from "../helpers/fixture";
 import { Mosquitto, MOSQUITTO } from "../helpers/mosquitto";
 import { havePeer } from "../helpers/peers";
+import { forwarderOf } from "../helpers/runtime";
 
 const skip = !havePeer(MOSQUITTO ?? "/usr/sbin/mosquitto");
 const why = skip ? " [skipped: needs mosquitto (apt install mosquitto)]" : "";
@@ -105,7 +106,7 @@ describe("end-to-end acks: gateway -> Mosquitto -> SOC receiver", () => {
     expect(unexpectedProblems(a, [])).toEqual([]);
     expect(a.missing).toEqual([]);
     expect(a.doubled).toEqual([]);
-    expect(rt.forwarder!.counters.reconnects).toBeGreaterThan(0);
+    expect(forwarderOf(rt).counters.reconnects).toBeGreaterThan(0);
   });
 
   it.skipIf(skip)(`a copied key directory on a second host is reported online as a clone naming both boots${why}`, async () => {

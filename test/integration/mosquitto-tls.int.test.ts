@@ -11,6 +11,7 @@ import { account, unexpectedProblems } from "../helpers/daemon";
 import { makeSite, silent, sleep, tempDir, until } from "../helpers/fixture";
 import { Mosquitto, MOSQUITTO } from "../helpers/mosquitto";
 import { findOpenssl, makePki, type TestPki } from "../helpers/tls";
+import { forwarderOf } from "../helpers/runtime";
 
 const OPENSSL = findOpenssl();
 const missing = [!MOSQUITTO && "mosquitto (apt install mosquitto)", !OPENSSL && "openssl"].filter(Boolean).join(" and ");
@@ -105,7 +106,7 @@ describe("agent -> Mosquitto (mTLS, MQTT 5) -> SOC receiver", () => {
       await until(() => rx.counters.events >= 500, 30_000, "500 events through the broker");
     });
     const committed = rt.recorder.counters.committed;
-    expect(rt.forwarder!.counters.rejected).toBe(0);
+    expect(forwarderOf(rt).counters.rejected).toBe(0);
     await until(() => rx.counters.events >= committed, 15_000, `the receiver to verify ${committed} events (has ${rx.counters.events})`);
     const a = account(lines, committed - 1);
     expect(unexpectedProblems(a, [])).toEqual([]);
@@ -218,7 +219,7 @@ describe("agent -> Mosquitto (mTLS, MQTT 5) -> SOC receiver", () => {
       let hold = false;
       const unpark = rt.outbox.unparkAll.bind(rt.outbox);
       rt.outbox.unparkAll = () => (retries++, hold ? 0 : unpark());
-      await until(() => rt.forwarder!.counters.rejected > 0, 20_000, "a rejected batch");
+      await until(() => forwarderOf(rt).counters.rejected > 0, 20_000, "a rejected batch");
       await until(() => (parkedSeen = rt.outbox.stats().parked) > 0, 20_000, "rows to be parked");
       const r = retries;
       await until(() => retries > r, 20_000, "a parked retry");
@@ -238,7 +239,7 @@ describe("agent -> Mosquitto (mTLS, MQTT 5) -> SOC receiver", () => {
     // What Mosquitto 2.0 really does: an ACL-denied QoS 1 PUBLISH from an MQTT 5 client gets a
     // PUBACK with reason code 0x87 (Not authorized); the connection stays up.
     expect(mq.log).toMatch(/Denied PUBLISH from gatewarden-gw-test-1/);
-    expect(rt.forwarder!.counters.rejected).toBeGreaterThan(0);
+    expect(forwarderOf(rt).counters.rejected).toBeGreaterThan(0);
     expect(parkedSeen).toBeGreaterThan(0);
     await until(() => rx.counters.events >= committed, 15_000, `the receiver to verify ${committed} events (has ${rx.counters.events})`);
     const a = account(lines, committed - 1);
