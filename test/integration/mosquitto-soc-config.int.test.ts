@@ -1,8 +1,10 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { readFileSync } from "node:fs";
+import { generateKeyPairSync } from "node:crypto";
+import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import mqtt from "mqtt";
 import { loadSocPublicKey } from "../../agent/keys/identity";
+import { newCommand, signCommand } from "../../firmware-hooks/commands";
 import { Runtime } from "../../agent/runtime";
 import { SocReceiver } from "../../agent/soc/receive";
 import type { OutLine, ProblemLine } from "../../agent/soc/verifier";
@@ -18,6 +20,7 @@ const ok = havePeer(MOSQUITTO ?? "/usr/sbin/mosquitto") && havePeer(OPENSSL ?? "
 const DEVICE = "gw-test-1";
 const FLOODER = "gw-flood";
 const SOC_CN = "soc-receiver";
+const COMMANDER_CN = "soc-commander";
 
 /** The README's recommended Mosquitto settings and ACL, as written there. */
 function readmeBrokerConfig(): { settings: string[]; acl: string } {
@@ -40,7 +43,7 @@ describe.skipIf(!ok)("the README's SOC broker configuration (Mosquitto, mTLS, AC
     t.cleanup();
   });
   beforeAll(async () => {
-    const pki = makePki(t.dir, [DEVICE, FLOODER, SOC_CN], OPENSSL);
+    const pki = makePki(t.dir, [DEVICE, FLOODER, SOC_CN, COMMANDER_CN], OPENSSL);
     const { settings, acl } = readmeBrokerConfig();
     expect(settings).toContain("max_queued_messages 100000");
     mq = new Mosquitto({ dir: t.dir, tls: { ca: pki.ca, cert: pki.server.cert, key: pki.server.key }, acl, extra: settings });
@@ -73,6 +76,9 @@ describe.skipIf(!ok)("the README's SOC broker configuration (Mosquitto, mTLS, AC
       const floodLines = () => lines.filter((l): l is ProblemLine => "problem" in l && l.device === FLOODER);
       await until(() => floodLines().reduce((n, p) => n + (p.batches as number), 0) === 8000, 60_000, "the receiver to account for all 8,000 flood batches");
       rt.stopSources();
+      // The SOC's end-to-end acks (the default upstream.ack: soc) pass the same ACL: the receiver
+      // may write the gateway's ack topic and the gateway read it, so every row is freed.
+      await until(() => (rt.recorder.flush(), rt.outbox.stats().depth === 0), 60_000, "the SOC to acknowledge every event through the README's ACL (outbox depth 0)");
       await rt.stop("test", 15_000);
       const committed = rt.recorder.counters.committed;
       await until(() => lines.filter((l) => !("problem" in l) && l.device === DEVICE).length >= committed, 30_000, `all ${committed} legitimate events`);
@@ -84,6 +90,46 @@ describe.skipIf(!ok)("the README's SOC broker configuration (Mosquitto, mTLS, AC
       // spoofed batch never arrived.
       expect(floodLines().length).toBeLessThanOrEqual(20);
       expect(lines.filter((l) => "problem" in l && l.problem === "malformed")).toEqual([]);
+    } finally {
+      rt.stopSources();
+      await rt.stop("test", 5000).catch(() => undefined);
+      await rx.stop();
+    }
+  }, 120_000);
+
+  it("lets the command sender's certificate command a gateway, and no other gateway", async () => {
+    const pki = (mq as unknown as { pki: ReturnType<typeof makePki> }).pki;
+    const dir = join(t.dir, "commands");
+    const keys = generateKeyPairSync("ed25519");
+    const site = makeSite(dir, { device: DEVICE, settings: { "upstream.url": mq.url, "upstream.ca": pki.ca, "upstream.cert": pki.clients[DEVICE]!.cert, "upstream.key": pki.clients[DEVICE]!.key, "upstream.client_id": "gw-commanded" } });
+    const pubFile = join(site.socDir, "command.pub");
+    writeFileSync(pubFile, keys.publicKey.export({ type: "spki", format: "pem" }));
+    const cfg = readFileSync(site.cfgFile, "utf8");
+    writeFileSync(site.cfgFile, `${cfg}\ncommands:\n  soc_command_key: ${pubFile}\n`);
+    const lines: OutLine[] = [];
+    const rx = new SocReceiver({ broker: mq.url, dir: site.socDir, out: join(t.dir, "commands.jsonl"), topic: "gatewarden/v1/+/events", clientId: "soc-commands", ca: pki.ca, cert: pki.clients[SOC_CN]!.cert, key: pki.clients[SOC_CN]!.key, protocolVersion: 5, gapTimeoutMs: 60_000, dedupeWindow: 100_000, log: silent, onLine: (l) => lines.push(l) });
+    await rx.start();
+    const rt = new Runtime(site.load(), silent);
+    const tls = (cn: string) => ({ protocolVersion: 5 as const, clientId: `${cn}-test`, ca: readFileSync(pki.ca), cert: readFileSync(pki.clients[cn]!.cert), key: readFileSync(pki.clients[cn]!.key), rejectUnauthorized: true, reconnectPeriod: 0 });
+    const topic = `gatewarden/v1/${DEVICE}/commands`;
+    const accepted = () => lines.some((l) => !("problem" in l) && (l.ocsf as { unmapped?: { command?: { action?: string } } }).unmapped?.command?.action === "request_posture");
+    try {
+      await rt.start();
+      // Another gateway's certificate may not command this one: PUBACK 0x87 (Not authorized).
+      const other = await mqtt.connectAsync(mq.url, tls(FLOODER));
+      const forged = signCommand(newCommand({ device: DEVICE, counter: 1, action: "request_posture", validityMs: 60_000 }), keys.privateKey);
+      await expect(other.publishAsync(topic, forged, { qos: 1 })).rejects.toMatchObject({ code: 0x87 });
+      await other.endAsync();
+      // The command sender's may. A command is not retained, so it is sent again (a new counter
+      // each time) until the gateway, subscribed by then, has accepted one.
+      const commander = await mqtt.connectAsync(mq.url, tls(COMMANDER_CN));
+      let counter = 1;
+      await until(async () => {
+        if (accepted()) return true;
+        await commander.publishAsync(topic, signCommand(newCommand({ device: DEVICE, counter: counter++, action: "request_posture", validityMs: 60_000 }), keys.privateKey), { qos: 1 });
+        return false;
+      }, 60_000, "a SOC command through the README's ACL to be accepted (its audit event at the SOC)");
+      await commander.endAsync();
     } finally {
       rt.stopSources();
       await rt.stop("test", 5000).catch(() => undefined);
