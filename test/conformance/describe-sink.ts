@@ -39,6 +39,14 @@ export interface SinkRig {
   close(): Promise<void>;
 }
 
+/**
+ * How long a condition may take. Generous on purpose: a condition is waited on, never a timer, so
+ * a passing run is as fast as the sink; a machine shared with other work can stretch a window fill
+ * from milliseconds to tens of seconds.
+ */
+const WAIT_MS = 90_000;
+const TEST_MS = 4 * WAIT_MS;
+
 const key = (p: Position) => `${p.boot}:${p.seq}`;
 const before = (a: Position, b: Position) => a.boot < b.boot || (a.boot === b.boot && a.seq < b.seq);
 
@@ -48,7 +56,7 @@ async function allDelivered(rig: SinkRig, what: string): Promise<void> {
       const got = new Set(rig.received().map(key));
       return rig.committed().every((p) => got.has(key(p)));
     },
-    30_000,
+    WAIT_MS,
     what,
   );
 }
@@ -73,7 +81,7 @@ export function describeSink(name: string, make: () => Promise<SinkRig>): void {
       "delivers every committed event at least once across a reconnect, first arrivals in commit order",
       withRig(async (rig) => {
         rig.produce(100);
-        await until(() => rig.received().length >= 50, 30_000, "deliveries before the outage");
+        await until(() => rig.received().length >= 50, WAIT_MS, "deliveries before the outage");
         await rig.outage();
         rig.produce(300);
         await rig.restore();
@@ -82,21 +90,23 @@ export function describeSink(name: string, make: () => Promise<SinkRig>): void {
         expectInOrder(rig.received());
         expect(rig.sink().health()).toMatchObject({ ok: true });
       }),
+      TEST_MS,
     );
 
     it(
       "keeps at most its window unacknowledged while the peer holds acknowledgements, and loses nothing",
       withRig(async (rig) => {
-        await until(() => rig.connections() > 0, 30_000, "the sink to connect");
+        await until(() => rig.connections() > 0, WAIT_MS, "the sink to connect");
         rig.holdAcks();
         rig.produce(rig.window * 40);
-        await until(() => rig.maxHeld() >= rig.window, 30_000, `the sink to fill its window of ${rig.window}`);
+        await until(() => rig.maxHeld() >= rig.window, WAIT_MS, `the sink to fill its window of ${rig.window}`);
         rig.produce(rig.window * 20); // more while the window is full: queued, not sent
         rig.releaseAcks();
         await allDelivered(rig, "every event once acknowledgements flow again");
         expect(rig.maxHeld()).toBe(rig.window);
         expectInOrder(rig.received());
       }),
+      TEST_MS,
     );
 
     it(
@@ -106,7 +116,7 @@ export function describeSink(name: string, make: () => Promise<SinkRig>): void {
         await allDelivered(rig, "the first events");
         await rig.sink().stop();
         expect(rig.sink().health()).toMatchObject({ ok: false, state: "stopped" });
-        await until(() => rig.connections() === 0, 30_000, "the stopped sink to close its connection");
+        await until(() => rig.connections() === 0, WAIT_MS, "the stopped sink to close its connection");
         const had = rig.received().length;
         rig.produce(80);
         expect(rig.received().length).toBe(had);
@@ -115,6 +125,7 @@ export function describeSink(name: string, make: () => Promise<SinkRig>): void {
         await allDelivered(rig, "the events committed while the sink was stopped, after the restart");
         expectInOrder(rig.received());
       }),
+      TEST_MS,
     );
   });
 }

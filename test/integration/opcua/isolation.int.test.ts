@@ -87,7 +87,7 @@ describe.skipIf(!HAS_PYMODBUS)(`the OPC UA process (Modbus device: ${PYTHON ?? "
     const downAt = answered.length;
     // While it is down, the proxy goes on answering, and OPC UA commands say why they cannot.
     await until(() => answered.length >= downAt + 20, 30_000, "20 Modbus answers while the OPC UA process is down");
-    await until(() => opcua.status().state === "running", 30_000, "the OPC UA process to be restarted");
+    await until(() => opcua.status().state === "running", 90_000, "the OPC UA process to be restarted");
     const st = opcua.status();
     expect(st).toMatchObject({ state: "running", restarts: 1, last_exit: { reason: "killed by SIGKILL" } });
     expect(st.pid).not.toBe(pid);
@@ -115,7 +115,7 @@ describe.skipIf(!HAS_PYMODBUS)(`the OPC UA process (Modbus device: ${PYTHON ?? "
 
     const status = (await controlCall(sock, "status")) as { opcua: { state: string; restarts: number; pid: number } };
     expect(status.opcua).toMatchObject({ state: "running", restarts: 1, pid: st.pid });
-  }, 120_000);
+  }, 240_000);
 });
 
 /** A started in-process daemon reading point L_T3 from a TestOpcuaServer; `process` is its opcua.process line. */
@@ -171,7 +171,7 @@ describe("an OPC UA process that stops answering", () => {
   it("is killed after opcua.process.unresponsive_ms and restarted", async () => {
     const { rt } = await stationDaemon(cleanups, "gw-opcua-stuck-", "process: { unresponsive_ms: 5000, restart_min_ms: 500 }");
     const opcua = opcuaOf(rt);
-    await until(() => opcua.status().state === "running", 30_000, "the OPC UA process to run");
+    await until(() => opcua.status().state === "running", 90_000, "the OPC UA process to run");
     const pid = opcua.status().pid!;
     const before = opcua.status().restarts;
     process.kill(pid, "SIGSTOP"); // alive, but says nothing any more
@@ -185,5 +185,5 @@ describe("an OPC UA process that stops answering", () => {
     await until(() => opcua.status().restarts > before && opcua.status().state === "running", 60_000, "the stuck process to be killed and restarted");
     expect(opcua.status().last_exit!.reason).toBe("killed by the daemon: no message for 5 s (it says it is alive every 2 s)");
     expect(opcua.status().pid).not.toBe(pid);
-  }, 90_000);
+  }, 180_000);
 });
