@@ -43,6 +43,8 @@ const MAX_RANGES_PER_LOSS = 500;
 /** Events per commit; while storage fails, a retry tries this few first (cheap to re-sign). */
 const CHUNK = 2000;
 const PROBE_CHUNK = 64;
+/** Commits of evictions alone before one commit of events (see commitDrafts). */
+const MAX_EVICTION_ROUNDS = 64;
 
 /**
  * Turns drafts into signed, hash-chained envelopes and commits them to the outbox in batches.
@@ -225,8 +227,10 @@ export class Recorder implements EventSink {
           chunk.map((p) => p.draft),
           boot,
         );
-        this.pending.splice(0, chunk.length);
-        for (let i = 0; i < chunk.length; i++) chunk[i]!.resolve?.(envs[i]!);
+        // A commit takes as many drafts as the outbox's limit for one commit allows (see commitDrafts).
+        const taken = Math.min(chunk.length, envs.length);
+        this.pending.splice(0, taken);
+        for (let i = 0; i < taken; i++) chunk[i]!.resolve?.(envs[i]!);
         const ep = this.health.succeeded();
         if (ep) this.storageRecovered(ep);
       } catch (e) {
@@ -287,7 +291,8 @@ export class Recorder implements EventSink {
 
   /**
    * Builds, signs and commits drafts as one transaction, with the evictions that make room for
-   * them. Evictions are added to `lossPending` in the same transaction; with `emitLoss` the loss
+   * them: the first drafts, up to the outbox's `maxCommitBytes` (at least one; the rest wait for
+   * the next commit), so that one transaction fits the WAL's share of `buffer.max_bytes`. Evictions are added to `lossPending` in the same transaction; with `emitLoss` the loss
    * records naming everything pending are committed instead (one per class, see `lossTick`).
    */
   private commitDrafts(drafts: readonly EventDraft[], emitLoss = false, signingKey?: string): Envelope[] {
@@ -307,10 +312,26 @@ export class Recorder implements EventSink {
         prepared.push(p);
         this.signer.push(p.hashBytes);
       };
-      for (const d of drafts) add(d);
+      const limit = this.o.outbox.maxCommitBytes;
       let incoming = 0;
-      for (const p of prepared) incoming += p.head.length + p.mid.length + p.tail.length + 200;
-      const plan = this.o.outbox.planEviction(incoming, this.o.inFlight?.() ?? new Set());
+      for (const d of drafts) {
+        if (prepared.length && incoming >= limit) break;
+        add(d);
+        const p = prepared[prepared.length - 1]!;
+        incoming += p.head.length + p.mid.length + p.tail.length + 200;
+      }
+      const inFlight = this.o.inFlight?.() ?? new Set<number>();
+      // More to evict than one transaction can delete within the WAL's share: evictions commit
+      // alone first (with the loss list, at the chain head committed last), as many as it takes.
+      for (let i = 0; i < MAX_EVICTION_ROUNDS && this.o.outbox.overBudget(incoming); i++) {
+        const alone = this.o.outbox.planEviction(incoming, inFlight, true);
+        if (!alone) break;
+        const merged = mergeLoss(this.lossPending, alone.summary);
+        this.o.outbox.commit([], { boot: this.boot, seq: saved.seq, hash: saved.prev }, alone.ids, merged);
+        this.lossPending = merged;
+        this.noteEviction(alone.ids.length, alone.summary);
+      }
+      const plan = this.o.outbox.planEviction(incoming, inFlight);
       const pending = plan ? mergeLoss(this.lossPending, plan.summary) : this.lossPending;
       const emit = emitLoss && pending.length > 0;
       if (emit) for (const d of lossDrafts(pending, "buffer_full")) add(d);

@@ -6,6 +6,7 @@ import type { Envelope } from "../events/envelope";
 import { HeadCopy } from "./head-copy";
 import { CLASS_RANK, DURABLE_RANK, EVENT_CLASSES, type EventClass } from "../core/events";
 import { WalIndex } from "./wal-index";
+import { budgetShares, framesFor, type BudgetShares, type WriteShape } from "./budget";
 
 /**
  * The SQLite outbox: the store of record for every event until the SOC (upstream.ack: soc) or
@@ -16,8 +17,8 @@ import { WalIndex } from "./wal-index";
  *   before the commit returns: durable across power loss where storage honours fsync);
  *   telemetry/heartbeat batches commit with NORMAL (durable across a killed process; a power
  *   cut may lose the last of them but always leaves a gap-free prefix).
- * - Bounded by `max_bytes` including the WAL: 3/4 of the budget for pages in use, 1/4 for the
- *   WAL, held there by the outbox's own PASSIVE checkpoints and `journal_size_limit`.
+ * - Bounded by `max_bytes`, the database, WAL and -shm files together (see budget.ts): each write
+ *   reserves the WAL frames it may append first (`reserve`), the database has a page limit.
  * - SD-card wear: a new outbox has 2 KiB pages; delivered rows are deleted in the next commit's
  *   transaction (or after 10 s), not in one of their own; `writes()` counts what was written.
  * - The chain head (boot, seq, hash) is the newest row's, committed with it; the `chain` table
@@ -107,7 +108,10 @@ export const PAGE_SIZE = 2048;
 
 export class Outbox {
   db!: Database.Database;
-  readonly dataBudget: number;
+  /** The budget's shares for this file's page size (see budget.ts). */
+  private shares!: BudgetShares;
+  /** After a checkpoint that restarted it, the WAL's next transaction writes from its start. */
+  private walRestarts = false;
   private pageSize = 4096;
   private sync: "NORMAL" | "FULL" = "NORMAL";
   private logicalBytes = 0;
@@ -134,8 +138,6 @@ export class Outbox {
     readonly path: string,
     readonly maxBytes: number,
   ) {
-    const walBudget = Math.floor(maxBytes / 4);
-    this.dataBudget = maxBytes - walBudget - 64 * 1024; // the -shm file and headroom
     this.headCopy = path === ":memory:" ? undefined : new HeadCopy(`${path}.head`);
     this.headCopy?.note(HeadCopy.read(`${path}.head`));
     this.open();
@@ -162,12 +164,17 @@ export class Outbox {
     }
     this.sync = "NORMAL";
     this.pageSize = this.db.pragma("page_size", { simple: true }) as number;
-    const walBudget = Math.floor(this.maxBytes / 4);
-    // Checkpoints are the outbox's own (see `afterWrite`): PASSIVE, when the WAL holds half its
-    // budget, counted; the WAL is truncated back to that after one.
+    this.shares = budgetShares(this.maxBytes, this.pageSize);
+    // Checkpoints are the outbox's own (see `afterWrite` and `reserve`): PASSIVE, when the WAL
+    // holds half its share, counted; a restarted WAL is truncated back to that.
     this.db.pragma("wal_autocheckpoint = 0");
-    this.checkpointFrames = Math.max(16, Math.floor(walBudget / 2 / (this.pageSize + 24)));
-    this.db.pragma(`journal_size_limit = ${Math.floor(walBudget / 2)}`);
+    this.checkpointFrames = Math.max(16, Math.floor(this.shares.walFrames / 2));
+    this.db.pragma(`journal_size_limit = ${Math.floor(this.shares.walBytes / 2)}`);
+    // The database file's share, enforced by SQLite (an existing larger file keeps its size).
+    this.db.pragma(`max_page_count = ${this.shares.dbPages}`);
+    // Every dirty page is written once, at commit (a spill would write pages twice: more wear,
+    // and more frames than `framesFor` reserves).
+    this.db.pragma("cache_spill = OFF");
     this.wal?.close();
     this.wal = path === ":memory:" ? undefined : new WalIndex(path);
     const h = this.wal?.header();
@@ -226,6 +233,7 @@ export class Outbox {
       delRange: this.db.prepare("DELETE FROM events WHERE id >= ? AND id <= ?"),
       byRank: this.db.prepare("SELECT id, boot, seq, rank, bytes FROM events WHERE rank = ? ORDER BY id"),
       bodyOf: this.db.prepare("SELECT body FROM events WHERE id = ?").pluck(),
+      bytesOf: this.db.prepare("SELECT bytes FROM events WHERE id = ?").pluck(),
       pageCount: this.db.prepare("PRAGMA page_count"),
       freelist: this.db.prepare("PRAGMA freelist_count"),
       stats: this.db.prepare("SELECT COUNT(*) AS depth, COALESCE(SUM(bytes), 0) AS bytes, MIN(time) AS oldest, COALESCE(SUM(parked), 0) AS parked FROM events"),
@@ -233,7 +241,8 @@ export class Outbox {
       parkNote: this.db.prepare("INSERT INTO parked (id, reason, at) VALUES (?, ?, ?) ON CONFLICT(id) DO UPDATE SET reason = excluded.reason, at = excluded.at, retries = retries + 1"),
       wasParked: this.db.prepare("SELECT 1 FROM parked WHERE id = ?").pluck(),
       forgetDelivered: this.db.prepare("DELETE FROM parked WHERE id NOT IN (SELECT id FROM events)"),
-      unparkAll: this.db.prepare("UPDATE events SET parked = 0 WHERE parked = 1"),
+      parkedIds: this.db.prepare("SELECT id FROM events WHERE parked = 1 ORDER BY id").pluck(),
+      unpark: this.db.prepare("UPDATE events SET parked = 0 WHERE id = ?"),
       parkedRows: this.db.prepare("SELECT e.id, e.boot, e.seq, e.rank, e.time, e.bytes, e.body FROM events e WHERE e.parked = 1 ORDER BY e.id LIMIT ?"),
       quarantine: this.db.prepare("INSERT INTO quarantine (id, boot, seq, rank, reason, at, body) SELECT id, boot, seq, rank, ?, ?, CAST(body AS BLOB) FROM events WHERE id = ?"),
       quarantineCount: this.db.prepare("SELECT COUNT(*) AS n FROM quarantine"),
@@ -320,9 +329,17 @@ export class Outbox {
    */
   commit(envs: readonly { env: Envelope; body: string }[], head: ChainHead, evictIds: readonly number[] = [], lossPending?: readonly EvictedRange[], signingKey?: string): number[] {
     const durable = envs.some((e) => CLASS_RANK[e.env.class] >= DURABLE_RANK) || evictIds.length > 0 || lossPending !== undefined || signingKey !== undefined;
+    const acked = [...this.acked];
+    let insertBytes = 0;
+    for (const { body } of envs) insertBytes += Buffer.byteLength(body);
+    let otherBytes = 200;
+    for (const e of lossPending ?? []) otherBytes += 64 + 32 * e.ranges.length;
+    const touched = [...acked, ...evictIds];
+    // Evictions as planned (`planEviction`) span its ranks only; delivered rows may span all.
+    const ranks = acked.length || this.lastPlan?.ids !== evictIds ? undefined : this.lastPlan.ranks;
+    this.reserve({ insertRows: envs.length, insertBytes, touchRows: touched.length, touchBytes: touched.length * this.rowBytes(), runs: runsOf(touched), ranks, otherBytes });
     this.setSync(durable ? "FULL" : "NORMAL");
     const ids: number[] = [];
-    const acked = [...this.acked];
     this.db.transaction(() => {
       for (const id of acked) this.deleteOne(id);
       for (const id of evictIds) this.deleteOne(id);
@@ -343,6 +360,8 @@ export class Outbox {
       if (signingKey) this.db.prepare(SET_SIGNING_KEY).run(signingKey);
     })();
     for (const id of acked) this.acked.delete(id);
+    this.inserted.rows += ids.length;
+    this.inserted.bytes += insertBytes;
     this.idSeq += ids.length;
     this.lastHead = head;
     this.headBehind = envs.length > 0;
@@ -368,10 +387,76 @@ export class Outbox {
     if (!h) return;
     const appended = h.salt !== this.walSeen.salt ? h.frames : Math.max(0, h.frames - this.walSeen.frames);
     this.walSeen = { salt: h.salt, frames: h.frames };
+    // A transaction that appended more than it reserved: counted, and later estimates scaled up.
+    if (appended > this.reserved) {
+      this.budgetMisses++;
+      if (this.reserved > 0) this.estimateScale = Math.max(this.estimateScale, Math.ceil((appended / this.reserved) * 10) / 10);
+    }
+    this.reserved = 0;
+    this.walRestarts = false;
     this.written.wal_frames += appended;
     this.written.wal_bytes += appended * (this.pageSize + 24);
     if (h.frames - h.backfilled >= this.checkpointFrames) this.checkpoint("PASSIVE");
   }
+
+  /**
+   * Makes room in the WAL for one write transaction of `shape` before it runs (see budget.ts):
+   * when the frames it may append do not fit behind those already there, checkpoints and
+   * restarts the WAL. Throws OUTBOX_FULL, with nothing written, when another connection's read
+   * keeps the WAL from restarting, or when the transaction alone is larger than the WAL's share.
+   */
+  private reserve(shape: WriteShape): void {
+    const need = Math.ceil(framesFor(shape, this.pageSize) * this.estimateScale);
+    this.reserved = need;
+    if (!this.wal) return; // in memory: no files
+    const h = this.wal.header();
+    const used = this.walRestarts ? 0 : (h?.frames ?? this.shares.walFrames);
+    if (used + need <= this.shares.walFrames) return;
+    if (need > this.shares.walFrames) {
+      throw new DaemonError("OUTBOX_FULL", `one write to the outbox ${this.path} may append ${need} WAL frames, more than the WAL's share of buffer.max_bytes (${this.shares.walFrames}); raise buffer.max_bytes`);
+    }
+    this.restartWal();
+    if (!this.walRestarts) {
+      throw new DaemonError(
+        "OUTBOX_FULL",
+        `the outbox's WAL (${this.path}-wal) is at its share of buffer.max_bytes and cannot be restarted: another connection is reading the outbox; writes wait until it ends its read`,
+      );
+    }
+  }
+
+  /** Checkpoints everything and restarts the WAL, without waiting for other connections' reads. */
+  private restartWal(): void {
+    const timeout = this.db.pragma("busy_timeout", { simple: true }) as number;
+    this.db.pragma("busy_timeout = 0");
+    try {
+      this.checkpoint("RESTART");
+    } finally {
+      this.db.pragma(`busy_timeout = ${timeout}`);
+    }
+  }
+
+  /**
+   * How many bytes of rows one commit may take: what a third of the WAL's share can hold, leaving
+   * the rest for the evictions that make room for them (see `planEviction`).
+   */
+  get maxCommitBytes(): number {
+    const row = this.rowBytes();
+    let bytes = 16 * 1024 ** 2;
+    while (bytes > row && framesFor({ insertRows: Math.ceil(bytes / row), insertBytes: bytes, otherBytes: 1024 }, this.pageSize) * this.estimateScale > this.shares.walFrames / 3) bytes = Math.floor(bytes / 2);
+    return bytes;
+  }
+
+  /** The mean size of the rows this outbox stored, for estimates (1 KiB before any). */
+  private rowBytes(): number {
+    return this.inserted.rows ? Math.ceil(this.inserted.bytes / this.inserted.rows) : 1024;
+  }
+
+  /** Frames the current write reserved (see `reserve`), and how many writes appended more. */
+  private reserved = 0;
+  private lastPlan: { ids: readonly number[]; ranks: number } | undefined;
+  private estimateScale = 1;
+  budgetMisses = 0;
+  private inserted = { rows: 0, bytes: 0 };
 
   /**
    * What this outbox has written since it was opened: WAL frames (page + 24-byte header each)
@@ -393,14 +478,35 @@ export class Outbox {
     if (this.ackTimer) clearTimeout(this.ackTimer);
     this.ackTimer = undefined;
     if (!this.acked.size) return;
-    const acked = [...this.acked];
+    this.inChunks([...this.acked], 0, (chunk) => {
+      for (const id of chunk) this.deleteOne(id);
+      return () => {
+        for (const id of chunk) this.acked.delete(id);
+      };
+    });
+  }
+
+  /**
+   * Deletes or updates rows in transactions of their own, as many in each as half the WAL's
+   * share takes at the worst (no two ids consecutive; see `reserve`). `each` runs inside the
+   * chunk's transaction and may return what to do once it committed. `otherPerRow`: bytes
+   * written to the small tables per row.
+   */
+  private inChunks(ids: readonly number[], otherPerRow: number, each: (chunk: readonly number[]) => (() => void) | void): void {
+    let per = 4096;
+    const fits = (n: number) => framesFor({ touchRows: n, touchBytes: n * this.rowBytes(), runs: n, otherBytes: 200 + n * otherPerRow }, this.pageSize) * this.estimateScale <= this.shares.walFrames / 2;
+    while (per > 1 && !fits(per)) per = Math.floor(per / 2);
     this.setSync("NORMAL");
-    this.db.transaction(() => {
-      this.keepHead();
-      for (const id of acked) this.deleteOne(id);
-    })();
-    this.acked.clear();
-    this.afterWrite();
+    for (let i = 0; i < ids.length; i += per) {
+      const chunk = ids.slice(i, i + per);
+      this.reserve({ touchRows: chunk.length, touchBytes: chunk.length * this.rowBytes(), runs: runsOf(chunk), otherBytes: 200 + chunk.length * otherPerRow });
+      const then = this.db.transaction(() => {
+        this.keepHead();
+        return each(chunk);
+      })();
+      if (then) then();
+      this.afterWrite();
+    }
   }
 
   /** Defers deleting delivered rows (see `acked`); past the bound, deletes them now. */
@@ -437,6 +543,7 @@ export class Outbox {
    * (`signingKey`), in one transaction.
    */
   adopt(rows: readonly Omit<Row, "id">[], head: ChainHead | undefined, signingKey?: string): void {
+    this.reserve({ insertRows: rows.length, insertBytes: rows.reduce((n, r) => n + r.bytes, 0), otherBytes: 400 });
     this.setSync("FULL");
     this.db.transaction(() => {
       for (const r of rows) {
@@ -539,43 +646,56 @@ export class Outbox {
       return;
     }
     this.applyAcks();
-    this.setSync("NORMAL");
-    this.db.transaction(() => {
-      this.keepHead();
-      if (bytes === undefined) for (const id of ids) this.deleteOne(id);
-      else {
-        let gone = 0;
-        const first = ids[0]!;
-        const last = ids[ids.length - 1]!;
-        if (isAscendingRun(ids)) gone = this.stmts.delRange.run(first, last).changes;
-        else for (const id of ids) gone += this.stmts.delQuiet.run(id).changes;
-        // Rows evicted meanwhile were already subtracted; count only what this delete removed.
-        this.logicalBytes -= gone === ids.length ? bytes : Math.round((bytes * gone) / ids.length);
+    let gone = 0;
+    let counted = 0;
+    this.inChunks(ids, 0, (chunk) => {
+      if (bytes === undefined) {
+        for (const id of chunk) this.deleteOne(id);
+        return;
       }
-    })();
-    this.afterWrite();
+      let n = 0;
+      if (isAscendingRun(chunk)) n = this.stmts.delRange.run(chunk[0]!, chunk[chunk.length - 1]!).changes;
+      else for (const id of chunk) n += this.stmts.delQuiet.run(id).changes;
+      // Rows evicted meanwhile were already subtracted; count only what this delete removed.
+      return () => {
+        gone += n;
+        const share = gone === ids.length ? bytes : Math.round((bytes * gone) / ids.length);
+        this.logicalBytes -= share - counted;
+        counted = share;
+      };
+    });
   }
 
   /** Parks rows; returns how many were never parked before (retries are not news). */
   park(ids: readonly number[], reason: string, now: number): number {
     this.applyAcks();
     let fresh = 0;
-    this.db.transaction(() => {
-      for (const id of ids) {
+    this.inChunks(ids, 64 + reason.length, (chunk) => {
+      let n = 0;
+      for (const id of chunk) {
         this.stmts.park.run(id);
-        if (!this.stmts.wasParked.get(id)) fresh++;
+        if (!this.stmts.wasParked.get(id)) n++;
         this.stmts.parkNote.run(id, reason, now);
       }
-    })();
-    this.afterWrite();
+      return () => {
+        fresh += n;
+      };
+    });
     return fresh;
   }
 
   /** Makes parked rows eligible again (periodic retry); returns how many. */
   unparkAll(): number {
     this.applyAcks();
+    const notes = this.db.prepare("SELECT COUNT(*) FROM parked").pluck().get() as number;
+    this.reserve({ otherBytes: 200 + notes * 96 });
     this.stmts.forgetDelivered.run();
-    return this.stmts.unparkAll.run().changes;
+    this.afterWrite();
+    let n = 0;
+    this.inChunks(this.stmts.parkedIds.all() as number[], 0, (chunk) => {
+      for (const id of chunk) n += this.stmts.unpark.run(id).changes;
+    });
+    return n;
   }
 
   parkedRows(limit: number): Row[] {
@@ -585,35 +705,51 @@ export class Outbox {
   /** Moves a row that fails its hash check out of the way; it is kept for forensics. */
   quarantine(row: Pick<Row, "id">, reason: string, now: number): void {
     this.applyAcks();
+    const bytes = (this.stmts.bytesOf.get(row.id) as number | undefined) ?? 0;
+    this.reserve({ touchRows: 1, touchBytes: bytes, otherBytes: 400 + bytes });
     this.db.transaction(() => {
       this.keepHead();
       this.stmts.quarantine.run(reason, now, row.id);
       this.deleteOne(row.id);
     })();
+    this.afterWrite();
+  }
+
+  /** Whether `incoming` more bytes of rows would not fit under the data budget (see `planEviction`). */
+  overBudget(incoming: number): boolean {
+    return this.usedBytes() + incoming * 2 > this.shares.dataBudget;
   }
 
   /**
    * Chooses rows to evict so that `incoming` more bytes fit under the data budget with 10 %
    * headroom: lowest class first, oldest first within a class; a class is touched only when
    * every lower class is gone, loss records last of all. Rows in `exclude` (in flight) are
-   * skipped. Does not delete:
-   * the caller deletes them in the same transaction as the loss record.
+   * skipped. No more than one transaction can delete within the WAL's share: while the outbox
+   * stays over budget, the caller commits evictions `alone` (no rows added) first. Does not
+   * delete: the caller deletes them in the same transaction as the loss record.
    */
-  planEviction(incoming: number, exclude: ReadonlySet<number>): { ids: number[]; summary: EvictedRange[] } | undefined {
+  planEviction(incoming: number, exclude: ReadonlySet<number>, alone = false): { ids: number[]; summary: EvictedRange[] } | undefined {
+    if (!this.overBudget(incoming)) return undefined;
     let used = this.usedBytes();
-    if (used + incoming * 2 <= this.dataBudget) return undefined;
     if (this.acked.size) {
       this.applyAcks(); // delivered rows are not evicted (nor named lost)
+      if (!this.overBudget(incoming)) return undefined;
       used = this.usedBytes();
-      if (used + incoming * 2 <= this.dataBudget) return undefined;
     }
     // Logical bytes free roughly used * (logical / physical) of page space.
     const ratio = used > 0 && this.logicalBytes > 0 ? this.logicalBytes / used : 1;
-    let need = Math.ceil((used + incoming * 2 - this.dataBudget * 0.9) * ratio);
+    let need = Math.ceil((used + incoming * 2 - this.shares.dataBudget * 0.9) * ratio);
     const ids: number[] = [];
     const summary: EvictedRange[] = [];
     const carried: Carried = { ranges: [], counts: {} };
+    // One commit evicts no more than its transaction can write within ¾ of the WAL's share (the
+    // rest for the loss list and chain head; see `reserve`); the caller commits evictions alone
+    // until the outbox is under budget, before the database reaches its page limit.
+    const shape = { insertRows: alone ? 0 : Math.ceil(incoming / this.rowBytes()), insertBytes: alone ? 0 : incoming, touchRows: 0, touchBytes: 0, runs: 0, ranks: 0, otherBytes: 1024 };
+    const fits = (bytes: number) => framesFor({ ...shape, touchRows: shape.touchRows + 1, touchBytes: shape.touchBytes + bytes, runs: shape.runs + 1 }, this.pageSize) * this.estimateScale <= (this.shares.walFrames * 3) / 4;
+    let lastId = -1;
     for (let rank = 0; rank <= LOSS_RANK && need > 0; rank++) {
+      shape.ranks++;
       const cls = EVENT_CLASSES[rank] ?? "system";
       let entry = summary.find((e) => e.class === cls);
       const fresh = !entry;
@@ -621,6 +757,14 @@ export class Outbox {
       for (const r of rows) {
         if (need <= 0) break;
         if (exclude.has(r.id)) continue;
+        if (!fits(r.bytes)) {
+          need = 0;
+          break;
+        }
+        shape.touchRows++;
+        shape.touchBytes += r.bytes;
+        if (r.id !== lastId + 1) shape.runs++;
+        lastId = r.id;
         ids.push(r.id);
         need -= r.bytes;
         entry ??= { class: cls, count: 0, ranges: [] };
@@ -634,6 +778,7 @@ export class Outbox {
       if (entry && fresh) summary.push(entry);
     }
     if (!ids.length) return undefined;
+    this.lastPlan = { ids, ranks: shape.ranks };
     for (const e of summary) e.ranges = mergeRanges(e.ranges);
     if (!carried.ranges.length) return { ids, summary };
     // Unsent loss records are being evicted: what they named must not be forgotten. Fold it,
@@ -682,10 +827,12 @@ export class Outbox {
   }
 
   /** Copies the WAL back into the database file (counted in `writes`); TRUNCATE empties the WAL. */
-  checkpoint(mode: "PASSIVE" | "TRUNCATE" = "TRUNCATE"): void {
+  checkpoint(mode: "PASSIVE" | "RESTART" | "TRUNCATE" = "TRUNCATE"): void {
     const before = this.wal?.header();
     const r = this.db.pragma(`wal_checkpoint(${mode})`) as { busy: number; log: number; checkpointed: number }[];
     this.written.checkpoints++;
+    // RESTART and TRUNCATE, not blocked: the next transaction writes from the WAL's start.
+    if (mode !== "PASSIVE" && r[0]?.busy === 0) this.walRestarts = true;
     const done = r[0]?.checkpointed ?? 0;
     if (before && done > before.backfilled) {
       const pages = this.wal!.distinctPages(before.backfilled, Math.min(done, before.frames), this.pageSize) ?? done - before.backfilled;
@@ -805,4 +952,11 @@ export function mergeRanges(ranges: [number, number, number][]): [number, number
 function isAscendingRun(ids: readonly number[]): boolean {
   for (let i = 1; i < ids.length; i++) if (ids[i] !== ids[i - 1]! + 1) return false;
   return true;
+}
+
+/** How many runs of consecutive ids `ids` (in their order) make. */
+function runsOf(ids: readonly number[]): number {
+  let runs = ids.length ? 1 : 0;
+  for (let i = 1; i < ids.length; i++) if (ids[i] !== ids[i - 1]! + 1) runs++;
+  return runs;
 }
