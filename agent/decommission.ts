@@ -2,7 +2,7 @@ import { createPublicKey, type KeyObject } from "node:crypto";
 import { closeSync, existsSync, fsyncSync, openSync, rmSync, statSync, writeSync } from "node:fs";
 import type { Config } from "./config/schema";
 import { DaemonError } from "./core/errors";
-import { fingerprint } from "./keys/identity";
+import { fingerprint } from "./core/keys";
 import { farewellDraft } from "./keys/key-events";
 import { pendingKeyPath, publicKeyPath } from "./keys/rotation";
 import type { Recorder } from "./events/recorder";

@@ -64,7 +64,7 @@ export class Heartbeat {
     private readonly o: {
       intervalMs: number;
       sink: EventSink;
-      /** The posture figures (PostureProbe, or firmware-hooks/posture.ts with a config). */
+      /** The posture figures (PostureProbe, or agent/posture.ts with a config). */
       probe: { read(): Promise<Posture | Record<string, unknown>> };
       state: () => Record<string, unknown>;
       log: Logger;

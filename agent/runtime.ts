@@ -3,7 +3,7 @@ import type { ReadingSink } from "./core/readings";
 import type { LoadedConfig } from "./config/load";
 import { ControlServer } from "./control/server";
 import { DaemonError, describeError, ErrorCodes, isDaemonError, type ErrorCode } from "./core/errors";
-import type { Envelope } from "./events/envelope";
+import type { Envelope } from "./core/envelope";
 import { OcsfClass } from "./core/events";
 import { Recorder } from "./events/recorder";
 import { ParallelSigner } from "./events/signer";
@@ -29,8 +29,8 @@ import type { SinkState } from "./core/component";
 import { SINKS, type RunningSink } from "./sinks/registry";
 import { SimulatedSource } from "./simulate";
 import { VERSION } from "./version";
-import { registerAuditControl } from "../firmware-hooks/audit";
-import { DevicePosture } from "../firmware-hooks/posture";
+import { registerAuditControl } from "./audit";
+import { DevicePosture } from "./posture";
 import { SOURCES, type RunningSource } from "./sources/registry";
 import { SharedWindows } from "./sources/windows";
 
@@ -78,9 +78,9 @@ export class Runtime {
   private readonly sources = new Map<string, RunningSource>();
   /** Where readings from the proxy's tap go (the detection engine, when points are configured). */
   readings: ReadingSink | undefined;
-  /** Signed SOC commands and the proxy gate they steer (firmware-hooks/command-service.ts). */
-  private commands: import("../firmware-hooks/command-service").CommandService | undefined;
-  private integrityMonitor: import("../firmware-hooks/integrity-monitor").IntegrityMonitor | undefined;
+  /** Signed SOC commands and the proxy gate they steer (agent/soc-commands/service.ts). */
+  private commands: import("./soc-commands/service").CommandService | undefined;
+  private integrityMonitor: import("./integrity-monitor").IntegrityMonitor | undefined;
 
   constructor(
     readonly loaded: LoadedConfig,
@@ -205,10 +205,10 @@ export class Runtime {
     this.onStop(() => d.stop());
   }
 
-  /** The integrity watch, when configured (firmware-hooks/integrity-monitor.ts). */
+  /** The integrity watch, when configured (agent/integrity-monitor.ts). */
   private async startIntegrity(): Promise<void> {
     if (!this.loaded.config.integrity) return this.notConfigured("integrity", ["integrity.status", "integrity.check"]);
-    const { IntegrityMonitor } = await import("../firmware-hooks/integrity-monitor");
+    const { IntegrityMonitor } = await import("./integrity-monitor");
     const m = new IntegrityMonitor(this.loaded, this.recorder, this.log.child({ component: "integrity" }));
     this.integrityMonitor = m;
     m.start(this.control);
@@ -219,7 +219,7 @@ export class Runtime {
   private async prepareCommands(): Promise<void> {
     const c = this.loaded.config.commands;
     if (!c) return this.notConfigured("commands", ["commands.status"]);
-    const { CommandService } = await import("../firmware-hooks/command-service");
+    const { CommandService } = await import("./soc-commands/service");
     this.commands = new CommandService(this.loaded, c, this.recorder, this.log.child({ component: "commands" }));
   }
 

@@ -12,7 +12,7 @@ import { appendFileSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { controlCall } from "../agent/control/client";
+import { controlCall } from "../agent/core/control-client";
 import { hashPassword, writeUsers } from "../protocols/opcua/front-users";
 import type { OpcuaProcessStatus } from "../protocols/opcua/process-protocol";
 import { FRONT_LIMITS, NODES, startPeer, UPDATE_MS, USER, type Peer } from "./bench-opcua";

@@ -1,10 +1,10 @@
 import { createPublicKey, randomBytes, type KeyObject } from "node:crypto";
 import { existsSync, readFileSync } from "node:fs";
 import { z } from "zod";
-import { canonicalize } from "../agent/events/canonical";
-import { signBytes, verifyBytes } from "../agent/events/sign";
+import { canonicalize } from "../agent/core/canonical";
+import { signBytes, verifyBytes } from "../agent/core/sign";
 import { DaemonError } from "../agent/core/errors";
-import { fingerprint } from "../agent/keys/identity";
+import { fingerprint } from "../agent/core/keys";
 import { writeDurable } from "./state";
 
 /**

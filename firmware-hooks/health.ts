@@ -1,11 +1,11 @@
 import { createPublicKey } from "node:crypto";
 import { connect } from "node:net";
-import type { LoadedConfig } from "../agent/config/load";
-import { controlCall } from "../agent/control/client";
+import { controlCall } from "../agent/core/control-client";
 import { describeError } from "../agent/core/errors";
-import { checkEnvelope } from "../agent/events/envelope";
-import { loadDeviceKey } from "../agent/keys/identity";
-import { splitHostPort } from "../protocols/modbus/config";
+import { checkEnvelope } from "../agent/core/envelope";
+import { loadDeviceKey } from "../agent/core/keys";
+import { splitHostPort } from "../agent/core/host-port";
+import type { ConfigFile } from "./site";
 
 /**
  * The health verdict after booting into a new version: every check must pass before the
@@ -30,7 +30,7 @@ export interface HealthVerdict {
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-export async function healthCheck(loaded: LoadedConfig, deadlineMs: number, requireSoc: boolean): Promise<HealthVerdict> {
+export async function healthCheck(loaded: ConfigFile, deadlineMs: number, requireSoc: boolean): Promise<HealthVerdict> {
   const start = Date.now();
   const end = start + deadlineMs;
   let checks: HealthCheck[] = [];
@@ -42,7 +42,7 @@ export async function healthCheck(loaded: LoadedConfig, deadlineMs: number, requ
   return { ok: checks.every((c) => c.ok), checks, elapsed_ms: Date.now() - start };
 }
 
-async function once(loaded: LoadedConfig, requireSoc: boolean, timeoutMs: number): Promise<HealthCheck[]> {
+async function once(loaded: ConfigFile, requireSoc: boolean, timeoutMs: number): Promise<HealthCheck[]> {
   const c = loaded.config;
   const out: HealthCheck[] = [];
   let status: { upstream?: { state?: string; last_error?: string | null } } | undefined;
@@ -67,7 +67,7 @@ async function once(loaded: LoadedConfig, requireSoc: boolean, timeoutMs: number
   return out;
 }
 
-async function outboxCheck(loaded: LoadedConfig): Promise<HealthCheck> {
+async function outboxCheck(loaded: ConfigFile): Promise<HealthCheck> {
   const c = loaded.config;
   try {
     const Database = (await import("better-sqlite3")).default;

@@ -1,8 +1,7 @@
 import { execFileSync } from "node:child_process";
 import { resolve } from "node:path";
-import type { LoadedConfig } from "../agent/config/load";
 import { DaemonError, describeError, isDaemonError } from "../agent/core/errors";
-import { recordAudit, updateDraft, type Recorded } from "./audit";
+import { updateDraft, type ConfigFile, type HookSite, type Recorded } from "./site";
 import { acceptDraft, acceptIntegrity } from "./integrity";
 import type { UpdateConfig } from "./config";
 import { ENGINES, type EngineSpec } from "./engines";
@@ -17,14 +16,14 @@ export interface HookResult {
   health?: HealthVerdict;
 }
 
-export function updateConfig(loaded: LoadedConfig): UpdateConfig {
+export function updateConfig(loaded: ConfigFile): UpdateConfig {
   const u = loaded.config.update;
   if (!u) throw new DaemonError("CONFIG_INCOMPLETE", `${loaded.file} has no update section (update.device_class, update.release_keys): updates are refused`);
   return u;
 }
 
 /** `gatewarden update hook <engine> <stage>`: one step of an engine's install, judged and recorded. */
-export async function runHook(loaded: LoadedConfig, engineName: string, stage: string, o: { bundle?: string; env?: NodeJS.ProcessEnv } = {}): Promise<HookResult> {
+export async function runHook(loaded: HookSite, engineName: string, stage: string, o: { bundle?: string; env?: NodeJS.ProcessEnv } = {}): Promise<HookResult> {
   const engine = ENGINES[engineName];
   if (!engine) throw new DaemonError("USAGE", `unknown update engine ${engineName} (rauc, swupdate or mender)`);
   const action = engine.stages[stage];
@@ -33,7 +32,7 @@ export async function runHook(loaded: LoadedConfig, engineName: string, stage: s
   const u = updateConfig(loaded);
   const state = new UpdateState(u.state_dir);
   const rec = (ok: boolean, message: string, detail: Record<string, unknown> = {}, severity?: 1 | 2 | 3 | 4) =>
-    recordAudit(loaded, updateDraft({ engine: engineName, stage, ok, message, detail, severity }));
+    loaded.audit(updateDraft({ engine: engineName, stage, ok, message, detail, severity }));
 
   switch (action) {
     case "verify": {
@@ -78,7 +77,7 @@ export async function runHook(loaded: LoadedConfig, engineName: string, stage: s
 }
 
 async function judge(
-  loaded: LoadedConfig,
+  loaded: HookSite,
   u: UpdateConfig,
   engineName: string,
   engine: EngineSpec,
@@ -136,9 +135,9 @@ async function judge(
 }
 
 /** A committed update changed the measured files on purpose: they become the integrity manifest (audited). */
-export async function remeasure(loaded: LoadedConfig, version: string): Promise<void> {
+export async function remeasure(loaded: HookSite, version: string): Promise<void> {
   if (!loaded.config.integrity) return;
-  await recordAudit(loaded, acceptDraft(acceptIntegrity(loaded), `update ${version}`));
+  await loaded.audit(acceptDraft(acceptIntegrity(loaded), `update ${version}`));
 }
 
 /** Runs an engine or restart command (argv, no shell); UPDATE_STATE with its stderr when it fails. */

@@ -3,12 +3,11 @@ import { existsSync, lstatSync, readdirSync, readFileSync, readlinkSync, realpat
 import { join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { z } from "zod";
-import type { Config } from "../agent/config/schema";
-import type { LoadedConfig } from "../agent/config/load";
 import { DaemonError } from "../agent/core/errors";
 import { OcsfClass } from "../agent/core/events";
 import type { EventDraft } from "../agent/core/events";
 import { writeDurable } from "./state";
+import type { ConfigFile, GatewayConfig } from "./site";
 
 /**
  * Self-integrity: a measured manifest (SHA-256 per file) of the agent's own program, its config,
@@ -45,8 +44,8 @@ export function programFile(): string {
   return fileURLToPath(import.meta.url);
 }
 
-export function measuredPaths(loaded: LoadedConfig): string[] {
-  const c: Config = loaded.config;
+export function measuredPaths(loaded: ConfigFile): string[] {
+  const c: GatewayConfig = loaded.config;
   const i = c.integrity!;
   return [
     programFile(),
@@ -109,7 +108,7 @@ export function readManifest(path: string): Measurement | undefined {
   }
 }
 
-export function integrityConfig(loaded: LoadedConfig): IntegrityConfig {
+export function integrityConfig(loaded: ConfigFile): IntegrityConfig {
   const i = loaded.config.integrity;
   if (!i) throw new DaemonError("CONFIG_INCOMPLETE", `${loaded.file} has no integrity section (integrity.interval_ms, integrity.paths): nothing is measured`);
   return i;
@@ -123,7 +122,7 @@ export interface CheckResult {
   drift: Drift;
 }
 
-export function checkIntegrity(loaded: LoadedConfig): CheckResult {
+export function checkIntegrity(loaded: ConfigFile): CheckResult {
   const i = integrityConfig(loaded);
   const base = readManifest(i.manifest_path);
   const now = measure(measuredPaths(loaded));
@@ -132,7 +131,7 @@ export function checkIntegrity(loaded: LoadedConfig): CheckResult {
   return { state: hasDrift(drift) ? "drift" : "ok", manifest: i.manifest_path, accepted_at: base.time, files: Object.keys(now.files).length, drift };
 }
 
-export function acceptIntegrity(loaded: LoadedConfig): { manifest: string; files: number; drift: Drift | null } {
+export function acceptIntegrity(loaded: ConfigFile): { manifest: string; files: number; drift: Drift | null } {
   const i = integrityConfig(loaded);
   const base = readManifestOrNone(i.manifest_path);
   const now = measure(measuredPaths(loaded));

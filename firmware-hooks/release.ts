@@ -2,10 +2,10 @@ import { createHash, createPublicKey, generateKeyPairSync, type KeyObject } from
 import { readdirSync, readFileSync, lstatSync } from "node:fs";
 import { join, relative, sep } from "node:path";
 import { z } from "zod";
-import { canonicalize } from "../agent/events/canonical";
-import { signBytes, verifyBytes } from "../agent/events/sign";
+import { canonicalize } from "../agent/core/canonical";
+import { signBytes, verifyBytes } from "../agent/core/sign";
 import { DaemonError } from "../agent/core/errors";
-import { fingerprint, loadEd25519PrivateKey } from "../agent/keys/identity";
+import { fingerprint, loadEd25519PrivateKey } from "../agent/core/keys";
 import { writeNewFile } from "../agent/core/secret-files";
 
 /**

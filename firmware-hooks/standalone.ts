@@ -1,8 +1,7 @@
 import { closeSync, copyFileSync, existsSync, fsyncSync, mkdirSync, openSync, readdirSync, readlinkSync, renameSync, rmSync, symlinkSync, statSync, chmodSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
-import type { LoadedConfig } from "../agent/config/load";
 import { DaemonError, describeError } from "../agent/core/errors";
-import { recordAudit, updateDraft } from "./audit";
+import { updateDraft, type ConfigFile, type HookSite } from "./site";
 import { healthCheck, type HealthVerdict } from "./health";
 import { remeasure, run, updateConfig } from "./hook";
 import { listFiles, loadReleasePublicKeys, readSignedRelease, RELEASE_FILE, verifyRelease, type ReleaseCheck } from "./release";
@@ -27,7 +26,7 @@ export interface StandaloneOptions {
   onStep?: (s: Step) => void;
 }
 
-function ctx(loaded: LoadedConfig) {
+function ctx(loaded: ConfigFile) {
   const u = updateConfig(loaded);
   return { u, state: new UpdateState(u.state_dir), dir: u.releases_dir, keys: () => loadReleasePublicKeys(u.release_keys) };
 }
@@ -40,7 +39,7 @@ export function currentVersion(releasesDir: string): string | null {
   }
 }
 
-export function verifyBundle(loaded: LoadedConfig, bundle: string): ReleaseCheck {
+export function verifyBundle(loaded: ConfigFile, bundle: string): ReleaseCheck {
   const c = ctx(loaded);
   return verifyRelease(resolve(bundle), { keys: c.keys(), deviceClass: c.u.device_class, minCounter: c.state.committed().counter });
 }
@@ -84,10 +83,10 @@ export interface ApplyResult {
   health?: HealthVerdict;
 }
 
-export async function applyUpdate(loaded: LoadedConfig, bundle: string, o: StandaloneOptions = {}): Promise<ApplyResult> {
+export async function applyUpdate(loaded: HookSite, bundle: string, o: StandaloneOptions = {}): Promise<ApplyResult> {
   const c = ctx(loaded);
   const step = (s: Step) => o.onStep?.(s);
-  const rec = (stage: string, ok: boolean, message: string, detail: Record<string, unknown> = {}) => recordAudit(loaded, updateDraft({ engine: "gatewarden", stage, ok, message, detail }));
+  const rec = (stage: string, ok: boolean, message: string, detail: Record<string, unknown> = {}) => loaded.audit(updateDraft({ engine: "gatewarden", stage, ok, message, detail }));
   const pending = c.state.pending();
   if (pending) throw new DaemonError("UPDATE_STATE", `update ${pending.version} (${pending.engine}) is still pending from ${pending.time}; run \`gatewarden update rollback\` first`);
   const previous = currentVersion(c.dir);
@@ -141,7 +140,7 @@ export async function applyUpdate(loaded: LoadedConfig, bundle: string, o: Stand
 }
 
 /** Undoes an uncommitted apply: `current` back to the previous release, restarted, recorded. */
-export async function rollBack(loaded: LoadedConfig, why = "rolled back by the operator"): Promise<string> {
+export async function rollBack(loaded: HookSite, why = "rolled back by the operator"): Promise<string> {
   const c = ctx(loaded);
   const p = c.state.pending();
   if (!p || p.engine !== "gatewarden") {
@@ -163,11 +162,11 @@ export async function rollBack(loaded: LoadedConfig, why = "rolled back by the o
   }
   c.state.clearPending();
   const message = `Update ${p.version} ${why}: rolled back to ${p.previous}${restartError ? `; restart failed: ${restartError}` : ""}`;
-  await recordAudit(loaded, updateDraft({ engine: "gatewarden", stage: "rollback", ok: false, message, severity: 4, detail: { version: p.version, previous: p.previous } }));
+  await loaded.audit(updateDraft({ engine: "gatewarden", stage: "rollback", ok: false, message, severity: 4, detail: { version: p.version, previous: p.previous } }));
   return message;
 }
 
-export function standaloneStatus(loaded: LoadedConfig): Record<string, unknown> {
+export function standaloneStatus(loaded: ConfigFile): Record<string, unknown> {
   const c = ctx(loaded);
   const releases = existsSync(c.dir)
     ? readdirSync(c.dir)

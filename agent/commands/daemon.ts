@@ -2,7 +2,7 @@ import { formatOpcuaProcess, type OpcuaProcessStatus } from "../../protocols/opc
 import type { Command } from "commander";
 import { loadConfig } from "../config/load";
 import { locateConfig } from "../config/locate";
-import { controlCall, controlStream } from "../control/client";
+import { controlCall, controlStream } from "../core/control-client";
 import { createLogger } from "../log";
 import { Outbox } from "../outbox/store";
 import { RECENT_EVENTS, Runtime, type ReloadReport } from "../runtime";

@@ -2,7 +2,7 @@ import type { Command } from "commander";
 import { createInterface } from "node:readline/promises";
 import { loadConfig } from "../config/load";
 import { locateConfig } from "../config/locate";
-import { controlCall } from "../control/client";
+import { controlCall } from "../core/control-client";
 import type { DecommissionResult } from "../decommission";
 import { DaemonError } from "../core/errors";
 import { osUser } from "../core/os-user";

@@ -1,7 +1,7 @@
 import type { Command } from "commander";
 import { appendFileSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { createServer } from "node:net";
-import { controlCall } from "../control/client";
+import { controlCall } from "../core/control-client";
 import { DemoClient, DemoPlant } from "../demo/plant";
 import { FeederSim } from "../demo/energy";
 import { tmpdir } from "node:os";

@@ -3,8 +3,8 @@ import { userInfo } from "node:os";
 import { report } from "./_output";
 import { loadConfig } from "../config/load";
 import { locateConfig } from "../config/locate";
-import { controlCall } from "../control/client";
-import { recordAudit } from "../../firmware-hooks/audit";
+import { controlCall } from "../core/control-client";
+import { recordAudit } from "../audit";
 import { acceptDraft, acceptIntegrity, checkIntegrity, type Drift } from "../../firmware-hooks/integrity";
 
 const lines = (d: Drift) => [...d.changed.map((f) => `changed  ${f}`), ...d.added.map((f) => `added    ${f}`), ...d.missing.map((f) => `missing  ${f}`)];

@@ -1,6 +1,6 @@
 /** `gatewarden maintenance start|end|list`: maintenance windows on points of the running daemon. */
 import type { Command } from "commander";
-import { controlCall } from "../control/client";
+import { controlCall } from "../core/control-client";
 import { DaemonError } from "../core/errors";
 import { osUser } from "../core/os-user";
 import type { MaintenanceWindow } from "../../detectors/engine";

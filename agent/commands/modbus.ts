@@ -5,7 +5,7 @@
  *   modbus reload-tls  load the Modbus/TCP Security files again now (control socket)
  */
 import type { Command } from "commander";
-import { controlCall } from "../control/client";
+import { controlCall } from "../core/control-client";
 import { DaemonError } from "../core/errors";
 import type { EventDraft } from "../core/events";
 import { modbusConfigSchema } from "../../protocols/modbus/config";

@@ -1,5 +1,5 @@
 import type { Command } from "commander";
-import { controlCall } from "../control/client";
+import { controlCall } from "../core/control-client";
 import { osUser } from "../core/os-user";
 import type { PkiEntry } from "../../protocols/opcua/pki";
 import type { OpcuaStatus } from "../../protocols/opcua/service";

@@ -5,7 +5,7 @@
  */
 import { osUser } from "../core/os-user";
 import type { Command } from "commander";
-import { controlCall } from "../control/client";
+import { controlCall } from "../core/control-client";
 import type { CertificateSeen } from "../../protocols/opcua/events";
 import type { OpcuaStatus } from "../../protocols/opcua/service";
 import { registerPkiCommands } from "./opcua-pki";

@@ -2,7 +2,7 @@ import type { Command } from "commander";
 import { report } from "./_output";
 import { loadConfig } from "../config/load";
 import { locateConfig } from "../config/locate";
-import { controlCall } from "../control/client";
+import { controlCall } from "../core/control-client";
 
 export function registerPostureCommand(program: Command): void {
   program

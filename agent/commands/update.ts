@@ -4,6 +4,7 @@ import { join } from "node:path";
 import { report } from "./_output";
 import { loadConfig } from "../config/load";
 import { locateConfig } from "../config/locate";
+import { hookSite } from "../audit";
 import { runHook } from "../../firmware-hooks/hook";
 import { applyUpdate, rollBack, standaloneStatus, verifyBundle } from "../../firmware-hooks/standalone";
 import type { Opts } from "./release";
@@ -19,7 +20,7 @@ export function registerUpdateCommands(program: Command): Command {
     .action(
       async (engine: string, stage: string, opts: Opts & { bundle?: string }) => {
         const loaded = loadConfig(locateConfig(opts.config));
-        const r = await runHook(loaded, engine, stage, { bundle: opts.bundle });
+        const r = await runHook(hookSite(loaded), engine, stage, { bundle: opts.bundle });
         if (opts.json) report(true, r, () => "");
         // Engines show the hook's stderr (RAUC's install-check takes its message from there).
         process.stderr.write(r.message + "\n");
@@ -45,7 +46,7 @@ export function registerUpdateCommands(program: Command): Command {
     .action(
       async (bundle: string, opts: Opts) => {
         const at = process.env.GATEWARDEN_FAULT_KILL_AT; // fault injection for the kill -9 test
-        const r = await applyUpdate(loadConfig(locateConfig(opts.config)), bundle, {
+        const r = await applyUpdate(hookSite(loadConfig(locateConfig(opts.config))), bundle, {
           onStep: (s) => {
             if (at === s) process.kill(process.pid, "SIGKILL");
           },
@@ -61,7 +62,7 @@ export function registerUpdateCommands(program: Command): Command {
     .option("--json", "print as JSON")
     .action(
       async (opts: Opts) => {
-        const message = await rollBack(loadConfig(locateConfig(opts.config)));
+        const message = await rollBack(hookSite(loadConfig(locateConfig(opts.config))));
         report(opts.json, { ok: true, message }, () => message);
       },
     );

@@ -1,6 +1,6 @@
 /** `gatewarden window open|list|close`: write windows on the running daemon (control socket). */
 import type { Command } from "commander";
-import { controlCall } from "../control/client";
+import { controlCall } from "../core/control-client";
 import { DaemonError } from "../core/errors";
 import { osUser } from "../core/os-user";
 import { intArg } from "../../protocols/modbus/requests";

@@ -10,7 +10,7 @@ import { updateSchema } from "../../firmware-hooks/config";
 import { integritySchema } from "../../firmware-hooks/integrity";
 import { tamperSchema } from "../../firmware-hooks/tamper";
 import { commandsSchema } from "../../firmware-hooks/commands";
-import { postureSchema } from "../../firmware-hooks/posture";
+import { postureSchema } from "../posture";
 
 /**
  * The daemon's config schema. Each section's schema sits here or beside its component; the
@@ -127,7 +127,7 @@ export const configSchema = z.strictObject({
   tamper: tamperSchema.optional(),
   /** Signed SOC commands over MQTT (firmware-hooks/commands.ts); absent: none is accepted. */
   commands: commandsSchema.optional(),
-  /** Declared listeners and posture caching (firmware-hooks/posture.ts); absent: no undeclared-listener findings. */
+  /** Declared listeners and posture caching (agent/posture.ts); absent: no undeclared-listener findings. */
   posture: postureSchema.optional(),
 }).superRefine((c, ctx) => {
   // References between sections: a point's device must be a proxy upstream or an OPC UA server,

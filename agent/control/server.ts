@@ -3,7 +3,7 @@ import { chmodSync, mkdirSync, rmSync, existsSync, statSync } from "node:fs";
 import { dirname } from "node:path";
 import { DaemonError, describeError } from "../core/errors";
 import type { ControlHandler, ControlRegistry } from "../core/control";
-import { MAX_REQUEST_BYTES, type ControlRequest } from "./protocol";
+import { MAX_REQUEST_BYTES, type ControlRequest } from "../core/control-protocol";
 
 const MAX_CLIENTS = 16;
 

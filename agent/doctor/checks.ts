@@ -3,11 +3,11 @@ import { accessSync, constants, existsSync, readFileSync, statfsSync, statSync }
 import { connect, createServer } from "node:net";
 import { dirname, join } from "node:path";
 import mqtt from "mqtt";
-import { controlCall } from "../control/client";
+import { controlCall } from "../core/control-client";
 import type { Config } from "../config/schema";
 import { describeError } from "../core/errors";
 import { brokerAuth } from "../mqtt-connection";
-import { splitHostPort } from "../../protocols/modbus/config";
+import { splitHostPort } from "../core/host-port";
 import { secretFilesOf } from "./secrets";
 
 /** One finding of `gatewarden doctor`: what was checked, what was seen, and how to fix it. */

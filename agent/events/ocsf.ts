@@ -3,7 +3,7 @@
  * the recorder adds `category_uid` (class_uid / 1000), `type_uid` (class_uid * 100 + activity_id),
  * `severity_id`, `time` and `metadata`. The mapping of Gatewarden's own events is in README.md.
  */
-import { intern } from "./canonical";
+import { intern } from "../core/canonical";
 import type { OcsfDraft, SeverityId } from "../core/events";
 
 export const OCSF_VERSION = "1.3.0";

@@ -4,7 +4,7 @@ import type { Logger } from "pino";
 import { DaemonError, describeError } from "../core/errors";
 import { StorageHealth, type StorageEpisode } from "../outbox/health";
 import { mergeLoss, type EvictedRange, type Outbox } from "../outbox/store";
-import { finishEnvelope, GENESIS_HASH, prepareEnvelope, type Envelope, type Prepared, type UnsignedEnvelope } from "./envelope";
+import { finishEnvelope, GENESIS_HASH, prepareEnvelope, type Envelope, type Prepared, type UnsignedEnvelope } from "../core/envelope";
 import { InlineSigner, type BatchSigner } from "./signer";
 import { shapeOcsf } from "./ocsf";
 import { OcsfClass } from "../core/events";

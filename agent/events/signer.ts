@@ -1,6 +1,6 @@
 import type { KeyObject } from "node:crypto";
 import { Worker } from "node:worker_threads";
-import { signBytes } from "./sign";
+import { signBytes } from "../core/sign";
 
 /**
  * Signs a batch of event hashes. The recorder pushes each hash as soon as the event is hashed

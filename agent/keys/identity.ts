@@ -1,10 +1,11 @@
-import { createHash, createPrivateKey, createPublicKey, generateKeyPairSync, type KeyObject } from "node:crypto";
+import { createPublicKey, generateKeyPairSync, type KeyObject } from "node:crypto";
 import { readFileSync } from "node:fs";
 import nacl from "tweetnacl";
 import { DaemonError } from "../core/errors";
-import { publicKeyFromRaw, rawPublicKey } from "../events/sign";
+import { publicKeyFromRaw, rawPublicKey } from "../core/sign";
 import { ackKeyFromSocSecret, ackPublicKeyB64, ackPublicKeyFromB64 } from "../soc/ack";
 import { readSecretFile, writeNewFile } from "../core/secret-files";
+import { fingerprint } from "../core/keys";
 
 /** The device identity: an Ed25519 key pair, PEM (PKCS#8 / SPKI), private key 0600. */
 export function generateDeviceKey(privPath: string, pubPath: string): KeyObject {
@@ -12,26 +13,6 @@ export function generateDeviceKey(privPath: string, pubPath: string): KeyObject 
   writeNewFile(privPath, privateKey.export({ format: "pem", type: "pkcs8" }) as string, 0o600);
   writeNewFile(pubPath, publicKey.export({ format: "pem", type: "spki" }) as string, 0o644);
   return privateKey;
-}
-
-export function loadDeviceKey(path: string): KeyObject {
-  return loadEd25519PrivateKey(path, "device private key");
-}
-
-/** An Ed25519 private key (PEM PKCS#8) from an owner-only file; `what` names it in errors. */
-export function loadEd25519PrivateKey(path: string, what: string): KeyObject {
-  const pem = readSecretFile(path, what);
-  try {
-    const k = createPrivateKey(pem);
-    if (k.asymmetricKeyType !== "ed25519") throw new Error(`a ${k.asymmetricKeyType} key`);
-    return k;
-  } catch (e) {
-    throw new DaemonError("KEY_INVALID", `${what} ${path} is not an Ed25519 PEM key (${(e as Error).message})`);
-  }
-}
-
-export function fingerprint(pub: KeyObject): string {
-  return "sha256:" + createHash("sha256").update(rawPublicKey(pub)).digest("hex");
 }
 
 /** What a device exports for the SOC's trust store (`gatewarden soc trust add FILE`). */

@@ -1,7 +1,7 @@
-import type { Envelope } from "../events/envelope";
+import type { Envelope } from "../core/envelope";
 import { OcsfClass, type EventDraft } from "../core/events";
-import { publicKeyFromRaw } from "../events/sign";
-import { fingerprint } from "./identity";
+import { publicKeyFromRaw } from "../core/sign";
+import { fingerprint } from "../core/keys";
 
 /**
  * The two events that change a device's key history, as the gateway writes them and the SOC

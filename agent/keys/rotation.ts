@@ -3,11 +3,11 @@ import { closeSync, existsSync, fsyncSync, openSync, renameSync, rmSync } from "
 import { dirname } from "node:path";
 import type { Logger } from "pino";
 import type { Recorder } from "../events/recorder";
-import { rawPublicKey } from "../events/sign";
+import { rawPublicKey } from "../core/sign";
 import { ParallelSigner } from "../events/signer";
 import type { Outbox } from "../outbox/store";
 import { writeFileAtomic, writeNewFile } from "../core/secret-files";
-import { fingerprint, loadDeviceKey, loadEd25519PrivateKey } from "./identity";
+import { fingerprint, loadDeviceKey, loadEd25519PrivateKey } from "../core/keys";
 import { rotationDraft } from "./key-events";
 
 /**

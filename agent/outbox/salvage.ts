@@ -1,6 +1,6 @@
 import Database from "better-sqlite3";
 import { describeError } from "../core/errors";
-import { storedBodyHashOk, type Envelope } from "../events/envelope";
+import { storedBodyHashOk, type Envelope } from "../core/envelope";
 import { keyAnnouncements } from "../keys/key-events";
 import type { ChainHead, Row } from "./store";
 

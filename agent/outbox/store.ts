@@ -2,7 +2,7 @@ import Database from "better-sqlite3";
 import { closeSync, fsyncSync, mkdirSync, openSync, statSync } from "node:fs";
 import { dirname } from "node:path";
 import { DaemonError } from "../core/errors";
-import type { Envelope } from "../events/envelope";
+import type { Envelope } from "../core/envelope";
 import { HeadCopy } from "./head-copy";
 import { CLASS_RANK, DURABLE_RANK, EVENT_CLASSES, type EventClass } from "../core/events";
 import { WalIndex } from "./wal-index";

@@ -4,7 +4,7 @@ import type { Logger } from "pino";
 import type { Config } from "../config/schema";
 import type { ComponentHealth, Sink, SinkState } from "../core/component";
 import { describeError } from "../core/errors";
-import { storedBodyHashOk } from "../events/envelope";
+import { storedBodyHashOk } from "../core/envelope";
 import { OcsfClass } from "../core/events";
 import type { Recorder } from "../events/recorder";
 import { BatchSealer, compressBatch } from "../events/seal";

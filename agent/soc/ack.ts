@@ -1,6 +1,6 @@
 import { createHash, type KeyObject } from "node:crypto";
-import { canonicalize } from "../events/canonical";
-import { privateKeyFromSeed, publicKeyFromRaw, rawPublicKey, signBytes, verifyBytes } from "../events/sign";
+import { canonicalize } from "../core/canonical";
+import { privateKeyFromSeed, publicKeyFromRaw, rawPublicKey, signBytes, verifyBytes } from "../core/sign";
 
 /**
  * End-to-end acknowledgements: after the SOC receiver's output is durable, it publishes, per

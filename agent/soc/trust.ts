@@ -5,7 +5,7 @@ import { join } from "node:path";
 import { DaemonError } from "../core/errors";
 import { writeFileAtomic } from "../core/secret-files";
 import { DEVICE_ID, parseTrust } from "../keys/identity";
-import { publicKeyFromRaw } from "../events/sign";
+import { publicKeyFromRaw } from "../core/sign";
 
 /**
  * Trusted device keys with their history, one file per device under DIR/trusted/<device>.json.

@@ -1,6 +1,6 @@
 import type Database from "better-sqlite3";
 import type { KeyObject } from "node:crypto";
-import { checkEnvelope, GENESIS_HASH, isEnvelopeShape, type Envelope } from "../events/envelope";
+import { checkEnvelope, GENESIS_HASH, isEnvelopeShape, type Envelope } from "../core/envelope";
 import { clip, RECEIVER_LIMITS } from "./bounds";
 import { keyAnnouncements } from "../keys/key-events";
 import { before, type Position, type Rotation } from "./trust";

@@ -2,7 +2,7 @@ import Database from "better-sqlite3";
 import { createReadStream } from "node:fs";
 import { createInterface } from "node:readline";
 import { DaemonError } from "../core/errors";
-import type { Envelope } from "../events/envelope";
+import type { Envelope } from "../core/envelope";
 import type { TrustLookup } from "./verifier";
 import { RECEIVER_LIMITS, splitBatch } from "./bounds";
 import { AwaitingKey, StreamVerifier, problem, type ProblemLine } from "./verifier";

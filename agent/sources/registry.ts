@@ -10,7 +10,7 @@ import type { ComponentEntry, Source } from "../core/component";
 import type { EventSink } from "../core/events";
 import type { ReadingSink } from "../core/readings";
 import type { Config } from "../config/schema";
-import type { CommandService } from "../../firmware-hooks/command-service";
+import type { CommandService } from "../soc-commands/service";
 import type { PolicyFile } from "../../protocols/modbus/policy/schema";
 import { FORWARDED } from "../../protocols/opcua/process-protocol";
 import type { SharedWindows } from "./windows";

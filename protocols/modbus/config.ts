@@ -209,8 +209,3 @@ export type ListenerConfig = z.output<typeof listenerSchema>;
 export type UpstreamConfig = z.output<typeof upstreamSchema>;
 export type LimitsConfig = z.output<typeof limitsSchema>;
 
-export function splitHostPort(s: string): { host: string; port: number } {
-  const i = s.lastIndexOf(":");
-  const host = s.slice(0, i).replace(/^\[|\]$/g, "");
-  return { host, port: Number(s.slice(i + 1)) };
-}

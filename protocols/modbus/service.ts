@@ -43,7 +43,7 @@ export interface ModbusProxyServiceOptions {
   poll?: readonly PolledPoint[];
   /** A decision point to use instead of the configured policy (tests, commissioning). */
   pdp?: PolicyDecisionPoint<ModbusPolicyRequest>;
-  /** Wraps the decision point (SOC commands: firmware-hooks/command-gate.ts). */
+  /** Wraps the decision point (SOC commands: agent/soc-commands/gate.ts). */
   wrapPdp?: (pdp: PolicyDecisionPoint<ModbusPolicyRequest>) => PolicyDecisionPoint<ModbusPolicyRequest>;
   /** Every decision (commissioning mode). */
   decisions?: DecisionSink;

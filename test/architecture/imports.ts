@@ -53,8 +53,8 @@ const under = (path: string, dir: string): boolean => path === dir || path.start
 /**
  * The rules. Each returns why an edge is forbidden, or undefined.
  *  - agent/core/ imports nothing else of the repository;
- *  - protocols/ and detectors/ import, of the repository, only themselves and agent/core/
- *    (so never each other, nor firmware-hooks/);
+ *  - protocols/, detectors/ and firmware-hooks/ import, of the repository, only themselves and
+ *    agent/core/ (so never each other);
  *  - product code and benchmarks (everything but test/) never import test/;
  *  - the command line library is used in agent/commands/ (and the program in agent/cli.ts) only.
  */
@@ -62,6 +62,7 @@ export const RULES: Array<(e: ImportEdge) => string | undefined> = [
   (e) => (under(e.from, "agent/core") && isRepoPath(e.to) && !under(e.to, "agent/core") ? "agent/core imports nothing outside agent/core" : undefined),
   (e) => (under(e.from, "protocols") && isRepoPath(e.to) && !under(e.to, "protocols") && !under(e.to, "agent/core") ? "protocols/ imports only protocols/ and agent/core/ (never detectors/ or the rest of agent/)" : undefined),
   (e) => (under(e.from, "detectors") && isRepoPath(e.to) && !under(e.to, "detectors") && !under(e.to, "agent/core") ? "detectors/ imports only detectors/ and agent/core/ (never protocols/ or the rest of agent/)" : undefined),
+  (e) => (under(e.from, "firmware-hooks") && isRepoPath(e.to) && !under(e.to, "firmware-hooks") && !under(e.to, "agent/core") ? "firmware-hooks/ imports only firmware-hooks/ and agent/core/ (never protocols/, detectors/ or the rest of agent/)" : undefined),
   (e) => (!under(e.from, "test") && under(e.to, "test") ? "product code and benchmarks never import test/ (helpers included)" : undefined),
   (e) => (e.to === "commander" && !under(e.from, "agent/commands") && e.from !== "agent/cli.ts" && !under(e.from, "test") ? "CLI commands live in agent/commands/" : undefined),
 ];

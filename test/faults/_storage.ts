@@ -1,7 +1,7 @@
 import { execFileSync, spawnSync } from "node:child_process";
 import { appendFileSync, mkdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
-import { controlCall } from "../../agent/control/client";
+import { controlCall } from "../../agent/core/control-client";
 import type { OutLine } from "../../agent/soc/verifier";
 import { SimDevice } from "../../agent/demo/sim-server";
 import { havePeer } from "../helpers/peers";

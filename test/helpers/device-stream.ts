@@ -1,5 +1,5 @@
 import type { KeyObject } from "node:crypto";
-import { buildSigned, GENESIS_HASH, type Envelope } from "../../agent/events/envelope";
+import { buildSigned, GENESIS_HASH, type Envelope } from "../../agent/core/envelope";
 import type { EventClass } from "../../agent/core/events";
 
 /** A device's event stream, chained and signed like the recorder does. */

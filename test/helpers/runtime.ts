@@ -1,4 +1,4 @@
-import { controlCall } from "../../agent/control/client";
+import { controlCall } from "../../agent/core/control-client";
 import type { OpcuaProcess } from "../../agent/opcua-process";
 import type { Runtime } from "../../agent/runtime";
 import type { opcuaSource } from "../../agent/sources/opcua";

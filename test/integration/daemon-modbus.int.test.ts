@@ -1,7 +1,7 @@
 import { afterEach, describe, expect, it } from "vitest";
 import { appendFileSync } from "node:fs";
 import { connect } from "node:net";
-import { controlCall } from "../../agent/control/client";
+import { controlCall } from "../../agent/core/control-client";
 import { Runtime } from "../../agent/runtime";
 import { SimDevice } from "../../agent/demo/sim-server";
 import { RawClient } from "./modbus/_harness";

@@ -2,7 +2,7 @@ import { afterEach, describe, expect, it } from "vitest";
 import { appendFileSync, writeFileSync } from "node:fs";
 import { connect } from "node:net";
 import { join } from "node:path";
-import { controlCall } from "../../agent/control/client";
+import { controlCall } from "../../agent/core/control-client";
 import { Runtime } from "../../agent/runtime";
 import type { RunningDetection } from "../../agent/detection/start";
 import { SimDevice } from "../../agent/demo/sim-server";

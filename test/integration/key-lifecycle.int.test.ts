@@ -3,9 +3,10 @@ import { copyFileSync, existsSync, mkdirSync, readFileSync, writeFileSync } from
 import { createPrivateKey, createPublicKey, type KeyObject } from "node:crypto";
 import { join } from "node:path";
 import mqtt from "mqtt";
-import { buildSigned, checkEnvelope, type Envelope } from "../../agent/events/envelope";
+import { buildSigned, checkEnvelope, type Envelope } from "../../agent/core/envelope";
 import { BatchSealer } from "../../agent/events/seal";
-import { exportTrust, fingerprint, loadSocPublicKey } from "../../agent/keys/identity";
+import { exportTrust, loadSocPublicKey } from "../../agent/keys/identity";
+import { fingerprint } from "../../agent/core/keys";
 import type { RotationResult } from "../../agent/keys/rotation";
 import { SocReceiver } from "../../agent/soc/receive";
 import { TrustStore } from "../../agent/soc/trust";

@@ -2,7 +2,7 @@ import { spawn } from "node:child_process";
 import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
-import { controlCall } from "../../agent/control/client";
+import { controlCall } from "../../agent/core/control-client";
 import { EmbeddedBroker } from "../../agent/embedded-broker";
 import { BIN } from "../helpers/cli";
 import { makeSite, tempDir, until } from "../helpers/fixture";

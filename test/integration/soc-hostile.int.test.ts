@@ -13,7 +13,7 @@ import type { OutLine, ProblemLine } from "../../agent/soc/verifier";
 import { makeSite, silent, tempDir, until } from "../helpers/fixture";
 import { DeviceStream } from "../helpers/device-stream";
 import { deepJson, sealBatch } from "../helpers/hostile";
-import { GENESIS_HASH } from "../../agent/events/envelope";
+import { GENESIS_HASH } from "../../agent/core/envelope";
 
 /**
  * The campaign against the SOC receiver, message by message through a real broker (aedes), while

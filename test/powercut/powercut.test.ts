@@ -1,8 +1,8 @@
 import { afterEach, describe, expect, it } from "vitest";
 import { join } from "node:path";
 import { setConfigValue } from "../../agent/config/edit";
-import { controlCall } from "../../agent/control/client";
-import type { Envelope } from "../../agent/events/envelope";
+import { controlCall } from "../../agent/core/control-client";
+import type { Envelope } from "../../agent/core/envelope";
 import { account, Daemon, unexpectedProblems } from "../helpers/daemon";
 import { tempDir, until, sleep } from "../helpers/fixture";
 import { havePeer } from "../helpers/peers";

@@ -1,5 +1,5 @@
 import type { UpstreamConfig } from "../config";
-import { splitHostPort } from "../config";
+import { splitHostPort } from "../../../agent/core/host-port";
 import { RtuBus } from "./rtu-bus";
 import { SerialByteTransport, TcpByteTransport } from "./rtu-transport";
 import type { Upstream, UpstreamObserver } from "./upstream";

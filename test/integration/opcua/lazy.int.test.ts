@@ -2,7 +2,7 @@ import { spawn, spawnSync } from "node:child_process";
 import { appendFileSync, existsSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
-import { controlCall } from "../../../agent/control/client";
+import { controlCall } from "../../../agent/core/control-client";
 import { BIN, ROOT } from "../../helpers/cli";
 import { makeSite, tempDir, until } from "../../helpers/fixture";
 import { stationYaml, TestOpcuaServer } from "./_server";

@@ -2,7 +2,7 @@ import { appendFileSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { MessageSecurityMode, OPCUACertificateManager, OPCUAClient, SecurityPolicy } from "node-opcua";
 import { afterAll, describe, expect, it } from "vitest";
-import { controlCall } from "../../../agent/control/client";
+import { controlCall } from "../../../agent/core/control-client";
 import { Runtime } from "../../../agent/runtime";
 import type { OpcuaStatus } from "../../../protocols/opcua/service";
 import { makeSite, silent, tempDir, until } from "../../helpers/fixture";

@@ -1,7 +1,7 @@
 import { appendFileSync, mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { controlCall } from "../../../agent/control/client";
+import { controlCall } from "../../../agent/core/control-client";
 import { BIN } from "../../helpers/cli";
 import { Daemon } from "../../helpers/daemon";
 import { until } from "../../helpers/fixture";

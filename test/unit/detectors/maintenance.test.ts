@@ -7,7 +7,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
-import { controlCall } from "../../../agent/control/client";
+import { controlCall } from "../../../agent/core/control-client";
 import { ControlServer } from "../../../agent/control/server";
 import type { EventDraft } from "../../../agent/core/events";
 import { DetectionEngine } from "../../../detectors/engine";

@@ -1,9 +1,9 @@
 import { describe, expect, it } from "vitest";
 import { createPublicKey, generateKeyPairSync, randomBytes } from "node:crypto";
 import nacl from "tweetnacl";
-import { canonicalize } from "../../../agent/events/canonical";
-import { buildSigned, checkEnvelope, GENESIS_HASH, hashEnvelope, type UnsignedEnvelope } from "../../../agent/events/envelope";
-import { privateKeyFromSeed, publicKeyFromRaw, rawPublicKey, rawSeed, signBytes, verifyBytes } from "../../../agent/events/sign";
+import { canonicalize } from "../../../agent/core/canonical";
+import { buildSigned, checkEnvelope, GENESIS_HASH, hashEnvelope, type UnsignedEnvelope } from "../../../agent/core/envelope";
+import { privateKeyFromSeed, publicKeyFromRaw, rawPublicKey, rawSeed, signBytes, verifyBytes } from "../../../agent/core/sign";
 import { BatchOpener, BatchSealer, readHeader } from "../../../agent/events/seal";
 import { isDaemonError } from "../../../agent/core/errors";
 
@@ -117,7 +117,7 @@ describe("sealed batches", () => {
 describe("stored body check", () => {
   const { privateKey } = generateKeyPairSync("ed25519");
   it("accepts an intact body, including nested keys named hash or sig, and rejects any flipped byte outside the signature", async () => {
-    const { storedBodyHashOk } = await import("../../../agent/events/envelope");
+    const { storedBodyHashOk } = await import("../../../agent/core/envelope");
     const { body } = buildSigned(unsigned({ ocsf: { class_uid: 2004, activity_id: 1, message: 'a "sig":"x", "hash":"y"', unmapped: { sig: "s", hash: "h" } } }), privateKey);
     expect(storedBodyHashOk(Buffer.from(body))).toBe(true);
     const sigAt = body.lastIndexOf('"sig":"');
@@ -131,7 +131,7 @@ describe("stored body check", () => {
 
 describe("interned values", () => {
   it("canonicalize an interned object exactly like a fresh copy, and freeze it deeply", async () => {
-    const { intern } = await import("../../../agent/events/canonical");
+    const { intern } = await import("../../../agent/core/canonical");
     const fresh = { z: 1, a: { y: [1, { b: 2 }], x: "é" } };
     const shared = intern(structuredClone(fresh));
     expect(canonicalize({ m: shared })).toBe(canonicalize({ m: fresh }));

@@ -3,7 +3,7 @@ import { createPublicKey, generateKeyPairSync } from "node:crypto";
 import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { isDaemonError } from "../../../agent/core/errors";
-import { rawPublicKey } from "../../../agent/events/sign";
+import { rawPublicKey } from "../../../agent/core/sign";
 import { exportTrust } from "../../../agent/keys/identity";
 import { TrustStore } from "../../../agent/soc/trust";
 import { tempDir } from "../../helpers/fixture";

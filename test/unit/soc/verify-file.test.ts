@@ -3,7 +3,7 @@ import { createPublicKey, generateKeyPairSync } from "node:crypto";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import type { Envelope } from "../../../agent/events/envelope";
+import type { Envelope } from "../../../agent/core/envelope";
 import { verifyFile } from "../../../agent/soc/verify-file";
 import { DeviceStream } from "../../helpers/device-stream";
 

@@ -1,7 +1,7 @@
 import { createHash, type KeyObject } from "node:crypto";
 import { canonicalize } from "./canonical";
 import { signBytes, verifyBytes } from "./sign";
-import type { EventClass, SeverityId } from "../core/events";
+import type { EventClass, SeverityId } from "./events";
 
 /**
  * The one envelope for everything the agent reports.

@@ -1,9 +1,9 @@
 import type { Logger } from "pino";
-import type { LoadedConfig } from "../agent/config/load";
-import type { ControlServer } from "../agent/control/server";
-import { describeError } from "../agent/core/errors";
-import type { EventSink } from "../agent/core/events";
-import { acceptDraft, acceptIntegrity, checkIntegrity, driftDraft, type CheckResult } from "./integrity";
+import type { LoadedConfig } from "./config/load";
+import type { ControlServer } from "./control/server";
+import { describeError } from "./core/errors";
+import type { EventSink } from "./core/events";
+import { acceptDraft, acceptIntegrity, checkIntegrity, driftDraft, type CheckResult } from "../firmware-hooks/integrity";
 
 /**
  * The daemon's integrity watch: measures at start (taking the first manifest if there is

@@ -1,8 +1,8 @@
-import { DIAG_STATE_CHANGING } from "../protocols/modbus/codec/function-codes";
-import type { PeerIdentity } from "../protocols/modbus/policy/identity";
-import { isWrite, type ModbusPolicyRequest } from "../protocols/modbus/policy/engine";
-import type { Decision, PolicyDecisionPoint } from "../protocols/policy";
-import type { CommandStore } from "./commands";
+import { DIAG_STATE_CHANGING } from "../../protocols/modbus/codec/function-codes";
+import type { PeerIdentity } from "../../protocols/modbus/policy/identity";
+import { isWrite, type ModbusPolicyRequest } from "../../protocols/modbus/policy/engine";
+import type { Decision, PolicyDecisionPoint } from "../../protocols/policy";
+import type { CommandStore } from "../../firmware-hooks/commands";
 
 /**
  * What SOC commands change in the proxy, in front of its decision point: `isolate` denies

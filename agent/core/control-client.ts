@@ -1,6 +1,6 @@
 import { connect } from "node:net";
-import { DaemonError, type ErrorCode, ErrorCodes } from "../core/errors";
-import type { ControlResponse } from "./protocol";
+import { DaemonError, type ErrorCode, ErrorCodes } from "./errors";
+import type { ControlResponse } from "./control-protocol";
 
 /** One request, one answer. Throws CONTROL_UNAVAILABLE when no daemon listens. */
 export async function controlCall(path: string, cmd: string, args: Record<string, unknown> = {}, timeoutMs = 5000): Promise<unknown> {

@@ -2,14 +2,14 @@ import { execFile } from "node:child_process";
 import { readFileSync } from "node:fs";
 import { release } from "node:os";
 import { z } from "zod";
-import type { Config } from "../agent/config/schema";
+import type { Config } from "./config/schema";
 import { LEGACY_POLICIES } from "../protocols/opcua/names";
-import { OcsfClass } from "../agent/core/events";
-import type { EventSink } from "../agent/core/events";
-import type { Posture, PostureProbe } from "../agent/heartbeat";
-import { splitHostPort } from "../protocols/modbus/config";
-import { currentVersion } from "./standalone";
-import { UpdateState } from "./state";
+import { OcsfClass } from "./core/events";
+import type { EventSink } from "./core/events";
+import type { Posture, PostureProbe } from "./heartbeat";
+import { splitHostPort } from "./core/host-port";
+import { currentVersion } from "../firmware-hooks/standalone";
+import { UpdateState } from "../firmware-hooks/state";
 
 /**
  * The device's posture, in every heartbeat and from `gatewarden posture`: the probe's load,

@@ -1,10 +1,10 @@
-import type { LoadedConfig } from "../agent/config/load";
-import { controlCall } from "../agent/control/client";
-import type { ControlServer } from "../agent/control/server";
-import { DaemonError, isDaemonError } from "../agent/core/errors";
-import { OcsfClass } from "../agent/core/events";
-import type { Recorder } from "../agent/events/recorder";
-import type { EventDraft, SeverityId } from "../agent/core/events";
+import type { LoadedConfig } from "./config/load";
+import { controlCall } from "./core/control-client";
+import type { ControlRegistry } from "./core/control";
+import { DaemonError, isDaemonError } from "./core/errors";
+import type { Recorder } from "./events/recorder";
+import type { EventDraft, SeverityId } from "./core/events";
+import type { HookSite, Recorded } from "../firmware-hooks/site";
 
 /**
  * Signed events from commands that run beside the daemon (update hooks, integrity accept):
@@ -12,12 +12,6 @@ import type { EventDraft, SeverityId } from "../agent/core/events";
  * straight into the outbox as a short boot of their own (boot event, the event, shutdown
  * event), so the chain stays one chain and the SOC sees it once the daemon forwards again.
  */
-export interface Recorded {
-  boot: number;
-  seq: number;
-  hash: string;
-  via: "daemon" | "outbox";
-}
 
 /** What a control client may ask the daemon to record: audit records and findings only. */
 export function auditDraft(args: Record<string, unknown>): EventDraft {
@@ -31,7 +25,7 @@ export function auditDraft(args: Record<string, unknown>): EventDraft {
   return { class: cls, severity: sev as SeverityId, ocsf: ocsf as EventDraft["ocsf"] };
 }
 
-export function registerAuditControl(control: ControlServer, recorder: Recorder): void {
+export function registerAuditControl(control: ControlRegistry, recorder: Recorder): void {
   control.handle("audit.record", async (args) => {
     const e = await recorder.recordAndWait(auditDraft(args));
     return { boot: e.boot, seq: e.seq, hash: e.hash };
@@ -52,10 +46,10 @@ export async function recordAudit(loaded: LoadedConfig, draft: EventDraft): Prom
 async function recordOffline(loaded: LoadedConfig, draft: EventDraft): Promise<Recorded> {
   const c = loaded.config;
   const [{ Outbox }, { Recorder }, { signingKeyAtStart }, { VERSION }, pino] = await Promise.all([
-    import("../agent/outbox/store"),
-    import("../agent/events/recorder"),
-    import("../agent/keys/rotation"),
-    import("../agent/version"),
+    import("./outbox/store"),
+    import("./events/recorder"),
+    import("./keys/rotation"),
+    import("./version"),
     import("pino"),
   ]);
   const outbox = new Outbox(c.buffer.path, c.buffer.max_bytes);
@@ -75,18 +69,7 @@ async function recordOffline(loaded: LoadedConfig, draft: EventDraft): Promise<R
   }
 }
 
-/** An update step as an OCSF Application Lifecycle event (6002, activity 8 Update). */
-export function updateDraft(o: { stage: string; engine: string; ok: boolean; message: string; severity?: SeverityId; detail?: Record<string, unknown> }): EventDraft {
-  return {
-    class: o.ok ? "audit" : "finding",
-    severity: o.severity ?? (o.ok ? 2 : 4),
-    ocsf: {
-      class_uid: OcsfClass.ApplicationLifecycle,
-      activity_id: 8, // Update
-      status_id: o.ok ? 1 : 2,
-      message: o.message,
-      app: { name: "Gatewarden" },
-      unmapped: { update: { engine: o.engine, stage: o.stage, outcome: o.ok ? "ok" : "refused", ...o.detail } },
-    },
-  };
+/** The config file for the update hooks, with audit events recorded by `recordAudit`. */
+export function hookSite(loaded: LoadedConfig): HookSite {
+  return { file: loaded.file, config: loaded.config, audit: (draft) => recordAudit(loaded, draft) };
 }

@@ -1,15 +1,15 @@
 import type { MqttClient } from "mqtt";
 import type { Logger } from "pino";
-import type { LoadedConfig } from "../agent/config/load";
-import { describeError } from "../agent/core/errors";
-import { OcsfClass } from "../agent/core/events";
-import type { EventSink } from "../agent/core/events";
-import { brokerAuth, redactUrl } from "../agent/mqtt-connection";
-import { parsePolicyText, type PolicyFile } from "../protocols/modbus/policy/schema";
-import type { ModbusPolicyRequest } from "../protocols/modbus/policy/engine";
-import type { PolicyDecisionPoint } from "../protocols/policy";
-import { CommandGate } from "./command-gate";
-import { admit, CommandRefused, CommandStore, loadCommandKey, MODES, type Command, type CommandsConfig, type ProxyMode } from "./commands";
+import type { LoadedConfig } from "../config/load";
+import { describeError } from "../core/errors";
+import { OcsfClass } from "../core/events";
+import type { EventSink } from "../core/events";
+import { brokerAuth, redactUrl } from "../mqtt-connection";
+import { parsePolicyText, type PolicyFile } from "../../protocols/modbus/policy/schema";
+import type { ModbusPolicyRequest } from "../../protocols/modbus/policy/engine";
+import type { PolicyDecisionPoint } from "../../protocols/policy";
+import { CommandGate } from "./gate";
+import { admit, CommandRefused, CommandStore, loadCommandKey, MODES, type Command, type CommandsConfig, type ProxyMode } from "../../firmware-hooks/commands";
 
 /** The per-device command topic. */
 export const commandTopic = (prefix: string, device: string) => `${prefix}/${device}/commands`;
