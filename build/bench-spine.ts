@@ -1,7 +1,8 @@
 /**
  * Event-spine benchmarks, each against the physical limit measured in the same run:
  * - accept: events/s recorded (signed, chained, committed) vs bare batched SQLite inserts of
- *   rows of the same size, same synchronous mode and transaction size;
+ *   rows of the same size, same synchronous mode and transaction size, alternated over rounds,
+ *   with the CPU time of each per event;
  * - drain: events/s from the outbox to a local broker (select, hash check, seal, QoS 1 publish,
  *   delete on PUBACK) vs bare mqtt.js QoS 1 publishing of the same payloads with the same window;
  * - bytes written to storage per event (/proc/self/io write_bytes), and RSS.
@@ -9,7 +10,7 @@
 import Database from "better-sqlite3";
 import { generateKeyPairSync } from "node:crypto";
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { cpus, loadavg, tmpdir } from "node:os";
 import { join } from "node:path";
 import { spawn, type ChildProcess } from "node:child_process";
 import { createServer } from "node:net";
@@ -46,35 +47,56 @@ function writeBytes(): number {
   return storageBytesWritten() ?? Number.NaN;
 }
 
+interface AcceptRun {
+  per_s: number;
+  /** CPU time of this process (every thread) per event or row, µs. */
+  cpu_us: number;
+}
+
 interface AcceptResult {
   events_per_s: number;
   bare_rows_per_s: number;
+  /** Median over the rounds of Gatewarden / bare measured next to it, and the range. */
   ratio: number;
+  ratio_range: [number, number];
+  /** CPU time per event against CPU time per bare row (the same rounds): what the machine's
+   * load does not move much, unlike the wall-clock ratio. */
+  cpu_us_per_event: number;
+  cpu_us_per_bare_row: number;
+  cpu_ratio: number;
+  rounds: string[];
+  load_average: string;
   bytes_written_per_event: number;
   row_bytes: number;
+  configuration: string;
 }
 
-async function benchAccept(dir: string, cls: EventClass, n: number): Promise<AcceptResult> {
-  const outbox = new Outbox(join(dir, `accept-${cls}.db`), 2 * 1024 ** 3);
-  const batch = 500;
+/** Gatewarden's accept path: `n` events recorded, signed, chained and committed. */
+async function acceptOnce(path: string, cls: EventClass, n: number, batch: number): Promise<AcceptRun & { written: number; rowBytes: number }> {
+  const outbox = new Outbox(path, 2 * 1024 ** 3);
   const signer = new ParallelSigner(key);
   const rec = new Recorder({ outbox, key, signer, device: "bench-gw", version: "bench", flushMs: 1000, maxPending: batch, log: silent });
   rec.start();
   // Under sustained load the daemon's signing worker runs (it starts with the first busy batch).
   await signer.whenReady();
   const w0 = writeBytes();
+  const c0 = process.cpuUsage();
   const t0 = process.hrtime.bigint();
   for (let i = 0; i < n; i++) rec.record(draft(cls, i));
   rec.flush();
   const dt = Number(process.hrtime.bigint() - t0) / 1e9;
+  const c = process.cpuUsage(c0);
   rec.close("bench");
   outbox.checkpoint();
-  const w2 = writeBytes();
+  const written = writeBytes() - w0;
   const rowBytes = Math.round(outbox.stats().bytes / outbox.stats().depth);
   outbox.close();
+  return { per_s: n / dt, cpu_us: (c.user + c.system) / n, written, rowBytes };
+}
 
-  // The limit: the same rows, already serialized, inserted in transactions of the same size.
-  const bare = new Database(join(dir, `bare-${cls}.db`));
+/** The limit: rows of the same size, already serialized, inserted in transactions of the same size. */
+function bareOnce(path: string, cls: EventClass, n: number, batch: number, rowBytes: number): AcceptRun {
+  const bare = new Database(path);
   bare.pragma("journal_mode = WAL");
   bare.pragma(`synchronous = ${cls === "finding" ? "FULL" : "NORMAL"}`);
   bare.exec("CREATE TABLE t (id INTEGER PRIMARY KEY AUTOINCREMENT, boot INT, seq INT, rank INT, time INT, bytes INT, parked INT DEFAULT 0, body TEXT)");
@@ -83,14 +105,59 @@ async function benchAccept(dir: string, cls: EventClass, n: number): Promise<Acc
   const tx = bare.transaction((from: number) => {
     for (let i = from; i < from + batch; i++) ins.run(1, i, 3, Date.now(), rowBytes, body);
   });
+  const c0 = process.cpuUsage();
   const b0 = process.hrtime.bigint();
   for (let i = 0; i < n; i += batch) tx(i);
   const bdt = Number(process.hrtime.bigint() - b0) / 1e9;
+  const c = process.cpuUsage(c0);
   bare.close();
-  const eps = n / dt;
-  const bps = n / bdt;
-  return { events_per_s: Math.round(eps), bare_rows_per_s: Math.round(bps), ratio: round2(eps / bps), bytes_written_per_event: Math.round((w2 - w0) / n), row_bytes: rowBytes };
+  return { per_s: n / bdt, cpu_us: (c.user + c.system) / n };
 }
+
+/**
+ * Accept against bare inserts, alternated (Gatewarden, bare, Gatewarden, bare, ...) over
+ * `rounds` of `n` events each, so a phase of load from elsewhere hits both alike: medians, the
+ * ratio of each round's pair, and CPU time per event (every thread of the process) beside it.
+ */
+export async function benchAccept(dir: string, cls: EventClass, n: number, rounds: number): Promise<AcceptResult> {
+  const batch = 500;
+  const ours: AcceptRun[] = [];
+  const bare: AcceptRun[] = [];
+  let written = 0;
+  let rowBytes = 0;
+  const load0 = loadavg()[0]!;
+  for (let r = 0; r < rounds; r++) {
+    const g = await acceptOnce(join(dir, `accept-${cls}-${r}.db`), cls, n, batch);
+    written += g.written;
+    rowBytes = g.rowBytes;
+    ours.push(g);
+    bare.push(bareOnce(join(dir, `bare-${cls}-${r}.db`), cls, n, batch, rowBytes));
+  }
+  const ratios = ours.map((g, i) => g.per_s / bare[i]!.per_s);
+  const cpuEvent = median(ours.map((g) => g.cpu_us));
+  const cpuRow = median(bare.map((b) => b.cpu_us));
+  return {
+    events_per_s: Math.round(median(ours.map((g) => g.per_s))),
+    bare_rows_per_s: Math.round(median(bare.map((b) => b.per_s))),
+    ratio: round2(median(ratios)),
+    ratio_range: [round2(Math.min(...ratios)), round2(Math.max(...ratios))],
+    cpu_us_per_event: round1(cpuEvent),
+    cpu_us_per_bare_row: round1(cpuRow),
+    cpu_ratio: round2(cpuRow / cpuEvent),
+    rounds: ours.map((g, i) => `${Math.round(g.per_s)} events/s (${round1(g.cpu_us)} µs CPU) vs ${Math.round(bare[i]!.per_s)} rows/s (${round1(bare[i]!.cpu_us)} µs)`),
+    load_average: `${load0.toFixed(1)} at the start, ${loadavg()[0]!.toFixed(1)} at the end (${cpus().length} CPUs)`,
+    bytes_written_per_event: Math.round(written / (n * rounds)),
+    row_bytes: rowBytes,
+    configuration: `${rounds} rounds of ${n} events, alternated with the bare inserts; recorder batches of ${batch}, signing worker running, synchronous=${cls === "finding" ? "FULL" : "NORMAL"}; bare: the same row size and transaction size, one thread`,
+  };
+}
+
+const median = (xs: readonly number[]): number => {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
+};
+const round1 = (x: number) => Math.round(x * 10) / 10;
 
 /** aedes on its own thread (like a broker in its own process), so it does not share ours. */
 export async function startAedesThread(): Promise<{ url: string; stop: () => Promise<void> }> {
@@ -234,9 +301,14 @@ export async function benchSpine(): Promise<Record<string, unknown>> {
   const dir = mkdtempSync(join(tmpdir(), "gw-bench-"));
   try {
     const n = Number(process.env.BENCH_EVENTS ?? 100_000);
+    const rounds = Number(process.env.BENCH_ACCEPT_ROUNDS ?? 3);
     const skipAccept = process.env.BENCH_ONLY_DRAIN === "1";
-    const accept_telemetry = skipAccept ? null : await benchAccept(dir, "telemetry", n);
-    const accept_finding = skipAccept ? null : await benchAccept(dir, "finding", n);
+    const onlyAccept = process.env.BENCH_ONLY_ACCEPT === "1";
+    // Accept: rounds of n / rounds events each (the same events in all as one run of n).
+    const perRound = Math.max(1000, Math.round(n / rounds));
+    const accept_telemetry = skipAccept ? null : await benchAccept(dir, "telemetry", perRound, rounds);
+    const accept_finding = skipAccept ? null : await benchAccept(dir, "finding", perRound, rounds);
+    if (onlyAccept) return { accept_telemetry_NORMAL: accept_telemetry, accept_finding_FULL: accept_finding };
     const drain: DrainResult[] = [];
     const aedes = await startAedesThread();
     drain.push(await benchDrain(dir, "aedes (own thread, MQTT 3.1.1)", aedes.url, 4, n));

@@ -1,10 +1,20 @@
-/** The spine's drain benchmark runs, and measures both baselines (tiny run; figures not checked). */
+/** The spine's accept and drain benchmarks run, and measure their baselines (tiny runs; figures not checked). */
 import { describe, expect, it } from "vitest";
-import { benchDrain, startAedesThread } from "../../build/bench-spine";
+import { benchAccept, benchDrain, startAedesThread } from "../../build/bench-spine";
 import { tempDir } from "../helpers/fixture";
 
 describe("spine drain bench", () => {
   const t = tempDir();
+
+  it("measures accept alternated with the bare inserts, round by round, with CPU time per event", async () => {
+    const r = await benchAccept(t.dir, "telemetry", 1000, 2);
+    expect(r.rounds).toHaveLength(2);
+    expect(r.events_per_s).toBeGreaterThan(0);
+    expect(r.bare_rows_per_s).toBeGreaterThan(0);
+    expect(r.cpu_us_per_event).toBeGreaterThan(0);
+    expect(r.ratio_range[0]).toBeLessThanOrEqual(r.ratio_range[1]);
+    expect(r.configuration).toMatch(/^2 rounds of 1000 events, alternated with the bare inserts/);
+  });
 
   it("measures the drain against per-event publishing and against the forwarder's own batches and window", async () => {
     const aedes = await startAedesThread();
