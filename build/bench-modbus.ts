@@ -12,6 +12,7 @@
  * scheduler. GW_BENCH_PIN=0 turns this off (the load side is then a worker thread).
  */
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
+import { readFileSync } from "node:fs";
 import { Worker } from "node:worker_threads";
 import { cpus } from "node:os";
 import { dirname, join } from "node:path";
@@ -268,6 +269,7 @@ const median = (xs: readonly number[]): number => {
 };
 const round1 = (x: number): number => Math.round(x * 10) / 10;
 const round3 = (x: number): number => Math.round(x * 1000) / 1000;
+const BASELINES = ["direct", "blind_pipe", "blind_pipe_process"];
 
 /**
  * The proxy configurations measured, each stated in the output. `defaults`: what a config
@@ -291,7 +293,7 @@ function proxyConfigs(clients: number): Record<string, { upstream: Record<string
  * with the concurrency matched to the pipe. `printed()`: the lines read so far and the requests
  * they stand for (a line with `count` stands for that many).
  */
-async function startCommissioning(devicePort: number, clients: number, pinned: boolean, matched: boolean): Promise<{ port: number; stop: () => Promise<void>; says: string; printed: () => { lines: number; requests: number } }> {
+async function startCommissioning(devicePort: number, clients: number, pinned: boolean, matched: boolean): Promise<{ port: number; stop: () => Promise<void>; says: string; printed: () => { lines: number; requests: number }; cpuUs: () => number }> {
   const n = Math.min(clients, 16);
   // dist/gatewarden.cjs, from dist/bench.cjs (bundled) or build/bench-modbus.ts (tests) alike.
   const bin = join(dirname(fileURLToPath(import.meta.url)), "..", "dist", "gatewarden.cjs");
@@ -323,9 +325,27 @@ async function startCommissioning(devicePort: number, clients: number, pinned: b
     port,
     says: `gatewarden modbus proxy --preset read-only${flags.length ? " " + flags.join(" ") : ""} (its own process, decisions to a pipe the bench reads; ${matched ? `${n} upstream connection(s) x 1 in flight, no rate limit, other limits default` : "command defaults: 1 upstream connection x 1 in flight, max_requests_per_s 1000, max_connections 64, 8 per identity"})`,
     printed: () => ({ ...printed }),
+    cpuUs: () => processCpuUs(proc.pid!),
     stop: () => new Promise((r) => (proc.exitCode !== null ? r() : (proc.stdout!.once("end", () => r()), proc.kill("SIGTERM")))),
   };
 }
+
+/** CPU time (user + system) of another process so far, µs, from /proc (NaN elsewhere). */
+function processCpuUs(pid: number): number {
+  try {
+    // Fields after the command name: state is 3rd, utime 14th, stime 15th (in clock ticks).
+    const f = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]!.split(" ");
+    return ((Number(f[11]) + Number(f[12])) * 1e6) / CLOCK_TICKS;
+  } catch {
+    return Number.NaN;
+  }
+}
+const CLOCK_TICKS = 100;
+
+const ownCpuUs = (): number => {
+  const c = process.cpuUsage();
+  return c.user + c.system;
+};
 
 export async function benchModbus(opts: { durationMs?: number; warmupMs?: number; rounds?: number; clients?: number[]; codec?: boolean } = {}): Promise<object> {
   const durationMs = opts.durationMs ?? Number(process.env.GW_BENCH_MS ?? 1000);
@@ -334,11 +354,15 @@ export async function benchModbus(opts: { durationMs?: number; warmupMs?: number
   const pin = pinForBench();
   const server = await startPeer<{ port: number }>(LOAD_JS, {}, pin);
   const pipe = await startWorker<{ port: number }>(BLIND_PIPE_JS, { port: server.first.port });
+  // The same pipe as a process of its own on the proxy's CPU: the like-for-like limit of
+  // commissioning mode, which is a process of its own too.
+  const pipeProc = await startProcess<{ port: number }>(BLIND_PIPE_JS, { port: server.first.port }, pin ? "0" : `0-${cpus().length - 1}`);
   const results: Record<string, Record<string, Omit<Figures, "bad"> & { rounds: string[] }>> = {};
-  const paired: Record<string, Record<string, { throughput_vs_pipe: number; throughput_vs_pipe_range: number[]; added_p50_us_vs_pipe: number; added_p99_us_vs_pipe: number }>> = {};
+  const paired: Record<string, Record<string, { throughput_vs_pipe: number; throughput_vs_pipe_range: number[]; added_p50_us_vs_pipe: number; added_p99_us_vs_pipe: number; throughput_vs_pipe_process: number; throughput_vs_pipe_process_range: number[] }>> = {};
   const configuration: Record<string, Record<string, string>> = {};
   const commissioningVsDaemon: Record<string, Record<string, { throughput: number; range: number[] }>> = {};
   const answered: Record<string, Record<string, number>> = {};
+  const cpuUsPerRoundTrip: Record<string, Record<string, { median: number; range: number[] }>> = {};
   const printedBy: Record<string, Record<string, { lines: number; requests: number; answered_while_measured: number }>> = {};
   let bad = 0;
   try {
@@ -346,13 +370,19 @@ export async function benchModbus(opts: { durationMs?: number; warmupMs?: number
     for (const clients of opts.clients ?? (fromEnv?.length ? fromEnv : [1, 16])) {
       const stops: (() => Promise<unknown>)[] = [];
       const printers: Record<string, () => { lines: number; requests: number }> = {};
+      // The CPU time of the path under test: this process (the pipe's worker thread, or the
+      // daemon's proxy on the main thread; the other is idle meanwhile), or the commissioning
+      // process. The direct path's is the load process's, not measured.
+      const cpuOf: Record<string, () => number> = { blind_pipe: ownCpuUs, blind_pipe_process: () => processCpuUs(pipeProc.proc.pid!) };
       const says: Record<string, string> = {
         direct: "the device itself",
-        blind_pipe: "one device connection per client, bytes copied both ways (worker thread)",
+        blind_pipe: "one device connection per client, bytes copied both ways (worker thread of the bench process, beside the daemon's proxies)",
+        blind_pipe_process: "the same pipe as a process of its own (as commissioning mode is)",
       };
       const targets: [string, number][] = [
         ["direct", server.first.port],
         ["blind_pipe", pipe.first.port],
+        ["blind_pipe_process", pipeProc.first.port],
       ];
       try {
         for (const [name, c] of Object.entries(proxyConfigs(clients))) {
@@ -360,6 +390,7 @@ export async function benchModbus(opts: { durationMs?: number; warmupMs?: number
           stops.push(() => gw.service.stop());
           targets.push([name, gw.port]);
           says[name] = c.says;
+          cpuOf[name] = ownCpuUs;
         }
         for (const [name, matched] of [["commissioning_defaults", false], ["commissioning_matched", true]] as const) {
           const com = await startCommissioning(server.first.port, clients, pin !== null, matched);
@@ -367,19 +398,26 @@ export async function benchModbus(opts: { durationMs?: number; warmupMs?: number
           targets.push([name, com.port]);
           says[name] = com.says;
           printers[name] = com.printed;
+          cpuOf[name] = com.cpuUs;
         }
         // Every path gets the same clients, each from its own address.
         const ask = (port: number, ms: number) => server.ask<Figures>({ port, clients, durationMs: ms, warmupMs, spread: true });
         // One discarded pass over every path first (connection set-up, JIT, caches), alike for all.
         for (const [, port] of targets) await ask(port, Math.min(durationMs, 300));
         const per: Record<string, Figures[]> = Object.fromEntries(targets.map(([n]) => [n, []]));
+        const cpuPer: Record<string, number[]> = Object.fromEntries(targets.map(([n]) => [n, []]));
         // Interleave the paths over several short rounds, rotating which goes first, and
         // report the medians over the rounds (each figure separately): a burst of load from
         // elsewhere, or a drift of the machine, hits all of them alike.
         for (let r = 0; r < rounds; r++)
           for (let k = 0; k < targets.length; k++) {
             const [name, port] = targets[(k + r) % targets.length]!;
-            per[name]!.push(await ask(port, durationMs));
+            const cpu = cpuOf[name];
+            const c0 = cpu?.();
+            const f = await ask(port, durationMs);
+            // Per round trip over warm-up and measurement alike (the rate measured stands for both).
+            if (cpu) cpuPer[name]!.push((cpu() - c0!) / ((f.rtt_per_s * (durationMs + warmupMs)) / 1000));
+            per[name]!.push(f);
           }
         for (const v of Object.values(per)) for (const x of v) bad += x.bad;
         const key = `clients_${clients}`;
@@ -399,12 +437,14 @@ export async function benchModbus(opts: { durationMs?: number; warmupMs?: number
         // Each proxy path against the pipe measured next to it, round by round, median over
         // the rounds: less exposed to slow phases that span several measurements.
         const p = per.blind_pipe!;
+        const pp = per.blind_pipe_process!;
         paired[key] = Object.fromEntries(
           targets
-            .filter(([n]) => n !== "direct" && n !== "blind_pipe")
+            .filter(([n]) => !BASELINES.includes(n))
             .map(([n]) => {
               const g = per[n]!;
               const ratios = g.map((x, i) => x.rtt_per_s / p[i]!.rtt_per_s);
+              const toProcess = g.map((x, i) => x.rtt_per_s / pp[i]!.rtt_per_s);
               return [
                 n,
                 {
@@ -412,6 +452,8 @@ export async function benchModbus(opts: { durationMs?: number; warmupMs?: number
                   throughput_vs_pipe_range: [round3(Math.min(...ratios)), round3(Math.max(...ratios))],
                   added_p50_us_vs_pipe: round1(median(g.map((x, i) => (x.p50_us ?? Infinity) - (p[i]!.p50_us ?? Infinity)))),
                   added_p99_us_vs_pipe: round1(median(g.map((x, i) => (x.p99_us ?? Infinity) - (p[i]!.p99_us ?? Infinity)))),
+                  throughput_vs_pipe_process: round3(median(toProcess)),
+                  throughput_vs_pipe_process_range: [round3(Math.min(...toProcess)), round3(Math.max(...toProcess))],
                 },
               ];
             }),
@@ -424,6 +466,7 @@ export async function benchModbus(opts: { durationMs?: number; warmupMs?: number
             return [c, { throughput: round3(median(ratios)), range: [round3(Math.min(...ratios)), round3(Math.max(...ratios))] }];
           }),
         );
+        cpuUsPerRoundTrip[key] = Object.fromEntries(Object.entries(cpuPer).filter(([, v]) => v.length).map(([n, v]) => [n, { median: round1(median(v)), range: [round1(Math.min(...v)), round1(Math.max(...v))] }]));
         answered[key] = Object.fromEntries(Object.keys(printers).map((n) => [n, per[n]!.reduce((t, x) => t + x.samples, 0)]));
       } finally {
         for (const stop of stops) await stop();
@@ -433,6 +476,7 @@ export async function benchModbus(opts: { durationMs?: number; warmupMs?: number
     }
   } finally {
     await pipe.worker.terminate();
+    await new Promise((r) => (pipeProc.proc.exitCode !== null ? r(null) : (pipeProc.proc.once("exit", r), pipeProc.proc.kill())));
     await server.stop();
     pin?.unpin();
   }
@@ -442,7 +486,7 @@ export async function benchModbus(opts: { durationMs?: number; warmupMs?: number
       k,
       Object.fromEntries(
         Object.keys(r)
-          .filter((n) => n !== "direct" && n !== "blind_pipe")
+          .filter((n) => !BASELINES.includes(n))
           .map((n) => [
             n,
             {
@@ -466,6 +510,9 @@ export async function benchModbus(opts: { durationMs?: number; warmupMs?: number
     summary,
     summary_paired_by_round: paired,
     commissioning_vs_daemon_same_settings: commissioningVsDaemon,
+    // CPU time of the path under test per round trip (µs), which the machine's load moves far
+    // less than throughput: the pipe's and each proxy's own cost.
+    cpu_us_per_round_trip: cpuUsPerRoundTrip,
     // Lines commissioning mode printed and the requests they stand for (warm-up included),
     // against the answers counted while measuring: every request is printed or counted.
     commissioning_printed: printedBy,

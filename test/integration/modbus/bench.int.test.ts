@@ -9,7 +9,7 @@ describe("modbus bench and load runners", () => {
       results: Record<string, Record<string, { rtt_per_s: number }>>;
       commissioning_printed: Record<string, Record<string, { lines: number; requests: number; answered_while_measured: number }>>;
     };
-    for (const path of ["direct", "blind_pipe", "gatewarden_defaults", "gatewarden_matched", "commissioning_defaults", "commissioning_matched"]) expect(r.results.clients_2![path]!.rtt_per_s).toBeGreaterThan(0);
+    for (const path of ["direct", "blind_pipe", "blind_pipe_process", "gatewarden_defaults", "gatewarden_matched", "commissioning_defaults", "commissioning_matched"]) expect(r.results.clients_2![path]!.rtt_per_s).toBeGreaterThan(0);
     // Commissioning mode printed (or counted on a line) every request it answered.
     for (const printed of Object.values(r.commissioning_printed.clients_2!)) {
       expect(printed.answered_while_measured).toBeGreaterThan(0);
