@@ -83,6 +83,7 @@ export class ProxyConnection {
   /** The client's fields of a decision record, and of its repeat keys (the same for every request). */
   private idFields: ReturnType<typeof identityFields> | undefined;
   private repeatPrefix: string | undefined;
+  private lastRead: { fc: number; unit: number; rule: string; address: number; quantity: number; key: string } | undefined;
 
   constructor(
     private readonly sock: Socket,
@@ -291,15 +292,30 @@ export class ProxyConnection {
 
   /** An answered request's decision; a repeat of an allowed read is only counted. */
   private recordAnswered(f: Forwarded, exc: number | undefined): void {
-    const request = f.pdu.toString("hex");
-    let key: string | undefined;
     const ts = Date.now();
-    if (exc === undefined && !isWrite(f.req)) {
-      key = `${(this.repeatPrefix ??= `${this.listener}\n${this.label}\n${this.id.fingerprint ?? ""}\n`)}${f.clientUnit}\n${f.rule}\n${request}`;
-      if (this.ctx.decisions!.repeat(key, ts)) return;
-    }
+    const key = exc === undefined && !isWrite(f.req) ? this.repeatKey(f) : undefined;
+    if (key !== undefined && this.ctx.decisions!.repeat(key, ts)) return;
     const info = f.info ?? { addresses: describeAccesses(f.req) };
-    this.record({ unit: f.clientUnit, fc: f.req.fc, ...detail(info), allow: true, rule: f.rule, request, ...(exc !== undefined ? { exception: exc } : {}) }, key, ts);
+    this.record({ unit: f.clientUnit, fc: f.req.fc, ...detail(info), allow: true, rule: f.rule, request: f.pdu.toString("hex"), ...(exc !== undefined ? { exception: exc } : {}) }, key, ts);
+  }
+
+  /**
+   * What identical requests of this client share (listener, client, certificate, unit, rule,
+   * request bytes). A client polling the same block again (FC 1–4) reuses the string it had.
+   */
+  private repeatKey(f: Forwarded): string {
+    const r = f.req;
+    const m = this.lastRead;
+    if (m && r.fc <= 4 && m.fc === r.fc && m.unit === f.clientUnit && m.rule === f.rule) {
+      const q = r as { address: number; quantity: number };
+      if (m.address === q.address && m.quantity === q.quantity) return m.key;
+    }
+    const key = `${(this.repeatPrefix ??= `${this.listener}\n${this.label}\n${this.id.fingerprint ?? ""}\n`)}${f.clientUnit}\n${f.rule}\n${f.pdu.toString("hex")}`;
+    if (r.fc <= 4) {
+      const q = r as { address: number; quantity: number };
+      this.lastRead = { fc: r.fc, unit: f.clientUnit, rule: f.rule, address: q.address, quantity: q.quantity, key };
+    }
+    return key;
   }
 
   private tapResponse(device: string, unit: number, req: ModbusRequest, resp: Buffer): void {
