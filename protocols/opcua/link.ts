@@ -48,6 +48,10 @@ export class OpcuaLink {
   private lastError: string | undefined;
   private timer: NodeJS.Timeout | undefined;
   private delay: number;
+  /** An attempt is running, from connect() to the end of its teardown (no second one may start). */
+  private attempting = false;
+  /** retryNow was asked during the running attempt. */
+  private wake = false;
   private namespaces: string[] = [];
   private readonly counters = { connects: 0, reads: 0, read_errors: 0 };
   /** The certificate this server last presented and the client refused (store or pin). */
@@ -117,11 +121,19 @@ export class OpcuaLink {
     }
   }
 
-  /** Try now instead of at the end of the backoff (after the operator fixed trust, say). */
+  /**
+   * Try now instead of at the end of the backoff (after the operator fixed trust, say). During
+   * an attempt (from its connect to its teardown) the attempt is not cut short: if it fails, the
+   * next one starts at once instead of after the backoff.
+   */
   retryNow(): void {
-    if (this.state !== "down") return;
-    clearTimeout(this.timer);
+    if (this.state === "up" || this.state === "stopped") return;
     this.delay = this.config.reconnect_min_ms;
+    if (this.attempting) {
+      this.wake = true;
+      return;
+    }
+    clearTimeout(this.timer);
     void this.connect();
   }
 
@@ -138,6 +150,8 @@ export class OpcuaLink {
   private async connect(): Promise<void> {
     if (this.state === "stopped") return;
     this.state = "connecting";
+    this.attempting = true;
+    this.wake = false;
     const c = this.config;
     const ua = this.ua;
     const client = ua.OPCUAClient.create({
@@ -177,6 +191,7 @@ export class OpcuaLink {
       session.once("session_closed", () => broken("session closed by the server"));
       session.once("keepalive_failure", () => broken("session keep-alive failed"));
       this.state = "up";
+      this.attempting = false;
       this.lastError = undefined;
       this.delay = c.reconnect_min_ms;
       this.counters.connects++;
@@ -229,6 +244,7 @@ export class OpcuaLink {
 
   private async failed(client: OPCUAClient, e: unknown): Promise<void> {
     if (this.isStopped()) return this.teardown(client);
+    this.attempting = true;
     const reason = messageOf(e);
     this.lastError = reason;
     this.state = "down";
@@ -245,6 +261,7 @@ export class OpcuaLink {
     else this.events.down(this.config.name, this.config.endpoint, reason);
     this.log.warn({ server: this.config.name, endpoint: this.config.endpoint, reason }, "OPC UA server not available.");
     await this.teardown(client);
+    this.attempting = false;
     this.schedule();
   }
 
@@ -258,7 +275,9 @@ export class OpcuaLink {
     if (this.state === "stopped") return;
     clearTimeout(this.timer);
     // Full jitter keeps a fleet of gateways from reconnecting in step after a server restart.
-    const wait = Math.round(this.delay / 2 + (Math.random() * this.delay) / 2);
+    // A retryNow during the attempt that just failed: the next one starts now.
+    const wait = this.wake ? 0 : Math.round(this.delay / 2 + (Math.random() * this.delay) / 2);
+    this.wake = false;
     this.delay = Math.min(this.delay * 2, this.config.reconnect_max_ms);
     this.timer = setTimeout(() => void this.connect(), wait);
     this.timer.unref();

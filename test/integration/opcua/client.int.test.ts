@@ -1,6 +1,6 @@
 import { afterEach, describe, expect, it } from "vitest";
 import { execFileSync } from "node:child_process";
-import { chmodSync, existsSync, mkdirSync, readdirSync, statSync, writeFileSync } from "node:fs";
+import { chmodSync, copyFileSync, existsSync, mkdirSync, readdirSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import type { EventDraft } from "../../../agent/core/events";
 import type { Reading } from "../../../agent/core/readings";
@@ -9,6 +9,7 @@ import type { OpcuaPolledPoint } from "../../../protocols/opcua/poller";
 import { OpcuaService } from "../../../protocols/opcua/service";
 import { silent, tempDir, until } from "../../helpers/fixture";
 import { OPENSSL } from "../modbus/_certs";
+import { HoldingRelay } from "./_relay";
 import { TestOpcuaServer } from "./_server";
 
 /** The environment for the openssl binary: node-opcua's PKI sets OPENSSL_CONF for its own use when it loads. */
@@ -146,6 +147,29 @@ describe("OPC UA client: secured sessions to a real node-opcua server, polled in
     expect(audit.ocsf.message).toBe(`OPC UA server certificate ${refused.thumbprint} (${refused.subject}) trusted by cli:engineer`);
     expect(svc.status().rejected_certificates).toEqual([]);
     expect(readdirSync(join(t.dir, "client-pki", "trusted", "certs")).length).toBe(1);
+  });
+
+  it("trusting a certificate during an attempt starts the next one as soon as it ends, not after the backoff", async () => {
+    const { t, server, pw } = await setup();
+    // The device answers slowly: the link's attempt is held in progress until release().
+    const relay = new HoldingRelay({ host: "127.0.0.1", port: server.port });
+    await relay.start();
+    cleanups.push(() => relay.stop());
+    // Refused by an earlier run (rejected/ outlives a restart): what the operator trusts.
+    const rejected = join(t.dir, "client-pki", "rejected");
+    mkdirSync(rejected, { recursive: true });
+    copyFileSync(server.certFile, join(rejected, "device.pem"));
+    // A backoff of a minute or more: without the wake-up the next attempt is 30-60 s away.
+    const { svc, readings } = service(t.dir, { endpoint: relay.endpoint, user: { username: "operator", password_file: pw }, reconnect_min_ms: 60_000, reconnect_max_ms: 120_000, connect_timeout_ms: 120_000 }, [pt("level", "ns=1;s=Tank.Level")]);
+    await svc.start();
+    await until(() => relay.holdingNow > 0, 30_000, "the link's first attempt to reach the device");
+    expect(svc.status().servers[0]!.state).toBe("connecting");
+    const refused = svc.status().rejected_certificates[0]!;
+    expect(await svc.trust(refused.thumbprint, "cli:engineer")).toMatchObject({ thumbprint: refused.thumbprint });
+    // The attempt in progress fails (the device drops it); the next one starts at once.
+    relay.release();
+    await until(() => readings.length > 0, 15_000, "readings after trusting during an attempt");
+    expect(svc.status().servers[0]!.connects).toBe(1);
   });
 
   it("refuses a server whose certificate is trusted but is not the pinned one", async () => {
