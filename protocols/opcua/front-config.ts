@@ -99,7 +99,7 @@ export const frontLimitsSchema = z.strictObject({
   max_monitored_items: int(1, 100_000).default(5000),
   /** Publish requests queued per session. */
   max_publish_requests: int(1, 100).default(10),
-  /** A connection must open its secure channel within this. */
+  /** A connection must have its secure channel open (Hello, OpenSecureChannel answered) this long after it was accepted, or the front closes it. */
   handshake_timeout_ms: int(100, 120_000).default(10_000),
 });
 

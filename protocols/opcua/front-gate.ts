@@ -5,22 +5,29 @@
  * - `max_channels_per_address` connections open at once from one address;
  * - `pre_auth_rate`: connections and OpenSecureChannel requests from one address, a token
  *   bucket of `max` per `interval_ms` (the Modbus proxy's RateLimiter);
- * - every chunk through a ChunkGuard (chunk sizes, chunks and bytes per message).
+ * - every chunk through a ChunkGuard (chunk sizes, chunks and bytes per message);
+ * - `handshake_timeout_ms` from the accept to the OpenSecureChannel response, whatever holds
+ *   the connection up: a peer that says nothing or stalls after its Hello, or node-opcua not
+ *   reading it yet (it resumes an accepted socket only once its channel count allows, and may
+ *   first wait for another channel to close). Once the channel is open, node-opcua's own idle
+ *   timeout applies (front.ts).
  * A refused connection is destroyed at once and reported through `refused` (a login-refused
  * finding, flood-bounded per address by FrontEvents). The totals node-opcua enforces itself
  * (channels, sessions, subscriptions, monitored items, publish requests) are set in front.ts.
  */
 import type { Server, Socket } from "node:net";
 import { RateLimiter } from "../modbus/policy/rate-limiter";
-import { ChunkGuard, guardSocket, type MessageLimits } from "./front-guard";
+import { ChunkGuard, guardSocket, onChannelOpened, type MessageLimits } from "./front-guard";
 
 export interface GateLimits extends MessageLimits {
   maxChannelsPerAddress: number;
   preAuthRate: { max: number; interval_ms: number };
+  /** From the accept to the OpenSecureChannel response. */
+  handshakeTimeoutMs: number;
 }
 
 /** Which limit refused a connection. */
-export type GateLimit = "max_channels_per_address" | "pre_auth_rate" | "chunks";
+export type GateLimit = "max_channels_per_address" | "pre_auth_rate" | "chunks" | "handshake_timeout_ms";
 
 export class FrontGate {
   private readonly live = new Map<string, number>();
@@ -81,7 +88,21 @@ export class FrontGate {
       },
       guard,
     );
+    this.deadline(socket, address);
     return true;
+  }
+
+  /** Closes (and reports) a connection without a secure channel after handshake_timeout_ms. */
+  private deadline(socket: Socket, address: string | undefined): void {
+    const { handshakeTimeoutMs } = this.limits;
+    const timer = setTimeout(() => {
+      if (socket.destroyed) return;
+      this.totals.refused += 1;
+      this.refused(address, `no secure channel within ${handshakeTimeoutMs} ms of connecting (opcua.front.limits.handshake_timeout_ms)`, "handshake_timeout_ms");
+      socket.destroy();
+    }, handshakeTimeoutMs);
+    socket.once("close", () => clearTimeout(timer));
+    onChannelOpened(socket, () => clearTimeout(timer));
   }
 
   /** One pre-authentication request (a connection or an OpenSecureChannel) from `key`. */

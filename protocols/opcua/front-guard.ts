@@ -121,3 +121,18 @@ export function guardSocket(socket: Socket, onRefuse: (reason: string) => void, 
     return emit(event, ...args);
   }) as Socket["emit"];
 }
+
+/**
+ * Calls `opened` once, when the server writes its OpenSecureChannel response on `socket` (a
+ * chunk header is never encrypted, so its type shows even on a SignAndEncrypt channel).
+ */
+export function onChannelOpened(socket: Socket, opened: () => void): void {
+  const write = socket.write;
+  socket.write = function (this: Socket, chunk: unknown, ...rest: unknown[]): boolean {
+    if (Buffer.isBuffer(chunk) && chunk.length >= 3 && chunk.toString("latin1", 0, 3) === "OPN") {
+      socket.write = write;
+      opened();
+    }
+    return (write as (...a: unknown[]) => boolean).call(this, chunk, ...rest);
+  } as Socket["write"];
+}

@@ -47,6 +47,9 @@ interface Identity {
   role: string | undefined;
 }
 
+/** The longest secure channel token the front grants; a client renews it before it runs out. */
+const TOKEN_LIFETIME_MS = 600_000;
+
 /** PermissionType bits (OPC UA Part 3) and the front action each stands for. */
 const PERMISSION_ACTION: Record<number, "browse" | "read" | "write" | "call"> = { 1: "browse", 2: "read", 32: "read", 64: "write", 4096: "read", 8192: "call" };
 
@@ -140,7 +143,13 @@ export class OpcuaFront {
       serverInfo: { applicationUri: `urn:gatewarden:${this.o.deviceId}`, productUri: "urn:gatewarden", applicationName: { text: `Gatewarden ${this.o.deviceId}` } },
       buildInfo: { productName: "Gatewarden OPC UA front", manufacturerName: "Gatewarden" },
       isAuditing: false,
-      timeout: L.handshake_timeout_ms,
+      // node-opcua applies `timeout` to the Hello and the OpenSecureChannel request, and then as
+      // the socket's idle timeout for good: the gate bounds the handshake (handshake_timeout_ms,
+      // front-gate.ts), and an open channel may be idle until its token has run out with its
+      // 25 % grace (a client renews it before then), not 10 s: an authenticated client quiet
+      // for a few seconds must keep its connection.
+      timeout: (TOKEN_LIFETIME_MS * 5) / 4,
+      defaultSecureTokenLifetime: TOKEN_LIFETIME_MS,
       maxConnectionsPerEndpoint: L.max_channels,
       serverCapabilities: {
         maxSessions: L.max_sessions,
@@ -198,7 +207,7 @@ export class OpcuaFront {
     this.hookRefresh(server);
     server.on("create_session", (session: ServerSession) => this.hookSession(session, ua));
     // Limits before authentication, checked before node-opcua reads a byte (it stops the process on an oversized chunk).
-    const gate = new FrontGate({ maxChannelsPerAddress: L.max_channels_per_address, preAuthRate: L.pre_auth_rate, maxChunkCount: L.max_chunk_count, maxMessageBytes: L.max_message_bytes }, (address, reason, limit) =>
+    const gate = new FrontGate({ maxChannelsPerAddress: L.max_channels_per_address, preAuthRate: L.pre_auth_rate, maxChunkCount: L.max_chunk_count, maxMessageBytes: L.max_message_bytes, handshakeTimeoutMs: L.handshake_timeout_ms }, (address, reason, limit) =>
       this.events.loginFailed({ user: "unknown client", address }, "channel", `connection refused before authentication: ${reason}`, undefined, limit),
     );
     this.gate = gate;

@@ -497,4 +497,31 @@ opcua:
       await reader.stop();
     }
   }, 90_000);
+
+  it("closes a connection without a secure channel after handshake_timeout_ms (silent, or stalled after its Hello); an authenticated client idle as long keeps its own", async () => {
+    const { session, close } = await connect();
+    const peers: RawPeer[] = [];
+    try {
+      const ns = (await session.readNamespaceArray()).indexOf(legacy.namespaceUri);
+      const before = (await frontNow()).connections.refused;
+      // Addresses of their own: the refusals are reported one per address.
+      const quiet = rawPeer(portOfFront(), { localAddress: "127.0.0.4" });
+      const stalled = rawPeer(portOfFront(), { localAddress: "127.0.0.5" });
+      peers.push(quiet, stalled);
+      stalled.socket.write(hello(front));
+      // handshake_timeout_ms is 10 s (the default); 40 s allows for a loaded machine.
+      await until(() => quiet.isClosed() && stalled.isClosed(), 40_000, "the front to close a silent connection and one stalled after its Hello");
+      const timedOut = /^OPC UA login refused for unknown client: connection refused before authentication: no secure channel within 10000 ms of connecting \(opcua\.front\.limits\.handshake_timeout_ms\)$/;
+      await until(() => atSoc(timedOut).length >= 2, 15_000, `both refusals at the SOC (it has: ${messages().slice(-12).join(" | ")})`);
+      const from = atSoc(timedOut).map((l) => (l as unknown as { ocsf: { src_endpoint?: { ip?: string } } }).ocsf.src_endpoint?.ip);
+      expect(from).toEqual(expect.arrayContaining(["127.0.0.4", "127.0.0.5"]));
+      expect((await frontNow()).connections.refused).toBeGreaterThanOrEqual(before + 2);
+      // The session sent nothing while the front waited out both: it is still served.
+      const [dv] = await session.read([{ nodeId: `ns=${ns};s=Tank.Level`, attributeId: AttributeIds.Value }]);
+      expect(dv!.statusCode).toBe(StatusCodes.Good);
+    } finally {
+      for (const p of peers) p.socket.destroy();
+      await close();
+    }
+  }, 90_000);
 });
