@@ -97,7 +97,8 @@ export class DetectionEngine implements ReadingSink {
     // bimodal by design: the relation check replaces its unconditional statistics.
     const explained = explainedPoints(init.site);
     const energy = energyPhysicsPoints(init.site);
-    for (const [id, spec] of Object.entries(withSiteSignals(init.points, init.site))) {
+    const specs = withSiteSignals(init.points, init.site);
+    for (const [id, spec] of Object.entries(specs)) {
       // An intermittent load (street lighting, an EV charger) steps between idle and on by design.
       const stateful = explained.has(id) || spec.intermittent === true;
       const disabled = [...this.options.disabled, ...(stateful ? STATE_DEPENDENT_OFF : []), ...(energy.has(id) ? ENERGY_PHYSICS_OFF : [])];
@@ -106,7 +107,9 @@ export class DetectionEngine implements ReadingSink {
     this.site = init.site ? new SiteDetector(init.site, (p) => init.site?.signals[p]?.kind ?? init.points[p]?.kind) : null;
     for (const [name, pts] of Object.entries(init.groups ?? {})) {
       if (pts.length < 2) continue;
-      const g = new GroupShiftDetector(name, pts, init.groupOptions);
+      const resolution: Record<string, number> = {};
+      for (const p of pts) if (specs[p]?.resolution !== undefined) resolution[p] = specs[p].resolution;
+      const g = new GroupShiftDetector(name, pts, { ...init.groupOptions, resolution: { ...resolution, ...init.groupOptions?.resolution } });
       this.groups.push(g);
       for (const p of pts) this.grouped.set(p, [...(this.grouped.get(p) ?? []), g]);
     }

@@ -18,6 +18,8 @@ export interface GroupShiftOptions {
   long_reference_span?: number;
   /** A member's sustained-shift limit is never below this (in units of its normal swing). */
   long_min_threshold?: number;
+  /** Members' reading steps where the site or points config gives one (else learned from the readings). */
+  resolution?: Readonly<Record<string, number>>;
 }
 
 interface Member {
@@ -28,11 +30,15 @@ interface Member {
   base: number | null; bn: number; lspread: SpreadTracker; ld: number;
   /** Largest standardised long-window shift of this member seen on normal data. */
   lcal: number;
+  /** Previous reading (NaN: none yet) and the reading step: configured, or the smallest non-zero change seen (Infinity: none yet). */
+  prev: number; step: number;
 }
 interface MemberState {
   win: number[]; ref: number | null; spread: number[]; d: number; fresh: boolean;
   /** Absent in snapshots from before the sustained-shift stage: it starts empty. */
   lm?: number; lsize?: number; base?: number | null; bn?: number; lspread?: number[]; ld?: number; lcal?: number;
+  /** Absent in snapshots from before the step floor: learned afresh (0: none yet). */
+  step?: number; prev?: number | null;
 }
 interface State {
   n: number; cal: number; flagged: number; tick: number | null; last: number | null; dt: number; members: Record<string, MemberState>;
@@ -56,6 +62,12 @@ interface State {
  * wanders by nature gets a wide one, a steady flow a tight one. The stage reports the member
  * furthest beyond its limit, so one signal's shift is not diluted by the unchanged ones. While
  * it reports, the references and swings are frozen.
+ * A member's spread is never taken below its quantisation: a window average cannot locate a
+ * level more finely than its readings' step allows (the rounding error of a step q averages q / 4
+ * in absolute value, an sd of about q / sqrt(12)), so a quantised signal that sat on one value for
+ * a while (a pressure read in 0.33 bar steps) does not get a spread of about 0, and a one-step move
+ * is about 3 sd, not 10^10. The step is the configured resolution, else the smallest non-zero change
+ * between consecutive readings (as the novelty and replay checks learn it).
  * Defaults (span 48 readings, reference span 1000 ticks, floor 11) were chosen on the public
  * SKAB valve1 runs (1 Hz pump test bed) with its anomaly-free file as learning history.
  */
@@ -81,6 +93,7 @@ export class GroupShiftDetector implements Detector<State> {
   private readonly alphaW: number;
   private readonly minL: number;
   private flaggedL = 0;
+  private readonly resolution: Readonly<Record<string, number>>;
   constructor(name: string, readonly points: readonly string[], opts: GroupShiftOptions = {}) {
     this.id = `group/${name}`;
     this.W = opts.window ?? 16;
@@ -93,13 +106,24 @@ export class GroupShiftDetector implements Detector<State> {
     this.alphaL = 1 / (opts.long_reference_span ?? 1000);
     this.alphaW = 2 / (this.L + 1);
     this.minL = opts.long_min_threshold ?? 11;
-    for (const p of points) this.members.set(p, this.fresh());
+    this.resolution = opts.resolution ?? {};
+    for (const p of points) this.members.set(p, this.fresh(p));
   }
-  private fresh(): Member {
+  private fresh(p: string): Member {
+    const res = this.resolution[p];
     return {
       win: new SortedWindow(this.W), ref: null, spread: new SpreadTracker(0.005), d: 0, fresh: false,
       lm: 0, lsize: 0, base: null, bn: 0, lspread: new SpreadTracker(0.002), ld: 0, lcal: 0,
+      prev: Number.NaN, step: res !== undefined && res > 0 ? res : Number.POSITIVE_INFINITY,
     };
+  }
+  /**
+   * A member's short-window shift in units of its normal spread, the spread never below what its
+   * reading step can resolve (q / 4 mean absolute rounding error) nor a relative 1e-9.
+   */
+  private z(m: Member): number {
+    const q = m.step < Number.POSITIVE_INFINITY ? m.step / 4 : 0;
+    return m.d / (1.25 * Math.max(m.spread.m, q, 1e-9 * (Math.abs(m.ref ?? 0) + 1) / 1.25));
   }
   observe(r: Reading, emit: Emit): void {
     this.add(r, emit);
@@ -114,8 +138,9 @@ export class GroupShiftDetector implements Detector<State> {
       const gap = r.ts - this.last;
       if (this.dt > 0 && this.n > 10 && gap > Math.max(GAP_FACTOR, 1 / this.alpha) * this.dt) {
         for (const [p, old] of this.members) {
-          const m = this.fresh();
+          const m = this.fresh(p);
           m.lcal = old.lcal; // how far this signal wanders in normal operation is long-term knowledge
+          m.step = old.step;
           this.members.set(p, m);
         }
         this.n = 0;
@@ -126,6 +151,9 @@ export class GroupShiftDetector implements Detector<State> {
     }
     this.tick = r.ts;
     const m = this.members.get(r.point)!; // after a gap reset: the fresh member, not the discarded one
+    const change = Math.abs(r.value - m.prev); // NaN for the first reading: never below `step`
+    if (change > 0 && change < m.step && !(r.point in this.resolution)) m.step = change;
+    m.prev = r.value;
     m.win.push(r.value);
     if (this.L > 0) this.pushLong(m, r.value);
     if (!m.win.full()) return;
@@ -206,7 +234,7 @@ export class GroupShiftDetector implements Detector<State> {
     let top: [string, number] | null = null;
     for (const [p, m] of this.members) {
       if (!m.fresh || m.spread.n < 30) continue;
-      const z = m.d / Math.max(m.spread.m * 1.25, 1e-9 * (Math.abs(m.ref ?? 0) + 1));
+      const z = this.z(m);
       const z2 = Math.min(z * z, 400);
       sum += z2;
       k++;
@@ -220,7 +248,7 @@ export class GroupShiftDetector implements Detector<State> {
     if (!training && T > limit && this.flagged < this.relearn && top) {
       this.flagged++;
       const parts = [...this.members].filter(([, m]) => m.fresh && m.spread.n >= 30)
-        .map(([p, m]) => [p, m.d / Math.max(m.spread.m * 1.25, 1e-12)] as const)
+        .map(([p, m]) => [p, this.z(m)] as const)
         .sort((a, b) => Math.abs(b[1]) - Math.abs(a[1])).slice(0, 3)
         .map(([p, z]) => `${p} ${z > 0 ? "+" : ""}${fmt(z)} sd`).join(", ");
       emit({
@@ -269,6 +297,7 @@ export class GroupShiftDetector implements Detector<State> {
       members[p] = {
         win: m.win.values(), ref: m.ref, spread: m.spread.toJSON(), d: m.d, fresh: m.fresh,
         lm: m.lm, lsize: m.lsize, base: m.base, bn: m.bn, lspread: m.lspread.toJSON(), ld: m.ld, lcal: m.lcal,
+        step: m.step < Number.POSITIVE_INFINITY ? m.step : 0, prev: Number.isNaN(m.prev) ? null : m.prev,
       };
     }
     return { n: this.n, cal: this.cal, flagged: this.flagged, tick: this.tick, last: this.last, dt: this.dt, members, flagged_long: this.flaggedL };
@@ -280,7 +309,7 @@ export class GroupShiftDetector implements Detector<State> {
     for (const [p, m] of this.members) {
       const e = members[p];
       if (e === undefined) {
-        this.members.set(p, this.fresh());
+        this.members.set(p, this.fresh(p));
         continue;
       }
       const o = obj(this.id, e);
@@ -299,6 +328,10 @@ export class GroupShiftDetector implements Detector<State> {
       m.lspread.load(o.lspread === undefined ? [0, 0] : numArray(this.id, o.lspread, "lspread", 2));
       m.ld = o.ld === undefined ? 0 : num(this.id, o.ld, "ld");
       m.lcal = o.lcal === undefined ? 0 : num(this.id, o.lcal, "lcal");
+      const step = o.step === undefined ? 0 : num(this.id, o.step, "step");
+      if (step < 0) throw badState(this.id, "step");
+      if (!(p in this.resolution)) m.step = step > 0 ? step : Number.POSITIVE_INFINITY;
+      m.prev = o.prev === undefined || o.prev === null ? Number.NaN : num(this.id, o.prev, "prev");
     }
     this.n = num(this.id, s.n, "n");
     this.cal = num(this.id, s.cal, "cal");

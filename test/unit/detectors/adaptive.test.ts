@@ -221,3 +221,49 @@ describe("older snapshots", () => {
     expect(() => r.restore(s as never, r.stateVersion)).not.toThrow();
   });
 });
+
+describe("group shift: a quantised signal's spread", () => {
+  /**
+   * Member q is read in 0.33 steps and sits on one value, with a one-reading blip every 40
+   * readings (the window's trimmed mean never moves: its spread decays towards 0); member n is
+   * noise. After learning, q settles three steps lower.
+   */
+  const rows = (n: number, seed: number, dropAt = Infinity): [number, number][] => {
+    const nz = noise(n, seed, 5);
+    return Array.from({ length: n }, (_, i) => [(i >= dropAt ? -0.93 : 0.06) + (i % 40 === 39 ? 0.33 : 0), nz[i]!]);
+  };
+  const run = (g: GroupShiftDetector, data: [number, number][], t0: number, learn: boolean): Finding[] => {
+    const out: Finding[] = [];
+    data.forEach(([q, n], i) => {
+      const ts = t0 + i * 1000;
+      for (const [point, value] of [["q", q], ["n", n]] as const) {
+        const r = { point, value, ts, source: "t", quality: "good" as const };
+        if (learn) g.train(r);
+        else g.observe(r, (f) => out.push(f));
+      }
+      g.flush(learn ? null : (f) => out.push(f));
+    });
+    return out;
+  };
+  it("is never below its reading step: a three-step move is about 10 sd, not 10^10, and the learned limit stays sensible", () => {
+    const g = new GroupShiftDetector("g", ["q", "n"], { long_window: 0 });
+    run(g, rows(3000, 5), T0, true);
+    const found = run(g, rows(600, 6, 300), T0 + 10_000_000, false);
+    expect(found.length).toBeGreaterThan(0);
+    for (const f of found) {
+      expect(Number.isFinite(f.score)).toBe(true);
+      expect(f.expected).toBeLessThan(100); // the learned limit: 9 (the floor) here, not inflated by a zero spread
+      const sd = /q ([-+][\d.e+]+) sd/.exec(f.reason);
+      expect(sd).not.toBeNull();
+      // Three steps of 0.33 against a spread floored at its rounding error (0.33 / 4 x 1.25): -9.6 sd.
+      expect(Math.abs(Number(sd![1]))).toBeGreaterThan(3);
+      expect(Math.abs(Number(sd![1]))).toBeLessThan(10);
+    }
+    expect(g.snapshot().members.q!.step).toBeCloseTo(0.33, 9);
+  });
+  it("uses a configured resolution instead of the smallest change seen", () => {
+    const g = new GroupShiftDetector("g", ["q", "n"], { long_window: 0, resolution: { q: 0.66 } });
+    run(g, rows(3000, 5), T0, true);
+    expect(g.snapshot().members.q!.step).toBe(0.66);
+  });
+});
