@@ -28,7 +28,7 @@
  * ```
  */
 import { z } from "zod";
-import { boundsInOrder, valueBounds, writeWindowSchema } from "../policy-schema";
+import { boundsInOrder, rolesDefined, valueBounds, writeWindowSchema } from "../policy-schema";
 import { LEGACY_POLICIES, nodeIdSchema, SECURITY_POLICIES } from "./names";
 
 const int = (min: number, max: number) => z.number().int().min(min).max(max);
@@ -129,11 +129,7 @@ export const frontSchema = z
     /** Event flood bounds, as for the Modbus proxy. */
     events: z.strictObject({ interval_ms: int(100, 3_600_000).default(10_000), per_key: int(1, 1000).default(3) }).prefault({}),
   })
-  .superRefine((f, ctx) => {
-    f.certificate_users.forEach((c, i) => {
-      if (!(c.role in f.roles)) ctx.addIssue({ code: "custom", path: ["certificate_users", i, "role"], message: `role ${c.role} is not defined under roles` });
-    });
-  });
+  .superRefine((f, ctx) => rolesDefined(ctx, "certificate_users", f.certificate_users, f.roles));
 
 export type FrontConfig = z.output<typeof frontSchema>;
 export type FrontRole = z.output<typeof frontRoleSchema>;

@@ -30,7 +30,7 @@ import { isIP } from "node:net";
 import { z } from "zod";
 import { parseYamlFile } from "../../../agent/core/issues";
 import { DaemonError } from "../../../agent/core/errors";
-import { boundsInOrder, valueBounds, writeWindowSchema } from "../../policy-schema";
+import { boundsInOrder, rolesDefined, valueBounds, writeWindowSchema } from "../../policy-schema";
 import { PRESETS } from "../codec/function-codes";
 
 const rangeString = z.union([
@@ -124,11 +124,7 @@ export const policySchema = z
     certificate_roles: z.enum(["map_by_name", "ignore"]).default("map_by_name"),
     roles: z.record(z.string().min(1), roleSchema).default({}),
   })
-  .superRefine((p, ctx) => {
-    p.identities.forEach((id, i) => {
-      if (!(id.role in p.roles)) ctx.addIssue({ code: "custom", path: ["identities", i, "role"], message: `role ${id.role} is not defined under roles` });
-    });
-  });
+  .superRefine((p, ctx) => rolesDefined(ctx, "identities", p.identities, p.roles));
 
 export type PolicyFile = z.output<typeof policySchema>;
 export type PolicyInput = z.input<typeof policySchema>;
