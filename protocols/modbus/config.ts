@@ -22,6 +22,7 @@
  * ```
  */
 import { z } from "zod";
+import { parseRange, rangeSchema } from "./policy/ranges";
 import { policySchema } from "./policy/schema";
 
 const hostPort = z.string().regex(/^(\[[0-9a-fA-F:.]+\]|[^\s:\[\]]+):\d{1,5}$/, "expected HOST:PORT");
@@ -116,7 +117,7 @@ export const upstreamSchema = z.discriminatedUnion("type", [
   }),
 ]);
 
-const unitRange = z.union([z.number().int().min(0).max(255), z.string().regex(/^\d{1,3}(-\d{1,3})?$/, "expected N or N-M")]);
+const unitRange = rangeSchema(255, "unit range");
 
 export const routeSchema = z.strictObject({
   /** Listener name; omitted means every listener. */
@@ -196,9 +197,8 @@ export const modbusConfigSchema = z
         ctx.addIssue({ code: "custom", path: ["routes", i, "remote_unit"], message: "remote_unit 0 is the serial broadcast address; route unit 0 to reach it" });
       if (r.listener && !ls.has(r.listener)) ctx.addIssue({ code: "custom", path: ["routes", i, "listener"], message: `no listener named ${r.listener}` });
       if (typeof r.unit === "string") {
-        const [a, b] = r.unit.split("-").map(Number);
-        if (a! > 255 || (b !== undefined && (b > 255 || b < a!))) ctx.addIssue({ code: "custom", path: ["routes", i, "unit"], message: "unit range must be within 0..255, start <= end" });
-        if (b !== undefined && b !== a && r.remote_unit !== undefined) ctx.addIssue({ code: "custom", path: ["routes", i, "remote_unit"], message: "remote_unit needs a single unit" });
+        const [a, b] = parseRange(r.unit);
+        if (b !== a && r.remote_unit !== undefined) ctx.addIssue({ code: "custom", path: ["routes", i, "remote_unit"], message: "remote_unit needs a single unit" });
       }
     });
   });

@@ -1,3 +1,5 @@
+import { z } from "zod";
+
 /** Sorted, merged integer intervals; `covers` answers whether [a, b] lies inside their union. */
 export class RangeSet {
   private readonly starts: number[] = [];
@@ -35,4 +37,18 @@ export function parseRange(r: number | string): [number, number] {
   if (typeof r === "number") return [r, r];
   const [a, b] = r.split("-").map(Number);
   return [a!, b ?? a!];
+}
+
+/** `N` or `"N"` or `"N-M"` within 0..max with N <= M (addresses: 65535; units: 255). */
+export function rangeSchema(max: number, what: string) {
+  return z.union([
+    z.number().int().min(0).max(max),
+    z
+      .string()
+      .regex(/^\d+(-\d+)?$/, "expected N or N-M")
+      .refine((s) => {
+        const [a, b] = parseRange(s);
+        return a <= max && b <= max && a <= b;
+      }, `${what} must be within 0..${max} with start <= end`),
+  ]);
 }

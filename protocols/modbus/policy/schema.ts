@@ -32,27 +32,10 @@ import { parseYamlFile } from "../../../agent/core/issues";
 import { DaemonError } from "../../../agent/core/errors";
 import { boundsInOrder, rolesDefined, valueBounds, writeWindowSchema } from "../../policy-schema";
 import { PRESETS } from "../codec/function-codes";
+import { rangeSchema } from "./ranges";
 
-const rangeString = z.union([
-  z.number().int().min(0).max(0xffff),
-  z
-    .string()
-    .regex(/^\d+(-\d+)?$/, "expected N or N-M")
-    .refine((s) => {
-      const [a, b] = s.split("-").map(Number);
-      return a! <= 0xffff && (b === undefined || (b <= 0xffff && a! <= b));
-    }, "range must be within 0..65535 with start <= end"),
-]);
-const unitRange = z.union([
-  z.number().int().min(0).max(255),
-  z
-    .string()
-    .regex(/^\d+(-\d+)?$/, "expected N or N-M")
-    .refine((s) => {
-      const [a, b] = s.split("-").map(Number);
-      return a! <= 255 && (b === undefined || (b <= 255 && a! <= b));
-    }, "unit range must be within 0..255"),
-]);
+const rangeString = rangeSchema(0xffff, "range");
+const unitRange = rangeSchema(255, "unit range");
 const fileRange = z.strictObject({ file: z.number().int().min(1).max(0xffff), records: rangeString });
 
 const tables = z.strictObject({

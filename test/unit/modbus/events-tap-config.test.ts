@@ -127,6 +127,8 @@ describe("modbus config schema", () => {
     [{ ...good, policy: {} }, "policy_file"],
     [{ ...good, upstreams: [...good.upstreams, { name: "plc1", type: "tcp", target: "1.2.3.4:502" }] }, "upstreams[3].name"],
     [{ ...good, routes: [{ unit: "1-5", upstream: "plc1", remote_unit: 3 }] }, "routes[0].remote_unit"],
+    [{ ...good, routes: [{ unit: "10-300", upstream: "plc1" }] }, "routes[0].unit: unit range must be within 0..255 with start <= end"],
+    [{ ...good, routes: [{ unit: "9-3", upstream: "plc1" }] }, "routes[0].unit: unit range must be within 0..255 with start <= end"],
   ])("names the key path of an error (%#)", (cfg, path) => {
     const r = modbusConfigSchema.safeParse(cfg);
     expect(r.success).toBe(false);
