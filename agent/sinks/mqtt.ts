@@ -472,6 +472,32 @@ export class MqttForwarder implements Sink {
     this.client = undefined;
     this.inflight.clear();
     this.inflightIds.clear();
-    if (c) await new Promise<void>((r) => c.end(false, {}, () => r()));
+    if (c) await endClient(c, STOP_GRACE_MS);
   }
+}
+
+/**
+ * How long a stop waits for the broker to acknowledge what is in flight before it closes the
+ * connection anyway. Nothing is lost either way: unacknowledged rows stay in the outbox and are
+ * sent again after the next start.
+ */
+export const STOP_GRACE_MS = 2000;
+
+/**
+ * Ends a client cleanly (DISCONNECT after the in-flight acknowledgements) within `graceMs`, else
+ * by force. mqtt.js's clean end waits for its in-flight messages without a bound: a connection
+ * lost during that wait left the stop, and so the daemon's shutdown, hanging for ever.
+ */
+export async function endClient(c: MqttClient, graceMs: number): Promise<void> {
+  await new Promise<void>((resolve) => {
+    // A second end() while the first waits returns at once without closing: close the socket.
+    const timer = setTimeout(() => {
+      c.stream?.destroy();
+      resolve();
+    }, graceMs);
+    c.end(false, {}, () => {
+      clearTimeout(timer);
+      resolve();
+    });
+  });
 }

@@ -110,6 +110,29 @@ export function describeSink(name: string, make: () => Promise<SinkRig>): void {
     );
 
     it(
+      "stops while the peer holds acknowledgements, and what was in flight is delivered after a restart",
+      withRig(async (rig) => {
+        await until(() => rig.connections() > 0, WAIT_MS, "the sink to connect");
+        rig.holdAcks();
+        rig.produce(rig.window * 5);
+        await until(() => rig.maxHeld() >= 1, WAIT_MS, "the sink to send while acknowledgements are held");
+        let stopped = false;
+        void rig
+          .sink()
+          .stop()
+          .then(() => (stopped = true));
+        await until(() => stopped, WAIT_MS, "stop to return while the peer holds its acknowledgements");
+        expect(rig.sink().health()).toMatchObject({ ok: false, state: "stopped" });
+        rig.releaseAcks();
+        await rig.restart();
+        rig.produce(10);
+        await allDelivered(rig, "what was in flight at the stop, after the restart");
+        expectInOrder(rig.received());
+      }),
+      TEST_MS,
+    );
+
+    it(
       "sends nothing after stop, and what it had not sent is delivered after a restart",
       withRig(async (rig) => {
         rig.produce(50);
