@@ -51,8 +51,8 @@ export interface WriteShape {
   touchRows?: number;
   touchBytes?: number;
   runs?: number;
-  /** How many ranks (classes) the touched rows span, at most (all when not given). */
-  ranks?: number;
+  /** Pages a `DELETE FROM events` (SQLite's truncate) frees: its root, page 1 and free-list trunks are written. */
+  freedPages?: number;
   /** Bytes written to the small tables (loss list, parked notes, chain head...). */
   otherBytes?: number;
 }
@@ -61,33 +61,22 @@ export interface WriteShape {
  * An upper estimate of the WAL frames (distinct pages) one transaction appends, checked after
  * every transaction (`Outbox.budgetMisses`). Rows are appended at the end of the table (ids only
  * grow): new leaves are at least half full (a row that does not fit starts the next), plus the
- * path above them; each rank's index entries go to the end of that rank, with a three-page
- * rebalance per split. A run of consecutive ids deleted or updated writes the leaves at its two
- * ends and their neighbours (SQLite rebalances them); leaves emptied in between go to the free
- * list without being written; in the (rank, id) index the same holds per rank in the run. The
- * free-list trunk, page 1, the small tables (loss list, chain head, parked notes) come on top.
+ * path above them. A run of consecutive ids deleted or updated writes the leaves at its two ends
+ * and their neighbours (SQLite rebalances them); leaves emptied in between go to the free list
+ * without being written. The free-list trunk, page 1 and the small tables (loss list, chain
+ * head, parked notes) come on top.
  */
 export function framesFor(s: WriteShape, pageSize: number): number {
   const half = pageSize / 2;
   const insertRows = s.insertRows ?? 0;
   const touchRows = s.touchRows ?? 0;
   const runs = s.runs ?? touchRows;
-  const ranks = Math.min(RANKS, s.ranks ?? RANKS);
-  const ENTRY = 16; // a (rank, id) index entry with its cell pointer
   let leaves = 0;
-  if (insertRows) {
-    leaves += Math.ceil(((s.insertBytes ?? 0) + 12 * insertRows) / half) + 1;
-    leaves += Math.min(RANKS, insertRows) + 3 * Math.ceil((insertRows * ENTRY) / half);
-  }
-  if (touchRows) {
-    leaves += Math.min(2 * touchRows, 4 * runs);
-    leaves += Math.min(2 * touchRows, 4 * runs * ranks);
-  }
+  if (insertRows) leaves += Math.ceil(((s.insertBytes ?? 0) + 12 * insertRows) / half) + 1;
+  if (touchRows) leaves += Math.min(2 * touchRows, 4 * runs);
   leaves += Math.ceil((s.otherBytes ?? 0) / half) + 2;
   const interior = Math.min(leaves, 8 + runs + Math.ceil(leaves / 32));
-  const freelist = 2 + Math.ceil(touchRows / 128);
+  // A trunk lists pageSize / 4 - 2 free pages; a full one makes the next freed page a trunk.
+  const freelist = 2 + Math.ceil(touchRows / 128) + Math.ceil((s.freedPages ?? 0) / (pageSize / 4 - 2));
   return leaves + interior + freelist + 1;
 }
-
-/** Ranks in the (rank, id) index: the event classes and loss records. */
-const RANKS = 6;

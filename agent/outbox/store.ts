@@ -19,8 +19,9 @@ import { budgetShares, framesFor, type BudgetShares, type WriteShape } from "./b
  *   cut may lose the last of them but always leaves a gap-free prefix).
  * - Bounded by `max_bytes`, the database, WAL and -shm files together (see budget.ts): each write
  *   reserves the WAL frames it may append first (`reserve`), the database has a page limit.
- * - SD-card wear: a new outbox has 2 KiB pages; delivered rows are deleted in the next commit's
- *   transaction (or after 10 s), not in one of their own; `writes()` counts what was written.
+ * - SD-card wear: a new outbox has 2 KiB pages and no index besides the ids; delivered rows are
+ *   deleted in the next commit's transaction (or after 10 s), not in one of their own, all at
+ *   once when they are every row there is; `writes()` counts what was written.
  * - The chain head (boot, seq, hash) is the newest row's, committed with it; the `chain` table
  *   keeps it when a transaction deletes rows without adding any (see `head`).
  * - Only durable rows leave the gateway: `syncForSend` fsyncs the WAL before rows committed
@@ -85,7 +86,9 @@ CREATE TABLE IF NOT EXISTS events (
   parked INTEGER NOT NULL DEFAULT 0,
   body TEXT NOT NULL
 );
-CREATE INDEX IF NOT EXISTS events_rank ON events(rank, id);
+-- No index on (rank, id): it was one more page written per commit (SD-card wear); eviction
+-- scans by id from where it last found a row of the class (see planEviction).
+DROP INDEX IF EXISTS events_rank;
 CREATE TABLE IF NOT EXISTS chain (id INTEGER PRIMARY KEY CHECK (id = 1), boot INTEGER NOT NULL, seq INTEGER NOT NULL, hash TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS quarantine (id INTEGER PRIMARY KEY, boot INTEGER, seq INTEGER, rank INTEGER, reason TEXT NOT NULL, at INTEGER NOT NULL, body BLOB);
 CREATE TABLE IF NOT EXISTS parked (id INTEGER PRIMARY KEY, reason TEXT NOT NULL, at INTEGER NOT NULL, retries INTEGER NOT NULL DEFAULT 0);
@@ -185,6 +188,7 @@ export class Outbox {
     this.durableId = this.lastId = (this.db.prepare("SELECT COALESCE(MAX(id), 0) FROM events").pluck().get() as number) ?? 0;
     this.idSeq = Math.max(this.lastId, usedIds(this.db));
     this.forgetWal(); // a reopen (watch.ts) has a new WAL
+    this.rankFrom = [];
     // The last run may have left the `chain` table behind its newest row (see `head`).
     const table = this.stmts.head.get() as ChainHead | undefined;
     this.lastHead = this.head();
@@ -225,13 +229,15 @@ export class Outbox {
       readAfter: this.db.prepare("SELECT id, boot, seq, rank, time, bytes, body FROM events WHERE id > ? AND parked = 0 ORDER BY id LIMIT ?"),
       rowAtOrAfter: this.db.prepare("SELECT id, boot, seq FROM events WHERE id >= ? ORDER BY id LIMIT 1"),
       lastRowId: this.db.prepare("SELECT MAX(id) FROM events").pluck(),
+      firstIds: this.db.prepare("SELECT id FROM events ORDER BY id LIMIT ?").pluck(),
+      deleteAll: this.db.prepare("DELETE FROM events"),
       idsThrough: this.db.prepare("SELECT id FROM events WHERE id <= ? AND boot = ?").pluck(),
       firstSendable: this.db.prepare("SELECT id FROM events WHERE parked = 0 ORDER BY id LIMIT ?").pluck(),
       readRawAfter: this.db.prepare("SELECT id, boot, seq, rank, time, bytes, CAST(body AS BLOB) AS body FROM events WHERE id > ? AND parked = 0 ORDER BY id LIMIT ?"),
       del: this.db.prepare("DELETE FROM events WHERE id = ? RETURNING bytes"),
       delQuiet: this.db.prepare("DELETE FROM events WHERE id = ?"),
       delRange: this.db.prepare("DELETE FROM events WHERE id >= ? AND id <= ?"),
-      byRank: this.db.prepare("SELECT id, boot, seq, rank, bytes FROM events WHERE rank = ? ORDER BY id"),
+      byRank: this.db.prepare("SELECT id, boot, seq, rank, bytes FROM events WHERE id > ? AND rank = ? ORDER BY id"),
       bodyOf: this.db.prepare("SELECT body FROM events WHERE id = ?").pluck(),
       bytesOf: this.db.prepare("SELECT bytes FROM events WHERE id = ?").pluck(),
       pageCount: this.db.prepare("PRAGMA page_count"),
@@ -335,13 +341,17 @@ export class Outbox {
     let otherBytes = 200;
     for (const e of lossPending ?? []) otherBytes += 64 + 32 * e.ranges.length;
     const touched = [...acked, ...evictIds];
-    // Evictions as planned (`planEviction`) span its ranks only; delivered rows may span all.
-    const ranks = acked.length || this.lastPlan?.ids !== evictIds ? undefined : this.lastPlan.ranks;
-    this.reserve({ insertRows: envs.length, insertBytes, touchRows: touched.length, touchBytes: touched.length * this.rowBytes(), runs: runsOf(touched), ranks, otherBytes });
+    this.reserve({ insertRows: envs.length, insertBytes, touchRows: touched.length, touchBytes: touched.length * this.rowBytes(), runs: runsOf(touched), otherBytes });
     this.setSync(durable ? "FULL" : "NORMAL");
     const ids: number[] = [];
+    const emptied = this.onlyDelivered(acked);
     this.db.transaction(() => {
-      for (const id of acked) this.deleteOne(id);
+      // Every row was delivered (a quiet gateway): emptied at once, which frees the table's pages
+      // without rewriting the leaves on the way (SQLite's truncate), two pages less than deletes.
+      if (emptied) {
+        this.stmts.deleteAll.run();
+        this.logicalBytes = 0;
+      } else for (const id of acked) this.deleteOne(id);
       for (const id of evictIds) this.deleteOne(id);
       for (const { env, body } of envs) {
         const bytes = Buffer.byteLength(body);
@@ -360,6 +370,11 @@ export class Outbox {
       if (signingKey) this.db.prepare(SET_SIGNING_KEY).run(signingKey);
     })();
     for (const id of acked) this.acked.delete(id);
+    // The timer deletes what no commit took within ACK_DELAY_MS of its delivery: re-armed by the next.
+    if (!this.acked.size && this.ackTimer) {
+      clearTimeout(this.ackTimer);
+      this.ackTimer = undefined;
+    }
     this.inserted.rows += ids.length;
     this.inserted.bytes += insertBytes;
     this.idSeq += ids.length;
@@ -446,6 +461,14 @@ export class Outbox {
     return bytes;
   }
 
+  /** Whether `ids` (delivered rows) are all the rows there are (bounded: reads at most ids + 1 ids). */
+  private onlyDelivered(ids: readonly number[]): boolean {
+    if (!ids.length) return false;
+    const set = new Set(ids);
+    const rows = this.stmts.firstIds.all(ids.length + 1) as number[];
+    return rows.length <= ids.length && rows.every((id) => set.has(id));
+  }
+
   /** The mean size of the rows this outbox stored, for estimates (1 KiB before any). */
   private rowBytes(): number {
     return this.inserted.rows ? Math.ceil(this.inserted.bytes / this.inserted.rows) : 1024;
@@ -453,7 +476,8 @@ export class Outbox {
 
   /** Frames the current write reserved (see `reserve`), and how many writes appended more. */
   private reserved = 0;
-  private lastPlan: { ids: readonly number[]; ranks: number } | undefined;
+  /** Per rank, an id below which no row of that rank is left (see `planEviction`). */
+  private rankFrom: number[] = [];
   private estimateScale = 1;
   budgetMisses = 0;
   private inserted = { rows: 0, bytes: 0 };
@@ -478,7 +502,20 @@ export class Outbox {
     if (this.ackTimer) clearTimeout(this.ackTimer);
     this.ackTimer = undefined;
     if (!this.acked.size) return;
-    this.inChunks([...this.acked], 0, (chunk) => {
+    const acked = [...this.acked];
+    if (this.onlyDelivered(acked)) {
+      this.reserve({ freedPages: this.stmts.pageCount.pluck().get() as number, otherBytes: 200 });
+      this.setSync("NORMAL");
+      this.db.transaction(() => {
+        this.keepHead();
+        this.stmts.deleteAll.run();
+      })();
+      this.logicalBytes = 0;
+      this.acked.clear();
+      this.afterWrite();
+      return;
+    }
+    this.inChunks(acked, 0, (chunk) => {
       for (const id of chunk) this.deleteOne(id);
       return () => {
         for (const id of chunk) this.acked.delete(id);
@@ -745,16 +782,21 @@ export class Outbox {
     // One commit evicts no more than its transaction can write within ¾ of the WAL's share (the
     // rest for the loss list and chain head; see `reserve`); the caller commits evictions alone
     // until the outbox is under budget, before the database reaches its page limit.
-    const shape = { insertRows: alone ? 0 : Math.ceil(incoming / this.rowBytes()), insertBytes: alone ? 0 : incoming, touchRows: 0, touchBytes: 0, runs: 0, ranks: 0, otherBytes: 1024 };
+    const shape = { insertRows: alone ? 0 : Math.ceil(incoming / this.rowBytes()), insertBytes: alone ? 0 : incoming, touchRows: 0, touchBytes: 0, runs: 0, otherBytes: 1024 };
     const fits = (bytes: number) => framesFor({ ...shape, touchRows: shape.touchRows + 1, touchBytes: shape.touchBytes + bytes, runs: shape.runs + 1 }, this.pageSize) * this.estimateScale <= (this.shares.walFrames * 3) / 4;
     let lastId = -1;
     for (let rank = 0; rank <= LOSS_RANK && need > 0; rank++) {
-      shape.ranks++;
       const cls = EVENT_CLASSES[rank] ?? "system";
       let entry = summary.find((e) => e.class === cls);
       const fresh = !entry;
-      const rows = this.stmts.byRank.iterate(rank) as IterableIterator<Pick<Row, "id" | "boot" | "seq" | "bytes">>;
+      // Rows of this rank below `rankFrom` are gone (ids only grow): the scan starts there, and
+      // next time at its first row found (evicted rows are deleted by the caller's commit, or
+      // found again if that fails).
+      const maxId = (this.stmts.lastRowId.get() as number | null) ?? 0;
+      let first: number | undefined;
+      const rows = this.stmts.byRank.iterate(this.rankFrom[rank] ?? 0, rank) as IterableIterator<Pick<Row, "id" | "boot" | "seq" | "bytes">>;
       for (const r of rows) {
+        first ??= r.id;
         if (need <= 0) break;
         if (exclude.has(r.id)) continue;
         if (!fits(r.bytes)) {
@@ -775,10 +817,10 @@ export class Outbox {
         // Loss records stored before they had a rank of their own are system rows.
         if (rank >= SYSTEM_RANK) carryLoss(this.stmts.bodyOf.get(r.id) as string | undefined, carried);
       }
+      this.rankFrom[rank] = first !== undefined ? first - 1 : maxId;
       if (entry && fresh) summary.push(entry);
     }
     if (!ids.length) return undefined;
-    this.lastPlan = { ids, ranks: shape.ranks };
     for (const e of summary) e.ranges = mergeRanges(e.ranges);
     if (!carried.ranges.length) return { ids, summary };
     // Unsent loss records are being evicted: what they named must not be forgotten. Fold it,
