@@ -52,11 +52,11 @@ export function createSignalDetectors(point: string, spec: SignalSpec, opts: Sig
   if (spec.kind === "state") return out;
   if (spec.kind === "energy_counter") {
     add("counter", () => new CounterDetector(point, { max_rate_per_s: spec.max_rate_per_s, rollover_at: spec.rollover_at, resolution: spec.resolution }));
-    add("stuck", () => new StuckDetector(point, { tolerance: spec.stuck_tolerance ?? d.stuck_tolerance, min_run: d.stuck_min_run, resolution: spec.resolution }));
+    add("stuck", () => new StuckDetector(point, { tolerance: spec.stuck_tolerance ?? d.stuck_tolerance, min_run: d.stuck_min_run }));
     return out;
   }
   add("rate_of_change", () => new RateOfChangeDetector(point, { max_rate_per_s: spec.max_rate_per_s }));
-  add("stuck", () => new StuckDetector(point, { tolerance: spec.stuck_tolerance ?? d.stuck_tolerance, min_run: d.stuck_min_run, resolution: spec.resolution }));
+  add("stuck", () => new StuckDetector(point, { tolerance: spec.stuck_tolerance ?? d.stuck_tolerance, min_run: d.stuck_min_run }));
   add("level_shift", () => new LevelShiftDetector(point));
   add("ewma_cusum", () => new EwmaCusumDetector(point));
   // Until the weekly profile has three weeks, the daily one reports after four days of history.

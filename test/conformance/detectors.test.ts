@@ -52,7 +52,7 @@ function counter(n: number): Reading[] {
 const cases: [string, () => Detector, (n: number) => Reading[], number][] = [
   ["range", () => new RangeDetector("p", 0, 100), signal, 16],
   ["rate_of_change", () => new RateOfChangeDetector("p", { warmup: 50 }), signal, 8_000],
-  ["stuck", () => new StuckDetector("p", { tolerance: 0, min_run: 5, warmup: 50 }), signal, 600],
+  ["stuck", () => new StuckDetector("p", { tolerance: 0, min_run: 5, warmup: 50 }), signal, 300],
   ["level_shift", () => new LevelShiftDetector("p", { warmup: 50, factor: 4 }), signal, 1_000],
   ["ewma_cusum", () => new EwmaCusumDetector("p", { warmup: 50 }), signal, 400],
   ["seasonal", () => new SeasonalDetector("p", { min_weeks: 2 }), signal, 20_000],
