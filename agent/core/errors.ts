@@ -13,7 +13,7 @@ export const ErrorCodes = {
   KEY_EXISTS: "refusing to overwrite an existing key or config",
   OUTBOX_OPEN: "the outbox database cannot be opened",
   OUTBOX_CORRUPT: "the outbox failed its integrity check",
-  OUTBOX_FULL: "the outbox is full and nothing can be evicted",
+  OUTBOX_FULL: "the outbox cannot take a write within buffer.max_bytes (its WAL cannot restart, or one write is larger than the WAL's share)",
   OUTBOX_LOCKED: "another daemon holds the outbox",
   OUTBOX_FAILING: "the outbox cannot commit now",
   NOT_DELIVERED: "events were not acknowledged by the SOC in time",
