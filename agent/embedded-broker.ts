@@ -9,8 +9,10 @@ import type { AddressInfo } from "node:net";
 export class EmbeddedBroker {
   private server: Server | undefined;
   private readonly sockets = new Set<Socket>();
+  /** The MQTT client id each connection gave, once it has connected. */
+  private readonly clientIds = new WeakMap<object, string>();
   port = 0;
-  private broker: { handle: (s: Socket) => void; close: (cb: () => void) => void; connectedClients: number } | undefined;
+  private broker: { handle: (s: Socket) => void; close: (cb: () => void) => void; connectedClients: number; on: (e: "client", f: (c: { id: string; conn: object }) => void) => void } | undefined;
 
   /**
    * `authorizePublish` (tests) sees every PUBLISH before the broker takes it; the broker
@@ -20,7 +22,8 @@ export class EmbeddedBroker {
     const { Aedes } = await import("aedes");
     const hook = opts.authorizePublish;
     const broker = await Aedes.createBroker(hook ? { authorizePublish: (_client, packet, done) => hook(packet.topic, () => done(null)) } : {});
-    this.broker = broker as unknown as { handle: (s: Socket) => void; close: (cb: () => void) => void; connectedClients: number };
+    this.broker = broker as unknown as NonNullable<EmbeddedBroker["broker"]>;
+    this.broker.on("client", (c) => this.clientIds.set(c.conn, c.id));
     this.port = port;
     await this.resume();
   }
@@ -48,11 +51,20 @@ export class EmbeddedBroker {
     this.server = server;
   }
 
-  async pause(): Promise<void> {
+  /**
+   * Closes the listener and every connection, except those of the client ids in `keep` (a test
+   * that takes one peer's broker away while another, already connected, keeps its session).
+   */
+  async pause(keep: readonly string[] = []): Promise<void> {
     const s = this.server;
     this.server = undefined;
-    for (const sock of this.sockets) sock.destroy();
-    if (s) await new Promise<void>((r) => s.close(() => r()));
+    let kept = 0;
+    for (const sock of this.sockets) {
+      if (keep.includes(this.clientIds.get(sock) ?? "")) kept++;
+      else sock.destroy();
+    }
+    // close() stops listening at once; its callback waits for every connection, kept ones too.
+    if (s) await new Promise<void>((r) => (kept > 0 ? (s.close(), r()) : s.close(() => r())));
   }
 
   async stop(): Promise<void> {
