@@ -324,14 +324,14 @@ export class Recorder implements EventSink {
       // More to evict than one transaction can delete within the WAL's share: evictions commit
       // alone first (with the loss list, at the chain head committed last), as many as it takes.
       for (let i = 0; i < MAX_EVICTION_ROUNDS && this.o.outbox.overBudget(incoming); i++) {
-        const alone = this.o.outbox.planEviction(incoming, inFlight, true);
+        const alone = this.o.outbox.planEviction(incoming, inFlight, true, this.lossPending);
         if (!alone) break;
         const merged = mergeLoss(this.lossPending, alone.summary);
         this.o.outbox.commit([], { boot: this.boot, seq: saved.seq, hash: saved.prev }, alone.ids, merged);
         this.lossPending = merged;
         this.noteEviction(alone.ids.length, alone.summary);
       }
-      const plan = this.o.outbox.planEviction(incoming, inFlight);
+      const plan = this.o.outbox.planEviction(incoming, inFlight, false, this.lossPending);
       const pending = plan ? mergeLoss(this.lossPending, plan.summary) : this.lossPending;
       const emit = emitLoss && pending.length > 0;
       if (emit) for (const d of lossDrafts(pending, "buffer_full")) add(d);

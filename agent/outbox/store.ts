@@ -338,8 +338,7 @@ export class Outbox {
     const acked = [...this.acked];
     let insertBytes = 0;
     for (const { body } of envs) insertBytes += Buffer.byteLength(body);
-    let otherBytes = 200;
-    for (const e of lossPending ?? []) otherBytes += 64 + 32 * e.ranges.length;
+    const otherBytes = 200 + lossBytes(lossPending ?? []);
     const touched = [...acked, ...evictIds];
     this.reserve({ insertRows: envs.length, insertBytes, touchRows: touched.length, touchBytes: touched.length * this.rowBytes(), runs: runsOf(touched), otherBytes });
     this.setSync(durable ? "FULL" : "NORMAL");
@@ -765,7 +764,7 @@ export class Outbox {
    * stays over budget, the caller commits evictions `alone` (no rows added) first. Does not
    * delete: the caller deletes them in the same transaction as the loss record.
    */
-  planEviction(incoming: number, exclude: ReadonlySet<number>, alone = false): { ids: number[]; summary: EvictedRange[] } | undefined {
+  planEviction(incoming: number, exclude: ReadonlySet<number>, alone = false, pending: readonly EvictedRange[] = []): { ids: number[]; summary: EvictedRange[] } | undefined {
     if (!this.overBudget(incoming)) return undefined;
     let used = this.usedBytes();
     if (this.acked.size) {
@@ -782,8 +781,12 @@ export class Outbox {
     // One commit evicts no more than its transaction can write within ¾ of the WAL's share (the
     // rest for the loss list and chain head; see `reserve`); the caller commits evictions alone
     // until the outbox is under budget, before the database reaches its page limit.
-    const shape = { insertRows: alone ? 0 : Math.ceil(incoming / this.rowBytes()), insertBytes: alone ? 0 : incoming, touchRows: 0, touchBytes: 0, runs: 0, otherBytes: 1024 };
-    const fits = (bytes: number) => framesFor({ ...shape, touchRows: shape.touchRows + 1, touchBytes: shape.touchBytes + bytes, runs: shape.runs + 1 }, this.pageSize) * this.estimateScale <= (this.shares.walFrames * 3) / 4;
+    // The loss list the commit writes grows by a range per run evicted (see `commit`).
+    const shape = { insertRows: alone ? 0 : Math.ceil(incoming / this.rowBytes()), insertBytes: alone ? 0 : incoming, touchRows: 0, touchBytes: 0, runs: 0, otherBytes: 1024 + lossBytes(pending) };
+    const fits = (bytes: number) => {
+      const next = { ...shape, touchRows: shape.touchRows + 1, touchBytes: shape.touchBytes + bytes, runs: shape.runs + 1 };
+      return framesFor({ ...next, otherBytes: shape.otherBytes + 32 * next.runs }, this.pageSize) * this.estimateScale <= (this.shares.walFrames * 3) / 4;
+    };
     let lastId = -1;
     for (let rank = 0; rank <= LOSS_RANK && need > 0; rank++) {
       const cls = EVENT_CLASSES[rank] ?? "system";
@@ -994,6 +997,13 @@ export function mergeRanges(ranges: [number, number, number][]): [number, number
 function isAscendingRun(ids: readonly number[]): boolean {
   for (let i = 1; i < ids.length; i++) if (ids[i] !== ids[i - 1]! + 1) return false;
   return true;
+}
+
+/** What a loss list takes in the `loss_pending` table, about (for WAL estimates). */
+function lossBytes(list: readonly EvictedRange[]): number {
+  let n = 0;
+  for (const e of list) n += 64 + 32 * e.ranges.length;
+  return n;
 }
 
 /** How many runs of consecutive ids `ids` (in their order) make. */

@@ -6,6 +6,7 @@ import { join } from "node:path";
 import { Recorder } from "../../../agent/events/recorder";
 import type { EventClass, EventDraft } from "../../../agent/core/events";
 import { Outbox } from "../../../agent/outbox/store";
+import { simulatedDraft } from "../../../agent/simulate";
 import { silent, tempDir } from "../../helpers/fixture";
 
 const { privateKey } = generateKeyPairSync("ed25519");
@@ -100,6 +101,28 @@ describe("outbox disk budget", () => {
     expect(max).toBeLessThanOrEqual(MAX);
     expect(outbox.fileBytes()).toBeLessThanOrEqual(MAX);
     expect(outbox.integrityCheck()).toBe("ok");
+    recorder.close("test");
+    outbox.close();
+  });
+
+  it("commits go on while the evictions not yet named by a loss record pile up (their list is written by every evicting commit)", () => {
+    const path = join(t.dir, "pending", "outbox.db");
+    const outbox = new Outbox(path, MAX);
+    // No loss record for an hour: the pending list grows by a range per run of evicted rows.
+    const recorder = new Recorder({ outbox, key: privateKey, device: "gw-t", version: "test", flushMs: 20, maxPending: 10_000, log: silent, lossIntervalMs: 3_600_000 });
+    recorder.start();
+    let max = 0;
+    recorder.onCommit(() => (max = Math.max(max, filesSum(path))));
+    let n = 0;
+    for (let r = 0; r < 160; r++) {
+      for (let i = 0; i < 80; i++) recorder.record(simulatedDraft(n++));
+      recorder.flush();
+    }
+    expect(recorder.lastError).toBeUndefined();
+    expect(recorder.pendingCount()).toBe(0);
+    expect(recorder.counters.evicted).toBeGreaterThan(10_000);
+    expect(max).toBeLessThanOrEqual(MAX);
+    expect(outbox.budgetMisses).toBe(0);
     recorder.close("test");
     outbox.close();
   });
