@@ -42,7 +42,7 @@ describe("fault: disk budget exhausted", () => {
       await h.broker.resume();
       await until(() => rt.upstreamState() === "up", 10_000, "the agent to reconnect");
       await until(() => rt.outbox.stats().depth < 100, 30_000, "the backlog to drain");
-      await h.stopRuntime(rt, 15_000);
+      await h.stopRuntime(rt, 60_000);
     } finally {
       ranMs = Date.now() - started;
       clearInterval(sampler);
@@ -52,9 +52,13 @@ describe("fault: disk budget exhausted", () => {
     expect(max).toBeLessThanOrEqual(MAX_BYTES);
     const committed = rt.recorder.counters.committed;
     const evicted = rt.recorder.counters.evicted;
-    await until(() => h!.events >= committed - evicted, 20_000, `the receiver to verify ${committed - evicted} events (has ${h!.events})`);
-    await sleep(300);
-    const a = account(h.lines, committed - 1);
+    // Every position received or named by a loss record that has arrived (the last loss records
+    // are committed at the stop and may still be on their way): a condition, not a pause.
+    let a = account(h.lines, committed - 1);
+    const settled = () => h!.events >= committed - evicted && (a = account(h!.lines, committed - 1)).missing.length === 0;
+    // On a timeout the assertions below say what is missing.
+    await until(settled, 60_000, "every position received or named").catch(() => undefined);
+    expect(h.events, `the receiver verified ${h.events} of ${committed - evicted} events`).toBeGreaterThanOrEqual(committed - evicted);
     expect(unexpectedProblems(a, ["duplicate", "loss_record"])).toEqual([]);
     // Every position is received or named by exactly one loss record, never both, never neither.
     expect(a.missing).toEqual([]);
@@ -71,7 +75,7 @@ describe("fault: disk budget exhausted", () => {
     expect(losses.length).toBeLessThanOrEqual(5 * (Math.ceil(ranMs / 5000) + 1));
     const v = await h.verifyOutput();
     expect(Object.keys(v.problems).filter((k) => k !== "loss_record")).toEqual([]);
-  }, TIMEOUT);
+  }, Math.max(TIMEOUT, 240_000)); // conditions, each bounded, add up past the short run's 60 s on a loaded machine
 });
 
 function fileSize(p: string): number {
