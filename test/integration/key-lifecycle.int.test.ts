@@ -164,9 +164,11 @@ describe("device key lifecycle: gatewarden daemon -> Mosquitto -> SOC receiver",
     expect(a.missing).toEqual([]);
     expect(a.doubled).toEqual([]);
     expect(merged().filter((l) => isProblem(l) && l.problem === "trust_changed")).toEqual([expect.objectContaining({ action: "rotation", new_fingerprint: r.new_fingerprint, from: [r.boot, r.from_seq] })]);
-    // The member that did not receive the rotation met the new key first, and read the shared history (or waited for it).
-    const follower = la.some((l) => isProblem(l) && l.problem === "trust_changed") ? rb : ra;
-    expect(follower.holding.trust_refreshes + follower.counters.held).toBeGreaterThan(0);
+    // How the member that did not receive the rotation learnt the new key depends on timing: it
+    // re-reads the shared history on meeting an unseen key, holds the message until the history
+    // changes, or its once-a-second sweep of the trust change log gets there first. Each path is
+    // tested on its own in test/unit/soc/shared-key-history.test.ts; here every event after the
+    // rotation was verified by one of the members, which is what the SOC relies on.
     const envelope = ({ verified: _v, late: _l, received_at: _r, ...e }: EventLine): Envelope => ({ ...e, v: 1 });
     expect(a.events.filter((e) => e.boot === r.boot && e.seq > r.seq && checkEnvelope(envelope(e), newPub) !== "ok")).toEqual([]);
     // soc verify over the merged outputs, with the shared trust dir and with one that only knew the old key.

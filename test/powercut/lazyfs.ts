@@ -24,6 +24,9 @@ export class LazyFs {
     this.mnt = join(root, "mnt");
     this.disk = join(root, "disk");
     this.st = join(root, "st");
+    // LazyFS ignores --config-path when the path contains "-o" in any case (it takes it for a
+    // mount option) and then fails on its default config: a temp dir like gw-powercut-OekrLU.
+    if (/-o/i.test(join(this.st, "lazyfs.toml"))) throw new Error(`LazyFS cannot take a config path containing "-o": ${this.st} (choose another directory)`);
     for (const d of [this.mnt, this.disk, this.st]) mkdirSync(d, { recursive: true });
     for (const f of ["faults.fifo", "done.fifo"]) if (!existsSync(join(this.st, f))) spawnSync("mkfifo", [join(this.st, f)]);
     writeFileSync(

@@ -27,7 +27,7 @@ describe("power cuts while connected (LazyFS)", () => {
   let h: Harness | undefined;
   let fs: LazyFs | undefined;
   const daemons: Daemon[] = [];
-  const t = tempDir("gw-powercut-");
+  const t = tempDir("gw-powercut.");
   afterEach(async () => {
     for (const d of daemons) await d.kill();
     await fs?.close();
