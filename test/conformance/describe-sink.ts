@@ -66,6 +66,14 @@ function expectInOrder(rs: readonly Position[]): void {
   expect(out, out < 0 ? "" : `${key(rs[out]!)} arrived after ${key(rs[out - 1]!)}`).toBe(-1);
 }
 
+/** Once the sink is connected, holds the peer's acknowledgements, produces `events` and waits until `held` are held. */
+async function holdingAcks(rig: SinkRig, events: number, held: number, what: string): Promise<void> {
+  await until(() => rig.connections() > 0, WAIT_MS, "the sink to connect");
+  rig.holdAcks();
+  rig.produce(events);
+  await until(() => rig.maxHeld() >= held, WAIT_MS, what);
+}
+
 export function describeSink(name: string, make: () => Promise<SinkRig>): void {
   describe(`sink conformance: ${name}`, () => {
     const withRig = (fn: (rig: SinkRig) => Promise<void>) => async () => {
@@ -96,10 +104,7 @@ export function describeSink(name: string, make: () => Promise<SinkRig>): void {
     it(
       "keeps at most its window unacknowledged while the peer holds acknowledgements, and loses nothing",
       withRig(async (rig) => {
-        await until(() => rig.connections() > 0, WAIT_MS, "the sink to connect");
-        rig.holdAcks();
-        rig.produce(rig.window * 40);
-        await until(() => rig.maxHeld() >= rig.window, WAIT_MS, `the sink to fill its window of ${rig.window}`);
+        await holdingAcks(rig, rig.window * 40, rig.window, `the sink to fill its window of ${rig.window}`);
         rig.produce(rig.window * 20); // more while the window is full: queued, not sent
         rig.releaseAcks();
         await allDelivered(rig, "every event once acknowledgements flow again");
@@ -112,10 +117,7 @@ export function describeSink(name: string, make: () => Promise<SinkRig>): void {
     it(
       "stops while the peer holds acknowledgements, and what was in flight is delivered after a restart",
       withRig(async (rig) => {
-        await until(() => rig.connections() > 0, WAIT_MS, "the sink to connect");
-        rig.holdAcks();
-        rig.produce(rig.window * 5);
-        await until(() => rig.maxHeld() >= 1, WAIT_MS, "the sink to send while acknowledgements are held");
+        await holdingAcks(rig, rig.window * 5, 1, "the sink to send while acknowledgements are held");
         let stopped = false;
         void rig
           .sink()
