@@ -166,7 +166,10 @@ export class OpcuaProcess {
     this.aliveRss = null;
     this.lastSeen = Date.now();
     const env = { ...process.env, MALLOC_ARENA_MAX: process.env.MALLOC_ARENA_MAX ?? "2" };
-    const child = fork(this.entry, [OPCUA_PROCESS_ARG], { execArgv, env, stdio: ["ignore", "inherit", "inherit", "ipc"], serialization: "json" });
+    // Its own session and process group (detached): signals meant for the daemon's group (a
+    // terminal's Ctrl-C, or the SIGHUP and SIGCONT the kernel sends a stopped member of a group
+    // that becomes orphaned) do not reach it; it stops when the daemon's channel closes.
+    const child = fork(this.entry, [OPCUA_PROCESS_ARG], { execArgv, env, stdio: ["ignore", "inherit", "inherit", "ipc"], serialization: "json", detached: true });
     this.child = child;
     child.on("message", (m: ToCore) => this.onMessage(child, m));
     child.on("error", (e) => {
