@@ -1,7 +1,7 @@
 import type { Command } from "commander";
 import { readFileSync, writeFileSync } from "node:fs";
 import { stringify } from "yaml";
-import { getConfigValue, setConfigValue } from "../config/edit";
+import { getConfigValue, setConfigValue, unsetConfigValue } from "../config/edit";
 import { loadConfig, parseConfigText, validateDoc, formatIssues } from "../config/load";
 import { locateConfig } from "../config/locate";
 import { configJsonSchema, SCHEMA_FILE } from "../config/json-schema";
@@ -65,6 +65,22 @@ export function registerConfig(program: Command): void {
         const r = setConfigValue(file, key, value);
         const when = takesEffect(key);
         report(opts.json, { file, key, previous: r.previous ?? null, value: r.value, takes_effect: when }, () => `${key} = ${JSON.stringify(r.value)} (${r.previous === undefined ? "was unset" : `was ${JSON.stringify(r.previous)}`}); ${when === "reload" ? "a running daemon takes it at `gatewarden reload` (or SIGHUP)" : "takes effect when the daemon restarts"}`);
+      },
+    );
+  cfg
+    .command("unset <KEY>")
+    .description("Remove one key from the file (its default applies again), keeping comments; refuses to remove a required key")
+    .option("--config <FILE>", "config file")
+    .option("--json", "print the result as JSON")
+    .action(
+      (key: string, opts: Opts) => {
+        const file = locateConfig(opts.config);
+        loadConfigOrParseErrorOnly(file);
+        const r = unsetConfigValue(file, key);
+        const when = takesEffect(key);
+        report(opts.json, { file, key, previous: r.previous ?? null, takes_effect: when }, () =>
+          r.previous === undefined ? `${key} was not set in ${file}; nothing changed` : `${key} removed (was ${JSON.stringify(r.previous)}); ${when === "reload" ? "a running daemon takes it at \`gatewarden reload\` (or SIGHUP)" : "takes effect when the daemon restarts"}`,
+        );
       },
     );
   cfg

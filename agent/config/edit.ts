@@ -13,9 +13,6 @@ import { configSchema, type Config } from "./schema";
  */
 export function setConfigValue(file: string, key: string, value: string): { previous: unknown; value: unknown } {
   const path = splitKey(key);
-  const text = readFileSync(file, "utf8");
-  const mode = statSync(file).mode & 0o777;
-  let firstIssues: ConfigIssue[] | undefined;
   const candidates: unknown[] = [];
   try {
     candidates.push(parseYamlValue(value));
@@ -23,27 +20,56 @@ export function setConfigValue(file: string, key: string, value: string): { prev
     /* not a YAML scalar: try it as a string */
   }
   candidates.push(value);
+  let firstIssues: ConfigIssue[] | undefined;
   for (const candidate of candidates) {
-    const { doc, lc } = parseConfigText(text, file);
-    const previous = doc.getIn(path);
-    doc.setIn(path, candidate);
-    const out = doc.toString();
-    const reparsed = parseConfigText(out, file);
-    const { issues } = validateDoc(reparsed.doc, reparsed.lc);
-    if (!issues.length) {
-      writeFileAtomic(file, out, mode);
-      return { previous, value: candidate };
-    }
-    const unknown = issues.find((i) => i.path === key && i.message === "unknown key");
-    if (unknown) throw new DaemonError("CONFIG_KEY_UNKNOWN", `${key} is not a config key`);
-    void lc;
+    const r = editConfig(file, key, (doc) => doc.setIn(path, candidate));
+    if (r.ok) return { previous: r.previous, value: candidate };
     // The value as YAML reads it (50 is a number) says what is wrong with it; its plain-text
     // retry, for keys that want a string, would only add "expected number, received string".
-    firstIssues ??= issues;
+    firstIssues ??= r.issues;
   }
   // A refused broker URL may carry a password: it is not echoed.
   throw Object.assign(new DaemonError("CONFIG_INVALID", `refusing to set ${key} = ${JSON.stringify(redactUrl(value))}:
 ${formatIssues(file, firstIssues ?? [])}`), { issues: firstIssues });
+}
+
+/**
+ * `config unset KEY`: removes the key from the file (the default, if any, applies again), with the
+ * same checks as `set`: a key the schema does not know is refused, and the file is written only
+ * when the result is valid (a required key stays).
+ */
+export function unsetConfigValue(file: string, key: string): { previous: unknown } {
+  const path = splitKey(key);
+  if (!isOptionalKnown(key)) throw new DaemonError("CONFIG_KEY_UNKNOWN", `${key} is not a config key`);
+  const r = editConfig(file, key, (doc) => doc.deleteIn(path));
+  if (r.ok) return { previous: r.previous };
+  throw Object.assign(new DaemonError("CONFIG_INVALID", `refusing to unset ${key}:
+${formatIssues(file, r.issues)}`), { issues: r.issues });
+}
+
+type Doc = ReturnType<typeof parseConfigText>["doc"];
+
+/** Applies one edit to the YAML document, validates the whole result and writes it only if valid. */
+function editConfig(file: string, key: string, edit: (doc: Doc) => void): { ok: true; previous: unknown } | { ok: false; issues: ConfigIssue[] } {
+  const text = readFileSync(file, "utf8");
+  const mode = statSync(file).mode & 0o777;
+  const { doc } = parseConfigText(text, file);
+  const previous = doc.getIn(splitKey(key));
+  edit(doc);
+  const out = doc.toString();
+  const reparsed = parseConfigText(out, file);
+  const { issues } = validateDoc(reparsed.doc, reparsed.lc);
+  if (!issues.length) {
+    if (out !== text) writeFileAtomic(file, out, mode);
+    return { ok: true, previous: plain(previous) };
+  }
+  if (issues.some((i) => i.path === key && i.message === "unknown key")) throw new DaemonError("CONFIG_KEY_UNKNOWN", `${key} is not a config key`);
+  return { ok: false, issues };
+}
+
+/** A YAML node (a map or list the key held) as plain data; scalars come back as they are. */
+function plain(v: unknown): unknown {
+  return v !== null && typeof v === "object" && "toJSON" in v && typeof (v as { toJSON: unknown }).toJSON === "function" ? (v as { toJSON(): unknown }).toJSON() : v;
 }
 
 /** Reads a key of the effective config (defaults applied). */

@@ -127,6 +127,20 @@ describe("operator mistakes (built bundle)", () => {
     }
   });
 
+  it("config unset removes a key and says so; a required key stays, with the schema's reason", () => {
+    const s = site();
+    expect(gw(["config", "set", "heartbeat.interval_ms", "5000", "--config", s.cfgFile]).code).toBe(0);
+    const r = gw(["config", "unset", "heartbeat.interval_ms", "--config", s.cfgFile]);
+    expect(r.code).toBe(0);
+    expect(r.stdout).toContain("heartbeat.interval_ms removed (was 5000); takes effect when the daemon restarts");
+    expect(gw(["config", "get", "heartbeat.interval_ms", "--config", s.cfgFile]).stdout.trim()).toBe("60000");
+    const again = gw(["config", "unset", "heartbeat.interval_ms", "--config", s.cfgFile]);
+    expect(again.stdout).toContain("was not set");
+    const required = gw(["config", "unset", "device.id", "--config", s.cfgFile]);
+    expect(required.code).toBe(1);
+    expect(required.stderr).toMatch(/^error\[CONFIG_INVALID\]: refusing to unset device\.id/);
+  });
+
   it("events tail -n takes 0..1000 only; a missing section and control errors say so once", async () => {
     const s = site();
     const set = gw(["config", "set", "upstream.client_id", "gw-x", "--config", s.cfgFile]);

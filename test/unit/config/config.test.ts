@@ -1,7 +1,7 @@
 import { afterAll, describe, expect, it } from "vitest";
 import { readFileSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { getConfigValue, setConfigValue } from "../../../agent/config/edit";
+import { getConfigValue, setConfigValue, unsetConfigValue } from "../../../agent/config/edit";
 import { loadConfig } from "../../../agent/config/load";
 import { locateConfig } from "../../../agent/config/locate";
 import { configTemplate } from "../../../agent/config/template";
@@ -82,6 +82,27 @@ describe("config", () => {
     expect(codeOf(() => setConfigValue(file, "upstream.url", "ftp://x"))).toBe("CONFIG_INVALID");
     expect(codeOf(() => setConfigValue(file, "upstream.colour", "blue"))).toBe("CONFIG_KEY_UNKNOWN");
     expect(codeOf(() => setConfigValue(file, "bad key!", "1"))).toBe("USAGE");
+    expect(readFileSync(file, "utf8")).toBe(snapshot);
+  });
+
+  it("unset removes a key so its default applies again, keeps comments, and refuses unknown or required keys", () => {
+    write(configTemplate({ deviceId: "gw-01", dataDir: "data" }));
+    setConfigValue(file, "heartbeat.interval_ms", "5000");
+    setConfigValue(file, "upstream.client_id", "gw-x");
+    const comments = readFileSync(file, "utf8").split("\n").filter((l) => l.trim().startsWith("#")).length;
+    expect(unsetConfigValue(file, "heartbeat.interval_ms")).toEqual({ previous: 5000 });
+    expect(unsetConfigValue(file, "upstream.client_id")).toEqual({ previous: "gw-x" });
+    const { config } = loadConfig(file);
+    expect(config.heartbeat.interval_ms).toBe(60_000); // the schema's default
+    expect(readFileSync(file, "utf8")).not.toMatch(/^\s*interval_ms:/m);
+    expect(config.upstream.client_id).toBeUndefined();
+    expect(readFileSync(file, "utf8").split("\n").filter((l) => l.trim().startsWith("#")).length).toBe(comments);
+    // Not set: nothing to remove, the file is untouched.
+    const snapshot = readFileSync(file, "utf8");
+    expect(unsetConfigValue(file, "upstream.client_id")).toEqual({ previous: undefined });
+    expect(codeOf(() => unsetConfigValue(file, "upstream.colour"))).toBe("CONFIG_KEY_UNKNOWN");
+    expect(codeOf(() => unsetConfigValue(file, "device.id"))).toBe("CONFIG_INVALID");
+    expect(codeOf(() => unsetConfigValue(file, "bad key!"))).toBe("USAGE");
     expect(readFileSync(file, "utf8")).toBe(snapshot);
   });
 
