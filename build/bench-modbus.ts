@@ -12,9 +12,9 @@
  * scheduler. GW_BENCH_PIN=0 turns this off (the load side is then a worker thread).
  */
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
-import { readFileSync } from "node:fs";
+import { closeSync, openSync, readdirSync, readFileSync, writeSync } from "node:fs";
 import { Worker } from "node:worker_threads";
-import { cpus } from "node:os";
+import { cpus, loadavg } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { decideFailClosed } from "../protocols/policy";
@@ -25,6 +25,7 @@ import { ModbusPolicy } from "../protocols/modbus/policy/engine";
 import { parsePolicy } from "../protocols/modbus/policy/schema";
 import { checkResponse } from "../protocols/modbus/codec/response";
 import { ModbusProxyService } from "../protocols/modbus/service";
+import { DecisionLines } from "../protocols/modbus/policy/decision-lines";
 
 /** A minimal raw Modbus TCP device: answers every request with FC 3 and 10 registers. */
 const DEVICE_FN_JS = `
@@ -250,6 +251,41 @@ export function codecAndPolicyNs(): number {
   return Math.round(runs.sort((a, b) => a - b)[2]!);
 }
 
+/**
+ * What commissioning mode's output costs per request without sockets, through DecisionLines
+ * (its output) writing to /dev/null: `counted_repeat`, an allowed read repeating within the
+ * batch (a time stamp and the counter on the first one's line: what SCADA's polling costs);
+ * `printed_line`, a request with a line of its own (every denial, write and exception: the
+ * record built, JSON, and its share of the batched write). Median of 5 runs.
+ */
+export function decisionOutputNs(): { counted_repeat: number; printed_line: number } {
+  const fd = openSync("/dev/null", "w");
+  try {
+    const lines = new DecisionLines((text) => void writeSync(fd, text));
+    const id = { identity: "ip:127.0.0.2", transport: "tcp" as const, address: "127.0.0.2" };
+    const record = (i: number) => ({ ts: Date.now(), listener: "cli", ...id, unit: 1, fc: 6, function: "write_single_register", addresses: `write holding ${i & 0xff}`, values: [i & 0xffff], allow: false, rule: "roles.scada.functions", reason: "function not allowed for this role", request: "0600100005", exception: 1 });
+    const key = "cli\nip:127.0.0.2\n\n1\nroles.scada.read.holding\n030000000a";
+    const time = (n: number, f: (i: number) => void): number => {
+      const runs: number[] = [];
+      for (let r = 0; r < 5; r++) {
+        const t = process.hrtime.bigint();
+        for (let i = 0; i < n; i++) f(i);
+        lines.flush();
+        runs.push(Number(process.hrtime.bigint() - t) / n);
+      }
+      return Math.round(runs.sort((a, b) => a - b)[2]!);
+    };
+    return {
+      counted_repeat: time(200_000, () => {
+        if (!lines.repeat(key, Date.now())) lines.add({ ...record(0), fc: 3, function: "read_holding_registers", allow: true, rule: "roles.scada.read.holding" }, key);
+      }),
+      printed_line: time(50_000, (i) => lines.add(record(i))),
+    };
+  } finally {
+    closeSync(fd);
+  }
+}
+
 interface Figures {
   rtt_per_s: number;
   p50_us: number | null;
@@ -287,30 +323,31 @@ function proxyConfigs(clients: number): Record<string, { upstream: Record<string
   };
 }
 
+/** A proxy path as a process of its own on the proxy's CPU, and how to read its CPU time and stop it. */
+interface ProxyProcess {
+  port: number;
+  says: string;
+  cpuUs: () => number;
+  stop: () => Promise<void>;
+}
+
+/** The built bundle `name` (dist/), from dist/bench.cjs (bundled) or build/bench-modbus.ts (tests) alike. */
+const distFile = (name: string): string => join(dirname(fileURLToPath(import.meta.url)), "..", "dist", name);
+
 /**
- * Commissioning mode (`gatewarden modbus proxy`, printing its decisions as JSON lines to a pipe
- * the benchmark reads) as its own process on the proxy's CPU, with the command's defaults or
- * with the concurrency matched to the pipe. `printed()`: the lines read so far and the requests
- * they stand for (a line with `count` stands for that many).
+ * Starts `node ARGS` on the proxy's CPU (when pinned) and waits for its "Listening on HOST:PORT"
+ * on stderr; `onLine` gets each whole line it prints on stdout.
  */
-async function startCommissioning(devicePort: number, clients: number, pinned: boolean, matched: boolean): Promise<{ port: number; stop: () => Promise<void>; says: string; printed: () => { lines: number; requests: number }; cpuUs: () => number }> {
-  const n = Math.min(clients, 16);
-  // dist/gatewarden.cjs, from dist/bench.cjs (bundled) or build/bench-modbus.ts (tests) alike.
-  const bin = join(dirname(fileURLToPath(import.meta.url)), "..", "dist", "gatewarden.cjs");
-  // GW_BENCH_PROF=DIR: a CPU profile of the commissioning process (node --cpu-prof) into DIR.
+async function startListeningProcess(args: string[], pinned: boolean, onLine?: (line: string) => void): Promise<{ proc: ChildProcess; port: number; cpuUs: () => number; stop: () => Promise<void> }> {
+  // GW_BENCH_PROF=DIR: a CPU profile of each such process (node --cpu-prof) into DIR.
   const prof = process.env.GW_BENCH_PROF ? ["--cpu-prof", `--cpu-prof-dir=${process.env.GW_BENCH_PROF}`] : [];
-  const flags = matched ? ["--upstream-connections", String(n), "--max-in-flight", "1", "--max-requests-per-s", "0"] : [];
-  const args = [...prof, bin, "modbus", "proxy", "--listen", "127.0.0.1:0", "--upstream", `tcp://127.0.0.1:${devicePort}`, "--preset", "read-only", ...flags];
-  const proc = pinned ? spawn("taskset", ["-c", "0", process.execPath, ...args], { stdio: ["ignore", "pipe", "pipe"] }) : spawn(process.execPath, args, { stdio: ["ignore", "pipe", "pipe"] });
-  const printed = { lines: 0, requests: 0 };
+  const argv = [...prof, ...args];
+  const proc = pinned ? spawn("taskset", ["-c", "0", process.execPath, ...argv], { stdio: ["ignore", "pipe", "pipe"] }) : spawn(process.execPath, argv, { stdio: ["ignore", "pipe", "pipe"] });
   let rest = "";
   proc.stdout!.setEncoding("utf8").on("data", (d: string) => {
     const lines = (rest + d).split("\n");
     rest = lines.pop()!;
-    for (const l of lines) {
-      printed.lines++;
-      printed.requests += (JSON.parse(l) as { count?: number }).count ?? 1;
-    }
+    if (onLine) for (const l of lines) onLine(l);
   });
   const port = await new Promise<number>((resolve, reject) => {
     let err = "";
@@ -319,19 +356,74 @@ async function startCommissioning(devicePort: number, clients: number, pinned: b
       const m = /Listening on [^:]+:(\d+)/.exec(err);
       if (m) resolve(Number(m[1]));
     });
-    proc.once("exit", (code) => reject(new Error(`modbus proxy exited with ${code}: ${err}`)));
+    proc.once("exit", (code) => reject(new Error(`${args.slice(0, 3).join(" ")} exited with ${code}: ${err}`)));
   });
   return {
+    proc,
     port,
-    says: `gatewarden modbus proxy --preset read-only${flags.length ? " " + flags.join(" ") : ""} (its own process, decisions to a pipe the bench reads; ${matched ? `${n} upstream connection(s) x 1 in flight, no rate limit, other limits default` : "command defaults: 1 upstream connection x 1 in flight, max_requests_per_s 1000, max_connections 64, 8 per identity"})`,
-    printed: () => ({ ...printed }),
     cpuUs: () => processCpuUs(proc.pid!),
     stop: () => new Promise((r) => (proc.exitCode !== null ? r() : (proc.stdout!.once("end", () => r()), proc.kill("SIGTERM")))),
   };
 }
 
-/** CPU time (user + system) of another process so far, µs, from /proc (NaN elsewhere). */
+/**
+ * Commissioning mode (`gatewarden modbus proxy`, printing its decisions as JSON lines to a pipe
+ * the benchmark reads) as its own process on the proxy's CPU, with the command's defaults or
+ * with the concurrency matched to the pipe. `printed()`: the lines read so far and the requests
+ * they stand for (a line with `count` stands for that many).
+ */
+async function startCommissioning(devicePort: number, clients: number, pinned: boolean, matched: boolean): Promise<ProxyProcess & { printed: () => { lines: number; requests: number } }> {
+  const n = Math.min(clients, 16);
+  const flags = matched ? ["--upstream-connections", String(n), "--max-in-flight", "1", "--max-requests-per-s", "0"] : [];
+  const printed = { lines: 0, requests: 0 };
+  const p = await startListeningProcess([distFile("gatewarden.cjs"), "modbus", "proxy", "--listen", "127.0.0.1:0", "--upstream", `tcp://127.0.0.1:${devicePort}`, "--preset", "read-only", ...flags], pinned, (l) => {
+    printed.lines++;
+    printed.requests += (JSON.parse(l) as { count?: number }).count ?? 1;
+  });
+  return {
+    ...p,
+    says: `gatewarden modbus proxy --preset read-only${flags.length ? " " + flags.join(" ") : ""} (its own process, decisions to a pipe the bench reads; ${matched ? `${n} upstream connection(s) x 1 in flight, no rate limit, other limits default` : "command defaults: 1 upstream connection x 1 in flight, max_requests_per_s 1000, max_connections 64, 8 per identity"})`,
+    printed: () => ({ ...printed }),
+  };
+}
+
+/**
+ * The daemon's proxy matched to the pipe (the same service and settings as
+ * `gatewarden_matched`, no decision output) as a process of its own on the proxy's CPU: what
+ * commissioning mode matched is, without printing its decisions. Commissioning mode against it,
+ * round by round, is what printing costs, with the placement alike.
+ */
+async function startDaemonProxyProcess(devicePort: number, clients: number, pinned: boolean): Promise<ProxyProcess> {
+  const c = proxyConfigs(clients).gatewarden_matched!;
+  const p = await startListeningProcess([distFile("bench.cjs"), "modbus-proxy-process", String(devicePort), JSON.stringify(c.upstream), JSON.stringify(c.limits)], pinned);
+  return { ...p, says: `${c.says}; as a process of its own, like commissioning mode, without its output` };
+}
+
+/** `dist/bench.cjs modbus-proxy-process DEVICE_PORT UPSTREAM_JSON LIMITS_JSON`: the child of startDaemonProxyProcess, until SIGTERM. */
+export async function modbusProxyProcess(argv: string[]): Promise<void> {
+  const gw = await startProxyWith(Number(argv[0]), JSON.parse(argv[1]!) as Record<string, number>, JSON.parse(argv[2]!) as Record<string, number>);
+  process.stderr.write(`Listening on 127.0.0.1:${gw.port}\n`);
+  process.once("SIGTERM", () => void gw.service.stop().then(() => process.exit(0)));
+}
+
+/**
+ * CPU time (user + system) of another process so far, µs: the sum over its threads of the
+ * nanoseconds they ran (/proc/PID/task/TID/schedstat), else clock ticks (/proc/PID/stat), else NaN.
+ */
 function processCpuUs(pid: number): number {
+  let ns = 0;
+  try {
+    for (const tid of readdirSync(`/proc/${pid}/task`)) {
+      try {
+        ns += Number(readFileSync(`/proc/${pid}/task/${tid}/schedstat`, "utf8").split(" ")[0]);
+      } catch {
+        /* the thread ended between the listing and the read */
+      }
+    }
+  } catch {
+    /* no /proc/PID/task: ticks below */
+  }
+  if (ns > 0) return ns / 1000;
   try {
     // Fields after the command name: state is 3rd, utime 14th, stime 15th (in clock ticks).
     const f = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]!.split(" ");
@@ -342,10 +434,33 @@ function processCpuUs(pid: number): number {
 }
 const CLOCK_TICKS = 100;
 
+/** This process's CPU time, µs, read the same way as another's (processCpuUs), so that the
+ * paths in this process and those in processes of their own are measured alike. */
 const ownCpuUs = (): number => {
+  const t = processCpuUs(process.pid);
+  if (Number.isFinite(t)) return t;
   const c = process.cpuUsage();
   return c.user + c.system;
 };
+
+/**
+ * The paths measured next to each other, one block after the other in each round: each proxy
+ * beside the pipe of its placement. In the bench process: the pipe (a worker thread) and the
+ * daemon's proxies (main thread). As processes of their own on the proxy's CPU: the pipe, the
+ * daemon's matched proxy and commissioning mode.
+ */
+const BLOCKS = [
+  ["blind_pipe", "gatewarden_defaults", "gatewarden_matched"],
+  ["blind_pipe_process", "gatewarden_matched_process", "commissioning_matched", "commissioning_defaults"],
+] as const;
+
+/** The order of round `r`: the direct path, then the blocks (alternating which goes first), each rotated by `r`. */
+export function roundOrder(r: number): string[] {
+  const blocks = r % 2 ? [...BLOCKS].reverse() : BLOCKS;
+  return ["direct", ...blocks.flatMap((b) => b.map((_, i) => b[(i + r) % b.length]!))];
+}
+
+const range = (xs: readonly number[], round: (x: number) => number): number[] => [round(Math.min(...xs)), round(Math.max(...xs))];
 
 export async function benchModbus(opts: { durationMs?: number; warmupMs?: number; rounds?: number; clients?: number[]; codec?: boolean } = {}): Promise<object> {
   const durationMs = opts.durationMs ?? Number(process.env.GW_BENCH_MS ?? 1000);
@@ -357,21 +472,25 @@ export async function benchModbus(opts: { durationMs?: number; warmupMs?: number
   // The same pipe as a process of its own on the proxy's CPU: the like-for-like limit of
   // commissioning mode, which is a process of its own too.
   const pipeProc = await startProcess<{ port: number }>(BLIND_PIPE_JS, { port: server.first.port }, pin ? "0" : `0-${cpus().length - 1}`);
-  const results: Record<string, Record<string, Omit<Figures, "bad"> & { rounds: string[] }>> = {};
-  const paired: Record<string, Record<string, { throughput_vs_pipe: number; throughput_vs_pipe_range: number[]; added_p50_us_vs_pipe: number; added_p99_us_vs_pipe: number; throughput_vs_pipe_process: number; throughput_vs_pipe_process_range: number[] }>> = {};
+  type Row = Omit<Figures, "bad"> & { rtt_per_s_range: number[]; cpu_us_per_round_trip: number | null; cpu_us_per_round_trip_range: number[] | null; rounds: string[] };
+  const results: Record<string, Record<string, Row>> = {};
+  const paired: Record<string, Record<string, object>> = {};
   const configuration: Record<string, Record<string, string>> = {};
   const commissioningVsDaemon: Record<string, Record<string, { throughput: number; range: number[] }>> = {};
+  const printing: Record<string, object> = {};
+  const loadAverage: Record<string, string> = {};
   const answered: Record<string, Record<string, number>> = {};
-  const cpuUsPerRoundTrip: Record<string, Record<string, { median: number; range: number[] }>> = {};
   const printedBy: Record<string, Record<string, { lines: number; requests: number; answered_while_measured: number }>> = {};
   let bad = 0;
   try {
     const fromEnv = process.env.GW_BENCH_CLIENTS?.split(",").map(Number).filter((n) => Number.isInteger(n) && n > 0);
     for (const clients of opts.clients ?? (fromEnv?.length ? fromEnv : [1, 16])) {
+      const key = `clients_${clients}`;
+      const load0 = loadavg()[0]!;
       const stops: (() => Promise<unknown>)[] = [];
       const printers: Record<string, () => { lines: number; requests: number }> = {};
       // The CPU time of the path under test: this process (the pipe's worker thread, or the
-      // daemon's proxy on the main thread; the other is idle meanwhile), or the commissioning
+      // daemon's proxy on the main thread; the other is idle meanwhile), or the path's own
       // process. The direct path's is the load process's, not measured.
       const cpuOf: Record<string, () => number> = { blind_pipe: ownCpuUs, blind_pipe_process: () => processCpuUs(pipeProc.proc.pid!) };
       const says: Record<string, string> = {
@@ -379,100 +498,123 @@ export async function benchModbus(opts: { durationMs?: number; warmupMs?: number
         blind_pipe: "one device connection per client, bytes copied both ways (worker thread of the bench process, beside the daemon's proxies)",
         blind_pipe_process: "the same pipe as a process of its own (as commissioning mode is)",
       };
-      const targets: [string, number][] = [
-        ["direct", server.first.port],
-        ["blind_pipe", pipe.first.port],
-        ["blind_pipe_process", pipeProc.first.port],
-      ];
+      const ports: Record<string, number> = { direct: server.first.port, blind_pipe: pipe.first.port, blind_pipe_process: pipeProc.first.port };
       try {
         for (const [name, c] of Object.entries(proxyConfigs(clients))) {
           const gw = await startProxyWith(server.first.port, c.upstream, c.limits);
           stops.push(() => gw.service.stop());
-          targets.push([name, gw.port]);
+          ports[name] = gw.port;
           says[name] = c.says;
           cpuOf[name] = ownCpuUs;
         }
-        for (const [name, matched] of [["commissioning_defaults", false], ["commissioning_matched", true]] as const) {
-          const com = await startCommissioning(server.first.port, clients, pin !== null, matched);
-          stops.push(com.stop);
-          targets.push([name, com.port]);
-          says[name] = com.says;
-          printers[name] = com.printed;
-          cpuOf[name] = com.cpuUs;
+        const own: [string, ProxyProcess & { printed?: () => { lines: number; requests: number } }][] = [
+          ["gatewarden_matched_process", await startDaemonProxyProcess(server.first.port, clients, pin !== null)],
+          ["commissioning_defaults", await startCommissioning(server.first.port, clients, pin !== null, false)],
+          ["commissioning_matched", await startCommissioning(server.first.port, clients, pin !== null, true)],
+        ];
+        for (const [name, p] of own) {
+          stops.push(p.stop);
+          ports[name] = p.port;
+          says[name] = p.says;
+          cpuOf[name] = p.cpuUs;
+          if (p.printed) printers[name] = p.printed;
         }
         // Every path gets the same clients, each from its own address.
         const ask = (port: number, ms: number) => server.ask<Figures>({ port, clients, durationMs: ms, warmupMs, spread: true });
         // One discarded pass over every path first (connection set-up, JIT, caches), alike for all.
-        for (const [, port] of targets) await ask(port, Math.min(durationMs, 300));
-        const per: Record<string, Figures[]> = Object.fromEntries(targets.map(([n]) => [n, []]));
-        const cpuPer: Record<string, number[]> = Object.fromEntries(targets.map(([n]) => [n, []]));
-        // Interleave the paths over several short rounds, rotating which goes first, and
-        // report the medians over the rounds (each figure separately): a burst of load from
-        // elsewhere, or a drift of the machine, hits all of them alike.
+        for (const port of Object.values(ports)) await ask(port, Math.min(durationMs, 300));
+        const per: Record<string, Figures[]> = Object.fromEntries(Object.keys(ports).map((n) => [n, []]));
+        const cpuPer: Record<string, number[]> = Object.fromEntries(Object.keys(ports).map((n) => [n, []]));
+        // Several short rounds; in each, every proxy is measured beside the pipe of its
+        // placement, in an order that rotates from round to round (roundOrder), and each ratio
+        // is taken within a round: a burst of load from elsewhere, or a drift of the machine,
+        // then hits both sides of a ratio alike. Medians over the rounds, with their range.
         for (let r = 0; r < rounds; r++)
-          for (let k = 0; k < targets.length; k++) {
-            const [name, port] = targets[(k + r) % targets.length]!;
+          for (const name of roundOrder(r)) {
             const cpu = cpuOf[name];
             const c0 = cpu?.();
-            const f = await ask(port, durationMs);
+            const f = await ask(ports[name]!, durationMs);
             // Per round trip over warm-up and measurement alike (the rate measured stands for both).
             if (cpu) cpuPer[name]!.push((cpu() - c0!) / ((f.rtt_per_s * (durationMs + warmupMs)) / 1000));
             per[name]!.push(f);
           }
         for (const v of Object.values(per)) for (const x of v) bad += x.bad;
-        const key = `clients_${clients}`;
         configuration[key] = says;
         results[key] = Object.fromEntries(
-          Object.entries(per).map(([k, v]) => [
-            k,
-            {
-              rtt_per_s: median(v.map((x) => x.rtt_per_s)),
-              p50_us: median(v.map((x) => x.p50_us ?? Infinity)),
-              p99_us: median(v.map((x) => x.p99_us ?? Infinity)),
-              samples: v.reduce((n, x) => n + x.samples, 0),
-              rounds: v.map((x) => `${x.rtt_per_s}/s p50 ${x.p50_us} p99 ${x.p99_us}`),
-            },
-          ]),
+          Object.entries(per).map(([k, v]) => {
+            const c = cpuPer[k]!.filter(Number.isFinite);
+            return [
+              k,
+              {
+                rtt_per_s: median(v.map((x) => x.rtt_per_s)),
+                rtt_per_s_range: range(v.map((x) => x.rtt_per_s), Math.round),
+                cpu_us_per_round_trip: c.length ? round1(median(c)) : null,
+                cpu_us_per_round_trip_range: c.length ? range(c, round1) : null,
+                p50_us: median(v.map((x) => x.p50_us ?? Infinity)),
+                p99_us: median(v.map((x) => x.p99_us ?? Infinity)),
+                samples: v.reduce((n, x) => n + x.samples, 0),
+                rounds: v.map((x, i) => `${x.rtt_per_s}/s p50 ${x.p50_us} p99 ${x.p99_us}${c.length ? ` cpu ${round1(cpuPer[k]![i]!)} us` : ""}`),
+              },
+            ];
+          }),
         );
-        // Each proxy path against the pipe measured next to it, round by round, median over
-        // the rounds: less exposed to slow phases that span several measurements.
-        const p = per.blind_pipe!;
-        const pp = per.blind_pipe_process!;
+        // Ratios within a round, median and range over the rounds.
+        const ratio = (a: string, b: string) => {
+          const xs = per[a]!.map((x, i) => x.rtt_per_s / per[b]![i]!.rtt_per_s);
+          return { median: round3(median(xs)), range: range(xs, round3) };
+        };
+        const cpuRatio = (a: string, b: string) => {
+          const xs = cpuPer[a]!.map((x, i) => x / cpuPer[b]![i]!).filter(Number.isFinite);
+          return xs.length ? { median: round3(median(xs)), range: range(xs, round3) } : null;
+        };
+        const added = (a: string, b: string, q: "p50_us" | "p99_us") => round1(median(per[a]!.map((x, i) => (x[q] ?? Infinity) - (per[b]![i]![q] ?? Infinity))));
         paired[key] = Object.fromEntries(
-          targets
-            .filter(([n]) => !BASELINES.includes(n))
-            .map(([n]) => {
-              const g = per[n]!;
-              const ratios = g.map((x, i) => x.rtt_per_s / p[i]!.rtt_per_s);
-              const toProcess = g.map((x, i) => x.rtt_per_s / pp[i]!.rtt_per_s);
+          Object.keys(ports)
+            .filter((n) => !BASELINES.includes(n))
+            .map((n) => {
+              const t = ratio(n, "blind_pipe");
+              const tp = ratio(n, "blind_pipe_process");
+              const beside = BLOCKS[0].includes(n as never) ? "blind_pipe" : "blind_pipe_process";
               return [
                 n,
                 {
-                  throughput_vs_pipe: round3(median(ratios)),
-                  throughput_vs_pipe_range: [round3(Math.min(...ratios)), round3(Math.max(...ratios))],
-                  added_p50_us_vs_pipe: round1(median(g.map((x, i) => (x.p50_us ?? Infinity) - (p[i]!.p50_us ?? Infinity)))),
-                  added_p99_us_vs_pipe: round1(median(g.map((x, i) => (x.p99_us ?? Infinity) - (p[i]!.p99_us ?? Infinity)))),
-                  throughput_vs_pipe_process: round3(median(toProcess)),
-                  throughput_vs_pipe_process_range: [round3(Math.min(...toProcess)), round3(Math.max(...toProcess))],
+                  throughput_vs_pipe: t.median,
+                  throughput_vs_pipe_range: t.range,
+                  added_p50_us_vs_pipe: added(n, "blind_pipe", "p50_us"),
+                  added_p99_us_vs_pipe: added(n, "blind_pipe", "p99_us"),
+                  throughput_vs_pipe_process: tp.median,
+                  throughput_vs_pipe_process_range: tp.range,
+                  // CPU per round trip against the pipe of the same placement, measured beside it.
+                  cpu_vs: beside,
+                  cpu_per_round_trip_ratio: cpuRatio(n, beside),
                 },
               ];
             }),
         );
-        // What printing decisions costs, like with like: commissioning mode against the daemon
-        // with the same settings, round by round (both on CPU 0, measured in the same round).
+        // Commissioning mode against the daemon's proxy with the same settings, round by round.
         commissioningVsDaemon[key] = Object.fromEntries(
           (["defaults", "matched"] as const).map((c) => {
-            const ratios = per[`commissioning_${c}`]!.map((x, i) => x.rtt_per_s / per[`gatewarden_${c}`]![i]!.rtt_per_s);
-            return [c, { throughput: round3(median(ratios)), range: [round3(Math.min(...ratios)), round3(Math.max(...ratios))] }];
+            const x = ratio(`commissioning_${c}`, `gatewarden_${c}`);
+            return [c, { throughput: x.median, range: x.range }];
           }),
         );
-        cpuUsPerRoundTrip[key] = Object.fromEntries(Object.entries(cpuPer).filter(([, v]) => v.length).map(([n, v]) => [n, { median: round1(median(v)), range: [round1(Math.min(...v)), round1(Math.max(...v))] }]));
+        // What printing its decisions costs, like with like: commissioning mode matched against
+        // the daemon's matched proxy as a process of its own, measured beside it in each round.
+        const cpuAdded = cpuPer.commissioning_matched!.map((x, i) => x - cpuPer.gatewarden_matched_process![i]!).filter(Number.isFinite);
+        const t = ratio("commissioning_matched", "gatewarden_matched_process");
+        printing[key] = {
+          throughput_vs_daemon_process: t.median,
+          throughput_vs_daemon_process_range: t.range,
+          cpu_us_added_per_round_trip: cpuAdded.length ? round1(median(cpuAdded)) : null,
+          cpu_us_added_per_round_trip_range: cpuAdded.length ? range(cpuAdded, round1) : null,
+        };
         answered[key] = Object.fromEntries(Object.keys(printers).map((n) => [n, per[n]!.reduce((t, x) => t + x.samples, 0)]));
       } finally {
         for (const stop of stops) await stop();
       }
+      loadAverage[key] = `${load0.toFixed(1)} at the start, ${loadavg()[0]!.toFixed(1)} at the end (1-minute, ${cpus().length} CPUs)`;
       // After the stops: commissioning mode writes what it still holds when it stops.
-      printedBy[`clients_${clients}`] = Object.fromEntries(Object.entries(printers).map(([n, f]) => [n, { ...f(), answered_while_measured: answered[`clients_${clients}`]?.[n] ?? 0 }]));
+      printedBy[key] = Object.fromEntries(Object.entries(printers).map(([n, f]) => [n, { ...f(), answered_while_measured: answered[key]?.[n] ?? 0 }]));
     }
   } finally {
     await pipe.worker.terminate();
@@ -503,20 +645,24 @@ export async function benchModbus(opts: { durationMs?: number; warmupMs?: number
     request: "FC 3, 10 holding registers, one request in flight per client, each client from its own 127.0.0.x address",
     machine: { cpus: cpus().length, model: cpus()[0]?.model ?? "unknown", node: process.version },
     placement: pin?.placement ?? "unpinned: every thread on every CPU",
+    load_average: loadAverage,
     duration_ms: durationMs,
     rounds,
+    order: "each round: direct, then each block (alternating which first) rotated by the round: " + BLOCKS.map((b) => b.join(", ")).join(" | "),
     configuration,
+    // Per path: medians over the rounds, the rounds' range of round trips/s, and the CPU time
+    // of the path under test per round trip (µs), which the machine's load moves less than
+    // throughput at 16 clients (at 1 client every round trip wakes the path twice, and what a
+    // wake-up costs moves with the load too).
     results,
     summary,
     summary_paired_by_round: paired,
     commissioning_vs_daemon_same_settings: commissioningVsDaemon,
-    // CPU time of the path under test per round trip (µs), which the machine's load moves far
-    // less than throughput: the pipe's and each proxy's own cost.
-    cpu_us_per_round_trip: cpuUsPerRoundTrip,
+    printing_cost: printing,
     // Lines commissioning mode printed and the requests they stand for (warm-up included),
     // against the answers counted while measuring: every request is printed or counted.
     commissioning_printed: printedBy,
-    ...(opts.codec === false ? {} : { codec_and_policy_ns_per_request: codecAndPolicyNs() }),
+    ...(opts.codec === false ? {} : { codec_and_policy_ns_per_request: codecAndPolicyNs(), commissioning_output_ns_per_request: decisionOutputNs() }),
     targets: { throughput_vs_pipe_min: 0.9, added_p99_us_max: 100, applies_to: "gatewarden_matched and commissioning_matched; with the defaults, commissioning mode against the daemon with the same defaults (commissioning_vs_daemon_same_settings)" },
   };
 }

@@ -47,7 +47,9 @@ const run = (p: Promise<void>) =>
       process.exit(1);
     },
   );
-// The OPC UA benchmark's load side runs this file again as child processes, until killed.
-if (process.argv[2] === "opcua-device") void import("./bench-opcua-peer").then((m) => m.opcuaDevice());
+// The OPC UA benchmark's load side, and the Modbus one's daemon proxy as a process of its own,
+// run this file again as child processes, until killed.
+if (process.argv[2] === "modbus-proxy-process") void import("./bench-modbus").then((m) => m.modbusProxyProcess(process.argv.slice(3)));
+else if (process.argv[2] === "opcua-device") void import("./bench-opcua-peer").then((m) => m.opcuaDevice());
 else if (process.argv[2] === "opcua-clients") void import("./bench-opcua-peer").then((m) => m.opcuaClients());
 else void run(main());
