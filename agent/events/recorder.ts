@@ -398,16 +398,7 @@ export class Recorder implements EventSink {
   private lossTick(): void {
     const e = this.episode;
     if (!e || this.closed) return;
-    if (this.lossPending.length && !this.health.failing) {
-      try {
-        this.commitDrafts([], true);
-      } catch (err) {
-        this.counters.commit_errors++;
-        this.lastError = describeError(err);
-        this.o.log.error({ err: this.lastError }, "Could not commit the loss records; retrying at the next interval.");
-        return;
-      }
-    }
+    if (!this.commitLoss()) return;
     if (e.sinceTick > 0) {
       e.sinceTick = 0;
       return;
@@ -416,6 +407,34 @@ export class Recorder implements EventSink {
     this.episode = undefined;
     const evicted = [...e.evicted].map(([c, k]) => `${c}:${k}`);
     this.o.log.info({ evicted, seconds: Math.round((this.now() - e.since) / 1000) }, "Outbox no longer full: the loss records name every evicted event.");
+  }
+
+  /**
+   * Commits what is pending and the loss records naming every eviction not named yet, now: the
+   * upstream connection came up. The SOC acknowledges only up to the first position it has
+   * neither received nor seen named; were the backlog sent before the interval's loss records,
+   * it would hold rows it cannot acknowledge, and the next eviction would take them (oldest
+   * first) and name as lost events the SOC received. Committed before anything is sent, the loss
+   * records evict only rows that never left the gateway.
+   */
+  nameEvictions(): void {
+    if (this.closed || this.health.failing) return;
+    this.flush();
+    this.commitLoss();
+  }
+
+  /** Commits the loss records for everything pending, if any; false when storage refused. */
+  private commitLoss(): boolean {
+    if (!this.lossPending.length || this.health.failing) return true;
+    try {
+      this.commitDrafts([], true);
+      return true;
+    } catch (err) {
+      this.counters.commit_errors++;
+      this.lastError = describeError(err);
+      this.o.log.error({ err: this.lastError }, "Could not commit the loss records; retrying at the next interval.");
+      return false;
+    }
   }
 
   /** Records a row the outbox found corrupt, as a loss record naming its position. */

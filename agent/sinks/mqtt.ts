@@ -192,6 +192,9 @@ export class MqttForwarder implements Sink {
           }
         });
       }
+      // The loss records for evictions while it was down go first, so the SOC can acknowledge
+      // the backlog as it arrives (see Recorder.nameEvictions).
+      this.o.recorder.nameEvictions();
       this.pump();
     });
     client.on("message", (topic, payload) => {

@@ -33,10 +33,11 @@ export class Harness {
     this.out = join(t.dir, "soc-out.jsonl");
   }
 
-  static async create(o: { settings?: Record<string, string>; gapTimeoutMs?: number } = {}): Promise<Harness> {
+  /** `authorizePublish` sees every PUBLISH before the broker takes it (see EmbeddedBroker.start). */
+  static async create(o: { settings?: Record<string, string>; gapTimeoutMs?: number; authorizePublish?: (topic: string, accept: () => void) => void } = {}): Promise<Harness> {
     const t = tempDir("gw-fault-");
     const broker = new EmbeddedBroker();
-    await broker.start();
+    await broker.start(0, { authorizePublish: o.authorizePublish });
     const site = makeSite(t.dir, {
       settings: {
         "upstream.url": broker.url,

@@ -4,6 +4,7 @@ import { join } from "node:path";
 import { account, unexpectedProblems } from "../helpers/daemon";
 import { sleep, until } from "../helpers/fixture";
 import { Harness, pick, TIMEOUT } from "./_harness";
+import { simulatedDraft } from "../../agent/simulate";
 
 const MAX_BYTES = 1024 * 1024; // the smallest budget the config accepts
 
@@ -52,8 +53,8 @@ describe("fault: disk budget exhausted", () => {
     expect(max).toBeLessThanOrEqual(MAX_BYTES);
     const committed = rt.recorder.counters.committed;
     const evicted = rt.recorder.counters.evicted;
-    // Every position received or named by a loss record that has arrived (the last loss records
-    // are committed at the stop and may still be on their way): a condition, not a pause.
+    // Every position received or named by a loss record that has arrived: a condition, not a
+    // pause (the stop's drain waits for the SOC's acknowledgements, but may run out).
     let a = account(h.lines, committed - 1);
     const settled = () => h!.events >= committed - evicted && (a = account(h!.lines, committed - 1)).missing.length === 0;
     // On a timeout the assertions below say what is missing.
@@ -76,6 +77,46 @@ describe("fault: disk budget exhausted", () => {
     const v = await h.verifyOutput();
     expect(Object.keys(v.problems).filter((k) => k !== "loss_record")).toEqual([]);
   }, Math.max(TIMEOUT, 240_000)); // conditions, each bounded, add up past the short run's 60 s on a loaded machine
+
+  // Seen under load: the SOC held the backlog but could not acknowledge past the first hole until
+  // the interval's loss records came; a commit then evicted 83 rows it had received, and the loss
+  // records named them lost.
+  it("names an outage's evictions when the upstream comes back, before the backlog: the SOC acknowledges it and is told of no loss it did not have", async () => {
+    let published = 0;
+    h = await Harness.create({
+      settings: { "buffer.max_bytes": String(MAX_BYTES), "heartbeat.interval_ms": "3600000" },
+      authorizePublish: (topic, accept) => {
+        if (topic.endsWith("/events")) published++;
+        accept();
+      },
+    });
+    await h.broker.pause();
+    const rt = await h.runtime();
+    // The outbox overflows at once, well within the first loss record interval (5 s).
+    for (let n = 0; rt.recorder.counters.evicted < 500; n++) {
+      rt.recorder.record(simulatedDraft(n));
+      if (n % 100 === 99) rt.recorder.flush();
+    }
+    rt.recorder.flush();
+    expect(rt.outbox.pendingLoss().length, "evictions no loss record names yet").toBeGreaterThan(0);
+    let publishedWhenNamed: number | undefined;
+    const off = rt.recorder.onCommit(() => {
+      if (publishedWhenNamed === undefined && rt.outbox.pendingLoss().length === 0) publishedWhenNamed = published;
+    });
+    await h.broker.resume();
+    const last = () => rt.recorder.counters.committed - 1;
+    await until(() => account(h!.lines, last()).missing.length === 0 && rt.outbox.stats().depth === 0, 60_000, "the SOC to settle and acknowledge the backlog");
+    off();
+    expect(publishedWhenNamed, "batches published before the loss records were committed").toBe(0);
+    await h.stopRuntime(rt, 60_000);
+    const evicted = rt.recorder.counters.evicted;
+    let a = account(h.lines, last());
+    await until(() => (a = account(h!.lines, last())).missing.length === 0, 60_000, "the shutdown event").catch(() => undefined);
+    expect(a.missing).toEqual([]);
+    expect(a.lostAndReceived).toEqual([]);
+    expect(a.lostTwice).toEqual([]);
+    expect(a.lost.size).toBe(evicted);
+  }, 180_000);
 });
 
 function fileSize(p: string): number {
