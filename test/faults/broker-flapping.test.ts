@@ -31,10 +31,14 @@ describe("fault: broker flapping", () => {
     expect(fwd.counters.reconnects).toBeGreaterThanOrEqual(cycles);
     expect(cut).toBeGreaterThan(0);
     await until(() => rt.upstreamState() === "up", 10_000, "the agent to reconnect");
-    await until(() => rt.outbox.stats().depth < 200, 30_000, "the backlog to drain");
+    // The generator stops first: whether a draining forwarder outruns 1,500 new events a second
+    // depends on the machine's load (it did not, once, on a loaded 2-core run), and the question
+    // here is whether the backlog the flapping left is sent, not how fast.
+    rt.stopSources();
+    await until(() => rt.outbox.stats().depth === 0, 90_000, "the backlog to drain");
     await h.stopRuntime(rt, 15_000);
     const committed = rt.recorder.counters.committed;
-    await until(() => h!.events >= committed, 20_000, `the receiver to verify ${committed} events (has ${h!.events})`);
+    await until(() => h!.events >= committed, 60_000, `the receiver to verify ${committed} events (has ${h!.events})`);
     const a = account(h.lines, committed - 1);
     expect(unexpectedProblems(a, ["duplicate"])).toEqual([]);
     expect(a.doubled).toEqual([]);
