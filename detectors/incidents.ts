@@ -20,24 +20,37 @@ export interface Incident {
   ticks: number;
 }
 
-export interface SignalAlarmState {
-  open: Incident | null;
-  /** Consecutive anomalous ticks while closed; consecutive quiet ticks while open. */
-  streak: number;
+/** A false-alarm budget: a token bucket of statistical incidents and the threshold multiplier raised when it is spent. */
+export interface AlarmBudget {
   /** Threshold multiplier raised when the budget is exceeded; decays back to 1. */
   mult: number;
   mult_ts: number;
   /** False-alarm budget: tokens left (a token bucket refilled at `budget_per_day`). */
   tokens: number;
   tokens_ts: number;
-  seq: number;
   /**
-   * Highest peak score of the signal's recent statistical incidents (halving every budget
+   * Highest peak score of the recent statistical incidents it paid for (halving every budget
    * interval, like the multiplier): beyond the budget, only an anomaly stronger than the recent
    * ones opens an incident.
    */
   last_peak?: number;
   peak_ts?: number;
+}
+
+/**
+ * One signal's alarm state. Its own budget fields count every statistical incident of the signal
+ * and judge frozen-sensor findings; `moves` counts the incidents about the signal's moves (all
+ * but frozen-sensor ones) and judges those: a run of identical readings says nothing about
+ * whether a move is normal for the signal, so frozen-sensor incidents never hold back a shift,
+ * drift or group finding.
+ */
+export interface SignalAlarmState extends AlarmBudget {
+  /** Absent in older snapshots and until the signal's first finding about its moves. */
+  moves?: AlarmBudget;
+  open: Incident | null;
+  /** Consecutive anomalous ticks while closed; consecutive quiet ticks while open. */
+  streak: number;
+  seq: number;
 }
 
 export type Transition = { kind: "open" | "update" | "close"; incident: Incident } | null;
@@ -49,7 +62,11 @@ export interface AlarmOptions {
 }
 
 export function newSignalState(): SignalAlarmState {
-  return { open: null, streak: 0, mult: 1, mult_ts: 0, tokens: -1, tokens_ts: 0, seq: 0 };
+  return { open: null, streak: 0, ...newBudget(), seq: 0 };
+}
+
+export function newBudget(): AlarmBudget {
+  return { mult: 1, mult_ts: 0, tokens: -1, tokens_ts: 0 };
 }
 
 const DAY = 86_400_000;
@@ -79,18 +96,14 @@ export function stepSignal(
   st: SignalAlarmState, point: string, ts: number, findings: readonly Finding[], o: AlarmOptions,
   correlate: (point: string, ts: number) => string | null,
 ): Transition {
-  // The budget multiplier halves every budget interval (1 / budget_per_day days) back to 1.
-  if (st.mult > 1) {
-    st.mult = Math.max(1, st.mult * Math.pow(0.5, (Math.max(0, ts - st.mult_ts) * o.budget_per_day) / DAY));
-    st.mult_ts = ts;
-  }
-  if (st.last_peak !== undefined && st.peak_ts !== undefined) {
-    st.last_peak *= Math.pow(0.5, (Math.max(0, ts - st.peak_ts) * o.budget_per_day) / DAY);
-    st.peak_ts = ts;
-  }
+  const budget = (f: Finding): AlarmBudget => {
+    const b = f.detector === "stuck" ? st : (st.moves ??= newBudget());
+    decay(b, ts, o);
+    return b;
+  };
   let top: Finding | null = null;
   for (const f of findings) {
-    const need = unbudgeted(f) ? 1 : st.mult;
+    const need = unbudgeted(f) ? 1 : budget(f).mult;
     if (f.score < need) continue;
     if (top === null || rank(f) > rank(top)) top = f;
   }
@@ -104,31 +117,32 @@ export function stepSignal(
     if (top.strength !== "physical" && st.streak < o.open_after) return null;
     if (top.strength !== "physical") {
       // False-alarm budget: a token bucket of max(2, budget_per_day) statistical incidents,
-      // refilled at budget_per_day. Without a token the signal's threshold doubles (decaying
+      // refilled at budget_per_day. Without a token the budget's threshold doubles (decaying
       // back over the budget interval) and this opening must clear it too. A self-limiting
       // finding (novelty) takes a token when there is one, so it counts against the weaker
       // statistics that follow, but is never held back for lack of one.
-      const cap = Math.max(2, o.budget_per_day);
-      if (st.tokens < 0) {
-        st.tokens = cap;
-        st.tokens_ts = ts;
-      }
-      st.tokens = Math.min(cap, st.tokens + (Math.max(0, ts - st.tokens_ts) * o.budget_per_day) / DAY);
-      st.tokens_ts = ts;
-      if (unbudgeted(top)) {
+      // A finding about the signal's moves is judged by the budget of those (see SignalAlarmState)
+      // and takes a token from the signal's whole budget too, when there is one.
+      const b = budget(top);
+      refill(b, ts, o);
+      if (b !== st) {
+        refill(st, ts, o);
         if (st.tokens >= 1) st.tokens -= 1;
-      } else if (st.tokens < 1) {
+      }
+      if (unbudgeted(top)) {
+        if (b.tokens >= 1) b.tokens -= 1;
+      } else if (b.tokens < 1) {
         // Out of budget: the threshold doubles, and rises to the recent incidents' peak if that
         // is higher, so recurring anomalies weaker than those (a spike pattern that is this
         // signal's normal) stay quiet while a stronger one still opens.
-        st.mult = Math.max(st.mult * 2, st.last_peak ?? 0);
-        st.mult_ts = ts;
-        if (top.score < st.mult) {
+        b.mult = Math.max(b.mult * 2, b.last_peak ?? 0);
+        b.mult_ts = ts;
+        if (top.score < b.mult) {
           st.streak = 0;
           return null;
         }
       } else {
-        st.tokens -= 1;
+        b.tokens -= 1;
       }
     }
     const identity = correlate(point, ts);
@@ -146,8 +160,10 @@ export function stepSignal(
     st.streak++;
     if (st.streak >= o.close_after) {
       if (!unbudgeted(inc.top)) {
-        st.last_peak = Math.max(st.last_peak ?? 0, inc.peak);
-        st.peak_ts = ts;
+        for (const b of new Set([st, budget(inc.top)])) {
+          b.last_peak = Math.max(b.last_peak ?? 0, inc.peak);
+          b.peak_ts = ts;
+        }
       }
       st.open = null;
       st.streak = 0;
@@ -172,6 +188,29 @@ export function stepSignal(
     changed = true;
   }
   return changed ? { kind: "update", incident: inc } : null;
+}
+
+/** Tokens refilled at budget_per_day up to max(2, budget_per_day) (a fresh bucket starts full). */
+function refill(b: AlarmBudget, ts: number, o: AlarmOptions): void {
+  const cap = Math.max(2, o.budget_per_day);
+  if (b.tokens < 0) {
+    b.tokens = cap;
+    b.tokens_ts = ts;
+  }
+  b.tokens = Math.min(cap, b.tokens + (Math.max(0, ts - b.tokens_ts) * o.budget_per_day) / DAY);
+  b.tokens_ts = ts;
+}
+
+/** The multiplier and the recent peak halve every budget interval (1 / budget_per_day days). */
+function decay(b: AlarmBudget, ts: number, o: AlarmOptions): void {
+  if (b.mult > 1) {
+    b.mult = Math.max(1, b.mult * Math.pow(0.5, (Math.max(0, ts - b.mult_ts) * o.budget_per_day) / DAY));
+    b.mult_ts = ts;
+  }
+  if (b.last_peak !== undefined && b.peak_ts !== undefined) {
+    b.last_peak *= Math.pow(0.5, (Math.max(0, ts - b.peak_ts) * o.budget_per_day) / DAY);
+    b.peak_ts = ts;
+  }
 }
 
 function rank(f: Finding): number {

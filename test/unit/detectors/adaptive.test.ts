@@ -1,4 +1,4 @@
-/** Adaptive alarm behaviour: restarts, daily profiles, drift warm-up and the budget's strength rule. */
+/** Adaptive alarm behaviour: restarts, daily profiles, drift warm-up, the budget's strength rule and frozen-sensor incidents' share of it. */
 import { describe, expect, it } from "vitest";
 import type { Finding } from "../../../detectors/detector";
 import { EwmaCusumDetector } from "../../../detectors/ewma-cusum";
@@ -99,6 +99,33 @@ describe("false-alarm budget: strength rule", () => {
   });
   it("beyond the budget, a stronger anomaly still opens an incident", () => {
     expect(run([50, 50, 45, 400])).toBe(3);
+  });
+});
+
+describe("false-alarm budget: frozen-sensor incidents and the signal's moves", () => {
+  const o = { open_after: 1, close_after: 1, budget_per_day: 0.15 };
+  const f = (ts: number, detector: string, score: number): Finding => ({
+    point: "p", detector, ts, score, observed: 0, expected: 0, reason: "x",
+  });
+  /** Whether each finding in turn opens an incident (each closed before the next). */
+  const run = (seq: [string, number][]): boolean[] => {
+    const st = newSignalState();
+    return seq.map(([det, score], i) => {
+      const ts = T0 + i * 2 * 60_000;
+      const opened = stepSignal(st, "p", ts, [f(ts, det, score)], o, () => null)?.kind === "open";
+      stepSignal(st, "p", ts + 60_000, [], o, () => null); // closes it
+      return opened;
+    });
+  };
+  it("frozen-sensor incidents do not hold back a weak shift finding on the same signal", () => {
+    expect(run([["stuck", 3], ["stuck", 3], ["group_shift", 1.6]])).toEqual([true, true, true]);
+  });
+  it("the signal's whole budget counts every incident: after two shift incidents a weak frozen-sensor finding is held back", () => {
+    expect(run([["level_shift", 3], ["group_shift", 3], ["stuck", 1.6]])).toEqual([true, true, false]);
+  });
+  it("recurring weak findings of each kind are still held back", () => {
+    expect(run([["stuck", 3], ["stuck", 3], ["stuck", 1.6], ["level_shift", 3], ["group_shift", 3], ["level_shift", 1.6]]))
+      .toEqual([true, true, false, true, true, false]);
   });
 });
 

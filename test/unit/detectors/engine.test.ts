@@ -99,6 +99,35 @@ describe("DetectionEngine incidents", () => {
     expect(() => e.restore(s)).toThrow(expect.objectContaining({ code: "DETECTOR_STATE" }));
   });
 
+  it("false-alarm budget: frozen-sensor incidents spend the signal's budget, not that of its moves; kept across a restart", () => {
+    const mk = (events: EventDraft[]): DetectionEngine => new DetectionEngine({
+      points: { p: { kind: "generic" } }, sink: { record: (d) => events.push(d) },
+      options: { close_after: 1, disabled: ["seasonal", "level_shift", "ewma_cusum", "rate_of_change", "replay", "novelty"] },
+    });
+    const events: EventDraft[] = [];
+    const e = mk(events);
+    const rnd = prng(5);
+    for (let i = 0; i < 600; i++) {
+      e.learn({ point: "p", value: 10 + rnd(), ts: T0 + i * 60_000, source: "t", quality: "good" });
+      e.flush();
+    }
+    // Live: two spells frozen for 100 readings, each between lively ones.
+    for (let i = 600; i < 1100; i++) {
+      const frozen = (i >= 700 && i < 800) || (i >= 900 && i < 1000);
+      e.reading({ point: "p", value: frozen ? 10.5 : 10 + rnd(), ts: T0 + i * 60_000, source: "t", quality: "good" });
+      e.flush();
+    }
+    const opened = events.filter((d) => d.ocsf.activity_id === 1).map((d) => String(d.ocsf.message).split(":")[0]);
+    expect(opened).toEqual(["Frozen sensor on p", "Frozen sensor on p"]);
+    const snap = e.snapshot();
+    const alarms = snap["engine/alarms"]!.state as { signals: Record<string, { tokens: number; moves?: unknown }> };
+    expect(alarms.signals.p!.tokens).toBeLessThan(1); // both tokens of the signal's budget spent
+    expect(alarms.signals.p!.moves).toBeUndefined(); // the budget of its moves untouched: a shift would still open
+    const b = mk([]);
+    b.restore(JSON.parse(JSON.stringify(snap)));
+    expect(b.snapshot()).toEqual(snap);
+  });
+
   it("false-alarm budget: a signal that keeps raising statistical incidents gets a higher threshold", () => {
     const events: EventDraft[] = [];
     const e = new DetectionEngine({ points: { p: { kind: "generic" } }, sink: { record: (d) => events.push(d) }, options: { budget_per_day: 1, close_after: 1, disabled: ["seasonal", "level_shift", "ewma_cusum", "stuck", "replay"] } });
