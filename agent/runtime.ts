@@ -423,6 +423,8 @@ export class Runtime {
         bytes: s?.bytes ?? null,
         file_bytes: s?.file_bytes ?? null,
         budget_bytes: this.outbox.maxBytes,
+        // SQLite's quick_check of the outbox at this start (the daemon holds the file: no other process can run it).
+        check: this.opened.check,
         parked: s?.parked ?? null,
         quarantined: s?.quarantined ?? null,
         oldest_unsent_age_s: ageS(s?.oldest_time),

@@ -11,8 +11,10 @@ import type { ConfigFile } from "./site";
  * The health verdict after booting into a new version: every check must pass before the
  * deadline (`update.health.deadline_ms`), else the update is rolled back.
  *  - daemon: the control socket answers `status`
- *  - outbox: the outbox opens (read-only, beside the daemon), passes SQLite's quick_check and
- *    its newest rows verify (hash and signature with this device's key)
+ *  - outbox: SQLite's quick_check of the outbox passed and its newest events verify (hash and
+ *    signature with this device's key). The running daemon holds the file exclusively: it
+ *    reports the check it ran at its start and its newest committed events; with no daemon
+ *    answering, the file is opened read-only and checked here.
  *  - listeners: every configured Modbus listener accepts a TCP connection
  *  - soc: the upstream is connected (unless `update.health.require_soc: false`)
  */
@@ -45,14 +47,14 @@ export async function healthCheck(loaded: ConfigFile, deadlineMs: number, requir
 async function once(loaded: ConfigFile, requireSoc: boolean, timeoutMs: number): Promise<HealthCheck[]> {
   const c = loaded.config;
   const out: HealthCheck[] = [];
-  let status: { upstream?: { state?: string; last_error?: string | null } } | undefined;
+  let status: DaemonStatus | undefined;
   try {
     status = (await controlCall(c.control.socket, "status", {}, timeoutMs)) as typeof status;
     out.push({ name: "daemon", ok: true, detail: `control socket ${c.control.socket} answers` });
   } catch (e) {
     out.push({ name: "daemon", ok: false, detail: describeError(e) });
   }
-  out.push(await outboxCheck(loaded));
+  out.push(status ? await daemonOutboxCheck(loaded, status, timeoutMs) : await outboxCheck(loaded));
   const listeners = c.modbus?.listeners ?? [];
   const bad: string[] = [];
   for (const l of listeners) {
@@ -67,6 +69,36 @@ async function once(loaded: ConfigFile, requireSoc: boolean, timeoutMs: number):
   return out;
 }
 
+interface DaemonStatus {
+  upstream?: { state?: string; last_error?: string | null };
+  outbox?: { check?: string; storage?: { mode?: string } };
+}
+
+/** The newest events verify with this device's key; undefined when they do, else why not. */
+function newestFail(loaded: ConfigFile, bodies: readonly unknown[]): string | undefined {
+  const pub = createPublicKey(loadDeviceKey(loaded.config.device.key));
+  for (const env of bodies) {
+    const r = checkEnvelope(env, pub);
+    if (r !== "ok") return `a stored event fails its check (${r})`;
+  }
+  return undefined;
+}
+
+/** The outbox as the running daemon reports it: its quick_check at start, its newest events. */
+async function daemonOutboxCheck(loaded: ConfigFile, status: DaemonStatus, timeoutMs: number): Promise<HealthCheck> {
+  try {
+    if (status.outbox?.storage?.mode === "memory") return { name: "outbox", ok: false, detail: "the daemon keeps its outbox in memory: the file could not be opened" };
+    const qc = status.outbox?.check;
+    if (qc !== "ok") return { name: "outbox", ok: false, detail: `quick_check: ${qc ?? "not reported by the daemon"}` };
+    const recent = (await controlCall(loaded.config.control.socket, "events.recent", { limit: 64 }, timeoutMs)) as unknown[];
+    const bad = newestFail(loaded, recent);
+    if (bad) return { name: "outbox", ok: false, detail: bad };
+    return { name: "outbox", ok: true, detail: `quick_check ok (the daemon's, at its start); newest ${recent.length} events verify` };
+  } catch (e) {
+    return { name: "outbox", ok: false, detail: describeError(e) };
+  }
+}
+
 async function outboxCheck(loaded: ConfigFile): Promise<HealthCheck> {
   const c = loaded.config;
   try {
@@ -75,12 +107,9 @@ async function outboxCheck(loaded: ConfigFile): Promise<HealthCheck> {
     try {
       const qc = db.pragma("quick_check", { simple: true }) as string;
       if (qc !== "ok") return { name: "outbox", ok: false, detail: `quick_check: ${qc}` };
-      const pub = createPublicKey(loadDeviceKey(c.device.key));
       const rows = db.prepare("SELECT body FROM events ORDER BY id DESC LIMIT 64").pluck().all() as string[];
-      for (const body of rows) {
-        const r = checkEnvelope(JSON.parse(body), pub);
-        if (r !== "ok") return { name: "outbox", ok: false, detail: `a stored event fails its check (${r})` };
-      }
+      const bad = newestFail(loaded, rows.map((b) => JSON.parse(b) as unknown));
+      if (bad) return { name: "outbox", ok: false, detail: bad };
       return { name: "outbox", ok: true, detail: `quick_check ok; newest ${rows.length} events verify` };
     } finally {
       db.close();

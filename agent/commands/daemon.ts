@@ -86,7 +86,7 @@ export function registerDaemon(program: Command): void {
   const outbox = program.command("outbox").description("Inspect the outbox database");
   outbox
     .command("check")
-    .description("Run SQLite's integrity check on the outbox and print its depth")
+    .description("Run SQLite's integrity check on the outbox and print its depth (with the daemon stopped: it holds the file while it runs)")
     .option("--config <FILE>", "config file")
     .option("--json", "print as JSON")
     .action(

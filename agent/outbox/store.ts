@@ -1,5 +1,5 @@
 import Database from "better-sqlite3";
-import { closeSync, fsyncSync, mkdirSync, openSync, statSync } from "node:fs";
+import { closeSync, fsyncSync, mkdirSync, openSync, rmSync, statSync } from "node:fs";
 import { dirname } from "node:path";
 import { DaemonError } from "../core/errors";
 import type { Envelope } from "../core/envelope";
@@ -152,6 +152,11 @@ export class Outbox {
     if (path !== ":memory:") mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
     try {
       this.db = new Database(path);
+      // The outbox's connection owns the file for as long as it is open (exclusive locking, set
+      // before the WAL is first used): SQLite then keeps the WAL index in memory and writes no
+      // -shm file, whose pages were dirtied by every commit and written back again and again
+      // (SD-card wear). No other connection or process can open the file meanwhile.
+      if (path !== ":memory:") this.db.pragma("locking_mode = EXCLUSIVE");
       // A new outbox takes 2 KiB pages (an existing one keeps its own): a commit writes every
       // page it touches whole (4 at least), so at a few events per commit 4 KiB pages write
       // twice as much. 1 KiB pages write less still, but their deeper tree leaves salvage
@@ -163,8 +168,29 @@ export class Outbox {
       this.db.exec(SCHEMA);
     } catch (e) {
       if (this.db?.open) this.db.close();
+      if (/^SQLITE_(BUSY|LOCKED)/.test(String((e as { code?: unknown }).code))) {
+        throw new DaemonError("OUTBOX_LOCKED", `the outbox ${path} is open in another process (a running Gatewarden daemon holds it exclusively); stop the daemon first, or ask it (gatewarden status, gatewarden events tail)`, { cause: e });
+      }
       throw new DaemonError("OUTBOX_OPEN", `cannot open the outbox ${path}: ${(e as Error).message}`, { cause: e });
     }
+    // An index file an earlier version left beside the WAL is not used (the index is in memory).
+    try {
+      if (path !== ":memory:") rmSync(`${path}-shm`, { force: true });
+    } catch {
+      /* a read-only directory: probeWrite says so */
+    }
+    try {
+      this.setUp(path);
+    } catch (e) {
+      // A file that fails past the pragmas (damaged pages) must not stay open: the connection
+      // holds it exclusively, and salvage reads it next.
+      if (this.db.open) this.db.close();
+      throw e;
+    }
+  }
+
+  /** Reads what the outbox needs to know about the file just opened. */
+  private setUp(path: string): void {
     this.sync = "NORMAL";
     this.pageSize = this.db.pragma("page_size", { simple: true }) as number;
     this.shares = budgetShares(this.maxBytes, this.pageSize);
@@ -879,6 +905,7 @@ export class Outbox {
     // RESTART and TRUNCATE, not blocked: the next transaction writes from the WAL's start.
     if (mode !== "PASSIVE" && r[0]?.busy === 0) this.walRestarts = true;
     const done = r[0]?.checkpointed ?? 0;
+    this.wal?.checkpointed(done);
     if (before && done > before.backfilled) {
       const pages = this.wal!.distinctPages(before.backfilled, Math.min(done, before.frames), this.pageSize) ?? done - before.backfilled;
       this.written.checkpoint_pages += pages;

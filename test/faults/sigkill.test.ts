@@ -2,6 +2,8 @@ import { afterEach, describe, expect, it } from "vitest";
 import Database from "better-sqlite3";
 import { join } from "node:path";
 import { setConfigValue } from "../../agent/config/edit";
+import { loadConfig } from "../../agent/config/load";
+import { controlCall } from "../../agent/core/control-client";
 import { account, Daemon, outboxCheck, unexpectedProblems } from "../helpers/daemon";
 import { sleep, until } from "../helpers/fixture";
 import { Harness, pick, TIMEOUT } from "./_harness";
@@ -57,17 +59,12 @@ describe("fault: the daemon killed with SIGKILL mid-batch, repeatedly", () => {
     setConfigValue(cfg, "heartbeat.interval_ms", "600000");
     const d = new Daemon(cfg);
     daemons.push(d);
-    const ro = () => {
-      const db = new Database(dbPath, { readonly: true, fileMustExist: true });
-      try {
-        return (db.prepare("SELECT COUNT(*) AS n FROM events").get() as { n: number }).n;
-      } finally {
-        db.close();
-      }
-    };
+    // The outbox's depth as the running daemon reports it (it holds the file exclusively).
+    const socket = loadConfig(cfg).config.control.socket;
+    const ro = async () => ((await controlCall(socket, "status").catch(() => undefined)) as { outbox?: { depth: number } } | undefined)?.outbox?.depth;
     // Up (its boot event reached the SOC: SIGTERM handlers are installed) and drained.
     await until(() => h!.lines.some((l) => !("problem" in l) && l.boot > lastHead), 20_000, "the last boot to start delivering");
-    await until(() => ro() === 0, pick(30_000, 120_000), "the last boot to drain the backlog");
+    await until(async () => (await ro()) === 0, pick(30_000, 120_000), "the last boot to drain the backlog");
     const r = await d.stop();
     expect({ code: r.code, output: d.output.slice(-2000) }).toEqual({ code: 0, output: d.output.slice(-2000) });
     const c = outboxCheck(cfg);

@@ -75,11 +75,11 @@ describe("fault: stored and transmitted events tampered with", () => {
   it("a byte flipped in a stored event while the daemon runs gives only a loss record for exactly that position", async () => {
     h = await Harness.create({ settings: { "heartbeat.interval_ms": "600000" }, gapTimeoutMs: 60_000 });
     const rt = await fill(h, 200);
-    const db = new Database(outboxPath(h));
+    // Through the daemon's own connection: it holds the file exclusively while it runs.
+    const db = rt.outbox.db;
     const row = db.prepare("SELECT id, boot, seq, body FROM events WHERE rank = 0 ORDER BY id LIMIT 1 OFFSET 30").get() as { id: number; boot: number; seq: number; body: string };
     const at = row.body.indexOf('"prev":"') + 20;
     db.prepare("UPDATE events SET body = ? WHERE id = ?").run(row.body.slice(0, at) + String.fromCharCode(row.body.charCodeAt(at) ^ 0x04) + row.body.slice(at + 1), row.id);
-    db.close();
     await h.broker.resume();
     await until(() => rt.upstreamState() === "up" && rt.outbox.stats().depth === 0, 15_000, "the agent to drain its outbox");
     expect(rt.outbox.stats().quarantined).toBe(1);
@@ -100,11 +100,11 @@ describe("fault: stored and transmitted events tampered with", () => {
     h = await Harness.create({ settings: { "heartbeat.interval_ms": "600000" }, gapTimeoutMs: 500 });
     const rt = await fill(h, 200);
     const boot = rt.recorder.bootEpoch;
-    // Another connection deletes one row while the daemon runs (the broker is down).
-    const db = new Database(outboxPath(h));
+    // One row is deleted behind the recorder's back while the daemon runs (the broker is down),
+    // through the daemon's own connection: no other can open the file while it runs.
+    const db = rt.outbox.db;
     const row = db.prepare("SELECT id, boot, seq FROM events WHERE rank = 0 ORDER BY id LIMIT 1 OFFSET 90").get() as { id: number; boot: number; seq: number };
     expect(db.prepare("DELETE FROM events WHERE id = ?").run(row.id).changes).toBe(1);
-    db.close();
     await h.broker.resume();
     await until(() => h!.lines.some((l) => "problem" in l && l.problem === "gap"), 15_000, "the gap to be reported");
     await h.stopRuntime(rt, 10_000);

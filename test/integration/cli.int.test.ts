@@ -67,6 +67,11 @@ describe("gatewarden CLI (built bundle)", () => {
       expect(second.code).toBe(1);
       expect(second.stderr).toMatch(/^error\[OUTBOX_LOCKED\].*another Gatewarden daemon/);
       expect(gw(["status", "--config", cfg, "--json"]).code).toBe(0);
+      // The daemon holds the outbox file exclusively: another process opening it is told so, by name.
+      const busy = gw(["outbox", "check", "--config", cfg, "--json"]);
+      expect(busy.code).toBe(1);
+      expect(busy.stderr).toMatch(/^error\[OUTBOX_LOCKED\]/m);
+      expect(busy.stderr).toContain(join(dir, "data", "outbox.db"));
       // Logs are JSON lines on stdout.
       await until(() => daemon.output().includes("Gatewarden started."), 5000, "the start log line");
       for (const line of daemon.output().trim().split("\n")) expect(() => JSON.parse(line)).not.toThrow();

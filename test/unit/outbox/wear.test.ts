@@ -1,5 +1,6 @@
 import { afterAll, afterEach, describe, expect, it, vi } from "vitest";
 import { generateKeyPairSync } from "node:crypto";
+import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { Recorder } from "../../../agent/events/recorder";
 import { Outbox } from "../../../agent/outbox/store";
@@ -86,6 +87,27 @@ describe("SD-card wear per event", () => {
     const unbatched = wearAt(join(t.dir, "unbatched"), 20, 400, 20);
     expect(unbatched.commits).toBeGreaterThan(mid.commits * 2);
     expect(unbatched.walPages).toBeGreaterThan(1.5 * mid.walPages);
+  });
+
+  it("the WAL index stays in memory (no -shm file, no other connection); the WAL's frames are counted from the WAL itself", () => {
+    const path = join(t.dir, "exclusive", "outbox.db");
+    const outbox = new Outbox(path, 64 * 1024 ** 2);
+    const rec = new Recorder({ outbox, key: privateKey, device: "gw-t", version: "test", flushMs: 20, maxPending: 10_000, log: silent });
+    rec.start();
+    for (let i = 0; i < 50; i++) {
+      rec.record(simulatedDraft(i));
+      if (i % 7 === 0) rec.flush();
+    }
+    rec.flush();
+    expect(existsSync(`${path}-shm`)).toBe(false);
+    expect(() => new Outbox(path, 64 * 1024 ** 2)).toThrow(expect.objectContaining({ code: "OUTBOX_LOCKED", message: expect.stringContaining(path) }));
+    // SQLite's own count of the frames in the WAL (a PASSIVE checkpoint reports it) is ours.
+    const counted = new WalIndex(path).header()!.frames;
+    expect(counted).toBeGreaterThan(8);
+    const [r] = outbox.db.pragma("wal_checkpoint(PASSIVE)") as { log: number }[];
+    expect(counted).toBe(r!.log);
+    rec.close("test");
+    outbox.close();
   });
 
   it("a durable event is committed within flush_ms even while telemetry waits", () => {
