@@ -5,6 +5,9 @@
  *   node .skab-cv.mjs DIR cv            every candidate on the dev runs, and leave-one-run-out within them
  *   node .skab-cv.mjs DIR dev [NAME]    the defaults (or candidate NAME) on the dev runs; -v: each alarm segment
  *   node .skab-cv.mjs DIR heldout       the defaults on the held-out runs (reported, never chosen on)
+ *   node .skab-cv.mjs DIR weak [S ...]  every candidate on the dev runs with each fault weakened to S of
+ *                                       its effect (default 1 0.5 0.35 0.25; test/sim/skab-weaken.ts),
+ *                                       with how many readings into each fault the first alarm came
  * Scoring is the team scorer's: the first 400 rows of each run are not scored (warm-up), event
  * F1 and TNR micro-averaged over runs.
  */
@@ -14,6 +17,7 @@ import type { EngineOptionsInput } from "../../detectors/engine-options";
 import type { GroupShiftOptions } from "../../detectors/group-shift";
 import { runDetectTables } from "../../detectors/run";
 import { addScores, eventScore, figures, type EventScore } from "./score";
+import { weakenFault } from "./skab-weaken";
 
 /** The split: constants may be chosen on the dev runs; the held-out runs are only reported. */
 export const SKAB_DEV_RUNS = ["0", "1", "10", "11", "12", "13", "14", "15"];
@@ -47,10 +51,12 @@ function withoutLabels(t: CsvTable): { table: CsvTable; label: Float64Array } {
   };
 }
 
-interface RunResult { score: EventScore; segments: string[] }
+interface RunResult { score: EventScore; segments: string[]; /** Readings into the fault of its first alarm (-1: missed). */ first: number }
 
-export function detectSkabRun(dir: string, run: string, learn: CsvTable, c: Candidate): RunResult {
-  const { table, label } = withoutLabels(readCsv(join(dir, "valve1", `${run}.csv`)));
+export function detectSkabRun(dir: string, run: string, learn: CsvTable, c: Candidate, scale = 1): RunResult {
+  const read = withoutLabels(readCsv(join(dir, "valve1", `${run}.csv`)));
+  const label = read.label;
+  const table = weakenFault(read.table, label, scale);
   const index = new Map(table.tsText.map((t, i) => [t, i]));
   const flags: (string | null)[] = new Array<string | null>(table.ts.length).fill(null);
   runDetectTables({ input: table, learn, group: c.group ?? {}, engine: c.engine ?? {} }, (l) => {
@@ -68,7 +74,14 @@ export function detectSkabRun(dir: string, run: string, learn: CsvTable, c: Cand
     for (let k = i; k <= j; k++) if (label[k]! > 0) onEvent = true;
     segments.push(`rows ${i}-${j} ${onEvent ? "on the fault" : "FALSE"}: ${flags[i]!.slice(0, 160)}`);
   }
-  return { score, segments };
+  const start = Array.prototype.findIndex.call(label, (x: number) => x > 0);
+  let first = -1;
+  for (let k = start; start >= 0 && k < label.length && label[k]! > 0; k++) {
+    if (flags[k] === null) continue;
+    first = k - start;
+    break;
+  }
+  return { score, segments, first };
 }
 
 function line(s: EventScore): string {
@@ -101,13 +114,26 @@ function better(a: EventScore, b: EventScore): boolean {
 function main(): void {
   const dir = process.argv[2];
   const mode = process.argv[3] ?? "cv";
-  if (!dir) throw new Error("usage: skab-cv DIR cv|dev|heldout [-v]");
+  if (!dir) throw new Error("usage: skab-cv DIR cv|dev|heldout|weak [-v]");
   const learn = readCsv(join(dir, "anomaly-free", "anomaly-free.csv"));
+  const verbose = process.argv.includes("-v");
+  if (mode === "weak") {
+    const scales = process.argv.slice(4).map(Number).filter((x) => x > 0);
+    for (const scale of scales.length ? scales : [1, 0.5, 0.35, 0.25]) {
+      for (const [name, c] of Object.entries(CANDIDATES)) {
+        const results = SKAB_DEV_RUNS.map((r) => detectSkabRun(dir, r, learn, c, scale));
+        const firsts = results.map((x, k) => `${SKAB_DEV_RUNS[k]}:${x.first < 0 ? "-" : `+${x.first}`}`).join(" ");
+        console.log(`scale ${scale} ${name.padEnd(20)} ${line(total(results.map((x) => x.score)))}; first alarm ${firsts}`);
+        if (verbose && name === "defaults") results.forEach((x, k) => console.log(`  run ${SKAB_DEV_RUNS[k]}: ${line(x.score)}\n    ${x.segments.join("\n    ")}`));
+      }
+    }
+    return;
+  }
   if (mode !== "cv") {
     const runs = mode === "heldout" ? SKAB_HELDOUT_RUNS : SKAB_DEV_RUNS;
     const name = process.argv[4] && process.argv[4] !== "-v" ? process.argv[4] : "defaults";
     const results = runs.map((r) => detectSkabRun(dir, r, learn, CANDIDATES[name] ?? {}));
-    if (process.argv.includes("-v")) results.forEach((x, k) => console.log(`run ${runs[k]}: ${line(x.score)}\n  ${x.segments.join("\n  ")}`));
+    if (verbose) results.forEach((x, k) => console.log(`run ${runs[k]}: ${line(x.score)}\n  ${x.segments.join("\n  ")}`));
     console.log(`SKAB ${mode} (${runs.length} runs): ${line(total(results.map((x) => x.score)))}`);
     return;
   }
