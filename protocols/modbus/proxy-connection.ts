@@ -97,10 +97,21 @@ export class ProxyConnection {
     this.cert = id.fingerprint ? { subject: id.subject ?? "", fingerprint: id.fingerprint } : undefined;
   }
 
-  begin(): void {
+  /**
+   * Starts serving; a connection with nothing read or written for `idleMs` is closed. One
+   * timer per connection, set for when the connection would be idle and moved on when it
+   * fires early: what `socket.setTimeout` does, without re-inserting a timer at every read and
+   * write (about 0.9 µs per round trip in a CPU profile on the loaded 2-CPU bench machine,
+   * close to what deciding the request cost there).
+   */
+  begin(idleMs: number): void {
     const l = this.ctx.limits;
-    this.sock.setTimeout(l.idle_timeout_ms, () => this.sock.destroy());
+    this.idleMs = idleMs;
+    this.lastActive = performance.now();
+    this.idleTimer = setTimeout(this.checkIdle, idleMs);
+    this.idleTimer.unref();
     this.sock.on("data", (d: Buffer) => {
+      this.lastActive = performance.now();
       this.buf = this.buf.length ? Buffer.concat([this.buf, d]) : d;
       if (this.buf.length > l.max_buffered_bytes) {
         this.malformed(`more than ${l.max_buffered_bytes} bytes buffered`);
@@ -113,12 +124,23 @@ export class ProxyConnection {
       if (!this.rateTimer) this.unblock();
     });
     this.sock.once("close", () => {
+      clearTimeout(this.idleTimer);
       if (this.partialTimer) clearTimeout(this.partialTimer);
       if (this.rateTimer) clearTimeout(this.rateTimer);
     });
   }
 
   private rateTimer: NodeJS.Timeout | undefined;
+  private idleMs = 0;
+  /** When the connection last read or wrote (`performance.now()`). */
+  private lastActive = 0;
+  private idleTimer: NodeJS.Timeout | undefined;
+  private readonly checkIdle = (): void => {
+    const left = this.idleMs - (performance.now() - this.lastActive);
+    if (left <= 0) return void this.sock.destroy();
+    this.idleTimer = setTimeout(this.checkIdle, Math.ceil(left));
+    this.idleTimer.unref();
+  };
 
   /**
    * One request token of this identity: `max_requests_per_s` per identity across all its
@@ -198,7 +220,9 @@ export class ProxyConnection {
   }
 
   private reply(tid: number, unit: number, pdu: Buffer): void {
-    if (!this.sock.destroyed && this.sock.writable) this.sock.write(encodeMbap(tid, unit, pdu));
+    if (this.sock.destroyed || !this.sock.writable) return;
+    this.lastActive = performance.now();
+    this.sock.write(encodeMbap(tid, unit, pdu));
   }
 
   private record(r: Omit<DecisionRecord, "ts" | "listener" | "identity" | "transport" | "address" | "function">, repeatKey?: string, ts = Date.now()): void {

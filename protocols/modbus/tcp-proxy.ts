@@ -380,8 +380,7 @@ export class ModbusListener {
       else this.perIdentity.set(key, m);
     });
     this.ctx.events?.client({ listener: this.name, identity: describeIdentity(id), address: id.address, ...(id.fingerprint ? { certificate: { subject: id.subject ?? "", fingerprint: id.fingerprint } } : {}), known });
-    new ProxyConnection(sock, id, this.name, this.ctx, this.counters).begin();
-    if (!known) sock.setTimeout(limits.unknown_idle_timeout_ms);
+    new ProxyConnection(sock, id, this.name, this.ctx, this.counters).begin(known ? limits.idle_timeout_ms : limits.unknown_idle_timeout_ms);
     return true;
   }
 }

@@ -64,10 +64,14 @@ export function scanMbap(buf: Buffer, offset = 0): MbapScan {
 }
 
 export function encodeMbap(tid: number, unit: number, pdu: Uint8Array): Buffer {
-  const b = Buffer.allocUnsafe(7 + pdu.length);
-  b.writeUInt16BE(tid & 0xffff, 0);
-  b.writeUInt16BE(0, 2);
-  b.writeUInt16BE(1 + pdu.length, 4);
+  const n = pdu.length;
+  const b = Buffer.allocUnsafe(7 + n);
+  b[0] = (tid >>> 8) & 0xff;
+  b[1] = tid & 0xff;
+  b[2] = 0;
+  b[3] = 0;
+  b[4] = ((n + 1) >>> 8) & 0xff;
+  b[5] = (n + 1) & 0xff;
   b[6] = unit & 0xff;
   b.set(pdu, 7);
   return b;

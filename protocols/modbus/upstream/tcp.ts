@@ -215,7 +215,7 @@ export class TcpUpstream implements Upstream {
   }
 
   private clearBatch(c: Conn): void {
-    c.out.fill(undefined, 0, c.outCount);
+    for (let i = 0; i < c.outCount; i++) c.out[i] = undefined;
     c.outCount = 0;
     c.outBytes = 0;
   }

@@ -1,6 +1,7 @@
 import { connect, createServer, type Socket } from "node:net";
 import { afterEach, describe, expect, it } from "vitest";
 import type { Reading, WriteObservation } from "../../../agent/core/readings";
+import { until } from "../../helpers/fixture";
 import { exchange, RawClient, startRig, type Rig } from "./_harness";
 
 const policy = {
@@ -138,6 +139,19 @@ describe("proxy: robustness", () => {
     await sleep(500);
     expect(good.closed).toBe(true); // idle
     expect(rig.sink.drafts.some((d) => d.ocsf.class_uid === 2004 && String(d.ocsf.message).includes("not completed"))).toBe(true);
+  });
+
+  it("keeps a connection that reads or writes open past idle_timeout_ms, and closes it once silent that long", async () => {
+    const rig = await startRig(policy, { limits: { idle_timeout_ms: 300 } });
+    rigs.push(rig);
+    const c = await RawClient.connect(rig.port);
+    // Traffic for more than three idle timeouts: every exchange is activity.
+    const t0 = Date.now();
+    while (Date.now() - t0 < 1000) expect(await c.request(1, "03 0000 0001")).toBe("03020000");
+    expect(c.closed).toBe(false);
+    const quiet = Date.now();
+    await until(() => c.closed, 5000, "the idle connection to be closed");
+    expect(Date.now() - quiet).toBeGreaterThanOrEqual(250);
   });
 
   it("limits connections per identity and in total", async () => {
