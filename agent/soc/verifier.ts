@@ -11,7 +11,7 @@ export type Problem = (typeof PROBLEMS)[number];
 /** One verified event, as the SIEM gets it: routing fields, `verified`, and the whole envelope. */
 export interface EventLine extends Omit<Envelope, "v"> {
   verified: true;
-  /** Arrived after its position had been settled (reported as a gap). */
+  /** Arrived after its position had been settled (reported as a gap or named lost by a loss record). */
   late?: true;
   received_at: number;
 }
@@ -108,6 +108,8 @@ export class StreamVerifier {
         `INSERT INTO boots (${BOOT_COLS}) VALUES (@device, @boot, @hw, @hw_hash, @gap_since, @end_seq, @next_boot, @cloned) ON CONFLICT(device, boot) DO UPDATE SET hw = excluded.hw, hw_hash = excluded.hw_hash, gap_since = excluded.gap_since, end_seq = excluded.end_seq, next_boot = excluded.next_boot, cloned = excluded.cloned`,
       ),
       hash: db.prepare("SELECT hash FROM hashes WHERE device = ? AND boot = ? AND seq = ?"),
+      // Received positions in [first, last], as runs of consecutive seqs.
+      held: db.prepare("SELECT MIN(seq) AS f, MAX(seq) AS l FROM (SELECT seq, seq - ROW_NUMBER() OVER (ORDER BY seq) AS g FROM hashes WHERE device = ? AND boot = ? AND seq BETWEEN ? AND ?) GROUP BY g ORDER BY f"),
       putHash: db.prepare("INSERT OR REPLACE INTO hashes (device, boot, seq, hash) VALUES (?, ?, ?, ?)"),
       seen: db.prepare("SELECT seq, hash FROM seen WHERE device = ? AND boot = ? AND seq = ?"),
       putSeen: db.prepare("INSERT OR IGNORE INTO seen (device, boot, seq, hash) VALUES (?, ?, ?, ?)"),
@@ -364,19 +366,23 @@ export class StreamVerifier {
         first = first === null ? r[1] : Math.min(first, r[1]);
         last = last === null ? r[2] : Math.max(last, r[2]);
       }
+      const received = this.held(e.device, ranges);
+      const reported = typeof l.count === "number" ? l.count : null;
+      const count = reported === null ? null : Math.max(0, reported - received.count);
       out.push(
         problem("loss_record", {
           device: e.device,
           boot: ranges[0]?.[0] ?? null,
           first,
           last,
-          count: typeof l.count === "number" ? l.count : null,
-          detail: `device reports ${clip(e.ocsf.message)}${all.length > MAX_LOSS_RANGES ? ` (${all.length} ranges; the first ${MAX_LOSS_RANGES} are applied)` : ""}`,
+          count,
+          detail: `device reports ${clip(e.ocsf.message)}${all.length > MAX_LOSS_RANGES ? ` (${all.length} ranges; the first ${MAX_LOSS_RANGES} are applied)` : ""}${received.count ? `; ${received.count} of them were received before they were dropped${count === null ? "" : `, ${count} are lost`}` : ""}`,
           now,
           reason: l.reason ?? null,
           class: l.class ?? null,
           ranges,
           counts: l.counts ?? null,
+          received,
           record: { boot: e.boot, seq: e.seq },
         }),
       );
@@ -387,6 +393,24 @@ export class StreamVerifier {
         if (row !== b) this.advance(row, now);
       }
     }
+  }
+
+  /**
+   * The positions of a loss record's ranges this receiver already holds (received and verified,
+   * within the de-duplication window): the device dropped them after they were delivered but
+   * before the SOC's acknowledgement reached it. At most MAX_LOSS_RANGES runs are listed; the
+   * count is exact.
+   */
+  private held(device: string, ranges: readonly [number, number, number][]): { count: number; ranges: [number, number, number][] } {
+    const runs: [number, number, number][] = [];
+    let count = 0;
+    for (const [rb, f, la] of ranges) {
+      for (const r of this.q.held.iterate(device, rb, f, la) as Iterable<{ f: number; l: number }>) {
+        count += r.l - r.f + 1;
+        if (runs.length < MAX_LOSS_RANGES) runs.push([rb, r.f, r.l]);
+      }
+    }
+    return { count, ranges: runs };
   }
 
   /**

@@ -64,6 +64,7 @@ describe("fault: disk budget exhausted", () => {
     // Every position is received or named by exactly one loss record, never both, never neither.
     expect(a.missing).toEqual([]);
     expect(a.lostAndReceived).toEqual([]);
+    expect(a.heldButToldLost).toEqual([]);
     expect(a.lostTwice).toEqual([]);
     expect(a.doubled).toEqual([]);
     expect(a.lost.size).toBe(evicted);
@@ -114,6 +115,7 @@ describe("fault: disk budget exhausted", () => {
     await until(() => (a = account(h!.lines, last())).missing.length === 0, 60_000, "the shutdown event").catch(() => undefined);
     expect(a.missing).toEqual([]);
     expect(a.lostAndReceived).toEqual([]);
+    expect(a.heldButToldLost).toEqual([]);
     expect(a.lostTwice).toEqual([]);
     expect(a.lost.size).toBe(evicted);
   }, 180_000);

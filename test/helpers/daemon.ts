@@ -89,6 +89,11 @@ export interface Accounting {
   missing: string[];
   /** Positions both received and named by a loss record. */
   lostAndReceived: string[];
+  /**
+   * Positions a `loss_record` line counts as lost (not in its `received`) whose event line came
+   * before it: the SOC told of a loss it did not have (must stay empty).
+   */
+  heldButToldLost: string[];
   /** Positions named by more than one loss record. */
   lostTwice: string[];
   /** Every position a loss record names. */
@@ -107,9 +112,11 @@ export function account(lines: readonly OutLine[], finalLast?: number): Accounti
   const count = new Map<string, number>();
   const perBoot = new Map<number, number>();
   const declaredLast = new Map<number, number>();
+  const heldButToldLost: string[] = [];
   for (const l of lines) {
     if (isProblem(l)) {
       problems.push(l);
+      if (l.problem === "loss_record") heldButToldLost.push(...toldLost(l).filter((k) => count.has(k)));
       continue;
     }
     events.push(l);
@@ -145,7 +152,16 @@ export function account(lines: readonly OutLine[], finalLast?: number): Accounti
     }
   }
   const doubled = [...count].filter(([, n]) => n > 1).map(([k]) => k);
-  return { events, problems, doubled, boots, missing, lostAndReceived, lostTwice, lost };
+  return { events, problems, doubled, boots, missing, lostAndReceived, heldButToldLost, lostTwice, lost };
+}
+
+/** "boot:seq" of the positions a `loss_record` line names and does not say were received. */
+function toldLost(p: ProblemLine): string[] {
+  const held = new Set<string>();
+  for (const [b, f, l] of ((p.received as { ranges?: [number, number, number][] } | undefined)?.ranges ?? [])) for (let s = f; s <= l; s++) held.add(`${b}:${s}`);
+  const out: string[] = [];
+  for (const [b, f, l] of (p.ranges ?? []) as [number, number, number][]) for (let s = f; s <= l; s++) if (!held.has(`${b}:${s}`)) out.push(`${b}:${s}`);
+  return out;
 }
 
 /** Problem kinds other than those listed, as short strings (for readable assertion failures). */

@@ -66,6 +66,35 @@ describe("StreamVerifier", () => {
     expect(v.sweep(10_000)).toEqual([]);
   });
 
+  it("a loss record naming events already received says so: `received` lists them, `count` is only what is lost", () => {
+    const v = setup(1000);
+    const d = new DeviceStream("gw-1", dev.privateKey);
+    const e = Array.from({ length: 5 }, () => d.next());
+    // Delivered, then evicted by the device before the SOC's acknowledgement reached it.
+    v.ingest("gw-1", e.slice(0, 3), 0);
+    const loss = d.next("system", { loss: { reason: "buffer_full", class: "telemetry", count: 3, ranges: [[1000, 1, 3]] } });
+    const [rec, ...rest] = problems(v.ingest("gw-1", [e[4]!, loss], 10));
+    expect(rest).toEqual([]);
+    expect(rec).toMatchObject({ problem: "loss_record", first: 1, last: 3, count: 1, received: { count: 2, ranges: [[1000, 1, 2]] } });
+    expect(rec!.detail).toMatch(/^device reports .+; 2 of them were received before they were dropped, 1 are lost$/);
+    expect(v.sweep(10_000)).toEqual([]);
+  });
+
+  it("an event named lost that arrives after its loss record is passed on, not a duplicate or a problem", () => {
+    const v = setup(1000);
+    const d = new DeviceStream("gw-1", dev.privateKey);
+    const e = Array.from({ length: 6 }, () => d.next());
+    const loss = d.next("system", { loss: { reason: "buffer_full", class: "telemetry", count: 3, ranges: [[1000, 1, 2], [1000, 4, 4]] } });
+    const rec = problems(v.ingest("gw-1", [e[0]!, e[5]!, loss], 0));
+    expect(rec).toMatchObject([{ problem: "loss_record", count: 3, received: { count: 0, ranges: [] } }]);
+    expect(rec[0]!.detail).not.toContain("received");
+    // seq 1 and 2 are settled (named lost): late; seq 4 lies above the open hole at seq 3.
+    const after = v.ingest("gw-1", [e[1]!, e[4]!, e[2]!], 10);
+    expect(problems(after)).toEqual([]);
+    expect(events(after).map((x) => [x.seq, "late" in x])).toEqual([[1, true], [4, false], [2, true]]);
+    expect(problems(v.sweep(5000)).map((p) => [p.problem, p.first, p.last])).toEqual([["gap", 3, 3]]);
+  });
+
   it("reports the lost tail of a boot, named by the next boot event, once it has waited for a loss record", () => {
     const v = setup(1000);
     const d = new DeviceStream("gw-1", dev.privateKey);

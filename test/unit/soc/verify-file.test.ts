@@ -32,6 +32,21 @@ describe("soc verify", () => {
     }
   });
 
+  it("a loss record naming events received before it: the same `received` and `count` as online", async () => {
+    const d = new DeviceStream("gw-1", dev.privateKey);
+    const e = Array.from({ length: 5 }, () => d.next());
+    const loss = d.next("system", { loss: { reason: "buffer_full", class: "telemetry", count: 3, ranges: [[1000, 1, 3]] } });
+    // seq 3 arrives after the record that named it lost: no problem of its own.
+    const f = outputFile([...e.slice(0, 3).map((x) => ({ e: x, at: 1 })), { e: e[4]!, at: 2 }, { e: loss, at: 2 }, { e: e[3]!, at: 3 }]);
+    try {
+      const r = await verifyFile(f.file, trust);
+      expect(r.verified).toBe(6);
+      expect(r.problem_lines).toMatchObject([{ problem: "loss_record", first: 1, last: 3, count: 1, received: { count: 2, ranges: [[1000, 1, 2]] } }]);
+    } finally {
+      f.done();
+    }
+  });
+
   it("an old boot going on after its successor's boot event is a clone, as online", async () => {
     const a = new DeviceStream("gw-1", dev.privateKey);
     const s = [a.firstBoot(1000), a.next(), a.next()];
