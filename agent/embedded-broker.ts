@@ -17,11 +17,26 @@ export class EmbeddedBroker {
   /**
    * `authorizePublish` (tests) sees every PUBLISH before the broker takes it; the broker
    * acknowledges it only once `accept` is called, so a test can hold acknowledgements back.
+   * `drop` acknowledges it and delivers it to no one (nor keeps it retained).
    */
-  async start(port = 0, opts: { authorizePublish?: (topic: string, accept: () => void) => void } = {}): Promise<void> {
+  async start(port = 0, opts: { authorizePublish?: (topic: string, accept: () => void, drop: () => void) => void } = {}): Promise<void> {
     const { Aedes } = await import("aedes");
     const hook = opts.authorizePublish;
-    const broker = await Aedes.createBroker(hook ? { authorizePublish: (_client, packet, done) => hook(packet.topic, () => done(null)) } : {});
+    const broker = await Aedes.createBroker(
+      hook
+        ? {
+            authorizePublish: (_client, packet, done) =>
+              hook(
+                packet.topic,
+                () => done(null),
+                () => {
+                  Object.assign(packet, { topic: "gatewarden-dropped", retain: false });
+                  done(null);
+                },
+              ),
+          }
+        : {},
+    );
     this.broker = broker as unknown as NonNullable<EmbeddedBroker["broker"]>;
     this.broker.on("client", (c) => this.clientIds.set(c.conn, c.id));
     this.port = port;

@@ -119,6 +119,42 @@ describe("fault: disk budget exhausted", () => {
     expect(a.lostTwice).toEqual([]);
     expect(a.lost.size).toBe(evicted);
   }, 180_000);
+
+  // With the link up but the SOC's acknowledgements not reaching the gateway (the broker drops
+  // them), the oldest rows are delivered and still in the outbox when it overflows: the device
+  // names them lost, and the SOC must say it has them.
+  it("the SOC's acknowledgements lag while the outbox overflows: the loss records' lines say which named events the SOC received", async () => {
+    let holding = true;
+    h = await Harness.create({
+      settings: { "buffer.max_bytes": String(MAX_BYTES), "heartbeat.interval_ms": "3600000" },
+      authorizePublish: (topic, accept, drop) => (holding && topic.endsWith("/ack") ? drop() : accept()),
+    });
+    const rt = await h.runtime();
+    const last = () => rt.recorder.counters.committed - 1;
+    await until(() => rt.upstreamState() === "up", 10_000, "the agent to connect");
+    // 300 rows (a third of the budget) delivered and left unacknowledged, then enough to overflow.
+    let n = 0;
+    for (; n < 300; n++) rt.recorder.record(simulatedDraft(n));
+    rt.recorder.flush();
+    await until(() => h!.events >= 300, 60_000, "the SOC to receive the first rows");
+    for (; rt.recorder.counters.evicted < 500; n++) {
+      rt.recorder.record(simulatedDraft(n));
+      if (n % 100 === 99) rt.recorder.flush();
+    }
+    rt.recorder.flush();
+    await until(() => account(h!.lines, last()).lostAndReceived.length > 0, 60_000, "an evicted row the SOC received to be named lost");
+    holding = false;
+    await h.stopRuntime(rt, 60_000);
+    let a = account(h.lines, last());
+    await until(() => (a = account(h!.lines, last())).missing.length === 0, 60_000, "every position received or named").catch(() => undefined);
+    expect(a.missing).toEqual([]);
+    expect(a.heldButToldLost).toEqual([]);
+    const losses = a.problems.filter((p) => p.problem === "loss_record");
+    const received = losses.reduce((n, p) => n + (p.received as { count: number }).count, 0);
+    expect(received).toBeGreaterThan(0);
+    // Each line's count is what it named minus what the SOC held when it came.
+    for (const p of losses) expect(p.count).toBe((p.ranges as [number, number, number][]).reduce((n, r) => n + r[2] - r[1] + 1, 0) - (p.received as { count: number }).count);
+  }, 180_000);
 });
 
 function fileSize(p: string): number {
