@@ -442,8 +442,8 @@ export class Outbox {
   /**
    * Makes room in the WAL for one write transaction of `shape` before it runs (see budget.ts):
    * when the frames it may append do not fit behind those already there, checkpoints and
-   * restarts the WAL. Throws OUTBOX_FULL, with nothing written, when another connection's read
-   * keeps the WAL from restarting, or when the transaction alone is larger than the WAL's share.
+   * restarts the WAL. Throws OUTBOX_FULL, with nothing written, when a read in progress keeps
+   * the WAL from restarting, or when the transaction alone is larger than the WAL's share.
    */
   private reserve(shape: WriteShape): void {
     const need = Math.ceil(framesFor(shape, this.pageSize) * this.estimateScale);
@@ -459,12 +459,12 @@ export class Outbox {
     if (!this.walRestarts) {
       throw new DaemonError(
         "OUTBOX_FULL",
-        `the outbox's WAL (${this.path}-wal) is at its share of buffer.max_bytes and cannot be restarted: another connection is reading the outbox; writes wait until it ends its read`,
+        `the outbox's WAL (${this.path}-wal) is at its share of buffer.max_bytes and cannot be restarted while a read of the outbox is in progress (the daemon holds the file alone: its own read); writes wait until that read ends`,
       );
     }
   }
 
-  /** Checkpoints everything and restarts the WAL, without waiting for other connections' reads. */
+  /** Checkpoints everything and restarts the WAL, without waiting for a read in progress. */
   private restartWal(): void {
     const timeout = this.db.pragma("busy_timeout", { simple: true }) as number;
     this.db.pragma("busy_timeout = 0");
