@@ -81,8 +81,8 @@ export const bufferSchema = z.strictObject({
   path: z.string().min(1).default("data/outbox.db"),
   max_bytes: byteSize.pipe(z.number().int().min(1024 ** 2, "at least 1 MiB")).default(256 * 1024 ** 2),
   flush_ms: int(1, 5000).default(20),
-  /** Telemetry and heartbeats wait up to this long for a commit while nothing durable is pending. */
-  low_flush_ms: int(1, 60_000).default(5000),
+  /** Telemetry waits up to this long for a commit (at most 256 rows of it) while nothing else is pending. */
+  low_flush_ms: int(1, 60_000).default(30_000),
   max_pending: int(1, 1_000_000).default(10_000),
 });
 

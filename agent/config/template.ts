@@ -48,9 +48,9 @@ buffer:
   max_bytes: 256MiB
   # Events are committed in batches at most this often.
   flush_ms: 20
-  # Telemetry and heartbeats alone wait up to this long (fewer, larger commits: SD-card wear);
-  # an audit record, finding or system event commits within flush_ms and takes them along.
-  low_flush_ms: 5000
+  # Telemetry alone waits up to this long, at most 256 rows of it (fewer, larger commits:
+  # SD-card wear); any other event commits within flush_ms and takes it along.
+  low_flush_ms: 30000
 
 heartbeat:
   # A signed heartbeat with outbox state and device posture.

@@ -8,7 +8,7 @@ import { finishEnvelope, GENESIS_HASH, prepareEnvelope, type Envelope, type Prep
 import { InlineSigner, type BatchSigner } from "./signer";
 import { shapeOcsf } from "./ocsf";
 import { OcsfClass } from "../core/events";
-import { CLASS_RANK, DURABLE_RANK, EVENT_CLASSES, type EventClass, type EventDraft, type EventSink } from "../core/events";
+import { CLASS_RANK, EVENT_CLASSES, type EventClass, type EventDraft, type EventSink } from "../core/events";
 import type { ChainHead } from "../outbox/store";
 
 export interface RecorderOptions {
@@ -18,9 +18,10 @@ export interface RecorderOptions {
   version: string;
   flushMs: number;
   /**
-   * How long telemetry and heartbeats may wait for a commit when nothing durable is pending
-   * (SD-card wear: each commit writes whole pages). Defaults to `flushMs`; an `audit`,
-   * `finding` or `system` event always commits within `flushMs`, taking the waiting ones along.
+   * How long telemetry may wait for a commit when nothing else is pending (SD-card wear: each
+   * commit writes whole pages), at most `LOW_BATCH_ROWS` of it. Defaults to `flushMs`. Any other
+   * event commits within `flushMs`, taking the waiting telemetry along: `audit`, `finding` and
+   * `system` with the WAL fsynced, a heartbeat without (it says the gateway is alive now).
    */
   lowFlushMs?: number;
   maxPending: number;
@@ -43,6 +44,11 @@ const MAX_RANGES_PER_LOSS = 500;
 /** Events per commit; while storage fails, a retry tries this few first (cheap to re-sign). */
 const CHUNK = 2000;
 const PROBE_CHUNK = 64;
+/**
+ * Telemetry waiting for a commit (`lowFlushMs`) commits once this many rows wait: what a killed
+ * process can lose of it stays bounded in count as well as in time, whatever the rate.
+ */
+export const LOW_BATCH_ROWS = 256;
 /** Commits of evictions alone before one commit of events (see commitDrafts). */
 const MAX_EVICTION_ROUNDS = 64;
 
@@ -189,17 +195,17 @@ export class Recorder implements EventSink {
     if (this.health.failing) {
       this.shedIfOverfull();
       this.timer ??= setTimeout(() => this.flush(), this.health.view().next_retry_ms ?? 1000);
-    } else if (this.pending.length >= this.o.maxPending) this.flush();
-    else this.schedule(CLASS_RANK[draft.class] >= DURABLE_RANK);
+    } else if (this.pending.length >= (this.urgent ? this.o.maxPending : Math.min(this.o.maxPending, LOW_BATCH_ROWS))) this.flush();
+    else this.schedule(draft.class !== "telemetry");
   }
 
   /**
-   * A commit within `flushMs` once a durable event is pending; telemetry and heartbeats alone
-   * wait up to `lowFlushMs` (bounded in count by `maxPending`).
+   * A commit within `flushMs` once anything but telemetry is pending; telemetry alone waits up
+   * to `lowFlushMs` (bounded in count by `LOW_BATCH_ROWS`, see enqueue).
    */
-  private schedule(durable: boolean): void {
+  private schedule(prompt: boolean): void {
     const now = this.now();
-    if (durable) this.urgent = true;
+    if (prompt) this.urgent = true;
     const wait = this.urgent ? this.o.flushMs : (this.o.lowFlushMs ?? this.o.flushMs);
     if (this.timer && this.timerDue <= now + wait) return;
     if (this.timer) clearTimeout(this.timer);

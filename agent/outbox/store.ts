@@ -269,6 +269,9 @@ export class Outbox {
       pageCount: this.db.prepare("PRAGMA page_count"),
       freelist: this.db.prepare("PRAGMA freelist_count"),
       stats: this.db.prepare("SELECT COUNT(*) AS depth, COALESCE(SUM(bytes), 0) AS bytes, MIN(time) AS oldest, COALESCE(SUM(parked), 0) AS parked FROM events"),
+      statsUndelivered: this.db.prepare(
+        "SELECT COUNT(*) AS depth, COALESCE(SUM(bytes), 0) AS bytes, MIN(time) AS oldest, COALESCE(SUM(parked), 0) AS parked FROM events WHERE id NOT IN (SELECT value FROM json_each(?))",
+      ),
       park: this.db.prepare("UPDATE events SET parked = 1 WHERE id = ?"),
       parkNote: this.db.prepare("INSERT INTO parked (id, reason, at) VALUES (?, ?, ?) ON CONFLICT(id) DO UPDATE SET reason = excluded.reason, at = excluded.at, retries = retries + 1"),
       wasParked: this.db.prepare("SELECT 1 FROM parked WHERE id = ?").pluck(),
@@ -863,8 +866,9 @@ export class Outbox {
   }
 
   stats(): OutboxStats {
-    this.applyAcks();
-    const s = this.stmts.stats.get() as { depth: number; bytes: number; oldest: number | null; parked: number };
+    // Delivered rows whose delete waits are left out, not deleted: a heartbeat's or `status`'s
+    // look at the outbox writes nothing.
+    const s = (this.acked.size ? this.stmts.statsUndelivered.get(JSON.stringify([...this.acked])) : this.stmts.stats.get()) as { depth: number; bytes: number; oldest: number | null; parked: number };
     const q = (this.stmts.quarantineCount.get() as { n: number }).n;
     return {
       depth: s.depth,
@@ -934,9 +938,13 @@ export class Outbox {
   }
 }
 
-/** Delivered rows whose delete may wait for the next commit, and how long at most (ms). */
+/**
+ * Delivered rows whose delete may wait for the next commit, and how long at most (ms): as long
+ * as telemetry may wait (`buffer.low_flush_ms` ≤ 60 s), so that at low rates a delete rides on
+ * the next commit instead of a commit of its own (SD-card wear).
+ */
 const MAX_DEFERRED_ACKS = 64;
-const ACK_DELAY_MS = 10_000;
+const ACK_DELAY_MS = 60_000;
 
 const SYSTEM_RANK = CLASS_RANK.system;
 
