@@ -101,6 +101,8 @@ export const frontLimitsSchema = z.strictObject({
   max_publish_requests: int(1, 100).default(10),
   /** A connection must have its secure channel open (Hello, OpenSecureChannel answered) this long after it was accepted, or the front closes it. */
   handshake_timeout_ms: int(100, 120_000).default(10_000),
+  /** A connection with an open secure channel must have an activated session (a logged-in user) this long after the channel opened or its last session closed, or the front closes it. */
+  login_timeout_ms: int(1000, 120_000).default(15_000),
 });
 
 export const frontSchema = z

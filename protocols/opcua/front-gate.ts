@@ -9,8 +9,10 @@
  * - `handshake_timeout_ms` from the accept to the OpenSecureChannel response, whatever holds
  *   the connection up: a peer that says nothing or stalls after its Hello, or node-opcua not
  *   reading it yet (it resumes an accepted socket only once its channel count allows, and may
- *   first wait for another channel to close). Once the channel is open, node-opcua's own idle
- *   timeout applies (front.ts).
+ *   first wait for another channel to close);
+ * - `login_timeout_ms` from the OpenSecureChannel response (or the last session's end) to an
+ *   activated session on the channel (`logins`, front-login.ts; front.ts feeds it node-opcua's
+ *   channel and session events). With a session, node-opcua's own idle timeout applies.
  * A refused connection is destroyed at once and reported through `refused` (a login-refused
  * finding, flood-bounded per address by FrontEvents). The totals node-opcua enforces itself
  * (channels, sessions, subscriptions, monitored items, publish requests) are set in front.ts.
@@ -18,16 +20,19 @@
 import type { Server, Socket } from "node:net";
 import { RateLimiter } from "../modbus/policy/rate-limiter";
 import { ChunkGuard, guardSocket, onChannelOpened, type MessageLimits } from "./front-guard";
+import { LoginDeadline } from "./front-login";
 
 export interface GateLimits extends MessageLimits {
   maxChannelsPerAddress: number;
   preAuthRate: { max: number; interval_ms: number };
   /** From the accept to the OpenSecureChannel response. */
   handshakeTimeoutMs: number;
+  /** From the OpenSecureChannel response (or the last session's end) to an activated session. */
+  loginTimeoutMs: number;
 }
 
 /** Which limit refused a connection. */
-export type GateLimit = "max_channels_per_address" | "pre_auth_rate" | "chunks" | "handshake_timeout_ms";
+export type GateLimit = "max_channels_per_address" | "pre_auth_rate" | "chunks" | "handshake_timeout_ms" | "login_timeout_ms";
 
 export class FrontGate {
   private readonly live = new Map<string, number>();
@@ -35,12 +40,19 @@ export class FrontGate {
   private readonly rate = new RateLimiter(4096);
   private readonly totals = { admitted: 0, refused: 0 };
   private openNow = 0;
+  /** Secure channels without an activated session, each closed past login_timeout_ms. */
+  readonly logins: LoginDeadline;
 
   constructor(
     private readonly limits: GateLimits,
     private readonly refused: (address: string | undefined, reason: string, limit: GateLimit) => void,
     private readonly now: () => number = Date.now,
-  ) {}
+  ) {
+    this.logins = new LoginDeadline(limits.loginTimeoutMs, (address, reason) => {
+      this.totals.refused += 1;
+      this.refused(address, reason, "login_timeout_ms");
+    });
+  }
 
   /** Connections let through and refused so far, and those open now. */
   get counters(): { admitted: number; refused: number; open: number } {

@@ -25,6 +25,7 @@ import type { DataValue, StatusCode } from "node-opcua-client";
 import type { OPCUAServer, ServerSession } from "node-opcua-server";
 import { grantedReceiveBuffer } from "./front-guard";
 import { FrontGate } from "./front-gate";
+import type { LoginChannel } from "./front-login";
 import { DaemonError } from "../../agent/core/errors";
 import type { EventSink } from "../../agent/core/events";
 import type { OpcuaServiceLog } from "./service";
@@ -145,9 +146,10 @@ export class OpcuaFront {
       isAuditing: false,
       // node-opcua applies `timeout` to the Hello and the OpenSecureChannel request, and then as
       // the socket's idle timeout for good: the gate bounds the handshake (handshake_timeout_ms,
-      // front-gate.ts), and an open channel may be idle until its token has run out with its
-      // 25 % grace (a client renews it before then), not 10 s: an authenticated client quiet
-      // for a few seconds must keep its connection.
+      // front-gate.ts), a channel without an activated session is closed after login_timeout_ms
+      // (front-login.ts), and a channel with one may be idle until its token has run out with
+      // its 25 % grace (a client renews it before then), not 10 s: an authenticated client
+      // quiet for a few seconds must keep its connection.
       timeout: (TOKEN_LIFETIME_MS * 5) / 4,
       defaultSecureTokenLifetime: TOKEN_LIFETIME_MS,
       maxConnectionsPerEndpoint: L.max_channels,
@@ -207,14 +209,19 @@ export class OpcuaFront {
     this.hookRefresh(server);
     server.on("create_session", (session: ServerSession) => this.hookSession(session, ua));
     // Limits before authentication, checked before node-opcua reads a byte (it stops the process on an oversized chunk).
-    const gate = new FrontGate({ maxChannelsPerAddress: L.max_channels_per_address, preAuthRate: L.pre_auth_rate, maxChunkCount: L.max_chunk_count, maxMessageBytes: L.max_message_bytes, handshakeTimeoutMs: L.handshake_timeout_ms }, (address, reason, limit) =>
+    const gate = new FrontGate({ maxChannelsPerAddress: L.max_channels_per_address, preAuthRate: L.pre_auth_rate, maxChunkCount: L.max_chunk_count, maxMessageBytes: L.max_message_bytes, handshakeTimeoutMs: L.handshake_timeout_ms, loginTimeoutMs: L.login_timeout_ms }, (address, reason, limit) =>
       this.events.loginFailed({ user: "unknown client", address }, "channel", `connection refused before authentication: ${reason}`, undefined, limit),
     );
     this.gate = gate;
+    // An activation (on a new channel, or moving a session from another) and a closed session change which channels have a logged-in user.
+    server.on("session_activated", () => gate.logins.sessionsChanged());
+    server.on("session_closed", () => gate.logins.sessionsChanged());
     for (const ep of server.endpoints) {
       const net = (ep as unknown as { _server?: import("node:net").Server })._server;
       if (!net) throw new DaemonError("OPCUA_SETUP", "the OPC UA front's endpoint has no listening server, so its limits cannot be enforced; the front is not started");
       gate.install(net);
+      ep.on("channelSecured", (channel: LoginChannel) => gate.logins.opened(channel));
+      ep.on("closeChannel", (channel: LoginChannel) => gate.logins.closed(channel));
       ep.on("openSecureChannelFailure", (socket: { remoteAddress?: string; reason?: string }, channel: { clientCertificate?: Buffer | null; securityPolicy?: string }) => {
         const cert = channel.clientCertificate ? safeDescribe(channel.clientCertificate) : undefined;
         this.events.loginFailed({ user: cert ? `client ${cert.subject}` : "unknown client", address: socket.remoteAddress }, "channel", (socket.reason ?? "secure channel refused").slice(0, 300), cert);
@@ -508,6 +515,7 @@ export class OpcuaFront {
   async stop(): Promise<void> {
     this.state = "stopped";
     this.events.stop();
+    this.gate?.logins.stop();
     await this.upstream?.stop();
     await this.server?.shutdown(0);
     this.server = undefined;

@@ -57,6 +57,7 @@ opcua:
     port: 0
     limits:
       pre_auth_rate: { max: 200, interval_ms: 20000 }
+      login_timeout_ms: 12000
     roles:
       operator:
         nodes:
@@ -110,12 +111,9 @@ opcua:
   const messages = () => lines.map((l) => ("problem" in l ? `problem ${l.problem}` : String((l as unknown as { ocsf: { message: string } }).ocsf.message)));
   const waitSoc = (re: RegExp) => until(() => atSoc(re).length > 0, 15_000, `an event matching ${re} at the SOC (it has: ${messages().slice(-12).join(" | ")})`);
 
-  /**
-   * `forgeAnonymous`: send an anonymous token although the front offers none, as a hostile client
-   * would; `forgeNone`: ask for a session over a None channel although no endpoint offers it.
-   */
-  async function connect(o: { user?: UserIdentityInfo; mode?: MessageSecurityMode; policy?: SecurityPolicy; forgeAnonymous?: boolean; forgeNone?: boolean } = {}): Promise<{ session: ClientSession; close: () => Promise<void> }> {
-    const client = OPCUAClient.create({
+  /** `transportTimeout`: how long the client keeps an idle connection itself (node-opcua: 60 s). */
+  const newClient = (o: { mode?: MessageSecurityMode; policy?: SecurityPolicy; transportTimeout?: number } = {}) =>
+    OPCUAClient.create({
       applicationName: "scada-test",
       clientCertificateManager: clientPki(),
       securityMode: o.mode ?? MessageSecurityMode.SignAndEncrypt,
@@ -124,14 +122,22 @@ opcua:
       connectionStrategy: { maxRetry: 0 },
       // A request the front never answers fails within 15 s, naming itself (node-opcua waits 60 s).
       defaultTransactionTimeout: 15_000,
+      ...(o.transportTimeout ? { transportTimeout: o.transportTimeout } : {}),
     });
+
+  /**
+   * `forgeAnonymous`: send an anonymous token although the front offers none, as a hostile client
+   * would; `forgeNone`: ask for a session over a None channel although no endpoint offers it.
+   */
+  async function connect(o: { user?: UserIdentityInfo; mode?: MessageSecurityMode; policy?: SecurityPolicy; forgeAnonymous?: boolean; forgeNone?: boolean } = {}): Promise<{ session: ClientSession; client: OPCUAClient; close: () => Promise<void> }> {
+    const client = newClient(o);
     try {
       await client.connect(front);
       const endpoints = (client as unknown as { _serverEndpoints: EndpointDescription[] })._serverEndpoints;
       if (o.forgeNone) endpoints.push(new EndpointDescription({ ...endpoints[0]!, securityMode: MessageSecurityMode.None, securityPolicyUri: SecurityPolicy.None }));
       if (o.forgeAnonymous) for (const e of endpoints) e.userIdentityTokens!.push(new UserTokenPolicy({ policyId: "anonymous", tokenType: UserTokenType.Anonymous }));
       const session = await client.createSession(o.user ?? { type: UserTokenType.UserName, userName: "ops", password: "tank-farm-42" });
-      return { session, close: async () => (await session.close().catch(() => undefined), await client.disconnect()) };
+      return { session, client, close: async () => (await session.close().catch(() => undefined), await client.disconnect()) };
     } catch (e) {
       await client.disconnect().catch(() => undefined);
       throw e;
@@ -528,4 +534,50 @@ opcua:
       await close();
     }
   }, 90_000);
+
+  it("closes a secure channel nobody logs in on, and one whose last session closed, after login_timeout_ms; a logged-in client keeps its own", async () => {
+    const kept = await connect();
+    const clients: OPCUAClient[] = [];
+    /** When the client saw its connection lost (the front closed it). */
+    const watch = (c: OPCUAClient) => {
+      let at: number | undefined;
+      c.on("connection_lost", () => (at ??= Date.now()));
+      return () => at;
+    };
+    const keptLost = watch(kept.client);
+    try {
+      const ns = (await kept.session.readNamespaceArray()).indexOf(legacy.namespaceUri);
+      const before = (await frontNow()).connections.refused;
+      // A client that opens a SignAndEncrypt channel and never asks for a session.
+      // Both keep an idle connection 15 min (the front's token lifetime with its grace is 12.5 min):
+      // only the front may close it here.
+      const silent = newClient({ transportTimeout: 900_000 });
+      clients.push(silent);
+      const silentLost = watch(silent);
+      const silentFrom = Date.now();
+      await silent.connect(front);
+      // One that logs in, then closes its session and keeps the channel.
+      const left = newClient({ transportTimeout: 900_000 });
+      clients.push(left);
+      const leftLost = watch(left);
+      await left.connect(front);
+      const s = await left.createSession({ type: UserTokenType.UserName, userName: "ops", password: "tank-farm-42" });
+      const leftFrom = Date.now();
+      await s.close();
+      // login_timeout_ms is 12 s in this config; 60 s allows for a loaded machine.
+      await until(() => silentLost() !== undefined && leftLost() !== undefined, 60_000, `the front to close both channels without a session (front: ${JSON.stringify(await frontNow())})`);
+      expect(silentLost()! - silentFrom).toBeGreaterThanOrEqual(11_900);
+      expect(leftLost()! - leftFrom).toBeGreaterThanOrEqual(11_900);
+      const timedOut = /^OPC UA login refused for unknown client: connection refused before authentication: no activated session within 12000 ms after its (secure channel opened|last session closed) \(opcua\.front\.limits\.login_timeout_ms\)$/;
+      await until(() => new Set(atSoc(timedOut).map((l) => String((l as unknown as { ocsf: { message: string } }).ocsf.message))).size === 2, 15_000, `both refusals at the SOC (it has: ${messages().slice(-12).join(" | ")})`);
+      expect((await frontNow()).connections.refused).toBeGreaterThanOrEqual(before + 2);
+      // The logged-in client sent nothing meanwhile: its connection is still served.
+      expect(keptLost()).toBeUndefined();
+      const [dv] = await kept.session.read([{ nodeId: `ns=${ns};s=Tank.Level`, attributeId: AttributeIds.Value }]);
+      expect(dv!.statusCode).toBe(StatusCodes.Good);
+    } finally {
+      for (const c of clients) await c.disconnect().catch(() => undefined);
+      await kept.close();
+    }
+  }, 120_000);
 });

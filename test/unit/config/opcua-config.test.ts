@@ -1,5 +1,10 @@
 import { describe, expect, it } from "vitest";
 import { opcuaConfigSchema } from "../../../protocols/opcua/config";
+import { writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { loadConfig } from "../../../agent/config/load";
+import { DaemonError } from "../../../agent/core/errors";
+import { tempDir } from "../../helpers/fixture";
 import { planReads, resolveNodeId, valueOf, type OpcuaPolledPoint } from "../../../protocols/opcua/poller";
 
 const server = (over: Record<string, unknown> = {}) => ({ name: "plc", endpoint: "opc.tcp://10.0.0.5:4840", ...over });
@@ -49,6 +54,40 @@ describe("opcua config", () => {
     ["inverted backoff", { servers: [server({ reconnect_min_ms: 5000, reconnect_max_ms: 1000 })] }, "servers.0.reconnect_min_ms"],
   ])("refuses %s", (_n, cfg, path) => {
     expect(issues(cfg).join("\n")).toContain(path);
+  });
+});
+
+describe("opcua.front.limits.login_timeout_ms", () => {
+  const front = (limits: Record<string, unknown> = {}) => ({ servers: [server()], front: { server: "plc", limits } });
+
+  it("gives a connection 15 s after its secure channel opens to log in, 10 s before that to open it", () => {
+    expect(opcuaConfigSchema.parse(front()).front!.limits).toMatchObject({ handshake_timeout_ms: 10_000, login_timeout_ms: 15_000 });
+    expect(opcuaConfigSchema.parse(front({ login_timeout_ms: 5000 })).front!.limits.login_timeout_ms).toBe(5000);
+  });
+
+  it.each([
+    ["below 1 s", 999, "Too small: expected number to be >=1000"],
+    ["above 2 min", 120_001, "Too big: expected number to be <=120000"],
+    ["a fraction", 1500.5, "Invalid input: expected int, received number"],
+    ["a string", "15s", "Invalid input: expected number, received string"],
+  ])("refuses a value %s, naming the key and its line", (_n, value, message) => {
+    const t = tempDir();
+    try {
+      const file = join(t.dir, "gatewarden.yaml");
+      const lines = ["device:", "  id: gw-01", "opcua:", "  servers:", '    - { name: plc, endpoint: "opc.tcp://10.0.0.5:4840" }', "  front:", "    server: plc", "    limits:", `      login_timeout_ms: ${JSON.stringify(value)}`, ""];
+      writeFileSync(file, lines.join("\n"), { mode: 0o640 });
+      let err: unknown;
+      try {
+        loadConfig(file);
+      } catch (e) {
+        err = e;
+      }
+      expect(err).toBeInstanceOf(DaemonError);
+      expect((err as DaemonError).code).toBe("CONFIG_INVALID");
+      expect((err as unknown as { issues: unknown[] }).issues).toEqual([expect.objectContaining({ path: "opcua.front.limits.login_timeout_ms", line: 9, message })]);
+    } finally {
+      t.cleanup();
+    }
   });
 });
 
