@@ -45,14 +45,15 @@ export async function recordAudit(loaded: LoadedConfig, draft: EventDraft): Prom
 
 async function recordOffline(loaded: LoadedConfig, draft: EventDraft): Promise<Recorded> {
   const c = loaded.config;
-  const [{ Outbox }, { Recorder }, { signingKeyAtStart }, { VERSION }, pino] = await Promise.all([
-    import("./outbox/store"),
+  const [{ openOffline }, { Recorder }, { signingKeyAtStart }, { VERSION }, pino] = await Promise.all([
+    import("./outbox/offline"),
     import("./events/recorder"),
     import("./keys/rotation"),
     import("./version"),
     import("pino"),
   ]);
-  const outbox = new Outbox(c.buffer.path, c.buffer.max_bytes);
+  const held = openOffline(c.buffer.path, c.buffer.max_bytes, "gatewarden (an audit record written offline)");
+  const outbox = held.outbox;
   try {
     const log = pino.default({ level: "silent" });
     // The key that signs this outbox's chain now: an announced rotation a crash left unfinished is promoted first.
@@ -65,7 +66,7 @@ async function recordOffline(loaded: LoadedConfig, draft: EventDraft): Promise<R
     rec.close("offline record done");
     return { boot: env.boot, seq: env.seq, hash: env.hash, via: "outbox" };
   } finally {
-    outbox.close();
+    held.close();
   }
 }
 

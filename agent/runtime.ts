@@ -14,7 +14,7 @@ import { announceRotation, signingKeyAtStart, stagePendingKey, type RotationResu
 import { decommission, type DecommissionParts } from "./decommission";
 import { assertReferences, type References } from "./config/references";
 import { StorageHealth } from "./outbox/health";
-import { OutboxLock } from "./outbox/lock";
+import { DAEMON, describeHolder, OutboxLock, OutboxLocked } from "./outbox/lock";
 import { osUser } from "./core/os-user";
 import type { Config } from "./config/schema";
 import type { RunningDetection } from "./detection/start";
@@ -50,6 +50,8 @@ export class Runtime {
   private readonly lock: OutboxLock | undefined;
   private readonly opened: OpenedOutbox;
   private readonly lockError: string | undefined;
+  /** Whom the start waited for to let go of the outbox, and how long. */
+  private readonly lockWait: { holder: string; waited_ms: number } | undefined;
   readonly recorder: Recorder;
   /** The device key that signs now, and a rotation a crash left unannounced. */
   private key: KeyObject;
@@ -91,12 +93,22 @@ export class Runtime {
     // Every file the config names (keys, certificates, policy, site) before anything is opened:
     // a mistake stops the start here, with no boot event.
     this.references = assertReferences(loaded);
-    // Never fails on the outbox alone: a damaged file is moved aside, unusable storage gives an
-    // outbox in memory (see outbox/open.ts); the boot's first events say which.
-    const locked = lockOutbox(c.buffer.path, log);
+    // Fails on the outbox only while another process holds it: a damaged file is moved aside,
+    // unusable storage gives an outbox in memory (see outbox/open.ts); the boot's first events say which.
+    // Held by another process, it waits for it to end (at most buffer.lock_wait_ms in all),
+    // then refuses to start with OUTBOX_LOCKED naming it (see lockOutbox).
+    const waitUntil = Date.now() + c.buffer.lock_wait_ms;
+    const locked = lockOutbox(c.buffer.path, c.buffer.lock_wait_ms, log);
     this.lock = locked.lock;
     this.lockError = locked.error;
-    this.opened = openOutbox(c.buffer.path, c.buffer.max_bytes, log.child({ component: "outbox" }));
+    this.lockWait = locked.waited;
+    try {
+      this.opened = openOutbox(c.buffer.path, c.buffer.max_bytes, log.child({ component: "outbox" }), { waitMs: Math.max(0, waitUntil - Date.now()) });
+    } catch (e) {
+      this.lock?.release();
+      if (isDaemonError(e, "OUTBOX_LOCKED")) throw new DaemonError("OUTBOX_LOCKED", `${e.message}; ${gaveUp(c.buffer.lock_wait_ms)}`, { cause: e });
+      throw e;
+    }
     this.outbox = this.opened.outbox;
     // A rotation a crash interrupted is finished (announced: promoted now) or resumed in start().
     const keys = signingKeyAtStart(c.device.key, this.outbox, log.child({ component: "keys" }));
@@ -145,7 +157,7 @@ export class Runtime {
     const { check, incident, knownHead } = this.opened;
     await this.createSinks();
     await this.control.listen();
-    const boot = this.recorder.start({ config_file: this.loaded.file, outbox_check: check, ...(incident ? { outbox_incident: incident.kind } : {}), ...(this.lockError ? { outbox_lock: this.lockError } : {}) }, knownHead);
+    const boot = this.recorder.start({ config_file: this.loaded.file, outbox_check: check, ...(incident ? { outbox_incident: incident.kind } : {}), ...(this.lockError ? { outbox_lock: this.lockError } : {}), ...(this.lockWait ? { outbox_wait: this.lockWait } : {}) }, knownHead);
     this.log.info({ device: c.device.id, boot: boot.boot, version: VERSION }, "Gatewarden started.");
     try {
       if (this.pendingKey) this.resumeRotation(this.pendingKey);
@@ -520,16 +532,41 @@ const round1 = (n: number) => Math.round(n * 10) / 10;
 const ageS = (t: number | null | undefined) => (t == null ? null : Math.max(0, Math.round((Date.now() - t) / 1000)));
 
 /**
- * Takes the outbox's lock; a second daemon (OUTBOX_LOCKED) stops the start. A lock that cannot
- * be taken for another reason (storage that cannot be written, a damaged lock file) does not:
- * the daemon runs unlocked and its boot event says why (`outbox_lock`).
+ * Takes the outbox's lock. Held by another daemon (OUTBOX_LOCKED), the start stops at once: two
+ * daemons on one outbox would fork the chain. Held by a command that opens the file offline
+ * (`gatewarden outbox check`, an audit record written while no daemon ran), it waits up to
+ * `waitMs` for it to end, saying whom it waits for, then stops with OUTBOX_LOCKED naming it:
+ * without the file the start knows neither the chain head, nor the key that signs it, nor the
+ * loss records owed, so it records nothing rather than a boot that forks the chain or is lost.
+ * A lock that cannot be taken for another reason (storage that cannot be written, a damaged
+ * lock file) does not stop it: the daemon runs unlocked and its boot event says why
+ * (`outbox_lock`).
  */
-function lockOutbox(path: string, log: Logger): { lock?: OutboxLock; error?: string } {
+function lockOutbox(path: string, waitMs: number, log: Logger): { lock?: OutboxLock; error?: string; waited?: { holder: string; waited_ms: number } } {
   try {
     return { lock: new OutboxLock(path) };
   } catch (e) {
+    if (e instanceof OutboxLocked) {
+      if (e.holder?.what === DAEMON || !waitMs) throw e.advise(e.holder?.what === DAEMON ? "stop it first, or give this one its own buffer.path and keys" : gaveUp(waitMs));
+      const holder = describeHolder(e.holder);
+      const since = Date.now();
+      log.warn({ holder, wait_ms: waitMs }, `The outbox ${path} is held by ${holder}; waiting up to ${waitMs / 1000} s for it to end (buffer.lock_wait_ms).`);
+      try {
+        const lock = new OutboxLock(path, DAEMON, waitMs);
+        log.info({ holder, waited_ms: Date.now() - since }, "The outbox is free: starting.");
+        return { lock, waited: { holder, waited_ms: Date.now() - since } };
+      } catch (again) {
+        if (again instanceof OutboxLocked) throw again.advise(again.holder?.what === DAEMON ? "stop it first, or give this one its own buffer.path and keys" : gaveUp(waitMs));
+        e = again;
+      }
+    }
     if (isDaemonError(e, "OUTBOX_LOCKED")) throw e;
     log.error({ err: describeError(e) }, "Cannot take the outbox lock; running unlocked.");
     return { error: describeError(e) };
   }
+}
+
+/** What the refusal after the wait tells the operator. */
+function gaveUp(waitMs: number): string {
+  return `waited ${waitMs / 1000} s for it to end (buffer.lock_wait_ms); nothing was recorded: start the daemon again once it has ended (under systemd, Restart=on-failure does)`;
 }

@@ -4,7 +4,7 @@ import { loadConfig } from "../config/load";
 import { locateConfig } from "../config/locate";
 import { controlCall, controlStream } from "../core/control-client";
 import { createLogger } from "../log";
-import { Outbox } from "../outbox/store";
+import { openOffline } from "../outbox/offline";
 import { RECENT_EVENTS, Runtime, type ReloadReport } from "../runtime";
 import { osUser } from "../core/os-user";
 import { DaemonError } from "../core/errors";
@@ -86,20 +86,22 @@ export function registerDaemon(program: Command): void {
   const outbox = program.command("outbox").description("Inspect the outbox database");
   outbox
     .command("check")
-    .description("Run SQLite's integrity check on the outbox and print its depth (with the daemon stopped: it holds the file while it runs)")
+    .description("Run SQLite's integrity check on the outbox and print its depth (with the daemon stopped: it holds the file while it runs; while it runs, `status` shows the depth)")
     .option("--config <FILE>", "config file")
     .option("--json", "print as JSON")
     .action(
       (opts: Opts) => {
         const { config } = loadConfig(locateConfig(opts.config));
-        const ob = new Outbox(config.buffer.path, config.buffer.max_bytes);
+        const held = openOffline(config.buffer.path, config.buffer.max_bytes, "gatewarden outbox check");
+        const ob = held.outbox;
         try {
           const integrity = ob.integrityCheck();
           const stats = ob.stats();
           report(opts.json, { integrity, ...stats, head: ob.head() ?? null }, () => `integrity: ${integrity}\ndepth: ${stats.depth} events, ${stats.bytes} bytes (${stats.parked} parked, ${stats.quarantined} quarantined); files ${stats.file_bytes} of ${stats.budget_bytes} bytes`);
           if (integrity !== "ok") process.exitCode = 1;
         } finally {
-          ob.db.close();
+          ob.db.close(); // a look writes nothing (no checkpoint)
+          held.close();
         }
       },
     );

@@ -84,6 +84,8 @@ export const bufferSchema = z.strictObject({
   /** Telemetry waits up to this long for a commit (at most 256 rows of it) while nothing else is pending. */
   low_flush_ms: int(1, 60_000).default(30_000),
   max_pending: int(1, 1_000_000).default(10_000),
+  /** How long the start waits for a command holding the outbox to end before it refuses (OUTBOX_LOCKED). */
+  lock_wait_ms: int(0, 120_000).default(30_000),
 });
 
 export const heartbeatSchema = z.strictObject({

@@ -51,6 +51,9 @@ buffer:
   # Telemetry alone waits up to this long, at most 256 rows of it (fewer, larger commits:
   # SD-card wear); any other event commits within flush_ms and takes it along.
   low_flush_ms: 30000
+  # A command holding the outbox when the daemon starts (\`gatewarden outbox check\`): the start
+  # waits this long for it to end, then refuses (OUTBOX_LOCKED) and records nothing.
+  lock_wait_ms: 30000
 
 heartbeat:
   # A signed heartbeat with outbox state and device posture.

@@ -14,7 +14,7 @@ export const ErrorCodes = {
   OUTBOX_OPEN: "the outbox database cannot be opened",
   OUTBOX_CORRUPT: "the outbox failed its integrity check",
   OUTBOX_FULL: "the outbox cannot take a write within buffer.max_bytes (its WAL cannot restart, or one write is larger than the WAL's share)",
-  OUTBOX_LOCKED: "another daemon holds the outbox",
+  OUTBOX_LOCKED: "another process (a daemon, or a command that opens the outbox itself) holds the outbox",
   OUTBOX_FAILING: "the outbox cannot commit now",
   NOT_DELIVERED: "events were not acknowledged by the SOC in time",
   CONTROL_UNAVAILABLE: "the daemon's control socket does not answer",

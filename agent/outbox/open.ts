@@ -1,6 +1,6 @@
 import { existsSync, renameSync } from "node:fs";
 import type { Logger } from "pino";
-import { describeError } from "../core/errors";
+import { describeError, isDaemonError } from "../core/errors";
 import { OcsfClass } from "../core/events";
 import { lossDrafts } from "../events/recorder";
 import type { EventDraft } from "../core/events";
@@ -29,20 +29,22 @@ export interface OpenedOutbox {
 const MEMORY_BUDGET = 16 * 1024 ** 2;
 
 /**
- * Opens the daemon's outbox; never fails on the outbox alone, so the Modbus proxy and its
- * policy always start. A file SQLite finds damaged (or that fails its quick_check) is moved
+ * Opens the daemon's outbox; fails only when another process holds the file (OUTBOX_LOCKED,
+ * after waiting up to `waitMs` for it: two writers would fork the chain), so the Modbus proxy and
+ * its policy start whatever state the file is in. A file SQLite finds damaged (or that fails its quick_check) is moved
  * aside with its WAL and shared-memory files (kept for forensics, `<path>.damaged-<time>`),
  * what still verifies is salvaged into a new outbox, and the positions that could not be are
  * named. Storage that cannot be written at all (read-only, full, gone) gives an outbox in
  * memory. An outbox behind its chain head's second copy (a deleted WAL, a file replaced by an
  * older one) keeps its rows, and the chain continues from the copy with the gap named.
  */
-export function openOutbox(path: string, maxBytes: number, log: Logger, now = Date.now()): OpenedOutbox {
+export function openOutbox(path: string, maxBytes: number, log: Logger, o: { now?: number; waitMs?: number } = {}): OpenedOutbox {
+  const now = o.now ?? Date.now();
   const copy = HeadCopy.read(`${path}.head`);
   let outbox: Outbox | undefined;
   let damage: string | undefined;
   try {
-    outbox = new Outbox(path, maxBytes);
+    outbox = openWaiting(path, maxBytes, log, o.waitMs ?? 0);
     const check = outbox.db.pragma("quick_check", { simple: true }) as string;
     if (check !== "ok") damage = `quick_check: ${check}`;
     else {
@@ -57,6 +59,8 @@ export function openOutbox(path: string, maxBytes: number, log: Logger, now = Da
       return { outbox, mode: "disk", knownHead: undefined, check, incident: undefined };
     }
   } catch (e) {
+    // Held by another process: the caller refuses to start (runtime.ts), it does not run in memory.
+    if (isDaemonError(e, "OUTBOX_LOCKED")) throw e;
     if (!isDamage(e)) return inMemory(path, maxBytes, log, copy, e, outbox);
     damage = describeError(cause(e));
   }
@@ -95,6 +99,20 @@ export function openOutbox(path: string, maxBytes: number, log: Logger, now = Da
     check: "ok",
     incident: { kind: "damaged", error: damage ?? got.error ?? "unknown", moved_to: aside, rows_recovered: got.rows.length, rows_bad: got.bad, lost, unknown_boots: unknownBoots },
   };
+}
+
+/**
+ * Opens the file, waiting up to `waitMs` for a process that holds it without naming itself in
+ * the outbox's lock (the daemon took the lock first: see runtime.ts); says so before it waits.
+ */
+function openWaiting(path: string, maxBytes: number, log: Logger, waitMs: number): Outbox {
+  try {
+    return new Outbox(path, maxBytes);
+  } catch (e) {
+    if (!waitMs || !isDaemonError(e, "OUTBOX_LOCKED")) throw e;
+    log.warn({ err: describeError(e), wait_ms: waitMs }, `The outbox is held by another process; waiting up to ${waitMs / 1000} s for it to end (buffer.lock_wait_ms).`);
+    return new Outbox(path, maxBytes, waitMs);
+  }
 }
 
 function inMemory(path: string, maxBytes: number, log: Logger, copy: HeadRecord | undefined, e: unknown, open: Outbox | undefined): OpenedOutbox {

@@ -4,6 +4,7 @@ import { dirname } from "node:path";
 import { DaemonError } from "../core/errors";
 import type { Envelope } from "../core/envelope";
 import { HeadCopy } from "./head-copy";
+import { isBusy, lockPath } from "./lock";
 import { CLASS_RANK, DURABLE_RANK, EVENT_CLASSES, type EventClass } from "../core/events";
 import { WalIndex } from "./wal-index";
 import { budgetShares, framesFor, type BudgetShares, type WriteShape } from "./budget";
@@ -137,21 +138,26 @@ export class Outbox {
   /** The chain head's second copy beside the file (none for an in-memory outbox). */
   readonly headCopy: HeadCopy | undefined;
 
+  /**
+   * `waitMs`: how long to wait for another process holding the file to let go before
+   * OUTBOX_LOCKED (0, the default: answer at once; the daemon's start waits, see open.ts).
+   */
   constructor(
     readonly path: string,
     readonly maxBytes: number,
+    waitMs = 0,
   ) {
     this.headCopy = path === ":memory:" ? undefined : new HeadCopy(`${path}.head`);
     this.headCopy?.note(HeadCopy.read(`${path}.head`));
-    this.open();
+    this.open(waitMs);
   }
 
   /** Opens (or, after its files were replaced under it, reopens) the database at `path`. */
-  private open(): void {
+  private open(waitMs = 0): void {
     const path = this.path;
     if (path !== ":memory:") mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
     try {
-      this.db = new Database(path);
+      this.db = new Database(path, { timeout: waitMs });
       // The outbox's connection owns the file for as long as it is open (exclusive locking, set
       // before the WAL is first used): SQLite then keeps the WAL index in memory and writes no
       // -shm file, whose pages were dirtied by every commit and written back again and again
@@ -166,10 +172,14 @@ export class Outbox {
       this.db.pragma("synchronous = NORMAL");
       this.db.pragma("foreign_keys = OFF");
       this.db.exec(SCHEMA);
+      // Held now: SQLite's usual wait for its own statements (none contend with an exclusive hold).
+      this.db.pragma("busy_timeout = 5000");
     } catch (e) {
       if (this.db?.open) this.db.close();
-      if (/^SQLITE_(BUSY|LOCKED)/.test(String((e as { code?: unknown }).code))) {
-        throw new DaemonError("OUTBOX_LOCKED", `the outbox ${path} is open in another process (a running Gatewarden daemon holds it exclusively); stop the daemon first, or ask it (gatewarden status, gatewarden events tail)`, { cause: e });
+      if (isBusy(e)) {
+        // Whoever opens the outbox takes its lock first (lock.ts), which names the holder; a
+        // holder found only here did not take it.
+        throw new DaemonError("OUTBOX_LOCKED", `the outbox ${path} is held by another process, which does not name itself in ${lockPath(path)} (an older Gatewarden, a sqlite3 shell)`, { cause: e });
       }
       throw new DaemonError("OUTBOX_OPEN", `cannot open the outbox ${path}: ${(e as Error).message}`, { cause: e });
     }

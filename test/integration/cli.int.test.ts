@@ -65,7 +65,7 @@ describe("gatewarden CLI (built bundle)", () => {
       // One owner per outbox: a second daemon on the same files is refused and leaves the first alone.
       const second = gw(["run", "--config", cfg]);
       expect(second.code).toBe(1);
-      expect(second.stderr).toMatch(/^error\[OUTBOX_LOCKED\].*another Gatewarden daemon/);
+      expect(second.stderr).toMatch(/^error\[OUTBOX_LOCKED\]: the outbox .* is held by the Gatewarden daemon \(pid \d+ on /);
       expect(gw(["status", "--config", cfg, "--json"]).code).toBe(0);
       // The daemon holds the outbox file exclusively: another process opening it is told so, by name.
       const busy = gw(["outbox", "check", "--config", cfg, "--json"]);
