@@ -17,9 +17,10 @@ export class EmbeddedBroker {
   /**
    * `authorizePublish` (tests) sees every PUBLISH before the broker takes it; the broker
    * acknowledges it only once `accept` is called, so a test can hold acknowledgements back.
-   * `drop` acknowledges it and delivers it to no one (nor keeps it retained).
+   * `drop` acknowledges it and delivers it to no one (nor keeps it retained); `payload` is the
+   * message's (a test may hand it over later itself).
    */
-  async start(port = 0, opts: { authorizePublish?: (topic: string, accept: () => void, drop: () => void) => void } = {}): Promise<void> {
+  async start(port = 0, opts: { authorizePublish?: (topic: string, accept: () => void, drop: () => void, payload: Buffer) => void } = {}): Promise<void> {
     const { Aedes } = await import("aedes");
     const hook = opts.authorizePublish;
     const broker = await Aedes.createBroker(
@@ -33,6 +34,7 @@ export class EmbeddedBroker {
                   Object.assign(packet, { topic: "gatewarden-dropped", retain: false });
                   done(null);
                 },
+                Buffer.from(packet.payload),
               ),
           }
         : {},

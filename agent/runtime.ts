@@ -126,6 +126,7 @@ export class Runtime {
       maxPending: c.buffer.max_pending,
       log: log.child({ component: "recorder" }),
       inFlight: () => this.inFlight(),
+      sentThrough: () => Math.max(0, ...[...this.sinks.values()].map((s) => s.sentThrough())),
     });
     this.control = new ControlServer(c.control.socket);
     this.heartbeat = new Heartbeat({

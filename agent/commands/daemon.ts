@@ -5,6 +5,7 @@ import { locateConfig } from "../config/locate";
 import { controlCall, controlStream } from "../core/control-client";
 import { createLogger } from "../log";
 import { openOffline } from "../outbox/offline";
+import { evictedPhrase } from "../events/recorder";
 import { RECENT_EVENTS, Runtime, type ReloadReport } from "../runtime";
 import { osUser } from "../core/os-user";
 import { DaemonError } from "../core/errors";
@@ -169,6 +170,7 @@ interface StatusView {
   };
   rates: { events_in_per_s: number; events_out_per_s: number };
   storage: { bytes_written: number | null; bytes_per_event: number | null };
+  counters: { evicted: number; evicted_sent?: number };
   last_error: string | null;
   detection?: { readings: number | null } | null;
   opcua?: OpcuaProcessStatus | null;
@@ -191,6 +193,7 @@ function formatStatus(s: StatusView): string {
     ...(s.upstream.ack ? [`  acked     broker ${mark(s.upstream.broker_acked)}, SOC ${s.upstream.ack === "soc" ? mark(s.upstream.soc_acked) : "- (upstream.ack: broker)"}`] : []),
     `outbox      ${s.outbox.depth} events, ${s.outbox.bytes} bytes; files ${s.outbox.file_bytes}/${s.outbox.budget_bytes} bytes; oldest unsent ${s.outbox.oldest_unsent_age_s ?? "-"} s; parked ${s.outbox.parked}; quarantined ${s.outbox.quarantined}`,
     `  storage   ${formatStorage(s.outbox)}`,
+    `  evicted   ${evictedPhrase(s.counters.evicted, s.counters.evicted_sent ?? 0)} since start (buffer.max_bytes; named by loss records)`,
     `rates       in ${s.rates.events_in_per_s}/s, out ${s.rates.events_out_per_s}/s`,
     `storage     ${s.storage.bytes_written ?? "-"} bytes written since start, ${s.storage.bytes_per_event ?? "-"} per event`,
     `detectors   ${s.detection ? `${s.detection.readings ?? "-"} readings taken` : "- (no points configured)"}`,

@@ -4,6 +4,7 @@ import type { Logger } from "pino";
 import { DaemonError, describeError } from "../core/errors";
 import { StorageHealth, type StorageEpisode } from "../outbox/health";
 import { mergeLoss, type EvictedRange, type Outbox } from "../outbox/store";
+import { intersectRanges, rangeCount } from "../core/seq-ranges";
 import { finishEnvelope, GENESIS_HASH, prepareEnvelope, type Envelope, type Prepared, type UnsignedEnvelope } from "../core/envelope";
 import { InlineSigner, type BatchSigner } from "./signer";
 import { shapeOcsf } from "./ocsf";
@@ -30,6 +31,11 @@ export interface RecorderOptions {
   signer?: BatchSigner;
   /** Rows the forwarder has in flight: never evicted. */
   inFlight?: () => ReadonlySet<number>;
+  /**
+   * The highest row id a sink has published at least once (0: none): evicted rows up to it had
+   * been sent, unacknowledged, and the loss records say so (`sent_unacknowledged`).
+   */
+  sentThrough?: () => number;
   /** The outbox's storage state (shared with the forwarder); one of its own when not given. */
   health?: StorageHealth;
   now?: () => number;
@@ -73,8 +79,9 @@ export class Recorder implements EventSink {
   /** Evictions no committed loss record names yet (also kept in the outbox, see `commit`). */
   private lossPending: EvictedRange[] = [];
   /** The current full-outbox episode: warned about once when it starts, summed up when it ends. */
-  private episode: { since: number; evicted: Map<EventClass, number>; sinceTick: number; timer: NodeJS.Timeout } | undefined;
-  readonly counters = { recorded: 0, committed: 0, invalid: 0, evicted: 0, dropped: 0, commit_errors: 0 };
+  private episode: { since: number; evicted: Map<EventClass, number>; sent: number; sinceTick: number; timer: NodeJS.Timeout } | undefined;
+  /** `evicted_sent`: of the evicted rows, those that had been sent (the SOC may hold them). */
+  readonly counters = { recorded: 0, committed: 0, invalid: 0, evicted: 0, evicted_sent: 0, dropped: 0, commit_errors: 0 };
   lastError: string | undefined;
 
   private signer: BatchSigner;
@@ -327,17 +334,18 @@ export class Recorder implements EventSink {
         incoming += p.head.length + p.mid.length + p.tail.length + 200;
       }
       const inFlight = this.o.inFlight?.() ?? new Set<number>();
+      const sentThrough = this.o.sentThrough?.() ?? 0;
       // More to evict than one transaction can delete within the WAL's share: evictions commit
       // alone first (with the loss list, at the chain head committed last), as many as it takes.
       for (let i = 0; i < MAX_EVICTION_ROUNDS && this.o.outbox.overBudget(incoming); i++) {
-        const alone = this.o.outbox.planEviction(incoming, inFlight, true, this.lossPending);
+        const alone = this.o.outbox.planEviction(incoming, inFlight, true, this.lossPending, sentThrough);
         if (!alone) break;
         const merged = mergeLoss(this.lossPending, alone.summary);
         this.o.outbox.commit([], { boot: this.boot, seq: saved.seq, hash: saved.prev }, alone.ids, merged);
         this.lossPending = merged;
-        this.noteEviction(alone.ids.length, alone.summary);
+        this.noteEviction(alone);
       }
-      const plan = this.o.outbox.planEviction(incoming, inFlight, false, this.lossPending);
+      const plan = this.o.outbox.planEviction(incoming, inFlight, false, this.lossPending, sentThrough);
       const pending = plan ? mergeLoss(this.lossPending, plan.summary) : this.lossPending;
       const emit = emitLoss && pending.length > 0;
       if (emit) for (const d of lossDrafts(pending, "buffer_full")) add(d);
@@ -345,7 +353,7 @@ export class Recorder implements EventSink {
       const built = prepared.map((p, i) => finishEnvelope(p, sigs[i]!));
       const ids = this.o.outbox.commit(built, { boot: this.boot, seq: this.seq, hash: this.prev }, plan?.ids, emit ? [] : plan ? pending : undefined, signingKey);
       this.lossPending = emit ? [] : pending;
-      if (plan) this.noteEviction(plan.ids.length, plan.summary);
+      if (plan) this.noteEviction(plan);
       this.counters.committed += built.length;
       const envs = built.map((b) => b.env);
       for (const fn of this.listeners) fn(envs, ids);
@@ -380,13 +388,15 @@ export class Recorder implements EventSink {
   }
 
   /** Counts an eviction; the first of an episode warns once and starts the loss record ticks. */
-  private noteEviction(n: number, summary: readonly EvictedRange[]): void {
+  private noteEviction({ ids, summary, sent }: { ids: readonly number[]; summary: readonly EvictedRange[]; sent: number }): void {
+    const n = ids.length;
     this.counters.evicted += n;
+    this.counters.evicted_sent += sent;
     if (!this.episode) {
       const every = this.o.lossIntervalMs ?? LOSS_INTERVAL_MS;
       const timer = setInterval(() => this.lossTick(), every);
       timer.unref();
-      this.episode = { since: this.now(), evicted: new Map(), sinceTick: 0, timer };
+      this.episode = { since: this.now(), evicted: new Map(), sent: 0, sinceTick: 0, timer };
       this.o.log.warn(
         { budget_bytes: this.o.outbox.maxBytes, classes: summary.map((s) => s.class) },
         `Outbox full (buffer.max_bytes): evicting the oldest events of the lowest classes; while it lasts, one loss record per class every ${every / 1000} s names them.`,
@@ -394,6 +404,7 @@ export class Recorder implements EventSink {
     }
     const e = this.episode;
     e.sinceTick += n;
+    e.sent += sent;
     for (const s of summary) for (const [c, k] of Object.entries(s.counts ?? { [s.class]: s.count }) as [EventClass, number][]) e.evicted.set(c, (e.evicted.get(c) ?? 0) + k);
   }
 
@@ -412,7 +423,11 @@ export class Recorder implements EventSink {
     clearInterval(e.timer);
     this.episode = undefined;
     const evicted = [...e.evicted].map(([c, k]) => `${c}:${k}`);
-    this.o.log.info({ evicted, seconds: Math.round((this.now() - e.since) / 1000) }, "Outbox no longer full: the loss records name every evicted event.");
+    const total = [...e.evicted.values()].reduce((a, b) => a + b, 0);
+    this.o.log.info(
+      { evicted, evicted_sent: e.sent, seconds: Math.round((this.now() - e.since) / 1000) },
+      `Outbox no longer full: ${evictedPhrase(total, e.sent)}; the loss records name every one.`,
+    );
   }
 
   /**
@@ -497,22 +512,38 @@ function invalidDraft(problem: string): EventDraft {
   };
 }
 
-/** Loss records: signed `system` findings naming class, count and exact sequence ranges. */
+/**
+ * "N evicted (M of them had been sent; the SOC may hold them)": what the engineer is told of an
+ * eviction, in logs and `gatewarden status`.
+ */
+export function evictedPhrase(evicted: number, sent: number): string {
+  return `${evicted} evicted${sent ? ` (${sent} of them had been sent; the SOC may hold them)` : ""}`;
+}
+
+/**
+ * Loss records: signed `system` findings naming class, count and exact sequence ranges; of
+ * them, `sent_unacknowledged` (count, ranges) names those that had been sent and not
+ * acknowledged when evicted (the SOC may hold them; `count` still counts every one).
+ */
 export function lossDrafts(summary: readonly EvictedRange[], reason: string, detail?: string): EventDraft[] {
   const out: EventDraft[] = [];
   for (const s of summary) {
     for (let i = 0; i < s.ranges.length; i += MAX_RANGES_PER_LOSS) {
       const ranges = s.ranges.slice(i, i + MAX_RANGES_PER_LOSS);
-      const count = ranges.reduce((n, r) => n + (r[2] - r[1] + 1), 0);
+      const count = rangeCount(ranges);
+      const sent = s.sent?.length ? intersectRanges(s.sent, ranges) : [];
+      const sentCount = rangeCount(sent);
       out.push({
         class: "system",
         severity: s.class === "finding" || s.class === "system" ? 4 : 3,
         ocsf: {
           class_uid: OcsfClass.DetectionFinding,
           activity_id: 1,
-          message: `${count} ${s.class} event(s) lost from the outbox (${reason}${detail ? `: ${detail}` : ""})`,
+          message: sentCount
+            ? `${count} ${s.class} event(s) evicted from the outbox (${reason}${detail ? `: ${detail}` : ""}); ${sentCount} of them had been sent (the SOC may hold them)`
+            : `${count} ${s.class} event(s) lost from the outbox (${reason}${detail ? `: ${detail}` : ""})`,
           finding_info: { uid: `loss-${reason}`, title: "Events lost before delivery", types: ["Event Loss"] },
-          unmapped: { loss: { reason, class: s.class, count, ranges, ...(s.counts && i === 0 ? { counts: s.counts } : {}) } },
+          unmapped: { loss: { reason, class: s.class, count, ranges, ...(s.counts && i === 0 ? { counts: s.counts } : {}), ...(sentCount ? { sent_unacknowledged: { count: sentCount, ranges: sent } } : {}) } },
         },
       });
     }

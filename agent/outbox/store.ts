@@ -8,6 +8,7 @@ import { isBusy, lockPath } from "./lock";
 import { CLASS_RANK, DURABLE_RANK, EVENT_CLASSES, type EventClass } from "../core/events";
 import { WalIndex } from "./wal-index";
 import { budgetShares, framesFor, type BudgetShares, type WriteShape } from "./budget";
+import { extendRanges, isRange, mergeRanges, rangeCount } from "../core/seq-ranges";
 
 /**
  * The SQLite outbox: the store of record for every event until the SOC (upstream.ack: soc) or
@@ -57,6 +58,11 @@ export interface EvictedRange {
    * folds what they named into the new record (`class` is then the highest class included).
    */
   counts?: Partial<Record<EventClass, number>>;
+  /**
+   * Of these positions, those the forwarder had published at least once and that were neither in
+   * flight nor acknowledged when evicted: the SOC may hold them. Merged like `ranges`.
+   */
+  sent?: [number, number, number][];
 }
 
 export interface OutboxStats {
@@ -95,7 +101,8 @@ CREATE TABLE IF NOT EXISTS quarantine (id INTEGER PRIMARY KEY, boot INTEGER, seq
 CREATE TABLE IF NOT EXISTS parked (id INTEGER PRIMARY KEY, reason TEXT NOT NULL, at INTEGER NOT NULL, retries INTEGER NOT NULL DEFAULT 0);
 -- Evictions not yet named by a committed loss record (one row per class), written in the
 -- eviction's own transaction: a crash between an eviction and its loss record forgets nothing.
-CREATE TABLE IF NOT EXISTS loss_pending (class TEXT PRIMARY KEY, ranges TEXT NOT NULL, counts TEXT);
+-- sent: the evicted positions that had been sent (see EvictedRange.sent).
+CREATE TABLE IF NOT EXISTS loss_pending (class TEXT PRIMARY KEY, ranges TEXT NOT NULL, counts TEXT, sent TEXT);
 -- The key the chain is signed with since the last rotation announcement, written in the
 -- announcement's own transaction (agent/keys/rotation.ts): a restart knows whether it committed.
 CREATE TABLE IF NOT EXISTS signing_key (id INTEGER PRIMARY KEY CHECK (id = 1), fingerprint TEXT NOT NULL);
@@ -218,6 +225,7 @@ export class Outbox {
     this.wal = path === ":memory:" ? undefined : new WalIndex(path);
     const h = this.wal?.header();
     this.walSeen = h ? { salt: h.salt, frames: h.frames } : { salt: -1, frames: 0 };
+    this.lossSent = lossSentColumn(this.db);
     this.stmts = this.prepare();
     this.logicalBytes = (this.stmts.stats.get() as { bytes: number }).bytes;
     // Rows found at open survived whatever ended the last run; opening them made them durable.
@@ -291,9 +299,9 @@ export class Outbox {
       parkedRows: this.db.prepare("SELECT e.id, e.boot, e.seq, e.rank, e.time, e.bytes, e.body FROM events e WHERE e.parked = 1 ORDER BY e.id LIMIT ?"),
       quarantine: this.db.prepare("INSERT INTO quarantine (id, boot, seq, rank, reason, at, body) SELECT id, boot, seq, rank, ?, ?, CAST(body AS BLOB) FROM events WHERE id = ?"),
       quarantineCount: this.db.prepare("SELECT COUNT(*) AS n FROM quarantine"),
-      lossPending: this.db.prepare("SELECT class, ranges, counts FROM loss_pending"),
+      lossPending: this.db.prepare(`SELECT class, ranges, counts, ${this.lossSent ? "sent" : "NULL AS sent"} FROM loss_pending`),
       lossClear: this.db.prepare("DELETE FROM loss_pending"),
-      lossPut: this.db.prepare("INSERT INTO loss_pending (class, ranges, counts) VALUES (?, ?, ?)"),
+      lossPut: this.db.prepare(this.lossSent ? "INSERT INTO loss_pending (class, ranges, counts, sent) VALUES (?, ?, ?, ?)" : "INSERT INTO loss_pending (class, ranges, counts) VALUES (?, ?, ?)"),
     };
   }
 
@@ -345,6 +353,8 @@ export class Outbox {
   /** The head of the last commit, and whether the `chain` table lags it. */
   private lastHead: ChainHead | undefined;
   private headBehind = false;
+  /** Whether `loss_pending` has its `sent` column (see lossSentColumn). */
+  private lossSent = true;
   /** The highest row id this file has used (rows, quarantined and parked ones, AUTOINCREMENT's record). */
   private idSeq = 0;
 
@@ -357,11 +367,12 @@ export class Outbox {
 
   /** Evictions that no committed loss record names yet (see `commit`'s `lossPending`). */
   pendingLoss(): EvictedRange[] {
-    const rows = this.stmts.lossPending.all() as { class: EventClass; ranges: string; counts: string | null }[];
+    const rows = this.stmts.lossPending.all() as { class: EventClass; ranges: string; counts: string | null; sent: string | null }[];
     return rows.map((r) => {
       const ranges = JSON.parse(r.ranges) as [number, number, number][];
       const e: EvictedRange = { class: r.class, count: rangeCount(ranges), ranges };
       if (r.counts) e.counts = JSON.parse(r.counts) as Partial<Record<EventClass, number>>;
+      if (r.sent) e.sent = JSON.parse(r.sent) as [number, number, number][];
       return e;
     });
   }
@@ -403,7 +414,10 @@ export class Outbox {
       if (!envs.length) this.stmts.setHead.run(head.boot, head.seq, head.hash);
       if (lossPending) {
         this.stmts.lossClear.run();
-        for (const e of lossPending) this.stmts.lossPut.run(e.class, JSON.stringify(e.ranges), e.counts ? JSON.stringify(e.counts) : null);
+        for (const e of lossPending) {
+          const args = [e.class, JSON.stringify(e.ranges), e.counts ? JSON.stringify(e.counts) : null];
+          this.stmts.lossPut.run(...args, ...(this.lossSent ? [e.sent?.length ? JSON.stringify(e.sent) : null] : []));
+        }
       }
       if (signingKey) this.db.prepare(SET_SIGNING_KEY).run(signingKey);
     })();
@@ -799,11 +813,13 @@ export class Outbox {
    * Chooses rows to evict so that `incoming` more bytes fit under the data budget with 10 %
    * headroom: lowest class first, oldest first within a class; a class is touched only when
    * every lower class is gone, loss records last of all. Rows in `exclude` (in flight) are
-   * skipped. No more than one transaction can delete within the WAL's share: while the outbox
-   * stays over budget, the caller commits evictions `alone` (no rows added) first. Does not
-   * delete: the caller deletes them in the same transaction as the loss record.
+   * skipped. Rows up to `sentThrough` (the highest id the forwarder published) had been sent:
+   * the summary names them under `sent`, and `sent` counts them. No more than one transaction
+   * can delete within the WAL's share: while the outbox stays over budget, the caller commits
+   * evictions `alone` (no rows added) first. Does not delete: the caller deletes them in the
+   * same transaction as the loss record.
    */
-  planEviction(incoming: number, exclude: ReadonlySet<number>, alone = false, pending: readonly EvictedRange[] = []): { ids: number[]; summary: EvictedRange[] } | undefined {
+  planEviction(incoming: number, exclude: ReadonlySet<number>, alone = false, pending: readonly EvictedRange[] = [], sentThrough = 0): { ids: number[]; summary: EvictedRange[]; sent: number } | undefined {
     if (!this.overBudget(incoming)) return undefined;
     let used = this.usedBytes();
     if (this.acked.size) {
@@ -816,7 +832,8 @@ export class Outbox {
     let need = Math.ceil((used + incoming * 2 - this.shares.dataBudget * 0.9) * ratio);
     const ids: number[] = [];
     const summary: EvictedRange[] = [];
-    const carried: Carried = { ranges: [], counts: {} };
+    const carried: Carried = { ranges: [], counts: {}, sent: [] };
+    let sent = 0;
     // One commit evicts no more than its transaction can write within ¾ of the WAL's share (the
     // rest for the loss list and chain head; see `reserve`); the caller commits evictions alone
     // until the outbox is under budget, before the database reaches its page limit.
@@ -853,9 +870,11 @@ export class Outbox {
         need -= r.bytes;
         entry ??= { class: cls, count: 0, ranges: [] };
         entry.count++;
-        const last = entry.ranges[entry.ranges.length - 1];
-        if (last && last[0] === r.boot && last[2] + 1 === r.seq) last[2] = r.seq;
-        else entry.ranges.push([r.boot, r.seq, r.seq]);
+        extendRanges(entry.ranges, r.boot, r.seq);
+        if (r.id <= sentThrough) {
+          sent++;
+          extendRanges((entry.sent ??= []), r.boot, r.seq);
+        }
         // Loss records stored before they had a rank of their own are system rows.
         if (rank >= SYSTEM_RANK) carryLoss(this.stmts.bodyOf.get(r.id) as string | undefined, carried);
       }
@@ -863,8 +882,11 @@ export class Outbox {
       if (entry && fresh) summary.push(entry);
     }
     if (!ids.length) return undefined;
-    for (const e of summary) e.ranges = mergeRanges(e.ranges);
-    if (!carried.ranges.length) return { ids, summary };
+    for (const e of summary) {
+      e.ranges = mergeRanges(e.ranges);
+      if (e.sent) e.sent = mergeRanges(e.sent);
+    }
+    if (!carried.ranges.length) return { ids, summary, sent };
     // Unsent loss records are being evicted: what they named must not be forgotten. Fold it,
     // with this round's evictions, into one set of merged ranges (everything older is gone by
     // now, so the union is nearly contiguous and stays small).
@@ -872,7 +894,8 @@ export class Outbox {
     for (const e of summary) counts[e.class] = (counts[e.class] ?? 0) + e.count;
     const ranges = mergeRanges([...carried.ranges, ...summary.flatMap((e) => e.ranges)]);
     const top = [...EVENT_CLASSES].reverse().find((c) => counts[c]) ?? "system";
-    return { ids, summary: [{ class: top, count: rangeCount(ranges), ranges, counts }] };
+    const sentRanges = mergeRanges([...carried.sent, ...summary.flatMap((e) => e.sent ?? [])]);
+    return { ids, summary: [{ class: top, count: rangeCount(ranges), ranges, counts, ...(sentRanges.length ? { sent: sentRanges } : {}) }], sent };
   }
 
   stats(): OutboxStats {
@@ -958,6 +981,21 @@ const ACK_DELAY_MS = 60_000;
 
 const SYSTEM_RANK = CLASS_RANK.system;
 
+/**
+ * Adds `loss_pending.sent` to an outbox created before it; false when the file cannot be
+ * written (it is then not used: evictions need a writable file anyway).
+ */
+function lossSentColumn(db: Database.Database): boolean {
+  const cols = (db.prepare("PRAGMA table_info(loss_pending)").all() as { name: string }[]).map((c) => c.name);
+  if (cols.includes("sent")) return true;
+  try {
+    db.exec("ALTER TABLE loss_pending ADD COLUMN sent TEXT");
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 /** The highest id the quarantine, the parked notes and (in an older outbox) AUTOINCREMENT used. */
 function usedIds(db: Database.Database): number {
   const max = (sql: string) => {
@@ -973,21 +1011,24 @@ function usedIds(db: Database.Database): number {
 interface Carried {
   ranges: [number, number, number][];
   counts: Partial<Record<EventClass, number>>;
+  sent: [number, number, number][];
 }
 
-/** Collects the ranges and per-class counts an evicted loss record named (other rows: nothing). */
+/** Collects the ranges, per-class counts and sent ranges an evicted loss record named (other rows: nothing). */
 function carryLoss(body: string | undefined, into: Carried): void {
   if (!body || !body.includes('"loss":')) return;
-  let loss: { class?: unknown; count?: unknown; counts?: unknown; ranges?: unknown } | undefined;
+  let loss: { class?: unknown; count?: unknown; counts?: unknown; ranges?: unknown; sent_unacknowledged?: { ranges?: unknown } } | undefined;
   try {
     loss = (JSON.parse(body) as { ocsf?: { unmapped?: { loss?: typeof loss } } }).ocsf?.unmapped?.loss;
   } catch {
     return;
   }
   if (!loss || !Array.isArray(loss.ranges)) return;
-  const ranges = loss.ranges.filter((r): r is [number, number, number] => Array.isArray(r) && r.length === 3 && r.every((x) => Number.isSafeInteger(x)) && (r[1] as number) <= (r[2] as number));
+  const ranges = loss.ranges.filter(isRange);
   if (!ranges.length) return;
   into.ranges.push(...ranges);
+  const sent = loss.sent_unacknowledged?.ranges;
+  if (Array.isArray(sent)) into.sent.push(...sent.filter(isRange));
   if (loss.counts && typeof loss.counts === "object") {
     for (const [c, n] of Object.entries(loss.counts as Record<string, unknown>)) if (c in CLASS_RANK && typeof n === "number") into.counts[c as EventClass] = (into.counts[c as EventClass] ?? 0) + n;
   } else if (typeof loss.class === "string" && loss.class in CLASS_RANK) {
@@ -1010,32 +1051,16 @@ export function mergeLoss(into: readonly EvictedRange[], add: readonly EvictedRa
   for (const e of [...into, ...add]) {
     const cur = byClass.get(e.class);
     if (!cur) {
-      byClass.set(e.class, { class: e.class, count: e.count, ranges: e.ranges.map((r) => [...r] as [number, number, number]), ...(e.counts ? { counts: { ...e.counts } } : {}) });
+      byClass.set(e.class, { class: e.class, count: e.count, ranges: e.ranges.map((r) => [...r] as [number, number, number]), ...(e.counts ? { counts: { ...e.counts } } : {}), ...(e.sent?.length ? { sent: mergeRanges(e.sent) } : {}) });
       continue;
     }
     const counts: Partial<Record<EventClass, number>> = { ...(cur.counts ?? { [cur.class]: cur.count }) };
     for (const [c, n] of Object.entries(e.counts ?? { [e.class]: e.count }) as [EventClass, number][]) counts[c] = (counts[c] ?? 0) + n;
     const ranges = mergeRanges([...cur.ranges, ...e.ranges]);
-    byClass.set(e.class, { class: e.class, count: rangeCount(ranges), ranges, ...(Object.keys(counts).length > 1 ? { counts } : {}) });
+    const sent = mergeRanges([...(cur.sent ?? []), ...(e.sent ?? [])]);
+    byClass.set(e.class, { class: e.class, count: rangeCount(ranges), ranges, ...(Object.keys(counts).length > 1 ? { counts } : {}), ...(sent.length ? { sent } : {}) });
   }
   return [...byClass.values()].sort((a, b) => CLASS_RANK[a.class] - CLASS_RANK[b.class]);
-}
-
-/** How many positions [boot, first, last] ranges name. */
-export function rangeCount(ranges: readonly (readonly [number, number, number])[]): number {
-  return ranges.reduce((n, r) => n + r[2] - r[1] + 1, 0);
-}
-
-/** Sorts [boot, first, last] ranges and merges overlapping or adjacent ones. */
-export function mergeRanges(ranges: [number, number, number][]): [number, number, number][] {
-  const sorted = ranges.map((r) => [...r] as [number, number, number]).sort((a, b) => a[0] - b[0] || a[1] - b[1]);
-  const out: [number, number, number][] = [];
-  for (const r of sorted) {
-    const last = out[out.length - 1];
-    if (last && last[0] === r[0] && r[1] <= last[2] + 1) last[2] = Math.max(last[2], r[2]);
-    else out.push(r);
-  }
-  return out;
 }
 
 /** Whether `ids` is first, first + 1, ..., each once. */

@@ -94,6 +94,8 @@ export class MqttForwarder implements Sink {
    * re-send. Rows found at start may have been sent by the previous run.
    */
   private sentId: number;
+  /** Highest row id this run handed to a connection (see `sentThrough`). */
+  private publishedId = 0;
 
   constructor(private readonly o: ForwarderOptions) {
     this.sealer = new BatchSealer(o.socPublicKey);
@@ -112,6 +114,16 @@ export class MqttForwarder implements Sink {
   /** Row ids currently in flight (the outbox must not evict them). */
   inFlight(): ReadonlySet<number> {
     return this.inflightIds;
+  }
+
+  /**
+   * The highest row id this run published (0: none). Batches are published in id order and a
+   * reconnect replays from the oldest row, so every row still in the outbox up to it was
+   * published at least once (a parked one was, and the broker refused it); rows left by an
+   * earlier run count only once this run published them.
+   */
+  sentThrough(): number {
+    return this.publishedId;
   }
 
   start(): void {
@@ -331,6 +343,7 @@ export class MqttForwarder implements Sink {
 
   private publish(client: MqttClient, tok: number, ids: number[], rowBytes: number, payload: Buffer, first: RawRow, last: RawRow): void {
     this.o.log.debug({ tok, events: ids.length, bytes: payload.length }, "Publishing a batch.");
+    this.publishedId = Math.max(this.publishedId, ids[ids.length - 1]!);
     client.publish(this.topic, payload, { qos: 1 }, (err) => {
       if (this.client !== client || !this.inflight.has(tok)) return; // connection gone: replayed later
       this.inflight.delete(tok);

@@ -30,6 +30,8 @@ export interface RunningSink extends Sink<Config> {
   readonly out: RateMeter;
   /** Row ids in flight: the outbox must not evict them. */
   inFlight(): ReadonlySet<number>;
+  /** The highest row id it published at least once (0: none): evicted rows up to it had been sent. */
+  sentThrough(): number;
 }
 
 export interface SinkEntry extends ComponentEntry<"upstream", SinkContext, RunningSink> {

@@ -4,6 +4,7 @@ import { checkEnvelope, GENESIS_HASH, isEnvelopeShape, type Envelope } from "../
 import { clip, RECEIVER_LIMITS } from "./bounds";
 import { keyAnnouncements } from "../keys/key-events";
 import { before, type Position, type Rotation } from "./trust";
+import { intersectRanges, isRange, rangeCount } from "../core/seq-ranges";
 
 export const PROBLEMS = ["gap", "bad_signature", "bad_hash", "malformed", "unknown_device", "duplicate", "fork", "loss_record", "clone", "chain_reset", "suppressed", "trust_changed", "retired_device"] as const;
 export type Problem = (typeof PROBLEMS)[number];
@@ -13,6 +14,8 @@ export interface EventLine extends Omit<Envelope, "v"> {
   verified: true;
   /** Arrived after its position had been settled (reported as a gap or named lost by a loss record). */
   late?: true;
+  /** A late event's position was named by this loss record (its own position); absent: by a gap. */
+  loss_record?: { boot: number; seq: number };
   received_at: number;
 }
 
@@ -52,6 +55,10 @@ CREATE TABLE IF NOT EXISTS boots (device TEXT NOT NULL, boot INTEGER NOT NULL, h
 CREATE TABLE IF NOT EXISTS seen (device TEXT NOT NULL, boot INTEGER NOT NULL, seq INTEGER NOT NULL, hash TEXT, PRIMARY KEY (device, boot, seq));
 CREATE TABLE IF NOT EXISTS covered (device TEXT NOT NULL, boot INTEGER NOT NULL, first INTEGER NOT NULL, last INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS hashes (device TEXT NOT NULL, boot INTEGER NOT NULL, seq INTEGER NOT NULL, hash TEXT NOT NULL, PRIMARY KEY (device, boot, seq)) WITHOUT ROWID;
+-- Which loss record (rec_boot, rec_seq) named which positions, kept within the de-duplication
+-- window: a late event says which record named it.
+CREATE TABLE IF NOT EXISTS named (device TEXT NOT NULL, boot INTEGER NOT NULL, first INTEGER NOT NULL, last INTEGER NOT NULL, rec_boot INTEGER NOT NULL, rec_seq INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS named_at ON named (device, boot, first);
 `;
 
 interface BootRow {
@@ -123,6 +130,9 @@ export class StreamVerifier {
       overdue: db.prepare(`SELECT ${BOOT_COLS} FROM boots WHERE gap_since IS NOT NULL AND gap_since <= ?`),
       open: db.prepare(`SELECT ${BOOT_COLS} FROM boots WHERE gap_since IS NOT NULL`),
       prune: db.prepare("DELETE FROM hashes WHERE EXISTS (SELECT 1 FROM boots b WHERE b.device = hashes.device AND b.boot = hashes.boot AND hashes.seq < b.hw - ?)"),
+      pruneNamed: db.prepare("DELETE FROM named WHERE EXISTS (SELECT 1 FROM boots b WHERE b.device = named.device AND b.boot = named.boot AND named.last < b.hw - ?)"),
+      name: db.prepare("INSERT INTO named (device, boot, first, last, rec_boot, rec_seq) VALUES (?, ?, ?, ?, ?, ?)"),
+      namedBy: db.prepare("SELECT rec_boot AS boot, rec_seq AS seq FROM named WHERE device = ? AND boot = ? AND first <= ? AND last >= ? ORDER BY first DESC LIMIT 1"),
     };
   }
 
@@ -250,7 +260,8 @@ export class StreamVerifier {
     }
     this.q.putHash.run(device, e.boot, e.seq, e.hash);
     const { v: _v, ...rest } = e;
-    out.push({ ...rest, verified: true, ...(late ? { late: true as const } : {}), received_at: now });
+    const namedBy = late ? (this.q.namedBy.get(device, e.boot, e.seq, e.seq) as { boot: number; seq: number } | undefined) : undefined;
+    out.push({ ...rest, verified: true, ...(late ? { late: true as const } : {}), ...(namedBy ? { loss_record: { boot: namedBy.boot, seq: namedBy.seq } } : {}), received_at: now });
     this.checkPastEnd(b, e, out, now);
     this.checkLink(b, e, out, now);
     this.onSpecial(b, e, out, now);
@@ -369,6 +380,7 @@ export class StreamVerifier {
       const received = this.held(e.device, ranges);
       const reported = typeof l.count === "number" ? l.count : null;
       const count = reported === null ? null : Math.max(0, reported - received.count);
+      const sent = this.sentUnacknowledged(e.device, l.sent_unacknowledged, ranges);
       out.push(
         problem("loss_record", {
           device: e.device,
@@ -376,17 +388,19 @@ export class StreamVerifier {
           first,
           last,
           count,
-          detail: `device reports ${clip(e.ocsf.message)}${all.length > MAX_LOSS_RANGES ? ` (${all.length} ranges; the first ${MAX_LOSS_RANGES} are applied)` : ""}${received.count ? `; ${received.count} of them were received before they were dropped${count === null ? "" : `, ${count} are lost`}` : ""}`,
+          detail: `device reports ${clip(e.ocsf.message)}${all.length > MAX_LOSS_RANGES ? ` (${all.length} ranges; the first ${MAX_LOSS_RANGES} are applied)` : ""}${received.count ? `; ${received.count} of them were received before they were dropped${count === null ? "" : `, ${count} are lost`}` : ""}${sent && sent.count > sent.received ? `; ${sent.count - sent.received} the device had sent were not received (yet): arriving later, they are verified and marked late` : ""}`,
           now,
           reason: l.reason ?? null,
           class: l.class ?? null,
           ranges,
           counts: l.counts ?? null,
           received,
+          sent_unacknowledged: sent,
           record: { boot: e.boot, seq: e.seq },
         }),
       );
       for (const [rb, f, la] of ranges) {
+        this.q.name.run(e.device, rb, f, la, e.boot, e.seq);
         this.touch(e.device, rb);
         const row = rb === b.boot ? b : this.bootRow(e.device, rb);
         if (la > row.hw) this.q.cover.run(e.device, rb, Math.max(f, row.hw + 1), la);
@@ -411,6 +425,23 @@ export class StreamVerifier {
       }
     }
     return { count, ranges: runs };
+  }
+
+  /**
+   * The device's `sent_unacknowledged` of a loss record (positions it had sent and not had
+   * acknowledged when it evicted them), those within the record's applied ranges, and how many
+   * of them this receiver holds; null when the record has none (a device before it said so).
+   */
+  private sentUnacknowledged(device: string, field: unknown, named: readonly [number, number, number][]): { count: number; ranges: [number, number, number][]; received: number } | null {
+    const all = (field as { ranges?: unknown } | null | undefined)?.ranges;
+    if (!Array.isArray(all)) return null;
+    const given: [number, number, number][] = [];
+    for (const r of all) {
+      if (given.length >= MAX_LOSS_RANGES) break;
+      if (isRange(r)) given.push(r);
+    }
+    const ranges = intersectRanges(given, named);
+    return { count: rangeCount(ranges), ranges, received: this.held(device, ranges).count };
   }
 
   /**
@@ -514,6 +545,7 @@ export class StreamVerifier {
   /** Forgets hashes far below each boot's high-water mark. */
   prune(): void {
     this.q.prune.run(this.opts.dedupeWindow);
+    this.q.pruneNamed.run(this.opts.dedupeWindow);
   }
 }
 
@@ -539,10 +571,7 @@ interface LossBody {
   count?: number;
   ranges?: unknown[];
   counts?: Record<string, number>;
-}
-
-function isRange(r: unknown): r is [number, number, number] {
-  return Array.isArray(r) && r.length === 3 && r.every((x) => Number.isSafeInteger(x)) && (r[1] as number) <= (r[2] as number);
+  sent_unacknowledged?: { count?: number; ranges?: unknown[] };
 }
 
 /** Two live streams under one device identity; `boots` names both. */

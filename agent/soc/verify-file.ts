@@ -48,7 +48,7 @@ export async function verifyFile(file: string, trust: TrustLookup): Promise<Veri
         continue;
       }
       if ("problem" in o) continue;
-      const { verified: _v, late: _l, received_at: at, ...rest } = o;
+      const { verified: _v, late: _l, loss_record: _r, received_at: at, ...rest } = o;
       events.push({ e: { v: 1, ...rest } as Envelope, at: typeof at === "number" ? at : 0 });
     }
   } catch (e) {

@@ -34,7 +34,7 @@ export class Harness {
   }
 
   /** `authorizePublish` sees every PUBLISH before the broker takes it (see EmbeddedBroker.start). */
-  static async create(o: { settings?: Record<string, string>; gapTimeoutMs?: number; authorizePublish?: (topic: string, accept: () => void, drop: () => void) => void } = {}): Promise<Harness> {
+  static async create(o: { settings?: Record<string, string>; gapTimeoutMs?: number; authorizePublish?: (topic: string, accept: () => void, drop: () => void, payload: Buffer) => void } = {}): Promise<Harness> {
     const t = tempDir("gw-fault-");
     const broker = new EmbeddedBroker();
     await broker.start(0, { authorizePublish: o.authorizePublish });

@@ -5,6 +5,7 @@ import { account, unexpectedProblems } from "../helpers/daemon";
 import { sleep, until } from "../helpers/fixture";
 import { Harness, pick, TIMEOUT } from "./_harness";
 import { simulatedDraft } from "../../agent/simulate";
+import { connectAsync as mqttConnect } from "mqtt";
 
 const MAX_BYTES = 1024 * 1024; // the smallest budget the config accepts
 
@@ -143,6 +144,7 @@ describe("fault: disk budget exhausted", () => {
     }
     rt.recorder.flush();
     await until(() => account(h!.lines, last()).lostAndReceived.length > 0, 60_000, "an evicted row the SOC received to be named lost");
+    const statusCounters = rt.status().counters as { evicted_sent: number };
     holding = false;
     await h.stopRuntime(rt, 60_000);
     let a = account(h.lines, last());
@@ -154,8 +156,79 @@ describe("fault: disk budget exhausted", () => {
     expect(received).toBeGreaterThan(0);
     // Each line's count is what it named minus what the SOC held when it came.
     for (const p of losses) expect(p.count).toBe((p.ranges as [number, number, number][]).reduce((n, r) => n + r[2] - r[1] + 1, 0) - (p.received as { count: number }).count);
+    // The device named the delivered rows it evicted as sent and unacknowledged (its counter,
+    // `status` and the records agree), and the SOC agrees: what it held when a record came, and
+    // what came after it (late, naming that record), is exactly what the record says was sent.
+    const evictedSent = rt.recorder.counters.evicted_sent;
+    expect(evictedSent).toBeGreaterThan(0);
+    expect(statusCounters.evicted_sent).toBeGreaterThan(0);
+    expect(losses.reduce((n, p) => n + ((p.sent_unacknowledged as { count: number } | null)?.count ?? 0), 0)).toBe(evictedSent);
+    const late = a.events.filter((e) => e.late);
+    for (const p of losses) {
+      const rec = p.record as { boot: number; seq: number };
+      const sent = (p.sent_unacknowledged as { ranges: Ranges } | null)?.ranges ?? [];
+      const arrived = [...keys((p.received as { ranges: Ranges }).ranges), ...late.filter((e) => e.loss_record?.boot === rec.boot && e.loss_record.seq === rec.seq).map((e) => `${e.boot}:${e.seq}`)];
+      expect(arrived.sort(), `record ${rec.boot}:${rec.seq}: received and late against sent_unacknowledged`).toEqual(keys(sent).sort());
+    }
+    // Every late event names its record.
+    expect(late.filter((e) => !e.loss_record)).toEqual([]);
+  }, 180_000);
+
+  // A batch the broker acknowledges but hands over only after the gateway evicted its rows
+  // (named sent and unacknowledged) and the SOC got that loss record: the SOC verifies the
+  // events as late, each naming the record that named it. The broker drops the batch; the test
+  // hands the same message over later, as a delayed copy (a bridge catching up) would.
+  it("rows sent, evicted before any acknowledgement and delivered after their loss record: named sent_unacknowledged, late at the SOC naming that record", async () => {
+    let hold = false;
+    let held: Buffer | undefined;
+    h = await Harness.create({
+      settings: { "buffer.max_bytes": String(MAX_BYTES), "heartbeat.interval_ms": "3600000" },
+      authorizePublish: (topic, accept, drop, payload) => {
+        if (!hold || !topic.endsWith("/events") || held) return accept();
+        held = payload;
+        drop();
+      },
+    });
+    const rt = await h.runtime();
+    const last = () => rt.recorder.counters.committed - 1;
+    await until(() => rt.upstreamState() === "up" && h!.events > 0, 10_000, "the boot event at the SOC");
+    hold = true;
+    let n = 0;
+    for (; n < 20; n++) rt.recorder.record(simulatedDraft(n));
+    rt.recorder.flush();
+    await until(() => held !== undefined, 10_000, "a batch dropped by the broker");
+    hold = false;
+    for (; rt.recorder.counters.evicted < 500; n++) {
+      rt.recorder.record(simulatedDraft(n));
+      if (n % 100 === 99) rt.recorder.flush();
+    }
+    rt.recorder.flush();
+    const records = () => account(h!.lines).problems.filter((p) => p.problem === "loss_record");
+    const sentNamed = () => records().reduce((k, p) => k + ((p.sent_unacknowledged as { count: number } | null)?.count ?? 0), 0);
+    await until(() => sentNamed() > 0 && sentNamed() === rt.recorder.counters.evicted_sent, 60_000, "the loss records naming the sent rows at the SOC");
+    // The dropped batch reaches the SOC now, after the records that named its rows.
+    const copy = await mqttConnect(h.broker.url);
+    await copy.publishAsync(`gatewarden/v1/${h.site.load().config.device.id}/events`, held!, { qos: 1 });
+    await copy.endAsync();
+    await until(() => account(h!.lines).events.some((e) => e.late), 30_000, "a late event at the SOC");
+    await h.stopRuntime(rt, 60_000);
+    const a = account(h.lines, last());
+    const late = a.events.filter((e) => e.late);
+    expect(late.length).toBeGreaterThan(0);
+    for (const e of late) {
+      const rec = records().find((p) => (p.record as { boot: number; seq: number }).seq === e.loss_record?.seq && (p.record as { boot: number }).boot === e.loss_record.boot);
+      expect(rec, `late ${e.boot}:${e.seq} names a loss record the SOC has`).toBeDefined();
+      expect(keys((rec!.sent_unacknowledged as { ranges: Ranges }).ranges)).toContain(`${e.boot}:${e.seq}`);
+      // Not received when its record came: counted lost there, and said to have been sent.
+      expect(keys((rec!.received as { ranges: Ranges }).ranges)).not.toContain(`${e.boot}:${e.seq}`);
+    }
+    expect(a.heldButToldLost).toEqual([]);
+    expect(unexpectedProblems(a, ["loss_record", "duplicate"])).toEqual([]);
   }, 180_000);
 });
+
+type Ranges = [number, number, number][];
+const keys = (ranges: Ranges) => ranges.flatMap(([b, f, l]) => Array.from({ length: l - f + 1 }, (_, i) => `${b}:${f + i}`));
 
 function fileSize(p: string): number {
   try {

@@ -95,6 +95,42 @@ describe("StreamVerifier", () => {
     expect(problems(v.sweep(5000)).map((p) => [p.problem, p.first, p.last])).toEqual([["gap", 3, 3]]);
   });
 
+  it("a late event names the loss record that named it (its boot and seq); one late after a gap names none", () => {
+    const v = setup(1000);
+    const d = new DeviceStream("gw-1", dev.privateKey);
+    const e = Array.from({ length: 8 }, () => d.next());
+    const first = d.next("system", { loss: { reason: "buffer_full", class: "telemetry", count: 2, ranges: [[1000, 1, 2]] } });
+    const second = d.next("system", { loss: { reason: "buffer_full", class: "telemetry", count: 1, ranges: [[1000, 4, 4]] } });
+    v.ingest("gw-1", [e[0]!, e[3]!, e[7]!, first, second], 0);
+    // seq 5 and 6 are never named: a gap, settled by the sweep.
+    expect(problems(v.sweep(5000)).map((p) => [p.problem, p.first, p.last])).toEqual([["gap", 5, 6]]);
+    const after = events(v.ingest("gw-1", [e[2]!, e[4]!, e[5]!, e[1]!], 6000));
+    expect(after.map((x) => [x.seq, x.late, x.loss_record])).toEqual([
+      [2, true, { boot: first.boot, seq: first.seq }],
+      [4, true, { boot: second.boot, seq: second.seq }],
+      [5, true, undefined],
+      [1, true, { boot: first.boot, seq: first.seq }],
+    ]);
+    expect(after.find((x) => x.seq === 5)).not.toHaveProperty("loss_record");
+  });
+
+  it("a loss record's sent_unacknowledged is on its line with how many of those the SOC holds, and the detail says how many may still arrive", () => {
+    const v = setup(1000);
+    const d = new DeviceStream("gw-1", dev.privateKey);
+    const e = Array.from({ length: 8 }, () => d.next());
+    v.ingest("gw-1", e.slice(0, 3), 0); // 1 and 2 delivered (the device had sent 1..4)
+    // A range outside the record's own is not taken as the device's word.
+    const loss = d.next("system", { loss: { reason: "buffer_full", class: "telemetry", count: 6, ranges: [[1000, 1, 6]], sent_unacknowledged: { count: 4, ranges: [[1000, 1, 4], [1000, 9, 9]] } } });
+    const [rec] = problems(v.ingest("gw-1", [e[7]!, loss], 10));
+    expect(rec).toMatchObject({ problem: "loss_record", count: 4, received: { count: 2, ranges: [[1000, 1, 2]] }, sent_unacknowledged: { count: 4, ranges: [[1000, 1, 4]], received: 2 } });
+    expect(rec!.detail).toMatch(/; 2 of them were received before they were dropped, 4 are lost; 2 the device had sent were not received \(yet\): arriving later, they are verified and marked late$/);
+    const late = events(v.ingest("gw-1", [e[3]!], 20));
+    expect(late).toMatchObject([{ seq: 3, late: true, loss_record: { boot: loss.boot, seq: loss.seq } }]);
+    // A device that does not say what it had sent: null.
+    const old = d.next("system", { loss: { reason: "buffer_full", class: "telemetry", count: 1, ranges: [[1000, 10, 10]] } });
+    expect(problems(v.ingest("gw-1", [old], 30))[0]).toMatchObject({ problem: "loss_record", sent_unacknowledged: null });
+  });
+
   it("reports the lost tail of a boot, named by the next boot event, once it has waited for a loss record", () => {
     const v = setup(1000);
     const d = new DeviceStream("gw-1", dev.privateKey);

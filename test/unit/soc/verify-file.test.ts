@@ -47,6 +47,23 @@ describe("soc verify", () => {
     }
   });
 
+  it("the receiver's own late-event fields (late, loss_record) are not part of the signed event", async () => {
+    const d = new DeviceStream("gw-1", dev.privateKey);
+    const e = Array.from({ length: 3 }, () => d.next());
+    const loss = d.next("system", { loss: { reason: "buffer_full", class: "telemetry", count: 1, ranges: [[1000, 1, 1]] } });
+    const dir = mkdtempSync(join(tmpdir(), "gw-verify-"));
+    const file = join(dir, "events.jsonl");
+    const line = (x: Envelope, at: number, extra: object = {}) => JSON.stringify({ ...x, v: undefined, verified: true, ...extra, received_at: at });
+    writeFileSync(file, [line(e[0]!, 1), line(e[2]!, 1), line(loss, 1), line(e[1]!, 2, { late: true, loss_record: { boot: loss.boot, seq: loss.seq } })].join("\n") + "\n");
+    try {
+      const r = await verifyFile(file, trust);
+      expect(r.verified).toBe(4);
+      expect(r.problem_lines.map((p) => p.problem)).toEqual(["loss_record"]);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   it("an old boot going on after its successor's boot event is a clone, as online", async () => {
     const a = new DeviceStream("gw-1", dev.privateKey);
     const s = [a.firstBoot(1000), a.next(), a.next()];
