@@ -151,7 +151,7 @@ function formatEvent(e: EventView): string {
   return `${new Date(e.time).toISOString()} ${e.boot}:${e.seq} ${e.class.padEnd(9)} sev=${e.severity} ocsf=${e.ocsf.class_uid ?? "?"} ${e.ocsf.message ?? ""}`;
 }
 
-interface StatusView {
+export interface StatusView {
   device: string;
   boot: number;
   version: string;
@@ -186,7 +186,7 @@ function formatStorage(o: StatusView["outbox"]): string {
 type Mark = { boot: number; seq: number };
 const mark = (m: Mark | null | undefined) => (m ? `${m.boot}:${m.seq}` : "-");
 
-function formatStatus(s: StatusView): string {
+export function formatStatus(s: StatusView): string {
   return [
     `device      ${s.device} (boot ${s.boot}, version ${s.version}, up ${s.uptime_s} s)`,
     `upstream    ${s.upstream.state}${s.upstream.url ? ` ${s.upstream.url}` : ""}`,
