@@ -185,7 +185,8 @@ describe("fault: disk budget exhausted", () => {
     let hold = false;
     let held: Buffer | undefined;
     h = await Harness.create({
-      settings: { "buffer.max_bytes": String(MAX_BYTES), "heartbeat.interval_ms": "3600000" },
+      // The gateway does not send the dropped batch again (after soc_ack_timeout_ms) before it evicts it, however slow the machine.
+      settings: { "buffer.max_bytes": String(MAX_BYTES), "heartbeat.interval_ms": "3600000", "upstream.soc_ack_timeout_ms": "600000" },
       authorizePublish: (topic, accept, drop, payload) => {
         if (!hold || !topic.endsWith("/events") || held) return accept();
         held = payload;
