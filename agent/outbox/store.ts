@@ -1072,7 +1072,7 @@ function isAscendingRun(ids: readonly number[]): boolean {
 /** What a loss list takes in the `loss_pending` table, about (for WAL estimates). */
 function lossBytes(list: readonly EvictedRange[]): number {
   let n = 0;
-  for (const e of list) n += 64 + 32 * e.ranges.length;
+  for (const e of list) n += 64 + 32 * (e.ranges.length + (e.sent?.length ?? 0));
   return n;
 }
 
