@@ -47,10 +47,10 @@ describe("soc verify", () => {
     }
   });
 
-  it("the receiver's own late-event fields (late, loss_record) are not part of the signed event", async () => {
+  it("the receiver's own late-event fields (late, loss_record) are not part of the signed event; sent_unacknowledged as online", async () => {
     const d = new DeviceStream("gw-1", dev.privateKey);
     const e = Array.from({ length: 3 }, () => d.next());
-    const loss = d.next("system", { loss: { reason: "buffer_full", class: "telemetry", count: 1, ranges: [[1000, 1, 1]] } });
+    const loss = d.next("system", { loss: { reason: "buffer_full", class: "telemetry", count: 1, ranges: [[1000, 1, 1]], sent_unacknowledged: { count: 1, ranges: [[1000, 1, 1]] } } });
     const dir = mkdtempSync(join(tmpdir(), "gw-verify-"));
     const file = join(dir, "events.jsonl");
     const line = (x: Envelope, at: number, extra: object = {}) => JSON.stringify({ ...x, v: undefined, verified: true, ...extra, received_at: at });
@@ -58,7 +58,8 @@ describe("soc verify", () => {
     try {
       const r = await verifyFile(file, trust);
       expect(r.verified).toBe(4);
-      expect(r.problem_lines.map((p) => p.problem)).toEqual(["loss_record"]);
+      // As online: seq 1 had been sent, was not held when the record came (it came late).
+      expect(r.problem_lines).toMatchObject([{ problem: "loss_record", count: 1, received: { count: 0 }, sent_unacknowledged: { count: 1, ranges: [[1000, 1, 1]], received: 0 } }]);
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
