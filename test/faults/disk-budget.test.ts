@@ -63,16 +63,20 @@ describe("fault: disk budget exhausted", () => {
     await until(settled, 60_000, "every position received or named").catch(() => undefined);
     expect(h.events, `the receiver verified ${h.events} of ${committed - evicted} events`).toBeGreaterThanOrEqual(committed - evicted);
     expect(unexpectedProblems(a, ["duplicate", "loss_record"])).toEqual([]);
-    // Every position is received or named by exactly one loss record, never both, never neither.
+    // Every position is received or named by exactly one loss record, never neither. Both only
+    // for a row evicted after it was sent (the drain's commits, heartbeats every 500 ms here, still
+    // evict the oldest rows while the SOC's acknowledgements lag the backlog): its loss record
+    // must say so (sent_unacknowledged), and the SOC must not count it lost.
+    const losses = a.problems.filter((p) => p.problem === "loss_record");
+    const namedSent = new Set(losses.flatMap((p) => keys((p.sent_unacknowledged as { ranges: Ranges } | null)?.ranges ?? [])));
     expect(a.missing).toEqual([]);
-    expect(a.lostAndReceived).toEqual([]);
+    expect(a.lostAndReceived.filter((k) => !namedSent.has(k)), "received, and named lost without saying it had been sent").toEqual([]);
     expect(a.heldButToldLost).toEqual([]);
     expect(a.lostTwice).toEqual([]);
     expect(a.doubled).toEqual([]);
     expect(a.lost.size).toBe(evicted);
-    expect(a.events.length + a.lost.size).toBe(committed);
+    expect(a.events.length + a.lost.size - a.lostAndReceived.length).toBe(committed);
     // The SOC was told by signed loss records (the eviction order itself is unit-tested).
-    const losses = a.problems.filter((p) => p.problem === "loss_record");
     expect(losses.length).toBeGreaterThan(0);
     expect(losses.every((p) => p.reason === "buffer_full")).toBe(true);
     // Coalesced: one loss record per class per 5 s interval (and at shutdown), not one per commit.
