@@ -2,8 +2,9 @@
  * `login_timeout_ms`: how long a connection with an open secure channel may go without an
  * activated session (a logged-in user) on it, counted from its OpenSecureChannel or from the
  * moment its last activated session closed or moved to another channel. node-opcua has no such
- * bound: a channel nobody logs in on stays open until its token has run out (12.5 min), holding
- * one of the `max_channels` slots. Past it the front closes the connection and reports it
+ * bound: a channel nobody logs in on stays open for as long as its client renews the token (a
+ * node-opcua client does, unasked), or until the token has run out (12.5 min), holding one of
+ * the `max_channels` slots. Past it the front closes the connection and reports it
  * through `expired`, like the gate's other refusals before authentication.
  *
  * One timer per channel without an activated session; the channels are those node-opcua has
