@@ -179,7 +179,8 @@ export interface StatusView {
 function formatStorage(o: StatusView["outbox"]): string {
   const st = o.storage;
   const where = st.mode === "memory" ? "in memory (the outbox file could not be opened)" : "on disk";
-  if (st.state === "ok") return `ok, ${where}`;
+  if (st.state === "ok")
+    return st.mode === "memory" ? "AT RISK: events are kept in memory only (the outbox file could not be opened at start); a restart or power cut loses every one not yet delivered" : `ok, ${where}`;
   return `FAILING since ${new Date(st.since ?? 0).toISOString()}, ${where}: ${st.error ?? "?"}; ${o.pending_in_memory} events waiting in memory, next retry in ${st.next_retry_ms ?? "-"} ms`;
 }
 

@@ -4,6 +4,7 @@ import { join } from "node:path";
 import { account, Daemon, unexpectedProblems } from "../helpers/daemon";
 import { sleep, until } from "../helpers/fixture";
 import { Harness, pick, TIMEOUT } from "./_harness";
+import { formatStatus, type StatusView } from "../../agent/commands/daemon";
 import { addModbusProxy, cpuMs, daemonStatus, ext4Image, mountUnavailable, ScadaPoller, smallTmpfs, told, type StorageStatus } from "./_storage";
 
 /**
@@ -158,7 +159,10 @@ describe("fault: failing storage never takes the Modbus proxy down", () => {
       d = daemon(s0.h.site.cfgFile);
       await up(d, s0.poller);
       await until(() => told(s0.h.lines, "outbox_unavailable").length > 0, 30_000, "the SOC to be told the outbox runs in memory");
-      expect((await daemonStatus(control)).outbox.storage.mode).toBe("memory");
+      const inMemory = await daemonStatus(control);
+      expect(inMemory.outbox.storage.mode).toBe("memory");
+      // What `gatewarden status` prints: not "ok".
+      expect(formatStatus(inMemory as unknown as StatusView)).toContain("storage   AT RISK: events are kept in memory only");
       const restarted = Date.now();
       await until(() => s0.poller.stats(restarted).answered >= 5, 10_000, "SCADA answers from the restarted proxy");
       await d.stop();
