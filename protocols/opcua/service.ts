@@ -25,6 +25,7 @@ import type { FrontStatus, OpcuaFront } from "./front";
 import { OpenWindows, type WindowSpan } from "./front-policy";
 import { findPki, listPki, type PkiEntry, type TrustList } from "./pki";
 import { applicationUri, ensureOwnCertificate, ownCertificateFile, ownCertificateProblem, ownKeyFile } from "./own-cert";
+import { boundedStackLog } from "./stack-log";
 
 export interface OpcuaServiceLog {
   info(o: object, m: string): void;
@@ -71,8 +72,8 @@ export class OpcuaService {
     for (const s of c.servers) loadUserCredentials(s);
     const ua = await import("node-opcua-client");
     // The stack's own console output goes to the daemon's log instead (never at info: it is chatty).
-    ua.setWarningLogger((...a: unknown[]) => log.debug({ stack: "node-opcua" }, a.map(String).join(" ").slice(0, 500)));
-    ua.setErrorLogger((...a: unknown[]) => log.warn({ stack: "node-opcua" }, a.map(String).join(" ").slice(0, 500)));
+    ua.setWarningLogger(boundedStackLog((line) => log.debug({ stack: "node-opcua" }, line)));
+    ua.setErrorLogger(boundedStackLog((line) => log.warn({ stack: "node-opcua" }, line)));
     ua.setDebugLogger(() => undefined);
     const { OPCUACertificateManager } = await import("node-opcua-certificate-manager");
     mkdirSync(c.pki_dir, { recursive: true, mode: 0o700 });
