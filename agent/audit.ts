@@ -3,6 +3,7 @@ import { controlCall } from "./core/control-client";
 import type { ControlRegistry } from "./core/control";
 import { DaemonError, isDaemonError } from "./core/errors";
 import type { Recorder } from "./events/recorder";
+import { OutboxLocked } from "./outbox/lock";
 import type { EventDraft, SeverityId } from "./core/events";
 import type { HookSite, Recorded } from "../firmware-hooks/site";
 
@@ -32,15 +33,27 @@ export function registerAuditControl(control: ControlRegistry, recorder: Recorde
   });
 }
 
-export async function recordAudit(loaded: LoadedConfig, draft: EventDraft): Promise<Recorded> {
+export async function recordAudit(loaded: LoadedConfig, draft: EventDraft, onWait: (message: string) => void = (m) => process.stderr.write(`${m}\n`)): Promise<Recorded> {
   const c = loaded.config;
-  try {
-    const r = (await controlCall(c.control.socket, "audit.record", draft as unknown as Record<string, unknown>, 15_000)) as Omit<Recorded, "via">;
-    return { ...r, via: "daemon" };
-  } catch (e) {
-    if (!isDaemonError(e, "CONTROL_UNAVAILABLE")) throw e;
+  const deadline = Date.now() + c.buffer.lock_wait_ms;
+  for (let said = false; ; said = true) {
+    try {
+      const r = (await controlCall(c.control.socket, "audit.record", draft as unknown as Record<string, unknown>, 15_000)) as Omit<Recorded, "via">;
+      return { ...r, via: "daemon" };
+    } catch (e) {
+      if (!isDaemonError(e, "CONTROL_UNAVAILABLE")) throw e;
+    }
+    try {
+      return await recordOffline(loaded, draft);
+    } catch (e) {
+      // No daemon answers but the outbox is held: a daemon starting (it holds the outbox before
+      // its control socket listens) or stopping, or a command for a moment. Wait for either, as
+      // long as a daemon's start waits for a holder, instead of losing the record.
+      if (!isDaemonError(e, "OUTBOX_LOCKED") || Date.now() >= deadline) throw e;
+      if (!said) onWait(`${e.cause instanceof OutboxLocked ? e.cause.message : e.message}; waiting up to ${Math.round(c.buffer.lock_wait_ms / 1000)} s (buffer.lock_wait_ms) for it or the daemon's control socket to record the audit event`);
+      await new Promise((r) => setTimeout(r, 200));
+    }
   }
-  return recordOffline(loaded, draft);
 }
 
 async function recordOffline(loaded: LoadedConfig, draft: EventDraft): Promise<Recorded> {

@@ -2,6 +2,8 @@ import { afterAll, describe, expect, it } from "vitest";
 import { hostname } from "node:os";
 import { join } from "node:path";
 import { openOffline } from "../../agent/outbox/offline";
+import { recordAudit } from "../../agent/audit";
+import { loadConfig } from "../../agent/config/load";
 import { Outbox } from "../../agent/outbox/store";
 import { exited, gw, gwSpawn } from "../helpers/cli";
 import { makeSite, tempDir, until } from "../helpers/fixture";
@@ -115,5 +117,29 @@ describe("outbox held by another process (built bundle)", () => {
       holder.close();
     }
     expect(rows(s.outbox)).toEqual([]);
+  });
+  // An update hook or `integrity accept` in the moment a daemon starts (it holds the outbox before
+  // its control socket listens) or while a command holds it: the audit record waits for either.
+  it("an audit record while the outbox is held and no daemon answers waits for it (buffer.lock_wait_ms), says so once, and is recorded; with no wait it is refused", async () => {
+    const s = site();
+    const loaded = loadConfig(s.cfgFile);
+    const draft = { class: "audit" as const, severity: 1 as const, ocsf: { class_uid: 6003, activity_id: 1, message: "test: audit while the outbox is held" } };
+    const held = openOffline(s.outbox, 64 * MB, "gatewarden outbox check");
+    const said: string[] = [];
+    const r = await recordAudit(loaded, draft, (m) => {
+      said.push(m);
+      held.close(); // the command ends
+    });
+    expect(r.via).toBe("outbox");
+    expect(said).toEqual([expect.stringContaining(`the outbox ${s.outbox} is held by \`gatewarden outbox check\` (pid ${process.pid}`)]);
+    expect(said[0]).toContain("waiting up to 30 s (buffer.lock_wait_ms)");
+    expect(rows(s.outbox).map((e) => (e as unknown as { ocsf: { message: string } }).ocsf.message)).toContain("test: audit while the outbox is held");
+    const s2 = site({ "buffer.lock_wait_ms": "0" });
+    const held2 = openOffline(s2.outbox, 64 * MB, "gatewarden outbox check");
+    try {
+      await expect(recordAudit(loadConfig(s2.cfgFile), draft, () => undefined)).rejects.toMatchObject({ code: "OUTBOX_LOCKED" });
+    } finally {
+      held2.close();
+    }
   });
 });
