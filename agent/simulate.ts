@@ -17,16 +17,15 @@ export class SimulatedSource {
 
   start(): void {
     if (this.ratePerS <= 0) return;
-    // By the clock, not by counting ticks: a loaded machine runs a 10 ms timer late, and counting
-    // ticks made the rate fall with the load. At most a second behind: after a longer stall the
-    // missed events are skipped, not sent in one burst.
-    const start = Date.now();
-    let emitted = 0;
+    const tickMs = 10;
+    let carry = 0;
     this.timer = setInterval(() => {
-      const due = Math.floor(((Date.now() - start) * this.ratePerS) / 1000);
-      if (due - emitted > this.ratePerS) emitted = due - Math.ceil(this.ratePerS);
-      for (; emitted < due; emitted++) this.sink.record(simulatedDraft(this.n++));
-    }, 10);
+      carry += (this.ratePerS * tickMs) / 1000;
+      while (carry >= 1) {
+        carry--;
+        this.sink.record(simulatedDraft(this.n++));
+      }
+    }, tickMs);
   }
 
   stop(): void {
