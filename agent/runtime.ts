@@ -547,8 +547,9 @@ function lockOutbox(path: string, waitMs: number, log: Logger): { lock?: OutboxL
   try {
     return { lock: new OutboxLock(path) };
   } catch (e) {
+    const refuse = (l: OutboxLocked) => l.advise(l.holder?.what === DAEMON ? "stop it first, or give this one its own buffer.path and keys" : gaveUp(waitMs));
     if (e instanceof OutboxLocked) {
-      if (e.holder?.what === DAEMON || !waitMs) throw e.advise(e.holder?.what === DAEMON ? "stop it first, or give this one its own buffer.path and keys" : gaveUp(waitMs));
+      if (e.holder?.what === DAEMON || !waitMs) throw refuse(e);
       const holder = describeHolder(e.holder);
       const since = Date.now();
       log.warn({ holder, wait_ms: waitMs }, `The outbox ${path} is held by ${holder}; waiting up to ${waitMs / 1000} s for it to end (buffer.lock_wait_ms).`);
@@ -557,7 +558,7 @@ function lockOutbox(path: string, waitMs: number, log: Logger): { lock?: OutboxL
         log.info({ holder, waited_ms: Date.now() - since }, "The outbox is free: starting.");
         return { lock, waited: { holder, waited_ms: Date.now() - since } };
       } catch (again) {
-        if (again instanceof OutboxLocked) throw again.advise(again.holder?.what === DAEMON ? "stop it first, or give this one its own buffer.path and keys" : gaveUp(waitMs));
+        if (again instanceof OutboxLocked) throw refuse(again);
         e = again;
       }
     }

@@ -227,7 +227,7 @@ export class Outbox {
     this.walSeen = h ? { salt: h.salt, frames: h.frames } : { salt: -1, frames: 0 };
     this.lossSent = lossSentColumn(this.db);
     this.stmts = this.prepare();
-    this.logicalBytes = (this.stmts.stats.get() as { bytes: number }).bytes;
+    this.logicalBytes = (this.stmts.stats.get("[]") as { bytes: number }).bytes;
     // Rows found at open survived whatever ended the last run; opening them made them durable.
     this.durableId = this.lastId = (this.db.prepare("SELECT COALESCE(MAX(id), 0) FROM events").pluck().get() as number) ?? 0;
     this.idSeq = Math.max(this.lastId, usedIds(this.db));
@@ -286,10 +286,8 @@ export class Outbox {
       bytesOf: this.db.prepare("SELECT bytes FROM events WHERE id = ?").pluck(),
       pageCount: this.db.prepare("PRAGMA page_count"),
       freelist: this.db.prepare("PRAGMA freelist_count"),
-      stats: this.db.prepare("SELECT COUNT(*) AS depth, COALESCE(SUM(bytes), 0) AS bytes, MIN(time) AS oldest, COALESCE(SUM(parked), 0) AS parked FROM events"),
-      statsUndelivered: this.db.prepare(
-        "SELECT COUNT(*) AS depth, COALESCE(SUM(bytes), 0) AS bytes, MIN(time) AS oldest, COALESCE(SUM(parked), 0) AS parked FROM events WHERE id NOT IN (SELECT value FROM json_each(?))",
-      ),
+      // Without the delivered rows whose delete waits (their ids, a JSON array).
+      stats: this.db.prepare("SELECT COUNT(*) AS depth, COALESCE(SUM(bytes), 0) AS bytes, MIN(time) AS oldest, COALESCE(SUM(parked), 0) AS parked FROM events WHERE id NOT IN (SELECT value FROM json_each(?))"),
       park: this.db.prepare("UPDATE events SET parked = 1 WHERE id = ?"),
       parkNote: this.db.prepare("INSERT INTO parked (id, reason, at) VALUES (?, ?, ?) ON CONFLICT(id) DO UPDATE SET reason = excluded.reason, at = excluded.at, retries = retries + 1"),
       wasParked: this.db.prepare("SELECT 1 FROM parked WHERE id = ?").pluck(),
@@ -901,7 +899,7 @@ export class Outbox {
   stats(): OutboxStats {
     // Delivered rows whose delete waits are left out, not deleted: a heartbeat's or `status`'s
     // look at the outbox writes nothing.
-    const s = (this.acked.size ? this.stmts.statsUndelivered.get(JSON.stringify([...this.acked])) : this.stmts.stats.get()) as { depth: number; bytes: number; oldest: number | null; parked: number };
+    const s = this.stmts.stats.get(JSON.stringify([...this.acked])) as { depth: number; bytes: number; oldest: number | null; parked: number };
     const q = (this.stmts.quarantineCount.get() as { n: number }).n;
     return {
       depth: s.depth,

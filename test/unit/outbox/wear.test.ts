@@ -63,6 +63,17 @@ function wearAt(dir: string, rate: number, events: number, lowFlushMs = 30_000):
   return { outbox: (after.bytes - before.bytes) / events, walPages: (walPages * 4096) / events, row: sizes.mean(), commits: after.commits - before.commits };
 }
 
+/** A started recorder on fake timers, flush_ms 20 and telemetry waiting `lowFlushMs`. */
+function waitingRecorder(path: string, lowFlushMs: number): { outbox: Outbox; rec: Recorder } {
+  vi.useFakeTimers({ toFake: ["setTimeout", "clearTimeout", "setInterval", "clearInterval", "Date"] });
+  const outbox = new Outbox(path, 64 * 1024 ** 2);
+  const rec = new Recorder({ outbox, key: privateKey, device: "gw-t", version: "test", flushMs: 20, lowFlushMs, maxPending: 10_000, log: silent });
+  rec.start();
+  return { outbox, rec };
+}
+
+const classes = (outbox: Outbox) => outbox.readAfter(0, 10).map((r) => (JSON.parse(r.body) as { class: string }).class);
+
 describe("SD-card wear per event", () => {
   const t = tempDir();
   afterAll(t.cleanup);
@@ -114,17 +125,14 @@ describe("SD-card wear per event", () => {
   });
 
   it("a durable event is committed within flush_ms even while telemetry waits", () => {
-    vi.useFakeTimers({ toFake: ["setTimeout", "clearTimeout", "setInterval", "clearInterval", "Date"] });
-    const outbox = new Outbox(join(t.dir, "durable", "outbox.db"), 64 * 1024 ** 2);
-    const rec = new Recorder({ outbox, key: privateKey, device: "gw-t", version: "test", flushMs: 20, lowFlushMs: 5000, maxPending: 10_000, log: silent });
-    rec.start();
+    const { outbox, rec } = waitingRecorder(join(t.dir, "durable", "outbox.db"), 5000);
     rec.record(simulatedDraft(5)); // telemetry
     vi.advanceTimersByTime(100);
     expect(rec.pendingCount()).toBe(1);
     rec.record(simulatedDraft(20)); // a finding
     vi.advanceTimersByTime(20);
     expect(rec.pendingCount()).toBe(0);
-    expect(outbox.readAfter(0, 10).map((r) => (JSON.parse(r.body) as { class: string }).class)).toEqual(["system", "telemetry", "finding"]);
+    expect(classes(outbox)).toEqual(["system", "telemetry", "finding"]);
     rec.record(simulatedDraft(6));
     vi.advanceTimersByTime(4999);
     expect(rec.pendingCount()).toBe(1);
@@ -135,10 +143,7 @@ describe("SD-card wear per event", () => {
   });
 
   it("a heartbeat commits within flush_ms without an fsync, taking waiting telemetry along; telemetry alone commits once LOW_BATCH_ROWS wait", () => {
-    vi.useFakeTimers({ toFake: ["setTimeout", "clearTimeout", "setInterval", "clearInterval", "Date"] });
-    const outbox = new Outbox(join(t.dir, "heartbeat", "outbox.db"), 64 * 1024 ** 2);
-    const rec = new Recorder({ outbox, key: privateKey, device: "gw-t", version: "test", flushMs: 20, lowFlushMs: 30_000, maxPending: 10_000, log: silent });
-    rec.start();
+    const { outbox, rec } = waitingRecorder(join(t.dir, "heartbeat", "outbox.db"), 30_000);
     rec.record(simulatedDraft(5)); // telemetry
     vi.advanceTimersByTime(1000);
     expect(rec.pendingCount()).toBe(1);
@@ -147,7 +152,7 @@ describe("SD-card wear per event", () => {
     expect(rec.pendingCount()).toBe(2);
     vi.advanceTimersByTime(1);
     expect(rec.pendingCount()).toBe(0);
-    expect(outbox.readAfter(0, 10).map((r) => (JSON.parse(r.body) as { class: string }).class)).toEqual(["system", "telemetry", "heartbeat"]);
+    expect(classes(outbox)).toEqual(["system", "telemetry", "heartbeat"]);
     expect(outbox.db.pragma("synchronous", { simple: true })).toBe(1); // NORMAL: the WAL is not fsynced for it
     for (let i = 0; i < LOW_BATCH_ROWS - 1; i++) rec.record(simulatedDraft(5));
     expect(rec.pendingCount()).toBe(LOW_BATCH_ROWS - 1);
