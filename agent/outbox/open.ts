@@ -1,4 +1,4 @@
-import { existsSync, renameSync } from "node:fs";
+import { existsSync, linkSync, renameSync, rmSync } from "node:fs";
 import type { Logger } from "pino";
 import { describeError, isDaemonError } from "../core/errors";
 import { OcsfClass } from "../core/events";
@@ -41,10 +41,19 @@ const MEMORY_BUDGET = 16 * 1024 ** 2;
 export function openOutbox(path: string, maxBytes: number, log: Logger, o: { now?: number; waitMs?: number } = {}): OpenedOutbox {
   const now = o.now ?? Date.now();
   const copy = HeadCopy.read(`${path}.head`);
+  const kept = keepWal(path);
+  try {
+    return openOrSalvage(path, maxBytes, log, copy, kept, now, o.waitMs ?? 0);
+  } finally {
+    if (kept) forget(kept);
+  }
+}
+
+function openOrSalvage(path: string, maxBytes: number, log: Logger, copy: HeadRecord | undefined, kept: string | undefined, now: number, waitMs: number): OpenedOutbox {
   let outbox: Outbox | undefined;
   let damage: string | undefined;
   try {
-    outbox = openWaiting(path, maxBytes, log, o.waitMs ?? 0);
+    outbox = openWaiting(path, maxBytes, log, waitMs);
     const check = outbox.db.pragma("quick_check", { simple: true }) as string;
     if (check !== "ok") damage = `quick_check: ${check}`;
     else {
@@ -69,11 +78,12 @@ export function openOutbox(path: string, maxBytes: number, log: Logger, o: { now
   const aside = `${path}.damaged-${new Date(now).toISOString().replace(/[:.]/g, "-")}`;
   try {
     for (const suffix of ["", "-wal", "-shm"]) if (existsSync(path + suffix)) renameSync(path + suffix, aside + suffix);
+    if (kept && !existsSync(`${aside}-wal`)) renameSync(kept, `${aside}-wal`);
   } catch (e) {
     return inMemory(path, maxBytes, log, copy, e, undefined);
   }
   log.error({ err: damage, moved_to: aside }, "The outbox is damaged: moved aside; salvaging what verifies into a new outbox.");
-  const got = salvage(aside);
+  const got = salvage(aside, copy?.acked);
   let fresh: Outbox;
   try {
     fresh = new Outbox(path, maxBytes);
@@ -91,7 +101,7 @@ export function openOutbox(path: string, maxBytes: number, log: Logger, o: { now
   } catch (e) {
     log.error({ err: describeError(e) }, "Could not store the salvaged rows; they stay in the moved file.");
   }
-  log.warn({ rows_recovered: got.rows.length, rows_bad: got.bad, lost: lost.map((l) => l.count) }, "New outbox started after salvage.");
+  log.warn({ rows_recovered: got.rows.length, rows_bad: got.bad, rows_scanned: got.scanned, lost: lost.map((l) => l.count) }, "New outbox started after salvage.");
   return {
     outbox: fresh,
     mode: "disk",
@@ -99,6 +109,31 @@ export function openOutbox(path: string, maxBytes: number, log: Logger, o: { now
     check: "ok",
     incident: { kind: "damaged", error: damage ?? got.error ?? "unknown", moved_to: aside, rows_recovered: got.rows.length, rows_bad: got.bad, lost, unknown_boots: unknownBoots },
   };
+}
+
+/**
+ * A second name for the WAL while the start first opens the file (removed after): closing a
+ * connection to a damaged file lets SQLite delete its WAL when it finds no frame it accepts (a
+ * damaged frame ends what SQLite reads of it), and salvage reads the committed frames behind.
+ */
+function keepWal(path: string): string | undefined {
+  const kept = `${path}-wal.kept`;
+  try {
+    forget(kept); // left by a start that ended in between
+    if (!existsSync(`${path}-wal`)) return undefined;
+    linkSync(`${path}-wal`, kept);
+    return kept;
+  } catch {
+    return undefined; // a read-only directory: the open says what it can
+  }
+}
+
+function forget(file: string): void {
+  try {
+    rmSync(file, { force: true });
+  } catch {
+    /* a read-only directory: the next start removes it */
+  }
 }
 
 /**

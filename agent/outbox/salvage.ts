@@ -2,14 +2,15 @@ import Database from "better-sqlite3";
 import { describeError } from "../core/errors";
 import { storedBodyHashOk, type Envelope } from "../core/envelope";
 import { keyAnnouncements } from "../keys/key-events";
-import type { ChainHead, Row } from "./store";
+import { scanPages } from "./page-scan";
+import type { ChainHead, RawRow, Row } from "./store";
 
 export interface Salvaged {
-  /** Rows whose stored envelope passes its hash check, in id order. */
+  /** Rows whose stored envelope passes its hash check, in id order, none delivered. */
   rows: Omit<Row, "id">[];
   /** The damaged file's own chain head, when its chain table could be read. */
   head: ChainHead | undefined;
-  /** Rows that could be read but fail their hash check. */
+  /** Chain positions (not delivered, not recovered) whose rows could be read but fail their hash check. */
   bad: number;
   /** Why reading stopped short, when it did. */
   error: string | undefined;
@@ -19,6 +20,8 @@ export interface Salvaged {
    * promoted at the next start only if the SOC will get its announcement.
    */
   signingKey: string | undefined;
+  /** Of `rows`, those only the raw page scan found (SQLite could not reach them). */
+  scanned: number;
 }
 
 const PAGE = 256;
@@ -26,13 +29,46 @@ const PAGE = 256;
 const DEADLINE_MS = 10_000;
 
 /**
- * Reads what can still be read from a damaged outbox file (already moved aside): the chain
- * head and every row whose signed envelope still passes its hash check. A damaged page makes
- * SQLite throw for the keys it holds; the scan then looks further on (doubling steps, then a
- * binary search back to the first readable id), so the rows behind it are not lost with it.
+ * Reads what can still be read from a damaged outbox file (already moved aside) and its WAL:
+ * the chain head and every row whose signed envelope still passes its hash check, in id
+ * (commit) order, one per chain position, none at or below `acked` (delivered). Two passes:
+ * SQLite's (a damaged page makes it throw for the keys it holds; it then looks further on,
+ * doubling steps, then a binary search back to the first readable id), at most half the
+ * deadline; then a raw scan of every page image (page-scan.ts) for the rows SQLite could not
+ * reach (under a lost interior page of the table, in a file whose header is gone).
  */
-export function salvage(file: string): Salvaged {
-  const out: Salvaged = { rows: [], head: undefined, bad: 0, error: undefined, signingKey: undefined };
+export function salvage(file: string, acked?: readonly [number, number]): Salvaged {
+  const out: Salvaged = { rows: [], head: undefined, bad: 0, error: undefined, signingKey: undefined, scanned: 0 };
+  const end = Date.now() + DEADLINE_MS;
+  const found = new Map<string, RawRow>();
+  const bad = new Map<string, [number, number]>();
+  const delivered = (b: number, s: number) => acked !== undefined && (b < acked[0] || (b === acked[0] && s <= acked[1]));
+  readBySql(file, out, Date.now() + DEADLINE_MS / 2, (r) => {
+    if (storedBodyHashOk(r.body)) found.set(`${r.boot}:${r.seq}`, r);
+    else bad.set(`${r.boot}:${r.seq}`, [r.boot, r.seq]);
+  });
+  const scan = scanPages(file, { end, skip: (b, s) => delivered(b, s) || found.has(`${b}:${s}`) });
+  if (!scan.complete) out.error ??= `the page scan stopped at salvage's ${DEADLINE_MS / 1000} s deadline before reading every page`;
+  for (const r of scan.rows) {
+    const key = `${r.boot}:${r.seq}`;
+    if (found.has(key)) continue;
+    found.set(key, r);
+    out.scanned++;
+  }
+  for (const [b, s] of scan.bad) bad.set(`${b}:${s}`, [b, s]);
+  for (const [key, [b, s]] of bad) if (!found.has(key) && !delivered(b, s)) out.bad++;
+  const rows = [...found.values()].filter((r) => !delivered(r.boot, r.seq));
+  rows.sort((a, b) => a.id - b.id || a.boot - b.boot || a.seq - b.seq);
+  for (const r of rows) {
+    const body = r.body.toString("utf8");
+    out.rows.push({ boot: r.boot, seq: r.seq, rank: r.rank, time: r.time, bytes: r.bytes, body });
+    if (body.includes('"key_rotation"')) out.signingKey = announced(body) ?? out.signingKey;
+  }
+  return out;
+}
+
+/** SQLite's pass: the chain head and the rows it can reach, each given to `row`. */
+function readBySql(file: string, out: Salvaged, end: number, row: (r: RawRow) => void): void {
   let db: Database.Database;
   try {
     db = new Database(file, { readonly: true, fileMustExist: true });
@@ -42,7 +78,7 @@ export function salvage(file: string): Salvaged {
     db.pragma("writable_schema = ON");
   } catch (e) {
     out.error = describeError(e);
-    return out;
+    return;
   }
   try {
     try {
@@ -55,13 +91,12 @@ export function salvage(file: string): Salvaged {
       page = db.prepare("SELECT id, boot, seq, rank, time, bytes, CAST(body AS BLOB) AS body FROM events WHERE id > ? ORDER BY id LIMIT ?");
     } catch (e) {
       out.error = describeError(e);
-      return out;
+      return;
     }
-    const read = (after: number, n: number) => page.all(after, n) as (Omit<Row, "body"> & { body: Buffer })[];
-    const end = Date.now() + DEADLINE_MS;
+    const read = (after: number, n: number) => page.all(after, n) as RawRow[];
     let after = 0;
     while (Date.now() < end) {
-      let rows: ReturnType<typeof read>;
+      let rows: RawRow[];
       try {
         rows = read(after, PAGE);
       } catch (e) {
@@ -72,21 +107,12 @@ export function salvage(file: string): Salvaged {
         continue;
       }
       if (!rows.length) break;
-      for (const r of rows) {
-        if (!storedBodyHashOk(r.body)) {
-          out.bad++;
-          continue;
-        }
-        const body = r.body.toString("utf8");
-        out.rows.push({ boot: r.boot, seq: r.seq, rank: r.rank, time: r.time, bytes: r.bytes, body });
-        if (body.includes('"key_rotation"')) out.signingKey = announced(body) ?? out.signingKey;
-      }
+      for (const r of rows) row(r);
       after = rows[rows.length - 1]!.id;
     }
   } finally {
     db.close();
   }
-  return out;
 }
 
 /** The largest id after which a read works again, past a damaged stretch after `after`. */

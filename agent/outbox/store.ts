@@ -172,8 +172,8 @@ export class Outbox {
       if (path !== ":memory:") this.db.pragma("locking_mode = EXCLUSIVE");
       // A new outbox takes 2 KiB pages (an existing one keeps its own): a commit writes every
       // page it touches whole (4 at least), so at a few events per commit 4 KiB pages write
-      // twice as much. 1 KiB pages write less still, but their deeper tree leaves salvage
-      // little to find in a truncated file.
+      // twice as much. 1 KiB pages write less still (a truncated file's rows
+      // under lost interior pages are read by salvage's page scan).
       this.db.pragma(`page_size = ${PAGE_SIZE}`);
       this.db.pragma("journal_mode = WAL");
       this.db.pragma("synchronous = NORMAL");

@@ -2,10 +2,13 @@ import { afterAll, describe, expect, it } from "vitest";
 import { generateKeyPairSync } from "node:crypto";
 import { closeSync, copyFileSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, statSync, truncateSync, unlinkSync, writeFileSync, writeSync } from "node:fs";
 import { join } from "node:path";
+import Database from "better-sqlite3";
 import { Recorder } from "../../../agent/events/recorder";
 import type { EventDraft } from "../../../agent/core/events";
 import { incidentDrafts, openOutbox } from "../../../agent/outbox/open";
-import { Outbox } from "../../../agent/outbox/store";
+import { scanPages } from "../../../agent/outbox/page-scan";
+import { salvage } from "../../../agent/outbox/salvage";
+import { Outbox, type Row } from "../../../agent/outbox/store";
 import { OutboxWatch } from "../../../agent/outbox/watch";
 import { silent, tempDir } from "../../helpers/fixture";
 
@@ -15,16 +18,33 @@ const MB = 1024 ** 2;
 const audit = (n: number): EventDraft => ({ class: "audit", severity: 2, ocsf: { class_uid: 4001, activity_id: 1, message: `audit ${n}`, unmapped: { pad: "y".repeat(400) } } });
 const recorderOn = (outbox: Outbox) => new Recorder({ outbox, key: privateKey, device: "gw-t", version: "test", flushMs: 5, maxPending: 1000, log: silent });
 
-/** An outbox at `dir` holding a boot event and `n` audit events, closed. Returns its chain head. */
-function filled(dir: string, n: number) {
-  const outbox = new Outbox(join(dir, "outbox.db"), 64 * MB);
+/**
+ * An open outbox at `dir` holding a boot event and `n` audit events, with its recorder.
+ * `pageSize`: the file's, set before the outbox creates it (SQLite keeps an existing file's).
+ */
+function recording(dir: string, n: number, pageSize?: number) {
+  const path = join(dir, "outbox.db");
+  if (pageSize) {
+    mkdirSync(dir, { recursive: true });
+    const db = new Database(path);
+    db.pragma(`page_size = ${pageSize}`);
+    db.pragma("journal_mode = WAL");
+    db.close();
+  }
+  const outbox = new Outbox(path, 64 * MB);
   const rec = recorderOn(outbox);
-  rec.start();
+  const boot = rec.start().env!.boot;
   for (let i = 0; i < n; i++) rec.record(audit(i));
   rec.flush();
+  return { path, outbox, rec, boot };
+}
+
+/** The same, closed. Returns its chain head. */
+function filled(dir: string, n: number, pageSize?: number) {
+  const { path, outbox } = recording(dir, n, pageSize);
   const head = outbox.head()!;
   outbox.close();
-  return { path: join(dir, "outbox.db"), head };
+  return { path, head };
 }
 
 type Body = { boot: number; seq: number; ocsf: { unmapped?: { error_type?: string; loss?: { reason: string; ranges: [number, number, number][] } } } };
@@ -33,15 +53,20 @@ describe("a damaged outbox never stops the start", () => {
   const t = tempDir();
   afterAll(t.cleanup);
 
-  const damages: [string, (file: string) => void][] = [
+  const cut = (f: string) => truncateSync(f, Math.floor((statSync(f).size * 0.6) / 4096) * 4096);
+  const damages: [string, (file: string) => void, number?][] = [
     ["a page with flipped bytes", (f) => flip(f, Math.floor(statSync(f).size / 2 / 4096) * 4096 + 100, 2000)],
-    ["a file cut to 60 %", (f) => truncateSync(f, Math.floor((statSync(f).size * 0.6) / 4096) * 4096)],
+    ["a file cut to 60 %", cut],
+    // Its events tree's level-1 interior pages are allocated late and fall in the cut part:
+    // SQLite reaches none of the leaves before the cut, the page scan reads them.
+    ["a file of 1 KiB pages cut to 60 %", cut, 1024],
+    // No page size to read by: the page scan finds the one that gives verifying rows.
     ["a zeroed header", (f) => flip(f, 0, 100, true)],
   ];
 
-  it.each(damages)("%s: moved aside, the rest salvaged into a new outbox, the loss named and signed", (name, damage) => {
+  it.each(damages)("%s: moved aside, the rest salvaged into a new outbox, the loss named and signed", (name, damage, pageSize) => {
     const dir = join(t.dir, name.replace(/\W+/g, "-"));
-    const { path, head } = filled(dir, 1500);
+    const { path, head } = filled(dir, 1500, pageSize);
     damage(path);
     const o = openOutbox(path, 64 * MB, silent);
     expect(o.mode).toBe("disk");
@@ -54,8 +79,10 @@ describe("a damaged outbox never stops the start", () => {
     const lost = o.incident.lost.reduce((n, l) => n + l.count, 0);
     // Every position of the chain is recovered or named lost: nothing vanishes silently.
     expect(o.incident.rows_recovered + lost).toBe(head.seq + 1);
-    if (name === "a zeroed header") expect(o.incident.rows_recovered).toBe(0);
-    else expect(o.incident.rows_recovered).toBeGreaterThan(0);
+    // Every row behind a zeroed header (no page of the table is damaged); at least the rows in
+    // what is left of a cut file (60 %) or beside a damaged page.
+    if (name === "a zeroed header") expect(o.incident.rows_recovered).toBe(head.seq + 1);
+    else expect(o.incident.rows_recovered).toBeGreaterThan((head.seq + 1) / 2);
     // The chain continues from where it was (the head's second copy), not from zero.
     const rec = recorderOn(o.outbox);
     const boot = rec.start({}, o.knownHead).env!;
@@ -72,12 +99,7 @@ describe("a damaged outbox never stops the start", () => {
 
   it("an outbox behind its head's second copy (an older file put back): the chain continues from the copy, the gap is named", () => {
     const dir = join(t.dir, "behind");
-    const path = join(dir, "outbox.db");
-    const outbox = new Outbox(path, 64 * MB);
-    const rec = recorderOn(outbox);
-    rec.start();
-    for (let i = 0; i < 10; i++) rec.record(audit(i));
-    rec.flush();
+    const { path, outbox, rec } = recording(dir, 10);
     outbox.checkpoint();
     copyFileSync(path, join(dir, "old.db"));
     for (let i = 0; i < 20; i++) rec.record(audit(100 + i));
@@ -111,6 +133,116 @@ describe("a damaged outbox never stops the start", () => {
     rec.flush();
     expect(o.outbox.stats().depth).toBe(1);
     o.outbox.close();
+  });
+});
+
+describe("salvage reads rows SQLite cannot reach", () => {
+  const t = tempDir();
+  afterAll(t.cleanup);
+
+  /** The events tree's interior pages (and the page size), read before the damage. */
+  const interior = (path: string) => {
+    const db = new Database(path, { readonly: true });
+    const pages = db.prepare("SELECT pageno FROM dbstat WHERE name = 'events' AND pagetype = 'internal' ORDER BY pageno").pluck().all() as number[];
+    const size = db.pragma("page_size", { simple: true }) as number;
+    db.close();
+    return { pages, size };
+  };
+  const positions = (o: ReturnType<typeof openOutbox>) => {
+    if (o.incident?.kind !== "damaged") throw new Error(`no salvage: ${JSON.stringify(o.incident)}`);
+    return { recovered: o.incident.rows_recovered, lost: o.incident.lost.reduce((n, l) => n + l.count, 0) };
+  };
+
+  it("every row under a zeroed interior page of the events tree is salvaged", () => {
+    const { path, head } = filled(join(t.dir, "interior"), 1500);
+    const { pages, size } = interior(path);
+    expect(pages.length).toBeGreaterThan(0);
+    for (const p of pages) flip(path, (p - 1) * size, size, true);
+    const o = openOutbox(path, 64 * MB, silent);
+    expect(positions(o)).toEqual({ recovered: head.seq + 1, lost: 0 });
+    const seqs = o.outbox.readAfter(0, 100_000).map((r) => r.seq);
+    expect(seqs).toEqual([...Array(head.seq + 1).keys()]);
+    o.outbox.close();
+  });
+
+  it("a file cut at its events tree's first interior page below the root keeps the rows of the leaves before it", () => {
+    const { path, head } = filled(join(t.dir, "interior-cut"), 1500, 1024);
+    const { pages, size } = interior(path);
+    // The root is the table's first page; the interior pages below it came when it split.
+    expect(pages.length).toBeGreaterThan(1);
+    const at = pages[1]!;
+    const db = new Database(path, { readonly: true });
+    const leaves = db.prepare("SELECT COUNT(*) FROM dbstat WHERE name = 'events' AND pagetype = 'leaf' AND pageno < ?").pluck().get(at) as number;
+    db.close();
+    expect(leaves).toBeGreaterThan(0);
+    truncateSync(path, (at - 1) * size);
+    const o = openOutbox(path, 64 * MB, silent);
+    const { recovered, lost } = positions(o);
+    // SQLite reaches none of them (the root's children are cut off); every leaf left holds rows.
+    expect(recovered).toBeGreaterThanOrEqual(leaves);
+    expect(recovered + lost).toBe(head.seq + 1);
+    o.outbox.close();
+  });
+
+  it("delivered rows left in freed pages are not sent again", () => {
+    const { path, outbox, rec, boot } = recording(join(t.dir, "delivered"), 1500);
+    outbox.ackThrough(boot, 1000);
+    for (let i = 0; i < 10; i++) rec.record(audit(2000 + i));
+    rec.flush();
+    const head = outbox.head()!;
+    outbox.close();
+    flip(path, 0, 100, true);
+    // The freed pages still hold delivered rows: a scan that did not know the delivered
+    // position would bring them back.
+    expect(salvage(path).rows.some((r) => r.seq <= 1000)).toBe(true);
+    const o = openOutbox(path, 64 * MB, silent);
+    expect(positions(o)).toEqual({ recovered: head.seq - 1000, lost: 0 });
+    const seqs = o.outbox.readAfter(0, 100_000).map((r) => r.seq);
+    expect(seqs).toEqual([...Array(head.seq - 1000).keys()].map((i) => 1001 + i));
+    o.outbox.close();
+  });
+
+  it("rows committed to a WAL that SQLite stops reading early (a damaged frame) are salvaged from it", () => {
+    const dir = join(t.dir, "wal");
+    const { path, outbox, rec } = recording(dir, 500);
+    outbox.checkpoint();
+    for (let i = 0; i < 300; i++) rec.record(audit(500 + i));
+    rec.flush();
+    const head = outbox.head()!;
+    // What a power cut now leaves: the file, its WAL with the last 300 rows, the head's copy.
+    const copy = join(dir, "cut");
+    mkdirSync(copy);
+    const file = join(copy, "outbox.db");
+    for (const s of ["", "-wal", ".head"]) copyFileSync(path + s, file + s);
+    outbox.close();
+    expect(statSync(`${file}-wal`).size).toBeGreaterThan(300 * 400);
+    // The first frame's checksum damaged: SQLite reads none of the WAL (the frames behind it are
+    // whole, of the WAL's salt, committed), and the file's header is gone too.
+    flip(`${file}-wal`, 32 + 16, 8);
+    flip(file, 0, 100, true);
+    // Closing its first connection, SQLite deleted the WAL it found nothing valid in: the start
+    // kept a second name for it, and the WAL is moved aside with the file.
+    const o = openOutbox(file, 64 * MB, silent);
+    expect(positions(o)).toEqual({ recovered: head.seq + 1, lost: 0 });
+    expect(o.outbox.readAfter(0, 100_000).map((r) => r.seq)).toEqual([...Array(head.seq + 1).keys()]);
+    if (o.incident?.kind === "damaged") expect(statSync(`${o.incident.moved_to}-wal`).size).toBeGreaterThan(300 * 400);
+    expect(readdirSync(copy).filter((f) => f.endsWith(".kept"))).toEqual([]);
+    o.outbox.close();
+  });
+
+  it("a row's record shape decides: an envelope in the quarantine table is not an event", () => {
+    const { path } = filled(join(t.dir, "shape"), 3);
+    const src = new Database(path, { readonly: true });
+    const rows = src.prepare("SELECT id, boot, seq, rank, time, bytes, body FROM events ORDER BY id").all() as Row[];
+    src.close();
+    const other = join(t.dir, "shape", "quarantine.db");
+    const db = new Database(other);
+    db.exec("CREATE TABLE quarantine (id INTEGER PRIMARY KEY, boot INTEGER, seq INTEGER, rank INTEGER, reason TEXT NOT NULL, at INTEGER NOT NULL, body BLOB)");
+    for (const r of rows) db.prepare("INSERT INTO quarantine VALUES (?, ?, ?, ?, 'test', 0, ?)").run(r.id, r.boot, r.seq, r.rank, Buffer.from(r.body));
+    db.close();
+    expect(scanPages(other, { end: Date.now() + 10_000 }).rows).toEqual([]);
+    const found = scanPages(path, { end: Date.now() + 10_000 });
+    expect(found.rows.map((r) => [r.id, r.seq, r.body.toString()]).sort((a, b) => Number(a[0]) - Number(b[0]))).toEqual(rows.map((r) => [r.id, r.seq, r.body]));
   });
 });
 
