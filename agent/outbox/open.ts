@@ -6,7 +6,7 @@ import { lossDrafts } from "../events/recorder";
 import type { EventDraft } from "../core/events";
 import type { EvictedRange } from "./store";
 import { HeadCopy, type HeadRecord } from "./head-copy";
-import { salvage } from "./salvage";
+import { announcedKey, salvage } from "./salvage";
 import { Outbox, type ChainHead } from "./store";
 
 /** What happened to the outbox before this boot, for the boot's first events. */
@@ -93,21 +93,19 @@ function openOrSalvage(path: string, maxBytes: number, log: Logger, copy: HeadRe
   const last = got.rows[got.rows.length - 1];
   const lastHead = last ? { boot: last.boot, seq: last.seq, hash: hashOf(last.body) } : undefined;
   const head = [got.head, copy ? headOf(copy) : undefined, lastHead].reduce<ChainHead | undefined>((a, b) => (b && (!a || before(a, b)) ? b : a), undefined);
-  const recovered = got.rows.map((r) => [r.boot, r.seq] as [number, number]);
+  // A rotation announced in the salvaged rows stays announced (the next start promotes its key)
+  // when its announcement is stored.
+  const { stored, error } = fresh.adopt(got.rows, head, (n) => (n === got.rows.length ? got.signingKey : announcedKey(got.rows.slice(0, n))));
+  if (error !== undefined) log.error({ err: describeError(error), rows_stored: stored }, "Could not store every salvaged row: the rest stay in the moved file and are named lost.");
+  const recovered = got.rows.slice(0, stored).map((r) => [r.boot, r.seq] as [number, number]);
   const { lost, unknownBoots } = head ? lostRanges({ ...head, ...(copy?.prev ? { prev: copy.prev } : {}) }, copy?.acked, recovered) : { lost: [], unknownBoots: true };
-  try {
-    // A rotation announced in the salvaged rows stays announced: the next start promotes its key.
-    fresh.adopt(got.rows, head, got.signingKey);
-  } catch (e) {
-    log.error({ err: describeError(e) }, "Could not store the salvaged rows; they stay in the moved file.");
-  }
-  log.warn({ rows_recovered: got.rows.length, rows_bad: got.bad, rows_scanned: got.scanned, lost: lost.map((l) => l.count) }, "New outbox started after salvage.");
+  log.warn({ rows_recovered: stored, rows_bad: got.bad, rows_scanned: got.scanned, lost: lost.map((l) => l.count) }, "New outbox started after salvage.");
   return {
     outbox: fresh,
     mode: "disk",
     knownHead: undefined,
     check: "ok",
-    incident: { kind: "damaged", error: damage ?? got.error ?? "unknown", moved_to: aside, rows_recovered: got.rows.length, rows_bad: got.bad, lost, unknown_boots: unknownBoots },
+    incident: { kind: "damaged", error: damage ?? got.error ?? "unknown", moved_to: aside, rows_recovered: stored, rows_bad: got.bad, lost, unknown_boots: unknownBoots },
   };
 }
 

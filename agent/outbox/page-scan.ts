@@ -281,7 +281,8 @@ class Scan {
 /**
  * An `events` record's integers and where its body starts, from the payload's local part;
  * undefined when the record is not shaped like one: 8 values, the id NULL (its rowid alias),
- * six integers (boot, seq, rank, time, bytes, parked), a text body, `total` bytes in all.
+ * six integers (boot, seq, rank, time, bytes, parked), a text body of `bytes` bytes, `total`
+ * bytes in all.
  * (The quarantine's record has 7 values, a text reason and a blob body.)
  */
 function record(p: Buffer, total: number): { boot: number; seq: number; rank: number; time: number; bytes: number; bodyAt: number } | undefined {
@@ -306,8 +307,9 @@ function record(p: Buffer, total: number): { boot: number; seq: number; rank: nu
     ints.push(t === 8 ? 0 : t === 9 ? 1 : readInt(p, off, size));
     off += size;
   }
-  if (off + (body - 13) / 2 !== total) return undefined;
   const [boot, seq, rank, time, bytes] = ints as [number, number, number, number, number];
+  // The body is all the rest of the payload, and `bytes` is its length.
+  if (off + (body - 13) / 2 !== total || (body - 13) / 2 !== bytes) return undefined;
   return { boot, seq, rank, time, bytes, bodyAt: off };
 }
 

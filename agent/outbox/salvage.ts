@@ -3,7 +3,7 @@ import { describeError } from "../core/errors";
 import { storedBodyHashOk, type Envelope } from "../core/envelope";
 import { keyAnnouncements } from "../keys/key-events";
 import { scanPages } from "./page-scan";
-import type { ChainHead, RawRow, Row } from "./store";
+import { LOSS_RANK, type ChainHead, type RawRow, type Row } from "./store";
 
 export interface Salvaged {
   /** Rows whose stored envelope passes its hash check, in id order, none delivered. */
@@ -43,15 +43,19 @@ export function salvage(file: string, acked?: readonly [number, number]): Salvag
   const found = new Map<string, RawRow>();
   const bad = new Map<string, [number, number]>();
   const delivered = (b: number, s: number) => acked !== undefined && (b < acked[0] || (b === acked[0] && s <= acked[1]));
-  readBySql(file, out, Date.now() + DEADLINE_MS / 2, (r) => {
+  const pending: [number, number, number][] = [];
+  readBySql(file, out, Date.now() + DEADLINE_MS / 2, pending, (r) => {
     if (storedBodyHashOk(r.body)) found.set(`${r.boot}:${r.seq}`, r);
     else bad.set(`${r.boot}:${r.seq}`, [r.boot, r.seq]);
   });
   const scan = scanPages(file, { end, skip: (b, s) => delivered(b, s) || found.has(`${b}:${s}`) });
   if (!scan.complete) out.error ??= `the page scan stopped at salvage's ${DEADLINE_MS / 1000} s deadline before reading every page`;
+  // Rows the outbox evicted (named by its loss records, or pending one) stay lost: the SOC was
+  // told, or is told by this salvage's loss records.
+  const evicted = namedLost([...found.values(), ...scan.rows], pending);
   for (const r of scan.rows) {
     const key = `${r.boot}:${r.seq}`;
-    if (found.has(key)) continue;
+    if (found.has(key) || evicted(r.boot, r.seq)) continue;
     found.set(key, r);
     out.scanned++;
   }
@@ -59,16 +63,42 @@ export function salvage(file: string, acked?: readonly [number, number]): Salvag
   for (const [key, [b, s]] of bad) if (!found.has(key) && !delivered(b, s)) out.bad++;
   const rows = [...found.values()].filter((r) => !delivered(r.boot, r.seq));
   rows.sort((a, b) => a.id - b.id || a.boot - b.boot || a.seq - b.seq);
-  for (const r of rows) {
-    const body = r.body.toString("utf8");
-    out.rows.push({ boot: r.boot, seq: r.seq, rank: r.rank, time: r.time, bytes: r.bytes, body });
-    if (body.includes('"key_rotation"')) out.signingKey = announced(body) ?? out.signingKey;
-  }
+  for (const r of rows) out.rows.push({ boot: r.boot, seq: r.seq, rank: r.rank, time: r.time, bytes: r.bytes, body: r.body.toString("utf8") });
+  out.signingKey = announcedKey(out.rows);
   return out;
 }
 
+/** Whether a position is in `pending` or a range one of the loss records among `rows` named lost. */
+function namedLost(rows: readonly RawRow[], pending: readonly [number, number, number][]): (boot: number, seq: number) => boolean {
+  const ranges = [...pending];
+  for (const r of rows) {
+    if (r.rank !== LOSS_RANK) continue;
+    try {
+      ranges.push(...rangesIn((JSON.parse(r.body.toString("utf8")) as { ocsf?: { unmapped?: { loss?: { ranges?: unknown } } } }).ocsf?.unmapped?.loss?.ranges));
+    } catch {
+      /* verified, so parseable */
+    }
+  }
+  const byBoot = new Map<number, [number, number][]>();
+  for (const [b, from, to] of ranges) byBoot.set(b, [...(byBoot.get(b) ?? []), [from, to]]);
+  return (b, s) => byBoot.get(b)?.some(([from, to]) => s >= from && s <= to) ?? false;
+}
+
+/** The [boot, from, to] ranges in a loss record's or loss_pending's `ranges`. */
+function rangesIn(v: unknown): [number, number, number][] {
+  if (!Array.isArray(v)) return [];
+  return v.filter((g): g is [number, number, number] => Array.isArray(g) && g.length === 3 && g.every((x) => typeof x === "number"));
+}
+
+/** The fingerprint the last key rotation among `rows` announced, if any did. */
+export function announcedKey(rows: readonly Pick<Row, "body">[]): string | undefined {
+  let key: string | undefined;
+  for (const r of rows) if (r.body.includes('"key_rotation"')) key = announced(r.body) ?? key;
+  return key;
+}
+
 /** SQLite's pass: the chain head and the rows it can reach, each given to `row`. */
-function readBySql(file: string, out: Salvaged, end: number, row: (r: RawRow) => void): void {
+function readBySql(file: string, out: Salvaged, end: number, pending: [number, number, number][], row: (r: RawRow) => void): void {
   let db: Database.Database;
   try {
     db = new Database(file, { readonly: true, fileMustExist: true });
@@ -85,6 +115,12 @@ function readBySql(file: string, out: Salvaged, end: number, row: (r: RawRow) =>
       out.head = db.prepare("SELECT boot, seq, hash FROM chain WHERE id = 1").get() as ChainHead | undefined;
     } catch (e) {
       out.error = describeError(e);
+    }
+    try {
+      // Evictions no loss record named yet.
+      for (const r of db.prepare("SELECT ranges FROM loss_pending").pluck().all() as string[]) pending.push(...rangesIn(JSON.parse(r)));
+    } catch {
+      /* unreadable: rows evicted since the last loss record may be brought back */
     }
     let page: Database.Statement;
     try {

@@ -626,28 +626,56 @@ export class Outbox {
 
   /**
    * Takes in rows salvaged from a damaged outbox (signed envelopes of earlier boots, kept in
-   * their order), the chain head to continue from and the key a salvaged rotation announced
-   * (`signingKey`), in one transaction.
+   * their order) in commits of at most `maxCommitBytes` (one larger than the WAL's share could
+   * not be written), then the chain head to continue from and the key a salvaged rotation
+   * announced (`signingKey(n)`: the key announced by the first n rows, those stored). A commit
+   * that fails (the file at its share of the budget) ends the intake: returns how many rows were
+   * stored, and the error when one came.
    */
-  adopt(rows: readonly Omit<Row, "id">[], head: ChainHead | undefined, signingKey?: string): void {
-    this.reserve({ insertRows: rows.length, insertBytes: rows.reduce((n, r) => n + r.bytes, 0), otherBytes: 400 });
+  adopt(rows: readonly Omit<Row, "id">[], head: ChainHead | undefined, signingKey: (stored: number) => string | undefined = () => undefined): { stored: number; error?: unknown } {
     this.setSync("FULL");
-    this.db.transaction(() => {
-      for (const r of rows) {
-        this.stmts.insert.run(r.boot, r.seq, r.rank, r.time, r.bytes, r.body);
-        this.logicalBytes += r.bytes;
+    const limit = this.maxCommitBytes;
+    let stored = 0;
+    let error: unknown;
+    while (stored < rows.length && error === undefined) {
+      let n = 0;
+      let bytes = 0;
+      while (stored + n < rows.length && (n === 0 || bytes + rows[stored + n]!.bytes <= limit)) bytes += rows[stored + n++]!.bytes;
+      const chunk = rows.slice(stored, stored + n);
+      try {
+        this.reserve({ insertRows: n, insertBytes: bytes, otherBytes: 400 });
+        this.db.transaction(() => {
+          for (const r of chunk) this.stmts.insert.run(r.boot, r.seq, r.rank, r.time, r.bytes, r.body);
+        })();
+      } catch (e) {
+        error = e;
+        break;
       }
-      if (head) this.stmts.setHead.run(head.boot, head.seq, head.hash);
-      if (signingKey) this.db.prepare(SET_SIGNING_KEY).run(signingKey);
-    })();
-    if (head) {
-      this.lastHead = head;
-      this.headBehind = false;
+      this.logicalBytes += bytes;
+      stored += n;
+      this.afterWrite();
     }
-    this.afterWrite();
+    const key = signingKey(stored);
+    if (head || key) {
+      try {
+        this.reserve({ otherBytes: 400 });
+        this.db.transaction(() => {
+          if (head) this.stmts.setHead.run(head.boot, head.seq, head.hash);
+          if (key) this.db.prepare(SET_SIGNING_KEY).run(key);
+        })();
+        this.afterWrite();
+        if (head) {
+          this.lastHead = head;
+          this.headBehind = false;
+          this.headCopy?.write(head);
+        }
+      } catch (e) {
+        error ??= e;
+      }
+    }
     this.durableId = this.lastId = (this.db.prepare("SELECT COALESCE(MAX(id), 0) FROM events").pluck().get() as number) ?? 0;
     this.idSeq = Math.max(this.idSeq, this.lastId);
-    if (head) this.headCopy?.write(head);
+    return error === undefined ? { stored } : { stored, error };
   }
 
   private setSync(mode: "NORMAL" | "FULL"): void {

@@ -4,11 +4,12 @@ import { closeSync, copyFileSync, existsSync, mkdirSync, openSync, readdirSync, 
 import { join } from "node:path";
 import Database from "better-sqlite3";
 import { Recorder } from "../../../agent/events/recorder";
+import { storedBodyHashOk } from "../../../agent/core/envelope";
 import type { EventDraft } from "../../../agent/core/events";
 import { incidentDrafts, openOutbox } from "../../../agent/outbox/open";
 import { scanPages } from "../../../agent/outbox/page-scan";
 import { salvage } from "../../../agent/outbox/salvage";
-import { Outbox, type Row } from "../../../agent/outbox/store";
+import { LOSS_RANK, Outbox, type Row } from "../../../agent/outbox/store";
 import { OutboxWatch } from "../../../agent/outbox/watch";
 import { silent, tempDir } from "../../helpers/fixture";
 
@@ -228,6 +229,73 @@ describe("salvage reads rows SQLite cannot reach", () => {
     if (o.incident?.kind === "damaged") expect(statSync(`${o.incident.moved_to}-wal`).size).toBeGreaterThan(300 * 400);
     expect(readdirSync(copy).filter((f) => f.endsWith(".kept"))).toEqual([]);
     o.outbox.close();
+  });
+
+  it("salvaged rows beyond what the new outbox can hold are named lost, not counted as recovered", () => {
+    const { path, head } = filled(join(t.dir, "budget"), 1500);
+    flip(path, 0, 100, true);
+    // A smaller budget than the damaged file had (the operator lowered buffer.max_bytes).
+    const o = openOutbox(path, 1 * MB, silent);
+    const { recovered, lost } = positions(o);
+    expect(recovered).toBeGreaterThan(0);
+    expect(recovered).toBeLessThan(head.seq + 1);
+    expect(o.outbox.stats().depth).toBe(recovered);
+    expect(recovered + lost).toBe(head.seq + 1);
+    o.outbox.close();
+  });
+
+  it.each(["pending", "committed"])("rows the outbox evicted (their loss record %s) are not brought back from freed pages", (state) => {
+    const dir = join(t.dir, `evicted-${state}`);
+    mkdirSync(dir, { recursive: true });
+    const path = join(dir, "outbox.db");
+    const outbox = new Outbox(path, 4 * MB);
+    const rec = recorderOn(outbox);
+    rec.start();
+    for (let i = 0; i < 6000; i++) {
+      rec.record(audit(i));
+      if (i % 200 === 0) rec.flush();
+    }
+    rec.flush();
+    if (state === "committed") rec.nameEvictions();
+    const pending = (outbox.db.prepare("SELECT ranges FROM loss_pending").pluck().all() as string[]).flatMap((r) => JSON.parse(r) as [number, number, number][]);
+    const named = (outbox.db.prepare("SELECT body FROM events WHERE rank = ?").pluck().all(LOSS_RANK) as string[]).flatMap((b) => (JSON.parse(b) as Body).ocsf.unmapped!.loss!.ranges);
+    expect(state === "committed" ? [pending.length, named.length > 0] : [pending.length > 0, named.length]).toEqual(state === "committed" ? [0, true] : [true, 0]);
+    const evicted = [...pending, ...named];
+    const head = outbox.head()!;
+    outbox.close();
+    const { pages, size } = interior(path);
+    for (const p of pages.slice(1)) flip(path, (p - 1) * size, size, true);
+    // Freed pages keep some of them: the page scan alone finds them.
+    const inRange = (seq: number) => evicted.some(([, from, to]) => seq >= from && seq <= to);
+    expect(scanPages(path, { end: Date.now() + 10_000 }).rows.some((r) => inRange(r.seq))).toBe(true);
+    const o = openOutbox(path, 4 * MB, silent);
+    const { recovered, lost } = positions(o);
+    const rows = o.outbox.readAfter(0, 100_000);
+    expect(rows.length).toBe(recovered);
+    expect(recovered).toBeGreaterThan(0);
+    expect(rows.filter((r) => inRange(r.seq))).toEqual([]);
+    expect(recovered + lost).toBe(head.seq + 1);
+    o.outbox.close();
+  });
+
+  it("random bytes written over the file's pages never make the page scan throw; what it returns verifies", () => {
+    const { path } = filled(join(t.dir, "random"), 300);
+    const whole = readFileSync(path);
+    let seed = 7;
+    const rnd = (n: number) => Math.floor(((seed = (seed * 1103515245 + 12345) & 0x7fffffff) / 0x80000000) * n);
+    let rows = 0;
+    for (let k = 0; k < 60; k++) {
+      const b = Buffer.from(whole);
+      for (let i = rnd(200); i >= 0; i--) b[rnd(b.length)] = rnd(256);
+      if (k % 3 === 0) b.fill(0, 0, 100);
+      const file = join(t.dir, "random", `copy-${k}.db`);
+      writeFileSync(file, k % 5 === 4 ? b.subarray(0, rnd(b.length)) : b);
+      const got = scanPages(file, { end: Date.now() + 10_000 });
+      for (const r of got.rows) expect(storedBodyHashOk(r.body)).toBe(true);
+      expect(new Set(got.rows.map((r) => `${r.boot}:${r.seq}`)).size).toBe(got.rows.length);
+      rows += got.rows.length;
+    }
+    expect(rows).toBeGreaterThan(0);
   });
 
   it("a row's record shape decides: an envelope in the quarantine table is not an event", () => {
