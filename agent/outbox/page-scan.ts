@@ -2,9 +2,8 @@ import { closeSync, fstatSync, openSync, readSync } from "node:fs";
 import { storedBodyHashOk } from "../core/envelope";
 import type { RawRow } from "./store";
 
-
 export interface PageScan {
-  /** `events` rows read straight from page images whose body passes its hash check, one per (boot, seq), in no particular order. */
+  /** `events` rows read from page images, bodies verified, one per (boot, seq), in no order. */
   rows: RawRow[];
   /** (boot, seq) of rows shaped like `events` rows that no image gave whole and verifying. */
   bad: [number, number][];
@@ -83,7 +82,8 @@ class PageSource {
     this.wal = tryOpen(`${file}-wal`);
     const head = this.read(this.db, 0, 100);
     const fromHeader = head?.subarray(0, 16).equals(MAGIC) ? sizeAt(head.readUInt16BE(16)) : undefined;
-    this.reserved = fromHeader ? head![20]! : 0;
+    // The file format wants 480 usable bytes at least: more reserved than that is no header's.
+    this.reserved = fromHeader && fromHeader - head![20]! >= 480 ? head![20]! : 0;
     const walHead = this.read(this.wal, 0, 32);
     if (walHead && WAL_MAGIC.includes(walHead.readUInt32BE(0))) {
       this.walSize = sizeAt(walHead.readUInt32BE(8)) ?? 0;
