@@ -21,8 +21,8 @@ import { extendRanges, isRange, mergeRanges, rangeCount } from "../core/seq-rang
  *   cut may lose the last of them but always leaves a gap-free prefix).
  * - Bounded by `max_bytes`, the database, WAL and -shm files together (see budget.ts): each write
  *   reserves the WAL frames it may append first (`reserve`), the database has a page limit.
- * - SD-card wear: a new outbox has 2 KiB pages and no index besides the ids; delivered rows are
- *   deleted in the next commit's transaction (or after 10 s), not in one of their own, all at
+ * - SD-card wear: a new outbox has 1 KiB pages and no index besides the ids; delivered rows are
+ *   deleted in the next commit's transaction (or after 60 s), not in one of their own, all at
  *   once when they are every row there is; `writes()` counts what was written.
  * - The chain head (boot, seq, hash) is the newest row's, committed with it; the `chain` table
  *   keeps it when a transaction deletes rows without adding any (see `head`).
@@ -115,7 +115,7 @@ CREATE TABLE IF NOT EXISTS signing_key (id INTEGER PRIMARY KEY CHECK (id = 1), f
 export const LOSS_RANK = EVENT_CLASSES.length;
 
 /** SQLite page size of a new outbox (bytes). */
-export const PAGE_SIZE = 2048;
+export const PAGE_SIZE = 1024;
 
 export class Outbox {
   db!: Database.Database;
@@ -170,10 +170,11 @@ export class Outbox {
       // -shm file, whose pages were dirtied by every commit and written back again and again
       // (SD-card wear). No other connection or process can open the file meanwhile.
       if (path !== ":memory:") this.db.pragma("locking_mode = EXCLUSIVE");
-      // A new outbox takes 2 KiB pages (an existing one keeps its own): a commit writes every
-      // page it touches whole (4 at least), so at a few events per commit 4 KiB pages write
-      // twice as much. 1 KiB pages write less still (a truncated file's rows
-      // under lost interior pages are read by salvage's page scan).
+      // A new outbox takes 1 KiB pages (an existing one keeps its own): a commit writes every
+      // page it touches whole, so a commit of one row (an audit record or a finding, each with
+      // its fsync) appends one 1 KiB frame where 2 KiB pages appended 2 and 4 KiB pages 4, and a
+      // 680 B row fills a 1 KiB page as well as two fill a 2 KiB one. Their deeper tree leaves
+      // more rows under each interior page: salvage reads the leaf pages directly (page-scan.ts).
       this.db.pragma(`page_size = ${PAGE_SIZE}`);
       this.db.pragma("journal_mode = WAL");
       this.db.pragma("synchronous = NORMAL");
@@ -536,10 +537,11 @@ export class Outbox {
    * What this outbox has written since it was opened: WAL frames (page + 24-byte header each)
    * and the distinct pages its checkpoints copied into the database file. `bytes` is their sum:
    * the outbox's share of SD-card wear (the kernel also writes file-system metadata).
+   * `checkpoint_frames`: how many frames the WAL holds before the outbox checkpoints it.
    */
-  writes(): { bytes: number; wal_bytes: number; checkpoint_bytes: number; commits: number; checkpoints: number; page_size: number } {
+  writes(): { bytes: number; wal_bytes: number; checkpoint_bytes: number; commits: number; checkpoints: number; page_size: number; checkpoint_frames: number } {
     const w = this.written;
-    return { bytes: w.wal_bytes + w.checkpoint_bytes, wal_bytes: w.wal_bytes, checkpoint_bytes: w.checkpoint_bytes, commits: w.commits, checkpoints: w.checkpoints, page_size: this.pageSize };
+    return { bytes: w.wal_bytes + w.checkpoint_bytes, wal_bytes: w.wal_bytes, checkpoint_bytes: w.checkpoint_bytes, commits: w.commits, checkpoints: w.checkpoints, page_size: this.pageSize, checkpoint_frames: this.checkpointFrames };
   }
 
   private walSeen = { salt: -1, frames: 0 };
