@@ -221,7 +221,11 @@ describe("fault: disk budget exhausted", () => {
     rt.recorder.flush();
     const records = () => account(h!.lines).problems.filter((p) => p.problem === "loss_record");
     const sentNamed = () => records().reduce((k, p) => k + ((p.sent_unacknowledged as { count: number } | null)?.count ?? 0), 0);
-    await until(() => sentNamed() > 0 && sentNamed() === rt.recorder.counters.evicted_sent, 60_000, "the loss records naming the sent rows at the SOC");
+    // A timeout says where it stood: what the SOC's loss records named as sent, against the gateway's count.
+    const stood = () => JSON.stringify({ named_sent: sentNamed(), evicted_sent: rt.recorder.counters.evicted_sent, counters: rt.recorder.counters, outbox: rt.outbox.stats(), records: records().map((p) => ({ record: p.record, count: p.count, sent_unacknowledged: p.sent_unacknowledged })) });
+    await until(() => sentNamed() > 0 && sentNamed() === rt.recorder.counters.evicted_sent, 60_000, "the loss records naming the sent rows at the SOC").catch((e: Error) => {
+      throw new Error(`${e.message}; ${stood()}`);
+    });
     // The dropped batch reaches the SOC now, after the records that named its rows.
     const copy = await mqttConnect(h.broker.url);
     await copy.publishAsync(`gatewarden/v1/${h.site.load().config.device.id}/events`, held!, { qos: 1 });
