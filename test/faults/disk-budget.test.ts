@@ -213,6 +213,9 @@ describe("fault: disk budget exhausted", () => {
     for (; n < 20; n++) rt.recorder.record(simulatedDraft(n));
     rt.recorder.flush();
     await until(() => held !== undefined, 10_000, "a batch dropped by the broker");
+    // Its rows stay in flight (never evicted) until the broker's acknowledgement reaches the
+    // gateway; the loop below fills the budget without yielding, so it waits for that first.
+    await until(() => rt.sink("upstream")!.inFlight().size === 0, 10_000, "the broker's acknowledgement of the dropped batch at the gateway");
     hold = false;
     for (; rt.recorder.counters.evicted < 500; n++) {
       rt.recorder.record(simulatedDraft(n));
