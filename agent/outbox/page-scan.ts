@@ -127,9 +127,7 @@ class PageSource {
   /** The newest image of page `n` (1-based) into `buf`; false when there is none. */
   page(n: number, buf: Buffer): boolean {
     const wal = this.size === this.walSize ? this.newest.get(n) : undefined;
-    if (wal !== undefined) return readSync(this.wal!, buf, 0, this.size, wal) === this.size;
-    if (n < 1 || n > this.count) return false;
-    return readSync(this.db!, buf, 0, this.size, (n - 1) * this.size) === this.size;
+    return wal !== undefined ? this.walImage(wal, buf) : this.filePage(n, buf);
   }
 
   /** The file's page `n` as it is in the file (not its WAL image). */

@@ -1,5 +1,6 @@
 import Database from "better-sqlite3";
 import { describeError } from "../core/errors";
+import { isRange, mergeRanges, type SeqRange } from "../core/seq-ranges";
 import { storedBodyHashOk, type Envelope } from "../core/envelope";
 import { keyAnnouncements } from "../keys/key-events";
 import { scanPages } from "./page-scan";
@@ -43,7 +44,7 @@ export function salvage(file: string, acked?: readonly [number, number]): Salvag
   const found = new Map<string, RawRow>();
   const bad = new Map<string, [number, number]>();
   const delivered = (b: number, s: number) => acked !== undefined && (b < acked[0] || (b === acked[0] && s <= acked[1]));
-  const pending: [number, number, number][] = [];
+  const pending: SeqRange[] = [];
   readBySql(file, out, Date.now() + DEADLINE_MS / 2, pending, (r) => {
     if (storedBodyHashOk(r.body)) found.set(`${r.boot}:${r.seq}`, r);
     else bad.set(`${r.boot}:${r.seq}`, [r.boot, r.seq]);
@@ -69,7 +70,7 @@ export function salvage(file: string, acked?: readonly [number, number]): Salvag
 }
 
 /** Whether a position is in `pending` or a range one of the loss records among `rows` named lost. */
-function namedLost(rows: readonly RawRow[], pending: readonly [number, number, number][]): (boot: number, seq: number) => boolean {
+function namedLost(rows: readonly RawRow[], pending: readonly SeqRange[]): (boot: number, seq: number) => boolean {
   const ranges = [...pending];
   for (const r of rows) {
     if (r.rank !== LOSS_RANK) continue;
@@ -80,14 +81,17 @@ function namedLost(rows: readonly RawRow[], pending: readonly [number, number, n
     }
   }
   const byBoot = new Map<number, [number, number][]>();
-  for (const [b, from, to] of ranges) byBoot.set(b, [...(byBoot.get(b) ?? []), [from, to]]);
+  for (const [b, from, to] of mergeRanges(ranges)) {
+    const list = byBoot.get(b) ?? [];
+    if (!list.length) byBoot.set(b, list);
+    list.push([from, to]);
+  }
   return (b, s) => byBoot.get(b)?.some(([from, to]) => s >= from && s <= to) ?? false;
 }
 
 /** The [boot, from, to] ranges in a loss record's or loss_pending's `ranges`. */
-function rangesIn(v: unknown): [number, number, number][] {
-  if (!Array.isArray(v)) return [];
-  return v.filter((g): g is [number, number, number] => Array.isArray(g) && g.length === 3 && g.every((x) => typeof x === "number"));
+function rangesIn(v: unknown): SeqRange[] {
+  return Array.isArray(v) ? v.filter(isRange) : [];
 }
 
 /** The fingerprint the last key rotation among `rows` announced, if any did. */
@@ -98,7 +102,7 @@ export function announcedKey(rows: readonly Pick<Row, "body">[]): string | undef
 }
 
 /** SQLite's pass: the chain head and the rows it can reach, each given to `row`. */
-function readBySql(file: string, out: Salvaged, end: number, pending: [number, number, number][], row: (r: RawRow) => void): void {
+function readBySql(file: string, out: Salvaged, end: number, pending: SeqRange[], row: (r: RawRow) => void): void {
   let db: Database.Database;
   try {
     db = new Database(file, { readonly: true, fileMustExist: true });
