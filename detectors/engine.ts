@@ -101,7 +101,13 @@ export class DetectionEngine implements ReadingSink {
     for (const [id, spec] of Object.entries(specs)) {
       // An intermittent load (street lighting, an EV charger) steps between idle and on by design.
       const stateful = explained.has(id) || spec.intermittent === true;
-      const disabled = [...this.options.disabled, ...(stateful ? STATE_DEPENDENT_OFF : []), ...(energy.has(id) ? ENERGY_PHYSICS_OFF : [])];
+      // Its idle spells have no bound (a charger unused over a holiday): a meter tree judges
+      // whether it counts when it should, so the frozen-sensor check is off for it.
+      const idleByDesign = spec.intermittent === true && energy.has(id);
+      const disabled = [
+        ...this.options.disabled, ...(stateful ? STATE_DEPENDENT_OFF : []), ...(energy.has(id) ? ENERGY_PHYSICS_OFF : []),
+        ...(idleByDesign ? (["stuck"] as const) : []),
+      ];
       this.perPoint.set(id, createSignalDetectors(id, spec, { utc_offset_min: offset, disabled }));
     }
     this.site = init.site ? new SiteDetector(init.site, (p) => init.site?.signals[p]?.kind ?? init.points[p]?.kind) : null;

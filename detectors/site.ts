@@ -364,6 +364,14 @@ class WindowResidual {
  */
 const WINDOW_KAPPA = 1;
 const WINDOW_H = 8;
+/**
+ * A meter tree's window lasts until the main meter has advanced this many times its counters'
+ * rounding (the rounding is then at most a tenth of what the window compares), or for this many
+ * `window_s` spans (see MeterIncrementCheck). Chosen on the feeder dev seeds with counters in
+ * whole kWh (5, 10 and 20 tried).
+ */
+const WINDOW_MIN_QUANTA = 10;
+const WINDOW_MAX_SPANS = 8;
 /** Normal windows before a window check may report. */
 const WINDOW_MIN_LEARNED = 24;
 
@@ -401,8 +409,22 @@ class MeterIncrementCheck implements Check {
       this.base = cur;
       return;
     }
-    if (ts - this.t0 >= this.m.window_s * 1000) this.closeWindow(cur, ts, emit === null);
+    if (this.windowDone(cur[0]! - this.base[0]!, ts - this.t0)) this.closeWindow(cur, ts, emit === null);
     if (emit !== null && this.open) emit({ ...this.open, ts });
+  }
+  /** Each counter's reading is off by up to one step at each end of a window: the sum's spread. */
+  private quantisation(): number {
+    return (this.res * (this.m.subs.length + 1)) / 2;
+  }
+  /**
+   * A window closes after `window_s` once the main meter has advanced WINDOW_MIN_QUANTA times
+   * what the counters' resolution blurs (else after WINDOW_MAX_SPANS windows' time): with
+   * counters in whole kWh a 15-minute window is mostly rounding, and an 8 kW bypass would stay
+   * inside it window after window.
+   */
+  private windowDone(dMain: number, ms: number): boolean {
+    const span = this.m.window_s * 1000;
+    return ms >= span && (Math.abs(dMain) >= WINDOW_MIN_QUANTA * this.quantisation() || ms >= WINDOW_MAX_SPANS * span);
   }
   private closeWindow(cur: number[], ts: number, training: boolean): void {
     const dMain = cur[0]! - this.base[0]!;
@@ -417,7 +439,7 @@ class MeterIncrementCheck implements Check {
     const md = this.model;
     const expected = md.predict(x);
     // Quantisation: each counter's reading is off by up to one step at each end of the window.
-    const sd = Math.max(md.dev * 1.25, (this.res * (this.m.subs.length + 1)) / 2, (Math.abs(dMain) * this.m.tolerance_pct) / 100 / 4, this.m.tolerance_abs / 4, 1e-9);
+    const sd = Math.max(md.dev * 1.25, this.quantisation(), (Math.abs(dMain) * this.m.tolerance_pct) / 100 / 4, this.m.tolerance_abs / 4, 1e-9);
     const z = Math.max(-10, Math.min(10, (y - expected) / sd));
     if (training || md.n < WINDOW_MIN_LEARNED) {
       md.learn(x, y);
@@ -584,7 +606,19 @@ class EnergyPowerCheck implements Check {
   private integral = 0;
   private lastP: number | null = null;
   private lastTs = 0;
+  /** Typical interval between readings, ms (0: not yet seen). */
+  private dt = 0;
   private readonly model = new WindowResidual(2);
+  /**
+   * The power readings are samples of a load that changes between them, so the energy summed
+   * from them misses what happened in between: more when the readings moved a lot (an evening
+   * ramp, appliances switching, readings every few minutes) than on a steady night. A window's
+   * spread therefore has a part in proportion to its `moves` (the sum of |change of power| x
+   * interval between readings): mean moves per window, and mean |residual| / (moves + that mean).
+   */
+  private moves = 0;
+  private meanMoves = 0;
+  private moveDev = 0;
   private open: Omit<Finding, "ts"> | null = null;
   constructor(private readonly p: SiteConfig["power"][number], private readonly energy: string, private readonly resE: number) {
     this.key = `energy_power:${energy}`;
@@ -598,16 +632,23 @@ class EnergyPowerCheck implements Check {
       if (emit !== null && this.open) emit({ ...this.open, ts });
       return;
     }
-    if (this.t0 === null || ts < this.t0 || E < this.e0 - this.resE || this.lastP === null) {
+    // A reading that did not come (a missed poll) leaves an interval the summed power can only
+    // guess at: the window starts afresh after it, as after an unknown stretch.
+    const gap = this.lastP === null ? 0 : ts - this.lastTs;
+    const missed = this.dt > 0 && gap > 1.5 * this.dt;
+    if (gap > 0) this.dt = this.dt === 0 ? gap : this.dt + 0.05 * (Math.min(gap, 4 * this.dt) - this.dt);
+    if (this.t0 === null || ts < this.t0 || E < this.e0 - this.resE || this.lastP === null || missed) {
       this.t0 = ts;
       this.e0 = E;
       this.integral = 0;
+      this.moves = 0;
       this.lastP = P;
       this.lastTs = ts;
       return;
     }
     // Readings average over the interval that ends at their time stamp.
     this.integral += P * ((ts - this.lastTs) / 3_600_000) * this.p.energy_per_power_hour;
+    this.moves += Math.abs(P - this.lastP) * ((ts - this.lastTs) / 3_600_000) * Math.abs(this.p.energy_per_power_hour);
     this.lastP = P;
     this.lastTs = ts;
     if (ts - this.t0 >= this.p.window_s * 1000) this.closeWindow(E, ts, emit === null);
@@ -616,6 +657,8 @@ class EnergyPowerCheck implements Check {
   private closeWindow(E: number, ts: number, training: boolean): void {
     const dE = E - this.e0;
     const fromP = this.integral;
+    const moves = this.moves;
+    this.moves = 0;
     const minutes = Math.round((ts - this.t0!) / 60_000);
     this.t0 = ts;
     this.e0 = E;
@@ -623,17 +666,17 @@ class EnergyPowerCheck implements Check {
     const x = [fromP, minutes / 60];
     const md = this.model;
     const expected = md.predict(x);
-    const sd = Math.max(md.dev * 1.25, this.resE, 1e-9);
+    const sd = Math.max(md.dev * 1.25, this.moveDev * 1.25 * (moves + this.meanMoves), this.resE, 1e-9);
     const z = Math.max(-10, Math.min(10, (dE - expected) / sd));
     if (training || md.n < WINDOW_MIN_LEARNED) {
-      md.learn(x, dE);
+      this.learn(x, dE, expected, moves);
       return;
     }
     md.advance(z);
     const score = Math.max(md.sp, md.sn) / WINDOW_H;
     if (score <= 1) {
       this.open = null;
-      if (Math.abs(z) < 3) md.learn(x, dE);
+      if (Math.abs(z) < 3) this.learn(x, dE, expected, moves);
       return;
     }
     this.open = {
@@ -643,14 +686,36 @@ class EnergyPowerCheck implements Check {
         `(normally ${fmt(expected)} +/- ${fmt(sd)}): the power readings or the counter are false (replayed, frozen or altered)`,
     };
   }
+  private learn(x: number[], dE: number, expected: number, moves: number): void {
+    const md = this.model;
+    const w = Math.max(1 / (md.n + 1), 0.01);
+    const scale = moves + this.meanMoves;
+    if (md.n > 0 && scale > 0) {
+      const rel = Math.abs(dE - expected) / scale;
+      this.moveDev += w * (Math.min(rel, md.n > 20 ? 4 * this.moveDev : Infinity) - this.moveDev);
+    }
+    this.meanMoves += w * (moves - this.meanMoves);
+    md.learn(x, dE);
+  }
   save(): number[] {
-    return this.model.save();
+    return [...this.model.save(), this.meanMoves, this.moveDev];
   }
   load(s: number[]): void {
     this.open = null;
     this.t0 = null;
     this.lastP = null;
-    if (s.length) this.model.load(s);
+    if (!s.length) return;
+    // Snapshots from before the spread of moves hold the model alone: that part is learned afresh.
+    const k = s.length - 2;
+    if (k === this.model.save().length) {
+      this.model.load(s.slice(0, k));
+      this.meanMoves = s[k]!;
+      this.moveDev = s[k + 1]!;
+    } else {
+      this.model.load(s);
+      this.meanMoves = 0;
+      this.moveDev = 0;
+    }
   }
 }
 

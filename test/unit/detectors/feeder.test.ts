@@ -5,6 +5,7 @@
  */
 import { describe, expect, it } from "vitest";
 import { ATTACK_KINDS, HELDOUT_SEEDS, simulateFeeder, type FeederOptions } from "../../sim/feeder";
+import { simulateVariant, type FeederVariant } from "../../sim/feeder-variants";
 import { detectFeeder, FEEDER_SITE } from "../../sim/run-feeder";
 import { addScores, figures, type EventScore } from "../../sim/score";
 
@@ -21,6 +22,11 @@ function flagged(o: FeederOptions, seed = 7): string[] {
 describe("feeder: ordinary operation raises no incident", () => {
   it("a quiet feeder (intermittent lighting and EV counters, idle most of the day)", () => {
     expect(flagged({})).toEqual([]);
+  });
+  it("an EV charger idle for longer than any idle spell of a short (3-day) learning history", () => {
+    // The meter tree judges whether an intermittent load's meter counts when it should; how long
+    // it stays idle has no bound (seed 10: idle for at most 25 h while learning, then for 61 h).
+    expect(flagged({ learnDays: 3, days: 10 }, 10)).toEqual([]);
   });
   it.each([30, 90])("a sub-meter exchanged after %d min offline (its counter restarts near 0)", (offline) => {
     expect(flagged({ scenario: [{ kind: "exchange", meter: "SHOP_kWh", at: LEARN + 1440 + 600, offline }] })).toEqual([]);
@@ -50,6 +56,27 @@ describe("feeder: each attack is found", () => {
     const a = run.attacks[0]!;
     const hits = r.lines.filter((l) => l.detector === "replay");
     expect(hits.length, a.what).toBeGreaterThan(0);
+  });
+});
+
+describe("feeder: recorded as other feeders and gateways record it", () => {
+  const quiet = (variant: FeederVariant, seed = 7): string[] => {
+    const { run, site } = simulateVariant(seed, variant, short({}));
+    return detectFeeder(run, { site }).flags.flatMap((f, i) => (f === null ? [] : [`${i}:${f}`]));
+  };
+  it("power read every 5 min: no incident (the summed power misses more in the evening ramp than at night)", () => {
+    expect(quiet("every-5-min")).toEqual([]);
+  });
+  it("readings that never arrive: no incident (a window with a missed poll starts afresh)", () => {
+    expect(quiet("missed-polls")).toEqual([]);
+  });
+  it("sub-meters counting whole kWh: a bypass ahead of them is found", () => {
+    const { run, site } = simulateVariant(11, "whole-kwh", { learnDays: 7, days: 14, attacks: ["bypass"] });
+    const r = detectFeeder(run, { site });
+    const a = run.attacks[0]!;
+    const inside = r.flags.slice(a.from - run.split, a.to - run.split + 1).findIndex((f) => f !== null);
+    expect(inside, a.what).toBeGreaterThanOrEqual(0);
+    expect(quiet("whole-kwh")).toEqual([]);
   });
 });
 
