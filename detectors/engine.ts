@@ -462,7 +462,8 @@ function explainedPoints(site: SiteConfig | undefined): Set<string> {
 }
 
 /** Every point of a power relation or meter tree. */
-function energyPhysicsPoints(site: SiteConfig | undefined): Set<string> {
+/** Points of a meter tree or power relation: the physics judges their readings. */
+export function energyPhysicsPoints(site: SiteConfig | undefined): Set<string> {
   const s = new Set<string>();
   if (!site) return s;
   for (const m of site.meters) [m.main, ...m.subs].forEach((p) => s.add(p));

@@ -1,8 +1,8 @@
 /**
  * What the offline CLI infers from a CSV without a site file: each column's kind (from its values
  * and common SCADA tag names), its resolution and on/off behaviour, state/flow pairs (`S_x` with
- * `F_x`) as pump-state-versus-flow relations, and a meter tree when one counter advances as much
- * as the others together. `gatewarden detect --propose-site` prints it as a site file for the
+ * `F_x`) as pump-state-versus-flow relations, a meter tree when one counter advances as much
+ * as the others together, and a power relation when a column reads the phases' V x I x PF. `gatewarden detect --propose-site` prints it as a site file for the
  * engineer to correct; it is never a bundled site picked by column names.
  */
 import { stringify } from "yaml";
@@ -44,6 +44,11 @@ function counterLike(vals: readonly number[]): boolean {
   return up > 10 && down <= Math.max(1, up * 0.001);
 }
 
+function neverBackwards(vals: readonly number[]): boolean {
+  for (let i = 1; i < vals.length; i++) if (vals[i]! < vals[i - 1]!) return false;
+  return vals.length > 1;
+}
+
 /**
  * The register's resolution: the decimal step every reading is a multiple of (a counter with one
  * decimal: 0.1), but never more than the smallest non-zero step between consecutive readings.
@@ -75,6 +80,9 @@ function idleShare(vals: readonly number[], counter: boolean): number {
   return idle / vals.length;
 }
 
+/** Kinds whose register resolution the checks use (counter steps; the rounding of V x A x PF). */
+const RESOLVED = new Set<SignalKind>(["energy_counter", "voltage", "current", "power_factor", "power"]);
+
 export interface InferredSignal extends SignalSpec {
   resolution?: number | undefined;
   intermittent?: boolean | undefined;
@@ -91,7 +99,9 @@ export function inferSignals(table: CsvTable, history?: CsvTable): Record<string
     const binary = isBinary(vals);
     if (kind === "state" && !binary) kind = "generic";
     const counter = counterLike(vals);
-    if (kind === "energy_counter" && !counter) kind = "generic";
+    // A counter its name announces may have stood still all through a short history (an EV
+    // charger unused for three days): it stays a counter unless it went backwards.
+    if (kind === "energy_counter" && !counter && !neverBackwards(vals)) kind = "generic";
     if (kind === "generic" && binary) kind = "state";
     if (kind === "generic" && counter) kind = "energy_counter";
     if (kind === "state") {
@@ -100,7 +110,7 @@ export function inferSignals(table: CsvTable, history?: CsvTable): Record<string
     }
     const spec: InferredSignal = { kind };
     const res = resolution(vals);
-    if (res !== undefined && kind === "energy_counter") spec.resolution = res;
+    if (res !== undefined && RESOLVED.has(kind)) spec.resolution = res;
     const idle = idleShare(vals, kind === "energy_counter");
     if (kind !== "generic" && idle >= (kind === "energy_counter" ? 0.5 : 0.3)) spec.intermittent = true;
     out[name] = spec;
@@ -146,11 +156,125 @@ export function inferSite(table: CsvTable, history?: CsvTable): SiteConfig {
       meters.push({ main, subs: rest.map(([c]) => c), tolerance_pct: 3, tolerance_abs: 0, window_s: 900 });
     }
   }
+  const power = inferPower(src, signals, counters);
   const sig: SiteConfig["signals"] = {};
   for (const [id, s] of Object.entries(signals)) {
     sig[id] = { kind: s.kind, intermittent: s.intermittent ?? false, ...(s.range ? { range: s.range } : {}), ...(s.resolution ? { resolution: s.resolution } : {}) };
   }
-  return { name: "inferred", utc_offset_min: 0, signals: sig, tanks: {}, relations, meters, power: [] };
+  return { name: "inferred", utc_offset_min: 0, signals: sig, tanks: {}, relations, meters, power };
+}
+
+/** A column's phase: its name without the kind's tag (V_L1, I_L1 and PF_L1 are phase L1). */
+function phaseOf(name: string): string {
+  return name.replace(/^(V|U|I|PF|COSPHI)([_-]|(?=L\d))/i, "").toUpperCase();
+}
+
+/** Median and median absolute deviation of the finite values. */
+function medianMad(xs: number[]): [number, number] {
+  const sorted = xs.filter(Number.isFinite).sort((a, b) => a - b);
+  if (!sorted.length) return [Number.NaN, Number.NaN];
+  const med = sorted[sorted.length >> 1]!;
+  const dev = sorted.map((x) => Math.abs(x - med)).sort((a, b) => a - b);
+  return [med, dev[dev.length >> 1]!];
+}
+
+/** A factor within 5 % of a power of ten is that power of ten (0.001 for W to kW); else 3 digits. */
+function tidyFactor(f: number): number {
+  const ten = 10 ** Math.round(Math.log10(f));
+  return Math.abs(f / ten - 1) <= 0.05 ? ten : Number(f.toPrecision(3));
+}
+
+/** Relative spread a power column may have around sum(V x I x PF) times its factor to be taken for that power. */
+const POWER_MATCH = 0.02;
+/** Relative spread of a counter's advance around the summed power for it to be that meter's energy. */
+const ENERGY_MATCH = 0.05;
+
+/**
+ * A power relation when the voltage, current and power factor columns pair up by phase and a
+ * column reads their summed product times one factor (its median ratio, with half its readings
+ * within POWER_MATCH of it): the meter's active power. The numbers decide, not the power column's
+ * name. An energy counter whose advance over 15-minute windows matches that power summed over the
+ * window (within ENERGY_MATCH) is the same meter's energy. The power column's kind becomes `power`.
+ */
+function inferPower(t: CsvTable, signals: Record<string, InferredSignal>, counters: readonly string[]): SiteConfig["power"] {
+  const col = (c: string): Float64Array | undefined => {
+    const k = t.columns.indexOf(c);
+    return k < 0 ? undefined : t.values[k];
+  };
+  const ofKind = (k: string): string[] => t.columns.filter((c) => signals[c]?.kind === k);
+  type Phase = { v: string; i: string; pf?: string };
+  const phases: Phase[] = [];
+  for (const v of ofKind("voltage")) {
+    const i = ofKind("current").find((c) => phaseOf(c) === phaseOf(v));
+    if (!i) continue;
+    const pf = ofKind("power_factor").find((c) => phaseOf(c) === phaseOf(v));
+    phases.push({ v, i, ...(pf ? { pf } : {}) });
+  }
+  const withPf = phases.filter((p) => p.pf !== undefined);
+  const use: Phase[] = withPf.length === phases.length ? phases : phases.map(({ v, i }) => ({ v, i }));
+  if (!use.length || use.length > 3) return [];
+  const n = t.ts.length;
+  const product = new Float64Array(n);
+  for (let r = 0; r < n; r++) {
+    let sum = 0;
+    for (const p of use) sum += col(p.v)![r]! * col(p.i)![r]! * (p.pf ? col(p.pf)![r]! : 1);
+    product[r] = sum;
+  }
+  const taken = new Set(use.flatMap((p) => [p.v, p.i, ...(p.pf ? [p.pf] : [])]));
+  let best: { c: string; factor: number; spread: number } | null = null;
+  for (const c of t.columns) {
+    const kind = signals[c]?.kind;
+    if (taken.has(c) || kind === "state" || kind === "energy_counter") continue;
+    const v = col(c)!;
+    const ratios: number[] = [];
+    for (let r = 0; r < n; r++) if (product[r]! > 0 && Number.isFinite(v[r]!)) ratios.push(v[r]! / product[r]!);
+    if (ratios.length < Math.max(30, n / 2)) continue;
+    const [med, mad] = medianMad(ratios);
+    if (!(med > 0) || mad / med > POWER_MATCH) continue;
+    if (best === null || mad / med < best.spread) best = { c, factor: med, spread: mad / med };
+  }
+  if (best === null) return [];
+  const res = resolution(finite(col(best.c)!));
+  signals[best.c] = { kind: "power", ...(res !== undefined ? { resolution: res } : {}) };
+  const relation: SiteConfig["power"][number] = {
+    power: best.c, voltage: use.map((p) => p.v), current: use.map((p) => p.i),
+    ...(use[0]!.pf ? { power_factor: use.map((p) => p.pf!) } : {}),
+    phases: 1, scale: tidyFactor(best.factor), tolerance_pct: 0, energy_per_power_hour: 1, window_s: 900,
+  };
+  const energy = energyOf(t, col(best.c)!, counters.map((c) => [c, col(c)!] as const));
+  if (energy) Object.assign(relation, { energy: energy.c, energy_per_power_hour: tidyFactor(energy.factor) });
+  return [relation];
+}
+
+/** The counter whose advance over 15-minute windows is the power summed over them (readings average over the interval that ends at their time). */
+function energyOf(t: CsvTable, p: Float64Array, counters: readonly (readonly [string, Float64Array])[]): { c: string; factor: number } | null {
+  let best: { c: string; factor: number; spread: number } | null = null;
+  for (const [c, e] of counters) {
+    const ratios: number[] = [];
+    let t0 = -1;
+    let sum = 0;
+    for (let r = 1; r < t.ts.length; r++) {
+      if (!Number.isFinite(e[r]!) || !Number.isFinite(p[r]!) || !Number.isFinite(e[r - 1]!)) {
+        t0 = -1;
+        continue;
+      }
+      if (t0 < 0) {
+        t0 = r - 1;
+        sum = 0;
+      }
+      sum += (p[r]! * (t.ts[r]! - t.ts[r - 1]!)) / 3_600_000;
+      if (t.ts[r]! - t.ts[t0]! < 900_000) continue;
+      const d = e[r]! - e[t0]!;
+      if (sum > 0 && d > 0) ratios.push(d / sum);
+      t0 = r;
+      sum = 0;
+    }
+    if (ratios.length < 10) continue;
+    const [med, mad] = medianMad(ratios);
+    if (!(med > 0) || mad / med > ENERGY_MATCH) continue;
+    if (best === null || mad / med < best.spread) best = { c, factor: med, spread: mad / med };
+  }
+  return best;
 }
 
 /** The inferred site as a site file for the engineer to correct. */
@@ -161,6 +285,7 @@ export function proposeSiteYaml(site: SiteConfig, source: string): string {
     signals: Object.fromEntries(Object.entries(site.signals).map(([k, s]) => [k, s.intermittent ? s : (({ intermittent: _i, ...r }) => r)(s)])),
     ...(site.relations.length ? { relations: site.relations } : {}),
     ...(site.meters.length ? { meters: site.meters } : {}),
+    ...(site.power.length ? { power: site.power } : {}),
   };
   return `# Proposed by gatewarden detect --propose-site. Correct it, then pass it with --site.\n${stringify(plain)}`;
 }

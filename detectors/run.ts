@@ -9,7 +9,7 @@ import { formatIssues } from "../agent/core/issues";
 import type { EventDraft } from "../agent/core/events";
 import { csvWarnings, readCsv, type CsvTable } from "./csv";
 import { fmt } from "./detector";
-import { DetectionEngine } from "./engine";
+import { DetectionEngine, energyPhysicsPoints } from "./engine";
 import type { GroupShiftOptions } from "./group-shift";
 import type { EngineOptionsInput } from "./engine-options";
 import { inferSite, proposeSiteYaml } from "./infer";
@@ -75,14 +75,16 @@ export function runDetectTables(
   if (o.site) {
     site = readSite(o.site, input);
     siteSource = o.site;
-  } else if (inferred.relations.length + inferred.meters.length > 0) {
+  } else if (inferred.relations.length + inferred.meters.length + inferred.power.length > 0) {
     site = inferred;
-    siteSource = `inferred: ${inferred.relations.length} state/flow pairs, ${inferred.meters.length} meter trees (see --propose-site)`;
+    siteSource = `inferred: ${inferred.relations.length} state/flow pairs, ${inferred.meters.length} meter trees, ${inferred.power.length} power relations (see --propose-site)`;
   }
   const events: EventDraft[] = [];
   const points = inferSignalsOf(inferred);
-  // Without physics from a site file, the file's measured signals form one multivariate group.
-  const measured = Object.entries(points).filter(([, p]) => p.kind !== "state" && p.kind !== "energy_counter").map(([id]) => id);
+  // Without physics from a site file, the file's measured signals form one multivariate group,
+  // but for those an inferred meter tree or power relation judges (as a site file's would).
+  const physics = energyPhysicsPoints(site);
+  const measured = Object.entries(points).filter(([id, p]) => p.kind !== "state" && p.kind !== "energy_counter" && !physics.has(id)).map(([id]) => id);
   const groups = o.site ? undefined : { [input.file.replace(/^.*[\\/]/, "")]: measured };
   const engine = new DetectionEngine({
     points, site, groups, groupOptions: o.group, options: o.engine ?? {},

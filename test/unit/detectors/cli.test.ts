@@ -60,7 +60,7 @@ describe("detect", () => {
     const input = file("input.csv", `timestamp,S_P1,F_P1\n${rows(200, (i) => (i % 20 < 10 ? `1,${i >= 160 && i < 170 ? 5 : 50 + Math.sin(i)}` : "0,0"), Date.UTC(2024, 0, 2))}\n`);
     const out: string[] = [];
     const s = runDetect({ input, learn }, (l) => out.push(l));
-    expect(s.site).toBe("inferred: 1 state/flow pairs, 0 meter trees (see --propose-site)");
+    expect(s.site).toBe("inferred: 1 state/flow pairs, 0 meter trees, 0 power relations (see --propose-site)");
     const flagged = out.map((l) => JSON.parse(l) as { ts: string; signal: string; detector: string; score: number; reason: string });
     expect(flagged.length).toBeGreaterThan(0);
     expect(flagged[0]).toMatchObject({ ts: "2024-01-02 02:40:00", signal: "F_P1", detector: "state_vs_flow" });
@@ -124,8 +124,40 @@ describe("detect --propose-site", () => {
       expect(site.signals.I_L2!.kind).toBe("current");
       expect(site.signals.PF_L3!.kind).toBe("power_factor");
       expect(site.meters).toEqual([expect.objectContaining({ main: "E_MAIN", subs: expect.arrayContaining(["HOUSES_kWh", "SHOP_kWh", "LAMPS_kWh", "EV_kWh"]) })]);
+      // The power relation, found by the numbers: P_MAIN reads the phases' V x A x PF / 1000, and
+      // E_MAIN counts what it sums to. P_MAIN is power (its name alone would say pressure).
+      expect(site.signals.P_MAIN).toMatchObject({ kind: "power", resolution: 0.01 });
+      expect(site.signals.V_L1).toMatchObject({ resolution: 0.1 });
+      expect(site.power).toEqual([expect.objectContaining({
+        power: "P_MAIN", voltage: ["V_L1", "V_L2", "V_L3"], current: ["I_L1", "I_L2", "I_L3"], power_factor: ["PF_L1", "PF_L2", "PF_L3"],
+        scale: 0.001, energy: "E_MAIN", energy_per_power_hour: 1,
+      })]);
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
+  });
+  it("finds no power relation when no column reads V x A x PF, and keeps a named counter that stood still", async () => {
+    const { simulateFeeder } = await import("../../sim/feeder");
+    const { inferSite } = await import("../../../detectors/infer");
+    const run = simulateFeeder(3, { learnDays: 3, days: 4, attacks: [], ordinary: false });
+    const n = run.split;
+    const shuffled = Float64Array.from({ length: n }, (_, i) => run.values.P_MAIN[(i * 7919) % n]!);
+    const still = new Float64Array(n).fill(812.4);
+    const columns = [...run.columns];
+    const values = columns.map((c) => (c === "P_MAIN" ? shuffled : c === "EV_kWh" ? still : run.values[c].slice(0, n)));
+    const ts = run.ts.slice(0, n);
+    const site = inferSite({ file: "learn.csv", columns, ts, tsText: ts.map(String), values });
+    expect(site.power).toEqual([]);
+    expect(site.signals.EV_kWh).toMatchObject({ kind: "energy_counter", intermittent: true });
+    expect(site.meters[0]?.subs).toContain("EV_kWh");
+  });
+});
+
+describe("detect without a site file on a feeder", () => {
+  it("a quiet feeder after three days of learning raises no incident (the inferred site judges V, I, PF and P)", async () => {
+    const { simulateFeeder } = await import("../../sim/feeder");
+    const { detectFeeder } = await import("../../sim/run-feeder");
+    const run = simulateFeeder(7, { learnDays: 3, days: 10, attacks: [], ordinary: false });
+    expect(detectFeeder(run, {}).lines.map((l) => `${l.ts} ${l.signal}:${l.detector}`)).toEqual([]);
   });
 });
