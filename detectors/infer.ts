@@ -190,17 +190,15 @@ const POWER_MATCH = 0.02;
 const ENERGY_MATCH = 0.05;
 
 /**
- * A power relation when the voltage, current and power factor columns pair up by phase and a
- * column reads their summed product times one factor (its median ratio, with half its readings
- * within POWER_MATCH of it): the meter's active power. The numbers decide, not the power column's
- * name. An energy counter whose advance over 15-minute windows matches that power summed over the
- * window (within ENERGY_MATCH) is the same meter's energy. The power column's kind becomes `power`.
+ * Power relations when the voltage, current and power factor columns pair up by phase and a
+ * column reads their product times one factor (its median ratio, with half its readings within
+ * POWER_MATCH of it): the product summed over the phases (a meter's total active power) or one
+ * phase's (per-phase power). The numbers decide, not the power column's name. An energy counter
+ * whose advance over 15-minute windows matches the total power summed over the window (within
+ * ENERGY_MATCH) is the same meter's energy. The power columns' kind becomes `power`.
  */
 function inferPower(t: CsvTable, signals: Record<string, InferredSignal>, counters: readonly string[]): SiteConfig["power"] {
-  const col = (c: string): Float64Array | undefined => {
-    const k = t.columns.indexOf(c);
-    return k < 0 ? undefined : t.values[k];
-  };
+  const col = (c: string): Float64Array => t.values[t.columns.indexOf(c)]!;
   const ofKind = (k: string): string[] => t.columns.filter((c) => signals[c]?.kind === k);
   type Phase = { v: string; i: string; pf?: string };
   const phases: Phase[] = [];
@@ -214,36 +212,57 @@ function inferPower(t: CsvTable, signals: Record<string, InferredSignal>, counte
   const use: Phase[] = withPf.length === phases.length ? phases : phases.map(({ v, i }) => ({ v, i }));
   if (!use.length || use.length > 3) return [];
   const n = t.ts.length;
-  const product = new Float64Array(n);
-  for (let r = 0; r < n; r++) {
-    let sum = 0;
-    for (const p of use) sum += col(p.v)![r]! * col(p.i)![r]! * (p.pf ? col(p.pf)![r]! : 1);
-    product[r] = sum;
-  }
+  const productOf = (ps: readonly Phase[]): Float64Array => {
+    const out = new Float64Array(n);
+    for (let r = 0; r < n; r++) for (const p of ps) out[r]! += col(p.v)[r]! * col(p.i)[r]! * (p.pf ? col(p.pf)[r]! : 1);
+    return out;
+  };
   const taken = new Set(use.flatMap((p) => [p.v, p.i, ...(p.pf ? [p.pf] : [])]));
-  let best: { c: string; factor: number; spread: number } | null = null;
+  // Targets: the product summed over the phases, and each phase's own (with more than one phase).
+  const targets: Phase[][] = [use, ...(use.length > 1 ? use.map((p) => [p]) : [])];
+  const products = targets.map(productOf);
+  /** How closely column `c` reads `product` times one factor: [factor, relative spread], or null. */
+  const match = (c: string, product: Float64Array): [number, number] | null => {
+    const v = col(c);
+    const ratios: number[] = [];
+    for (let r = 0; r < n; r++) if (product[r]! > 0 && Number.isFinite(v[r]!)) ratios.push(v[r]! / product[r]!);
+    if (ratios.length < Math.max(30, n / 2)) return null;
+    const [med, mad] = medianMad(ratios);
+    return med > 0 && mad / med <= POWER_MATCH ? [med, mad / med] : null;
+  };
+  // Each column goes to the target it reads most closely (on a balanced feeder one phase's power
+  // is nearly a share of the total too), and each target to its closest column.
+  const chosen = new Map<number, { c: string; factor: number; spread: number }>();
   for (const c of t.columns) {
     const kind = signals[c]?.kind;
     if (taken.has(c) || kind === "state" || kind === "energy_counter") continue;
-    const v = col(c)!;
-    const ratios: number[] = [];
-    for (let r = 0; r < n; r++) if (product[r]! > 0 && Number.isFinite(v[r]!)) ratios.push(v[r]! / product[r]!);
-    if (ratios.length < Math.max(30, n / 2)) continue;
-    const [med, mad] = medianMad(ratios);
-    if (!(med > 0) || mad / med > POWER_MATCH) continue;
-    if (best === null || mad / med < best.spread) best = { c, factor: med, spread: mad / med };
+    let best: { k: number; factor: number; spread: number } | null = null;
+    products.forEach((product, k) => {
+      const m = match(c, product);
+      if (m && (best === null || m[1] < best.spread)) best = { k, factor: m[0], spread: m[1] };
+    });
+    if (best === null) continue;
+    const { k, factor, spread } = best;
+    const held = chosen.get(k);
+    if (!held || spread < held.spread) chosen.set(k, { c, factor, spread });
   }
-  if (best === null) return [];
-  const res = resolution(finite(col(best.c)!));
-  signals[best.c] = { kind: "power", ...(res !== undefined ? { resolution: res } : {}) };
-  const relation: SiteConfig["power"][number] = {
-    power: best.c, voltage: use.map((p) => p.v), current: use.map((p) => p.i),
-    ...(use[0]!.pf ? { power_factor: use.map((p) => p.pf!) } : {}),
-    phases: 1, scale: tidyFactor(best.factor), tolerance_pct: 0, energy_per_power_hour: 1, window_s: 900,
-  };
-  const energy = energyOf(t, col(best.c)!, counters.map((c) => [c, col(c)!] as const));
-  if (energy) Object.assign(relation, { energy: energy.c, energy_per_power_hour: tidyFactor(energy.factor) });
-  return [relation];
+  const out: SiteConfig["power"] = [];
+  for (const [k, power] of [...chosen].sort((a, b) => a[0] - b[0])) {
+    const ps = targets[k]!;
+    const res = resolution(finite(col(power.c)));
+    signals[power.c] = { kind: "power", ...(res !== undefined ? { resolution: res } : {}) };
+    const relation: SiteConfig["power"][number] = {
+      power: power.c, voltage: ps.map((p) => p.v), current: ps.map((p) => p.i),
+      ...(ps[0]!.pf ? { power_factor: ps.map((p) => p.pf!) } : {}),
+      phases: 1, scale: tidyFactor(power.factor), tolerance_pct: 0, energy_per_power_hour: 1, window_s: 900,
+    };
+    if (k === 0) {
+      const energy = energyOf(t, col(power.c), counters.map((c) => [c, col(c)] as const));
+      if (energy) Object.assign(relation, { energy: energy.c, energy_per_power_hour: tidyFactor(energy.factor) });
+    }
+    out.push(relation);
+  }
+  return out;
 }
 
 /** The counter whose advance over 15-minute windows is the power summed over them (readings average over the interval that ends at their time). */

@@ -151,6 +151,24 @@ describe("detect --propose-site", () => {
     expect(site.signals.EV_kWh).toMatchObject({ kind: "energy_counter", intermittent: true });
     expect(site.meters[0]?.subs).toContain("EV_kWh");
   });
+  it("finds per-phase power relations when each phase has its own power column", async () => {
+    const { simulateFeeder } = await import("../../sim/feeder");
+    const { inferSite } = await import("../../../detectors/infer");
+    const run = simulateFeeder(3, { learnDays: 3, days: 4, attacks: [], ordinary: false });
+    const n = run.split;
+    const phase = (k: 1 | 2 | 3): Float64Array => Float64Array.from({ length: n }, (_, i) =>
+      Math.round(run.values[`V_L${k}`][i]! * run.values[`I_L${k}`][i]! * run.values[`PF_L${k}`][i]!) / 1000);
+    const columns = [...run.columns.filter((c) => c !== "P_MAIN"), "P_L1", "P_L2", "P_L3"];
+    const values = columns.map((c) => (c.startsWith("P_L") ? phase(Number(c.slice(3)) as 1 | 2 | 3) : run.values[c as "E_MAIN"].slice(0, n)));
+    const ts = run.ts.slice(0, n);
+    const site = inferSite({ file: "learn.csv", columns, ts, tsText: ts.map(String), values });
+    expect(site.power.map((p) => [p.power, p.voltage, p.current, p.power_factor, p.scale])).toEqual([
+      ["P_L1", ["V_L1"], ["I_L1"], ["PF_L1"], 0.001],
+      ["P_L2", ["V_L2"], ["I_L2"], ["PF_L2"], 0.001],
+      ["P_L3", ["V_L3"], ["I_L3"], ["PF_L3"], 0.001],
+    ]);
+    expect(site.signals.P_L2!.kind).toBe("power");
+  });
 });
 
 describe("detect without a site file on a feeder", () => {
