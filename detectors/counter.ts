@@ -37,6 +37,9 @@ const NEW_METER_SHARE = 0.01;
  * been seen moving there is no learned limit. Rates are taken over at least the typical reading
  * interval and allow one resolution step, so a quantised counter's single step is never a jump.
  *
+ * A register wraps at its configured `rollover_at`, else at the next power of ten (an N-digit
+ * display) when the wrapped increase is one the counter could have made.
+ *
  * A meter exchanged while offline comes back near zero: that re-baselines (exchanges are routine
  * work); inside a maintenance window, or when the counter's reset register announces the reset,
  * the engine suppresses the finding (marked `reset`) and the counter is followed from its new
@@ -60,9 +63,10 @@ export class CounterDetector extends BaseDetector<State> {
     if (prev === null || prevTs === null) return;
     let d = r.value - prev;
     const roll = this.opts.rollover_at;
-    if (d < 0 && roll !== undefined && prev > 0.9 * roll && r.value < 0.1 * roll) d += roll;
     const typical = this.clock.dt > 0 ? this.clock.dt : r.ts - prevTs;
     const gap = r.ts - prevTs;
+    if (d < 0 && roll !== undefined && prev > 0.9 * roll && r.value < 0.1 * roll) d += roll;
+    else if (d < 0 && roll === undefined) d += this.decimalWrap(prev, r.value, Math.max(gap, typical, 1) / 1000);
     if (d !== 0 && this.opts.resolution === undefined) {
       const a = Math.abs(d);
       if (this.res === 0 || a < this.res) this.res = a;
@@ -101,6 +105,22 @@ export class CounterDetector extends BaseDetector<State> {
     }
     // Over a gap the rate is an average: it cannot show a higher peak than the shortest steps did.
     if (gap <= 2 * typical && rate > this.peak) this.peak = rate;
+  }
+  /**
+   * Without a configured `rollover_at`, a register that shows N digits wraps at 10^N: a step from
+   * within 1 % of the next power of ten to within 1 % of 0 whose wrapped increase the counter
+   * could have made (at most the jump limit over the interval, one step allowed) is that wrap,
+   * not a reset. Returns what to add to the step (0: no wrap). A reset from anywhere else, or one
+   * the rate could not explain, stays a finding.
+   */
+  private decimalWrap(prev: number, value: number, seconds: number): number {
+    if (!(prev > 0) || value < 0) return 0;
+    const wrap = 10 ** Math.ceil(Math.log10(prev));
+    if (prev < 0.99 * wrap || value > 0.01 * wrap) return 0;
+    // The jump rule's limit: none learned until the counter has been seen moving faster than one
+    // step per reading (then the 1 % bands alone decide).
+    const limit = this.opts.max_rate_per_s ?? (this.peak > 0 ? (this.opts.factor ?? 4) * this.peak : Number.POSITIVE_INFINITY);
+    return value + wrap - prev <= limit * seconds + 1.01 * this.res ? wrap : 0;
   }
   protected override onGap(): void {
     // Time continues; the next step is judged against the outage rules above.

@@ -11,13 +11,16 @@
  * - `every-5-min`: one reading every five minutes, learning history included.
  * - `missed-polls`: 0.5 % of the live readings never arrive, and one two-hour stretch is missing.
  * - `jittered`: each reading stamped 0-19 s late.
+ * - `wrapping-registers`: the counters show five digits before the decimals and wrap to 0 at
+ *   100,000 kWh once in the live part (those never exchanged or set back in the run; the site
+ *   file does not say so).
  */
 import { fileURLToPath } from "node:url";
 import { prng } from "../helpers/prng";
 import { simulateFeeder, type FeederColumn, type FeederOptions, type FeederRun } from "./feeder";
 import { FEEDER_SITE } from "./run-feeder";
 
-export const FEEDER_VARIANTS = ["learn-3d", "whole-kwh", "sampled-power", "every-5-min", "missed-polls", "jittered"] as const;
+export const FEEDER_VARIANTS = ["learn-3d", "whole-kwh", "sampled-power", "every-5-min", "missed-polls", "jittered", "wrapping-registers"] as const;
 export type FeederVariant = (typeof FEEDER_VARIANTS)[number];
 
 /** The site file an engineer writes for the feeder with whole-kWh sub-meters. */
@@ -75,5 +78,28 @@ export function simulateVariant(seed: number, variant: FeederVariant, o: FeederO
     case "jittered":
       run.ts = run.ts.map((t, i) => (i === 0 ? t : t + Math.floor(rnd() * 20) * 1000));
       return { run, site: FEEDER_SITE };
+    case "wrapping-registers": {
+      const WRAP = 100_000;
+      for (const c of ["E_MAIN", ...SUBS] as const) {
+        const v = run.values[c];
+        // A register that was exchanged or set back in this run keeps its readings (its new
+        // meter starts near 0 anyway).
+        let last = Number.NEGATIVE_INFINITY;
+        let monotone = true;
+        for (const x of v) {
+          if (Number.isNaN(x)) continue;
+          if (x < last) monotone = false;
+          last = x;
+        }
+        const at = run.split + Math.floor(rnd() * (run.ts.length - run.split));
+        let k = at;
+        while (k < v.length && Number.isNaN(v[k]!)) k++;
+        if (!monotone || k >= v.length) continue;
+        const steps = c === "E_MAIN" ? 100 : 10; // per kWh: 0.01 and 0.1 kWh registers
+        const offset = WRAP - v[k]!;
+        run.values[c] = map(v, (x) => Math.floor(((x + offset) % WRAP) * steps + 1e-6) / steps);
+      }
+      return { run, site: FEEDER_SITE };
+    }
   }
 }

@@ -174,6 +174,18 @@ describe("counter sanity", () => {
     const { at } = feed(new CounterDetector("e", { rollover_at: 65536, max_rate_per_s: 100 }), readings([65500, 65530, 20, 50]));
     expect(at).toEqual([]);
   });
+  it("takes a step from just below a power of ten to just above 0 for the display's wrap, when the rate explains it", () => {
+    // Six digits with one decimal: 99,999.x wraps to 0.x. No rollover_at is configured.
+    const vals = Array.from({ length: 60 }, (_, i) => Math.round((99_988 + i * 0.3 + (i % 2) * 0.1) * 10) / 10);
+    const wrapped = vals.map((v) => (v >= 100_000 ? Math.round((v - 100_000) * 10) / 10 : v));
+    expect(feed(new CounterDetector("e"), readings(wrapped)).at).toEqual([]);
+    // A drop to 900 is no wrap: the counter could not have advanced 900 in one interval.
+    expect(feed(new CounterDetector("e"), readings([...vals.slice(0, 30), 900, 900.3])).at).toEqual([30]);
+    // Nor is a drop from 2 % below the power of ten.
+    expect(feed(new CounterDetector("e"), readings([...vals.slice(0, 20).map((v) => v - 2000), 0.4, 0.7])).at).toEqual([20]);
+    // And a drop from elsewhere to near 0 (the 5252 to 0.05) stays a finding.
+    expect(feed(new CounterDetector("e"), readings([5250, 5251, 5252, 0.05, 0.1])).at).toEqual([3]);
+  });
 });
 
 describe("replay", () => {
