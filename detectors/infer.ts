@@ -16,9 +16,9 @@ const PREFIX: [RegExp, SignalKind][] = [
   [/^(F|FT|FLOW|Q)[_-]/i, "flow"],
   [/^(P|PT|PRESS|PRESSURE)[_-]/i, "pressure"],
   [/^(S|ST|STATUS|STATE)[_-]/i, "state"],
-  [/^(V|U)_L\d/i, "voltage"],
-  [/^I_L\d/i, "current"],
-  [/^(PF|COSPHI)([_-]|$)/i, "power_factor"],
+  [/^(V|U|VOLTS?|VOLTAGE)[_-]?(L?[1-3]|[ABC]|[RST])N?([_-]|$)/i, "voltage"],
+  [/^(I|AMPS?|CURR|CURRENT)[_-]?(L?[1-3]|[ABC]|[RST])([_-]|$)/i, "current"],
+  [/^(PF|COS_?PHI|POWER_?FACTOR)([_-]|$|L?[1-3]$|[ABC]$)/i, "power_factor"],
   [/^(KW|W)_|_KW$/i, "power"],
   [/(kwh|energy|counter|totali[sz]er)/i, "energy_counter"],
 ];
@@ -164,9 +164,13 @@ export function inferSite(table: CsvTable, history?: CsvTable): SiteConfig {
   return { name: "inferred", utc_offset_min: 0, signals: sig, tanks: {}, relations, meters, power };
 }
 
-/** A column's phase: its name without the kind's tag (V_L1, I_L1 and PF_L1 are phase L1). */
+/** A column's phase: its name without the kind's tag (V_L1, I_L1 and PF_L1 are phase 1; VOLTAGE_A and COSPHI_A phase A). */
 function phaseOf(name: string): string {
-  return name.replace(/^(V|U|I|PF|COSPHI)([_-]|(?=L\d))/i, "").toUpperCase();
+  return name
+    .replace(/^(VOLTAGE|VOLTS?|CURRENT|CURR|AMPS?|POWER_?FACTOR|COS_?PHI|PF|V|U|I)[_-]?/i, "")
+    .toUpperCase()
+    .replace(/^L(?=[1-3])/, "")
+    .replace(/^([1-3ABCRST])N(?=$|[_-])/, "$1");
 }
 
 /** Median and median absolute deviation of the finite values. */

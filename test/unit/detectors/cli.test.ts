@@ -151,6 +151,25 @@ describe("detect --propose-site", () => {
     expect(site.signals.EV_kWh).toMatchObject({ kind: "energy_counter", intermittent: true });
     expect(site.meters[0]?.subs).toContain("EV_kWh");
   });
+  it("pairs phases by other common tag names (VOLTAGE_A, CURRENT_A, COSPHI_A)", async () => {
+    const { simulateFeeder } = await import("../../sim/feeder");
+    const { inferSite } = await import("../../../detectors/infer");
+    const run = simulateFeeder(3, { learnDays: 3, days: 4, attacks: [], ordinary: false });
+    const n = run.split;
+    const rename: Record<string, string> = {
+      V_L1: "VOLTAGE_A", V_L2: "VOLTAGE_B", V_L3: "VOLTAGE_C", I_L1: "CURRENT_A", I_L2: "CURRENT_B", I_L3: "CURRENT_C",
+      PF_L1: "COSPHI_A", PF_L2: "COSPHI_B", PF_L3: "COSPHI_C", P_MAIN: "P_TOTAL", E_MAIN: "ENERGY_TOTAL",
+    };
+    const columns = run.columns.map((c) => rename[c] ?? c);
+    const ts = run.ts.slice(0, n);
+    const site = inferSite({ file: "learn.csv", columns, ts, tsText: ts.map(String), values: run.columns.map((c) => run.values[c].slice(0, n)) });
+    expect(site.signals.VOLTAGE_B!.kind).toBe("voltage");
+    expect(site.signals.CURRENT_C!.kind).toBe("current");
+    expect(site.power).toEqual([expect.objectContaining({
+      power: "P_TOTAL", voltage: ["VOLTAGE_A", "VOLTAGE_B", "VOLTAGE_C"], current: ["CURRENT_A", "CURRENT_B", "CURRENT_C"],
+      power_factor: ["COSPHI_A", "COSPHI_B", "COSPHI_C"], scale: 0.001, energy: "ENERGY_TOTAL",
+    })]);
+  });
   it("finds per-phase power relations when each phase has its own power column", async () => {
     const { simulateFeeder } = await import("../../sim/feeder");
     const { inferSite } = await import("../../../detectors/infer");
