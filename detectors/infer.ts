@@ -190,6 +190,8 @@ function tidyFactor(f: number): number {
 
 /** Relative spread a power column may have around sum(V x I x PF) times its factor to be taken for that power. */
 const POWER_MATCH = 0.02;
+/** Rows of the learning history a power column's match is judged on (evenly spread). */
+const MATCH_ROWS = 20_000;
 /** Relative spread of a counter's advance around the summed power for it to be that meter's energy. */
 const ENERGY_MATCH = 0.05;
 
@@ -229,8 +231,11 @@ function inferPower(t: CsvTable, signals: Record<string, InferredSignal>, counte
   const match = (c: string, product: Float64Array): [number, number] | null => {
     const v = col(c);
     const ratios: number[] = [];
-    for (let r = 0; r < n; r++) if (product[r]! > 0 && Number.isFinite(v[r]!)) ratios.push(v[r]! / product[r]!);
-    if (ratios.length < Math.max(30, n / 2)) return null;
+    // At most MATCH_ROWS rows, evenly spread (a year at one reading a minute is 525,600).
+    const stride = Math.max(1, Math.ceil(n / MATCH_ROWS));
+    let rows = 0;
+    for (let r = 0; r < n; r += stride, rows++) if (product[r]! > 0 && Number.isFinite(v[r]!)) ratios.push(v[r]! / product[r]!);
+    if (ratios.length < Math.max(30, rows / 2)) return null;
     const [med, mad] = medianMad(ratios);
     return med > 0 && mad / med <= POWER_MATCH ? [med, mad / med] : null;
   };
