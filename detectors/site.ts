@@ -298,11 +298,11 @@ class WindowResidual {
   }
   /**
    * Advances the CUSUM pair by one standardised residual. While alarming, a window back within
-   * half a spread of normal is the end of the evidence: the sums restart (hysteresis is the
+   * WINDOW_END spreads of normal is the end of the evidence: the sums restart (hysteresis is the
    * incident's close_after).
    */
   advance(z: number): void {
-    if (Math.max(this.sp, this.sn) > WINDOW_H && Math.abs(z) < 0.5) {
+    if (Math.max(this.sp, this.sn) > WINDOW_H && Math.abs(z) < WINDOW_END) {
       this.sp = this.sn = 0;
       return;
     }
@@ -364,6 +364,12 @@ class WindowResidual {
  */
 const WINDOW_KAPPA = 1;
 const WINDOW_H = 8;
+/**
+ * While alarming, a window back within this many learned spreads of normal ends the evidence.
+ * Chosen on the feeder dev seeds and their variants (0.5 before: after an attack the sums then
+ * decayed by half a spread a window, and with whole-kWh counters the alarm outlasted it by hours).
+ */
+const WINDOW_END = 1;
 /**
  * A meter tree's window lasts until the main meter has advanced this many times its counters'
  * rounding (the rounding is then at most a tenth of what the window compares), or for this many
