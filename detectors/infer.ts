@@ -2,8 +2,9 @@
  * What the offline CLI infers from a CSV without a site file: each column's kind (from its values
  * and common SCADA tag names), its resolution and on/off behaviour, state/flow pairs (`S_x` with
  * `F_x`) as pump-state-versus-flow relations, a meter tree when one counter advances as much
- * as the others together, and a power relation when a column reads the phases' V x I x PF. `gatewarden detect --propose-site` prints it as a site file for the
- * engineer to correct; it is never a bundled site picked by column names.
+ * as the others together, and power relations when a column reads the phases' V x I x PF.
+ * `gatewarden detect --propose-site` prints it as a site file for the engineer to correct; it is
+ * never a bundled site picked by column names.
  */
 import { stringify } from "yaml";
 import type { CsvTable } from "./csv";
