@@ -68,13 +68,28 @@ function resolution(vals: readonly number[]): number | undefined {
   return Number(Math.min(r, 10 ** -dec).toPrecision(3));
 }
 
-/** Share of readings (or, for a counter, of steps) at rest. */
+/**
+ * Share of readings at rest; for a counter, share of windows in which it did not move, each window
+ * 4 times its median interval between moves: a coarse register on a load that never stops (a
+ * shop's whole-kWh meter moving every 5-10 readings) is not idle between its steps, while a street
+ * lighting or EV charger counter stands still for hours.
+ */
 function idleShare(vals: readonly number[], counter: boolean): number {
   if (vals.length < 2) return 0;
   let idle = 0;
   if (counter) {
-    for (let i = 1; i < vals.length; i++) if (vals[i] === vals[i - 1]) idle++;
-    return idle / (vals.length - 1);
+    const moves: number[] = [];
+    for (let i = 1; i < vals.length; i++) if (vals[i] !== vals[i - 1]) moves.push(i);
+    if (moves.length < 2) return 1;
+    const gaps = moves.slice(1).map((m, k) => m - moves[k]!).sort((a, b) => a - b);
+    const span = Math.max(2, 4 * gaps[gaps.length >> 1]!);
+    let windows = 0;
+    let m = 0;
+    for (let a = 1; a + span <= vals.length; a += span, windows++) {
+      while (m < moves.length && moves[m]! < a) m++;
+      if (m >= moves.length || moves[m]! >= a + span) idle++;
+    }
+    return windows ? idle / windows : 1;
   }
   const hi = Math.max(...vals.map(Math.abs));
   for (const v of vals) if (Math.abs(v) <= 0.02 * hi) idle++;

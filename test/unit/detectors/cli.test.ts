@@ -151,6 +151,19 @@ describe("detect --propose-site", () => {
     expect(site.signals.EV_kWh).toMatchObject({ kind: "energy_counter", intermittent: true });
     expect(site.meters[0]?.subs).toContain("EV_kWh");
   });
+  it("tells a coarse counter on a load that never stops from an intermittent one", async () => {
+    // Whole-kWh registers: the shop's counter stands still between steps most readings, but moves
+    // every few windows all day; the lighting circuit's stands still all day.
+    const { simulateVariant } = await import("../../sim/feeder-variants");
+    const { inferSite } = await import("../../../detectors/infer");
+    const { run } = simulateVariant(3, "whole-kwh", { learnDays: 3, days: 4, attacks: [], ordinary: false });
+    const n = run.split;
+    const ts = run.ts.slice(0, n);
+    const site = inferSite({ file: "learn.csv", columns: [...run.columns], ts, tsText: ts.map(String), values: run.columns.map((c) => run.values[c].slice(0, n)) });
+    expect(site.signals.SHOP_kWh).toMatchObject({ kind: "energy_counter", resolution: 1, intermittent: false });
+    expect(site.signals.HOUSES_kWh!.intermittent).toBe(false);
+    expect(site.signals.LAMPS_kWh!.intermittent).toBe(true);
+  });
   it("pairs phases by other common tag names (VOLTAGE_A, CURRENT_A, COSPHI_A)", async () => {
     const { simulateFeeder } = await import("../../sim/feeder");
     const { inferSite } = await import("../../../detectors/infer");
