@@ -93,7 +93,7 @@ export class CounterDetector extends BaseDetector<State> {
     const excess = d - this.res;
     const rate = excess > 0.01 * this.res + 1e-12 ? excess / dt : 0;
     const hard = this.opts.max_rate_per_s;
-    const limit = hard ?? (this.peak > 0 ? (this.opts.factor ?? 4) * this.peak : Number.POSITIVE_INFINITY);
+    const limit = this.jumpLimit();
     if (emit !== null && rate > limit) {
       emit({
         point: r.point, detector: "counter", ts: r.ts, score: rate / limit, observed: r.value,
@@ -117,10 +117,12 @@ export class CounterDetector extends BaseDetector<State> {
     if (!(prev > 0) || value < 0) return 0;
     const wrap = 10 ** Math.ceil(Math.log10(prev));
     if (prev < 0.99 * wrap || value > 0.01 * wrap) return 0;
-    // The jump rule's limit: none learned until the counter has been seen moving faster than one
-    // step per reading (then the 1 % bands alone decide).
-    const limit = this.opts.max_rate_per_s ?? (this.peak > 0 ? (this.opts.factor ?? 4) * this.peak : Number.POSITIVE_INFINITY);
-    return value + wrap - prev <= limit * seconds + 1.01 * this.res ? wrap : 0;
+    // Without a limit (never seen moving faster than one step per reading) the 1 % bands alone decide.
+    return value + wrap - prev <= this.jumpLimit() * seconds + 1.01 * this.res ? wrap : 0;
+  }
+  /** Largest rate per second: the configured maximum, else `factor` x the peak seen (none until it has moved). */
+  private jumpLimit(): number {
+    return this.opts.max_rate_per_s ?? (this.peak > 0 ? (this.opts.factor ?? 4) * this.peak : Number.POSITIVE_INFINITY);
   }
   protected override onGap(): void {
     // Time continues; the next step is judged against the outage rules above.

@@ -281,6 +281,14 @@ class RelationCheck implements Check {
  * the spread are learned from normal history (and from live windows that raise nothing), so
  * losses, auxiliaries and meter gain errors become a learned tolerance, not a guess.
  */
+/**
+ * One step of a window model's spread: the mean |x|, a running mean over its first 100 windows,
+ * then exponential, each value capped at 4 times the spread once 20 are in.
+ */
+function trackMeanAbs(dev: number, x: number, n: number): number {
+  return dev + Math.max(1 / (n + 1), 0.01) * (Math.min(Math.abs(x), n > 20 ? 4 * dev : Infinity) - dev);
+}
+
 class WindowResidual {
   /** Normal equations of the exponentially weighted least squares fit (k features). */
   private readonly xtx: Float64Array;
@@ -316,9 +324,7 @@ class WindowResidual {
   }
   /** Learns from a normal window. */
   learn(x: readonly number[], y: number): void {
-    const res = y - this.predict(x);
-    const w = Math.max(1 / (this.n + 1), 0.01);
-    if (this.n > 0) this.dev += w * (Math.min(Math.abs(res), this.n > 20 ? 4 * this.dev : Infinity) - this.dev);
+    if (this.n > 0) this.dev = trackMeanAbs(this.dev, y - this.predict(x), this.n);
     const k = this.k;
     for (let i = 0; i < k; i++) {
       this.xty[i] = this.forget * this.xty[i]! + x[i]! * y;
@@ -517,6 +523,9 @@ class MeterCheck implements Check {
   load(): void {}
 }
 
+/** Half a register step relative to the value it rounds (0 without a step). */
+const half = (x: number, step: number): number => (step > 0 && x !== 0 ? step / 2 / Math.abs(x) : 0);
+
 const list = (x: string | string[] | undefined): string[] => (x === undefined ? [] : Array.isArray(x) ? x : [x]);
 
 /**
@@ -535,13 +544,16 @@ class PowerCheck implements Check {
   private n = 0;
   private sp = 0;
   private sn = 0;
+  /** Register steps of each phase's V, A and PF (0: none given). */
+  private readonly steps: { v: number; a: number; pf: number }[];
   /** Relative rounding of the latest V x A x PF (from the readings' resolutions). */
   private rounding = 0;
-  constructor(private readonly p: SiteConfig["power"][number], private readonly resP: number, private readonly res: (point: string) => number = () => 0) {
+  constructor(private readonly p: SiteConfig["power"][number], private readonly resP: number, res: (point: string) => number = () => 0) {
     this.key = `power:${p.power}`;
     this.V = list(p.voltage);
     this.I = list(p.current);
     this.PF = list(p.power_factor);
+    this.steps = this.V.map((v, k) => ({ v: res(v), a: res(this.I[k]!), pf: this.PF.length ? res(this.PF[k]!) : 0 }));
   }
   /**
    * V x A x PF summed over the phases, and (in `rounding`) how far its readings' rounding can move
@@ -559,8 +571,8 @@ class PowerCheck implements Check {
       if (v === undefined || a === undefined || pf === undefined) return undefined;
       const term = v * a * pf;
       e += term;
-      const half = (x: number, step: number): number => (step > 0 && x !== 0 ? step / 2 / Math.abs(x) : 0);
-      r += Math.abs(term) * (half(v, this.res(this.V[k]!)) + half(a, this.res(this.I[k]!)) + (this.PF.length ? half(pf, this.res(this.PF[k]!)) : 0));
+      const st = this.steps[k]!;
+      r += Math.abs(term) * (half(v, st.v) + half(a, st.a) + half(pf, st.pf));
     }
     this.rounding = e !== 0 ? r / Math.abs(e) : 0;
     return e * (this.p.phases === 3 && this.V.length === 1 ? Math.sqrt(3) : 1) * this.p.scale;
@@ -707,13 +719,9 @@ class EnergyPowerCheck implements Check {
   }
   private learn(x: number[], dE: number, expected: number, moves: number): void {
     const md = this.model;
-    const w = Math.max(1 / (md.n + 1), 0.01);
     const scale = moves + this.meanMoves;
-    if (md.n > 0 && scale > 0) {
-      const rel = Math.abs(dE - expected) / scale;
-      this.moveDev += w * (Math.min(rel, md.n > 20 ? 4 * this.moveDev : Infinity) - this.moveDev);
-    }
-    this.meanMoves += w * (moves - this.meanMoves);
+    if (md.n > 0 && scale > 0) this.moveDev = trackMeanAbs(this.moveDev, (dE - expected) / scale, md.n);
+    this.meanMoves += Math.max(1 / (md.n + 1), 0.01) * (moves - this.meanMoves);
     md.learn(x, dE);
   }
   save(): number[] {
