@@ -8,6 +8,7 @@ import { intersectRanges, rangeCount } from "../core/seq-ranges";
 import { finishEnvelope, GENESIS_HASH, prepareEnvelope, type Envelope, type Prepared, type UnsignedEnvelope } from "../core/envelope";
 import { InlineSigner, type BatchSigner } from "./signer";
 import { shapeOcsf } from "./ocsf";
+import { fitDraft, MAX_EVENT_BYTES } from "./fit";
 import { OcsfClass } from "../core/events";
 import { CLASS_RANK, EVENT_CLASSES, type EventClass, type EventDraft, type EventSink } from "../core/events";
 import type { ChainHead } from "../outbox/store";
@@ -81,7 +82,9 @@ export class Recorder implements EventSink {
   /** The current full-outbox episode: warned about once when it starts, summed up when it ends. */
   private episode: { since: number; evicted: Map<EventClass, number>; sent: number; sinceTick: number; timer: NodeJS.Timeout } | undefined;
   /** `evicted_sent`: of the evicted rows, those that had been sent (the SOC may hold them). */
-  readonly counters = { recorded: 0, committed: 0, invalid: 0, evicted: 0, evicted_sent: 0, dropped: 0, commit_errors: 0 };
+  readonly counters = { recorded: 0, committed: 0, invalid: 0, truncated: 0, evicted: 0, evicted_sent: 0, dropped: 0, commit_errors: 0 };
+  /** When an event over the size bound was last logged (ms, `now()`; the counter counts every one). */
+  private truncatedLoggedAt = Number.NEGATIVE_INFINITY;
   lastError: string | undefined;
 
   private signer: BatchSigner;
@@ -313,10 +316,18 @@ export class Recorder implements EventSink {
     try {
       this.signer.begin();
       const prepared: Prepared[] = [];
+      const maxEvent = this.maxEventBytes;
       const add = (d: EventDraft) => {
         let p: Prepared;
         try {
           p = this.build(d);
+          const chars = p.head.length + p.mid.length + p.tail.length;
+          if (chars > maxEvent / 3 && Buffer.byteLength(p.head) + Buffer.byteLength(p.mid) + Buffer.byteLength(p.tail) > maxEvent) {
+            // Over the size bound of one event: built again with its largest values removed.
+            this.seq = p.u.seq - 1;
+            this.prev = p.u.prev;
+            p = this.build(this.fit(d, maxEvent));
+          }
         } catch (e) {
           // A body JSON cannot carry (NaN, a function, a cycle...): recorded as such, never dropped.
           this.counters.invalid++;
@@ -364,6 +375,30 @@ export class Recorder implements EventSink {
       this.signer.finish(); // ends the batch cleanly; its signatures are not used
       throw e;
     }
+  }
+
+  /**
+   * The largest envelope one event may take: `MAX_EVENT_BYTES`, and never more than one commit
+   * may write within the WAL's share of `buffer.max_bytes` (16 KiB at the smallest budget).
+   */
+  get maxEventBytes(): number {
+    return Math.min(MAX_EVENT_BYTES, this.o.outbox.maxCommitBytes);
+  }
+
+  /** An event over the size bound, with its largest values removed; counted, logged at most once a minute. */
+  private fit(d: EventDraft, limit: number): EventDraft {
+    const draft = fitDraft(d, limit);
+    this.counters.truncated++;
+    const now = this.now();
+    if (now - this.truncatedLoggedAt >= 60_000) {
+      this.truncatedLoggedAt = now;
+      const note = (draft.ocsf.unmapped as { truncated?: { original_bytes: number; removed: string[] } } | undefined)?.truncated;
+      this.o.log.warn(
+        { class: d.class, class_uid: d.ocsf.class_uid, original_bytes: note?.original_bytes, removed: note?.removed, truncated_total: this.counters.truncated },
+        `An event was larger than one event may be (${limit} bytes); recorded with its largest values removed (unmapped.truncated names them).`,
+      );
+    }
+    return draft;
   }
 
   /** Hashes the next envelope and advances the chain (rolled back by the caller on failure). */

@@ -78,7 +78,7 @@ export class MqttForwarder implements Sink {
   private readonly sealer: BatchSealer;
   private readonly topic: string;
   readonly out = new RateMeter();
-  readonly counters = { messages: 0, events: 0, bytes: 0, rejected: 0, quarantined: 0, reconnects: 0 };
+  readonly counters = { messages: 0, events: 0, bytes: 0, rejected: 0, too_large: 0, quarantined: 0, reconnects: 0 };
   private unsubscribe: (() => void) | undefined;
   /** Why the broker cannot be reached, at warn: once per cause, and a reminder while it lasts. */
   private readonly causes: CauseLog;
@@ -331,6 +331,15 @@ export class MqttForwarder implements Sink {
         (z) => {
           if (this.client !== client || !this.inflight.has(tok)) return; // connection gone: replayed later
           const payload = this.sealer.sealCompressed({ device: this.o.device, from: [first.boot, first.seq], to: [last.boot, last.seq], count: batch.length, ...(resend ? { resend: true as const } : {}) }, z);
+          if (payload.length + this.topic.length + 16 > this.maxPacket) {
+            // One event alone larger than the broker takes: sent, it would only get the
+            // connection closed (0x95), again after every reconnect. Parked and reported instead.
+            this.inflight.delete(tok);
+            for (const id of ids) this.inflightIds.delete(id);
+            this.tooLarge(ids, payload.length, first, last);
+            this.pump();
+            return;
+          }
           this.publish(client, tok, ids, rowBytes, payload, first, last);
         },
         (e: unknown) => {
@@ -410,29 +419,43 @@ export class MqttForwarder implements Sink {
 
   private reject(ids: number[], rc: number, message: string, first: RawRow, last: RawRow): void {
     this.counters.rejected++;
+    this.park(ids, `PUBACK 0x${rc.toString(16)} ${message}`, first, last, {
+      message: `The SOC broker rejected ${ids.length} event(s) (reason code 0x${rc.toString(16)}: ${message}); they are parked and retried every ${this.o.upstream.parked_retry_ms} ms`,
+      unmapped: { error_type: "upstream_rejected", stage: "sending", reason_code: rc },
+    });
+  }
+
+  /** A batch (of one event: `takeBatch` bounds the others) whose message is larger than the broker's maximum packet. */
+  private tooLarge(ids: number[], bytes: number, first: RawRow, last: RawRow): void {
+    this.counters.too_large++;
+    const why = `its message is ${bytes} bytes, more than the broker takes (${this.maxPacket} bytes: upstream.max_message_bytes or the broker's maximum packet size)`;
+    this.park(ids, `not sent: ${why}`, first, last, {
+      message: `${ids.length === 1 ? `Event ${first.boot}:${first.seq} was` : `${ids.length} events (${first.boot}:${first.seq} to ${last.boot}:${last.seq}) were`} not sent: ${why}; parked and retried every ${this.o.upstream.parked_retry_ms} ms (raise the broker's limit to deliver it)`,
+      unmapped: { error_type: "upstream_too_large", stage: "sending", message_bytes: bytes, max_packet_bytes: this.maxPacket },
+    });
+  }
+
+  /** Parks rows the broker did not take and reports them once, when first parked. */
+  private park(ids: number[], reason: string, first: RawRow, last: RawRow, report: { message: string; unmapped: Record<string, unknown> }): void {
     let fresh: number;
     try {
-      fresh = this.o.outbox.park(ids, `PUBACK 0x${rc.toString(16)} ${message}`, Date.now());
+      fresh = this.o.outbox.park(ids, reason, Date.now());
     } catch (e) {
       // Not parked: the rows stay eligible and go again after the next reconnect.
-      this.storageFailed(e, "parking a rejected batch");
+      this.storageFailed(e, "parking a batch the broker did not take");
       fresh = ids.length;
     }
-    // A retry rejected again is not news: one event per batch when it is first parked.
+    const range = { from: [first.boot, first.seq], to: [last.boot, last.seq] };
+    // A retry refused again is not news: one event per batch when it is first parked.
     if (fresh === 0) {
-      this.o.log.warn({ reason_code: rc, from: [first.boot, first.seq], to: [last.boot, last.seq] }, "A parked batch was rejected again; it stays parked.");
+      this.o.log.warn({ reason, ...range }, "A parked batch was refused again; it stays parked.");
       return;
     }
-    this.o.log.error({ reason_code: rc, from: [first.boot, first.seq], to: [last.boot, last.seq] }, "The broker rejected a batch; parked it and moving on.");
+    this.o.log.error({ reason, ...range }, "The broker did not take a batch; parked it and moving on.");
     this.o.recorder.record({
       class: "system",
       severity: 4,
-      ocsf: {
-        class_uid: OcsfClass.ApplicationLifecycle,
-        activity_id: 99,
-        message: `The SOC broker rejected ${ids.length} event(s) (reason code 0x${rc.toString(16)}: ${message}); they are parked and retried every ${this.o.upstream.parked_retry_ms} ms`,
-        unmapped: { error_type: "upstream_rejected", stage: "sending", reason_code: rc, from: [first.boot, first.seq], to: [last.boot, last.seq] },
-      },
+      ocsf: { class_uid: OcsfClass.ApplicationLifecycle, activity_id: 99, message: report.message, unmapped: { ...report.unmapped, ...range } },
     });
   }
 

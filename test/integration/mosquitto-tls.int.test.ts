@@ -1,4 +1,5 @@
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { randomBytes } from "node:crypto";
 import { copyFileSync, cpSync, mkdirSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -45,10 +46,10 @@ describe("agent -> Mosquitto (mTLS, MQTT 5) -> SOC receiver", () => {
   });
   afterAll(() => pkiDir?.cleanup());
 
-  async function setup(o: { acl?: string; settings?: Record<string, string> } = {}) {
+  async function setup(o: { acl?: string; settings?: Record<string, string>; extra?: string[] } = {}) {
     const t = tempDir("gw-mosq-");
     cleanups.push(t.cleanup);
-    const mq = new Mosquitto({ dir: t.dir, tls: { ca: pki.ca, cert: pki.server.cert, key: pki.server.key }, acl: o.acl });
+    const mq = new Mosquitto({ dir: t.dir, tls: { ca: pki.ca, cert: pki.server.cert, key: pki.server.key }, acl: o.acl, extra: o.extra });
     await mq.start();
     cleanups.push(() => mq.stop());
     const gw = pki.clients[DEVICE]!;
@@ -85,13 +86,13 @@ describe("agent -> Mosquitto (mTLS, MQTT 5) -> SOC receiver", () => {
     return { t, pki, mq, site, receiver };
   }
 
-  async function runAgent(site: ReturnType<typeof makeSite>, during: (rt: Runtime) => Promise<void>): Promise<Runtime> {
+  async function runAgent(site: ReturnType<typeof makeSite>, during: (rt: Runtime) => Promise<void>, drainMs = 15_000): Promise<Runtime> {
     const rt = new Runtime(site.load(), silent);
     await rt.start();
     cleanups.push(() => rt.stop("cleanup", 0).catch(() => undefined));
     await during(rt);
     rt.stopSources();
-    await rt.stop("test", 15_000);
+    await rt.stop("test", drainMs);
     return rt;
   }
 
@@ -256,5 +257,41 @@ describe("agent -> Mosquitto (mTLS, MQTT 5) -> SOC receiver", () => {
     const firstHeld = order.get(heldRange[0])!;
     const overtook = a.events.slice(0, firstHeld).filter((e) => e.seq > heldRange[1]);
     expect(overtook.length).toBeGreaterThan(0);
+  });
+
+  it.skipIf(skip)(`an event larger than the broker's maximum packet is parked and reported; the rest keeps flowing${why}`, async () => {
+    // Mosquitto's max_packet_size: it closes the connection of a client that sends more (0x95),
+    // and tells MQTT 5 clients the limit in CONNACK. Sending the event anyway would close the
+    // connection after every reconnect, and nothing behind it would reach the SOC.
+    const { site, receiver, mq } = await setup({ extra: ["max_packet_size 8192"], settings: { "simulate.events_per_s": "100" } });
+    const lines: OutLine[] = [];
+    const rx = receiver("soc-1", site.socDir, lines);
+    await rx.start();
+    cleanups.push(() => stopOnce(rx));
+    let big = -1;
+    let boot = -1;
+    const rt = await runAgent(site, async (rt) => {
+      await until(() => rt.upstreamState() === "up", 20_000, "the agent to connect");
+      await until(() => rx.counters.events > 0, 20_000, "events delivered");
+      // 40 KB of base64 noise: under the recorder's bound of one event, and it does not compress.
+      const env = await rt.recorder.recordAndWait({ class: "finding", severity: 4, ocsf: { class_uid: 2004, activity_id: 1, message: "large", unmapped: { blob: randomBytes(30_000).toString("base64") } } });
+      big = env.seq;
+      boot = env.boot;
+      await until(() => forwarderOf(rt).counters.too_large > 0, 20_000, "the large event to be parked");
+      await until(() => lines.some((l) => !("problem" in l) && l.seq > big + 5), 20_000, "newer events to reach the SOC");
+      await until(() => lines.some((l) => !("problem" in l) && (l.ocsf.unmapped as { error_type?: string } | undefined)?.error_type === "upstream_too_large"), 20_000, "the report to reach the SOC");
+      expect(rt.outbox.stats().parked).toBe(1);
+    }, 1000); // the parked event stays: no point waiting for it at stop
+    const committed = rt.recorder.counters.committed;
+    expect(mq.log).not.toMatch(/exceeded maximum packet size|packet too large/i);
+    expect(forwarderOf(rt).counters.reconnects).toBe(0);
+    await until(() => rx.counters.events >= committed - 1, 15_000, `the receiver to verify ${committed - 1} events (has ${rx.counters.events})`);
+    const a = account(lines, committed - 1);
+    expect(a.doubled).toEqual([]);
+    expect(a.missing).toEqual([`${boot}:${big}`]); // parked in the outbox, and named to the SOC:
+    const report = a.events.find((e) => (e.ocsf.unmapped as { error_type?: string } | undefined)?.error_type === "upstream_too_large")!;
+    expect(report.ocsf.unmapped).toMatchObject({ max_packet_bytes: 8192, from: [boot, big], to: [boot, big] });
+    expect((report.ocsf.unmapped as { message_bytes: number }).message_bytes).toBeGreaterThan(8192);
+    expect(report.ocsf.message).toMatch(new RegExp(`^Event \\d+:${big} was not sent: its message is \\d+ bytes, more than the broker takes \\(8192 bytes`));
   });
 });
