@@ -14,6 +14,7 @@ import { clip, RECEIVER_LIMITS } from "./bounds";
 import { messageLines } from "./message";
 import { TrustStore, type TrustChange } from "./trust";
 import { UnknownDevices } from "./unknown-devices";
+import { SilenceWatch } from "./silence";
 import { AwaitingKey, problem, StreamVerifier, type OutLine, type ProblemLine } from "./verifier";
 
 /** Devices whose ack topic is remembered (trusted devices only; bounds the map). */
@@ -53,6 +54,13 @@ export interface ReceiverOptions {
    * broker that keeps each publisher on one member (EMQX hash_clientid / hash_topic).
    */
   continuity?: boolean;
+  /**
+   * A trusted device that sends no verified event for this long is reported `silent` (once),
+   * then `silence_ended` when it is heard again. 0: off. Default: 300,000 (five of the
+   * gateways' default heartbeat intervals); off with `share` (each member hears part of each
+   * device's stream) unless given.
+   */
+  silenceMs?: number;
   /** 5 (default) or 4 for MQTT 3.1.1 brokers. */
   protocolVersion?: 4 | 5;
   dedupeWindow: number;
@@ -83,6 +91,9 @@ interface Held {
   device: string;
   generation: number;
 }
+
+/** Default of `silenceMs`: five of the gateways' default heartbeat intervals (60 s). */
+export const DEFAULT_SILENCE_MS = 300_000;
 
 /** Default of `keyWaitMs`. */
 export const KEY_WAIT_MS = 10_000;
@@ -115,6 +126,7 @@ export class SocReceiver {
   private readonly ackTopics = new Map<string, string>();
   private readonly trust: TrustStore;
   private readonly unknown: UnknownDevices;
+  private readonly silence: SilenceWatch | undefined;
   private readonly setOutput: Database.Statement;
   private client: MqttClient | undefined;
   private fd: number;
@@ -147,6 +159,8 @@ export class SocReceiver {
     this.db.exec("CREATE TABLE IF NOT EXISTS trust_log (id INTEGER PRIMARY KEY CHECK (id = 1), n INTEGER NOT NULL)");
     this.verifier = new StreamVerifier(this.db, this.trust, { gapTimeoutMs: o.gapTimeoutMs, dedupeWindow: o.dedupeWindow, continuity: o.continuity ?? !o.share });
     this.unknown = new UnknownDevices(this.db, o.unknownSummaryMs);
+    const silenceMs = o.silenceMs ?? (o.share ? 0 : DEFAULT_SILENCE_MS);
+    if (silenceMs > 0) this.silence = new SilenceWatch(this.db, silenceMs, Date.now(), (d) => this.trust.retired(d) !== undefined);
     this.setOutput = this.db.prepare(SET_OUTPUT);
     if (o.out === "-") {
       this.fd = 1;
@@ -342,8 +356,9 @@ export class SocReceiver {
           out.push(problem("malformed", { device: null, detail: `the message could not be processed (${clip(describeError(e))}); it changed no state (topic ${clip(m.topic, 120)}, ${m.payload.length} bytes)`, now, topic: clip(m.topic, 120) }));
         }
       }
+      if (this.silence) out.push(...this.silence.heard(out, now));
       if (sweep) {
-        out.push(...this.verifier.sweep(now), ...this.unknown.summary(now), ...this.trustChanges(now));
+        out.push(...this.verifier.sweep(now), ...this.unknown.summary(now), ...this.trustChanges(now), ...(this.silence?.sweep(now) ?? []));
         if (++this.sweeps % 60 === 0) this.verifier.prune();
       }
       if (!out.length) return out;
