@@ -269,6 +269,11 @@ export class DetectionEngine implements ReadingSink {
     return this.lastTransitions;
   }
 
+  /** Time of the latest reading taken (restored state included); null: none yet. */
+  get time(): number | null {
+    return this.tick ?? this.lastTick;
+  }
+
   stats(): Readonly<typeof this.counters> {
     return { ...this.counters };
   }

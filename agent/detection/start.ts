@@ -7,6 +7,7 @@ import { describeError } from "../core/errors";
 import { OcsfClass } from "../core/events";
 import type { EventSink } from "../core/events";
 import type { ReadingSink } from "../core/readings";
+import { ClockGuard } from "./clock-guard";
 
 const MAX_GROUPS = 64;
 const MAX_GROUP_POINTS = 32;
@@ -48,7 +49,7 @@ export interface RunningDetection {
 }
 
 /** `site` is the file `config.site` names, parsed (and checked against the points) by agent/config/references.ts. */
-export async function startDetection(o: { points: PointsConfig; config: DetectionConfig; site?: SiteConfig | undefined; sink: EventSink; log: Logger }): Promise<RunningDetection> {
+export async function startDetection(o: { points: PointsConfig; config: DetectionConfig; site?: SiteConfig | undefined; sink: EventSink; log: Logger; mono?: () => number }): Promise<RunningDetection> {
   const { DetectionEngine } = await import("../../detectors/engine");
   const { DetectorStateStore } = await import("./state-store");
   const build = (points: PointsConfig, config: DetectionConfig, site: SiteConfig | undefined) => {
@@ -76,10 +77,21 @@ export async function startDetection(o: { points: PointsConfig; config: Detectio
       o.log.error({ err: describeError(e) }, "Saving detector state failed.");
     }
   };
+  const guard = new ClockGuard({ engineTime: () => engine.time, sink: o.sink, log: o.log, mono: o.mono });
   const timer = setInterval(save, save_interval_ms);
   timer.unref();
   return {
-    readings: { reading: (r) => engine.reading(r), write: (w) => engine.write(w) },
+    // The wall clock may step (no battery clock, NTP, a person): readings keep time order.
+    readings: {
+      reading: (r) => {
+        const ts = guard.map(r.ts);
+        engine.reading(ts === r.ts ? r : { ...r, ts });
+      },
+      write: (w) => {
+        const ts = guard.map(w.ts);
+        engine.write(ts === w.ts ? w : { ...w, ts });
+      },
+    },
     get engine() {
       return engine;
     },
