@@ -33,6 +33,7 @@ import { FloodGate } from "../../agent/core/flood";
 import type { EventClass, EventDraft, EventSink, SeverityId } from "../../agent/core/events";
 import { FUNCTION_NAMES } from "./codec/function-codes";
 import { windowClosedDraft, windowOpenedDraft, type WriteWindow } from "./policy/window-store";
+import type { PollBlockInfo } from "./poller";
 
 export interface EventLimits {
   interval_ms: number;
@@ -288,6 +289,23 @@ export class ModbusEvents {
     this.emit(`updown|${name}`, this.draft("finding", 3, 4001, 4, `Modbus upstream ${name} is down: ${reason}`, { dst_endpoint: { name: target }, unmapped: { modbus: { upstream: name, reason } } }));
   }
 
+  /** Polled points whose reads have failed for a while (see PointPoller): detection is blind on them. */
+  pointsUnreadable(b: PollBlockInfo, forMs: number, reason: string): void {
+    const what = pollBlockText(b);
+    this.safeRecord(this.draft("finding", 3, 2004, 1, `${what.points} could not be read from Modbus upstream ${b.device} (${what.where}) for ${Math.round(forMs / 1000)} s: ${reason}; detection has no readings of them until they are read again`, {
+      finding_info: { title: "Modbus points unreadable", uid: `modbus-unreadable-${b.device}-${b.unit}-${b.table}-${b.address}-${this.now()}` },
+      unmapped: { modbus: { upstream: b.device, unit_id: b.unit, table: b.table, address: b.address, quantity: b.quantity, points: b.points, reason, failing_ms: forMs } },
+    }));
+  }
+
+  pointsReadable(b: PollBlockInfo, afterMs: number): void {
+    const what = pollBlockText(b);
+    this.safeRecord(this.draft("finding", 1, 2004, 3, `${what.points} are read again from Modbus upstream ${b.device} (${what.where}) after ${Math.round(afterMs / 1000)} s`, {
+      finding_info: { title: "Modbus points readable again" },
+      unmapped: { modbus: { upstream: b.device, unit_id: b.unit, table: b.table, address: b.address, quantity: b.quantity, points: b.points, failing_ms: afterMs } },
+    }));
+  }
+
   upstreamUp(name: string, target: string): void {
     this.emit(`upup|${name}`, this.draft("audit", 1, 4001, 1, `Modbus upstream ${name} is up`, { dst_endpoint: { name: target }, unmapped: { modbus: { upstream: name } } }));
   }
@@ -306,4 +324,11 @@ function certificateObject(c: { serial?: string; fingerprint: string; subject: s
 /** OCSF actor: the identity label, and the client certificate's fingerprint and subject when there is one. */
 function actor(identity: string, cert?: ClientCertificate): { user: Record<string, string> } {
   return { user: { name: identity, ...(cert ? { uid: cert.fingerprint, uid_alt: cert.subject } : {}) } };
+}
+
+/** "Points A, B and 3 more" and "unit 1, holding 40-43" for a polled block. */
+function pollBlockText(b: PollBlockInfo): { points: string; where: string } {
+  const shown = b.points.slice(0, 8).join(", ");
+  const more = b.points.length > 8 ? ` and ${b.points.length - 8} more` : "";
+  return { points: `${b.points.length === 1 ? "Point" : "Points"} ${shown}${more}`, where: `unit ${b.unit}, ${b.table} ${b.address}-${b.address + b.quantity - 1}` };
 }

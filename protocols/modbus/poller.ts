@@ -10,6 +10,17 @@ import { readValues } from "./codec/response";
 import type { ReadingsTap, TapPoint, TapTable } from "./tap";
 import type { Upstream } from "./upstream/upstream";
 
+/** A block of points is reported unreadable after this many failed polls in a row, lasting at least UNREADABLE_MS. */
+export const UNREADABLE_POLLS = 3;
+export const UNREADABLE_MS = 30_000;
+
+/** What the poller says of points it cannot read (detection is blind on them meanwhile). */
+export interface PollReport {
+  unreadable(b: PollBlockInfo, forMs: number, reason: string): void;
+  readable(b: PollBlockInfo, afterMs: number): void;
+}
+export interface PollBlockInfo { device: string; unit: number; table: TapTable; address: number; quantity: number; points: readonly string[] }
+
 export interface PolledPoint extends TapPoint {
   interval_ms: number;
 }
@@ -21,6 +32,10 @@ interface Block {
   req: ModbusRequest;
   pdu: Buffer;
   busy: boolean;
+  /** Ids of the points the read covers. */
+  points: string[];
+  /** Failed polls in a row: since when, how many, the latest reason, whether reported. */
+  failing: { since: number; polls: number; reason: string; reported: boolean } | null;
 }
 
 /** Fair-queue key of the poller's requests (distinct from every client connection). */
@@ -46,7 +61,8 @@ export function planBlocks(points: readonly PolledPoint[]): Map<number, Block[]>
     const flush = () => {
       if (start < 0) return;
       const req = { fc: FC[first.table], address: start, quantity: end - start } as ModbusRequest;
-      blocks.push({ device: first.device, unit: first.unit, table: first.table, req, pdu: encodeRequest(req), busy: false });
+      const covered = pts.filter((p) => p.address >= start && p.address < end).map((p) => p.id);
+      blocks.push({ device: first.device, unit: first.unit, table: first.table, req, pdu: encodeRequest(req), busy: false, points: covered, failing: null });
     };
     for (const [a, z] of spans) {
       if (start >= 0 && z - start <= max) end = Math.max(end, z);
@@ -71,6 +87,7 @@ export class PointPoller {
     private readonly upstream: (name: string) => Upstream | undefined,
     private readonly tap: ReadingsTap,
     private readonly now: () => number = Date.now,
+    private readonly report?: PollReport,
   ) {}
 
   start(): void {
@@ -92,15 +109,36 @@ export class PointPoller {
       .request(b.unit, b.req, b.pdu, POLL_SOURCE)
       .then((resp) => {
         const rv = readValues(b.req, resp);
-        if (rv) this.tap.read(b.device, b.unit, b.table, rv.address, rv.values, this.now());
-        else this.counters.errors++;
+        if (!rv) return this.failed(b, resp[0]! & 0x80 ? `exception response ${resp[1] ?? "?"} (${EXCEPTION_NAMES[resp[1] ?? 0] ?? "unknown code"})` : "a response that does not answer the read");
+        this.tap.read(b.device, b.unit, b.table, rv.address, rv.values, this.now());
+        if (b.failing?.reported) this.report?.readable(info(b), this.now() - b.failing.since);
+        b.failing = null;
       })
-      .catch(() => this.counters.errors++)
+      .catch((e: unknown) => this.failed(b, e instanceof Error ? e.message : String(e)))
       .finally(() => (b.busy = false));
+  }
+
+  /** A failed poll; the points' first report once it has lasted UNREADABLE_POLLS polls and UNREADABLE_MS. */
+  private failed(b: Block, reason: string): void {
+    this.counters.errors++;
+    const now = this.now();
+    b.failing ??= { since: now, polls: 0, reason, reported: false };
+    b.failing.polls++;
+    b.failing.reason = reason;
+    if (b.failing.reported || b.failing.polls < UNREADABLE_POLLS || now - b.failing.since < UNREADABLE_MS) return;
+    b.failing.reported = true;
+    this.report?.unreadable(info(b), now - b.failing.since, reason);
   }
 
   stop(): void {
     for (const t of this.timers) clearInterval(t);
     this.timers = [];
   }
+}
+
+const EXCEPTION_NAMES: Record<number, string> = { 1: "illegal function", 2: "illegal data address", 3: "illegal data value", 4: "server device failure", 5: "acknowledge", 6: "server device busy", 10: "gateway path unavailable", 11: "gateway target device failed to respond" };
+
+function info(b: Block): PollBlockInfo {
+  const r = b.req as { address: number; quantity: number };
+  return { device: b.device, unit: b.unit, table: b.table, address: r.address, quantity: r.quantity, points: b.points };
 }

@@ -15,7 +15,7 @@ import { ModbusEvents } from "./events";
 import { ModbusPolicy, type ModbusPolicyRequest } from "./policy/engine";
 import { readPolicyFile, type PolicyFile } from "./policy/schema";
 import { Router } from "./upstream/router";
-import { PointPoller, type PolledPoint } from "./poller";
+import { PointPoller, type PollReport, type PolledPoint } from "./poller";
 import { RateLimiter } from "./policy/rate-limiter";
 import { ReadingsTap, type TapPoint } from "./tap";
 import { ModbusListener, type ListenerStatus, type TlsReloadReport } from "./tcp-proxy";
@@ -101,6 +101,20 @@ export class ModbusProxyService {
     return readPolicyFile(c.policy_file);
   }
 
+  /** Polled points that cannot be read, and read again: logged and recorded. */
+  private pollReport(): PollReport {
+    return {
+      unreadable: (b, ms, reason) => {
+        this.log.warn({ upstream: b.device, unit: b.unit, table: b.table, address: b.address, points: b.points.length, failing_ms: ms, reason }, "Polled points cannot be read.");
+        this.events?.pointsUnreadable(b, ms, reason);
+      },
+      readable: (b, ms) => {
+        this.log.info({ upstream: b.device, unit: b.unit, table: b.table, address: b.address, failing_ms: ms }, "Polled points are read again.");
+        this.events?.pointsReadable(b, ms);
+      },
+    };
+  }
+
   async start(): Promise<Array<{ name: string; address: string; port: number }>> {
     if (this.running) throw new DaemonError("USAGE", "the Modbus proxy is already running");
     const c = this.o.config;
@@ -143,7 +157,7 @@ export class ModbusProxyService {
     const router = new Router(c.routes, this.upstreams, c.listeners.map((l) => l.name));
     const points = [...(this.o.points ?? []), ...(this.o.poll ?? []).filter((p) => !(this.o.points ?? []).some((q) => q.id === p.id))];
     const tap = this.o.readings && points.length ? new ReadingsTap(points, this.o.readings) : undefined;
-    if (tap && this.o.poll?.length) this.poller = new PointPoller(this.o.poll, (n) => this.upstreams.get(n), tap);
+    if (tap && this.o.poll?.length) this.poller = new PointPoller(this.o.poll, (n) => this.upstreams.get(n), tap, Date.now, this.pollReport());
     // One context shared by every listener and connection: a reload swaps its policy and tap.
     const ctx: ProxyContext = {
       pdp,
@@ -224,7 +238,7 @@ export class ModbusProxyService {
     const points = [...next.points, ...next.poll.filter((p) => !next.points.some((q) => q.id === p.id))];
     const tap = this.o.readings && points.length ? new ReadingsTap(points, this.o.readings) : undefined;
     this.poller?.stop();
-    this.poller = tap && next.poll.length ? new PointPoller(next.poll, (n) => this.upstreams.get(n), tap) : undefined;
+    this.poller = tap && next.poll.length ? new PointPoller(next.poll, (n) => this.upstreams.get(n), tap, Date.now, this.pollReport()) : undefined;
     if (tap) ctx.tap = tap;
     else delete ctx.tap;
     this.o = { ...this.o, points: next.points, poll: next.poll };

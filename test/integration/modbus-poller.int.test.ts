@@ -1,7 +1,12 @@
 import { afterEach, describe, expect, it } from "vitest";
 import type { Reading } from "../../agent/core/readings";
 import { modbusConfigSchema } from "../../protocols/modbus/config";
-import { planBlocks, type PolledPoint } from "../../protocols/modbus/poller";
+import { PointPoller, planBlocks, UNREADABLE_MS, type PollBlockInfo, type PolledPoint } from "../../protocols/modbus/poller";
+import { exceptionPdu } from "../../protocols/modbus/codec/pdu";
+import { ModbusEvents } from "../../protocols/modbus/events";
+import { ReadingsTap } from "../../protocols/modbus/tap";
+import { createUpstream } from "../../protocols/modbus/upstream/factory";
+import type { EventDraft } from "../../agent/core/events";
 import { ModbusProxyService } from "../../protocols/modbus/service";
 import { SimDevice } from "../../agent/demo/sim-server";
 import { until } from "../helpers/fixture";
@@ -48,5 +53,48 @@ describe("point polling through the proxy's upstreams", () => {
     expect(last("neg")).toBe(-1);
     expect(device.received.every((r) => r === "1:0300030005")).toBe(true);
     expect(svc.status().polling).toMatchObject({ points: 2 });
+  });
+
+  it("points whose reads keep failing are reported once (detection is blind on them), and again when they are read", async () => {
+    const device = new SimDevice();
+    const port = await device.listen(0);
+    cleanups.push(() => device.close());
+    const up = createUpstream(modbusConfigSchema.parse({ upstreams: [{ name: "plc", type: "tcp", target: `127.0.0.1:${port}` }] }).upstreams[0]!);
+    up.start();
+    cleanups.push(() => up.stop());
+    const readings: Reading[] = [];
+    const points = [pt("LEVEL", 3), pt("FLOW", 4)];
+    let skew = 0; // the poller's clock: moved on by the test instead of waiting 30 s
+    const drafts: EventDraft[] = [];
+    const events = new ModbusEvents({ record: (d) => void drafts.push(d) }, {}, () => Date.now() + skew);
+    const reports: { kind: string; b: PollBlockInfo; ms: number; reason?: string }[] = [];
+    const poller = new PointPoller(points, () => up, new ReadingsTap(points, { reading: (r) => readings.push(r) }), () => Date.now() + skew, {
+      unreadable: (b, ms, reason) => (reports.push({ kind: "unreadable", b, ms, reason }), events.pointsUnreadable(b, ms, reason)),
+      readable: (b, ms) => (reports.push({ kind: "readable", b, ms }), events.pointsReadable(b, ms)),
+    });
+    poller.start();
+    cleanups.push(async () => poller.stop());
+    await until(() => readings.length >= 4, 5000, "polled readings");
+    // The PLC is reprogrammed: its register map moved, every read of 3-4 is refused.
+    const handle = device.handle.bind(device);
+    device.handle = (unit, pdu) => (pdu[0] === 3 ? exceptionPdu(3, 2) : handle(unit, pdu));
+    const errors = poller.counters.errors;
+    await until(() => poller.counters.errors >= errors + 5, 5000, "failed polls");
+    expect(reports).toEqual([]); // a few failed polls are not yet news
+    skew += UNREADABLE_MS + 1000;
+    await until(() => reports.length > 0, 5000, "the unreadable report");
+    const at = poller.counters.errors;
+    await until(() => poller.counters.errors >= at + 5, 5000, "more failed polls");
+    expect(reports).toHaveLength(1);
+    expect(reports[0]).toMatchObject({ kind: "unreadable", reason: "exception response 2 (illegal data address)", b: { device: "plc", unit: 1, table: "holding", address: 3, quantity: 2, points: ["LEVEL", "FLOW"] } });
+    expect(reports[0]!.ms).toBeGreaterThanOrEqual(UNREADABLE_MS);
+    expect(drafts[0]).toMatchObject({ class: "finding", severity: 3, ocsf: { class_uid: 2004, activity_id: 1, unmapped: { modbus: { upstream: "plc", points: ["LEVEL", "FLOW"], reason: "exception response 2 (illegal data address)" } } } });
+    expect(drafts[0]!.ocsf.message).toMatch(/^Points LEVEL, FLOW could not be read from Modbus upstream plc \(unit 1, holding 3-4\) for \d+ s: exception response 2 \(illegal data address\); detection has no readings of them until they are read again$/);
+    const before = readings.length;
+    device.handle = handle;
+    await until(() => reports.length === 2, 5000, "the readable report");
+    expect(readings.length).toBeGreaterThan(before);
+    expect(reports[1]).toMatchObject({ kind: "readable", b: { points: ["LEVEL", "FLOW"] } });
+    expect(drafts[1]).toMatchObject({ class: "finding", severity: 1, ocsf: { activity_id: 3, message: expect.stringMatching(/^Points LEVEL, FLOW are read again from Modbus upstream plc \(unit 1, holding 3-4\) after \d+ s$/) } });
   });
 });
