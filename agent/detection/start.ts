@@ -69,12 +69,23 @@ export async function startDetection(o: { points: PointsConfig; config: Detectio
       ocsf: { class_uid: OcsfClass.ApplicationLifecycle, activity_id: 99, message: `Detector state not restored (${describeError(e)}); detectors learn afresh`, unmapped: { error_type: "detector_state", stage: "processing" } },
     });
   }
+  // A state that cannot be saved is lost at the next restart (detectors learn afresh, blind
+  // while they warm up): the first failure of an episode and its end are signed events.
+  let failingSince: number | undefined;
   const save = () => {
     try {
       engine.flush();
       store.save(engine.snapshot(), Date.now());
+      if (failingSince !== undefined) {
+        o.log.warn({ failed_ms: Date.now() - failingSince }, "Detector state is saved again.");
+        o.sink.record({ class: "system", severity: 2, ocsf: { class_uid: OcsfClass.ApplicationLifecycle, activity_id: 99, message: `Detector state is saved again (${state_path}), after ${Math.round((Date.now() - failingSince) / 1000)} s of failed saves`, unmapped: { error_type: "detector_state_saved", stage: "processing", failed_ms: Date.now() - failingSince } } });
+        failingSince = undefined;
+      }
     } catch (e) {
       o.log.error({ err: describeError(e) }, "Saving detector state failed.");
+      if (failingSince !== undefined) return;
+      failingSince = Date.now();
+      o.sink.record({ class: "system", severity: 4, ocsf: { class_uid: OcsfClass.ApplicationLifecycle, activity_id: 99, message: `Detector state cannot be saved to ${state_path} (${describeError(e)}); a restart now would lose what the detectors learned, and they would be blind while they learn again`, unmapped: { error_type: "detector_state_save", stage: "processing" } } });
     }
   };
   const guard = new ClockGuard({ engineTime: () => engine.time, sink: o.sink, log: o.log, mono: o.mono });
