@@ -2,7 +2,7 @@ import type { Logger } from "pino";
 import type { LoadedConfig } from "./config/load";
 import type { ControlServer } from "./control/server";
 import { describeError } from "./core/errors";
-import type { EventSink } from "./core/events";
+import { OcsfClass, type EventDraft, type EventSink } from "./core/events";
 import { acceptDraft, acceptIntegrity, checkIntegrity, driftDraft, type CheckResult } from "../firmware-hooks/integrity";
 
 /**
@@ -13,6 +13,10 @@ import { acceptDraft, acceptIntegrity, checkIntegrity, driftDraft, type CheckRes
 export class IntegrityMonitor {
   private timer: NodeJS.Timeout | undefined;
   private reported = "";
+  /** The measurement error last reported ("" : none). */
+  private failure = "";
+  /** Whether this run measured before (only its first measurement may take a missing manifest). */
+  private measured = false;
   last: CheckResult | undefined;
   lastError: string | undefined;
 
@@ -35,20 +39,29 @@ export class IntegrityMonitor {
   }
 
   check(): Record<string, unknown> {
+    const first = !this.measured;
+    this.measured = true;
     try {
       let r = checkIntegrity(this.loaded);
-      if (r.state === "no_manifest") {
-        this.sink.record(acceptDraft(acceptIntegrity(this.loaded), "the daemon (first start: no manifest yet)"));
+      if (r.state === "no_manifest" && first) {
+        this.sink.record(acceptDraft(acceptIntegrity(this.loaded), "the daemon (no manifest at start)"));
         r = checkIntegrity(this.loaded);
       }
       this.last = r;
       this.lastError = undefined;
-      const key = r.state === "drift" ? JSON.stringify(r.drift) : "";
-      if (key && key !== this.reported) this.sink.record(driftDraft(r.drift, r.manifest));
+      this.failure = "";
+      // A manifest gone while the daemon runs is not taken afresh: that would make whatever was
+      // changed meanwhile the new reference. The files stay unjudged until someone accepts.
+      const key = r.state === "drift" ? JSON.stringify(r.drift) : r.state === "no_manifest" ? "no_manifest" : "";
+      if (key && key !== this.reported) this.sink.record(r.state === "drift" ? driftDraft(r.drift, r.manifest) : goneDraft(r.manifest));
       this.reported = key;
     } catch (e) {
       this.lastError = describeError(e);
       this.log.error({ err: this.lastError }, "Integrity measurement failed.");
+      // A manifest made unreadable hides any drift: a finding, again only when the error changes.
+      if (this.lastError !== this.failure) this.sink.record(failedDraft(this.lastError));
+      this.failure = this.lastError;
+      this.last = undefined;
     }
     return this.status();
   }
@@ -56,4 +69,32 @@ export class IntegrityMonitor {
   stop(): void {
     if (this.timer) clearInterval(this.timer);
   }
+}
+
+function goneDraft(manifest: string): EventDraft {
+  return {
+    class: "finding",
+    severity: 4,
+    ocsf: {
+      class_uid: OcsfClass.DetectionFinding,
+      activity_id: 1,
+      message: `Integrity manifest ${manifest} is gone while the daemon runs: the files are compared with nothing until \`gatewarden integrity accept\` (not taken afresh: what changed meanwhile would become the reference)`,
+      finding_info: { title: "Integrity manifest gone", types: ["integrity"] },
+      unmapped: { integrity: { manifest, state: "no_manifest" } },
+    },
+  };
+}
+
+function failedDraft(error: string): EventDraft {
+  return {
+    class: "finding",
+    severity: 4,
+    ocsf: {
+      class_uid: OcsfClass.DetectionFinding,
+      activity_id: 1,
+      message: `Integrity cannot be measured: ${error}`,
+      finding_info: { title: "Integrity not measurable", types: ["integrity"] },
+      unmapped: { integrity: { error } },
+    },
+  };
 }

@@ -1,4 +1,4 @@
-import { appendFileSync, mkdirSync, writeFileSync } from "node:fs";
+import { appendFileSync, existsSync, mkdirSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { controlCall } from "../../../agent/core/control-client";
@@ -58,6 +58,31 @@ describe("self-integrity", () => {
     expect((await gw(["integrity", "check"])).status).toBe(0);
     const st = (await controlCall(join(s.site.gwDir, "data", "gatewarden.sock"), "integrity.status")) as { state: string };
     expect(st.state).toBe("ok");
+    expect(s.problems()).toEqual([]);
+  });
+
+  it("a manifest deleted or garbled while the daemon runs is a finding; it is not taken afresh", async () => {
+    const manifest = join(s.site.gwDir, "data", "integrity.json");
+    const accepted = () => events().filter((e) => /Integrity manifest accepted by the daemon/.test(e.ocsf.message)).length;
+    const acceptedBefore = accepted();
+    // Someone removes the manifest, then changes a hook: taken afresh, the change would be the reference.
+    rmSync(manifest);
+    appendFileSync(join(hooks, "pre-install"), "rm -rf /var/log\n");
+    await until(() => events().some((e) => e.class === "finding" && /^Integrity manifest .* is gone while the daemon runs/.test(e.ocsf.message)), 20_000, "the finding for the deleted manifest");
+    expect(accepted()).toBe(acceptedBefore);
+    expect(existsSync(manifest)).toBe(false);
+    const st = (await controlCall(join(s.site.gwDir, "data", "gatewarden.sock"), "integrity.status")) as { state: string };
+    expect(st.state).toBe("no_manifest");
+    // Garbled instead: every later measurement fails; one finding naming the file.
+    writeFileSync(manifest, "{ not json");
+    await until(() => events().some((e) => e.class === "finding" && /^Integrity cannot be measured: .*integrity manifest .*integrity\.json is not readable JSON/.test(e.ocsf.message)), 20_000, "the finding for the garbled manifest");
+    const c = await gw(["integrity", "check", "--json"]);
+    expect(c.status).not.toBe(0);
+    // An operator accepts the current files: audited, and the daemon measures against them again.
+    expect((await gw(["integrity", "accept"])).status).toBe(0);
+    expect((await gw(["integrity", "check"])).status).toBe(0);
+    const n = events().filter((e) => /^Integrity cannot be measured/.test(e.ocsf.message)).length;
+    expect(n).toBe(1);
     expect(s.problems()).toEqual([]);
   });
 });
