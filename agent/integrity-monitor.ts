@@ -2,8 +2,8 @@ import type { Logger } from "pino";
 import type { LoadedConfig } from "./config/load";
 import type { ControlServer } from "./control/server";
 import { describeError } from "./core/errors";
-import { OcsfClass, type EventDraft, type EventSink } from "./core/events";
-import { acceptDraft, acceptIntegrity, checkIntegrity, driftDraft, type CheckResult } from "../firmware-hooks/integrity";
+import type { EventSink } from "./core/events";
+import { acceptDraft, acceptIntegrity, checkIntegrity, driftDraft, failedDraft, goneDraft, type CheckResult } from "../firmware-hooks/integrity";
 
 /**
  * The daemon's integrity watch: measures at start (taking the first manifest if there is
@@ -69,32 +69,4 @@ export class IntegrityMonitor {
   stop(): void {
     if (this.timer) clearInterval(this.timer);
   }
-}
-
-function goneDraft(manifest: string): EventDraft {
-  return {
-    class: "finding",
-    severity: 4,
-    ocsf: {
-      class_uid: OcsfClass.DetectionFinding,
-      activity_id: 1,
-      message: `Integrity manifest ${manifest} is gone while the daemon runs: the files are compared with nothing until \`gatewarden integrity accept\` (not taken afresh: what changed meanwhile would become the reference)`,
-      finding_info: { title: "Integrity manifest gone", types: ["integrity"] },
-      unmapped: { integrity: { manifest, state: "no_manifest" } },
-    },
-  };
-}
-
-function failedDraft(error: string): EventDraft {
-  return {
-    class: "finding",
-    severity: 4,
-    ocsf: {
-      class_uid: OcsfClass.DetectionFinding,
-      activity_id: 1,
-      message: `Integrity cannot be measured: ${error}`,
-      finding_info: { title: "Integrity not measurable", types: ["integrity"] },
-      unmapped: { integrity: { error } },
-    },
-  };
 }

@@ -147,19 +147,43 @@ function readManifestOrNone(path: string): Measurement | undefined {
   }
 }
 
-export function driftDraft(d: Drift, manifest: string): EventDraft {
-  const list = [...d.changed.map((f) => `changed ${f}`), ...d.added.map((f) => `added ${f}`), ...d.missing.map((f) => `missing ${f}`)];
+/** An integrity finding (OCSF 2004, severity 4) with its `unmapped.integrity`. */
+function integrityFinding(message: string, title: string, integrity: Record<string, unknown>, uid?: string): EventDraft {
   return {
     class: "finding",
     severity: 4,
     ocsf: {
       class_uid: OcsfClass.DetectionFinding,
       activity_id: 1,
-      message: `Integrity drift: ${list.slice(0, 5).join(", ")}${list.length > 5 ? ` and ${list.length - 5} more` : ""}`,
-      finding_info: { title: "Integrity drift", uid: `integrity:${createHash("sha256").update(list.join("\n")).digest("hex").slice(0, 16)}`, types: ["integrity"] },
-      unmapped: { integrity: { manifest, changed: d.changed.slice(0, 100), added: d.added.slice(0, 100), missing: d.missing.slice(0, 100) } },
+      message,
+      finding_info: { title, ...(uid ? { uid } : {}), types: ["integrity"] },
+      unmapped: { integrity },
     },
   };
+}
+
+export function driftDraft(d: Drift, manifest: string): EventDraft {
+  const list = [...d.changed.map((f) => `changed ${f}`), ...d.added.map((f) => `added ${f}`), ...d.missing.map((f) => `missing ${f}`)];
+  return integrityFinding(
+    `Integrity drift: ${list.slice(0, 5).join(", ")}${list.length > 5 ? ` and ${list.length - 5} more` : ""}`,
+    "Integrity drift",
+    { manifest, changed: d.changed.slice(0, 100), added: d.added.slice(0, 100), missing: d.missing.slice(0, 100) },
+    `integrity:${createHash("sha256").update(list.join("\n")).digest("hex").slice(0, 16)}`,
+  );
+}
+
+/** The manifest is gone while the daemon runs: not taken afresh (what changed meanwhile would become the reference). */
+export function goneDraft(manifest: string): EventDraft {
+  return integrityFinding(
+    `Integrity manifest ${manifest} is gone while the daemon runs: the files are compared with nothing until \`gatewarden integrity accept\` (not taken afresh: what changed meanwhile would become the reference)`,
+    "Integrity manifest gone",
+    { manifest, state: "no_manifest" },
+  );
+}
+
+/** A measurement failed (a manifest made unreadable hides any drift). */
+export function failedDraft(error: string): EventDraft {
+  return integrityFinding(`Integrity cannot be measured: ${error}`, "Integrity not measurable", { error });
 }
 
 export function acceptDraft(r: { manifest: string; files: number; drift: Drift | null }, by: string): EventDraft {
