@@ -20,12 +20,17 @@ export class EmbeddedBroker {
    * `drop` acknowledges it and delivers it to no one (nor keeps it retained); `payload` is the
    * message's (a test may hand it over later itself).
    */
-  async start(port = 0, opts: { authorizePublish?: (topic: string, accept: () => void, drop: () => void, payload: Buffer) => void } = {}): Promise<void> {
+  async start(port = 0, opts: { authorizePublish?: (topic: string, accept: () => void, drop: () => void, payload: Buffer) => void; authorizeSubscribe?: (topic: string) => boolean } = {}): Promise<void> {
     const { Aedes } = await import("aedes");
+    type AedesOptions = NonNullable<Parameters<typeof Aedes.createBroker>[0]>;
     const hook = opts.authorizePublish;
+    const mayRead = opts.authorizeSubscribe;
+    // A subscription refused by `authorizeSubscribe` (tests) is answered with the SUBACK failure code.
+    const subscribe: AedesOptions = mayRead ? { authorizeSubscribe: (_c, sub, done) => done(null, mayRead(sub.topic) ? sub : null) } : {};
     const broker = await Aedes.createBroker(
       hook
         ? {
+            ...subscribe,
             authorizePublish: (_client, packet, done) =>
               hook(
                 packet.topic,
@@ -37,7 +42,7 @@ export class EmbeddedBroker {
                 Buffer.from(packet.payload),
               ),
           }
-        : {},
+        : subscribe,
     );
     this.broker = broker as unknown as NonNullable<EmbeddedBroker["broker"]>;
     this.broker.on("client", (c) => this.clientIds.set(c.conn, c.id));

@@ -34,6 +34,8 @@ export class CommandService {
   private client: MqttClient | undefined;
   private targets: CommandTargets | undefined;
   private readonly key;
+  /** The subscription refusal last reported (undefined: subscribed, or not tried yet). */
+  private subRefused: string | undefined;
   private chain = Promise.resolve();
   readonly counters = { accepted: 0, refused: 0 };
 
@@ -88,7 +90,30 @@ export class CommandService {
       reconnectPeriod: u.reconnect_max_ms,
       ...brokerAuth({ ca: u.ca, cert: u.cert, key: u.key, username: u.username, passwordFile: u.password_file }, "upstream"),
     });
-    this.client.on("connect", () => this.client?.subscribe(topic, { qos: 1 }, (err) => err && this.log.error({ err: err.message, topic }, "Cannot subscribe to the command topic.")));
+    this.client.on("connect", () =>
+      this.client?.subscribe(topic, { qos: 1 }, (err, granted) => {
+        // A broker that refuses answers with a failure code in SUBACK (0x80, 0x87 not
+        // authorized), not an error: either way no command can arrive.
+        const refused = err?.message ?? (granted?.some((g) => g.qos >= 0x80) ? `SUBACK reason 0x${granted.map((g) => g.qos.toString(16)).join(",0x")}` : undefined);
+        if (refused === undefined) {
+          this.subRefused = undefined;
+          return;
+        }
+        this.log.error({ err: refused, topic }, "Cannot subscribe to the command topic: no SOC command can arrive.");
+        if (refused === this.subRefused) return; // the same refusal again after a reconnect: not news
+        this.subRefused = refused;
+        this.sink.record({
+          class: "system",
+          severity: 4,
+          ocsf: {
+            class_uid: OcsfClass.ApplicationLifecycle,
+            activity_id: 99,
+            message: `The broker refused the subscription to SOC commands on ${topic} (${refused}): no command from the SOC can reach this gateway; the broker's ACL must let it read that topic`,
+            unmapped: { error_type: "commands_unsubscribed", stage: "receiving", topic, reason: refused },
+          },
+        });
+      }),
+    );
     this.client.on("error", (e) => this.log.debug({ err: e.message, url: redactUrl(u.url!) }, "Command channel error."));
     // One at a time, in arrival order: the counter check and its persistence are sequential.
     this.client.on("message", (_t, payload, packet) => {

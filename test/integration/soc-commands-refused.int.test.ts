@@ -1,0 +1,48 @@
+import { afterEach, describe, expect, it } from "vitest";
+import { generateKeyPairSync } from "node:crypto";
+import { appendFileSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { EmbeddedBroker } from "../../agent/embedded-broker";
+import { Runtime } from "../../agent/runtime";
+import { SocReceiver } from "../../agent/soc/receive";
+import type { OutLine } from "../../agent/soc/verifier";
+import { makeSite, silent, tempDir, until } from "../helpers/fixture";
+
+// SOC commands (isolate the proxy, push a policy) reach the gateway only on its command topic.
+// A broker whose ACL does not let it read that topic answers SUBSCRIBE with a failure code in
+// SUBACK (aedes here, with an authorizeSubscribe hook): the gateway only logged it, and the SOC
+// learned of it when a command it sent during an incident went unanswered.
+describe("a gateway that cannot subscribe to SOC commands", () => {
+  const cleanups: (() => Promise<void> | void)[] = [];
+  afterEach(async () => {
+    for (const c of cleanups.reverse()) await c();
+    cleanups.length = 0;
+  });
+
+  it("tells the SOC with a signed event naming the topic and the broker's answer", async () => {
+    const t = tempDir();
+    cleanups.push(t.cleanup);
+    const broker = new EmbeddedBroker();
+    await broker.start(0, { authorizeSubscribe: (topic) => !topic.endsWith("/commands") });
+    cleanups.push(() => broker.stop());
+    const site = makeSite(t.dir, { settings: { "upstream.url": broker.url, "upstream.protocol_version": "4", "upstream.reconnect_min_ms": "100", "upstream.reconnect_max_ms": "300" } });
+    const keys = generateKeyPairSync("ed25519");
+    const pubFile = join(site.socDir, "command.pub");
+    writeFileSync(pubFile, keys.publicKey.export({ type: "spki", format: "pem" }));
+    appendFileSync(site.cfgFile, `\ncommands:\n  soc_command_key: ${pubFile}\n`);
+    const lines: OutLine[] = [];
+    const rx = new SocReceiver({ broker: broker.url, dir: site.socDir, out: join(t.dir, "soc.jsonl"), topic: "gatewarden/v1/+/events", clientId: "soc-1", protocolVersion: 4, gapTimeoutMs: 60_000, dedupeWindow: 100_000, log: silent, onLine: (l) => lines.push(l) });
+    await rx.start();
+    cleanups.push(() => rx.stop());
+    const rt = new Runtime(site.load(), silent);
+    await rt.start();
+    cleanups.push(() => rt.stop("cleanup", 0).catch(() => undefined));
+    const told = () => lines.filter((l) => !("problem" in l) && (l.ocsf.unmapped as { error_type?: string } | undefined)?.error_type === "commands_unsubscribed");
+    await until(() => told().length > 0, 20_000, "the event saying SOC commands cannot arrive");
+    const e = told()[0]! as unknown as { class: string; severity: number; ocsf: { message: string; unmapped: Record<string, unknown> } };
+    // MQTT.js turns SUBACK 0x80 into an error ("Subscribe error: Unspecified error").
+    expect(e).toMatchObject({ class: "system", severity: 4, ocsf: { unmapped: { topic: "gatewarden/v1/gw-test-1/commands", reason: "Subscribe error: Unspecified error" } } });
+    expect(e.ocsf.message).toMatch(/^The broker refused the subscription to SOC commands on gatewarden\/v1\/gw-test-1\/commands \(Subscribe error: Unspecified error\): no command from the SOC can reach this gateway/);
+    expect(told()).toHaveLength(1);
+  });
+});
