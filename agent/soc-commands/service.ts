@@ -37,7 +37,7 @@ export class CommandService {
   /** The subscription refusal last reported (undefined: subscribed, or not tried yet). */
   private subRefused: string | undefined;
   private chain = Promise.resolve();
-  readonly counters = { accepted: 0, refused: 0 };
+  readonly counters = { accepted: 0, refused: 0, failed: 0 };
 
   constructor(
     private readonly loaded: LoadedConfig,
@@ -102,23 +102,28 @@ export class CommandService {
         this.log.error({ err: refused, topic }, "Cannot subscribe to the command topic: no SOC command can arrive.");
         if (refused === this.subRefused) return; // the same refusal again after a reconnect: not news
         this.subRefused = refused;
-        this.sink.record({
-          class: "system",
-          severity: 4,
-          ocsf: {
-            class_uid: OcsfClass.ApplicationLifecycle,
-            activity_id: 99,
-            message: `The broker refused the subscription to SOC commands on ${topic} (${refused}): no command from the SOC can reach this gateway; the broker's ACL must let it read that topic`,
-            unmapped: { error_type: "commands_unsubscribed", stage: "receiving", topic, reason: refused },
-          },
-        });
+        this.systemEvent(
+          `The broker refused the subscription to SOC commands on ${topic} (${refused}): no command from the SOC can reach this gateway; the broker's ACL must let it read that topic`,
+          { error_type: "commands_unsubscribed", stage: "receiving", topic, reason: refused },
+        );
       }),
     );
     this.client.on("error", (e) => this.log.debug({ err: e.message, url: redactUrl(u.url!) }, "Command channel error."));
     // One at a time, in arrival order: the counter check and its persistence are sequential.
     this.client.on("message", (_t, payload, packet) => {
-      this.chain = this.chain.then(() => this.handle(payload, packet.retain)).catch((e) => this.log.error({ err: describeError(e) }, "Command handling failed."));
+      this.chain = this.chain.then(() => this.handle(payload, packet.retain)).catch((e) => this.unhandled(e));
     });
+  }
+
+  /**
+   * A message whose admission failed for the gateway's own reason (its counter or nonce could
+   * not be saved): neither accepted nor refused, so said as such.
+   */
+  private unhandled(e: unknown): void {
+    this.counters.failed++;
+    const err = describeError(e);
+    this.log.error({ err }, "A SOC command message could not be handled.");
+    this.systemEvent(`A SOC command message could not be handled (${err}); it is not in effect`, { error_type: "command_failed", stage: "receiving", command: { outcome: "failed", error: err } });
   }
 
   /** Admits, applies and records one command message. Public for the tests' direct path. */
@@ -135,7 +140,8 @@ export class CommandService {
     try {
       effect = await this.apply(c);
     } catch (e) {
-      this.refused("invalid_args", describeError(e), c);
+      if (e instanceof ApplyFailed) this.failed(c, e);
+      else this.refused("invalid_args", describeError(e), c);
       return;
     }
     this.counters.accepted++;
@@ -164,40 +170,67 @@ export class CommandService {
         const mode = str("mode") as ProxyMode;
         if (!MODES.includes(mode)) throw new Error(`args.mode must be one of ${MODES.join(", ")}`);
         s.mode = mode;
-        this.store.save();
+        this.saveState();
         return `proxy mode ${mode}`;
       }
       case "block_identity": {
         const id = str("identity");
         if (!s.blocked.includes(id)) s.blocked = [...s.blocked, id].slice(-1024);
-        this.store.save();
+        this.saveState();
         return `identity ${id} blocked`;
       }
       case "unblock_identity": {
         const id = str("identity");
         s.blocked = s.blocked.filter((b) => b !== id);
-        this.store.save();
+        this.saveState();
         return `identity ${id} unblocked`;
       }
       case "close_windows":
-        return `${t.closeWindows("soc command")} write windows closed`;
+        return `${acting(() => t.closeWindows("soc command"))} write windows closed`;
       case "push_policy": {
         const text = str("policy");
         const pdp = t.policyFor(parsePolicyText(text, "the pushed policy"));
         if (!pdp || !this.gate) throw new Error("no Modbus proxy runs here");
         this.gate.pushed = pdp;
         s.policy = text;
-        this.store.save();
+        this.saveState();
         return "pushed policy in force";
       }
       case "request_posture":
-        await t.posture();
+        await t.posture().catch((e: unknown) => {
+          throw new ApplyFailed("act", e);
+        });
         return "heartbeat with posture recorded";
       case "request_integrity": {
-        const r = t.integrity() as { state?: string } | undefined;
+        const r = acting(() => t.integrity()) as { state?: string } | undefined;
         return `integrity ${r?.state ?? "not configured"}`;
       }
     }
+  }
+
+  /** The command state, fsynced; a failure is the gateway's, not the command's (ApplyFailed). */
+  private saveState(): void {
+    try {
+      this.store.save();
+    } catch (e) {
+      throw new ApplyFailed("save", e);
+    }
+  }
+
+  /** A command admitted whose effect the gateway could not carry out (or save): a signed event, never `invalid_args`. */
+  private failed(c: Command, e: ApplyFailed): void {
+    this.counters.failed++;
+    const err = describeError(e.cause);
+    this.log.error({ action: c.action, counter: c.counter, stage: e.stage, err }, "SOC command admitted but not carried out.");
+    const what = e.stage === "save" ? "was applied but its state could not be saved: in effect until the daemon restarts, then lost" : "could not be carried out: not in effect";
+    this.systemEvent(`SOC command ${c.action} (counter ${c.counter}) ${what} (${err})`, {
+      error_type: "command_failed", stage: "processing", command: { outcome: "failed", failed: e.stage, action: c.action, counter: c.counter, nonce: c.nonce, error: err },
+    });
+  }
+
+  /** A signed system event (severity 4) about the command channel. */
+  private systemEvent(message: string, unmapped: Record<string, unknown>): void {
+    this.sink.record({ class: "system", severity: 4, ocsf: { class_uid: OcsfClass.ApplicationLifecycle, activity_id: 99, message, unmapped } });
   }
 
   private refused(reason: string, detail: string, c?: Command): void {
@@ -224,5 +257,23 @@ export class CommandService {
     const c = this.client;
     this.client = undefined;
     if (c) await c.endAsync(true).catch(() => undefined);
+  }
+}
+
+/** Why an admitted command has no (lasting) effect: the gateway's failure, not the command's. */
+class ApplyFailed extends Error {
+  constructor(
+    readonly stage: "save" | "act",
+    cause: unknown,
+  ) {
+    super(describeError(cause), { cause });
+  }
+}
+
+function acting<T>(f: () => T): T {
+  try {
+    return f();
+  } catch (e) {
+    throw new ApplyFailed("act", e);
   }
 }
