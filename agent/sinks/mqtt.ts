@@ -88,6 +88,8 @@ export class MqttForwarder implements Sink {
   /** End-to-end acks (`upstream.ack: soc`); undefined: rows are freed on PUBACK. */
   private readonly acks: SocAcks | undefined;
   private readonly ackTopic: string;
+  /** The refusal of the ack subscription last reported (undefined: subscribed, or not tried yet). */
+  private ackRefused: string | undefined;
   private ackTimer: NodeJS.Timeout | undefined;
   /**
    * Highest row id that may have been published before: a batch starting at or below it is a
@@ -198,10 +200,26 @@ export class MqttForwarder implements Sink {
       if (this.acks) {
         client.subscribe(this.ackTopic, { qos: 1 }, (err, granted) => {
           const refused = err ?? (granted?.some((g) => g.qos >= 0x80) ? new Error(`SUBACK reason ${granted.map((g) => g.qos).join(",")}`) : undefined);
-          if (refused && this.client === client) {
-            this.lastError = `cannot subscribe to the SOC's acknowledgements on ${this.ackTopic}: ${describeError(refused)}`;
-            this.o.log.error({ err: this.lastError }, "No end-to-end acknowledgements: events stay in the outbox and are re-sent.");
+          if (!refused) {
+            this.ackRefused = undefined;
+            return;
           }
+          if (this.client !== client) return;
+          const reason = describeError(refused);
+          this.lastError = `cannot subscribe to the SOC's acknowledgements on ${this.ackTopic}: ${reason}`;
+          this.o.log.error({ err: this.lastError }, "No end-to-end acknowledgements: events stay in the outbox and are re-sent.");
+          if (reason === this.ackRefused) return; // the same refusal after a reconnect: not news
+          this.ackRefused = reason;
+          this.o.recorder.record({
+            class: "system",
+            severity: 4,
+            ocsf: {
+              class_uid: OcsfClass.ApplicationLifecycle,
+              activity_id: 99,
+              message: `The broker refused the subscription to the SOC's acknowledgements on ${this.ackTopic} (${reason}): delivered events stay in the outbox and are sent again after each reconnect, until it fills and evicts (upstream.ack: soc; the broker's ACL must let the gateway read that topic)`,
+              unmapped: { error_type: "acks_unsubscribed", stage: "sending", topic: this.ackTopic, reason },
+            },
+          });
         });
       }
       // The loss records for evictions while it was down go first, so the SOC can acknowledge

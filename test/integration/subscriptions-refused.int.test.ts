@@ -8,11 +8,12 @@ import { SocReceiver } from "../../agent/soc/receive";
 import type { OutLine } from "../../agent/soc/verifier";
 import { makeSite, silent, tempDir, until } from "../helpers/fixture";
 
-// SOC commands (isolate the proxy, push a policy) reach the gateway only on its command topic.
-// A broker whose ACL does not let it read that topic answers SUBSCRIBE with a failure code in
-// SUBACK (aedes here, with an authorizeSubscribe hook): the gateway only logged it, and the SOC
-// learned of it when a command it sent during an incident went unanswered.
-describe("a gateway that cannot subscribe to SOC commands", () => {
+// The gateway subscribes to two topics: its SOC commands (isolate the proxy, push a policy) and
+// the SOC's end-to-end acknowledgements. A broker whose ACL does not let it read one answers
+// SUBSCRIBE with a failure code in SUBACK (aedes here, with an authorizeSubscribe hook): the
+// gateway only logged it. The SOC learned of the first when a command it sent during an
+// incident went unanswered, of the second when the outbox filled with delivered events.
+describe("a gateway whose subscriptions the broker refuses", () => {
   const cleanups: (() => Promise<void> | void)[] = [];
   afterEach(async () => {
     for (const c of cleanups.reverse()) await c();
@@ -44,5 +45,25 @@ describe("a gateway that cannot subscribe to SOC commands", () => {
     expect(e).toMatchObject({ class: "system", severity: 4, ocsf: { unmapped: { topic: "gatewarden/v1/gw-test-1/commands", reason: "Subscribe error: Unspecified error" } } });
     expect(e.ocsf.message).toMatch(/^The broker refused the subscription to SOC commands on gatewarden\/v1\/gw-test-1\/commands \(Subscribe error: Unspecified error\): no command from the SOC can reach this gateway/);
     expect(told()).toHaveLength(1);
+  });
+
+  it("a refused subscription to the SOC's acknowledgements is told too: delivered events would stay in the outbox", async () => {
+    const t = tempDir();
+    cleanups.push(t.cleanup);
+    const broker = new EmbeddedBroker();
+    await broker.start(0, { authorizeSubscribe: (topic) => !topic.endsWith("/ack") });
+    cleanups.push(() => broker.stop());
+    const site = makeSite(t.dir, { settings: { "upstream.url": broker.url, "upstream.protocol_version": "4", "upstream.reconnect_min_ms": "100", "upstream.reconnect_max_ms": "300" } });
+    const lines: OutLine[] = [];
+    const rx = new SocReceiver({ broker: broker.url, dir: site.socDir, out: join(t.dir, "soc.jsonl"), topic: "gatewarden/v1/+/events", clientId: "soc-1", protocolVersion: 4, gapTimeoutMs: 60_000, dedupeWindow: 100_000, log: silent, onLine: (l) => lines.push(l) });
+    await rx.start();
+    cleanups.push(() => rx.stop());
+    const rt = new Runtime(site.load(), silent);
+    await rt.start();
+    cleanups.push(() => rt.stop("cleanup", 0).catch(() => undefined));
+    const told = () => lines.filter((l) => !("problem" in l) && (l.ocsf.unmapped as { error_type?: string } | undefined)?.error_type === "acks_unsubscribed") as unknown as { severity: number; ocsf: { message: string; unmapped: Record<string, unknown> } }[];
+    await until(() => told().length > 0, 20_000, "the event saying the SOC's acknowledgements cannot arrive");
+    expect(told()[0]).toMatchObject({ severity: 4, ocsf: { unmapped: { topic: "gatewarden/v1/gw-test-1/ack", reason: "Subscribe error: Unspecified error" } } });
+    expect(told()[0]!.ocsf.message).toMatch(/^The broker refused the subscription to the SOC's acknowledgements on gatewarden\/v1\/gw-test-1\/ack \(Subscribe error: Unspecified error\): delivered events stay in the outbox/);
   });
 });
