@@ -95,7 +95,8 @@ export class Heartbeat {
           class_uid: OcsfClass.DeviceInventoryInfo,
           activity_id: 2, // Collect
           message: "Heartbeat",
-          unmapped: { heartbeat: { ...this.o.state(), posture } },
+          // `interval_ms`: when the next one is due (the SOC receiver's silence check reads it).
+          unmapped: { heartbeat: { ...this.o.state(), interval_ms: this.o.intervalMs, posture } },
         },
       });
     } finally {

@@ -50,4 +50,16 @@ describe("silent devices at the SOC receiver", () => {
     expect(w.sweep(2 * MIN).map((l) => l.device)).toEqual(["gw-1"]);
     expect(w.sweep(10 * MIN)).toEqual([]);
   });
+
+  it("a device whose heartbeats announce a longer interval is silent after three of them, not after --silence-ms", () => {
+    const w = new SilenceWatch(new Database(":memory:"), 5 * MIN, 0, () => false);
+    const beat = { device: "gw-slow", boot: 1, seq: 3, verified: true, class: "heartbeat", ocsf: { unmapped: { heartbeat: { interval_ms: 10 * MIN } } } } as unknown as OutLine;
+    w.heard([beat, ev("gw-fast", 1, 3)], 0);
+    w.heard([ev("gw-slow", 1, 4)], MIN); // a later event that is not a heartbeat keeps the interval
+    expect(w.sweep(10 * MIN).map((l) => l.device)).toEqual(["gw-fast"]);
+    expect(w.sweep(30 * MIN)).toEqual([]);
+    const slow = w.sweep(31 * MIN + 1);
+    expect(slow).toEqual([expect.objectContaining({ problem: "silent", device: "gw-slow", last_event: { boot: 1, seq: 4 } })]);
+    expect(slow[0]!.detail).toMatch(/; it announced a heartbeat every 600 s\); its heartbeat has stopped/);
+  });
 });
