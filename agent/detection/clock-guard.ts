@@ -5,8 +5,10 @@
  * behind), and an NTP correction or someone setting the clock can step it back too. Without
  * this, detection dropped every reading, silently, until the wall clock had caught up again.
  *
- * A step is what the wall clock moved beyond the monotonic clock between two readings (or, for
- * the first reading after a start, how far it lies before the restored detectors' time). A step
+ * A step is what the wall clock moved beyond the monotonic clock since the previous reading,
+ * read from the two clocks themselves, not from the readings' times, so that a reading that
+ * arrives late (queued in the OPC UA process) is not taken for one; for the first reading after
+ * a start, how far the clock lies before the restored detectors' time. A step
  * back of more than CLOCK_STEP_MS adds to an offset that places readings after the last ones; a
  * later step forward takes it back (to 0 once the clock is right again), so hour-of-day profiles
  * stay on true time. Each step that changes the offset is a signed system event (at most one a
@@ -26,32 +28,38 @@ export interface ClockGuardOptions {
   sink: EventSink;
   log: Logger;
   mono?: () => number;
+  wall?: () => number;
 }
 
 export class ClockGuard {
   /** Added to every reading's time (ms, ≥ 0). */
   offset = 0;
-  private last: { wall: number; mono: number } | null = null;
+  /** Wall clock minus monotonic clock at the previous reading (null: none yet). */
+  private base: number | null = null;
   private reportedAt = Number.NEGATIVE_INFINITY;
   private since = 0;
   private readonly mono: () => number;
+  private readonly wall: () => number;
 
   constructor(private readonly o: ClockGuardOptions) {
     this.mono = o.mono ?? (() => performance.now());
+    this.wall = o.wall ?? Date.now;
   }
 
   /** A reading's (or write's) wall time on detection's time base. */
   map(ts: number): number {
-    const mono = this.mono();
-    if (this.last === null) {
+    const now = this.wall();
+    const base = now - this.mono();
+    if (this.base === null) {
       const t = this.o.engineTime();
-      if (t !== null && ts < t - CLOCK_STEP_MS) this.change(t - ts + 1, "before the last reading the detectors saw (their saved state)", ts - t);
+      if (t !== null && now < t - CLOCK_STEP_MS) this.change(t - now + 1, "before the last reading the detectors saw (their saved state)", now - t);
     } else {
-      const step = ts - this.last.wall - (mono - this.last.mono);
+      const step = base - this.base;
       if (step < -CLOCK_STEP_MS) this.change(this.offset - step, "back", step);
       else if (step > CLOCK_STEP_MS && this.offset > 0) this.change(Math.max(0, this.offset - step), "forward", step);
     }
-    this.last = { wall: ts, mono };
+    // Compared reading to reading: a slow drift (NTP slewing) never adds up to a step.
+    this.base = base;
     return ts + this.offset;
   }
 

@@ -49,7 +49,7 @@ export interface RunningDetection {
 }
 
 /** `site` is the file `config.site` names, parsed (and checked against the points) by agent/config/references.ts. */
-export async function startDetection(o: { points: PointsConfig; config: DetectionConfig; site?: SiteConfig | undefined; sink: EventSink; log: Logger; mono?: () => number }): Promise<RunningDetection> {
+export async function startDetection(o: { points: PointsConfig; config: DetectionConfig; site?: SiteConfig | undefined; sink: EventSink; log: Logger; mono?: () => number; wall?: () => number }): Promise<RunningDetection> {
   const { DetectionEngine } = await import("../../detectors/engine");
   const { DetectorStateStore } = await import("./state-store");
   const build = (points: PointsConfig, config: DetectionConfig, site: SiteConfig | undefined) => {
@@ -88,7 +88,7 @@ export async function startDetection(o: { points: PointsConfig; config: Detectio
       o.sink.record({ class: "system", severity: 4, ocsf: { class_uid: OcsfClass.ApplicationLifecycle, activity_id: 99, message: `Detector state cannot be saved to ${state_path} (${describeError(e)}); a restart now would lose what the detectors learned, and they would be blind while they learn again`, unmapped: { error_type: "detector_state_save", stage: "processing" } } });
     }
   };
-  const guard = new ClockGuard({ engineTime: () => engine.time, sink: o.sink, log: o.log, mono: o.mono });
+  const guard = new ClockGuard({ engineTime: () => engine.time, sink: o.sink, log: o.log, mono: o.mono, wall: o.wall });
   const timer = setInterval(save, save_interval_ms);
   timer.unref();
   return {

@@ -22,18 +22,26 @@ async function detection(dir: string) {
   mkdirSync(dir, { recursive: true });
   const events: EventDraft[] = [];
   let mono = 0;
-  const d = await startDetection({ points, config: config(dir), sink: { record: (e) => void events.push(e) }, log: pino({ level: "silent" }), mono: () => mono });
+  let wall = 0;
+  const d = await startDetection({ points, config: config(dir), sink: { record: (e) => void events.push(e) }, log: pino({ level: "silent" }), mono: () => mono, wall: () => wall });
   const rnd = prng(3);
-  /** One reading a second for `n` seconds from wall time `wall`; `value` overrides the normal level. */
-  const feed = (wall: number, n: number, value?: (i: number) => number | undefined) => {
+  /** One reading a second for `n` seconds from wall time `from` (the gateway's clock reads it); `value` overrides the normal level. */
+  const feed = (from: number, n: number, value?: (i: number) => number | undefined) => {
     for (let i = 0; i < n; i++) {
       mono += 1000;
-      d.readings.reading({ point: "LEVEL", value: value?.(i) ?? 4 + rnd() * 0.2, ts: wall + i * 1000, source: "poll", quality: "good" });
+      wall = from + i * 1000;
+      d.readings.reading({ point: "LEVEL", value: value?.(i) ?? 4 + rnd() * 0.2, ts: wall, source: "poll", quality: "good" });
     }
   };
   const clock = () => events.filter((e) => (e.ocsf.unmapped as { error_type?: string } | undefined)?.error_type === "clock_step");
   const findings = () => events.filter((e) => e.class === "finding");
-  return { d, feed, clock, findings };
+  /** A reading stamped `ts` delivered now, the clocks unchanged. */
+  const late = (ts: number) => {
+    mono += 1000;
+    wall += 1000;
+    d.readings.reading({ point: "LEVEL", value: 4, ts, source: "opcua", quality: "good" });
+  };
+  return { d, feed, clock, findings, late };
 }
 
 describe("the gateway's clock steps", () => {
@@ -85,6 +93,16 @@ describe("the gateway's clock steps", () => {
     feed(T0 + 600_000 - 1500, 10); // 1.5 s back: within the tolerance (dropped as out of order, as before)
     feed(T0 + 3600_000, 60); // an hour forward: the gateway was off, or NTP synced after boot
     expect(clock()).toEqual([]);
+    d.stop();
+  });
+
+  it("a reading that arrives late (queued in the OPC UA process) is not a clock step", async () => {
+    const { d, feed, clock, late } = await detection(join(t.dir, "late"));
+    feed(T0, 600);
+    late(T0 + 600_000 - 5000); // stamped 5 s ago, delivered now: dropped as out of order, as before
+    feed(T0 + 600_000, 60);
+    expect(clock()).toEqual([]);
+    expect(d.status()).toMatchObject({ bad: 1 });
     d.stop();
   });
 });
