@@ -43,7 +43,8 @@ function nodes(root: Record<string, unknown>): Node[] {
       if (depth === 1 && KEPT.has(String(k))) continue;
       const p = typeof k === "number" ? `${path}[${k}]` : path ? `${path}.${k}` : k;
       const bytes = sizeOf(x);
-      if (bytes > 64) out.push({ path: p, parent: v as Record<string, unknown> | unknown[], key: k, bytes });
+      if (bytes <= 64) continue; // nothing in it is worth a marker
+      out.push({ path: p, parent: v as Record<string, unknown> | unknown[], key: k, bytes });
       walk(x, p, depth + 1);
     }
   };
