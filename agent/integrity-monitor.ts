@@ -3,7 +3,7 @@ import type { LoadedConfig } from "./config/load";
 import type { ControlServer } from "./control/server";
 import { describeError } from "./core/errors";
 import type { EventSink } from "./core/events";
-import { acceptDraft, acceptIntegrity, checkIntegrity, driftDraft, failedDraft, goneDraft, type CheckResult } from "../firmware-hooks/integrity";
+import { acceptDraft, acceptIntegrity, checkIntegrity, driftDraft, failedDraft, goneDraft, missingAtStartDraft, type CheckResult } from "../firmware-hooks/integrity";
 
 /**
  * The daemon's integrity watch: measures at start (taking the first manifest if there is
@@ -24,6 +24,8 @@ export class IntegrityMonitor {
     private readonly loaded: LoadedConfig,
     private readonly sink: EventSink,
     private readonly log: Logger,
+    /** The outbox's boot before this one (null: the gateway's first). */
+    private readonly previousBoot: number | null = null,
   ) {}
 
   start(control: ControlServer): void {
@@ -45,6 +47,9 @@ export class IntegrityMonitor {
       let r = checkIntegrity(this.loaded);
       if (r.state === "no_manifest" && first) {
         this.sink.record(acceptDraft(acceptIntegrity(this.loaded), "the daemon (no manifest at start)"));
+        // A gateway that ran before had a manifest, unless integrity was configured just now:
+        // taken afresh, whatever changed while it was missing is the reference from now on.
+        if (this.previousBoot !== null) this.sink.record(missingAtStartDraft(r.manifest, this.previousBoot));
         r = checkIntegrity(this.loaded);
       }
       this.last = r;

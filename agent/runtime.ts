@@ -83,6 +83,8 @@ export class Runtime {
   /** Signed SOC commands and the proxy gate they steer (agent/soc-commands/service.ts). */
   private commands: import("./soc-commands/service").CommandService | undefined;
   private integrityMonitor: import("./integrity-monitor").IntegrityMonitor | undefined;
+  /** The boot before this one, from the outbox (null: the first). */
+  private previousBoot: number | null = null;
 
   constructor(
     readonly loaded: LoadedConfig,
@@ -159,6 +161,7 @@ export class Runtime {
     await this.createSinks();
     await this.control.listen();
     const boot = this.recorder.start({ config_file: this.loaded.file, outbox_check: check, ...(incident ? { outbox_incident: incident.kind } : {}), ...(this.lockError ? { outbox_lock: this.lockError } : {}), ...(this.lockWait ? { outbox_wait: this.lockWait } : {}) }, knownHead);
+    this.previousBoot = boot.previous;
     this.log.info({ device: c.device.id, boot: boot.boot, version: VERSION }, "Gatewarden started.");
     try {
       if (this.pendingKey) this.resumeRotation(this.pendingKey);
@@ -222,7 +225,7 @@ export class Runtime {
   private async startIntegrity(): Promise<void> {
     if (!this.loaded.config.integrity) return this.notConfigured("integrity", ["integrity.status", "integrity.check"]);
     const { IntegrityMonitor } = await import("./integrity-monitor");
-    const m = new IntegrityMonitor(this.loaded, this.recorder, this.log.child({ component: "integrity" }));
+    const m = new IntegrityMonitor(this.loaded, this.recorder, this.log.child({ component: "integrity" }), this.previousBoot);
     this.integrityMonitor = m;
     m.start(this.control);
     this.onStop(() => m.stop());

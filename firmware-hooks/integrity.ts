@@ -181,6 +181,16 @@ export function goneDraft(manifest: string): EventDraft {
   );
 }
 
+/** No manifest at the start of a gateway that ran before: taken afresh, but said (severity 3). */
+export function missingAtStartDraft(manifest: string, previousBoot: number): EventDraft {
+  const d = integrityFinding(
+    `No integrity manifest ${manifest} at start, though this gateway ran before (previous boot ${previousBoot}): the current files were taken as the manifest, so a file changed while it was missing is now the reference; expected only when integrity was just configured or its manifest_path changed`,
+    "Integrity manifest missing at start",
+    { manifest, state: "no_manifest", previous_boot: previousBoot },
+  );
+  return { ...d, severity: 3 };
+}
+
 /** A measurement failed (a manifest made unreadable hides any drift). */
 export function failedDraft(error: string): EventDraft {
   return integrityFinding(`Integrity cannot be measured: ${error}`, "Integrity not measurable", { error });

@@ -150,7 +150,7 @@ export class Recorder implements EventSink {
    * rest (the boot's envelope is then undefined until it commits). `knownHead` is a chain head
    * known from elsewhere (the outbox's second copy) that is ahead of the outbox's own.
    */
-  start(extra: Record<string, unknown> = {}, knownHead?: ChainHead): { boot: number; env: Envelope | undefined } {
+  start(extra: Record<string, unknown> = {}, knownHead?: ChainHead): { boot: number; env: Envelope | undefined; previous: number | null } {
     const head = knownHead ?? this.o.outbox.head();
     this.o.outbox.headCopy?.note(head ? { prev: [head.boot, head.seq] } : {});
     const nowSec = Math.floor(this.now() / 1000);
@@ -173,7 +173,7 @@ export class Recorder implements EventSink {
     let env: Envelope | undefined;
     this.pending.unshift({ draft, resolve: (e) => (env = e), keep: true });
     this.flush();
-    return { boot: this.boot, env };
+    return { boot: this.boot, env, previous: head?.boot ?? null };
   }
 
   record(draft: EventDraft): void {

@@ -85,4 +85,17 @@ describe("self-integrity", () => {
     expect(n).toBe(1);
     expect(s.problems()).toEqual([]);
   });
+
+  it("no manifest when a gateway that ran before starts again: taken, and a finding says so", async () => {
+    const missingAtStart = () => events().filter((e) => e.class === "finding" && /^No integrity manifest .* at start, though this gateway ran before \(previous boot \d+\)/.test(e.ocsf.message));
+    expect(missingAtStart()).toEqual([]); // not at the gateway's first start
+    await daemon.stop();
+    rmSync(join(s.site.gwDir, "data", "integrity.json"));
+    appendFileSync(join(hooks, "pre-install"), "# changed while the daemon was stopped\n");
+    daemon = new Daemon(s.site.cfgFile);
+    await until(() => missingAtStart().length > 0, 30_000, "the finding for the manifest missing at start");
+    expect(missingAtStart()).toHaveLength(1);
+    expect((await gw(["integrity", "check"])).status).toBe(0); // the current files are the manifest now
+    expect(s.problems()).toEqual([]);
+  });
 });
