@@ -95,6 +95,9 @@ interface Held {
 /** Default of `silenceMs`: five of the gateways' default heartbeat intervals (60 s). */
 export const DEFAULT_SILENCE_MS = 300_000;
 
+/** How long a stop waits for the broker to acknowledge the acks in flight. */
+const STOP_WAIT_MS = 5000;
+
 /** Default of `keyWaitMs`. */
 export const KEY_WAIT_MS = 10_000;
 
@@ -446,7 +449,22 @@ export class SocReceiver {
     if (this.sweepTimer) clearInterval(this.sweepTimer);
     const c = this.client;
     this.client = undefined;
-    if (c) await new Promise<void>((r) => c.end(false, {}, () => r()));
+    // A clean end waits for the acks this receiver published to be acknowledged by the broker;
+    // with the connection down (a broker gone, a reconnect in progress) that never happens and
+    // mqtt.js would wait for ever. What was received is committed and acknowledged already, and
+    // an ack not delivered is sent again with the next one: after STOP_WAIT_MS, end anyway.
+    if (c) {
+      await new Promise<void>((r) => {
+        const t = setTimeout(() => {
+          c.stream?.destroy();
+          r();
+        }, STOP_WAIT_MS);
+        c.end(!c.connected, {}, () => {
+          clearTimeout(t);
+          r();
+        });
+      });
+    }
     if (this.fd !== 1) closeSync(this.fd);
     this.db.close();
   }
