@@ -20,17 +20,23 @@ describe("a gateway whose subscriptions the broker refuses", () => {
     cleanups.length = 0;
   });
 
-  it("tells the SOC with a signed event naming the topic and the broker's answer", async () => {
+  /**
+   * aedes refusing the subscriptions `refuse` names, a SOC receiver, and the daemon (with SOC
+   * commands configured when `commands`); the system events the SOC got, by `error_type`.
+   */
+  async function start(refuse: (topic: string) => boolean, commands: boolean) {
     const t = tempDir();
     cleanups.push(t.cleanup);
     const broker = new EmbeddedBroker();
-    await broker.start(0, { authorizeSubscribe: (topic) => !topic.endsWith("/commands") });
+    await broker.start(0, { authorizeSubscribe: (topic) => !refuse(topic) });
     cleanups.push(() => broker.stop());
     const site = makeSite(t.dir, { settings: { "upstream.url": broker.url, "upstream.protocol_version": "4", "upstream.reconnect_min_ms": "100", "upstream.reconnect_max_ms": "300" } });
-    const keys = generateKeyPairSync("ed25519");
-    const pubFile = join(site.socDir, "command.pub");
-    writeFileSync(pubFile, keys.publicKey.export({ type: "spki", format: "pem" }));
-    appendFileSync(site.cfgFile, `\ncommands:\n  soc_command_key: ${pubFile}\n`);
+    if (commands) {
+      const keys = generateKeyPairSync("ed25519");
+      const pubFile = join(site.socDir, "command.pub");
+      writeFileSync(pubFile, keys.publicKey.export({ type: "spki", format: "pem" }));
+      appendFileSync(site.cfgFile, `\ncommands:\n  soc_command_key: ${pubFile}\n`);
+    }
     const lines: OutLine[] = [];
     const rx = new SocReceiver({ broker: broker.url, dir: site.socDir, out: join(t.dir, "soc.jsonl"), topic: "gatewarden/v1/+/events", clientId: "soc-1", protocolVersion: 4, gapTimeoutMs: 60_000, dedupeWindow: 100_000, log: silent, onLine: (l) => lines.push(l) });
     await rx.start();
@@ -38,9 +44,14 @@ describe("a gateway whose subscriptions the broker refuses", () => {
     const rt = new Runtime(site.load(), silent);
     await rt.start();
     cleanups.push(() => rt.stop("cleanup", 0).catch(() => undefined));
-    const told = () => lines.filter((l) => !("problem" in l) && (l.ocsf.unmapped as { error_type?: string } | undefined)?.error_type === "commands_unsubscribed");
+    return (kind: string) => lines.filter((l) => !("problem" in l) && (l.ocsf.unmapped as { error_type?: string } | undefined)?.error_type === kind) as unknown as { class: string; severity: number; ocsf: { message: string; unmapped: Record<string, unknown> } }[];
+  }
+
+  it("tells the SOC with a signed event naming the topic and the broker's answer", async () => {
+    const events = await start((topic) => topic.endsWith("/commands"), true);
+    const told = () => events("commands_unsubscribed");
     await until(() => told().length > 0, 20_000, "the event saying SOC commands cannot arrive");
-    const e = told()[0]! as unknown as { class: string; severity: number; ocsf: { message: string; unmapped: Record<string, unknown> } };
+    const e = told()[0]!;
     // MQTT.js turns SUBACK 0x80 into an error ("Subscribe error: Unspecified error").
     expect(e).toMatchObject({ class: "system", severity: 4, ocsf: { unmapped: { topic: "gatewarden/v1/gw-test-1/commands", reason: "Subscribe error: Unspecified error" } } });
     expect(e.ocsf.message).toMatch(/^The broker refused the subscription to SOC commands on gatewarden\/v1\/gw-test-1\/commands \(Subscribe error: Unspecified error\): no command from the SOC can reach this gateway/);
@@ -48,20 +59,8 @@ describe("a gateway whose subscriptions the broker refuses", () => {
   });
 
   it("a refused subscription to the SOC's acknowledgements is told too: delivered events would stay in the outbox", async () => {
-    const t = tempDir();
-    cleanups.push(t.cleanup);
-    const broker = new EmbeddedBroker();
-    await broker.start(0, { authorizeSubscribe: (topic) => !topic.endsWith("/ack") });
-    cleanups.push(() => broker.stop());
-    const site = makeSite(t.dir, { settings: { "upstream.url": broker.url, "upstream.protocol_version": "4", "upstream.reconnect_min_ms": "100", "upstream.reconnect_max_ms": "300" } });
-    const lines: OutLine[] = [];
-    const rx = new SocReceiver({ broker: broker.url, dir: site.socDir, out: join(t.dir, "soc.jsonl"), topic: "gatewarden/v1/+/events", clientId: "soc-1", protocolVersion: 4, gapTimeoutMs: 60_000, dedupeWindow: 100_000, log: silent, onLine: (l) => lines.push(l) });
-    await rx.start();
-    cleanups.push(() => rx.stop());
-    const rt = new Runtime(site.load(), silent);
-    await rt.start();
-    cleanups.push(() => rt.stop("cleanup", 0).catch(() => undefined));
-    const told = () => lines.filter((l) => !("problem" in l) && (l.ocsf.unmapped as { error_type?: string } | undefined)?.error_type === "acks_unsubscribed") as unknown as { severity: number; ocsf: { message: string; unmapped: Record<string, unknown> } }[];
+    const events = await start((topic) => topic.endsWith("/ack"), false);
+    const told = () => events("acks_unsubscribed");
     await until(() => told().length > 0, 20_000, "the event saying the SOC's acknowledgements cannot arrive");
     expect(told()[0]).toMatchObject({ severity: 4, ocsf: { unmapped: { topic: "gatewarden/v1/gw-test-1/ack", reason: "Subscribe error: Unspecified error" } } });
     expect(told()[0]!.ocsf.message).toMatch(/^The broker refused the subscription to the SOC's acknowledgements on gatewarden\/v1\/gw-test-1\/ack \(Subscribe error: Unspecified error\): delivered events stay in the outbox/);
