@@ -1,6 +1,6 @@
 import type { Reading } from "../agent/core/readings";
 import { BaseDetector } from "./_base";
-import { fmt, num, numOrNull, type Emit } from "./detector";
+import { badState, fmt, num, numOrNull, type Emit } from "./detector";
 
 export interface EwmaCusumOptions {
   /** EWMA weight of the mean. */
@@ -32,13 +32,23 @@ export interface EwmaCusumOptions {
  */
 const Z_CAP = 4;
 
-interface State { n: number; last_ts: number | null; dt: number; mu: number | null; v: number; sp: number; sn: number; h_cal: number; since: number; gap: number; min_gap: number }
+interface State {
+  n: number; last_ts: number | null; dt: number; mu: number | null; v: number; sp: number; sn: number; h_cal: number; since: number; gap: number; min_gap: number;
+  /** Absent in snapshots from before they were kept: `v_n` taken as `n`, the flags as false. */
+  v_n?: number; since_up?: boolean; after_gap?: boolean;
+}
 
 /**
  * EWMA + two-sided CUSUM drift detector (Page 1954): accumulates standardised deviations from
  * a slowly tracked mean; a slow drift that stays inside any single-reading threshold still
  * accumulates. The CUSUM restarts after each signal, and a signal is reported only when a
- * second follows within `confirm_within` readings (a lone excursion of a noisy signal is not).
+ * second follows the same way within `confirm_within` readings (a lone excursion of a noisy
+ * signal is not, nor a rise and a fall: a wander).
+ *
+ * After a long gap (or maintenance) the level is learned afresh and the noise scale is kept: it
+ * describes the sensor and the process, not where the level stood. So the threshold calibration
+ * goes on from the first readings after the gap, and a process that moves fast right after it (a
+ * heater cycling as a test rig starts) widens the threshold instead of passing unseen.
  */
 export class EwmaCusumDetector extends BaseDetector<State> {
   readonly stateVersion = 1;
@@ -46,12 +56,18 @@ export class EwmaCusumDetector extends BaseDetector<State> {
   private hasMu = false;
   private mu = 0;
   private v = 0;
+  /** Readings since the noise scale began to be learned (kept over a gap, like the estimate). */
+  private vn = 0;
+  /** The level is being learned afresh after a gap, the noise scale kept. */
+  private afterGap = false;
   private sp = 0;
   private sn = 0;
   /** Largest CUSUM excursion seen on normal data (training, warm-up): the threshold stays above it. */
   private hCal = 0;
   /** Readings since the last (unreported) signal, -1 if none: a drift must signal twice. */
   private since = -1;
+  /** Direction of that signal (true: up): only a second signal the same way confirms it. */
+  private sinceUp = false;
   /** Training: readings since the last calibration crossing, and the shortest such gap (-1: none). */
   private calGap = -1;
   private minGap = -1;
@@ -81,6 +97,7 @@ export class EwmaCusumDetector extends BaseDetector<State> {
     if (!this.hasMu) {
       this.hasMu = true;
       this.mu = x;
+      this.vn++;
       return;
     }
     const e = x - this.mu;
@@ -92,10 +109,10 @@ export class EwmaCusumDetector extends BaseDetector<State> {
     const h = this.threshold();
     if (emit === null) {
       // Calibration: normal data that drifts by itself raises the threshold above its own excursions.
-      // (Not in the first 100 readings: the variance estimate is still settling.)
+      // (Not before the variance estimate has learned from 100 readings: it is still settling.)
       if (s > this.h) {
         this.sp = this.sn = 0;
-        if (this.n >= 100) {
+        if (this.vn >= 100) {
           this.hCal = Math.min(Math.max(this.hCal, s), 50 * this.h);
           if (this.calGap > 0) this.minGap = this.minGap < 0 ? this.calGap : Math.min(this.minGap, this.calGap);
           this.calGap = 0;
@@ -103,13 +120,13 @@ export class EwmaCusumDetector extends BaseDetector<State> {
       }
       if (this.calGap >= 0) this.calGap++;
     } else if (s > h) {
-      const confirmed = this.since >= 0 && this.since <= this.confirmWindow(h);
       const up = this.sp > this.sn;
+      const confirmed = this.since >= 0 && this.since <= this.confirmWindow(h) && up === this.sinceUp;
       this.since = 0;
+      this.sinceUp = up;
       this.sp = this.sn = 0;
       if (!confirmed) {
-        this.mu += this.alpha * e;
-        this.v = (1 - this.beta) * this.v + this.beta * e * e;
+        this.learn(e);
         return;
       }
       emit({
@@ -122,8 +139,17 @@ export class EwmaCusumDetector extends BaseDetector<State> {
     }
     if (this.since >= 0 && ++this.since > this.confirm) this.since = -1;
     if (emit !== null) this.calGap = -1;
-    this.mu += this.alpha * e;
+    this.learn(e);
+  }
+  /**
+   * Tracks the level and the noise. After a gap, with the noise scale kept, the level is a plain
+   * running mean until the EWMA's time constant is reached: an EWMA started at one reading would
+   * carry that reading's noise for hundreds more, a bias the calibration would take for drift.
+   */
+  private learn(e: number): void {
+    this.mu += (this.afterGap ? Math.max(this.alpha, 1 / (this.n + 1)) : this.alpha) * e;
     this.v = (1 - this.beta) * this.v + this.beta * e * e;
+    this.vn++;
   }
   /**
    * Readings within which a second signal confirms a drift. Normal data that itself drifts
@@ -139,14 +165,14 @@ export class EwmaCusumDetector extends BaseDetector<State> {
   protected override onGap(): void {
     this.hasMu = false;
     this.mu = 0;
-    this.v = 0;
+    this.afterGap = this.vn >= 100;
     this.sp = this.sn = 0;
     this.since = -1;
   }
   protected save(): Omit<State, "n" | "last_ts" | "dt"> {
     return {
       mu: this.hasMu ? this.mu : null, v: this.v, sp: this.sp, sn: this.sn, h_cal: this.hCal, since: this.since,
-      gap: this.calGap, min_gap: this.minGap,
+      gap: this.calGap, min_gap: this.minGap, v_n: this.vn, since_up: this.sinceUp, after_gap: this.afterGap,
     };
   }
   protected load(s: Record<string, unknown>): void {
@@ -160,5 +186,10 @@ export class EwmaCusumDetector extends BaseDetector<State> {
     this.since = num(this.id, s.since, "since");
     this.calGap = num(this.id, s.gap, "gap");
     this.minGap = num(this.id, s.min_gap, "min_gap");
+    this.vn = s.v_n === undefined ? num(this.id, s.n, "n") : num(this.id, s.v_n, "v_n");
+    if (s.since_up !== undefined && typeof s.since_up !== "boolean") throw badState(this.id, "since_up");
+    this.sinceUp = s.since_up === true;
+    if (s.after_gap !== undefined && typeof s.after_gap !== "boolean") throw badState(this.id, "after_gap");
+    this.afterGap = s.after_gap === true;
   }
 }

@@ -136,6 +136,25 @@ describe("EWMA + CUSUM", () => {
     for (const r of readings(wander(5000, 6))) d.train(r);
     expect(d.threshold()).toBeGreaterThan(12);
   });
+  // Two short excursions 40 readings apart, each long enough for one CUSUM signal.
+  const excursions = (first: number, second: number): number[] =>
+    noise(1200, 8).map((v, i) => v + (i >= 1000 && i < 1010 ? first : i >= 1050 && i < 1060 ? second : 0));
+  it("does not take a rise and a fall for a drift (a wander): only signals the same way confirm each other", () => {
+    expect(feed(new EwmaCusumDetector("p"), readings(excursions(3, -3))).at).toEqual([]);
+    expect(feed(new EwmaCusumDetector("p"), readings(excursions(-3, 3))).at).toEqual([]);
+    const { findings } = feed(new EwmaCusumDetector("p"), readings(excursions(3, 3)));
+    expect(findings.map((f) => f.reason)).toEqual([expect.stringMatching(/^p drifting up/)]);
+  });
+  it("keeps its noise scale over a long gap, so a fast move right after it calibrates the threshold", () => {
+    // After a day offline the process falls by 6 in 80 readings as it starts again (a heater
+    // cycling), then does the same 700 readings later: normal for it, no drift.
+    const start = (i: number): number => (i < 80 ? -6 * (i / 80) : -6);
+    const after = noise(1600, 9).map((v, i) => v + start(i) + (i >= 700 && i < 780 ? -6 * ((i - 700) / 80) : i >= 780 ? -6 : 0));
+    const rs = [...readings(noise(1000, 10)), ...readings(after, 60_000, "p", T0 + 86_400_000 * 2)];
+    const d = new EwmaCusumDetector("p");
+    expect(feed(d, rs).at).toEqual([]);
+    expect(d.threshold()).toBeGreaterThan(12);
+  });
 });
 
 describe("seasonal profile", () => {
