@@ -1,20 +1,6 @@
 import { accessSync, constants, mkdirSync, statSync } from "node:fs";
 import { dirname, resolve } from "node:path";
-import { DaemonError } from "./core/errors";
-
-const WHY: Record<string, string> = {
-  ENOTDIR: "a part of it is a file, not a directory",
-  EACCES: "permission denied",
-  EPERM: "not permitted",
-  EROFS: "the file system is read-only",
-  ENOENT: "this file system does not allow creating it",
-  ENOSPC: "the disk is full",
-};
-
-function unusable(path: string, what: string, e: NodeJS.ErrnoException | string): DaemonError {
-  const why = typeof e === "string" ? e : ((e.code && WHY[e.code]) ?? e.message);
-  return new DaemonError("PATH_UNUSABLE", `${what} ${path} cannot be used: ${why}${typeof e === "string" ? "" : ` (${e.code ?? "error"})`}`);
-}
+import { DaemonError, pathUnusable as unusable } from "./core/errors";
 
 /** The nearest existing ancestor of `path` (or `path` itself), and the levels missing below it. */
 function existing(path: string, what: string): { dir: string; missing: string[] } {

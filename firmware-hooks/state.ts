@@ -1,6 +1,7 @@
-import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, rmSync, writeSync } from "node:fs";
+import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, rmSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { DaemonError } from "../agent/core/errors";
+import { writeFileAtomic } from "../agent/core/secret-files";
 
 /**
  * Durable update state in `update.state_dir`:
@@ -27,18 +28,11 @@ export interface Pending {
   time: string;
 }
 
+/** Replaces `path` atomically (owner-only) and fsyncs its directory, so the rename itself is durable. */
 export function writeDurable(path: string, text: string): void {
   const dir = dirname(path);
   mkdirSync(dir, { recursive: true, mode: 0o700 });
-  const tmp = `${path}.tmp-${process.pid}`;
-  const fd = openSync(tmp, "w", 0o600);
-  try {
-    writeSync(fd, text);
-    fsyncSync(fd);
-  } finally {
-    closeSync(fd);
-  }
-  renameSync(tmp, path);
+  writeFileAtomic(path, text, 0o600);
   fsyncDir(dir);
 }
 

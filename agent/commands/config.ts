@@ -1,5 +1,6 @@
 import type { Command } from "commander";
-import { readFileSync, writeFileSync } from "node:fs";
+import { readFileSync } from "node:fs";
+import { writeFileAtomic } from "../core/secret-files";
 import { stringify } from "yaml";
 import { getConfigValue, setConfigValue, unsetConfigValue } from "../config/edit";
 import { loadConfig, parseConfigText, validateDoc, formatIssues } from "../config/load";
@@ -119,11 +120,7 @@ function loadConfigOrParseErrorOnly(file: string): void {
   parseConfigText(text, file);
 }
 
-/** Writes the schema file, naming the path in the error when it cannot. */
+/** Writes the schema file whole or not at all (PATH_UNUSABLE naming the path when it cannot). */
 export function writeSchemaFile(file: string, text: string): void {
-  try {
-    writeFileSync(file, text, { mode: 0o644 });
-  } catch (e) {
-    throw new DaemonError("PATH_UNUSABLE", `cannot write the schema to ${file}: ${(e as NodeJS.ErrnoException).code ?? String(e)}`);
-  }
+  writeFileAtomic(file, text, 0o644);
 }

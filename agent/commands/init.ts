@@ -1,5 +1,5 @@
 import type { Command } from "commander";
-import { existsSync } from "node:fs";
+import { existsSync, rmSync } from "node:fs";
 import { makeDirs } from "../paths";
 import { hostname } from "node:os";
 import { join, resolve } from "node:path";
@@ -34,8 +34,14 @@ export function registerInit(program: Command): void {
         makeDirs(join(dir, "keys"), "--dir");
         const dataDir = opts.dataDir ? resolve(opts.dataDir) : "data";
         const key = generateDeviceKey(priv, pub);
-        writeNewFile(file, configTemplate({ deviceId, dataDir }), 0o640);
-        writeSchemaFile(join(dir, SCHEMA_FILE), JSON.stringify(configJsonSchema(VERSION), null, 2) + "\n");
+        try {
+          writeNewFile(file, configTemplate({ deviceId, dataDir }), 0o640);
+          writeSchemaFile(join(dir, SCHEMA_FILE), JSON.stringify(configJsonSchema(VERSION), null, 2) + "\n");
+        } catch (e) {
+          // All or nothing (a full card): a half-made gateway would make the next `init` refuse (KEY_EXISTS).
+          for (const f of [priv, pub, file]) if (existsSync(f)) rmSync(f, { force: true });
+          throw e;
+        }
         const trust = exportTrust(deviceId, key);
         report(opts.json, { config: file, schema: join(dir, SCHEMA_FILE), device: deviceId, private_key: priv, public_key: pub, fingerprint: trust.fingerprint }, () =>
           [

@@ -72,3 +72,20 @@ export function describeError(e: unknown): string {
   if (e instanceof Error) return (e as NodeJS.ErrnoException).code ? `${(e as NodeJS.ErrnoException).code}: ${e.message}` : e.message;
   return String(e);
 }
+
+const PATH_WHY: Record<string, string> = {
+  ENOTDIR: "a part of it is a file, not a directory",
+  EACCES: "permission denied",
+  EPERM: "not permitted",
+  EROFS: "the file system is read-only",
+  ENOENT: "this file system does not allow creating it",
+  ENOSPC: "the disk is full",
+  EDQUOT: "the disk quota is used up",
+  EIO: "the storage reports an I/O error",
+};
+
+/** PATH_UNUSABLE naming `what` and `path`, with why in words and the system's code. */
+export function pathUnusable(path: string, what: string, e: NodeJS.ErrnoException | string): DaemonError {
+  const why = typeof e === "string" ? e : ((e.code && PATH_WHY[e.code]) ?? e.message);
+  return new DaemonError("PATH_UNUSABLE", `${what} ${path} cannot be used: ${why}${typeof e === "string" ? "" : ` (${e.code ?? "error"})`}`, typeof e === "string" ? undefined : { cause: e });
+}

@@ -1,6 +1,6 @@
 import { createPrivateKey, type KeyObject } from "node:crypto";
-import { closeSync, fsyncSync, openSync, readFileSync, renameSync, statSync, writeSync, existsSync } from "node:fs";
-import { DaemonError } from "./errors";
+import { closeSync, fsyncSync, openSync, readFileSync, renameSync, rmSync, statSync, writeSync, existsSync } from "node:fs";
+import { DaemonError, pathUnusable } from "./errors";
 
 /**
  * Private key files must be owner-only. A key readable or writable by group or others is
@@ -34,27 +34,77 @@ export function readTlsKey(path: string, what: string): { bytes: Buffer; key: Ke
 }
 
 
-/** Creates a new file (never overwrites) with the given mode, fsynced. */
-export function writeNewFile(path: string, data: string | Buffer, mode: number): void {
-  if (existsSync(path)) throw new DaemonError("KEY_EXISTS", `${path} exists; refusing to overwrite it`);
-  const fd = openSync(path, "wx", mode);
-  try {
-    writeSync(fd, typeof data === "string" ? Buffer.from(data) : data);
-    fsyncSync(fd);
-  } finally {
-    closeSync(fd);
+/**
+ * Writes all of `data` at `position` (or the file's offset). A write(2) on a full filesystem may
+ * write part and return its length, not fail; the next one fails with ENOSPC. A single
+ * `writeSync` would leave the rest unwritten without a word.
+ */
+export function writeAll(fd: number, data: string | Buffer, position?: number): void {
+  const buf = typeof data === "string" ? Buffer.from(data) : data;
+  for (let off = 0; off < buf.length; ) {
+    const n = writeSync(fd, buf, off, buf.length - off, position === undefined ? null : position + off);
+    if (n <= 0) throw Object.assign(new Error("write made no progress"), { code: "EIO" });
+    off += n;
   }
 }
 
-/** Replaces a file atomically (temp file, fsync, rename), keeping the given mode. */
+/** Opens `file` to write `path` (itself or its temp file); PATH_UNUSABLE naming `path` when it cannot. */
+function openFor(path: string, file: string, flags: string, mode: number): number {
+  try {
+    return openSync(file, flags, mode);
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    throw code === "ENOENT" ? pathUnusable(path, "file", "its directory does not exist (ENOENT)") : pathUnusable(path, "file", e as NodeJS.ErrnoException);
+  }
+}
+
+/**
+ * Writes and fsyncs the whole file at `fd`, then closes it; on failure, removes `written` and
+ * throws PATH_UNUSABLE naming `path` (a full or failing card is not an internal error).
+ */
+function writeWhole(fd: number, written: string, path: string, data: string | Buffer): void {
+  try {
+    writeAll(fd, data);
+    fsyncSync(fd);
+  } catch (e) {
+    closeSync(fd);
+    rmSync(written, { force: true });
+    throw pathUnusable(path, "file", e as NodeJS.ErrnoException);
+  }
+  closeSync(fd);
+}
+
+/** Creates a new file (never overwrites) with the given mode, fsynced; nothing is left if that fails. */
+export function writeNewFile(path: string, data: string | Buffer, mode: number): void {
+  if (existsSync(path)) throw new DaemonError("KEY_EXISTS", `${path} exists; refusing to overwrite it`);
+  writeWhole(openFor(path, path, "wx", mode), path, path, data);
+}
+
+/** Creates new files (a key pair) all or none: when one cannot be written, those written before it are removed. */
+export function writeNewFiles(files: readonly { path: string; data: string | Buffer; mode: number }[]): void {
+  const done: string[] = [];
+  try {
+    for (const f of files) {
+      writeNewFile(f.path, f.data, f.mode);
+      done.push(f.path);
+    }
+  } catch (e) {
+    for (const p of done) rmSync(p, { force: true });
+    throw e;
+  }
+}
+
+/**
+ * Replaces a file atomically (temp file, fsync, rename), keeping the given mode: the old or the
+ * whole new content, never a torn one; a failed write leaves the old file and no temp file.
+ */
 export function writeFileAtomic(path: string, data: string | Buffer, mode: number): void {
   const tmp = `${path}.tmp-${process.pid}`;
-  const fd = openSync(tmp, "w", mode);
+  writeWhole(openFor(path, tmp, "w", mode), tmp, path, data);
   try {
-    writeSync(fd, typeof data === "string" ? Buffer.from(data) : data);
-    fsyncSync(fd);
-  } finally {
-    closeSync(fd);
+    renameSync(tmp, path);
+  } catch (e) {
+    rmSync(tmp, { force: true });
+    throw pathUnusable(path, "file", e as NodeJS.ErrnoException);
   }
-  renameSync(tmp, path);
 }

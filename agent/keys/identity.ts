@@ -4,14 +4,16 @@ import nacl from "tweetnacl";
 import { DaemonError } from "../core/errors";
 import { publicKeyFromRaw, rawPublicKey } from "../core/sign";
 import { ackKeyFromSocSecret, ackPublicKeyB64, ackPublicKeyFromB64 } from "../soc/ack";
-import { readSecretFile, writeNewFile } from "../core/secret-files";
+import { readSecretFile, writeNewFiles } from "../core/secret-files";
 import { fingerprint } from "../core/keys";
 
 /** The device identity: an Ed25519 key pair, PEM (PKCS#8 / SPKI), private key 0600. */
 export function generateDeviceKey(privPath: string, pubPath: string): KeyObject {
   const { privateKey, publicKey } = generateKeyPairSync("ed25519");
-  writeNewFile(privPath, privateKey.export({ format: "pem", type: "pkcs8" }) as string, 0o600);
-  writeNewFile(pubPath, publicKey.export({ format: "pem", type: "spki" }) as string, 0o644);
+  writeNewFiles([
+    { path: privPath, data: privateKey.export({ format: "pem", type: "pkcs8" }) as string, mode: 0o600 },
+    { path: pubPath, data: publicKey.export({ format: "pem", type: "spki" }) as string, mode: 0o644 },
+  ]);
   return privateKey;
 }
 
@@ -63,8 +65,10 @@ export function socPublicKeyFile(secret: Uint8Array): SocPublicKeyFile {
 export function generateSocKeys(secretPath: string, publicPath: string): SocPublicKeyFile {
   const kp = nacl.box.keyPair();
   const pub = socPublicKeyFile(kp.secretKey);
-  writeNewFile(secretPath, JSON.stringify({ alg: "x25519", secret_key: Buffer.from(kp.secretKey).toString("base64") }) + "\n", 0o600);
-  writeNewFile(publicPath, JSON.stringify(pub) + "\n", 0o644);
+  writeNewFiles([
+    { path: secretPath, data: JSON.stringify({ alg: "x25519", secret_key: Buffer.from(kp.secretKey).toString("base64") }) + "\n", mode: 0o600 },
+    { path: publicPath, data: JSON.stringify(pub) + "\n", mode: 0o644 },
+  ]);
   return pub;
 }
 

@@ -1,10 +1,11 @@
 import type Database from "better-sqlite3";
 import type { KeyObject } from "node:crypto";
-import { closeSync, existsSync, fstatSync, fsyncSync, ftruncateSync, mkdirSync, openSync, writeSync } from "node:fs";
+import { closeSync, existsSync, fstatSync, fsyncSync, ftruncateSync, mkdirSync, openSync } from "node:fs";
 import { join } from "node:path";
 import mqtt, { type IClientOptions, type MqttClient } from "mqtt";
 import type { Logger } from "pino";
 import { describeError } from "../core/errors";
+import { writeAll } from "../core/secret-files";
 import { openWalDatabase } from "../core/sqlite";
 import { BatchOpener } from "../events/seal";
 import { loadSocSecretKey } from "../keys/identity";
@@ -368,7 +369,7 @@ export class SocReceiver {
       const buf = Buffer.from(out.map((l) => JSON.stringify(l)).join("\n") + "\n");
       if (this.fd === 1) process.stdout.write(buf);
       else {
-        writeSync(this.fd, buf, 0, buf.length, this.offset);
+        writeAll(this.fd, buf, this.offset);
         fsyncSync(this.fd);
         this.setOutput.run(this.o.out, this.offset + buf.length);
         written = buf.length;
