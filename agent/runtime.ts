@@ -16,7 +16,6 @@ import { assertReferences, type References } from "./config/references";
 import { StorageHealth } from "./outbox/health";
 import { DAEMON, describeHolder, OutboxLock, OutboxLocked } from "./outbox/lock";
 import { osUser } from "./core/os-user";
-import type { Config } from "./config/schema";
 import type { RunningDetection } from "./detection/start";
 import { reloadDaemon, type ReloadReport } from "./reload";
 

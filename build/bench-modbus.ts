@@ -294,10 +294,6 @@ interface Figures {
   bad: number;
 }
 
-function measure(load: Peer<unknown>, port: number, clients: number, durationMs: number, warmupMs: number): Promise<Figures> {
-  return load.ask<Figures>({ port, clients, durationMs, warmupMs });
-}
-
 const median = (xs: readonly number[]): number => {
   const s = [...xs].sort((a, b) => a - b);
   const m = s.length >> 1;

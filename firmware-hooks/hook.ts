@@ -72,7 +72,7 @@ export async function runHook(loaded: HookSite, engineName: string, stage: strin
       return { exitCode: 0, message, event: await rec(false, message, { version: p?.version ?? null }, 3) };
     }
     case "health":
-      return judge(loaded, u, engineName, engine, stage, state, rec);
+      return judge(loaded, u, engineName, engine, state, rec);
   }
 }
 
@@ -81,7 +81,6 @@ async function judge(
   u: UpdateConfig,
   engineName: string,
   engine: EngineSpec,
-  stage: string,
   state: UpdateState,
   rec: (ok: boolean, message: string, detail?: Record<string, unknown>, severity?: 1 | 2 | 3 | 4) => Promise<Recorded>,
 ): Promise<HookResult> {

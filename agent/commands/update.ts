@@ -1,6 +1,5 @@
 /** `gatewarden update`: update-engine hooks and engine-less updates (firmware-hooks/). */
 import type { Command } from "commander";
-import { join } from "node:path";
 import { report } from "./_output";
 import { loadConfig } from "../config/load";
 import { locateConfig } from "../config/locate";

@@ -90,7 +90,7 @@ export class StreamVerifier {
   private readonly q;
 
   constructor(
-    private readonly db: Database.Database,
+    db: Database.Database,
     private readonly trust: TrustLookup,
     private readonly opts: {
       gapTimeoutMs: number;

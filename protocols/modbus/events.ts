@@ -75,7 +75,7 @@ export class ModbusEvents {
   readonly limits: EventLimits;
 
   constructor(
-    private readonly sink: EventSink,
+    sink: EventSink,
     limits: Partial<EventLimits> = {},
     private readonly now: () => number = Date.now,
   ) {

@@ -9,12 +9,10 @@
  */
 import { X509Certificate } from "node:crypto";
 import { existsSync, mkdirSync, readFileSync } from "node:fs";
-import { join } from "node:path";
 import type { OPCUACertificateManager } from "node-opcua-certificate-manager";
 import type { EventSink } from "../../agent/core/events";
 import type { ReadingSink } from "../../agent/core/readings";
 import { DaemonError } from "../../agent/core/errors";
-import { readSecretFile } from "../../agent/core/secret-files";
 import { checkOwnKey, loadUserCredentials } from "./user";
 import type { OpcuaConfig } from "./config";
 import { OpcuaEvents, type CertificateSeen } from "./events";

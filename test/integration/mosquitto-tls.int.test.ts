@@ -97,7 +97,7 @@ describe("agent -> Mosquitto (mTLS, MQTT 5) -> SOC receiver", () => {
   }
 
   it.skipIf(skip)(`delivers every event exactly once, verified, over TLS with client certificates${why}`, async () => {
-    const { t, site, receiver, mq, pki } = await setup({ settings: { "simulate.events_per_s": "800" } });
+    const { t, site, receiver, mq } = await setup({ settings: { "simulate.events_per_s": "800" } });
     const lines: OutLine[] = [];
     const rx = receiver("soc-1", site.socDir, lines);
     await rx.start();

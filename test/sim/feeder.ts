@@ -193,7 +193,6 @@ export function simulateFeeder(seed: number, o: FeederOptions = {}): FeederRun {
   }
 
   // ---- counters: gains (meter class), resolution, start values
-  const kwh: Record<FeederColumn, Float64Array> = {} as never;
   const gains = SUBS.map(() => 1 + uni(-0.006, 0.006));
   const loads = [houses, shop, lamps, ev];
   const eMain = new Float64Array(n);

@@ -15,7 +15,6 @@ export interface Route {
 }
 
 export class Router {
-  private readonly table: Map<string, Route>[] = [];
   private readonly byListener = new Map<string, (Route | undefined)[]>();
   constructor(routes: readonly RouteEntry[], upstreams: ReadonlyMap<string, Upstream>, listeners: readonly string[]) {
     for (const l of listeners) {

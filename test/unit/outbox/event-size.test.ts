@@ -72,7 +72,7 @@ describe("the size bound of one event", () => {
     const big = bodies()[1]!;
     expect(big.bytes).toBeLessThanOrEqual(MAX_EVENT_BYTES);
     expect(big.body.ocsf.unmapped!.truncated!.removed).toEqual(["unmapped.items[2]"]);
-    expect((big.body.ocsf.unmapped!.items as string[]).filter((x, i) => i !== 2)).toEqual(["a", "b", "c"]);
+    expect((big.body.ocsf.unmapped!.items as string[]).filter((_, i) => i !== 2)).toEqual(["a", "b", "c"]);
   });
 
   it("a megabyte message is cut to 4096 characters; multi-byte text is measured in bytes", () => {

@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import Database from "better-sqlite3";
-import { createPublicKey, generateKeyPairSync, type KeyObject } from "node:crypto";
+import { createPublicKey, generateKeyPairSync } from "node:crypto";
 import { DeviceStream } from "../../helpers/device-stream";
 import { StreamVerifier, type OutLine, type ProblemLine } from "../../../agent/soc/verifier";
 
