@@ -1,9 +1,9 @@
 import type { KeyObject } from "node:crypto";
-import { appendFileSync, existsSync, fsyncSync, mkdirSync, openSync, closeSync, readdirSync, readFileSync, statSync } from "node:fs";
+import { closeSync, existsSync, fstatSync, fsyncSync, ftruncateSync, mkdirSync, openSync, readdirSync, readFileSync, readSync, rmSync, statSync } from "node:fs";
 import { hostname, userInfo } from "node:os";
 import { join } from "node:path";
-import { DaemonError } from "../core/errors";
-import { writeFileAtomic } from "../core/secret-files";
+import { DaemonError, describeError, pathUnusable } from "../core/errors";
+import { writeAll, writeFileAtomic } from "../core/secret-files";
 import { DEVICE_ID, parseTrust } from "../keys/identity";
 import { publicKeyFromRaw } from "../core/sign";
 
@@ -196,9 +196,8 @@ export class TrustStore {
   private store(file: DeviceTrustFile, change: TrustChange): void {
     if (!this.persist) return this.set(file, "");
     const path = join(this.dir, "trusted", `${file.device}.json`);
-    writeFileAtomic(path, JSON.stringify(file) + "\n", 0o644);
+    writeLogged(this.dir, path, JSON.stringify(file) + "\n", change);
     this.set(file, fileStamp(path));
-    logChange(this.dir, change);
     this.stamp = dirStamp(this.dir);
   }
 
@@ -270,8 +269,7 @@ export class TrustStore {
       entry.from_boot = (last.until_boot ?? 0) + 1;
     }
     const file: DeviceTrustFile = { device: t.device, alg: "ed25519", keys: [...(cur?.keys ?? []), entry] };
-    writeFileAtomic(path, JSON.stringify(file) + "\n", 0o644);
-    if (cur && last) logChange(dir, { at: now, by, device: t.device, action: "replace", old_fingerprint: cur.removed_at === undefined ? last.fingerprint : null, new_fingerprint: t.fingerprint, boot: entry.from_boot });
+    writeLogged(dir, path, JSON.stringify(file) + "\n", cur && last ? { at: now, by, device: t.device, action: "replace", old_fingerprint: cur.removed_at === undefined ? last.fingerprint : null, new_fingerprint: t.fingerprint, boot: entry.from_boot } : null);
     return { device: t.device, fingerprint: t.fingerprint, replaced: cur && cur.removed_at === undefined ? last!.fingerprint : null, from_boot: entry.from_boot };
   }
 
@@ -284,8 +282,7 @@ export class TrustStore {
     if (cur.removed_at !== undefined) throw new DaemonError("TRUST_INVALID", `device ${device} was already removed`);
     last.until_boot = untilBoot;
     cur.removed_at = Date.now();
-    writeFileAtomic(path, JSON.stringify(cur) + "\n", 0o644);
-    logChange(dir, { at: cur.removed_at, by: operator(), device, action: "remove", old_fingerprint: last.fingerprint, new_fingerprint: null, boot: untilBoot });
+    writeLogged(dir, path, JSON.stringify(cur) + "\n", { at: cur.removed_at, by: operator(), device, action: "remove", old_fingerprint: last.fingerprint, new_fingerprint: null, boot: untilBoot });
     return { device, fingerprint: last.fingerprint, until_boot: untilBoot };
   }
 }
@@ -335,10 +332,16 @@ function changesPath(dir: string): string {
   return join(dir, "trusted", "changes.jsonl");
 }
 
+/**
+ * The change log's complete lines. A last line without its newline is one being appended, or torn
+ * by a power cut or a full disk while it was: not a change (the next append replaces it).
+ */
 function readChanges(dir: string): TrustChange[] {
   const p = changesPath(dir);
   if (!existsSync(p)) return [];
-  return readFileSync(p, "utf8")
+  const text = readFileSync(p, "utf8");
+  return text
+    .slice(0, text.lastIndexOf("\n") + 1)
     .split("\n")
     .filter((l) => l.trim())
     .map((l, i) => {
@@ -350,12 +353,59 @@ function readChanges(dir: string): TrustChange[] {
     });
 }
 
+/**
+ * Writes a device's trust file and logs the change, both or neither: a change missing from the log
+ * would never reach the SOC as a `trust_changed` line, so when the log cannot take it the file is
+ * put back as it was.
+ */
+function writeLogged(dir: string, path: string, text: string, change: TrustChange | null): void {
+  const before = existsSync(path) ? readFileSync(path) : null;
+  writeFileAtomic(path, text, 0o644);
+  if (!change) return;
+  try {
+    logChange(dir, change);
+  } catch (e) {
+    try {
+      if (before === null) rmSync(path, { force: true });
+      else writeFileAtomic(path, before, 0o644);
+    } catch (u) {
+      throw new DaemonError("PATH_UNUSABLE", `${describeError(e)}; ${path} could not be put back either (${describeError(u)}): the change to ${change.device} is in effect but not in the change log`, { cause: e });
+    }
+    throw e;
+  }
+}
+
+/**
+ * Appends one change, whole or not at all: a torn tail left by an earlier append is cut first, and
+ * an append the disk cannot take is cut back (PATH_UNUSABLE naming the log), so a line never runs
+ * into the next one and the log stays readable.
+ */
 function logChange(dir: string, c: TrustChange): void {
   const p = changesPath(dir);
-  appendFileSync(p, JSON.stringify(c) + "\n", { mode: 0o644 });
-  const fd = openSync(p, "r");
+  let fd: number;
   try {
-    fsyncSync(fd);
+    fd = openSync(p, "a+", 0o644);
+  } catch (e) {
+    throw pathUnusable(p, "trust change log", e as NodeJS.ErrnoException);
+  }
+  try {
+    let size = fstatSync(fd).size;
+    if (size > 0) {
+      const last = Buffer.alloc(1);
+      readSync(fd, last, 0, 1, size - 1);
+      if (last[0] !== 0x0a) {
+        const text = readFileSync(p);
+        size = text.lastIndexOf(0x0a) + 1;
+        ftruncateSync(fd, size);
+      }
+    }
+    try {
+      writeAll(fd, JSON.stringify(c) + "\n");
+      fsyncSync(fd);
+    } catch (e) {
+      ftruncateSync(fd, size);
+      throw pathUnusable(p, "trust change log", e as NodeJS.ErrnoException);
+    }
   } finally {
     closeSync(fd);
   }

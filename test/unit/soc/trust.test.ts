@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { createPublicKey, generateKeyPairSync } from "node:crypto";
-import { readFileSync, writeFileSync } from "node:fs";
+import { appendFileSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { isDaemonError } from "../../../agent/core/errors";
 import { rawPublicKey } from "../../../agent/core/sign";
@@ -48,6 +48,47 @@ describe("trust store", () => {
       expect(s2.get("cab-17", 2101)).toBeUndefined();
       expect(s2.list()).toEqual([expect.objectContaining({ device: "cab-17", removed_at: expect.any(Number) })]);
       expect(s2.changesSince(1).map((c) => c.action)).toEqual(["remove"]);
+    } finally {
+      t.cleanup();
+    }
+  });
+
+  it("a change log torn by a power cut mid-append: the torn line is no change, and the next change replaces it", () => {
+    const t = tempDir();
+    try {
+      const a = trustText("cab-18");
+      TrustStore.add(t.dir, a.text, "a.json");
+      TrustStore.add(t.dir, trustText("cab-18").text, "b.json", { fromBoot: 10 });
+      const log = join(t.dir, "trusted", "changes.jsonl");
+      appendFileSync(log, '{"at":1,"by":"root@soc","dev');
+      const s = new TrustStore(t.dir, 0);
+      expect(s.changesSince(0).map((c) => c.action)).toEqual(["replace"]);
+      TrustStore.remove(t.dir, "cab-18", 20);
+      expect(s.changesSince(0).map((c) => c.action)).toEqual(["replace", "remove"]);
+      expect(readFileSync(log, "utf8")).not.toContain('"dev{');
+    } finally {
+      t.cleanup();
+    }
+  });
+
+  it("a change the log cannot take is not made: the device's trust file is put back (PATH_UNUSABLE naming the log)", () => {
+    const t = tempDir();
+    try {
+      const a = trustText("cab-19");
+      TrustStore.add(t.dir, a.text, "a.json");
+      const file = join(t.dir, "trusted", "cab-19.json");
+      const before = readFileSync(file, "utf8");
+      mkdirSync(join(t.dir, "trusted", "changes.jsonl"));
+      let err: unknown;
+      try {
+        TrustStore.add(t.dir, trustText("cab-19").text, "b.json", { fromBoot: 10 });
+      } catch (e) {
+        err = e;
+      }
+      expect(isDaemonError(err, "PATH_UNUSABLE")).toBe(true);
+      expect(String((err as Error).message)).toMatch(/changes\.jsonl/);
+      expect(readFileSync(file, "utf8")).toBe(before);
+      expect(raw(new TrustStore(t.dir, 0).get("cab-19", 11))).toEqual(a.raw);
     } finally {
       t.cleanup();
     }
