@@ -144,7 +144,8 @@ export class SocReceiver {
   private flushScheduled = false;
   /** Connection generation: a PUBACK goes only on the connection its message came on. */
   private gen = 0;
-  readonly counters = { messages: 0, events: 0, problems: 0, commits: 0, held: 0 };
+  /** `commit_failures`: commits that could not be made (the output or receiver.db cannot be written); their messages come again. */
+  readonly counters = { messages: 0, events: 0, problems: 0, commits: 0, held: 0, commit_failures: 0 };
   readonly problemCounts: Record<string, number> = {};
   connected = false;
   /** Messages held now for a key not seen yet, and key histories read again because another member changed them. */
@@ -267,6 +268,7 @@ export class SocReceiver {
     try {
       ({ lines, held } = this.commit(group, sweep));
     } catch (e) {
+      this.counters.commit_failures++;
       this.o.log.error({ err: describeError(e), messages: group.length }, "Could not commit the receiver's state and output; the messages will be redelivered.");
       // The broker redelivers unacknowledged messages only on a new connection.
       if (group.some((m) => m.messageId !== undefined)) c?.stream?.destroy();
