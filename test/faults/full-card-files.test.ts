@@ -11,7 +11,8 @@ import { mountUnavailable, smallTmpfs } from "./_storage";
 
 // write(2) on a full filesystem may write part of a buffer and return its length; a single
 // writeSync took that for success. `gatewarden init` on a nearly full card then left a torn key
-// or config behind (and INTERNAL), and the next `init` refused with KEY_EXISTS.
+// or config behind (and INTERNAL), and the next `init` refused with KEY_EXISTS; the SOC
+// receiver committed a group whose lines were only partly in its output file.
 const why = mountUnavailable();
 
 /** Every file under `dir`, relative to it. */
