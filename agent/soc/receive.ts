@@ -416,9 +416,14 @@ export class SocReceiver {
     try {
       changes = this.trust.changesSince(done);
     } catch (e) {
-      this.o.log.error({ err: describeError(e) }, "Cannot read the trust change log.");
-      return [];
+      const why = describeError(e);
+      this.o.log.error({ err: why }, "Cannot read the trust change log.");
+      // Once per episode: key replacements and removals are not reported while it lasts.
+      if (this.trustLogBroken) return [];
+      this.trustLogBroken = true;
+      return [problem("trust_log_unreadable", { device: null, detail: `the trust change log cannot be read (${why}): key replacements and removals are not reported as trust_changed until it can`, now })];
     }
+    this.trustLogBroken = false;
     if (!changes.length) return [];
     this.db.prepare("INSERT INTO trust_log (id, n) VALUES (1, ?) ON CONFLICT(id) DO UPDATE SET n = excluded.n").run(done + changes.length);
     this.trust.reload();
@@ -440,6 +445,8 @@ export class SocReceiver {
 
   private stopped = false;
   private stopping = false;
+  /** The trust change log could not be read at the last sweep (reported once per episode). */
+  private trustLogBroken = false;
 
   async stop(): Promise<void> {
     if (this.stopped) return;
