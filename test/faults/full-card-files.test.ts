@@ -95,9 +95,9 @@ describe("files written on a full card", () => {
     const text = readFileSync(out, "utf8");
     expect(text.includes("\0")).toBe(false);
     const written = text.split("\n").filter((l) => l !== "").map((l) => JSON.parse(l) as OutLine);
-    // Every line the receiver committed is in the file whole, once, and nothing was reported lost.
-    expect(written.length).toBe(lines.length);
+    // Every line the receiver committed is in the file, whole and in order, and nothing was reported
+    // lost. (Contiguity was judged above: events sent as the gateway stopped may still be on their way.)
+    expect(written.map((l) => JSON.stringify(l))).toEqual(lines.map((l) => JSON.stringify(l)));
     expect(written.filter((l) => "problem" in l && ["gap", "duplicate"].includes(l.problem))).toEqual([]);
-    expect(contiguous(written.flatMap((l) => ("problem" in l ? [] : [(l as unknown as { seq: number }).seq])).sort((a, b) => a - b))).toBe(true);
   });
 });
