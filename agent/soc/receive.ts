@@ -13,7 +13,7 @@ import { ackKeyFromSocSecret, signAck } from "./ack";
 import { brokerAuth, noDelay, redactUrl } from "../mqtt-connection";
 import { clip, RECEIVER_LIMITS } from "./bounds";
 import { messageLines } from "./message";
-import { TrustStore, type TrustChange } from "./trust";
+import { TrustStore, type LoggedChange } from "./trust";
 import { UnknownDevices } from "./unknown-devices";
 import { SilenceWatch } from "./silence";
 import { AwaitingKey, problem, StreamVerifier, type OutLine, type ProblemLine } from "./verifier";
@@ -72,6 +72,16 @@ export interface ReceiverOptions {
   onLine?: (l: OutLine) => void;
 }
 
+/**
+ * The trust change log as the receiver has reported it: the changes seen (by content key), the
+ * log's stamp when last read, and whether it is in an unreadable episode. `trust_log` is an older
+ * receiver's line count, taken over once.
+ */
+const TRUST_LOG_SCHEMA = `
+CREATE TABLE IF NOT EXISTS trust_seen (key TEXT PRIMARY KEY) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS trust_log_state (id INTEGER PRIMARY KEY CHECK (id = 1), stamp TEXT NOT NULL, unreadable INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS trust_log (id INTEGER PRIMARY KEY CHECK (id = 1), n INTEGER NOT NULL);
+`;
 const SET_OUTPUT = "INSERT INTO output (id, path, length) VALUES (1, ?, ?) ON CONFLICT(id) DO UPDATE SET path = excluded.path, length = excluded.length";
 
 /** A message waiting for its group's commit. */
@@ -161,7 +171,7 @@ export class SocReceiver {
     this.trust = new TrustStore(o.trustDir ?? o.dir);
     this.db = openWalDatabase(join(o.dir, "receiver.db"), "FULL");
     this.db.exec("CREATE TABLE IF NOT EXISTS output (id INTEGER PRIMARY KEY CHECK (id = 1), path TEXT NOT NULL, length INTEGER NOT NULL)");
-    this.db.exec("CREATE TABLE IF NOT EXISTS trust_log (id INTEGER PRIMARY KEY CHECK (id = 1), n INTEGER NOT NULL)");
+    this.db.exec(TRUST_LOG_SCHEMA);
     this.verifier = new StreamVerifier(this.db, this.trust, { gapTimeoutMs: o.gapTimeoutMs, dedupeWindow: o.dedupeWindow, continuity: o.continuity ?? !o.share });
     this.unknown = new UnknownDevices(this.db, o.unknownSummaryMs);
     const silenceMs = o.silenceMs ?? (o.share ? 0 : DEFAULT_SILENCE_MS);
@@ -408,45 +418,74 @@ export class SocReceiver {
 
   /**
    * Trust changes logged since the last call (`soc trust add --replace`, `soc trust remove`), as
-   * `trust_changed` lines; how many were written is committed with them.
+   * `trust_changed` lines. What was reported is known by each change's content and committed with
+   * the lines, so a log shortened or edited by hand neither hides a later change nor repeats one;
+   * reported changes gone from the log are a `trust_log_rewritten` line. A log that cannot be read
+   * is a `trust_log_unreadable` line once per episode (the episode is committed with the line).
    */
   private trustChanges(now: number): ProblemLine[] {
-    const done = (this.db.prepare("SELECT n FROM trust_log WHERE id = 1").pluck().get() as number | undefined) ?? 0;
-    let changes: TrustChange[];
+    const state = this.db.prepare("SELECT stamp, unreadable FROM trust_log_state WHERE id = 1").get() as { stamp: string; unreadable: number } | undefined;
+    const setState = (stamp: string, unreadable: number) =>
+      this.db.prepare("INSERT INTO trust_log_state (id, stamp, unreadable) VALUES (1, ?, ?) ON CONFLICT(id) DO UPDATE SET stamp = excluded.stamp, unreadable = excluded.unreadable").run(stamp, unreadable);
+    let stamp: string;
+    let logged: LoggedChange[];
     try {
-      changes = this.trust.changesSince(done);
+      stamp = this.trust.changeLogStamp();
+      if (state && !state.unreadable && state.stamp === stamp) return [];
+      logged = this.trust.loggedChanges();
     } catch (e) {
       const why = describeError(e);
       this.o.log.error({ err: why }, "Cannot read the trust change log.");
       // Once per episode: key replacements and removals are not reported while it lasts.
-      if (this.trustLogBroken) return [];
-      this.trustLogBroken = true;
+      if (state?.unreadable) return [];
+      setState("", 1);
       return [problem("trust_log_unreadable", { device: null, detail: `the trust change log cannot be read (${why}): key replacements and removals are not reported as trust_changed until it can`, now })];
     }
-    this.trustLogBroken = false;
-    if (!changes.length) return [];
-    this.db.prepare("INSERT INTO trust_log (id, n) VALUES (1, ?) ON CONFLICT(id) DO UPDATE SET n = excluded.n").run(done + changes.length);
+    setState(stamp, 0);
+    const seen = new Set(this.db.prepare("SELECT key FROM trust_seen").pluck().all() as string[]);
+    const legacy = this.db.prepare("SELECT n FROM trust_log WHERE id = 1").pluck().get() as number | undefined;
+    if (legacy !== undefined) {
+      // State of an older receiver, which counted the lines it had read: those are seen.
+      for (const l of logged.slice(0, legacy)) seen.add(l.key);
+      this.db.prepare("DELETE FROM trust_log").run();
+    }
+    const present = new Set(logged.map((l) => l.key));
+    const gone = [...seen].filter((k) => !present.has(k));
+    const fresh = logged.filter((l) => !seen.has(l.key));
+    const add = this.db.prepare("INSERT OR IGNORE INTO trust_seen (key) VALUES (?)");
+    for (const l of logged.slice(0, legacy ?? 0)) add.run(l.key);
+    for (const l of fresh) add.run(l.key);
+    const drop = this.db.prepare("DELETE FROM trust_seen WHERE key = ?");
+    for (const k of gone) drop.run(k);
+    const out: ProblemLine[] = [];
+    if (gone.length) {
+      out.push(problem("trust_log_rewritten", { device: null, count: gone.length, detail: `${gone.length} key change(s) already reported as trust_changed are no longer in the trust change log (${this.trust.changeLogPath}): it was shortened or edited outside gatewarden soc trust`, now }));
+    }
+    if (!fresh.length) return out;
     this.trust.reload();
     // Rotations and farewells were written as their events were verified.
-    return changes.filter((c) => c.action === "replace" || c.action === "remove").map((c) =>
-      problem("trust_changed", {
-        device: c.device,
-        boot: c.boot,
-        detail: c.action === "replace" ? `key of ${c.device} replaced by ${c.by}: ${c.old_fingerprint ?? "(removed)"} -> ${c.new_fingerprint}, valid from boot ${c.boot ?? "?"}` : `${c.device} no longer trusted after boot ${c.boot ?? "?"} (removed by ${c.by}; key ${c.old_fingerprint})`,
-        now,
-        action: c.action,
-        old_fingerprint: c.old_fingerprint,
-        new_fingerprint: c.new_fingerprint,
-        by: c.by,
-        changed_at: c.at,
-      }),
+    return out.concat(
+      fresh
+        .map((l) => l.change)
+        .filter((c) => c.action === "replace" || c.action === "remove")
+        .map((c) =>
+          problem("trust_changed", {
+            device: c.device,
+            boot: c.boot,
+            detail: c.action === "replace" ? `key of ${c.device} replaced by ${c.by}: ${c.old_fingerprint ?? "(removed)"} -> ${c.new_fingerprint}, valid from boot ${c.boot ?? "?"}` : `${c.device} no longer trusted after boot ${c.boot ?? "?"} (removed by ${c.by}; key ${c.old_fingerprint})`,
+            now,
+            action: c.action,
+            old_fingerprint: c.old_fingerprint,
+            new_fingerprint: c.new_fingerprint,
+            by: c.by,
+            changed_at: c.at,
+          }),
+        ),
     );
   }
 
   private stopped = false;
   private stopping = false;
-  /** The trust change log could not be read at the last sweep (reported once per episode). */
-  private trustLogBroken = false;
 
   async stop(): Promise<void> {
     if (this.stopped) return;

@@ -1,4 +1,4 @@
-import type { KeyObject } from "node:crypto";
+import { createHash, type KeyObject } from "node:crypto";
 import { closeSync, existsSync, fstatSync, fsyncSync, ftruncateSync, mkdirSync, openSync, readdirSync, readFileSync, readSync, rmSync, statSync } from "node:fs";
 import { hostname, userInfo } from "node:os";
 import { join } from "node:path";
@@ -43,6 +43,12 @@ export interface DeviceTrustFile {
   removed_at?: number;
   /** Set by the device's signed farewell (`gatewarden decommission`): anything after it is a problem. */
   retired?: Position & { at: number };
+}
+
+/** A change as the log holds it, with a key from its line's content. */
+export interface LoggedChange {
+  key: string;
+  change: TrustChange;
 }
 
 export interface TrustChange {
@@ -207,9 +213,25 @@ export class TrustStore {
     return [...this.devices.values()].map((d) => d.file).sort((a, b) => (a.device < b.device ? -1 : 1));
   }
 
-  /** Changes after the first `from` lines of the change log. */
-  changesSince(from: number): TrustChange[] {
-    return readChanges(this.dir).slice(from);
+  /** Every change in the change log, each with a key from its content (`keyChanges`). */
+  loggedChanges(): LoggedChange[] {
+    return keyChanges(readChangeLines(this.dir));
+  }
+
+  /** Where the change log is (for messages). */
+  get changeLogPath(): string {
+    return changesPath(this.dir);
+  }
+
+  /** The change log's inode, size and change time: unchanged, so is its content ("" while it does not exist). */
+  changeLogStamp(): string {
+    try {
+      const s = statSync(changesPath(this.dir), { bigint: true });
+      return `${s.ino}:${s.size}:${s.ctimeNs}:${s.mtimeNs}`;
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === "ENOENT") return "";
+      throw e;
+    }
   }
 
   private maybeReload(): void {
@@ -336,21 +358,37 @@ function changesPath(dir: string): string {
  * The change log's complete lines. A last line without its newline is one being appended, or torn
  * by a power cut or a full disk while it was: not a change (the next append replaces it).
  */
-function readChanges(dir: string): TrustChange[] {
+function readChangeLines(dir: string): { line: string; change: TrustChange }[] {
   const p = changesPath(dir);
   if (!existsSync(p)) return [];
   const text = readFileSync(p, "utf8");
   return text
     .slice(0, text.lastIndexOf("\n") + 1)
     .split("\n")
-    .filter((l) => l.trim())
-    .map((l, i) => {
+    .map((line, i) => ({ line, i }))
+    .filter(({ line }) => line.trim())
+    .map(({ line, i }) => {
       try {
-        return JSON.parse(l) as TrustChange;
+        return { line, change: JSON.parse(line) as TrustChange };
       } catch {
         throw new DaemonError("TRUST_INVALID", `${p} line ${i + 1} is not JSON`);
       }
     });
+}
+
+/**
+ * Each change with a key of its own, from its line's content (and, for equal lines, which of them
+ * it is), so a reader can tell what it has seen by content, not by position: a log shortened or
+ * rewritten by hand neither hides a later change nor repeats one.
+ */
+function keyChanges(lines: { line: string; change: TrustChange }[]): LoggedChange[] {
+  const n = new Map<string, number>();
+  return lines.map(({ line, change }) => {
+    const h = createHash("sha256").update(line.trim()).digest("hex").slice(0, 32);
+    const k = n.get(h) ?? 0;
+    n.set(h, k + 1);
+    return { key: `${h}.${k}`, change };
+  });
 }
 
 /**

@@ -1,39 +1,27 @@
 import { afterEach, describe, expect, it } from "vitest";
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { EmbeddedBroker } from "../../agent/embedded-broker";
-import { SocReceiver } from "../../agent/soc/receive";
+import Database from "better-sqlite3";
 import { TrustStore } from "../../agent/soc/trust";
-import type { OutLine, ProblemLine } from "../../agent/soc/verifier";
-import { makeSite, silent, tempDir, until } from "../helpers/fixture";
+import type { ProblemLine } from "../../agent/soc/verifier";
+import { makeSite, until } from "../helpers/fixture";
+import { aedesSite, startReceiver, type Cleanups } from "../helpers/soc-rig";
 
 // Key replacements and removals reach the SOC as trust_changed lines read from the trust change
 // log. A log that cannot be read used to be only logged by the receiver: the SOC heard of no
-// key change again, and did not know it.
-describe("a trust change log the SOC receiver cannot read", () => {
-  const cleanups: (() => Promise<void> | void)[] = [];
+// key change again, and did not know it. And the receiver counted the lines it had read, so a log
+// shortened by hand hid the next changes until it grew past that count.
+describe("the SOC receiver's trust change log", () => {
+  const cleanups: Cleanups = [];
   afterEach(async () => {
     for (const c of cleanups.reverse()) await c();
     cleanups.length = 0;
   });
 
   it("is a trust_log_unreadable line once per episode, and changes are reported again once it reads", async () => {
-    const t = tempDir();
-    cleanups.push(t.cleanup);
-    const broker = new EmbeddedBroker();
-    await broker.start();
-    cleanups.push(() => broker.stop());
-    const site = makeSite(t.dir, { settings: { "upstream.url": broker.url } });
-    const lines: OutLine[] = [];
-    const rx = new SocReceiver({ broker: broker.url, dir: site.socDir, out: join(t.dir, "soc.jsonl"), topic: "gatewarden/v1/+/events", clientId: "soc-1", protocolVersion: 4, gapTimeoutMs: 60_000, dedupeWindow: 100_000, log: silent, onLine: (l) => lines.push(l) });
-    await rx.start();
-    cleanups.push(() => rx.stop());
-    const of = (kind: string) => lines.filter((l): l is ProblemLine => "problem" in l && l.problem === kind);
+    const { site, broker } = await aedesSite(cleanups);
+    const { of, lines, sweeps } = await startReceiver(cleanups, { broker: broker.url, dir: site.socDir });
     const log = join(site.socDir, "trusted", "changes.jsonl");
-    const sweeps = async (n: number) => {
-      const c = rx.counters.commits;
-      await until(() => rx.counters.commits >= c + n, 20_000, `${n} sweeps`);
-    };
 
     writeFileSync(log, "{\"at\":1}\nnot a change\n");
     await until(() => of("trust_log_unreadable").length > 0, 20_000, "the trust_log_unreadable line");
@@ -51,5 +39,45 @@ describe("a trust change log the SOC receiver cannot read", () => {
     writeFileSync(log, "not a change\n");
     await until(() => of("trust_log_unreadable").length > 1, 20_000, "the second trust_log_unreadable line");
     expect(lines.filter((l) => "problem" in l && !["trust_log_unreadable", "trust_changed"].includes(l.problem))).toEqual([]);
+  });
+
+  it("knows reported changes by content: a log shortened by hand hides no later change and repeats none", async () => {
+    const { dir, site, broker } = await aedesSite(cleanups);
+    makeSite(dir, { device: "gw-test-2" });
+    makeSite(dir, { device: "gw-test-3" });
+    const start = () => startReceiver(cleanups, { broker: broker.url, dir: site.socDir });
+    const log = join(site.socDir, "trusted", "changes.jsonl");
+
+    const a = await start();
+    TrustStore.remove(site.socDir, "gw-test-1", 5);
+    await until(() => a.of("trust_changed").length > 0, 20_000, "the first trust_changed line");
+    // Shortened by hand: what was reported is gone from the log, and said so once.
+    writeFileSync(log, "");
+    await until(() => a.of("trust_log_rewritten").length > 0, 20_000, "the trust_log_rewritten line");
+    expect(a.of("trust_log_rewritten")[0]).toMatchObject({ count: 1, device: null });
+    expect(a.of("trust_log_rewritten")[0]!.detail).toMatch(/^1 key change\(s\) already reported as trust_changed are no longer in the trust change log \(.*changes\.jsonl\)/);
+    // The next change is the log's first line again; a receiver counting lines took it as read.
+    TrustStore.remove(site.socDir, "gw-test-2", 7);
+    await until(() => a.of("trust_changed").length > 1, 20_000, "the trust_changed line after the shortening");
+    expect(a.of("trust_changed").map((l) => l.device)).toEqual(["gw-test-1", "gw-test-2"]);
+    await a.sweeps(3);
+    expect(a.of("trust_log_rewritten")).toHaveLength(1);
+    await a.rx.stop();
+
+    // A restart repeats nothing.
+    const b = await start();
+    await b.sweeps(3);
+    expect(b.lines.filter((l) => "problem" in l)).toEqual([]);
+    await b.rx.stop();
+
+    // The state of an older receiver (a count of lines read) is taken over: only what follows is new.
+    const db = new Database(join(site.socDir, "receiver.db"));
+    db.exec("DELETE FROM trust_seen; DELETE FROM trust_log_state; INSERT INTO trust_log (id, n) VALUES (1, 1)");
+    db.close();
+    TrustStore.remove(site.socDir, "gw-test-3", 9);
+    const c = await start();
+    await until(() => c.of("trust_changed").length > 0, 20_000, "the trust_changed line after the upgrade");
+    await c.sweeps(3);
+    expect(c.lines.filter((l) => "problem" in l).map((l) => [(l as ProblemLine).problem, (l as ProblemLine).device])).toEqual([["trust_changed", "gw-test-3"]]);
   });
 });

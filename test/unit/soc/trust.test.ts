@@ -37,7 +37,7 @@ describe("trust store", () => {
       expect(raw(s.get("cab-17", 1999))).toEqual(a.raw);
       expect(raw(s.get("cab-17", 2000))).toEqual(b.raw);
       expect(raw(s.get("cab-17"))).toEqual(b.raw);
-      const changes = s.changesSince(0);
+      const changes = s.loggedChanges().map((l) => l.change);
       expect(changes).toEqual([expect.objectContaining({ device: "cab-17", action: "replace", boot: 2000, new_fingerprint: r.fingerprint, old_fingerprint: r.replaced })]);
       expect(changes[0]!.by).toMatch(/@/);
       // Removal: no current key, old boots still verify.
@@ -47,7 +47,7 @@ describe("trust store", () => {
       expect(raw(s2.get("cab-17", 2100))).toEqual(b.raw);
       expect(s2.get("cab-17", 2101)).toBeUndefined();
       expect(s2.list()).toEqual([expect.objectContaining({ device: "cab-17", removed_at: expect.any(Number) })]);
-      expect(s2.changesSince(1).map((c) => c.action)).toEqual(["remove"]);
+      expect(s2.loggedChanges().slice(1).map((l) => l.change).map((c) => c.action)).toEqual(["remove"]);
     } finally {
       t.cleanup();
     }
@@ -62,10 +62,31 @@ describe("trust store", () => {
       const log = join(t.dir, "trusted", "changes.jsonl");
       appendFileSync(log, '{"at":1,"by":"root@soc","dev');
       const s = new TrustStore(t.dir, 0);
-      expect(s.changesSince(0).map((c) => c.action)).toEqual(["replace"]);
+      expect(s.loggedChanges().map((l) => l.change).map((c) => c.action)).toEqual(["replace"]);
       TrustStore.remove(t.dir, "cab-18", 20);
-      expect(s.changesSince(0).map((c) => c.action)).toEqual(["replace", "remove"]);
+      expect(s.loggedChanges().map((l) => l.change).map((c) => c.action)).toEqual(["replace", "remove"]);
       expect(readFileSync(log, "utf8")).not.toContain('"dev{');
+    } finally {
+      t.cleanup();
+    }
+  });
+
+  it("keys each change by its content: stable across reads and edits above it, distinct for equal lines", () => {
+    const t = tempDir();
+    try {
+      mkdirSync(join(t.dir, "trusted"), { recursive: true });
+      const log = join(t.dir, "trusted", "changes.jsonl");
+      const line = (device: string) => JSON.stringify({ at: 1, by: "root@soc", device, action: "remove", old_fingerprint: "ab", new_fingerprint: null, boot: 3 });
+      writeFileSync(log, [line("a"), line("b"), line("b")].join("\n") + "\n");
+      const s = new TrustStore(t.dir, 0);
+      const first = s.loggedChanges().map((l) => l.key);
+      expect(new Set(first).size).toBe(3);
+      expect(s.loggedChanges().map((l) => l.key)).toEqual(first);
+      // The first line removed by hand: the others keep their keys.
+      writeFileSync(log, [line("b"), line("b"), line("c")].join("\n") + "\n" + '{"at":2,"dev');
+      const second = s.loggedChanges();
+      expect(second.map((l) => l.key).slice(0, 2)).toEqual(first.slice(1));
+      expect(second.map((l) => l.change.device)).toEqual(["b", "b", "c"]);
     } finally {
       t.cleanup();
     }
