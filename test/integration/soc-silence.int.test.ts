@@ -1,33 +1,21 @@
 import { afterEach, describe, expect, it } from "vitest";
-import { join } from "node:path";
-import { EmbeddedBroker } from "../../agent/embedded-broker";
 import { Runtime } from "../../agent/runtime";
-import { SocReceiver } from "../../agent/soc/receive";
-import type { OutLine, ProblemLine } from "../../agent/soc/verifier";
-import { makeSite, silent, tempDir, until } from "../helpers/fixture";
+import { silent, until } from "../helpers/fixture";
+import { aedesSite, startReceiver, type Cleanups } from "../helpers/soc-rig";
 
 // A gateway that stops (power, network, a thief) sends nothing, so nothing in its stream says
 // so: the receiver reports the silence of its heartbeat, once, and when it is heard again.
 describe("a gateway that goes quiet, at the SOC", () => {
-  const cleanups: (() => Promise<void> | void)[] = [];
+  const cleanups: Cleanups = [];
   afterEach(async () => {
     for (const c of cleanups.reverse()) await c();
     cleanups.length = 0;
   });
 
   it("is reported silent once after --silence-ms without an event, and silence_ended when it is back", async () => {
-    const t = tempDir();
-    cleanups.push(t.cleanup);
-    const broker = new EmbeddedBroker();
-    await broker.start();
-    cleanups.push(() => broker.stop());
-    const site = makeSite(t.dir, { settings: { "upstream.url": broker.url, "upstream.protocol_version": "4", "upstream.reconnect_min_ms": "100", "upstream.reconnect_max_ms": "300", "heartbeat.interval_ms": "200" } });
-    const lines: OutLine[] = [];
+    const { site, broker } = await aedesSite(cleanups, { "upstream.protocol_version": "4", "upstream.reconnect_min_ms": "100", "upstream.reconnect_max_ms": "300", "heartbeat.interval_ms": "200" });
     const silenceMs = 4000;
-    const rx = new SocReceiver({ broker: broker.url, dir: site.socDir, out: join(t.dir, "soc.jsonl"), topic: "gatewarden/v1/+/events", clientId: "soc-1", protocolVersion: 4, gapTimeoutMs: 60_000, dedupeWindow: 100_000, silenceMs, log: silent, onLine: (l) => lines.push(l) });
-    await rx.start();
-    cleanups.push(() => rx.stop());
-    const of = (kind: string) => lines.filter((l): l is ProblemLine => "problem" in l && l.problem === kind);
+    const { rx, lines, of } = await startReceiver(cleanups, { broker: broker.url, dir: site.socDir, silenceMs });
     let rt = new Runtime(site.load(), silent);
     await rt.start();
     // Heartbeats every 200 ms for more than twice the silence: never silent while it sends.

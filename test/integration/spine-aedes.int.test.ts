@@ -1,31 +1,21 @@
 import { afterEach, describe, expect, it } from "vitest";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
-import { EmbeddedBroker } from "../../agent/embedded-broker";
 import { Runtime } from "../../agent/runtime";
-import { SocReceiver } from "../../agent/soc/receive";
-import type { OutLine } from "../../agent/soc/verifier";
-import { makeSite, silent, tempDir, until } from "../helpers/fixture";
+import { silent, until } from "../helpers/fixture";
+import { aedesSite, startReceiver, type Cleanups } from "../helpers/soc-rig";
 
 describe("agent -> aedes -> SOC receiver", () => {
-  const cleanups: (() => Promise<void> | void)[] = [];
+  const cleanups: Cleanups = [];
   afterEach(async () => {
     for (const c of cleanups.reverse()) await c();
     cleanups.length = 0;
   });
 
   it("delivers every event exactly once across a broker outage", async () => {
-    const t = tempDir();
-    cleanups.push(t.cleanup);
-    const broker = new EmbeddedBroker();
-    await broker.start();
-    cleanups.push(() => broker.stop());
-    const site = makeSite(t.dir, { settings: { "upstream.url": broker.url, "upstream.protocol_version": "4", "upstream.reconnect_min_ms": "100", "upstream.reconnect_max_ms": "500", "simulate.events_per_s": "500", "heartbeat.interval_ms": "1000" } });
-    const lines: OutLine[] = [];
-    const out = join(t.dir, "soc-out.jsonl");
-    const rx = new SocReceiver({ broker: broker.url, dir: site.socDir, out, topic: "gatewarden/v1/+/events", clientId: "soc-1", protocolVersion: 4, gapTimeoutMs: 60_000, dedupeWindow: 100_000, log: silent, onLine: (l) => lines.push(l) });
-    await rx.start();
-    cleanups.push(() => rx.stop());
+    const { dir, site, broker } = await aedesSite(cleanups, { "upstream.protocol_version": "4", "upstream.reconnect_min_ms": "100", "upstream.reconnect_max_ms": "500", "simulate.events_per_s": "500", "heartbeat.interval_ms": "1000" });
+    const out = join(dir, "soc-out.jsonl");
+    const { rx, lines } = await startReceiver(cleanups, { broker: broker.url, dir: site.socDir, out });
     const rt = new Runtime(site.load(), silent);
     await rt.start();
     await until(() => rx.counters.events >= 100, 20_000, "events to arrive before the outage");
@@ -52,30 +42,20 @@ describe("agent -> aedes -> SOC receiver", () => {
   });
 
   it("a restarted receiver neither repeats nor misses a line, even after a crash mid-write", async () => {
-    const t = tempDir();
-    cleanups.push(t.cleanup);
-    const broker = new EmbeddedBroker();
-    await broker.start();
-    cleanups.push(() => broker.stop());
-    const site = makeSite(t.dir, { settings: { "upstream.url": broker.url, "upstream.protocol_version": "4", "upstream.reconnect_min_ms": "100", "upstream.reconnect_max_ms": "300", "simulate.events_per_s": "300" } });
-    const out = join(t.dir, "soc-out.jsonl");
-    const mk = () => new SocReceiver({ broker: broker.url, dir: site.socDir, out, topic: "gatewarden/v1/+/events", clientId: "soc-restart", protocolVersion: 4, gapTimeoutMs: 60_000, dedupeWindow: 100_000, log: silent });
-    let rx = mk();
-    await rx.start();
+    const { dir, site, broker } = await aedesSite(cleanups, { "upstream.protocol_version": "4", "upstream.reconnect_min_ms": "100", "upstream.reconnect_max_ms": "300", "simulate.events_per_s": "300" });
+    const out = join(dir, "soc-out.jsonl");
+    const mk = async () => (await startReceiver(cleanups, { broker: broker.url, dir: site.socDir, out, clientId: "soc-restart" })).rx;
+    const first = await mk();
     const rt = new Runtime(site.load(), silent);
     await rt.start();
-    const first = rx;
     await until(() => first.counters.events >= 50, 20_000, "the first receiver to write lines");
-    await rx.stop();
+    await first.stop();
     // A crash between writing lines and committing state leaves uncommitted bytes: they are cut.
     const { appendFileSync } = await import("node:fs");
     appendFileSync(out, '{"device":"half-written');
     const atStop = rt.recorder.counters.committed;
     await until(() => rt.recorder.counters.committed >= atStop + 100, 20_000, "events recorded while no receiver runs");
-    rx = mk();
-    await rx.start();
-    cleanups.push(() => rx.stop());
-    const second = rx;
+    const second = await mk();
     await until(() => second.counters.events >= 50, 20_000, "the second receiver to write lines");
     rt.stopSources();
     await rt.stop("test", 10_000);
