@@ -1,8 +1,9 @@
-import { existsSync, renameSync, statSync, writeFileSync } from "node:fs";
+import { existsSync, renameSync, rmSync, statSync } from "node:fs";
 import type { Logger } from "pino";
 import { describeError } from "../core/errors";
 import { OcsfClass } from "../core/events";
 import type { EventDraft } from "../core/events";
+import { writeNewFile } from "../core/secret-files";
 import type { Outbox } from "./store";
 
 type Stamp = { db: number | undefined; wal: number | undefined };
@@ -21,10 +22,13 @@ function inode(file: string): number | undefined {
  * has open, so what it committed is still reachable through the connection and is saved:
  * a lost WAL is checkpointed into the database and a new one started; a lost database file is
  * written back from the open connection. A replacing file is moved aside (kept), never used.
- * Each finding is reported as a signed event.
+ * Each finding is reported as a signed event. A save that fails (a full card) leaves no partial
+ * file, is tried again at every check and reported once; its success later is reported too.
  */
 export class OutboxWatch {
   private stamp: Stamp;
+  /** The last save failed: what changed, for the report when a later try succeeds. */
+  private failing: string | undefined;
 
   constructor(
     private readonly outbox: Outbox,
@@ -60,7 +64,20 @@ export class OutboxWatch {
       ok = false;
       outcome = `saving it failed (${describeError(e)}): events committed since the last checkpoint may be lost when the daemon stops`;
     }
+    if (!ok) {
+      // Tried again at the next check (the files are still not as the daemon left them).
+      if (this.failing !== undefined) return;
+      this.failing = what;
+      this.tell(what, outcome, false);
+      return;
+    }
     this.stamp = this.read();
+    const earlier = this.failing;
+    this.failing = undefined;
+    this.tell(earlier ?? what, earlier === undefined ? outcome : `after an earlier failure, ${outcome}`, true);
+  }
+
+  private tell(what: string, outcome: string, saved: boolean): void {
     this.log.error({ what, outcome }, "The outbox's files changed under the running daemon.");
     this.report({
       class: "system",
@@ -69,7 +86,7 @@ export class OutboxWatch {
         class_uid: OcsfClass.ApplicationLifecycle,
         activity_id: 99,
         message: `The outbox's ${what} while the daemon was running: ${outcome}`,
-        unmapped: { error_type: "outbox_files_changed", stage: "recording", outbox: { what, saved: ok, path: this.outbox.path } },
+        unmapped: { error_type: "outbox_files_changed", stage: "recording", outbox: { what, saved, path: this.outbox.path } },
       },
     });
   }
@@ -94,7 +111,10 @@ export class OutboxWatch {
     const keptAt = `${path}.foreign-${stamp}`;
     if (replaced) for (const s of ["", "-wal", "-shm"]) if (existsSync(path + s)) renameSync(path + s, keptAt + s);
     const tmp = `${path}.restore`;
-    writeFileSync(tmp, image, { mode: 0o600, flush: true });
+    rmSync(tmp, { force: true });
+    // Whole or nothing: on a full card the partial copy is removed (PATH_UNUSABLE) and the
+    // connection stays open, to be written back at the next check.
+    writeNewFile(tmp, image, 0o600);
     this.outbox.db.close();
     renameSync(tmp, path);
     this.outbox.reopen();
