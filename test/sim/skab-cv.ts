@@ -3,7 +3,8 @@
  * options (of the group check, or the engine's) using the dev runs only. `DIR` is the SKAB folder (`valve1/`,
  * `anomaly-free/`). Bundle as test/sim/report.ts says, then:
  *   node .skab-cv.mjs DIR cv            every candidate on the dev runs, and leave-one-run-out within them
- *   node .skab-cv.mjs DIR dev [NAME]    the defaults (or candidate NAME) on the dev runs; -v: each alarm segment
+ *   node .skab-cv.mjs DIR dev [NAME]    the defaults (or candidate NAME) on the dev runs, with the false alarm
+ *                                       segments over all rows (the scorer's warm-up included); -v: each alarm segment
  *   node .skab-cv.mjs DIR heldout       the defaults on the held-out runs (reported, never chosen on)
  *   node .skab-cv.mjs DIR weak [S ...]  every candidate on the dev runs with each fault weakened to S of
  *                                       its effect (default 1 0.5 0.35 0.25; test/sim/skab-weaken.ts),
@@ -51,7 +52,17 @@ function withoutLabels(t: CsvTable): { table: CsvTable; label: Float64Array } {
   };
 }
 
-interface RunResult { score: EventScore; segments: string[]; /** Readings into the fault of its first alarm (-1: missed). */ first: number }
+interface RunResult {
+  score: EventScore;
+  segments: string[];
+  /** Readings into the fault of its first alarm (-1: missed). */
+  first: number;
+  /**
+   * Alarm segments off the fault over all rows, the unscored warm-up included: false alarms there
+   * are as real to an operator, and they can hide later ones by spending a signal's budget.
+   */
+  falseAll: number;
+}
 
 export function detectSkabRun(dir: string, run: string, learn: CsvTable, c: Candidate, scale = 1): RunResult {
   const read = withoutLabels(readCsv(join(dir, "valve1", `${run}.csv`)));
@@ -74,6 +85,14 @@ export function detectSkabRun(dir: string, run: string, learn: CsvTable, c: Cand
     for (let k = i; k <= j; k++) if (label[k]! > 0) onEvent = true;
     segments.push(`rows ${i}-${j} ${onEvent ? "on the fault" : "FALSE"}: ${flags[i]!.slice(0, 160)}`);
   }
+  let falseAll = 0;
+  for (let i = 0; i < flags.length; i++) {
+    if (flags[i] === null || (i > 0 && flags[i - 1] !== null)) continue;
+    let j = i;
+    let onEvent = false;
+    for (; j < flags.length && flags[j] !== null; j++) if (label[j]! > 0) onEvent = true;
+    if (!onEvent) falseAll++;
+  }
   const start = Array.prototype.findIndex.call(label, (x: number) => x > 0);
   let first = -1;
   for (let k = start; start >= 0 && k < label.length && label[k]! > 0; k++) {
@@ -81,7 +100,7 @@ export function detectSkabRun(dir: string, run: string, learn: CsvTable, c: Cand
     first = k - start;
     break;
   }
-  return { score, segments, first };
+  return { score, segments, first, falseAll };
 }
 
 function line(s: EventScore): string {
@@ -134,7 +153,7 @@ function main(): void {
     const name = process.argv[4] && process.argv[4] !== "-v" ? process.argv[4] : "defaults";
     const results = runs.map((r) => detectSkabRun(dir, r, learn, CANDIDATES[name] ?? {}));
     if (verbose) results.forEach((x, k) => console.log(`run ${runs[k]}: ${line(x.score)}\n  ${x.segments.join("\n  ")}`));
-    console.log(`SKAB ${mode} (${runs.length} runs): ${line(total(results.map((x) => x.score)))}`);
+    console.log(`SKAB ${mode} (${runs.length} runs): ${line(total(results.map((x) => x.score)))}; false alarm segments over all rows (warm-up included): ${results.reduce((n, x) => n + x.falseAll, 0)}`);
     return;
   }
   const names = Object.keys(CANDIDATES);
