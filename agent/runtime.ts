@@ -23,6 +23,7 @@ export type { ReloadReport } from "./reload";
 import { incidentDrafts, openOutbox, type OpenedOutbox } from "./outbox/open";
 import type { Outbox, OutboxStats } from "./outbox/store";
 import { OutboxWatch } from "./outbox/watch";
+import { watchControlSocket } from "./control/socket-watch";
 import { RateMeter } from "./rate";
 import type { SinkState } from "./core/component";
 import { SINKS, type RunningSink } from "./sinks/registry";
@@ -191,6 +192,7 @@ export class Runtime {
     watchTimer.unref();
     this.onStop(() => clearInterval(watchTimer));
     this.registerControl();
+    this.onStop(watchControlSocket(this.control, this.recorder, this.log.child({ component: "control" })));
     await this.startDetectors();
     await this.prepareCommands();
     await this.startSources();
