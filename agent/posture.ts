@@ -1,21 +1,24 @@
 import { execFile } from "node:child_process";
-import { readFileSync } from "node:fs";
+import { readFileSync, statSync } from "node:fs";
 import { release } from "node:os";
 import { z } from "zod";
 import type { Config } from "./config/schema";
 import { LEGACY_POLICIES } from "../protocols/opcua/names";
 import { OcsfClass } from "./core/events";
-import type { EventSink } from "./core/events";
+import type { EventSink, SeverityId } from "./core/events";
 import type { Posture, PostureProbe } from "./heartbeat";
 import { splitHostPort } from "./core/host-port";
 import { currentVersion } from "../firmware-hooks/standalone";
 import { UpdateState } from "../firmware-hooks/state";
+import { secretFilesOf } from "./doctor/secrets";
 
 /**
  * The device's posture, in every heartbeat and from `gatewarden posture`: the probe's load,
  * CPU, memory, disk and temperature (systeminformation, cached by the probe), outbox use,
  * clock synchronisation and offset, listening TCP ports against those the config declares,
- * kernel and OS, secure boot, update slot and version, and the integrity state. Everything
+ * kernel and OS, secure boot, update slot and version, the integrity state, and the mode of each
+ * secret file the config names (one readable by others, or gone, is a finding: the next start
+ * would refuse, and until then the key is exposed). Everything
  * here but the clock is read from /proc, /sys and /etc; the clock command runs at most once
  * per `posture.cache_ms`. With a `posture` section, a listener the config does not declare is
  * a finding (once per listener).
@@ -133,6 +136,29 @@ export class DevicePosture {
     return (this.o.config.opcua?.servers ?? []).filter((s) => s.security_mode !== "None" && legacy.includes(s.security_policy)).map((s) => ({ server: s.name, endpoint: s.endpoint, policy: s.security_policy }));
   }
 
+  /**
+   * Each private key and secret file the config names: its mode and whether it is owner-only.
+   * Checked at start (the daemon refuses otherwise) and here at every heartbeat: a file widened
+   * or removed while the daemon runs is a finding (severity 4), once per file, mode and boot.
+   */
+  secretFiles(): { key: string; path: string; mode: string | null; owner_only: boolean | null; error?: string }[] {
+    return secretFilesOf(this.o.config).map(({ key, path }) => {
+      try {
+        const mode = statSync(path).mode & 0o777;
+        const m = `0${mode.toString(8)}`;
+        const ownerOnly = (mode & 0o077) === 0;
+        if (!ownerOnly) {
+          this.finding(`secret:${key}:${m}`, "Secret file readable by others", `Secret file readable by others: ${path} (${key}) has mode ${m} while the daemon runs; it must be readable by its owner only (chmod 600 ${path}), and the next start refuses it`, { secret_file: { key, path, mode: m } }, 4);
+        }
+        return { key, path, mode: m, owner_only: ownerOnly };
+      } catch (e) {
+        const code = (e as NodeJS.ErrnoException).code ?? "error";
+        this.finding(`secret:${key}:${code}`, "Secret file gone", `Secret file gone: ${path} (${key}) cannot be read while the daemon runs (${code}); the next start refuses`, { secret_file: { key, path, error: code } }, 4);
+        return { key, path, mode: null, owner_only: null, error: code };
+      }
+    });
+  }
+
   async read(): Promise<Record<string, unknown>> {
     const c = this.o.config;
     const cacheMs = c.posture?.cache_ms ?? 60_000;
@@ -165,6 +191,7 @@ export class DevicePosture {
       update,
       integrity: this.o.integrity(),
       opcua_legacy_policies: legacy,
+      secret_files: this.secretFiles(),
     };
   }
 
@@ -179,13 +206,13 @@ export class DevicePosture {
     this.finding(`listener:${k}`, "Undeclared listener", `Undeclared listener: TCP ${k} is listening but the config does not declare port ${l.port}`, { listener: l });
   }
 
-  /** A posture finding (severity 3), once per key and boot. */
-  private finding(key: string, title: string, message: string, posture: Record<string, unknown>): void {
+  /** A posture finding (severity 3 unless given), once per key and boot. */
+  private finding(key: string, title: string, message: string, posture: Record<string, unknown>, severity: SeverityId = 3): void {
     if (this.reported.has(key) || this.reported.size > 4096) return;
     this.reported.add(key);
     this.o.sink.record({
       class: "finding",
-      severity: 3,
+      severity,
       ocsf: { class_uid: OcsfClass.DetectionFinding, activity_id: 1, message, finding_info: { title, uid: `posture:${key}`, types: ["posture"] }, unmapped: { posture } },
     });
   }
