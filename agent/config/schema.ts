@@ -67,6 +67,8 @@ export const upstreamSchema = z.strictObject({
   reconnect_max_ms: int(100, 3_600_000).default(30_000),
   /** Keep it below the SOC receiver's --gap-timeout-ms (5 min) so a retried batch is not a gap. */
   parked_retry_ms: int(1000, 86_400_000).default(120_000),
+  /** A time without the broker at least this long is a signed `upstream_outage` event once it is reachable again. */
+  outage_report_ms: int(1000, 86_400_000).default(60_000),
   /**
    * soc: outbox rows are freed only when the SOC receiver acknowledged them end to end (signed,
    * after its output is durable); the broker's PUBACK only moves the in-flight window. broker:

@@ -10,6 +10,7 @@ import type { Recorder } from "../events/recorder";
 import { BatchSealer, compressBatch } from "../events/seal";
 import { brokerAuth, noDelay, redactUrl } from "../mqtt-connection";
 import { CauseLog } from "../cause-log";
+import { Outage, type OutageReport } from "./outage";
 import { ackTopic } from "../soc/ack";
 import { SocAcks, type Mark } from "./soc-acks";
 import type { Outbox, RawRow } from "../outbox/store";
@@ -82,6 +83,8 @@ export class MqttForwarder implements Sink {
   private unsubscribe: (() => void) | undefined;
   /** Why the broker cannot be reached, at warn: once per cause, and a reminder while it lasts. */
   private readonly causes: CauseLog;
+  /** The current episode without the broker, for the `upstream_outage` event when it ends. */
+  private readonly outage = new Outage();
   private offRecovered: (() => void) | undefined;
   /** Acknowledged batches whose delete failed (storage failing): retried when it works again. */
   private readonly unacked: { ids: number[]; bytes: number }[] = [];
@@ -142,6 +145,7 @@ export class MqttForwarder implements Sink {
       }, Math.min(1000, Math.ceil(this.o.upstream.soc_ack_timeout_ms / 2)));
       this.ackTimer.unref();
     }
+    this.outage.begin();
     this.connect();
   }
 
@@ -192,6 +196,8 @@ export class MqttForwarder implements Sink {
       this.state = "up";
       this.lastError = undefined;
       this.causes.clear("SOC broker reachable again.");
+      const outage = this.outage.up(u.outage_report_ms);
+      if (outage) this.reportOutage(outage);
       const p = connack.properties;
       this.maxPacket = Math.min(u.max_message_bytes, p?.maximumPacketSize ?? Infinity);
       this.window = Math.min(u.max_inflight, p?.receiveMaximum ?? Infinity);
@@ -257,6 +263,7 @@ export class MqttForwarder implements Sink {
     this.state = "down";
     this.lastError = reason;
     this.causes.report(reason);
+    this.outage.failed(reason);
     if (this.reconnectTimer) return;
     const u = this.o.upstream;
     const cap = Math.min(u.reconnect_max_ms, u.reconnect_min_ms * 2 ** Math.min(this.attempt++, 20));
@@ -267,6 +274,21 @@ export class MqttForwarder implements Sink {
       this.reconnectTimer = undefined;
       this.connect();
     }, delay);
+  }
+
+  /** Says, once the broker is reachable again, how long and why it was not (severity 3). */
+  private reportOutage(o: OutageReport): void {
+    const causes = o.causes.map((c) => `${c.cause} (${c.count}x)`).join("; ");
+    this.o.recorder.record({
+      class: "system",
+      severity: 3,
+      ocsf: {
+        class_uid: OcsfClass.ApplicationLifecycle,
+        activity_id: 99,
+        message: `The SOC broker could not be reached for ${o.seconds} s (from ${new Date(o.from).toISOString()}, ${o.attempts} failed attempts${causes ? `: ${causes}` : ""}); the events recorded meanwhile were kept in the outbox and are sent now`,
+        unmapped: { error_type: "upstream_outage", stage: "sending", outage: o },
+      },
+    });
   }
 
   /** Fills the in-flight window from the outbox. */

@@ -3,6 +3,8 @@ import { createServer, type AddressInfo, type Server } from "node:net";
 import { Writable } from "node:stream";
 import { CauseLog } from "../../agent/cause-log";
 import { createLogger } from "../../agent/log";
+import { join } from "node:path";
+import { EmbeddedBroker } from "../../agent/embedded-broker";
 import { Runtime } from "../../agent/runtime";
 import { makeSite, tempDir, until } from "../helpers/fixture";
 import { forwarderOf } from "../helpers/runtime";
@@ -62,6 +64,47 @@ describe("a gateway that cannot reach its broker says why in its log", () => {
     } finally {
       await rt.stop("test", 0);
       closer.close();
+    }
+  });
+
+  it("an outage as long as upstream.outage_report_ms is a signed upstream_outage event once the broker is back: how long, how many attempts, why", async () => {
+    const probe = createServer();
+    const port = await listen(probe);
+    await new Promise<void>((r) => probe.close(() => r()));
+    const site = makeSite(join(t.dir, "outage"), { settings: { "upstream.url": `mqtt://127.0.0.1:${port}`, "upstream.protocol_version": "4", "upstream.reconnect_min_ms": "50", "upstream.reconnect_max_ms": "100", "upstream.outage_report_ms": "3000" } });
+    const { log } = capturedLogger();
+    const rt = new Runtime(site.load(), log);
+    const told: { message: string; unmapped: { error_type?: string; outage?: { seconds: number; attempts: number; from: number; to: number; causes: { cause: string; count: number }[] } } }[] = [];
+    rt.recorder.onCommit((envs) => {
+      for (const e of envs) {
+        const o = e.ocsf as (typeof told)[number];
+        if (o.unmapped?.error_type === "upstream_outage") told.push(o);
+      }
+    });
+    const broker = new EmbeddedBroker();
+    try {
+      const t0 = Date.now();
+      await rt.start();
+      await until(() => forwarderOf(rt).counters.reconnects >= 5 && Date.now() - t0 >= 3200, 20_000, "failed attempts for more than the report threshold");
+      await broker.start(port);
+      await until(() => forwarderOf(rt).status().state === "up", 20_000, "the connection once the broker listens");
+      await until(() => told.length > 0, 20_000, "the upstream_outage event");
+      const o = told[0]!.unmapped.outage!;
+      expect(o.seconds).toBeGreaterThanOrEqual(3);
+      expect(o.attempts).toBeGreaterThanOrEqual(5);
+      expect(o.to - o.from).toBeGreaterThanOrEqual(3000);
+      expect(o.causes[0]!.cause).toMatch(/ECONNREFUSED/);
+      expect(o.causes.reduce((n, c) => n + c.count, 0)).toBe(o.attempts);
+      expect(told[0]!.message).toMatch(/^The SOC broker could not be reached for \d+ s \(from .*, \d+ failed attempts: .*ECONNREFUSED.*\(\d+x\)\); the events recorded meanwhile were kept in the outbox and are sent now$/);
+      // A reconnect within the threshold (a broker restart: well under 3 s here) is only logged.
+      await broker.pause();
+      await until(() => forwarderOf(rt).status().state === "down", 20_000, "the connection lost");
+      await broker.resume();
+      await until(() => forwarderOf(rt).status().state === "up", 20_000, "the connection again");
+      expect(told).toHaveLength(1);
+    } finally {
+      await rt.stop("test", 0);
+      await broker.stop();
     }
   });
 
