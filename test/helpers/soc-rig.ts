@@ -7,12 +7,15 @@ import { makeSite, silent, tempDir, until } from "./fixture";
 /** Teardowns run in reverse order after each test. */
 export type Cleanups = (() => Promise<void> | void)[];
 
-/** A temp dir, an aedes broker and a gateway site (config pointed at the broker) with a SOC dir that trusts it. */
-export async function aedesSite(cleanups: Cleanups, settings: Record<string, string> = {}): Promise<{ dir: string; broker: EmbeddedBroker; site: ReturnType<typeof makeSite> }> {
+/**
+ * A temp dir, an aedes broker (with `brokerOptions`' authorisation hooks) and a gateway site
+ * (config pointed at the broker) with a SOC dir that trusts it.
+ */
+export async function aedesSite(cleanups: Cleanups, settings: Record<string, string> = {}, brokerOptions: Parameters<EmbeddedBroker["start"]>[1] = {}): Promise<{ dir: string; broker: EmbeddedBroker; site: ReturnType<typeof makeSite> }> {
   const t = tempDir();
   cleanups.push(t.cleanup);
   const broker = new EmbeddedBroker();
-  await broker.start();
+  await broker.start(0, brokerOptions);
   cleanups.push(() => broker.stop());
   const site = makeSite(t.dir, { settings: { "upstream.url": broker.url, ...settings } });
   return { dir: t.dir, broker, site };

@@ -1,9 +1,7 @@
 import { afterEach, describe, expect, it } from "vitest";
-import { join } from "node:path";
-import { EmbeddedBroker } from "../../agent/embedded-broker";
 import { Runtime } from "../../agent/runtime";
-import { SocReceiver } from "../../agent/soc/receive";
-import { makeSite, silent, tempDir, until } from "../helpers/fixture";
+import { silent, until } from "../helpers/fixture";
+import { aedesSite, startReceiver, type Cleanups } from "../helpers/soc-rig";
 
 // A receiver asked to stop ended its MQTT connection cleanly, which waits for the broker to
 // acknowledge the acks it published. When that acknowledgement never comes (a broker gone or
@@ -11,23 +9,17 @@ import { makeSite, silent, tempDir, until } from "../helpers/fixture";
 // hanging past 60 s after the broker had been flapping. What the receiver took is committed and
 // acknowledged before it stops, so it now ends anyway after a bounded wait.
 describe("stopping the SOC receiver", () => {
-  const cleanups: (() => Promise<void> | void)[] = [];
+  const cleanups: Cleanups = [];
   afterEach(async () => {
     for (const c of cleanups.reverse()) await c();
     cleanups.length = 0;
   });
 
   it("ends within seconds while the broker never acknowledges the acks it sent", async () => {
-    const t = tempDir();
-    cleanups.push(t.cleanup);
-    const broker = new EmbeddedBroker();
     const held: (() => void)[] = [];
     // The receiver's signed acks to the gateway are held: their PUBACK never comes.
-    await broker.start(0, { authorizePublish: (topic, accept) => (topic.endsWith("/ack") ? held.push(accept) : accept()) });
-    cleanups.push(() => broker.stop());
-    const site = makeSite(t.dir, { settings: { "upstream.url": broker.url, "upstream.protocol_version": "4", "simulate.events_per_s": "50" } });
-    const rx = new SocReceiver({ broker: broker.url, dir: site.socDir, out: join(t.dir, "soc.jsonl"), topic: "gatewarden/v1/+/events", clientId: "soc-1", protocolVersion: 4, gapTimeoutMs: 60_000, dedupeWindow: 100_000, log: silent });
-    await rx.start();
+    const { site, broker } = await aedesSite(cleanups, { "upstream.protocol_version": "4", "simulate.events_per_s": "50" }, { authorizePublish: (topic, accept) => (topic.endsWith("/ack") ? held.push(accept) : accept()) });
+    const { rx } = await startReceiver(cleanups, { broker: broker.url, dir: site.socDir });
     const rt = new Runtime(site.load(), silent);
     await rt.start();
     cleanups.push(() => rt.stop("cleanup", 0).catch(() => undefined));
@@ -35,9 +27,8 @@ describe("stopping the SOC receiver", () => {
     const t0 = Date.now();
     await rx.stop();
     expect(Date.now() - t0).toBeLessThan(15_000);
-    const again = new SocReceiver({ broker: broker.url, dir: site.socDir, out: join(t.dir, "soc.jsonl"), topic: "gatewarden/v1/+/events", clientId: "soc-1", protocolVersion: 4, gapTimeoutMs: 60_000, dedupeWindow: 100_000, log: silent });
-    await again.start(); // its state and output are whole: it opens and goes on
-    cleanups.push(() => again.stop());
+    // Its state and output are whole: it opens and goes on.
+    const { rx: again } = await startReceiver(cleanups, { broker: broker.url, dir: site.socDir });
     await until(() => again.counters.events > 0, 20_000, "the restarted receiver to verify events");
     for (const a of held) a();
   });

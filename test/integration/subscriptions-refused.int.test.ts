@@ -2,11 +2,9 @@ import { afterEach, describe, expect, it } from "vitest";
 import { generateKeyPairSync } from "node:crypto";
 import { appendFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { EmbeddedBroker } from "../../agent/embedded-broker";
 import { Runtime } from "../../agent/runtime";
-import { SocReceiver } from "../../agent/soc/receive";
-import type { OutLine } from "../../agent/soc/verifier";
-import { makeSite, silent, tempDir, until } from "../helpers/fixture";
+import { silent, until } from "../helpers/fixture";
+import { aedesSite, startReceiver, type Cleanups } from "../helpers/soc-rig";
 
 // The gateway subscribes to two topics: its SOC commands (isolate the proxy, push a policy) and
 // the SOC's end-to-end acknowledgements. A broker whose ACL does not let it read one answers
@@ -14,7 +12,7 @@ import { makeSite, silent, tempDir, until } from "../helpers/fixture";
 // gateway only logged it. The SOC learned of the first when a command it sent during an
 // incident went unanswered, of the second when the outbox filled with delivered events.
 describe("a gateway whose subscriptions the broker refuses", () => {
-  const cleanups: (() => Promise<void> | void)[] = [];
+  const cleanups: Cleanups = [];
   afterEach(async () => {
     for (const c of cleanups.reverse()) await c();
     cleanups.length = 0;
@@ -25,22 +23,14 @@ describe("a gateway whose subscriptions the broker refuses", () => {
    * commands configured when `commands`); the system events the SOC got, by `error_type`.
    */
   async function start(refuse: (topic: string) => boolean, commands: boolean) {
-    const t = tempDir();
-    cleanups.push(t.cleanup);
-    const broker = new EmbeddedBroker();
-    await broker.start(0, { authorizeSubscribe: (topic) => !refuse(topic) });
-    cleanups.push(() => broker.stop());
-    const site = makeSite(t.dir, { settings: { "upstream.url": broker.url, "upstream.protocol_version": "4", "upstream.reconnect_min_ms": "100", "upstream.reconnect_max_ms": "300" } });
+    const { site, broker } = await aedesSite(cleanups, { "upstream.protocol_version": "4", "upstream.reconnect_min_ms": "100", "upstream.reconnect_max_ms": "300" }, { authorizeSubscribe: (topic) => !refuse(topic) });
     if (commands) {
       const keys = generateKeyPairSync("ed25519");
       const pubFile = join(site.socDir, "command.pub");
       writeFileSync(pubFile, keys.publicKey.export({ type: "spki", format: "pem" }));
       appendFileSync(site.cfgFile, `\ncommands:\n  soc_command_key: ${pubFile}\n`);
     }
-    const lines: OutLine[] = [];
-    const rx = new SocReceiver({ broker: broker.url, dir: site.socDir, out: join(t.dir, "soc.jsonl"), topic: "gatewarden/v1/+/events", clientId: "soc-1", protocolVersion: 4, gapTimeoutMs: 60_000, dedupeWindow: 100_000, log: silent, onLine: (l) => lines.push(l) });
-    await rx.start();
-    cleanups.push(() => rx.stop());
+    const { lines } = await startReceiver(cleanups, { broker: broker.url, dir: site.socDir });
     const rt = new Runtime(site.load(), silent);
     await rt.start();
     cleanups.push(() => rt.stop("cleanup", 0).catch(() => undefined));
