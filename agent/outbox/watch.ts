@@ -8,6 +8,9 @@ import type { Outbox } from "./store";
 
 type Stamp = { db: number | undefined; wal: number | undefined };
 
+/** A failed save is tried again at most this often: each try copies the whole open database. */
+const RETRY_MS = 10_000;
+
 function inode(file: string): number | undefined {
   try {
     return statSync(file).ino;
@@ -23,12 +26,14 @@ function inode(file: string): number | undefined {
  * a lost WAL is checkpointed into the database and a new one started; a lost database file is
  * written back from the open connection. A replacing file is moved aside (kept), never used.
  * Each finding is reported as a signed event. A save that fails (a full card) leaves no partial
- * file, is tried again at every check and reported once; its success later is reported too.
+ * file, is tried again every 10 s and reported once; its success later is reported too.
  */
 export class OutboxWatch {
   private stamp: Stamp;
   /** The last save failed: what changed, for the report when a later try succeeds. */
   private failing: string | undefined;
+  /** No new try before this time after a failed one (a write-back copies the whole database). */
+  private retryAt = 0;
 
   constructor(
     private readonly outbox: Outbox,
@@ -54,6 +59,7 @@ export class OutboxWatch {
       this.stamp = cur;
       return;
     }
+    if (this.failing !== undefined && now < this.retryAt) return;
     const what = dbChanged ? (cur.db === undefined ? "database file was deleted" : "database file was replaced by another file") : cur.wal === undefined ? "WAL was deleted" : "WAL was replaced by another file";
     const stamp = new Date(now).toISOString().replace(/[:.]/g, "-");
     let outcome: string;
@@ -66,6 +72,7 @@ export class OutboxWatch {
     }
     if (!ok) {
       // Tried again at the next check (the files are still not as the daemon left them).
+      this.retryAt = now + RETRY_MS;
       if (this.failing !== undefined) return;
       this.failing = what;
       this.tell(what, outcome, false);

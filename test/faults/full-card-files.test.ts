@@ -126,19 +126,23 @@ describe("files written on a full card", () => {
     const filler = join(fs.mnt, "filler");
     const st = statfsSync(fs.mnt);
     writeFileSync(filler, Buffer.alloc(Math.max(0, st.bavail - 2) * st.bsize));
-    watch.check();
-    watch.check();
+    const t0 = Date.now();
+    watch.check(t0);
+    watch.check(t0 + 1000); // within the retry interval: not tried
+    watch.check(t0 + 11_000); // tried again, failing again
     // Told once; no partial copy left to be taken for the outbox; the connection still holds every event.
     expect(reports.map((r) => (r.ocsf.unmapped as { outbox?: unknown }).outbox)).toEqual([expect.objectContaining({ what: "database file was deleted", saved: false })]);
     expect(reports[0]!.ocsf.message).toMatch(/saving it failed \(PATH_UNUSABLE: .*outbox\.db.* the disk is full \(ENOSPC\)\)/);
     expect(readdirSync(fs.mnt).filter((f) => f === "outbox.db" || f.includes("restore"))).toEqual([]);
     expect(outbox.head()).toEqual(head);
     rmSync(filler);
-    watch.check();
+    watch.check(t0 + 12_000);
+    expect(reports).toHaveLength(1);
+    watch.check(t0 + 22_000);
     expect(reports).toHaveLength(2);
     expect((reports[1]!.ocsf.unmapped as { outbox?: unknown }).outbox).toMatchObject({ what: "database file was deleted", saved: true });
     expect(reports[1]!.ocsf.message).toMatch(/after an earlier failure, the open database \(\d+ bytes\) was written back and reopened; nothing was lost/);
-    watch.check();
+    watch.check(t0 + 23_000);
     expect(reports).toHaveLength(2);
     outbox.close();
     const again = new Outbox(path, 64 * 1024 ** 2);
