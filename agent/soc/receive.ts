@@ -442,18 +442,17 @@ export class SocReceiver {
       return [problem("trust_log_unreadable", { device: null, detail: `the trust change log cannot be read (${why}): key replacements and removals are not reported as trust_changed until it can`, now })];
     }
     setState(stamp, 0);
-    const seen = new Set(this.db.prepare("SELECT key FROM trust_seen").pluck().all() as string[]);
+    const add = this.db.prepare("INSERT OR IGNORE INTO trust_seen (key) VALUES (?)");
     const legacy = this.db.prepare("SELECT n FROM trust_log WHERE id = 1").pluck().get() as number | undefined;
     if (legacy !== undefined) {
       // State of an older receiver, which counted the lines it had read: those are seen.
-      for (const l of logged.slice(0, legacy)) seen.add(l.key);
+      for (const l of logged.slice(0, legacy)) add.run(l.key);
       this.db.prepare("DELETE FROM trust_log").run();
     }
+    const seen = new Set(this.db.prepare("SELECT key FROM trust_seen").pluck().all() as string[]);
     const present = new Set(logged.map((l) => l.key));
     const gone = [...seen].filter((k) => !present.has(k));
     const fresh = logged.filter((l) => !seen.has(l.key));
-    const add = this.db.prepare("INSERT OR IGNORE INTO trust_seen (key) VALUES (?)");
-    for (const l of logged.slice(0, legacy ?? 0)) add.run(l.key);
     for (const l of fresh) add.run(l.key);
     const drop = this.db.prepare("DELETE FROM trust_seen WHERE key = ?");
     for (const k of gone) drop.run(k);
