@@ -289,6 +289,18 @@ export class ModbusEvents {
     this.emit(`updown|${name}`, this.draft("finding", 3, 4001, 4, `Modbus upstream ${name} is down: ${reason}`, { dst_endpoint: { name: target }, unmapped: { modbus: { upstream: name, reason } } }));
   }
 
+  /**
+   * The device behind an upstream sent bytes that are not a Modbus answer (lost framing, or
+   * not Modbus at all): the connection was reset and its requests in flight got 04 or 0B.
+   */
+  upstreamInvalid(name: string, target: string, reason: string): void {
+    this.emit(`invalid|${name}`, this.draft("finding", 3, 2004, 1, `Modbus upstream ${name} sent bytes that are not a Modbus answer (${reason}); the connection was reset`, {
+      finding_info: { title: "Invalid answer from a Modbus device", types: ["modbus.upstream_invalid"] },
+      dst_endpoint: { name: target },
+      unmapped: { modbus: { upstream: name, reason } },
+    }));
+  }
+
   /** Polled points whose reads have failed for a while (see PointPoller): detection is blind on them. */
   pointsUnreadable(b: PollBlockInfo, forMs: number, reason: string): void {
     const what = pollBlockText(b);

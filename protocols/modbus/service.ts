@@ -152,6 +152,10 @@ export class ModbusProxyService {
         this.log.info({ upstream: name, target }, "Modbus upstream up.");
         events.upstreamUp(name, target);
       },
+      invalid: (name: string, target: string, reason: string) => {
+        this.log.warn({ upstream: name, target, reason }, "Modbus upstream sent bytes that are not a Modbus answer; connection reset.");
+        events.upstreamInvalid(name, target, reason);
+      },
     };
     for (const u of c.upstreams) this.upstreams.set(u.name, createUpstream(u, observer));
     const router = new Router(c.routes, this.upstreams, c.listeners.map((l) => l.name));

@@ -3,6 +3,7 @@
  * register/coil values of reads (for the readings tap), and the size of an RTU response.
  * Pure code. A response that does not fit its request is not passed on (the client gets 04).
  */
+import { SUPPORTED_FUNCTION_CODES } from "./function-codes";
 import { MAX_PDU, type ModbusRequest } from "./pdu";
 
 export type ResponseCheck = { ok: true; exception?: number } | { ok: false; reason: string };
@@ -89,6 +90,54 @@ export function checkResponse(req: ModbusRequest, pdu: Uint8Array): ResponseChec
       return deviceIdSize(pdu, 0) === pdu.length ? OK : bad("device identification response malformed");
   }
 }
+
+/**
+ * Why `pdu` is no Modbus answer at all, whatever was asked (undefined when it could be one):
+ * an exception of other than 2 bytes, a function the proxy never forwards, or a byte count
+ * or length that contradicts the frame. On a TCP stream such an answer means the framing is
+ * lost (a device that interleaves the bytes of its answers, or anything not Modbus): the
+ * bytes after it may form frames that look valid but carry another answer's data, so the
+ * connection is not read further. An answer that is well formed but does not fit its request
+ * (wrong function, unit or count) leaves the framing intact.
+ */
+export function answerShapeError(pdu: Uint8Array): string | undefined {
+  const n = pdu.length;
+  if (n < 2 || n > MAX_PDU) return `answer PDU of ${n} bytes`;
+  const fc = pdu[0]!;
+  if (fc & 0x80) return n === 2 && KNOWN_FUNCTIONS.has(fc & 0x7f) ? undefined : `exception answer of function ${fc & 0x7f} with ${n} bytes`;
+  switch (fc) {
+    case 1:
+    case 2:
+    case 3:
+    case 4:
+    case 12:
+    case 17:
+    case 20:
+    case 21:
+    case 23:
+      return pdu[1] === n - 2 ? undefined : `function ${fc} answer with byte count ${pdu[1]} in ${n} bytes`;
+    case 5:
+    case 6:
+    case 11:
+    case 15:
+    case 16:
+      return n === 5 ? undefined : `function ${fc} answer of ${n} bytes`;
+    case 22:
+      return n === 7 ? undefined : `function ${fc} answer of ${n} bytes`;
+    case 7:
+      return n === 2 ? undefined : `function ${fc} answer of ${n} bytes`;
+    case 8:
+      return n >= 3 ? undefined : `function ${fc} answer of ${n} bytes`;
+    case 24:
+      return n >= 5 && ((pdu[1]! << 8) | pdu[2]!) === n - 3 ? undefined : `function ${fc} answer with a byte count that is not its length`;
+    case 43:
+      return deviceIdSize(pdu, 0) === n ? undefined : "device identification answer malformed";
+    default:
+      return `function ${fc} is not one the proxy forwards`;
+  }
+}
+
+const KNOWN_FUNCTIONS = new Set(SUPPORTED_FUNCTION_CODES);
 
 /** Size of a complete FC 43/14 response starting at `o` (fc first), or undefined if incomplete. */
 function deviceIdSize(b: Uint8Array, o: number): number | undefined {

@@ -8,7 +8,7 @@ import { connect, type Socket } from "node:net";
 import { FairQueue } from "./fair-queue";
 import { mbapFrameSlot, scanMbapInto } from "../codec/frame";
 import { fixedRequestLength, writeFixedRequest, type ModbusRequest } from "../codec/pdu";
-import { checkResponse } from "../codec/response";
+import { answerShapeError, checkResponse } from "../codec/response";
 import { backoffDelay, deviceFailure, gatewayTimeout, gatewayUnavailable, type Upstream, type UpstreamJob, type UpstreamObserver, type UpstreamStatus } from "./upstream";
 
 export interface TcpUpstreamOptions {
@@ -287,23 +287,35 @@ export class TcpUpstream implements Upstream {
     for (;;) {
       const kind = scanMbapInto(buf, off, f, end);
       if (kind === "need") break;
-      if (kind === "bad") {
-        c.sock?.destroy();
-        return;
-      }
+      if (kind === "bad") return this.lostFraming(c, f.reason);
       const start = off;
       off += f.size;
       const slot = f.tid % c.jobs.length;
       const job = c.jobs[slot];
-      if (!job || c.tids[slot] !== f.tid) continue; // late answer to a timed-out request
-      c.jobs[slot] = undefined;
-      c.inFlight--;
+      const mine = job !== undefined && c.tids[slot] === f.tid; // else: a late answer to a timed-out request
       // A view valid during `answer` only (see UpstreamJob).
       const pdu = buf.subarray(start + 7, off);
-      job.answer(f.unit === job.unit && checkResponse(job.req, pdu).ok ? pdu : deviceFailure(job.req.fc));
+      const lost = answerShapeError(pdu);
+      if (mine) {
+        c.jobs[slot] = undefined;
+        c.inFlight--;
+        job.answer(!lost && f.unit === job.unit && checkResponse(job.req, pdu).ok ? pdu : deviceFailure(job.req.fc));
+      }
+      if (lost) return this.lostFraming(c, lost);
     }
     c.buf = off === end ? EMPTY : Buffer.from(buf.subarray(off, end));
     if (this.queue.length) this.drain();
+  }
+
+  /**
+   * What the device sent is not a Modbus answer: the bytes after it cannot be framed with any
+   * confidence (a frame that looks valid may carry another answer's data under this answer's
+   * transaction id), so the connection is dropped; its other requests get 0B on close, and it
+   * is opened again at once.
+   */
+  private lostFraming(c: Conn, reason: string): void {
+    this.o.observer?.invalid?.(this.name, this.target, reason);
+    c.sock?.destroy();
   }
 
   private sweep(): void {

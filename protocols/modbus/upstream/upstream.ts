@@ -16,6 +16,8 @@ export interface UpstreamStatus {
 export interface UpstreamObserver {
   down(name: string, target: string, reason: string): void;
   up(name: string, target: string): void;
+  /** The device sent bytes that are no Modbus answer; the connection is being dropped. */
+  invalid?(name: string, target: string, reason: string): void;
 }
 
 /** A request handed to `Upstream.submit`. */

@@ -118,25 +118,34 @@ export class RawClient {
   }
   /** Send a request PDU (hex) to `unit`; resolves with the response PDU hex or "closed". */
   request(unit: number, pduHex: string, timeoutMs = 2000): Promise<string> {
-    const tid = (this.tid = (this.tid + 1) & 0xffff);
-    const pdu = Buffer.from(pduHex.replace(/\s+/g, ""), "hex");
-    const f = Buffer.alloc(7 + pdu.length);
-    f.writeUInt16BE(tid, 0);
-    f.writeUInt16BE(1 + pdu.length, 4);
-    f[6] = unit;
-    pdu.copy(f, 7);
-    return new Promise((resolve) => {
-      if (this.closed) return resolve("closed");
-      const t = setTimeout(() => {
-        this.waiters.delete(tid);
-        resolve("timeout");
-      }, timeoutMs);
-      this.waiters.set(tid, (h) => {
-        clearTimeout(t);
-        resolve(h);
+    return this.requestAll(unit, [pduHex], timeoutMs)[0]!;
+  }
+  /** Send several request PDUs (hex) to `unit` in one write: they arrive in one segment. */
+  requestAll(unit: number, pduHexes: string[], timeoutMs = 2000): Promise<string>[] {
+    const frames: Buffer[] = [];
+    const answers = pduHexes.map((pduHex) => {
+      const tid = (this.tid = (this.tid + 1) & 0xffff);
+      const pdu = Buffer.from(pduHex.replace(/\s+/g, ""), "hex");
+      const f = Buffer.alloc(7 + pdu.length);
+      f.writeUInt16BE(tid, 0);
+      f.writeUInt16BE(1 + pdu.length, 4);
+      f[6] = unit;
+      pdu.copy(f, 7);
+      frames.push(f);
+      return new Promise<string>((resolve) => {
+        if (this.closed) return resolve("closed");
+        const t = setTimeout(() => {
+          this.waiters.delete(tid);
+          resolve("timeout");
+        }, timeoutMs);
+        this.waiters.set(tid, (h) => {
+          clearTimeout(t);
+          resolve(h);
+        });
       });
-      this.sock.write(f);
     });
+    if (!this.closed) this.sock.write(Buffer.concat(frames));
+    return answers;
   }
   close(): void {
     this.sock.destroy();

@@ -4,7 +4,8 @@
  * device's own valid answer to that very request or a gateway exception (04 invalid answer,
  * 0B no answer, 0A path unavailable). Never another request's answer (two transactions in
  * flight per connection, so a late or repeated answer meets a busy slot), never a malformed
- * one, and the proxy keeps serving once the device behaves again.
+ * one, and the proxy keeps serving once the device behaves again. A device that interleaves
+ * the bytes of its answers is dropped, never read on.
  */
 import fc from "fast-check";
 import { createServer, type Server, type Socket } from "node:net";
@@ -27,13 +28,23 @@ const mbap = (tid: number, unit: number, pdu: Buffer): Buffer => {
   return b;
 };
 
-/** Answers each request frame as the next behaviour of `script` says (cycling). */
-class HostileDevice {
-  script: Behaviour[] = ["ok"];
-  private next = 0;
+/** Holding 7 read until the device's own answer comes (at most 50 tries, 20 ms apart); the last answer. */
+async function servedAgain(c: RawClient): Promise<string> {
+  let got = "";
+  for (let i = 0; i < 50 && got !== "03020007"; i++) {
+    got = await c.request(1, "03 0007 0001");
+    if (got !== "03020007") await new Promise((r) => setTimeout(r, 20));
+  }
+  return got;
+}
+
+/**
+ * A TCP device reading FC 3 request frames: `answer` is called for each with its socket, and
+ * `connected` once per connection (for per-connection state).
+ */
+abstract class FrameDevice {
   private readonly server: Server;
   private readonly sockets = new Set<Socket>();
-  port = 0;
 
   constructor() {
     this.server = createServer((s) => {
@@ -41,6 +52,7 @@ class HostileDevice {
       s.setNoDelay(true);
       s.on("error", () => {});
       s.on("close", () => this.sockets.delete(s));
+      const answer = this.connected(s);
       let buf = Buffer.alloc(0);
       s.on("data", (d: Buffer) => {
         buf = Buffer.concat([buf, d]);
@@ -48,10 +60,32 @@ class HostileDevice {
           const size = 6 + buf.readUInt16BE(4);
           const f = buf.subarray(0, size);
           buf = buf.subarray(size);
-          this.answer(s, f.readUInt16BE(0), f[6]!, f.readUInt16BE(8));
+          answer(f.readUInt16BE(0), f[6]!, f.readUInt16BE(8));
         }
       });
     });
+  }
+
+  /** A new connection: returns what answers its frames. */
+  protected abstract connected(s: Socket): (tid: number, unit: number, address: number) => void;
+
+  listen(): Promise<number> {
+    return new Promise((r) => this.server.listen(0, "127.0.0.1", () => r((this.server.address() as { port: number }).port)));
+  }
+
+  close(): Promise<void> {
+    for (const s of this.sockets) s.destroy();
+    return new Promise((r) => this.server.close(() => r()));
+  }
+}
+
+/** Answers each request frame as the next behaviour of `script` says (cycling). */
+class HostileDevice extends FrameDevice {
+  script: Behaviour[] = ["ok"];
+  private next = 0;
+
+  protected connected(s: Socket) {
+    return (tid: number, unit: number, address: number) => this.answer(s, tid, unit, address);
   }
 
   private answer(s: Socket, tid: number, unit: number, address: number): void {
@@ -92,15 +126,6 @@ class HostileDevice {
         s.destroy();
         return;
     }
-  }
-
-  listen(): Promise<number> {
-    return new Promise((r) => this.server.listen(0, "127.0.0.1", () => r((this.port = (this.server.address() as { port: number }).port))));
-  }
-
-  close(): Promise<void> {
-    for (const s of this.sockets) s.destroy();
-    return new Promise((r) => this.server.close(() => r()));
   }
 }
 
@@ -153,12 +178,76 @@ describe("proxy: a hostile or broken device behind it", () => {
     // Behaving again: served at once (reconnected if the device had closed the connection).
     device.script = ["ok"];
     const c = await RawClient.connect(port);
-    let got = "";
-    for (let i = 0; i < 50 && got !== "03020007"; i++) {
-      got = await c.request(1, "03 0007 0001");
-      if (got !== "03020007") await new Promise((r) => setTimeout(r, 20));
-    }
-    expect(got).toBe("03020007");
+    expect(await servedAgain(c)).toBe("03020007");
     c.close();
+  });
+});
+
+/**
+ * Writes the first 5 bytes (id, protocol, length's high byte) of each answer at once and the
+ * rest once three answers are begun (or after 20 ms): A5 B5 C5 A… B… C…. Read as one stream,
+ * A5 B5 is a frame whenever B's id has a high byte of 2 to 253 (its length), and C5 with A's
+ * rest is then a well-formed answer under C's id carrying A's data.
+ */
+class InterleavingDevice extends FrameDevice {
+  interleave = true;
+
+  protected connected(s: Socket) {
+    let tails: Buffer[] = [];
+    let timer: NodeJS.Timeout | undefined;
+    const flush = () => {
+      clearTimeout(timer);
+      timer = undefined;
+      if (!s.destroyed) for (const t of tails) s.write(t);
+      tails = [];
+    };
+    return (tid: number, unit: number, address: number) => {
+      const good = mbap(tid, unit, answerPdu(address));
+      if (!this.interleave) return void s.write(good);
+      s.write(good.subarray(0, 5));
+      tails.push(good.subarray(5));
+      if (tails.length === 3) flush();
+      else timer ??= setTimeout(flush, 20);
+    };
+  }
+}
+
+describe("proxy: a device that interleaves the bytes of its answers", () => {
+  it("never passes on a frame read across answers; the connection is dropped and reported", async () => {
+    const device = new InterleavingDevice();
+    const dport = await device.listen();
+    const sink = new MemorySink();
+    const config = modbusConfigSchema.parse({
+      listeners: [{ name: "plain", type: "tcp", listen: "127.0.0.1:0" }],
+      upstreams: [{ name: "plc", type: "tcp", target: `127.0.0.1:${dport}`, timeout_ms: 300, connections: 1, max_in_flight: 4, reconnect: { min_ms: 10, max_ms: 50 } }],
+      routes: [{ unit: 1, upstream: "plc" }],
+      policy: { identities: [{ match: { address: "127.0.0.1" }, role: "scada" }], roles: { scada: { units: [1], functions: ["read-only"], read: { holding: ["0-65535"] } } } },
+      limits: { max_requests_per_s: 0 },
+    });
+    const service = new ModbusProxyService({ config, events: sink });
+    const port = (await service.start())[0]!.port;
+    try {
+      const c = await RawClient.connect(port);
+      // Three reads in one segment, 600 times: the proxy's transaction ids pass through every
+      // high byte from 0 to 6, so some triples meet the frame described above.
+      for (let run = 0; run < 600; run++) {
+        const addresses = [0, 1, 2].map((k) => run * 3 + k);
+        const answers = await Promise.all(c.requestAll(1, addresses.map((a) => `03 ${a.toString(16).padStart(4, "0")} 0001`), 3000));
+        answers.forEach((got, i) => {
+          const mine = answerPdu(addresses[i]!).toString("hex");
+          expect([mine, "8304", "830b", "830a"], `run ${run}, address ${addresses[i]}`).toContain(got);
+        });
+      }
+      const reported = sink.drafts.filter((d) => (d.ocsf.finding_info as { types?: string[] } | undefined)?.types?.includes("modbus.upstream_invalid"));
+      expect(reported.length).toBeGreaterThan(0);
+      expect(reported[0]!.ocsf.message).toMatch(/^Modbus upstream plc sent bytes that are not a Modbus answer \(.+\); the connection was reset$/);
+      // Once the device answers whole again, its answers pass (over a connection made again).
+      device.interleave = false;
+      expect(await servedAgain(c)).toBe("03020007");
+      c.close();
+    } finally {
+      await service.stop();
+      await device.close();
+    }
   });
 });

@@ -5,7 +5,8 @@ import { roleFromCertificate } from "../../../protocols/modbus/tls/cert-role";
 import { decodeRtu, decodeTcpRequest, encodeMbap, encodeRtu, scanMbap } from "../../../protocols/modbus/codec/frame";
 import { encodeRequest, fixedRequestLength, MAX_PDU, parseRequest, writeFixedRequest } from "../../../protocols/modbus/codec/pdu";
 import { requestArb } from "./_arbitraries";
-import { checkResponse, rtuResponseSize } from "../../../protocols/modbus/codec/response";
+import { answerShapeError, checkResponse, rtuResponseSize } from "../../../protocols/modbus/codec/response";
+import { SimDevice } from "../../../agent/demo/sim-server";
 
 const u16 = fc.integer({ min: 0, max: 0xffff });
 
@@ -95,6 +96,35 @@ describe("codec properties", () => {
       }),
       { numRuns: 3000 },
     );
+  });
+
+  it("every answer that fits some request has a Modbus answer's shape (a device's answer never drops the connection)", () => {
+    const device = new SimDevice();
+    let fitted = 0;
+    fc.assert(
+      fc.property(requestArb, fc.uint8Array({ maxLength: 260 }), (req, noise) => {
+        const answer = device.handle(1, encodeRequest(req));
+        for (const b of [answer, noise, Buffer.concat([Buffer.from([req.fc, noise.length]), noise])]) {
+          if (!b || !checkResponse(req, b).ok) continue;
+          fitted++;
+          expect(answerShapeError(b), Buffer.from(b).toString("hex")).toBeUndefined();
+        }
+      }),
+      { numRuns: 3000 },
+    );
+    expect(fitted).toBeGreaterThan(1000);
+  });
+
+  it("bytes that are no Modbus answer are told apart (what interleaved answers read as)", () => {
+    // Two answers' first five bytes read as one frame: the PDU starts with a protocol id byte.
+    expect(answerShapeError(Buffer.from("000000", "hex"))).toBe("function 0 is not one the proxy forwards");
+    expect(answerShapeError(Buffer.from("0302030000", "hex"))).toBe("function 3 answer with byte count 2 in 5 bytes");
+    expect(answerShapeError(Buffer.from("830200", "hex"))).toBe("exception answer of function 3 with 3 bytes");
+    expect(answerShapeError(Buffer.from("0600010002aa", "hex"))).toBe("function 6 answer of 6 bytes");
+    expect(answerShapeError(Buffer.from("03", "hex"))).toBe("answer PDU of 1 bytes");
+    // Well formed though it fits no request sent: the framing holds (the client gets 04).
+    expect(answerShapeError(Buffer.from("0304000000aa", "hex"))).toBeUndefined();
+    expect(answerShapeError(Buffer.from("8302", "hex"))).toBeUndefined();
   });
 
   it("the certificate role parser never throws", () => {
