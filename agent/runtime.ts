@@ -4,7 +4,7 @@ import type { LoadedConfig } from "./config/load";
 import { ControlServer } from "./control/server";
 import { DaemonError, describeError, ErrorCodes, isDaemonError, type ErrorCode } from "./core/errors";
 import type { Envelope } from "./core/envelope";
-import { OcsfClass } from "./core/events";
+import { OcsfClass, type EventDraft } from "./core/events";
 import { Recorder } from "./events/recorder";
 import { ParallelSigner } from "./events/signer";
 import { Heartbeat, PostureProbe } from "./heartbeat";
@@ -163,6 +163,7 @@ export class Runtime {
     const boot = this.recorder.start({ config_file: this.loaded.file, outbox_check: check, ...(incident ? { outbox_incident: incident.kind } : {}), ...(this.lockError ? { outbox_lock: this.lockError } : {}), ...(this.lockWait ? { outbox_wait: this.lockWait } : {}) }, knownHead);
     this.previousBoot = boot.previous;
     this.log.info({ device: c.device.id, boot: boot.boot, version: VERSION }, "Gatewarden started.");
+    if (boot.previousEnd?.how === "unclean") this.recorder.record(uncleanEndDraft(boot.previous!));
     try {
       if (this.pendingKey) this.resumeRotation(this.pendingKey);
       await this.startComponents();
@@ -468,6 +469,26 @@ export class Runtime {
   /** Stops sources, records the shutdown event, gives the sinks `drainMs` to send, closes. */
   private stopping: Promise<void> | undefined;
 
+  /**
+   * The process is ending on an error nothing handled (`gatewarden run` calls this from its
+   * `uncaughtException` handler, then exits): records the crash as this run's last event, at
+   * severity 4, with the error, and closes the outbox. Synchronous: the event loop's state
+   * cannot be trusted. Sinks are not drained; the next start sends the event.
+   */
+  crashed(error: string): void {
+    if (this.crashing) return;
+    this.crashing = true;
+    try {
+      this.recorder.close(`uncaught error: ${error}`, true);
+      this.outbox.close();
+      this.lock?.release();
+    } catch (e) {
+      this.log.error({ err: describeError(e) }, "Could not record the crash.");
+    }
+  }
+
+  private crashing = false;
+
   /** Idempotent: a second call waits for the first. */
   stop(reason: string, drainMs = 2000): Promise<void> {
     this.stopping ??= this.doStop(reason, drainMs);
@@ -575,4 +596,22 @@ function lockOutbox(path: string, waitMs: number, log: Logger): { lock?: OutboxL
 /** What the refusal after the wait tells the operator. */
 function gaveUp(waitMs: number): string {
   return `waited ${waitMs / 1000} s for it to end (buffer.lock_wait_ms); nothing was recorded: start the daemon again once it has ended (under systemd, Restart=on-failure does)`;
+}
+
+/**
+ * The run before this one ended without its shutdown event: killed (SIGKILL, the OOM killer),
+ * hung until its watchdog killed it, crashed without recording it, or the power was cut.
+ */
+function uncleanEndDraft(previousBoot: number): EventDraft {
+  return {
+    class: "finding",
+    severity: 3,
+    ocsf: {
+      class_uid: OcsfClass.DetectionFinding,
+      activity_id: 1,
+      message: `Gatewarden's previous run (boot ${previousBoot}) ended without stopping: it was killed, hung until its watchdog killed it, crashed, or the gateway lost power`,
+      finding_info: { title: "Gatewarden ended without stopping", types: ["gatewarden.unclean_end"], uid: `unclean-end-${previousBoot}` },
+      unmapped: { error_type: "unclean_end", previous_boot: previousBoot },
+    },
+  };
 }

@@ -11,7 +11,7 @@ import { shapeOcsf } from "./ocsf";
 import { fitDraft, MAX_EVENT_BYTES } from "./fit";
 import { OcsfClass } from "../core/events";
 import { CLASS_RANK, EVENT_CLASSES, type EventClass, type EventDraft, type EventSink } from "../core/events";
-import type { ChainHead } from "../outbox/store";
+import type { ChainHead, PreviousEnd } from "../outbox/store";
 
 export interface RecorderOptions {
   outbox: Outbox;
@@ -150,8 +150,10 @@ export class Recorder implements EventSink {
    * rest (the boot's envelope is then undefined until it commits). `knownHead` is a chain head
    * known from elsewhere (the outbox's second copy) that is ahead of the outbox's own.
    */
-  start(extra: Record<string, unknown> = {}, knownHead?: ChainHead): { boot: number; env: Envelope | undefined; previous: number | null } {
+  start(extra: Record<string, unknown> = {}, knownHead?: ChainHead): { boot: number; env: Envelope | undefined; previous: number | null; previousEnd: PreviousEnd | undefined } {
     const head = knownHead ?? this.o.outbox.head();
+    // A head known from elsewhere is past what the outbox kept: how that run ended was lost with it.
+    const end: PreviousEnd | undefined = !head ? undefined : knownHead ? { how: "unknown" } : this.o.outbox.previousEnd(head);
     this.o.outbox.headCopy?.note(head ? { prev: [head.boot, head.seq] } : {});
     const nowSec = Math.floor(this.now() / 1000);
     this.boot = Math.max((head?.boot ?? 0) + 1, nowSec);
@@ -163,9 +165,9 @@ export class Recorder implements EventSink {
       ocsf: {
         class_uid: OcsfClass.ApplicationLifecycle,
         activity_id: 3, // Start
-        message: head ? `Gatewarden started (boot ${this.boot}; previous boot ${head.boot} ended at seq ${head.seq})` : `Gatewarden started for the first time (boot ${this.boot})`,
+        message: head ? `Gatewarden started (boot ${this.boot}; previous boot ${head.boot} ended at seq ${head.seq}, ${endText(end!)})` : `Gatewarden started for the first time (boot ${this.boot})`,
         app: { name: "Gatewarden", version: this.o.version },
-        unmapped: { boot: { previous_boot: head?.boot ?? null, previous_last_seq: head?.seq ?? null, previous_hash: head?.hash ?? null, ...extra } },
+        unmapped: { boot: { previous_boot: head?.boot ?? null, previous_last_seq: head?.seq ?? null, previous_hash: head?.hash ?? null, previous_end: end?.how ?? null, ...(end && "reason" in end ? { previous_stop_reason: end.reason } : {}), ...extra } },
       },
     };
     // Evictions of the previous boot that its loss records did not name yet follow the boot event.
@@ -173,7 +175,7 @@ export class Recorder implements EventSink {
     let env: Envelope | undefined;
     this.pending.unshift({ draft, resolve: (e) => (env = e), keep: true });
     this.flush();
-    return { boot: this.boot, env, previous: head?.boot ?? null };
+    return { boot: this.boot, env, previous: head?.boot ?? null, previousEnd: end };
   }
 
   record(draft: EventDraft): void {
@@ -500,7 +502,11 @@ export class Recorder implements EventSink {
   }
 
   /** Flushes, then commits a durable shutdown event (after the loss records still pending). */
-  close(reason: string): void {
+  /**
+   * Records the shutdown event and notes in the outbox that this run stopped there (`crashed`:
+   * it is ending on an error it did not handle, and says so at severity 4).
+   */
+  close(reason: string, crashed = false): void {
     if (this.closed) return;
     this.flush();
     if (this.episode) clearInterval(this.episode.timer);
@@ -508,8 +514,13 @@ export class Recorder implements EventSink {
     try {
       if (this.lossPending.length) this.commitDrafts([], true);
       this.commitDrafts([
-        { class: "system", severity: 1, ocsf: { class_uid: OcsfClass.ApplicationLifecycle, activity_id: 4, message: `Gatewarden stopping (${reason})`, app: { name: "Gatewarden", version: this.o.version }, unmapped: { stop: { reason } } } },
+        {
+          class: "system",
+          severity: crashed ? 4 : 1,
+          ocsf: { class_uid: OcsfClass.ApplicationLifecycle, activity_id: 4, message: crashed ? `Gatewarden crashed (${reason})` : `Gatewarden stopping (${reason})`, app: { name: "Gatewarden", version: this.o.version }, unmapped: { stop: { reason, ...(crashed ? { crashed: true } : {}) } } },
+        },
       ]);
+      this.o.outbox.markStopped(this.boot, this.seq, crashed ? "crashed" : "stopped", reason);
     } catch (e) {
       this.o.log.error({ err: describeError(e) }, "Could not record the shutdown event.");
     }
@@ -600,4 +611,18 @@ function droppedDraft(dropped: Map<EventClass, number>): EventDraft {
       unmapped: { loss: { reason: "store_unavailable", counts } },
     },
   };
+}
+
+/** How the previous run ended, for the boot event's message. */
+function endText(end: PreviousEnd): string {
+  switch (end.how) {
+    case "stopped":
+      return `stopped: ${end.reason}`;
+    case "crashed":
+      return `crashed: ${end.reason}`;
+    case "unclean":
+      return "without stopping: killed, hung past its watchdog, crashed, or the power was cut";
+    case "unknown":
+      return "how it ended is not known";
+  }
 }

@@ -106,7 +106,13 @@ CREATE TABLE IF NOT EXISTS loss_pending (class TEXT PRIMARY KEY, ranges TEXT NOT
 -- The key the chain is signed with since the last rotation announcement, written in the
 -- announcement's own transaction (agent/keys/rotation.ts): a restart knows whether it committed.
 CREATE TABLE IF NOT EXISTS signing_key (id INTEGER PRIMARY KEY CHECK (id = 1), fingerprint TEXT NOT NULL);
+-- Where the last run that stopped (rather than being killed, crashing or losing power) put its
+-- shutdown event: the next start tells the two apart (see Outbox.previousEnd).
+CREATE TABLE IF NOT EXISTS stopped (id INTEGER PRIMARY KEY CHECK (id = 1), boot INTEGER NOT NULL, seq INTEGER NOT NULL, how TEXT NOT NULL, reason TEXT NOT NULL);
 `;
+
+/** How the run that wrote the chain head ended (see Outbox.previousEnd). */
+export type PreviousEnd = { how: "stopped" | "crashed"; reason: string } | { how: "unclean" | "unknown" };
 
 /**
  * The rank stored for loss records: above every class, so a loss record is evicted only when
@@ -179,6 +185,9 @@ export class Outbox {
       this.db.pragma("journal_mode = WAL");
       this.db.pragma("synchronous = NORMAL");
       this.db.pragma("foreign_keys = OFF");
+      // An outbox written by a version before the `stopped` table cannot say how its last run ended.
+      const tables = new Set(this.db.prepare("SELECT name FROM sqlite_master WHERE type = 'table'").pluck().all());
+      this.stopsTracked = tables.has("stopped") || !tables.has("events");
       this.db.exec(SCHEMA);
       // Held now: SQLite's usual wait for its own statements (none contend with an exclusive hold).
       this.db.pragma("busy_timeout = 5000");
@@ -340,6 +349,29 @@ export class Outbox {
       /* a damaged body: the table's head (open's checks find the damage) */
     }
     return typeof hash === "string" ? { boot: last.boot, seq: last.seq, hash } : table;
+  }
+
+  /** Whether this file recorded its runs' stops from its start (it has a `stopped` table, or is new). */
+  private stopsTracked = true;
+
+  /**
+   * Notes that the run stopped (or recorded its own crash) with its shutdown event at
+   * `boot`:`seq`, after that event's commit. A run that ends otherwise leaves the note of an
+   * earlier run, or none.
+   */
+  markStopped(boot: number, seq: number, how: "stopped" | "crashed", reason: string): void {
+    this.db.prepare("INSERT INTO stopped (id, boot, seq, how, reason) VALUES (1, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET boot = excluded.boot, seq = excluded.seq, how = excluded.how, reason = excluded.reason").run(boot, seq, how, reason);
+  }
+
+  /**
+   * How the run that ended at `head` ended: stopped, or crashed and said so (its shutdown event
+   * is the head), or unclean (killed, hung past the watchdog, a crash it could not record, or
+   * a power cut before its stop was durable); unknown for an outbox an older version wrote.
+   */
+  previousEnd(head: ChainHead): PreviousEnd {
+    const s = this.db.prepare("SELECT boot, seq, how, reason FROM stopped WHERE id = 1").get() as { boot: number; seq: number; how: string; reason: string } | undefined;
+    if (s && s.boot === head.boot && s.seq === head.seq) return { how: s.how === "crashed" ? "crashed" : "stopped", reason: s.reason };
+    return this.stopsTracked || s ? { how: "unclean" } : { how: "unknown" };
   }
 
   /** Writes the chain head to the `chain` table when commits left it behind (before deletes). */

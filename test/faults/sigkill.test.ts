@@ -41,7 +41,8 @@ describe("fault: the daemon killed with SIGKILL mid-batch, repeatedly", () => {
       const own = h.lines.find((l) => !("problem" in l) && l.boot > prevHead && l.seq === 0);
       expect(own, `boot ${i + 1}: its boot event`).toBeDefined();
       const bootInfo = own && !("problem" in own) ? (own.ocsf.unmapped as { boot?: Record<string, unknown> } | undefined)?.boot : undefined;
-      expect({ boot: i + 1, outbox_incident: bootInfo?.outbox_incident, outbox_lock: bootInfo?.outbox_lock, output: d.output.slice(-2000) }).toEqual({ boot: i + 1, outbox_incident: undefined, outbox_lock: undefined, output: d.output.slice(-2000) });
+      // Each boot after a kill says the run before it ended without stopping.
+      expect({ boot: i + 1, outbox_incident: bootInfo?.outbox_incident, outbox_lock: bootInfo?.outbox_lock, previous_end: bootInfo?.previous_end, output: d.output.slice(-2000) }).toEqual({ boot: i + 1, outbox_incident: undefined, outbox_lock: undefined, previous_end: i === 0 ? null : "unclean", output: d.output.slice(-2000) });
       await sleep(Math.floor(Math.random() * 200));
       const r = await d.kill("SIGKILL");
       expect(r.signal).toBe("SIGKILL");
@@ -81,6 +82,9 @@ describe("fault: the daemon killed with SIGKILL mid-batch, repeatedly", () => {
     expect(a.lost.size).toBe(0);
     expect(a.boots.length).toBe(kills + 1);
     expect(a.boots.at(-1)).toEqual({ boot: head.boot, last: head.seq });
+    // One finding per killed run, naming it.
+    const unclean = a.events.filter((e) => (e.ocsf.finding_info as { types?: string[] } | undefined)?.types?.includes("gatewarden.unclean_end"));
+    expect([...new Set(unclean.map((e) => (e.ocsf.unmapped as { previous_boot: number }).previous_boot))].sort()).toEqual(a.boots.slice(0, -1).map((b) => b.boot));
     const v = await h.verifyOutput();
     expect(v.problems).toEqual({});
     expect(v.verified).toBe(a.events.length);

@@ -13,8 +13,9 @@ export class Daemon {
   readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
   output = "";
 
-  constructor(cfgFile: string) {
-    this.proc = spawn(process.execPath, [BUNDLE, "run", "--config", cfgFile], { stdio: ["ignore", "pipe", "pipe"] });
+  /** `nodeArgs`: options for node itself, before the bundle (e.g. `--require` a test's fault injector). */
+  constructor(cfgFile: string, nodeArgs: readonly string[] = []) {
+    this.proc = spawn(process.execPath, [...nodeArgs, BUNDLE, "run", "--config", cfgFile], { stdio: ["ignore", "pipe", "pipe"] });
     const keep = (d: Buffer) => {
       this.output += d.toString("utf8");
       if (this.output.length > 200_000) this.output = this.output.slice(-100_000);

@@ -44,6 +44,46 @@ describe("outbox and recorder", () => {
     outbox.close();
   });
 
+  it("the boot event says how the previous run ended: stopped, crashed, without stopping, or not known (an older outbox)", () => {
+    const dir = join(t.dir, "ends");
+    const end = (env: { ocsf: Record<string, unknown> }) => {
+      const b = (env.ocsf.unmapped as { boot: Record<string, unknown> }).boot;
+      return { end: b.previous_end, reason: b.previous_stop_reason, message: String(env.ocsf.message).replace(/\d{6,}/g, "B") };
+    };
+    let { outbox, recorder } = open(dir, 64 * 1024 ** 2);
+    expect(end(recorder.start().env!)).toEqual({ end: null, reason: undefined, message: "Gatewarden started for the first time (boot B)" });
+    recorder.close("SIGTERM");
+    outbox.close();
+    ({ outbox, recorder } = open(dir, 64 * 1024 ** 2));
+    const started = recorder.start();
+    expect(started.previousEnd).toEqual({ how: "stopped", reason: "SIGTERM" });
+    expect(end(started.env!)).toEqual({ end: "stopped", reason: "SIGTERM", message: "Gatewarden started (boot B; previous boot B ended at seq 1, stopped: SIGTERM)" });
+    // Ends with events after its last stop's mark: killed (the process just ends, its file is kept).
+    recorder.record(draft("audit", 1));
+    recorder.flush();
+    outbox.close();
+    ({ outbox, recorder } = open(dir, 64 * 1024 ** 2));
+    expect(end(recorder.start().env!)).toEqual({ end: "unclean", reason: undefined, message: "Gatewarden started (boot B; previous boot B ended at seq 1, without stopping: killed, hung past its watchdog, crashed, or the power was cut)" });
+    recorder.close("uncaught error: TypeError: x is undefined", true);
+    const crash = bodies(outbox).at(-1)!;
+    expect(crash).toMatchObject({ class: "system", ocsf: { activity_id: 4, message: "Gatewarden crashed (uncaught error: TypeError: x is undefined)", unmapped: { stop: { crashed: true } } } });
+    outbox.close();
+    ({ outbox, recorder } = open(dir, 64 * 1024 ** 2));
+    expect(end(recorder.start().env!)).toMatchObject({ end: "crashed", reason: "uncaught error: TypeError: x is undefined" });
+    recorder.close("SIGTERM");
+    // An outbox an older version wrote has no record of stops: not known, rather than unclean.
+    outbox.db.exec("DROP TABLE stopped");
+    outbox.close();
+    ({ outbox, recorder } = open(dir, 64 * 1024 ** 2));
+    expect(end(recorder.start().env!)).toMatchObject({ end: "unknown", message: expect.stringMatching(/, how it ended is not known\)$/) });
+    recorder.close("SIGTERM");
+    outbox.close();
+    // From then on it knows.
+    ({ outbox, recorder } = open(dir, 64 * 1024 ** 2));
+    expect(end(recorder.start().env!)).toMatchObject({ end: "stopped", reason: "SIGTERM" });
+    outbox.close();
+  });
+
   it("rows committed with synchronous=NORMAL are made durable (WAL fsync) before they are sent; FULL ones need nothing", () => {
     const { outbox, recorder } = open(join(t.dir, "durable"), 64 * 1024 ** 2);
     recorder.start(); // system: FULL
