@@ -6,6 +6,7 @@ import { DaemonError, describeError, ErrorCodes, isDaemonError, type ErrorCode }
 import type { Envelope } from "./core/envelope";
 import { OcsfClass, type EventDraft } from "./core/events";
 import { Recorder } from "./events/recorder";
+import { LoopStallWatch } from "./loop-stall";
 import { ParallelSigner } from "./events/signer";
 import { Heartbeat, PostureProbe } from "./heartbeat";
 import { storageBytesWritten } from "./io-stats";
@@ -194,6 +195,10 @@ export class Runtime {
     this.onStop(() => clearInterval(watchTimer));
     this.registerControl();
     this.onStop(watchControlSocket(this.control, this.recorder, this.log.child({ component: "control" })));
+    const stalls = new LoopStallWatch({ thresholdMs: c.heartbeat.stall_report_ms, sink: this.recorder, log: this.log.child({ component: "loop" }), slowestCommit: () => this.outbox.takeSlowestCommit() });
+    stalls.start();
+    this.stallWatch = stalls;
+    this.onStop(() => stalls.stop());
     await this.startDetectors();
     await this.prepareCommands();
     await this.startSources();
@@ -405,6 +410,7 @@ export class Runtime {
       outbox_storage: this.recorder.health.view(),
       pending_in_memory: this.recorder.pendingCount(),
       uptime_s: Math.round((Date.now() - this.startedAt) / 1000),
+      loop_max_stall_ms: this.stallWatch?.takeMax() ?? null,
       storage: this.storage(),
     };
   }
@@ -488,6 +494,8 @@ export class Runtime {
   }
 
   private crashing = false;
+  /** Hold-ups of the event loop (started with the components). */
+  private stallWatch: LoopStallWatch | undefined;
 
   /** Idempotent: a second call waits for the first. */
   stop(reason: string, drainMs = 2000): Promise<void> {

@@ -92,6 +92,8 @@ export const bufferSchema = z.strictObject({
 
 export const heartbeatSchema = z.strictObject({
   interval_ms: int(100, 86_400_000).default(60_000),
+  /** The event loop held up this long (ms) or longer is a `loop_stall` event (agent/loop-stall.ts). */
+  stall_report_ms: int(500, 60_000).default(2000),
 });
 
 export const controlSchema = z.strictObject({

@@ -58,6 +58,9 @@ buffer:
 heartbeat:
   # A signed heartbeat with outbox state and device posture.
   interval_ms: 60000
+  # The event loop held up this long or longer (a slow SD card, a stopped or starved process:
+  # the Modbus proxy does not answer meanwhile) is a signed loop_stall event.
+  stall_report_ms: 2000
 
 control:
   # Local socket for \`gatewarden status\` and friends (created 0600).

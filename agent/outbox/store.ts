@@ -1,4 +1,5 @@
 import Database from "better-sqlite3";
+import { performance } from "node:perf_hooks";
 import { closeSync, fsyncSync, mkdirSync, openSync, rmSync, statSync } from "node:fs";
 import { dirname } from "node:path";
 import { DaemonError } from "../core/errors";
@@ -326,9 +327,11 @@ export class Outbox {
       this.durableId = upTo;
       return false;
     }
+    const started = performance.now();
     this.walFd ??= openSync(`${this.path}-wal`, "r");
     fsyncSync(this.walFd);
     this.durableId = upTo;
+    this.slowestCommitMs = Math.max(this.slowestCommitMs, performance.now() - started);
     return true;
   }
 
@@ -349,6 +352,16 @@ export class Outbox {
       /* a damaged body: the table's head (open's checks find the damage) */
     }
     return typeof hash === "string" ? { boot: last.boot, seq: last.seq, hash } : table;
+  }
+
+  /** The slowest commit or WAL fsync (ms) since `takeSlowestCommit` was last called. */
+  private slowestCommitMs = 0;
+
+  /** The slowest commit (ms) since the previous call (what held the event loop: see loop-stall.ts). */
+  takeSlowestCommit(): number {
+    const ms = this.slowestCommitMs;
+    this.slowestCommitMs = 0;
+    return ms;
   }
 
   /** Whether this file recorded its runs' stops from its start (it has a `stopped` table, or is new). */
@@ -415,6 +428,7 @@ export class Outbox {
    * `signingKey`, the fingerprint of the key that signs from the next event on (a rotation).
    */
   commit(envs: readonly { env: Envelope; body: string }[], head: ChainHead, evictIds: readonly number[] = [], lossPending?: readonly EvictedRange[], signingKey?: string): number[] {
+    const started = performance.now();
     const durable = envs.some((e) => CLASS_RANK[e.env.class] >= DURABLE_RANK) || evictIds.length > 0 || lossPending !== undefined || signingKey !== undefined;
     const acked = [...this.acked];
     let insertBytes = 0;
@@ -467,6 +481,7 @@ export class Outbox {
     if (durable) this.durableId = this.lastId;
     this.headCopy?.write(head);
     this.afterWrite();
+    this.slowestCommitMs = Math.max(this.slowestCommitMs, performance.now() - started);
     return ids;
   }
 

@@ -3,18 +3,19 @@
  * event (severity 4, with the error), and the next boot says how the run before it ended.
  * The error is thrown by a script `--require`d into the real daemon's process, on SIGUSR2,
  * from a timer callback: an uncaught exception from the event loop, as a bug would throw.
+ * And the daemon held up (SIGSTOP, then SIGCONT): the SOC is told how long and why.
  */
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import type { EventLine, OutLine } from "../../agent/soc/verifier";
 import { Daemon } from "../helpers/daemon";
-import { until } from "../helpers/fixture";
+import { sleep, until } from "../helpers/fixture";
 import { Harness, TIMEOUT } from "./_harness";
 
 const INJECTOR = `process.on("SIGUSR2", () => setTimeout(() => { throw new TypeError("injected by the test"); }, 0));\n`;
 
-describe("fault: the daemon crashes on an uncaught error", () => {
+describe("fault: the daemon crashes on an uncaught error, or is held up", () => {
   let h: Harness | undefined;
   const daemons: Daemon[] = [];
   afterEach(async () => {
@@ -47,5 +48,22 @@ describe("fault: the daemon crashes on an uncaught error", () => {
     // A crash it recorded is not also reported as a run that ended without stopping.
     expect(events().filter((l) => (l.ocsf.finding_info as { types?: string[] } | undefined)?.types?.includes("gatewarden.unclean_end"))).toEqual([]);
     expect((await d2.stop()).code).toBe(0);
+  }, TIMEOUT);
+
+  it("a hold-up of the whole process (SIGSTOP for 2.5 s) reaches the SOC as a loop_stall event", async () => {
+    h = await Harness.create({ settings: { "log.level": "warn", "heartbeat.stall_report_ms": "1500" } });
+    const events = () => h!.lines.filter((l: OutLine): l is EventLine => !("problem" in l));
+    const d = new Daemon(h.site.cfgFile);
+    daemons.push(d);
+    await until(() => events().some((l) => l.seq === 0), 20_000, "the daemon to deliver");
+    d.proc.kill("SIGSTOP");
+    await sleep(2500); // the fault itself: how long the process is held
+    d.proc.kill("SIGCONT");
+    const stall = () => events().find((l) => (l.ocsf.unmapped as { error_type?: string } | undefined)?.error_type === "loop_stall");
+    await until(() => stall() !== undefined, 20_000, "the hold-up to reach the SOC");
+    const e = stall()!;
+    expect(e).toMatchObject({ class: "system", severity: 3, ocsf: { class_uid: 6002, activity_id: 99, message: expect.stringMatching(/^The daemon's event loop was held up for \d+\.\d s: the Modbus proxy did not answer, .*; no outbox commit explains it: the process was stopped, starved of CPU or busy/) } });
+    expect((e.ocsf.unmapped as { stall_ms: number }).stall_ms).toBeGreaterThanOrEqual(2000);
+    expect((await d.stop()).code).toBe(0);
   }, TIMEOUT);
 });
