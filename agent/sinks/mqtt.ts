@@ -109,11 +109,30 @@ export class MqttForwarder implements Sink {
     this.sentId = o.outbox.lastCommittedId;
     if (o.upstream.ack === "soc") {
       if (!o.socAckKey) throw new Error("upstream.ack soc needs the SOC's ack key");
-      this.acks = new SocAcks({ device: o.device, key: o.socAckKey, outbox: o.outbox, timeoutMs: o.upstream.soc_ack_timeout_ms, log: o.log });
+      this.acks = new SocAcks({ device: o.device, key: o.socAckKey, outbox: o.outbox, timeoutMs: o.upstream.soc_ack_timeout_ms, log: o.log, onRefused: (reason, count) => this.reportRefusedAck(reason, count) });
     }
     this.maxPacket = o.upstream.max_message_bytes;
     this.window = o.upstream.max_inflight;
     this.causes = new CauseLog(o.log, "Cannot reach the SOC broker; events stay in the outbox", { url: o.upstream.url ? redactUrl(o.upstream.url) : undefined }, o.warnReminderMs);
+  }
+
+  /** An acknowledgement on this gateway's ack topic that does not verify (see SocAcks). */
+  private reportRefusedAck(reason: string, count: number): void {
+    const forged = reason.startsWith("ack signature");
+    const why = forged
+      ? "it is not signed with the SOC's ack key: someone else can write to this topic (trying to have events deleted that the SOC never received), or the SOC's keys changed and this gateway lacks its new soc.pub"
+      : "it is not an acknowledgement for this gateway from the SOC";
+    this.o.recorder.record({
+      class: "finding",
+      severity: forged ? 4 : 3,
+      ocsf: {
+        class_uid: OcsfClass.DetectionFinding,
+        activity_id: 1,
+        message: `Refused an acknowledgement on ${this.ackTopic} (${reason}): ${why}; no event was deleted for it${count > 1 ? ` (${count} refused since the last such finding)` : ""}`,
+        finding_info: { title: "SOC acknowledgement refused", types: ["gatewarden.ack_refused"] },
+        unmapped: { error_type: "ack_refused", topic: this.ackTopic, reason, count },
+      },
+    });
   }
 
   /** Row ids currently in flight (the outbox must not evict them). */

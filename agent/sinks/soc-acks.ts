@@ -28,8 +28,23 @@ export class SocAcks {
   /** Re-sends without SOC progress double the wait (up to MAX_BACKOFF times the timeout). */
   private backoff = 1;
 
+  /** Refused acks not reported yet, and when the last report was made (see `refused`). */
+  private refusedSince = 0;
+  private refusedAt = Number.NEGATIVE_INFINITY;
+
   constructor(
-    private readonly o: { device: string; key: KeyObject; outbox: Outbox; timeoutMs: number; log: Logger },
+    private readonly o: {
+      device: string;
+      key: KeyObject;
+      outbox: Outbox;
+      timeoutMs: number;
+      log: Logger;
+      /**
+       * An ack that does not verify, reported the first time and then at most once per
+       * REFUSED_REPORT_MS (`count`: refused since the previous report, this one included).
+       */
+      onRefused?: (reason: string, count: number) => void;
+    },
   ) {}
 
   onPuback(lastId: number, last: Mark, now: number): void {
@@ -46,6 +61,7 @@ export class SocAcks {
       // Once per run at warn: a broker that keeps sending junk must not flood the log.
       this.o.log[this.badLogged ? "debug" : "warn"]({ reason: a }, "Ignored an acknowledgement that does not verify.");
       this.badLogged = true;
+      this.refused(a, now);
       return 0;
     }
     this.counters.acks++;
@@ -57,6 +73,20 @@ export class SocAcks {
       this.waitingSince = first !== undefined && first <= this.brokerId ? now : undefined;
     }
     return freed;
+  }
+
+  /**
+   * Someone who can write to this gateway's ack topic can try to make it delete events the
+   * SOC never received; a SOC whose ack key changed leaves every event in the outbox until it
+   * fills. Either way the SOC must hear of it, not only the local log.
+   */
+  private refused(reason: string, now: number): void {
+    this.refusedSince++;
+    if (now - this.refusedAt < REFUSED_REPORT_MS) return;
+    this.refusedAt = now;
+    const n = this.refusedSince;
+    this.refusedSince = 0;
+    this.o.onRefused?.(reason, n);
   }
 
   /** True when the SOC has made no progress on broker-acknowledged rows for the timeout. */
@@ -76,6 +106,8 @@ export class SocAcks {
 }
 
 const MAX_BACKOFF = 32;
+/** Refused acks are reported at most this often (the first at once; a retained forgery comes back at every reconnect). */
+export const REFUSED_REPORT_MS = 600_000;
 
 function after(a: Mark, b: Mark): boolean {
   return a.boot > b.boot || (a.boot === b.boot && a.seq > b.seq);
