@@ -1,4 +1,5 @@
 import type { Logger } from "pino";
+import { performance } from "node:perf_hooks";
 import { z } from "zod";
 import { engineOptionsSchema } from "../../detectors/engine-options";
 import type { SiteConfig } from "../../detectors/site";
@@ -10,6 +11,8 @@ import type { ReadingSink } from "../core/readings";
 import { ClockGuard } from "./clock-guard";
 
 const MAX_GROUPS = 64;
+/** A detection failure is reported at once, then at most this often (the rest counted). */
+const FAILED_REPORT_MS = 600_000;
 const MAX_GROUP_POINTS = 32;
 
 /** The daemon's `detection:` section: engine options plus where its site file and state live. */
@@ -89,18 +92,51 @@ export async function startDetection(o: { points: PointsConfig; config: Detectio
     }
   };
   const guard = new ClockGuard({ engineTime: () => engine.time, sink: o.sink, log: o.log, mono: o.mono, wall: o.wall });
+  // The engine does not throw on any input; a bug that makes it throw must neither break the
+  // proxy's forwarding (the tap swallows) nor leave detection blind unsaid: each failure is
+  // counted, the first reported at once and then at most one event every 10 minutes.
+  let failed = 0;
+  let failedAt = Number.NEGATIVE_INFINITY;
+  const mono = o.mono ?? (() => performance.now());
+  const detectionFailed = (what: string, point: string, e: unknown): void => {
+    failed++;
+    o.log.error({ err: describeError(e), stack: e instanceof Error ? e.stack : undefined, point }, `Detection failed on a ${what}; it was skipped.`);
+    const now = mono();
+    if (now - failedAt < FAILED_REPORT_MS) return;
+    failedAt = now;
+    const n = failed;
+    failed = 0;
+    o.sink.record({
+      class: "system",
+      severity: 4,
+      ocsf: {
+        class_uid: OcsfClass.ApplicationLifecycle,
+        activity_id: 99,
+        message: `Detection failed on a ${what} of ${point} (${describeError(e)}) and skipped it: anomalies in what it skips are not found${n > 1 ? ` (${n} failures since the last such event)` : ""}`,
+        unmapped: { error_type: "detection_failed", stage: "detection", point, error: describeError(e), count: n },
+      },
+    });
+  };
   const timer = setInterval(save, save_interval_ms);
   timer.unref();
   return {
     // The wall clock may step (no battery clock, NTP, a person): readings keep time order.
     readings: {
       reading: (r) => {
-        const ts = guard.map(r.ts);
-        engine.reading(ts === r.ts ? r : { ...r, ts });
+        try {
+          const ts = guard.map(r.ts);
+          engine.reading(ts === r.ts ? r : { ...r, ts });
+        } catch (e) {
+          detectionFailed("reading", r.point, e);
+        }
       },
       write: (w) => {
-        const ts = guard.map(w.ts);
-        engine.write(ts === w.ts ? w : { ...w, ts });
+        try {
+          const ts = guard.map(w.ts);
+          engine.write(ts === w.ts ? w : { ...w, ts });
+        } catch (e) {
+          detectionFailed("write", w.points.join(", ") || `${w.device} ${w.table} ${w.address}`, e);
+        }
       },
     },
     get engine() {
