@@ -114,10 +114,11 @@ export function registerSoc(program: Command): void {
     .option("--client-id <ID>", "MQTT client id; keep it stable so the broker keeps the session while the receiver is down")
     .option("--gap-timeout-ms <MS>", "how long a hole in a device's sequence may wait for late events before it is reported as a gap", "300000")
     .option("--silence-ms <MS>", "report a trusted device from which no verified event came for this long as silent (its heartbeat has stopped), once, and again when it is heard (silence_ended); 0: off (default 300000, off with --share)")
+    .option("--clock-skew-ms <MS>", "report a device whose event is stamped this much after it arrived (clock_ahead) or before an event it follows (clock_back), once per device and boot; 0: off (default 300000)")
     .option("--mqtt-version <V>", "5, or 4 for MQTT 3.1.1 brokers", "5")
     .option("--dedupe-window <N>", "positions per device boot remembered for de-duplication", "100000")
     .action(
-      async (opts: { broker: string; dir: string; out: string; ca?: string; cert?: string; key?: string; username?: string; passwordFile?: string; topic: string; share?: string; trustDir?: string; keyWaitMs: string; clientId?: string; gapTimeoutMs: string; silenceMs?: string; dedupeWindow: string; mqttVersion: string; continuity?: string }) => {
+      async (opts: { broker: string; dir: string; out: string; ca?: string; cert?: string; key?: string; username?: string; passwordFile?: string; topic: string; share?: string; trustDir?: string; keyWaitMs: string; clientId?: string; gapTimeoutMs: string; silenceMs?: string; clockSkewMs?: string; dedupeWindow: string; mqttVersion: string; continuity?: string }) => {
         if (URL_CREDENTIALS.test(opts.broker)) throw new DaemonError("USAGE", "--broker must not hold a user name or password: use --username and --password-file (0600)");
         const log = createLogger("info", 2);
         const r = new SocReceiver({
@@ -136,6 +137,7 @@ export function registerSoc(program: Command): void {
           passwordFile: opts.passwordFile,
           gapTimeoutMs: positive(opts.gapTimeoutMs, "--gap-timeout-ms"),
           ...(opts.silenceMs === undefined ? {} : { silenceMs: positive(opts.silenceMs, "--silence-ms") }),
+          ...(opts.clockSkewMs === undefined ? {} : { clockSkewMs: positive(opts.clockSkewMs, "--clock-skew-ms") }),
           dedupeWindow: positive(opts.dedupeWindow, "--dedupe-window"),
           protocolVersion: mqttVersion(opts.mqttVersion),
           continuity: opts.continuity === undefined ? undefined : continuityMode(opts.continuity),

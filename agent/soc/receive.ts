@@ -16,6 +16,7 @@ import { messageLines } from "./message";
 import { TrustStore, type LoggedChange } from "./trust";
 import { UnknownDevices } from "./unknown-devices";
 import { SilenceWatch } from "./silence";
+import { ClockWatch } from "./clock";
 import { AwaitingKey, problem, StreamVerifier, type OutLine, type ProblemLine } from "./verifier";
 
 /** Devices whose ack topic is remembered (trusted devices only; bounds the map). */
@@ -62,6 +63,11 @@ export interface ReceiverOptions {
    * device's stream) unless given.
    */
   silenceMs?: number;
+  /**
+   * A verified event stamped this much after it was received is `clock_ahead`, one stamped this
+   * much before an event it follows is `clock_back` (agent/soc/clock.ts). 0: off. Default 300,000.
+   */
+  clockSkewMs?: number;
   /** 5 (default) or 4 for MQTT 3.1.1 brokers. */
   protocolVersion?: 4 | 5;
   dedupeWindow: number;
@@ -103,6 +109,9 @@ interface Held {
   generation: number;
 }
 
+/** Default of `clockSkewMs`: beyond NTP's and a slow delivery's reach, within a battery-less boot's. */
+export const DEFAULT_CLOCK_SKEW_MS = 300_000;
+
 /** Default of `silenceMs`: five of the gateways' default heartbeat intervals (60 s). */
 export const DEFAULT_SILENCE_MS = 300_000;
 
@@ -141,6 +150,7 @@ export class SocReceiver {
   private readonly trust: TrustStore;
   private readonly unknown: UnknownDevices;
   private readonly silence: SilenceWatch | undefined;
+  private readonly clock: ClockWatch | undefined;
   private readonly setOutput: Database.Statement;
   private client: MqttClient | undefined;
   private fd: number;
@@ -176,6 +186,8 @@ export class SocReceiver {
     this.unknown = new UnknownDevices(this.db, o.unknownSummaryMs);
     const silenceMs = o.silenceMs ?? (o.share ? 0 : DEFAULT_SILENCE_MS);
     if (silenceMs > 0) this.silence = new SilenceWatch(this.db, silenceMs, Date.now(), (d) => this.trust.retired(d) !== undefined);
+    const clockSkewMs = o.clockSkewMs ?? DEFAULT_CLOCK_SKEW_MS;
+    if (clockSkewMs > 0) this.clock = new ClockWatch(this.db, clockSkewMs);
     this.setOutput = this.db.prepare(SET_OUTPUT);
     if (o.out === "-") {
       this.fd = 1;
@@ -373,6 +385,7 @@ export class SocReceiver {
         }
       }
       if (this.silence) out.push(...this.silence.heard(out, now));
+      if (this.clock) out.push(...this.clock.heard(out, now));
       if (sweep) {
         out.push(...this.verifier.sweep(now), ...this.unknown.summary(now), ...this.trustChanges(now), ...(this.silence?.sweep(now) ?? []));
         if (++this.sweeps % 60 === 0) this.verifier.prune();

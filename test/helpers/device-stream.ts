@@ -7,12 +7,14 @@ export class DeviceStream {
   prev = GENESIS_HASH;
   seq = -1;
   boot = 1000;
+  /** The wall time (ms) the next event is stamped with. */
+  time = 1;
   constructor(
     readonly id: string,
     public key: KeyObject,
   ) {}
   next(cls: EventClass = "telemetry", unmapped?: Record<string, unknown>): Envelope {
-    const { env } = buildSigned({ v: 1, device: this.id, boot: this.boot, seq: ++this.seq, time: 1, mono: 1, class: cls, severity: 1, ocsf: { class_uid: 5001, activity_id: 2, message: "m", ...(unmapped ? { unmapped } : {}) }, prev: this.prev }, this.key);
+    const { env } = buildSigned({ v: 1, device: this.id, boot: this.boot, seq: ++this.seq, time: this.time, mono: 1, class: cls, severity: 1, ocsf: { class_uid: 5001, activity_id: 2, message: "m", ...(unmapped ? { unmapped } : {}) }, prev: this.prev }, this.key);
     this.prev = env.hash;
     return env;
   }
