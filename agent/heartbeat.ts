@@ -54,6 +54,9 @@ function round(n: number | null): number | null {
   return n === null || !Number.isFinite(n) ? null : Math.round(n * 10) / 10;
 }
 
+/** How long a heartbeat waits for the posture figures before it goes without them. */
+export const PROBE_TIMEOUT_MS = 15_000;
+
 /** A signed heartbeat every `intervalMs` carrying outbox state and posture figures. */
 export class Heartbeat {
   private timer: NodeJS.Timeout | undefined;
@@ -68,6 +71,8 @@ export class Heartbeat {
       probe: { read(): Promise<Posture | Record<string, unknown>> };
       state: () => Record<string, unknown>;
       log: Logger;
+      /** How long a heartbeat waits for the probe (default PROBE_TIMEOUT_MS). */
+      probeTimeoutMs?: number;
     },
   ) {}
 
@@ -81,10 +86,22 @@ export class Heartbeat {
     this.busy = true;
     try {
       let posture: Posture | Record<string, unknown> = {};
+      // A probe that hangs (a command or /sys read that never returns) must not stop the
+      // heartbeat: it goes out without the figures, saying why.
+      const limit = this.o.probeTimeoutMs ?? PROBE_TIMEOUT_MS;
+      let timer: NodeJS.Timeout | undefined;
       try {
-        posture = await this.o.probe.read();
+        posture = await Promise.race([
+          this.o.probe.read(),
+          new Promise<never>((_, reject) => {
+            timer = setTimeout(() => reject(new Error(`the posture probe did not answer within ${limit} ms`)), limit);
+          }),
+        ]);
       } catch (e) {
-        this.o.log.debug({ err: describeError(e) }, "Posture probe failed.");
+        this.o.log.warn({ err: describeError(e) }, "Posture probe failed; the heartbeat goes without its figures.");
+        posture = { error: describeError(e) };
+      } finally {
+        clearTimeout(timer);
       }
       // The probe can take seconds: the daemon may have stopped (outbox closed) meanwhile.
       if (this.stopped) return;
