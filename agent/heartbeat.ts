@@ -1,5 +1,6 @@
 import type { Logger } from "pino";
 import { describeError } from "./core/errors";
+import { withinMs } from "./core/time-limit";
 import { OcsfClass } from "./core/events";
 import type { EventSink } from "./core/events";
 
@@ -89,19 +90,11 @@ export class Heartbeat {
       // A probe that hangs (a command or /sys read that never returns) must not stop the
       // heartbeat: it goes out without the figures, saying why.
       const limit = this.o.probeTimeoutMs ?? PROBE_TIMEOUT_MS;
-      let timer: NodeJS.Timeout | undefined;
       try {
-        posture = await Promise.race([
-          this.o.probe.read(),
-          new Promise<never>((_, reject) => {
-            timer = setTimeout(() => reject(new Error(`the posture probe did not answer within ${limit} ms`)), limit);
-          }),
-        ]);
+        posture = await withinMs(this.o.probe.read(), limit, `the posture probe did not answer within ${limit} ms`);
       } catch (e) {
         this.o.log.warn({ err: describeError(e) }, "Posture probe failed; the heartbeat goes without its figures.");
         posture = { error: describeError(e) };
-      } finally {
-        clearTimeout(timer);
       }
       // The probe can take seconds: the daemon may have stopped (outbox closed) meanwhile.
       if (this.stopped) return;

@@ -8,9 +8,13 @@ import { OcsfClass } from "./core/events";
 import type { EventSink, SeverityId } from "./core/events";
 import type { Posture, PostureProbe } from "./heartbeat";
 import { splitHostPort } from "./core/host-port";
+import { withinMs } from "./core/time-limit";
 import { currentVersion } from "../firmware-hooks/standalone";
 import { UpdateState } from "../firmware-hooks/state";
 import { secretFilesOf } from "./doctor/secrets";
+
+/** How long the posture waits for systeminformation's figures (a hung command or /sys read). */
+const SYSTEM_FIGURES_MS = 10_000;
 
 /**
  * The device's posture, in every heartbeat and from `gatewarden posture`: the probe's load,
@@ -117,10 +121,12 @@ export class DevicePosture {
   constructor(
     private readonly o: {
       config: Config;
-      probe: PostureProbe;
+      probe: Pick<PostureProbe, "read">;
       outbox: () => { file_bytes: number; budget_bytes: number };
       integrity: () => string;
       sink: EventSink;
+      /** How long to wait for the probe's figures (default SYSTEM_FIGURES_MS). */
+      figuresTimeoutMs?: number;
     },
   ) {}
 
@@ -162,7 +168,9 @@ export class DevicePosture {
   async read(): Promise<Record<string, unknown>> {
     const c = this.o.config;
     const cacheMs = c.posture?.cache_ms ?? 60_000;
-    const base: Posture | Record<string, never> = await this.o.probe.read().catch(() => ({}));
+    // systeminformation's figures within 10 s, or without them: the checks below still run.
+    const limit = this.o.figuresTimeoutMs ?? SYSTEM_FIGURES_MS;
+    const base: Posture | Record<string, string> = await withinMs(this.o.probe.read(), limit, `system figures not read within ${limit} ms`).catch((e: Error) => ({ figures_error: e.message }));
     if (!this.clockCache || Date.now() - this.clockCache.at > cacheMs) this.clockCache = { at: Date.now(), value: await clock() };
     const ob = this.o.outbox();
     const declared = this.declaredPorts();
