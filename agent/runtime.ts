@@ -484,6 +484,8 @@ export class Runtime {
   crashed(error: string): void {
     if (this.crashing) return;
     this.crashing = true;
+    // Before the boot event there is no run to end in the chain: the log says it.
+    if (this.recorder.bootEpoch === 0) return;
     try {
       this.recorder.close(`uncaught error: ${error}`, true);
       this.outbox.close();

@@ -11,9 +11,9 @@ import type { ReadingSink } from "../core/readings";
 import { ClockGuard } from "./clock-guard";
 
 const MAX_GROUPS = 64;
+const MAX_GROUP_POINTS = 32;
 /** A detection failure is reported at once, then at most this often (the rest counted). */
 const FAILED_REPORT_MS = 600_000;
-const MAX_GROUP_POINTS = 32;
 
 /** The daemon's `detection:` section: engine options plus where its site file and state live. */
 export const detectionSchema = engineOptionsSchema.extend({
@@ -100,10 +100,13 @@ export async function startDetection(o: { points: PointsConfig; config: Detectio
   const mono = o.mono ?? (() => performance.now());
   const detectionFailed = (what: string, point: string, e: unknown): void => {
     failed++;
-    o.log.error({ err: describeError(e), stack: e instanceof Error ? e.stack : undefined, point }, `Detection failed on a ${what}; it was skipped.`);
     const now = mono();
-    if (now - failedAt < FAILED_REPORT_MS) return;
+    if (now - failedAt < FAILED_REPORT_MS) {
+      o.log.debug({ err: describeError(e), point }, `Detection failed on a ${what}; it was skipped.`);
+      return;
+    }
     failedAt = now;
+    o.log.error({ err: describeError(e), stack: e instanceof Error ? e.stack : undefined, point }, `Detection failed on a ${what}; it was skipped (the next failures are counted, and logged at debug).`);
     const n = failed;
     failed = 0;
     o.sink.record({

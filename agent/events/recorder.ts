@@ -520,9 +520,15 @@ export class Recorder implements EventSink {
           ocsf: { class_uid: OcsfClass.ApplicationLifecycle, activity_id: 4, message: crashed ? `Gatewarden crashed (${reason})` : `Gatewarden stopping (${reason})`, app: { name: "Gatewarden", version: this.o.version }, unmapped: { stop: { reason, ...(crashed ? { crashed: true } : {}) } } },
         },
       ]);
-      this.o.outbox.markStopped(this.boot, this.seq, crashed ? "crashed" : "stopped", reason);
     } catch (e) {
       this.o.log.error({ err: describeError(e) }, "Could not record the shutdown event.");
+    }
+    try {
+      // Only a committed shutdown event (the head) marks a stop.
+      const head = this.o.outbox.head();
+      if (head?.boot === this.boot && head.seq === this.seq) this.o.outbox.markStopped(this.boot, this.seq, crashed ? "crashed" : "stopped", reason);
+    } catch (e) {
+      this.o.log.warn({ err: describeError(e) }, "Could not note the stop in the outbox: the next start will take this run for one that ended without stopping.");
     }
     this.closed = true;
     this.signer.close();
