@@ -195,10 +195,6 @@ export class Runtime {
     this.onStop(() => clearInterval(watchTimer));
     this.registerControl();
     this.onStop(watchControlSocket(this.control, this.recorder, this.log.child({ component: "control" })));
-    const stalls = new LoopStallWatch({ thresholdMs: c.heartbeat.stall_report_ms, sink: this.recorder, log: this.log.child({ component: "loop" }), slowestCommit: () => this.outbox.takeSlowestCommit() });
-    stalls.start();
-    this.stallWatch = stalls;
-    this.onStop(() => stalls.stop());
     await this.startDetectors();
     await this.prepareCommands();
     await this.startSources();
@@ -207,6 +203,12 @@ export class Runtime {
     await this.startCommands();
     for (const s of this.sinks.values()) s.start();
     if (!this.sinks.size) this.log.warn({}, `${SINKS.map((e) => e.off).join(", ")}: events are kept in the outbox until it is.`);
+    // Watched once everything serves: the start's own work (restoring detector state, loading
+    // what is configured) holds the loop before the proxy answers anyone.
+    const stalls = new LoopStallWatch({ thresholdMs: c.heartbeat.stall_report_ms, sink: this.recorder, log: this.log.child({ component: "loop" }), slowestCommit: () => this.outbox.takeSlowestCommit() });
+    stalls.start();
+    this.stallWatch = stalls;
+    this.onStop(() => stalls.stop());
     this.heartbeat.start();
     void this.heartbeat.beat();
     this.sim.start();
