@@ -11,6 +11,7 @@
 import type { Logger } from "pino";
 import { performance } from "node:perf_hooks";
 import { OcsfClass, type EventSink } from "./core/events";
+import { ReportEvery } from "./core/report-every";
 
 export const CHECK_MS = 250;
 const REPORT_EVERY_MS = 60_000;
@@ -28,9 +29,8 @@ export interface LoopStallOptions {
 export class LoopStallWatch {
   private timer: NodeJS.Timeout | undefined;
   private last = 0;
-  private reportedAt = Number.NEGATIVE_INFINITY;
-  /** Stalls not reported yet (at most one event a minute), and their longest. */
-  private unreported = 0;
+  private readonly reports = new ReportEvery(REPORT_EVERY_MS);
+  /** The longest stall since the last event (at most one event a minute). */
   private unreportedMax = 0;
   /** The longest hold-up since `takeMax` was last called (for the heartbeat). */
   private max = 0;
@@ -67,27 +67,25 @@ export class LoopStallWatch {
     if (held <= 0) return;
     if (held > this.max) this.max = held;
     if (held < this.o.thresholdMs) return;
-    this.unreported++;
     this.unreportedMax = Math.max(this.unreportedMax, held);
-    const fields = { stall_ms: Math.round(held), slowest_commit_ms: Math.round(commit) };
-    if (now - this.reportedAt < REPORT_EVERY_MS) {
-      this.o.log.warn(fields, "The event loop was held up again; reported with the next such event.");
+    const stalls = this.reports.hit(now);
+    if (!stalls) {
+      this.o.log.warn({ stall_ms: Math.round(held), slowest_commit_ms: Math.round(commit) }, "The event loop was held up again; reported with the next such event.");
       return;
     }
-    this.report(now, held, commit);
+    this.report(stalls, held, commit);
   }
 
-  private report(now: number, held: number, commit: number): void {
+  /** `stalls`: since the last event, this one included. */
+  private report(stalls: number, held: number, commit: number): void {
     const s = (ms: number) => `${(ms / 1000).toFixed(1)} s`;
     const cause =
       commit >= held / 2
         ? `; an outbox commit alone took ${s(commit)}: the storage was slow to write (a worn or failing SD card)`
         : "; no outbox commit explains it: the process was stopped, starved of CPU or busy";
-    const others = this.unreported > 1 ? ` (${this.unreported - 1} more hold-up(s) since the last such event, up to ${s(this.unreportedMax)})` : "";
+    const others = stalls > 1 ? ` (${stalls - 1} more hold-up(s) since the last such event, up to ${s(this.unreportedMax)})` : "";
     const message = `The daemon's event loop was held up for ${s(held)}: the Modbus proxy did not answer, and detection and the SOC link waited, meanwhile${cause}${others}`;
-    const fields = { stall_ms: Math.round(held), slowest_commit_ms: Math.round(commit), stalls: this.unreported, longest_ms: Math.round(this.unreportedMax) };
-    this.reportedAt = now;
-    this.unreported = 0;
+    const fields = { stall_ms: Math.round(held), slowest_commit_ms: Math.round(commit), stalls, longest_ms: Math.round(this.unreportedMax) };
     this.unreportedMax = 0;
     this.o.log.warn(fields, message);
     this.o.sink.record({

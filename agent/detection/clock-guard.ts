@@ -17,6 +17,7 @@
 import type { Logger } from "pino";
 import { performance } from "node:perf_hooks";
 import { OcsfClass, type EventSink } from "../core/events";
+import { ReportEvery } from "../core/report-every";
 
 /** A wall-clock move this far from the monotonic clock's is a step, not jitter. */
 export const CLOCK_STEP_MS = 2000;
@@ -36,8 +37,7 @@ export class ClockGuard {
   offset = 0;
   /** Wall clock minus monotonic clock at the previous reading (null: none yet). */
   private base: number | null = null;
-  private reportedAt = Number.NEGATIVE_INFINITY;
-  private since = 0;
+  private readonly reports = new ReportEvery(REPORT_EVERY_MS);
   private readonly mono: () => number;
   private readonly wall: () => number;
 
@@ -65,21 +65,18 @@ export class ClockGuard {
 
   private change(offset: number, how: string, step: number): void {
     this.offset = offset;
-    this.since++;
     const s = (ms: number) => `${(ms / 1000).toFixed(1)} s`;
     const fields = { step_ms: Math.round(step), offset_ms: Math.round(offset) };
-    const mono = this.mono();
-    if (mono - this.reportedAt < REPORT_EVERY_MS) {
+    const since = this.reports.hit(this.mono());
+    if (!since) {
       this.o.log.warn(fields, "The gateway's clock stepped again; reported with the next clock event.");
       return;
     }
-    this.reportedAt = mono;
     const what = how === "back" || how === "forward" ? `stepped ${how} by ${s(Math.abs(step))} (against the monotonic clock)` : `reads ${s(-step)} ${how}`;
     const message =
       `The gateway's clock ${what}; ` +
       (offset > 0 ? `detection places readings ${s(offset)} later than the clock says, so that none is dropped as out of order, until the clock is set right` : "detection's time base is back on the clock") +
-      (this.since > 1 ? ` (${this.since} clock steps since the last such event)` : "");
-    this.since = 0;
+      (since > 1 ? ` (${since} clock steps since the last such event)` : "");
     this.o.log.warn(fields, message);
     this.o.sink.record({
       class: "system",

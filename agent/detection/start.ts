@@ -9,6 +9,7 @@ import { OcsfClass } from "../core/events";
 import type { EventSink } from "../core/events";
 import type { ReadingSink } from "../core/readings";
 import { ClockGuard } from "./clock-guard";
+import { ReportEvery } from "../core/report-every";
 
 const MAX_GROUPS = 64;
 const MAX_GROUP_POINTS = 32;
@@ -95,20 +96,15 @@ export async function startDetection(o: { points: PointsConfig; config: Detectio
   // The engine does not throw on any input; a bug that makes it throw must neither break the
   // proxy's forwarding (the tap swallows) nor leave detection blind unsaid: each failure is
   // counted, the first reported at once and then at most one event every 10 minutes.
-  let failed = 0;
-  let failedAt = Number.NEGATIVE_INFINITY;
+  const failures = new ReportEvery(FAILED_REPORT_MS);
   const mono = o.mono ?? (() => performance.now());
   const detectionFailed = (what: string, point: string, e: unknown): void => {
-    failed++;
-    const now = mono();
-    if (now - failedAt < FAILED_REPORT_MS) {
+    const n = failures.hit(mono());
+    if (!n) {
       o.log.debug({ err: describeError(e), point }, `Detection failed on a ${what}; it was skipped.`);
       return;
     }
-    failedAt = now;
     o.log.error({ err: describeError(e), stack: e instanceof Error ? e.stack : undefined, point }, `Detection failed on a ${what}; it was skipped (the next failures are counted, and logged at debug).`);
-    const n = failed;
-    failed = 0;
     o.sink.record({
       class: "system",
       severity: 4,

@@ -2,6 +2,7 @@ import type { KeyObject } from "node:crypto";
 import type { Logger } from "pino";
 import type { Outbox } from "../outbox/store";
 import { openAck } from "../soc/ack";
+import { ReportEvery } from "../core/report-every";
 
 export interface Mark {
   boot: number;
@@ -24,13 +25,11 @@ export class SocAcks {
   private brokerId = 0;
   /** Since when rows acknowledged by the broker wait for the SOC (undefined: none wait). */
   private waitingSince: number | undefined;
-  private badLogged = false;
   /** Re-sends without SOC progress double the wait (up to MAX_BACKOFF times the timeout). */
   private backoff = 1;
 
-  /** Refused acks not reported yet, and when the last report was made (see `refused`). */
-  private refusedSince = 0;
-  private refusedAt = Number.NEGATIVE_INFINITY;
+  /** Refused acks: reported at once, then at most once per REFUSED_REPORT_MS (see `onRefused`). */
+  private readonly refusals = new ReportEvery(REFUSED_REPORT_MS);
 
   constructor(
     private readonly o: {
@@ -58,10 +57,13 @@ export class SocAcks {
     const a = openAck(payload, this.o.device, this.o.key);
     if (typeof a === "string") {
       this.counters.bad_acks++;
-      // Once per run at warn: a broker that keeps sending junk must not flood the log.
-      this.o.log[this.badLogged ? "debug" : "warn"]({ reason: a }, "Ignored an acknowledgement that does not verify.");
-      this.badLogged = true;
-      this.refused(a, now);
+      // Someone who can write to this gateway's ack topic can try to have it delete events the
+      // SOC never received; a SOC whose ack key changed leaves every event in the outbox until
+      // it fills. Either way the SOC must hear of it. A broker that keeps sending junk (a
+      // retained one comes back at every reconnect) must flood neither the SOC nor the log.
+      const n = this.refusals.hit(now);
+      this.o.log[n ? "warn" : "debug"]({ reason: a }, "Ignored an acknowledgement that does not verify.");
+      if (n) this.o.onRefused?.(a, n);
       return 0;
     }
     this.counters.acks++;
@@ -73,20 +75,6 @@ export class SocAcks {
       this.waitingSince = first !== undefined && first <= this.brokerId ? now : undefined;
     }
     return freed;
-  }
-
-  /**
-   * Someone who can write to this gateway's ack topic can try to make it delete events the
-   * SOC never received; a SOC whose ack key changed leaves every event in the outbox until it
-   * fills. Either way the SOC must hear of it, not only the local log.
-   */
-  private refused(reason: string, now: number): void {
-    this.refusedSince++;
-    if (now - this.refusedAt < REFUSED_REPORT_MS) return;
-    this.refusedAt = now;
-    const n = this.refusedSince;
-    this.refusedSince = 0;
-    this.o.onRefused?.(reason, n);
   }
 
   /** True when the SOC has made no progress on broker-acknowledged rows for the timeout. */

@@ -43,17 +43,18 @@ export class ClockWatch {
     const rows = new Map<string, ClockRow>();
     for (const l of lines) {
       if ("problem" in l || l.verified !== true || !Number.isFinite(l.time)) continue;
-      let r = rows.get(l.device) ?? (this.q.get.get(l.device) as ClockRow | undefined);
-      if (l.time > now + this.skewMs && r?.ahead_boot !== l.boot) {
+      const known = rows.get(l.device) ?? (this.q.get.get(l.device) as ClockRow | undefined);
+      let r = known ?? { device: l.device, boot: l.boot, seq: l.seq, time: l.time, ahead_boot: null, back_boot: null };
+      if (l.time > now + this.skewMs && r.ahead_boot !== l.boot) {
         out.push(problem("clock_ahead", {
           device: l.device, boot: l.boot, first: l.seq, last: l.seq, now,
           detail: `${l.device}'s event ${l.boot}:${l.seq} is stamped ${iso(l.time)}, ${minutes(l.time - now)} after it was received: the gateway's clock is ahead (or this receiver's is behind); its events' times are not to be trusted for ordering or correlation until it is set right`,
           ahead_ms: l.time - now,
         }));
-        r = { ...(r ?? { device: l.device, boot: l.boot, seq: l.seq, time: l.time, back_boot: null }), ahead_boot: l.boot };
+        r = { ...r, ahead_boot: l.boot };
       }
-      if (!r) r = { device: l.device, boot: l.boot, seq: l.seq, time: l.time, ahead_boot: null, back_boot: null };
-      else if (l.boot > r.boot || (l.boot === r.boot && l.seq > r.seq)) {
+      // Only an event later in the stream than the latest seen is judged against it (and becomes it).
+      if (known && (l.boot > r.boot || (l.boot === r.boot && l.seq > r.seq))) {
         if (l.time < r.time - this.skewMs && r.back_boot !== l.boot) {
           out.push(problem("clock_back", {
             device: l.device, boot: l.boot, first: l.seq, last: l.seq, now,

@@ -292,15 +292,21 @@ export class TcpUpstream implements Upstream {
       off += f.size;
       const slot = f.tid % c.jobs.length;
       const job = c.jobs[slot];
-      const mine = job !== undefined && c.tids[slot] === f.tid; // else: a late answer to a timed-out request
       // A view valid during `answer` only (see UpstreamJob).
       const pdu = buf.subarray(start + 7, off);
-      const lost = answerShapeError(pdu);
-      if (mine) {
+      if (job !== undefined && c.tids[slot] === f.tid) {
         c.jobs[slot] = undefined;
         c.inFlight--;
-        job.answer(!lost && f.unit === job.unit && checkResponse(job.req, pdu).ok ? pdu : deviceFailure(job.req.fc));
+        // An answer that fits its request has a Modbus answer's shape (a property test says so):
+        // the shape is checked only for one that does not.
+        if (f.unit === job.unit && checkResponse(job.req, pdu).ok) {
+          job.answer(pdu);
+          continue;
+        }
+        job.answer(deviceFailure(job.req.fc));
       }
+      // Not an answer at all (whether to a request in flight or a late one to a timed-out request).
+      const lost = answerShapeError(pdu);
       if (lost) return this.lostFraming(c, lost);
     }
     c.buf = off === end ? EMPTY : Buffer.from(buf.subarray(off, end));

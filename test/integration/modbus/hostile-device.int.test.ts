@@ -28,6 +28,19 @@ const mbap = (tid: number, unit: number, pdu: Buffer): Buffer => {
   return b;
 };
 
+/** A started proxy reading holdings of unit 1 (read-only, no rate limit) from the device on `dport`. */
+async function proxyTo(dport: number, upstream: { timeout_ms: number; connections: number; max_in_flight: number }, sink: MemorySink): Promise<{ service: ModbusProxyService; port: number }> {
+  const config = modbusConfigSchema.parse({
+    listeners: [{ name: "plain", type: "tcp", listen: "127.0.0.1:0" }],
+    upstreams: [{ name: "plc", type: "tcp", target: `127.0.0.1:${dport}`, ...upstream, reconnect: { min_ms: 10, max_ms: 50 } }],
+    routes: [{ unit: 1, upstream: "plc" }],
+    policy: { identities: [{ match: { address: "127.0.0.1" }, role: "scada" }], roles: { scada: { units: [1], functions: ["read-only"], read: { holding: ["0-65535"] } } } },
+    limits: { max_requests_per_s: 0 },
+  });
+  const service = new ModbusProxyService({ config, events: sink });
+  return { service, port: (await service.start())[0]!.port };
+}
+
 /** Holding 7 read until the device's own answer comes (at most 50 tries, 20 ms apart); the last answer. */
 async function servedAgain(c: RawClient): Promise<string> {
   let got = "";
@@ -135,15 +148,7 @@ describe("proxy: a hostile or broken device behind it", () => {
   let port = 0;
   beforeAll(async () => {
     const dport = await device.listen();
-    const config = modbusConfigSchema.parse({
-      listeners: [{ name: "plain", type: "tcp", listen: "127.0.0.1:0" }],
-      upstreams: [{ name: "plc", type: "tcp", target: `127.0.0.1:${dport}`, timeout_ms: 150, connections: 2, max_in_flight: 2, reconnect: { min_ms: 10, max_ms: 50 } }],
-      routes: [{ unit: 1, upstream: "plc" }],
-      policy: { identities: [{ match: { address: "127.0.0.1" }, role: "scada" }], roles: { scada: { units: [1], functions: ["read-only"], read: { holding: ["0-65535"] } } } },
-      limits: { max_requests_per_s: 0 },
-    });
-    service = new ModbusProxyService({ config, events: new MemorySink() });
-    port = (await service.start())[0]!.port;
+    ({ service, port } = await proxyTo(dport, { timeout_ms: 150, connections: 2, max_in_flight: 2 }, new MemorySink()));
   });
   afterAll(async () => {
     await service.stop();
@@ -217,15 +222,7 @@ describe("proxy: a device that interleaves the bytes of its answers", () => {
     const device = new InterleavingDevice();
     const dport = await device.listen();
     const sink = new MemorySink();
-    const config = modbusConfigSchema.parse({
-      listeners: [{ name: "plain", type: "tcp", listen: "127.0.0.1:0" }],
-      upstreams: [{ name: "plc", type: "tcp", target: `127.0.0.1:${dport}`, timeout_ms: 300, connections: 1, max_in_flight: 4, reconnect: { min_ms: 10, max_ms: 50 } }],
-      routes: [{ unit: 1, upstream: "plc" }],
-      policy: { identities: [{ match: { address: "127.0.0.1" }, role: "scada" }], roles: { scada: { units: [1], functions: ["read-only"], read: { holding: ["0-65535"] } } } },
-      limits: { max_requests_per_s: 0 },
-    });
-    const service = new ModbusProxyService({ config, events: sink });
-    const port = (await service.start())[0]!.port;
+    const { service, port } = await proxyTo(dport, { timeout_ms: 300, connections: 1, max_in_flight: 4 }, sink);
     try {
       const c = await RawClient.connect(port);
       // Three reads in one segment, 600 times: the proxy's transaction ids pass through every
