@@ -8,7 +8,8 @@ import { openOffline } from "../outbox/offline";
 import { evictedPhrase } from "../events/recorder";
 import { RECENT_EVENTS, Runtime, type ReloadReport } from "../runtime";
 import { osUser } from "../core/os-user";
-import { DaemonError, describeError } from "../core/errors";
+import { exitOnUncaught } from "../core/crash";
+import { DaemonError } from "../core/errors";
 import { SystemdNotifier } from "../systemd-notify";
 import { report } from "./_output";
 
@@ -36,16 +37,9 @@ export function registerDaemon(program: Command): void {
         const loaded = loadConfig(locateConfig(opts.config));
         const log = createLogger(loaded.config.log.level);
         const rt = new Runtime(loaded, log);
-        // An error nothing handled ends the process, as by default, but recorded first: the SOC
-        // sees a crash, not a run that merely went quiet (then systemd restarts the daemon).
-        const crash = (e: unknown): void => {
-          const what = e instanceof Error && !(e instanceof DaemonError) ? `${e.name}: ${describeError(e)}` : describeError(e);
-          log.error({ err: what, stack: e instanceof Error ? e.stack : undefined }, "Gatewarden crashed on an error nothing handled.");
-          rt.crashed(what);
-          process.exit(70); // EX_SOFTWARE: systemd restarts it
-        };
-        process.on("uncaughtException", crash);
-        process.on("unhandledRejection", crash);
+        // An error nothing handled ends the process, recorded first: the SOC sees a crash, not a
+        // run that merely went quiet (then systemd restarts the daemon).
+        exitOnUncaught(log, "Gatewarden crashed on an error nothing handled.", (what) => rt.crashed(what));
         const systemd = SystemdNotifier.fromEnv(log);
         await rt.start();
         systemd?.ready(`serving as ${loaded.config.device.id}`);

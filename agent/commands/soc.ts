@@ -1,6 +1,7 @@
 import type { Command } from "commander";
 import { readFileSync } from "node:fs";
 import { join, resolve } from "node:path";
+import { exitOnUncaught } from "../core/crash";
 import { DaemonError } from "../core/errors";
 import Database from "better-sqlite3";
 import { existsSync } from "node:fs";
@@ -144,9 +145,12 @@ export function registerSoc(program: Command): void {
           log,
         });
         if (opts.share && opts.trustDir === undefined) log.warn("With --share and no --trust-dir, a key rotation is followed only by the member that receives it; the others report the new key's events as bad_signature. Give every member the same --trust-dir.");
+        // An error nothing handled: the run's end is recorded as a crash (the next start reports
+        // it as receiver_restarted), then exit 70 for systemd to restart it.
+        exitOnUncaught(log, "The SOC receiver crashed on an error nothing handled.", (what) => r.crashed(what));
         await r.start();
         await new Promise<void>((done) => {
-          const stop = () => void r.stop().finally(done);
+          const stop = (signal: NodeJS.Signals) => void r.stop(`stopped by ${signal}`).finally(done);
           process.once("SIGTERM", stop);
           process.once("SIGINT", stop);
         });

@@ -17,6 +17,7 @@ import { TrustStore, type LoggedChange } from "./trust";
 import { UnknownDevices } from "./unknown-devices";
 import { SilenceWatch } from "./silence";
 import { ClockWatch } from "./clock";
+import { ReceiverRuns } from "./receiver-runs";
 import { AwaitingKey, problem, StreamVerifier, type OutLine, type ProblemLine } from "./verifier";
 
 /** Devices whose ack topic is remembered (trusted devices only; bounds the map). */
@@ -151,6 +152,7 @@ export class SocReceiver {
   private readonly unknown: UnknownDevices;
   private readonly silence: SilenceWatch | undefined;
   private readonly clock: ClockWatch | undefined;
+  private readonly runs: ReceiverRuns;
   private readonly setOutput: Database.Statement;
   private client: MqttClient | undefined;
   private fd: number;
@@ -189,6 +191,7 @@ export class SocReceiver {
     const clockSkewMs = o.clockSkewMs ?? DEFAULT_CLOCK_SKEW_MS;
     if (clockSkewMs > 0) this.clock = new ClockWatch(this.db, clockSkewMs);
     this.setOutput = this.db.prepare(SET_OUTPUT);
+    const used = this.db.prepare("SELECT 1 FROM output WHERE id = 1").get() !== undefined;
     if (o.out === "-") {
       this.fd = 1;
       this.offset = 0;
@@ -203,6 +206,16 @@ export class SocReceiver {
       // message is committed still cuts what was half written.
       if (!row || row.path !== o.out) this.setOutput.run(o.out, this.offset);
     }
+    // This run begins: the line about how the one before it ended, committed with the output.
+    this.runs = new ReceiverRuns(this.db);
+    let written = 0;
+    const first = this.db.transaction(() => {
+      const out = this.runs.begin(Date.now(), used);
+      written = this.append(out);
+      return out;
+    })();
+    this.offset += written;
+    this.report(first);
   }
 
   async start(): Promise<void> {
@@ -304,6 +317,11 @@ export class SocReceiver {
     }
     for (const m of group) if (!held.has(m)) this.learnAckTopic(m.topic);
     this.sendAcks();
+    this.report(lines);
+  }
+
+  /** Counts committed lines and hands them to `onLine`. */
+  private report(lines: readonly OutLine[]): void {
     for (const l of lines) {
       if ("problem" in l) {
         this.counters.problems++;
@@ -311,6 +329,24 @@ export class SocReceiver {
       } else this.counters.events++;
       this.o.onLine?.(l);
     }
+  }
+
+  /**
+   * Appends lines to the output inside the caller's transaction: one write, one fsync, and the
+   * new length set in the state it commits. Returns the bytes written (the offset moves on
+   * only once the commit succeeded).
+   */
+  private append(out: readonly OutLine[]): number {
+    if (!out.length) return 0;
+    const buf = Buffer.from(out.map((l) => JSON.stringify(l)).join("\n") + "\n");
+    if (this.fd === 1) {
+      process.stdout.write(buf);
+      return 0;
+    }
+    writeAll(this.fd, buf, this.offset);
+    fsyncSync(this.fd);
+    this.setOutput.run(this.o.out, this.offset + buf.length);
+    return buf.length;
   }
 
   /**
@@ -390,15 +426,8 @@ export class SocReceiver {
         out.push(...this.verifier.sweep(now), ...this.unknown.summary(now), ...this.trustChanges(now), ...(this.silence?.sweep(now) ?? []));
         if (++this.sweeps % 60 === 0) this.verifier.prune();
       }
-      if (!out.length) return out;
-      const buf = Buffer.from(out.map((l) => JSON.stringify(l)).join("\n") + "\n");
-      if (this.fd === 1) process.stdout.write(buf);
-      else {
-        writeAll(this.fd, buf, this.offset);
-        fsyncSync(this.fd);
-        this.setOutput.run(this.o.out, this.offset + buf.length);
-        written = buf.length;
-      }
+      if (sweep) this.runs.alive(now);
+      written = this.append(out);
       return out;
     })();
     this.offset += written;
@@ -499,7 +528,30 @@ export class SocReceiver {
   private stopped = false;
   private stopping = false;
 
-  async stop(): Promise<void> {
+  /**
+   * An error nothing handled ends the process (the `soc receive` command's handler, which then
+   * exits): the run's end is recorded as a crash, so the next start says so. What was committed
+   * stays; what was not is redelivered by the broker. Synchronous: the process exits after it.
+   */
+  crashed(error: string): void {
+    if (this.stopped) return;
+    this.stopped = true;
+    if (this.sweepTimer) clearInterval(this.sweepTimer);
+    try {
+      this.runs.end(Date.now(), `uncaught error: ${error}`, true);
+    } catch (e) {
+      this.o.log.error({ err: describeError(e) }, "Could not record the crash in the receiver's state.");
+    }
+    try {
+      if (this.fd !== 1) closeSync(this.fd);
+      this.db.close();
+    } catch {
+      // Exiting anyway: SQLite rolls back what was not committed.
+    }
+  }
+
+  /** Stops: commits and acknowledges what has arrived, records the run's end (`reason`: the signal, say). */
+  async stop(reason = "stopped"): Promise<void> {
     if (this.stopped) return;
     // What has arrived is committed and acknowledged before the connection closes. Held
     // messages stay unacknowledged (the broker redelivers them); those that cannot be
@@ -526,6 +578,7 @@ export class SocReceiver {
         });
       });
     }
+    this.runs.end(Date.now(), reason, false);
     if (this.fd !== 1) closeSync(this.fd);
     this.db.close();
   }

@@ -149,7 +149,8 @@ describe("fault: stored and transmitted events tampered with", () => {
       await h.startReceiver();
       await replay(captured[2]!);
       const a = account(h.lines, committed - 1);
-      expect(unexpectedProblems(a, ["duplicate"])).toEqual([]);
+      expect(unexpectedProblems(a, ["duplicate", "receiver_restarted"])).toEqual([]);
+      expect(a.problems.filter((p) => p.problem === "receiver_restarted").map((p) => p.previous_end)).toEqual(["stopped"]);
       expect(a.doubled).toEqual([]);
       expect(a.missing).toEqual([]);
       expect(a.events.length).toBe(committed);

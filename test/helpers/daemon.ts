@@ -7,15 +7,15 @@ import type { OutLine, ProblemLine } from "../../agent/soc/verifier";
 export const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
 export const BUNDLE = join(ROOT, "dist", "gatewarden.cjs");
 
-/** `node dist/gatewarden.cjs run --config FILE` as a child process (the real bundle). */
-export class Daemon {
+/** `node dist/gatewarden.cjs ARGS` as a child process (the real bundle), its output kept. */
+export class CliProcess {
   readonly proc: ChildProcess;
   readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
   output = "";
 
   /** `nodeArgs`: options for node itself, before the bundle (e.g. `--require` a test's fault injector). */
-  constructor(cfgFile: string, nodeArgs: readonly string[] = []) {
-    this.proc = spawn(process.execPath, [...nodeArgs, BUNDLE, "run", "--config", cfgFile], { stdio: ["ignore", "pipe", "pipe"] });
+  constructor(args: readonly string[], nodeArgs: readonly string[] = []) {
+    this.proc = spawn(process.execPath, [...nodeArgs, BUNDLE, ...args], { stdio: ["ignore", "pipe", "pipe"] });
     const keep = (d: Buffer) => {
       this.output += d.toString("utf8");
       if (this.output.length > 200_000) this.output = this.output.slice(-100_000);
@@ -34,7 +34,7 @@ export class Daemon {
     return this.exited;
   }
 
-  /** SIGTERM (clean stop: shutdown event, drain), SIGKILL after `graceMs`. */
+  /** SIGTERM (a clean stop: for the daemon, its shutdown event and drain), SIGKILL after `graceMs`. */
   async stop(graceMs = 15_000): Promise<{ code: number | null; signal: NodeJS.Signals | null }> {
     if (!this.running) return this.exited;
     this.proc.kill("SIGTERM");
@@ -42,6 +42,13 @@ export class Daemon {
     const r = await this.exited;
     clearTimeout(t);
     return r;
+  }
+}
+
+/** `node dist/gatewarden.cjs run --config FILE` as a child process (the real bundle). */
+export class Daemon extends CliProcess {
+  constructor(cfgFile: string, nodeArgs: readonly string[] = []) {
+    super(["run", "--config", cfgFile], nodeArgs);
   }
 }
 

@@ -67,17 +67,19 @@ describe("the SOC receiver's trust change log", () => {
     // A restart repeats nothing.
     const b = await start();
     await b.sweeps(3);
-    expect(b.lines.filter((l) => "problem" in l)).toEqual([]);
+    expect(b.lines.filter((l) => "problem" in l).map((l) => ("problem" in l ? l.problem : ""))).toEqual(["receiver_restarted"]);
     await b.rx.stop();
 
     // The state of an older receiver (a count of lines read) is taken over: only what follows is new.
     const db = new Database(join(site.socDir, "receiver.db"));
-    db.exec("DELETE FROM trust_seen; DELETE FROM trust_log_state; INSERT INTO trust_log (id, n) VALUES (1, 1)");
+    db.exec("DELETE FROM trust_seen; DELETE FROM trust_log_state; INSERT INTO trust_log (id, n) VALUES (1, 1); DROP TABLE receiver_run");
     db.close();
     TrustStore.remove(site.socDir, "gw-test-3", 9);
     const c = await start();
     await until(() => c.of("trust_changed").length > 0, 20_000, "the trust_changed line after the upgrade");
     await c.sweeps(3);
-    expect(c.lines.filter((l) => "problem" in l).map((l) => [(l as ProblemLine).problem, (l as ProblemLine).device])).toEqual([["trust_changed", "gw-test-3"]]);
+    expect(c.lines.filter((l) => "problem" in l).map((l) => [(l as ProblemLine).problem, (l as ProblemLine).device])).toEqual([["receiver_restarted", null], ["trust_changed", "gw-test-3"]]);
+    // An older receiver recorded no runs: how its last one ended is not known, and said so.
+    expect(c.of("receiver_restarted")[0]).toMatchObject({ previous_end: "unknown" });
   });
 });
