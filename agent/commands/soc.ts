@@ -162,11 +162,13 @@ export function registerSoc(program: Command): void {
     .description("Re-verify a receiver output file offline: signatures, hashes, chain, duplicates, gaps, loss records")
     .option("--dir <DIR>", "SOC state directory holding trusted/ (default: $GATEWARDEN_SOC_DIR or .)")
     .option("--json", "print the report as JSON")
+    .option("--clock-skew-ms <MS>", "as the receiver's: report clock_ahead and clock_back by each event's received_at; 0: off (default 300000)")
     .action(
-      async (file: string, opts: { dir?: string; json?: boolean }) => {
+      async (file: string, opts: { dir?: string; json?: boolean; clockSkewMs?: string }) => {
+        const skew = opts.clockSkewMs === undefined ? undefined : positive(opts.clockSkewMs, "--clock-skew-ms");
         // Read once, never written: rotations and farewells in the file are followed in memory.
         const trust = new TrustStore(resolve(opts.dir ?? process.env.GATEWARDEN_SOC_DIR ?? "."), Infinity, false);
-        const r = await verifyFile(file, trust);
+        const r = await verifyFile(file, trust, skew);
         report(opts.json, r, () =>
           [
             ...r.key_changes.map((p) => `key change: ${p.detail}`),

@@ -20,6 +20,9 @@ const SCHEMA = "CREATE TABLE IF NOT EXISTS clock (device TEXT PRIMARY KEY, boot 
 
 interface ClockRow { device: string; boot: number; seq: number; time: number; ahead_boot: number | null; back_boot: number | null }
 
+/** Default skew: beyond NTP's and a slow delivery's reach, within a battery-less boot's. */
+export const DEFAULT_CLOCK_SKEW_MS = 300_000;
+
 const iso = (ms: number) => new Date(ms).toISOString();
 const minutes = (ms: number) => `${(ms / 60_000).toFixed(1)} min`;
 

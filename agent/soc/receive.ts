@@ -16,7 +16,7 @@ import { messageLines } from "./message";
 import { TrustStore, type LoggedChange } from "./trust";
 import { UnknownDevices } from "./unknown-devices";
 import { SilenceWatch } from "./silence";
-import { ClockWatch } from "./clock";
+import { ClockWatch, DEFAULT_CLOCK_SKEW_MS } from "./clock";
 import { ReceiverRuns } from "./receiver-runs";
 import { AwaitingKey, problem, StreamVerifier, type OutLine, type ProblemLine } from "./verifier";
 
@@ -109,9 +109,6 @@ interface Held {
   device: string;
   generation: number;
 }
-
-/** Default of `clockSkewMs`: beyond NTP's and a slow delivery's reach, within a battery-less boot's. */
-export const DEFAULT_CLOCK_SKEW_MS = 300_000;
 
 /** Default of `silenceMs`: five of the gateways' default heartbeat intervals (60 s). */
 export const DEFAULT_SILENCE_MS = 300_000;

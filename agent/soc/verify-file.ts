@@ -6,6 +6,7 @@ import type { Envelope } from "../core/envelope";
 import type { TrustLookup } from "./verifier";
 import { RECEIVER_LIMITS, splitBatch } from "./bounds";
 import { AwaitingKey, StreamVerifier, problem, type ProblemLine } from "./verifier";
+import { ClockWatch, DEFAULT_CLOCK_SKEW_MS } from "./clock";
 
 export interface VerifyReport {
   file: string;
@@ -25,9 +26,12 @@ export interface VerifyReport {
  * loss records per device, from the event lines alone (each device's events in the order they
  * were received). A stream that does not start at seq 0 is a gap. Problem lines in the input
  * are not trusted: they are derived again. Key rotations and farewells in the events are
- * followed as the receiver follows them (give a TrustStore that does not persist).
+ * followed as the receiver follows them (give a TrustStore that does not persist). The clock
+ * checks (`clock_ahead`, `clock_back`) judge each event at its line's `received_at`, as the
+ * receiver did (`clockSkewMs`, default 300,000; 0: off). What only a running receiver can see
+ * (`silent`, its own restarts) is not derived.
  */
-export async function verifyFile(file: string, trust: TrustLookup): Promise<VerifyReport> {
+export async function verifyFile(file: string, trust: TrustLookup, clockSkewMs = DEFAULT_CLOCK_SKEW_MS): Promise<VerifyReport> {
   const events: { e: Envelope; at: number }[] = [];
   const out: ProblemLine[] = [];
   let lines = 0;
@@ -63,22 +67,24 @@ export async function verifyFile(file: string, trust: TrustLookup): Promise<Veri
   });
   const db = new Database(":memory:");
   const v = new StreamVerifier(db, trust, { gapTimeoutMs: 0, dedupeWindow: Number.MAX_SAFE_INTEGER });
+  const clock = clockSkewMs > 0 ? new ClockWatch(db, clockSkewMs) : undefined;
   const devices = new Set<string>();
   const keyChanges: ProblemLine[] = [];
   let verified = 0;
   // An event signed by a key not known yet waits for its device's next rotation, as at a
   // share-group member: receivers' outputs merged by arrival time may put a new key's first
   // events before the rotation another receiver wrote. What still waits at the end is judged.
-  const waiting = new Map<string, Envelope[]>();
-  const one = (device: string, e: Envelope, mayWait: boolean) => {
+  const waiting = new Map<string, { e: Envelope; at: number }[]>();
+  const one = (device: string, x: { e: Envelope; at: number }, mayWait: boolean) => {
     let lines;
     try {
-      lines = v.ingest(device, [e], 0, {}, { mayWait });
-    } catch (x) {
-      if (!(x instanceof AwaitingKey)) throw x;
-      waiting.set(device, [...(waiting.get(device) ?? []), e]);
+      lines = v.ingest(device, [x.e], 0, {}, { mayWait });
+    } catch (err) {
+      if (!(err instanceof AwaitingKey)) throw err;
+      waiting.set(device, [...(waiting.get(device) ?? []), x]);
       return;
     }
+    if (clock) lines = [...lines, ...clock.heard(lines, x.at)];
     let rotated = false;
     for (const l of lines) {
       if ("problem" in l) (l.problem === "trust_changed" ? keyChanges : out).push(l);
@@ -88,13 +94,13 @@ export async function verifyFile(file: string, trust: TrustLookup): Promise<Veri
     const w = rotated ? waiting.get(device) : undefined;
     if (w) {
       waiting.delete(device);
-      for (const x of w) one(device, x, true);
+      for (const y of w) one(device, y, true);
     }
   };
-  for (const { e } of events) {
-    const device = typeof e.device === "string" ? e.device : "?";
+  for (const x of events) {
+    const device = typeof x.e.device === "string" ? x.e.device : "?";
     devices.add(device);
-    one(device, e, true);
+    one(device, x, true);
   }
   for (const [device, w] of waiting) for (const x of w) one(device, x, false);
   for (const l of v.finish(0)) if ("problem" in l) out.push(l);

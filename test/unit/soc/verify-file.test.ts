@@ -4,6 +4,9 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { Envelope } from "../../../agent/core/envelope";
+import Database from "better-sqlite3";
+import { ClockWatch } from "../../../agent/soc/clock";
+import { StreamVerifier } from "../../../agent/soc/verifier";
 import { verifyFile } from "../../../agent/soc/verify-file";
 import { DeviceStream } from "../../helpers/device-stream";
 
@@ -77,6 +80,32 @@ describe("soc verify", () => {
     try {
       const r = await verifyFile(f.file, trust);
       expect(r.problem_lines.map((p) => [p.problem, p.boots])).toEqual([["clone", [1000, 1001]]]);
+    } finally {
+      f.done();
+    }
+  });
+
+  it("derives clock_ahead and clock_back from each line's received_at, the same lines as the receiver wrote online", async () => {
+    const MIN = 60_000;
+    const T = Date.UTC(2026, 11, 7, 10);
+    const d = new DeviceStream("gw-1", dev.privateKey);
+    d.time = T + 20 * MIN; // 20 minutes ahead of the receiver's clock
+    const lines = [{ e: d.firstBoot(1000), at: T }, { e: d.next(), at: T + MIN }];
+    d.time = T + 2 * MIN; // the next boot runs on an older saved time: set back 18 minutes
+    lines.push({ e: d.reboot(), at: T + 3 * MIN }, { e: d.next(), at: T + 4 * MIN });
+    // Online: the receiver's verifier and clock watch, each event received at its time.
+    const db = new Database(":memory:");
+    const v = new StreamVerifier(db, trust, { gapTimeoutMs: 60_000, dedupeWindow: 1000 });
+    const c = new ClockWatch(db, 5 * MIN);
+    const online = lines.flatMap(({ e, at }) => c.heard(v.ingest("gw-1", [e], at), at));
+    expect(online.map((p) => [p.problem, p.boot, p.first])).toEqual([["clock_ahead", 1000, 0], ["clock_back", 1001, 0]]);
+    const f = outputFile(lines);
+    try {
+      const r = await verifyFile(f.file, trust);
+      expect(r.problem_lines).toEqual(online);
+      expect(r.problems).toEqual({ clock_ahead: 1, clock_back: 1 });
+      // Off (0), as at the receiver.
+      expect((await verifyFile(f.file, trust, 0)).problem_lines).toEqual([]);
     } finally {
       f.done();
     }
