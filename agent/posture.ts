@@ -12,6 +12,7 @@ import { withinMs } from "./core/time-limit";
 import { currentVersion } from "../firmware-hooks/standalone";
 import { UpdateState } from "../firmware-hooks/state";
 import { secretFilesOf } from "./doctor/secrets";
+import { CERT_WARN_DAYS, certificateFilesOf, certificateProblem, certificateStatus, type CertificateStatus } from "./doctor/certificates";
 
 /** How long the posture waits for systeminformation's figures (a hung command or /sys read). */
 const SYSTEM_FIGURES_MS = 10_000;
@@ -22,7 +23,8 @@ const SYSTEM_FIGURES_MS = 10_000;
  * clock synchronisation and offset, listening TCP ports against those the config declares,
  * kernel and OS, secure boot, update slot and version, the integrity state, and the mode of each
  * secret file the config names (one readable by others, or gone, is a finding: the next start
- * would refuse, and until then the key is exposed). Everything
+ * would refuse, and until then the key is exposed), and how long each certificate it names has
+ * left (one within `cert_warn_days`, expired, not yet valid or unreadable is a finding). Everything
  * here but the clock is read from /proc, /sys and /etc; the clock command runs at most once
  * per `posture.cache_ms`. With a `posture` section, a listener the config does not declare is
  * a finding (once per listener).
@@ -31,6 +33,8 @@ export const postureSchema = z.strictObject({
   /** TCP ports expected to listen besides Gatewarden's own (ssh, the update engine...). */
   declared_ports: z.array(z.number().int().min(1).max(65535)).max(1024).default([]),
   cache_ms: z.number().int().min(1000).max(3_600_000).default(60_000),
+  /** A certificate the config names that expires within this many days is a finding (and a doctor warning). */
+  cert_warn_days: z.number().int().min(1).max(365).default(CERT_WARN_DAYS),
 });
 export type PostureConfig = z.output<typeof postureSchema>;
 
@@ -165,6 +169,23 @@ export class DevicePosture {
     });
   }
 
+  /**
+   * Each certificate the config names and how long it has left. One that expires within
+   * `posture.cert_warn_days` (default 30) is a finding at severity 3, one expired or unreadable at
+   * severity 4, one not yet valid at 3; once per file, state and certificate, per boot.
+   */
+  certificates(now = Date.now()): CertificateStatus[] {
+    const c = this.o.config;
+    const out = certificateStatus(certificateFilesOf(c), now, c.posture?.cert_warn_days ?? CERT_WARN_DAYS);
+    for (const s of out) {
+      const message = certificateProblem(s);
+      if (!message) continue;
+      const title = message.slice(0, message.indexOf(":"));
+      this.finding(`cert:${s.key}:${s.state}:${s.not_after ?? s.error}`, title, message, { certificate: s }, s.state === "expired" || s.state === "unreadable" ? 4 : 3);
+    }
+    return out;
+  }
+
   async read(): Promise<Record<string, unknown>> {
     const c = this.o.config;
     const cacheMs = c.posture?.cache_ms ?? 60_000;
@@ -200,6 +221,7 @@ export class DevicePosture {
       integrity: this.o.integrity(),
       opcua_legacy_policies: legacy,
       secret_files: this.secretFiles(),
+      certificates: this.certificates(),
     };
   }
 

@@ -9,6 +9,7 @@ import { describeError } from "../core/errors";
 import { brokerAuth } from "../mqtt-connection";
 import { splitHostPort } from "../core/host-port";
 import { secretFilesOf } from "./secrets";
+import { CERT_WARN_DAYS, certificateFilesOf, certificateProblem, certificateStatus } from "./certificates";
 
 /** One finding of `gatewarden doctor`: what was checked, what was seen, and how to fix it. */
 export interface Check {
@@ -53,6 +54,22 @@ export function checkSecrets(c: Config, user: { uid: number } | undefined, faile
     if (user && st.uid !== user.uid && st.uid !== 0) return fail(id, `${path} is owned by uid ${st.uid}, not the service user`, `chown gatewarden ${path}`);
     if (user && st.uid === 0) return fail(id, `${path} is owned by root with mode 0${mode.toString(8)}: the service user cannot read it`, `chown gatewarden ${path}`);
     return ok(id, `${path} is 0${mode.toString(8)}`);
+  });
+}
+
+/**
+ * How long each certificate the config names has left: a warning within `posture.cert_warn_days`
+ * (default 30), a failure when expired or not yet valid. One that cannot be read is the
+ * config's reference check's to name.
+ */
+export function checkCertificates(c: Config, now = Date.now()): Check[] {
+  return certificateStatus(certificateFilesOf(c), now, c.posture?.cert_warn_days ?? CERT_WARN_DAYS).flatMap((s): Check[] => {
+    const id = `cert:${s.key}`;
+    if (s.state === "unreadable") return [];
+    if (s.state === "ok") return [ok(id, `${s.path} is valid until ${s.not_after} (${s.days_left} days)`)];
+    const detail = certificateProblem(s)!.replace(/^[^:]+: /, "");
+    const fix = s.key === "opcua.pki_dir" ? "gatewarden opcua pki renew" : s.state === "not_yet_valid" ? "set the clock right (NTP), or use a certificate valid now" : `issue a new certificate, replace ${s.path} and restart the daemon`;
+    return [s.state === "expires_soon" ? warn(id, detail, fix) : fail(id, detail, fix)];
   });
 }
 

@@ -23,9 +23,10 @@ export interface TestPki {
 /**
  * A throwaway PKI made with openssl: a CA, a server certificate for 127.0.0.1 and localhost,
  * and one client certificate per common name. Keys are 0600 (the agent refuses others).
- * EC P-256 keeps generation fast.
+ * EC P-256 keeps generation fast. Valid for `days` (default 400: beyond the posture's 30-day
+ * expiry warning, so a test's daemon reports no certificate finding unless it means to).
  */
-export function makePki(dir: string, clientNames: readonly string[], openssl = findOpenssl() ?? "openssl"): TestPki {
+export function makePki(dir: string, clientNames: readonly string[], openssl = findOpenssl() ?? "openssl", days = 400): TestPki {
   const run = (args: string[]) => execFileSync(openssl, args, { cwd: dir, stdio: ["ignore", "ignore", "pipe"] });
   const p = (f: string) => join(dir, f);
   const newKey = (f: string) => {
@@ -33,13 +34,13 @@ export function makePki(dir: string, clientNames: readonly string[], openssl = f
     chmodSync(p(f), 0o600);
   };
   newKey("ca.key");
-  run(["req", "-x509", "-new", "-key", p("ca.key"), "-sha256", "-days", "2", "-subj", "/CN=Gatewarden Test CA", "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign", "-out", p("ca.pem")]);
+  run(["req", "-x509", "-new", "-key", p("ca.key"), "-sha256", "-days", String(days), "-subj", "/CN=Gatewarden Test CA", "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign", "-out", p("ca.pem")]);
   const issue = (name: string, ext: string): CertPair => {
     const key = `${name}.key`;
     newKey(key);
     run(["req", "-new", "-key", p(key), "-subj", `/CN=${name}`, "-out", p(`${name}.csr`)]);
     writeFileSync(p(`${name}.ext`), ext);
-    run(["x509", "-req", "-in", p(`${name}.csr`), "-CA", p("ca.pem"), "-CAkey", p("ca.key"), "-CAcreateserial", "-days", "2", "-sha256", "-extfile", p(`${name}.ext`), "-out", p(`${name}.pem`)]);
+    run(["x509", "-req", "-in", p(`${name}.csr`), "-CA", p("ca.pem"), "-CAkey", p("ca.key"), "-CAcreateserial", "-days", String(days), "-sha256", "-extfile", p(`${name}.ext`), "-out", p(`${name}.pem`)]);
     return { cert: p(`${name}.pem`), key: p(key) };
   };
   const server = issue("server", "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\nsubjectAltName=IP:127.0.0.1,DNS:localhost\n");

@@ -40,13 +40,13 @@ export function makePki(): Pki {
   const key = (name: string) => ossl("genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", `${name}.key`);
   const ca = (name: string) => {
     key(name);
-    ossl("req", "-x509", "-new", "-key", `${name}.key`, "-out", `${name}.crt`, "-subj", `/CN=${name}`, "-days", "2");
+    ossl("req", "-x509", "-new", "-key", `${name}.key`, "-out", `${name}.crt`, "-subj", `/CN=${name}`, "-days", "400");
   };
   const leaf = (name: string, issuer: string, ext: string, subj: string) => {
     key(name);
     ossl("req", "-new", "-key", `${name}.key`, "-out", `${name}.csr`, "-subj", subj);
     writeFileSync(join(dir, `${name}.ext`), `[v3]\n${ext}\n`);
-    ossl("x509", "-req", "-in", `${name}.csr`, "-CA", `${issuer}.crt`, "-CAkey", `${issuer}.key`, "-CAcreateserial", "-out", `${name}.crt`, "-days", "2", "-extfile", `${name}.ext`, "-extensions", "v3");
+    ossl("x509", "-req", "-in", `${name}.csr`, "-CA", `${issuer}.crt`, "-CAkey", `${issuer}.key`, "-CAcreateserial", "-out", `${name}.crt`, "-days", "400", "-extfile", `${name}.ext`, "-extensions", "v3");
   };
   ca("ca");
   ca("rogue-ca");
