@@ -6,6 +6,7 @@ import { healthCheck, type HealthVerdict } from "./health";
 import { remeasure, run, updateConfig } from "./hook";
 import { listFiles, loadReleasePublicKeys, readSignedRelease, RELEASE_FILE, verifyRelease, type ReleaseCheck } from "./release";
 import { fsyncDir, UpdateState } from "./state";
+import { makeDirs } from "../agent/core/dirs";
 
 /**
  * Updating Gatewarden alone, where no update engine runs: each release in its own folder
@@ -50,7 +51,7 @@ function copyTree(from: string, to: string, onFirst?: () => void): void {
   for (const rel of [...listFiles(from), RELEASE_FILE]) {
     const src = join(from, rel);
     const dst = join(to, rel);
-    mkdirSync(dirname(dst), { recursive: true });
+    makeDirs(dirname(dst), "release directory", 0o755);
     copyFileSync(src, dst);
     chmodSync(dst, statSync(src).mode & 0o755);
     const fd = openSync(dst, "r");
@@ -101,7 +102,7 @@ export async function applyUpdate(loaded: HookSite, bundle: string, o: Standalon
   const m = check.manifest;
   if (previous === m.version) throw new DaemonError("USAGE", `release ${m.version} is already the current one`);
   step("verified");
-  mkdirSync(c.dir, { recursive: true, mode: 0o755 });
+  makeDirs(c.dir, "releases directory", 0o755);
   // Left over by an apply killed while staging or switching: never named by `current`.
   for (const n of readdirSync(c.dir)) if (n.startsWith(".staging-") || n.startsWith(".current-")) rmSync(join(c.dir, n), { recursive: true, force: true });
   const target = join(c.dir, m.version);

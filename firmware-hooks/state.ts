@@ -1,7 +1,8 @@
-import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, rmSync } from "node:fs";
+import { closeSync, existsSync, fsyncSync, openSync, readFileSync, rmSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { DaemonError } from "../agent/core/errors";
 import { writeFileAtomic } from "../agent/core/secret-files";
+import { makeDirs } from "../agent/core/dirs";
 
 /**
  * Durable update state in `update.state_dir`:
@@ -31,7 +32,7 @@ export interface Pending {
 /** Replaces `path` atomically (owner-only) and fsyncs its directory, so the rename itself is durable. */
 export function writeDurable(path: string, text: string): void {
   const dir = dirname(path);
-  mkdirSync(dir, { recursive: true, mode: 0o700 });
+  makeDirs(dir, "update state directory");
   writeFileAtomic(path, text, 0o600);
   fsyncDir(dir);
 }

@@ -1,5 +1,5 @@
 import type { Command } from "commander";
-import { appendFileSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { appendFileSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { createServer } from "node:net";
 import { controlCall } from "../core/control-client";
 import { DemoClient, DemoPlant } from "../demo/plant";
@@ -17,6 +17,7 @@ import { Runtime } from "../runtime";
 import { SocReceiver } from "../soc/receive";
 import { TrustStore } from "../soc/trust";
 import type { OutLine } from "../soc/verifier";
+import { makeDirs } from "../core/dirs";
 
 /**
  * The whole chain on one machine: an embedded broker, one gateway daemon producing events and
@@ -94,9 +95,9 @@ async function demoBody(
   say(`[demo] embedded MQTT broker on ${broker.url}; files in ${dir}`);
 
   // SOC side: sealing keys; gateway side: identity and config; then trust the gateway.
-  mkdirSync(socDir, { recursive: true, mode: 0o700 });
+  makeDirs(socDir, "demo SOC directory");
   generateSocKeys(join(socDir, "soc.key"), join(socDir, "soc.pub"));
-  mkdirSync(join(gw, "keys"), { recursive: true, mode: 0o700 });
+  makeDirs(join(gw, "keys"), "demo gateway key directory");
   const key = generateDeviceKey(join(gw, "keys", "device.key"), join(gw, "keys", "device.pub"));
   const cfgFile = join(gw, "gatewarden.yaml");
   writeFileSync(cfgFile, configTemplate({ deviceId: "demo-gw-01", dataDir: "data" }), { mode: 0o640 });
@@ -109,7 +110,6 @@ async function demoBody(
     ["log.level", process.env.GATEWARDEN_DEMO_LOG ?? "warn"],
   ] as const)
     setConfigValue(cfgFile, k, v);
-  mkdirSync(join(socDir, "trusted"), { recursive: true });
   TrustStore.add(socDir, JSON.stringify(exportTrust("demo-gw-01", key)), "demo");
 
   // The plant: a PLC behind the gateway's Modbus proxy, a tank level the detectors watch.

@@ -1,6 +1,6 @@
 import type { Command } from "commander";
 import { existsSync, rmSync } from "node:fs";
-import { makeDirs } from "../paths";
+import { makeDirs } from "../core/dirs";
 import { hostname } from "node:os";
 import { join, resolve } from "node:path";
 import { configTemplate } from "../config/template";

@@ -1,10 +1,11 @@
 import type { Command } from "commander";
-import { mkdirSync, readFileSync } from "node:fs";
+import { readFileSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import { report } from "./_output";
 import { DaemonError } from "../core/errors";
 import { writeFileAtomic } from "../core/secret-files";
 import { generateReleaseKey, hashTree, loadReleasePrivateKey, parseManifest, RELEASE_FILE, signManifest } from "../../firmware-hooks/release";
+import { makeDirs } from "../core/dirs";
 
 export interface Opts {
   config?: string;
@@ -21,7 +22,7 @@ export function addKeyInit(parent: Command, base: string, pubUse: string): void 
     .action(
       (opts: { dir: string; json?: boolean }) => {
         const dir = resolve(opts.dir);
-        mkdirSync(dir, { recursive: true, mode: 0o700 });
+        makeDirs(dir, "--dir");
         const [priv, pub] = [join(dir, `${base}.key`), join(dir, `${base}.pub`)];
         const fp = generateReleaseKey(priv, pub);
         report(opts.json, { private_key: priv, public_key: pub, fingerprint: fp }, () => `Created ${priv} (0600) and ${pub}\nfingerprint ${fp}`);

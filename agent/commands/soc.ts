@@ -12,7 +12,7 @@ import { SocReceiver } from "../soc/receive";
 import { TrustStore } from "../soc/trust";
 import { verifyFile } from "../soc/verify-file";
 import { report } from "./_output";
-import { mkdirSync } from "node:fs";
+import { makeDirs } from "../core/dirs";
 
 export function registerSoc(program: Command): void {
   const soc = program.command("soc").description("The SOC side: sealing keys, trusted devices, the receiver and offline verification");
@@ -26,7 +26,7 @@ export function registerSoc(program: Command): void {
     .action(
       (opts: { dir: string; json?: boolean }) => {
         const dir = resolve(opts.dir);
-        mkdirSync(dir, { recursive: true, mode: 0o700 });
+        makeDirs(dir, "--dir");
         const pub = generateSocKeys(join(dir, "soc.key"), join(dir, "soc.pub"));
         report(opts.json, { secret_key: join(dir, "soc.key"), public_key: join(dir, "soc.pub"), x25519: pub.public_key }, () => `Created ${join(dir, "soc.key")} (0600) and ${join(dir, "soc.pub")}.\nCopy soc.pub to each gateway and set upstream.soc_public_key to its path.`);
       },

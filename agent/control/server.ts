@@ -1,9 +1,10 @@
 import { createServer, type Server, type Socket } from "node:net";
-import { chmodSync, lstatSync, mkdirSync, renameSync, rmSync, existsSync, statSync } from "node:fs";
+import { chmodSync, lstatSync, renameSync, rmSync, existsSync, statSync } from "node:fs";
 import { dirname } from "node:path";
 import { DaemonError, describeError } from "../core/errors";
 import type { ControlHandler, ControlRegistry } from "../core/control";
 import { MAX_REQUEST_BYTES, type ControlRequest } from "../core/control-protocol";
+import { makeDirs } from "../core/dirs";
 
 const MAX_CLIENTS = 16;
 
@@ -36,7 +37,7 @@ export class ControlServer implements ControlRegistry {
 
   async listen(): Promise<void> {
     const dir = dirname(this.path);
-    if (!existsSync(dir)) mkdirSync(dir, { recursive: true, mode: 0o700 });
+    makeDirs(dir, "control.socket directory");
     if (existsSync(this.path)) {
       // A stale socket from a killed daemon; a live one means a second daemon.
       if (await isAlive(this.path)) throw new DaemonError("CONTROL_UNAVAILABLE", `another daemon is already listening on ${this.path}`);
@@ -51,7 +52,7 @@ export class ControlServer implements ControlRegistry {
     this.server?.close();
     this.server = undefined;
     const dir = dirname(this.path);
-    if (!existsSync(dir)) mkdirSync(dir, { recursive: true, mode: 0o700 });
+    makeDirs(dir, "control.socket directory");
     const server = createServer((s) => this.accept(s));
     server.maxConnections = MAX_CLIENTS;
     await new Promise<void>((resolve, reject) => {

@@ -1,8 +1,9 @@
 import Database from "better-sqlite3";
-import { mkdirSync, readFileSync } from "node:fs";
+import { readFileSync } from "node:fs";
 import { hostname } from "node:os";
 import { dirname } from "node:path";
 import { DaemonError } from "../core/errors";
+import { makeDirs } from "../core/dirs";
 
 /** OUTBOX_LOCKED from the lock, with the holder it names (undefined: it names none). */
 export class OutboxLocked extends DaemonError {
@@ -50,7 +51,7 @@ export class OutboxLock {
     waitMs = 0,
   ) {
     const path = lockPath(outboxPath);
-    mkdirSync(dirname(outboxPath), { recursive: true, mode: 0o700 });
+    makeDirs(dirname(outboxPath), "outbox directory");
     let db: Database.Database | undefined;
     try {
       db = new Database(path, { timeout: waitMs });

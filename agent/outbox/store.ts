@@ -1,6 +1,6 @@
 import Database from "better-sqlite3";
 import { performance } from "node:perf_hooks";
-import { closeSync, fsyncSync, mkdirSync, openSync, rmSync, statSync } from "node:fs";
+import { closeSync, fsyncSync, openSync, rmSync, statSync } from "node:fs";
 import { dirname } from "node:path";
 import { DaemonError } from "../core/errors";
 import type { Envelope } from "../core/envelope";
@@ -10,6 +10,7 @@ import { CLASS_RANK, DURABLE_RANK, EVENT_CLASSES, type EventClass } from "../cor
 import { WalIndex } from "./wal-index";
 import { budgetShares, framesFor, type BudgetShares, type WriteShape } from "./budget";
 import { extendRanges, isRange, mergeRanges, rangeCount } from "../core/seq-ranges";
+import { makeDirs } from "../core/dirs";
 
 /**
  * The SQLite outbox: the store of record for every event until the SOC (upstream.ack: soc) or
@@ -169,7 +170,7 @@ export class Outbox {
   /** Opens (or, after its files were replaced under it, reopens) the database at `path`. */
   private open(waitMs = 0): void {
     const path = this.path;
-    if (path !== ":memory:") mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
+    if (path !== ":memory:") makeDirs(dirname(path), "outbox directory");
     try {
       this.db = new Database(path, { timeout: waitMs });
       // The outbox's connection owns the file for as long as it is open (exclusive locking, set

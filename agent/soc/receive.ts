@@ -1,6 +1,6 @@
 import type Database from "better-sqlite3";
 import type { KeyObject } from "node:crypto";
-import { closeSync, existsSync, fstatSync, fsyncSync, ftruncateSync, mkdirSync, openSync } from "node:fs";
+import { closeSync, existsSync, fstatSync, fsyncSync, ftruncateSync, openSync } from "node:fs";
 import { join } from "node:path";
 import mqtt, { type IClientOptions, type MqttClient } from "mqtt";
 import type { Logger } from "pino";
@@ -19,6 +19,7 @@ import { SilenceWatch } from "./silence";
 import { ClockWatch, DEFAULT_CLOCK_SKEW_MS } from "./clock";
 import { ReceiverRuns } from "./receiver-runs";
 import { AwaitingKey, problem, StreamVerifier, type OutLine, type ProblemLine } from "./verifier";
+import { makeDirs } from "../core/dirs";
 
 /** Devices whose ack topic is remembered (trusted devices only; bounds the map). */
 const RECEIVER_ACK_TOPICS = 100_000;
@@ -173,7 +174,7 @@ export class SocReceiver {
   }
 
   constructor(private readonly o: ReceiverOptions) {
-    mkdirSync(o.dir, { recursive: true, mode: 0o700 });
+    makeDirs(o.dir, "SOC state directory (--dir)");
     const secret = loadSocSecretKey(join(o.dir, "soc.key"));
     this.opener = new BatchOpener(secret);
     this.ackKey = ackKeyFromSocSecret(secret);

@@ -1,11 +1,12 @@
 import { createHash, type KeyObject } from "node:crypto";
-import { closeSync, existsSync, fstatSync, fsyncSync, ftruncateSync, mkdirSync, openSync, readdirSync, readFileSync, readSync, rmSync, statSync } from "node:fs";
+import { closeSync, existsSync, fstatSync, fsyncSync, ftruncateSync, openSync, readdirSync, readFileSync, readSync, rmSync, statSync } from "node:fs";
 import { hostname, userInfo } from "node:os";
 import { join } from "node:path";
 import { DaemonError, describeError, pathUnusable } from "../core/errors";
 import { writeAll, writeFileAtomic } from "../core/secret-files";
 import { DEVICE_ID, parseTrust } from "../keys/identity";
 import { publicKeyFromRaw } from "../core/sign";
+import { makeDirs } from "../core/dirs";
 
 /**
  * Trusted device keys with their history, one file per device under DIR/trusted/<device>.json.
@@ -268,7 +269,7 @@ export class TrustStore {
   static add(dir: string, text: string, origin: string, replace?: { fromBoot: number }): { device: string; fingerprint: string; replaced: string | null; from_boot: number | null } {
     const t = parseTrust(text, origin);
     const d = join(dir, "trusted");
-    mkdirSync(d, { recursive: true, mode: 0o700 });
+    makeDirs(d, "trusted key directory");
     const path = join(d, `${t.device}.json`);
     const now = Date.now();
     const by = operator();

@@ -7,11 +7,12 @@
  * Hash format: `scrypt$<N>$<r>$<p>$<salt base64>$<hash base64>` (16-byte salt, 32-byte hash).
  */
 import { randomBytes, scrypt, scryptSync, timingSafeEqual } from "node:crypto";
-import { existsSync, mkdirSync } from "node:fs";
+import { existsSync } from "node:fs";
 import { dirname } from "node:path";
 import { z } from "zod";
 import { DaemonError } from "../../agent/core/errors";
 import { readSecretFile, writeFileAtomic } from "../../agent/core/secret-files";
+import { makeDirs } from "../../agent/core/dirs";
 
 export const USER_NAME = /^[A-Za-z0-9_.@-]{1,64}$/;
 /** scrypt cost: 16 MiB and about 50 ms per check on a Raspberry Pi 4. */
@@ -46,7 +47,7 @@ export function readUsers(file: string): FrontUsers {
 }
 
 export function writeUsers(file: string, users: FrontUsers): void {
-  mkdirSync(dirname(file), { recursive: true, mode: 0o700 });
+  makeDirs(dirname(file), "OPC UA users file directory");
   writeFileAtomic(file, JSON.stringify(users, null, 2) + "\n", 0o600);
 }
 

@@ -8,7 +8,7 @@
  * added to `trusted/`, refused ones land in `rejected/`.
  */
 import { X509Certificate } from "node:crypto";
-import { existsSync, mkdirSync, readFileSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import type { OPCUACertificateManager } from "node-opcua-certificate-manager";
 import type { EventSink } from "../../agent/core/events";
 import type { ReadingSink } from "../../agent/core/readings";
@@ -24,6 +24,7 @@ import { OpenWindows, type WindowSpan } from "./front-policy";
 import { findPki, listPki, type PkiEntry, type TrustList } from "./pki";
 import { applicationUri, ensureOwnCertificate, ownCertificateFile, ownCertificateProblem, ownKeyFile } from "./own-cert";
 import { boundedStackLog } from "./stack-log";
+import { makeDirs } from "../../agent/core/dirs";
 
 export interface OpcuaServiceLog {
   info(o: object, m: string): void;
@@ -74,7 +75,7 @@ export class OpcuaService {
     ua.setErrorLogger(boundedStackLog((line) => log.warn({ stack: "node-opcua" }, line)));
     ua.setDebugLogger(() => undefined);
     const { OPCUACertificateManager } = await import("node-opcua-certificate-manager");
-    mkdirSync(c.pki_dir, { recursive: true, mode: 0o700 });
+    makeDirs(c.pki_dir, "opcua.pki_dir");
     checkOwnKey(c.pki_dir);
     const certificates = new OPCUACertificateManager({ rootFolder: c.pki_dir, automaticallyAcceptUnknownCertificate: false, keySize: 2048, disableFileWatchers: true });
     try {

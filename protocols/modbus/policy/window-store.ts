@@ -10,12 +10,12 @@
  */
 import type Database from "better-sqlite3";
 import { randomUUID } from "node:crypto";
-import { mkdirSync } from "node:fs";
 import { dirname } from "node:path";
 import { DaemonError } from "../../../agent/core/errors";
 import { openWalDatabase } from "../../../agent/core/sqlite";
 import type { EventDraft } from "../../../agent/core/events";
 import type { WindowOracle } from "./engine";
+import { makeDirs } from "../../../agent/core/dirs";
 
 export interface WriteWindow {
   id: string;
@@ -66,7 +66,7 @@ export class WindowFile implements WindowPersistence {
 
   constructor(path: string) {
     try {
-      mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
+      makeDirs(dirname(path), "modbus.windows.state_path directory");
       // A closed window must not come back after a power cut: fsync every change.
       this.db = openWalDatabase(path, "FULL");
       this.db.exec(`CREATE TABLE IF NOT EXISTS write_windows (
