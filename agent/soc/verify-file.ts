@@ -2,7 +2,7 @@ import Database from "better-sqlite3";
 import { createReadStream } from "node:fs";
 import { createInterface } from "node:readline";
 import { DaemonError } from "../core/errors";
-import type { Envelope } from "../core/envelope";
+import { isEnvelopeShape, type Envelope } from "../core/envelope";
 import type { TrustLookup } from "./verifier";
 import { RECEIVER_LIMITS, splitBatch } from "./bounds";
 import { AwaitingKey, StreamVerifier, problem, type ProblemLine } from "./verifier";
@@ -53,7 +53,14 @@ export async function verifyFile(file: string, trust: TrustLookup, clockSkewMs =
       }
       if ("problem" in o) continue;
       const { verified: _v, late: _l, loss_record: _r, received_at: at, ...rest } = o;
-      events.push({ e: { v: 1, ...rest } as Envelope, at: typeof at === "number" ? at : 0 });
+      const e = { v: 1, ...rest };
+      if (!isEnvelopeShape(e)) {
+        // Not an event the receiver wrote (no device, boot and seq of the right types): said so
+        // by its line, not taken for an event of a device "?".
+        out.push(problem("malformed", { detail: `line ${lines} is neither an event line nor a problem line: it lacks an event's fields (device, boot, seq, time, ...) or has them of the wrong type`, now: 0, line: lines }));
+        continue;
+      }
+      events.push({ e, at: typeof at === "number" ? at : 0 });
     }
   } catch (e) {
     throw new DaemonError("INPUT_INVALID", `cannot read ${file}: ${(e as Error).message}`);
@@ -98,7 +105,7 @@ export async function verifyFile(file: string, trust: TrustLookup, clockSkewMs =
     }
   };
   for (const x of events) {
-    const device = typeof x.e.device === "string" ? x.e.device : "?";
+    const device = x.e.device;
     devices.add(device);
     one(device, x, true);
   }

@@ -110,4 +110,20 @@ describe("soc verify", () => {
       f.done();
     }
   });
+
+  it("a line that is neither an event nor a problem line is malformed by its line number, not an event of a device \"?\"", async () => {
+    const d = new DeviceStream("gw-1", dev.privateKey);
+    const e = d.next();
+    const dir = mkdtempSync(join(tmpdir(), "gw-verify-"));
+    const file = join(dir, "events.jsonl");
+    writeFileSync(file, [JSON.stringify({ ...e, v: undefined, verified: true, received_at: 1 }), '{"a":1}', JSON.stringify({ device: "gw-1", boot: "1000", seq: 1 })].join("\n") + "\n");
+    try {
+      const r = await verifyFile(file, trust);
+      expect({ events: r.events, verified: r.verified, devices: r.devices }).toEqual({ events: 1, verified: 1, devices: ["gw-1"] });
+      expect(r.problem_lines.map((p) => [p.problem, p.line])).toEqual([["malformed", 2], ["malformed", 3]]);
+      expect(r.problem_lines[0]!.detail).toBe("line 2 is neither an event line nor a problem line: it lacks an event's fields (device, boot, seq, time, ...) or has them of the wrong type");
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
 });
