@@ -101,9 +101,10 @@ export function parseCsv(text: string, file: string): CsvTable {
     for (let c = 1; c < cells.length; c++) {
       const cell = unquote(cells[c]!);
       if (cell === "" || /^(nan|null|na)$/i.test(cell)) row[c - 1] = Number.NaN;
-      else if (NUMBER.test(cell)) row[c - 1] = Number(cell);
+      else if (NUMBER.test(cell) && Number.isFinite(Number(cell))) row[c - 1] = Number(cell);
       else {
-        skip(i + 1, "number", `column ${names[c - 1]}: "${cell.slice(0, 40)}" is not a number`);
+        const why = NUMBER.test(cell) ? "is beyond the range of a number" : "is not a number";
+        skip(i + 1, "number", `column ${names[c - 1]}: "${cell.slice(0, 40)}" ${why}`);
         continue rows;
       }
     }

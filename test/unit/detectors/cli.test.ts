@@ -37,6 +37,11 @@ describe("CSV input", () => {
     expect(Array.from(t.values[0]!)).toEqual([1, 4]);
     expect(t.backwards?.count).toBe(0);
   });
+  it("a number beyond the range of a double (1e400) skips its row, named, never an infinite reading", () => {
+    const t = parseCsv("timestamp,a\n2020-01-01 00:00:00,1\n2020-01-01 00:00:01,1e400\n2020-01-01 00:00:02,-1e999\n2020-01-01 00:00:03,2\n", "x.csv");
+    expect(t.skipped).toEqual({ count: 2, first: [{ line: 3, problem: "number", detail: 'column a: "1e400" is beyond the range of a number' }, expect.objectContaining({ line: 4, problem: "number" })] });
+    expect(Array.from(t.values[0]!)).toEqual([1, 2]);
+  });
   it("counts timestamps going backwards, keeping those rows", () => {
     const t = parseCsv("timestamp,a\n2020-01-01 00:00:02,1\n2020-01-01 00:00:01,2\n2020-01-01 00:00:03,3\n", "x.csv");
     expect(t.ts).toHaveLength(3);
