@@ -20,6 +20,7 @@
  * | write window opened / closed | Device Config State Change    | 5019      | 99 Other          | audit     | 2 Low    |
  * | upstream down                | Network Activity              | 4001      | 4 Fail            | finding   | 3 Medium |
  * | upstream up again            | Network Activity              | 4001      | 1 Open            | audit     | 1 Info   |
+ * | point reads NaN or infinity  | Detection Finding             | 2004      | 1 Create          | finding   | 3 Medium |
  * | aggregate of suppressed ones | same class as what it counts  |           |                   | same      | same     |
  *
  * Floods: per interval (default 10 s) each key (kind + identity + rule ...) records its first
@@ -30,10 +31,17 @@
  * which `max_connections` bounds).
  */
 import { FloodGate } from "../../agent/core/flood";
+import { ReportEvery } from "../../agent/core/report-every";
 import type { EventClass, EventDraft, EventSink, SeverityId } from "../../agent/core/events";
 import { FUNCTION_NAMES } from "./codec/function-codes";
 import { windowClosedDraft, windowOpenedDraft, type WriteWindow } from "./policy/window-store";
 import type { PollBlockInfo } from "./poller";
+import type { TapPoint } from "./tap";
+
+/** A point that keeps reading NaN or infinity is reported at once, then at most this often, with a count. */
+const NOT_FINITE_EVERY_MS = 10 * 60_000;
+/** Points whose not-finite reads are throttled one by one (the points config bounds them; past this, they share one). */
+const NOT_FINITE_POINTS = 4096;
 
 export interface EventLimits {
   interval_ms: number;
@@ -71,6 +79,7 @@ export class ModbusEvents {
   private exceptions = new Map<string, number>();
   private flagged = new Set<string>();
   private readonly seen = new Set<string>();
+  private readonly notFinite = new Map<string, ReportEvery>();
   private timer: NodeJS.Timeout | undefined;
   readonly limits: EventLimits;
 
@@ -298,6 +307,26 @@ export class ModbusEvents {
       finding_info: { title: "Invalid answer from a Modbus device", types: ["modbus.upstream_invalid"] },
       dst_endpoint: { name: target },
       unmapped: { modbus: { upstream: name, reason } },
+    }));
+  }
+
+  /**
+   * A point's words decode to NaN or an infinity. A float register holding one is how many
+   * devices say the sensor failed or is out of range; a wrong type or word order can also give
+   * one. The reading is not passed to detection, so this is the only trace of it.
+   */
+  pointNotFinite(p: TapPoint, value: number): void {
+    let r = this.notFinite.get(p.id) ?? this.notFinite.get("");
+    if (!r) {
+      r = new ReportEvery(NOT_FINITE_EVERY_MS);
+      this.notFinite.set(this.notFinite.size < NOT_FINITE_POINTS ? p.id : "", r);
+    }
+    const count = r.hit(this.now());
+    if (!count) return;
+    const where = `unit ${p.unit}, ${p.table} ${p.address}, ${p.type}${p.type === "float32" || p.type.endsWith("32") ? ` ${p.word_order} word order` : ""}`;
+    this.safeRecord(this.draft("finding", 3, 2004, 1, `Point ${p.id} reads ${value} from Modbus upstream ${p.device} (${where}): not a number detection can use, so it has no reading of it; a float register holds NaN or infinity when the sensor has failed or is out of range, or the point's type or word order is wrong${count > 1 ? ` (${count} such reads since the last report)` : ""}`, {
+      finding_info: { title: "Modbus point reads no number", types: ["modbus.point_not_finite"] },
+      unmapped: { modbus: { upstream: p.device, unit_id: p.unit, table: p.table, address: p.address, point: p.id, type: p.type, word_order: p.word_order, value: String(value), count } },
     }));
   }
 

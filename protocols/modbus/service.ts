@@ -160,7 +160,7 @@ export class ModbusProxyService {
     for (const u of c.upstreams) this.upstreams.set(u.name, createUpstream(u, observer));
     const router = new Router(c.routes, this.upstreams, c.listeners.map((l) => l.name));
     const points = [...(this.o.points ?? []), ...(this.o.poll ?? []).filter((p) => !(this.o.points ?? []).some((q) => q.id === p.id))];
-    const tap = this.o.readings && points.length ? new ReadingsTap(points, this.o.readings) : undefined;
+    const tap = this.o.readings && points.length ? new ReadingsTap(points, this.o.readings, (p, v) => this.events?.pointNotFinite(p, v)) : undefined;
     if (tap && this.o.poll?.length) this.poller = new PointPoller(this.o.poll, (n) => this.upstreams.get(n), tap, Date.now, this.pollReport());
     // One context shared by every listener and connection: a reload swaps its policy and tap.
     const ctx: ProxyContext = {
@@ -240,7 +240,7 @@ export class ModbusProxyService {
       for (const w of this.store.list()) if (!roles.includes(w.role)) this.store.closeWindow({ id: w.id }, "policy");
     }
     const points = [...next.points, ...next.poll.filter((p) => !next.points.some((q) => q.id === p.id))];
-    const tap = this.o.readings && points.length ? new ReadingsTap(points, this.o.readings) : undefined;
+    const tap = this.o.readings && points.length ? new ReadingsTap(points, this.o.readings, (p, v) => this.events?.pointNotFinite(p, v)) : undefined;
     this.poller?.stop();
     this.poller = tap && next.poll.length ? new PointPoller(next.poll, (n) => this.upstreams.get(n), tap, Date.now, this.pollReport()) : undefined;
     if (tap) ctx.tap = tap;

@@ -35,9 +35,15 @@ export class ReadingsTap {
   private readonly index = new Map<string, TapPoint[]>();
   /** By device and table, whatever the unit: what a serial broadcast (unit 0) reaches. */
   private readonly byDevice = new Map<string, TapPoint[]>();
+  /**
+   * @param notFinite called for a point whose words decode to NaN or an infinity (a float
+   *   register's way of saying the sensor failed, or a wrong type or word order): the reading is
+   *   not passed on, and the caller reports it.
+   */
   constructor(
     points: readonly TapPoint[],
     private readonly sink: ReadingSink,
+    private readonly notFinite?: (p: TapPoint, value: number) => void,
   ) {
     const add = (m: Map<string, TapPoint[]>, k: string, p: TapPoint): void => void m.set(k, [...(m.get(k) ?? []), p]);
     for (const p of points) {
@@ -59,7 +65,14 @@ export class ReadingsTap {
       const i = p.address - address;
       if (i < 0 || i + n > values.length) continue;
       const value = decodePoint(p, values.slice(i, i + n));
-      if (!Number.isFinite(value)) continue;
+      if (!Number.isFinite(value)) {
+        try {
+          this.notFinite?.(p, value);
+        } catch {
+          /* see below: never let it break forwarding */
+        }
+        continue;
+      }
       try {
         this.sink.reading({ point: p.id, value, ts, source: `tap:${device}/u${unit}/${table}/${p.address}`, quality: "good" });
       } catch {

@@ -95,6 +95,36 @@ describe("readings tap", () => {
     tap.write({ identity: "role:eng", device: "other", unit: 0, table: "holding", address: 10, values: [5], ts: 127 });
     expect(writes[2]).toMatchObject({ device: "other", points: [] });
   });
+
+  // A float register holding NaN (0x7FC00000) or infinity is how many devices say a sensor
+  // failed; the tap dropped such a value without a trace, so detection went blind on the point
+  // and nobody was told.
+  it("a point that reads NaN or infinity is reported, at once and then at most every 10 minutes with a count; the reading is not passed on", () => {
+    const readings: Reading[] = [];
+    const drafts: EventDraft[] = [];
+    let now = 1_000_000;
+    const ev = new ModbusEvents({ record: (d) => void drafts.push(d) }, {}, () => now);
+    const tap = new ReadingsTap([p({ id: "level", address: 30, type: "float32" }), p({ id: "flow", address: 32, type: "float32", word_order: "little" })], { reading: (r) => readings.push(r) }, (pt, v) => ev.pointNotFinite(pt, v));
+    tap.read("plc", 1, "holding", 30, [0x7fc0, 0x0000, 0x0000, 0x4148], 1);
+    expect(readings.map((r) => [r.point, r.value])).toEqual([["flow", 12.5]]);
+    expect(drafts).toHaveLength(1);
+    expect(drafts[0]).toMatchObject({ class: "finding", severity: 3, ocsf: { class_uid: 2004, finding_info: { title: "Modbus point reads no number", types: ["modbus.point_not_finite"] }, unmapped: { modbus: { upstream: "plc", unit_id: 1, table: "holding", address: 30, point: "level", value: "NaN", count: 1 } } } });
+    expect(drafts[0]!.ocsf.message).toBe("Point level reads NaN from Modbus upstream plc (unit 1, holding 30, float32 big word order): not a number detection can use, so it has no reading of it; a float register holds NaN or infinity when the sensor has failed or is out of range, or the point's type or word order is wrong");
+    for (let i = 0; i < 5; i++) {
+      now += 60_000;
+      tap.read("plc", 1, "holding", 30, [0x7f80, 0x0000], 2); // +infinity
+    }
+    expect(drafts).toHaveLength(1);
+    now += 5 * 60_000;
+    tap.read("plc", 1, "holding", 30, [0x7f80, 0x0000], 3);
+    expect(drafts).toHaveLength(2);
+    expect(drafts[1]!.ocsf.message).toMatch(/^Point level reads Infinity .*\(6 such reads since the last report\)$/);
+    // A reporter that throws never breaks forwarding.
+    const failing = new ReadingsTap([p({ id: "x", type: "float32" })], { reading: (r) => readings.push(r) }, () => {
+      throw new Error("boom");
+    });
+    expect(() => failing.read("plc", 1, "holding", 0, [0x7fc0, 0], 4)).not.toThrow();
+  });
 });
 
 describe("modbus config schema", () => {
