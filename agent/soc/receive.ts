@@ -161,6 +161,8 @@ export class SocReceiver {
   private pending: Pending[] = [];
   private held: Held[] = [];
   private pendingBytes = 0;
+  /** Commits failing since, how many, and the first error (told once one succeeds again). */
+  private storeFailing: { since: number; failures: number; error: string } | undefined;
   private flushScheduled = false;
   /** Connection generation: a PUBACK goes only on the connection its message came on. */
   private gen = 0;
@@ -302,12 +304,16 @@ export class SocReceiver {
       ({ lines, held } = this.commit(group, sweep));
     } catch (e) {
       this.counters.commit_failures++;
+      // The episode is told once a commit succeeds again (in that commit: see `commit`).
+      this.storeFailing ??= { since: Date.now(), failures: 0, error: clip(describeError(e)) };
+      this.storeFailing.failures++;
       this.o.log.error({ err: describeError(e), messages: group.length }, "Could not commit the receiver's state and output; the messages will be redelivered.");
       // The broker redelivers unacknowledged messages only on a new connection.
       if (group.some((m) => m.messageId !== undefined)) c?.stream?.destroy();
       return;
     }
     this.counters.commits++;
+    this.storeFailing = undefined;
     for (const m of group) {
       if (held.has(m)) continue;
       // The handler already let mqtt.js move on; this is the PUBACK it did not send.
@@ -316,6 +322,18 @@ export class SocReceiver {
     for (const m of group) if (!held.has(m)) this.learnAckTopic(m.topic);
     this.sendAcks();
     this.report(lines);
+  }
+
+  /**
+   * Commits that failed (a full or failing disk): nothing was lost, since the broker redelivers
+   * what was not acknowledged, but nothing was verified or written meanwhile, and the SOC should
+   * know why its lines of that time came late. One line, in the first commit that succeeds.
+   */
+  private storeFailedLine(f: { since: number; failures: number; error: string }, now: number): ProblemLine {
+    return problem("receiver_store_failed", {
+      device: null, now, count: f.failures, since: new Date(f.since).toISOString(), failing_ms: now - f.since, error: f.error,
+      detail: `the receiver could not commit its state and output for ${((now - f.since) / 1000).toFixed(1)} s (${f.failures} failed commit(s), the first: ${f.error}); nothing was lost (the broker redelivered what was not acknowledged), but what arrived meanwhile was verified and written only now`,
+    });
   }
 
   /** Counts committed lines and hands them to `onLine`. */
@@ -425,6 +443,7 @@ export class SocReceiver {
         if (++this.sweeps % 60 === 0) this.verifier.prune();
       }
       if (sweep) this.runs.alive(now);
+      if (this.storeFailing) out.unshift(this.storeFailedLine(this.storeFailing, now));
       written = this.append(out);
       return out;
     })();

@@ -6,7 +6,7 @@ import { keyAnnouncements } from "../keys/key-events";
 import { before, type Position, type Rotation } from "./trust";
 import { intersectRanges, isRange, rangeCount } from "../core/seq-ranges";
 
-export const PROBLEMS = ["gap", "bad_signature", "bad_hash", "malformed", "unknown_device", "duplicate", "fork", "loss_record", "clone", "chain_reset", "suppressed", "trust_changed", "trust_log_unreadable", "trust_log_rewritten", "retired_device", "silent", "silence_ended", "clock_ahead", "clock_back", "receiver_restarted"] as const;
+export const PROBLEMS = ["gap", "bad_signature", "bad_hash", "malformed", "unknown_device", "duplicate", "fork", "loss_record", "clone", "chain_reset", "suppressed", "trust_changed", "trust_log_unreadable", "trust_log_rewritten", "retired_device", "silent", "silence_ended", "clock_ahead", "clock_back", "receiver_restarted", "receiver_store_failed"] as const;
 export type Problem = (typeof PROBLEMS)[number];
 
 /** One verified event, as the SIEM gets it: routing fields, `verified`, and the whole envelope. */

@@ -9,7 +9,7 @@ import { Outbox } from "../../agent/outbox/store";
 import { OutboxWatch } from "../../agent/outbox/watch";
 import { Runtime } from "../../agent/runtime";
 import { SocReceiver } from "../../agent/soc/receive";
-import type { OutLine } from "../../agent/soc/verifier";
+import type { OutLine, ProblemLine } from "../../agent/soc/verifier";
 import { gw } from "../helpers/cli";
 import { makeSite, silent, tempDir, until } from "../helpers/fixture";
 import { mountUnavailable, smallTmpfs } from "./_storage";
@@ -104,6 +104,11 @@ describe("files written on a full card", () => {
     // lost. (Contiguity was judged above: events sent as the gateway stopped may still be on their way.)
     expect(written.map((l) => JSON.stringify(l))).toEqual(lines.map((l) => JSON.stringify(l)));
     expect(written.filter((l) => "problem" in l && ["gap", "duplicate"].includes(l.problem))).toEqual([]);
+    // The time it could not commit is told once, in the first commit that succeeded.
+    const failed = written.filter((l): l is ProblemLine => "problem" in l && l.problem === "receiver_store_failed");
+    expect(failed).toHaveLength(1);
+    expect(failed[0]!.count).toBeGreaterThanOrEqual(3);
+    expect(failed[0]!.detail).toMatch(/^the receiver could not commit its state and output for \d+\.\d s \(\d+ failed commit\(s\), the first: .*\); nothing was lost/);
   });
 
   it.skipIf(why !== undefined)(`the outbox deleted under the daemon on a full card: no partial copy, the open database is written back once there is room${why ? ` [skipped: ${why}]` : ""}`, () => {
