@@ -365,7 +365,7 @@ export class Outbox {
     return ms;
   }
 
-  /** Whether this file recorded its runs' stops from its start (it has a `stopped` table, or is new). */
+  /** Whether this file recorded its runs' stops from its start (it has a `stopped` table, or is new; not after a salvage: the note stayed in the damaged file). */
   private stopsTracked = true;
 
   /**
@@ -683,6 +683,9 @@ export class Outbox {
    * stored, and the error when one came.
    */
   adopt(rows: readonly Omit<Row, "id">[], head: ChainHead | undefined, signingKey: (stored: number) => string | undefined = () => undefined): { stored: number; error?: unknown } {
+    // The damaged file's note of how its last run ended is not carried over: that end is not
+    // known (the salvage's own incident event says what happened to the file).
+    this.stopsTracked = false;
     this.setSync("FULL");
     const limit = this.maxCommitBytes;
     let stored = 0;

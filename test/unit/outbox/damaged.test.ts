@@ -87,7 +87,8 @@ describe("a damaged outbox never stops the start", () => {
     // The chain continues from where it was (the head's second copy), not from zero.
     const rec = recorderOn(o.outbox);
     const boot = rec.start({}, o.knownHead).env!;
-    expect(boot.ocsf.unmapped).toMatchObject({ boot: { previous_boot: head.boot, previous_last_seq: head.seq, previous_hash: head.hash } });
+    // How that run ended was noted in the damaged file, not in the new one: not known, and said so.
+    expect(boot.ocsf.unmapped).toMatchObject({ boot: { previous_boot: head.boot, previous_last_seq: head.seq, previous_hash: head.hash, previous_end: "unknown" } });
     for (const d of incidentDrafts(o.incident, path)) rec.record(d);
     rec.flush();
     const bodies = o.outbox.readAfter(0, 100_000).map((r) => JSON.parse(r.body) as Body);
