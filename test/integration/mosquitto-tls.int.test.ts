@@ -13,6 +13,7 @@ import { makeSite, silent, sleep, tempDir, until } from "../helpers/fixture";
 import { Mosquitto, MOSQUITTO } from "../helpers/mosquitto";
 import { findOpenssl, makePki, type TestPki } from "../helpers/tls";
 import { forwarderOf } from "../helpers/runtime";
+import type { CertificateStatus } from "../../agent/doctor/certificates";
 
 const OPENSSL = findOpenssl();
 const missing = [!MOSQUITTO && "mosquitto (apt install mosquitto)", !OPENSSL && "openssl"].filter(Boolean).join(" and ");
@@ -99,13 +100,18 @@ describe("agent -> Mosquitto (mTLS, MQTT 5) -> SOC receiver", () => {
   it.skipIf(skip)(`delivers every event exactly once, verified, over TLS with client certificates${why}`, async () => {
     const { t, site, receiver, mq } = await setup({ settings: { "simulate.events_per_s": "800" } });
     const lines: OutLine[] = [];
+    const certificates = () => lines.flatMap((l) => ("problem" in l || l.class !== "heartbeat" ? [] : [(l.ocsf.unmapped as { heartbeat?: { posture?: { certificates?: CertificateStatus[] } } } | undefined)?.heartbeat?.posture?.certificates])).find((c) => c !== undefined);
     const rx = receiver("soc-1", site.socDir, lines);
     await rx.start();
     cleanups.push(() => stopOnce(rx));
     const rt = await runAgent(site, async (rt) => {
       await until(() => rt.upstreamState() === "up", 20_000, "the agent to connect over mTLS");
       await until(() => rx.counters.events >= 500, 30_000, "500 events through the broker");
+      await until(() => certificates() !== undefined, 30_000, "a heartbeat with the posture's certificates");
     });
+    // The heartbeat says how long the certificates it connects with have left (the test PKI's: 400 days).
+    expect(certificates()!.map((c) => [c.key, c.state, c.days_left! >= 398])).toEqual([["upstream.ca", "ok", true], ["upstream.cert", "ok", true]]);
+    expect(lines.some((l) => !("problem" in l) && l.class === "finding" && (l.ocsf.unmapped as { posture?: { certificate?: unknown } } | undefined)?.posture?.certificate !== undefined)).toBe(false);
     const committed = rt.recorder.counters.committed;
     expect(forwarderOf(rt).counters.rejected).toBe(0);
     await until(() => rx.counters.events >= committed, 15_000, `the receiver to verify ${committed} events (has ${rx.counters.events})`);
