@@ -36,6 +36,7 @@ for (const p of prod) cpSync(join(root, p), join(stage, p), { recursive: true, d
 // Hooks, packaging, examples, documentation.
 const copy = [
   ["build/package/gatewarden.service", "systemd/gatewarden.service"],
+  ["build/package/gatewarden-soc-receiver.service", "systemd/gatewarden-soc-receiver.service"],
   ["build/package/install.sh", "install.sh"],
   ["protocols/modbus/examples", "examples/modbus"],
   ["detectors/sites", "examples/sites"],

@@ -58,16 +58,16 @@ describe("systemd", () => {
   });
 
   const analyze = "/usr/bin/systemd-analyze";
-  it.skipIf(!havePeer(analyze))("the unit verifies and scores OK (exposure <= 2.0) with systemd-analyze security --offline", () => {
-    const unit = join(t.dir, "gatewarden.service");
-    const text = readFileSync(join(ROOT, "build", "package", "gatewarden.service"), "utf8")
+  it.skipIf(!havePeer(analyze)).each(["gatewarden.service", "gatewarden-soc-receiver.service"])("%s verifies and scores OK (exposure <= 2.0) with systemd-analyze security --offline", (name) => {
+    const unit = join(t.dir, name);
+    const text = readFileSync(join(ROOT, "build", "package", name), "utf8")
       .replaceAll("@NODE@", process.execPath)
       .replaceAll("@PREFIX@", "/opt/gatewarden")
       .replaceAll("@CONFDIR@", "/etc/gatewarden");
     writeFileSync(unit, text);
     execFileSync(analyze, ["verify", "--man=no", unit], { encoding: "utf8", stdio: "pipe" });
     const out = execFileSync(analyze, ["security", "--offline=yes", "--no-pager", unit], { encoding: "utf8" });
-    const m = /Overall exposure level for gatewarden\.service: (\d+\.\d+) (\S+)/.exec(out);
+    const m = new RegExp(`Overall exposure level for ${name.replaceAll(".", "\\.")}: (\\d+\\.\\d+) (\\S+)`).exec(out);
     expect(m, out.slice(-400)).not.toBeNull();
     process.stdout.write(`systemd-analyze security: exposure ${m![1]} ${m![2]}\n`);
     expect(Number(m![1])).toBeLessThanOrEqual(2.0);
