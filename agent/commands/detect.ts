@@ -2,6 +2,8 @@
 import type { Command } from "commander";
 import type { EngineOptionsInput } from "../../detectors/engine-options";
 import { proposeSite, runDetect } from "../../detectors/run";
+import { DaemonError } from "../core/errors";
+import { decimal, wholeNumber } from "./_numbers";
 
 export function registerDetect(program: Command): void {
   program
@@ -12,11 +14,13 @@ export function registerDetect(program: Command): void {
     .option("--site <file>", "site file (signals, tanks, pumps, meters, power); without it, what can be inferred is used")
     .option("--propose-site", "print the site file inferred from the CSV (for the engineer to correct) and exit")
     .option("--maintenance <file>", "maintenance windows (YAML list of { from, to, points, reason }): suppressed and re-baselined")
-    .option("--close-after <n>", "quiet rows before an incident closes", (v) => Number.parseInt(v, 10))
-    .option("--budget-per-day <n>", "statistical incidents per signal per day before thresholds rise", Number.parseFloat)
+    .option("--close-after <n>", "quiet rows before an incident closes", (v) => wholeNumber(v, "--close-after", "quiet rows", 1, 10_000))
+    .option("--budget-per-day <n>", "statistical incidents per signal per day before thresholds rise", (v) => decimal(v, "--budget-per-day", "incidents per signal per day", 0.01, 10_000))
     .option("--events", "also print incident open/update/close events")
     .action((opts: { input: string; learn?: string; site?: string; proposeSite?: boolean; maintenance?: string; closeAfter?: number; budgetPerDay?: number; events?: boolean }) => {
       if (opts.proposeSite) {
+        const ignored = (["site", "maintenance", "closeAfter", "budgetPerDay", "events"] as const).filter((k) => opts[k] !== undefined);
+        if (ignored.length) throw new DaemonError("USAGE", `--propose-site prints the site file inferred from --input (and --learn) and exits: it takes no ${ignored.map((k) => `--${k.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`).join(", ")}`);
         process.stdout.write(proposeSite(opts));
         return;
       }

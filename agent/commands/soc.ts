@@ -12,6 +12,7 @@ import { SocReceiver } from "../soc/receive";
 import { TrustStore } from "../soc/trust";
 import { verifyFile } from "../soc/verify-file";
 import { report } from "./_output";
+import { wholeNumber } from "./_numbers";
 import { makeDirs } from "../core/dirs";
 
 export function registerSoc(program: Command): void {
@@ -61,7 +62,7 @@ export function registerSoc(program: Command): void {
         if (opts.fromBoot !== undefined && !opts.replace) throw new DaemonError("USAGE", "--from-boot goes with --replace");
         const dir = resolve(opts.dir);
         const device = parseTrust(text, file).device;
-        const fromBoot = opts.fromBoot !== undefined ? positive(opts.fromBoot, "--from-boot") : nextBoot(dir, device);
+        const fromBoot = opts.fromBoot !== undefined ? wholeNumber(opts.fromBoot, "--from-boot", "seconds (a boot epoch)") : nextBoot(dir, device);
         const r = TrustStore.add(dir, text, file, opts.replace ? { fromBoot } : undefined);
         report(opts.json, r, () => (r.replaced ? `Replaced the key of ${r.device}: ${r.replaced} -> ${r.fingerprint}, valid from boot ${r.from_boot}; the old key still verifies the boots before it.` : `Trusted device ${r.device} (${r.fingerprint}).`));
       },
@@ -90,7 +91,7 @@ export function registerSoc(program: Command): void {
     .action(
       (device: string, opts: { dir: string; untilBoot?: string; json?: boolean }) => {
         const dir = resolve(opts.dir);
-        const until = opts.untilBoot !== undefined ? positive(opts.untilBoot, "--until-boot") : nextBoot(dir, device) - 1;
+        const until = opts.untilBoot !== undefined ? wholeNumber(opts.untilBoot, "--until-boot", "seconds (a boot epoch)") : nextBoot(dir, device) - 1;
         const r = TrustStore.remove(dir, device, until);
         report(opts.json, r, () => `Removed ${r.device} (${r.fingerprint}); its key verifies boots up to ${r.until_boot}.`);
       },
@@ -129,17 +130,17 @@ export function registerSoc(program: Command): void {
           topic: opts.topic,
           share: opts.share,
           trustDir: opts.trustDir === undefined ? undefined : resolve(opts.trustDir),
-          keyWaitMs: positive(opts.keyWaitMs, "--key-wait-ms"),
+          keyWaitMs: wholeNumber(opts.keyWaitMs, "--key-wait-ms", "milliseconds"),
           clientId: opts.clientId,
           ca: opts.ca,
           cert: opts.cert,
           key: opts.key,
           username: opts.username,
           passwordFile: opts.passwordFile,
-          gapTimeoutMs: positive(opts.gapTimeoutMs, "--gap-timeout-ms"),
-          ...(opts.silenceMs === undefined ? {} : { silenceMs: positive(opts.silenceMs, "--silence-ms") }),
-          ...(opts.clockSkewMs === undefined ? {} : { clockSkewMs: positive(opts.clockSkewMs, "--clock-skew-ms") }),
-          dedupeWindow: positive(opts.dedupeWindow, "--dedupe-window"),
+          gapTimeoutMs: wholeNumber(opts.gapTimeoutMs, "--gap-timeout-ms", "milliseconds"),
+          ...(opts.silenceMs === undefined ? {} : { silenceMs: wholeNumber(opts.silenceMs, "--silence-ms", "milliseconds") }),
+          ...(opts.clockSkewMs === undefined ? {} : { clockSkewMs: wholeNumber(opts.clockSkewMs, "--clock-skew-ms", "milliseconds") }),
+          dedupeWindow: wholeNumber(opts.dedupeWindow, "--dedupe-window", "positions"),
           protocolVersion: mqttVersion(opts.mqttVersion),
           continuity: opts.continuity === undefined ? undefined : continuityMode(opts.continuity),
           log,
@@ -165,7 +166,7 @@ export function registerSoc(program: Command): void {
     .option("--clock-skew-ms <MS>", "as the receiver's: report clock_ahead and clock_back by each event's received_at; 0: off (default 300000)")
     .action(
       async (file: string, opts: { dir?: string; json?: boolean; clockSkewMs?: string }) => {
-        const skew = opts.clockSkewMs === undefined ? undefined : positive(opts.clockSkewMs, "--clock-skew-ms");
+        const skew = opts.clockSkewMs === undefined ? undefined : wholeNumber(opts.clockSkewMs, "--clock-skew-ms", "milliseconds");
         // Read once, never written: rotations and farewells in the file are followed in memory.
         const trust = new TrustStore(resolve(opts.dir ?? process.env.GATEWARDEN_SOC_DIR ?? "."), Infinity, false);
         const r = await verifyFile(file, trust, skew);
@@ -205,11 +206,6 @@ function span(boot: number | null, seq: number | undefined, open: string): strin
   return boot === null ? open : seq === undefined ? `boot ${boot}` : `${boot}:${seq}`;
 }
 
-function positive(s: string, name: string): number {
-  const n = Number(s);
-  if (!Number.isSafeInteger(n) || n < 0) throw new DaemonError("USAGE", `${name} must be a whole number, not ${s}`);
-  return n;
-}
 
 function mqttVersion(s: string): 4 | 5 {
   if (s === "4" || s === "5") return Number(s) as 4 | 5;

@@ -180,6 +180,10 @@ describe("operator mistakes (built bundle)", () => {
       const proc = gw(["init", "--dir", "/proc/nope", "--device-id", "x"]);
       expect(proc.code).toBe(1);
       expect(proc.stderr).toMatch(/^error\[PATH_UNUSABLE\].*\/proc\/nope/);
+      // The SOC side too: it spun at full CPU until killed.
+      const soc = gw(["soc", "keys", "init", "--dir", "/proc/nope"]);
+      expect(soc.code).toBe(1);
+      expect(soc.stderr).toMatch(/^error\[PATH_UNUSABLE\]: --dir \/proc\/nope cannot be used/);
     }
     const s = site();
     const typo = join(t.dir, "var-lib-typo", "gatewarden", "outbox.db");
@@ -190,6 +194,22 @@ describe("operator mistakes (built bundle)", () => {
     expect(run.code).toBe(1);
     expect(run.stderr).toMatch(/^error\[PATH_UNUSABLE\]/m);
     expect(existsSync(join(t.dir, "var-lib-typo"))).toBe(false);
+  });
+
+  it("detect's and soc's number options name the option and its range; --propose-site refuses options it would ignore", () => {
+    const csv = join(t.dir, "readings.csv");
+    writeFileSync(csv, "timestamp,a\n2020-01-01 00:00:00,1\n2020-01-01 00:00:01,2\n");
+    const cases: [string[], RegExp][] = [
+      [["detect", "--input", csv, "--close-after", "abc"], /^error\[USAGE\]: --close-after abc: give a whole number of quiet rows from 1 to 10000$/m],
+      [["detect", "--input", csv, "--close-after", "0"], /^error\[USAGE\]: --close-after 0: give a whole number of quiet rows from 1 to 10000$/m],
+      [["detect", "--input", csv, "--budget-per-day", "-3"], /^error\[USAGE\]: --budget-per-day -3: give a number of incidents per signal per day from 0\.01 to 10000$/m],
+      [["detect", "--input", csv, "--propose-site", "--site", "x.yaml", "--events"], /^error\[USAGE\]: --propose-site prints the site file inferred from --input \(and --learn\) and exits: it takes no --site, --events$/m],
+      [["soc", "verify", csv, "--clock-skew-ms", "5m"], /^error\[USAGE\]: --clock-skew-ms 5m: give a whole number of milliseconds$/m],
+    ];
+    for (const [args, message] of cases) {
+      const r = gw(args);
+      expect({ code: r.code, stderr: r.stderr }, args.join(" ")).toEqual({ code: 2, stderr: expect.stringMatching(message) });
+    }
   });
 
   it("soc receive given the sealing key as its TLS key names the file: KEY_INVALID, not ERR_OSSL_UNSUPPORTED", () => {
