@@ -163,6 +163,8 @@ export class SocReceiver {
   private pendingBytes = 0;
   /** Commits failing since, how many, and the first error (told once one succeeds again). */
   private storeFailing: { since: number; failures: number; error: string } | undefined;
+  /** This run's start, until it is committed (its row and the line about the run before it). */
+  private begin: { at: number; used: boolean } | undefined;
   private flushScheduled = false;
   /** Connection generation: a PUBACK goes only on the connection its message came on. */
   private gen = 0;
@@ -206,16 +208,17 @@ export class SocReceiver {
       // message is committed still cuts what was half written.
       if (!row || row.path !== o.out) this.setOutput.run(o.out, this.offset);
     }
-    // This run begins: the line about how the one before it ended, committed with the output.
+    // This run begins: the line about how the one before it ended, committed with the output
+    // at once, or with the first commit that succeeds (a full disk must not stop the start).
     this.runs = new ReceiverRuns(this.db);
-    let written = 0;
-    const first = this.db.transaction(() => {
-      const out = this.runs.begin(Date.now(), used);
-      written = this.append(out);
-      return out;
-    })();
-    this.offset += written;
-    this.report(first);
+    this.begin = { at: Date.now(), used };
+    try {
+      this.report(this.commit([], false).lines);
+    } catch (e) {
+      this.counters.commit_failures++;
+      this.storeFailing = { since: Date.now(), failures: 1, error: clip(describeError(e)) };
+      o.log.error({ err: describeError(e) }, "Could not commit the receiver's start; it is committed with the first commit that succeeds.");
+    }
   }
 
   async start(): Promise<void> {
@@ -313,7 +316,6 @@ export class SocReceiver {
       return;
     }
     this.counters.commits++;
-    this.storeFailing = undefined;
     for (const m of group) {
       if (held.has(m)) continue;
       // The handler already let mqtt.js move on; this is the PUBACK it did not send.
@@ -444,10 +446,13 @@ export class SocReceiver {
       }
       if (sweep) this.runs.alive(now);
       if (this.storeFailing) out.unshift(this.storeFailedLine(this.storeFailing, now));
+      if (this.begin) out.unshift(...this.runs.begin(this.begin.at, this.begin.used));
       written = this.append(out);
       return out;
     })();
     this.offset += written;
+    this.begin = undefined;
+    this.storeFailing = undefined;
     this.held.push(...holding);
     return { lines, held };
   }
@@ -555,7 +560,7 @@ export class SocReceiver {
     this.stopped = true;
     if (this.sweepTimer) clearInterval(this.sweepTimer);
     try {
-      this.runs.end(Date.now(), `uncaught error: ${error}`, true);
+      if (!this.begin) this.runs.end(Date.now(), `uncaught error: ${error}`, true);
     } catch (e) {
       this.o.log.error({ err: describeError(e) }, "Could not record the crash in the receiver's state.");
     }
@@ -595,7 +600,13 @@ export class SocReceiver {
         });
       });
     }
-    this.runs.end(Date.now(), reason, false);
+    // A run whose start was never committed (its disk full throughout) leaves the row of the one
+    // before; a stop that cannot be noted (a failing disk) is told as unclean by the next start.
+    try {
+      if (!this.begin) this.runs.end(Date.now(), reason, false);
+    } catch (e) {
+      this.o.log.error({ err: describeError(e) }, "Could not note the receiver's stop in its state.");
+    }
     if (this.fd !== 1) closeSync(this.fd);
     this.db.close();
   }

@@ -62,7 +62,7 @@ export class ReceiverRuns {
     if (was.ended === null) {
       return [problem("receiver_restarted", {
         ...common, previous_end: "unclean", previous_last_alive: iso(was.alive),
-        detail: `the receiver's previous run (started ${iso(was.started)}) ended without stopping: it was killed (SIGKILL, the OOM killer), crashed before it could record it, or its host lost power. It was last known to run at ${iso(was.alive)}, ${seconds(down)} before this start; nothing was verified or acknowledged in between (the broker keeps what was sent meanwhile, within its queue limits: gaps name what it dropped)`,
+        detail: `the receiver's previous run (started ${iso(was.started)}) ended without stopping: it was killed (SIGKILL, the OOM killer), crashed before it could record it, could not note its stop (a full or failing disk), or its host lost power. It was last known to run at ${iso(was.alive)}, ${seconds(down)} before this start; nothing was verified or acknowledged in between (the broker keeps what was sent meanwhile, within its queue limits: gaps name what it dropped)`,
       })];
     }
     const crashed = was.crashed === 1;
