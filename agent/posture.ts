@@ -178,10 +178,9 @@ export class DevicePosture {
     const c = this.o.config;
     const out = certificateStatus(certificateFilesOf(c), now, c.posture?.cert_warn_days ?? CERT_WARN_DAYS);
     for (const s of out) {
-      const message = certificateProblem(s);
-      if (!message) continue;
-      const title = message.slice(0, message.indexOf(":"));
-      this.finding(`cert:${s.key}:${s.state}:${s.not_after ?? s.error}`, title, message, { certificate: s }, s.state === "expired" || s.state === "unreadable" ? 4 : 3);
+      const problem = certificateProblem(s);
+      if (!problem) continue;
+      this.finding(`cert:${s.key}:${s.state}:${s.not_after ?? s.error}`, problem.title, `${problem.title}: ${problem.text}`, { certificate: s }, s.state === "expired" || s.state === "unreadable" ? 4 : 3);
     }
     return out;
   }

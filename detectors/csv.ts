@@ -101,11 +101,14 @@ export function parseCsv(text: string, file: string): CsvTable {
     for (let c = 1; c < cells.length; c++) {
       const cell = unquote(cells[c]!);
       if (cell === "" || /^(nan|null|na)$/i.test(cell)) row[c - 1] = Number.NaN;
-      else if (NUMBER.test(cell) && Number.isFinite(Number(cell))) row[c - 1] = Number(cell);
       else {
-        const why = NUMBER.test(cell) ? "is beyond the range of a number" : "is not a number";
-        skip(i + 1, "number", `column ${names[c - 1]}: "${cell.slice(0, 40)}" ${why}`);
-        continue rows;
+        const numeric = NUMBER.test(cell);
+        const v = numeric ? Number(cell) : Number.NaN;
+        if (Number.isFinite(v)) row[c - 1] = v;
+        else {
+          skip(i + 1, "number", `column ${names[c - 1]}: "${cell.slice(0, 40)}" ${numeric ? "is beyond the range of a number" : "is not a number"}`);
+          continue rows;
+        }
       }
     }
     const prev = ts.length ? ts[ts.length - 1]! : undefined;

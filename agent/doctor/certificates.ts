@@ -94,18 +94,18 @@ export function certificateStatus(files: readonly { key: string; path: string }[
   });
 }
 
-/** One sentence on a certificate that is not `ok`, naming the file and the config key. */
-export function certificateProblem(s: CertificateStatus): string | undefined {
+/** A certificate that is not `ok`: a title, and one sentence naming the file and the config key. */
+export function certificateProblem(s: CertificateStatus): { title: string; text: string } | undefined {
   const where = `${s.path} (${s.key})`;
   switch (s.state) {
     case "expired":
-      return `Certificate expired: ${where} (${s.subject}) expired on ${s.not_after}; TLS peers refuse it, so what it secures no longer connects until it is replaced`;
+      return { title: "Certificate expired", text: `${where} (${s.subject}) expired on ${s.not_after}; TLS peers refuse it, so what it secures no longer connects until it is replaced` };
     case "expires_soon":
-      return `Certificate expires soon: ${where} (${s.subject}) expires on ${s.not_after}, in ${s.days_left} day(s); replace it before then, or what it secures stops connecting`;
+      return { title: "Certificate expires soon", text: `${where} (${s.subject}) expires on ${s.not_after}, in ${s.days_left} day(s); replace it before then, or what it secures stops connecting` };
     case "not_yet_valid":
-      return `Certificate not yet valid: ${where} is valid only from ${s.not_before}: the gateway's clock is behind, or the certificate was issued for later`;
+      return { title: "Certificate not yet valid", text: `${where} is valid only from ${s.not_before}: the gateway's clock is behind, or the certificate was issued for later` };
     case "unreadable":
-      return `Certificate unreadable: ${where} cannot be read or parsed while the daemon runs (${s.error}); the next start refuses it`;
+      return { title: "Certificate unreadable", text: `${where} cannot be read or parsed while the daemon runs (${s.error}); the next start refuses it` };
     default:
       return undefined;
   }

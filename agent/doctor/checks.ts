@@ -67,7 +67,7 @@ export function checkCertificates(c: Config, now = Date.now()): Check[] {
     const id = `cert:${s.key}`;
     if (s.state === "unreadable") return [];
     if (s.state === "ok") return [ok(id, `${s.path} is valid until ${s.not_after} (${s.days_left} days)`)];
-    const detail = certificateProblem(s)!.replace(/^[^:]+: /, "");
+    const detail = certificateProblem(s)!.text;
     const fix = s.key === "opcua.pki_dir" ? "gatewarden opcua pki renew" : s.state === "not_yet_valid" ? "set the clock right (NTP), or use a certificate valid now" : `issue a new certificate, replace ${s.path} and restart the daemon`;
     return [s.state === "expires_soon" ? warn(id, detail, fix) : fail(id, detail, fix)];
   });

@@ -323,7 +323,7 @@ export class ModbusEvents {
     }
     const count = r.hit(this.now());
     if (!count) return;
-    const where = `unit ${p.unit}, ${p.table} ${p.address}, ${p.type}${p.type === "float32" || p.type.endsWith("32") ? ` ${p.word_order} word order` : ""}`;
+    const where = `unit ${p.unit}, ${p.table} ${p.address}, ${p.type}${p.type.endsWith("32") ? ` ${p.word_order} word order` : ""}`;
     this.safeRecord(this.draft("finding", 3, 2004, 1, `Point ${p.id} reads ${value} from Modbus upstream ${p.device} (${where}): not a number detection can use, so it has no reading of it; a float register holds NaN or infinity when the sensor has failed or is out of range, or the point's type or word order is wrong${count > 1 ? ` (${count} such reads since the last report)` : ""}`, {
       finding_info: { title: "Modbus point reads no number", types: ["modbus.point_not_finite"] },
       unmapped: { modbus: { upstream: p.device, unit_id: p.unit, table: p.table, address: p.address, point: p.id, type: p.type, word_order: p.word_order, value: String(value), count } },
