@@ -75,6 +75,7 @@ export function describeError(e: unknown): string {
 
 const PATH_WHY: Record<string, string> = {
   ENOTDIR: "a part of it is a file, not a directory",
+  EISDIR: "it is a directory",
   EACCES: "permission denied",
   EPERM: "not permitted",
   EROFS: "the file system is read-only",

@@ -4,9 +4,9 @@ import { closeSync, existsSync, fstatSync, fsyncSync, ftruncateSync, openSync } 
 import { join } from "node:path";
 import mqtt, { type IClientOptions, type MqttClient } from "mqtt";
 import type { Logger } from "pino";
-import { describeError } from "../core/errors";
+import { describeError, pathUnusable } from "../core/errors";
 import { writeAll } from "../core/secret-files";
-import { openWalDatabase } from "../core/sqlite";
+import { openWalDatabase, sqliteFileError } from "../core/sqlite";
 import { BatchOpener } from "../events/seal";
 import { loadSocSecretKey } from "../keys/identity";
 import { ackKeyFromSocSecret, signAck } from "./ack";
@@ -126,6 +126,28 @@ const GROUP_BYTES = 32 * 1024 * 1024;
 /** SQLite failures of the storage itself: the group is not committed and not acknowledged. */
 const STORAGE_ERRORS = /^SQLITE_(IOERR|FULL|READONLY|BUSY|LOCKED|CANTOPEN|CORRUPT|NOTADB|NOMEM|PROTOCOL)/;
 
+const STATE_WHAT = "SOC receiver state (in --dir)";
+const OUTPUT_WHAT = "SOC output file (--out)";
+
+/** receiver.db, opened in WAL mode with every commit synced; a file it cannot use is PATH_UNUSABLE. */
+function openStateFile(path: string): Database.Database {
+  try {
+    return openWalDatabase(path, "FULL");
+  } catch (e) {
+    throw sqliteFileError(path, STATE_WHAT, e);
+  }
+}
+
+/** The output file, created 0640 if missing; a path that cannot be opened for writing is PATH_UNUSABLE naming --out. */
+function openOutput(path: string): number {
+  try {
+    return openSync(path, existsSync(path) ? "r+" : "w+", 0o640);
+  } catch (e) {
+    const err = e as NodeJS.ErrnoException;
+    throw pathUnusable(path, OUTPUT_WHAT, err.code === "ENOENT" ? "its directory does not exist (ENOENT)" : err);
+  }
+}
+
 /**
  * The SOC receiver. Messages are committed in groups: all messages that arrived together (up to
  * GROUP_MESSAGES / GROUP_BYTES) are opened, verified and de-duplicated in one SQLite
@@ -183,34 +205,47 @@ export class SocReceiver {
     this.opener = new BatchOpener(secret);
     this.ackKey = ackKeyFromSocSecret(secret);
     this.trust = new TrustStore(o.trustDir ?? o.dir);
-    this.db = openWalDatabase(join(o.dir, "receiver.db"), "FULL");
-    this.db.exec("CREATE TABLE IF NOT EXISTS output (id INTEGER PRIMARY KEY CHECK (id = 1), path TEXT NOT NULL, length INTEGER NOT NULL)");
-    this.db.exec(TRUST_LOG_SCHEMA);
-    this.verifier = new StreamVerifier(this.db, this.trust, { gapTimeoutMs: o.gapTimeoutMs, dedupeWindow: o.dedupeWindow, continuity: o.continuity ?? !o.share });
-    this.unknown = new UnknownDevices(this.db, o.unknownSummaryMs);
-    const silenceMs = o.silenceMs ?? (o.share ? 0 : DEFAULT_SILENCE_MS);
-    if (silenceMs > 0) this.silence = new SilenceWatch(this.db, silenceMs, Date.now(), (d) => this.trust.retired(d) !== undefined);
-    const clockSkewMs = o.clockSkewMs ?? DEFAULT_CLOCK_SKEW_MS;
-    if (clockSkewMs > 0) this.clock = new ClockWatch(this.db, clockSkewMs);
-    this.setOutput = this.db.prepare(SET_OUTPUT);
-    const used = this.db.prepare("SELECT 1 FROM output WHERE id = 1").get() !== undefined;
-    if (o.out === "-") {
-      this.fd = 1;
-      this.offset = 0;
-    } else {
-      this.fd = openSync(o.out, existsSync(o.out) ? "r+" : "w+", 0o640);
-      const row = this.db.prepare("SELECT path, length FROM output WHERE id = 1").get() as { path: string; length: number } | undefined;
-      const size = fstatSync(this.fd).size;
-      // Lines written after the last committed state are cut: they will be produced again.
-      this.offset = row && row.path === o.out ? Math.min(row.length, size) : size;
-      if (size > this.offset) ftruncateSync(this.fd, this.offset);
-      // A new output file's starting length is committed at once: a crash before the first
-      // message is committed still cuts what was half written.
-      if (!row || row.path !== o.out) this.setOutput.run(o.out, this.offset);
+    const stateFile = join(o.dir, "receiver.db");
+    this.db = openStateFile(stateFile);
+    let used: boolean;
+    try {
+      this.db.exec("CREATE TABLE IF NOT EXISTS output (id INTEGER PRIMARY KEY CHECK (id = 1), path TEXT NOT NULL, length INTEGER NOT NULL)");
+      this.db.exec(TRUST_LOG_SCHEMA);
+      this.verifier = new StreamVerifier(this.db, this.trust, { gapTimeoutMs: o.gapTimeoutMs, dedupeWindow: o.dedupeWindow, continuity: o.continuity ?? !o.share });
+      this.unknown = new UnknownDevices(this.db, o.unknownSummaryMs);
+      const silenceMs = o.silenceMs ?? (o.share ? 0 : DEFAULT_SILENCE_MS);
+      if (silenceMs > 0) this.silence = new SilenceWatch(this.db, silenceMs, Date.now(), (d) => this.trust.retired(d) !== undefined);
+      const clockSkewMs = o.clockSkewMs ?? DEFAULT_CLOCK_SKEW_MS;
+      if (clockSkewMs > 0) this.clock = new ClockWatch(this.db, clockSkewMs);
+      this.setOutput = this.db.prepare(SET_OUTPUT);
+      used = this.db.prepare("SELECT 1 FROM output WHERE id = 1").get() !== undefined;
+      if (o.out === "-") {
+        this.fd = 1;
+        this.offset = 0;
+      } else {
+        this.fd = openOutput(o.out);
+        try {
+          const row = this.db.prepare("SELECT path, length FROM output WHERE id = 1").get() as { path: string; length: number } | undefined;
+          const size = fstatSync(this.fd).size;
+          // Lines written after the last committed state are cut: they will be produced again.
+          this.offset = row && row.path === o.out ? Math.min(row.length, size) : size;
+          if (size > this.offset) ftruncateSync(this.fd, this.offset);
+          // A new output file's starting length is committed at once: a crash before the first
+          // message is committed still cuts what was half written.
+          if (!row || row.path !== o.out) this.setOutput.run(o.out, this.offset);
+        } catch (e) {
+          closeSync(this.fd);
+          throw String((e as { code?: unknown }).code).startsWith("SQLITE_") ? e : pathUnusable(o.out, OUTPUT_WHAT, e as NodeJS.ErrnoException);
+        }
+      }
+      // This run begins: the line about how the one before it ended, committed with the output
+      // at once, or with the first commit that succeeds (a full disk must not stop the start).
+      this.runs = new ReceiverRuns(this.db);
+    } catch (e) {
+      // A state file that cannot be set up (the disk full, not a database, ...) is named, not INTERNAL.
+      this.db.close();
+      throw sqliteFileError(stateFile, STATE_WHAT, e);
     }
-    // This run begins: the line about how the one before it ended, committed with the output
-    // at once, or with the first commit that succeeds (a full disk must not stop the start).
-    this.runs = new ReceiverRuns(this.db);
     this.begin = { at: Date.now(), used };
     try {
       this.report(this.commit([], false).lines);

@@ -138,6 +138,25 @@ describe("files written on a full card", () => {
     expect(readFileSync(join(fs.mnt, "soc.jsonl"), "utf8").trim().split("\n")).toHaveLength(3);
   });
 
+  it.skipIf(why !== undefined)(`the SOC receiver whose state directory's disk is full says so and which file: PATH_UNUSABLE, not INTERNAL${why ? ` [skipped: ${why}]` : ""}`, () => {
+    const t = tempDir();
+    cleanups.push(t.cleanup);
+    const fs = smallTmpfs(t.dir, 1);
+    cleanups.push(() => fs.unmount());
+    const soc = join(fs.mnt, "soc");
+    expect(gw(["soc", "keys", "init", "--dir", soc]).code).toBe(0);
+    const st = statfsSync(fs.mnt);
+    writeFileSync(join(fs.mnt, "filler"), Buffer.alloc(st.bavail * st.bsize));
+    // It printed `error[INTERNAL]: SQLITE_FULL: database or disk is full`.
+    const r = gw(["soc", "receive", "--broker", "mqtt://127.0.0.1:1", "--dir", soc, "--out", join(t.dir, "soc.jsonl")]);
+    expect(r.code).toBe(1);
+    expect(r.stderr.trim()).toBe(`error[PATH_UNUSABLE]: SOC receiver state (in --dir) ${join(soc, "receiver.db")} cannot be used: the disk is full (SQLITE_FULL)`);
+    // With room again it starts on the same directory.
+    rmSync(join(fs.mnt, "filler"));
+    const ok = new SocReceiver({ broker: "mqtt://127.0.0.1:1", dir: soc, out: join(t.dir, "soc.jsonl"), topic: "gatewarden/v1/+/events", gapTimeoutMs: 60_000, dedupeWindow: 1000, log: silent });
+    return ok.stop();
+  });
+
   it.skipIf(why !== undefined)(`the outbox deleted under the daemon on a full card: no partial copy, the open database is written back once there is room${why ? ` [skipped: ${why}]` : ""}`, () => {
     const t = tempDir();
     cleanups.push(t.cleanup);

@@ -1,5 +1,5 @@
 import { afterAll, describe, expect, it } from "vitest";
-import { chmodSync, copyFileSync, existsSync, writeFileSync } from "node:fs";
+import { chmodSync, copyFileSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { createServer, type AddressInfo } from "node:net";
 import { join } from "node:path";
 import { Outbox } from "../../agent/outbox/store";
@@ -219,6 +219,32 @@ describe("operator mistakes (built bundle)", () => {
     expect(r.code).toBe(1);
     expect(r.stderr).toMatch(/^error\[KEY_INVALID\]/);
     expect(r.stderr).toContain(join(soc, "soc.key"));
+  });
+
+  it("soc receive names the output or state file it cannot use: PATH_UNUSABLE, not INTERNAL", () => {
+    const soc = join(t.dir, "soc-paths");
+    expect(gw(["soc", "keys", "init", "--dir", soc]).code).toBe(0);
+    const receive = (out: string) => gw(["soc", "receive", "--broker", "mqtt://127.0.0.1:1", "--dir", soc, "--out", out]);
+    for (const [out, why] of [
+      [soc, "it is a directory (EISDIR)"],
+      [join(t.dir, "no-such-dir", "soc.jsonl"), "its directory does not exist (ENOENT)"],
+    ] as const) {
+      const r = receive(out);
+      expect(r.code, out).toBe(1);
+      expect(r.stderr.trim(), out).toBe(`error[PATH_UNUSABLE]: SOC output file (--out) ${out} cannot be used: ${why}`);
+    }
+    // receiver.db damaged, or a directory in its place: named, and the file is left as it was.
+    const state = join(soc, "receiver.db");
+    writeFileSync(state, Buffer.alloc(8192, 0x5a));
+    let r = receive(join(soc, "out.jsonl"));
+    expect(r.code).toBe(1);
+    expect(r.stderr.trim()).toBe(`error[PATH_UNUSABLE]: SOC receiver state (in --dir) ${state} cannot be used: it is not a SQLite database (SQLITE_NOTADB)`);
+    expect(readFileSync(state)).toEqual(Buffer.alloc(8192, 0x5a));
+    rmSync(state);
+    mkdirSync(state);
+    r = receive(join(soc, "out.jsonl"));
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(new RegExp(`^error\\[PATH_UNUSABLE\\]: SOC receiver state \\(in --dir\\) ${state} cannot be used: it cannot be opened .*\\(SQLITE_CANTOPEN\\)$`, "m"));
   });
 
   it("policy test exits 1 on deny and 0 on allow, so scripts can use it", () => {
