@@ -1,6 +1,6 @@
 import type { Command } from "commander";
 import { createPublicKey } from "node:crypto";
-import { statSync, writeFileSync } from "node:fs";
+import { statSync } from "node:fs";
 import { loadConfig } from "../config/load";
 import { locateConfig } from "../config/locate";
 import { controlCall } from "../core/control-client";
@@ -10,6 +10,7 @@ import { fingerprint, loadDeviceKey } from "../core/keys";
 import type { RotationResult } from "../keys/rotation";
 import { osUser } from "../core/os-user";
 import { report } from "./_output";
+import { writeFileAtomic } from "../core/secret-files";
 
 export function registerKeys(program: Command): void {
   const keys = program.command("keys").description("This gateway's identity key");
@@ -36,7 +37,7 @@ export function registerKeys(program: Command): void {
       (opts: { config?: string; out?: string }) => {
         const { config } = loadConfig(locateConfig(opts.config));
         const text = JSON.stringify(exportTrust(config.device.id, loadDeviceKey(config.device.key)), null, 2) + "\n";
-        if (opts.out) writeFileSync(opts.out, text, { mode: 0o644 });
+        if (opts.out) writeFileAtomic(opts.out, text, 0o644);
         else process.stdout.write(text);
       },
     );

@@ -1,5 +1,6 @@
 import { createPrivateKey, type KeyObject } from "node:crypto";
-import { closeSync, fsyncSync, openSync, readFileSync, renameSync, rmSync, statSync, writeSync, existsSync } from "node:fs";
+import { closeSync, fsyncSync, lstatSync, openSync, readFileSync, realpathSync, renameSync, rmSync, statSync, writeSync, existsSync } from "node:fs";
+import { dirname } from "node:path";
 import { DaemonError, pathUnusable } from "./errors";
 
 /**
@@ -13,6 +14,7 @@ export function readSecretFile(path: string, what: string): Buffer {
   } catch (e) {
     throw new DaemonError("KEY_INVALID", `${what} ${path} cannot be read (${(e as NodeJS.ErrnoException).code ?? "error"})`);
   }
+  if (!st.isFile()) throw new DaemonError("KEY_INVALID", `${what} ${path} is ${st.isDirectory() ? "a directory" : "not a regular file"}; name the key file`);
   if ((st.mode & 0o077) !== 0) {
     throw new DaemonError(
       "KEY_PERMISSIONS",
@@ -54,7 +56,8 @@ function openFor(path: string, file: string, flags: string, mode: number): numbe
     return openSync(file, flags, mode);
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;
-    throw code === "ENOENT" ? pathUnusable(path, "file", "its directory does not exist (ENOENT)") : pathUnusable(path, "file", e as NodeJS.ErrnoException);
+    if (code === "ENOENT") throw pathUnusable(path, "file", `${existsSync(dirname(file)) ? "this file system does not allow creating it" : "its directory does not exist"} (ENOENT)`);
+    throw pathUnusable(path, "file", e as NodeJS.ErrnoException);
   }
 }
 
@@ -99,12 +102,44 @@ export function writeNewFiles(files: readonly { path: string; data: string | Buf
  * whole new content, never a torn one; a failed write leaves the old file and no temp file.
  */
 export function writeFileAtomic(path: string, data: string | Buffer, mode: number): void {
-  const tmp = `${path}.tmp-${process.pid}`;
+  const file = replaceable(path);
+  if (file === undefined) {
+    // A character device (`--out /dev/null`): written to, never renamed over.
+    const fd = openFor(path, path, "w", mode);
+    try {
+      writeAll(fd, data);
+    } catch (e) {
+      throw pathUnusable(path, "file", e as NodeJS.ErrnoException);
+    } finally {
+      closeSync(fd);
+    }
+    return;
+  }
+  const tmp = `${file}.tmp-${process.pid}`;
   writeWhole(openFor(path, tmp, "w", mode), tmp, path, data);
   try {
-    renameSync(tmp, path);
+    renameSync(tmp, file);
   } catch (e) {
     rmSync(tmp, { force: true });
     throw pathUnusable(path, "file", e as NodeJS.ErrnoException);
   }
+}
+
+/**
+ * The file a rename may replace for `path`: itself, or through its symbolic links what they
+ * point to (a linked config stays linked); undefined for a character device, which is written
+ * in place. A directory, FIFO, socket or block device is PATH_UNUSABLE: renaming over it would
+ * remove it (as root, `--out /dev/full` replaced the device with a file).
+ */
+function replaceable(path: string): string | undefined {
+  let file = path;
+  try {
+    file = realpathSync(path);
+  } catch {
+    return path; // a new file (or a dangling link, replaced as a file)
+  }
+  const st = lstatSync(file);
+  if (st.isFile()) return file;
+  if (st.isCharacterDevice()) return undefined;
+  throw pathUnusable(path, "file", st.isDirectory() ? "it is a directory (EISDIR)" : "it is not a regular file (a FIFO, socket or block device)");
 }

@@ -247,6 +247,21 @@ describe("operator mistakes (built bundle)", () => {
     expect(r.stderr).toMatch(new RegExp(`^error\\[PATH_UNUSABLE\\]: SOC receiver state \\(in --dir\\) ${state} cannot be used: it cannot be opened .*\\(SQLITE_CANTOPEN\\)$`, "m"));
   });
 
+  it("keys export-public --out names a path it cannot write: PATH_UNUSABLE, not INTERNAL", () => {
+    const s = site();
+    for (const [out, why] of [
+      [t.dir, "it is a directory (EISDIR)"],
+      [join(t.dir, "no-such-dir", "gw.trust.json"), "its directory does not exist (ENOENT)"],
+    ] as const) {
+      const r = gw(["keys", "export-public", "--config", s.cfgFile, "--out", out]);
+      expect(r.code, out).toBe(1);
+      expect(r.stderr.trim(), out).toBe(`error[PATH_UNUSABLE]: file ${out} cannot be used: ${why}`);
+    }
+    const out = join(t.dir, "gw.trust.json");
+    expect(gw(["keys", "export-public", "--config", s.cfgFile, "--out", out]).code).toBe(0);
+    expect(JSON.parse(readFileSync(out, "utf8"))).toMatchObject({ device: expect.any(String) });
+  });
+
   it("policy test exits 1 on deny and 0 on allow, so scripts can use it", () => {
     const p = join(t.dir, "exit-policy.yaml");
     writeFileSync(p, "identities:\n  - { match: { address: 10.0.0.1 }, role: s }\nroles:\n  s: { units: [1], functions: [read-only], read: { holding: ['0-9'] } }\n");
