@@ -47,7 +47,7 @@ async function runDoctor(opts: Opts): Promise<void> {
   }
   if (config) {
     const user = serviceUser(opts.root, opts.user);
-    checks.push(user ? { id: "service_user", status: "ok", detail: `${opts.user} is uid ${user.uid}` } : { id: "service_user", status: "warn", detail: `no user ${opts.user} in ${opts.root.replace(/\/$/, "")}/etc/passwd`, fix: "install.sh creates it; the unit runs the daemon as it" });
+    checks.push(user ? { id: "service_user", status: "ok", detail: `${opts.user} is uid ${user.uid}` } : { id: "service_user", status: "warn", detail: `no user ${opts.user} with a numeric uid and gid in ${opts.root.replace(/\/$/, "")}/etc/passwd`, fix: "install.sh creates it; the unit runs the daemon as it" });
     checks.push(...checkSecrets(config, user, new Set(checks.map((c) => c.id))), checkDataDir(config, user), checkDisk(config), checkClock(), ...checkCertificates(config));
     const [broker, upstreams, listeners] = await Promise.all([checkBroker(config), checkUpstreams(config), checkListeners(config)]);
     checks.push(broker, ...upstreams, ...listeners);

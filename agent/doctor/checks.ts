@@ -29,6 +29,8 @@ export function serviceUser(root: string, name: string): { uid: number; gid: num
     const line = readFileSync(join(root, "etc", "passwd"), "utf8").split("\n").find((l) => l.startsWith(`${name}:`));
     if (!line) return undefined;
     const f = line.split(":");
+    // A line without whole numbers for uid and gid names no usable account.
+    if (!/^\d+$/.test(f[2] ?? "") || !/^\d+$/.test(f[3] ?? "")) return undefined;
     return { uid: Number(f[2]), gid: Number(f[3]) };
   } catch {
     return undefined;
