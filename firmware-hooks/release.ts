@@ -1,10 +1,10 @@
 import { createHash, createPublicKey, generateKeyPairSync, type KeyObject } from "node:crypto";
-import { readdirSync, readFileSync, lstatSync } from "node:fs";
+import { closeSync, constants as fsConstants, fstatSync, lstatSync, openSync, readdirSync, readFileSync, readSync, type Stats } from "node:fs";
 import { join, relative, sep } from "node:path";
 import { z } from "zod";
 import { canonicalize } from "../agent/core/canonical";
 import { signBytes, verifyBytes } from "../agent/core/sign";
-import { DaemonError } from "../agent/core/errors";
+import { DaemonError, pathUnusable } from "../agent/core/errors";
 import { fingerprint, loadEd25519PrivateKey } from "../agent/core/keys";
 import { writeNewFile } from "../agent/core/secret-files";
 
@@ -68,30 +68,112 @@ export function loadReleasePublicKeys(paths: readonly string[]): Map<string, Key
   return keys;
 }
 
-/** Every regular file under `dir` (relative, '/'-separated), except the release file itself. */
-export function listFiles(dir: string): string[] {
+/**
+ * How a release tree's errors are reported: `what` names the tree for the operator (the
+ * `--files` option, a bundle), `code` is the RELEASE_* code for an entry it cannot take.
+ */
+export interface TreeContext {
+  what: string;
+  code: "RELEASE_INVALID" | "RELEASE_MISMATCH";
+}
+const BUNDLE: TreeContext = { what: "release", code: "RELEASE_MISMATCH" };
+
+const ONLY_REGULAR = "a release carries only regular files and directories";
+
+function kindOf(st: Stats): string {
+  if (st.isSymbolicLink()) return "a symbolic link";
+  if (st.isFIFO()) return "a FIFO";
+  if (st.isSocket()) return "a socket";
+  if (st.isCharacterDevice() || st.isBlockDevice()) return "a device";
+  return "not a regular file";
+}
+
+/**
+ * Every regular file under `dir` (relative, '/'-separated), except the release file itself.
+ * A release is a security boundary: it carries regular files and directories only. A symbolic
+ * link (even to a file inside the tree: the installer copies content, so the link would not be
+ * what was signed), FIFO, socket or device is refused by name, and never opened.
+ */
+export function listFiles(dir: string, o: TreeContext = BUNDLE): string[] {
   const out: string[] = [];
+  const rel = (p: string) => relative(dir, p).split(sep).join("/");
   const walk = (d: string) => {
-    for (const name of readdirSync(d).sort()) {
+    let names: string[];
+    try {
+      names = readdirSync(d).sort();
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code;
+      if (d === dir) throw pathUnusable(dir, `${o.what} directory`, code === "ENOENT" ? "it does not exist (ENOENT)" : code === "ENOTDIR" ? "it is not a directory (ENOTDIR)" : (e as NodeJS.ErrnoException));
+      throw new DaemonError(o.code, `${o.what} ${dir}: directory ${rel(d)} cannot be read (${code ?? (e as Error).message})`);
+    }
+    for (const name of names) {
       const p = join(d, name);
-      const st = lstatSync(p);
-      if (st.isDirectory()) walk(p);
-      else {
-        const rel = relative(dir, p).split(sep).join("/");
-        if (rel !== RELEASE_FILE) out.push(rel);
+      let st: Stats;
+      try {
+        st = lstatSync(p);
+      } catch (e) {
+        throw new DaemonError(o.code, `${o.what} ${dir}: ${rel(p)} cannot be read (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
       }
+      if (st.isDirectory()) walk(p);
+      else if (st.isFile()) {
+        if (rel(p) !== RELEASE_FILE) out.push(rel(p));
+      } else throw new DaemonError(o.code, `${o.what} ${dir}: ${rel(p)} is ${kindOf(st)}; ${ONLY_REGULAR}`);
     }
   };
   walk(dir);
   return out;
 }
 
-export function sha256File(path: string): string {
-  return createHash("sha256").update(readFileSync(path)).digest("hex");
+/**
+ * Opens the regular file `f` under `dir` to read: without following a link and without
+ * blocking, then checked to be a regular file, so one swapped for a link or FIFO after the
+ * listing is refused, not followed or waited on for ever. `fail` makes the error from why.
+ */
+function openRegular(path: string, fail: (why: string) => DaemonError): number {
+  let fd: number;
+  try {
+    fd = openSync(path, fsConstants.O_RDONLY | fsConstants.O_NOFOLLOW | fsConstants.O_NONBLOCK);
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    throw fail(code === "ELOOP" ? `is a symbolic link; ${ONLY_REGULAR}` : `cannot be read (${code ?? (e as Error).message})`);
+  }
+  const st = fstatSync(fd);
+  if (!st.isFile()) {
+    closeSync(fd);
+    throw fail(`is ${kindOf(st)}; ${ONLY_REGULAR}`);
+  }
+  return fd;
 }
 
-export function hashTree(dir: string): Record<string, string> {
-  return Object.fromEntries(listFiles(dir).map((f) => [f, sha256File(join(dir, f))]));
+/** Reads `fd` to its end in chunks, handing each to `take`; `fail` makes the error on a read error. */
+function readChunks(fd: number, take: (b: Buffer) => void, fail: (why: string) => DaemonError): void {
+  const buf = Buffer.allocUnsafe(1 << 20);
+  try {
+    for (;;) {
+      let n: number;
+      try {
+        n = readSync(fd, buf, 0, buf.length, null);
+      } catch (e) {
+        throw fail(`cannot be read (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
+      }
+      if (n === 0) return;
+      take(Buffer.from(buf.subarray(0, n)));
+    }
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** The SHA-256 of the regular file `f` under `dir` (never a link, FIFO, socket or device). */
+export function sha256File(dir: string, f: string, o: TreeContext = BUNDLE): string {
+  const fail = (why: string) => new DaemonError(o.code, `${o.what} ${dir}: ${f} ${why}`);
+  const h = createHash("sha256");
+  readChunks(openRegular(join(dir, f), fail), (b) => h.update(b), fail);
+  return h.digest("hex");
+}
+
+export function hashTree(dir: string, o: TreeContext = BUNDLE): Record<string, string> {
+  return Object.fromEntries(listFiles(dir, o).map((f) => [f, sha256File(dir, f, o)]));
 }
 
 /** Parses an unsigned manifest (JSON) with errors naming the field. */
@@ -114,12 +196,14 @@ export function signManifest(m: ReleaseManifest, key: KeyObject): SignedRelease 
 
 export function readSignedRelease(dir: string): SignedRelease {
   const file = join(dir, RELEASE_FILE);
+  const parts: Buffer[] = [];
+  const fail = (why: string) => new DaemonError("RELEASE_INVALID", `${file} ${why}${why.includes("(ENOENT)") ? ": the bundle carries no Gatewarden release manifest" : ""}`);
+  readChunks(openRegular(file, fail), (b) => parts.push(b), fail);
   let raw: unknown;
   try {
-    raw = JSON.parse(readFileSync(file, "utf8"));
-  } catch (e) {
-    const code = (e as NodeJS.ErrnoException).code;
-    throw new DaemonError("RELEASE_INVALID", code ? `${file} cannot be read (${code}): the bundle carries no Gatewarden release manifest` : `${file} is not JSON`);
+    raw = JSON.parse(Buffer.concat(parts).toString("utf8"));
+  } catch {
+    throw new DaemonError("RELEASE_INVALID", `${file} is not JSON`);
   }
   const s = signedSchema.safeParse(raw);
   if (!s.success) throw new DaemonError("RELEASE_INVALID", `${file}: ${s.error.issues[0]!.path.join(".") || "(top level)"}: ${s.error.issues[0]!.message}`);
@@ -173,7 +257,7 @@ export function verifyRelease(dir: string, o: { keys: Map<string, KeyObject>; de
     if (extra.length) throw new DaemonError("RELEASE_MISMATCH", `release ${m.version}: ${extra.slice(0, 5).join(", ")} ${extra.length === 1 ? "is" : "are"} not in the signed manifest`);
     if (missing.length) throw new DaemonError("RELEASE_MISMATCH", `release ${m.version}: ${missing.slice(0, 5).join(", ")} listed in the manifest but missing`);
     for (const f of listed) {
-      if (sha256File(join(dir, f)) !== m.files[f]) throw new DaemonError("RELEASE_MISMATCH", `release ${m.version}: ${f} does not match its SHA-256 in the signed manifest`);
+      if (sha256File(dir, f) !== m.files[f]) throw new DaemonError("RELEASE_MISMATCH", `release ${m.version}: ${f} does not match its SHA-256 in the signed manifest`);
     }
   }
   return { manifest: m, key };

@@ -42,13 +42,16 @@ export function registerReleaseCommands(program: Command): void {
     .option("--json", "print as JSON")
     .action(
       (file: string, opts: { key: string; files?: string; out?: string; json?: boolean }) => {
-        let raw: Record<string, unknown>;
+        let parsed: unknown;
         try {
-          raw = JSON.parse(readFileSync(file, "utf8")) as Record<string, unknown>;
+          parsed = JSON.parse(readFileSync(file, "utf8"));
         } catch (e) {
           throw new DaemonError("RELEASE_INVALID", `${file} cannot be read as JSON (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
         }
-        if (opts.files) raw = { ...raw, files: hashTree(resolve(opts.files)) };
+        // Not an object (null, an array, a number): the schema names what is wrong with it.
+        if (typeof parsed !== "object" || parsed === null || Array.isArray(parsed)) parseManifest(parsed, file);
+        let raw = parsed as Record<string, unknown>;
+        if (opts.files) raw = { ...raw, files: hashTree(resolve(opts.files), { what: "--files", code: "RELEASE_INVALID" }) };
         if (raw.created === undefined) raw.created = new Date().toISOString();
         const m = parseManifest(raw, file);
         const signed = signManifest(m, loadReleasePrivateKey(opts.key));

@@ -1,0 +1,88 @@
+import { afterAll, describe, expect, it } from "vitest";
+import { appendFileSync, mkdirSync, symlinkSync, writeFileSync } from "node:fs";
+import { execFileSync } from "node:child_process";
+import { join } from "node:path";
+import { generateReleaseKey } from "../../../firmware-hooks/release";
+import { gw } from "../../helpers/cli";
+import { makeSite, tempDir } from "../../helpers/fixture";
+
+/**
+ * Release trees, manifests and update state that are not what they should be: each gets a
+ * RELEASE_* / UPDATE_STATE / PATH_UNUSABLE error naming the file, never INTERNAL or a hang.
+ */
+describe("bad release and update input (built bundle)", () => {
+  const t = tempDir("gw-badrel-");
+  afterAll(t.cleanup);
+  let n = 0;
+  const key = join(t.dir, "release.key");
+  generateReleaseKey(key, join(t.dir, "release.pub"));
+  const manifest = join(t.dir, "m.json");
+  writeFileSync(manifest, JSON.stringify({ format: "gatewarden-release/1", version: "1.0", counter: 1, device_class: "c" }));
+  const site = () => {
+    const s = makeSite(join(t.dir, `s${n}`), { device: `gw-${n++}` });
+    appendFileSync(s.cfgFile, `\nupdate:\n  device_class: c\n  release_keys: [${join(t.dir, "release.pub")}]\n`);
+    return s;
+  };
+  /** A signed bundle with app.bin, then `spoil` applied to it. */
+  const bundle = (spoil: (dir: string) => void) => {
+    const dir = join(t.dir, `b${n++}`);
+    mkdirSync(dir);
+    writeFileSync(join(dir, "app.bin"), "payload");
+    expect(gw(["release", "sign", manifest, "--key", key, "--files", dir]).code).toBe(0);
+    spoil(dir);
+    return dir;
+  };
+  const fail = (r: { code: number; stderr: string }, code: string, text: RegExp) => {
+    expect(r.stderr).toMatch(new RegExp(`^error\\[${code}\\]: `));
+    expect(r.stderr).toMatch(text);
+    expect(r.stderr).not.toMatch(/INTERNAL|    at /);
+    expect(r.code).toBe(1);
+  };
+
+  it("release sign --files: a missing directory or a file is PATH_UNUSABLE naming --files", () => {
+    fail(gw(["release", "sign", manifest, "--key", key, "--files", join(t.dir, "nope")]), "PATH_UNUSABLE", /--files directory .*nope cannot be used: it does not exist/);
+    fail(gw(["release", "sign", manifest, "--key", key, "--files", manifest]), "PATH_UNUSABLE", /--files directory .*m\.json cannot be used: it is not a directory/);
+  });
+
+  it("release sign --files: a symlink (dangling, looping, to a file), FIFO or unreadable file is refused by name, never opened", () => {
+    const cases: [string, (d: string) => void, RegExp][] = [
+      ["dangling", (d) => symlinkSync("nothing", join(d, "app.bin")), /app\.bin is a symbolic link/],
+      ["loop", (d) => symlinkSync("loop", join(d, "loop")), /loop is a symbolic link/],
+      ["to a file", (d) => (writeFileSync(join(d, "real"), "x"), symlinkSync("real", join(d, "link"))), /link is a symbolic link/],
+      ["fifo", (d) => execFileSync("mkfifo", [join(d, "pipe")]), /pipe is a FIFO/],
+    ];
+    for (const [what, make, text] of cases) {
+      const dir = join(t.dir, `tree-${n++}`);
+      mkdirSync(join(dir, "sub"), { recursive: true });
+      writeFileSync(join(dir, "sub", "ok"), "x");
+      make(dir);
+      const r = gw(["release", "sign", manifest, "--key", key, "--files", dir]);
+      expect(r.stderr, what).toMatch(/a release carries only regular files and directories/);
+      fail(r, "RELEASE_INVALID", text);
+    }
+  });
+
+  it("release sign: a manifest that is null or an array is RELEASE_INVALID naming the file", () => {
+    for (const body of ["null", "[1]", "7"]) {
+      const f = join(t.dir, `bad-${n++}.json`);
+      writeFileSync(f, body);
+      fail(gw(["release", "sign", f, "--key", key]), "RELEASE_INVALID", new RegExp(`${f}: \\(top level\\): .*expected object`));
+    }
+  });
+
+  it("update verify/apply and the rauc install-check refuse a bundle with a symlink or FIFO by name", () => {
+    const s = site();
+    const dangling = bundle((d) => (execFileSync("rm", [join(d, "app.bin")]), symlinkSync("nothing", join(d, "app.bin"))));
+    for (const args of [["update", "verify", dangling], ["update", "apply", dangling]]) {
+      fail(gw([...args, "--config", s.cfgFile]), "RELEASE_MISMATCH", /app\.bin is a symbolic link; a release carries only regular files/);
+    }
+    const hook = gw(["update", "hook", "rauc", "install-check", "--bundle", dangling, "--config", s.cfgFile]);
+    expect(hook.code).not.toBe(0);
+    expect(hook.stderr).toMatch(/RELEASE_MISMATCH.*app\.bin is a symbolic link/);
+    expect(hook.stderr).not.toMatch(/INTERNAL/);
+    const fifo = bundle((d) => (execFileSync("rm", [join(d, "app.bin")]), execFileSync("mkfifo", [join(d, "app.bin")])));
+    fail(gw(["update", "verify", fifo, "--config", s.cfgFile]), "RELEASE_MISMATCH", /app\.bin is a FIFO/);
+    const fifoManifest = bundle((d) => (execFileSync("rm", [join(d, "gatewarden-release.json")]), execFileSync("mkfifo", [join(d, "gatewarden-release.json")])));
+    fail(gw(["update", "verify", fifoManifest, "--config", s.cfgFile]), "RELEASE_INVALID", /gatewarden-release\.json is a FIFO/);
+  });
+});
