@@ -169,17 +169,22 @@ export async function rollBack(loaded: HookSite, why = "rolled back by the opera
 
 export function standaloneStatus(loaded: ConfigFile): Record<string, unknown> {
   const c = ctx(loaded);
-  const releases = existsSync(c.dir)
-    ? readdirSync(c.dir)
-        .filter((n) => !n.startsWith(".") && n !== "current")
-        .map((n) => {
-          try {
-            const m = readSignedRelease(join(c.dir, n)).manifest;
-            return { version: m.version, counter: m.counter };
-          } catch {
-            return { version: n, counter: null };
-          }
-        })
-    : [];
+  let names: string[] = [];
+  try {
+    names = readdirSync(c.dir);
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code !== "ENOENT") throw new DaemonError("UPDATE_STATE", `update.releases_dir ${c.dir} cannot be listed (${code === "ENOTDIR" ? "it is not a directory: ENOTDIR" : (code ?? (e as Error).message)})`);
+  }
+  const releases = names
+    .filter((n) => !n.startsWith(".") && n !== "current")
+    .map((n) => {
+      try {
+        const m = readSignedRelease(join(c.dir, n)).manifest;
+        return { version: m.version, counter: m.counter };
+      } catch {
+        return { version: n, counter: null };
+      }
+    });
   return { current: currentVersion(c.dir), committed: c.state.committed(), pending: c.state.pending() ?? null, releases };
 }

@@ -1,6 +1,6 @@
-import { closeSync, existsSync, fsyncSync, openSync, readFileSync, rmSync } from "node:fs";
+import { closeSync, existsSync, fsyncSync, openSync, readFileSync, rmSync, statSync } from "node:fs";
 import { dirname, join } from "node:path";
-import { DaemonError } from "../agent/core/errors";
+import { DaemonError, isDaemonError } from "../agent/core/errors";
 import { writeFileAtomic } from "../agent/core/secret-files";
 import { makeDirs } from "../agent/core/dirs";
 
@@ -46,12 +46,29 @@ export function fsyncDir(dir: string): void {
   }
 }
 
-function readJson(path: string): unknown {
+/**
+ * The JSON object in the state file `path`. Anything else (unreadable, not JSON, `null`, an
+ * array, not a regular file: a FIFO is never opened, so never waited on) is UPDATE_STATE
+ * naming the file; the caller never falls back to a default (a lost counter is not counter 0).
+ */
+function readObject(path: string): Record<string, unknown> {
+  const refuse = (why: string) => new DaemonError("UPDATE_STATE", `${path} ${why}; refusing to judge updates without it`);
+  let text: string;
   try {
-    return JSON.parse(readFileSync(path, "utf8"));
+    if (!statSync(path).isFile()) throw refuse("is not a regular file");
+    text = readFileSync(path, "utf8");
   } catch (e) {
-    throw new DaemonError("UPDATE_STATE", `${path} cannot be read (${(e as NodeJS.ErrnoException).code ?? "not JSON"}); refusing to judge updates without it`);
+    if (isDaemonError(e)) throw e;
+    throw refuse(`cannot be read (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
   }
+  let o: unknown;
+  try {
+    o = JSON.parse(text);
+  } catch {
+    throw refuse("cannot be read (not JSON)");
+  }
+  if (typeof o !== "object" || o === null || Array.isArray(o)) throw refuse(`holds ${o === null ? "null" : Array.isArray(o) ? "an array" : `a ${typeof o}`}, not a JSON object`);
+  return o as Record<string, unknown>;
 }
 
 export class UpdateState {
@@ -67,7 +84,7 @@ export class UpdateState {
 
   committed(): Committed {
     if (!existsSync(this.counterFile)) return { counter: 0, version: null, time: null };
-    const o = readJson(this.counterFile) as Partial<Committed>;
+    const o = readObject(this.counterFile) as Partial<Committed>;
     if (!Number.isSafeInteger(o.counter) || (o.counter as number) < 0) throw new DaemonError("UPDATE_STATE", `${this.counterFile}: "counter" is not a non-negative integer`);
     return { counter: o.counter as number, version: typeof o.version === "string" ? o.version : null, time: typeof o.time === "string" ? o.time : null };
   }
@@ -83,9 +100,11 @@ export class UpdateState {
 
   pending(): Pending | undefined {
     if (!existsSync(this.pendingFile)) return undefined;
-    const o = readJson(this.pendingFile) as Pending;
-    if (typeof o.version !== "string" || !Number.isSafeInteger(o.counter)) throw new DaemonError("UPDATE_STATE", `${this.pendingFile} is malformed`);
-    return o;
+    const o = readObject(this.pendingFile) as Partial<Pending>;
+    if (typeof o.engine !== "string" || typeof o.version !== "string" || !Number.isSafeInteger(o.counter)) {
+      throw new DaemonError("UPDATE_STATE", `${this.pendingFile} is malformed: "engine" and "version" must be strings, "counter" an integer`);
+    }
+    return o as Pending;
   }
 
   setPending(p: Pending): void {

@@ -1,5 +1,5 @@
 import { afterAll, describe, expect, it } from "vitest";
-import { appendFileSync, mkdirSync, symlinkSync, writeFileSync } from "node:fs";
+import { appendFileSync, mkdirSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { execFileSync } from "node:child_process";
 import { join } from "node:path";
 import { generateReleaseKey } from "../../../firmware-hooks/release";
@@ -84,5 +84,27 @@ describe("bad release and update input (built bundle)", () => {
     fail(gw(["update", "verify", fifo, "--config", s.cfgFile]), "RELEASE_MISMATCH", /app\.bin is a FIFO/);
     const fifoManifest = bundle((d) => (execFileSync("rm", [join(d, "gatewarden-release.json")]), execFileSync("mkfifo", [join(d, "gatewarden-release.json")])));
     fail(gw(["update", "verify", fifoManifest, "--config", s.cfgFile]), "RELEASE_INVALID", /gatewarden-release\.json is a FIFO/);
+  });
+
+  it("update status/verify/rollback: counter.json or pending.json holding null, a FIFO or a releases_dir file is UPDATE_STATE naming it, never counter 0", () => {
+    const s = site();
+    const state = join(s.gwDir, "data", "update");
+    mkdirSync(state, { recursive: true });
+    const good = bundle(() => undefined);
+    const counter = join(state, "counter.json");
+    writeFileSync(counter, "null");
+    for (const args of [["update", "status"], ["update", "verify", good]]) fail(gw([...args, "--config", s.cfgFile]), "UPDATE_STATE", new RegExp(`${counter} holds null, not a JSON object`));
+    rmSync(counter);
+    execFileSync("mkfifo", [counter]);
+    fail(gw(["update", "verify", good, "--config", s.cfgFile]), "UPDATE_STATE", new RegExp(`${counter} is not a regular file`));
+    rmSync(counter);
+    const pending = join(state, "pending.json");
+    writeFileSync(pending, "null");
+    for (const args of [["update", "status"], ["update", "rollback"]]) fail(gw([...args, "--config", s.cfgFile]), "UPDATE_STATE", new RegExp(`${pending} holds null, not a JSON object`));
+    writeFileSync(pending, JSON.stringify({ version: "1.0", counter: 1 }));
+    fail(gw(["update", "status", "--config", s.cfgFile]), "UPDATE_STATE", new RegExp(`${pending} is malformed: "engine"`));
+    rmSync(pending);
+    appendFileSync(s.cfgFile, `  releases_dir: ${manifest}\n`);
+    fail(gw(["update", "status", "--config", s.cfgFile]), "UPDATE_STATE", new RegExp(`update.releases_dir ${manifest} cannot be listed \\(it is not a directory`));
   });
 });
