@@ -3,7 +3,7 @@ import type { LoadedConfig } from "./config/load";
 import type { ControlServer } from "./control/server";
 import { describeError } from "./core/errors";
 import type { EventSink } from "./core/events";
-import { acceptDraft, acceptIntegrity, checkIntegrity, driftDraft, failedDraft, goneDraft, missingAtStartDraft, type CheckResult } from "../firmware-hooks/integrity";
+import { acceptDraft, checkIntegrity, stageAccept, driftDraft, failedDraft, goneDraft, missingAtStartDraft, type CheckResult } from "../firmware-hooks/integrity";
 
 /**
  * The daemon's integrity watch: measures at start (taking the first manifest if there is
@@ -46,7 +46,15 @@ export class IntegrityMonitor {
     try {
       let r = checkIntegrity(this.loaded);
       if (r.state === "no_manifest" && first) {
-        this.sink.record(acceptDraft(acceptIntegrity(this.loaded), "the daemon (no manifest at start)"));
+        // Recorded before it is in force: a record that fails leaves no manifest.
+        const a = stageAccept(this.loaded);
+        try {
+          this.sink.record(acceptDraft(a.result, "the daemon (no manifest at start)"));
+        } catch (e) {
+          a.discard();
+          throw e;
+        }
+        a.install();
         // A gateway that ran before had a manifest, unless integrity was configured just now:
         // taken afresh, whatever changed while it was missing is the reference from now on.
         if (this.previousBoot !== null) this.sink.record(missingAtStartDraft(r.manifest, this.previousBoot));

@@ -136,7 +136,7 @@ async function judge(
 /** A committed update changed the measured files on purpose: they become the integrity manifest (audited). */
 export async function remeasure(loaded: HookSite, version: string): Promise<void> {
   if (!loaded.config.integrity) return;
-  await loaded.audit(acceptDraft(acceptIntegrity(loaded), `update ${version}`));
+  await acceptIntegrity(loaded, (r) => loaded.audit(acceptDraft(r, `update ${version}`)));
 }
 
 /** Runs an engine or restart command (argv, no shell); UPDATE_STATE with its stderr when it fails. */

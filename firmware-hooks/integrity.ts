@@ -1,12 +1,14 @@
 import { createHash } from "node:crypto";
-import { existsSync, lstatSync, readdirSync, readFileSync, readlinkSync, realpathSync } from "node:fs";
-import { join, resolve } from "node:path";
+import { existsSync, lstatSync, readdirSync, readFileSync, readlinkSync, realpathSync, renameSync, rmSync } from "node:fs";
+import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { z } from "zod";
-import { DaemonError } from "../agent/core/errors";
+import { DaemonError, isDaemonError, pathUnusable } from "../agent/core/errors";
+import { makeDirs } from "../agent/core/dirs";
+import { writeFileAtomic } from "../agent/core/secret-files";
 import { OcsfClass } from "../agent/core/events";
 import type { EventDraft } from "../agent/core/events";
-import { writeDurable } from "./state";
+import { fsyncDir } from "./state";
 import type { ConfigFile, GatewayConfig } from "./site";
 
 /**
@@ -131,12 +133,64 @@ export function checkIntegrity(loaded: ConfigFile): CheckResult {
   return { state: hasDrift(drift) ? "drift" : "ok", manifest: i.manifest_path, accepted_at: base.time, files: Object.keys(now.files).length, drift };
 }
 
-export function acceptIntegrity(loaded: ConfigFile): { manifest: string; files: number; drift: Drift | null } {
+export interface AcceptResult {
+  manifest: string;
+  files: number;
+  drift: Drift | null;
+}
+
+/** A measurement written beside the manifest, not yet in force: `install` puts it in place, `discard` drops it. */
+export interface StagedAccept {
+  result: AcceptResult;
+  install(): void;
+  discard(): void;
+}
+
+/**
+ * Measures now and writes the measurement beside integrity.manifest_path (`.accepting`), so a
+ * path or disk that cannot take it fails before anything is recorded. The caller records the
+ * audit event and only then installs it (a rename): an accepted manifest always has its audit
+ * event; when the event cannot be recorded, the staged file is discarded and the old manifest stays.
+ */
+export function stageAccept(loaded: ConfigFile): StagedAccept {
   const i = integrityConfig(loaded);
-  const base = readManifestOrNone(i.manifest_path);
+  const path = i.manifest_path;
+  const base = readManifestOrNone(path);
   const now = measure(measuredPaths(loaded));
-  writeDurable(i.manifest_path, JSON.stringify(now, null, 1) + "\n");
-  return { manifest: i.manifest_path, files: Object.keys(now.files).length, drift: base ? compare(base, now) : null };
+  const staged = `${path}.accepting`;
+  makeDirs(dirname(path), "integrity.manifest_path directory");
+  try {
+    writeFileAtomic(staged, JSON.stringify(now, null, 1) + "\n", 0o600);
+  } catch (e) {
+    throw isDaemonError(e, "PATH_UNUSABLE") ? new DaemonError("PATH_UNUSABLE", `integrity.manifest_path ${path}: ${e.message}`, { cause: e }) : e;
+  }
+  return {
+    result: { manifest: path, files: Object.keys(now.files).length, drift: base ? compare(base, now) : null },
+    install: () => {
+      try {
+        renameSync(staged, path);
+        fsyncDir(dirname(path));
+      } catch (e) {
+        rmSync(staged, { force: true });
+        throw pathUnusable(path, "integrity.manifest_path", e as NodeJS.ErrnoException);
+      }
+    },
+    discard: () => rmSync(staged, { force: true }),
+  };
+}
+
+/** Takes the current files as the manifest, recorded by `record` (the audit event) before it is in force. */
+export async function acceptIntegrity<T>(loaded: ConfigFile, record: (r: AcceptResult) => Promise<T>): Promise<AcceptResult & { event: T }> {
+  const a = stageAccept(loaded);
+  let event: T;
+  try {
+    event = await record(a.result);
+  } catch (e) {
+    a.discard();
+    throw e;
+  }
+  a.install();
+  return { ...a.result, event };
 }
 
 function readManifestOrNone(path: string): Measurement | undefined {
@@ -196,7 +250,7 @@ export function failedDraft(error: string): EventDraft {
   return integrityFinding(`Integrity cannot be measured: ${error}`, "Integrity not measurable", { error });
 }
 
-export function acceptDraft(r: { manifest: string; files: number; drift: Drift | null }, by: string): EventDraft {
+export function acceptDraft(r: AcceptResult, by: string): EventDraft {
   const n = r.drift ? r.drift.changed.length + r.drift.added.length + r.drift.missing.length : 0;
   return {
     class: "audit",

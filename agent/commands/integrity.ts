@@ -31,11 +31,12 @@ export function registerIntegrityCommands(program: Command): void {
     .action(
       async (opts: { config?: string; json?: boolean }) => {
         const loaded = loadConfig(locateConfig(opts.config));
-        const r = acceptIntegrity(loaded);
-        const ev = await recordAudit(loaded, acceptDraft(r, `${userInfo().username} (gatewarden integrity accept)`));
+        // Recorded before it is in force: an audit that fails leaves the old manifest.
+        const r = await acceptIntegrity(loaded, (a) => recordAudit(loaded, acceptDraft(a, `${userInfo().username} (gatewarden integrity accept)`)));
+        const ev = r.event;
         // A running daemon re-measures at once against the new manifest.
         await controlCall(loaded.config.control.socket, "integrity.check").catch(() => undefined);
-        report(opts.json, { ...r, event: ev }, () => [`accepted ${r.files} files into ${r.manifest} (event ${ev.boot}:${ev.seq} via ${ev.via})`, ...(r.drift ? lines(r.drift) : [])].join("\n"));
+        report(opts.json, r, () => [`accepted ${r.files} files into ${r.manifest} (event ${ev.boot}:${ev.seq} via ${ev.via})`, ...(r.drift ? lines(r.drift) : [])].join("\n"));
       },
     );
 }

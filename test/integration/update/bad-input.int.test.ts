@@ -1,5 +1,5 @@
 import { afterAll, describe, expect, it } from "vitest";
-import { appendFileSync, mkdirSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import { appendFileSync, existsSync, mkdirSync, readFileSync, renameSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { execFileSync } from "node:child_process";
 import { join } from "node:path";
 import { generateReleaseKey } from "../../../firmware-hooks/release";
@@ -106,5 +106,27 @@ describe("bad release and update input (built bundle)", () => {
     rmSync(pending);
     appendFileSync(s.cfgFile, `  releases_dir: ${manifest}\n`);
     fail(gw(["update", "status", "--config", s.cfgFile]), "UPDATE_STATE", new RegExp(`update.releases_dir ${manifest} cannot be listed \\(it is not a directory`));
+  });
+
+  it("integrity accept: an audit that cannot be recorded leaves the old manifest; a manifest_path under /proc names integrity.manifest_path", () => {
+    const s = site();
+    const hook = join(t.dir, `hook-${n++}.sh`);
+    writeFileSync(hook, "#!/bin/sh\n");
+    appendFileSync(s.cfgFile, `\nintegrity:\n  paths: [${hook}]\n`);
+    expect(gw(["integrity", "accept", "--config", s.cfgFile]).code).toBe(0);
+    const manifestFile = join(s.gwDir, "data", "integrity.json");
+    const before = readFileSync(manifestFile, "utf8");
+    writeFileSync(hook, "#!/bin/sh\necho changed\n");
+    const outbox = join(s.gwDir, "data", "outbox.db");
+    renameSync(outbox, `${outbox}.good`);
+    writeFileSync(outbox, "garbage");
+    fail(gw(["integrity", "accept", "--config", s.cfgFile]), "OUTBOX_OPEN", /outbox/);
+    expect(readFileSync(manifestFile, "utf8")).toBe(before);
+    expect(existsSync(`${manifestFile}.accepting`)).toBe(false);
+    expect(gw(["integrity", "check", "--config", s.cfgFile]).stdout).toMatch(/drift/);
+    rmSync(outbox);
+    renameSync(`${outbox}.good`, outbox);
+    appendFileSync(s.cfgFile, "  manifest_path: /proc/self/gw-integrity.json\n");
+    fail(gw(["integrity", "accept", "--config", s.cfgFile]), "PATH_UNUSABLE", /^error\[PATH_UNUSABLE\]: integrity\.manifest_path \/proc\/self\/gw-integrity\.json/);
   });
 });
