@@ -6,7 +6,7 @@ import { canonicalize } from "../agent/core/canonical";
 import { signBytes, verifyBytes } from "../agent/core/sign";
 import { DaemonError, pathUnusable } from "../agent/core/errors";
 import { fingerprint, loadEd25519PrivateKey } from "../agent/core/keys";
-import { writeNewFile } from "../agent/core/secret-files";
+import { writeNewFiles } from "../agent/core/secret-files";
 
 /**
  * A Gatewarden release manifest: which version, for which device class, which files (SHA-256)
@@ -41,11 +41,14 @@ export interface SignedRelease {
   signatures: { key: string; sig: string }[];
 }
 
-/** `gatewarden release keys init`: release.key (0600) and release.pub in `dir`. */
+/** `gatewarden release keys init` (and `soc command-key init`): release.key (0600) and release.pub in `dir`, both or neither. */
 export function generateReleaseKey(privPath: string, pubPath: string): string {
   const { privateKey, publicKey } = generateKeyPairSync("ed25519");
-  writeNewFile(privPath, privateKey.export({ format: "pem", type: "pkcs8" }) as string, 0o600);
-  writeNewFile(pubPath, publicKey.export({ format: "pem", type: "spki" }) as string, 0o644);
+  // Both or neither: a private key left by a full disk would make the retry fail with KEY_EXISTS.
+  writeNewFiles([
+    { path: privPath, data: privateKey.export({ format: "pem", type: "pkcs8" }) as string, mode: 0o600 },
+    { path: pubPath, data: publicKey.export({ format: "pem", type: "spki" }) as string, mode: 0o644 },
+  ]);
   return fingerprint(publicKey);
 }
 

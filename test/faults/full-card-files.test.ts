@@ -63,6 +63,36 @@ describe("files written on a full card", () => {
     expect([...outcomes]).toEqual(expect.arrayContaining(["keys/device.key", "keys/device.pub", "gatewarden.yaml", "gatewarden.schema.json", "made"]));
   });
 
+  it.skipIf(why !== undefined)(`release keys init and soc command-key init on a full disk leave no key behind, so the retry works${why ? ` [skipped: ${why}]` : ""}`, () => {
+    const t = tempDir();
+    cleanups.push(t.cleanup);
+    const fs = smallTmpfs(t.dir, 1);
+    cleanups.push(() => fs.unmount());
+    const filler = join(fs.mnt, "filler");
+    for (const [args, base] of [[["release", "keys", "init"], "release"], [["soc", "command-key", "init"], "command"]] as const) {
+      const dir = join(fs.mnt, base);
+      const stopped = new Set<string>();
+      // No free page: the private key stops it; one: its public half does (each takes a page).
+      for (const pages of [0, 1]) {
+        rmSync(dir, { recursive: true, force: true });
+        rmSync(filler, { force: true });
+        const st = statfsSync(fs.mnt);
+        writeFileSync(filler, Buffer.alloc((st.bavail - pages) * st.bsize));
+        const r = gw([...args, "--dir", dir]);
+        expect(r.code, r.stderr).toBe(1);
+        const m = /^error\[PATH_UNUSABLE\]: file (\S+) cannot be used: the disk is full \(ENOSPC\)$/m.exec(r.stderr);
+        expect(m, r.stderr).not.toBeNull();
+        stopped.add(m![1]!.slice(dir.length + 1));
+        expect(readdirSync(dir), args.join(" ")).toEqual([]);
+      }
+      expect([...stopped].sort()).toEqual([`${base}.key`, `${base}.pub`]);
+      rmSync(filler, { force: true });
+      const again = gw([...args, "--dir", dir]);
+      expect(again.code, again.stderr).toBe(0);
+      expect(readdirSync(dir).sort()).toEqual([`${base}.key`, `${base}.pub`]);
+    }
+  });
+
   it.skipIf(why !== undefined)(`the SOC receiver's output on a full disk: nothing is committed until it is written whole, then every event, no hole${why ? ` [skipped: ${why}]` : ""}`, async () => {
     const t = tempDir();
     cleanups.push(t.cleanup);
