@@ -72,12 +72,28 @@ export function measure(paths: readonly string[]): Measurement {
       files[p] = "missing";
       return;
     }
+    // A file or directory that exists but cannot be read is not measured as anything: the
+    // measurement fails, naming it (the daemon records that as a finding), rather than crash.
+    const unreadable = (e: unknown) =>
+      new DaemonError("PATH_UNUSABLE", `integrity: the measured ${st.isDirectory() ? "directory" : "file"} ${p} cannot be read (${(e as NodeJS.ErrnoException).code ?? (e as Error).message}); make it readable or take it out of integrity.paths`, { cause: e });
     if (st.isDirectory()) {
-      for (const name of readdirSync(p).sort()) add(join(p, name));
+      let names: string[];
+      try {
+        names = readdirSync(p).sort();
+      } catch (e) {
+        throw unreadable(e);
+      }
+      for (const name of names) add(join(p, name));
       return;
     }
     if (++n > MAX_FILES) throw new DaemonError("CONFIG_INVALID", `integrity.paths: more than ${MAX_FILES} files to measure`);
-    files[p] = st.isFile() ? createHash("sha256").update(readFileSync(p)).digest("hex") : st.isSymbolicLink() ? `link:${readlinkSync(p)}` : "special";
+    if (st.isFile()) {
+      try {
+        files[p] = createHash("sha256").update(readFileSync(p)).digest("hex");
+      } catch (e) {
+        throw unreadable(e);
+      }
+    } else files[p] = st.isSymbolicLink() ? `link:${readlinkSync(p)}` : "special";
   };
   // A named path is followed through symlinks (e.g. releases/current); links inside are recorded as links.
   for (const p of paths) add(existsSync(p) ? realpathSync(p) : resolve(p));

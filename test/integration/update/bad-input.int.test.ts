@@ -129,4 +129,13 @@ describe("bad release and update input (built bundle)", () => {
     appendFileSync(s.cfgFile, "  manifest_path: /proc/self/gw-integrity.json\n");
     fail(gw(["integrity", "accept", "--config", s.cfgFile]), "PATH_UNUSABLE", /^error\[PATH_UNUSABLE\]: integrity\.manifest_path \/proc\/self\/gw-integrity\.json/);
   });
+
+  it("integrity check/accept: a measured file that cannot be read (integrity.paths: [/proc/self]) is PATH_UNUSABLE naming it, no manifest taken", () => {
+    const s = site();
+    appendFileSync(s.cfgFile, "\nintegrity:\n  paths: [/proc/self]\n");
+    for (const cmd of ["check", "accept"]) {
+      fail(gw(["integrity", cmd, "--config", s.cfgFile]), "PATH_UNUSABLE", /^error\[PATH_UNUSABLE\]: integrity: the measured file \/proc\/\d+\/\S+ cannot be read \(E[A-Z]+\); make it readable or take it out of integrity\.paths$/m);
+    }
+    expect(existsSync(join(s.gwDir, "data", "integrity.json"))).toBe(false);
+  });
 });
