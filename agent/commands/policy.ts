@@ -4,10 +4,10 @@
  *   policy learn   propose a policy from recorded decisions (JSON lines of `modbus proxy`)
  *   policy replay  what a candidate policy would have blocked in recorded traffic
  */
-import { writeFileSync } from "node:fs";
 import type { Command } from "commander";
 import { stringify as stringifyYaml } from "yaml";
-import { DaemonError } from "../core/errors";
+import { DaemonError, isDaemonError } from "../core/errors";
+import { writeFileAtomic } from "../core/secret-files";
 import { decideFailClosed } from "../../protocols/policy";
 import { describeAccesses, readRecordsFile } from "../../protocols/modbus/policy/decision-record";
 import type { PeerIdentity } from "../../protocols/modbus/policy/identity";
@@ -70,12 +70,19 @@ export function registerPolicy(program: Command, deps: CliDeps): void {
     .option("--out <file>", "write the proposal here instead of stdout")
     .option("--json", "print JSON instead of YAML")
     .action((o: { input: string; includeDenied?: boolean; out?: string; json?: boolean }) => {
-      const records = readRecordsFile(o.input);
-      const { policy: p, used } = learnPolicy(records, { include: o.includeDenied ? "all" : "allowed" });
+      const input = readRecordsFile(o.input);
+      err(input.warning);
+      const { policy: p, used } = learnPolicy(input.records, { include: o.includeDenied ? "all" : "allowed" });
       parsePolicy(p, "learned policy");
-      const text = o.json ? JSON.stringify(p, null, 2) + "\n" : `# Proposed by \`gatewarden policy learn\` from ${used} recorded requests.\n# It allows exactly what was seen: review every line before use.\n` + stringifyYaml(p);
+      const skipped = input.skipped ? ` (${input.skipped} input line${input.skipped === 1 ? "" : "s"} skipped: not decision records)` : "";
+      const text = o.json ? JSON.stringify(p, null, 2) + "\n" : `# Proposed by \`gatewarden policy learn\` from ${used} recorded requests${skipped}.\n# It allows exactly what was seen: review every line before use.\n` + stringifyYaml(p);
       if (o.out) {
-        writeFileSync(o.out, text);
+        // Whole or not at all (a daemon may take it at reload); a path it cannot write names --out.
+        try {
+          writeFileAtomic(o.out, text, 0o644);
+        } catch (e) {
+          throw isDaemonError(e, "PATH_UNUSABLE") ? new DaemonError("PATH_UNUSABLE", `--out: ${e.message}`, { cause: e }) : e;
+        }
         err(`Wrote ${o.out} (${Object.keys(p.roles ?? {}).length} roles from ${used} requests). A daemon whose modbus.policy_file this is takes it at \`gatewarden reload\`.\n`);
       } else out(text);
     });
@@ -89,7 +96,9 @@ export function registerPolicy(program: Command, deps: CliDeps): void {
     .option("--json", "print JSON")
     .action((o: { policy: string; input: string; window: string; json?: boolean }) => {
       if (o.window !== "open" && o.window !== "closed") throw new DaemonError("USAGE", "--window must be open or closed");
-      const rep = replayPolicy(readPolicyFile(o.policy), readRecordsFile(o.input), { windows: o.window });
+      const input = readRecordsFile(o.input);
+      err(input.warning);
+      const rep = { ...replayPolicy(readPolicyFile(o.policy), input.records, { windows: o.window }), lines_skipped: input.skipped };
       if (o.json) return out(JSON.stringify(rep) + "\n");
       out(`${rep.replayed} requests replayed (${rep.skipped} malformed skipped): ${rep.allowed} allowed, ${rep.denied} denied; ${rep.newly_denied} allowed then would now be denied, ${rep.newly_allowed} denied then would now be allowed.\n`);
       for (const [rule, n] of Object.entries(rep.by_rule).sort((a, b) => b[1] - a[1])) out(`  ${n}\t${rule}\n`);

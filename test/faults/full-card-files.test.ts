@@ -93,6 +93,22 @@ describe("files written on a full card", () => {
     }
   });
 
+  it.skipIf(why !== undefined)(`policy learn --out on a full disk is PATH_UNUSABLE naming --out, and leaves no torn or temp file${why ? ` [skipped: ${why}]` : ""}`, () => {
+    const t = tempDir();
+    cleanups.push(t.cleanup);
+    const fs = smallTmpfs(t.dir, 1);
+    cleanups.push(() => fs.unmount());
+    const input = join(t.dir, "traffic.jsonl");
+    writeFileSync(input, JSON.stringify({ ts: 1000, listener: "cli", identity: "ip:10.0.0.5", transport: "tcp", address: "10.0.0.5", unit: 1, fc: 3, function: "read_holding_registers", allow: true, rule: "x", request: "0300000002" }) + "\n");
+    const st = statfsSync(fs.mnt);
+    writeFileSync(join(fs.mnt, "filler"), Buffer.alloc(st.bavail * st.bsize));
+    const out = join(fs.mnt, "policy.yaml");
+    const r = gw(["policy", "learn", "--input", input, "--out", out]);
+    expect(r.code, r.stderr).toBe(1);
+    expect(r.stderr).toMatch(new RegExp(`^error\\[PATH_UNUSABLE\\]: --out: file ${out} cannot be used: the disk is full \\(ENOSPC\\)$`, "m"));
+    expect(files(fs.mnt)).toEqual(["filler"]);
+  });
+
   it.skipIf(why !== undefined)(`the SOC receiver's output on a full disk: nothing is committed until it is written whole, then every event, no hole${why ? ` [skipped: ${why}]` : ""}`, async () => {
     const t = tempDir();
     cleanups.push(t.cleanup);

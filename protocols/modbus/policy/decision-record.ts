@@ -91,35 +91,66 @@ export function recordIdentity(r: DecisionRecord): PeerIdentity {
 }
 
 /** Read JSON lines of decision records; blank lines and lines that are not records (or whose
- * `count` is not a positive integer) are skipped. */
-export function parseRecords(text: string): { records: DecisionRecord[]; skipped: number } {
+ * `count` is not a positive integer) are skipped, and counted: `skipped`, and the 1-based
+ * number of the first one. */
+export function parseRecords(text: string): { records: DecisionRecord[]; skipped: number; firstSkipped?: number } {
   const records: DecisionRecord[] = [];
   let skipped = 0;
-  for (const line of text.split("\n")) {
-    const t = line.trim();
+  let firstSkipped: number | undefined;
+  const lines = text.split("\n");
+  for (let i = 0; i < lines.length; i++) {
+    const t = lines[i]!.trim();
     if (!t) continue;
+    let ok = false;
     try {
       const r = JSON.parse(t) as DecisionRecord;
-      if (typeof r === "object" && r && typeof r.unit === "number" && typeof r.fc === "number" && (r.transport === "tcp" || r.transport === "tls") && typeof r.address === "string" && (r.count === undefined || (Number.isSafeInteger(r.count) && r.count > 0))) records.push(r);
-      else skipped++;
+      ok = typeof r === "object" && !!r && typeof r.unit === "number" && typeof r.fc === "number" && (r.transport === "tcp" || r.transport === "tls") && typeof r.address === "string" && (r.count === undefined || (Number.isSafeInteger(r.count) && r.count > 0));
+      if (ok) records.push(r);
     } catch {
+      ok = false;
+    }
+    if (!ok) {
       skipped++;
+      firstSkipped ??= i + 1;
     }
   }
-  return { records, skipped };
+  return { records, skipped, ...(firstSkipped === undefined ? {} : { firstSkipped }) };
 }
 
 export function functionName(fc: number): string {
   return FUNCTION_NAMES[fc] ?? `fc${fc}`;
 }
 
-/** Decision records from a file of JSON lines (`-`: stdin); INPUT_INVALID when it cannot be read. */
-export function readRecordsFile(path: string): DecisionRecord[] {
+export interface RecordsRead {
+  records: DecisionRecord[];
+  /** Lines that are not decision records, skipped (0: none). */
+  skipped: number;
+  /** What to tell the operator about the skipped lines ("" when none was). */
+  warning: string;
+}
+
+/**
+ * Decision records from a file of JSON lines (`-`: stdin), with the lines it skipped counted.
+ * INPUT_INVALID naming the file when it cannot be read or holds no decision record at all
+ * (learning from it would propose an empty policy, replaying it would say nothing).
+ */
+export function readRecordsFile(path: string): RecordsRead {
   let text: string;
   try {
     text = path === "-" ? readFileSync(0, "utf8") : readFileSync(path, "utf8");
   } catch (e) {
     throw new DaemonError("INPUT_INVALID", `cannot read ${path} (${(e as Error).message})`, { cause: e });
   }
-  return parseRecords(text).records;
+  const name = path === "-" ? "standard input" : path;
+  const r = parseRecords(text);
+  if (r.records.length === 0) {
+    throw new DaemonError(
+      "INPUT_INVALID",
+      r.skipped === 0
+        ? `--input ${name} is empty: it holds no decision record (JSON lines as printed by \`modbus proxy\`)`
+        : `--input ${name} holds no decision record: none of its ${r.skipped} non-blank lines is one (JSON lines as printed by \`modbus proxy\`; line ${r.firstSkipped} is not)`,
+    );
+  }
+  const warning = r.skipped ? `warning: --input ${name}: ${r.skipped === 1 ? "1 line is not a decision record and was" : `${r.skipped} lines are not decision records and were`} skipped (the first at line ${r.firstSkipped})\n` : "";
+  return { records: r.records, skipped: r.skipped, warning };
 }

@@ -130,6 +130,46 @@ describe("policy learn and replay", () => {
   });
 });
 
+describe("policy learn and replay: input and output they cannot use", () => {
+  const good = JSON.stringify({ ts: 1000, listener: "cli", identity: "ip:10.0.0.5", transport: "tcp", address: "10.0.0.5", unit: 1, fc: 3, function: "read_holding_registers", allow: true, rule: "x", request: "0300000002" });
+
+  it("an input with no decision record at all (garbage, /proc/self/status, empty) is INPUT_INVALID naming it, not an empty policy", async () => {
+    const garbage = join(dir, "garbage.txt");
+    writeFileSync(garbage, "garbage\nmore\n");
+    const empty = join(dir, "empty.txt");
+    writeFileSync(empty, "");
+    for (const [f, text] of [[garbage, /--input .*garbage\.txt holds no decision record: none of its 2 non-blank lines is one .*line 1 is not/], ["/proc/self/status", /--input \/proc\/self\/status holds no decision record/], [empty, /--input .*empty\.txt is empty/]] as const) {
+      for (const args of [["policy", "learn", "--input", f], ["policy", "replay", "--policy", policyFile, "--input", f]]) {
+        const r = await run(args);
+        expect(isDaemonError(r.error, "INPUT_INVALID"), `${args.join(" ")}: ${String(r.error)}`).toBe(true);
+        expect((r.error as Error).message).toMatch(text);
+        expect(r.out).toBe("");
+      }
+    }
+  });
+
+  it("lines that are not decision records are counted and said, in learn and replay", async () => {
+    const mixed = join(dir, "mixed.jsonl");
+    writeFileSync(mixed, `${good}\nnot json\nnull\n${good}\n`);
+    const learned = await run(["policy", "learn", "--input", mixed]);
+    expect(learned.err).toBe(`warning: --input ${mixed}: 2 lines are not decision records and were skipped (the first at line 2)\n`);
+    expect(learned.out).toContain("from 2 recorded requests (2 input lines skipped: not decision records)");
+    const rep = await run(["policy", "replay", "--policy", policyFile, "--input", mixed, "--json"]);
+    expect(JSON.parse(rep.out)).toMatchObject({ replayed: 2, lines_skipped: 2 });
+    expect(rep.err).toMatch(/2 lines are not decision records and were skipped/);
+  });
+
+  it("policy learn --out a directory or under a missing directory is PATH_UNUSABLE naming --out", async () => {
+    const input = join(dir, "one.jsonl");
+    writeFileSync(input, `${good}\n`);
+    for (const [out, why] of [[dir, /it is a directory \(EISDIR\)/], [join(dir, "missing", "p.yaml"), /its directory does not exist \(ENOENT\)/], ["/proc/gw-policy.yaml", /.+\(E[A-Z]+\)/]] as const) {
+      const r = await run(["policy", "learn", "--input", input, "--out", out]);
+      expect(isDaemonError(r.error, "PATH_UNUSABLE"), `${out}: ${String(r.error)}`).toBe(true);
+      expect((r.error as Error).message).toMatch(new RegExp(`^--out: file ${out.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")} cannot be used: ${why.source}`));
+    }
+  });
+});
+
 describe("window commands through the control socket", () => {
   it("open, list and close reach the daemon's window store", async () => {
     const sockPath = join(dir, "ctl", "control.sock");
