@@ -55,9 +55,11 @@ export class LazyFs {
     this.proc = p;
     let err = "";
     p.stderr!.on("data", (d: Buffer) => (err = (err + d.toString()).slice(-2000)));
-    const end = Date.now() + 20_000;
+    // A bound, not a wait: a FUSE mount on 2 shared cores beside a second test run once took over 20 s.
+    const start = Date.now();
     while (!this.mounted()) {
-      if (p.exitCode !== null || Date.now() > end) throw new Error(`LazyFS did not mount ${this.mnt}: ${err}`);
+      const how = p.exitCode !== null || p.signalCode !== null ? `LazyFS exited (${p.exitCode ?? p.signalCode})` : Date.now() - start > 60_000 ? "not mounted after 60 s" : undefined;
+      if (how) throw new Error(`LazyFS did not mount ${this.mnt}: ${how}; its stderr: ${err || "(empty)"}`);
       await sleep(50);
     }
   }
