@@ -45,7 +45,11 @@ export function controlStream(
       while ((nl = buf.indexOf("\n")) >= 0) {
         const line = buf.slice(0, nl);
         buf = buf.slice(nl + 1);
-        const msg = JSON.parse(line) as ControlResponse | { id: number; event: unknown };
+        const msg = parseLine(line);
+        if (msg === undefined) {
+          finish(new DaemonError("CONTROL_UNAVAILABLE", `the socket ${path} answered something that is not the daemon's control protocol (is control.socket another service's socket?)`));
+          return;
+        }
         if ("event" in msg) {
           onEvent(msg.event);
           continue;
@@ -54,11 +58,28 @@ export function controlStream(
           opts.onResult?.(msg.result);
           finish();
         } else {
-          const code = (msg.error.code in ErrorCodes ? msg.error.code : "CONTROL_BAD_REQUEST") as ErrorCode;
+          const code = (Object.hasOwn(ErrorCodes, msg.error.code) ? msg.error.code : "CONTROL_BAD_REQUEST") as ErrorCode;
           finish(new DaemonError(code, msg.error.message));
         }
       }
     });
     sock.on("close", () => finish());
   });
+}
+
+/** One line of the daemon's answer, or undefined when it is not the control protocol's shape. */
+function parseLine(line: string): ControlResponse | { id: number; event: unknown } | undefined {
+  let msg: unknown;
+  try {
+    msg = JSON.parse(line);
+  } catch {
+    return undefined;
+  }
+  if (typeof msg !== "object" || msg === null || Array.isArray(msg)) return undefined;
+  const m = msg as Record<string, unknown>;
+  if ("event" in m) return m as { id: number; event: unknown };
+  if (m.ok === true) return m as ControlResponse;
+  const err = m.error as Record<string, unknown> | null | undefined;
+  if (m.ok === false && typeof err === "object" && err !== null && typeof err.code === "string" && typeof err.message === "string") return m as ControlResponse;
+  return undefined;
 }
