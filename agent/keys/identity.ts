@@ -37,6 +37,7 @@ export function parseTrust(text: string, origin: string): DeviceTrust & { key: K
   } catch {
     throw new DaemonError("TRUST_INVALID", `${origin} is not JSON (expected the output of \`gatewarden keys export-public\`)`);
   }
+  if (typeof t !== "object" || t === null || Array.isArray(t)) throw new DaemonError("TRUST_INVALID", `${origin} is not a JSON object (expected the output of \`gatewarden keys export-public\`)`);
   if (typeof t.device !== "string" || !DEVICE_ID.test(t.device)) throw new DaemonError("TRUST_INVALID", `${origin}: "device" is missing or not a valid device id`);
   if (t.alg !== "ed25519") throw new DaemonError("TRUST_INVALID", `${origin}: "alg" must be "ed25519"`);
   const raw = Buffer.from(String(t.public_key ?? ""), "base64");

@@ -247,7 +247,14 @@ export class TrustStore {
     const stamps = new Map<string, string>();
     this.stamp = dirStamp(this.dir);
     if (existsSync(d)) {
-      for (const f of readdirSync(d)) {
+      let names: string[];
+      try {
+        names = readdirSync(d);
+      } catch (e) {
+        const err = e as NodeJS.ErrnoException;
+        throw new DaemonError("TRUST_INVALID", `trusted key directory ${d} cannot be read: ${err.code === "ENOTDIR" ? "it is a file, not a directory" : err.message}${err.code ? ` (${err.code})` : ""}`, { cause: e });
+      }
+      for (const f of names) {
         if (!f.endsWith(".json")) continue;
         const st = fileStamp(join(d, f));
         const file = readDeviceFile(join(d, f));
@@ -329,19 +336,27 @@ export function before(a: Position, b: Position): boolean {
 
 /** A device trust file: the current format, or the single-key one `trust add` wrote before. */
 function readDeviceFile(path: string): DeviceTrustFile {
-  const text = readFileSync(path, "utf8");
+  let text: string;
+  try {
+    text = readFileSync(path, "utf8");
+  } catch (e) {
+    const err = e as NodeJS.ErrnoException;
+    throw new DaemonError("TRUST_INVALID", `trust file ${path} cannot be read: ${err.code === "EISDIR" ? "it is a directory" : err.message}${err.code ? ` (${err.code})` : ""}`, { cause: e });
+  }
   let o: Partial<DeviceTrustFile> & { public_key?: string };
   try {
     o = JSON.parse(text) as typeof o;
   } catch {
     throw new DaemonError("TRUST_INVALID", `${path} is not JSON`);
   }
+  if (typeof o !== "object" || o === null || Array.isArray(o)) throw new DaemonError("TRUST_INVALID", `${path} is not a JSON object (expected a device's trust file: "device", "alg" and "keys")`);
   if (!Array.isArray(o.keys)) {
     const t = parseTrust(text, path);
     return { device: t.device, alg: "ed25519", keys: [{ public_key: t.public_key, fingerprint: t.fingerprint, from_boot: null, until_boot: null, added_at: null, added_by: null }] };
   }
   if (!o.keys.length) throw new DaemonError("TRUST_INVALID", `${path}: "keys" is empty`);
-  for (const k of o.keys) {
+  for (const [i, k] of o.keys.entries()) {
+    if (typeof k !== "object" || k === null || Array.isArray(k)) throw new DaemonError("TRUST_INVALID", `${path}: "keys"[${i}] is not an object (expected "public_key", "fingerprint", "from_boot" and "until_boot")`);
     parseTrust(JSON.stringify({ device: o.device, alg: "ed25519", public_key: k.public_key, fingerprint: k.fingerprint }), path);
     if ((k.from_boot !== null && !Number.isSafeInteger(k.from_boot)) || (k.until_boot !== null && !Number.isSafeInteger(k.until_boot))) throw new DaemonError("TRUST_INVALID", `${path}: "from_boot"/"until_boot" must be whole numbers or null`);
     if ((k.from_seq !== undefined && !Number.isSafeInteger(k.from_seq)) || (k.until_seq !== undefined && !Number.isSafeInteger(k.until_seq))) throw new DaemonError("TRUST_INVALID", `${path}: "from_seq"/"until_seq" must be whole numbers when present`);

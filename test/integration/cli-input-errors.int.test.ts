@@ -1,5 +1,6 @@
 import { afterAll, describe, expect, it } from "vitest";
 import { createServer, type Server } from "node:net";
+import { cpSync, mkdirSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { gw, gwAsync } from "../helpers/cli";
 import { makeSite, tempDir } from "../helpers/fixture";
@@ -43,4 +44,39 @@ describe("malformed inputs and peers (built bundle)", () => {
       }
     }
   }, 120_000);
+
+  it("a malformed trust store is TRUST_INVALID naming the file, in trust list, remove, verify and receive", () => {
+    const s = site();
+    const device = `gw-${n - 1}`;
+    const out = join(s.socDir, "empty.jsonl");
+    writeFileSync(out, "");
+    const cases: [string, (dir: string) => void, string][] = [
+      ["trusted/ is a file", (d) => (rmSync(join(d, "trusted"), { recursive: true }), writeFileSync(join(d, "trusted"), "")), "trusted key directory DIR/trusted cannot be read: it is a file, not a directory (ENOTDIR)"],
+      ["a device file is a directory", (d) => (rmSync(join(d, "trusted", `${device}.json`)), mkdirSync(join(d, "trusted", `${device}.json`))), `trust file DIR/trusted/${device}.json cannot be read: it is a directory (EISDIR)`],
+      ["a device file is null", (d) => writeFileSync(join(d, "trusted", `${device}.json`), "null\n"), `DIR/trusted/${device}.json is not a JSON object`],
+      ["a key is null", (d) => writeFileSync(join(d, "trusted", `${device}.json`), JSON.stringify({ device, alg: "ed25519", keys: [null] })), `DIR/trusted/${device}.json: "keys"[0] is not an object`],
+    ];
+    for (const [i, [what, spoil, message]] of cases.entries()) {
+      const dir = join(t.dir, `trust${i}`);
+      cpSync(s.socDir, dir, { recursive: true });
+      spoil(dir);
+      for (const args of [["soc", "trust", "list"], ["soc", "trust", "remove", device, "--until-boot", "3"], ["soc", "verify", out], ["soc", "receive", "--broker", "mqtt://127.0.0.1:1", "--out", join(dir, "out.jsonl")]]) {
+        const r = gw([...args, "--dir", dir]);
+        expect(r.code, `${what}: ${args.join(" ")}`).toBe(1);
+        const line = r.stderr.split("\n")[0]!;
+        // remove reads only the device's own file: with no trusted/ directory, the device is not trusted there
+        const expected = i === 0 && args[2] === "remove" ? `device ${device} is not trusted in ${join(dir, "trusted")}` : message.replace("DIR", dir);
+        expect(line.startsWith(`error[TRUST_INVALID]: ${expected}`), `${what}: ${args.join(" ")}: ${line}`).toBe(true);
+      }
+    }
+  });
+
+  it("soc trust add of a file holding null is TRUST_INVALID naming it", () => {
+    const s = site();
+    const f = join(s.socDir, "null.trust.json");
+    writeFileSync(f, "null\n");
+    const r = gw(["soc", "trust", "add", f, "--dir", s.socDir]);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toBe(`error[TRUST_INVALID]: ${f} is not a JSON object (expected the output of \`gatewarden keys export-public\`)\n`);
+  });
 });
