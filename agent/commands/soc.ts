@@ -2,11 +2,11 @@ import type { Command } from "commander";
 import { readFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { exitOnUncaught } from "../core/crash";
-import { DaemonError } from "../core/errors";
+import { DaemonError, pathUnusable } from "../core/errors";
 import Database from "better-sqlite3";
-import { existsSync } from "node:fs";
+import { existsSync, statSync } from "node:fs";
 import { generateSocKeys, loadSocSecretKey, parseTrust, socPublicKeyFile } from "../keys/identity";
-import { URL_CREDENTIALS } from "../mqtt-connection";
+import { brokerOptionsAuth, topicFilterProblem } from "../mqtt-connection";
 import { createLogger } from "../log";
 import { SocReceiver } from "../soc/receive";
 import { TrustStore } from "../soc/trust";
@@ -121,7 +121,10 @@ export function registerSoc(program: Command): void {
     .option("--dedupe-window <N>", "positions per device boot remembered for de-duplication", "100000")
     .action(
       async (opts: { broker: string; dir: string; out: string; ca?: string; cert?: string; key?: string; username?: string; passwordFile?: string; topic: string; share?: string; trustDir?: string; keyWaitMs: string; clientId?: string; gapTimeoutMs: string; silenceMs?: string; clockSkewMs?: string; dedupeWindow: string; mqttVersion: string; continuity?: string }) => {
-        if (URL_CREDENTIALS.test(opts.broker)) throw new DaemonError("USAGE", "--broker must not hold a user name or password: use --username and --password-file (0600)");
+        brokerOptionsAuth(opts);
+        const topicProblem = topicFilterProblem(opts.topic);
+        if (topicProblem) throw new DaemonError("USAGE", `--topic ${JSON.stringify(opts.topic)} is not an MQTT topic filter: ${topicProblem}`);
+        if (opts.trustDir !== undefined) existingDir(resolve(opts.trustDir), "--trust-dir");
         const log = createLogger("info", 2);
         const r = new SocReceiver({
           broker: opts.broker,
@@ -215,4 +218,16 @@ function mqttVersion(s: string): 4 | 5 {
 function continuityMode(s: string): boolean {
   if (s === "online" || s === "offline") return s === "online";
   throw new DaemonError("USAGE", `--continuity must be online or offline, not ${s}`);
+}
+
+/** A directory that must already exist (PATH_UNUSABLE naming `what` otherwise). */
+function existingDir(path: string, what: string): void {
+  let st;
+  try {
+    st = statSync(path);
+  } catch (e) {
+    const err = e as NodeJS.ErrnoException;
+    throw pathUnusable(path, what, err.code === "ENOENT" ? `it does not exist (${err.code})` : err);
+  }
+  if (!st.isDirectory()) throw pathUnusable(path, what, "it is not a directory");
 }

@@ -1,8 +1,8 @@
-import { X509Certificate } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { checkDataPath } from "../paths";
 import { DaemonError, type ErrorCode } from "../core/errors";
+import { readCertificate, readPlain } from "../core/tls-files";
 import { readSecretFile, readTlsKey } from "../core/secret-files";
 import { loadSocAckPublicKey, loadSocPublicKey } from "../keys/identity";
 import { loadDeviceKey } from "../core/keys";
@@ -112,23 +112,6 @@ function readSiteFile(path: string, points: string[]): SiteConfig {
   const issues = unknownSiteNames(site, text, path, new Set(points), among);
   if (issues.length) throw Object.assign(new DaemonError("SITE_INVALID", formatIssues(path, issues)), { issues });
   return site;
-}
-
-function readPlain(path: string, what: string, code: ErrorCode): Buffer {
-  try {
-    return readFileSync(path);
-  } catch (e) {
-    throw new DaemonError(code, `${what} ${path} cannot be read (${(e as NodeJS.ErrnoException).code ?? "error"})`);
-  }
-}
-
-function readCertificate(path: string, what: string): X509Certificate {
-  const bytes = readPlain(path, what, "TLS_SETUP");
-  try {
-    return new X509Certificate(bytes);
-  } catch (e) {
-    throw new DaemonError("TLS_SETUP", `${what} ${path} is not a certificate (PEM or DER): ${(e as Error).message}`);
-  }
 }
 
 type Check = <T>(key: (string | number)[], fn: () => T) => T | undefined;

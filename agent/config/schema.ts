@@ -1,7 +1,7 @@
 import { z } from "zod";
 import { DEVICE_ID } from "../keys/identity";
 import { MAX_BATCH_PLAINTEXT } from "../events/seal";
-import { URL_CREDENTIALS } from "../mqtt-connection";
+import { brokerUrlProblem, URL_CREDENTIALS } from "../mqtt-connection";
 import { modbusConfigSchema } from "../../protocols/modbus/config";
 import { pointsSchema } from "./points";
 import { opcuaConfigSchema } from "../../protocols/opcua/config";
@@ -44,7 +44,10 @@ export const upstreamSchema = z.strictObject({
   url: z
     .string()
     .refine((u) => !URL_CREDENTIALS.test(u), "must not hold a user name or password: set upstream.username, and put the password in a file (0600) named by upstream.password_file")
-    .regex(/^mqtts?:\/\/[^/\s]+(:\d+)?\/?$/, "must be mqtt://HOST[:PORT] or mqtts://HOST[:PORT]")
+    .superRefine((u, ctx) => {
+      const problem = brokerUrlProblem(u);
+      if (problem) ctx.addIssue({ code: "custom", message: problem });
+    })
     .optional(),
   ca: z.string().min(1).optional(),
   cert: z.string().min(1).optional(),

@@ -79,4 +79,33 @@ describe("malformed inputs and peers (built bundle)", () => {
     expect(r.code).toBe(1);
     expect(r.stderr).toBe(`error[TRUST_INVALID]: ${f} is not a JSON object (expected the output of \`gatewarden keys export-public\`)\n`);
   });
+
+  it("soc receive refuses a broker, TLS file, password file, trust dir or topic it cannot use, naming the option, before starting", () => {
+    const s = site();
+    const notCert = join(s.socDir, "soc.pub");
+    const out = join(s.socDir, "receive-out.jsonl");
+    const cases: [string[], string][] = [
+      [["--broker", "notaurl"], 'error[USAGE]: --broker "notaurl" must be mqtt://HOST[:PORT] or mqtts://HOST[:PORT]'],
+      [["--broker", "mqtt://[::1"], 'error[USAGE]: --broker "mqtt://[::1" must be mqtt://HOST[:PORT] or mqtts://HOST[:PORT], with a valid host and a port from 1 to 65535'],
+      [["--broker", "mqtt://h:99999"], 'error[USAGE]: --broker "mqtt://h:99999" must be mqtt://HOST[:PORT] or mqtts://HOST[:PORT], with a valid host and a port from 1 to 65535'],
+      [["--broker", "http://127.0.0.1:1883"], 'error[USAGE]: --broker "http://127.0.0.1:1883" must be mqtt://HOST[:PORT] or mqtts://HOST[:PORT]'],
+      [["--broker", "tcp://127.0.0.1:1883"], 'error[USAGE]: --broker "tcp://127.0.0.1:1883" must be mqtt://HOST[:PORT] or mqtts://HOST[:PORT]'],
+      [["--broker", ""], 'error[USAGE]: --broker "" must be mqtt://HOST[:PORT] or mqtts://HOST[:PORT]'],
+      [["--password-file", notCert], "error[USAGE]: --password-file needs --username: a broker takes a password only with a user name"],
+      [["--ca", join(s.socDir, "missing.pem")], `error[TLS_SETUP]: --ca ${join(s.socDir, "missing.pem")} cannot be read (ENOENT)`],
+      [["--ca", s.socDir], `error[TLS_SETUP]: --ca ${s.socDir} cannot be read (EISDIR)`],
+      [["--ca", notCert], `error[TLS_SETUP]: --ca ${notCert} is not a certificate (PEM or DER): `],
+      [["--cert", join(s.socDir, "missing.pem")], `error[TLS_SETUP]: --cert ${join(s.socDir, "missing.pem")} cannot be read (ENOENT)`],
+      [["--cert", notCert], `error[TLS_SETUP]: --cert ${notCert} is not a certificate (PEM or DER): `],
+      [["--trust-dir", join(s.socDir, "nowhere")], `error[PATH_UNUSABLE]: --trust-dir ${join(s.socDir, "nowhere")} cannot be used: it does not exist (ENOENT)`],
+      [["--trust-dir", notCert], `error[PATH_UNUSABLE]: --trust-dir ${notCert} cannot be used: it is not a directory`],
+      [["--topic", "#/bad"], 'error[USAGE]: --topic "#/bad" is not an MQTT topic filter: "#" must be the whole last level (level 1 is "#")'],
+      [["--topic", "a/b+"], 'error[USAGE]: --topic "a/b+" is not an MQTT topic filter: "+" must be a whole level (level 2 is "b+")'],
+    ];
+    for (const [args, message] of cases) {
+      const r = gw(["soc", "receive", "--dir", s.socDir, "--out", out, "--broker", "mqtt://127.0.0.1:1", ...args]);
+      expect(r.code, args.join(" ")).not.toBe(0);
+      expect(r.stderr.split("\n")[0]!.startsWith(message), `${args.join(" ")}: ${r.stderr}`).toBe(true);
+    }
+  }, 60_000);
 });
