@@ -1,13 +1,17 @@
 import type { Command as Cli } from "commander";
-import { existsSync, readFileSync } from "node:fs";
+import { readFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { report } from "./_output";
-import { DaemonError } from "../core/errors";
-import { brokerAuth, URL_CREDENTIALS } from "../mqtt-connection";
+import type { MqttClient } from "mqtt";
+import { DaemonError, describeError, pathUnusable } from "../core/errors";
+import { brokerOptionsAuth, redactUrl } from "../mqtt-connection";
+import { upstreamSchema } from "../config/schema";
+import { parsePolicyText } from "../../protocols/modbus/policy/schema";
+import { mqttVersion } from "./soc";
 import { DEVICE_ID } from "../keys/identity";
 import { loadEd25519PrivateKey } from "../core/keys";
 import { commandTopic } from "../soc-commands/service";
-import { newCommand, signCommand, type Action } from "../../firmware-hooks/commands";
+import { MODES, newCommand, signCommand, type Action } from "../../firmware-hooks/commands";
 import { addKeyInit } from "./release";
 import { writeDurable } from "../../firmware-hooks/state";
 
@@ -60,6 +64,16 @@ export function registerSocCommandCommands(program: Cli): void {
         if (v.arg && !arg) throw new DaemonError("USAGE", `${verb} needs ${v.arg === "policy" ? "a policy FILE" : `a ${v.arg}`}`);
         const validity = Number(opts.validityS);
         if (!Number.isInteger(validity) || validity < 1 || validity > 86_400) throw new DaemonError("USAGE", "--validity-s must be 1..86400");
+        const prefixOk = upstreamSchema.shape.topic_prefix.safeParse(opts.topicPrefix);
+        if (!prefixOk.success) throw new DaemonError("USAGE", `--topic-prefix ${JSON.stringify(opts.topicPrefix)} must be a topic prefix with no wildcards or spaces (the gateways' upstream.topic_prefix)`);
+        if (v.action === "proxy_mode" && !(MODES as readonly string[]).includes(arg!)) throw new DaemonError("USAGE", `proxy-mode takes one of ${MODES.join(", ")}, not ${JSON.stringify(arg)}`);
+        // Everything the broker connection needs is checked before a counter is used up.
+        const protocolVersion = opts.print ? 5 : mqttVersion(opts.mqttVersion);
+        let auth: ReturnType<typeof brokerOptionsAuth> | undefined;
+        if (!opts.print) {
+          if (!opts.broker) throw new DaemonError("USAGE", "--broker is required (or --print)");
+          auth = brokerOptionsAuth({ broker: opts.broker, ca: opts.ca, cert: opts.cert, key: opts.key });
+        }
         const dir = resolve(opts.dir);
         const key = loadEd25519PrivateKey(join(dir, "command.key"), "SOC command key");
         let value = arg;
@@ -69,29 +83,79 @@ export function registerSocCommandCommands(program: Cli): void {
           } catch (e) {
             throw new DaemonError("INPUT_INVALID", `policy file ${arg} cannot be read (${(e as NodeJS.ErrnoException).code ?? "error"})`);
           }
+          // The gateway would refuse it after verifying the signature: refuse it here, naming the file and key.
+          parsePolicyText(value, arg);
         }
         // A counter above every earlier one for this device, persisted before the command leaves.
         const file = join(dir, "command-counters.json");
-        const counters = existsSync(file) ? (JSON.parse(readFileSync(file, "utf8")) as Record<string, number>) : {};
+        const counters = readCounters(file);
         const counter = Math.max((counters[device] ?? 0) + 1, Date.now());
-        writeDurable(file, JSON.stringify({ ...counters, [device]: counter }) + "\n");
+        try {
+          writeDurable(file, JSON.stringify({ ...counters, [device]: counter }) + "\n");
+        } catch (e) {
+          throw e instanceof DaemonError ? e : pathUnusable(file, "command counter file", e as NodeJS.ErrnoException);
+        }
         const cmd = newCommand({ device, counter, action: v.action, args: v.arg ? { [v.arg]: value } : {}, validityMs: validity * 1000 });
         const msg = signCommand(cmd, key);
         if (opts.print) {
           process.stdout.write(msg + "\n");
           return;
         }
-        if (!opts.broker) throw new DaemonError("USAGE", "--broker is required (or --print)");
-        if (URL_CREDENTIALS.test(opts.broker)) throw new DaemonError("USAGE", "--broker must not hold a user name or password");
         const mqtt = (await import("mqtt")).default;
-        const client = await mqtt.connectAsync(opts.broker, { protocolVersion: opts.mqttVersion === "4" ? 4 : 5, clean: true, reconnectPeriod: 0, connectTimeout: 10_000, ...brokerAuth({ ca: opts.ca, cert: opts.cert, key: opts.key }, "broker") });
+        let client: MqttClient;
+        try {
+          client = await mqtt.connectAsync(opts.broker!, { protocolVersion, clean: true, reconnectPeriod: 0, connectTimeout: 10_000, ...auth });
+        } catch (e) {
+          throw brokerFailure(opts.broker!, "connecting", e);
+        }
         const topic = commandTopic(opts.topicPrefix, device);
         try {
           await client.publishAsync(topic, msg, { qos: 1, retain: false });
+        } catch (e) {
+          throw brokerFailure(opts.broker!, `publishing on ${topic}`, e);
         } finally {
           await client.endAsync();
         }
         report(opts.json, { device, topic, action: cmd.action, counter: cmd.counter, expires: new Date(cmd.expires).toISOString() }, () => `sent ${cmd.action} to ${device} on ${topic} (counter ${cmd.counter}, expires ${new Date(cmd.expires).toISOString()})`);
       },
     );
+}
+
+/**
+ * The counters sent so far, per device: {} when the file does not exist yet; INPUT_INVALID or
+ * PATH_UNUSABLE naming it otherwise (it is never rewritten from what it could not read).
+ */
+function readCounters(file: string): Record<string, number> {
+  let text: string;
+  try {
+    text = readFileSync(file, "utf8");
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === "ENOENT") return {};
+    throw pathUnusable(file, "command counter file", e as NodeJS.ErrnoException);
+  }
+  let o: unknown;
+  try {
+    o = JSON.parse(text);
+  } catch {
+    throw new DaemonError("INPUT_INVALID", `command counter file ${file} is not JSON (expected {"DEVICE": counter, ...}); restore it, or remove it only if every gateway's counter is older than now`);
+  }
+  if (typeof o !== "object" || o === null || Array.isArray(o)) throw new DaemonError("INPUT_INVALID", `command counter file ${file} is not a JSON object (expected {"DEVICE": counter, ...})`);
+  for (const [device, n] of Object.entries(o)) {
+    if (!Number.isSafeInteger(n) || (n as number) < 0) throw new DaemonError("INPUT_INVALID", `command counter file ${file}: the counter of ${JSON.stringify(device)} is ${JSON.stringify(n)}, not a whole number`);
+  }
+  return o as Record<string, number>;
+}
+
+const BROKER_WHY: Record<string, string> = {
+  ECONNREFUSED: "nothing listens there",
+  ENOTFOUND: "the host name does not resolve",
+  ECONNRESET: "the connection was reset (a TLS listener given mqtt://, or a firewall?)",
+};
+
+/** UPSTREAM_REJECTED naming --broker and why the command did not reach it. */
+function brokerFailure(broker: string, what: string, e: unknown): DaemonError {
+  const code = (e as NodeJS.ErrnoException).code;
+  const tls = /CERT|SSL|TLS|SELF_SIGNED|UNABLE_TO_VERIFY/.test(String(code ?? ""));
+  const why = tls ? `the TLS handshake failed: ${(e as Error).message} (check --ca, --cert and --key)` : code && BROKER_WHY[code] ? `${BROKER_WHY[code]} (${code})` : describeError(e);
+  return new DaemonError("UPSTREAM_REJECTED", `--broker ${redactUrl(broker)}: ${why}, while ${what}; the command was not sent`, { cause: e });
 }

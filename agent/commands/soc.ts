@@ -210,7 +210,7 @@ function span(boot: number | null, seq: number | undefined, open: string): strin
 }
 
 
-function mqttVersion(s: string): 4 | 5 {
+export function mqttVersion(s: string): 4 | 5 {
   if (s === "4" || s === "5") return Number(s) as 4 | 5;
   throw new DaemonError("USAGE", `--mqtt-version must be 4 or 5, not ${s}`);
 }

@@ -1,6 +1,6 @@
 import { afterAll, describe, expect, it } from "vitest";
-import { createServer, type Server } from "node:net";
-import { cpSync, mkdirSync, rmSync, writeFileSync } from "node:fs";
+import { createServer, type AddressInfo, type Server } from "node:net";
+import { cpSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { gw, gwAsync } from "../helpers/cli";
 import { makeSite, tempDir } from "../helpers/fixture";
@@ -107,5 +107,54 @@ describe("malformed inputs and peers (built bundle)", () => {
       expect(r.code, args.join(" ")).not.toBe(0);
       expect(r.stderr.split("\n")[0]!.startsWith(message), `${args.join(" ")}: ${r.stderr}`).toBe(true);
     }
+  }, 60_000);
+
+  it("soc command refuses what it cannot send before signing, leaves a bad counter file as it was, and names broker failures", async () => {
+    const s = site();
+    expect(gw(["soc", "command-key", "init", "--dir", s.socDir]).code).toBe(0);
+    // A port nothing listens on: bound, then closed.
+    const srv = createServer();
+    await new Promise<void>((r) => srv.listen(0, "127.0.0.1", r));
+    const port = (srv.address() as AddressInfo).port;
+    await new Promise((r) => srv.close(r));
+    const broker = `mqtt://127.0.0.1:${port}`;
+    const policy = join(s.socDir, "policy.yaml");
+    writeFileSync(policy, "roles: 5\n");
+    const counters = join(s.socDir, "command-counters.json");
+    const send = (...args: string[]) => gw(["soc", "command", "gw-0", ...args, "--dir", s.socDir]);
+    const cases: [string[], string][] = [
+      [["posture", "--broker", broker], `error[UPSTREAM_REJECTED]: --broker ${broker}: nothing listens there (ECONNREFUSED), while connecting; the command was not sent`],
+      [["posture", "--broker", "mqtt://host.invalid:1883"], "error[UPSTREAM_REJECTED]: --broker mqtt://host.invalid:1883: the host name does not resolve (ENOTFOUND), while connecting; the command was not sent"],
+      [["posture", "--broker", "notaurl"], 'error[USAGE]: --broker "notaurl" must be mqtt://HOST[:PORT] or mqtts://HOST[:PORT]'],
+      [["posture", "--broker", broker, "--mqtt-version", "7"], "error[USAGE]: --mqtt-version must be 4 or 5, not 7"],
+      [["posture", "--broker", broker, "--ca", policy], `error[TLS_SETUP]: --ca ${policy} is not a certificate (PEM or DER): `],
+      [["posture", "--broker", broker, "--topic-prefix", "#"], `error[USAGE]: --topic-prefix "#" must be a topic prefix with no wildcards or spaces (the gateways' upstream.topic_prefix)`],
+      [["posture", "--broker", broker, "--topic-prefix", "a/+"], `error[USAGE]: --topic-prefix "a/+" must be a topic prefix with no wildcards or spaces (the gateways' upstream.topic_prefix)`],
+      [["proxy-mode", "banana", "--print"], 'error[USAGE]: proxy-mode takes one of normal, read-only, isolate, not "banana"'],
+      [["push-policy", policy, "--print"], `error[POLICY_INVALID]: ${policy}:1: roles: `],
+    ];
+    for (const [args, message] of cases) {
+      const r = send(...args);
+      expect(r.code, args.join(" ")).not.toBe(0);
+      expect(r.stdout, args.join(" ")).toBe("");
+      expect(r.stderr.split("\n")[0]!.startsWith(message), `${args.join(" ")}: ${r.stderr}`).toBe(true);
+    }
+    const bad: [string, string][] = [
+      ["garbage", `error[INPUT_INVALID]: command counter file ${counters} is not JSON`],
+      ["null\n", `error[INPUT_INVALID]: command counter file ${counters} is not a JSON object`],
+      ['{"gw-0":"abc"}\n', `error[INPUT_INVALID]: command counter file ${counters}: the counter of "gw-0" is "abc", not a whole number`],
+    ];
+    for (const [text, message] of bad) {
+      writeFileSync(counters, text);
+      const r = send("posture", "--print");
+      expect(r.code, text).toBe(1);
+      expect(r.stdout, text).toBe("");
+      expect(r.stderr.split("\n")[0]!.startsWith(message), `${text}: ${r.stderr}`).toBe(true);
+      expect(readFileSync(counters, "utf8"), text).toBe(text);
+    }
+    rmSync(counters);
+    mkdirSync(counters);
+    const r = send("posture", "--print");
+    expect(r.stderr).toBe(`error[PATH_UNUSABLE]: command counter file ${counters} cannot be used: it is a directory (EISDIR)\n`);
   }, 60_000);
 });
