@@ -190,6 +190,9 @@ export class Outbox {
       // An outbox written by a version before the `stopped` table cannot say how its last run ended.
       const tables = new Set(this.db.prepare("SELECT name FROM sqlite_master WHERE type = 'table'").pluck().all());
       this.stopsTracked = tables.has("stopped") || !tables.has("events");
+      // Another program's database: refused before the outbox's tables are added to it.
+      const foreign = foreignTable(this.db, tables);
+      if (foreign) throw new Error(`it is a SQLite database but not a Gatewarden outbox (${foreign}); point buffer.path at the outbox, or at a new file`);
       this.db.exec(SCHEMA);
       // Held now: SQLite's usual wait for its own statements (none contend with an exclusive hold).
       this.db.pragma("busy_timeout = 5000");
@@ -1059,6 +1062,23 @@ const MAX_DEFERRED_ACKS = 64;
 const ACK_DELAY_MS = 60_000;
 
 const SYSTEM_RANK = CLASS_RANK.system;
+
+/** Columns every outbox's tables have had (CREATE TABLE IF NOT EXISTS keeps another program's table of the same name). */
+const OUTBOX_COLUMNS: Record<string, string[]> = {
+  events: ["id", "boot", "seq", "rank", "time", "bytes", "parked", "body"],
+  chain: ["id", "boot", "seq", "hash"],
+};
+
+/** The first outbox table lacking one of its columns, in words: a database of another program. */
+function foreignTable(db: Database.Database, tables: Set<unknown>): string | undefined {
+  for (const [table, want] of Object.entries(OUTBOX_COLUMNS)) {
+    if (!tables.has(table)) continue;
+    const have = new Set((db.prepare(`PRAGMA table_info(${table})`).all() as { name: string }[]).map((c) => c.name));
+    const missing = want.find((c) => !have.has(c));
+    if (missing) return `its table ${table} has no column ${missing}`;
+  }
+  return undefined;
+}
 
 /**
  * Adds `loss_pending.sent` to an outbox created before it; false when the file cannot be

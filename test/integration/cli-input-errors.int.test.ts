@@ -2,6 +2,7 @@ import { afterAll, describe, expect, it } from "vitest";
 import { createServer, type AddressInfo, type Server } from "node:net";
 import { cpSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
+import Database from "better-sqlite3";
 import { gw, gwAsync } from "../helpers/cli";
 import { makeSite, tempDir } from "../helpers/fixture";
 
@@ -157,4 +158,19 @@ describe("malformed inputs and peers (built bundle)", () => {
     const r = send("posture", "--print");
     expect(r.stderr).toBe(`error[PATH_UNUSABLE]: command counter file ${counters} cannot be used: it is a directory (EISDIR)\n`);
   }, 60_000);
+
+  it("outbox check on another program's SQLite database is OUTBOX_OPEN naming the file, which gains no tables", () => {
+    const s = site();
+    const foreign = join(s.gwDir, "other.db");
+    const db = new Database(foreign);
+    db.exec("CREATE TABLE events (id INTEGER PRIMARY KEY, name TEXT)");
+    db.close();
+    expect(gw(["config", "set", "buffer.path", foreign, "--config", s.cfgFile]).code).toBe(0);
+    const r = gw(["outbox", "check", "--config", s.cfgFile]);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toBe(`error[OUTBOX_OPEN]: cannot open the outbox ${foreign}: it is a SQLite database but not a Gatewarden outbox (its table events has no column boot); point buffer.path at the outbox, or at a new file\n`);
+    const after = new Database(foreign, { readonly: true });
+    expect(after.prepare("SELECT name FROM sqlite_master").pluck().all()).toEqual(["events"]);
+    after.close();
+  });
 });
