@@ -8,7 +8,8 @@ import { existsSync, statSync } from "node:fs";
 import { generateSocKeys, loadSocSecretKey, parseTrust, socPublicKeyFile } from "../keys/identity";
 import { brokerOptionsAuth, topicFilterProblem } from "../mqtt-connection";
 import { createLogger } from "../log";
-import { SocReceiver } from "../soc/receive";
+import { SocReceiver, STATE_WHAT } from "../soc/receive";
+import { sqliteFileError } from "../core/sqlite";
 import { TrustStore } from "../soc/trust";
 import { verifyFile } from "../soc/verify-file";
 import { report } from "./_output";
@@ -192,14 +193,23 @@ export function registerSoc(program: Command): void {
 function nextBoot(dir: string, device: string): number {
   const db = join(dir, "receiver.db");
   if (existsSync(db)) {
-    const d = new Database(db, { readonly: true, fileMustExist: true });
+    // SQLite reports a directory as an I/O error.
+    if (statSync(db).isDirectory()) throw pathUnusable(db, STATE_WHAT, "it is a directory");
+    let r: { last_boot: unknown } | undefined;
     try {
-      const has = d.prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'devices'").get();
-      const r = has ? (d.prepare("SELECT last_boot FROM devices WHERE device = ?").get(device) as { last_boot: number } | undefined) : undefined;
-      if (r) return r.last_boot + 1;
-    } finally {
-      d.close();
+      const d = new Database(db, { readonly: true, fileMustExist: true });
+      try {
+        const has = d.prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'devices'").get();
+        const cols = has ? (d.prepare("PRAGMA table_info(devices)").all() as { name: string }[]).map((c) => c.name) : [];
+        if (has && !(cols.includes("device") && cols.includes("last_boot"))) throw pathUnusable(db, STATE_WHAT, "it is a SQLite database but not a Gatewarden receiver's state (its table devices has no device and last_boot columns)");
+        r = has ? (d.prepare("SELECT last_boot FROM devices WHERE device = ?").get(device) as { last_boot: unknown } | undefined) : undefined;
+      } finally {
+        d.close();
+      }
+    } catch (e) {
+      throw sqliteFileError(db, STATE_WHAT, e);
     }
+    if (r && Number.isSafeInteger(r.last_boot)) return (r.last_boot as number) + 1;
   }
   return Math.floor(Date.now() / 1000);
 }

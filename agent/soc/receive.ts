@@ -126,7 +126,7 @@ const GROUP_BYTES = 32 * 1024 * 1024;
 /** SQLite failures of the storage itself: the group is not committed and not acknowledged. */
 const STORAGE_ERRORS = /^SQLITE_(IOERR|FULL|READONLY|BUSY|LOCKED|CANTOPEN|CORRUPT|NOTADB|NOMEM|PROTOCOL)/;
 
-const STATE_WHAT = "SOC receiver state (in --dir)";
+export const STATE_WHAT = "SOC receiver state (in --dir)";
 const OUTPUT_WHAT = "SOC output file (--out)";
 
 /** receiver.db, opened in WAL mode with every commit synced; a file it cannot use is PATH_UNUSABLE. */

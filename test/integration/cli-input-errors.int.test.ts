@@ -173,4 +173,34 @@ describe("malformed inputs and peers (built bundle)", () => {
     expect(after.prepare("SELECT name FROM sqlite_master").pluck().all()).toEqual(["events"]);
     after.close();
   });
+
+  it("soc trust add and remove name a receiver.db they cannot read the last boot from", () => {
+    const s = site();
+    const device = `gw-${n - 1}`;
+    const trustFile = join(s.socDir, "device.trust.json");
+    expect(gw(["keys", "export-public", "--config", s.cfgFile, "--out", trustFile]).code).toBe(0);
+    const db = join(s.socDir, "receiver.db");
+    const cases: [string, () => void, string][] = [
+      ["garbage", () => writeFileSync(db, "garbage garbage garbage garbage garbage garbage garbage garbage garbage garbage garbage garbage garbage\n"), "it is not a SQLite database (SQLITE_NOTADB)"],
+      ["a directory", () => (rmSync(db, { force: true }), mkdirSync(db)), "it is a directory"],
+      [
+        "another schema",
+        () => {
+          rmSync(db, { recursive: true, force: true });
+          const d = new Database(db);
+          d.exec("CREATE TABLE devices (device TEXT, x INTEGER)");
+          d.close();
+        },
+        "it is a SQLite database but not a Gatewarden receiver's state (its table devices has no device and last_boot columns)",
+      ],
+    ];
+    for (const [what, spoil, why] of cases) {
+      spoil();
+      for (const args of [["add", trustFile, "--replace"], ["remove", device]]) {
+        const r = gw(["soc", "trust", ...args, "--dir", s.socDir]);
+        expect(r.code, `${what}: ${args[0]}`).toBe(1);
+        expect(r.stderr, `${what}: ${args[0]}`).toBe(`error[PATH_UNUSABLE]: SOC receiver state (in --dir) ${db} cannot be used: ${why}\n`);
+      }
+    }
+  });
 });
