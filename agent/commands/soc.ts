@@ -75,7 +75,7 @@ export function registerSoc(program: Command): void {
     .option("--json", "print as JSON")
     .action(
       (opts: { dir: string; json?: boolean }) => {
-        const all = new TrustStore(resolve(opts.dir)).list();
+        const all = new TrustStore(socStateDir(resolve(opts.dir))).list();
         report(opts.json, all, () =>
           all.length
             ? all.map((d) => `${d.device}  ${d.retired ? `retired at ${d.retired.boot}:${d.retired.seq}` : d.removed_at !== undefined ? "removed" : "trusted"}  ${d.keys.at(-1)!.fingerprint}${d.keys.length > 1 ? `  (${d.keys.length} keys: ${d.keys.map((k) => `${k.fingerprint.slice(0, 19)}… ${span(k.from_boot, k.from_seq, "start")}..${span(k.until_boot, k.until_seq, "now")}`).join("; ")})` : ""}`).join("\n")
@@ -91,7 +91,7 @@ export function registerSoc(program: Command): void {
     .option("--json", "print the result as JSON")
     .action(
       (device: string, opts: { dir: string; untilBoot?: string; json?: boolean }) => {
-        const dir = resolve(opts.dir);
+        const dir = socStateDir(resolve(opts.dir));
         const until = opts.untilBoot !== undefined ? wholeNumber(opts.untilBoot, "--until-boot", "seconds (a boot epoch)") : nextBoot(dir, device) - 1;
         const r = TrustStore.remove(dir, device, until);
         report(opts.json, r, () => `Removed ${r.device} (${r.fingerprint}); its key verifies boots up to ${r.until_boot}.`);
@@ -172,7 +172,9 @@ export function registerSoc(program: Command): void {
       async (file: string, opts: { dir?: string; json?: boolean; clockSkewMs?: string }) => {
         const skew = opts.clockSkewMs === undefined ? undefined : wholeNumber(opts.clockSkewMs, "--clock-skew-ms", "milliseconds");
         // Read once, never written: rotations and farewells in the file are followed in memory.
-        const trust = new TrustStore(resolve(opts.dir ?? process.env.GATEWARDEN_SOC_DIR ?? "."), Infinity, false);
+        const dir = resolve(opts.dir ?? process.env.GATEWARDEN_SOC_DIR ?? ".");
+        existingDir(dir, opts.dir !== undefined ? "--dir" : process.env.GATEWARDEN_SOC_DIR !== undefined ? "$GATEWARDEN_SOC_DIR" : "the current directory (no --dir)");
+        const trust = new TrustStore(dir, Infinity, false);
         const r = await verifyFile(file, trust, skew);
         report(opts.json, r, () =>
           [
@@ -240,4 +242,14 @@ function existingDir(path: string, what: string): void {
     throw pathUnusable(path, what, err.code === "ENOENT" ? `it does not exist (${err.code})` : err);
   }
   if (!st.isDirectory()) throw pathUnusable(path, what, "it is not a directory");
+}
+
+/**
+ * A SOC state directory that commands reading the trust store are pointed at: it exists and holds
+ * trusted/ or soc.key (PATH_UNUSABLE naming --dir otherwise: a mistyped path is not "no devices").
+ */
+function socStateDir(dir: string): string {
+  existingDir(dir, "--dir");
+  if (!existsSync(join(dir, "trusted")) && !existsSync(join(dir, "soc.key"))) throw pathUnusable(dir, "--dir", "it holds neither trusted/ nor soc.key, so it is not a SOC state directory (`gatewarden soc keys init --dir DIR` makes one)");
+  return dir;
 }

@@ -203,4 +203,28 @@ describe("malformed inputs and peers (built bundle)", () => {
       }
     }
   });
+
+  it("soc trust list, remove and verify refuse a --dir that is missing, a file or not a SOC directory (not \"No trusted devices.\")", () => {
+    const s = site();
+    const file = join(s.socDir, "soc.pub");
+    const missing = join(t.dir, "no-such-dir");
+    const notSoc = join(t.dir, "not-soc");
+    mkdirSync(notSoc);
+    const empty = join(s.socDir, "empty-out.jsonl");
+    writeFileSync(empty, "");
+    const notSocWhy = "it holds neither trusted/ nor soc.key, so it is not a SOC state directory (`gatewarden soc keys init --dir DIR` makes one)";
+    const cases: [string, string[][], string][] = [
+      [missing, [["trust", "list"], ["trust", "remove", "gw-x"], ["verify", empty]], "it does not exist (ENOENT)"],
+      [file, [["trust", "list"], ["trust", "remove", "gw-x"], ["verify", empty]], "it is not a directory"],
+      [notSoc, [["trust", "list"], ["trust", "remove", "gw-x"]], notSocWhy],
+    ];
+    for (const [dir, commands, why] of cases) {
+      for (const args of commands) {
+        const r = gw(["soc", ...args, "--dir", dir]);
+        expect(r.code, `${args.join(" ")} --dir ${dir}`).toBe(1);
+        expect(r.stdout, `${args.join(" ")} --dir ${dir}`).toBe("");
+        expect(r.stderr, `${args.join(" ")} --dir ${dir}`).toBe(`error[PATH_UNUSABLE]: --dir ${dir} cannot be used: ${why}\n`);
+      }
+    }
+  });
 });
