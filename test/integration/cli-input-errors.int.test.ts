@@ -5,6 +5,9 @@ import { join } from "node:path";
 import Database from "better-sqlite3";
 import { gw, gwAsync } from "../helpers/cli";
 import { makeSite, tempDir } from "../helpers/fixture";
+import { havePeer } from "../helpers/peers";
+import { makePki } from "../helpers/tls";
+import { createServer as createTlsServer } from "node:tls";
 
 /** Inputs and environments that are not what a command expects: a named code, never INTERNAL. */
 describe("malformed inputs and peers (built bundle)", () => {
@@ -225,6 +228,29 @@ describe("malformed inputs and peers (built bundle)", () => {
         expect(r.stdout, `${args.join(" ")} --dir ${dir}`).toBe("");
         expect(r.stderr, `${args.join(" ")} --dir ${dir}`).toBe(`error[PATH_UNUSABLE]: --dir ${dir} cannot be used: ${why}\n`);
       }
+    }
+  });
+
+  it.skipIf(!havePeer("/usr/bin/openssl"))("soc command names a failed TLS handshake with the broker's listener as UPSTREAM_REJECTED", async () => {
+    const s = site();
+    expect(gw(["soc", "command-key", "init", "--dir", s.socDir]).code).toBe(0);
+    const serverDir = join(s.gwDir, "server-pki");
+    const otherDir = join(s.gwDir, "other-pki");
+    mkdirSync(serverDir);
+    mkdirSync(otherDir);
+    const server = makePki(serverDir, []);
+    const other = makePki(otherDir, []);
+    // A TLS listener whose certificate the client's --ca did not issue.
+    const srv = createTlsServer({ cert: readFileSync(server.server.cert), key: readFileSync(server.server.key) }, (c) => c.on("error", () => {}));
+    srv.on("tlsClientError", () => {});
+    await new Promise<void>((r) => srv.listen(0, "127.0.0.1", r));
+    try {
+      const broker = `mqtts://127.0.0.1:${(srv.address() as AddressInfo).port}`;
+      const r = await gwAsync(["soc", "command", "gw-0", "posture", "--dir", s.socDir, "--broker", broker, "--ca", other.ca]);
+      expect(r.code).toBe(1);
+      expect(r.stderr).toMatch(new RegExp(`^error\\[UPSTREAM_REJECTED\\]: --broker ${broker.replace(/[.]/g, "\\.")}: the TLS handshake failed: .* \\(check --ca, --cert and --key\\), while connecting; the command was not sent\\n$`));
+    } finally {
+      await new Promise((r) => srv.close(r));
     }
   });
 });
