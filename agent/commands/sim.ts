@@ -1,6 +1,7 @@
 import type { Command } from "commander";
 import { stringify } from "yaml";
 import { DaemonError } from "../core/errors";
+import { listenError } from "../core/listen-error";
 import { FEEDER_ATTACKS, FEEDER_LAYOUT, FEEDER_METERS, FeederSim, type FeederAttack } from "../demo/energy";
 import { WATER_ATTACKS, WaterSim, type WaterAttack } from "../demo/water";
 
@@ -66,8 +67,7 @@ async function runSim(kind: "water" | "energy", attacks: readonly string[], opts
   try {
     bound = await s.listen(port, host);
   } catch (e) {
-    const code = (e as NodeJS.ErrnoException).code;
-    throw new DaemonError("LISTEN_FAILED", `--listen ${opts.listen}: cannot listen there (${code ?? String(e)})${code === "EADDRINUSE" ? ": something already listens on that port" : ""}`);
+    throw listenError(e as NodeJS.ErrnoException, `the ${kind} simulator (--listen)`, opts.listen);
   }
   const addr = `${host}:${bound}`;
   process.stdout.write(opts.json ? JSON.stringify({ simulator: kind, listen: addr, seed, attack: opts.attack ?? null, attack_after_s: after }) + "\n" : `${kind} simulator listening on ${addr} (seed ${seed})${opts.attack ? `; attack ${opts.attack} in ${after} s` : ""}\n`);

@@ -115,7 +115,15 @@ export class SimDevice {
         buf = off === buf.length ? Buffer.alloc(0) : buf.subarray(off);
       });
     });
-    await new Promise<void>((r) => server.listen(port, host, () => r()));
+    // A bind failure (the port taken, an address not this host's) rejects: without a listener
+    // for it, the server's 'error' event would end the process with a stack.
+    await new Promise<void>((resolve, reject) => {
+      server.once("error", reject);
+      server.listen(port, host, () => {
+        server.off("error", reject);
+        resolve();
+      });
+    });
     this.server = server;
     return (server.address() as { port: number }).port;
   }
