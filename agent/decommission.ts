@@ -39,6 +39,9 @@ export interface DecommissionResult {
 /** How often delivery is checked while waiting (the forwarder sends on its own). */
 const POLL_MS = 50;
 
+/** The longest wait for the SOC's acknowledgements (24 h): each is a timer, and Node's timers end at 2^31-1 ms. */
+export const MAX_DECOMMISSION_TIMEOUT_MS = 86_400_000;
+
 /**
  * `gatewarden decommission`, run by the daemon:
  *   1. everything recorded before the request is acknowledged (by the SOC with

@@ -12,7 +12,7 @@ import { Heartbeat, PostureProbe } from "./heartbeat";
 import { storageBytesWritten } from "./io-stats";
 import type { KeyObject } from "node:crypto";
 import { announceRotation, signingKeyAtStart, stagePendingKey, type RotationResult } from "./keys/rotation";
-import { decommission, type DecommissionParts } from "./decommission";
+import { decommission, MAX_DECOMMISSION_TIMEOUT_MS, type DecommissionParts } from "./decommission";
 import { assertReferences, type References } from "./config/references";
 import { StorageHealth } from "./outbox/health";
 import { DAEMON, describeHolder, OutboxLock, OutboxLocked } from "./outbox/lock";
@@ -371,7 +371,7 @@ export class Runtime {
   private registerControl(): void {
     this.control.handle("status", () => this.status());
     this.control.handle("keys.rotate", (args) => this.rotateKey(typeof args.by === "string" ? args.by : osUser()));
-    this.control.handle("decommission", (args) => decommission(this.decommissionParts(), { by: typeof args.by === "string" ? args.by : osUser(), timeoutMs: typeof args.timeout_ms === "number" && args.timeout_ms > 0 ? args.timeout_ms : 60_000 }));
+    this.control.handle("decommission", (args) => decommission(this.decommissionParts(), { by: typeof args.by === "string" ? args.by : osUser(), timeoutMs: typeof args.timeout_ms === "number" && args.timeout_ms > 0 ? Math.min(args.timeout_ms, MAX_DECOMMISSION_TIMEOUT_MS) : 60_000 }));
     this.control.handle("reload", (args) => {
       const r = this.reload(typeof args.by === "string" ? `gatewarden reload by ${args.by}` : "gatewarden reload");
       if (!r.ok) throw new DaemonError((r.code && r.code in ErrorCodes ? r.code : "CONFIG_INVALID") as ErrorCode, `not reloaded, the running configuration stays: ${r.reason}`);

@@ -3,10 +3,11 @@ import { createInterface } from "node:readline/promises";
 import { loadConfig } from "../config/load";
 import { locateConfig } from "../config/locate";
 import { controlCall } from "../core/control-client";
-import type { DecommissionResult } from "../decommission";
+import { MAX_DECOMMISSION_TIMEOUT_MS, type DecommissionResult } from "../decommission";
 import { DaemonError } from "../core/errors";
 import { osUser } from "../core/os-user";
 import { report } from "./_output";
+import { wholeNumber } from "./_numbers";
 
 export function registerDecommission(program: Command): void {
   program
@@ -14,13 +15,12 @@ export function registerDecommission(program: Command): void {
     .description("Take this gateway out of service: deliver the outbox to the SOC, send a signed farewell, then wipe keys, outbox and state (the running daemon does it, then ends)")
     .option("--config <FILE>", "config file")
     .option("--yes", "do not ask for confirmation (it cannot be undone)")
-    .option("--timeout-ms <MS>", "how long to wait for the SOC's acknowledgements (each of the two waits)", "60000")
+    .option("--timeout-ms <MS>", "how long to wait for the SOC's acknowledgements (each of the two waits), 1 to 86400000 (24 h)", "60000")
     .option("--json", "print the result as JSON")
     .action(
       async (opts: { config?: string; yes?: boolean; timeoutMs: string; json?: boolean }) => {
+        const timeout = wholeNumber(opts.timeoutMs, "--timeout-ms", "milliseconds", 1, MAX_DECOMMISSION_TIMEOUT_MS);
         const { config } = loadConfig(locateConfig(opts.config));
-        const timeout = Number(opts.timeoutMs);
-        if (!Number.isSafeInteger(timeout) || timeout <= 0) throw new DaemonError("USAGE", `--timeout-ms must be a whole number of milliseconds above 0, not ${opts.timeoutMs}`);
         if (!opts.yes) await confirm(config.device.id);
         const r = (await controlCall(config.control.socket, "decommission", { by: osUser(), timeout_ms: timeout }, 2 * timeout + 30_000)) as DecommissionResult | undefined;
         if (!r) throw new DaemonError("CONTROL_UNAVAILABLE", `the daemon on ${config.control.socket} closed the connection without an answer; check its log and \`gatewarden status\``);

@@ -27,4 +27,14 @@ describe("bad inputs and environments (built bundle)", () => {
       taken.close();
     }
   });
+
+  it("decommission --timeout-ms beyond 24 h is USAGE naming the option and its range, not a timer overflow", () => {
+    const s = site();
+    for (const v of ["1073741824", "1e9", "86400001", "0"]) {
+      const r = gw(["decommission", "--yes", "--timeout-ms", v, "--config", s.cfgFile, "--json"]);
+      expect(r.code, v).toBe(2);
+      expect(errorOf(r), v).toEqual({ code: "USAGE", message: `--timeout-ms ${v}: give a whole number of milliseconds from 1 to 86400000` });
+      expect(r.stderr, v).not.toMatch(/TimeoutOverflowWarning/);
+    }
+  });
 });
