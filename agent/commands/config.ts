@@ -35,7 +35,7 @@ export function registerConfig(program: Command): void {
           return;
         }
         const { doc, lc } = parseConfigText(text, file);
-        const { issues } = validateDoc(doc, lc);
+        const { issues } = validateDoc(doc, lc, file);
         if (issues.length) throw Object.assign(new DaemonError("CONFIG_INVALID", formatIssues(file, issues)), { issues });
         // The same check `run` makes before it starts: what passes here starts there.
         assertReferences(loadConfig(file));

@@ -58,7 +58,7 @@ function editConfig(file: string, key: string, edit: (doc: Doc) => void): { ok: 
   edit(doc);
   const out = doc.toString();
   const reparsed = parseConfigText(out, file);
-  const { issues } = validateDoc(reparsed.doc, reparsed.lc);
+  const { issues } = validateDoc(reparsed.doc, reparsed.lc, file);
   if (!issues.length) {
     if (out !== text) writeFileAtomic(file, out, mode);
     return { ok: true, previous: plain(previous) };

@@ -2,7 +2,7 @@ import { readFileSync } from "node:fs";
 import { dirname, isAbsolute, resolve } from "node:path";
 import { LineCounter, parseDocument, type Document } from "yaml";
 import { DaemonError } from "../core/errors";
-import { formatIssues, zodIssues, type ConfigIssue } from "../core/issues";
+import { docToJS, formatIssues, zodIssues, type ConfigIssue } from "../core/issues";
 import { configSchema, type Config } from "./schema";
 
 export { formatIssues, lineOf, parseYamlFile, type ConfigIssue } from "../core/issues";
@@ -24,9 +24,12 @@ export function parseConfigText(text: string, file: string): { doc: Document; lc
   return { doc, lc };
 }
 
-/** Validates a parsed document; returns the issues, each with the line of its key. */
-export function validateDoc(doc: Document, lc: LineCounter): { config?: Config; issues: ConfigIssue[] } {
-  const raw = doc.toJS() ?? {};
+/**
+ * Validates a parsed document; returns the issues, each with the line of its key. A document that
+ * does not expand (aliases past the YAML library's limit) is CONFIG_PARSE naming `file`.
+ */
+export function validateDoc(doc: Document, lc: LineCounter, file: string): { config?: Config; issues: ConfigIssue[] } {
+  const raw = docToJS(doc, file, "CONFIG_PARSE") ?? {};
   const r = configSchema.safeParse(raw);
   if (r.success) return { config: r.data, issues: [] };
   return { issues: zodIssues(r.error.issues, doc, lc) };
@@ -44,7 +47,7 @@ export function loadConfig(file: string): LoadedConfig {
     );
   }
   const { doc, lc } = parseConfigText(text, file);
-  const { config, issues } = validateDoc(doc, lc);
+  const { config, issues } = validateDoc(doc, lc, file);
   if (!config) throw Object.assign(new DaemonError("CONFIG_INVALID", formatIssues(file, issues)), { issues });
   return { file, dir: dirname(file), config: resolvePaths(config, dirname(file)) };
 }

@@ -29,10 +29,23 @@ export function parseYamlFile<S extends z.ZodType>(text: string, file: string, s
     const issues: ConfigIssue[] = doc.errors.map((e) => ({ file, path: "", line: lc.linePos(e.pos[0]).line, message: e.message.split("\n")[0] ?? e.message, code: "yaml" }));
     throw Object.assign(new DaemonError(code, formatIssues(file, issues)), { issues });
   }
-  const r = schema.safeParse(doc.toJS() ?? {});
+  const r = schema.safeParse(docToJS(doc, file, code) ?? {});
   if (r.success) return r.data as z.output<S>;
   const issues = zodIssues(r.error.issues, doc, lc).map((i) => ({ file, ...i }));
   throw Object.assign(new DaemonError(code, formatIssues(file, issues)), { issues });
+}
+
+/**
+ * The parsed document as plain data, or `code` naming the file: YAML the parser accepts may still
+ * not expand, e.g. anchors and aliases that multiply past the library's limit ("billion laughs").
+ */
+export function docToJS(doc: Document, file: string, code: ErrorCode): unknown {
+  try {
+    return doc.toJS();
+  } catch (e) {
+    const issues: ConfigIssue[] = [{ file, path: "", message: `cannot be expanded: ${(e as Error).message.split("\n")[0]}`, code: "yaml" }];
+    throw Object.assign(new DaemonError(code, formatIssues(file, issues)), { issues, cause: e });
+  }
 }
 
 export function zodIssues(issues: z.core.$ZodIssue[], doc: Document, lc: LineCounter): ConfigIssue[] {

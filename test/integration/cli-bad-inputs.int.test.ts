@@ -1,4 +1,5 @@
 import { afterAll, describe, expect, it } from "vitest";
+import { writeFileSync } from "node:fs";
 import { createServer, type AddressInfo, type Server } from "node:net";
 import { join } from "node:path";
 import { gw } from "../helpers/cli";
@@ -35,6 +36,30 @@ describe("bad inputs and environments (built bundle)", () => {
       expect(r.code, v).toBe(2);
       expect(errorOf(r), v).toEqual({ code: "USAGE", message: `--timeout-ms ${v}: give a whole number of milliseconds from 1 to 86400000` });
       expect(r.stderr, v).not.toMatch(/TimeoutOverflowWarning/);
+    }
+  });
+  it("a YAML 'billion laughs' file (anchors whose aliases multiply) is CONFIG_PARSE, SITE_INVALID or POLICY_INVALID naming the file, not INTERNAL", () => {
+    const s = site();
+    const laughs = join(s.gwDir, "laughs.yaml");
+    const rows = ['a: &a ["x", "x", "x", "x", "x", "x", "x", "x", "x"]'];
+    for (let i = 1; i < 9; i++) rows.push(`${"abcdefghi"[i]}: &${"abcdefghi"[i]} [${Array(9).fill(`*${"abcdefghi"[i - 1]}`).join(", ")}]`);
+    writeFileSync(laughs, rows.join("\n") + "\n");
+    const csv = join(s.gwDir, "in.csv");
+    writeFileSync(csv, "ts,a\n2024-01-01T00:00:00Z,1\n");
+    const expanded = `${laughs}: cannot be expanded: Excessive alias count indicates a resource exhaustion attack`;
+    for (const [args, code] of [
+      [["config", "validate", "--config", laughs], "CONFIG_PARSE"],
+      [["config", "show", "--config", laughs], "CONFIG_PARSE"],
+      [["config", "get", "log.level", "--config", laughs], "CONFIG_PARSE"],
+      [["config", "set", "log.level", "debug", "--config", laughs], "CONFIG_PARSE"],
+      [["detect", "--input", csv, "--site", laughs], "SITE_INVALID"],
+      [["policy", "test", "--policy", laughs, "--from", "10.0.0.1", "--function", "3", "--address", "0", "--quantity", "1"], "POLICY_INVALID"],
+      [["policy", "replay", "--policy", laughs, "--input", csv], "POLICY_INVALID"],
+      [["modbus", "proxy", "--listen", "127.0.0.1:0", "--upstream", "tcp://127.0.0.1:1", "--policy", laughs], "POLICY_INVALID"],
+    ] as const) {
+      const r = gw([...args]);
+      expect(r.code, args.join(" ")).toBe(1);
+      expect(r.stderr, args.join(" ")).toBe(`error[${code}]: ${expanded}\n`);
     }
   });
 });
