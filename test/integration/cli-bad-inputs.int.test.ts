@@ -1,5 +1,5 @@
 import { afterAll, describe, expect, it } from "vitest";
-import { writeFileSync } from "node:fs";
+import { readFileSync, writeFileSync } from "node:fs";
 import { createServer, type AddressInfo, type Server } from "node:net";
 import { join } from "node:path";
 import { gw } from "../helpers/cli";
@@ -60,6 +60,39 @@ describe("bad inputs and environments (built bundle)", () => {
       const r = gw([...args]);
       expect(r.code, args.join(" ")).toBe(1);
       expect(r.stderr, args.join(" ")).toBe(`error[${code}]: ${expanded}\n`);
+    }
+  });
+  it("config unset of a key whose section is absent says it was not set; set makes missing sections; a value in the way or a file that is not a mapping is named", () => {
+    const s = site();
+    const before = readFileSync(s.cfgFile, "utf8");
+    for (const key of ["update.release_keys", "detection.close_after", "integrity.interval_ms", "upstream.url"]) {
+      const r = gw(["config", "unset", key, "--config", s.cfgFile]);
+      expect(r.stderr, key).toBe("");
+      expect(r.code, key).toBe(0);
+      expect(r.stdout, key).toBe(`${key} was not set in ${s.cfgFile}; nothing changed\n`);
+    }
+    expect(readFileSync(s.cfgFile, "utf8")).toBe(before);
+    expect(gw(["config", "set", "detection.close_after", "3", "--config", s.cfgFile]).code).toBe(0);
+    expect(gw(["config", "get", "detection.close_after", "--config", s.cfgFile]).stdout).toBe("3\n");
+    // Through a value: an unknown key, or a known one whose section holds a value.
+    const through = gw(["config", "set", "device.id.x", "1", "--config", s.cfgFile, "--json"]);
+    expect(through.code).toBe(1);
+    expect(errorOf(through)).toEqual({ code: "CONFIG_KEY_UNKNOWN", message: "device.id.x is not a config key" });
+    writeFileSync(s.cfgFile, readFileSync(s.cfgFile, "utf8") + "simulate: 5\n");
+    const inTheWay = gw(["config", "set", "simulate.events_per_s", "2", "--config", s.cfgFile, "--json"]);
+    expect(inTheWay.code).toBe(1);
+    expect(errorOf(inTheWay).code).toBe("CONFIG_INVALID");
+    expect(errorOf(inTheWay).message).toMatch(new RegExp(`^refusing to set simulate\\.events_per_s:\n${s.cfgFile}:\\d+: simulate: holds a value, not a section of keys`));
+    // A file that is not a mapping of keys.
+    const bad = join(s.gwDir, "bad.yaml");
+    for (const [text, what] of [["", "empty"], ["null\n", "null"], ["42\n", "a single number"], ["- a\n- b\n", "a list"], ["\u0001\u0002 binary", "a single string"]] as const) {
+      writeFileSync(bad, text);
+      for (const args of [["set", "log.level", "debug"], ["unset", "log.level"]]) {
+        const r = gw(["config", ...args, "--config", bad]);
+        expect(r.code, `${args[0]} ${JSON.stringify(text)}`).toBe(1);
+        expect(r.stderr, `${args[0]} ${JSON.stringify(text)}`).toBe(`error[CONFIG_INVALID]: ${bad}: the file is ${what}, not a YAML mapping of config keys (device:, upstream:, ...)\n`);
+      }
+      expect(readFileSync(bad, "utf8")).toBe(text);
     }
   });
 });
