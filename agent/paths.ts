@@ -1,4 +1,4 @@
-import { accessSync, constants } from "node:fs";
+import { accessSync, constants, statSync } from "node:fs";
 import { dirname } from "node:path";
 import { existing } from "./core/dirs";
 import { pathUnusable as unusable } from "./core/errors";
@@ -16,4 +16,24 @@ export function checkDataPath(file: string, what: string, maxNewDirs = 1): void 
   } catch (e) {
     throw unusable(file, what, e as NodeJS.ErrnoException);
   }
+}
+
+/** The longest path a Unix socket can be bound at on Linux (sun_path's 108 bytes, less the NUL). */
+export const MAX_SOCKET_PATH_BYTES = 107;
+
+/**
+ * A socket path the daemon will listen on (`control.socket`): short enough to bind (a longer one
+ * would be cut short, the socket made at another path), and nothing but a socket already there. A
+ * socket left by a killed daemon is removed at start; a directory or file is not, so it is named.
+ */
+export function checkSocketPath(path: string, what: string): void {
+  const bytes = Buffer.byteLength(path);
+  if (bytes > MAX_SOCKET_PATH_BYTES) throw unusable(path, what, `it is ${bytes} bytes long, and a Unix socket's path can be at most ${MAX_SOCKET_PATH_BYTES}`);
+  let st: ReturnType<typeof statSync> | undefined;
+  try {
+    st = statSync(path);
+  } catch {
+    return; // nothing there (yet): checkDataPath says whether it can be made
+  }
+  if (!st.isSocket()) throw unusable(path, what, `${st.isDirectory() ? "a directory" : "a file that is not a socket"} is there (it is not removed: move it, or choose another path)`);
 }

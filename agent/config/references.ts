@@ -1,6 +1,6 @@
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
-import { checkDataPath } from "../paths";
+import { checkDataPath, checkSocketPath } from "../paths";
 import { DaemonError, type ErrorCode } from "../core/errors";
 import { readCertificate, readPlain } from "../core/tls-files";
 import { readSecretFile, readTlsKey } from "../core/secret-files";
@@ -75,7 +75,7 @@ function inspectReferences(loaded: LoadedConfig): References & { issues: Referen
   const site = c.detection.site ? check(["detection", "site"], () => readSiteFile(c.detection.site!, Object.keys(c.points ?? {}))) : undefined;
   // Data the daemon writes: a mistyped path is refused, not created anywhere.
   check(["buffer", "path"], () => checkDataPath(c.buffer.path, "buffer.path"));
-  check(["control", "socket"], () => checkDataPath(c.control.socket, "control.socket"));
+  check(["control", "socket"], () => (checkSocketPath(c.control.socket, "control.socket"), checkDataPath(c.control.socket, "control.socket")));
   if (c.modbus) check(["modbus", "windows", "state_path"], () => checkDataPath(c.modbus!.windows.state_path, "modbus.windows.state_path"));
   if (c.points && Object.keys(c.points).length) check(["detection", "state_path"], () => checkDataPath(c.detection.state_path, "detection.state_path"));
   if (c.opcua) check(["opcua", "pki_dir"], () => checkDataPath(join(c.opcua!.pki_dir, "own"), "opcua.pki_dir", 2));

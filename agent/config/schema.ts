@@ -11,6 +11,7 @@ import { integritySchema } from "../../firmware-hooks/integrity";
 import { tamperSchema } from "../../firmware-hooks/tamper";
 import { commandsSchema } from "../../firmware-hooks/commands";
 import { postureSchema } from "../posture";
+import { MAX_SOCKET_PATH_BYTES } from "../paths";
 
 /**
  * The daemon's config schema. Each section's schema sits here or beside its component; the
@@ -100,7 +101,11 @@ export const heartbeatSchema = z.strictObject({
 });
 
 export const controlSchema = z.strictObject({
-  socket: z.string().min(1).default("run/gatewarden.sock"),
+  socket: z
+    .string()
+    .min(1)
+    .refine((p) => Buffer.byteLength(p) <= MAX_SOCKET_PATH_BYTES, `at most ${MAX_SOCKET_PATH_BYTES} bytes: a Unix socket's path cannot be longer`)
+    .default("run/gatewarden.sock"),
 });
 
 export const logSchema = z.strictObject({

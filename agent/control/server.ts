@@ -1,7 +1,9 @@
 import { createServer, type Server, type Socket } from "node:net";
 import { chmodSync, lstatSync, renameSync, rmSync, existsSync, statSync } from "node:fs";
 import { dirname } from "node:path";
-import { DaemonError, describeError } from "../core/errors";
+import { DaemonError, describeError, pathUnusable } from "../core/errors";
+import { listenError } from "../core/listen-error";
+import { checkSocketPath } from "../paths";
 import type { ControlHandler, ControlRegistry } from "../core/control";
 import { MAX_REQUEST_BYTES, type ControlRequest } from "../core/control-protocol";
 import { makeDirs } from "../core/dirs";
@@ -17,6 +19,15 @@ export interface ControlSocketChange {
   /** The socket serves again at its path (false: re-creating it failed, `error` says why). */
   restored: boolean;
   error?: string;
+}
+
+/**
+ * A bind failure at the socket's path: LISTEN_FAILED when something took the path meanwhile
+ * (EADDRINUSE), else PATH_UNUSABLE naming why (permission denied, a read-only file system, ...).
+ */
+function socketListenError(e: NodeJS.ErrnoException, path: string): DaemonError {
+  if (e.code === "EADDRINUSE") return listenError(e, "the control socket (control.socket)", path);
+  return pathUnusable(path, "control.socket", e);
 }
 
 /** Owner-only Unix socket serving registered control commands. */
@@ -38,6 +49,8 @@ export class ControlServer implements ControlRegistry {
   async listen(): Promise<void> {
     const dir = dirname(this.path);
     makeDirs(dir, "control.socket directory");
+    // Too long to bind, or a directory or file there (never removed): named, as validate does.
+    checkSocketPath(this.path, "control.socket");
     if (existsSync(this.path)) {
       // A stale socket from a killed daemon; a live one means a second daemon.
       if (await isAlive(this.path)) throw new DaemonError("CONTROL_UNAVAILABLE", `another daemon is already listening on ${this.path}`);
@@ -56,7 +69,7 @@ export class ControlServer implements ControlRegistry {
     const server = createServer((s) => this.accept(s));
     server.maxConnections = MAX_CLIENTS;
     await new Promise<void>((resolve, reject) => {
-      server.once("error", reject);
+      server.once("error", (e: NodeJS.ErrnoException) => reject(socketListenError(e, this.path)));
       // Created with the process umask, then narrowed; the directory is 0700 besides.
       const old = process.umask(0o177);
       try {

@@ -1,9 +1,10 @@
 import { afterAll, describe, expect, it } from "vitest";
-import { readFileSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
+import { spawnSync } from "node:child_process";
 import { createServer, type AddressInfo, type Server } from "node:net";
 import { join } from "node:path";
-import { gw } from "../helpers/cli";
-import { makeSite, tempDir } from "../helpers/fixture";
+import { exited, gw, gwSpawn } from "../helpers/cli";
+import { makeSite, tempDir, until } from "../helpers/fixture";
 
 /** Bad inputs and environments each get a named code and a sentence naming what is wrong. */
 describe("bad inputs and environments (built bundle)", () => {
@@ -93,6 +94,62 @@ describe("bad inputs and environments (built bundle)", () => {
         expect(r.stderr, `${args[0]} ${JSON.stringify(text)}`).toBe(`error[CONFIG_INVALID]: ${bad}: the file is ${what}, not a YAML mapping of config keys (device:, upstream:, ...)\n`);
       }
       expect(readFileSync(bad, "utf8")).toBe(text);
+    }
+  });
+  it("control.socket that cannot be bound (a directory or file there, too long, not permitted) is refused naming the key and path; a stale socket is still replaced", async () => {
+    const s = site();
+    const data = join(s.gwDir, "data");
+    mkdirSync(data, { recursive: true });
+    const set = (v: string) => gw(["config", "set", "control.socket", v, "--config", s.cfgFile]);
+    // A directory or a file at the path: named at validate and run, and left where it is.
+    const dir = join(data, "a-dir");
+    mkdirSync(dir);
+    const file = join(data, "a-file");
+    writeFileSync(file, "keep me");
+    for (const [at, what] of [[dir, "a directory"], [file, "a file that is not a socket"]] as const) {
+      expect(set(at).code).toBe(0);
+      const sentence = `control.socket ${at} cannot be used: ${what} is there (it is not removed: move it, or choose another path)`;
+      const v = gw(["config", "validate", "--config", s.cfgFile]);
+      expect(v.code, at).toBe(1);
+      expect(v.stderr, at).toMatch(new RegExp(`^error\\[PATH_UNUSABLE\\]: ${s.cfgFile}:\\d+: control\\.socket: ${sentence.replace(/[.()]/g, "\\$&")}\n$`));
+      const run = gw(["run", "--config", s.cfgFile]);
+      expect(run.code, at).toBe(1);
+      expect(run.stderr, at).toContain(`error[PATH_UNUSABLE]: ${s.cfgFile}:`);
+      expect(run.stderr, at).toContain(sentence);
+      expect(run.stderr).not.toMatch(/INTERNAL|EADDRINUSE/);
+    }
+    expect(statSync(dir).isDirectory()).toBe(true);
+    expect(readFileSync(file, "utf8")).toBe("keep me");
+    // Longer than a Unix socket path can be: as written (the schema), or once made absolute.
+    const long = set("/tmp/" + "a".repeat(100) + ".sock");
+    expect(long.code).toBe(1);
+    expect(long.stderr).toMatch(/^error\[CONFIG_INVALID\]: refusing to set control\.socket = .*\n.*:\d+: control\.socket: at most 107 bytes: a Unix socket's path cannot be longer\n$/);
+    const rel = "data/" + "b".repeat(95) + ".sock";
+    expect(set(rel).code).toBe(0);
+    const abs = join(s.gwDir, rel);
+    for (const args of [["config", "validate"], ["run"]]) {
+      const r = gw([...args, "--config", s.cfgFile]);
+      expect(r.code, args.join(" ")).toBe(1);
+      expect(r.stderr, args.join(" ")).toContain(`error[PATH_UNUSABLE]: ${s.cfgFile}:`);
+      expect(r.stderr, args.join(" ")).toContain(`control.socket ${abs} cannot be used: it is ${Buffer.byteLength(abs)} bytes long, and a Unix socket's path can be at most 107`);
+    }
+    expect(existsSync(join(s.gwDir, "data", "outbox.db"))).toBe(false);
+    // Bind refused by the system (/proc: not permitted): PATH_UNUSABLE, not INTERNAL.
+    expect(set("/proc/gw-test.sock").code).toBe(0);
+    const proc = gw(["run", "--config", s.cfgFile]);
+    expect(proc.code).toBe(1);
+    expect(proc.stderr).toMatch(/error\[PATH_UNUSABLE\]: .*control\.socket \/proc\/gw-test\.sock cannot be used: (permission denied|not permitted)/);
+    // A socket left by a killed daemon (nobody listens) is still removed and the daemon starts.
+    const stale = join(data, "stale.sock");
+    spawnSync(process.execPath, ["-e", `require("node:net").createServer().listen(${JSON.stringify(stale)}, () => process.exit(0))`]);
+    expect(statSync(stale).isSocket()).toBe(true);
+    expect(set(stale).code).toBe(0);
+    const daemon = gwSpawn(["run", "--config", s.cfgFile]);
+    try {
+      await until(() => gw(["status", "--config", s.cfgFile]).code === 0, 20_000, "the daemon on the stale socket's path");
+    } finally {
+      daemon.kill("SIGTERM");
+      await exited(daemon);
     }
   });
 });
