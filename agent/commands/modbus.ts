@@ -7,6 +7,7 @@
 import type { Command } from "commander";
 import { controlCall } from "../core/control-client";
 import { DaemonError } from "../core/errors";
+import { hostPortProblem } from "../core/host-port";
 import type { EventDraft } from "../core/events";
 import { modbusConfigSchema } from "../../protocols/modbus/config";
 import type { PresetName } from "../../protocols/modbus/codec/function-codes";
@@ -42,6 +43,8 @@ export function registerModbus(program: Command, deps: CliDeps): void {
       if (tlsFlags && tlsFlags < 3) throw new DaemonError("USAGE", "--tls-cert, --tls-key and --tls-ca go together");
       if (o.preset && o.policy) throw new DaemonError("USAGE", "give --preset or --policy, not both");
       if (o.preset && !(o.preset === "read-only" || o.preset === "read-write")) throw new DaemonError("USAGE", "--preset must be read-only or read-write");
+      const listenProblem = hostPortProblem(o.listen, { listen: true });
+      if (listenProblem) throw new DaemonError("USAGE", `--listen ${o.listen}: ${listenProblem}`);
       const concurrency = { ...(o.upstreamConnections ? { connections: o.upstreamConnections } : {}), ...(o.maxInFlight ? { max_in_flight: o.maxInFlight } : {}) };
       const parsedUpstream = parseUpstreamUrl(o.upstream);
       if (Object.keys(concurrency).length && parsedUpstream.type !== "tcp") throw new DaemonError("USAGE", "--upstream-connections and --max-in-flight apply to a tcp:// upstream only (a serial bus has one request on the line)");

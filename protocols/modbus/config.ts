@@ -22,10 +22,16 @@
  * ```
  */
 import { z } from "zod";
+import { hostPortProblem } from "../../agent/core/host-port";
 import { parseRange, rangeSchema } from "./policy/ranges";
 import { policySchema } from "./policy/schema";
 
-const hostPort = z.string().regex(/^(\[[0-9a-fA-F:.]+\]|[^\s:\[\]]+):\d{1,5}$/, "expected HOST:PORT");
+/** HOST:PORT with a port from 1 to 65535 (0 too for a listener: any free port). */
+const hostPort = (o: { listen: boolean }) =>
+  z.string().superRefine((s, ctx) => {
+    const problem = hostPortProblem(s, o);
+    if (problem) ctx.addIssue({ code: "custom", message: problem });
+  });
 
 const tlsSchema = z.strictObject({
   cert_file: z.string().min(1),
@@ -48,8 +54,8 @@ const tlsSchema = z.strictObject({
 });
 
 export const listenerSchema = z.discriminatedUnion("type", [
-  z.strictObject({ name: z.string().min(1), type: z.literal("tcp"), listen: hostPort.default("0.0.0.0:502") }),
-  z.strictObject({ name: z.string().min(1), type: z.literal("tls"), listen: hostPort.default("0.0.0.0:802"), tls: tlsSchema }),
+  z.strictObject({ name: z.string().min(1), type: z.literal("tcp"), listen: hostPort({ listen: true }).default("0.0.0.0:502") }),
+  z.strictObject({ name: z.string().min(1), type: z.literal("tls"), listen: hostPort({ listen: true }).default("0.0.0.0:802"), tls: tlsSchema }),
 ]);
 
 const backoff = z.strictObject({ min_ms: z.number().int().min(1).default(500), max_ms: z.number().int().min(1).default(30_000) });
@@ -76,7 +82,7 @@ export const upstreamSchema = z.discriminatedUnion("type", [
   z.strictObject({
     name: z.string().min(1),
     type: z.literal("tcp"),
-    target: hostPort,
+    target: hostPort({ listen: false }),
     connections: z.number().int().min(1).max(16).default(1),
     /** Transactions in flight per connection; many devices handle only 1. */
     max_in_flight: z.number().int().min(1).max(256).default(1),
@@ -104,7 +110,7 @@ export const upstreamSchema = z.discriminatedUnion("type", [
   z.strictObject({
     name: z.string().min(1),
     type: z.literal("rtu_tcp"),
-    target: hostPort,
+    target: hostPort({ listen: false }),
     baud: z.number().int().min(300).max(921_600).default(19_200),
     timeout_ms: z.number().int().min(1).default(1000),
     ...broadcastKeys,

@@ -10,6 +10,7 @@
  * an unknown one is refused, saved under `<pki_dir>/rejected/` and reported with its thumbprint.
  */
 import { z } from "zod";
+import { urlPortCheck } from "../../agent/core/host-port";
 
 export { LEGACY_POLICIES, NODE_ID, nodeIdSchema, SECURITY_POLICIES } from "./names";
 import { LEGACY_POLICIES, SECURITY_POLICIES } from "./names";
@@ -36,7 +37,10 @@ const userSchema = z.unknown().transform((v, ctx): OpcuaUser => {
 export const opcuaServerSchema = z
   .strictObject({
     name: z.string().regex(/^[A-Za-z0-9_.-]{1,64}$/, "letters, digits, '_', '.' or '-', at most 64"),
-    endpoint: z.string().regex(/^opc\.tcp:\/\/[^/\s:]+(:\d{1,5})?(\/\S*)?$/, "must be opc.tcp://HOST[:PORT][/PATH]"),
+    endpoint: z
+      .string()
+      .regex(/^opc\.tcp:\/\/[^/\s:]+(:\d{1,5})?(\/\S*)?$/, "must be opc.tcp://HOST[:PORT][/PATH]")
+      .superRefine(urlPortCheck(/^opc\.tcp:\/\/[^/\s:]+:(\d+)/)),
     security_mode: z.enum(["SignAndEncrypt", "Sign", "None"]).default("SignAndEncrypt"),
     security_policy: z.enum([...SECURITY_POLICIES, ...LEGACY_POLICIES], { error: () => `must be one of ${SECURITY_POLICIES.join(", ")} (or, with allow_legacy_policy: true, ${LEGACY_POLICIES.join(", ")})` }).default("Basic256Sha256"),
     /** Required to accept security_mode None: nothing on the link is signed or encrypted. */

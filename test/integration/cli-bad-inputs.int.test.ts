@@ -152,4 +152,37 @@ describe("bad inputs and environments (built bundle)", () => {
       await exited(daemon);
     }
   });
+  it("a port outside 1-65535 (0 only to listen on any free port) is CONFIG_INVALID naming the key, or USAGE naming the option, not ERR_SOCKET_BAD_PORT", () => {
+    const s = site();
+    const base = readFileSync(s.cfgFile, "utf8");
+    const modbus = (listen: string, target: string) => `modbus:\n  listeners:\n    - { name: p, type: tcp, listen: "${listen}" }\n  upstreams:\n    - { name: plc, type: tcp, target: "${target}" }\n  routes:\n    - { unit: 1, upstream: plc }\n`;
+    for (const [extra, key, message] of [
+      [modbus("127.0.0.1:99999", "127.0.0.1:1502"), "modbus.listeners.0.listen", "port 99999 is out of range: 0 to 65535 (0: any free port)"],
+      [modbus("127.0.0.1:0", "127.0.0.1:0"), "modbus.upstreams.0.target", "port 0 is out of range: 1 to 65535"],
+      [modbus("127.0.0.1:0", "127.0.0.1:65536"), "modbus.upstreams.0.target", "port 65536 is out of range: 1 to 65535"],
+      ['opcua:\n  servers:\n    - { name: s, endpoint: "opc.tcp://h:99999" }\n', "opcua.servers.0.endpoint", "port 99999 is out of range: 1 to 65535"],
+    ] as const) {
+      writeFileSync(s.cfgFile, base + extra);
+      for (const args of [["config", "validate"], ["doctor"], ["run"]]) {
+        const r = gw([...args, "--config", s.cfgFile]);
+        expect(r.code, `${args.join(" ")} ${key}`).toBe(1);
+        // doctor lists it as a failed check on stdout (`CONFIG_INVALID: ...`); the others print `error[CONFIG_INVALID]: ...`.
+        expect(r.stdout + r.stderr, `${args.join(" ")} ${key}`).toMatch(new RegExp(`(error\\[CONFIG_INVALID\\]|FAIL  config  CONFIG_INVALID): ${s.cfgFile}:\\d+: ${key.replace(/\./g, "\\.")}: ${message.replace(/[()]/g, "\\$&")}\n`));
+        expect(r.stdout + r.stderr).not.toMatch(/INTERNAL|ERR_SOCKET_BAD_PORT/);
+      }
+    }
+    writeFileSync(s.cfgFile, base);
+    const url = gw(["config", "set", "upstream.url", "mqtts://broker:99999", "--config", s.cfgFile]);
+    expect(url.code).toBe(1);
+    expect(url.stderr).toMatch(/^error\[CONFIG_INVALID\]: refusing to set upstream\.url = "mqtts:\/\/broker:99999":\n.*:\d+: upstream\.url: port 99999 is out of range: 1 to 65535\n$/);
+    for (const [args, message] of [
+      [["--listen", "127.0.0.1:99999", "--upstream", "tcp://127.0.0.1:1502"], "--listen 127.0.0.1:99999: port 99999 is out of range: 0 to 65535 (0: any free port)"],
+      [["--listen", "127.0.0.1:0", "--upstream", "tcp://x:99999"], "--upstream tcp://x:99999: target: port 99999 is out of range: 1 to 65535"],
+      [["--listen", "127.0.0.1:0", "--upstream", "rtu-tcp://x:0"], "--upstream rtu-tcp://x:0: target: port 0 is out of range: 1 to 65535"],
+    ] as const) {
+      const r = gw(["modbus", "proxy", ...args]);
+      expect(r.code, args.join(" ")).toBe(2);
+      expect(r.stderr, args.join(" ")).toBe(`error[USAGE]: ${message}\n`);
+    }
+  });
 });
