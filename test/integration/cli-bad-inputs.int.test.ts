@@ -184,5 +184,8 @@ describe("bad inputs and environments (built bundle)", () => {
       expect(r.code, args.join(" ")).toBe(2);
       expect(r.stderr, args.join(" ")).toBe(`error[USAGE]: ${message}\n`);
     }
+    const soc = gw(["soc", "receive", "--broker", "mqtt://127.0.0.1:99999", "--dir", s.socDir, "--out", join(s.gwDir, "out.jsonl")]);
+    expect(soc.code).toBe(2);
+    expect(soc.stderr).toBe('error[USAGE]: --broker "mqtt://127.0.0.1:99999" must be mqtt://HOST[:PORT] or mqtts://HOST[:PORT], with a valid host and a port from 1 to 65535\n');
   });
 });
