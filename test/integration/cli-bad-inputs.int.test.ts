@@ -47,6 +47,8 @@ describe("bad inputs and environments (built bundle)", () => {
     writeFileSync(laughs, rows.join("\n") + "\n");
     const csv = join(s.gwDir, "in.csv");
     writeFileSync(csv, "ts,a\n2024-01-01T00:00:00Z,1\n");
+    const decisions = join(s.gwDir, "decisions.jsonl");
+    writeFileSync(decisions, JSON.stringify({ ts: 1000, listener: "cli", identity: "ip:10.0.0.5", transport: "tcp", address: "10.0.0.5", unit: 1, fc: 3, function: "read_holding_registers", allow: true, rule: "x", request: "0300000002" }) + "\n");
     const expanded = `${laughs}: cannot be expanded: Excessive alias count indicates a resource exhaustion attack`;
     for (const [args, code] of [
       [["config", "validate", "--config", laughs], "CONFIG_PARSE"],
@@ -55,7 +57,7 @@ describe("bad inputs and environments (built bundle)", () => {
       [["config", "set", "log.level", "debug", "--config", laughs], "CONFIG_PARSE"],
       [["detect", "--input", csv, "--site", laughs], "SITE_INVALID"],
       [["policy", "test", "--policy", laughs, "--from", "10.0.0.1", "--function", "3", "--address", "0", "--quantity", "1"], "POLICY_INVALID"],
-      [["policy", "replay", "--policy", laughs, "--input", csv], "POLICY_INVALID"],
+      [["policy", "replay", "--policy", laughs, "--input", decisions], "POLICY_INVALID"],
       [["modbus", "proxy", "--listen", "127.0.0.1:0", "--upstream", "tcp://127.0.0.1:1", "--policy", laughs], "POLICY_INVALID"],
     ] as const) {
       const r = gw([...args]);
@@ -174,7 +176,7 @@ describe("bad inputs and environments (built bundle)", () => {
     writeFileSync(s.cfgFile, base);
     const url = gw(["config", "set", "upstream.url", "mqtts://broker:99999", "--config", s.cfgFile]);
     expect(url.code).toBe(1);
-    expect(url.stderr).toMatch(/^error\[CONFIG_INVALID\]: refusing to set upstream\.url = "mqtts:\/\/broker:99999":\n.*:\d+: upstream\.url: port 99999 is out of range: 1 to 65535\n$/);
+    expect(url.stderr).toMatch(/^error\[CONFIG_INVALID\]: refusing to set upstream\.url = "mqtts:\/\/broker:99999":\n.*:\d+: upstream\.url: must be mqtt:\/\/HOST\[:PORT\] or mqtts:\/\/HOST\[:PORT\], with a valid host and a port from 1 to 65535\n$/);
     for (const [args, message] of [
       [["--listen", "127.0.0.1:99999", "--upstream", "tcp://127.0.0.1:1502"], "--listen 127.0.0.1:99999: port 99999 is out of range: 0 to 65535 (0: any free port)"],
       [["--listen", "127.0.0.1:0", "--upstream", "tcp://x:99999"], "--upstream tcp://x:99999: target: port 99999 is out of range: 1 to 65535"],
