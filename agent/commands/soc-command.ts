@@ -152,10 +152,10 @@ const BROKER_WHY: Record<string, string> = {
   ECONNRESET: "the connection was reset (a TLS listener given mqtt://, or a firewall?)",
 };
 
-/** UPSTREAM_REJECTED naming --broker and why the command did not reach it. */
+/** BROKER_UNREACHABLE (connecting) or UPSTREAM_REJECTED (publishing) naming --broker and why the command did not reach it. */
 function brokerFailure(broker: string, what: string, e: unknown): DaemonError {
   const code = (e as NodeJS.ErrnoException).code;
   const tls = /CERT|SSL|TLS|SELF_SIGNED|UNABLE_TO_VERIFY/.test(String(code ?? ""));
   const why = tls ? `the TLS handshake failed: ${(e as Error).message} (check --ca, --cert and --key)` : code && BROKER_WHY[code] ? `${BROKER_WHY[code]} (${code})` : describeError(e);
-  return new DaemonError("UPSTREAM_REJECTED", `--broker ${redactUrl(broker)}: ${why}, while ${what}; the command was not sent`, { cause: e });
+  return new DaemonError(what === "connecting" ? "BROKER_UNREACHABLE" : "UPSTREAM_REJECTED", `--broker ${redactUrl(broker)}: ${why}, while ${what}; the command was not sent`, { cause: e });
 }

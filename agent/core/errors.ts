@@ -24,6 +24,7 @@ export const ErrorCodes = {
   TRUST_INVALID: "a trust file is malformed",
   TRUST_CONFLICT: "a device is already trusted with another key",
   UPSTREAM_REJECTED: "the broker rejected a message",
+  BROKER_UNREACHABLE: "the MQTT broker cannot be reached, or its TLS handshake or login failed",
   INPUT_INVALID: "an input file is malformed",
   PATH_UNUSABLE: "a path the operator named cannot be created or written",
   LISTEN_FAILED: "an address given to listen on cannot be bound",

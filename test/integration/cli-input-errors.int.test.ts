@@ -127,8 +127,8 @@ describe("malformed inputs and peers (built bundle)", () => {
     const counters = join(s.socDir, "command-counters.json");
     const send = (...args: string[]) => gw(["soc", "command", "gw-0", ...args, "--dir", s.socDir]);
     const cases: [string[], string][] = [
-      [["posture", "--broker", broker], `error[UPSTREAM_REJECTED]: --broker ${broker}: nothing listens there (ECONNREFUSED), while connecting; the command was not sent`],
-      [["posture", "--broker", "mqtt://host.invalid:1883"], "error[UPSTREAM_REJECTED]: --broker mqtt://host.invalid:1883: the host name does not resolve (ENOTFOUND), while connecting; the command was not sent"],
+      [["posture", "--broker", broker], `error[BROKER_UNREACHABLE]: --broker ${broker}: nothing listens there (ECONNREFUSED), while connecting; the command was not sent`],
+      [["posture", "--broker", "mqtt://host.invalid:1883"], "error[BROKER_UNREACHABLE]: --broker mqtt://host.invalid:1883: the host name does not resolve (ENOTFOUND), while connecting; the command was not sent"],
       [["posture", "--broker", "notaurl"], 'error[USAGE]: --broker "notaurl" must be mqtt://HOST[:PORT] or mqtts://HOST[:PORT]'],
       [["posture", "--broker", broker, "--mqtt-version", "7"], "error[USAGE]: --mqtt-version must be 4 or 5, not 7"],
       [["posture", "--broker", broker, "--ca", policy], `error[TLS_SETUP]: --ca ${policy} is not a certificate (PEM or DER): `],
@@ -231,7 +231,7 @@ describe("malformed inputs and peers (built bundle)", () => {
     }
   });
 
-  it.skipIf(!havePeer("/usr/bin/openssl"))("soc command names a failed TLS handshake with the broker's listener as UPSTREAM_REJECTED", async () => {
+  it.skipIf(!havePeer("/usr/bin/openssl"))("soc command names a failed TLS handshake with the broker's listener as BROKER_UNREACHABLE", async () => {
     const s = site();
     expect(gw(["soc", "command-key", "init", "--dir", s.socDir]).code).toBe(0);
     const serverDir = join(s.gwDir, "server-pki");
@@ -248,7 +248,7 @@ describe("malformed inputs and peers (built bundle)", () => {
       const broker = `mqtts://127.0.0.1:${(srv.address() as AddressInfo).port}`;
       const r = await gwAsync(["soc", "command", "gw-0", "posture", "--dir", s.socDir, "--broker", broker, "--ca", other.ca]);
       expect(r.code).toBe(1);
-      expect(r.stderr).toMatch(new RegExp(`^error\\[UPSTREAM_REJECTED\\]: --broker ${broker.replace(/[.]/g, "\\.")}: the TLS handshake failed: .* \\(check --ca, --cert and --key\\), while connecting; the command was not sent\\n$`));
+      expect(r.stderr).toMatch(new RegExp(`^error\\[BROKER_UNREACHABLE\\]: --broker ${broker.replace(/[.]/g, "\\.")}: the TLS handshake failed: .* \\(check --ca, --cert and --key\\), while connecting; the command was not sent\\n$`));
     } finally {
       await new Promise((r) => srv.close(r));
     }
