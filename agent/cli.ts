@@ -93,6 +93,10 @@ export async function runCli(argv: string[]): Promise<void> {
   let json = false;
   program.hook("preAction", (_program, command) => {
     json = command.opts().json === true;
+    // An empty value names nothing: `--dir ""` wrote into the current directory, `--out ""` to stdout.
+    for (const o of command.options) {
+      if (command.getOptionValue(o.attributeName()) === "") throw new DaemonError("USAGE", `${o.long ?? o.flags} was given an empty value`);
+    }
   });
   try {
     await program.parseAsync(argv);

@@ -4,6 +4,7 @@
  *   policy learn   propose a policy from recorded decisions (JSON lines of `modbus proxy`)
  *   policy replay  what a candidate policy would have blocked in recorded traffic
  */
+import { isIP } from "node:net";
 import type { Command } from "commander";
 import { stringify as stringifyYaml } from "yaml";
 import { DaemonError, isDaemonError } from "../core/errors";
@@ -45,6 +46,7 @@ export function registerPolicy(program: Command, deps: CliDeps): void {
       const file = readPolicyFile(o.policy);
       const tls = o.role !== undefined || o.fingerprint !== undefined || o.subject !== undefined;
       if (!tls && !o.from) throw new DaemonError("USAGE", "say who asks: --from IP, or --role/--fingerprint/--subject");
+      if (o.from !== undefined && isIP(o.from) === 0) throw new DaemonError("USAGE", `--from ${JSON.stringify(o.from)} is not an IPv4 or IPv6 address`);
       const identity: PeerIdentity = {
         transport: tls ? "tls" : "tcp",
         address: o.from ?? "0.0.0.0",

@@ -3,7 +3,7 @@ import { existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from "no
 import { spawnSync } from "node:child_process";
 import { createServer, type AddressInfo, type Server } from "node:net";
 import { join } from "node:path";
-import { exited, gw, gwSpawn } from "../helpers/cli";
+import { BIN, exited, gw, gwSpawn } from "../helpers/cli";
 import { makeSite, tempDir, until } from "../helpers/fixture";
 
 /** Bad inputs and environments each get a named code and a sentence naming what is wrong. */
@@ -189,5 +189,26 @@ describe("bad inputs and environments (built bundle)", () => {
     const soc = gw(["soc", "receive", "--broker", "mqtt://127.0.0.1:99999", "--dir", s.socDir, "--out", join(s.gwDir, "out.jsonl")]);
     expect(soc.code).toBe(2);
     expect(soc.stderr).toBe('error[USAGE]: --broker "mqtt://127.0.0.1:99999" must be mqtt://HOST[:PORT] or mqtts://HOST[:PORT], with a valid host and a port from 1 to 65535\n');
+  });
+
+  it("an option given an empty value is USAGE naming it (`init --dir \"\"` wrote into the current directory)", () => {
+    const cwd = join(t.dir, "cwd");
+    mkdirSync(cwd);
+    for (const args of [["init", "--dir", "", "--device-id", "gw-e"], ["soc", "keys", "init", "--dir", ""], ["config", "schema", "--out", ""]]) {
+      const r = spawnSync(process.execPath, [BIN, ...args], { cwd, encoding: "utf8" });
+      expect(r.status, args.join(" ")).toBe(2);
+      expect(r.stderr, args.join(" ")).toMatch(/^error\[USAGE\]: --(dir|out) was given an empty value\n$/);
+      expect(r.stdout, args.join(" ")).toBe("");
+    }
+    expect(existsSync(join(cwd, "gatewarden.yaml")) || existsSync(join(cwd, "soc.key"))).toBe(false);
+  });
+
+  it("policy test --from that is not an IP address is USAGE, not a deny", () => {
+    const s = site();
+    const policy = join(s.gwDir, "p.yaml");
+    writeFileSync(policy, "identities:\n  - { match: { address: 10.0.0.1 }, role: s }\nroles:\n  s: { units: [1], functions: [read-only], read: { holding: ['0-9'] } }\n");
+    const r = gw(["policy", "test", "--policy", policy, "--from", "notip", "--function", "3", "--address", "1"]);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toBe('error[USAGE]: --from "notip" is not an IPv4 or IPv6 address\n');
   });
 });

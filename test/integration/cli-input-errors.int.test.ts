@@ -94,7 +94,7 @@ describe("malformed inputs and peers (built bundle)", () => {
       [["--broker", "mqtt://h:99999"], 'error[USAGE]: --broker "mqtt://h:99999" must be mqtt://HOST[:PORT] or mqtts://HOST[:PORT], with a valid host and a port from 1 to 65535'],
       [["--broker", "http://127.0.0.1:1883"], 'error[USAGE]: --broker "http://127.0.0.1:1883" must be mqtt://HOST[:PORT] or mqtts://HOST[:PORT]'],
       [["--broker", "tcp://127.0.0.1:1883"], 'error[USAGE]: --broker "tcp://127.0.0.1:1883" must be mqtt://HOST[:PORT] or mqtts://HOST[:PORT]'],
-      [["--broker", ""], 'error[USAGE]: --broker "" must be mqtt://HOST[:PORT] or mqtts://HOST[:PORT]'],
+      [["--broker", ""], "error[USAGE]: --broker was given an empty value"],
       [["--password-file", notCert], "error[USAGE]: --password-file needs --username: a broker takes a password only with a user name"],
       [["--ca", join(s.socDir, "missing.pem")], `error[TLS_SETUP]: --ca ${join(s.socDir, "missing.pem")} cannot be read (ENOENT)`],
       [["--ca", s.socDir], `error[TLS_SETUP]: --ca ${s.socDir} cannot be read (EISDIR)`],
