@@ -18,9 +18,10 @@ export class EmbeddedBroker {
    * `authorizePublish` (tests) sees every PUBLISH before the broker takes it; the broker
    * acknowledges it only once `accept` is called, so a test can hold acknowledgements back.
    * `drop` acknowledges it and delivers it to no one (nor keeps it retained); `payload` is the
-   * message's (a test may hand it over later itself).
+   * message's (a test may hand it over later itself); `connection` is the same object for every
+   * message of one client connection (a reconnect is another).
    */
-  async start(port = 0, opts: { authorizePublish?: (topic: string, accept: () => void, drop: () => void, payload: Buffer) => void; authorizeSubscribe?: (topic: string) => boolean } = {}): Promise<void> {
+  async start(port = 0, opts: { authorizePublish?: (topic: string, accept: () => void, drop: () => void, payload: Buffer, connection: object) => void; authorizeSubscribe?: (topic: string) => boolean } = {}): Promise<void> {
     const { Aedes } = await import("aedes");
     type AedesOptions = NonNullable<Parameters<typeof Aedes.createBroker>[0]>;
     const hook = opts.authorizePublish;
@@ -31,7 +32,7 @@ export class EmbeddedBroker {
       hook
         ? {
             ...subscribe,
-            authorizePublish: (_client, packet, done) =>
+            authorizePublish: (client, packet, done) =>
               hook(
                 packet.topic,
                 () => done(null),
@@ -40,6 +41,7 @@ export class EmbeddedBroker {
                   done(null);
                 },
                 Buffer.from(packet.payload),
+                client ?? packet,
               ),
           }
         : subscribe,
