@@ -178,6 +178,11 @@ export class Outbox {
       // -shm file, whose pages were dirtied by every commit and written back again and again
       // (SD-card wear). No other connection or process can open the file meanwhile.
       if (path !== ":memory:") this.db.pragma("locking_mode = EXCLUSIVE");
+      // Another program's database is refused before anything is changed in it: its tables are
+      // read first (a read changes nothing), then the outbox's page size and WAL mode are set.
+      const tables = new Set(this.db.prepare("SELECT name FROM sqlite_master WHERE type = 'table'").pluck().all());
+      const foreign = foreignTable(this.db, tables);
+      if (foreign) throw new Error(`it is a SQLite database but not a Gatewarden outbox (${foreign}); point buffer.path at the outbox, or at a new file`);
       // A new outbox takes 1 KiB pages (an existing one keeps its own): a commit writes every
       // page it touches whole, so a commit of one row (an audit record or a finding, each with
       // its fsync) appends one 1 KiB frame where 2 KiB pages appended 2 and 4 KiB pages 4, and a
@@ -188,11 +193,7 @@ export class Outbox {
       this.db.pragma("synchronous = NORMAL");
       this.db.pragma("foreign_keys = OFF");
       // An outbox written by a version before the `stopped` table cannot say how its last run ended.
-      const tables = new Set(this.db.prepare("SELECT name FROM sqlite_master WHERE type = 'table'").pluck().all());
       this.stopsTracked = tables.has("stopped") || !tables.has("events");
-      // Another program's database: refused before the outbox's tables are added to it.
-      const foreign = foreignTable(this.db, tables);
-      if (foreign) throw new Error(`it is a SQLite database but not a Gatewarden outbox (${foreign}); point buffer.path at the outbox, or at a new file`);
       this.db.exec(SCHEMA);
       // Held now: SQLite's usual wait for its own statements (none contend with an exclusive hold).
       this.db.pragma("busy_timeout = 5000");
@@ -1069,8 +1070,16 @@ const OUTBOX_COLUMNS: Record<string, string[]> = {
   chain: ["id", "boot", "seq", "hash"],
 };
 
-/** The first outbox table lacking one of its columns, in words: a database of another program. */
+/** Every table an outbox has had (`sqlite_sequence`: AUTOINCREMENT in an older outbox). */
+const OUTBOX_TABLES = new Set(["events", "chain", "quarantine", "parked", "loss_pending", "signing_key", "stopped", "sqlite_sequence"]);
+
+/**
+ * What makes the file another program's database, in words: a table no outbox has had, or an
+ * outbox table lacking one of its columns. Undefined for an outbox or an empty file.
+ */
 function foreignTable(db: Database.Database, tables: Set<unknown>): string | undefined {
+  const other = [...tables].filter((t) => !OUTBOX_TABLES.has(String(t))).sort();
+  if (other.length > 0) return `it has ${other.length === 1 ? "a table" : "tables"} no outbox has: ${other.slice(0, 3).join(", ")}${other.length > 3 ? ", ..." : ""}`;
   for (const [table, want] of Object.entries(OUTBOX_COLUMNS)) {
     if (!tables.has(table)) continue;
     const have = new Set((db.prepare(`PRAGMA table_info(${table})`).all() as { name: string }[]).map((c) => c.name));

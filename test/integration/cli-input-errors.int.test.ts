@@ -1,6 +1,6 @@
 import { afterAll, describe, expect, it } from "vitest";
 import { createServer, type AddressInfo, type Server } from "node:net";
-import { cpSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { cpSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import Database from "better-sqlite3";
 import { gw, gwAsync } from "../helpers/cli";
@@ -162,7 +162,7 @@ describe("malformed inputs and peers (built bundle)", () => {
     expect(r.stderr).toBe(`error[PATH_UNUSABLE]: command counter file ${counters} cannot be used: it is a directory (EISDIR)\n`);
   }, 60_000);
 
-  it("outbox check on another program's SQLite database is OUTBOX_OPEN naming the file, which gains no tables", () => {
+  it("outbox check on another program's SQLite database is OUTBOX_OPEN naming the file, which it leaves as it was (no tables added, journal mode unchanged)", () => {
     const s = site();
     const foreign = join(s.gwDir, "other.db");
     const db = new Database(foreign);
@@ -174,7 +174,25 @@ describe("malformed inputs and peers (built bundle)", () => {
     expect(r.stderr).toBe(`error[OUTBOX_OPEN]: cannot open the outbox ${foreign}: it is a SQLite database but not a Gatewarden outbox (its table events has no column boot); point buffer.path at the outbox, or at a new file\n`);
     const after = new Database(foreign, { readonly: true });
     expect(after.prepare("SELECT name FROM sqlite_master").pluck().all()).toEqual(["events"]);
+    // Nothing else in it changed either: it was refused before the outbox's WAL mode was set.
+    expect(after.pragma("journal_mode", { simple: true })).toBe("delete");
     after.close();
+    expect(existsSync(`${foreign}-wal`)).toBe(false);
+
+    // A database with none of the outbox's tables (another program's, or the receiver's) is
+    // refused too: before, the outbox's tables were added to it.
+    const other = join(s.gwDir, "users.db");
+    const db2 = new Database(other);
+    db2.exec("CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT); CREATE TABLE roles (id INTEGER PRIMARY KEY)");
+    db2.close();
+    expect(gw(["config", "set", "buffer.path", other, "--config", s.cfgFile]).code).toBe(0);
+    const r2 = gw(["outbox", "check", "--config", s.cfgFile]);
+    expect(r2.code).toBe(1);
+    expect(r2.stderr).toBe(`error[OUTBOX_OPEN]: cannot open the outbox ${other}: it is a SQLite database but not a Gatewarden outbox (it has tables no outbox has: roles, users); point buffer.path at the outbox, or at a new file\n`);
+    const after2 = new Database(other, { readonly: true });
+    expect(after2.prepare("SELECT name FROM sqlite_master ORDER BY name").pluck().all()).toEqual(["roles", "users"]);
+    expect(after2.pragma("journal_mode", { simple: true })).toBe("delete");
+    after2.close();
   });
 
   it("soc trust add and remove name a receiver.db they cannot read the last boot from", () => {
