@@ -1,5 +1,5 @@
 import { createPrivateKey, type KeyObject } from "node:crypto";
-import { closeSync, fsyncSync, lstatSync, openSync, readFileSync, realpathSync, renameSync, rmSync, statSync, writeSync, existsSync } from "node:fs";
+import { closeSync, fchmodSync, fchownSync, fstatSync, fsyncSync, lstatSync, openSync, readFileSync, realpathSync, renameSync, rmSync, statSync, writeSync, existsSync } from "node:fs";
 import { dirname } from "node:path";
 import { DaemonError, pathUnusable } from "./errors";
 
@@ -98,8 +98,11 @@ export function writeNewFiles(files: readonly { path: string; data: string | Buf
 }
 
 /**
- * Replaces a file atomically (temp file, fsync, rename), keeping the given mode: the old or the
- * whole new content, never a torn one; a failed write leaves the old file and no temp file.
+ * Replaces a file atomically (temp file, fsync, rename): the old or the whole new content, never
+ * a torn one; a failed write leaves the old file and no temp file. A new file gets `mode`; an
+ * existing one keeps its own mode, owner and group (`sudo gatewarden config set` on a config
+ * that is root:gatewarden 0640 must leave the daemon able to read it). When its owner or group
+ * cannot be kept (not root, and not ours), nothing is written: PATH_UNUSABLE naming the file.
  */
 export function writeFileAtomic(path: string, data: string | Buffer, mode: number): void {
   const file = replaceable(path);
@@ -116,12 +119,42 @@ export function writeFileAtomic(path: string, data: string | Buffer, mode: numbe
     return;
   }
   const tmp = `${file}.tmp-${process.pid}`;
-  writeWhole(openFor(path, tmp, "w", mode), tmp, path, data);
+  const was = existing(file);
+  const fd = openFor(path, tmp, "w", was ? 0o600 : mode);
+  if (was) keepOwnerAndMode(fd, tmp, path, was);
+  writeWhole(fd, tmp, path, data);
   try {
     renameSync(tmp, file);
   } catch (e) {
     rmSync(tmp, { force: true });
     throw pathUnusable(path, "file", e as NodeJS.ErrnoException);
+  }
+}
+
+/** The existing regular file's mode and ownership (undefined: a new file). */
+function existing(file: string): { mode: number; uid: number; gid: number } | undefined {
+  try {
+    const st = statSync(file);
+    return { mode: st.mode & 0o7777, uid: st.uid, gid: st.gid };
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Gives the temp file the replaced file's owner, group and mode (exactly: no umask), before any
+ * content is in it; on failure removes it and throws PATH_UNUSABLE naming `path`.
+ */
+function keepOwnerAndMode(fd: number, tmp: string, path: string, was: { mode: number; uid: number; gid: number }): void {
+  try {
+    const st = fstatSync(fd);
+    if (st.uid !== was.uid || st.gid !== was.gid) fchownSync(fd, was.uid, was.gid);
+    fchmodSync(fd, was.mode);
+  } catch (e) {
+    closeSync(fd);
+    rmSync(tmp, { force: true });
+    const code = (e as NodeJS.ErrnoException).code ?? "error";
+    throw pathUnusable(path, "file", `it belongs to uid ${was.uid} gid ${was.gid}, and a replacement written by uid ${process.getuid?.() ?? "?"} could not keep that (${code}); nothing was changed: run this as the file's owner or as root`);
   }
 }
 

@@ -1,9 +1,10 @@
 import { afterAll, describe, expect, it } from "vitest";
 import { createServer, type AddressInfo, type Server } from "node:net";
-import { cpSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { join } from "node:path";
+import { chmodSync, chownSync, cpSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { spawnSync } from "node:child_process";
+import { dirname, join } from "node:path";
 import Database from "better-sqlite3";
-import { gw, gwAsync } from "../helpers/cli";
+import { BIN, gw, gwAsync } from "../helpers/cli";
 import { makeSite, tempDir } from "../helpers/fixture";
 import { havePeer } from "../helpers/peers";
 import { makePki } from "../helpers/tls";
@@ -193,6 +194,33 @@ describe("malformed inputs and peers (built bundle)", () => {
     expect(after2.prepare("SELECT name FROM sqlite_master ORDER BY name").pluck().all()).toEqual(["roles", "users"]);
     expect(after2.pragma("journal_mode", { simple: true })).toBe("delete");
     after2.close();
+  });
+
+  it("config set as a user who cannot keep the config's owner changes nothing and says so (PATH_UNUSABLE); as root it keeps owner, group and mode", () => {
+    if (process.getuid?.() !== 0) {
+      if (process.env.GATEWARDEN_REQUIRE_PEERS === "1") throw new Error("running a command as another user needs root (GATEWARDEN_REQUIRE_PEERS=1)");
+      return void console.warn("skipped: not root");
+    }
+    const s = site();
+    const dir = join(s.gwDir, "shared");
+    mkdirSync(dir);
+    chmodSync(dir, 0o777);
+    for (const d of [t.dir, dirname(s.gwDir), s.gwDir]) chmodSync(d, 0o755); // the other user reaches the file
+    const cfg = join(dir, "gatewarden.yaml");
+    cpSync(s.cfgFile, cfg);
+    chownSync(cfg, 0, 65534);
+    chmodSync(cfg, 0o644);
+    const before = readFileSync(cfg, "utf8");
+    const r = spawnSync(process.execPath, [BIN, "config", "set", "buffer.max_bytes", "20000000", "--config", cfg], { encoding: "utf8", uid: 65534, gid: 65534, timeout: 30_000 });
+    expect(r.status).toBe(1);
+    expect(r.stderr).toBe(`error[PATH_UNUSABLE]: file ${cfg} cannot be used: it belongs to uid 0 gid 65534, and a replacement written by uid 65534 could not keep that (EPERM); nothing was changed: run this as the file's owner or as root\n`);
+    expect(readFileSync(cfg, "utf8")).toBe(before);
+    expect(readdirSync(dir)).toEqual(["gatewarden.yaml"]);
+    // Root (sudo) edits it: it stays root:65534 0644, readable by the group's daemon.
+    expect(gw(["config", "set", "buffer.max_bytes", "20000000", "--config", cfg]).code).toBe(0);
+    const st = statSync(cfg);
+    expect([st.uid, st.gid, st.mode & 0o7777]).toEqual([0, 65534, 0o644]);
+    expect(readFileSync(cfg, "utf8")).toContain("20000000");
   });
 
   it("soc trust add and remove name a receiver.db they cannot read the last boot from", () => {

@@ -1,9 +1,16 @@
 import { afterAll, describe, expect, it } from "vitest";
 import { execFileSync } from "node:child_process";
-import { lstatSync, mkdirSync, readFileSync, readlinkSync, statSync, symlinkSync, writeFileSync } from "node:fs";
+import { chmodSync, chownSync, lstatSync, mkdirSync, readFileSync, readlinkSync, statSync, symlinkSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { readSecretFile, writeFileAtomic } from "../../../agent/core/secret-files";
 import { tempDir } from "../../helpers/fixture";
+
+/** Why this process cannot change files' owners (a skip), or undefined as root; CI requires root. */
+function asRoot(): string | undefined {
+  const why = process.getuid?.() !== 0 ? "not root: cannot give a file another owner" : undefined;
+  if (why && process.env.GATEWARDEN_REQUIRE_PEERS === "1") throw new Error(`changing a file's owner needs root (GATEWARDEN_REQUIRE_PEERS=1): ${why}`);
+  return why;
+}
 
 /** Where an operator points a command's output or a key: what is written, what is refused, and nothing is destroyed. */
 describe("file writes and key reads on paths that are not plain files", () => {
@@ -45,6 +52,29 @@ describe("file writes and key reads on paths that are not plain files", () => {
   it("a missing directory and a file system that cannot create files are told apart", () => {
     expect(() => writeFileAtomic(join(t.dir, "none", "x.json"), "x", 0o644)).toThrow(/its directory does not exist \(ENOENT\)$/);
     expect(() => writeFileAtomic("/proc/gatewarden-x", "x", 0o644)).toThrow(/this file system does not allow creating it \(ENOENT\)$/);
+  });
+
+  it("a new file gets the given mode; a replaced file keeps its own mode exactly (no umask)", () => {
+    const file = join(t.dir, "policy.yaml");
+    writeFileAtomic(file, "a\n", 0o640);
+    expect(statSync(file).mode & 0o7777).toBe(0o640);
+    chmodSync(file, 0o664); // group-writable: a umask of 022 would have taken that away
+    writeFileAtomic(file, "b\n", 0o644);
+    expect(statSync(file).mode & 0o7777).toBe(0o664);
+    expect(readFileSync(file, "utf8")).toBe("b\n");
+  });
+
+  it("a replaced file keeps its owner and group (root editing root:gatewarden 0640 leaves the daemon able to read it)", () => {
+    const why = asRoot();
+    if (why) return void console.warn(`skipped: ${why}`);
+    const file = join(t.dir, "gatewarden.yaml");
+    writeFileSync(file, "old\n");
+    chownSync(file, 0, 65534);
+    chmodSync(file, 0o640);
+    writeFileAtomic(file, "new\n", 0o600);
+    const st = statSync(file);
+    expect([st.uid, st.gid, st.mode & 0o7777]).toEqual([0, 65534, 0o640]);
+    expect(readFileSync(file, "utf8")).toBe("new\n");
   });
 
   it("a key path naming a directory is KEY_INVALID naming it, not EISDIR", () => {
