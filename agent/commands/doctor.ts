@@ -2,7 +2,7 @@ import type { Command } from "commander";
 import { loadConfig } from "../config/load";
 import { locateConfig } from "../config/locate";
 import { DaemonError, describeError } from "../core/errors";
-import { checkBroker, checkCertificates, checkClock, checkDataDir, checkDisk, checkListeners, checkSecrets, checkUpstreams, serviceUser, type Check } from "../doctor/checks";
+import { checkBroker, checkCertificates, checkClock, checkConfigReadable, checkDataDir, checkDisk, checkListeners, checkSecrets, checkUpstreams, serviceUser, type Check } from "../doctor/checks";
 import { checkReferences } from "../config/references";
 import { secretPathOf } from "../doctor/secrets";
 
@@ -48,6 +48,8 @@ async function runDoctor(opts: Opts): Promise<void> {
   if (config) {
     const user = serviceUser(opts.root, opts.user);
     checks.push(user ? { id: "service_user", status: "ok", detail: `${opts.user} is uid ${user.uid}` } : { id: "service_user", status: "warn", detail: `no user ${opts.user} with a numeric uid and gid in ${opts.root.replace(/\/$/, "")}/etc/passwd`, fix: "install.sh creates it; the unit runs the daemon as it" });
+    const readable = checkConfigReadable(file, user);
+    if (readable) checks.push(readable);
     checks.push(...checkSecrets(config, user, new Set(checks.map((c) => c.id))), checkDataDir(config, user), checkDisk(config), checkClock(), ...checkCertificates(config));
     const [broker, upstreams, listeners] = await Promise.all([checkBroker(config), checkUpstreams(config), checkListeners(config)]);
     checks.push(broker, ...upstreams, ...listeners);

@@ -1,5 +1,5 @@
 import { createPrivateKey, type KeyObject } from "node:crypto";
-import { closeSync, fchmodSync, fchownSync, fstatSync, fsyncSync, lstatSync, openSync, readFileSync, realpathSync, renameSync, rmSync, statSync, writeSync, existsSync } from "node:fs";
+import { chownSync, closeSync, fchmodSync, fchownSync, fstatSync, fsyncSync, lstatSync, openSync, readFileSync, realpathSync, renameSync, rmSync, statSync, writeSync, existsSync } from "node:fs";
 import { dirname } from "node:path";
 import { DaemonError, pathUnusable } from "./errors";
 
@@ -80,7 +80,10 @@ function writeWhole(fd: number, written: string, path: string, data: string | Bu
 /** Creates a new file (never overwrites) with the given mode, fsynced; nothing is left if that fails. */
 export function writeNewFile(path: string, data: string | Buffer, mode: number): void {
   if (existsSync(path)) throw new DaemonError("KEY_EXISTS", `${path} exists; refusing to overwrite it`);
-  writeWhole(openFor(path, path, "wx", mode), path, path, data);
+  const fd = openFor(path, path, "wx", mode);
+  const owner = dirOwner(dirname(path));
+  if (owner) keepOwnerAndMode(fd, path, path, { ...owner, mode });
+  writeWhole(fd, path, path, data);
 }
 
 /** Creates new files (a key pair) all or none: when one cannot be written, those written before it are removed. */
@@ -119,7 +122,8 @@ export function writeFileAtomic(path: string, data: string | Buffer, mode: numbe
     return;
   }
   const tmp = `${file}.tmp-${process.pid}`;
-  const was = existing(file);
+  const owner = dirOwner(dirname(file));
+  const was = existing(file) ?? (owner ? { ...owner, mode } : undefined);
   const fd = openFor(path, tmp, "w", was ? 0o600 : mode);
   if (was) keepOwnerAndMode(fd, tmp, path, was);
   writeWhole(fd, tmp, path, data);
@@ -128,6 +132,40 @@ export function writeFileAtomic(path: string, data: string | Buffer, mode: numbe
   } catch (e) {
     rmSync(tmp, { force: true });
     throw pathUnusable(path, "file", e as NodeJS.ErrnoException);
+  }
+}
+
+/**
+ * Who a file root creates in `dir` belongs to: the directory's owner and group when that is
+ * another user (the service user's state directory, where `sudo gatewarden integrity accept`
+ * wrote a manifest the daemon could not read), else undefined (the creator, as usual). Only as
+ * root: another user cannot give a file away.
+ */
+export function dirOwner(dir: string): { uid: number; gid: number } | undefined {
+  if (process.geteuid?.() !== 0) return undefined;
+  try {
+    const st = statSync(dir);
+    return st.uid !== 0 ? { uid: st.uid, gid: st.gid } : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Gives files root created (or left) in another user's directory to that user (see dirOwner):
+ * the outbox, its lock and head copy when a command wrote them before the daemon ever ran.
+ * Best effort: a file that cannot be given away stays as it is, and the daemon names it.
+ */
+export function giveToDirOwner(...paths: string[]): void {
+  for (const p of paths) {
+    const owner = dirOwner(dirname(p));
+    if (!owner) continue;
+    try {
+      const st = statSync(p);
+      if (st.uid === 0 && st.isFile()) chownSync(p, owner.uid, owner.gid);
+    } catch {
+      /* gone, or not ours to change */
+    }
   }
 }
 

@@ -1,5 +1,5 @@
 import { execFileSync } from "node:child_process";
-import { accessSync, constants, existsSync, readFileSync, statfsSync, statSync } from "node:fs";
+import { accessSync, constants, existsSync, lstatSync, readdirSync, readFileSync, statfsSync, statSync } from "node:fs";
 import { connect, createServer } from "node:net";
 import { dirname, join } from "node:path";
 import mqtt from "mqtt";
@@ -22,6 +22,51 @@ export interface Check {
 const ok = (id: string, detail: string): Check => ({ id, status: "ok", detail });
 const fail = (id: string, detail: string, fix: string): Check => ({ id, status: "fail", detail, fix });
 const warn = (id: string, detail: string, fix: string): Check => ({ id, status: "warn", detail, fix });
+
+/** Entries under `dir` (at most `limit` looked at, symbolic links not followed) that `uid` does not own. */
+function notOwnedBy(dir: string, uid: number, limit = 2000): { path: string; uid: number }[] {
+  const out: { path: string; uid: number }[] = [];
+  const todo = [dir];
+  let seen = 0;
+  while (todo.length && seen < limit) {
+    const d = todo.pop()!;
+    let names: string[];
+    try {
+      names = readdirSync(d);
+    } catch {
+      continue;
+    }
+    for (const n of names) {
+      if (++seen > limit) break;
+      const p = join(d, n);
+      try {
+        const st = lstatSync(p);
+        if (st.uid !== uid) out.push({ path: p, uid: st.uid });
+        if (st.isDirectory()) todo.push(p);
+      } catch {
+        /* gone meanwhile */
+      }
+    }
+  }
+  return out;
+}
+
+/**
+ * The config as the service user would read it: its owner with u+r, its group with g+r, or
+ * anyone with o+r (install.sh makes it root:gatewarden 0640).
+ */
+export function checkConfigReadable(file: string, user: { uid: number; gid: number } | undefined): Check | undefined {
+  if (!user) return undefined;
+  try {
+    const st = statSync(file);
+    const m = st.mode & 0o777;
+    const readable = (st.uid === user.uid && m & 0o400) || (st.gid === user.gid && m & 0o040) || m & 0o004;
+    if (readable) return ok("config_readable", `${file} (uid ${st.uid} gid ${st.gid} mode 0${m.toString(8)}) is readable by the service user`);
+    return fail("config_readable", `${file} is uid ${st.uid} gid ${st.gid} mode 0${m.toString(8)}: the service user (uid ${user.uid} gid ${user.gid}) cannot read it, and the daemon will not start`, `chown root:gatewarden ${file} && chmod 0640 ${file}`);
+  } catch (e) {
+    return fail("config_readable", `${file}: ${describeError(e)}`, "gatewarden config validate names the problem");
+  }
+}
 
 /** The service account as the system (or the install root) knows it. */
 export function serviceUser(root: string, name: string): { uid: number; gid: number } | undefined {
@@ -116,6 +161,12 @@ export function checkDataDir(c: Config, user: { uid: number } | undefined): Chec
   try {
     const st = statSync(dir);
     if (user && st.uid !== user.uid) return fail("state_dir", `${dir} is owned by uid ${st.uid}, not the service user (${user.uid})`, `chown -R gatewarden ${dir}`);
+    if (user) {
+      // A file a command run as root left there (before it gave its files to the directory's
+      // owner): the daemon cannot open its outbox, manifest or state.
+      const foreign = notOwnedBy(dir, user.uid);
+      if (foreign.length) return fail("state_dir", `${dir}: ${foreign.slice(0, 3).map((f) => `${f.path} (uid ${f.uid})`).join(", ")}${foreign.length > 3 ? ` and ${foreign.length - 3} more` : ""} not owned by the service user (${user.uid}): the daemon may not open them`, `chown -R gatewarden: ${dir}`);
+    }
     if (!user) accessSync(dir, constants.W_OK);
     return ok("state_dir", `${dir} is writable by the service`);
   } catch (e) {

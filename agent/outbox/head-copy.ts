@@ -1,3 +1,4 @@
+import { giveToDirOwner } from "../core/secret-files";
 import { createHash } from "node:crypto";
 import { closeSync, constants, openSync, readFileSync, writeSync } from "node:fs";
 
@@ -58,7 +59,10 @@ export class HeadCopy {
     const buf = Buffer.alloc(SIZE, " ");
     buf.write(line);
     try {
-      this.fd ??= openSync(this.file, constants.O_RDWR | constants.O_CREAT, 0o600);
+      if (this.fd === undefined) {
+        this.fd = openSync(this.file, constants.O_RDWR | constants.O_CREAT, 0o600);
+        giveToDirOwner(this.file);
+      }
       writeSync(this.fd, buf, 0, SIZE, 0);
     } catch {
       this.failures++;

@@ -1,3 +1,4 @@
+import { giveToDirOwner } from "../core/secret-files";
 import Database from "better-sqlite3";
 import { readFileSync } from "node:fs";
 import { hostname } from "node:os";
@@ -55,6 +56,7 @@ export class OutboxLock {
     let db: Database.Database | undefined;
     try {
       db = new Database(path, { timeout: waitMs });
+      giveToDirOwner(path);
       db.pragma("locking_mode = EXCLUSIVE");
       // Rebuilt on every take (the row is one page): an older lock file has no `what` column.
       db.exec("BEGIN IMMEDIATE; DROP TABLE IF EXISTS owner; CREATE TABLE owner (id INTEGER PRIMARY KEY CHECK (id = 1), what TEXT NOT NULL, pid INTEGER NOT NULL, host TEXT NOT NULL, since INTEGER NOT NULL)");

@@ -1,3 +1,4 @@
+import { giveToDirOwner } from "../core/secret-files";
 import Database from "better-sqlite3";
 import { performance } from "node:perf_hooks";
 import { closeSync, fsyncSync, openSync, rmSync, statSync } from "node:fs";
@@ -173,6 +174,8 @@ export class Outbox {
     if (path !== ":memory:") makeDirs(dirname(path), "outbox directory");
     try {
       this.db = new Database(path, { timeout: waitMs });
+      // Made by `sudo gatewarden ...` before the daemon ever ran: the service user's (SQLite gives its WAL the file's owner).
+      if (path !== ":memory:") giveToDirOwner(path);
       // The outbox's connection owns the file for as long as it is open (exclusive locking, set
       // before the WAL is first used): SQLite then keeps the WAL index in memory and writes no
       // -shm file, whose pages were dirtied by every commit and written back again and again

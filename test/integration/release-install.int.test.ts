@@ -1,5 +1,5 @@
 import { execFileSync, spawn, type ChildProcess } from "node:child_process";
-import { appendFileSync, chmodSync, chownSync, copyFileSync, existsSync, lstatSync, mkdirSync, readFileSync, readlinkSync, statSync, writeFileSync } from "node:fs";
+import { appendFileSync, chmodSync, chownSync, copyFileSync, existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, readlinkSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { generateSocKeys } from "../../agent/keys/identity";
@@ -127,6 +127,36 @@ describe.skipIf(!peers)("release package, install.sh and doctor", () => {
     expect(notOk.map((c) => c.id)).toEqual(notOk.some((c) => c.id === "clock") ? ["clock"] : []);
     expect(r.code).toBe(0);
     expect(d.checks.map((c) => c.id)).toEqual(expect.arrayContaining(["config", "service_user", "secret:device.key", "secret:upstream.key", "state_dir", "disk", "broker", "modbus_upstream:plc", "modbus_upstream:bus", "listener:scada"]));
+  });
+
+  it("what root's commands write stays usable by the service user: config set keeps root:gatewarden 0640, integrity accept leaves the state its own", () => {
+    // beforeAll edited the config as root (sudo gatewarden config set): it was root:root before.
+    const gid = statSync(join(root, "etc", "gatewarden")).gid;
+    const c = statSync(conf);
+    expect([c.uid, c.gid, c.mode & 0o777]).toEqual([0, gid, 0o640]);
+    // integrity accept with no daemon: the manifest, and the outbox its audit event went into, are
+    // made by root in the service user's state directory.
+    const state = join(root, "var", "lib", "gatewarden");
+    expect(cli(["config", "set", "integrity.interval_ms", "300000", "--config", conf]).code).toBe(0);
+    const r = cli(["integrity", "accept", "--config", conf, "--json"]);
+    expect(r.code, r.out).toBe(0);
+    const files = readdirSync(state);
+    expect(files).toEqual(expect.arrayContaining(["integrity.json", "outbox.db", "outbox.db.head", "outbox.db.lock"]));
+    for (const f of files) expect([f, statSync(join(state, f)).uid], f).toEqual([f, uid]);
+    const doctor = (): DoctorOut => JSON.parse(cli(["doctor", "--config", conf, "--root", root, "--json"]).out) as DoctorOut;
+    expect(doctor().checks.filter((x) => ["config_readable", "state_dir"].includes(x.id)).map((x) => x.status)).toEqual(["ok", "ok"]);
+    // A file root left there, and a config the service cannot read, are each a failing check with its fix.
+    chownSync(join(state, "integrity.json"), 0, 0);
+    chownSync(conf, 0, 0);
+    try {
+      const d = doctor().checks;
+      const data = join(root, "etc", "gatewarden", "data"); // buffer.path's directory, as the config names it
+      expect(d.find((x) => x.id === "state_dir")).toMatchObject({ status: "fail", detail: `${data}: ${join(data, "integrity.json")} (uid 0) not owned by the service user (${uid}): the daemon may not open them`, fix: `chown -R gatewarden: ${data}` });
+      expect(d.find((x) => x.id === "config_readable")).toMatchObject({ status: "fail", detail: `${conf} is uid 0 gid 0 mode 0640: the service user (uid ${uid} gid ${gid}) cannot read it, and the daemon will not start` });
+    } finally {
+      chownSync(join(state, "integrity.json"), uid, statSync(state).gid);
+      chownSync(conf, 0, gid);
+    }
   });
 
   it("with a loose key file, a stopped broker and a missing serial port, exactly those checks fail", async () => {
