@@ -1,4 +1,4 @@
-import { mkdirSync, statSync } from "node:fs";
+import { chownSync, mkdirSync, statSync } from "node:fs";
 import { dirname, resolve } from "node:path";
 import { DaemonError, pathUnusable as unusable } from "./errors";
 
@@ -33,7 +33,45 @@ export function makeDirs(path: string, what: string, mode = 0o700): void {
       mkdirSync(p, { mode });
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code !== "EEXIST") throw unusable(path, what, e as NodeJS.ErrnoException);
+      continue;
+    }
+    giveToDirOwner(p); // made by root in the service user's directory: the service user's
+  }
+}
+
+/**
+ * Who a file root creates in `dir` belongs to: the directory's owner and group when that is
+ * another user (the service user's state directory, where `sudo gatewarden integrity accept`
+ * wrote a manifest the daemon could not read), else undefined (the creator, as usual). Only as
+ * root: another user cannot give a file away.
+ */
+export function dirOwner(dir: string): { uid: number; gid: number } | undefined {
+  if (process.geteuid?.() !== 0) return undefined;
+  try {
+    const st = statSync(dir);
+    return st.uid !== 0 ? { uid: st.uid, gid: st.gid } : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Gives files and directories root created (or left) in another user's directory to that user
+ * (see dirOwner): the outbox, its lock and head copy when a command wrote them before the daemon
+ * ever ran, and directories made for state.
+ * Best effort: a file that cannot be given away stays as it is, and the daemon names it.
+ */
+export function giveToDirOwner(...paths: string[]): void {
+  for (const p of paths) {
+    const owner = dirOwner(dirname(p));
+    if (!owner) continue;
+    try {
+      const st = statSync(p);
+      if (st.uid === 0 && (st.isFile() || st.isDirectory())) chownSync(p, owner.uid, owner.gid);
+    } catch {
+      /* gone, or not ours to change */
     }
   }
 }
+
 

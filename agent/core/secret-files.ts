@@ -1,6 +1,7 @@
 import { createPrivateKey, type KeyObject } from "node:crypto";
-import { chownSync, closeSync, fchmodSync, fchownSync, fstatSync, fsyncSync, lstatSync, openSync, readFileSync, realpathSync, renameSync, rmSync, statSync, writeSync, existsSync } from "node:fs";
+import { closeSync, fchmodSync, fchownSync, fstatSync, fsyncSync, lstatSync, openSync, readFileSync, realpathSync, renameSync, rmSync, statSync, writeSync, existsSync } from "node:fs";
 import { dirname } from "node:path";
+import { dirOwner } from "./dirs";
 import { DaemonError, pathUnusable } from "./errors";
 
 /**
@@ -132,40 +133,6 @@ export function writeFileAtomic(path: string, data: string | Buffer, mode: numbe
   } catch (e) {
     rmSync(tmp, { force: true });
     throw pathUnusable(path, "file", e as NodeJS.ErrnoException);
-  }
-}
-
-/**
- * Who a file root creates in `dir` belongs to: the directory's owner and group when that is
- * another user (the service user's state directory, where `sudo gatewarden integrity accept`
- * wrote a manifest the daemon could not read), else undefined (the creator, as usual). Only as
- * root: another user cannot give a file away.
- */
-export function dirOwner(dir: string): { uid: number; gid: number } | undefined {
-  if (process.geteuid?.() !== 0) return undefined;
-  try {
-    const st = statSync(dir);
-    return st.uid !== 0 ? { uid: st.uid, gid: st.gid } : undefined;
-  } catch {
-    return undefined;
-  }
-}
-
-/**
- * Gives files root created (or left) in another user's directory to that user (see dirOwner):
- * the outbox, its lock and head copy when a command wrote them before the daemon ever ran.
- * Best effort: a file that cannot be given away stays as it is, and the daemon names it.
- */
-export function giveToDirOwner(...paths: string[]): void {
-  for (const p of paths) {
-    const owner = dirOwner(dirname(p));
-    if (!owner) continue;
-    try {
-      const st = statSync(p);
-      if (st.uid === 0 && st.isFile()) chownSync(p, owner.uid, owner.gid);
-    } catch {
-      /* gone, or not ours to change */
-    }
   }
 }
 

@@ -1,4 +1,4 @@
-import { giveToDirOwner } from "../core/secret-files";
+import { giveToDirOwner } from "../core/dirs";
 import { createHash } from "node:crypto";
 import { closeSync, constants, openSync, readFileSync, writeSync } from "node:fs";
 

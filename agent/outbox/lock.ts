@@ -1,4 +1,4 @@
-import { giveToDirOwner } from "../core/secret-files";
+import { giveToDirOwner } from "../core/dirs";
 import Database from "better-sqlite3";
 import { readFileSync } from "node:fs";
 import { hostname } from "node:os";

@@ -1,4 +1,4 @@
-import { giveToDirOwner } from "../core/secret-files";
+import { giveToDirOwner } from "../core/dirs";
 import Database from "better-sqlite3";
 import { performance } from "node:perf_hooks";
 import { closeSync, fsyncSync, openSync, rmSync, statSync } from "node:fs";

@@ -2,7 +2,8 @@ import { afterAll, describe, expect, it } from "vitest";
 import { execFileSync } from "node:child_process";
 import { chmodSync, chownSync, lstatSync, mkdirSync, readFileSync, readlinkSync, statSync, symlinkSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { readSecretFile, writeFileAtomic } from "../../../agent/core/secret-files";
+import { makeDirs } from "../../../agent/core/dirs";
+import { readSecretFile, writeFileAtomic, writeNewFile } from "../../../agent/core/secret-files";
 import { tempDir } from "../../helpers/fixture";
 
 /** Why this process cannot change files' owners (a skip), or undefined as root; CI requires root. */
@@ -75,6 +76,28 @@ describe("file writes and key reads on paths that are not plain files", () => {
     const st = statSync(file);
     expect([st.uid, st.gid, st.mode & 0o7777]).toEqual([0, 65534, 0o640]);
     expect(readFileSync(file, "utf8")).toBe("new\n");
+  });
+
+  it("what root creates in another user's directory is that user's: directories, new files, new keys", () => {
+    const why = asRoot();
+    if (why) return void console.warn(`skipped: ${why}`);
+    const state = join(t.dir, "state");
+    mkdirSync(state, { mode: 0o700 });
+    chownSync(state, 65534, 65534);
+    makeDirs(join(state, "update", "x"), "update state directory");
+    writeFileAtomic(join(state, "update", "counter.json"), "{}\n", 0o600);
+    writeNewFile(join(state, "update", "x", "new.key"), "k\n", 0o600);
+    const own = (p: string) => {
+      const st = statSync(join(state, p));
+      return [st.uid, st.gid, st.mode & 0o777];
+    };
+    expect(own("update")).toEqual([65534, 65534, 0o700]);
+    expect(own("update/x")).toEqual([65534, 65534, 0o700]);
+    expect(own("update/counter.json")).toEqual([65534, 65534, 0o600]);
+    expect(own("update/x/new.key")).toEqual([65534, 65534, 0o600]);
+    // A directory root owns keeps what root makes in it root's.
+    writeFileAtomic(join(t.dir, "root-owned.json"), "{}\n", 0o600);
+    expect(statSync(join(t.dir, "root-owned.json")).uid).toBe(0);
   });
 
   it("a key path naming a directory is KEY_INVALID naming it, not EISDIR", () => {
