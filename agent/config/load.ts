@@ -1,4 +1,4 @@
-import { readFileSync } from "node:fs";
+import { readFileSync, statSync } from "node:fs";
 import { dirname, isAbsolute, resolve } from "node:path";
 import { LineCounter, parseDocument, type Document } from "yaml";
 import { DaemonError } from "../core/errors";
@@ -41,15 +41,33 @@ export function loadConfig(file: string): LoadedConfig {
   try {
     text = readFileSync(file, "utf8");
   } catch (e) {
-    throw new DaemonError(
-      "CONFIG_NOT_FOUND",
-      `cannot read config ${file} (${(e as NodeJS.ErrnoException).code ?? "error"}); pass --config FILE, set GATEWARDEN_CONFIG, or run \`gatewarden init --dir DIR\``,
-    );
+    throw unreadableConfig(file, e as NodeJS.ErrnoException);
   }
   const { doc, lc } = parseConfigText(text, file);
   const { config, issues } = validateDoc(doc, lc, file);
   if (!config) throw Object.assign(new DaemonError("CONFIG_INVALID", formatIssues(file, issues)), { issues });
   return { file, dir: dirname(file), config: resolvePaths(config, dirname(file)) };
+}
+
+/**
+ * Why the config cannot be read, with what to do: a file that is there but not readable by this
+ * user (a `config set` as root used to leave it root:root) is not a missing file, and `init`
+ * would not help.
+ */
+function unreadableConfig(file: string, e: NodeJS.ErrnoException): DaemonError {
+  const code = e.code ?? "error";
+  if (code === "EACCES" || code === "EPERM") {
+    let owner = "";
+    try {
+      const st = statSync(file);
+      owner = `: it is uid ${st.uid} gid ${st.gid} mode 0${(st.mode & 0o777).toString(8)}`;
+    } catch {
+      /* a directory on the way is not searchable: the path's parts say why */
+    }
+    return new DaemonError("CONFIG_UNREADABLE", `config ${file} cannot be read by uid ${process.getuid?.() ?? "?"} (${code})${owner}; run as root or as a member of its group (the daemon's user must be one: chown root:gatewarden ${file} && chmod 0640 ${file})`);
+  }
+  if (code === "EISDIR") return new DaemonError("CONFIG_NOT_FOUND", `config ${file} is a directory; pass --config FILE naming the config file in it`);
+  return new DaemonError("CONFIG_NOT_FOUND", `cannot read config ${file} (${code}); pass --config FILE, set GATEWARDEN_CONFIG, or run \`gatewarden init --dir DIR\``);
 }
 
 /** Makes every path setting absolute, relative to the config file's directory. */

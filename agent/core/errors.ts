@@ -4,6 +4,7 @@
  */
 export const ErrorCodes = {
   CONFIG_NOT_FOUND: "no config file was found",
+  CONFIG_UNREADABLE: "the config file exists but cannot be read by this user",
   CONFIG_PARSE: "the config file is not valid YAML",
   CONFIG_INVALID: "the config does not match the schema",
   CONFIG_KEY_UNKNOWN: "no such config key",

@@ -223,6 +223,26 @@ describe("malformed inputs and peers (built bundle)", () => {
     expect(readFileSync(cfg, "utf8")).toContain("20000000");
   });
 
+  it("a config this user cannot read is CONFIG_UNREADABLE naming its owner and the fix, not 'not found, run init'; a directory is named as one", () => {
+    const s = site();
+    const dir = s.gwDir.replace(/\/[^/]+$/, "");
+    const r0 = gw(["config", "validate", "--config", dir]);
+    expect(r0.stderr).toBe(`error[CONFIG_NOT_FOUND]: config ${dir} is a directory; pass --config FILE naming the config file in it\n`);
+    if (process.getuid?.() !== 0) {
+      if (process.env.GATEWARDEN_REQUIRE_PEERS === "1") throw new Error("running a command as another user needs root (GATEWARDEN_REQUIRE_PEERS=1)");
+      return void console.warn("skipped: not root");
+    }
+    for (const d of [t.dir, dirname(s.gwDir), s.gwDir]) chmodSync(d, 0o755);
+    chownSync(s.cfgFile, 0, 0);
+    chmodSync(s.cfgFile, 0o640);
+    for (const args of [["config", "validate"], ["run"], ["doctor"]]) {
+      const r = spawnSync(process.execPath, [BIN, ...args, "--config", s.cfgFile], { encoding: "utf8", uid: 65534, gid: 65534, timeout: 30_000 });
+      expect(r.status, args.join(" ")).toBe(1);
+      const line = `config ${s.cfgFile} cannot be read by uid 65534 (EACCES): it is uid 0 gid 0 mode 0640; run as root or as a member of its group (the daemon's user must be one: chown root:gatewarden ${s.cfgFile} && chmod 0640 ${s.cfgFile})`;
+      expect(r.stderr + r.stdout, args.join(" ")).toContain(args[0] === "doctor" ? `CONFIG_UNREADABLE: ${line}` : `error[CONFIG_UNREADABLE]: ${line}\n`);
+    }
+  });
+
   it("soc trust add and remove name a receiver.db they cannot read the last boot from", () => {
     const s = site();
     const device = `gw-${n - 1}`;
