@@ -1,5 +1,5 @@
 import { createHash } from "node:crypto";
-import { existsSync, lstatSync, readdirSync, readFileSync, readlinkSync, realpathSync, renameSync, rmSync } from "node:fs";
+import { existsSync, lstatSync, readdirSync, readFileSync, readlinkSync, realpathSync, renameSync, rmSync, statSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { z } from "zod";
@@ -117,8 +117,19 @@ export const hasDrift = (d: Drift) => d.changed.length + d.added.length + d.miss
 
 export function readManifest(path: string): Measurement | undefined {
   if (!existsSync(path)) return undefined;
+  let text: string;
   try {
-    const m = JSON.parse(readFileSync(path, "utf8")) as Measurement;
+    text = readFileSync(path, "utf8");
+  } catch (e) {
+    // Not a bad manifest but one this user may not read (root's, from an older `sudo integrity
+    // accept`): accepting again would not help, giving it back does.
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code !== "EACCES" && code !== "EPERM") throw pathUnusable(path, "integrity manifest", e as NodeJS.ErrnoException);
+    const st = statSync(path);
+    throw pathUnusable(path, "integrity manifest", `uid ${process.getuid?.() ?? "?"} may not read it (it is uid ${st.uid} gid ${st.gid} mode 0${(st.mode & 0o777).toString(8)}): chown it to the daemon's user (chown gatewarden: ${path})`);
+  }
+  try {
+    const m = JSON.parse(text) as Measurement;
     if (typeof m.files !== "object" || m.files === null) throw new Error("no files");
     return m;
   } catch (e) {

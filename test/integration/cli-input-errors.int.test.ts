@@ -16,6 +16,14 @@ describe("malformed inputs and peers (built bundle)", () => {
   afterAll(t.cleanup);
   let n = 0;
   const site = () => makeSite(join(t.dir, `s${n}`), { device: `gw-${n++}` });
+  /** Commands run as uid 65534 need root: a skip locally, a failure in CI. */
+  const canRunAsOtherUser = (): boolean => {
+    if (process.getuid?.() === 0) return true;
+    if (process.env.GATEWARDEN_REQUIRE_PEERS === "1") throw new Error("running a command as another user needs root (GATEWARDEN_REQUIRE_PEERS=1)");
+    console.warn("skipped: not root");
+    return false;
+  };
+  const asNobody = (args: string[]) => spawnSync(process.execPath, [BIN, ...args], { encoding: "utf8", uid: 65534, gid: 65534, timeout: 30_000 });
   const errorOf = (r: { stdout: string }) => (JSON.parse(r.stdout) as { error: { code: string; message: string } }).error;
 
   /** A Unix socket server that answers every connection with `reply` (another service's socket). */
@@ -197,10 +205,7 @@ describe("malformed inputs and peers (built bundle)", () => {
   });
 
   it("config set as a user who cannot keep the config's owner changes nothing and says so (PATH_UNUSABLE); as root it keeps owner, group and mode", () => {
-    if (process.getuid?.() !== 0) {
-      if (process.env.GATEWARDEN_REQUIRE_PEERS === "1") throw new Error("running a command as another user needs root (GATEWARDEN_REQUIRE_PEERS=1)");
-      return void console.warn("skipped: not root");
-    }
+    if (!canRunAsOtherUser()) return;
     const s = site();
     const dir = join(s.gwDir, "shared");
     mkdirSync(dir);
@@ -211,7 +216,7 @@ describe("malformed inputs and peers (built bundle)", () => {
     chownSync(cfg, 0, 65534);
     chmodSync(cfg, 0o644);
     const before = readFileSync(cfg, "utf8");
-    const r = spawnSync(process.execPath, [BIN, "config", "set", "buffer.max_bytes", "20000000", "--config", cfg], { encoding: "utf8", uid: 65534, gid: 65534, timeout: 30_000 });
+    const r = asNobody(["config", "set", "buffer.max_bytes", "20000000", "--config", cfg]);
     expect(r.status).toBe(1);
     expect(r.stderr).toBe(`error[PATH_UNUSABLE]: file ${cfg} cannot be used: it belongs to uid 0 gid 65534, and a replacement written by uid 65534 could not keep that (EPERM); nothing was changed: run this as the file's owner or as root\n`);
     expect(readFileSync(cfg, "utf8")).toBe(before);
@@ -228,19 +233,30 @@ describe("malformed inputs and peers (built bundle)", () => {
     const dir = s.gwDir.replace(/\/[^/]+$/, "");
     const r0 = gw(["config", "validate", "--config", dir]);
     expect(r0.stderr).toBe(`error[CONFIG_NOT_FOUND]: config ${dir} is a directory; pass --config FILE naming the config file in it\n`);
-    if (process.getuid?.() !== 0) {
-      if (process.env.GATEWARDEN_REQUIRE_PEERS === "1") throw new Error("running a command as another user needs root (GATEWARDEN_REQUIRE_PEERS=1)");
-      return void console.warn("skipped: not root");
-    }
+    if (!canRunAsOtherUser()) return;
     for (const d of [t.dir, dirname(s.gwDir), s.gwDir]) chmodSync(d, 0o755);
     chownSync(s.cfgFile, 0, 0);
     chmodSync(s.cfgFile, 0o640);
     for (const args of [["config", "validate"], ["run"], ["doctor"]]) {
-      const r = spawnSync(process.execPath, [BIN, ...args, "--config", s.cfgFile], { encoding: "utf8", uid: 65534, gid: 65534, timeout: 30_000 });
+      const r = asNobody([...args, "--config", s.cfgFile]);
       expect(r.status, args.join(" ")).toBe(1);
       const line = `config ${s.cfgFile} cannot be read by uid 65534 (EACCES): it is uid 0 gid 0 mode 0640; run as root or as a member of its group (the daemon's user must be one: chown root:gatewarden ${s.cfgFile} && chmod 0640 ${s.cfgFile})`;
       expect(r.stderr + r.stdout, args.join(" ")).toContain(args[0] === "doctor" ? `CONFIG_UNREADABLE: ${line}` : `error[CONFIG_UNREADABLE]: ${line}\n`);
     }
+  });
+
+  it("an integrity manifest this user may not read is PATH_UNUSABLE naming its owner and the chown, not 'not readable JSON, accept again'", () => {
+    if (!canRunAsOtherUser()) return;
+    const s = site();
+    const manifest = join(s.gwDir, "integrity.json");
+    for (const [k, v] of [["integrity.interval_ms", "300000"], ["integrity.manifest_path", manifest]]) expect(gw(["config", "set", k!, v!, "--config", s.cfgFile]).code).toBe(0);
+    expect(gw(["integrity", "accept", "--config", s.cfgFile]).code).toBe(0);
+    expect(statSync(manifest).mode & 0o777).toBe(0o600);
+    for (const d of [t.dir, dirname(s.gwDir), s.gwDir]) chmodSync(d, 0o755);
+    chmodSync(s.cfgFile, 0o644);
+    const r = asNobody(["integrity", "check", "--config", s.cfgFile]);
+    expect(r.status).toBe(1);
+    expect(r.stderr).toBe(`error[PATH_UNUSABLE]: integrity manifest ${manifest} cannot be used: uid 65534 may not read it (it is uid 0 gid 0 mode 0600): chown it to the daemon's user (chown gatewarden: ${manifest})\n`);
   });
 
   it("soc trust add and remove name a receiver.db they cannot read the last boot from", () => {
