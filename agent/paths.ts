@@ -1,7 +1,7 @@
 import { accessSync, constants, statSync } from "node:fs";
 import { dirname } from "node:path";
-import { existing } from "./core/dirs";
-import { pathUnusable as unusable } from "./core/errors";
+import { dirOwner, existing } from "./core/dirs";
+import { DaemonError, pathUnusable as unusable } from "./core/errors";
 
 /**
  * A data file the config names (outbox, state files, control socket): its directory must exist,
@@ -36,4 +36,21 @@ export function checkSocketPath(path: string, what: string): void {
     return; // nothing there (yet): checkDataPath says whether it can be made
   }
   if (!st.isSocket()) throw unusable(path, what, `${st.isDirectory() ? "a directory" : "a file that is not a socket"} is there (it is not removed: move it, or choose another path)`);
+}
+
+/**
+ * The daemon as root over the service user's state directory (`sudo gatewarden run` on an
+ * installed gateway): what it made there (detector state, write windows, the control socket)
+ * would be root's, and the service, run as its own user, could not use it afterwards. Refused
+ * before anything is opened; the service user's daemon is started by systemd.
+ */
+export function refuseRootOverServiceState(outboxPath: string): void {
+  const dir = dirname(outboxPath);
+  const owner = dirOwner(dir);
+  if (!owner) return;
+  throw new DaemonError(
+    "WRONG_USER",
+    `the daemon would run as root, but its state directory ${dir} (buffer.path) belongs to uid ${owner.uid}: files made now would be root's, and the service could not use them afterwards. ` +
+      `Start the service (systemctl start gatewarden; journalctl -fu gatewarden shows its log), or run it as that user (sudo -u '#${owner.uid}' gatewarden run ...)`,
+  );
 }

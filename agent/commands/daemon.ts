@@ -1,6 +1,7 @@
 import { formatOpcuaProcess, type OpcuaProcessStatus } from "../../protocols/opcua/process-protocol";
 import type { Command } from "commander";
 import { loadConfig } from "../config/load";
+import { refuseRootOverServiceState } from "../paths";
 import { locateConfig } from "../config/locate";
 import { controlCall, controlStream } from "../core/control-client";
 import { createLogger } from "../log";
@@ -35,6 +36,7 @@ export function registerDaemon(program: Command): void {
         let onHup = (): void => {};
         process.on("SIGHUP", () => onHup());
         const loaded = loadConfig(locateConfig(opts.config));
+        refuseRootOverServiceState(loaded.config.buffer.path);
         const log = createLogger(loaded.config.log.level);
         const rt = new Runtime(loaded, log);
         // An error nothing handled ends the process, recorded first: the SOC sees a crash, not a

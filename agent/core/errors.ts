@@ -5,6 +5,7 @@
 export const ErrorCodes = {
   CONFIG_NOT_FOUND: "no config file was found",
   CONFIG_UNREADABLE: "the config file exists but cannot be read by this user",
+  WRONG_USER: "the daemon runs as root, but its state directory belongs to the service user",
   CONFIG_PARSE: "the config file is not valid YAML",
   CONFIG_INVALID: "the config does not match the schema",
   CONFIG_KEY_UNKNOWN: "no such config key",

@@ -1,4 +1,4 @@
-import { execFileSync, spawn, type ChildProcess } from "node:child_process";
+import { execFileSync, spawn, spawnSync, type ChildProcess } from "node:child_process";
 import { appendFileSync, chmodSync, chownSync, copyFileSync, existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, readlinkSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -30,6 +30,7 @@ describe.skipIf(!peers)("release package, install.sh and doctor", () => {
   let cli: (args: string[]) => { code: number; out: string };
   let conf: string;
   let uid = 0;
+  let bin = "";
 
   beforeAll(async () => {
     execFileSync(process.execPath, [join(ROOT, "build", "release.mjs"), join(t.dir, "out")], { cwd: ROOT, stdio: "pipe" });
@@ -40,7 +41,7 @@ describe.skipIf(!peers)("release package, install.sh and doctor", () => {
     const install = (extra: string[] = []) => execFileSync(join(rel, "install.sh"), ["--root", root, "--device-id", "cab-17", "--node", process.execPath, ...extra], { encoding: "utf8" });
     install();
     expect(install()).toMatch(/already installed[\s\S]*kept the existing config/); // idempotent
-    const bin = join(root, "opt", "gatewarden", "releases", "current", "dist", "gatewarden.cjs");
+    bin = join(root, "opt", "gatewarden", "releases", "current", "dist", "gatewarden.cjs");
     conf = join(root, "etc", "gatewarden", "gatewarden.yaml");
     cli = (args) => {
       try {
@@ -129,7 +130,7 @@ describe.skipIf(!peers)("release package, install.sh and doctor", () => {
     expect(d.checks.map((c) => c.id)).toEqual(expect.arrayContaining(["config", "service_user", "secret:device.key", "secret:upstream.key", "state_dir", "disk", "broker", "modbus_upstream:plc", "modbus_upstream:bus", "listener:scada"]));
   });
 
-  it("what root's commands write stays usable by the service user: config set keeps root:gatewarden 0640, integrity accept leaves the state its own", () => {
+  it("what root's commands write stays usable by the service user: config set keeps root:gatewarden 0640, integrity accept leaves the state its own, run as root is refused", () => {
     // beforeAll edited the config as root (sudo gatewarden config set): it was root:root before.
     const gid = statSync(join(root, "etc", "gatewarden")).gid;
     const c = statSync(conf);
@@ -143,6 +144,12 @@ describe.skipIf(!peers)("release package, install.sh and doctor", () => {
     const files = readdirSync(state);
     expect(files).toEqual(expect.arrayContaining(["integrity.json", "outbox.db", "outbox.db.head", "outbox.db.lock"]));
     for (const f of files) expect([f, statSync(join(state, f)).uid], f).toEqual([f, uid]);
+    // sudo gatewarden run: refused before it makes anything root's in the service user's state.
+    const before = readdirSync(state).sort();
+    const run = spawnSync(process.execPath, [bin, "run", "--config", conf], { encoding: "utf8", timeout: 60_000 });
+    expect(run.status).toBe(1);
+    expect(run.stderr).toMatch(new RegExp(`^error\\[WRONG_USER\\]: the daemon would run as root, but its state directory \\S+ \\(buffer.path\\) belongs to uid ${uid}: files made now would be root's`));
+    expect(readdirSync(state).sort()).toEqual(before);
     const doctor = (): DoctorOut => JSON.parse(cli(["doctor", "--config", conf, "--root", root, "--json"]).out) as DoctorOut;
     expect(doctor().checks.filter((x) => ["config_readable", "state_dir"].includes(x.id)).map((x) => x.status)).toEqual(["ok", "ok"]);
     // A file root left there, and a config the service cannot read, are each a failing check with its fix.
