@@ -1,10 +1,10 @@
 import { createHash } from "node:crypto";
-import { existsSync, lstatSync, readdirSync, readFileSync, readlinkSync, realpathSync, renameSync, rmSync, statSync } from "node:fs";
+import { existsSync, lstatSync, readdirSync, readFileSync, readlinkSync, realpathSync, renameSync, rmSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { z } from "zod";
 import { DaemonError, isDaemonError, pathUnusable } from "../agent/core/errors";
-import { makeDirs } from "../agent/core/dirs";
+import { makeDirs, ownershipOf } from "../agent/core/dirs";
 import { writeFileAtomic } from "../agent/core/secret-files";
 import { OcsfClass } from "../agent/core/events";
 import type { EventDraft } from "../agent/core/events";
@@ -125,8 +125,8 @@ export function readManifest(path: string): Measurement | undefined {
     // accept`): accepting again would not help, giving it back does.
     const code = (e as NodeJS.ErrnoException).code;
     if (code !== "EACCES" && code !== "EPERM") throw pathUnusable(path, "integrity manifest", e as NodeJS.ErrnoException);
-    const st = statSync(path);
-    throw pathUnusable(path, "integrity manifest", `uid ${process.getuid?.() ?? "?"} may not read it (it is uid ${st.uid} gid ${st.gid} mode 0${(st.mode & 0o777).toString(8)}): chown it to the daemon's user (chown gatewarden: ${path})`);
+    const owner = ownershipOf(path);
+    throw pathUnusable(path, "integrity manifest", `uid ${process.getuid?.() ?? "?"} may not read it${owner ? ` (it is ${owner})` : ""}: chown it to the daemon's user (chown gatewarden: ${path})`);
   }
   try {
     const m = JSON.parse(text) as Measurement;

@@ -1,6 +1,7 @@
-import { readFileSync, statSync } from "node:fs";
+import { readFileSync } from "node:fs";
 import { dirname, isAbsolute, resolve } from "node:path";
 import { LineCounter, parseDocument, type Document } from "yaml";
+import { ownershipOf } from "../core/dirs";
 import { DaemonError } from "../core/errors";
 import { docToJS, formatIssues, zodIssues, type ConfigIssue } from "../core/issues";
 import { configSchema, type Config } from "./schema";
@@ -57,14 +58,8 @@ export function loadConfig(file: string): LoadedConfig {
 function unreadableConfig(file: string, e: NodeJS.ErrnoException): DaemonError {
   const code = e.code ?? "error";
   if (code === "EACCES" || code === "EPERM") {
-    let owner = "";
-    try {
-      const st = statSync(file);
-      owner = `: it is uid ${st.uid} gid ${st.gid} mode 0${(st.mode & 0o777).toString(8)}`;
-    } catch {
-      /* a directory on the way is not searchable: the path's parts say why */
-    }
-    return new DaemonError("CONFIG_UNREADABLE", `config ${file} cannot be read by uid ${process.getuid?.() ?? "?"} (${code})${owner}; run as root or as a member of its group (the daemon's user must be one: chown root:gatewarden ${file} && chmod 0640 ${file})`);
+    const owner = ownershipOf(file); // undefined: a directory on the way is not searchable
+    return new DaemonError("CONFIG_UNREADABLE", `config ${file} cannot be read by uid ${process.getuid?.() ?? "?"} (${code})${owner ? `: it is ${owner}` : ""}; run as root or as a member of its group (the daemon's user must be one: chown root:gatewarden ${file} && chmod 0640 ${file})`);
   }
   if (code === "EISDIR") return new DaemonError("CONFIG_NOT_FOUND", `config ${file} is a directory; pass --config FILE naming the config file in it`);
   return new DaemonError("CONFIG_NOT_FOUND", `cannot read config ${file} (${code}); pass --config FILE, set GATEWARDEN_CONFIG, or run \`gatewarden init --dir DIR\``);

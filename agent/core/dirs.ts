@@ -61,17 +61,23 @@ export function dirOwner(dir: string): { uid: number; gid: number } | undefined 
  * ever ran, and directories made for state.
  * Best effort: a file that cannot be given away stays as it is, and the daemon names it.
  */
-export function giveToDirOwner(...paths: string[]): void {
-  for (const p of paths) {
-    const owner = dirOwner(dirname(p));
-    if (!owner) continue;
-    try {
-      const st = statSync(p);
-      if (st.uid === 0 && (st.isFile() || st.isDirectory())) chownSync(p, owner.uid, owner.gid);
-    } catch {
-      /* gone, or not ours to change */
-    }
+export function giveToDirOwner(path: string): void {
+  const owner = dirOwner(dirname(path));
+  if (!owner) return;
+  try {
+    const st = statSync(path);
+    if (st.uid === 0 && (st.isFile() || st.isDirectory())) chownSync(path, owner.uid, owner.gid);
+  } catch {
+    /* gone, or not ours to change */
   }
 }
 
-
+/** A file's owner, group and permission bits in words (`uid 0 gid 998 mode 0640`); undefined when it cannot be looked at. */
+export function ownershipOf(path: string): string | undefined {
+  try {
+    const st = statSync(path);
+    return `uid ${st.uid} gid ${st.gid} mode 0${(st.mode & 0o777).toString(8)}`;
+  } catch {
+    return undefined;
+  }
+}

@@ -4,6 +4,7 @@ import { connect, createServer } from "node:net";
 import { dirname, join } from "node:path";
 import mqtt from "mqtt";
 import { controlCall } from "../core/control-client";
+import { ownershipOf } from "../core/dirs";
 import type { Config } from "../config/schema";
 import { describeError } from "../core/errors";
 import { brokerAuth } from "../mqtt-connection";
@@ -61,8 +62,9 @@ export function checkConfigReadable(file: string, user: { uid: number; gid: numb
     const st = statSync(file);
     const m = st.mode & 0o777;
     const readable = (st.uid === user.uid && m & 0o400) || (st.gid === user.gid && m & 0o040) || m & 0o004;
-    if (readable) return ok("config_readable", `${file} (uid ${st.uid} gid ${st.gid} mode 0${m.toString(8)}) is readable by the service user`);
-    return fail("config_readable", `${file} is uid ${st.uid} gid ${st.gid} mode 0${m.toString(8)}: the service user (uid ${user.uid} gid ${user.gid}) cannot read it, and the daemon will not start`, `chown root:gatewarden ${file} && chmod 0640 ${file}`);
+    const owner = ownershipOf(file);
+    if (readable) return ok("config_readable", `${file} (${owner}) is readable by the service user`);
+    return fail("config_readable", `${file} is ${owner}: the service user (uid ${user.uid} gid ${user.gid}) cannot read it, and the daemon will not start`, `chown root:gatewarden ${file} && chmod 0640 ${file}`);
   } catch (e) {
     return fail("config_readable", `${file}: ${describeError(e)}`, "gatewarden config validate names the problem");
   }

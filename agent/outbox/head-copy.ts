@@ -1,6 +1,6 @@
-import { giveToDirOwner } from "../core/dirs";
 import { createHash } from "node:crypto";
 import { closeSync, constants, openSync, readFileSync, writeSync } from "node:fs";
+import { giveToDirOwner } from "../core/dirs";
 
 /** The chain head as the second copy keeps it: where the chain is, and what was delivered. */
 export interface HeadRecord {

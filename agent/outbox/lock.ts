@@ -1,10 +1,9 @@
-import { giveToDirOwner } from "../core/dirs";
 import Database from "better-sqlite3";
 import { readFileSync } from "node:fs";
 import { hostname } from "node:os";
 import { dirname } from "node:path";
 import { DaemonError } from "../core/errors";
-import { makeDirs } from "../core/dirs";
+import { giveToDirOwner, makeDirs } from "../core/dirs";
 
 /** OUTBOX_LOCKED from the lock, with the holder it names (undefined: it names none). */
 export class OutboxLocked extends DaemonError {

@@ -1,4 +1,3 @@
-import { giveToDirOwner } from "../core/dirs";
 import Database from "better-sqlite3";
 import { performance } from "node:perf_hooks";
 import { closeSync, fsyncSync, openSync, rmSync, statSync } from "node:fs";
@@ -11,7 +10,7 @@ import { CLASS_RANK, DURABLE_RANK, EVENT_CLASSES, type EventClass } from "../cor
 import { WalIndex } from "./wal-index";
 import { budgetShares, framesFor, type BudgetShares, type WriteShape } from "./budget";
 import { extendRanges, isRange, mergeRanges, rangeCount } from "../core/seq-ranges";
-import { makeDirs } from "../core/dirs";
+import { giveToDirOwner, makeDirs } from "../core/dirs";
 
 /**
  * The SQLite outbox: the store of record for every event until the SOC (upstream.ack: soc) or

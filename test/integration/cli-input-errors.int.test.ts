@@ -173,35 +173,28 @@ describe("malformed inputs and peers (built bundle)", () => {
 
   it("outbox check on another program's SQLite database is OUTBOX_OPEN naming the file, which it leaves as it was (no tables added, journal mode unchanged)", () => {
     const s = site();
-    const foreign = join(s.gwDir, "other.db");
-    const db = new Database(foreign);
-    db.exec("CREATE TABLE events (id INTEGER PRIMARY KEY, name TEXT)");
-    db.close();
-    expect(gw(["config", "set", "buffer.path", foreign, "--config", s.cfgFile]).code).toBe(0);
-    const r = gw(["outbox", "check", "--config", s.cfgFile]);
-    expect(r.code).toBe(1);
-    expect(r.stderr).toBe(`error[OUTBOX_OPEN]: cannot open the outbox ${foreign}: it is a SQLite database but not a Gatewarden outbox (its table events has no column boot); point buffer.path at the outbox, or at a new file\n`);
-    const after = new Database(foreign, { readonly: true });
-    expect(after.prepare("SELECT name FROM sqlite_master").pluck().all()).toEqual(["events"]);
-    // Nothing else in it changed either: it was refused before the outbox's WAL mode was set.
-    expect(after.pragma("journal_mode", { simple: true })).toBe("delete");
-    after.close();
-    expect(existsSync(`${foreign}-wal`)).toBe(false);
-
-    // A database with none of the outbox's tables (another program's, or the receiver's) is
-    // refused too: before, the outbox's tables were added to it.
-    const other = join(s.gwDir, "users.db");
-    const db2 = new Database(other);
-    db2.exec("CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT); CREATE TABLE roles (id INTEGER PRIMARY KEY)");
-    db2.close();
-    expect(gw(["config", "set", "buffer.path", other, "--config", s.cfgFile]).code).toBe(0);
-    const r2 = gw(["outbox", "check", "--config", s.cfgFile]);
-    expect(r2.code).toBe(1);
-    expect(r2.stderr).toBe(`error[OUTBOX_OPEN]: cannot open the outbox ${other}: it is a SQLite database but not a Gatewarden outbox (it has tables no outbox has: roles, users); point buffer.path at the outbox, or at a new file\n`);
-    const after2 = new Database(other, { readonly: true });
-    expect(after2.prepare("SELECT name FROM sqlite_master ORDER BY name").pluck().all()).toEqual(["roles", "users"]);
-    expect(after2.pragma("journal_mode", { simple: true })).toBe("delete");
-    after2.close();
+    // A table of the outbox's name without its columns; and none of the outbox's tables (another
+    // program's, or the receiver's), to which the outbox's tables used to be added.
+    const cases: [string, string, string, string[]][] = [
+      ["other.db", "CREATE TABLE events (id INTEGER PRIMARY KEY, name TEXT)", "its table events has no column boot", ["events"]],
+      ["users.db", "CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT); CREATE TABLE roles (id INTEGER PRIMARY KEY)", "it has tables no outbox has: roles, users", ["roles", "users"]],
+    ];
+    for (const [name, sql, why, tables] of cases) {
+      const foreign = join(s.gwDir, name);
+      const db = new Database(foreign);
+      db.exec(sql);
+      db.close();
+      expect(gw(["config", "set", "buffer.path", foreign, "--config", s.cfgFile]).code).toBe(0);
+      const r = gw(["outbox", "check", "--config", s.cfgFile]);
+      expect(r.code).toBe(1);
+      expect(r.stderr).toBe(`error[OUTBOX_OPEN]: cannot open the outbox ${foreign}: it is a SQLite database but not a Gatewarden outbox (${why}); point buffer.path at the outbox, or at a new file\n`);
+      const after = new Database(foreign, { readonly: true });
+      expect(after.prepare("SELECT name FROM sqlite_master ORDER BY name").pluck().all()).toEqual(tables);
+      // Nothing else in it changed either: it was refused before the outbox's WAL mode was set.
+      expect(after.pragma("journal_mode", { simple: true })).toBe("delete");
+      after.close();
+      expect(existsSync(`${foreign}-wal`)).toBe(false);
+    }
   });
 
   it("config set as a user who cannot keep the config's owner changes nothing and says so (PATH_UNUSABLE); as root it keeps owner, group and mode", () => {
